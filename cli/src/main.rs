@@ -1,0 +1,56 @@
+//! `pylon`: runs the planes (`dev`, `control-plane`) and drives the admin API
+//! (`apply`, `deploy`, `rollback`, `cluster …`) — the same gRPC API automation
+//! uses. Wiring and presentation only; no logic of its own.
+
+mod client;
+mod output;
+mod run;
+mod verbs;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "pylon", version, about = "Pylon: a self-hosted, distributed API gateway")]
+struct Cli {
+    #[command(flatten)]
+    connection: client::Connection,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything in one process for local use: a single-node control plane
+    /// in a local data directory.
+    Dev(run::DevArgs),
+    /// Run a control-plane node.
+    ControlPlane(Box<run::ControlPlaneArgs>),
+    #[command(flatten)]
+    Admin(verbs::AdminCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Dev(args) => run::dev(args).await,
+            Command::ControlPlane(args) => run::control_plane(*args).await,
+            Command::Admin(command) => verbs::run(&cli.connection, command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

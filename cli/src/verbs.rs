@@ -1,0 +1,616 @@
+//! Admin verbs for people. Each is a thin call (or a get-then-update with the
+//! revision it read) on the admin API.
+
+use crate::client::{Admin, Connection, explain};
+use crate::output::{self, OutputArgs, print, time};
+use anyhow::{Context as _, bail};
+use pylon_common::model::{ApiDefinition, parse_documents};
+use pylon_proto::admin::v1::*;
+use pylon_proto::config::v1::{self as config, CanarySettings, resource::Kind};
+
+use std::path::PathBuf;
+use tonic::Code;
+
+#[derive(clap::Subcommand)]
+pub enum AdminCommand {
+    /// Create or update resources from a YAML or JSON file (idempotent).
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// APIs.
+    #[command(subcommand)]
+    Apis(ApisCommand),
+    /// Snapshot an API's definition as a new deployment and point a stage at it.
+    Deploy {
+        api: String,
+        #[arg(long)]
+        stage: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Deploy as the stage's canary with this share of traffic instead of
+        /// moving the stage.
+        #[arg(long)]
+        canary_percent: Option<f64>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Deployment history.
+    #[command(subcommand)]
+    Deployments(DeploymentsCommand),
+    /// Stages.
+    #[command(subcommand)]
+    Stages(StagesCommand),
+    /// Canary releases on a stage.
+    #[command(subcommand)]
+    Canary(CanaryCommand),
+    /// Point a stage at an earlier deployment.
+    Rollback {
+        api: String,
+        #[arg(long)]
+        stage: String,
+        #[arg(long = "to")]
+        deployment: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Cluster membership and health.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(clap::Subcommand)]
+pub enum ApisCommand {
+    List {
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    Get {
+        name: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum DeploymentsCommand {
+    /// Newest first.
+    List {
+        api: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum StagesCommand {
+    List {
+        api: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    Get {
+        api: String,
+        stage: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Change stage variables or description.
+    Update {
+        api: String,
+        stage: String,
+        /// NAME=VALUE (repeatable).
+        #[arg(long = "var", value_parser = parse_pair)]
+        vars: Vec<(String, String)>,
+        /// Remove a variable (repeatable).
+        #[arg(long = "unset-var")]
+        unset: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum CanaryCommand {
+    /// Send a share of the stage's traffic to another deployment.
+    Set {
+        api: String,
+        stage: String,
+        #[arg(long)]
+        deployment: String,
+        /// 0.0–100.0
+        #[arg(long)]
+        percent: f64,
+        /// Stage variable override for canary requests, NAME=VALUE (repeatable).
+        #[arg(long = "override", value_parser = parse_pair)]
+        overrides: Vec<(String, String)>,
+        #[arg(long)]
+        use_stage_cache: bool,
+        /// Stable split on a client attribute, e.g. $request.header.x-user.
+        #[arg(long, default_value = "")]
+        sticky_key: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Make the canary's deployment the stage's.
+    Promote {
+        api: String,
+        stage: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Remove the canary.
+    Clear {
+        api: String,
+        stage: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum ClusterCommand {
+    /// Members, leader, term, commit and applied index per node.
+    Status {
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Add a node (started with `pylon control-plane --join`) as a voter.
+    Join {
+        #[arg(long)]
+        node_id: u64,
+        #[arg(long)]
+        raft_address: String,
+    },
+    /// Remove a node from the cluster.
+    Leave {
+        #[arg(long)]
+        node_id: u64,
+    },
+}
+
+fn parse_pair(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| "expected NAME=VALUE".to_owned())
+}
+
+pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Result<()> {
+    let mut admin = connection.connect().await?;
+    match command {
+        AdminCommand::Apply { file } => apply(&mut admin, &file).await,
+        AdminCommand::Apis(command) => apis(&mut admin, command).await,
+        AdminCommand::Deploy { api, stage, description, canary_percent, output } => {
+            let target = if canary_percent.is_some() { String::new() } else { stage.clone() };
+            let deployment = admin
+                .create_deployment(CreateDeploymentRequest { api: api.clone(), description, stage: target })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            if let Some(percent) = canary_percent {
+                let mut current = get_stage(&mut admin, &api, &stage).await?;
+                let previous = current.canary.take().unwrap_or_default();
+                current.canary = Some(CanarySettings {
+                    deployment_id: deployment.id.clone(),
+                    percent_traffic: percent,
+                    ..previous
+                });
+                update_stage(&mut admin, current).await?;
+            }
+            if output.format == output::Format::Table {
+                match canary_percent {
+                    Some(percent) => println!("deployed {api} as {} to stage {stage} as a {percent}% canary", deployment.id),
+                    None => println!("deployed {api} as {} to stage {stage}", deployment.id),
+                }
+                return Ok(());
+            }
+            print(output.format, &deployment, &[], vec![])
+        }
+        AdminCommand::Deployments(DeploymentsCommand::List { api, output }) => {
+            let stages = admin
+                .list_stages(ListStagesRequest { api: api.clone(), ..Default::default() })
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .stages;
+            let mut deployments = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = admin
+                    .list_deployments(ListDeploymentsRequest {
+                        api: api.clone(),
+                        page: Some(Page { page_size: 1000, page_token: token }),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+                deployments.extend(page.deployments);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+            let rows = deployments
+                .iter()
+                .map(|d| {
+                    let mut on: Vec<String> = stages.iter().filter(|s| s.deployment_id == d.id).map(|s| s.name.clone()).collect();
+                    on.extend(
+                        stages
+                            .iter()
+                            .filter(|s| s.canary.as_ref().is_some_and(|c| c.deployment_id == d.id && c.percent_traffic > 0.0))
+                            .map(|s| format!("{} (canary)", s.name)),
+                    );
+                    vec![d.id.clone(), time(d.created_at.as_ref()), on.join(","), d.description.clone()]
+                })
+                .collect();
+            print(output.format, &deployments, &["ID", "CREATED", "STAGES", "DESCRIPTION"], rows)
+        }
+        AdminCommand::Stages(command) => stages(&mut admin, command).await,
+        AdminCommand::Canary(command) => canary(&mut admin, command).await,
+        AdminCommand::Rollback { api, stage, deployment, output } => {
+            let stage = admin
+                .rollback_stage(RollbackStageRequest { api, stage, deployment_id: deployment, expected_revision: 0 })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            print_stage(output, &stage)
+        }
+        AdminCommand::Cluster(command) => cluster(&mut admin, command).await,
+    }
+}
+
+async fn apis(admin: &mut Admin, command: ApisCommand) -> anyhow::Result<()> {
+    match command {
+        ApisCommand::List { output } => {
+            let apis = admin.list_apis(ListApisRequest::default()).await.map_err(explain)?.into_inner().apis;
+            let rows = apis
+                .iter()
+                .map(|a| {
+                    vec![
+                        a.name.clone(),
+                        protocol(a.protocol),
+                        a.routes.len().to_string(),
+                        a.revision.to_string(),
+                        time(a.updated_at.as_ref()),
+                    ]
+                })
+                .collect();
+            print(output.format, &apis, &["NAME", "PROTOCOL", "ROUTES", "REVISION", "UPDATED"], rows)
+        }
+        ApisCommand::Get { name, output } => {
+            let api = admin.get_api(GetApiRequest { name, ..Default::default() }).await.map_err(explain)?.into_inner();
+            let rows = api
+                .routes
+                .iter()
+                .map(|r| {
+                    let integration = r.integration.as_ref();
+                    vec![
+                        r.method.clone(),
+                        r.path.clone(),
+                        integration
+                            .and_then(|i| config::integration::Type::try_from(i.r#type).ok())
+                            .map(|t| t.as_str_name().to_owned())
+                            .unwrap_or_default(),
+                        integration.map(|i| i.uri.clone()).unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            if output.format == output::Format::Table {
+                println!("{} ({}), revision {}", api.name, protocol(api.protocol), api.revision);
+            }
+            print(output.format, &api, &["METHOD", "PATH", "INTEGRATION", "URI"], rows)
+        }
+        ApisCommand::Delete { name } => {
+            admin.delete_api(DeleteApiRequest { name: name.clone(), expected_revision: 0 }).await.map_err(explain)?;
+            println!("deleted API {name}");
+            Ok(())
+        }
+    }
+}
+
+fn protocol(value: i32) -> String {
+    config::api::Protocol::try_from(value).map(|p| p.as_str_name().to_owned()).unwrap_or_default()
+}
+
+fn print_stage(output: OutputArgs, stage: &config::Stage) -> anyhow::Result<()> {
+    let canary = stage
+        .canary
+        .as_ref()
+        .map(|c| format!("{} @ {}%", c.deployment_id, c.percent_traffic))
+        .unwrap_or_else(|| "-".into());
+    let variables = stage.variables.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    let row = vec![
+        stage.name.clone(),
+        stage.deployment_id.clone(),
+        canary,
+        variables,
+        stage.revision.to_string(),
+    ];
+    print(output.format, stage, &["STAGE", "DEPLOYMENT", "CANARY", "VARIABLES", "REVISION"], vec![row])
+}
+
+async fn get_stage(admin: &mut Admin, api: &str, stage: &str) -> anyhow::Result<config::Stage> {
+    Ok(admin
+        .get_stage(GetStageRequest { api: api.into(), name: stage.into(), ..Default::default() })
+        .await
+        .map_err(explain)?
+        .into_inner())
+}
+
+async fn update_stage(admin: &mut Admin, stage: config::Stage) -> anyhow::Result<config::Stage> {
+    let expected_revision = stage.revision;
+    Ok(admin
+        .update_stage(UpdateStageRequest { stage: Some(stage), expected_revision })
+        .await
+        .map_err(explain)?
+        .into_inner())
+}
+
+async fn stages(admin: &mut Admin, command: StagesCommand) -> anyhow::Result<()> {
+    match command {
+        StagesCommand::List { api, output } => {
+            let stages = admin
+                .list_stages(ListStagesRequest { api, ..Default::default() })
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .stages;
+            let rows = stages
+                .iter()
+                .map(|s| {
+                    let canary = s.canary.as_ref().map(|c| format!("{} @ {}%", c.deployment_id, c.percent_traffic));
+                    vec![s.name.clone(), s.deployment_id.clone(), canary.unwrap_or_else(|| "-".into()), s.revision.to_string()]
+                })
+                .collect();
+            print(output.format, &stages, &["STAGE", "DEPLOYMENT", "CANARY", "REVISION"], rows)
+        }
+        StagesCommand::Get { api, stage, output } => print_stage(output, &get_stage(admin, &api, &stage).await?),
+        StagesCommand::Update { api, stage, vars, unset, description, output } => {
+            let mut current = get_stage(admin, &api, &stage).await?;
+            for (name, value) in vars {
+                current.variables.insert(name, value);
+            }
+            for name in unset {
+                current.variables.remove(&name);
+            }
+            if let Some(description) = description {
+                current.description = description;
+            }
+            print_stage(output, &update_stage(admin, current).await?)
+        }
+    }
+}
+
+async fn canary(admin: &mut Admin, command: CanaryCommand) -> anyhow::Result<()> {
+    match command {
+        CanaryCommand::Set { api, stage, deployment, percent, overrides, use_stage_cache, sticky_key, output } => {
+            let mut current = get_stage(admin, &api, &stage).await?;
+            current.canary = Some(CanarySettings {
+                deployment_id: deployment,
+                percent_traffic: percent,
+                stage_variable_overrides: overrides.into_iter().collect(),
+                use_stage_cache,
+                sticky_key,
+            });
+            print_stage(output, &update_stage(admin, current).await?)
+        }
+        CanaryCommand::Promote { api, stage, output } => {
+            let stage = admin
+                .promote_canary(PromoteCanaryRequest { api, stage, expected_revision: 0 })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            print_stage(output, &stage)
+        }
+        CanaryCommand::Clear { api, stage, output } => {
+            let mut current = get_stage(admin, &api, &stage).await?;
+            current.canary = None;
+            print_stage(output, &update_stage(admin, current).await?)
+        }
+    }
+}
+
+async fn cluster(admin: &mut Admin, command: ClusterCommand) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Status { output } => {
+            let status = admin.get_cluster_status(GetClusterStatusRequest {}).await.map_err(explain)?.into_inner();
+            let rows = status
+                .members
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.node_id.to_string(),
+                        m.raft_address.clone(),
+                        m.role.clone(),
+                        m.term.to_string(),
+                        m.leader_id.to_string(),
+                        m.commit_index.to_string(),
+                        m.applied_index.to_string(),
+                        m.config_version.to_string(),
+                        m.error.clone(),
+                    ]
+                })
+                .collect();
+            print(
+                output.format,
+                &status,
+                &["NODE", "RAFT ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "CONFIG", "ERROR"],
+                rows,
+            )
+        }
+        ClusterCommand::Join { node_id, raft_address } => {
+            admin.add_member(AddMemberRequest { node_id, raft_address }).await.map_err(explain)?;
+            println!("node {node_id} added");
+            Ok(())
+        }
+        ClusterCommand::Leave { node_id } => {
+            admin.remove_member(RemoveMemberRequest { node_id }).await.map_err(explain)?;
+            println!("node {node_id} removed");
+            Ok(())
+        }
+    }
+}
+
+/// Drops what the control plane sets, so a file and a stored resource compare.
+fn without_output_fields(api: &mut config::Api) {
+    api.revision = 0;
+    api.created_at = None;
+    api.updated_at = None;
+}
+
+async fn apply(admin: &mut Admin, file: &PathBuf) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
+    let resources = parse_documents(&text).with_context(|| format!("{}", file.display()))?;
+    if resources.is_empty() {
+        bail!("{}: no resources", file.display());
+    }
+    for resource in resources {
+        match resource.kind {
+            None => bail!("a document names no resource kind (api, stage, apiKey, usagePlan, domainName)"),
+            Some(Kind::Api(api)) => apply_api(admin, api).await?,
+            Some(Kind::Stage(stage)) => apply_stage(admin, stage).await?,
+            Some(Kind::UsagePlan(plan)) => {
+                let name = plan.name.clone();
+                match admin.get_usage_plan(GetUsagePlanRequest { name: name.clone(), ..Default::default() }).await {
+                    Ok(current) => {
+                        let current = current.into_inner();
+                        let expected_revision = current.revision;
+                        admin
+                            .update_usage_plan(UpdateUsagePlanRequest { usage_plan: Some(plan), expected_revision })
+                            .await
+                            .map_err(explain)?;
+                        println!("usage plan {name} configured");
+                    }
+                    Err(status) if status.code() == Code::NotFound => {
+                        admin.create_usage_plan(CreateUsagePlanRequest { usage_plan: Some(plan) }).await.map_err(explain)?;
+                        println!("usage plan {name} created");
+                    }
+                    Err(status) => return Err(explain(status)),
+                }
+            }
+            Some(Kind::DomainName(domain)) => {
+                let name = domain.name.clone();
+                match admin.get_domain_name(GetDomainNameRequest { name: name.clone(), ..Default::default() }).await {
+                    Ok(current) => {
+                        let expected_revision = current.into_inner().revision;
+                        admin
+                            .update_domain_name(UpdateDomainNameRequest { domain_name: Some(domain), expected_revision })
+                            .await
+                            .map_err(explain)?;
+                        println!("domain name {name} configured");
+                    }
+                    Err(status) if status.code() == Code::NotFound => {
+                        admin.create_domain_name(CreateDomainNameRequest { domain_name: Some(domain) }).await.map_err(explain)?;
+                        println!("domain name {name} created");
+                    }
+                    Err(status) => return Err(explain(status)),
+                }
+            }
+            Some(Kind::ApiKey(key)) => {
+                let existing = admin
+                    .list_api_keys(ListApiKeysRequest { page: Some(Page { page_size: 1000, ..Default::default() }), ..Default::default() })
+                    .await
+                    .map_err(explain)?
+                    .into_inner()
+                    .api_keys
+                    .into_iter()
+                    .find(|k| k.name == key.name);
+                match existing {
+                    Some(current) => {
+                        let updated = config::ApiKey { id: current.id.clone(), ..key };
+                        admin
+                            .update_api_key(UpdateApiKeyRequest { api_key: Some(updated), expected_revision: current.revision })
+                            .await
+                            .map_err(explain)?;
+                        println!("API key {} ({}) configured", current.name, current.id);
+                    }
+                    None => {
+                        let created = admin
+                            .create_api_key(CreateApiKeyRequest { api_key: Some(key), value: String::new() })
+                            .await
+                            .map_err(explain)?
+                            .into_inner();
+                        let id = created.api_key.map(|k| k.id).unwrap_or_default();
+                        println!("API key {id} created; its value is shown only now: {}", created.value);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn apply_api(admin: &mut Admin, api: config::Api) -> anyhow::Result<()> {
+    let name = api.name.clone();
+    match admin.get_api(GetApiRequest { name: name.clone(), ..Default::default() }).await {
+        Ok(current) => {
+            let mut current = current.into_inner();
+            let expected_revision = current.revision;
+            without_output_fields(&mut current);
+            // Compare in the normalized form the control plane stores.
+            let desired = ApiDefinition::validate(api.clone()).map(|d| d.into_proto()).ok();
+            if desired.as_ref() == Some(&current) {
+                println!("API {name} unchanged");
+                return Ok(());
+            }
+            admin
+                .update_api(UpdateApiRequest { api: Some(api), expected_revision })
+                .await
+                .map_err(explain)?;
+            println!("API {name} configured");
+        }
+        Err(status) if status.code() == Code::NotFound => {
+            admin.create_api(CreateApiRequest { api: Some(api) }).await.map_err(explain)?;
+            println!("API {name} created");
+        }
+        Err(status) => return Err(explain(status)),
+    }
+    Ok(())
+}
+
+/// Applying a stage sets its variables and settings; which deployment it
+/// serves (and its canary) change only when the file says so — that is what
+/// `deploy`, `canary` and `rollback` are for.
+async fn apply_stage(admin: &mut Admin, mut stage: config::Stage) -> anyhow::Result<()> {
+    let name = format!("{}/{}", stage.api, stage.name);
+    match admin
+        .get_stage(GetStageRequest { api: stage.api.clone(), name: stage.name.clone(), ..Default::default() })
+        .await
+    {
+        Ok(current) => {
+            let current = current.into_inner();
+            if stage.deployment_id.is_empty() {
+                stage.deployment_id = current.deployment_id.clone();
+            }
+            if stage.canary.is_none() {
+                stage.canary = current.canary.clone();
+            }
+            let mut compare = current.clone();
+            compare.revision = 0;
+            compare.created_at = None;
+            compare.updated_at = None;
+            if compare == stage {
+                println!("stage {name} unchanged");
+                return Ok(());
+            }
+            admin
+                .update_stage(UpdateStageRequest { stage: Some(stage), expected_revision: current.revision })
+                .await
+                .map_err(explain)?;
+            println!("stage {name} configured");
+        }
+        Err(status) if status.code() == Code::NotFound => {
+            admin.create_stage(CreateStageRequest { stage: Some(stage) }).await.map_err(explain)?;
+            println!("stage {name} created");
+        }
+        Err(status) => return Err(explain(status)),
+    }
+    Ok(())
+}
+

@@ -1,0 +1,513 @@
+//! Validation of an [`Api`] definition.
+
+use super::{
+    Checker, HTTP_METHODS, PathTemplate, ValidationErrors, at, check_http_url, idx, is_dns_label,
+    is_name, key,
+};
+use crate::GatewayResponseType;
+use pylon_proto::config::v1::{
+    Api, Authorization, Authorizer, Cors, Integration, ResourcePolicy, Route, api, authorization,
+    authorizer, integration,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// AWS's default and maximum integration timeout.
+pub const DEFAULT_INTEGRATION_TIMEOUT_MS: u32 = 29_000;
+const MIN_INTEGRATION_TIMEOUT_MS: u32 = 50;
+const MAX_ROUTES: usize = 300;
+const JWT_ALGORITHMS: &[&str] = &[
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
+    "ES384", "EdDSA",
+];
+
+/// A route's identity within an API: `GET /pets/{id}`, or a WebSocket route key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RouteKey(String);
+
+impl RouteKey {
+    pub fn of(route: &Route) -> RouteKey {
+        if route.method.is_empty() {
+            RouteKey(route.path.clone())
+        } else {
+            RouteKey(format!("{} {}", route.method, route.path))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An API definition that passed validation, with defaults filled in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiDefinition {
+    api: Api,
+}
+
+impl ApiDefinition {
+    /// Checks everything about `api` that does not depend on other resources,
+    /// returning every problem at once. Defaults (protocol HTTP, integration
+    /// timeout 29 s, mock status 200) are written into the result.
+    pub fn validate(mut api: Api) -> Result<ApiDefinition, ValidationErrors> {
+        let mut c = Checker::default();
+        normalize(&mut api);
+        check_api(&mut c, &api);
+        c.finish(ApiDefinition { api })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.api.name
+    }
+
+    pub fn as_proto(&self) -> &Api {
+        &self.api
+    }
+
+    pub fn into_proto(self) -> Api {
+        self.api
+    }
+}
+
+fn normalize(api: &mut Api) {
+    if api.protocol == api::Protocol::Unspecified as i32 {
+        api.protocol = api::Protocol::Http as i32;
+    }
+    for route in &mut api.routes {
+        route.method = route.method.to_ascii_uppercase();
+        if let Some(integration) = route.integration.as_mut() {
+            if integration.timeout_ms == 0 {
+                integration.timeout_ms = DEFAULT_INTEGRATION_TIMEOUT_MS;
+            }
+            integration.http_method = integration.http_method.to_ascii_uppercase();
+            if let Some(mock) = integration.mock.as_mut() {
+                if mock.status_code == 0 {
+                    mock.status_code = 200;
+                }
+            }
+        }
+    }
+}
+
+fn check_api(c: &mut Checker, api: &Api) {
+    c.check(
+        is_dns_label(&api.name),
+        "name",
+        "must be a DNS label: 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'",
+    );
+    let websocket = api.protocol == api::Protocol::Websocket as i32;
+    c.check(
+        api::Protocol::try_from(api.protocol).is_ok(),
+        "protocol",
+        "must be HTTP or WEBSOCKET",
+    );
+    c.check(api.description.len() <= 1024, "description", "must be at most 1024 characters");
+    c.check(
+        api::EndpointType::try_from(api.endpoint_type).is_ok(),
+        "endpoint_type",
+        "must be REGIONAL, EDGE or PRIVATE",
+    );
+    if websocket {
+        c.check(
+            api.route_selection_expression.starts_with("$request.body.")
+                && api.route_selection_expression.len() > "$request.body.".len(),
+            "route_selection_expression",
+            "WEBSOCKET APIs need one, e.g. \"$request.body.action\"",
+        );
+    } else {
+        c.check(
+            api.route_selection_expression.is_empty(),
+            "route_selection_expression",
+            "only WEBSOCKET APIs have one",
+        );
+    }
+    c.check(
+        api.routes.len() <= MAX_ROUTES,
+        "routes",
+        format!("at most {MAX_ROUTES} routes per API"),
+    );
+
+    let authorizers = check_authorizers(c, &api.authorizers);
+    for (name, _) in &api.models {
+        c.check(
+            is_name(name, 128, b"_-."),
+            key("models", name),
+            "model names are 1-128 chars of A-Z a-z 0-9 _ - .",
+        );
+    }
+
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, route) in api.routes.iter().enumerate() {
+        let p = idx("routes", i);
+        let identity = if websocket {
+            check_websocket_route(c, &p, route)
+        } else {
+            check_http_route(c, &p, route)
+        };
+        if let Some(identity) = identity {
+            if let Some(first) = seen.insert(identity, i) {
+                c.fail(
+                    at(&p, "path"),
+                    format!("conflicts with routes[{first}]: same method and path shape"),
+                );
+            }
+        }
+        check_integration(c, &at(&p, "integration"), route.integration.as_ref());
+        check_authorization(c, &at(&p, "authorization"), route.authorization.as_ref(), &authorizers);
+        check_validation(c, &p, route, api);
+        check_mappings(c, &p, route);
+        check_route_cache(c, &p, route);
+    }
+
+    let mut types = BTreeSet::new();
+    for (i, response) in api.gateway_responses.iter().enumerate() {
+        let p = idx("gateway_responses", i);
+        if GatewayResponseType::parse(&response.r#type).is_none() {
+            c.fail(at(&p, "type"), "unknown gateway response type (ACCESS_DENIED, THROTTLED, DEFAULT_4XX, ...)");
+        } else if !types.insert(response.r#type.as_str()) {
+            c.fail(at(&p, "type"), "appears twice");
+        }
+        c.check(
+            response.status_code == 0 || (100..=599).contains(&response.status_code),
+            at(&p, "status_code"),
+            "must be 100..=599 (or 0 for the type's default)",
+        );
+        c.check(response.body_template.len() <= 8192, at(&p, "body_template"), "must be at most 8192 bytes");
+    }
+
+    if let Some(cors) = &api.cors {
+        check_cors(c, cors);
+    }
+    if let Some(policy) = &api.resource_policy {
+        check_policy(c, policy);
+    }
+}
+
+/// Returns the kind of each well-formed authorizer by name.
+fn check_authorizers(c: &mut Checker, authorizers: &[Authorizer]) -> BTreeMap<String, bool> {
+    let mut kinds = BTreeMap::new();
+    for (i, authorizer) in authorizers.iter().enumerate() {
+        let p = idx("authorizers", i);
+        if !is_name(&authorizer.name, 128, b"_-") {
+            c.fail(at(&p, "name"), "must be 1-128 chars of A-Z a-z 0-9 _ -");
+        } else if kinds.contains_key(&authorizer.name) {
+            c.fail(at(&p, "name"), "appears twice");
+        }
+        match &authorizer.kind {
+            None => c.fail(&p, "must have a `jwt` or a `request` section"),
+            Some(authorizer::Kind::Jwt(jwt)) => {
+                let p = at(&p, "jwt");
+                c.check(!jwt.issuer.is_empty(), at(&p, "issuer"), "required");
+                c.check(!jwt.audiences.is_empty(), at(&p, "audiences"), "at least one audience");
+                match (jwt.jwks_uri.is_empty(), jwt.discovery_url.is_empty()) {
+                    (true, true) => c.fail(&p, "needs `jwks_uri` or `discovery_url`"),
+                    (false, false) => c.fail(&p, "give `jwks_uri` or `discovery_url`, not both"),
+                    (false, true) => check_http_url(c, &at(&p, "jwks_uri"), &jwt.jwks_uri),
+                    (true, false) => check_http_url(c, &at(&p, "discovery_url"), &jwt.discovery_url),
+                }
+                c.check(!jwt.algorithms.is_empty(), at(&p, "algorithms"), "pin at least one algorithm");
+                for (j, alg) in jwt.algorithms.iter().enumerate() {
+                    c.check(
+                        JWT_ALGORITHMS.contains(&alg.as_str()),
+                        idx(&at(&p, "algorithms"), j),
+                        format!("must be one of {}", JWT_ALGORITHMS.join(", ")),
+                    );
+                }
+                if !jwt.identity_source.is_empty() {
+                    check_identity_source(c, &at(&p, "identity_source"), &jwt.identity_source);
+                }
+            }
+            Some(authorizer::Kind::Request(request)) => {
+                let p = at(&p, "request");
+                check_http_url(c, &at(&p, "uri"), &request.uri);
+                c.check(
+                    !request.identity_sources.is_empty(),
+                    at(&p, "identity_sources"),
+                    "at least one identity source",
+                );
+                for (j, source) in request.identity_sources.iter().enumerate() {
+                    check_identity_source(c, &idx(&at(&p, "identity_sources"), j), source);
+                }
+                if let Some(ttl) = request.result_ttl_seconds {
+                    c.check(ttl <= 3600, at(&p, "result_ttl_seconds"), "must be 0..=3600");
+                }
+                c.check(
+                    request.timeout_ms == 0 || (50..=10_000).contains(&request.timeout_ms),
+                    at(&p, "timeout_ms"),
+                    "must be 50..=10000",
+                );
+            }
+        }
+        if let Some(kind) = &authorizer.kind {
+            kinds.insert(authorizer.name.clone(), matches!(kind, authorizer::Kind::Jwt(_)));
+        }
+    }
+    kinds
+}
+
+fn check_identity_source(c: &mut Checker, path: &str, source: &str) {
+    let ok = ["$request.header.", "$request.querystring.", "$context.", "$stageVariables."]
+        .iter()
+        .any(|prefix| source.strip_prefix(prefix).is_some_and(|rest| !rest.is_empty()));
+    c.check(
+        ok,
+        path,
+        "must be $request.header.NAME, $request.querystring.NAME, $context.NAME or $stageVariables.NAME",
+    );
+}
+
+/// Returns the route's identity for the duplicate check.
+fn check_http_route(c: &mut Checker, p: &str, route: &Route) -> Option<String> {
+    let method_ok = route.method == "ANY" || HTTP_METHODS.contains(&route.method.as_str());
+    c.check(
+        method_ok,
+        at(p, "method"),
+        "must be GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS or ANY",
+    );
+    match PathTemplate::parse(&route.path) {
+        Ok(template) => Some(format!("{} {}", route.method, template.shape())),
+        Err(message) => {
+            c.fail(at(p, "path"), message);
+            None
+        }
+    }
+}
+
+fn check_websocket_route(c: &mut Checker, p: &str, route: &Route) -> Option<String> {
+    c.check(route.method.is_empty(), at(p, "method"), "WEBSOCKET routes have no method");
+    let ok = !route.path.is_empty()
+        && route.path.len() <= 128
+        && (!route.path.starts_with('$')
+            || ["$connect", "$disconnect", "$default"].contains(&route.path.as_str()));
+    c.check(
+        ok,
+        at(p, "path"),
+        "a route key: $connect, $disconnect, $default or a name of at most 128 characters",
+    );
+    ok.then(|| route.path.clone())
+}
+
+fn check_integration(c: &mut Checker, p: &str, integration: Option<&Integration>) {
+    let Some(integration) = integration else {
+        c.fail(p, "required");
+        return;
+    };
+    let kind = integration::Type::try_from(integration.r#type).unwrap_or(integration::Type::Unspecified);
+    match kind {
+        integration::Type::Unspecified => c.fail(at(p, "type"), "must be HTTP, HTTP_PROXY or MOCK"),
+        integration::Type::Http | integration::Type::HttpProxy => {
+            check_integration_uri(c, &at(p, "uri"), &integration.uri);
+            c.check(integration.mock.is_none(), at(p, "mock"), "only MOCK integrations have one");
+        }
+        integration::Type::Mock => {
+            c.check(integration.uri.is_empty(), at(p, "uri"), "MOCK integrations have no uri");
+            if let Some(mock) = &integration.mock {
+                c.check(
+                    (100..=599).contains(&mock.status_code),
+                    at(&at(p, "mock"), "status_code"),
+                    "must be 100..=599",
+                );
+            }
+        }
+    }
+    if kind == integration::Type::HttpProxy {
+        c.check(
+            integration.request_template.is_empty() && integration.response_template.is_empty(),
+            p,
+            "HTTP_PROXY passes requests through: use HTTP for mapping templates",
+        );
+    }
+    c.check(
+        integration.http_method.is_empty() || HTTP_METHODS.contains(&integration.http_method.as_str()),
+        at(p, "http_method"),
+        "must be GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS",
+    );
+    c.check(
+        (MIN_INTEGRATION_TIMEOUT_MS..=DEFAULT_INTEGRATION_TIMEOUT_MS).contains(&integration.timeout_ms),
+        at(p, "timeout_ms"),
+        "must be 50..=29000",
+    );
+}
+
+/// An http(s) URL, where `${stageVariables.NAME}` may stand for any part.
+fn check_integration_uri(c: &mut Checker, p: &str, uri: &str) {
+    if uri.is_empty() {
+        c.fail(p, "required for HTTP and HTTP_PROXY integrations");
+        return;
+    }
+    let mut rest = uri;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            c.fail(p, "unterminated ${...}");
+            return;
+        };
+        let reference = &after[..end];
+        let ok = reference
+            .strip_prefix("stageVariables.")
+            .is_some_and(|name| is_name(name, 64, b"_"));
+        if !ok {
+            c.fail(p, format!("${{{reference}}}: only ${{stageVariables.NAME}} may be used here"));
+            return;
+        }
+        rest = &after[end + 1..];
+    }
+    if !uri.starts_with("${") {
+        check_http_url(c, p, uri);
+    }
+}
+
+fn check_authorization(
+    c: &mut Checker,
+    p: &str,
+    authorization: Option<&Authorization>,
+    authorizers: &BTreeMap<String, bool>,
+) {
+    let Some(authorization) = authorization else {
+        return;
+    };
+    match authorization::Type::try_from(authorization.r#type) {
+        Err(_) => c.fail(at(p, "type"), "must be NONE, JWT or REQUEST"),
+        Ok(authorization::Type::None) => {
+            c.check(
+                authorization.authorizer.is_empty(),
+                at(p, "authorizer"),
+                "type NONE takes no authorizer",
+            );
+        }
+        Ok(kind) => {
+            let want_jwt = kind == authorization::Type::Jwt;
+            match authorizers.get(&authorization.authorizer) {
+                None => c.fail(at(p, "authorizer"), "must name one of the API's authorizers"),
+                Some(&is_jwt) if is_jwt != want_jwt => c.fail(
+                    at(p, "authorizer"),
+                    format!("is not a {} authorizer", if want_jwt { "JWT" } else { "REQUEST" }),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+    c.check(
+        authorization.scopes.is_empty() || authorization.r#type == authorization::Type::Jwt as i32,
+        at(p, "scopes"),
+        "only JWT authorization has scopes",
+    );
+}
+
+fn check_validation(c: &mut Checker, p: &str, route: &Route, api: &Api) {
+    let Some(validation) = &route.validation else {
+        return;
+    };
+    let p = at(p, "validation");
+    for (content_type, model) in &validation.body_models {
+        c.check(
+            api.models.contains_key(model),
+            key(&at(&p, "body_models"), content_type),
+            format!("model {model:?} is not in the API's models"),
+        );
+    }
+    for (i, name) in validation.required_query.iter().enumerate() {
+        c.check(!name.is_empty(), idx(&at(&p, "required_query"), i), "must not be empty");
+    }
+    for (i, name) in validation.required_headers.iter().enumerate() {
+        c.check(
+            is_name(name, 256, b"-_"),
+            idx(&at(&p, "required_headers"), i),
+            "must be a header name",
+        );
+    }
+}
+
+fn check_mappings(c: &mut Checker, p: &str, route: &Route) {
+    for (target, source) in &route.request_parameters {
+        let path = key(&at(p, "request_parameters"), target);
+        let ok = target == "overwrite:path"
+            || ["append:", "overwrite:", "remove:"].iter().any(|op| {
+                target.strip_prefix(op).is_some_and(|rest| {
+                    ["header.", "querystring."]
+                        .iter()
+                        .any(|loc| rest.strip_prefix(loc).is_some_and(|n| !n.is_empty()))
+                })
+            });
+        c.check(
+            ok,
+            &path,
+            "must be append|overwrite|remove:header.NAME, append|overwrite|remove:querystring.NAME or overwrite:path",
+        );
+        c.check(
+            target.starts_with("remove:") || !source.is_empty(),
+            path,
+            "needs a value",
+        );
+    }
+    for (target, source) in &route.response_parameters {
+        let path = key(&at(p, "response_parameters"), target);
+        let ok = target == "overwrite:statuscode"
+            || ["append:header.", "overwrite:header.", "remove:header."]
+                .iter()
+                .any(|op| target.strip_prefix(op).is_some_and(|n| !n.is_empty()));
+        c.check(ok, &path, "must be append|overwrite|remove:header.NAME or overwrite:statuscode");
+        c.check(target.starts_with("remove:") || !source.is_empty(), path, "needs a value");
+    }
+}
+
+fn check_route_cache(c: &mut Checker, p: &str, route: &Route) {
+    let Some(cache) = &route.cache else {
+        return;
+    };
+    let p = at(p, "cache");
+    if let Some(ttl) = cache.ttl_seconds {
+        c.check(ttl <= 3600, at(&p, "ttl_seconds"), "must be 0..=3600");
+    }
+    let params: Vec<String> = PathTemplate::parse(&route.path)
+        .map(|t| t.params().map(str::to_owned).collect())
+        .unwrap_or_default();
+    for (i, parameter) in cache.key_parameters.iter().enumerate() {
+        let path = idx(&at(&p, "key_parameters"), i);
+        if let Some(name) = parameter.strip_prefix("path.") {
+            c.check(
+                params.iter().any(|p| p == name),
+                path,
+                format!("the route's path has no parameter {name:?}"),
+            );
+        } else {
+            let ok = ["query.", "header."]
+                .iter()
+                .any(|prefix| parameter.strip_prefix(prefix).is_some_and(|n| !n.is_empty()));
+            c.check(ok, path, "must be path.NAME, query.NAME or header.NAME");
+        }
+    }
+}
+
+fn check_cors(c: &mut Checker, cors: &Cors) {
+    for (i, origin) in cors.allow_origins.iter().enumerate() {
+        if origin != "*" {
+            check_http_url(c, &idx("cors.allow_origins", i), origin);
+        }
+    }
+    for (i, method) in cors.allow_methods.iter().enumerate() {
+        let m = method.to_ascii_uppercase();
+        c.check(
+            m == "*" || HTTP_METHODS.contains(&m.as_str()),
+            idx("cors.allow_methods", i),
+            "must be an HTTP method or *",
+        );
+    }
+    c.check(cors.max_age_seconds <= 86_400, "cors.max_age_seconds", "must be 0..=86400");
+    c.check(
+        !(cors.allow_credentials && cors.allow_origins.iter().any(|o| o == "*")),
+        "cors.allow_credentials",
+        "cannot be combined with allow_origins \"*\"",
+    );
+}
+
+fn check_policy(c: &mut Checker, policy: &ResourcePolicy) {
+    for (field, list) in [("allow_cidrs", &policy.allow_cidrs), ("deny_cidrs", &policy.deny_cidrs)] {
+        for (i, cidr) in list.iter().enumerate() {
+            let ok = cidr.parse::<ipnet::IpNet>().is_ok() || cidr.parse::<std::net::IpAddr>().is_ok();
+            c.check(
+                ok,
+                idx(&at("resource_policy", field), i),
+                "must be an IP address or CIDR (10.0.0.0/8, 2001:db8::/32)",
+            );
+        }
+    }
+}

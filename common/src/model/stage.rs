@@ -1,0 +1,123 @@
+//! Validation of a [`Stage`]: variables, throttle, cache and canary settings.
+
+use super::{Checker, ValidationErrors, at, is_dns_label, is_name, key};
+use pylon_proto::config::v1::{Stage, ThrottleSettings};
+use std::collections::BTreeMap;
+
+const MAX_VARIABLES: usize = 100;
+
+/// A stage that passed validation. Whether its deployments exist is checked by
+/// the state machine, which knows them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StageConfig {
+    stage: Stage,
+}
+
+impl StageConfig {
+    pub fn validate(stage: Stage) -> Result<StageConfig, ValidationErrors> {
+        let mut c = Checker::default();
+        c.check(is_dns_label(&stage.api), "api", "must name an API (a DNS label)");
+        c.check(
+            is_name(&stage.name, 128, b"_-"),
+            "name",
+            "must be 1-128 chars of A-Z a-z 0-9 _ -",
+        );
+        c.check(stage.description.len() <= 1024, "description", "must be at most 1024 characters");
+        check_variables(&mut c, "variables", &stage.variables);
+        if let Some(throttle) = &stage.throttle {
+            check_throttle(&mut c, "throttle", throttle);
+        }
+        check_route_throttle(&mut c, "route_throttle", &stage.route_throttle);
+        if let Some(cache) = &stage.cache {
+            if let Some(ttl) = cache.ttl_seconds {
+                c.check(ttl <= 3600, "cache.ttl_seconds", "must be 0..=3600");
+            }
+            c.check(
+                !cache.enabled || cache.capacity_bytes == 0 || cache.capacity_bytes >= 1 << 20,
+                "cache.capacity_bytes",
+                "must be at least 1048576 (1 MiB) when set",
+            );
+        }
+        if let Some(canary) = &stage.canary {
+            c.check(
+                !canary.deployment_id.is_empty(),
+                "canary.deployment_id",
+                "required when a canary is set",
+            );
+            c.check(
+                canary.percent_traffic.is_finite() && (0.0..=100.0).contains(&canary.percent_traffic),
+                "canary.percent_traffic",
+                "must be 0.0..=100.0",
+            );
+            check_variables(&mut c, "canary.stage_variable_overrides", &canary.stage_variable_overrides);
+            if !canary.sticky_key.is_empty() {
+                let ok = ["$request.header.", "$request.querystring.", "$context."]
+                    .iter()
+                    .any(|p| canary.sticky_key.strip_prefix(p).is_some_and(|n| !n.is_empty()));
+                c.check(
+                    ok,
+                    "canary.sticky_key",
+                    "must be $request.header.NAME, $request.querystring.NAME or $context.NAME",
+                );
+            }
+        }
+        c.check(
+            stage.access_log_format.len() <= 4096,
+            "access_log_format",
+            "must be at most 4096 characters",
+        );
+        c.finish(StageConfig { stage })
+    }
+
+    pub fn as_proto(&self) -> &Stage {
+        &self.stage
+    }
+
+    pub fn into_proto(self) -> Stage {
+        self.stage
+    }
+}
+
+/// Stage variables as AWS limits them: ≤ 100, names ≤ 64 of A-Z a-z 0-9 _, values ≤ 512.
+fn check_variables(c: &mut Checker, p: &str, variables: &BTreeMap<String, String>) {
+    c.check(
+        variables.len() <= MAX_VARIABLES,
+        p,
+        format!("at most {MAX_VARIABLES} variables"),
+    );
+    for (name, value) in variables {
+        c.check(
+            is_name(name, 64, b"_"),
+            key(p, name),
+            "names are 1-64 chars of A-Z a-z 0-9 _",
+        );
+        c.check(value.len() <= 512, key(p, name), "values are at most 512 characters");
+    }
+}
+
+pub(crate) fn check_throttle(c: &mut Checker, p: &str, throttle: &ThrottleSettings) {
+    c.check(
+        throttle.rate_limit.is_finite() && throttle.rate_limit >= 0.0,
+        at(p, "rate_limit"),
+        "must be a non-negative number of requests per second",
+    );
+    c.check(
+        throttle.rate_limit == 0.0 || throttle.burst_limit > 0,
+        at(p, "burst_limit"),
+        "must be at least 1 when a rate is set",
+    );
+}
+
+pub(crate) fn check_route_throttle(
+    c: &mut Checker,
+    p: &str,
+    routes: &BTreeMap<String, ThrottleSettings>,
+) {
+    for (route_key, throttle) in routes {
+        let ok = route_key
+            .split_once(' ')
+            .is_some_and(|(method, path)| !method.is_empty() && path.starts_with('/'));
+        c.check(ok, key(p, route_key), "keys are route keys like \"GET /pets/{id}\"");
+        check_throttle(c, &key(p, route_key), throttle);
+    }
+}

@@ -1,0 +1,359 @@
+//! Validation tests: a good API passes with defaults filled in; each bad input is
+//! rejected with the exact path of the field at fault; all errors come at once.
+
+use super::*;
+use pylon_proto::config::v1::{
+    Api, ApiKey, ApiStageRef, Authorization, Authorizer, BasePathMapping, CanarySettings, Cors,
+    DomainName, GatewayResponse, Integration, JwtAuthorizer, MockResponse, Quota,
+    RequestValidation, ResourcePolicy, Route, RouteCache, Stage, ThrottleSettings, UsagePlan,
+    api, authorization, authorizer, integration, quota,
+};
+
+fn mock_route(method: &str, path: &str) -> Route {
+    Route {
+        method: method.into(),
+        path: path.into(),
+        integration: Some(Integration {
+            r#type: integration::Type::Mock as i32,
+            mock: Some(MockResponse { status_code: 200, body: "[]".into(), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn proxy_route(method: &str, path: &str, uri: &str) -> Route {
+    Route {
+        method: method.into(),
+        path: path.into(),
+        integration: Some(Integration {
+            r#type: integration::Type::HttpProxy as i32,
+            uri: uri.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn petstore() -> Api {
+    Api {
+        name: "petstore".into(),
+        routes: vec![
+            mock_route("GET", "/pets"),
+            mock_route("GET", "/pets/{id}"),
+            proxy_route("ANY", "/{proxy+}", "${stageVariables.backend}/{proxy}"),
+        ],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_valid_api_passes_with_defaults_filled_in() {
+    let api = ApiDefinition::validate(petstore()).expect("petstore is valid");
+    let proto = api.as_proto();
+    assert_eq!(proto.protocol, api::Protocol::Http as i32);
+    for route in &proto.routes {
+        let integration = route.integration.as_ref().expect("integration");
+        assert_eq!(integration.timeout_ms, DEFAULT_INTEGRATION_TIMEOUT_MS);
+    }
+}
+
+/// Each case breaks one thing and names the one field that must be reported.
+#[test]
+fn each_bad_api_is_rejected_naming_the_field_at_fault() {
+    type Breaker = fn(&mut Api);
+    let cases: Vec<(&str, Breaker)> = vec![
+        ("name", |a| a.name = "Pet_Store".into()),
+        ("name", |a| a.name = "-pets".into()),
+        ("name", |a| a.name = String::new()),
+        ("protocol", |a| a.protocol = 9),
+        ("routes[1].method", |a| a.routes[1].method = "FETCH".into()),
+        ("routes[1].path", |a| a.routes[1].path = "pets/{id}".into()),
+        ("routes[1].path", |a| a.routes[1].path = "/pets/{id".into()),
+        ("routes[1].path", |a| a.routes[1].path = "/pets//x".into()),
+        ("routes[1].path", |a| a.routes[1].path = "/{proxy+}/pets".into()),
+        ("routes[1].path", |a| a.routes[1].path = "/pets/{id}/{id}".into()),
+        ("routes[1].path", |a| a.routes[1].path = "/pets".into()),
+        ("routes[3].path", |a| a.routes.push(mock_route("GET", "/pets/{petId}"))),
+        ("routes[2].integration", |a| a.routes[2].integration = None),
+        ("routes[2].integration.type", |a| {
+            a.routes[2].integration.as_mut().map(|i| i.r#type = 0);
+        }),
+        ("routes[2].integration.uri", |a| {
+            a.routes[2].integration.as_mut().map(|i| i.uri = String::new());
+        }),
+        ("routes[2].integration.uri", |a| {
+            a.routes[2].integration.as_mut().map(|i| i.uri = "ftp://backend".into());
+        }),
+        ("routes[2].integration.uri", |a| {
+            a.routes[2].integration.as_mut().map(|i| i.uri = "${env.HOME}/x".into());
+        }),
+        ("routes[2].integration.timeout_ms", |a| {
+            a.routes[2].integration.as_mut().map(|i| i.timeout_ms = 30_000);
+        }),
+        ("routes[2].integration.timeout_ms", |a| {
+            a.routes[2].integration.as_mut().map(|i| i.timeout_ms = 49);
+        }),
+        ("routes[2].integration.http_method", |a| {
+            a.routes[2].integration.as_mut().map(|i| i.http_method = "BREW".into());
+        }),
+        ("routes[0].integration.mock.status_code", |a| {
+            a.routes[0].integration.as_mut().and_then(|i| i.mock.as_mut()).map(|m| m.status_code = 700);
+        }),
+        ("routes[0].integration.uri", |a| {
+            a.routes[0].integration.as_mut().map(|i| i.uri = "http://x".into());
+        }),
+        ("routes[0].authorization.authorizer", |a| {
+            a.routes[0].authorization = Some(Authorization {
+                r#type: authorization::Type::Jwt as i32,
+                authorizer: "missing".into(),
+                ..Default::default()
+            })
+        }),
+        ("routes[0].authorization.scopes", |a| {
+            a.routes[0].authorization =
+                Some(Authorization { scopes: vec!["read".into()], ..Default::default() })
+        }),
+        ("routes[0].validation.body_models[\"application/json\"]", |a| {
+            a.routes[0].validation = Some(RequestValidation {
+                body_models: [("application/json".to_owned(), "Pet".to_owned())].into(),
+                ..Default::default()
+            })
+        }),
+        ("routes[0].request_parameters[\"rewrite:header.x\"]", |a| {
+            a.routes[0].request_parameters = [("rewrite:header.x".to_owned(), "1".to_owned())].into()
+        }),
+        ("routes[1].cache.key_parameters[0]", |a| {
+            a.routes[1].cache =
+                Some(RouteCache { key_parameters: vec!["path.name".into()], ..Default::default() })
+        }),
+        ("routes[1].cache.ttl_seconds", |a| {
+            a.routes[1].cache = Some(RouteCache { ttl_seconds: Some(3601), ..Default::default() })
+        }),
+        ("authorizers[0]", |a| {
+            a.authorizers = vec![Authorizer { name: "jwt".into(), kind: None }]
+        }),
+        ("authorizers[0].jwt.algorithms[0]", |a| {
+            a.authorizers = vec![Authorizer {
+                name: "jwt".into(),
+                kind: Some(authorizer::Kind::Jwt(JwtAuthorizer {
+                    issuer: "https://issuer".into(),
+                    audiences: vec!["pets".into()],
+                    jwks_uri: "https://issuer/jwks".into(),
+                    algorithms: vec!["none".into()],
+                    ..Default::default()
+                })),
+            }]
+        }),
+        ("gateway_responses[0].type", |a| {
+            a.gateway_responses =
+                vec![GatewayResponse { r#type: "TEAPOT".into(), ..Default::default() }]
+        }),
+        ("gateway_responses[0].status_code", |a| {
+            a.gateway_responses = vec![GatewayResponse {
+                r#type: "THROTTLED".into(),
+                status_code: 42,
+                ..Default::default()
+            }]
+        }),
+        ("cors.allow_origins[0]", |a| {
+            a.cors = Some(Cors { allow_origins: vec!["example.com".into()], ..Default::default() })
+        }),
+        ("cors.max_age_seconds", |a| {
+            a.cors = Some(Cors { max_age_seconds: 100_000, ..Default::default() })
+        }),
+        ("resource_policy.deny_cidrs[0]", |a| {
+            a.resource_policy =
+                Some(ResourcePolicy { deny_cidrs: vec!["10.0.0.0/33".into()], ..Default::default() })
+        }),
+        ("route_selection_expression", |a| {
+            a.route_selection_expression = "$request.body.action".into()
+        }),
+    ];
+    for (field, breaker) in cases {
+        let mut api = petstore();
+        breaker(&mut api);
+        let errors = ApiDefinition::validate(api).expect_err(field);
+        assert!(
+            errors.has(field),
+            "expected an error on {field}, got: {errors}"
+        );
+        assert_eq!(errors.errors().len(), 1, "only {field} is wrong, got: {errors}");
+    }
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let mut api = petstore();
+    api.name = "BAD NAME".into();
+    api.routes[0].method = "FETCH".into();
+    if let Some(i) = api.routes[2].integration.as_mut() {
+        i.timeout_ms = 1;
+    }
+    let errors = ApiDefinition::validate(api).expect_err("three faults");
+    let paths: Vec<&str> = errors.errors().iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["name", "routes[0].method", "routes[2].integration.timeout_ms"]);
+    assert_eq!(
+        errors.to_string().split("; ").last(),
+        Some("routes[2].integration.timeout_ms: must be 50..=29000")
+    );
+}
+
+#[test]
+fn websocket_apis_use_route_keys_and_a_selection_expression() {
+    let mut api = Api {
+        name: "chat".into(),
+        protocol: api::Protocol::Websocket as i32,
+        route_selection_expression: "$request.body.action".into(),
+        routes: vec![mock_route("", "$connect"), mock_route("", "sendmessage")],
+        ..Default::default()
+    };
+    assert!(ApiDefinition::validate(api.clone()).is_ok());
+    api.routes.push(mock_route("", "$unknown"));
+    api.route_selection_expression.clear();
+    let errors = ApiDefinition::validate(api).expect_err("two faults");
+    assert!(errors.has("routes[2].path"), "{errors}");
+    assert!(errors.has("route_selection_expression"), "{errors}");
+}
+
+fn stage() -> Stage {
+    Stage {
+        api: "petstore".into(),
+        name: "prod".into(),
+        deployment_id: "d1".into(),
+        variables: [("backend".to_owned(), "http://127.0.0.1:8081".to_owned())].into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn each_bad_stage_is_rejected_naming_the_field_at_fault() {
+    type Breaker = fn(&mut Stage);
+    let cases: Vec<(&str, Breaker)> = vec![
+        ("name", |s| s.name = "prod stage".into()),
+        ("api", |s| s.api = String::new()),
+        ("variables[\"bad-name\"]", |s| {
+            s.variables.insert("bad-name".into(), "x".into());
+        }),
+        ("variables[\"big\"]", |s| {
+            s.variables.insert("big".into(), "x".repeat(513));
+        }),
+        ("variables", |s| {
+            for i in 0..100 {
+                s.variables.insert(format!("v{i}"), "x".into());
+            }
+        }),
+        ("throttle.rate_limit", |s| {
+            s.throttle = Some(ThrottleSettings { rate_limit: -1.0, burst_limit: 1 })
+        }),
+        ("throttle.burst_limit", |s| {
+            s.throttle = Some(ThrottleSettings { rate_limit: 10.0, burst_limit: 0 })
+        }),
+        ("route_throttle[\"pets\"]", |s| {
+            s.route_throttle.insert("pets".into(), ThrottleSettings { rate_limit: 1.0, burst_limit: 1 });
+        }),
+        ("cache.ttl_seconds", |s| {
+            s.cache = Some(pylon_proto::config::v1::CacheSettings {
+                enabled: true,
+                ttl_seconds: Some(7200),
+                ..Default::default()
+            })
+        }),
+        ("canary.percent_traffic", |s| {
+            s.canary = Some(CanarySettings {
+                deployment_id: "d2".into(),
+                percent_traffic: 100.5,
+                ..Default::default()
+            })
+        }),
+        ("canary.deployment_id", |s| {
+            s.canary = Some(CanarySettings { percent_traffic: 10.0, ..Default::default() })
+        }),
+        ("canary.sticky_key", |s| {
+            s.canary = Some(CanarySettings {
+                deployment_id: "d2".into(),
+                sticky_key: "user".into(),
+                ..Default::default()
+            })
+        }),
+    ];
+    assert!(StageConfig::validate(stage()).is_ok());
+    for (field, breaker) in cases {
+        let mut s = stage();
+        breaker(&mut s);
+        let errors = StageConfig::validate(s).expect_err(field);
+        assert!(errors.has(field), "expected an error on {field}, got: {errors}");
+        assert_eq!(errors.errors().len(), 1, "only {field} is wrong, got: {errors}");
+    }
+}
+
+#[test]
+fn usage_plans_keys_and_domains_name_the_field_at_fault() {
+    let plan = UsagePlan {
+        name: "gold".into(),
+        throttle: Some(ThrottleSettings { rate_limit: 100.0, burst_limit: 200 }),
+        quota: Some(Quota { limit: 10_000, period: quota::Period::Week as i32, offset: 7 }),
+        api_stages: vec![
+            ApiStageRef { api: "petstore".into(), stage: "prod".into(), ..Default::default() },
+            ApiStageRef { api: "petstore".into(), stage: "prod".into(), ..Default::default() },
+        ],
+        ..Default::default()
+    };
+    let errors = UsagePlanConfig::validate(plan).expect_err("two faults");
+    let paths: Vec<&str> = errors.errors().iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["quota.offset", "api_stages[1]"]);
+
+    assert!(ApiKeyConfig::validate(ApiKey { name: String::new(), ..Default::default() })
+        .expect_err("no name")
+        .has("name"));
+    assert!(validate_api_key_value("short").expect_err("too short").has("value"));
+    assert!(validate_api_key_value("a-long-enough-key-value-123").is_ok());
+
+    let domain = DomainName {
+        name: "api.example.com".into(),
+        mappings: vec![
+            BasePathMapping { base_path: "v1".into(), api: "petstore".into(), stage: "prod".into() },
+            BasePathMapping { base_path: "v1".into(), api: "petstore".into(), stage: "dev".into() },
+        ],
+        certificate_file: "cert.pem".into(),
+        ..Default::default()
+    };
+    let errors = DomainNameConfig::validate(domain).expect_err("two faults");
+    let paths: Vec<&str> = errors.errors().iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["mappings[1].base_path", "private_key_file"]);
+}
+
+#[test]
+fn yaml_documents_parse_into_resources_in_the_proto_json_mapping() {
+    let text = r#"
+api:
+  name: petstore
+  routes:
+    - method: GET
+      path: /pets
+      integration: {type: MOCK, mock: {statusCode: 200, body: "[]"}}
+---
+stage:
+  api: petstore
+  name: prod
+  variables: {backend: "http://127.0.0.1:8081"}
+  canary: {deploymentId: d2, percentTraffic: 10}
+"#;
+    let resources = parse_documents(text).expect("parses");
+    assert_eq!(resources.len(), 2);
+    use pylon_proto::config::v1::resource::Kind;
+    match &resources[0].kind {
+        Some(Kind::Api(api)) => {
+            assert_eq!(api.routes[0].integration.as_ref().map(|i| i.r#type), Some(3));
+        }
+        other => panic!("expected an api, got {other:?}"),
+    }
+    match &resources[1].kind {
+        Some(Kind::Stage(stage)) => {
+            assert_eq!(stage.canary.as_ref().map(|c| c.percent_traffic), Some(10.0));
+        }
+        other => panic!("expected a stage, got {other:?}"),
+    }
+    let err = parse_documents("api:\n  name: x\n  colour: red\n").expect_err("unknown field");
+    assert!(err.to_string().contains("colour"), "{err}");
+}

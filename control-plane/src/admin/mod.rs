@@ -1,0 +1,577 @@
+//! The gRPC `AdminService`: validate → check against local state → propose →
+//! wait until applied → answer.
+//!
+//! Requests that fail validation or the local pre-checks are answered here and
+//! never reach the Raft log. The state machine re-checks every precondition
+//! deterministically, so a race between two writers still ends in one winner
+//! and an `ABORTED`/`ALREADY_EXISTS` for the other.
+
+mod cluster;
+mod ids;
+
+use crate::auth::BearerToken;
+use crate::raft::node::{NodeHandle, ProposeError};
+use crate::raft::transport::Transport;
+use crate::state::{Applied, State};
+use pylon_common::model::{
+    ApiDefinition, ApiKeyConfig, DomainNameConfig, StageConfig, UsagePlanConfig,
+    validate_api_key_value,
+};
+use pylon_common::{ErrorCode, ValidationErrors};
+use pylon_proto::admin::v1::admin_service_server::AdminService;
+use pylon_proto::admin::v1::*;
+use pylon_proto::config::v1::{self as config, Resource, resource::Kind};
+use pylon_proto::raft::v1::{self as raftpb, Command, ResourceRef, command::Op, resource_ref};
+use std::time::{Duration, Instant, SystemTime};
+use tonic::{Request, Response, Status};
+
+/// How long a write may wait for a leader and for its commit.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long a linearizable read may wait for its read index.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+pub struct AdminApi {
+    node: NodeHandle,
+    transport: Transport,
+    peer_token: Option<BearerToken>,
+}
+
+impl AdminApi {
+    pub fn new(node: NodeHandle, transport: Transport, peer_token: Option<BearerToken>) -> Self {
+        AdminApi { node, transport, peer_token }
+    }
+
+    /// Proposes `op` and waits until it is applied here, retrying while no
+    /// leader is known.
+    async fn write(&self, op: Op) -> Result<Applied, Status> {
+        let command = Command {
+            request_id: ids::request_id(self.node.shared.id),
+            at: Some(now()),
+            op: Some(op),
+        };
+        let deadline = Instant::now() + WRITE_TIMEOUT;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(remaining, self.node.propose_once(command.clone())).await {
+                Ok(Ok(applied)) => return Ok(applied),
+                Ok(Err(ProposeError::Rejected(e))) => return Err(Status::new(e.code.grpc_code(), e.message)),
+                Ok(Err(ProposeError::NoLeader)) if Instant::now() + Duration::from_millis(100) < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(Err(e)) => return Err(Status::unavailable(e.to_string())),
+                Err(_) => {
+                    return Err(Status::unavailable(format!(
+                        "the write was not confirmed within {}s (leader change?); it may or may not have been applied",
+                        WRITE_TIMEOUT.as_secs()
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Waits (ReadIndex) until this node has applied every write acknowledged
+    /// before the call, unless the caller accepts a stale read.
+    async fn barrier(&self, consistency: i32) -> Result<(), Status> {
+        if consistency == ReadConsistency::Stale as i32 {
+            return Ok(());
+        }
+        let deadline = Instant::now() + READ_TIMEOUT;
+        loop {
+            let attempt = Duration::from_millis(1000).min(deadline.saturating_duration_since(Instant::now()));
+            match tokio::time::timeout(attempt, self.node.read_index_once()).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(ProposeError::Stopped)) => return Err(Status::unavailable("the raft node has stopped")),
+                Ok(Err(_)) | Err(_) => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(Status::unavailable(
+                    "no leader confirmed a read index in time; retry, or ask for consistency STALE",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        match self.node.shared.state.read() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    async fn read<T>(&self, consistency: i32, f: impl FnOnce(&State) -> Result<T, Status>) -> Result<Response<T>, Status> {
+        self.barrier(consistency).await?;
+        f(&self.state()).map(Response::new)
+    }
+
+    async fn put(&self, kind: Kind, create: bool, expected_revision: u64) -> Result<Applied, Status> {
+        self.write(Op::Put(raftpb::Put {
+            resource: Some(Resource { kind: Some(kind) }),
+            create,
+            expected_revision,
+        }))
+        .await
+    }
+
+    async fn delete(&self, kind: resource_ref::Kind, api: &str, name: &str, expected_revision: u64) -> Result<Response<DeleteResponse>, Status> {
+        self.write(Op::Delete(raftpb::Delete {
+            target: Some(ResourceRef { kind: kind as i32, api: api.into(), name: name.into() }),
+            expected_revision,
+        }))
+        .await?;
+        Ok(Response::new(DeleteResponse {}))
+    }
+}
+
+fn now() -> pylon_proto::wkt::Timestamp {
+    let since = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    pylon_proto::wkt::Timestamp {
+        seconds: since.as_secs() as i64,
+        nanos: since.subsec_nanos() as i32,
+    }
+}
+
+fn invalid(errors: ValidationErrors) -> Status {
+    Status::invalid_argument(errors.to_string())
+}
+
+fn status(code: ErrorCode, message: impl Into<String>) -> Status {
+    Status::new(code.grpc_code(), message)
+}
+
+fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
+    value.ok_or_else(|| Status::invalid_argument(format!("{field}: required")))
+}
+
+fn not_found(what: String) -> Status {
+    status(ErrorCode::NotFound, format!("{what} not found"))
+}
+
+fn unexpected(applied: Applied) -> Status {
+    Status::internal(format!("unexpected result from the state machine: {applied:?}"))
+}
+
+/// Local, early version of the state machine's create/update preconditions.
+fn precheck(kind: &str, name: &str, current: Option<u64>, create: bool, expected: u64) -> Result<(), Status> {
+    match (current, create) {
+        (Some(_), true) => Err(status(ErrorCode::AlreadyExists, format!("{kind} {name} already exists"))),
+        (None, false) => Err(not_found(format!("{kind} {name}"))),
+        (Some(revision), false) if expected != 0 && expected != revision => Err(status(
+            ErrorCode::Conflict,
+            format!("{kind} {name} is at revision {revision}, not {expected}: re-read it and retry"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// One page of `items` (sorted by `key`), after the page token.
+fn page<T: Clone>(items: impl Iterator<Item = T>, key: impl Fn(&T) -> String, page: Option<&Page>) -> Result<(Vec<T>, String), Status> {
+    let size = match page.map(|p| p.page_size as usize).unwrap_or(0) {
+        0 => DEFAULT_PAGE,
+        n if n > MAX_PAGE => return Err(Status::invalid_argument(format!("page.page_size: at most {MAX_PAGE}"))),
+        n => n,
+    };
+    let after = page.map(|p| p.page_token.clone()).unwrap_or_default();
+    let mut out: Vec<T> = items.filter(|item| after.is_empty() || key(item) > after).take(size + 1).collect();
+    let next = if out.len() > size {
+        out.truncate(size);
+        out.last().map(&key).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Ok((out, next))
+}
+
+fn consistency_of(value: i32) -> i32 {
+    value
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn create_api(&self, request: Request<CreateApiRequest>) -> Result<Response<config::Api>, Status> {
+        let api = required(request.into_inner().api, "api")?;
+        let api = ApiDefinition::validate(api).map_err(invalid)?.into_proto();
+        precheck("API", &api.name, self.state().api(&api.name).map(|a| a.revision), true, 0)?;
+        match self.put(Kind::Api(api), true, 0).await? {
+            Applied::Api(api) => Ok(Response::new(api)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn get_api(&self, request: Request<GetApiRequest>) -> Result<Response<config::Api>, Status> {
+        let request = request.into_inner();
+        self.read(consistency_of(request.consistency), |state| {
+            state.api(&request.name).cloned().ok_or_else(|| not_found(format!("API {}", request.name)))
+        })
+        .await
+    }
+
+    async fn list_apis(&self, request: Request<ListApisRequest>) -> Result<Response<ListApisResponse>, Status> {
+        let request = request.into_inner();
+        self.read(request.consistency, |state| {
+            let (apis, next_page_token) = page(state.apis_after(""), |a| a.name.clone(), request.page.as_ref())?;
+            Ok(ListApisResponse { apis: apis.into_iter().cloned().collect(), next_page_token })
+        })
+        .await
+    }
+
+    async fn update_api(&self, request: Request<UpdateApiRequest>) -> Result<Response<config::Api>, Status> {
+        let request = request.into_inner();
+        let api = required(request.api, "api")?;
+        let api = ApiDefinition::validate(api).map_err(invalid)?.into_proto();
+        precheck("API", &api.name, self.state().api(&api.name).map(|a| a.revision), false, request.expected_revision)?;
+        match self.put(Kind::Api(api), false, request.expected_revision).await? {
+            Applied::Api(api) => Ok(Response::new(api)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_api(&self, request: Request<DeleteApiRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let request = request.into_inner();
+        if self.state().api(&request.name).is_none() {
+            return Err(not_found(format!("API {}", request.name)));
+        }
+        self.delete(resource_ref::Kind::Api, "", &request.name, request.expected_revision).await
+    }
+
+    async fn create_deployment(&self, request: Request<CreateDeploymentRequest>) -> Result<Response<config::Deployment>, Status> {
+        let request = request.into_inner();
+        if request.description.len() > 1024 {
+            return Err(Status::invalid_argument("description: must be at most 1024 characters"));
+        }
+        if !request.stage.is_empty() {
+            // The stage may be created by this call: validate its name as a stage.
+            let probe = config::Stage { api: request.api.clone(), name: request.stage.clone(), ..Default::default() };
+            StageConfig::validate(probe).map_err(|e| {
+                let named: Vec<_> = e.errors().iter().map(|f| format!("{}: {}", if f.path == "name" { "stage" } else { f.path.as_str() }, f.message)).collect();
+                Status::invalid_argument(named.join("; "))
+            })?;
+        }
+        if self.state().api(&request.api).is_none() {
+            return Err(not_found(format!("API {}", request.api)));
+        }
+        let op = Op::CreateDeployment(raftpb::CreateDeployment {
+            api: request.api,
+            id: ids::deployment_id(),
+            description: request.description,
+            stage: request.stage,
+        });
+        match self.write(op).await? {
+            Applied::Deployment(deployment) => Ok(Response::new(deployment)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn get_deployment(&self, request: Request<GetDeploymentRequest>) -> Result<Response<config::Deployment>, Status> {
+        let request = request.into_inner();
+        self.read(request.consistency, |state| {
+            state
+                .deployment(&request.api, &request.id)
+                .cloned()
+                .ok_or_else(|| not_found(format!("deployment {} of API {}", request.id, request.api)))
+        })
+        .await
+    }
+
+    async fn list_deployments(&self, request: Request<ListDeploymentsRequest>) -> Result<Response<ListDeploymentsResponse>, Status> {
+        let request = request.into_inner();
+        self.read(request.consistency, |state| {
+            if state.api(&request.api).is_none() {
+                return Err(not_found(format!("API {}", request.api)));
+            }
+            // Newest first: the token is the revision of the last one returned.
+            let size = match request.page.as_ref().map(|p| p.page_size as usize).unwrap_or(0) {
+                0 => DEFAULT_PAGE,
+                n => n.min(MAX_PAGE),
+            };
+            let before: u64 = match request.page.as_ref().map(|p| p.page_token.as_str()).unwrap_or("") {
+                "" => u64::MAX,
+                token => token.parse().map_err(|_| Status::invalid_argument("page.page_token: not a token from this call"))?,
+            };
+            let mut deployments: Vec<config::Deployment> = state
+                .deployments_of(&request.api)
+                .into_iter()
+                .filter(|d| d.revision < before)
+                .take(size + 1)
+                .cloned()
+                .collect();
+            let next_page_token = if deployments.len() > size {
+                deployments.truncate(size);
+                deployments.last().map(|d| d.revision.to_string()).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            Ok(ListDeploymentsResponse { deployments, next_page_token })
+        })
+        .await
+    }
+
+    async fn create_stage(&self, request: Request<CreateStageRequest>) -> Result<Response<config::Stage>, Status> {
+        let stage = required(request.into_inner().stage, "stage")?;
+        let stage = StageConfig::validate(stage).map_err(invalid)?.into_proto();
+        {
+            let state = self.state();
+            if state.api(&stage.api).is_none() {
+                return Err(not_found(format!("API {}", stage.api)));
+            }
+            let name = format!("{}/{}", stage.api, stage.name);
+            precheck("stage", &name, state.stage(&stage.api, &stage.name).map(|s| s.revision), true, 0)?;
+        }
+        match self.put(Kind::Stage(stage), true, 0).await? {
+            Applied::Stage(stage) => Ok(Response::new(stage)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn get_stage(&self, request: Request<GetStageRequest>) -> Result<Response<config::Stage>, Status> {
+        let request = request.into_inner();
+        self.read(request.consistency, |state| {
+            state
+                .stage(&request.api, &request.name)
+                .cloned()
+                .ok_or_else(|| not_found(format!("stage {}/{}", request.api, request.name)))
+        })
+        .await
+    }
+
+    async fn list_stages(&self, request: Request<ListStagesRequest>) -> Result<Response<ListStagesResponse>, Status> {
+        let request = request.into_inner();
+        self.read(request.consistency, |state| {
+            let (stages, next_page_token) = page(state.stages_of(&request.api), |s| s.name.clone(), request.page.as_ref())?;
+            Ok(ListStagesResponse { stages: stages.into_iter().cloned().collect(), next_page_token })
+        })
+        .await
+    }
+
+    async fn update_stage(&self, request: Request<UpdateStageRequest>) -> Result<Response<config::Stage>, Status> {
+        let request = request.into_inner();
+        let stage = required(request.stage, "stage")?;
+        let stage = StageConfig::validate(stage).map_err(invalid)?.into_proto();
+        let name = format!("{}/{}", stage.api, stage.name);
+        let current = self.state().stage(&stage.api, &stage.name).map(|s| s.revision);
+        precheck("stage", &name, current, false, request.expected_revision)?;
+        match self.put(Kind::Stage(stage), false, request.expected_revision).await? {
+            Applied::Stage(stage) => Ok(Response::new(stage)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_stage(&self, request: Request<DeleteStageRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let request = request.into_inner();
+        if self.state().stage(&request.api, &request.name).is_none() {
+            return Err(not_found(format!("stage {}/{}", request.api, request.name)));
+        }
+        self.delete(resource_ref::Kind::Stage, &request.api, &request.name, request.expected_revision).await
+    }
+
+    async fn promote_canary(&self, request: Request<PromoteCanaryRequest>) -> Result<Response<config::Stage>, Status> {
+        let request = request.into_inner();
+        match self.state().stage(&request.api, &request.stage) {
+            None => return Err(not_found(format!("stage {}/{}", request.api, request.stage))),
+            Some(stage) if stage.canary.is_none() => {
+                return Err(status(
+                    ErrorCode::FailedPrecondition,
+                    format!("stage {}/{} has no canary to promote", request.api, request.stage),
+                ));
+            }
+            Some(_) => {}
+        }
+        let op = Op::PromoteCanary(raftpb::PromoteCanary {
+            api: request.api,
+            stage: request.stage,
+            expected_revision: request.expected_revision,
+        });
+        match self.write(op).await? {
+            Applied::Stage(stage) => Ok(Response::new(stage)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn rollback_stage(&self, request: Request<RollbackStageRequest>) -> Result<Response<config::Stage>, Status> {
+        let request = request.into_inner();
+        {
+            let state = self.state();
+            if state.stage(&request.api, &request.stage).is_none() {
+                return Err(not_found(format!("stage {}/{}", request.api, request.stage)));
+            }
+            if state.deployment(&request.api, &request.deployment_id).is_none() {
+                return Err(not_found(format!("deployment {} of API {}", request.deployment_id, request.api)));
+            }
+        }
+        let op = Op::RollbackStage(raftpb::RollbackStage {
+            api: request.api,
+            stage: request.stage,
+            deployment_id: request.deployment_id,
+            expected_revision: request.expected_revision,
+        });
+        match self.write(op).await? {
+            Applied::Stage(stage) => Ok(Response::new(stage)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn create_api_key(&self, request: Request<CreateApiKeyRequest>) -> Result<Response<CreateApiKeyResponse>, Status> {
+        let request = request.into_inner();
+        let mut key = ApiKeyConfig::validate(required(request.api_key, "api_key")?).map_err(invalid)?.into_proto();
+        let value = if request.value.is_empty() {
+            ids::api_key_value()
+        } else {
+            validate_api_key_value(&request.value).map_err(invalid)?;
+            request.value
+        };
+        key.id = ids::api_key_id();
+        key.key_hash = ids::hash_api_key(&value);
+        key.key_prefix = value.chars().take(6).collect();
+        match self.put(Kind::ApiKey(key), true, 0).await? {
+            Applied::ApiKey(api_key) => Ok(Response::new(CreateApiKeyResponse { api_key: Some(api_key), value })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn get_api_key(&self, request: Request<GetApiKeyRequest>) -> Result<Response<config::ApiKey>, Status> {
+        let request = request.into_inner();
+        self.read(request.consistency, |state| {
+            state.api_key(&request.id).cloned().ok_or_else(|| not_found(format!("API key {}", request.id)))
+        })
+        .await
+    }
+
+    async fn list_api_keys(&self, request: Request<ListApiKeysRequest>) -> Result<Response<ListApiKeysResponse>, Status> {
+        let request = request.into_inner();
+        self.read(request.consistency, |state| {
+            let (keys, next_page_token) = page(state.api_keys(), |k| k.id.clone(), request.page.as_ref())?;
+            Ok(ListApiKeysResponse { api_keys: keys.into_iter().cloned().collect(), next_page_token })
+        })
+        .await
+    }
+
+    async fn update_api_key(&self, request: Request<UpdateApiKeyRequest>) -> Result<Response<config::ApiKey>, Status> {
+        let request = request.into_inner();
+        let key = ApiKeyConfig::validate(required(request.api_key, "api_key")?).map_err(invalid)?.into_proto();
+        precheck("API key", &key.id, self.state().api_key(&key.id).map(|k| k.revision), false, request.expected_revision)?;
+        match self.put(Kind::ApiKey(key), false, request.expected_revision).await? {
+            Applied::ApiKey(key) => Ok(Response::new(key)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_api_key(&self, request: Request<DeleteApiKeyRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let request = request.into_inner();
+        if self.state().api_key(&request.id).is_none() {
+            return Err(not_found(format!("API key {}", request.id)));
+        }
+        self.delete(resource_ref::Kind::ApiKey, "", &request.id, request.expected_revision).await
+    }
+
+    async fn create_usage_plan(&self, request: Request<CreateUsagePlanRequest>) -> Result<Response<config::UsagePlan>, Status> {
+        let plan = UsagePlanConfig::validate(required(request.into_inner().usage_plan, "usage_plan")?).map_err(invalid)?.into_proto();
+        precheck("usage plan", &plan.name, self.state().usage_plan(&plan.name).map(|p| p.revision), true, 0)?;
+        match self.put(Kind::UsagePlan(plan), true, 0).await? {
+            Applied::UsagePlan(plan) => Ok(Response::new(plan)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn get_usage_plan(&self, request: Request<GetUsagePlanRequest>) -> Result<Response<config::UsagePlan>, Status> {
+        let request = request.into_inner();
+        self.read(request.consistency, |state| {
+            state.usage_plan(&request.name).cloned().ok_or_else(|| not_found(format!("usage plan {}", request.name)))
+        })
+        .await
+    }
+
+    async fn list_usage_plans(&self, request: Request<ListUsagePlansRequest>) -> Result<Response<ListUsagePlansResponse>, Status> {
+        let request = request.into_inner();
+        self.read(request.consistency, |state| {
+            let (plans, next_page_token) = page(state.usage_plans(), |p| p.name.clone(), request.page.as_ref())?;
+            Ok(ListUsagePlansResponse { usage_plans: plans.into_iter().cloned().collect(), next_page_token })
+        })
+        .await
+    }
+
+    async fn update_usage_plan(&self, request: Request<UpdateUsagePlanRequest>) -> Result<Response<config::UsagePlan>, Status> {
+        let request = request.into_inner();
+        let plan = UsagePlanConfig::validate(required(request.usage_plan, "usage_plan")?).map_err(invalid)?.into_proto();
+        precheck("usage plan", &plan.name, self.state().usage_plan(&plan.name).map(|p| p.revision), false, request.expected_revision)?;
+        match self.put(Kind::UsagePlan(plan), false, request.expected_revision).await? {
+            Applied::UsagePlan(plan) => Ok(Response::new(plan)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_usage_plan(&self, request: Request<DeleteUsagePlanRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let request = request.into_inner();
+        if self.state().usage_plan(&request.name).is_none() {
+            return Err(not_found(format!("usage plan {}", request.name)));
+        }
+        self.delete(resource_ref::Kind::UsagePlan, "", &request.name, request.expected_revision).await
+    }
+
+    async fn create_domain_name(&self, request: Request<CreateDomainNameRequest>) -> Result<Response<config::DomainName>, Status> {
+        let domain = DomainNameConfig::validate(required(request.into_inner().domain_name, "domain_name")?).map_err(invalid)?.into_proto();
+        precheck("domain name", &domain.name, self.state().domain_name(&domain.name).map(|d| d.revision), true, 0)?;
+        match self.put(Kind::DomainName(domain), true, 0).await? {
+            Applied::DomainName(domain) => Ok(Response::new(domain)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn get_domain_name(&self, request: Request<GetDomainNameRequest>) -> Result<Response<config::DomainName>, Status> {
+        let request = request.into_inner();
+        self.read(request.consistency, |state| {
+            state.domain_name(&request.name).cloned().ok_or_else(|| not_found(format!("domain name {}", request.name)))
+        })
+        .await
+    }
+
+    async fn list_domain_names(&self, request: Request<ListDomainNamesRequest>) -> Result<Response<ListDomainNamesResponse>, Status> {
+        let request = request.into_inner();
+        self.read(request.consistency, |state| {
+            let (domains, next_page_token) = page(state.domain_names(), |d| d.name.clone(), request.page.as_ref())?;
+            Ok(ListDomainNamesResponse { domain_names: domains.into_iter().cloned().collect(), next_page_token })
+        })
+        .await
+    }
+
+    async fn update_domain_name(&self, request: Request<UpdateDomainNameRequest>) -> Result<Response<config::DomainName>, Status> {
+        let request = request.into_inner();
+        let domain = DomainNameConfig::validate(required(request.domain_name, "domain_name")?).map_err(invalid)?.into_proto();
+        precheck("domain name", &domain.name, self.state().domain_name(&domain.name).map(|d| d.revision), false, request.expected_revision)?;
+        match self.put(Kind::DomainName(domain), false, request.expected_revision).await? {
+            Applied::DomainName(domain) => Ok(Response::new(domain)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_domain_name(&self, request: Request<DeleteDomainNameRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let request = request.into_inner();
+        if self.state().domain_name(&request.name).is_none() {
+            return Err(not_found(format!("domain name {}", request.name)));
+        }
+        self.delete(resource_ref::Kind::DomainName, "", &request.name, request.expected_revision).await
+    }
+
+    async fn get_config_version(&self, request: Request<GetConfigVersionRequest>) -> Result<Response<GetConfigVersionResponse>, Status> {
+        let request = request.into_inner();
+        self.read(request.consistency, |state| Ok(GetConfigVersionResponse { version: state.config_version() }))
+            .await
+    }
+
+    async fn get_cluster_status(&self, _request: Request<GetClusterStatusRequest>) -> Result<Response<ClusterStatus>, Status> {
+        Ok(Response::new(cluster::status(&self.node, &self.transport, self.peer_token.as_ref()).await))
+    }
+
+    async fn add_member(&self, request: Request<AddMemberRequest>) -> Result<Response<ClusterStatus>, Status> {
+        let request = request.into_inner();
+        cluster::add_member(&self.node, request.node_id, &request.raft_address).await?;
+        Ok(Response::new(cluster::status(&self.node, &self.transport, self.peer_token.as_ref()).await))
+    }
+
+    async fn remove_member(&self, request: Request<RemoveMemberRequest>) -> Result<Response<ClusterStatus>, Status> {
+        let request = request.into_inner();
+        cluster::remove_member(&self.node, request.node_id).await?;
+        Ok(Response::new(cluster::status(&self.node, &self.transport, self.peer_token.as_ref()).await))
+    }
+}

@@ -1,0 +1,15 @@
+//! Pylon's control plane: the source of truth for every API, stage,
+//! deployment, API key, usage plan and domain name.
+//!
+//! A node runs the Raft Ready loop ([`raft::node`]) over a RocksDB log
+//! ([`raft::storage`]), applies committed commands to a deterministic state
+//! machine ([`state`]), and serves the gRPC admin API ([`admin`]) with health
+//! and reflection. It does not proxy traffic; that is the data plane's job.
+
+pub mod admin;
+pub mod auth;
+pub mod raft;
+pub mod server;
+pub mod state;
+
+pub use server::{ControlPlaneConfig, ServeError, TlsFiles, serve};

@@ -1,0 +1,651 @@
+//! The Raft node: one thread that owns the `RawNode`, the storage and the state
+//! machine, driven by a Ready loop modelled on raft-rs's `five_mem_node` example.
+//!
+//! Everything else talks to it through [`NodeHandle`]: proposals and read-index
+//! requests carry their own reply channel; peer messages arrive from the
+//! transport. The thread never blocks on the network — outgoing messages are
+//! handed to [`Transport`], which sends them from tokio tasks.
+
+use super::storage::{RocksStorage, StorageFailure};
+use super::transport::Transport;
+use crate::state::{Applied, CommandError, State};
+use prost::Message as _;
+use protobuf::Message as _;
+use pylon_proto::raft::v1::{Command, MemberInfo, NodeStatus, StateImage};
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message, Snapshot};
+use raft::{Config, RawNode, SnapshotStatus, StateRole, Storage as _};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Timer settings. With the defaults an election starts 0.5–1 s after the last
+/// heartbeat from a leader.
+#[derive(Clone, Debug)]
+pub struct RaftTimers {
+    pub tick: Duration,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+}
+
+impl Default for RaftTimers {
+    fn default() -> Self {
+        RaftTimers {
+            tick: Duration::from_millis(50),
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+        }
+    }
+}
+
+/// Why a proposal or read did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    #[error("no leader is known yet")]
+    NoLeader,
+    #[error(transparent)]
+    Rejected(#[from] CommandError),
+    #[error("this node was removed from the cluster")]
+    Removed,
+    #[error("the raft node has stopped")]
+    Stopped,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub(crate) enum NodeMsg {
+    Propose {
+        command: Command,
+        reply: oneshot::Sender<Result<Applied, ProposeError>>,
+    },
+    ConfChange {
+        change_type: ConfChangeType,
+        member: MemberInfo,
+        reply: oneshot::Sender<Result<(), ProposeError>>,
+    },
+    ReadIndex {
+        reply: oneshot::Sender<Result<u64, ProposeError>>,
+    },
+    Raft(Box<Message>),
+    Unreachable(u64),
+    SnapshotSent {
+        to: u64,
+        ok: bool,
+    },
+}
+
+/// What the rest of the process may read without going through the loop.
+pub struct Shared {
+    pub id: u64,
+    pub state: RwLock<State>,
+    pub status: Mutex<NodeStatus>,
+}
+
+/// A cheap, cloneable way to reach the Raft thread.
+#[derive(Clone)]
+pub struct NodeHandle {
+    tx: Sender<NodeMsg>,
+    pub shared: Arc<Shared>,
+}
+
+impl NodeHandle {
+    pub(crate) fn send(&self, msg: NodeMsg) -> bool {
+        self.tx.send(msg).is_ok()
+    }
+
+    /// Proposes `command` once and waits until it is applied on this node.
+    pub async fn propose_once(&self, command: Command) -> Result<Applied, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(NodeMsg::Propose { command, reply }) {
+            return Err(ProposeError::Stopped);
+        }
+        rx.await.unwrap_or(Err(ProposeError::Stopped))
+    }
+
+    /// Asks the leader for a read index and waits until this node applied it.
+    pub async fn read_index_once(&self) -> Result<u64, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(NodeMsg::ReadIndex { reply }) {
+            return Err(ProposeError::Stopped);
+        }
+        rx.await.unwrap_or(Err(ProposeError::Stopped))
+    }
+
+    /// Proposes adding or removing a voter and waits until it is applied here.
+    pub async fn change_membership(&self, change_type: ConfChangeType, member: MemberInfo) -> Result<(), ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(NodeMsg::ConfChange { change_type, member, reply }) {
+            return Err(ProposeError::Stopped);
+        }
+        rx.await.unwrap_or(Err(ProposeError::Stopped))
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        match self.shared.status.lock() {
+            Ok(status) => status.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+/// How a node starts.
+pub struct NodeOptions {
+    pub id: u64,
+    /// Initial voters and their Raft addresses, for a brand-new cluster.
+    pub bootstrap: Option<BTreeMap<u64, String>>,
+    pub timers: RaftTimers,
+    /// Take a snapshot and compact the log every this many applied entries.
+    pub snapshot_interval: u64,
+}
+
+struct Node {
+    raw: RawNode<RocksStorage>,
+    shared: Arc<Shared>,
+    transport: Transport,
+    proposals: HashMap<String, oneshot::Sender<Result<Applied, ProposeError>>>,
+    conf_changes: HashMap<u64, oneshot::Sender<Result<(), ProposeError>>>,
+    reads: HashMap<Vec<u8>, oneshot::Sender<Result<u64, ProposeError>>>,
+    ready_reads: Vec<(u64, oneshot::Sender<Result<u64, ProposeError>>)>,
+    next_read: u64,
+    applied: u64,
+    snapshot_interval: u64,
+    removed: bool,
+}
+
+/// Opens the storage, rebuilds the state machine from the latest snapshot plus
+/// the applied part of the log, and starts the Raft thread.
+pub fn start(
+    mut storage: RocksStorage,
+    options: NodeOptions,
+    transport: Transport,
+    logger: slog::Logger,
+) -> Result<(NodeHandle, std::thread::JoinHandle<()>), StorageFailure> {
+    if storage.is_empty() {
+        if let Some(voters) = &options.bootstrap {
+            storage.apply_snapshot(initial_snapshot(voters.keys().copied().collect()))?;
+        }
+    }
+    let mut addresses = storage.load_addresses()?;
+    if let Some(voters) = &options.bootstrap {
+        for (id, address) in voters {
+            addresses.entry(*id).or_insert_with(|| address.clone());
+        }
+    }
+    let (state, applied) = recover(&storage)?;
+    for (id, address) in state.members() {
+        addresses.insert(*id, address.clone());
+    }
+    storage.save_addresses(&addresses)?;
+    for (id, address) in &addresses {
+        transport.set_address(*id, address.clone());
+    }
+    tracing::info!(
+        node = options.id,
+        applied,
+        config_version = state.config_version(),
+        voters = ?storage.conf_state().voters,
+        "recovered state from disk"
+    );
+
+    let config = Config {
+        id: options.id,
+        election_tick: options.timers.election_ticks,
+        heartbeat_tick: options.timers.heartbeat_ticks,
+        applied,
+        pre_vote: true,
+        check_quorum: true,
+        max_size_per_msg: 1 << 20,
+        max_inflight_msgs: 256,
+        ..Default::default()
+    };
+    config
+        .validate()
+        .map_err(|e| StorageFailure::Corrupt { what: "raft config", detail: e.to_string() })?;
+    let raw = RawNode::new(&config, storage, &logger)
+        .map_err(|e| StorageFailure::Corrupt { what: "raft state", detail: e.to_string() })?;
+
+    let shared = Arc::new(Shared {
+        id: options.id,
+        state: RwLock::new(state),
+        status: Mutex::new(NodeStatus::default()),
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    transport.attach(tx.clone());
+    let node = Node {
+        raw,
+        shared: shared.clone(),
+        transport,
+        proposals: HashMap::new(),
+        conf_changes: HashMap::new(),
+        reads: HashMap::new(),
+        ready_reads: Vec::new(),
+        next_read: 0,
+        applied,
+        snapshot_interval: options.snapshot_interval.max(1),
+        removed: false,
+    };
+    node.publish_status();
+    let tick = options.timers.tick;
+    let thread = std::thread::Builder::new()
+        .name(format!("raft-{}", options.id))
+        .spawn(move || node.run(rx, tick))
+        .map_err(|e| StorageFailure::Corrupt { what: "raft thread", detail: e.to_string() })?;
+    Ok((NodeHandle { tx, shared }, thread))
+}
+
+/// The snapshot every founding member starts from: index 1, term 1, the
+/// initial voters, an empty state. A node that joins later receives it (or a
+/// newer one) from the leader, so it learns the membership the log started with.
+fn initial_snapshot(voters: Vec<u64>) -> Snapshot {
+    let mut snapshot = Snapshot::default();
+    let meta = snapshot.mut_metadata();
+    meta.index = 1;
+    meta.term = 1;
+    meta.mut_conf_state().voters = voters;
+    snapshot.set_data(State::default().to_image().encode_to_vec().into());
+    snapshot
+}
+
+fn decode_image(snapshot: &Snapshot) -> Result<State, StorageFailure> {
+    if snapshot.get_metadata().index == 0 {
+        return Ok(State::default());
+    }
+    StateImage::decode(snapshot.get_data())
+        .map(State::from_image)
+        .map_err(|e| StorageFailure::Corrupt { what: "state image", detail: e.to_string() })
+}
+
+/// State = latest snapshot + the log entries up to the persisted applied index.
+fn recover(storage: &RocksStorage) -> Result<(State, u64), StorageFailure> {
+    let snapshot = storage.latest_snapshot();
+    let mut state = decode_image(snapshot)?;
+    let first = snapshot.get_metadata().index;
+    let last = storage
+        .applied_index()?
+        .min(storage.hard_state().commit)
+        .min(raft::Storage::last_index(storage).unwrap_or(first));
+    if last > first {
+        let entries = raft::Storage::entries(storage, first + 1, last + 1, None, raft::GetEntriesContext::empty(false))
+            .map_err(|e| StorageFailure::Corrupt { what: "log replay", detail: e.to_string() })?;
+        for entry in &entries {
+            replay(&mut state, entry);
+        }
+    }
+    Ok((state, last.max(first)))
+}
+
+/// Applies one committed entry to the state machine (without Raft side effects).
+fn replay(state: &mut State, entry: &Entry) -> Option<(String, Result<Applied, CommandError>)> {
+    if entry.data.is_empty() {
+        return None;
+    }
+    match entry.get_entry_type() {
+        EntryType::EntryNormal => match Command::decode(entry.data.as_ref()) {
+            Ok(command) => {
+                let result = state.apply(entry.index, &command);
+                Some((command.request_id, result))
+            }
+            Err(e) => {
+                tracing::error!(index = entry.index, error = %e, "undecodable command in the log; skipped");
+                None
+            }
+        },
+        EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+            if let Ok(change) = ConfChange::parse_from_bytes(&entry.data) {
+                record_member(state, &change);
+            }
+            None
+        }
+    }
+}
+
+fn record_member(state: &mut State, change: &ConfChange) {
+    match change.get_change_type() {
+        ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+            if let Ok(info) = MemberInfo::decode(change.get_context()) {
+                state.set_member(change.node_id, Some(info.raft_address));
+            }
+        }
+        ConfChangeType::RemoveNode => state.set_member(change.node_id, None),
+    }
+}
+
+impl Node {
+    fn run(mut self, rx: Receiver<NodeMsg>, tick: Duration) {
+        let mut last_tick = Instant::now();
+        loop {
+            let timeout = tick.saturating_sub(last_tick.elapsed());
+            match rx.recv_timeout(timeout) {
+                Ok(msg) => {
+                    self.handle(msg);
+                    // Drain what queued up so one Ready covers it all.
+                    while let Ok(msg) = rx.try_recv() {
+                        self.handle(msg);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            if last_tick.elapsed() >= tick {
+                last_tick = Instant::now();
+                self.raw.tick();
+                self.forget_abandoned();
+            }
+            if let Err(e) = self.on_ready() {
+                // Raft's safety depends on every write reaching the disk: stop
+                // rather than go on with a log we cannot trust.
+                tracing::error!(error = %e, "storage failed; stopping the raft node");
+                std::process::exit(70);
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: NodeMsg) {
+        match msg {
+            NodeMsg::Propose { command, reply } => {
+                if self.removed {
+                    let _ = reply.send(Err(ProposeError::Removed));
+                    return;
+                }
+                let request_id = command.request_id.clone();
+                match self.raw.propose(vec![], command.encode_to_vec()) {
+                    Ok(()) => {
+                        self.proposals.insert(request_id, reply);
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(ProposeError::NoLeader));
+                    }
+                }
+            }
+            NodeMsg::ConfChange { change_type, member, reply } => {
+                let mut change = ConfChange::default();
+                change.set_change_type(change_type);
+                change.node_id = member.node_id;
+                change.set_context(member.encode_to_vec().into());
+                let node_id = member.node_id;
+                match self.raw.propose_conf_change(vec![], change) {
+                    Ok(()) => {
+                        self.conf_changes.insert(node_id, reply);
+                    }
+                    Err(raft::Error::ProposalDropped) => {
+                        let _ = reply.send(Err(ProposeError::NoLeader));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(ProposeError::Invalid(e.to_string())));
+                    }
+                }
+            }
+            NodeMsg::ReadIndex { reply } => {
+                self.next_read += 1;
+                let ctx = self.next_read.to_be_bytes().to_vec();
+                self.raw.read_index(ctx.clone());
+                self.reads.insert(ctx, reply);
+            }
+            NodeMsg::Raft(msg) => {
+                if let Err(e) = self.raw.step(*msg) {
+                    tracing::debug!(error = %e, "dropped a raft message");
+                }
+            }
+            NodeMsg::Unreachable(id) => self.raw.report_unreachable(id),
+            NodeMsg::SnapshotSent { to, ok } => {
+                let status = if ok { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+                self.raw.report_snapshot(to, status);
+            }
+        }
+    }
+
+    /// Callers that gave up (timed out) no longer need an answer.
+    fn forget_abandoned(&mut self) {
+        self.proposals.retain(|_, reply| !reply.is_closed());
+        self.conf_changes.retain(|_, reply| !reply.is_closed());
+        self.reads.retain(|_, reply| !reply.is_closed());
+        self.ready_reads.retain(|(_, reply)| !reply.is_closed());
+    }
+
+    fn on_ready(&mut self) -> Result<(), StorageFailure> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+
+        // 1. Send out the messages that need no persistence first (leader).
+        self.transport.send(ready.take_messages());
+
+        // 2. Apply a snapshot received from the leader.
+        if !ready.snapshot().is_empty() {
+            let snapshot = ready.snapshot().clone();
+            self.install_snapshot(snapshot)?;
+        }
+
+        // 3. Read-index answers: wait until the state machine reaches them.
+        for read in ready.take_read_states() {
+            if let Some(reply) = self.reads.remove(&read.request_ctx) {
+                self.ready_reads.push((read.index, reply));
+            }
+        }
+
+        // 4. Apply committed entries.
+        let committed = ready.take_committed_entries();
+        self.apply_entries(committed)?;
+
+        // 5 + 6. Persist new entries and the hard state, fsynced, in one write.
+        self.raw.mut_store().persist(ready.entries(), ready.hs())?;
+
+        // 7. Send the messages that had to wait for persistence (followers' votes, acks).
+        self.transport.send(ready.take_persisted_messages());
+
+        // 8. Advance, then handle the light ready.
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit)?;
+        }
+        self.transport.send(light.take_messages());
+        let committed = light.take_committed_entries();
+        self.apply_entries(committed)?;
+        self.raw.advance_apply();
+
+        // 9. Record progress, answer reads, compact when due.
+        self.raw.store().set_applied_index(self.applied)?;
+        self.answer_reads();
+        self.maybe_compact()?;
+        self.publish_status();
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageFailure> {
+        let state = decode_image(&snapshot)?;
+        let index = snapshot.get_metadata().index;
+        tracing::info!(index, "installing a snapshot from the leader");
+        for (id, address) in state.members() {
+            self.transport.set_address(*id, address.clone());
+        }
+        self.raw.mut_store().apply_snapshot(snapshot)?;
+        self.raw.store().save_addresses(&self.transport.addresses())?;
+        *self.state_mut() = state;
+        self.applied = index;
+        Ok(())
+    }
+
+    fn state_mut(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        write(&self.shared.state)
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), StorageFailure> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut answers = Vec::new();
+        {
+            let shared = self.shared.clone();
+            let mut state = write(&shared.state);
+            for entry in &entries {
+                if entry.index <= self.applied {
+                    continue;
+                }
+                if let Some(answer) = replay(&mut state, entry) {
+                    answers.push(answer);
+                }
+                self.applied = entry.index;
+            }
+        }
+        for entry in &entries {
+            if matches!(entry.get_entry_type(), EntryType::EntryConfChange) && !entry.data.is_empty() {
+                self.apply_conf_change(entry)?;
+            }
+        }
+        for (request_id, result) in answers {
+            if let Some(reply) = self.proposals.remove(&request_id) {
+                let _ = reply.send(result.map_err(ProposeError::from));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_conf_change(&mut self, entry: &Entry) -> Result<(), StorageFailure> {
+        let change = ConfChange::parse_from_bytes(&entry.data)
+            .map_err(|e| StorageFailure::Corrupt { what: "conf change", detail: e.to_string() })?;
+        let conf_state = match self.raw.apply_conf_change(&change) {
+            Ok(conf_state) => conf_state,
+            Err(e) => {
+                tracing::warn!(error = %e, node = change.node_id, "membership change refused");
+                if let Some(reply) = self.conf_changes.remove(&change.node_id) {
+                    let _ = reply.send(Err(ProposeError::Invalid(e.to_string())));
+                }
+                return Ok(());
+            }
+        };
+        self.raw.mut_store().set_conf_state(conf_state)?;
+        match change.get_change_type() {
+            ConfChangeType::RemoveNode => {
+                tracing::info!(node = change.node_id, "member removed");
+                self.transport.remove(change.node_id);
+                if change.node_id == self.shared.id {
+                    tracing::warn!("this node was removed from the cluster; it no longer takes part");
+                    self.removed = true;
+                }
+            }
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                if let Ok(info) = MemberInfo::decode(change.get_context()) {
+                    tracing::info!(node = change.node_id, address = %info.raft_address, "member added");
+                    self.transport.set_address(change.node_id, info.raft_address);
+                }
+            }
+        }
+        self.raw.store().save_addresses(&self.transport.addresses())?;
+        if let Some(reply) = self.conf_changes.remove(&change.node_id) {
+            let _ = reply.send(Ok(()));
+        }
+        Ok(())
+    }
+
+    fn answer_reads(&mut self) {
+        let applied = self.applied;
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ready_reads)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        self.ready_reads = waiting;
+        for (index, reply) in done {
+            let _ = reply.send(Ok(index));
+        }
+    }
+
+    fn maybe_compact(&mut self) -> Result<(), StorageFailure> {
+        let snapshot_index = self.raw.store().latest_snapshot().get_metadata().index;
+        if self.applied < snapshot_index + self.snapshot_interval {
+            return Ok(());
+        }
+        let image = match self.shared.state.read() {
+            Ok(state) => state.to_image(),
+            Err(poisoned) => poisoned.into_inner().to_image(),
+        };
+        let applied = self.applied;
+        self.raw.mut_store().compact(applied, image.encode_to_vec())?;
+        tracing::info!(index = applied, "took a snapshot and compacted the log");
+        Ok(())
+    }
+
+    fn publish_status(&self) {
+        let raft = &self.raw.raft;
+        let store = self.raw.store();
+        let conf = store.conf_state();
+        let config_version = match self.shared.state.read() {
+            Ok(state) => state.config_version(),
+            Err(poisoned) => poisoned.into_inner().config_version(),
+        };
+        let status = NodeStatus {
+            node_id: self.shared.id,
+            role: if self.removed { "REMOVED".into() } else { role_name(raft.state).into() },
+            term: raft.term,
+            leader_id: raft.leader_id,
+            commit_index: raft.raft_log.committed,
+            applied_index: self.applied,
+            config_version,
+            first_index: store.first_index().unwrap_or(0),
+            last_index: store.last_index().unwrap_or(0),
+            snapshot_index: store.latest_snapshot().get_metadata().index,
+            voters: conf.voters.clone(),
+            learners: conf.learners.clone(),
+            addresses: self.transport.addresses(),
+        };
+        match self.shared.status.lock() {
+            Ok(mut slot) => *slot = status,
+            Err(poisoned) => *poisoned.into_inner() = status,
+        }
+    }
+}
+
+fn write(state: &RwLock<State>) -> std::sync::RwLockWriteGuard<'_, State> {
+    match state.write() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+pub fn role_name(role: StateRole) -> &'static str {
+    match role {
+        StateRole::Leader => "LEADER",
+        StateRole::Follower => "FOLLOWER",
+        StateRole::Candidate => "CANDIDATE",
+        StateRole::PreCandidate => "PRE_CANDIDATE",
+    }
+}
+
+/// A slog drain that forwards raft-rs's logs to `tracing`.
+pub struct TracingDrain;
+
+impl slog::Drain for TracingDrain {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &slog::Record<'_>, values: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        use slog::KV as _;
+        let mut fields = FieldCollector(String::new());
+        let _ = record.kv().serialize(record, &mut fields);
+        let _ = values.serialize(record, &mut fields);
+        let message = format!("{}{}", record.msg(), fields.0);
+        match record.level() {
+            slog::Level::Critical | slog::Level::Error => tracing::error!(target: "raft", "{message}"),
+            slog::Level::Warning => tracing::warn!(target: "raft", "{message}"),
+            slog::Level::Info => tracing::info!(target: "raft", "{message}"),
+            slog::Level::Debug => tracing::debug!(target: "raft", "{message}"),
+            slog::Level::Trace => tracing::trace!(target: "raft", "{message}"),
+        }
+        Ok(())
+    }
+}
+
+struct FieldCollector(String);
+
+impl slog::Serializer for FieldCollector {
+    fn emit_arguments(&mut self, key: slog::Key, value: &std::fmt::Arguments<'_>) -> slog::Result {
+        use std::fmt::Write as _;
+        let _ = write!(self.0, " {key}={value}");
+        Ok(())
+    }
+}
+
+/// A raft-rs logger that writes through `tracing`.
+pub fn logger() -> slog::Logger {
+    slog::Logger::root(slog::Fuse(TracingDrain), slog::o!())
+}

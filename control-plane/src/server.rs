@@ -1,0 +1,213 @@
+//! Wiring one control-plane node: storage, the Raft thread, the peer service
+//! on `raft_listen`, and the admin API (+ health, reflection) on `listen`.
+
+use crate::admin::AdminApi;
+use crate::auth::{BearerToken, RequireToken};
+use crate::raft::node::{self, NodeOptions, RaftTimers};
+use crate::raft::storage::{RocksStorage, StorageFailure};
+use crate::raft::transport::{MAX_MESSAGE_BYTES, RaftService, Transport};
+use pylon_proto::admin::v1::admin_service_server::AdminServiceServer;
+use pylon_proto::raft::v1::raft_transport_server::RaftTransportServer;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+/// Certificate and key (PEM files) for the admin and peer listeners.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Everything a control-plane node needs to start.
+#[derive(Clone, Debug)]
+pub struct ControlPlaneConfig {
+    pub node_id: u64,
+    /// Admin gRPC (+ health, reflection).
+    pub listen: SocketAddr,
+    /// Raft peer traffic.
+    pub raft_listen: SocketAddr,
+    /// The address peers use to reach `raft_listen` (default: `raft_listen`).
+    pub raft_advertise: Option<String>,
+    /// Founding members (id → Raft address) of a new cluster. Ignored once the
+    /// data directory holds state.
+    pub peers: BTreeMap<u64, String>,
+    /// Start empty and wait to be added (`pylon cluster join`) instead of
+    /// founding a cluster.
+    pub join: bool,
+    pub data_dir: PathBuf,
+    pub token: Option<BearerToken>,
+    pub tls: Option<TlsFiles>,
+    pub timers: RaftTimers,
+    pub snapshot_interval: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageFailure),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+impl ControlPlaneConfig {
+    fn check(&self) -> Result<(), ServeError> {
+        if self.node_id == 0 {
+            return Err(ServeError::Config("--node-id must not be 0".into()));
+        }
+        if self.token.is_none() {
+            for (flag, address) in [("--listen", self.listen), ("--raft-listen", self.raft_listen)] {
+                if !address.ip().is_loopback() {
+                    return Err(ServeError::Config(format!(
+                        "{flag} {address} is not a loopback address: set a bearer token (--token-file or PYLON_ADMIN_TOKEN) first"
+                    )));
+                }
+            }
+        }
+        if !self.join && !self.peers.is_empty() && !self.peers.contains_key(&self.node_id) {
+            return Err(ServeError::Config(format!(
+                "--peer lists no entry for this node ({}); list every founding member including this one",
+                self.node_id
+            )));
+        }
+        if self.listen == self.raft_listen {
+            return Err(ServeError::Config("--listen and --raft-listen must differ".into()));
+        }
+        Ok(())
+    }
+
+    fn advertised(&self, bound: SocketAddr) -> String {
+        self.raft_advertise.clone().unwrap_or_else(|| bound.to_string())
+    }
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(address).await.map_err(|source| ServeError::Bind { address, source })
+}
+
+fn server_builder(tls: Option<&TlsFiles>) -> Result<Server, ServeError> {
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| ServeError::Tls(format!("{}: {e}", path.display())))
+        };
+        let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(|e| ServeError::Tls(e.to_string()))?;
+    }
+    Ok(builder)
+}
+
+/// Runs a node until `shutdown` resolves.
+pub async fn serve(config: ControlPlaneConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    config.check()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| ServeError::Config(format!("--data-dir {}: {e}", config.data_dir.display())))?;
+    let admin_listener = bind(config.listen).await?;
+    let raft_listener = bind(config.raft_listen).await?;
+    let admin_address = admin_listener.local_addr().map_err(|source| ServeError::Bind { address: config.listen, source })?;
+    let raft_address = raft_listener.local_addr().map_err(|source| ServeError::Bind { address: config.raft_listen, source })?;
+    let advertised = config.advertised(raft_address);
+
+    let storage = RocksStorage::open(&config.data_dir.join("raft"))?;
+    let bootstrap = if config.join || !storage.is_empty() {
+        None
+    } else if config.peers.is_empty() {
+        Some(BTreeMap::from([(config.node_id, advertised.clone())]))
+    } else {
+        Some(config.peers.clone())
+    };
+    if storage.is_empty() {
+        match &bootstrap {
+            Some(voters) => tracing::info!(voters = ?voters.keys().collect::<Vec<_>>(), "founding a new cluster"),
+            None => tracing::info!("empty data directory: waiting to be added to a cluster (pylon cluster join)"),
+        }
+    }
+    let transport = Transport::new(config.node_id, advertised.clone(), config.token.clone(), tokio::runtime::Handle::current());
+    for (id, address) in &config.peers {
+        transport.set_address(*id, address.clone());
+    }
+    let (node, _raft_thread) = node::start(
+        storage,
+        NodeOptions {
+            id: config.node_id,
+            bootstrap,
+            timers: config.timers.clone(),
+            snapshot_interval: config.snapshot_interval,
+        },
+        transport.clone(),
+        node::logger(),
+    )?;
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<AdminServiceServer<AdminApi>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pylon_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Config(format!("reflection: {e}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pylon_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Config(format!("reflection: {e}")))?;
+
+    let admin = AdminServiceServer::with_interceptor(
+        AdminApi::new(node.clone(), transport.clone(), config.token.clone()),
+        RequireToken(config.token.clone()),
+    );
+    let peers = InterceptedService::new(
+        RaftTransportServer::new(RaftService { transport: transport.clone(), shared: node.shared.clone() })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        RequireToken(config.token.clone()),
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let admin_server = server_builder(config.tls.as_ref())?
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(admin_listener), stopped(stop_rx.clone()));
+    let raft_server = Server::builder()
+        .add_service(peers)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(raft_listener), stopped(stop_rx));
+
+    tracing::info!(
+        node = config.node_id,
+        admin = %admin_address,
+        raft = %raft_address,
+        advertised = %advertised,
+        data_dir = %config.data_dir.display(),
+        tls = config.tls.is_some(),
+        auth = config.token.is_some(),
+        "control plane ready"
+    );
+    tokio::try_join!(admin_server, raft_server)?;
+    tracing::info!("control plane stopped");
+    Ok(())
+}

@@ -1,0 +1,589 @@
+//! The replicated state machine: every API, deployment, stage, API key, usage
+//! plan and domain name, and the config version.
+//!
+//! [`State::apply`] is a pure function of the state, the entry's Raft index and
+//! the [`Command`]: no clock (timestamps come in the command), no randomness
+//! (ids and key hashes come in the command), no I/O. A command that fails
+//! changes nothing, so every node reaches the same state from the same log.
+
+use pylon_common::ErrorCode;
+use pylon_common::ids::{ApiKeyId, ApiName, DeploymentId, DomainNameId, StageName, UsagePlanName};
+use pylon_proto::config::v1::{
+    Api, ApiKey, Deployment, DomainName, Stage, UsagePlan, resource::Kind,
+};
+use pylon_proto::raft::v1::{
+    Command, CreateDeployment, Delete, PromoteCanary, Put, RollbackStage, StateImage, command::Op,
+    resource_ref,
+};
+use pylon_proto::wkt::Timestamp;
+use std::collections::BTreeMap;
+
+/// Why a command changed nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CommandError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+fn fail<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, CommandError> {
+    Err(CommandError {
+        code,
+        message: message.into(),
+    })
+}
+
+/// What a successful command produced, returned to the caller that proposed it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Applied {
+    Api(Api),
+    Stage(Stage),
+    Deployment(Deployment),
+    ApiKey(ApiKey),
+    UsagePlan(UsagePlan),
+    DomainName(DomainName),
+    Deleted,
+}
+
+type StageKey = (ApiName, StageName);
+type DeploymentKey = (ApiName, DeploymentId);
+
+/// Everything the control plane stores, as of one Raft index.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct State {
+    config_version: u64,
+    apis: BTreeMap<ApiName, Api>,
+    deployments: BTreeMap<DeploymentKey, Deployment>,
+    stages: BTreeMap<StageKey, Stage>,
+    api_keys: BTreeMap<ApiKeyId, ApiKey>,
+    usage_plans: BTreeMap<UsagePlanName, UsagePlan>,
+    domain_names: BTreeMap<DomainNameId, DomainName>,
+    /// Raft address of every member ever added through a membership change.
+    members: BTreeMap<u64, String>,
+}
+
+fn stage_key(api: &str, stage: &str) -> StageKey {
+    (ApiName::from(api), StageName::from(stage))
+}
+
+fn deployment_key(api: &str, id: &str) -> DeploymentKey {
+    (ApiName::from(api), DeploymentId::from(id))
+}
+
+/// Checks an optimistic-concurrency precondition (0 means "any revision").
+fn check_revision(kind: &str, name: &str, current: u64, expected: u64) -> Result<(), CommandError> {
+    if expected != 0 && expected != current {
+        return fail(
+            ErrorCode::Conflict,
+            format!("{kind} {name} is at revision {current}, not {expected}: re-read it and retry"),
+        );
+    }
+    Ok(())
+}
+
+/// Stamps revision and timestamps on a created or replaced resource.
+macro_rules! stamp {
+    ($new:expr, $old:expr, $index:expr, $at:expr) => {{
+        $new.revision = $index;
+        $new.created_at = match $old {
+            Some(old) => old.created_at.clone(),
+            None => $at.clone(),
+        };
+        $new.updated_at = $at.clone();
+    }};
+}
+
+impl State {
+    pub fn config_version(&self) -> u64 {
+        self.config_version
+    }
+
+    /// Applies the command of the log entry at `index`.
+    pub fn apply(&mut self, index: u64, command: &Command) -> Result<Applied, CommandError> {
+        let at = command.at.clone();
+        let result = match &command.op {
+            None => fail(ErrorCode::InvalidArgument, "empty command"),
+            Some(Op::Put(put)) => self.put(index, at, put),
+            Some(Op::Delete(delete)) => self.delete(index, delete),
+            Some(Op::CreateDeployment(create)) => self.create_deployment(index, at, create),
+            Some(Op::PromoteCanary(promote)) => self.promote_canary(index, at, promote),
+            Some(Op::RollbackStage(rollback)) => self.rollback_stage(index, at, rollback),
+        };
+        if result.is_ok() {
+            self.config_version = index;
+        }
+        result
+    }
+
+    /// Records a member's Raft address (from a membership-change entry).
+    pub fn set_member(&mut self, node_id: u64, address: Option<String>) {
+        match address {
+            Some(address) => self.members.insert(node_id, address),
+            None => self.members.remove(&node_id),
+        };
+    }
+
+    pub fn members(&self) -> &BTreeMap<u64, String> {
+        &self.members
+    }
+
+    fn put(&mut self, index: u64, at: Option<Timestamp>, put: &Put) -> Result<Applied, CommandError> {
+        let Some(kind) = put.resource.as_ref().and_then(|r| r.kind.clone()) else {
+            return fail(ErrorCode::InvalidArgument, "put without a resource");
+        };
+        let (create, expected) = (put.create, put.expected_revision);
+        match kind {
+            Kind::Api(mut api) => {
+                let key = ApiName::from(api.name.as_str());
+                let old = self.existing("API", &api.name, self.apis.get(&key), create, expected)?;
+                stamp!(api, old, index, at);
+                self.apis.insert(key, api.clone());
+                Ok(Applied::Api(api))
+            }
+            Kind::Stage(mut stage) => {
+                self.require_api(&stage.api)?;
+                let name = format!("{}/{}", stage.api, stage.name);
+                let key = stage_key(&stage.api, &stage.name);
+                let old = self.existing("stage", &name, self.stages.get(&key), create, expected)?;
+                self.check_stage_deployments(&stage)?;
+                stamp!(stage, old, index, at);
+                self.stages.insert(key, stage.clone());
+                Ok(Applied::Stage(stage))
+            }
+            Kind::ApiKey(mut key) => {
+                let id = ApiKeyId::from(key.id.as_str());
+                let old = self.existing("API key", &key.id, self.api_keys.get(&id), create, expected)?;
+                if let Some(old) = old {
+                    // The hash is fixed at creation; an update cannot change the key.
+                    key.key_hash = old.key_hash.clone();
+                    key.key_prefix = old.key_prefix.clone();
+                } else if key.key_hash.is_empty() {
+                    return fail(ErrorCode::InvalidArgument, "a new API key needs its hash");
+                } else if self.api_keys.values().any(|k| k.key_hash == key.key_hash) {
+                    return fail(ErrorCode::AlreadyExists, "an API key with this value already exists");
+                }
+                stamp!(key, old, index, at);
+                self.api_keys.insert(id, key.clone());
+                Ok(Applied::ApiKey(key))
+            }
+            Kind::UsagePlan(mut plan) => {
+                let key = UsagePlanName::from(plan.name.as_str());
+                let old = self.existing("usage plan", &plan.name, self.usage_plans.get(&key), create, expected)?;
+                for (i, api_stage) in plan.api_stages.iter().enumerate() {
+                    if !self.stages.contains_key(&stage_key(&api_stage.api, &api_stage.stage)) {
+                        return fail(
+                            ErrorCode::FailedPrecondition,
+                            format!("api_stages[{i}]: stage {}/{} does not exist", api_stage.api, api_stage.stage),
+                        );
+                    }
+                }
+                for (i, id) in plan.api_key_ids.iter().enumerate() {
+                    if !self.api_keys.contains_key(&ApiKeyId::from(id.as_str())) {
+                        return fail(
+                            ErrorCode::FailedPrecondition,
+                            format!("api_key_ids[{i}]: API key {id} does not exist"),
+                        );
+                    }
+                }
+                stamp!(plan, old, index, at);
+                self.usage_plans.insert(key, plan.clone());
+                Ok(Applied::UsagePlan(plan))
+            }
+            Kind::DomainName(mut domain) => {
+                let key = DomainNameId::from(domain.name.as_str());
+                let old = self.existing("domain name", &domain.name, self.domain_names.get(&key), create, expected)?;
+                for (i, mapping) in domain.mappings.iter().enumerate() {
+                    if !self.stages.contains_key(&stage_key(&mapping.api, &mapping.stage)) {
+                        return fail(
+                            ErrorCode::FailedPrecondition,
+                            format!("mappings[{i}]: stage {}/{} does not exist", mapping.api, mapping.stage),
+                        );
+                    }
+                }
+                stamp!(domain, old, index, at);
+                self.domain_names.insert(key, domain.clone());
+                Ok(Applied::DomainName(domain))
+            }
+        }
+    }
+
+    /// The create/update preconditions shared by every kind: a create needs the
+    /// name free, an update needs the resource at the expected revision.
+    fn existing<'a, T: Revisioned>(
+        &self,
+        kind: &str,
+        name: &str,
+        current: Option<&'a T>,
+        create: bool,
+        expected: u64,
+    ) -> Result<Option<&'a T>, CommandError> {
+        match (current, create) {
+            (Some(_), true) => fail(ErrorCode::AlreadyExists, format!("{kind} {name} already exists")),
+            (None, false) => fail(ErrorCode::NotFound, format!("{kind} {name} not found")),
+            (None, true) => Ok(None),
+            (Some(current), false) => {
+                check_revision(kind, name, current.revision(), expected)?;
+                Ok(Some(current))
+            }
+        }
+    }
+
+    fn require_api(&self, api: &str) -> Result<&Api, CommandError> {
+        match self.apis.get(&ApiName::from(api)) {
+            Some(found) => Ok(found),
+            None => fail(ErrorCode::NotFound, format!("API {api} not found")),
+        }
+    }
+
+    fn check_stage_deployments(&self, stage: &Stage) -> Result<(), CommandError> {
+        if !stage.deployment_id.is_empty()
+            && !self.deployments.contains_key(&deployment_key(&stage.api, &stage.deployment_id))
+        {
+            return fail(
+                ErrorCode::FailedPrecondition,
+                format!("deployment_id: API {} has no deployment {}", stage.api, stage.deployment_id),
+            );
+        }
+        if let Some(canary) = &stage.canary {
+            if !self.deployments.contains_key(&deployment_key(&stage.api, &canary.deployment_id)) {
+                return fail(
+                    ErrorCode::FailedPrecondition,
+                    format!("canary.deployment_id: API {} has no deployment {}", stage.api, canary.deployment_id),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, index: u64, delete: &Delete) -> Result<Applied, CommandError> {
+        let Some(target) = &delete.target else {
+            return fail(ErrorCode::InvalidArgument, "delete without a target");
+        };
+        let expected = delete.expected_revision;
+        let (api, name) = (target.api.as_str(), target.name.as_str());
+        match resource_ref::Kind::try_from(target.kind) {
+            Ok(resource_ref::Kind::Api) => {
+                let found = self.require_api(name)?;
+                check_revision("API", name, found.revision, expected)?;
+                if let Some(plan) = self.usage_plans.values().find(|p| p.api_stages.iter().any(|s| s.api == name)) {
+                    return fail(
+                        ErrorCode::FailedPrecondition,
+                        format!("API {name} is used by usage plan {}: detach it first", plan.name),
+                    );
+                }
+                if let Some(domain) = self.domain_names.values().find(|d| d.mappings.iter().any(|m| m.api == name)) {
+                    return fail(
+                        ErrorCode::FailedPrecondition,
+                        format!("API {name} is mapped by domain name {}: remove the mapping first", domain.name),
+                    );
+                }
+                let key = ApiName::from(name);
+                self.apis.remove(&key);
+                self.stages.retain(|(a, _), _| *a != key);
+                self.deployments.retain(|(a, _), _| *a != key);
+            }
+            Ok(resource_ref::Kind::Stage) => {
+                let key = stage_key(api, name);
+                let Some(found) = self.stages.get(&key) else {
+                    return fail(ErrorCode::NotFound, format!("stage {api}/{name} not found"));
+                };
+                check_revision("stage", name, found.revision, expected)?;
+                self.stage_unreferenced(api, name)?;
+                self.stages.remove(&key);
+            }
+            Ok(resource_ref::Kind::Deployment) => {
+                let key = deployment_key(api, name);
+                if !self.deployments.contains_key(&key) {
+                    return fail(ErrorCode::NotFound, format!("deployment {name} of API {api} not found"));
+                }
+                let used = self.stages.values().find(|s| {
+                    s.api == api
+                        && (s.deployment_id == name
+                            || s.canary.as_ref().is_some_and(|c| c.deployment_id == name))
+                });
+                if let Some(stage) = used {
+                    return fail(
+                        ErrorCode::FailedPrecondition,
+                        format!("deployment {name} is in use by stage {}", stage.name),
+                    );
+                }
+                self.deployments.remove(&key);
+            }
+            Ok(resource_ref::Kind::ApiKey) => {
+                let key = ApiKeyId::from(name);
+                let Some(found) = self.api_keys.get(&key) else {
+                    return fail(ErrorCode::NotFound, format!("API key {name} not found"));
+                };
+                check_revision("API key", name, found.revision, expected)?;
+                self.api_keys.remove(&key);
+                for plan in self.usage_plans.values_mut() {
+                    if plan.api_key_ids.iter().any(|id| id == name) {
+                        plan.api_key_ids.retain(|id| id != name);
+                        plan.revision = index;
+                    }
+                }
+            }
+            Ok(resource_ref::Kind::UsagePlan) => {
+                let key = UsagePlanName::from(name);
+                let Some(found) = self.usage_plans.get(&key) else {
+                    return fail(ErrorCode::NotFound, format!("usage plan {name} not found"));
+                };
+                check_revision("usage plan", name, found.revision, expected)?;
+                self.usage_plans.remove(&key);
+            }
+            Ok(resource_ref::Kind::DomainName) => {
+                let key = DomainNameId::from(name);
+                let Some(found) = self.domain_names.get(&key) else {
+                    return fail(ErrorCode::NotFound, format!("domain name {name} not found"));
+                };
+                check_revision("domain name", name, found.revision, expected)?;
+                self.domain_names.remove(&key);
+            }
+            Ok(resource_ref::Kind::Unspecified) | Err(_) => {
+                return fail(ErrorCode::InvalidArgument, "delete of an unknown kind");
+            }
+        }
+        Ok(Applied::Deleted)
+    }
+
+    fn stage_unreferenced(&self, api: &str, name: &str) -> Result<(), CommandError> {
+        if let Some(plan) = self
+            .usage_plans
+            .values()
+            .find(|p| p.api_stages.iter().any(|s| s.api == api && s.stage == name))
+        {
+            return fail(
+                ErrorCode::FailedPrecondition,
+                format!("stage {api}/{name} is used by usage plan {}", plan.name),
+            );
+        }
+        if let Some(domain) = self
+            .domain_names
+            .values()
+            .find(|d| d.mappings.iter().any(|m| m.api == api && m.stage == name))
+        {
+            return fail(
+                ErrorCode::FailedPrecondition,
+                format!("stage {api}/{name} is mapped by domain name {}", domain.name),
+            );
+        }
+        Ok(())
+    }
+
+    fn create_deployment(
+        &mut self,
+        index: u64,
+        at: Option<Timestamp>,
+        create: &CreateDeployment,
+    ) -> Result<Applied, CommandError> {
+        let definition = self.require_api(&create.api)?.clone();
+        let key = deployment_key(&create.api, &create.id);
+        if self.deployments.contains_key(&key) {
+            return fail(ErrorCode::AlreadyExists, format!("deployment {} already exists", create.id));
+        }
+        let deployment = Deployment {
+            id: create.id.clone(),
+            api: create.api.clone(),
+            description: create.description.clone(),
+            definition: Some(definition),
+            created_at: at.clone(),
+            revision: index,
+        };
+        if !create.stage.is_empty() {
+            let stage_key = stage_key(&create.api, &create.stage);
+            let stage = self.stages.entry(stage_key).or_insert_with(|| Stage {
+                api: create.api.clone(),
+                name: create.stage.clone(),
+                created_at: at.clone(),
+                ..Default::default()
+            });
+            stage.deployment_id = create.id.clone();
+            stage.revision = index;
+            stage.updated_at = at;
+        }
+        self.deployments.insert(key, deployment.clone());
+        Ok(Applied::Deployment(deployment))
+    }
+
+    fn stage_mut(&mut self, api: &str, name: &str, expected: u64) -> Result<&mut Stage, CommandError> {
+        match self.stages.get_mut(&stage_key(api, name)) {
+            None => fail(ErrorCode::NotFound, format!("stage {api}/{name} not found")),
+            Some(stage) => {
+                check_revision("stage", name, stage.revision, expected)?;
+                Ok(stage)
+            }
+        }
+    }
+
+    fn promote_canary(
+        &mut self,
+        index: u64,
+        at: Option<Timestamp>,
+        promote: &PromoteCanary,
+    ) -> Result<Applied, CommandError> {
+        let stage = self.stage_mut(&promote.api, &promote.stage, promote.expected_revision)?;
+        let Some(canary) = stage.canary.as_mut() else {
+            return fail(
+                ErrorCode::FailedPrecondition,
+                format!("stage {}/{} has no canary to promote", promote.api, promote.stage),
+            );
+        };
+        stage.deployment_id = canary.deployment_id.clone();
+        for (name, value) in &canary.stage_variable_overrides {
+            stage.variables.insert(name.clone(), value.clone());
+        }
+        canary.percent_traffic = 0.0;
+        stage.revision = index;
+        stage.updated_at = at;
+        Ok(Applied::Stage(stage.clone()))
+    }
+
+    fn rollback_stage(
+        &mut self,
+        index: u64,
+        at: Option<Timestamp>,
+        rollback: &RollbackStage,
+    ) -> Result<Applied, CommandError> {
+        if !self
+            .deployments
+            .contains_key(&deployment_key(&rollback.api, &rollback.deployment_id))
+        {
+            return fail(
+                ErrorCode::NotFound,
+                format!("deployment {} of API {} not found", rollback.deployment_id, rollback.api),
+            );
+        }
+        let stage = self.stage_mut(&rollback.api, &rollback.stage, rollback.expected_revision)?;
+        stage.deployment_id = rollback.deployment_id.clone();
+        stage.revision = index;
+        stage.updated_at = at;
+        Ok(Applied::Stage(stage.clone()))
+    }
+
+    // ---- reads ----
+
+    pub fn api(&self, name: &str) -> Option<&Api> {
+        self.apis.get(&ApiName::from(name))
+    }
+
+    /// APIs by name, starting after `after`.
+    pub fn apis_after<'a>(&'a self, after: &str) -> impl Iterator<Item = &'a Api> + 'a {
+        let after = after.to_owned();
+        self.apis.values().filter(move |a| a.name > after)
+    }
+
+    pub fn stage(&self, api: &str, name: &str) -> Option<&Stage> {
+        self.stages.get(&stage_key(api, name))
+    }
+
+    pub fn stages_of<'a>(&'a self, api: &str) -> impl Iterator<Item = &'a Stage> + 'a {
+        let api = ApiName::from(api);
+        self.stages.iter().filter(move |((a, _), _)| *a == api).map(|(_, s)| s)
+    }
+
+    pub fn deployment(&self, api: &str, id: &str) -> Option<&Deployment> {
+        self.deployments.get(&deployment_key(api, id))
+    }
+
+    /// The API's deployment history, newest first.
+    pub fn deployments_of(&self, api: &str) -> Vec<&Deployment> {
+        let api = ApiName::from(api);
+        let mut history: Vec<&Deployment> = self
+            .deployments
+            .iter()
+            .filter(|((a, _), _)| *a == api)
+            .map(|(_, d)| d)
+            .collect();
+        history.sort_by(|a, b| b.revision.cmp(&a.revision).then_with(|| b.id.cmp(&a.id)));
+        history
+    }
+
+    pub fn api_key(&self, id: &str) -> Option<&ApiKey> {
+        self.api_keys.get(&ApiKeyId::from(id))
+    }
+
+    pub fn api_keys(&self) -> impl Iterator<Item = &ApiKey> {
+        self.api_keys.values()
+    }
+
+    pub fn usage_plan(&self, name: &str) -> Option<&UsagePlan> {
+        self.usage_plans.get(&UsagePlanName::from(name))
+    }
+
+    pub fn usage_plans(&self) -> impl Iterator<Item = &UsagePlan> {
+        self.usage_plans.values()
+    }
+
+    pub fn domain_name(&self, name: &str) -> Option<&DomainName> {
+        self.domain_names.get(&DomainNameId::from(name))
+    }
+
+    pub fn domain_names(&self) -> impl Iterator<Item = &DomainName> {
+        self.domain_names.values()
+    }
+
+    // ---- snapshots ----
+
+    /// The whole state as one message, for Raft snapshots. Deterministic:
+    /// equal states give equal bytes.
+    pub fn to_image(&self) -> StateImage {
+        StateImage {
+            config_version: self.config_version,
+            apis: self.apis.values().cloned().collect(),
+            deployments: self.deployments.values().cloned().collect(),
+            stages: self.stages.values().cloned().collect(),
+            api_keys: self.api_keys.values().cloned().collect(),
+            usage_plans: self.usage_plans.values().cloned().collect(),
+            domain_names: self.domain_names.values().cloned().collect(),
+            member_addresses: self.members.clone(),
+        }
+    }
+
+    pub fn from_image(image: StateImage) -> State {
+        State {
+            config_version: image.config_version,
+            apis: image.apis.into_iter().map(|a| (ApiName::from(a.name.as_str()), a)).collect(),
+            deployments: image
+                .deployments
+                .into_iter()
+                .map(|d| (deployment_key(&d.api, &d.id), d))
+                .collect(),
+            stages: image
+                .stages
+                .into_iter()
+                .map(|s| (stage_key(&s.api, &s.name), s))
+                .collect(),
+            api_keys: image.api_keys.into_iter().map(|k| (ApiKeyId::from(k.id.as_str()), k)).collect(),
+            usage_plans: image
+                .usage_plans
+                .into_iter()
+                .map(|p| (UsagePlanName::from(p.name.as_str()), p))
+                .collect(),
+            domain_names: image
+                .domain_names
+                .into_iter()
+                .map(|d| (DomainNameId::from(d.name.as_str()), d))
+                .collect(),
+            members: image.member_addresses,
+        }
+    }
+}
+
+/// Resources that carry an optimistic-concurrency revision.
+trait Revisioned {
+    fn revision(&self) -> u64;
+}
+
+macro_rules! revisioned {
+    ($($t:ty),*) => {$(
+        impl Revisioned for $t {
+            fn revision(&self) -> u64 {
+                self.revision
+            }
+        }
+    )*};
+}
+revisioned!(Api, Stage, ApiKey, UsagePlan, DomainName);
+
+#[cfg(test)]
+mod tests;

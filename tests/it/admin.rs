@@ -1,0 +1,209 @@
+//! The admin API on a single real node: bad input is refused before it reaches
+//! the log, revisions guard concurrent updates, tokens guard access, and
+//! health and reflection answer for tools without our .proto files.
+
+use crate::support::mock_api;
+use pylon_proto::admin::v1::*;
+use pylon_proto::config::v1::{Stage, UsagePlan, ThrottleSettings};
+use pylon_tests::{Cluster, free_port, pylon_bin, serial};
+use tonic::Code;
+
+async fn version(admin: &mut pylon_tests::Admin) -> u64 {
+    admin
+        .get_config_version(GetConfigVersionRequest::default())
+        .await
+        .expect("version")
+        .into_inner()
+        .version
+}
+
+#[tokio::test]
+async fn invalid_input_names_every_field_at_fault_and_never_reaches_the_log() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    admin.create_api(CreateApiRequest { api: Some(mock_api("pets", "[]")) }).await.expect("create");
+    let before = cluster.status().await.expect("status").members[0].last_index;
+    let version_before = version(&mut admin).await;
+
+    let mut bad = mock_api("Pets!", "[]");
+    bad.routes[0].path = "/items/{id".into();
+    if let Some(integration) = bad.routes[0].integration.as_mut() {
+        integration.timeout_ms = 30_000;
+    }
+    let err = admin.create_api(CreateApiRequest { api: Some(bad) }).await.expect_err("invalid");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let message = err.message();
+    assert!(message.contains("name: must be a DNS label"), "{message}");
+    assert!(message.contains("routes[0].path:"), "{message}");
+    assert!(message.contains("routes[0].integration.timeout_ms: must be 50..=29000"), "{message}");
+
+    let err = admin.create_api(CreateApiRequest { api: Some(mock_api("pets", "[]")) }).await.expect_err("dup");
+    assert_eq!(err.code(), Code::AlreadyExists);
+    let err = admin.get_api(GetApiRequest { name: "cats".into(), ..Default::default() }).await.expect_err("missing");
+    assert_eq!(err.code(), Code::NotFound);
+    let stage = Stage { api: "pets".into(), name: "prod".into(), deployment_id: "nope".into(), ..Default::default() };
+    let err = admin.create_stage(CreateStageRequest { stage: Some(stage) }).await.expect_err("no deployment");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("deployment_id"), "{}", err.message());
+    let plan = UsagePlan {
+        name: "gold".into(),
+        throttle: Some(ThrottleSettings { rate_limit: -5.0, burst_limit: 1 }),
+        ..Default::default()
+    };
+    let err = admin.create_usage_plan(CreateUsagePlanRequest { usage_plan: Some(plan) }).await.expect_err("bad rate");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("throttle.rate_limit:"), "{}", err.message());
+
+    let after = cluster.status().await.expect("status").members[0].last_index;
+    assert_eq!(after, before, "rejected requests appended nothing to the Raft log");
+    assert_eq!(version(&mut admin).await, version_before);
+}
+
+#[tokio::test]
+async fn an_update_with_a_stale_revision_is_aborted_and_changes_nothing() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    let created = admin.create_api(CreateApiRequest { api: Some(mock_api("pets", "v1")) }).await.expect("create").into_inner();
+    let updated = admin
+        .update_api(UpdateApiRequest { api: Some(mock_api("pets", "v2")), expected_revision: created.revision })
+        .await
+        .expect("update at the current revision")
+        .into_inner();
+    assert!(updated.revision > created.revision);
+    assert_eq!(updated.created_at, created.created_at);
+
+    let err = admin
+        .update_api(UpdateApiRequest { api: Some(mock_api("pets", "v3")), expected_revision: created.revision })
+        .await
+        .expect_err("stale");
+    assert_eq!(err.code(), Code::Aborted);
+    let current = admin.get_api(GetApiRequest { name: "pets".into(), ..Default::default() }).await.expect("get").into_inner();
+    assert_eq!(crate::support::mock_body(&current), Some("v2"));
+    assert_eq!(current.revision, updated.revision);
+}
+
+#[tokio::test]
+async fn api_keys_are_stored_hashed_and_shown_once() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    let created = admin
+        .create_api_key(CreateApiKeyRequest {
+            api_key: Some(pylon_proto::config::v1::ApiKey { name: "ci".into(), enabled: true, ..Default::default() }),
+            value: String::new(),
+        })
+        .await
+        .expect("create key")
+        .into_inner();
+    assert_eq!(created.value.len(), 40);
+    let key = created.api_key.expect("key");
+    let stored = admin.get_api_key(GetApiKeyRequest { id: key.id.clone(), ..Default::default() }).await.expect("get").into_inner();
+    use reference::sha256_hex;
+    assert_eq!(stored.key_hash, sha256_hex(&created.value));
+    let json = serde_json::to_string(&stored).expect("json");
+    assert!(!json.contains(&created.value), "the plain key is never returned again");
+    let err = admin
+        .create_api_key(CreateApiKeyRequest { api_key: Some(pylon_proto::config::v1::ApiKey { name: "x".into(), ..Default::default() }), value: "short".into() })
+        .await
+        .expect_err("short value");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("value:"), "{}", err.message());
+}
+
+/// SHA-256 via the system's `sha256sum`, so the test does not reuse the code it checks.
+mod reference {
+    pub fn sha256_hex(value: &str) -> String {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sha256sum");
+        child.stdin.take().expect("stdin").write_all(value.as_bytes()).expect("write");
+        let output = child.wait_with_output().expect("sha256sum output");
+        String::from_utf8_lossy(&output.stdout).split_whitespace().next().unwrap_or_default().to_owned()
+    }
+}
+
+#[tokio::test]
+async fn health_and_both_reflection_versions_answer_without_our_proto_files() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let endpoint = cluster.nodes[0].endpoint();
+    let channel = tonic::transport::Endpoint::from_shared(endpoint).expect("endpoint").connect().await.expect("connect");
+
+    let health = tonic_health::pb::health_client::HealthClient::new(channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest { service: "pylon.admin.v1.AdminService".into() })
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!(health.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+    use tonic_reflection::pb::{v1, v1alpha};
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = v1::server_reflection_client::ServerReflectionClient::new(channel.clone())
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection v1")
+        .into_inner();
+    let response = stream.message().await.expect("message").expect("a response");
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection response");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"pylon.admin.v1.AdminService".to_owned()), "{names:?}");
+
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+            "pylon.admin.v1.AdminService".into(),
+        )),
+    };
+    let mut stream = v1alpha::server_reflection_client::ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection v1alpha")
+        .into_inner();
+    let response = stream.message().await.expect("message").expect("a response");
+    assert!(matches!(
+        response.message_response,
+        Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_token_guards_the_admin_api_and_non_loopback_listening_requires_one() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start_secured(1, "correct-horse-battery-staple\n").await;
+    let endpoint = cluster.nodes[0].endpoint();
+
+    let mut anonymous = pylon_tests::connect(&endpoint).await.expect("connect");
+    let err = anonymous.list_apis(ListApisRequest::default()).await.expect_err("no token");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let mut request = tonic::Request::new(ListApisRequest::default());
+    request.metadata_mut().insert("authorization", "Bearer wrong".parse().expect("header"));
+    assert_eq!(anonymous.list_apis(request).await.expect_err("wrong token").code(), Code::Unauthenticated);
+    let mut request = tonic::Request::new(ListApisRequest::default());
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer correct-horse-battery-staple".parse().expect("header"));
+    anonymous.list_apis(request).await.expect("the right token is accepted");
+
+    let output = std::process::Command::new(pylon_bin())
+        .args(["control-plane", "--node-id=1"])
+        .arg(format!("--listen=0.0.0.0:{}", free_port()))
+        .arg(format!("--raft-listen=127.0.0.1:{}", free_port()))
+        .arg(format!("--data-dir={}", dir.path().join("open").display()))
+        .env_remove("PYLON_ADMIN_TOKEN")
+        .output()
+        .expect("run");
+    assert!(!output.status.success(), "refuses to start");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not a loopback address"), "{stderr}");
+}

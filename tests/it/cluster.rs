@@ -1,0 +1,232 @@
+//! A 3-node control plane survives leader crashes, full restarts and
+//! membership changes without losing an acknowledged write.
+
+use crate::support::{mock_api, mock_body};
+use pylon_proto::admin::v1::*;
+use pylon_tests::{Cluster, eventually, serial};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tonic::Code;
+
+const WRITES: usize = 200;
+
+/// Every API on one node, read locally (no ReadIndex), so each node is
+/// checked on its own.
+async fn local_apis(endpoint: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut admin = pylon_tests::connect(endpoint).await?;
+    let mut out = BTreeMap::new();
+    let mut token = String::new();
+    loop {
+        let page = admin
+            .list_apis(ListApisRequest {
+                page: Some(Page { page_size: 1000, page_token: token }),
+                consistency: ReadConsistency::Stale as i32,
+            })
+            .await?
+            .into_inner();
+        for api in &page.apis {
+            out.insert(api.name.clone(), mock_body(api).unwrap_or_default().to_owned());
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(out);
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// Writes API `i` through whichever node answers, starting at node `i % 3`,
+/// retrying until it is acknowledged. Returns the body it was acknowledged with.
+async fn write_until_acknowledged(endpoints: &[String], i: usize) -> String {
+    let name = format!("api-{i:03}");
+    let body = format!("body-{i}");
+    for attempt in 0..200 {
+        let endpoint = &endpoints[(i + attempt) % endpoints.len()];
+        let Ok(mut admin) = pylon_tests::connect(endpoint).await else {
+            continue;
+        };
+        match admin.create_api(CreateApiRequest { api: Some(mock_api(&name, &body)) }).await {
+            Ok(_) => return body,
+            // An earlier attempt that timed out did commit.
+            Err(status) if status.code() == Code::AlreadyExists => return body,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("{name} was never acknowledged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_writes_survive_two_leader_crashes_and_match_on_every_node() {
+    let _serial = serial().await;
+    let cluster = Arc::new(Mutex::new(Cluster::start(3).await));
+    let endpoints: Vec<String> = cluster.lock().await.nodes.iter().map(|n| n.endpoint()).collect();
+    let next = Arc::new(AtomicUsize::new(0));
+    let acknowledged = Arc::new(Mutex::new(BTreeMap::new()));
+
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (endpoints, next, acknowledged) = (endpoints.clone(), next.clone(), acknowledged.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= WRITES {
+                        return;
+                    }
+                    let body = write_until_acknowledged(&endpoints, i).await;
+                    acknowledged.lock().await.insert(format!("api-{i:03}"), body);
+                }
+            })
+        })
+        .collect();
+
+    let mut killed = Vec::new();
+    for round in 1..=2 {
+        let threshold = round * WRITES / 3;
+        eventually("writes to make progress", Duration::from_secs(60), || async {
+            (acknowledged.lock().await.len() >= threshold).then_some(())
+        })
+        .await;
+        let mut guard = cluster.lock().await;
+        let leader = guard.wait_for_leader().await;
+        guard.by_id(leader).kill();
+        killed.push(leader);
+        drop(guard);
+        // Writes go on against the two survivors, then the crashed node returns.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut guard = cluster.lock().await;
+        guard.by_id(leader).start().expect("restart");
+    }
+    for client in clients {
+        client.await.expect("client task");
+    }
+
+    let guard = cluster.lock().await;
+    guard.wait_for_leader().await;
+    guard.wait_until_caught_up().await;
+    let acknowledged = acknowledged.lock().await.clone();
+    assert_eq!(acknowledged.len(), WRITES);
+    assert_eq!(killed.len(), 2, "the leader was killed twice");
+    let mut views = Vec::new();
+    for node in guard.running() {
+        let apis = local_apis(&node.endpoint()).await.expect("list");
+        for (name, body) in &acknowledged {
+            assert_eq!(apis.get(name), Some(body), "node {} lost or changed acknowledged {name}", node.id);
+        }
+        views.push(apis);
+    }
+    assert_eq!(views.len(), 3);
+    assert!(views.windows(2).all(|w| w[0] == w[1]), "nodes disagree");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_stopped_entirely_restarts_with_its_state_from_disk() {
+    let _serial = serial().await;
+    let mut cluster = Cluster::start(3).await;
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    for i in 0..10 {
+        admin
+            .create_api(CreateApiRequest { api: Some(mock_api(&format!("pets-{i}"), &format!("v{i}"))) })
+            .await
+            .expect("create");
+    }
+    let deployment = admin
+        .create_deployment(CreateDeploymentRequest { api: "pets-0".into(), description: "first".into(), stage: "prod".into() })
+        .await
+        .expect("deploy")
+        .into_inner();
+    let version_before = admin
+        .get_config_version(GetConfigVersionRequest::default())
+        .await
+        .expect("version")
+        .into_inner()
+        .version;
+
+    for node in &mut cluster.nodes {
+        node.kill();
+    }
+    for node in &mut cluster.nodes {
+        node.start().expect("restart");
+    }
+    cluster.wait_for_leader().await;
+
+    for node in &cluster.nodes {
+        let apis = local_apis(&node.endpoint()).await.expect("list");
+        assert_eq!(apis.len(), 10, "node {} after restart", node.id);
+        assert_eq!(apis.get("pets-7").map(String::as_str), Some("v7"));
+    }
+    let mut admin = cluster.nodes[2].admin().await.expect("admin");
+    let stage = admin
+        .get_stage(GetStageRequest { api: "pets-0".into(), name: "prod".into(), ..Default::default() })
+        .await
+        .expect("stage")
+        .into_inner();
+    assert_eq!(stage.deployment_id, deployment.id);
+    let version_after = admin
+        .get_config_version(GetConfigVersionRequest::default())
+        .await
+        .expect("version")
+        .into_inner()
+        .version;
+    assert_eq!(version_after, version_before, "no config change happened across the restart");
+    admin
+        .create_api(CreateApiRequest { api: Some(mock_api("after-restart", "ok")) })
+        .await
+        .expect("the restarted cluster takes writes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_catches_up_through_a_snapshot_and_a_node_can_be_removed() {
+    let _serial = serial().await;
+    let mut cluster = Cluster::start_with(3, &["--snapshot-interval=20"]).await;
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    for i in 0..50 {
+        admin
+            .create_api(CreateApiRequest { api: Some(mock_api(&format!("svc-{i:02}"), "x")) })
+            .await
+            .expect("create");
+    }
+    cluster.wait_until_caught_up().await;
+    let status = cluster.status().await.expect("status");
+    assert!(
+        status.members.iter().all(|m| m.first_index > 20),
+        "every node compacted its log: {:?}",
+        status.members.iter().map(|m| (m.node_id, m.first_index)).collect::<Vec<_>>()
+    );
+
+    let joiner = cluster.start_joiner(4);
+    let (joiner_endpoint, joiner_raft) = (joiner.endpoint(), joiner.raft_address());
+    let after = admin
+        .add_member(AddMemberRequest { node_id: 4, raft_address: joiner_raft })
+        .await
+        .expect("add member")
+        .into_inner();
+    assert!(after.members.iter().any(|m| m.node_id == 4 && m.voter));
+
+    let apis = eventually("node 4 to hold all 50 APIs", Duration::from_secs(20), || async {
+        let apis = local_apis(&joiner_endpoint).await.ok()?;
+        (apis.len() == 50).then_some(apis)
+    })
+    .await;
+    assert!(apis.contains_key("svc-49"));
+    let joined = cluster.status().await.expect("status");
+    let four = joined.members.iter().find(|m| m.node_id == 4).expect("node 4 listed");
+    assert!(four.snapshot_index > 20, "node 4 caught up from a snapshot, not from index 1: {four:?}");
+
+    // Remove a follower; the other three go on taking writes.
+    let leader = cluster.wait_for_leader().await;
+    let victim = [1, 2, 3, 4].into_iter().find(|id| *id != leader).expect("a follower");
+    let mut admin = cluster.by_id(leader).admin().await.expect("admin");
+    let after = admin.remove_member(RemoveMemberRequest { node_id: victim }).await.expect("remove").into_inner();
+    let ids: BTreeSet<u64> = after.members.iter().map(|m| m.node_id).collect();
+    assert!(!ids.contains(&victim), "{victim} is gone from {ids:?}");
+    assert_eq!(ids.len(), 3);
+    cluster.by_id(victim).kill();
+    admin
+        .create_api(CreateApiRequest { api: Some(mock_api("after-removal", "ok")) })
+        .await
+        .expect("writes go on without the removed node");
+    let err = admin.remove_member(RemoveMemberRequest { node_id: victim }).await.expect_err("already gone");
+    assert_eq!(err.code(), Code::NotFound);
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests: real `pylon` processes on free loopback ports.
+
+mod admin;
+mod cli;
+mod cluster;
+mod support;

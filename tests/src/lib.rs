@@ -1,0 +1,328 @@
+//! Test support: start real `pylon` processes on free loopback ports, talk to
+//! them over gRPC, and wait for conditions instead of sleeping.
+//!
+//! Every process is killed when its handle drops; when a test fails, the tail
+//! of each node's log is printed to help read what happened.
+
+use anyhow::{Context as _, bail};
+use pylon_proto::admin::v1::admin_service_client::AdminServiceClient;
+use pylon_proto::admin::v1::{ClusterStatus, GetClusterStatusRequest};
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// Adds `authorization: Bearer …` when the cluster has a token.
+#[derive(Clone, Default)]
+pub struct WithToken(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for WithToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type Admin = AdminServiceClient<InterceptedService<Channel, WithToken>>;
+
+/// The `pylon` binary next to this test binary (`make test` builds it first).
+pub fn pylon_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("PYLON_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("pylon");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build --bin pylon` (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Tests that start clusters run one at a time: the machine has two cores.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::OnceLock<tokio::sync::Mutex<()>> = std::sync::OnceLock::new();
+    LOCK.get_or_init(|| tokio::sync::Mutex::new(())).lock().await
+}
+
+pub async fn connect(endpoint: &str) -> anyhow::Result<Admin> {
+    connect_with(endpoint, None).await
+}
+
+pub async fn connect_with(endpoint: &str, token: Option<&str>) -> anyhow::Result<Admin> {
+    let token = match token {
+        Some(token) => Some(format!("Bearer {token}").parse()?),
+        None => None,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(15))
+        .connect()
+        .await?;
+    Ok(AdminServiceClient::with_interceptor(channel, WithToken(token)))
+}
+
+/// One `pylon control-plane` process and what it needs to be restarted.
+pub struct ControlPlaneNode {
+    pub id: u64,
+    pub admin_port: u16,
+    pub raft_port: u16,
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    args: Vec<String>,
+    token: Option<String>,
+    child: Option<Child>,
+}
+
+impl ControlPlaneNode {
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+
+    pub fn raft_address(&self) -> String {
+        format!("127.0.0.1:{}", self.raft_port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("node {} is already running", self.id);
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(pylon_bin())
+            .arg("control-plane")
+            .args(&self.args)
+            .env("PYLON_LOG", "info,raft=info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawning pylon control-plane")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// `kill -9`: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn admin(&self) -> anyhow::Result<Admin> {
+        connect_with(&self.endpoint(), self.token.as_deref()).await
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for ControlPlaneNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A control-plane cluster of real processes on loopback.
+pub struct Cluster {
+    pub nodes: Vec<ControlPlaneNode>,
+    dir: tempfile::TempDir,
+    extra_args: Vec<String>,
+    token: Option<String>,
+}
+
+impl Cluster {
+    /// Starts `size` founding members and waits until they agree on a leader.
+    pub async fn start(size: u64) -> Cluster {
+        Cluster::start_with(size, &[]).await
+    }
+
+    pub async fn start_with(size: u64, extra_args: &[&str]) -> Cluster {
+        Cluster::launch(size, extra_args, None).await
+    }
+
+    /// Starts a cluster whose admin and peer calls require `token`.
+    pub async fn start_secured(size: u64, token: &str) -> Cluster {
+        Cluster::launch(size, &[], Some(token)).await
+    }
+
+    async fn launch(size: u64, extra_args: &[&str], token: Option<&str>) -> Cluster {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let mut extra_args: Vec<String> = extra_args.iter().map(|s| (*s).to_owned()).collect();
+        if let Some(token) = token {
+            let file = dir.path().join("token");
+            std::fs::write(&file, token).unwrap_or_else(|e| panic!("token file: {e}"));
+            extra_args.push(format!("--token-file={}", file.display()));
+        }
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            dir,
+            extra_args,
+            token: token.map(str::to_owned),
+        };
+        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let peers: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, raft))| format!("--peer={}=127.0.0.1:{raft}", i + 1))
+            .collect();
+        for (i, (admin, raft)) in ports.iter().enumerate() {
+            let mut node = cluster.node(i as u64 + 1, *admin, *raft, peers.clone());
+            node.start().unwrap_or_else(|e| panic!("{e:#}"));
+            cluster.nodes.push(node);
+        }
+        cluster.wait_for_leader().await;
+        cluster
+    }
+
+    fn node(&self, id: u64, admin_port: u16, raft_port: u16, mut args: Vec<String>) -> ControlPlaneNode {
+        let data_dir = self.dir.path().join(format!("node-{id}"));
+        let log = self.dir.path().join(format!("node-{id}.log"));
+        args.extend([
+            format!("--node-id={id}"),
+            format!("--listen=127.0.0.1:{admin_port}"),
+            format!("--raft-listen=127.0.0.1:{raft_port}"),
+            format!("--data-dir={}", data_dir.display()),
+        ]);
+        args.extend(self.extra_args.iter().cloned());
+        ControlPlaneNode { id, admin_port, raft_port, data_dir, log, args, token: self.token.clone(), child: None }
+    }
+
+    /// Starts a node with `--join`; it waits to be added with AddMember.
+    pub fn start_joiner(&mut self, id: u64) -> &ControlPlaneNode {
+        let mut node = self.node(id, free_port(), free_port(), vec!["--join".into()]);
+        node.start().unwrap_or_else(|e| panic!("{e:#}"));
+        self.nodes.push(node);
+        let last = self.nodes.len() - 1;
+        &self.nodes[last]
+    }
+
+    pub fn by_id(&mut self, id: u64) -> &mut ControlPlaneNode {
+        let index = self.nodes.iter().position(|n| n.id == id).unwrap_or_else(|| panic!("no node {id}"));
+        &mut self.nodes[index]
+    }
+
+    /// Cluster status as seen by the first running node that answers.
+    pub async fn status(&self) -> Option<ClusterStatus> {
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            if let Ok(mut admin) = node.admin().await {
+                if let Ok(status) = admin.get_cluster_status(GetClusterStatusRequest {}).await {
+                    return Some(status.into_inner());
+                }
+            }
+        }
+        None
+    }
+
+    /// Waits until every running voter reports the same leader, which is running.
+    pub async fn wait_for_leader(&self) -> u64 {
+        eventually("a leader all running nodes agree on", Duration::from_secs(20), || async {
+            let status = self.status().await?;
+            let leader = status.leader_id;
+            let running: Vec<u64> = self.nodes.iter().filter(|n| n.is_running()).map(|n| n.id).collect();
+            let agreed = leader != 0
+                && running.contains(&leader)
+                && status
+                    .members
+                    .iter()
+                    .filter(|m| running.contains(&m.node_id))
+                    .all(|m| m.leader_id == leader);
+            agreed.then_some(leader)
+        })
+        .await
+    }
+
+    /// Waits until every running node has applied the leader's commit index.
+    pub async fn wait_until_caught_up(&self) {
+        eventually("all running nodes to apply the last commit", Duration::from_secs(20), || async {
+            let status = self.status().await?;
+            let running: Vec<u64> = self.nodes.iter().filter(|n| n.is_running()).map(|n| n.id).collect();
+            let members: Vec<_> = status.members.iter().filter(|m| running.contains(&m.node_id)).collect();
+            let commit = members.iter().map(|m| m.commit_index).max()?;
+            members.iter().all(|m| m.applied_index == commit && m.commit_index == commit).then_some(())
+        })
+        .await
+    }
+
+    pub fn running(&self) -> impl Iterator<Item = &ControlPlaneNode> {
+        self.nodes.iter().filter(|n| n.is_running())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                eprintln!("----- node {} log (tail) -----\n{}", node.id, node.log_tail(40));
+            }
+        }
+    }
+}
+
+/// Runs `pylon ARGS…` against an endpoint and returns stdout, failing on a
+/// non-zero exit with stderr in the message.
+pub fn pylon_cli(endpoint: &str, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(pylon_bin())
+        .args(args)
+        .env("PYLON_ENDPOINT", endpoint)
+        .env_remove("PYLON_TOKEN")
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "pylon {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The repository root (for `examples/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
