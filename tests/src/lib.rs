@@ -86,7 +86,7 @@ pub async fn connect(endpoint: &str) -> anyhow::Result<Admin> {
 
 pub async fn connect_with(endpoint: &str, token: Option<&str>) -> anyhow::Result<Admin> {
     let token = match token {
-        Some(token) => Some(format!("Bearer {token}").parse()?),
+        Some(token) => Some(format!("Bearer {}", token.trim()).parse()?),
         None => None,
     };
     let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?

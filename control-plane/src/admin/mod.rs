@@ -51,6 +51,7 @@ impl AdminApi {
             at: Some(now()),
             op: Some(op),
         };
+        self.dry_run(&command)?;
         let deadline = Instant::now() + WRITE_TIMEOUT;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -68,6 +69,18 @@ impl AdminApi {
                     )));
                 }
             }
+        }
+    }
+
+    /// Runs the command against a copy of this node's state, so a command the
+    /// state machine would refuse is refused here and never reaches the log.
+    /// (The state machine checks again: this node's copy may lag the leader.)
+    fn dry_run(&self, command: &Command) -> Result<(), Status> {
+        let mut scratch = self.state().clone();
+        let index = scratch.config_version() + 1;
+        match scratch.apply(index, command) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Status::new(e.code.grpc_code(), e.message)),
         }
     }
 
@@ -153,19 +166,6 @@ fn unexpected(applied: Applied) -> Status {
     Status::internal(format!("unexpected result from the state machine: {applied:?}"))
 }
 
-/// Local, early version of the state machine's create/update preconditions.
-fn precheck(kind: &str, name: &str, current: Option<u64>, create: bool, expected: u64) -> Result<(), Status> {
-    match (current, create) {
-        (Some(_), true) => Err(status(ErrorCode::AlreadyExists, format!("{kind} {name} already exists"))),
-        (None, false) => Err(not_found(format!("{kind} {name}"))),
-        (Some(revision), false) if expected != 0 && expected != revision => Err(status(
-            ErrorCode::Conflict,
-            format!("{kind} {name} is at revision {revision}, not {expected}: re-read it and retry"),
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// One page of `items` (sorted by `key`), after the page token.
 fn page<T: Clone>(items: impl Iterator<Item = T>, key: impl Fn(&T) -> String, page: Option<&Page>) -> Result<(Vec<T>, String), Status> {
     let size = match page.map(|p| p.page_size as usize).unwrap_or(0) {
@@ -193,7 +193,6 @@ impl AdminService for AdminApi {
     async fn create_api(&self, request: Request<CreateApiRequest>) -> Result<Response<config::Api>, Status> {
         let api = required(request.into_inner().api, "api")?;
         let api = ApiDefinition::validate(api).map_err(invalid)?.into_proto();
-        precheck("API", &api.name, self.state().api(&api.name).map(|a| a.revision), true, 0)?;
         match self.put(Kind::Api(api), true, 0).await? {
             Applied::Api(api) => Ok(Response::new(api)),
             other => Err(unexpected(other)),
@@ -221,7 +220,6 @@ impl AdminService for AdminApi {
         let request = request.into_inner();
         let api = required(request.api, "api")?;
         let api = ApiDefinition::validate(api).map_err(invalid)?.into_proto();
-        precheck("API", &api.name, self.state().api(&api.name).map(|a| a.revision), false, request.expected_revision)?;
         match self.put(Kind::Api(api), false, request.expected_revision).await? {
             Applied::Api(api) => Ok(Response::new(api)),
             other => Err(unexpected(other)),
@@ -230,9 +228,6 @@ impl AdminService for AdminApi {
 
     async fn delete_api(&self, request: Request<DeleteApiRequest>) -> Result<Response<DeleteResponse>, Status> {
         let request = request.into_inner();
-        if self.state().api(&request.name).is_none() {
-            return Err(not_found(format!("API {}", request.name)));
-        }
         self.delete(resource_ref::Kind::Api, "", &request.name, request.expected_revision).await
     }
 
@@ -248,9 +243,6 @@ impl AdminService for AdminApi {
                 let named: Vec<_> = e.errors().iter().map(|f| format!("{}: {}", if f.path == "name" { "stage" } else { f.path.as_str() }, f.message)).collect();
                 Status::invalid_argument(named.join("; "))
             })?;
-        }
-        if self.state().api(&request.api).is_none() {
-            return Err(not_found(format!("API {}", request.api)));
         }
         let op = Op::CreateDeployment(raftpb::CreateDeployment {
             api: request.api,
@@ -311,14 +303,6 @@ impl AdminService for AdminApi {
     async fn create_stage(&self, request: Request<CreateStageRequest>) -> Result<Response<config::Stage>, Status> {
         let stage = required(request.into_inner().stage, "stage")?;
         let stage = StageConfig::validate(stage).map_err(invalid)?.into_proto();
-        {
-            let state = self.state();
-            if state.api(&stage.api).is_none() {
-                return Err(not_found(format!("API {}", stage.api)));
-            }
-            let name = format!("{}/{}", stage.api, stage.name);
-            precheck("stage", &name, state.stage(&stage.api, &stage.name).map(|s| s.revision), true, 0)?;
-        }
         match self.put(Kind::Stage(stage), true, 0).await? {
             Applied::Stage(stage) => Ok(Response::new(stage)),
             other => Err(unexpected(other)),
@@ -349,9 +333,6 @@ impl AdminService for AdminApi {
         let request = request.into_inner();
         let stage = required(request.stage, "stage")?;
         let stage = StageConfig::validate(stage).map_err(invalid)?.into_proto();
-        let name = format!("{}/{}", stage.api, stage.name);
-        let current = self.state().stage(&stage.api, &stage.name).map(|s| s.revision);
-        precheck("stage", &name, current, false, request.expected_revision)?;
         match self.put(Kind::Stage(stage), false, request.expected_revision).await? {
             Applied::Stage(stage) => Ok(Response::new(stage)),
             other => Err(unexpected(other)),
@@ -360,24 +341,11 @@ impl AdminService for AdminApi {
 
     async fn delete_stage(&self, request: Request<DeleteStageRequest>) -> Result<Response<DeleteResponse>, Status> {
         let request = request.into_inner();
-        if self.state().stage(&request.api, &request.name).is_none() {
-            return Err(not_found(format!("stage {}/{}", request.api, request.name)));
-        }
         self.delete(resource_ref::Kind::Stage, &request.api, &request.name, request.expected_revision).await
     }
 
     async fn promote_canary(&self, request: Request<PromoteCanaryRequest>) -> Result<Response<config::Stage>, Status> {
         let request = request.into_inner();
-        match self.state().stage(&request.api, &request.stage) {
-            None => return Err(not_found(format!("stage {}/{}", request.api, request.stage))),
-            Some(stage) if stage.canary.is_none() => {
-                return Err(status(
-                    ErrorCode::FailedPrecondition,
-                    format!("stage {}/{} has no canary to promote", request.api, request.stage),
-                ));
-            }
-            Some(_) => {}
-        }
         let op = Op::PromoteCanary(raftpb::PromoteCanary {
             api: request.api,
             stage: request.stage,
@@ -391,15 +359,6 @@ impl AdminService for AdminApi {
 
     async fn rollback_stage(&self, request: Request<RollbackStageRequest>) -> Result<Response<config::Stage>, Status> {
         let request = request.into_inner();
-        {
-            let state = self.state();
-            if state.stage(&request.api, &request.stage).is_none() {
-                return Err(not_found(format!("stage {}/{}", request.api, request.stage)));
-            }
-            if state.deployment(&request.api, &request.deployment_id).is_none() {
-                return Err(not_found(format!("deployment {} of API {}", request.deployment_id, request.api)));
-            }
-        }
         let op = Op::RollbackStage(raftpb::RollbackStage {
             api: request.api,
             stage: request.stage,
@@ -450,7 +409,6 @@ impl AdminService for AdminApi {
     async fn update_api_key(&self, request: Request<UpdateApiKeyRequest>) -> Result<Response<config::ApiKey>, Status> {
         let request = request.into_inner();
         let key = ApiKeyConfig::validate(required(request.api_key, "api_key")?).map_err(invalid)?.into_proto();
-        precheck("API key", &key.id, self.state().api_key(&key.id).map(|k| k.revision), false, request.expected_revision)?;
         match self.put(Kind::ApiKey(key), false, request.expected_revision).await? {
             Applied::ApiKey(key) => Ok(Response::new(key)),
             other => Err(unexpected(other)),
@@ -459,15 +417,11 @@ impl AdminService for AdminApi {
 
     async fn delete_api_key(&self, request: Request<DeleteApiKeyRequest>) -> Result<Response<DeleteResponse>, Status> {
         let request = request.into_inner();
-        if self.state().api_key(&request.id).is_none() {
-            return Err(not_found(format!("API key {}", request.id)));
-        }
         self.delete(resource_ref::Kind::ApiKey, "", &request.id, request.expected_revision).await
     }
 
     async fn create_usage_plan(&self, request: Request<CreateUsagePlanRequest>) -> Result<Response<config::UsagePlan>, Status> {
         let plan = UsagePlanConfig::validate(required(request.into_inner().usage_plan, "usage_plan")?).map_err(invalid)?.into_proto();
-        precheck("usage plan", &plan.name, self.state().usage_plan(&plan.name).map(|p| p.revision), true, 0)?;
         match self.put(Kind::UsagePlan(plan), true, 0).await? {
             Applied::UsagePlan(plan) => Ok(Response::new(plan)),
             other => Err(unexpected(other)),
@@ -494,7 +448,6 @@ impl AdminService for AdminApi {
     async fn update_usage_plan(&self, request: Request<UpdateUsagePlanRequest>) -> Result<Response<config::UsagePlan>, Status> {
         let request = request.into_inner();
         let plan = UsagePlanConfig::validate(required(request.usage_plan, "usage_plan")?).map_err(invalid)?.into_proto();
-        precheck("usage plan", &plan.name, self.state().usage_plan(&plan.name).map(|p| p.revision), false, request.expected_revision)?;
         match self.put(Kind::UsagePlan(plan), false, request.expected_revision).await? {
             Applied::UsagePlan(plan) => Ok(Response::new(plan)),
             other => Err(unexpected(other)),
@@ -503,15 +456,11 @@ impl AdminService for AdminApi {
 
     async fn delete_usage_plan(&self, request: Request<DeleteUsagePlanRequest>) -> Result<Response<DeleteResponse>, Status> {
         let request = request.into_inner();
-        if self.state().usage_plan(&request.name).is_none() {
-            return Err(not_found(format!("usage plan {}", request.name)));
-        }
         self.delete(resource_ref::Kind::UsagePlan, "", &request.name, request.expected_revision).await
     }
 
     async fn create_domain_name(&self, request: Request<CreateDomainNameRequest>) -> Result<Response<config::DomainName>, Status> {
         let domain = DomainNameConfig::validate(required(request.into_inner().domain_name, "domain_name")?).map_err(invalid)?.into_proto();
-        precheck("domain name", &domain.name, self.state().domain_name(&domain.name).map(|d| d.revision), true, 0)?;
         match self.put(Kind::DomainName(domain), true, 0).await? {
             Applied::DomainName(domain) => Ok(Response::new(domain)),
             other => Err(unexpected(other)),
@@ -538,7 +487,6 @@ impl AdminService for AdminApi {
     async fn update_domain_name(&self, request: Request<UpdateDomainNameRequest>) -> Result<Response<config::DomainName>, Status> {
         let request = request.into_inner();
         let domain = DomainNameConfig::validate(required(request.domain_name, "domain_name")?).map_err(invalid)?.into_proto();
-        precheck("domain name", &domain.name, self.state().domain_name(&domain.name).map(|d| d.revision), false, request.expected_revision)?;
         match self.put(Kind::DomainName(domain), false, request.expected_revision).await? {
             Applied::DomainName(domain) => Ok(Response::new(domain)),
             other => Err(unexpected(other)),
@@ -547,9 +495,6 @@ impl AdminService for AdminApi {
 
     async fn delete_domain_name(&self, request: Request<DeleteDomainNameRequest>) -> Result<Response<DeleteResponse>, Status> {
         let request = request.into_inner();
-        if self.state().domain_name(&request.name).is_none() {
-            return Err(not_found(format!("domain name {}", request.name)));
-        }
         self.delete(resource_ref::Kind::DomainName, "", &request.name, request.expected_revision).await
     }
 

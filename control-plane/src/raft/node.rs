@@ -229,7 +229,14 @@ pub fn start(
     let tick = options.timers.tick;
     let thread = std::thread::Builder::new()
         .name(format!("raft-{}", options.id))
-        .spawn(move || node.run(rx, tick))
+        .spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| node.run(rx, tick)));
+            if outcome.is_err() {
+                // A node without its Raft loop must not keep answering as if alive.
+                tracing::error!("the raft thread panicked; exiting");
+                std::process::exit(70);
+            }
+        })
         .map_err(|e| StorageFailure::Corrupt { what: "raft thread", detail: e.to_string() })?;
     Ok((NodeHandle { tx, shared }, thread))
 }
@@ -405,7 +412,7 @@ impl Node {
 
     fn on_ready(&mut self) -> Result<(), StorageFailure> {
         if !self.raw.has_ready() {
-            return Ok(());
+            return self.maybe_compact();
         }
         let mut ready = self.raw.ready();
 
@@ -533,6 +540,8 @@ impl Node {
             }
         }
         self.raw.store().save_addresses(&self.transport.addresses())?;
+        // Whoever waits on this change reads the membership next.
+        self.publish_status();
         if let Some(reply) = self.conf_changes.remove(&change.node_id) {
             let _ = reply.send(Ok(()));
         }
@@ -552,7 +561,8 @@ impl Node {
 
     fn maybe_compact(&mut self) -> Result<(), StorageFailure> {
         let snapshot_index = self.raw.store().latest_snapshot().get_metadata().index;
-        if self.applied < snapshot_index + self.snapshot_interval {
+        let wanted = self.raw.store().take_snapshot_request() && self.applied > snapshot_index;
+        if !wanted && self.applied < snapshot_index + self.snapshot_interval {
             return Ok(());
         }
         let image = match self.shared.state.read() {

@@ -10,6 +10,7 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The column families, in one place.
 pub mod cf {
@@ -59,6 +60,8 @@ pub struct RocksStorage {
     snapshot: Snapshot,
     last_index: u64,
     sync: WriteOptions,
+    /// Set when a peer needs a newer snapshot than the stored one.
+    snapshot_wanted: AtomicBool,
 }
 
 impl RocksStorage {
@@ -80,6 +83,7 @@ impl RocksStorage {
             snapshot: Snapshot::default(),
             last_index: 0,
             sync,
+            snapshot_wanted: AtomicBool::new(false),
         };
         if let Some(bytes) = storage.meta(key::HARD_STATE)? {
             storage.hard_state = HardState::parse_from_bytes(&bytes).map_err(corrupt("hard state"))?;
@@ -174,6 +178,12 @@ impl RocksStorage {
             self.hard_state = hard_state.clone();
         }
         Ok(())
+    }
+
+    /// Whether a peer asked for a snapshot the stored one cannot serve (it
+    /// predates the peer's membership); clears the request.
+    pub fn take_snapshot_request(&self) -> bool {
+        self.snapshot_wanted.swap(false, Ordering::Relaxed)
     }
 
     /// Records a new commit index (from a light ready).
@@ -368,7 +378,18 @@ impl raft::Storage for RocksStorage {
         Ok(self.last_index)
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, _request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        // A peer added after the stored snapshot was taken must receive one that
+        // lists it as a member; ask the Ready loop for a fresh one and let Raft retry.
+        let conf = self.snapshot.get_metadata().get_conf_state();
+        let member = conf.voters.contains(&to)
+            || conf.learners.contains(&to)
+            || conf.voters_outgoing.contains(&to)
+            || conf.learners_next.contains(&to);
+        if !member {
+            self.snapshot_wanted.store(true, Ordering::Relaxed);
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        }
         Ok(self.snapshot.clone())
     }
 }

@@ -125,6 +125,8 @@ impl Transport {
         }
         let address = self.inner.addresses.read().ok()?.get(&to)?.clone();
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        // Called from the Raft thread: the lazy channel needs the runtime's context.
+        let _runtime = self.inner.runtime.enter();
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .ok()?
             .connect_timeout(Duration::from_secs(1))
