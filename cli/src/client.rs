@@ -10,7 +10,12 @@ use tonic::{Request, Status};
 #[derive(clap::Args, Clone)]
 pub struct Connection {
     /// Admin API of any control-plane node.
-    #[arg(long, global = true, env = "PYLON_ENDPOINT", default_value = "http://127.0.0.1:9090")]
+    #[arg(
+        long,
+        global = true,
+        env = "PYLON_ENDPOINT",
+        default_value = "http://127.0.0.1:9090"
+    )]
     pub endpoint: String,
     /// Bearer token for the admin API.
     #[arg(long, global = true, env = "PYLON_TOKEN", hide_env_values = true)]

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "pylon", version, about = "Pylon: a self-hosted, distributed API gateway")]
+#[command(
+    name = "pylon",
+    version,
+    about = "Pylon: a self-hosted, distributed API gateway"
+)]
 struct Cli {
     #[command(flatten)]
     connection: client::Connection,

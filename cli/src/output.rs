@@ -18,7 +18,12 @@ pub struct OutputArgs {
 }
 
 /// Prints `value` as JSON/YAML, or the given table rows.
-pub fn print<T: Serialize>(format: Format, value: &T, header: &[&str], rows: Vec<Vec<String>>) -> anyhow::Result<()> {
+pub fn print<T: Serialize>(
+    format: Format,
+    value: &T,
+    header: &[&str],
+    rows: Vec<Vec<String>>,
+) -> anyhow::Result<()> {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
         Format::Yaml => print!("{}", serde_norway::to_string(value)?),

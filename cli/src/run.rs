@@ -14,7 +14,9 @@ fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PYLON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let json = std::env::var("PYLON_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -140,7 +142,10 @@ fn parse_peer(text: &str) -> Result<(u64, String), String> {
     if id == 0 {
         return Err("node ids start at 1".into());
     }
-    if !address.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) {
+    if !address
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+    {
         return Err(format!("{address:?} is not HOST:PORT"));
     }
     Ok((id, address.to_owned()))
@@ -148,20 +153,24 @@ fn parse_peer(text: &str) -> Result<(u64, String), String> {
 
 fn load_token(file: Option<&PathBuf>) -> anyhow::Result<Option<BearerToken>> {
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path).with_context(|| format!("--token-file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("--token-file {}", path.display()))?;
         return match BearerToken::new(&text) {
             Some(token) => Ok(Some(token)),
             None => bail!("--token-file {} is empty", path.display()),
         };
     }
-    Ok(std::env::var("PYLON_ADMIN_TOKEN").ok().and_then(|t| BearerToken::new(&t)))
+    Ok(std::env::var("PYLON_ADMIN_TOKEN")
+        .ok()
+        .and_then(|t| BearerToken::new(&t)))
 }
 
 pub async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
     init_logging("info");
     let file: ControlPlaneFile = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("--config {}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("--config {}", path.display()))?;
             serde_norway::from_str(&text).with_context(|| format!("--config {}", path.display()))?
         }
         None => ControlPlaneFile::default(),
@@ -182,8 +191,14 @@ pub async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
     }
     let config = ControlPlaneConfig {
         node_id,
-        listen: args.listen.or(file.listen).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090))),
-        raft_listen: args.raft_listen.or(file.raft_listen).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7001))),
+        listen: args
+            .listen
+            .or(file.listen)
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090))),
+        raft_listen: args
+            .raft_listen
+            .or(file.raft_listen)
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7001))),
         raft_advertise: args.raft_advertise.or(file.raft_advertise),
         peers,
         join: args.join || file.join,
@@ -193,7 +208,10 @@ pub async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| PathBuf::from(format!("pylon-data-{node_id}"))),
         token: load_token(args.token_file.or(file.token_file).as_ref())?,
         tls,
-        timers: RaftTimers { tick: Duration::from_millis(tick), ..RaftTimers::default() },
+        timers: RaftTimers {
+            tick: Duration::from_millis(tick),
+            ..RaftTimers::default()
+        },
         snapshot_interval: args.snapshot_interval.or(file.snapshot_interval).unwrap_or(1000),
     };
     pylon_control_plane::serve(config, shutdown_signal()).await?;

@@ -185,10 +185,24 @@ pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Resu
     match command {
         AdminCommand::Apply { file } => apply(&mut admin, &file).await,
         AdminCommand::Apis(command) => apis(&mut admin, command).await,
-        AdminCommand::Deploy { api, stage, description, canary_percent, output } => {
-            let target = if canary_percent.is_some() { String::new() } else { stage.clone() };
+        AdminCommand::Deploy {
+            api,
+            stage,
+            description,
+            canary_percent,
+            output,
+        } => {
+            let target = if canary_percent.is_some() {
+                String::new()
+            } else {
+                stage.clone()
+            };
             let deployment = admin
-                .create_deployment(CreateDeploymentRequest { api: api.clone(), description, stage: target })
+                .create_deployment(CreateDeploymentRequest {
+                    api: api.clone(),
+                    description,
+                    stage: target,
+                })
                 .await
                 .map_err(explain)?
                 .into_inner();
@@ -204,7 +218,10 @@ pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Resu
             }
             if output.format == output::Format::Table {
                 match canary_percent {
-                    Some(percent) => println!("deployed {api} as {} to stage {stage} as a {percent}% canary", deployment.id),
+                    Some(percent) => println!(
+                        "deployed {api} as {} to stage {stage} as a {percent}% canary",
+                        deployment.id
+                    ),
                     None => println!("deployed {api} as {} to stage {stage}", deployment.id),
                 }
                 return Ok(());
@@ -213,7 +230,10 @@ pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Resu
         }
         AdminCommand::Deployments(DeploymentsCommand::List { api, output }) => {
             let stages = admin
-                .list_stages(ListStagesRequest { api: api.clone(), ..Default::default() })
+                .list_stages(ListStagesRequest {
+                    api: api.clone(),
+                    ..Default::default()
+                })
                 .await
                 .map_err(explain)?
                 .into_inner()
@@ -224,7 +244,10 @@ pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Resu
                 let page = admin
                     .list_deployments(ListDeploymentsRequest {
                         api: api.clone(),
-                        page: Some(Page { page_size: 1000, page_token: token }),
+                        page: Some(Page {
+                            page_size: 1000,
+                            page_token: token,
+                        }),
                         ..Default::default()
                     })
                     .await
@@ -239,23 +262,51 @@ pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Resu
             let rows = deployments
                 .iter()
                 .map(|d| {
-                    let mut on: Vec<String> = stages.iter().filter(|s| s.deployment_id == d.id).map(|s| s.name.clone()).collect();
+                    let mut on: Vec<String> = stages
+                        .iter()
+                        .filter(|s| s.deployment_id == d.id)
+                        .map(|s| s.name.clone())
+                        .collect();
                     on.extend(
                         stages
                             .iter()
-                            .filter(|s| s.canary.as_ref().is_some_and(|c| c.deployment_id == d.id && c.percent_traffic > 0.0))
+                            .filter(|s| {
+                                s.canary
+                                    .as_ref()
+                                    .is_some_and(|c| c.deployment_id == d.id && c.percent_traffic > 0.0)
+                            })
                             .map(|s| format!("{} (canary)", s.name)),
                     );
-                    vec![d.id.clone(), time(d.created_at.as_ref()), on.join(","), d.description.clone()]
+                    vec![
+                        d.id.clone(),
+                        time(d.created_at.as_ref()),
+                        on.join(","),
+                        d.description.clone(),
+                    ]
                 })
                 .collect();
-            print(output.format, &deployments, &["ID", "CREATED", "STAGES", "DESCRIPTION"], rows)
+            print(
+                output.format,
+                &deployments,
+                &["ID", "CREATED", "STAGES", "DESCRIPTION"],
+                rows,
+            )
         }
         AdminCommand::Stages(command) => stages(&mut admin, command).await,
         AdminCommand::Canary(command) => canary(&mut admin, command).await,
-        AdminCommand::Rollback { api, stage, deployment, output } => {
+        AdminCommand::Rollback {
+            api,
+            stage,
+            deployment,
+            output,
+        } => {
             let stage = admin
-                .rollback_stage(RollbackStageRequest { api, stage, deployment_id: deployment, expected_revision: 0 })
+                .rollback_stage(RollbackStageRequest {
+                    api,
+                    stage,
+                    deployment_id: deployment,
+                    expected_revision: 0,
+                })
                 .await
                 .map_err(explain)?
                 .into_inner();
@@ -268,7 +319,12 @@ pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Resu
 async fn apis(admin: &mut Admin, command: ApisCommand) -> anyhow::Result<()> {
     match command {
         ApisCommand::List { output } => {
-            let apis = admin.list_apis(ListApisRequest::default()).await.map_err(explain)?.into_inner().apis;
+            let apis = admin
+                .list_apis(ListApisRequest::default())
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .apis;
             let rows = apis
                 .iter()
                 .map(|a| {
@@ -281,10 +337,22 @@ async fn apis(admin: &mut Admin, command: ApisCommand) -> anyhow::Result<()> {
                     ]
                 })
                 .collect();
-            print(output.format, &apis, &["NAME", "PROTOCOL", "ROUTES", "REVISION", "UPDATED"], rows)
+            print(
+                output.format,
+                &apis,
+                &["NAME", "PROTOCOL", "ROUTES", "REVISION", "UPDATED"],
+                rows,
+            )
         }
         ApisCommand::Get { name, output } => {
-            let api = admin.get_api(GetApiRequest { name, ..Default::default() }).await.map_err(explain)?.into_inner();
+            let api = admin
+                .get_api(GetApiRequest {
+                    name,
+                    ..Default::default()
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
             let rows = api
                 .routes
                 .iter()
@@ -302,12 +370,28 @@ async fn apis(admin: &mut Admin, command: ApisCommand) -> anyhow::Result<()> {
                 })
                 .collect();
             if output.format == output::Format::Table {
-                println!("{} ({}), revision {}", api.name, protocol(api.protocol), api.revision);
+                println!(
+                    "{} ({}), revision {}",
+                    api.name,
+                    protocol(api.protocol),
+                    api.revision
+                );
             }
-            print(output.format, &api, &["METHOD", "PATH", "INTEGRATION", "URI"], rows)
+            print(
+                output.format,
+                &api,
+                &["METHOD", "PATH", "INTEGRATION", "URI"],
+                rows,
+            )
         }
         ApisCommand::Delete { name } => {
-            admin.delete_api(DeleteApiRequest { name: name.clone(), expected_revision: 0 }).await.map_err(explain)?;
+            admin
+                .delete_api(DeleteApiRequest {
+                    name: name.clone(),
+                    expected_revision: 0,
+                })
+                .await
+                .map_err(explain)?;
             println!("deleted API {name}");
             Ok(())
         }
@@ -315,7 +399,9 @@ async fn apis(admin: &mut Admin, command: ApisCommand) -> anyhow::Result<()> {
 }
 
 fn protocol(value: i32) -> String {
-    config::api::Protocol::try_from(value).map(|p| p.as_str_name().to_owned()).unwrap_or_default()
+    config::api::Protocol::try_from(value)
+        .map(|p| p.as_str_name().to_owned())
+        .unwrap_or_default()
 }
 
 fn print_stage(output: OutputArgs, stage: &config::Stage) -> anyhow::Result<()> {
@@ -324,7 +410,12 @@ fn print_stage(output: OutputArgs, stage: &config::Stage) -> anyhow::Result<()> 
         .as_ref()
         .map(|c| format!("{} @ {}%", c.deployment_id, c.percent_traffic))
         .unwrap_or_else(|| "-".into());
-    let variables = stage.variables.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    let variables = stage
+        .variables
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let row = vec![
         stage.name.clone(),
         stage.deployment_id.clone(),
@@ -332,12 +423,21 @@ fn print_stage(output: OutputArgs, stage: &config::Stage) -> anyhow::Result<()> 
         variables,
         stage.revision.to_string(),
     ];
-    print(output.format, stage, &["STAGE", "DEPLOYMENT", "CANARY", "VARIABLES", "REVISION"], vec![row])
+    print(
+        output.format,
+        stage,
+        &["STAGE", "DEPLOYMENT", "CANARY", "VARIABLES", "REVISION"],
+        vec![row],
+    )
 }
 
 async fn get_stage(admin: &mut Admin, api: &str, stage: &str) -> anyhow::Result<config::Stage> {
     Ok(admin
-        .get_stage(GetStageRequest { api: api.into(), name: stage.into(), ..Default::default() })
+        .get_stage(GetStageRequest {
+            api: api.into(),
+            name: stage.into(),
+            ..Default::default()
+        })
         .await
         .map_err(explain)?
         .into_inner())
@@ -346,7 +446,10 @@ async fn get_stage(admin: &mut Admin, api: &str, stage: &str) -> anyhow::Result<
 async fn update_stage(admin: &mut Admin, stage: config::Stage) -> anyhow::Result<config::Stage> {
     let expected_revision = stage.revision;
     Ok(admin
-        .update_stage(UpdateStageRequest { stage: Some(stage), expected_revision })
+        .update_stage(UpdateStageRequest {
+            stage: Some(stage),
+            expected_revision,
+        })
         .await
         .map_err(explain)?
         .into_inner())
@@ -356,7 +459,10 @@ async fn stages(admin: &mut Admin, command: StagesCommand) -> anyhow::Result<()>
     match command {
         StagesCommand::List { api, output } => {
             let stages = admin
-                .list_stages(ListStagesRequest { api, ..Default::default() })
+                .list_stages(ListStagesRequest {
+                    api,
+                    ..Default::default()
+                })
                 .await
                 .map_err(explain)?
                 .into_inner()
@@ -364,14 +470,36 @@ async fn stages(admin: &mut Admin, command: StagesCommand) -> anyhow::Result<()>
             let rows = stages
                 .iter()
                 .map(|s| {
-                    let canary = s.canary.as_ref().map(|c| format!("{} @ {}%", c.deployment_id, c.percent_traffic));
-                    vec![s.name.clone(), s.deployment_id.clone(), canary.unwrap_or_else(|| "-".into()), s.revision.to_string()]
+                    let canary = s
+                        .canary
+                        .as_ref()
+                        .map(|c| format!("{} @ {}%", c.deployment_id, c.percent_traffic));
+                    vec![
+                        s.name.clone(),
+                        s.deployment_id.clone(),
+                        canary.unwrap_or_else(|| "-".into()),
+                        s.revision.to_string(),
+                    ]
                 })
                 .collect();
-            print(output.format, &stages, &["STAGE", "DEPLOYMENT", "CANARY", "REVISION"], rows)
+            print(
+                output.format,
+                &stages,
+                &["STAGE", "DEPLOYMENT", "CANARY", "REVISION"],
+                rows,
+            )
         }
-        StagesCommand::Get { api, stage, output } => print_stage(output, &get_stage(admin, &api, &stage).await?),
-        StagesCommand::Update { api, stage, vars, unset, description, output } => {
+        StagesCommand::Get { api, stage, output } => {
+            print_stage(output, &get_stage(admin, &api, &stage).await?)
+        }
+        StagesCommand::Update {
+            api,
+            stage,
+            vars,
+            unset,
+            description,
+            output,
+        } => {
             let mut current = get_stage(admin, &api, &stage).await?;
             for (name, value) in vars {
                 current.variables.insert(name, value);
@@ -389,7 +517,16 @@ async fn stages(admin: &mut Admin, command: StagesCommand) -> anyhow::Result<()>
 
 async fn canary(admin: &mut Admin, command: CanaryCommand) -> anyhow::Result<()> {
     match command {
-        CanaryCommand::Set { api, stage, deployment, percent, overrides, use_stage_cache, sticky_key, output } => {
+        CanaryCommand::Set {
+            api,
+            stage,
+            deployment,
+            percent,
+            overrides,
+            use_stage_cache,
+            sticky_key,
+            output,
+        } => {
             let mut current = get_stage(admin, &api, &stage).await?;
             current.canary = Some(CanarySettings {
                 deployment_id: deployment,
@@ -402,7 +539,11 @@ async fn canary(admin: &mut Admin, command: CanaryCommand) -> anyhow::Result<()>
         }
         CanaryCommand::Promote { api, stage, output } => {
             let stage = admin
-                .promote_canary(PromoteCanaryRequest { api, stage, expected_revision: 0 })
+                .promote_canary(PromoteCanaryRequest {
+                    api,
+                    stage,
+                    expected_revision: 0,
+                })
                 .await
                 .map_err(explain)?
                 .into_inner();
@@ -419,7 +560,11 @@ async fn canary(admin: &mut Admin, command: CanaryCommand) -> anyhow::Result<()>
 async fn cluster(admin: &mut Admin, command: ClusterCommand) -> anyhow::Result<()> {
     match command {
         ClusterCommand::Status { output } => {
-            let status = admin.get_cluster_status(GetClusterStatusRequest {}).await.map_err(explain)?.into_inner();
+            let status = admin
+                .get_cluster_status(GetClusterStatusRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner();
             let rows = status
                 .members
                 .iter()
@@ -440,17 +585,39 @@ async fn cluster(admin: &mut Admin, command: ClusterCommand) -> anyhow::Result<(
             print(
                 output.format,
                 &status,
-                &["NODE", "RAFT ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "CONFIG", "ERROR"],
+                &[
+                    "NODE",
+                    "RAFT ADDRESS",
+                    "ROLE",
+                    "TERM",
+                    "LEADER",
+                    "COMMIT",
+                    "APPLIED",
+                    "CONFIG",
+                    "ERROR",
+                ],
                 rows,
             )
         }
-        ClusterCommand::Join { node_id, raft_address } => {
-            admin.add_member(AddMemberRequest { node_id, raft_address }).await.map_err(explain)?;
+        ClusterCommand::Join {
+            node_id,
+            raft_address,
+        } => {
+            admin
+                .add_member(AddMemberRequest {
+                    node_id,
+                    raft_address,
+                })
+                .await
+                .map_err(explain)?;
             println!("node {node_id} added");
             Ok(())
         }
         ClusterCommand::Leave { node_id } => {
-            admin.remove_member(RemoveMemberRequest { node_id }).await.map_err(explain)?;
+            admin
+                .remove_member(RemoveMemberRequest { node_id })
+                .await
+                .map_err(explain)?;
             println!("node {node_id} removed");
             Ok(())
         }
@@ -477,18 +644,32 @@ async fn apply(admin: &mut Admin, file: &PathBuf) -> anyhow::Result<()> {
             Some(Kind::Stage(stage)) => apply_stage(admin, stage).await?,
             Some(Kind::UsagePlan(plan)) => {
                 let name = plan.name.clone();
-                match admin.get_usage_plan(GetUsagePlanRequest { name: name.clone(), ..Default::default() }).await {
+                match admin
+                    .get_usage_plan(GetUsagePlanRequest {
+                        name: name.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                {
                     Ok(current) => {
                         let current = current.into_inner();
                         let expected_revision = current.revision;
                         admin
-                            .update_usage_plan(UpdateUsagePlanRequest { usage_plan: Some(plan), expected_revision })
+                            .update_usage_plan(UpdateUsagePlanRequest {
+                                usage_plan: Some(plan),
+                                expected_revision,
+                            })
                             .await
                             .map_err(explain)?;
                         println!("usage plan {name} configured");
                     }
                     Err(status) if status.code() == Code::NotFound => {
-                        admin.create_usage_plan(CreateUsagePlanRequest { usage_plan: Some(plan) }).await.map_err(explain)?;
+                        admin
+                            .create_usage_plan(CreateUsagePlanRequest {
+                                usage_plan: Some(plan),
+                            })
+                            .await
+                            .map_err(explain)?;
                         println!("usage plan {name} created");
                     }
                     Err(status) => return Err(explain(status)),
@@ -496,17 +677,31 @@ async fn apply(admin: &mut Admin, file: &PathBuf) -> anyhow::Result<()> {
             }
             Some(Kind::DomainName(domain)) => {
                 let name = domain.name.clone();
-                match admin.get_domain_name(GetDomainNameRequest { name: name.clone(), ..Default::default() }).await {
+                match admin
+                    .get_domain_name(GetDomainNameRequest {
+                        name: name.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                {
                     Ok(current) => {
                         let expected_revision = current.into_inner().revision;
                         admin
-                            .update_domain_name(UpdateDomainNameRequest { domain_name: Some(domain), expected_revision })
+                            .update_domain_name(UpdateDomainNameRequest {
+                                domain_name: Some(domain),
+                                expected_revision,
+                            })
                             .await
                             .map_err(explain)?;
                         println!("domain name {name} configured");
                     }
                     Err(status) if status.code() == Code::NotFound => {
-                        admin.create_domain_name(CreateDomainNameRequest { domain_name: Some(domain) }).await.map_err(explain)?;
+                        admin
+                            .create_domain_name(CreateDomainNameRequest {
+                                domain_name: Some(domain),
+                            })
+                            .await
+                            .map_err(explain)?;
                         println!("domain name {name} created");
                     }
                     Err(status) => return Err(explain(status)),
@@ -514,7 +709,13 @@ async fn apply(admin: &mut Admin, file: &PathBuf) -> anyhow::Result<()> {
             }
             Some(Kind::ApiKey(key)) => {
                 let existing = admin
-                    .list_api_keys(ListApiKeysRequest { page: Some(Page { page_size: 1000, ..Default::default() }), ..Default::default() })
+                    .list_api_keys(ListApiKeysRequest {
+                        page: Some(Page {
+                            page_size: 1000,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
                     .await
                     .map_err(explain)?
                     .into_inner()
@@ -523,21 +724,33 @@ async fn apply(admin: &mut Admin, file: &PathBuf) -> anyhow::Result<()> {
                     .find(|k| k.name == key.name);
                 match existing {
                     Some(current) => {
-                        let updated = config::ApiKey { id: current.id.clone(), ..key };
+                        let updated = config::ApiKey {
+                            id: current.id.clone(),
+                            ..key
+                        };
                         admin
-                            .update_api_key(UpdateApiKeyRequest { api_key: Some(updated), expected_revision: current.revision })
+                            .update_api_key(UpdateApiKeyRequest {
+                                api_key: Some(updated),
+                                expected_revision: current.revision,
+                            })
                             .await
                             .map_err(explain)?;
                         println!("API key {} ({}) configured", current.name, current.id);
                     }
                     None => {
                         let created = admin
-                            .create_api_key(CreateApiKeyRequest { api_key: Some(key), value: String::new() })
+                            .create_api_key(CreateApiKeyRequest {
+                                api_key: Some(key),
+                                value: String::new(),
+                            })
                             .await
                             .map_err(explain)?
                             .into_inner();
                         let id = created.api_key.map(|k| k.id).unwrap_or_default();
-                        println!("API key {id} created; its value is shown only now: {}", created.value);
+                        println!(
+                            "API key {id} created; its value is shown only now: {}",
+                            created.value
+                        );
                     }
                 }
             }
@@ -548,7 +761,13 @@ async fn apply(admin: &mut Admin, file: &PathBuf) -> anyhow::Result<()> {
 
 async fn apply_api(admin: &mut Admin, api: config::Api) -> anyhow::Result<()> {
     let name = api.name.clone();
-    match admin.get_api(GetApiRequest { name: name.clone(), ..Default::default() }).await {
+    match admin
+        .get_api(GetApiRequest {
+            name: name.clone(),
+            ..Default::default()
+        })
+        .await
+    {
         Ok(current) => {
             let mut current = current.into_inner();
             let expected_revision = current.revision;
@@ -560,13 +779,19 @@ async fn apply_api(admin: &mut Admin, api: config::Api) -> anyhow::Result<()> {
                 return Ok(());
             }
             admin
-                .update_api(UpdateApiRequest { api: Some(api), expected_revision })
+                .update_api(UpdateApiRequest {
+                    api: Some(api),
+                    expected_revision,
+                })
                 .await
                 .map_err(explain)?;
             println!("API {name} configured");
         }
         Err(status) if status.code() == Code::NotFound => {
-            admin.create_api(CreateApiRequest { api: Some(api) }).await.map_err(explain)?;
+            admin
+                .create_api(CreateApiRequest { api: Some(api) })
+                .await
+                .map_err(explain)?;
             println!("API {name} created");
         }
         Err(status) => return Err(explain(status)),
@@ -580,7 +805,11 @@ async fn apply_api(admin: &mut Admin, api: config::Api) -> anyhow::Result<()> {
 async fn apply_stage(admin: &mut Admin, mut stage: config::Stage) -> anyhow::Result<()> {
     let name = format!("{}/{}", stage.api, stage.name);
     match admin
-        .get_stage(GetStageRequest { api: stage.api.clone(), name: stage.name.clone(), ..Default::default() })
+        .get_stage(GetStageRequest {
+            api: stage.api.clone(),
+            name: stage.name.clone(),
+            ..Default::default()
+        })
         .await
     {
         Ok(current) => {
@@ -600,17 +829,22 @@ async fn apply_stage(admin: &mut Admin, mut stage: config::Stage) -> anyhow::Res
                 return Ok(());
             }
             admin
-                .update_stage(UpdateStageRequest { stage: Some(stage), expected_revision: current.revision })
+                .update_stage(UpdateStageRequest {
+                    stage: Some(stage),
+                    expected_revision: current.revision,
+                })
                 .await
                 .map_err(explain)?;
             println!("stage {name} configured");
         }
         Err(status) if status.code() == Code::NotFound => {
-            admin.create_stage(CreateStageRequest { stage: Some(stage) }).await.map_err(explain)?;
+            admin
+                .create_stage(CreateStageRequest { stage: Some(stage) })
+                .await
+                .map_err(explain)?;
             println!("stage {name} created");
         }
         Err(status) => return Err(explain(status)),
     }
     Ok(())
 }
-

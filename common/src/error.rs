@@ -171,7 +171,11 @@ mod tests {
             (ErrorCode::NotFound, tonic::Code::NotFound, 404),
             (ErrorCode::AlreadyExists, tonic::Code::AlreadyExists, 409),
             (ErrorCode::Conflict, tonic::Code::Aborted, 409),
-            (ErrorCode::FailedPrecondition, tonic::Code::FailedPrecondition, 412),
+            (
+                ErrorCode::FailedPrecondition,
+                tonic::Code::FailedPrecondition,
+                412,
+            ),
             (ErrorCode::Unauthenticated, tonic::Code::Unauthenticated, 401),
             (ErrorCode::PermissionDenied, tonic::Code::PermissionDenied, 403),
             (ErrorCode::ResourceExhausted, tonic::Code::ResourceExhausted, 429),

@@ -87,7 +87,10 @@ mod tests {
         assert!(!token.matches("s3cret "));
         assert!(BearerToken::new("  ").is_none());
         let mut request = Request::new(());
-        assert_eq!(token.verify(&request).map_err(|s| s.code()), Err(tonic::Code::Unauthenticated));
+        assert_eq!(
+            token.verify(&request).map_err(|s| s.code()),
+            Err(tonic::Code::Unauthenticated)
+        );
         token.attach(&mut request);
         assert!(token.verify(&request).is_ok());
         assert_eq!(format!("{token:?}"), "BearerToken(<redacted>)");

@@ -85,7 +85,9 @@ impl ControlPlaneConfig {
             )));
         }
         if self.listen == self.raft_listen {
-            return Err(ServeError::Config("--listen and --raft-listen must differ".into()));
+            return Err(ServeError::Config(
+                "--listen and --raft-listen must differ".into(),
+            ));
         }
         Ok(())
     }
@@ -96,7 +98,9 @@ impl ControlPlaneConfig {
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(address).await.map_err(|source| ServeError::Bind { address, source })
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ServeError::Bind { address, source })
 }
 
 fn server_builder(tls: Option<&TlsFiles>) -> Result<Server, ServeError> {
@@ -114,14 +118,23 @@ fn server_builder(tls: Option<&TlsFiles>) -> Result<Server, ServeError> {
 }
 
 /// Runs a node until `shutdown` resolves.
-pub async fn serve(config: ControlPlaneConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+pub async fn serve(
+    config: ControlPlaneConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     config.check()?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| ServeError::Config(format!("--data-dir {}: {e}", config.data_dir.display())))?;
     let admin_listener = bind(config.listen).await?;
     let raft_listener = bind(config.raft_listen).await?;
-    let admin_address = admin_listener.local_addr().map_err(|source| ServeError::Bind { address: config.listen, source })?;
-    let raft_address = raft_listener.local_addr().map_err(|source| ServeError::Bind { address: config.raft_listen, source })?;
+    let admin_address = admin_listener.local_addr().map_err(|source| ServeError::Bind {
+        address: config.listen,
+        source,
+    })?;
+    let raft_address = raft_listener.local_addr().map_err(|source| ServeError::Bind {
+        address: config.raft_listen,
+        source,
+    })?;
     let advertised = config.advertised(raft_address);
 
     let storage = RocksStorage::open(&config.data_dir.join("raft"))?;
@@ -134,11 +147,20 @@ pub async fn serve(config: ControlPlaneConfig, shutdown: impl Future<Output = ()
     };
     if storage.is_empty() {
         match &bootstrap {
-            Some(voters) => tracing::info!(voters = ?voters.keys().collect::<Vec<_>>(), "founding a new cluster"),
-            None => tracing::info!("empty data directory: waiting to be added to a cluster (pylon cluster join)"),
+            Some(voters) => {
+                tracing::info!(voters = ?voters.keys().collect::<Vec<_>>(), "founding a new cluster")
+            }
+            None => {
+                tracing::info!("empty data directory: waiting to be added to a cluster (pylon cluster join)")
+            }
         }
     }
-    let transport = Transport::new(config.node_id, advertised.clone(), config.token.clone(), tokio::runtime::Handle::current());
+    let transport = Transport::new(
+        config.node_id,
+        advertised.clone(),
+        config.token.clone(),
+        tokio::runtime::Handle::current(),
+    );
     for (id, address) in &config.peers {
         transport.set_address(*id, address.clone());
     }
@@ -155,7 +177,9 @@ pub async fn serve(config: ControlPlaneConfig, shutdown: impl Future<Output = ()
     )?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<AdminServiceServer<AdminApi>>().await;
+    health_reporter
+        .set_serving::<AdminServiceServer<AdminApi>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pylon_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -172,9 +196,12 @@ pub async fn serve(config: ControlPlaneConfig, shutdown: impl Future<Output = ()
         RequireToken(config.token.clone()),
     );
     let peers = InterceptedService::new(
-        RaftTransportServer::new(RaftService { transport: transport.clone(), shared: node.shared.clone() })
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        RaftTransportServer::new(RaftService {
+            transport: transport.clone(),
+            shared: node.shared.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES),
         RequireToken(config.token.clone()),
     );
 

@@ -30,7 +30,6 @@ pub mod raft {
 }
 
 /// The encoded `FileDescriptorSet` of every Pylon package, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/pylon_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pylon_descriptor.bin"));
 
 pub use pbjson_types as wkt;

@@ -4,7 +4,7 @@
 
 use crate::support::mock_api;
 use pylon_proto::admin::v1::*;
-use pylon_proto::config::v1::{Stage, UsagePlan, ThrottleSettings};
+use pylon_proto::config::v1::{Stage, ThrottleSettings, UsagePlan};
 use pylon_tests::{Cluster, free_port, pylon_bin, serial};
 use tonic::Code;
 
@@ -22,7 +22,12 @@ async fn invalid_input_names_every_field_at_fault_and_never_reaches_the_log() {
     let _serial = serial().await;
     let cluster = Cluster::start(1).await;
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
-    admin.create_api(CreateApiRequest { api: Some(mock_api("pets", "[]")) }).await.expect("create");
+    admin
+        .create_api(CreateApiRequest {
+            api: Some(mock_api("pets", "[]")),
+        })
+        .await
+        .expect("create");
     let before = cluster.status().await.expect("status").members[0].last_index;
     let version_before = version(&mut admin).await;
 
@@ -31,32 +36,72 @@ async fn invalid_input_names_every_field_at_fault_and_never_reaches_the_log() {
     if let Some(integration) = bad.routes[0].integration.as_mut() {
         integration.timeout_ms = 30_000;
     }
-    let err = admin.create_api(CreateApiRequest { api: Some(bad) }).await.expect_err("invalid");
+    let err = admin
+        .create_api(CreateApiRequest { api: Some(bad) })
+        .await
+        .expect_err("invalid");
     assert_eq!(err.code(), Code::InvalidArgument);
     let message = err.message();
     assert!(message.contains("name: must be a DNS label"), "{message}");
     assert!(message.contains("routes[0].path:"), "{message}");
-    assert!(message.contains("routes[0].integration.timeout_ms: must be 50..=29000"), "{message}");
+    assert!(
+        message.contains("routes[0].integration.timeout_ms: must be 50..=29000"),
+        "{message}"
+    );
 
-    let err = admin.create_api(CreateApiRequest { api: Some(mock_api("pets", "[]")) }).await.expect_err("dup");
+    let err = admin
+        .create_api(CreateApiRequest {
+            api: Some(mock_api("pets", "[]")),
+        })
+        .await
+        .expect_err("dup");
     assert_eq!(err.code(), Code::AlreadyExists);
-    let err = admin.get_api(GetApiRequest { name: "cats".into(), ..Default::default() }).await.expect_err("missing");
+    let err = admin
+        .get_api(GetApiRequest {
+            name: "cats".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("missing");
     assert_eq!(err.code(), Code::NotFound);
-    let stage = Stage { api: "pets".into(), name: "prod".into(), deployment_id: "nope".into(), ..Default::default() };
-    let err = admin.create_stage(CreateStageRequest { stage: Some(stage) }).await.expect_err("no deployment");
+    let stage = Stage {
+        api: "pets".into(),
+        name: "prod".into(),
+        deployment_id: "nope".into(),
+        ..Default::default()
+    };
+    let err = admin
+        .create_stage(CreateStageRequest { stage: Some(stage) })
+        .await
+        .expect_err("no deployment");
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("deployment_id"), "{}", err.message());
     let plan = UsagePlan {
         name: "gold".into(),
-        throttle: Some(ThrottleSettings { rate_limit: -5.0, burst_limit: 1 }),
+        throttle: Some(ThrottleSettings {
+            rate_limit: -5.0,
+            burst_limit: 1,
+        }),
         ..Default::default()
     };
-    let err = admin.create_usage_plan(CreateUsagePlanRequest { usage_plan: Some(plan) }).await.expect_err("bad rate");
+    let err = admin
+        .create_usage_plan(CreateUsagePlanRequest {
+            usage_plan: Some(plan),
+        })
+        .await
+        .expect_err("bad rate");
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().starts_with("throttle.rate_limit:"), "{}", err.message());
+    assert!(
+        err.message().starts_with("throttle.rate_limit:"),
+        "{}",
+        err.message()
+    );
 
     let after = cluster.status().await.expect("status").members[0].last_index;
-    assert_eq!(after, before, "rejected requests appended nothing to the Raft log");
+    assert_eq!(
+        after, before,
+        "rejected requests appended nothing to the Raft log"
+    );
     assert_eq!(version(&mut admin).await, version_before);
 }
 
@@ -65,9 +110,18 @@ async fn an_update_with_a_stale_revision_is_aborted_and_changes_nothing() {
     let _serial = serial().await;
     let cluster = Cluster::start(1).await;
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
-    let created = admin.create_api(CreateApiRequest { api: Some(mock_api("pets", "v1")) }).await.expect("create").into_inner();
+    let created = admin
+        .create_api(CreateApiRequest {
+            api: Some(mock_api("pets", "v1")),
+        })
+        .await
+        .expect("create")
+        .into_inner();
     let updated = admin
-        .update_api(UpdateApiRequest { api: Some(mock_api("pets", "v2")), expected_revision: created.revision })
+        .update_api(UpdateApiRequest {
+            api: Some(mock_api("pets", "v2")),
+            expected_revision: created.revision,
+        })
         .await
         .expect("update at the current revision")
         .into_inner();
@@ -75,11 +129,21 @@ async fn an_update_with_a_stale_revision_is_aborted_and_changes_nothing() {
     assert_eq!(updated.created_at, created.created_at);
 
     let err = admin
-        .update_api(UpdateApiRequest { api: Some(mock_api("pets", "v3")), expected_revision: created.revision })
+        .update_api(UpdateApiRequest {
+            api: Some(mock_api("pets", "v3")),
+            expected_revision: created.revision,
+        })
         .await
         .expect_err("stale");
     assert_eq!(err.code(), Code::Aborted);
-    let current = admin.get_api(GetApiRequest { name: "pets".into(), ..Default::default() }).await.expect("get").into_inner();
+    let current = admin
+        .get_api(GetApiRequest {
+            name: "pets".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("get")
+        .into_inner();
     assert_eq!(crate::support::mock_body(&current), Some("v2"));
     assert_eq!(current.revision, updated.revision);
 }
@@ -91,7 +155,11 @@ async fn api_keys_are_stored_hashed_and_shown_once() {
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
     let created = admin
         .create_api_key(CreateApiKeyRequest {
-            api_key: Some(pylon_proto::config::v1::ApiKey { name: "ci".into(), enabled: true, ..Default::default() }),
+            api_key: Some(pylon_proto::config::v1::ApiKey {
+                name: "ci".into(),
+                enabled: true,
+                ..Default::default()
+            }),
             value: String::new(),
         })
         .await
@@ -99,13 +167,29 @@ async fn api_keys_are_stored_hashed_and_shown_once() {
         .into_inner();
     assert_eq!(created.value.len(), 40);
     let key = created.api_key.expect("key");
-    let stored = admin.get_api_key(GetApiKeyRequest { id: key.id.clone(), ..Default::default() }).await.expect("get").into_inner();
+    let stored = admin
+        .get_api_key(GetApiKeyRequest {
+            id: key.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("get")
+        .into_inner();
     use reference::sha256_hex;
     assert_eq!(stored.key_hash, sha256_hex(&created.value));
     let json = serde_json::to_string(&stored).expect("json");
-    assert!(!json.contains(&created.value), "the plain key is never returned again");
+    assert!(
+        !json.contains(&created.value),
+        "the plain key is never returned again"
+    );
     let err = admin
-        .create_api_key(CreateApiKeyRequest { api_key: Some(pylon_proto::config::v1::ApiKey { name: "x".into(), ..Default::default() }), value: "short".into() })
+        .create_api_key(CreateApiKeyRequest {
+            api_key: Some(pylon_proto::config::v1::ApiKey {
+                name: "x".into(),
+                ..Default::default()
+            }),
+            value: "short".into(),
+        })
         .await
         .expect_err("short value");
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -121,9 +205,18 @@ mod reference {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("sha256sum");
-        child.stdin.take().expect("stdin").write_all(value.as_bytes()).expect("write");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(value.as_bytes())
+            .expect("write");
         let output = child.wait_with_output().expect("sha256sum output");
-        String::from_utf8_lossy(&output.stdout).split_whitespace().next().unwrap_or_default().to_owned()
+        String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
@@ -132,19 +225,30 @@ async fn health_and_both_reflection_versions_answer_without_our_proto_files() {
     let _serial = serial().await;
     let cluster = Cluster::start(1).await;
     let endpoint = cluster.nodes[0].endpoint();
-    let channel = tonic::transport::Endpoint::from_shared(endpoint).expect("endpoint").connect().await.expect("connect");
+    let channel = tonic::transport::Endpoint::from_shared(endpoint)
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
 
     let health = tonic_health::pb::health_client::HealthClient::new(channel.clone())
-        .check(tonic_health::pb::HealthCheckRequest { service: "pylon.admin.v1.AdminService".into() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "pylon.admin.v1.AdminService".into(),
+        })
         .await
         .expect("health")
         .into_inner();
-    assert_eq!(health.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 
     use tonic_reflection::pb::{v1, v1alpha};
     let request = v1::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
     };
     let mut stream = v1::server_reflection_client::ServerReflectionClient::new(channel.clone())
         .server_reflection_info(tokio_stream::iter([request]))
@@ -152,17 +256,24 @@ async fn health_and_both_reflection_versions_answer_without_our_proto_files() {
         .expect("reflection v1")
         .into_inner();
     let response = stream.message().await.expect("message").expect("a response");
-    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) = response.message_response else {
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        response.message_response
+    else {
         panic!("unexpected reflection response");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(names.contains(&"pylon.admin.v1.AdminService".to_owned()), "{names:?}");
+    assert!(
+        names.contains(&"pylon.admin.v1.AdminService".to_owned()),
+        "{names:?}"
+    );
 
     let request = v1alpha::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
-            "pylon.admin.v1.AdminService".into(),
-        )),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "pylon.admin.v1.AdminService".into(),
+            ),
+        ),
     };
     let mut stream = v1alpha::server_reflection_client::ServerReflectionClient::new(channel)
         .server_reflection_info(tokio_stream::iter([request]))
@@ -184,16 +295,32 @@ async fn a_token_guards_the_admin_api_and_non_loopback_listening_requires_one() 
     let endpoint = cluster.nodes[0].endpoint();
 
     let mut anonymous = pylon_tests::connect(&endpoint).await.expect("connect");
-    let err = anonymous.list_apis(ListApisRequest::default()).await.expect_err("no token");
+    let err = anonymous
+        .list_apis(ListApisRequest::default())
+        .await
+        .expect_err("no token");
     assert_eq!(err.code(), Code::Unauthenticated);
-    let mut request = tonic::Request::new(ListApisRequest::default());
-    request.metadata_mut().insert("authorization", "Bearer wrong".parse().expect("header"));
-    assert_eq!(anonymous.list_apis(request).await.expect_err("wrong token").code(), Code::Unauthenticated);
     let mut request = tonic::Request::new(ListApisRequest::default());
     request
         .metadata_mut()
-        .insert("authorization", "Bearer correct-horse-battery-staple".parse().expect("header"));
-    anonymous.list_apis(request).await.expect("the right token is accepted");
+        .insert("authorization", "Bearer wrong".parse().expect("header"));
+    assert_eq!(
+        anonymous
+            .list_apis(request)
+            .await
+            .expect_err("wrong token")
+            .code(),
+        Code::Unauthenticated
+    );
+    let mut request = tonic::Request::new(ListApisRequest::default());
+    request.metadata_mut().insert(
+        "authorization",
+        "Bearer correct-horse-battery-staple".parse().expect("header"),
+    );
+    anonymous
+        .list_apis(request)
+        .await
+        .expect("the right token is accepted");
 
     let output = std::process::Command::new(pylon_bin())
         .args(["control-plane", "--node-id=1"])
@@ -206,4 +333,56 @@ async fn a_token_guards_the_admin_api_and_non_loopback_listening_requires_one() 
     assert!(!output.status.success(), "refuses to start");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not a loopback address"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_node_starts_from_a_config_file_and_reports_itself_leader() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (admin_port, raft_port) = (free_port(), free_port());
+    let config = dir.path().join("node.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id: 7\nlisten: 127.0.0.1:{admin_port}\nraft_listen: 127.0.0.1:{raft_port}\npeers:\n  7: 127.0.0.1:{raft_port}\ndata_dir: {}\nsnapshot_interval: 50\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .expect("config");
+    let mut child = std::process::Command::new(pylon_bin())
+        .args(["control-plane", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let endpoint = format!("http://127.0.0.1:{admin_port}");
+    let status = pylon_tests::eventually(
+        "the node to lead itself",
+        std::time::Duration::from_secs(20),
+        || async {
+            let mut admin = pylon_tests::connect(&endpoint).await.ok()?;
+            let status = admin
+                .get_cluster_status(GetClusterStatusRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            (status.leader_id == 7).then_some(status)
+        },
+    )
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status.members.len(), 1);
+    assert_eq!(status.members[0].role, "LEADER");
+    assert_eq!(status.members[0].raft_address, format!("127.0.0.1:{raft_port}"));
+
+    std::fs::write(&config, "node_id: 7\ncolour: blue\n").expect("config");
+    let output = std::process::Command::new(pylon_bin())
+        .args(["control-plane", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown field `colour`"));
 }

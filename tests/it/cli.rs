@@ -33,48 +33,116 @@ async fn a_release_goes_apply_deploy_canary_promote_rollback() {
     let applied = pylon_cli(&endpoint, &["apply", "-f", petstore]).expect("apply");
     assert_eq!(applied, "API petstore created\nstage petstore/prod created\n");
     let again = pylon_cli(&endpoint, &["apply", "-f", petstore]).expect("apply again");
-    assert_eq!(again, "API petstore unchanged\nstage petstore/prod unchanged\n", "apply is idempotent");
+    assert_eq!(
+        again, "API petstore unchanged\nstage petstore/prod unchanged\n",
+        "apply is idempotent"
+    );
 
-    let first = json(&pylon_cli(&endpoint, &["deploy", "petstore", "--stage", "prod", "--description", "v1", "-o", "json"]).expect("deploy"));
+    let first = json(
+        &pylon_cli(
+            &endpoint,
+            &[
+                "deploy",
+                "petstore",
+                "--stage",
+                "prod",
+                "--description",
+                "v1",
+                "-o",
+                "json",
+            ],
+        )
+        .expect("deploy"),
+    );
     let d1 = first["id"].as_str().expect("id").to_owned();
     assert_eq!(first["definition"]["routes"].as_array().map(Vec::len), Some(3));
-    assert_eq!(deployment_ids(&endpoint), [d1.clone()]);
+    assert_eq!(deployment_ids(&endpoint), std::slice::from_ref(&d1));
     assert_eq!(stage(&endpoint)["deploymentId"], d1.as_str());
 
     let second = json(
-        &pylon_cli(&endpoint, &["deploy", "petstore", "--stage", "prod", "--canary-percent", "10", "-o", "json"]).expect("canary deploy"),
+        &pylon_cli(
+            &endpoint,
+            &[
+                "deploy",
+                "petstore",
+                "--stage",
+                "prod",
+                "--canary-percent",
+                "10",
+                "-o",
+                "json",
+            ],
+        )
+        .expect("canary deploy"),
     );
     let d2 = second["id"].as_str().expect("id").to_owned();
-    assert_eq!(deployment_ids(&endpoint), [d2.clone(), d1.clone()], "newest first");
+    assert_eq!(
+        deployment_ids(&endpoint),
+        [d2.clone(), d1.clone()],
+        "newest first"
+    );
     let prod = stage(&endpoint);
-    assert_eq!(prod["deploymentId"], d1.as_str(), "a canary deploy leaves the stage where it was");
+    assert_eq!(
+        prod["deploymentId"],
+        d1.as_str(),
+        "a canary deploy leaves the stage where it was"
+    );
     assert_eq!(prod["canary"]["deploymentId"], d2.as_str());
     assert_eq!(prod["canary"]["percentTraffic"].as_f64(), Some(10.0));
 
     pylon_cli(
         &endpoint,
-        &["canary", "set", "petstore", "prod", "--deployment", &d2, "--percent", "25", "--override", "backend=http://127.0.0.1:9999"],
+        &[
+            "canary",
+            "set",
+            "petstore",
+            "prod",
+            "--deployment",
+            &d2,
+            "--percent",
+            "25",
+            "--override",
+            "backend=http://127.0.0.1:9999",
+        ],
     )
     .expect("canary set");
     let prod = stage(&endpoint);
     assert_eq!(prod["canary"]["percentTraffic"].as_f64(), Some(25.0));
-    assert_eq!(prod["canary"]["stageVariableOverrides"]["backend"], "http://127.0.0.1:9999");
+    assert_eq!(
+        prod["canary"]["stageVariableOverrides"]["backend"],
+        "http://127.0.0.1:9999"
+    );
     assert_eq!(prod["variables"]["backend"], "http://127.0.0.1:8081");
 
     pylon_cli(&endpoint, &["canary", "promote", "petstore", "prod"]).expect("promote");
     let prod = stage(&endpoint);
     assert_eq!(prod["deploymentId"], d2.as_str());
-    assert_eq!(prod["variables"]["backend"], "http://127.0.0.1:9999", "overrides copied into the stage");
+    assert_eq!(
+        prod["variables"]["backend"], "http://127.0.0.1:9999",
+        "overrides copied into the stage"
+    );
     assert_eq!(prod["canary"]["percentTraffic"].as_f64().unwrap_or(0.0), 0.0);
 
-    pylon_cli(&endpoint, &["rollback", "petstore", "--stage", "prod", "--to", &d1]).expect("rollback");
+    pylon_cli(
+        &endpoint,
+        &["rollback", "petstore", "--stage", "prod", "--to", &d1],
+    )
+    .expect("rollback");
     assert_eq!(stage(&endpoint)["deploymentId"], d1.as_str());
-    assert_eq!(deployment_ids(&endpoint), [d2.clone(), d1.clone()], "rollback adds no deployment");
+    assert_eq!(
+        deployment_ids(&endpoint),
+        [d2.clone(), d1.clone()],
+        "rollback adds no deployment"
+    );
 
     pylon_cli(&endpoint, &["canary", "clear", "petstore", "prod"]).expect("clear");
     assert!(stage(&endpoint).get("canary").is_none());
 
-    let err = pylon_cli(&endpoint, &["rollback", "petstore", "--stage", "prod", "--to", "nope"]).expect_err("unknown deployment");
+    let err = pylon_cli(
+        &endpoint,
+        &["rollback", "petstore", "--stage", "prod", "--to", "nope"],
+    )
+    .expect_err("unknown deployment");
     assert!(err.to_string().contains("NotFound"), "{err}");
     let table = pylon_cli(&endpoint, &["cluster", "status"]).expect("cluster status");
     assert!(table.starts_with("NODE"), "{table}");

@@ -22,7 +22,10 @@ async fn local_apis(endpoint: &str) -> anyhow::Result<BTreeMap<String, String>> 
     loop {
         let page = admin
             .list_apis(ListApisRequest {
-                page: Some(Page { page_size: 1000, page_token: token }),
+                page: Some(Page {
+                    page_size: 1000,
+                    page_token: token,
+                }),
                 consistency: ReadConsistency::Stale as i32,
             })
             .await?
@@ -47,7 +50,12 @@ async fn write_until_acknowledged(endpoints: &[String], i: usize) -> String {
         let Ok(mut admin) = pylon_tests::connect(endpoint).await else {
             continue;
         };
-        match admin.create_api(CreateApiRequest { api: Some(mock_api(&name, &body)) }).await {
+        match admin
+            .create_api(CreateApiRequest {
+                api: Some(mock_api(&name, &body)),
+            })
+            .await
+        {
             Ok(_) => return body,
             // An earlier attempt that timed out did commit.
             Err(status) if status.code() == Code::AlreadyExists => return body,
@@ -112,7 +120,12 @@ async fn acknowledged_writes_survive_two_leader_crashes_and_match_on_every_node(
     for node in guard.running() {
         let apis = local_apis(&node.endpoint()).await.expect("list");
         for (name, body) in &acknowledged {
-            assert_eq!(apis.get(name), Some(body), "node {} lost or changed acknowledged {name}", node.id);
+            assert_eq!(
+                apis.get(name),
+                Some(body),
+                "node {} lost or changed acknowledged {name}",
+                node.id
+            );
         }
         views.push(apis);
     }
@@ -127,12 +140,18 @@ async fn a_cluster_stopped_entirely_restarts_with_its_state_from_disk() {
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
     for i in 0..10 {
         admin
-            .create_api(CreateApiRequest { api: Some(mock_api(&format!("pets-{i}"), &format!("v{i}"))) })
+            .create_api(CreateApiRequest {
+                api: Some(mock_api(&format!("pets-{i}"), &format!("v{i}"))),
+            })
             .await
             .expect("create");
     }
     let deployment = admin
-        .create_deployment(CreateDeploymentRequest { api: "pets-0".into(), description: "first".into(), stage: "prod".into() })
+        .create_deployment(CreateDeploymentRequest {
+            api: "pets-0".into(),
+            description: "first".into(),
+            stage: "prod".into(),
+        })
         .await
         .expect("deploy")
         .into_inner();
@@ -158,7 +177,11 @@ async fn a_cluster_stopped_entirely_restarts_with_its_state_from_disk() {
     }
     let mut admin = cluster.nodes[2].admin().await.expect("admin");
     let stage = admin
-        .get_stage(GetStageRequest { api: "pets-0".into(), name: "prod".into(), ..Default::default() })
+        .get_stage(GetStageRequest {
+            api: "pets-0".into(),
+            name: "prod".into(),
+            ..Default::default()
+        })
         .await
         .expect("stage")
         .into_inner();
@@ -169,9 +192,14 @@ async fn a_cluster_stopped_entirely_restarts_with_its_state_from_disk() {
         .expect("version")
         .into_inner()
         .version;
-    assert_eq!(version_after, version_before, "no config change happened across the restart");
+    assert_eq!(
+        version_after, version_before,
+        "no config change happened across the restart"
+    );
     admin
-        .create_api(CreateApiRequest { api: Some(mock_api("after-restart", "ok")) })
+        .create_api(CreateApiRequest {
+            api: Some(mock_api("after-restart", "ok")),
+        })
         .await
         .expect("the restarted cluster takes writes");
 }
@@ -183,7 +211,9 @@ async fn a_new_node_catches_up_through_a_snapshot_and_a_node_can_be_removed() {
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
     for i in 0..50 {
         admin
-            .create_api(CreateApiRequest { api: Some(mock_api(&format!("svc-{i:02}"), "x")) })
+            .create_api(CreateApiRequest {
+                api: Some(mock_api(&format!("svc-{i:02}"), "x")),
+            })
             .await
             .expect("create");
     }
@@ -192,13 +222,20 @@ async fn a_new_node_catches_up_through_a_snapshot_and_a_node_can_be_removed() {
     assert!(
         status.members.iter().all(|m| m.first_index > 20),
         "every node compacted its log: {:?}",
-        status.members.iter().map(|m| (m.node_id, m.first_index)).collect::<Vec<_>>()
+        status
+            .members
+            .iter()
+            .map(|m| (m.node_id, m.first_index))
+            .collect::<Vec<_>>()
     );
 
     let joiner = cluster.start_joiner(4);
     let (joiner_endpoint, joiner_raft) = (joiner.endpoint(), joiner.raft_address());
     let after = admin
-        .add_member(AddMemberRequest { node_id: 4, raft_address: joiner_raft })
+        .add_member(AddMemberRequest {
+            node_id: 4,
+            raft_address: joiner_raft,
+        })
         .await
         .expect("add member")
         .into_inner();
@@ -211,22 +248,41 @@ async fn a_new_node_catches_up_through_a_snapshot_and_a_node_can_be_removed() {
     .await;
     assert!(apis.contains_key("svc-49"));
     let joined = cluster.status().await.expect("status");
-    let four = joined.members.iter().find(|m| m.node_id == 4).expect("node 4 listed");
-    assert!(four.snapshot_index > 20, "node 4 caught up from a snapshot, not from index 1: {four:?}");
+    let four = joined
+        .members
+        .iter()
+        .find(|m| m.node_id == 4)
+        .expect("node 4 listed");
+    assert!(
+        four.snapshot_index > 20,
+        "node 4 caught up from a snapshot, not from index 1: {four:?}"
+    );
 
     // Remove a follower; the other three go on taking writes.
     let leader = cluster.wait_for_leader().await;
-    let victim = [1, 2, 3, 4].into_iter().find(|id| *id != leader).expect("a follower");
+    let victim = [1, 2, 3, 4]
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
     let mut admin = cluster.by_id(leader).admin().await.expect("admin");
-    let after = admin.remove_member(RemoveMemberRequest { node_id: victim }).await.expect("remove").into_inner();
+    let after = admin
+        .remove_member(RemoveMemberRequest { node_id: victim })
+        .await
+        .expect("remove")
+        .into_inner();
     let ids: BTreeSet<u64> = after.members.iter().map(|m| m.node_id).collect();
     assert!(!ids.contains(&victim), "{victim} is gone from {ids:?}");
     assert_eq!(ids.len(), 3);
     cluster.by_id(victim).kill();
     admin
-        .create_api(CreateApiRequest { api: Some(mock_api("after-removal", "ok")) })
+        .create_api(CreateApiRequest {
+            api: Some(mock_api("after-removal", "ok")),
+        })
         .await
         .expect("writes go on without the removed node");
-    let err = admin.remove_member(RemoveMemberRequest { node_id: victim }).await.expect_err("already gone");
+    let err = admin
+        .remove_member(RemoveMemberRequest { node_id: victim })
+        .await
+        .expect_err("already gone");
     assert_eq!(err.code(), Code::NotFound);
 }

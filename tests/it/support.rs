@@ -11,7 +11,11 @@ pub fn mock_api(name: &str, body: &str) -> Api {
             path: "/items".into(),
             integration: Some(Integration {
                 r#type: integration::Type::Mock as i32,
-                mock: Some(MockResponse { status_code: 200, body: body.into(), ..Default::default() }),
+                mock: Some(MockResponse {
+                    status_code: 200,
+                    body: body.into(),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()

@@ -69,7 +69,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -118,6 +121,10 @@ impl ControlPlaneNode {
         format!("127.0.0.1:{}", self.raft_port)
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -126,7 +133,10 @@ impl ControlPlaneNode {
         if self.child.is_some() {
             bail!("node {} is already running", self.id);
         }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let child = Command::new(pylon_bin())
             .arg("control-plane")
             .args(&self.args)
@@ -227,7 +237,16 @@ impl Cluster {
             format!("--data-dir={}", data_dir.display()),
         ]);
         args.extend(self.extra_args.iter().cloned());
-        ControlPlaneNode { id, admin_port, raft_port, data_dir, log, args, token: self.token.clone(), child: None }
+        ControlPlaneNode {
+            id,
+            admin_port,
+            raft_port,
+            data_dir,
+            log,
+            args,
+            token: self.token.clone(),
+            child: None,
+        }
     }
 
     /// Starts a node with `--join`; it waits to be added with AddMember.
@@ -240,17 +259,21 @@ impl Cluster {
     }
 
     pub fn by_id(&mut self, id: u64) -> &mut ControlPlaneNode {
-        let index = self.nodes.iter().position(|n| n.id == id).unwrap_or_else(|| panic!("no node {id}"));
+        let index = self
+            .nodes
+            .iter()
+            .position(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"));
         &mut self.nodes[index]
     }
 
     /// Cluster status as seen by the first running node that answers.
     pub async fn status(&self) -> Option<ClusterStatus> {
         for node in self.nodes.iter().filter(|n| n.is_running()) {
-            if let Ok(mut admin) = node.admin().await {
-                if let Ok(status) = admin.get_cluster_status(GetClusterStatusRequest {}).await {
-                    return Some(status.into_inner());
-                }
+            if let Ok(mut admin) = node.admin().await
+                && let Ok(status) = admin.get_cluster_status(GetClusterStatusRequest {}).await
+            {
+                return Some(status.into_inner());
             }
         }
         None
@@ -258,31 +281,56 @@ impl Cluster {
 
     /// Waits until every running voter reports the same leader, which is running.
     pub async fn wait_for_leader(&self) -> u64 {
-        eventually("a leader all running nodes agree on", Duration::from_secs(20), || async {
-            let status = self.status().await?;
-            let leader = status.leader_id;
-            let running: Vec<u64> = self.nodes.iter().filter(|n| n.is_running()).map(|n| n.id).collect();
-            let agreed = leader != 0
-                && running.contains(&leader)
-                && status
-                    .members
+        eventually(
+            "a leader all running nodes agree on",
+            Duration::from_secs(20),
+            || async {
+                let status = self.status().await?;
+                let leader = status.leader_id;
+                let running: Vec<u64> = self
+                    .nodes
                     .iter()
-                    .filter(|m| running.contains(&m.node_id))
-                    .all(|m| m.leader_id == leader);
-            agreed.then_some(leader)
-        })
+                    .filter(|n| n.is_running())
+                    .map(|n| n.id)
+                    .collect();
+                let agreed = leader != 0
+                    && running.contains(&leader)
+                    && status
+                        .members
+                        .iter()
+                        .filter(|m| running.contains(&m.node_id))
+                        .all(|m| m.leader_id == leader);
+                agreed.then_some(leader)
+            },
+        )
         .await
     }
 
     /// Waits until every running node has applied the leader's commit index.
     pub async fn wait_until_caught_up(&self) {
-        eventually("all running nodes to apply the last commit", Duration::from_secs(20), || async {
-            let status = self.status().await?;
-            let running: Vec<u64> = self.nodes.iter().filter(|n| n.is_running()).map(|n| n.id).collect();
-            let members: Vec<_> = status.members.iter().filter(|m| running.contains(&m.node_id)).collect();
-            let commit = members.iter().map(|m| m.commit_index).max()?;
-            members.iter().all(|m| m.applied_index == commit && m.commit_index == commit).then_some(())
-        })
+        eventually(
+            "all running nodes to apply the last commit",
+            Duration::from_secs(20),
+            || async {
+                let status = self.status().await?;
+                let running: Vec<u64> = self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.is_running())
+                    .map(|n| n.id)
+                    .collect();
+                let members: Vec<_> = status
+                    .members
+                    .iter()
+                    .filter(|m| running.contains(&m.node_id))
+                    .collect();
+                let commit = members.iter().map(|m| m.commit_index).max()?;
+                members
+                    .iter()
+                    .all(|m| m.applied_index == commit && m.commit_index == commit)
+                    .then_some(())
+            },
+        )
         .await
     }
 
@@ -320,6 +368,20 @@ pub fn pylon_cli(endpoint: &str, args: &[&str]) -> anyhow::Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start at ") ".
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
 }
 
 /// The repository root (for `examples/`).

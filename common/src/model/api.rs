@@ -1,13 +1,13 @@
 //! Validation of an [`Api`] definition.
 
 use super::{
-    Checker, HTTP_METHODS, PathTemplate, ValidationErrors, at, check_http_url, idx, is_dns_label,
-    is_name, key,
+    Checker, HTTP_METHODS, PathTemplate, ValidationErrors, at, check_http_url, idx, is_dns_label, is_name,
+    key,
 };
 use crate::GatewayResponseType;
 use pylon_proto::config::v1::{
-    Api, Authorization, Authorizer, Cors, Integration, ResourcePolicy, Route, api, authorization,
-    authorizer, integration,
+    Api, Authorization, Authorizer, Cors, Integration, ResourcePolicy, Route, api, authorization, authorizer,
+    integration,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,8 +16,8 @@ pub const DEFAULT_INTEGRATION_TIMEOUT_MS: u32 = 29_000;
 const MIN_INTEGRATION_TIMEOUT_MS: u32 = 50;
 const MAX_ROUTES: usize = 300;
 const JWT_ALGORITHMS: &[&str] = &[
-    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
-    "ES384", "EdDSA",
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
+    "EdDSA",
 ];
 
 /// A route's identity within an API: `GET /pets/{id}`, or a WebSocket route key.
@@ -78,10 +78,10 @@ fn normalize(api: &mut Api) {
                 integration.timeout_ms = DEFAULT_INTEGRATION_TIMEOUT_MS;
             }
             integration.http_method = integration.http_method.to_ascii_uppercase();
-            if let Some(mock) = integration.mock.as_mut() {
-                if mock.status_code == 0 {
-                    mock.status_code = 200;
-                }
+            if let Some(mock) = integration.mock.as_mut()
+                && mock.status_code == 0
+            {
+                mock.status_code = 200;
             }
         }
     }
@@ -99,7 +99,11 @@ fn check_api(c: &mut Checker, api: &Api) {
         "protocol",
         "must be HTTP or WEBSOCKET",
     );
-    c.check(api.description.len() <= 1024, "description", "must be at most 1024 characters");
+    c.check(
+        api.description.len() <= 1024,
+        "description",
+        "must be at most 1024 characters",
+    );
     c.check(
         api::EndpointType::try_from(api.endpoint_type).is_ok(),
         "endpoint_type",
@@ -126,7 +130,7 @@ fn check_api(c: &mut Checker, api: &Api) {
     );
 
     let authorizers = check_authorizers(c, &api.authorizers);
-    for (name, _) in &api.models {
+    for name in api.models.keys() {
         c.check(
             is_name(name, 128, b"_-."),
             key("models", name),
@@ -142,16 +146,19 @@ fn check_api(c: &mut Checker, api: &Api) {
         } else {
             check_http_route(c, &p, route)
         };
-        if let Some(identity) = identity {
-            if let Some(first) = seen.insert(identity, i) {
-                c.fail(
-                    at(&p, "path"),
-                    format!("conflicts with routes[{first}]: same method and path shape"),
-                );
-            }
+        if let Some(first) = identity.and_then(|identity| seen.insert(identity, i)) {
+            c.fail(
+                at(&p, "path"),
+                format!("conflicts with routes[{first}]: same method and path shape"),
+            );
         }
         check_integration(c, &at(&p, "integration"), route.integration.as_ref());
-        check_authorization(c, &at(&p, "authorization"), route.authorization.as_ref(), &authorizers);
+        check_authorization(
+            c,
+            &at(&p, "authorization"),
+            route.authorization.as_ref(),
+            &authorizers,
+        );
         check_validation(c, &p, route, api);
         check_mappings(c, &p, route);
         check_route_cache(c, &p, route);
@@ -161,7 +168,10 @@ fn check_api(c: &mut Checker, api: &Api) {
     for (i, response) in api.gateway_responses.iter().enumerate() {
         let p = idx("gateway_responses", i);
         if GatewayResponseType::parse(&response.r#type).is_none() {
-            c.fail(at(&p, "type"), "unknown gateway response type (ACCESS_DENIED, THROTTLED, DEFAULT_4XX, ...)");
+            c.fail(
+                at(&p, "type"),
+                "unknown gateway response type (ACCESS_DENIED, THROTTLED, DEFAULT_4XX, ...)",
+            );
         } else if !types.insert(response.r#type.as_str()) {
             c.fail(at(&p, "type"), "appears twice");
         }
@@ -170,7 +180,11 @@ fn check_api(c: &mut Checker, api: &Api) {
             at(&p, "status_code"),
             "must be 100..=599 (or 0 for the type's default)",
         );
-        c.check(response.body_template.len() <= 8192, at(&p, "body_template"), "must be at most 8192 bytes");
+        c.check(
+            response.body_template.len() <= 8192,
+            at(&p, "body_template"),
+            "must be at most 8192 bytes",
+        );
     }
 
     if let Some(cors) = &api.cors {
@@ -196,14 +210,22 @@ fn check_authorizers(c: &mut Checker, authorizers: &[Authorizer]) -> BTreeMap<St
             Some(authorizer::Kind::Jwt(jwt)) => {
                 let p = at(&p, "jwt");
                 c.check(!jwt.issuer.is_empty(), at(&p, "issuer"), "required");
-                c.check(!jwt.audiences.is_empty(), at(&p, "audiences"), "at least one audience");
+                c.check(
+                    !jwt.audiences.is_empty(),
+                    at(&p, "audiences"),
+                    "at least one audience",
+                );
                 match (jwt.jwks_uri.is_empty(), jwt.discovery_url.is_empty()) {
                     (true, true) => c.fail(&p, "needs `jwks_uri` or `discovery_url`"),
                     (false, false) => c.fail(&p, "give `jwks_uri` or `discovery_url`, not both"),
                     (false, true) => check_http_url(c, &at(&p, "jwks_uri"), &jwt.jwks_uri),
                     (true, false) => check_http_url(c, &at(&p, "discovery_url"), &jwt.discovery_url),
                 }
-                c.check(!jwt.algorithms.is_empty(), at(&p, "algorithms"), "pin at least one algorithm");
+                c.check(
+                    !jwt.algorithms.is_empty(),
+                    at(&p, "algorithms"),
+                    "pin at least one algorithm",
+                );
                 for (j, alg) in jwt.algorithms.iter().enumerate() {
                     c.check(
                         JWT_ALGORITHMS.contains(&alg.as_str()),
@@ -244,9 +266,14 @@ fn check_authorizers(c: &mut Checker, authorizers: &[Authorizer]) -> BTreeMap<St
 }
 
 fn check_identity_source(c: &mut Checker, path: &str, source: &str) {
-    let ok = ["$request.header.", "$request.querystring.", "$context.", "$stageVariables."]
-        .iter()
-        .any(|prefix| source.strip_prefix(prefix).is_some_and(|rest| !rest.is_empty()));
+    let ok = [
+        "$request.header.",
+        "$request.querystring.",
+        "$context.",
+        "$stageVariables.",
+    ]
+    .iter()
+    .any(|prefix| source.strip_prefix(prefix).is_some_and(|rest| !rest.is_empty()));
     c.check(
         ok,
         path,
@@ -272,7 +299,11 @@ fn check_http_route(c: &mut Checker, p: &str, route: &Route) -> Option<String> {
 }
 
 fn check_websocket_route(c: &mut Checker, p: &str, route: &Route) -> Option<String> {
-    c.check(route.method.is_empty(), at(p, "method"), "WEBSOCKET routes have no method");
+    c.check(
+        route.method.is_empty(),
+        at(p, "method"),
+        "WEBSOCKET routes have no method",
+    );
     let ok = !route.path.is_empty()
         && route.path.len() <= 128
         && (!route.path.starts_with('$')
@@ -295,10 +326,18 @@ fn check_integration(c: &mut Checker, p: &str, integration: Option<&Integration>
         integration::Type::Unspecified => c.fail(at(p, "type"), "must be HTTP, HTTP_PROXY or MOCK"),
         integration::Type::Http | integration::Type::HttpProxy => {
             check_integration_uri(c, &at(p, "uri"), &integration.uri);
-            c.check(integration.mock.is_none(), at(p, "mock"), "only MOCK integrations have one");
+            c.check(
+                integration.mock.is_none(),
+                at(p, "mock"),
+                "only MOCK integrations have one",
+            );
         }
         integration::Type::Mock => {
-            c.check(integration.uri.is_empty(), at(p, "uri"), "MOCK integrations have no uri");
+            c.check(
+                integration.uri.is_empty(),
+                at(p, "uri"),
+                "MOCK integrations have no uri",
+            );
             if let Some(mock) = &integration.mock {
                 c.check(
                     (100..=599).contains(&mock.status_code),
@@ -345,7 +384,10 @@ fn check_integration_uri(c: &mut Checker, p: &str, uri: &str) {
             .strip_prefix("stageVariables.")
             .is_some_and(|name| is_name(name, 64, b"_"));
         if !ok {
-            c.fail(p, format!("${{{reference}}}: only ${{stageVariables.NAME}} may be used here"));
+            c.fail(
+                p,
+                format!("${{{reference}}}: only ${{stageVariables.NAME}} may be used here"),
+            );
             return;
         }
         rest = &after[end + 1..];
@@ -405,7 +447,11 @@ fn check_validation(c: &mut Checker, p: &str, route: &Route, api: &Api) {
         );
     }
     for (i, name) in validation.required_query.iter().enumerate() {
-        c.check(!name.is_empty(), idx(&at(&p, "required_query"), i), "must not be empty");
+        c.check(
+            !name.is_empty(),
+            idx(&at(&p, "required_query"), i),
+            "must not be empty",
+        );
     }
     for (i, name) in validation.required_headers.iter().enumerate() {
         c.check(
@@ -444,8 +490,16 @@ fn check_mappings(c: &mut Checker, p: &str, route: &Route) {
             || ["append:header.", "overwrite:header.", "remove:header."]
                 .iter()
                 .any(|op| target.strip_prefix(op).is_some_and(|n| !n.is_empty()));
-        c.check(ok, &path, "must be append|overwrite|remove:header.NAME or overwrite:statuscode");
-        c.check(target.starts_with("remove:") || !source.is_empty(), path, "needs a value");
+        c.check(
+            ok,
+            &path,
+            "must be append|overwrite|remove:header.NAME or overwrite:statuscode",
+        );
+        c.check(
+            target.starts_with("remove:") || !source.is_empty(),
+            path,
+            "needs a value",
+        );
     }
 }
 
@@ -491,7 +545,11 @@ fn check_cors(c: &mut Checker, cors: &Cors) {
             "must be an HTTP method or *",
         );
     }
-    c.check(cors.max_age_seconds <= 86_400, "cors.max_age_seconds", "must be 0..=86400");
+    c.check(
+        cors.max_age_seconds <= 86_400,
+        "cors.max_age_seconds",
+        "must be 0..=86400",
+    );
     c.check(
         !(cors.allow_credentials && cors.allow_origins.iter().any(|o| o == "*")),
         "cors.allow_credentials",
@@ -500,7 +558,10 @@ fn check_cors(c: &mut Checker, cors: &Cors) {
 }
 
 fn check_policy(c: &mut Checker, policy: &ResourcePolicy) {
-    for (field, list) in [("allow_cidrs", &policy.allow_cidrs), ("deny_cidrs", &policy.deny_cidrs)] {
+    for (field, list) in [
+        ("allow_cidrs", &policy.allow_cidrs),
+        ("deny_cidrs", &policy.deny_cidrs),
+    ] {
         for (i, cidr) in list.iter().enumerate() {
             let ok = cidr.parse::<ipnet::IpNet>().is_ok() || cidr.parse::<std::net::IpAddr>().is_ok();
             c.check(

@@ -21,7 +21,9 @@ pub fn parse_documents(text: &str) -> Result<Vec<Resource>, DocumentError> {
         return serde_json::from_str(trimmed).map_err(|e| invalid(0, &e));
     }
     if trimmed.starts_with('{') {
-        return serde_json::from_str(trimmed).map(|r| vec![r]).map_err(|e| invalid(0, &e));
+        return serde_json::from_str(trimmed)
+            .map(|r| vec![r])
+            .map_err(|e| invalid(0, &e));
     }
     let mut resources = Vec::new();
     for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {

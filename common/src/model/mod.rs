@@ -120,9 +120,7 @@ pub fn is_dns_label(s: &str) -> bool {
 
 /// 1..=max chars of A-Z a-z 0-9 and the given extra characters.
 pub(crate) fn is_name(s: &str, max: usize, extra: &[u8]) -> bool {
-    !s.is_empty()
-        && s.len() <= max
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
 }
 
 pub(crate) fn check_http_url(c: &mut Checker, path: &str, value: &str) {

@@ -70,7 +70,9 @@ impl PathTemplate {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-._~:@!$&'()*,;=".contains(&b));
                 if !ok {
-                    return Err(format!("segment {part:?}: contains a character not allowed in a path"));
+                    return Err(format!(
+                        "segment {part:?}: contains a character not allowed in a path"
+                    ));
                 }
                 segments.push(PathSegment::Literal((*part).to_owned()));
             }

@@ -19,7 +19,11 @@ impl ApiKeyConfig {
             "name",
             "must be 1-128 characters",
         );
-        c.check(key.description.len() <= 1024, "description", "must be at most 1024 characters");
+        c.check(
+            key.description.len() <= 1024,
+            "description",
+            "must be at most 1024 characters",
+        );
         c.finish(ApiKeyConfig { key })
     }
 
@@ -53,7 +57,11 @@ impl UsagePlanConfig {
             "name",
             "must be 1-128 chars of A-Z a-z 0-9 _ - .",
         );
-        c.check(plan.description.len() <= 1024, "description", "must be at most 1024 characters");
+        c.check(
+            plan.description.len() <= 1024,
+            "description",
+            "must be at most 1024 characters",
+        );
         if let Some(throttle) = &plan.throttle {
             check_throttle(&mut c, "throttle", throttle);
         }
@@ -108,24 +116,36 @@ pub struct DomainNameConfig {
 impl DomainNameConfig {
     pub fn validate(domain: DomainName) -> Result<DomainNameConfig, ValidationErrors> {
         let mut c = Checker::default();
-        let labels_ok = domain.name.len() <= 253
-            && domain.name.contains('.')
-            && domain.name.split('.').all(is_dns_label);
-        c.check(labels_ok, "name", "must be a lower-case fully qualified domain name");
+        let labels_ok =
+            domain.name.len() <= 253 && domain.name.contains('.') && domain.name.split('.').all(is_dns_label);
+        c.check(
+            labels_ok,
+            "name",
+            "must be a lower-case fully qualified domain name",
+        );
         let mut paths = BTreeSet::new();
         for (i, mapping) in domain.mappings.iter().enumerate() {
             let p = idx("mappings", i);
-            let base = if mapping.base_path == "(none)" { "" } else { mapping.base_path.as_str() };
-            let ok = base.is_empty()
-                || base
-                    .split('/')
-                    .all(|segment| is_name(segment, 128, b"-._~"));
-            c.check(ok, at(&p, "base_path"), "must be empty, \"(none)\", or path segments of A-Z a-z 0-9 - . _ ~");
+            let base = if mapping.base_path == "(none)" {
+                ""
+            } else {
+                mapping.base_path.as_str()
+            };
+            let ok = base.is_empty() || base.split('/').all(|segment| is_name(segment, 128, b"-._~"));
+            c.check(
+                ok,
+                at(&p, "base_path"),
+                "must be empty, \"(none)\", or path segments of A-Z a-z 0-9 - . _ ~",
+            );
             if !paths.insert(base) {
                 c.fail(at(&p, "base_path"), "appears twice");
             }
             c.check(is_dns_label(&mapping.api), at(&p, "api"), "must name an API");
-            c.check(is_name(&mapping.stage, 128, b"_-"), at(&p, "stage"), "must name a stage");
+            c.check(
+                is_name(&mapping.stage, 128, b"_-"),
+                at(&p, "stage"),
+                "must name a stage",
+            );
         }
         c.check(
             domain.certificate_file.is_empty() == domain.private_key_file.is_empty(),

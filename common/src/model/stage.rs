@@ -22,7 +22,11 @@ impl StageConfig {
             "name",
             "must be 1-128 chars of A-Z a-z 0-9 _ -",
         );
-        c.check(stage.description.len() <= 1024, "description", "must be at most 1024 characters");
+        c.check(
+            stage.description.len() <= 1024,
+            "description",
+            "must be at most 1024 characters",
+        );
         check_variables(&mut c, "variables", &stage.variables);
         if let Some(throttle) = &stage.throttle {
             check_throttle(&mut c, "throttle", throttle);
@@ -49,7 +53,11 @@ impl StageConfig {
                 "canary.percent_traffic",
                 "must be 0.0..=100.0",
             );
-            check_variables(&mut c, "canary.stage_variable_overrides", &canary.stage_variable_overrides);
+            check_variables(
+                &mut c,
+                "canary.stage_variable_overrides",
+                &canary.stage_variable_overrides,
+            );
             if !canary.sticky_key.is_empty() {
                 let ok = ["$request.header.", "$request.querystring.", "$context."]
                     .iter()
@@ -91,7 +99,11 @@ fn check_variables(c: &mut Checker, p: &str, variables: &BTreeMap<String, String
             key(p, name),
             "names are 1-64 chars of A-Z a-z 0-9 _",
         );
-        c.check(value.len() <= 512, key(p, name), "values are at most 512 characters");
+        c.check(
+            value.len() <= 512,
+            key(p, name),
+            "values are at most 512 characters",
+        );
     }
 }
 
@@ -108,16 +120,16 @@ pub(crate) fn check_throttle(c: &mut Checker, p: &str, throttle: &ThrottleSettin
     );
 }
 
-pub(crate) fn check_route_throttle(
-    c: &mut Checker,
-    p: &str,
-    routes: &BTreeMap<String, ThrottleSettings>,
-) {
+pub(crate) fn check_route_throttle(c: &mut Checker, p: &str, routes: &BTreeMap<String, ThrottleSettings>) {
     for (route_key, throttle) in routes {
         let ok = route_key
             .split_once(' ')
             .is_some_and(|(method, path)| !method.is_empty() && path.starts_with('/'));
-        c.check(ok, key(p, route_key), "keys are route keys like \"GET /pets/{id}\"");
+        c.check(
+            ok,
+            key(p, route_key),
+            "keys are route keys like \"GET /pets/{id}\"",
+        );
         check_throttle(c, &key(p, route_key), throttle);
     }
 }

@@ -3,10 +3,10 @@
 
 use super::*;
 use pylon_proto::config::v1::{
-    Api, ApiKey, ApiStageRef, Authorization, Authorizer, BasePathMapping, CanarySettings, Cors,
-    DomainName, GatewayResponse, Integration, JwtAuthorizer, MockResponse, Quota,
-    RequestValidation, ResourcePolicy, Route, RouteCache, Stage, ThrottleSettings, UsagePlan,
-    api, authorization, authorizer, integration, quota,
+    Api, ApiKey, ApiStageRef, Authorization, Authorizer, BasePathMapping, CanarySettings, Cors, DomainName,
+    GatewayResponse, Integration, JwtAuthorizer, MockResponse, Quota, RequestValidation, ResourcePolicy,
+    Route, RouteCache, Stage, ThrottleSettings, UsagePlan, api, authorization, authorizer, integration,
+    quota,
 };
 
 fn mock_route(method: &str, path: &str) -> Route {
@@ -15,7 +15,11 @@ fn mock_route(method: &str, path: &str) -> Route {
         path: path.into(),
         integration: Some(Integration {
             r#type: integration::Type::Mock as i32,
-            mock: Some(MockResponse { status_code: 200, body: "[]".into(), ..Default::default() }),
+            mock: Some(MockResponse {
+                status_code: 200,
+                body: "[]".into(),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -33,6 +37,10 @@ fn proxy_route(method: &str, path: &str, uri: &str) -> Route {
         }),
         ..Default::default()
     }
+}
+
+fn integration(api: &mut Api, route: usize) -> &mut Integration {
+    api.routes[route].integration.get_or_insert_default()
 }
 
 fn petstore() -> Api {
@@ -74,34 +82,36 @@ fn each_bad_api_is_rejected_naming_the_field_at_fault() {
         ("routes[1].path", |a| a.routes[1].path = "/{proxy+}/pets".into()),
         ("routes[1].path", |a| a.routes[1].path = "/pets/{id}/{id}".into()),
         ("routes[1].path", |a| a.routes[1].path = "/pets".into()),
-        ("routes[3].path", |a| a.routes.push(mock_route("GET", "/pets/{petId}"))),
+        ("routes[3].path", |a| {
+            a.routes.push(mock_route("GET", "/pets/{petId}"))
+        }),
         ("routes[2].integration", |a| a.routes[2].integration = None),
         ("routes[2].integration.type", |a| {
-            a.routes[2].integration.as_mut().map(|i| i.r#type = 0);
+            integration(a, 2).r#type = 0;
         }),
         ("routes[2].integration.uri", |a| {
-            a.routes[2].integration.as_mut().map(|i| i.uri = String::new());
+            integration(a, 2).uri = String::new();
         }),
         ("routes[2].integration.uri", |a| {
-            a.routes[2].integration.as_mut().map(|i| i.uri = "ftp://backend".into());
+            integration(a, 2).uri = "ftp://backend".into();
         }),
         ("routes[2].integration.uri", |a| {
-            a.routes[2].integration.as_mut().map(|i| i.uri = "${env.HOME}/x".into());
+            integration(a, 2).uri = "${env.HOME}/x".into();
         }),
         ("routes[2].integration.timeout_ms", |a| {
-            a.routes[2].integration.as_mut().map(|i| i.timeout_ms = 30_000);
+            integration(a, 2).timeout_ms = 30_000;
         }),
         ("routes[2].integration.timeout_ms", |a| {
-            a.routes[2].integration.as_mut().map(|i| i.timeout_ms = 49);
+            integration(a, 2).timeout_ms = 49;
         }),
         ("routes[2].integration.http_method", |a| {
-            a.routes[2].integration.as_mut().map(|i| i.http_method = "BREW".into());
+            integration(a, 2).http_method = "BREW".into();
         }),
         ("routes[0].integration.mock.status_code", |a| {
-            a.routes[0].integration.as_mut().and_then(|i| i.mock.as_mut()).map(|m| m.status_code = 700);
+            integration(a, 0).mock.get_or_insert_default().status_code = 700;
         }),
         ("routes[0].integration.uri", |a| {
-            a.routes[0].integration.as_mut().map(|i| i.uri = "http://x".into());
+            integration(a, 0).uri = "http://x".into();
         }),
         ("routes[0].authorization.authorizer", |a| {
             a.routes[0].authorization = Some(Authorization {
@@ -111,8 +121,10 @@ fn each_bad_api_is_rejected_naming_the_field_at_fault() {
             })
         }),
         ("routes[0].authorization.scopes", |a| {
-            a.routes[0].authorization =
-                Some(Authorization { scopes: vec!["read".into()], ..Default::default() })
+            a.routes[0].authorization = Some(Authorization {
+                scopes: vec!["read".into()],
+                ..Default::default()
+            })
         }),
         ("routes[0].validation.body_models[\"application/json\"]", |a| {
             a.routes[0].validation = Some(RequestValidation {
@@ -124,14 +136,22 @@ fn each_bad_api_is_rejected_naming_the_field_at_fault() {
             a.routes[0].request_parameters = [("rewrite:header.x".to_owned(), "1".to_owned())].into()
         }),
         ("routes[1].cache.key_parameters[0]", |a| {
-            a.routes[1].cache =
-                Some(RouteCache { key_parameters: vec!["path.name".into()], ..Default::default() })
+            a.routes[1].cache = Some(RouteCache {
+                key_parameters: vec!["path.name".into()],
+                ..Default::default()
+            })
         }),
         ("routes[1].cache.ttl_seconds", |a| {
-            a.routes[1].cache = Some(RouteCache { ttl_seconds: Some(3601), ..Default::default() })
+            a.routes[1].cache = Some(RouteCache {
+                ttl_seconds: Some(3601),
+                ..Default::default()
+            })
         }),
         ("authorizers[0]", |a| {
-            a.authorizers = vec![Authorizer { name: "jwt".into(), kind: None }]
+            a.authorizers = vec![Authorizer {
+                name: "jwt".into(),
+                kind: None,
+            }]
         }),
         ("authorizers[0].jwt.algorithms[0]", |a| {
             a.authorizers = vec![Authorizer {
@@ -146,8 +166,10 @@ fn each_bad_api_is_rejected_naming_the_field_at_fault() {
             }]
         }),
         ("gateway_responses[0].type", |a| {
-            a.gateway_responses =
-                vec![GatewayResponse { r#type: "TEAPOT".into(), ..Default::default() }]
+            a.gateway_responses = vec![GatewayResponse {
+                r#type: "TEAPOT".into(),
+                ..Default::default()
+            }]
         }),
         ("gateway_responses[0].status_code", |a| {
             a.gateway_responses = vec![GatewayResponse {
@@ -157,14 +179,22 @@ fn each_bad_api_is_rejected_naming_the_field_at_fault() {
             }]
         }),
         ("cors.allow_origins[0]", |a| {
-            a.cors = Some(Cors { allow_origins: vec!["example.com".into()], ..Default::default() })
+            a.cors = Some(Cors {
+                allow_origins: vec!["example.com".into()],
+                ..Default::default()
+            })
         }),
         ("cors.max_age_seconds", |a| {
-            a.cors = Some(Cors { max_age_seconds: 100_000, ..Default::default() })
+            a.cors = Some(Cors {
+                max_age_seconds: 100_000,
+                ..Default::default()
+            })
         }),
         ("resource_policy.deny_cidrs[0]", |a| {
-            a.resource_policy =
-                Some(ResourcePolicy { deny_cidrs: vec!["10.0.0.0/33".into()], ..Default::default() })
+            a.resource_policy = Some(ResourcePolicy {
+                deny_cidrs: vec!["10.0.0.0/33".into()],
+                ..Default::default()
+            })
         }),
         ("route_selection_expression", |a| {
             a.route_selection_expression = "$request.body.action".into()
@@ -174,10 +204,7 @@ fn each_bad_api_is_rejected_naming_the_field_at_fault() {
         let mut api = petstore();
         breaker(&mut api);
         let errors = ApiDefinition::validate(api).expect_err(field);
-        assert!(
-            errors.has(field),
-            "expected an error on {field}, got: {errors}"
-        );
+        assert!(errors.has(field), "expected an error on {field}, got: {errors}");
         assert_eq!(errors.errors().len(), 1, "only {field} is wrong, got: {errors}");
     }
 }
@@ -192,7 +219,10 @@ fn every_error_is_reported_at_once() {
     }
     let errors = ApiDefinition::validate(api).expect_err("three faults");
     let paths: Vec<&str> = errors.errors().iter().map(|e| e.path.as_str()).collect();
-    assert_eq!(paths, ["name", "routes[0].method", "routes[2].integration.timeout_ms"]);
+    assert_eq!(
+        paths,
+        ["name", "routes[0].method", "routes[2].integration.timeout_ms"]
+    );
     assert_eq!(
         errors.to_string().split("; ").last(),
         Some("routes[2].integration.timeout_ms: must be 50..=29000")
@@ -244,13 +274,25 @@ fn each_bad_stage_is_rejected_naming_the_field_at_fault() {
             }
         }),
         ("throttle.rate_limit", |s| {
-            s.throttle = Some(ThrottleSettings { rate_limit: -1.0, burst_limit: 1 })
+            s.throttle = Some(ThrottleSettings {
+                rate_limit: -1.0,
+                burst_limit: 1,
+            })
         }),
         ("throttle.burst_limit", |s| {
-            s.throttle = Some(ThrottleSettings { rate_limit: 10.0, burst_limit: 0 })
+            s.throttle = Some(ThrottleSettings {
+                rate_limit: 10.0,
+                burst_limit: 0,
+            })
         }),
         ("route_throttle[\"pets\"]", |s| {
-            s.route_throttle.insert("pets".into(), ThrottleSettings { rate_limit: 1.0, burst_limit: 1 });
+            s.route_throttle.insert(
+                "pets".into(),
+                ThrottleSettings {
+                    rate_limit: 1.0,
+                    burst_limit: 1,
+                },
+            );
         }),
         ("cache.ttl_seconds", |s| {
             s.cache = Some(pylon_proto::config::v1::CacheSettings {
@@ -267,7 +309,10 @@ fn each_bad_stage_is_rejected_naming_the_field_at_fault() {
             })
         }),
         ("canary.deployment_id", |s| {
-            s.canary = Some(CanarySettings { percent_traffic: 10.0, ..Default::default() })
+            s.canary = Some(CanarySettings {
+                percent_traffic: 10.0,
+                ..Default::default()
+            })
         }),
         ("canary.sticky_key", |s| {
             s.canary = Some(CanarySettings {
@@ -291,11 +336,26 @@ fn each_bad_stage_is_rejected_naming_the_field_at_fault() {
 fn usage_plans_keys_and_domains_name_the_field_at_fault() {
     let plan = UsagePlan {
         name: "gold".into(),
-        throttle: Some(ThrottleSettings { rate_limit: 100.0, burst_limit: 200 }),
-        quota: Some(Quota { limit: 10_000, period: quota::Period::Week as i32, offset: 7 }),
+        throttle: Some(ThrottleSettings {
+            rate_limit: 100.0,
+            burst_limit: 200,
+        }),
+        quota: Some(Quota {
+            limit: 10_000,
+            period: quota::Period::Week as i32,
+            offset: 7,
+        }),
         api_stages: vec![
-            ApiStageRef { api: "petstore".into(), stage: "prod".into(), ..Default::default() },
-            ApiStageRef { api: "petstore".into(), stage: "prod".into(), ..Default::default() },
+            ApiStageRef {
+                api: "petstore".into(),
+                stage: "prod".into(),
+                ..Default::default()
+            },
+            ApiStageRef {
+                api: "petstore".into(),
+                stage: "prod".into(),
+                ..Default::default()
+            },
         ],
         ..Default::default()
     };
@@ -303,17 +363,34 @@ fn usage_plans_keys_and_domains_name_the_field_at_fault() {
     let paths: Vec<&str> = errors.errors().iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, ["quota.offset", "api_stages[1]"]);
 
-    assert!(ApiKeyConfig::validate(ApiKey { name: String::new(), ..Default::default() })
+    assert!(
+        ApiKeyConfig::validate(ApiKey {
+            name: String::new(),
+            ..Default::default()
+        })
         .expect_err("no name")
-        .has("name"));
-    assert!(validate_api_key_value("short").expect_err("too short").has("value"));
+        .has("name")
+    );
+    assert!(
+        validate_api_key_value("short")
+            .expect_err("too short")
+            .has("value")
+    );
     assert!(validate_api_key_value("a-long-enough-key-value-123").is_ok());
 
     let domain = DomainName {
         name: "api.example.com".into(),
         mappings: vec![
-            BasePathMapping { base_path: "v1".into(), api: "petstore".into(), stage: "prod".into() },
-            BasePathMapping { base_path: "v1".into(), api: "petstore".into(), stage: "dev".into() },
+            BasePathMapping {
+                base_path: "v1".into(),
+                api: "petstore".into(),
+                stage: "prod".into(),
+            },
+            BasePathMapping {
+                base_path: "v1".into(),
+                api: "petstore".into(),
+                stage: "dev".into(),
+            },
         ],
         certificate_file: "cert.pem".into(),
         ..Default::default()

@@ -62,7 +62,10 @@ pub async fn status(node: &NodeHandle, transport: &Transport, token: Option<&Bea
         }
     });
     members.extend(futures::future::join_all(queries).await);
-    ClusterStatus { leader_id: local.leader_id, members }
+    ClusterStatus {
+        leader_id: local.leader_id,
+        members,
+    }
 }
 
 async fn change(node: &NodeHandle, change_type: ConfChangeType, member: MemberInfo) -> Result<(), Status> {
@@ -99,9 +102,14 @@ pub async fn add_member(node: &NodeHandle, node_id: u64, raft_address: &str) -> 
     }
     let status = node.status();
     if status.voters.contains(&node_id) {
-        return Err(Status::already_exists(format!("node {node_id} is already a member")));
+        return Err(Status::already_exists(format!(
+            "node {node_id} is already a member"
+        )));
     }
-    let member = MemberInfo { node_id, raft_address: raft_address.to_owned() };
+    let member = MemberInfo {
+        node_id,
+        raft_address: raft_address.to_owned(),
+    };
     change(node, ConfChangeType::AddNode, member).await
 }
 
@@ -113,6 +121,9 @@ pub async fn remove_member(node: &NodeHandle, node_id: u64) -> Result<(), Status
     if status.voters.len() == 1 && status.voters.contains(&node_id) {
         return Err(Status::failed_precondition("cannot remove the last voter"));
     }
-    let member = MemberInfo { node_id, raft_address: String::new() };
+    let member = MemberInfo {
+        node_id,
+        raft_address: String::new(),
+    };
     change(node, ConfChangeType::RemoveNode, member).await
 }

@@ -29,7 +29,11 @@ pub fn api_key_id() -> String {
 
 /// A new API key: 40 random alphanumeric characters (case kept).
 pub fn api_key_value() -> String {
-    rand::rng().sample_iter(&Alphanumeric).take(40).map(char::from).collect()
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect()
 }
 
 /// Keys are stored and shipped only as SHA-256 hex digests.

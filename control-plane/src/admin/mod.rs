@@ -14,8 +14,7 @@ use crate::raft::node::{NodeHandle, ProposeError};
 use crate::raft::transport::Transport;
 use crate::state::{Applied, State};
 use pylon_common::model::{
-    ApiDefinition, ApiKeyConfig, DomainNameConfig, StageConfig, UsagePlanConfig,
-    validate_api_key_value,
+    ApiDefinition, ApiKeyConfig, DomainNameConfig, StageConfig, UsagePlanConfig, validate_api_key_value,
 };
 use pylon_common::{ErrorCode, ValidationErrors};
 use pylon_proto::admin::v1::admin_service_server::AdminService;
@@ -40,7 +39,11 @@ pub struct AdminApi {
 
 impl AdminApi {
     pub fn new(node: NodeHandle, transport: Transport, peer_token: Option<BearerToken>) -> Self {
-        AdminApi { node, transport, peer_token }
+        AdminApi {
+            node,
+            transport,
+            peer_token,
+        }
     }
 
     /// Proposes `op` and waits until it is applied here, retrying while no
@@ -95,7 +98,9 @@ impl AdminApi {
             let attempt = Duration::from_millis(1000).min(deadline.saturating_duration_since(Instant::now()));
             match tokio::time::timeout(attempt, self.node.read_index_once()).await {
                 Ok(Ok(_)) => return Ok(()),
-                Ok(Err(ProposeError::Stopped)) => return Err(Status::unavailable("the raft node has stopped")),
+                Ok(Err(ProposeError::Stopped)) => {
+                    return Err(Status::unavailable("the raft node has stopped"));
+                }
                 Ok(Err(_)) | Err(_) => {}
             }
             if Instant::now() >= deadline {
@@ -114,7 +119,11 @@ impl AdminApi {
         }
     }
 
-    async fn read<T>(&self, consistency: i32, f: impl FnOnce(&State) -> Result<T, Status>) -> Result<Response<T>, Status> {
+    async fn read<T>(
+        &self,
+        consistency: i32,
+        f: impl FnOnce(&State) -> Result<T, Status>,
+    ) -> Result<Response<T>, Status> {
         self.barrier(consistency).await?;
         f(&self.state()).map(Response::new)
     }
@@ -128,9 +137,19 @@ impl AdminApi {
         .await
     }
 
-    async fn delete(&self, kind: resource_ref::Kind, api: &str, name: &str, expected_revision: u64) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        kind: resource_ref::Kind,
+        api: &str,
+        name: &str,
+        expected_revision: u64,
+    ) -> Result<Response<DeleteResponse>, Status> {
         self.write(Op::Delete(raftpb::Delete {
-            target: Some(ResourceRef { kind: kind as i32, api: api.into(), name: name.into() }),
+            target: Some(ResourceRef {
+                kind: kind as i32,
+                api: api.into(),
+                name: name.into(),
+            }),
             expected_revision,
         }))
         .await?;
@@ -139,7 +158,9 @@ impl AdminApi {
 }
 
 fn now() -> pylon_proto::wkt::Timestamp {
-    let since = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let since = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
     pylon_proto::wkt::Timestamp {
         seconds: since.as_secs() as i64,
         nanos: since.subsec_nanos() as i32,
@@ -167,14 +188,25 @@ fn unexpected(applied: Applied) -> Status {
 }
 
 /// One page of `items` (sorted by `key`), after the page token.
-fn page<T: Clone>(items: impl Iterator<Item = T>, key: impl Fn(&T) -> String, page: Option<&Page>) -> Result<(Vec<T>, String), Status> {
+fn page<T: Clone>(
+    items: impl Iterator<Item = T>,
+    key: impl Fn(&T) -> String,
+    page: Option<&Page>,
+) -> Result<(Vec<T>, String), Status> {
     let size = match page.map(|p| p.page_size as usize).unwrap_or(0) {
         0 => DEFAULT_PAGE,
-        n if n > MAX_PAGE => return Err(Status::invalid_argument(format!("page.page_size: at most {MAX_PAGE}"))),
+        n if n > MAX_PAGE => {
+            return Err(Status::invalid_argument(format!(
+                "page.page_size: at most {MAX_PAGE}"
+            )));
+        }
         n => n,
     };
     let after = page.map(|p| p.page_token.clone()).unwrap_or_default();
-    let mut out: Vec<T> = items.filter(|item| after.is_empty() || key(item) > after).take(size + 1).collect();
+    let mut out: Vec<T> = items
+        .filter(|item| after.is_empty() || key(item) > after)
+        .take(size + 1)
+        .collect();
     let next = if out.len() > size {
         out.truncate(size);
         out.last().map(&key).unwrap_or_default()
@@ -202,16 +234,26 @@ impl AdminService for AdminApi {
     async fn get_api(&self, request: Request<GetApiRequest>) -> Result<Response<config::Api>, Status> {
         let request = request.into_inner();
         self.read(consistency_of(request.consistency), |state| {
-            state.api(&request.name).cloned().ok_or_else(|| not_found(format!("API {}", request.name)))
+            state
+                .api(&request.name)
+                .cloned()
+                .ok_or_else(|| not_found(format!("API {}", request.name)))
         })
         .await
     }
 
-    async fn list_apis(&self, request: Request<ListApisRequest>) -> Result<Response<ListApisResponse>, Status> {
+    async fn list_apis(
+        &self,
+        request: Request<ListApisRequest>,
+    ) -> Result<Response<ListApisResponse>, Status> {
         let request = request.into_inner();
         self.read(request.consistency, |state| {
-            let (apis, next_page_token) = page(state.apis_after(""), |a| a.name.clone(), request.page.as_ref())?;
-            Ok(ListApisResponse { apis: apis.into_iter().cloned().collect(), next_page_token })
+            let (apis, next_page_token) =
+                page(state.apis_after(""), |a| a.name.clone(), request.page.as_ref())?;
+            Ok(ListApisResponse {
+                apis: apis.into_iter().cloned().collect(),
+                next_page_token,
+            })
         })
         .await
     }
@@ -226,21 +268,53 @@ impl AdminService for AdminApi {
         }
     }
 
-    async fn delete_api(&self, request: Request<DeleteApiRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete_api(
+        &self,
+        request: Request<DeleteApiRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
         let request = request.into_inner();
-        self.delete(resource_ref::Kind::Api, "", &request.name, request.expected_revision).await
+        self.delete(
+            resource_ref::Kind::Api,
+            "",
+            &request.name,
+            request.expected_revision,
+        )
+        .await
     }
 
-    async fn create_deployment(&self, request: Request<CreateDeploymentRequest>) -> Result<Response<config::Deployment>, Status> {
+    async fn create_deployment(
+        &self,
+        request: Request<CreateDeploymentRequest>,
+    ) -> Result<Response<config::Deployment>, Status> {
         let request = request.into_inner();
         if request.description.len() > 1024 {
-            return Err(Status::invalid_argument("description: must be at most 1024 characters"));
+            return Err(Status::invalid_argument(
+                "description: must be at most 1024 characters",
+            ));
         }
         if !request.stage.is_empty() {
             // The stage may be created by this call: validate its name as a stage.
-            let probe = config::Stage { api: request.api.clone(), name: request.stage.clone(), ..Default::default() };
+            let probe = config::Stage {
+                api: request.api.clone(),
+                name: request.stage.clone(),
+                ..Default::default()
+            };
             StageConfig::validate(probe).map_err(|e| {
-                let named: Vec<_> = e.errors().iter().map(|f| format!("{}: {}", if f.path == "name" { "stage" } else { f.path.as_str() }, f.message)).collect();
+                let named: Vec<_> = e
+                    .errors()
+                    .iter()
+                    .map(|f| {
+                        format!(
+                            "{}: {}",
+                            if f.path == "name" {
+                                "stage"
+                            } else {
+                                f.path.as_str()
+                            },
+                            f.message
+                        )
+                    })
+                    .collect();
                 Status::invalid_argument(named.join("; "))
             })?;
         }
@@ -256,7 +330,10 @@ impl AdminService for AdminApi {
         }
     }
 
-    async fn get_deployment(&self, request: Request<GetDeploymentRequest>) -> Result<Response<config::Deployment>, Status> {
+    async fn get_deployment(
+        &self,
+        request: Request<GetDeploymentRequest>,
+    ) -> Result<Response<config::Deployment>, Status> {
         let request = request.into_inner();
         self.read(request.consistency, |state| {
             state
@@ -267,7 +344,10 @@ impl AdminService for AdminApi {
         .await
     }
 
-    async fn list_deployments(&self, request: Request<ListDeploymentsRequest>) -> Result<Response<ListDeploymentsResponse>, Status> {
+    async fn list_deployments(
+        &self,
+        request: Request<ListDeploymentsRequest>,
+    ) -> Result<Response<ListDeploymentsResponse>, Status> {
         let request = request.into_inner();
         self.read(request.consistency, |state| {
             if state.api(&request.api).is_none() {
@@ -280,7 +360,9 @@ impl AdminService for AdminApi {
             };
             let before: u64 = match request.page.as_ref().map(|p| p.page_token.as_str()).unwrap_or("") {
                 "" => u64::MAX,
-                token => token.parse().map_err(|_| Status::invalid_argument("page.page_token: not a token from this call"))?,
+                token => token
+                    .parse()
+                    .map_err(|_| Status::invalid_argument("page.page_token: not a token from this call"))?,
             };
             let mut deployments: Vec<config::Deployment> = state
                 .deployments_of(&request.api)
@@ -291,16 +373,25 @@ impl AdminService for AdminApi {
                 .collect();
             let next_page_token = if deployments.len() > size {
                 deployments.truncate(size);
-                deployments.last().map(|d| d.revision.to_string()).unwrap_or_default()
+                deployments
+                    .last()
+                    .map(|d| d.revision.to_string())
+                    .unwrap_or_default()
             } else {
                 String::new()
             };
-            Ok(ListDeploymentsResponse { deployments, next_page_token })
+            Ok(ListDeploymentsResponse {
+                deployments,
+                next_page_token,
+            })
         })
         .await
     }
 
-    async fn create_stage(&self, request: Request<CreateStageRequest>) -> Result<Response<config::Stage>, Status> {
+    async fn create_stage(
+        &self,
+        request: Request<CreateStageRequest>,
+    ) -> Result<Response<config::Stage>, Status> {
         let stage = required(request.into_inner().stage, "stage")?;
         let stage = StageConfig::validate(stage).map_err(invalid)?.into_proto();
         match self.put(Kind::Stage(stage), true, 0).await? {
@@ -320,31 +411,59 @@ impl AdminService for AdminApi {
         .await
     }
 
-    async fn list_stages(&self, request: Request<ListStagesRequest>) -> Result<Response<ListStagesResponse>, Status> {
+    async fn list_stages(
+        &self,
+        request: Request<ListStagesRequest>,
+    ) -> Result<Response<ListStagesResponse>, Status> {
         let request = request.into_inner();
         self.read(request.consistency, |state| {
-            let (stages, next_page_token) = page(state.stages_of(&request.api), |s| s.name.clone(), request.page.as_ref())?;
-            Ok(ListStagesResponse { stages: stages.into_iter().cloned().collect(), next_page_token })
+            let (stages, next_page_token) = page(
+                state.stages_of(&request.api),
+                |s| s.name.clone(),
+                request.page.as_ref(),
+            )?;
+            Ok(ListStagesResponse {
+                stages: stages.into_iter().cloned().collect(),
+                next_page_token,
+            })
         })
         .await
     }
 
-    async fn update_stage(&self, request: Request<UpdateStageRequest>) -> Result<Response<config::Stage>, Status> {
+    async fn update_stage(
+        &self,
+        request: Request<UpdateStageRequest>,
+    ) -> Result<Response<config::Stage>, Status> {
         let request = request.into_inner();
         let stage = required(request.stage, "stage")?;
         let stage = StageConfig::validate(stage).map_err(invalid)?.into_proto();
-        match self.put(Kind::Stage(stage), false, request.expected_revision).await? {
+        match self
+            .put(Kind::Stage(stage), false, request.expected_revision)
+            .await?
+        {
             Applied::Stage(stage) => Ok(Response::new(stage)),
             other => Err(unexpected(other)),
         }
     }
 
-    async fn delete_stage(&self, request: Request<DeleteStageRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete_stage(
+        &self,
+        request: Request<DeleteStageRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
         let request = request.into_inner();
-        self.delete(resource_ref::Kind::Stage, &request.api, &request.name, request.expected_revision).await
+        self.delete(
+            resource_ref::Kind::Stage,
+            &request.api,
+            &request.name,
+            request.expected_revision,
+        )
+        .await
     }
 
-    async fn promote_canary(&self, request: Request<PromoteCanaryRequest>) -> Result<Response<config::Stage>, Status> {
+    async fn promote_canary(
+        &self,
+        request: Request<PromoteCanaryRequest>,
+    ) -> Result<Response<config::Stage>, Status> {
         let request = request.into_inner();
         let op = Op::PromoteCanary(raftpb::PromoteCanary {
             api: request.api,
@@ -357,7 +476,10 @@ impl AdminService for AdminApi {
         }
     }
 
-    async fn rollback_stage(&self, request: Request<RollbackStageRequest>) -> Result<Response<config::Stage>, Status> {
+    async fn rollback_stage(
+        &self,
+        request: Request<RollbackStageRequest>,
+    ) -> Result<Response<config::Stage>, Status> {
         let request = request.into_inner();
         let op = Op::RollbackStage(raftpb::RollbackStage {
             api: request.api,
@@ -371,9 +493,14 @@ impl AdminService for AdminApi {
         }
     }
 
-    async fn create_api_key(&self, request: Request<CreateApiKeyRequest>) -> Result<Response<CreateApiKeyResponse>, Status> {
+    async fn create_api_key(
+        &self,
+        request: Request<CreateApiKeyRequest>,
+    ) -> Result<Response<CreateApiKeyResponse>, Status> {
         let request = request.into_inner();
-        let mut key = ApiKeyConfig::validate(required(request.api_key, "api_key")?).map_err(invalid)?.into_proto();
+        let mut key = ApiKeyConfig::validate(required(request.api_key, "api_key")?)
+            .map_err(invalid)?
+            .into_proto();
         let value = if request.value.is_empty() {
             ids::api_key_value()
         } else {
@@ -384,139 +511,263 @@ impl AdminService for AdminApi {
         key.key_hash = ids::hash_api_key(&value);
         key.key_prefix = value.chars().take(6).collect();
         match self.put(Kind::ApiKey(key), true, 0).await? {
-            Applied::ApiKey(api_key) => Ok(Response::new(CreateApiKeyResponse { api_key: Some(api_key), value })),
+            Applied::ApiKey(api_key) => Ok(Response::new(CreateApiKeyResponse {
+                api_key: Some(api_key),
+                value,
+            })),
             other => Err(unexpected(other)),
         }
     }
 
-    async fn get_api_key(&self, request: Request<GetApiKeyRequest>) -> Result<Response<config::ApiKey>, Status> {
+    async fn get_api_key(
+        &self,
+        request: Request<GetApiKeyRequest>,
+    ) -> Result<Response<config::ApiKey>, Status> {
         let request = request.into_inner();
         self.read(request.consistency, |state| {
-            state.api_key(&request.id).cloned().ok_or_else(|| not_found(format!("API key {}", request.id)))
+            state
+                .api_key(&request.id)
+                .cloned()
+                .ok_or_else(|| not_found(format!("API key {}", request.id)))
         })
         .await
     }
 
-    async fn list_api_keys(&self, request: Request<ListApiKeysRequest>) -> Result<Response<ListApiKeysResponse>, Status> {
+    async fn list_api_keys(
+        &self,
+        request: Request<ListApiKeysRequest>,
+    ) -> Result<Response<ListApiKeysResponse>, Status> {
         let request = request.into_inner();
         self.read(request.consistency, |state| {
             let (keys, next_page_token) = page(state.api_keys(), |k| k.id.clone(), request.page.as_ref())?;
-            Ok(ListApiKeysResponse { api_keys: keys.into_iter().cloned().collect(), next_page_token })
+            Ok(ListApiKeysResponse {
+                api_keys: keys.into_iter().cloned().collect(),
+                next_page_token,
+            })
         })
         .await
     }
 
-    async fn update_api_key(&self, request: Request<UpdateApiKeyRequest>) -> Result<Response<config::ApiKey>, Status> {
+    async fn update_api_key(
+        &self,
+        request: Request<UpdateApiKeyRequest>,
+    ) -> Result<Response<config::ApiKey>, Status> {
         let request = request.into_inner();
-        let key = ApiKeyConfig::validate(required(request.api_key, "api_key")?).map_err(invalid)?.into_proto();
-        match self.put(Kind::ApiKey(key), false, request.expected_revision).await? {
+        let key = ApiKeyConfig::validate(required(request.api_key, "api_key")?)
+            .map_err(invalid)?
+            .into_proto();
+        match self
+            .put(Kind::ApiKey(key), false, request.expected_revision)
+            .await?
+        {
             Applied::ApiKey(key) => Ok(Response::new(key)),
             other => Err(unexpected(other)),
         }
     }
 
-    async fn delete_api_key(&self, request: Request<DeleteApiKeyRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete_api_key(
+        &self,
+        request: Request<DeleteApiKeyRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
         let request = request.into_inner();
-        self.delete(resource_ref::Kind::ApiKey, "", &request.id, request.expected_revision).await
+        self.delete(
+            resource_ref::Kind::ApiKey,
+            "",
+            &request.id,
+            request.expected_revision,
+        )
+        .await
     }
 
-    async fn create_usage_plan(&self, request: Request<CreateUsagePlanRequest>) -> Result<Response<config::UsagePlan>, Status> {
-        let plan = UsagePlanConfig::validate(required(request.into_inner().usage_plan, "usage_plan")?).map_err(invalid)?.into_proto();
+    async fn create_usage_plan(
+        &self,
+        request: Request<CreateUsagePlanRequest>,
+    ) -> Result<Response<config::UsagePlan>, Status> {
+        let plan = UsagePlanConfig::validate(required(request.into_inner().usage_plan, "usage_plan")?)
+            .map_err(invalid)?
+            .into_proto();
         match self.put(Kind::UsagePlan(plan), true, 0).await? {
             Applied::UsagePlan(plan) => Ok(Response::new(plan)),
             other => Err(unexpected(other)),
         }
     }
 
-    async fn get_usage_plan(&self, request: Request<GetUsagePlanRequest>) -> Result<Response<config::UsagePlan>, Status> {
+    async fn get_usage_plan(
+        &self,
+        request: Request<GetUsagePlanRequest>,
+    ) -> Result<Response<config::UsagePlan>, Status> {
         let request = request.into_inner();
         self.read(request.consistency, |state| {
-            state.usage_plan(&request.name).cloned().ok_or_else(|| not_found(format!("usage plan {}", request.name)))
+            state
+                .usage_plan(&request.name)
+                .cloned()
+                .ok_or_else(|| not_found(format!("usage plan {}", request.name)))
         })
         .await
     }
 
-    async fn list_usage_plans(&self, request: Request<ListUsagePlansRequest>) -> Result<Response<ListUsagePlansResponse>, Status> {
+    async fn list_usage_plans(
+        &self,
+        request: Request<ListUsagePlansRequest>,
+    ) -> Result<Response<ListUsagePlansResponse>, Status> {
         let request = request.into_inner();
         self.read(request.consistency, |state| {
-            let (plans, next_page_token) = page(state.usage_plans(), |p| p.name.clone(), request.page.as_ref())?;
-            Ok(ListUsagePlansResponse { usage_plans: plans.into_iter().cloned().collect(), next_page_token })
+            let (plans, next_page_token) =
+                page(state.usage_plans(), |p| p.name.clone(), request.page.as_ref())?;
+            Ok(ListUsagePlansResponse {
+                usage_plans: plans.into_iter().cloned().collect(),
+                next_page_token,
+            })
         })
         .await
     }
 
-    async fn update_usage_plan(&self, request: Request<UpdateUsagePlanRequest>) -> Result<Response<config::UsagePlan>, Status> {
+    async fn update_usage_plan(
+        &self,
+        request: Request<UpdateUsagePlanRequest>,
+    ) -> Result<Response<config::UsagePlan>, Status> {
         let request = request.into_inner();
-        let plan = UsagePlanConfig::validate(required(request.usage_plan, "usage_plan")?).map_err(invalid)?.into_proto();
-        match self.put(Kind::UsagePlan(plan), false, request.expected_revision).await? {
+        let plan = UsagePlanConfig::validate(required(request.usage_plan, "usage_plan")?)
+            .map_err(invalid)?
+            .into_proto();
+        match self
+            .put(Kind::UsagePlan(plan), false, request.expected_revision)
+            .await?
+        {
             Applied::UsagePlan(plan) => Ok(Response::new(plan)),
             other => Err(unexpected(other)),
         }
     }
 
-    async fn delete_usage_plan(&self, request: Request<DeleteUsagePlanRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete_usage_plan(
+        &self,
+        request: Request<DeleteUsagePlanRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
         let request = request.into_inner();
-        self.delete(resource_ref::Kind::UsagePlan, "", &request.name, request.expected_revision).await
+        self.delete(
+            resource_ref::Kind::UsagePlan,
+            "",
+            &request.name,
+            request.expected_revision,
+        )
+        .await
     }
 
-    async fn create_domain_name(&self, request: Request<CreateDomainNameRequest>) -> Result<Response<config::DomainName>, Status> {
-        let domain = DomainNameConfig::validate(required(request.into_inner().domain_name, "domain_name")?).map_err(invalid)?.into_proto();
+    async fn create_domain_name(
+        &self,
+        request: Request<CreateDomainNameRequest>,
+    ) -> Result<Response<config::DomainName>, Status> {
+        let domain = DomainNameConfig::validate(required(request.into_inner().domain_name, "domain_name")?)
+            .map_err(invalid)?
+            .into_proto();
         match self.put(Kind::DomainName(domain), true, 0).await? {
             Applied::DomainName(domain) => Ok(Response::new(domain)),
             other => Err(unexpected(other)),
         }
     }
 
-    async fn get_domain_name(&self, request: Request<GetDomainNameRequest>) -> Result<Response<config::DomainName>, Status> {
+    async fn get_domain_name(
+        &self,
+        request: Request<GetDomainNameRequest>,
+    ) -> Result<Response<config::DomainName>, Status> {
         let request = request.into_inner();
         self.read(request.consistency, |state| {
-            state.domain_name(&request.name).cloned().ok_or_else(|| not_found(format!("domain name {}", request.name)))
+            state
+                .domain_name(&request.name)
+                .cloned()
+                .ok_or_else(|| not_found(format!("domain name {}", request.name)))
         })
         .await
     }
 
-    async fn list_domain_names(&self, request: Request<ListDomainNamesRequest>) -> Result<Response<ListDomainNamesResponse>, Status> {
+    async fn list_domain_names(
+        &self,
+        request: Request<ListDomainNamesRequest>,
+    ) -> Result<Response<ListDomainNamesResponse>, Status> {
         let request = request.into_inner();
         self.read(request.consistency, |state| {
-            let (domains, next_page_token) = page(state.domain_names(), |d| d.name.clone(), request.page.as_ref())?;
-            Ok(ListDomainNamesResponse { domain_names: domains.into_iter().cloned().collect(), next_page_token })
+            let (domains, next_page_token) =
+                page(state.domain_names(), |d| d.name.clone(), request.page.as_ref())?;
+            Ok(ListDomainNamesResponse {
+                domain_names: domains.into_iter().cloned().collect(),
+                next_page_token,
+            })
         })
         .await
     }
 
-    async fn update_domain_name(&self, request: Request<UpdateDomainNameRequest>) -> Result<Response<config::DomainName>, Status> {
+    async fn update_domain_name(
+        &self,
+        request: Request<UpdateDomainNameRequest>,
+    ) -> Result<Response<config::DomainName>, Status> {
         let request = request.into_inner();
-        let domain = DomainNameConfig::validate(required(request.domain_name, "domain_name")?).map_err(invalid)?.into_proto();
-        match self.put(Kind::DomainName(domain), false, request.expected_revision).await? {
+        let domain = DomainNameConfig::validate(required(request.domain_name, "domain_name")?)
+            .map_err(invalid)?
+            .into_proto();
+        match self
+            .put(Kind::DomainName(domain), false, request.expected_revision)
+            .await?
+        {
             Applied::DomainName(domain) => Ok(Response::new(domain)),
             other => Err(unexpected(other)),
         }
     }
 
-    async fn delete_domain_name(&self, request: Request<DeleteDomainNameRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete_domain_name(
+        &self,
+        request: Request<DeleteDomainNameRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
         let request = request.into_inner();
-        self.delete(resource_ref::Kind::DomainName, "", &request.name, request.expected_revision).await
+        self.delete(
+            resource_ref::Kind::DomainName,
+            "",
+            &request.name,
+            request.expected_revision,
+        )
+        .await
     }
 
-    async fn get_config_version(&self, request: Request<GetConfigVersionRequest>) -> Result<Response<GetConfigVersionResponse>, Status> {
+    async fn get_config_version(
+        &self,
+        request: Request<GetConfigVersionRequest>,
+    ) -> Result<Response<GetConfigVersionResponse>, Status> {
         let request = request.into_inner();
-        self.read(request.consistency, |state| Ok(GetConfigVersionResponse { version: state.config_version() }))
-            .await
+        self.read(request.consistency, |state| {
+            Ok(GetConfigVersionResponse {
+                version: state.config_version(),
+            })
+        })
+        .await
     }
 
-    async fn get_cluster_status(&self, _request: Request<GetClusterStatusRequest>) -> Result<Response<ClusterStatus>, Status> {
-        Ok(Response::new(cluster::status(&self.node, &self.transport, self.peer_token.as_ref()).await))
+    async fn get_cluster_status(
+        &self,
+        _request: Request<GetClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatus>, Status> {
+        Ok(Response::new(
+            cluster::status(&self.node, &self.transport, self.peer_token.as_ref()).await,
+        ))
     }
 
-    async fn add_member(&self, request: Request<AddMemberRequest>) -> Result<Response<ClusterStatus>, Status> {
+    async fn add_member(
+        &self,
+        request: Request<AddMemberRequest>,
+    ) -> Result<Response<ClusterStatus>, Status> {
         let request = request.into_inner();
         cluster::add_member(&self.node, request.node_id, &request.raft_address).await?;
-        Ok(Response::new(cluster::status(&self.node, &self.transport, self.peer_token.as_ref()).await))
+        Ok(Response::new(
+            cluster::status(&self.node, &self.transport, self.peer_token.as_ref()).await,
+        ))
     }
 
-    async fn remove_member(&self, request: Request<RemoveMemberRequest>) -> Result<Response<ClusterStatus>, Status> {
+    async fn remove_member(
+        &self,
+        request: Request<RemoveMemberRequest>,
+    ) -> Result<Response<ClusterStatus>, Status> {
         let request = request.into_inner();
         cluster::remove_member(&self.node, request.node_id).await?;
-        Ok(Response::new(cluster::status(&self.node, &self.transport, self.peer_token.as_ref()).await))
+        Ok(Response::new(
+            cluster::status(&self.node, &self.transport, self.peer_token.as_ref()).await,
+        ))
     }
 }

@@ -50,13 +50,17 @@ pub enum ProposeError {
     Removed,
     #[error("the raft node has stopped")]
     Stopped,
+    /// The leader the proposal went to lost its leadership before the entry was
+    /// applied here: it may or may not be committed by the new leader.
+    #[error("the leader changed while the write was in flight; it may or may not have been applied")]
+    LeaderChanged,
     #[error("{0}")]
     Invalid(String),
 }
 
 pub(crate) enum NodeMsg {
     Propose {
-        command: Command,
+        command: Box<Command>,
         reply: oneshot::Sender<Result<Applied, ProposeError>>,
     },
     ConfChange {
@@ -97,7 +101,10 @@ impl NodeHandle {
     /// Proposes `command` once and waits until it is applied on this node.
     pub async fn propose_once(&self, command: Command) -> Result<Applied, ProposeError> {
         let (reply, rx) = oneshot::channel();
-        if !self.send(NodeMsg::Propose { command, reply }) {
+        if !self.send(NodeMsg::Propose {
+            command: Box::new(command),
+            reply,
+        }) {
             return Err(ProposeError::Stopped);
         }
         rx.await.unwrap_or(Err(ProposeError::Stopped))
@@ -113,9 +120,17 @@ impl NodeHandle {
     }
 
     /// Proposes adding or removing a voter and waits until it is applied here.
-    pub async fn change_membership(&self, change_type: ConfChangeType, member: MemberInfo) -> Result<(), ProposeError> {
+    pub async fn change_membership(
+        &self,
+        change_type: ConfChangeType,
+        member: MemberInfo,
+    ) -> Result<(), ProposeError> {
         let (reply, rx) = oneshot::channel();
-        if !self.send(NodeMsg::ConfChange { change_type, member, reply }) {
+        if !self.send(NodeMsg::ConfChange {
+            change_type,
+            member,
+            reply,
+        }) {
             return Err(ProposeError::Stopped);
         }
         rx.await.unwrap_or(Err(ProposeError::Stopped))
@@ -143,7 +158,9 @@ struct Node {
     raw: RawNode<RocksStorage>,
     shared: Arc<Shared>,
     transport: Transport,
-    proposals: HashMap<String, oneshot::Sender<Result<Applied, ProposeError>>>,
+    /// Pending proposals by request id, with the leader they were handed to.
+    proposals: HashMap<String, (u64, oneshot::Sender<Result<Applied, ProposeError>>)>,
+    leader: u64,
     conf_changes: HashMap<u64, oneshot::Sender<Result<(), ProposeError>>>,
     reads: HashMap<Vec<u8>, oneshot::Sender<Result<u64, ProposeError>>>,
     ready_reads: Vec<(u64, oneshot::Sender<Result<u64, ProposeError>>)>,
@@ -161,10 +178,10 @@ pub fn start(
     transport: Transport,
     logger: slog::Logger,
 ) -> Result<(NodeHandle, std::thread::JoinHandle<()>), StorageFailure> {
-    if storage.is_empty() {
-        if let Some(voters) = &options.bootstrap {
-            storage.apply_snapshot(initial_snapshot(voters.keys().copied().collect()))?;
-        }
+    if storage.is_empty()
+        && let Some(voters) = &options.bootstrap
+    {
+        storage.apply_snapshot(initial_snapshot(voters.keys().copied().collect()))?;
     }
     let mut addresses = storage.load_addresses()?;
     if let Some(voters) = &options.bootstrap {
@@ -199,11 +216,14 @@ pub fn start(
         max_inflight_msgs: 256,
         ..Default::default()
     };
-    config
-        .validate()
-        .map_err(|e| StorageFailure::Corrupt { what: "raft config", detail: e.to_string() })?;
-    let raw = RawNode::new(&config, storage, &logger)
-        .map_err(|e| StorageFailure::Corrupt { what: "raft state", detail: e.to_string() })?;
+    config.validate().map_err(|e| StorageFailure::Corrupt {
+        what: "raft config",
+        detail: e.to_string(),
+    })?;
+    let raw = RawNode::new(&config, storage, &logger).map_err(|e| StorageFailure::Corrupt {
+        what: "raft state",
+        detail: e.to_string(),
+    })?;
 
     let shared = Arc::new(Shared {
         id: options.id,
@@ -217,6 +237,7 @@ pub fn start(
         shared: shared.clone(),
         transport,
         proposals: HashMap::new(),
+        leader: 0,
         conf_changes: HashMap::new(),
         reads: HashMap::new(),
         ready_reads: Vec::new(),
@@ -237,7 +258,10 @@ pub fn start(
                 std::process::exit(70);
             }
         })
-        .map_err(|e| StorageFailure::Corrupt { what: "raft thread", detail: e.to_string() })?;
+        .map_err(|e| StorageFailure::Corrupt {
+            what: "raft thread",
+            detail: e.to_string(),
+        })?;
     Ok((NodeHandle { tx, shared }, thread))
 }
 
@@ -260,7 +284,10 @@ fn decode_image(snapshot: &Snapshot) -> Result<State, StorageFailure> {
     }
     StateImage::decode(snapshot.get_data())
         .map(State::from_image)
-        .map_err(|e| StorageFailure::Corrupt { what: "state image", detail: e.to_string() })
+        .map_err(|e| StorageFailure::Corrupt {
+            what: "state image",
+            detail: e.to_string(),
+        })
 }
 
 /// State = latest snapshot + the log entries up to the persisted applied index.
@@ -273,8 +300,17 @@ fn recover(storage: &RocksStorage) -> Result<(State, u64), StorageFailure> {
         .min(storage.hard_state().commit)
         .min(raft::Storage::last_index(storage).unwrap_or(first));
     if last > first {
-        let entries = raft::Storage::entries(storage, first + 1, last + 1, None, raft::GetEntriesContext::empty(false))
-            .map_err(|e| StorageFailure::Corrupt { what: "log replay", detail: e.to_string() })?;
+        let entries = raft::Storage::entries(
+            storage,
+            first + 1,
+            last + 1,
+            None,
+            raft::GetEntriesContext::empty(false),
+        )
+        .map_err(|e| StorageFailure::Corrupt {
+            what: "log replay",
+            detail: e.to_string(),
+        })?;
         for entry in &entries {
             replay(&mut state, entry);
         }
@@ -358,14 +394,19 @@ impl Node {
                 let request_id = command.request_id.clone();
                 match self.raw.propose(vec![], command.encode_to_vec()) {
                     Ok(()) => {
-                        self.proposals.insert(request_id, reply);
+                        self.proposals
+                            .insert(request_id, (self.raw.raft.leader_id, reply));
                     }
                     Err(_) => {
                         let _ = reply.send(Err(ProposeError::NoLeader));
                     }
                 }
             }
-            NodeMsg::ConfChange { change_type, member, reply } => {
+            NodeMsg::ConfChange {
+                change_type,
+                member,
+                reply,
+            } => {
                 let mut change = ConfChange::default();
                 change.set_change_type(change_type);
                 change.node_id = member.node_id;
@@ -396,7 +437,11 @@ impl Node {
             }
             NodeMsg::Unreachable(id) => self.raw.report_unreachable(id),
             NodeMsg::SnapshotSent { to, ok } => {
-                let status = if ok { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
                 self.raw.report_snapshot(to, status);
             }
         }
@@ -404,7 +449,7 @@ impl Node {
 
     /// Callers that gave up (timed out) no longer need an answer.
     fn forget_abandoned(&mut self) {
-        self.proposals.retain(|_, reply| !reply.is_closed());
+        self.proposals.retain(|_, (_, reply)| !reply.is_closed());
         self.conf_changes.retain(|_, reply| !reply.is_closed());
         self.reads.retain(|_, reply| !reply.is_closed());
         self.ready_reads.retain(|(_, reply)| !reply.is_closed());
@@ -418,6 +463,26 @@ impl Node {
 
         // 1. Send out the messages that need no persistence first (leader).
         self.transport.send(ready.take_messages());
+
+        // A new leader: proposals handed to the old one may be lost. Tell their
+        // callers now rather than let them wait for a timeout.
+        if let Some(soft) = ready.ss()
+            && soft.leader_id != self.leader
+        {
+            self.leader = soft.leader_id;
+            let new_leader = soft.leader_id;
+            let stale: Vec<String> = self
+                .proposals
+                .iter()
+                .filter(|(_, (leader, _))| *leader != new_leader)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in stale {
+                if let Some((_, reply)) = self.proposals.remove(&id) {
+                    let _ = reply.send(Err(ProposeError::LeaderChanged));
+                }
+            }
+        }
 
         // 2. Apply a snapshot received from the leader.
         if !ready.snapshot().is_empty() {
@@ -482,6 +547,7 @@ impl Node {
         if entries.is_empty() {
             return Ok(());
         }
+        let already_applied = self.applied;
         let mut answers = Vec::new();
         {
             let shared = self.shared.clone();
@@ -496,13 +562,15 @@ impl Node {
                 self.applied = entry.index;
             }
         }
-        for entry in &entries {
+        // Membership changes take effect in Raft after the state lock is released
+        // (publishing the status reads the state).
+        for entry in entries.iter().filter(|e| e.index > already_applied) {
             if matches!(entry.get_entry_type(), EntryType::EntryConfChange) && !entry.data.is_empty() {
                 self.apply_conf_change(entry)?;
             }
         }
         for (request_id, result) in answers {
-            if let Some(reply) = self.proposals.remove(&request_id) {
+            if let Some((_, reply)) = self.proposals.remove(&request_id) {
                 let _ = reply.send(result.map_err(ProposeError::from));
             }
         }
@@ -510,8 +578,10 @@ impl Node {
     }
 
     fn apply_conf_change(&mut self, entry: &Entry) -> Result<(), StorageFailure> {
-        let change = ConfChange::parse_from_bytes(&entry.data)
-            .map_err(|e| StorageFailure::Corrupt { what: "conf change", detail: e.to_string() })?;
+        let change = ConfChange::parse_from_bytes(&entry.data).map_err(|e| StorageFailure::Corrupt {
+            what: "conf change",
+            detail: e.to_string(),
+        })?;
         let conf_state = match self.raw.apply_conf_change(&change) {
             Ok(conf_state) => conf_state,
             Err(e) => {
@@ -585,7 +655,11 @@ impl Node {
         };
         let status = NodeStatus {
             node_id: self.shared.id,
-            role: if self.removed { "REMOVED".into() } else { role_name(raft.state).into() },
+            role: if self.removed {
+                "REMOVED".into()
+            } else {
+                role_name(raft.state).into()
+            },
             term: raft.term,
             leader_id: raft.leader_id,
             commit_index: raft.raft_log.committed,

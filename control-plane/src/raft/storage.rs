@@ -99,7 +99,9 @@ impl RocksStorage {
     }
 
     fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StorageFailure> {
-        self.db.cf_handle(name).ok_or(StorageFailure::MissingColumnFamily(name))
+        self.db
+            .cf_handle(name)
+            .ok_or(StorageFailure::MissingColumnFamily(name))
     }
 
     fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageFailure> {
@@ -150,7 +152,11 @@ impl RocksStorage {
 
     /// Appends entries, dropping any conflicting tail, and persists the hard
     /// state if it changed — one fsynced write.
-    pub fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>) -> Result<(), StorageFailure> {
+    pub fn persist(
+        &mut self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<(), StorageFailure> {
         if entries.is_empty() && hard_state.is_none() {
             return Ok(());
         }
@@ -195,7 +201,8 @@ impl RocksStorage {
 
     pub fn set_conf_state(&mut self, conf_state: ConfState) -> Result<(), StorageFailure> {
         let bytes = conf_state.write_to_bytes().map_err(corrupt("conf state"))?;
-        self.db.put_cf_opt(self.cf(cf::META)?, key::CONF_STATE, bytes, &self.sync)?;
+        self.db
+            .put_cf_opt(self.cf(cf::META)?, key::CONF_STATE, bytes, &self.sync)?;
         self.conf_state = conf_state;
         Ok(())
     }
@@ -209,12 +216,22 @@ impl RocksStorage {
         hard_state.set_term(hard_state.get_term().max(meta.get_term()));
         hard_state.set_commit(meta.get_index());
         let meta_cf = self.cf(cf::META)?;
-        batch.put_cf(meta_cf, key::SNAPSHOT, snapshot.write_to_bytes().map_err(corrupt("snapshot"))?);
-        batch.put_cf(meta_cf, key::HARD_STATE, hard_state.write_to_bytes().map_err(corrupt("hard state"))?);
+        batch.put_cf(
+            meta_cf,
+            key::SNAPSHOT,
+            snapshot.write_to_bytes().map_err(corrupt("snapshot"))?,
+        );
+        batch.put_cf(
+            meta_cf,
+            key::HARD_STATE,
+            hard_state.write_to_bytes().map_err(corrupt("hard state"))?,
+        );
         batch.put_cf(
             meta_cf,
             key::CONF_STATE,
-            meta.get_conf_state().write_to_bytes().map_err(corrupt("conf state"))?,
+            meta.get_conf_state()
+                .write_to_bytes()
+                .map_err(corrupt("conf state"))?,
         );
         batch.put_cf(meta_cf, key::APPLIED_INDEX, meta.get_index().to_be_bytes());
         self.db.write_opt(batch, &self.sync)?;
@@ -254,7 +271,8 @@ impl RocksStorage {
     /// The applied index is written without fsync: after a crash the node
     /// replays a little more of the log, which is harmless.
     pub fn set_applied_index(&self, index: u64) -> Result<(), StorageFailure> {
-        self.db.put_cf(self.cf(cf::META)?, key::APPLIED_INDEX, index.to_be_bytes())?;
+        self.db
+            .put_cf(self.cf(cf::META)?, key::APPLIED_INDEX, index.to_be_bytes())?;
         Ok(())
     }
 
@@ -272,7 +290,10 @@ impl RocksStorage {
     }
 
     /// Known peer addresses, so a restarted node can reach its peers without flags.
-    pub fn save_addresses(&self, addresses: &std::collections::BTreeMap<u64, String>) -> Result<(), StorageFailure> {
+    pub fn save_addresses(
+        &self,
+        addresses: &std::collections::BTreeMap<u64, String>,
+    ) -> Result<(), StorageFailure> {
         let bytes = serde_json::to_vec(addresses).map_err(|e| StorageFailure::Corrupt {
             what: "peer addresses",
             detail: e.to_string(),
@@ -341,7 +362,9 @@ impl raft::Storage for RocksStorage {
         if high > self.last_index + 1 {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        let entries = self.read_entries(low, high, max_size.into()).map_err(store_error)?;
+        let entries = self
+            .read_entries(low, high, max_size.into())
+            .map_err(store_error)?;
         if entries.first().is_some_and(|e| e.index != low) || entries.is_empty() && low < high {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
@@ -400,11 +423,12 @@ mod tests {
     use raft::Storage;
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = format!("e{index}").into_bytes().into();
-        e
+        Entry {
+            index,
+            term,
+            data: format!("e{index}").into_bytes().into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -414,11 +438,15 @@ mod tests {
             let mut storage = RocksStorage::open(dir.path()).expect("open");
             assert!(storage.is_empty());
             storage.bootstrap(vec![1, 2, 3]).expect("bootstrap");
-            let mut hs = HardState::default();
-            hs.term = 2;
-            hs.vote = 1;
-            hs.commit = 2;
-            storage.persist(&[entry(1, 1), entry(2, 2), entry(3, 2)], Some(&hs)).expect("persist");
+            let hs = HardState {
+                term: 2,
+                vote: 1,
+                commit: 2,
+                ..Default::default()
+            };
+            storage
+                .persist(&[entry(1, 1), entry(2, 2), entry(3, 2)], Some(&hs))
+                .expect("persist");
             storage.set_applied_index(2).expect("applied");
         }
         let storage = RocksStorage::open(dir.path()).expect("reopen");
@@ -427,7 +455,9 @@ mod tests {
         assert_eq!(storage.conf_state().voters, vec![1, 2, 3]);
         assert_eq!(storage.last_index().expect("last"), 3);
         assert_eq!(storage.applied_index().expect("applied"), 2);
-        let entries = storage.entries(1, 4, None, GetEntriesContext::empty(false)).expect("entries");
+        let entries = storage
+            .entries(1, 4, None, GetEntriesContext::empty(false))
+            .expect("entries");
         assert_eq!(entries.iter().map(|e| e.index).collect::<Vec<_>>(), [1, 2, 3]);
     }
 
@@ -435,21 +465,30 @@ mod tests {
     fn a_conflicting_append_drops_the_old_tail() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut storage = RocksStorage::open(dir.path()).expect("open");
-        storage.persist(&[entry(1, 1), entry(2, 1), entry(3, 1), entry(4, 1)], None).expect("persist");
+        storage
+            .persist(&[entry(1, 1), entry(2, 1), entry(3, 1), entry(4, 1)], None)
+            .expect("persist");
         storage.persist(&[entry(3, 2)], None).expect("overwrite");
         assert_eq!(storage.last_index().expect("last"), 3);
         assert_eq!(storage.term(3).expect("term"), 2);
         assert!(storage.term(4).is_err());
         drop(storage);
         let storage = RocksStorage::open(dir.path()).expect("reopen");
-        assert_eq!(storage.last_index().expect("last"), 3, "index 4 is gone on disk too");
+        assert_eq!(
+            storage.last_index().expect("last"),
+            3,
+            "index 4 is gone on disk too"
+        );
     }
 
     #[test]
     fn compaction_keeps_the_term_of_the_snapshot_index_and_rejects_older_reads() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut storage = RocksStorage::open(dir.path()).expect("open");
-        storage.persist(&[entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)], None).expect("persist");
+        storage
+            .persist(&[entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)], None)
+            .expect("persist");
+        storage.bootstrap(vec![1, 2]).expect("members");
         storage.compact(3, b"state".to_vec()).expect("compact");
         assert_eq!(storage.first_index().expect("first"), 4);
         assert_eq!(storage.term(3).expect("term"), 2);
@@ -458,6 +497,12 @@ mod tests {
             Err(raft::Error::Store(StorageError::Compacted))
         ));
         assert_eq!(storage.snapshot(0, 2).expect("snapshot").get_data(), b"state");
+        assert!(
+            matches!(storage.snapshot(0, 3), Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))),
+            "a peer the snapshot does not list gets a fresh one later"
+        );
+        assert!(storage.take_snapshot_request());
+        assert!(!storage.take_snapshot_request(), "the request is taken once");
         drop(storage);
         let storage = RocksStorage::open(dir.path()).expect("reopen");
         assert_eq!(storage.first_index().expect("first"), 4);

@@ -42,7 +42,12 @@ struct Inner {
 }
 
 impl Transport {
-    pub fn new(id: u64, own_address: String, token: Option<BearerToken>, runtime: tokio::runtime::Handle) -> Self {
+    pub fn new(
+        id: u64,
+        own_address: String,
+        token: Option<BearerToken>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
         Transport {
             inner: Arc::new(Inner {
                 id,
@@ -71,7 +76,9 @@ impl Transport {
             return;
         }
         let changed = match self.inner.addresses.write() {
-            Ok(mut addresses) => addresses.insert(id, address.clone()).is_some_and(|old| old != address),
+            Ok(mut addresses) => addresses
+                .insert(id, address.clone())
+                .is_some_and(|old| old != address),
             Err(_) => false,
         };
         if changed {
@@ -118,10 +125,10 @@ impl Transport {
 
     fn queue(&self, to: u64) -> Option<mpsc::Sender<Message>> {
         let mut queues = self.inner.queues.lock().ok()?;
-        if let Some(queue) = queues.get(&to) {
-            if !queue.is_closed() {
-                return Some(queue.clone());
-            }
+        if let Some(queue) = queues.get(&to)
+            && !queue.is_closed()
+        {
+            return Some(queue.clone());
         }
         let address = self.inner.addresses.read().ok()?.get(&to)?.clone();
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);

@@ -8,9 +8,7 @@
 
 use pylon_common::ErrorCode;
 use pylon_common::ids::{ApiKeyId, ApiName, DeploymentId, DomainNameId, StageName, UsagePlanName};
-use pylon_proto::config::v1::{
-    Api, ApiKey, Deployment, DomainName, Stage, UsagePlan, resource::Kind,
-};
+use pylon_proto::config::v1::{Api, ApiKey, Deployment, DomainName, Stage, UsagePlan, resource::Kind};
 use pylon_proto::raft::v1::{
     Command, CreateDeployment, Delete, PromoteCanary, Put, RollbackStage, StateImage, command::Op,
     resource_ref,
@@ -100,7 +98,7 @@ impl State {
 
     /// Applies the command of the log entry at `index`.
     pub fn apply(&mut self, index: u64, command: &Command) -> Result<Applied, CommandError> {
-        let at = command.at.clone();
+        let at = command.at;
         let result = match &command.op {
             None => fail(ErrorCode::InvalidArgument, "empty command"),
             Some(Op::Put(put)) => self.put(index, at, put),
@@ -160,7 +158,10 @@ impl State {
                 } else if key.key_hash.is_empty() {
                     return fail(ErrorCode::InvalidArgument, "a new API key needs its hash");
                 } else if self.api_keys.values().any(|k| k.key_hash == key.key_hash) {
-                    return fail(ErrorCode::AlreadyExists, "an API key with this value already exists");
+                    return fail(
+                        ErrorCode::AlreadyExists,
+                        "an API key with this value already exists",
+                    );
                 }
                 stamp!(key, old, index, at);
                 self.api_keys.insert(id, key.clone());
@@ -168,12 +169,24 @@ impl State {
             }
             Kind::UsagePlan(mut plan) => {
                 let key = UsagePlanName::from(plan.name.as_str());
-                let old = self.existing("usage plan", &plan.name, self.usage_plans.get(&key), create, expected)?;
+                let old = self.existing(
+                    "usage plan",
+                    &plan.name,
+                    self.usage_plans.get(&key),
+                    create,
+                    expected,
+                )?;
                 for (i, api_stage) in plan.api_stages.iter().enumerate() {
-                    if !self.stages.contains_key(&stage_key(&api_stage.api, &api_stage.stage)) {
+                    if !self
+                        .stages
+                        .contains_key(&stage_key(&api_stage.api, &api_stage.stage))
+                    {
                         return fail(
                             ErrorCode::FailedPrecondition,
-                            format!("api_stages[{i}]: stage {}/{} does not exist", api_stage.api, api_stage.stage),
+                            format!(
+                                "api_stages[{i}]: stage {}/{} does not exist",
+                                api_stage.api, api_stage.stage
+                            ),
                         );
                     }
                 }
@@ -191,12 +204,21 @@ impl State {
             }
             Kind::DomainName(mut domain) => {
                 let key = DomainNameId::from(domain.name.as_str());
-                let old = self.existing("domain name", &domain.name, self.domain_names.get(&key), create, expected)?;
+                let old = self.existing(
+                    "domain name",
+                    &domain.name,
+                    self.domain_names.get(&key),
+                    create,
+                    expected,
+                )?;
                 for (i, mapping) in domain.mappings.iter().enumerate() {
                     if !self.stages.contains_key(&stage_key(&mapping.api, &mapping.stage)) {
                         return fail(
                             ErrorCode::FailedPrecondition,
-                            format!("mappings[{i}]: stage {}/{} does not exist", mapping.api, mapping.stage),
+                            format!(
+                                "mappings[{i}]: stage {}/{} does not exist",
+                                mapping.api, mapping.stage
+                            ),
                         );
                     }
                 }
@@ -237,20 +259,30 @@ impl State {
 
     fn check_stage_deployments(&self, stage: &Stage) -> Result<(), CommandError> {
         if !stage.deployment_id.is_empty()
-            && !self.deployments.contains_key(&deployment_key(&stage.api, &stage.deployment_id))
+            && !self
+                .deployments
+                .contains_key(&deployment_key(&stage.api, &stage.deployment_id))
         {
             return fail(
                 ErrorCode::FailedPrecondition,
-                format!("deployment_id: API {} has no deployment {}", stage.api, stage.deployment_id),
+                format!(
+                    "deployment_id: API {} has no deployment {}",
+                    stage.api, stage.deployment_id
+                ),
             );
         }
-        if let Some(canary) = &stage.canary {
-            if !self.deployments.contains_key(&deployment_key(&stage.api, &canary.deployment_id)) {
-                return fail(
-                    ErrorCode::FailedPrecondition,
-                    format!("canary.deployment_id: API {} has no deployment {}", stage.api, canary.deployment_id),
-                );
-            }
+        if let Some(canary) = &stage.canary
+            && !self
+                .deployments
+                .contains_key(&deployment_key(&stage.api, &canary.deployment_id))
+        {
+            return fail(
+                ErrorCode::FailedPrecondition,
+                format!(
+                    "canary.deployment_id: API {} has no deployment {}",
+                    stage.api, canary.deployment_id
+                ),
+            );
         }
         Ok(())
     }
@@ -265,16 +297,27 @@ impl State {
             Ok(resource_ref::Kind::Api) => {
                 let found = self.require_api(name)?;
                 check_revision("API", name, found.revision, expected)?;
-                if let Some(plan) = self.usage_plans.values().find(|p| p.api_stages.iter().any(|s| s.api == name)) {
+                if let Some(plan) = self
+                    .usage_plans
+                    .values()
+                    .find(|p| p.api_stages.iter().any(|s| s.api == name))
+                {
                     return fail(
                         ErrorCode::FailedPrecondition,
                         format!("API {name} is used by usage plan {}: detach it first", plan.name),
                     );
                 }
-                if let Some(domain) = self.domain_names.values().find(|d| d.mappings.iter().any(|m| m.api == name)) {
+                if let Some(domain) = self
+                    .domain_names
+                    .values()
+                    .find(|d| d.mappings.iter().any(|m| m.api == name))
+                {
                     return fail(
                         ErrorCode::FailedPrecondition,
-                        format!("API {name} is mapped by domain name {}: remove the mapping first", domain.name),
+                        format!(
+                            "API {name} is mapped by domain name {}: remove the mapping first",
+                            domain.name
+                        ),
                     );
                 }
                 let key = ApiName::from(name);
@@ -294,7 +337,10 @@ impl State {
             Ok(resource_ref::Kind::Deployment) => {
                 let key = deployment_key(api, name);
                 if !self.deployments.contains_key(&key) {
-                    return fail(ErrorCode::NotFound, format!("deployment {name} of API {api} not found"));
+                    return fail(
+                        ErrorCode::NotFound,
+                        format!("deployment {name} of API {api} not found"),
+                    );
                 }
                 let used = self.stages.values().find(|s| {
                     s.api == api
@@ -379,14 +425,17 @@ impl State {
         let definition = self.require_api(&create.api)?.clone();
         let key = deployment_key(&create.api, &create.id);
         if self.deployments.contains_key(&key) {
-            return fail(ErrorCode::AlreadyExists, format!("deployment {} already exists", create.id));
+            return fail(
+                ErrorCode::AlreadyExists,
+                format!("deployment {} already exists", create.id),
+            );
         }
         let deployment = Deployment {
             id: create.id.clone(),
             api: create.api.clone(),
             description: create.description.clone(),
             definition: Some(definition),
-            created_at: at.clone(),
+            created_at: at,
             revision: index,
         };
         if !create.stage.is_empty() {
@@ -394,7 +443,7 @@ impl State {
             let stage = self.stages.entry(stage_key).or_insert_with(|| Stage {
                 api: create.api.clone(),
                 name: create.stage.clone(),
-                created_at: at.clone(),
+                created_at: at,
                 ..Default::default()
             });
             stage.deployment_id = create.id.clone();
@@ -450,7 +499,10 @@ impl State {
         {
             return fail(
                 ErrorCode::NotFound,
-                format!("deployment {} of API {} not found", rollback.deployment_id, rollback.api),
+                format!(
+                    "deployment {} of API {} not found",
+                    rollback.deployment_id, rollback.api
+                ),
             );
         }
         let stage = self.stage_mut(&rollback.api, &rollback.stage, rollback.expected_revision)?;
@@ -478,7 +530,10 @@ impl State {
 
     pub fn stages_of<'a>(&'a self, api: &str) -> impl Iterator<Item = &'a Stage> + 'a {
         let api = ApiName::from(api);
-        self.stages.iter().filter(move |((a, _), _)| *a == api).map(|(_, s)| s)
+        self.stages
+            .iter()
+            .filter(move |((a, _), _)| *a == api)
+            .map(|(_, s)| s)
     }
 
     pub fn deployment(&self, api: &str, id: &str) -> Option<&Deployment> {
@@ -542,7 +597,11 @@ impl State {
     pub fn from_image(image: StateImage) -> State {
         State {
             config_version: image.config_version,
-            apis: image.apis.into_iter().map(|a| (ApiName::from(a.name.as_str()), a)).collect(),
+            apis: image
+                .apis
+                .into_iter()
+                .map(|a| (ApiName::from(a.name.as_str()), a))
+                .collect(),
             deployments: image
                 .deployments
                 .into_iter()
@@ -553,7 +612,11 @@ impl State {
                 .into_iter()
                 .map(|s| (stage_key(&s.api, &s.name), s))
                 .collect(),
-            api_keys: image.api_keys.into_iter().map(|k| (ApiKeyId::from(k.id.as_str()), k)).collect(),
+            api_keys: image
+                .api_keys
+                .into_iter()
+                .map(|k| (ApiKeyId::from(k.id.as_str()), k))
+                .collect(),
             usage_plans: image
                 .usage_plans
                 .into_iter()

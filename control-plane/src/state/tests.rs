@@ -4,8 +4,7 @@
 use super::*;
 use proptest::prelude::*;
 use pylon_proto::config::v1::{
-    ApiStageRef, BasePathMapping, CanarySettings, Integration, MockResponse, Resource, Route,
-    integration,
+    ApiStageRef, BasePathMapping, CanarySettings, Integration, MockResponse, Resource, Route, integration,
 };
 use pylon_proto::raft::v1::ResourceRef;
 
@@ -31,7 +30,11 @@ fn api(name: &str, body: &str) -> Api {
             integration: Some(Integration {
                 r#type: integration::Type::Mock as i32,
                 timeout_ms: 29_000,
-                mock: Some(MockResponse { status_code: 200, body: body.into(), ..Default::default() }),
+                mock: Some(MockResponse {
+                    status_code: 200,
+                    body: body.into(),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -59,7 +62,11 @@ fn deploy(api: &str, id: &str, stage: &str) -> Command {
 
 fn delete(kind: resource_ref::Kind, api: &str, name: &str) -> Command {
     command(Op::Delete(Delete {
-        target: Some(ResourceRef { kind: kind as i32, api: api.into(), name: name.into() }),
+        target: Some(ResourceRef {
+            kind: kind as i32,
+            api: api.into(),
+            name: name.into(),
+        }),
         expected_revision: 0,
     }))
 }
@@ -74,52 +81,96 @@ fn code(result: Result<Applied, CommandError>) -> ErrorCode {
 #[test]
 fn creating_an_api_stamps_revision_and_time_and_bumps_the_config_version() {
     let mut state = State::default();
-    state.apply(5, &put(Kind::Api(api("pets", "v1")), true, 0)).expect("created");
+    state
+        .apply(5, &put(Kind::Api(api("pets", "v1")), true, 0))
+        .expect("created");
     let stored = state.api("pets").expect("stored");
     assert_eq!(stored.revision, 5);
     assert_eq!(stored.created_at, at(1_700_000_000));
     assert_eq!(state.config_version(), 5);
-    assert_eq!(code(state.apply(6, &put(Kind::Api(api("pets", "v1")), true, 0))), ErrorCode::AlreadyExists);
+    assert_eq!(
+        code(state.apply(6, &put(Kind::Api(api("pets", "v1")), true, 0))),
+        ErrorCode::AlreadyExists
+    );
     assert_eq!(state.config_version(), 5, "a failed command changes nothing");
 }
 
 #[test]
 fn an_update_naming_a_stale_revision_fails_and_changes_nothing() {
     let mut state = State::default();
-    state.apply(1, &put(Kind::Api(api("pets", "v1")), true, 0)).expect("created");
-    state.apply(2, &put(Kind::Api(api("pets", "v2")), false, 1)).expect("updated at revision 1");
+    state
+        .apply(1, &put(Kind::Api(api("pets", "v1")), true, 0))
+        .expect("created");
+    state
+        .apply(2, &put(Kind::Api(api("pets", "v2")), false, 1))
+        .expect("updated at revision 1");
     let before = state.clone();
     let stale = state.apply(3, &put(Kind::Api(api("pets", "v3")), false, 1));
     assert_eq!(code(stale), ErrorCode::Conflict);
     assert_eq!(state, before);
-    assert_eq!(code(state.apply(3, &put(Kind::Api(api("cats", "v1")), false, 0))), ErrorCode::NotFound);
-    state.apply(4, &put(Kind::Api(api("pets", "v4")), false, 0)).expect("revision 0 means any");
+    assert_eq!(
+        code(state.apply(3, &put(Kind::Api(api("cats", "v1")), false, 0))),
+        ErrorCode::NotFound
+    );
+    state
+        .apply(4, &put(Kind::Api(api("pets", "v4")), false, 0))
+        .expect("revision 0 means any");
     assert_eq!(state.api("pets").map(|a| a.revision), Some(4));
 }
 
 #[test]
 fn deployments_copy_the_definition_and_are_listed_newest_first() {
     let mut state = State::default();
-    state.apply(1, &put(Kind::Api(api("pets", "v1")), true, 0)).expect("api");
+    state
+        .apply(1, &put(Kind::Api(api("pets", "v1")), true, 0))
+        .expect("api");
     state.apply(2, &deploy("pets", "d1", "prod")).expect("d1");
-    state.apply(3, &put(Kind::Api(api("pets", "v2")), false, 0)).expect("api v2");
+    state
+        .apply(3, &put(Kind::Api(api("pets", "v2")), false, 0))
+        .expect("api v2");
     state.apply(4, &deploy("pets", "d2", "")).expect("d2");
-    let history: Vec<&str> = state.deployments_of("pets").iter().map(|d| d.id.as_str()).collect();
+    let history: Vec<&str> = state
+        .deployments_of("pets")
+        .iter()
+        .map(|d| d.id.as_str())
+        .collect();
     assert_eq!(history, ["d2", "d1"]);
     let body = |id: &str| {
-        state.deployment("pets", id).and_then(|d| d.definition.as_ref()).map(|a| {
-            a.routes[0].integration.as_ref().and_then(|i| i.mock.as_ref()).map(|m| m.body.clone())
-        })
+        state
+            .deployment("pets", id)
+            .and_then(|d| d.definition.as_ref())
+            .map(|a| {
+                a.routes[0]
+                    .integration
+                    .as_ref()
+                    .and_then(|i| i.mock.as_ref())
+                    .map(|m| m.body.clone())
+            })
     };
-    assert_eq!(body("d1"), Some(Some("v1".into())), "d1 keeps the definition it was made from");
+    assert_eq!(
+        body("d1"),
+        Some(Some("v1".into())),
+        "d1 keeps the definition it was made from"
+    );
     assert_eq!(body("d2"), Some(Some("v2".into())));
-    assert_eq!(state.stage("pets", "prod").map(|s| s.deployment_id.as_str()), Some("d1"));
-    assert_eq!(code(state.apply(5, &deploy("pets", "d2", ""))), ErrorCode::AlreadyExists);
-    assert_eq!(code(state.apply(5, &deploy("cats", "d9", ""))), ErrorCode::NotFound);
+    assert_eq!(
+        state.stage("pets", "prod").map(|s| s.deployment_id.as_str()),
+        Some("d1")
+    );
+    assert_eq!(
+        code(state.apply(5, &deploy("pets", "d2", ""))),
+        ErrorCode::AlreadyExists
+    );
+    assert_eq!(
+        code(state.apply(5, &deploy("cats", "d9", ""))),
+        ErrorCode::NotFound
+    );
 }
 
 fn with_canary(state: &mut State) {
-    state.apply(1, &put(Kind::Api(api("pets", "v1")), true, 0)).expect("api");
+    state
+        .apply(1, &put(Kind::Api(api("pets", "v1")), true, 0))
+        .expect("api");
     state.apply(2, &deploy("pets", "d1", "prod")).expect("d1");
     state.apply(3, &deploy("pets", "d2", "")).expect("d2");
     let mut stage = state.stage("pets", "prod").cloned().expect("prod");
@@ -130,7 +181,9 @@ fn with_canary(state: &mut State) {
         stage_variable_overrides: [("backend".to_owned(), "new".to_owned())].into(),
         ..Default::default()
     });
-    state.apply(4, &put(Kind::Stage(stage), false, 2)).expect("canary set");
+    state
+        .apply(4, &put(Kind::Stage(stage), false, 2))
+        .expect("canary set");
 }
 
 #[test]
@@ -153,7 +206,9 @@ fn promoting_a_canary_moves_the_stage_copies_overrides_and_zeroes_traffic() {
 #[test]
 fn promoting_without_a_canary_is_a_failed_precondition() {
     let mut state = State::default();
-    state.apply(1, &put(Kind::Api(api("pets", "v1")), true, 0)).expect("api");
+    state
+        .apply(1, &put(Kind::Api(api("pets", "v1")), true, 0))
+        .expect("api");
     state.apply(2, &deploy("pets", "d1", "prod")).expect("d1");
     let promote = command(Op::PromoteCanary(PromoteCanary {
         api: "pets".into(),
@@ -179,17 +234,37 @@ fn rollback_points_the_stage_at_any_earlier_deployment_of_its_api() {
     assert_eq!(code(state.apply(6, &rollback("d1", 4))), ErrorCode::Conflict);
     assert_eq!(code(state.apply(6, &rollback("nope", 0))), ErrorCode::NotFound);
     state.apply(6, &rollback("d1", 5)).expect("rolled back");
-    assert_eq!(state.stage("pets", "prod").map(|s| s.deployment_id.as_str()), Some("d1"));
+    assert_eq!(
+        state.stage("pets", "prod").map(|s| s.deployment_id.as_str()),
+        Some("d1")
+    );
 }
 
 #[test]
 fn stages_must_point_at_deployments_of_their_own_api() {
     let mut state = State::default();
-    state.apply(1, &put(Kind::Api(api("pets", "v1")), true, 0)).expect("api");
-    let stage = Stage { api: "pets".into(), name: "dev".into(), deployment_id: "ghost".into(), ..Default::default() };
-    assert_eq!(code(state.apply(2, &put(Kind::Stage(stage), true, 0))), ErrorCode::FailedPrecondition);
-    let orphan = Stage { api: "cats".into(), name: "dev".into(), ..Default::default() };
-    assert_eq!(code(state.apply(2, &put(Kind::Stage(orphan), true, 0))), ErrorCode::NotFound);
+    state
+        .apply(1, &put(Kind::Api(api("pets", "v1")), true, 0))
+        .expect("api");
+    let stage = Stage {
+        api: "pets".into(),
+        name: "dev".into(),
+        deployment_id: "ghost".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(state.apply(2, &put(Kind::Stage(stage), true, 0))),
+        ErrorCode::FailedPrecondition
+    );
+    let orphan = Stage {
+        api: "cats".into(),
+        name: "dev".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(state.apply(2, &put(Kind::Stage(orphan), true, 0))),
+        ErrorCode::NotFound
+    );
 }
 
 #[test]
@@ -201,29 +276,65 @@ fn referenced_resources_cannot_be_deleted_and_api_deletion_cascades() {
         ErrorCode::FailedPrecondition,
         "d2 is the canary's"
     );
-    let key = ApiKey { id: "k1".into(), name: "k".into(), key_hash: "h1".into(), enabled: true, ..Default::default() };
+    let key = ApiKey {
+        id: "k1".into(),
+        name: "k".into(),
+        key_hash: "h1".into(),
+        enabled: true,
+        ..Default::default()
+    };
     state.apply(5, &put(Kind::ApiKey(key), true, 0)).expect("key");
     let plan = UsagePlan {
         name: "gold".into(),
-        api_stages: vec![ApiStageRef { api: "pets".into(), stage: "prod".into(), ..Default::default() }],
+        api_stages: vec![ApiStageRef {
+            api: "pets".into(),
+            stage: "prod".into(),
+            ..Default::default()
+        }],
         api_key_ids: vec!["k1".into()],
         ..Default::default()
     };
-    state.apply(6, &put(Kind::UsagePlan(plan), true, 0)).expect("plan");
+    state
+        .apply(6, &put(Kind::UsagePlan(plan), true, 0))
+        .expect("plan");
     let domain = DomainName {
         name: "api.example.com".into(),
-        mappings: vec![BasePathMapping { base_path: String::new(), api: "pets".into(), stage: "prod".into() }],
+        mappings: vec![BasePathMapping {
+            base_path: String::new(),
+            api: "pets".into(),
+            stage: "prod".into(),
+        }],
         ..Default::default()
     };
-    state.apply(7, &put(Kind::DomainName(domain), true, 0)).expect("domain");
-    assert_eq!(code(state.apply(8, &delete(resource_ref::Kind::Api, "", "pets"))), ErrorCode::FailedPrecondition);
-    assert_eq!(code(state.apply(8, &delete(resource_ref::Kind::Stage, "pets", "prod"))), ErrorCode::FailedPrecondition);
+    state
+        .apply(7, &put(Kind::DomainName(domain), true, 0))
+        .expect("domain");
+    assert_eq!(
+        code(state.apply(8, &delete(resource_ref::Kind::Api, "", "pets"))),
+        ErrorCode::FailedPrecondition
+    );
+    assert_eq!(
+        code(state.apply(8, &delete(resource_ref::Kind::Stage, "pets", "prod"))),
+        ErrorCode::FailedPrecondition
+    );
 
-    state.apply(8, &delete(resource_ref::Kind::ApiKey, "", "k1")).expect("key deleted");
-    assert_eq!(state.usage_plan("gold").map(|p| p.api_key_ids.len()), Some(0), "key detached from its plan");
-    state.apply(9, &delete(resource_ref::Kind::UsagePlan, "", "gold")).expect("plan deleted");
-    state.apply(10, &delete(resource_ref::Kind::DomainName, "", "api.example.com")).expect("domain deleted");
-    state.apply(11, &delete(resource_ref::Kind::Api, "", "pets")).expect("api deleted");
+    state
+        .apply(8, &delete(resource_ref::Kind::ApiKey, "", "k1"))
+        .expect("key deleted");
+    assert_eq!(
+        state.usage_plan("gold").map(|p| p.api_key_ids.len()),
+        Some(0),
+        "key detached from its plan"
+    );
+    state
+        .apply(9, &delete(resource_ref::Kind::UsagePlan, "", "gold"))
+        .expect("plan deleted");
+    state
+        .apply(10, &delete(resource_ref::Kind::DomainName, "", "api.example.com"))
+        .expect("domain deleted");
+    state
+        .apply(11, &delete(resource_ref::Kind::Api, "", "pets"))
+        .expect("api deleted");
     assert!(state.stage("pets", "prod").is_none());
     assert!(state.deployments_of("pets").is_empty());
 }
@@ -231,14 +342,36 @@ fn referenced_resources_cannot_be_deleted_and_api_deletion_cascades() {
 #[test]
 fn api_key_hashes_are_fixed_at_creation_and_unique() {
     let mut state = State::default();
-    let key = ApiKey { id: "k1".into(), name: "k".into(), key_hash: "h1".into(), ..Default::default() };
-    state.apply(1, &put(Kind::ApiKey(key.clone()), true, 0)).expect("key");
-    let twin = ApiKey { id: "k2".into(), ..key.clone() };
-    assert_eq!(code(state.apply(2, &put(Kind::ApiKey(twin), true, 0))), ErrorCode::AlreadyExists);
-    let renamed = ApiKey { name: "renamed".into(), key_hash: "other".into(), ..key };
-    state.apply(2, &put(Kind::ApiKey(renamed), false, 1)).expect("updated");
+    let key = ApiKey {
+        id: "k1".into(),
+        name: "k".into(),
+        key_hash: "h1".into(),
+        ..Default::default()
+    };
+    state
+        .apply(1, &put(Kind::ApiKey(key.clone()), true, 0))
+        .expect("key");
+    let twin = ApiKey {
+        id: "k2".into(),
+        ..key.clone()
+    };
+    assert_eq!(
+        code(state.apply(2, &put(Kind::ApiKey(twin), true, 0))),
+        ErrorCode::AlreadyExists
+    );
+    let renamed = ApiKey {
+        name: "renamed".into(),
+        key_hash: "other".into(),
+        ..key
+    };
+    state
+        .apply(2, &put(Kind::ApiKey(renamed), false, 1))
+        .expect("updated");
     let stored = state.api_key("k1").expect("k1");
-    assert_eq!((stored.name.as_str(), stored.key_hash.as_str()), ("renamed", "h1"));
+    assert_eq!(
+        (stored.name.as_str(), stored.key_hash.as_str()),
+        ("renamed", "h1")
+    );
 }
 
 // ---- property tests ----
@@ -249,11 +382,23 @@ fn arb_command() -> impl Strategy<Value = Command> {
     let id = prop::sample::select(vec!["d1", "d2", "d3"]);
     let body = prop::sample::select(vec!["x", "y"]);
     prop_oneof![
-        (name.clone(), body, any::<bool>(), 0u64..6)
-            .prop_map(|(n, b, create, rev)| put(Kind::Api(api(n, b)), create, rev)),
-        (name.clone(), id.clone(), prop::option::of(stage.clone()))
-            .prop_map(|(n, i, s)| deploy(n, i, s.unwrap_or(""))),
-        (name.clone(), stage.clone(), id.clone(), prop::option::of((id.clone(), 0.0..=100.0f64)), any::<bool>())
+        (name.clone(), body, any::<bool>(), 0u64..6).prop_map(|(n, b, create, rev)| put(
+            Kind::Api(api(n, b)),
+            create,
+            rev
+        )),
+        (name.clone(), id.clone(), prop::option::of(stage.clone())).prop_map(|(n, i, s)| deploy(
+            n,
+            i,
+            s.unwrap_or("")
+        )),
+        (
+            name.clone(),
+            stage.clone(),
+            id.clone(),
+            prop::option::of((id.clone(), 0.0..=100.0f64)),
+            any::<bool>()
+        )
             .prop_map(|(n, s, d, canary, create)| {
                 let stage = Stage {
                     api: n.into(),
@@ -274,12 +419,14 @@ fn arb_command() -> impl Strategy<Value = Command> {
             stage: s.into(),
             expected_revision: 0,
         }))),
-        (name.clone(), stage.clone(), id.clone()).prop_map(|(n, s, d)| command(Op::RollbackStage(RollbackStage {
-            api: n.into(),
-            stage: s.into(),
-            deployment_id: d.into(),
-            expected_revision: 0,
-        }))),
+        (name.clone(), stage.clone(), id.clone()).prop_map(|(n, s, d)| command(Op::RollbackStage(
+            RollbackStage {
+                api: n.into(),
+                stage: s.into(),
+                deployment_id: d.into(),
+                expected_revision: 0,
+            }
+        ))),
         (name.clone(), stage.clone()).prop_map(|(n, s)| delete(resource_ref::Kind::Stage, n, s)),
         (name.clone(), id).prop_map(|(n, d)| delete(resource_ref::Kind::Deployment, n, d)),
         name.prop_map(|n| delete(resource_ref::Kind::Api, "", n)),

@@ -1,0 +1,38 @@
+# The two commands: `make dev` runs Pylon, `make test` checks everything.
+#
+# Builds go to a target directory outside the clone, so a fresh clone (and CI)
+# reuses the slow RocksDB build instead of starting cold.
+CARGO_TARGET_DIR ?= $(HOME)/.cache/pylon/target
+export CARGO_TARGET_DIR
+CARGO ?= cargo
+
+.PHONY: dev test bench bootstrap fmt lint build
+
+bootstrap:
+	@scripts/bootstrap
+
+# Every build uses the same target selection (--workspace --all-targets): build
+# dependencies are feature-unified per selection, and a different selection
+# would rebuild RocksDB from scratch.
+build: bootstrap
+	$(CARGO) build --workspace --all-targets
+
+## Run Pylon locally: a single-node control plane in .pylon/dev (admin gRPC on 127.0.0.1:9090).
+dev: build
+	$(CARGO_TARGET_DIR)/debug/pylon dev
+
+## Formatting, lints, then every test (unit, property and end-to-end with real processes).
+test: bootstrap
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) build --workspace --all-targets
+	$(CARGO) test --workspace
+
+## Benchmarks against peers measured in the same run (see docs/performance.md).
+bench:
+	@scripts/bootstrap bench
+	$(CARGO) build --release --bin pylon
+	$(CARGO) bench -p pylon-tests --bench perf
+
+fmt:
+	$(CARGO) fmt --all
