@@ -102,12 +102,15 @@ pub struct ControlPlaneArgs {
     /// File holding the bearer token for admin and peer calls.
     #[arg(long)]
     token_file: Option<PathBuf>,
-    /// TLS certificate (PEM) for the admin API.
+    /// TLS certificate (PEM) for the admin API and the Raft port.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM) for the admin API.
+    /// TLS private key (PEM) for the admin API and the Raft port.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) peers' certificates must chain to (default: --tls-cert).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
     /// Take a Raft snapshot and compact the log every N applied entries.
     #[arg(long)]
     snapshot_interval: Option<u64>,
@@ -132,6 +135,7 @@ struct ControlPlaneFile {
     token_file: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
     snapshot_interval: Option<u64>,
     raft_tick_ms: Option<u64>,
 }
@@ -181,7 +185,11 @@ pub async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
     let mut peers = file.peers;
     peers.extend(args.peers);
     let tls = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
-        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert,
+            key,
+            ca: args.tls_ca.or(file.tls_ca),
+        }),
         (None, None) => None,
         _ => bail!("tls_cert and tls_key go together"),
     };

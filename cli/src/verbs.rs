@@ -624,11 +624,50 @@ async fn cluster(admin: &mut Admin, command: ClusterCommand) -> anyhow::Result<(
     }
 }
 
-/// Drops what the control plane sets, so a file and a stored resource compare.
-fn without_output_fields(api: &mut config::Api) {
-    api.revision = 0;
-    api.created_at = None;
-    api.updated_at = None;
+/// Resources `apply` manages: what the control plane sets can be cleared so a
+/// file and a stored resource compare.
+trait Stored: PartialEq + Clone {
+    /// Clears the output-only fields and returns the revision they held.
+    fn strip(&mut self) -> u64;
+}
+
+macro_rules! stored {
+    ($($t:ty),*) => {$(
+        impl Stored for $t {
+            fn strip(&mut self) -> u64 {
+                self.created_at = None;
+                self.updated_at = None;
+                std::mem::take(&mut self.revision)
+            }
+        }
+    )*};
+}
+stored!(config::Api, config::Stage, config::UsagePlan, config::DomainName);
+
+enum Decision {
+    Create,
+    Unchanged,
+    Update { expected_revision: u64 },
+}
+
+/// Create, update (at the revision read) or leave alone.
+fn decide<T: Stored>(
+    desired: &T,
+    current: Result<tonic::Response<T>, tonic::Status>,
+) -> anyhow::Result<Decision> {
+    match current {
+        Ok(current) => {
+            let mut current = current.into_inner();
+            let expected_revision = current.strip();
+            if current == *desired {
+                Ok(Decision::Unchanged)
+            } else {
+                Ok(Decision::Update { expected_revision })
+            }
+        }
+        Err(status) if status.code() == Code::NotFound => Ok(Decision::Create),
+        Err(status) => Err(explain(status)),
+    }
 }
 
 async fn apply(admin: &mut Admin, file: &PathBuf) -> anyhow::Result<()> {
@@ -638,163 +677,146 @@ async fn apply(admin: &mut Admin, file: &PathBuf) -> anyhow::Result<()> {
         bail!("{}: no resources", file.display());
     }
     for resource in resources {
-        match resource.kind {
+        let (what, decision) = match resource.kind {
             None => bail!("a document names no resource kind (api, stage, apiKey, usagePlan, domainName)"),
-            Some(Kind::Api(api)) => apply_api(admin, api).await?,
+            Some(Kind::Api(api)) => {
+                // Compare in the normalized form the control plane stores.
+                let desired = ApiDefinition::validate(api.clone())
+                    .map(|d| d.into_proto())
+                    .unwrap_or(api);
+                let current = admin
+                    .get_api(GetApiRequest {
+                        name: desired.name.clone(),
+                        ..Default::default()
+                    })
+                    .await;
+                let decision = decide(&desired, current)?;
+                let what = format!("API {}", desired.name);
+                match decision {
+                    Decision::Create => {
+                        admin
+                            .create_api(CreateApiRequest { api: Some(desired) })
+                            .await
+                            .map_err(explain)?;
+                    }
+                    Decision::Update { expected_revision } => {
+                        let request = UpdateApiRequest {
+                            api: Some(desired),
+                            expected_revision,
+                        };
+                        admin.update_api(request).await.map_err(explain)?;
+                    }
+                    Decision::Unchanged => {}
+                }
+                (what, decision)
+            }
             Some(Kind::Stage(stage)) => apply_stage(admin, stage).await?,
             Some(Kind::UsagePlan(plan)) => {
-                let name = plan.name.clone();
-                match admin
-                    .get_usage_plan(GetUsagePlanRequest {
-                        name: name.clone(),
-                        ..Default::default()
-                    })
-                    .await
-                {
-                    Ok(current) => {
-                        let current = current.into_inner();
-                        let expected_revision = current.revision;
-                        admin
-                            .update_usage_plan(UpdateUsagePlanRequest {
-                                usage_plan: Some(plan),
-                                expected_revision,
-                            })
-                            .await
-                            .map_err(explain)?;
-                        println!("usage plan {name} configured");
+                let request = GetUsagePlanRequest {
+                    name: plan.name.clone(),
+                    ..Default::default()
+                };
+                let decision = decide(&plan, admin.get_usage_plan(request).await)?;
+                let what = format!("usage plan {}", plan.name);
+                match decision {
+                    Decision::Create => {
+                        let request = CreateUsagePlanRequest {
+                            usage_plan: Some(plan),
+                        };
+                        admin.create_usage_plan(request).await.map_err(explain)?;
                     }
-                    Err(status) if status.code() == Code::NotFound => {
-                        admin
-                            .create_usage_plan(CreateUsagePlanRequest {
-                                usage_plan: Some(plan),
-                            })
-                            .await
-                            .map_err(explain)?;
-                        println!("usage plan {name} created");
+                    Decision::Update { expected_revision } => {
+                        let request = UpdateUsagePlanRequest {
+                            usage_plan: Some(plan),
+                            expected_revision,
+                        };
+                        admin.update_usage_plan(request).await.map_err(explain)?;
                     }
-                    Err(status) => return Err(explain(status)),
+                    Decision::Unchanged => {}
                 }
+                (what, decision)
             }
             Some(Kind::DomainName(domain)) => {
-                let name = domain.name.clone();
-                match admin
-                    .get_domain_name(GetDomainNameRequest {
-                        name: name.clone(),
-                        ..Default::default()
-                    })
-                    .await
-                {
-                    Ok(current) => {
-                        let expected_revision = current.into_inner().revision;
-                        admin
-                            .update_domain_name(UpdateDomainNameRequest {
-                                domain_name: Some(domain),
-                                expected_revision,
-                            })
-                            .await
-                            .map_err(explain)?;
-                        println!("domain name {name} configured");
+                let request = GetDomainNameRequest {
+                    name: domain.name.clone(),
+                    ..Default::default()
+                };
+                let decision = decide(&domain, admin.get_domain_name(request).await)?;
+                let what = format!("domain name {}", domain.name);
+                match decision {
+                    Decision::Create => {
+                        let request = CreateDomainNameRequest {
+                            domain_name: Some(domain),
+                        };
+                        admin.create_domain_name(request).await.map_err(explain)?;
                     }
-                    Err(status) if status.code() == Code::NotFound => {
-                        admin
-                            .create_domain_name(CreateDomainNameRequest {
-                                domain_name: Some(domain),
-                            })
-                            .await
-                            .map_err(explain)?;
-                        println!("domain name {name} created");
+                    Decision::Update { expected_revision } => {
+                        let request = UpdateDomainNameRequest {
+                            domain_name: Some(domain),
+                            expected_revision,
+                        };
+                        admin.update_domain_name(request).await.map_err(explain)?;
                     }
-                    Err(status) => return Err(explain(status)),
+                    Decision::Unchanged => {}
                 }
+                (what, decision)
             }
             Some(Kind::ApiKey(key)) => {
-                let existing = admin
-                    .list_api_keys(ListApiKeysRequest {
-                        page: Some(Page {
-                            page_size: 1000,
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(explain)?
-                    .into_inner()
-                    .api_keys
-                    .into_iter()
-                    .find(|k| k.name == key.name);
-                match existing {
-                    Some(current) => {
-                        let updated = config::ApiKey {
-                            id: current.id.clone(),
-                            ..key
-                        };
-                        admin
-                            .update_api_key(UpdateApiKeyRequest {
-                                api_key: Some(updated),
-                                expected_revision: current.revision,
-                            })
-                            .await
-                            .map_err(explain)?;
-                        println!("API key {} ({}) configured", current.name, current.id);
-                    }
-                    None => {
-                        let created = admin
-                            .create_api_key(CreateApiKeyRequest {
-                                api_key: Some(key),
-                                value: String::new(),
-                            })
-                            .await
-                            .map_err(explain)?
-                            .into_inner();
-                        let id = created.api_key.map(|k| k.id).unwrap_or_default();
-                        println!(
-                            "API key {id} created; its value is shown only now: {}",
-                            created.value
-                        );
-                    }
-                }
+                apply_api_key(admin, key).await?;
+                continue;
             }
+        };
+        match decision {
+            Decision::Create => println!("{what} created"),
+            Decision::Update { .. } => println!("{what} configured"),
+            Decision::Unchanged => println!("{what} unchanged"),
         }
     }
     Ok(())
 }
 
-async fn apply_api(admin: &mut Admin, api: config::Api) -> anyhow::Result<()> {
-    let name = api.name.clone();
-    match admin
-        .get_api(GetApiRequest {
-            name: name.clone(),
+/// API keys in a file are matched by name; a new key's value is printed once.
+async fn apply_api_key(admin: &mut Admin, key: config::ApiKey) -> anyhow::Result<()> {
+    let page = Some(Page {
+        page_size: 1000,
+        ..Default::default()
+    });
+    let existing = admin
+        .list_api_keys(ListApiKeysRequest {
+            page,
             ..Default::default()
         })
         .await
-    {
-        Ok(current) => {
-            let mut current = current.into_inner();
-            let expected_revision = current.revision;
-            without_output_fields(&mut current);
-            // Compare in the normalized form the control plane stores.
-            let desired = ApiDefinition::validate(api.clone()).map(|d| d.into_proto()).ok();
-            if desired.as_ref() == Some(&current) {
-                println!("API {name} unchanged");
-                return Ok(());
-            }
-            admin
-                .update_api(UpdateApiRequest {
-                    api: Some(api),
-                    expected_revision,
-                })
-                .await
-                .map_err(explain)?;
-            println!("API {name} configured");
+        .map_err(explain)?
+        .into_inner()
+        .api_keys
+        .into_iter()
+        .find(|k| k.name == key.name);
+    match existing {
+        Some(current) => {
+            let updated = config::ApiKey {
+                id: current.id.clone(),
+                ..key
+            };
+            let request = UpdateApiKeyRequest {
+                api_key: Some(updated),
+                expected_revision: current.revision,
+            };
+            admin.update_api_key(request).await.map_err(explain)?;
+            println!("API key {} ({}) configured", current.name, current.id);
         }
-        Err(status) if status.code() == Code::NotFound => {
-            admin
-                .create_api(CreateApiRequest { api: Some(api) })
-                .await
-                .map_err(explain)?;
-            println!("API {name} created");
+        None => {
+            let request = CreateApiKeyRequest {
+                api_key: Some(key),
+                value: String::new(),
+            };
+            let created = admin.create_api_key(request).await.map_err(explain)?.into_inner();
+            let id = created.api_key.map(|k| k.id).unwrap_or_default();
+            println!(
+                "API key {id} created; its value is shown only now: {}",
+                created.value
+            );
         }
-        Err(status) => return Err(explain(status)),
     }
     Ok(())
 }
@@ -802,49 +824,39 @@ async fn apply_api(admin: &mut Admin, api: config::Api) -> anyhow::Result<()> {
 /// Applying a stage sets its variables and settings; which deployment it
 /// serves (and its canary) change only when the file says so — that is what
 /// `deploy`, `canary` and `rollback` are for.
-async fn apply_stage(admin: &mut Admin, mut stage: config::Stage) -> anyhow::Result<()> {
-    let name = format!("{}/{}", stage.api, stage.name);
-    match admin
-        .get_stage(GetStageRequest {
-            api: stage.api.clone(),
-            name: stage.name.clone(),
-            ..Default::default()
-        })
-        .await
-    {
-        Ok(current) => {
-            let current = current.into_inner();
-            if stage.deployment_id.is_empty() {
-                stage.deployment_id = current.deployment_id.clone();
-            }
-            if stage.canary.is_none() {
-                stage.canary = current.canary.clone();
-            }
-            let mut compare = current.clone();
-            compare.revision = 0;
-            compare.created_at = None;
-            compare.updated_at = None;
-            if compare == stage {
-                println!("stage {name} unchanged");
-                return Ok(());
-            }
-            admin
-                .update_stage(UpdateStageRequest {
-                    stage: Some(stage),
-                    expected_revision: current.revision,
-                })
-                .await
-                .map_err(explain)?;
-            println!("stage {name} configured");
+async fn apply_stage(admin: &mut Admin, mut stage: config::Stage) -> anyhow::Result<(String, Decision)> {
+    let what = format!("stage {}/{}", stage.api, stage.name);
+    let request = GetStageRequest {
+        api: stage.api.clone(),
+        name: stage.name.clone(),
+        ..Default::default()
+    };
+    let current = admin.get_stage(request).await;
+    if let Ok(current) = &current {
+        let current = current.get_ref();
+        if stage.deployment_id.is_empty() {
+            stage.deployment_id = current.deployment_id.clone();
         }
-        Err(status) if status.code() == Code::NotFound => {
+        if stage.canary.is_none() {
+            stage.canary = current.canary.clone();
+        }
+    }
+    let decision = decide(&stage, current)?;
+    match decision {
+        Decision::Create => {
             admin
                 .create_stage(CreateStageRequest { stage: Some(stage) })
                 .await
                 .map_err(explain)?;
-            println!("stage {name} created");
         }
-        Err(status) => return Err(explain(status)),
+        Decision::Update { expected_revision } => {
+            let request = UpdateStageRequest {
+                stage: Some(stage),
+                expected_revision,
+            };
+            admin.update_stage(request).await.map_err(explain)?;
+        }
+        Decision::Unchanged => {}
     }
-    Ok(())
+    Ok((what, decision))
 }

@@ -15,13 +15,35 @@ use std::path::PathBuf;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, Server, ServerTlsConfig};
 
-/// Certificate and key (PEM files) for the admin and peer listeners.
+/// Certificate and key (PEM files) for the admin and peer listeners, and the
+/// CA bundle peers' certificates must chain to (default: the certificate itself,
+/// for a cluster sharing one self-signed certificate).
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    fn read(path: &PathBuf) -> Result<Vec<u8>, ServeError> {
+        std::fs::read(path).map_err(|e| ServeError::Tls(format!("{}: {e}", path.display())))
+    }
+
+    fn server(&self) -> Result<ServerTlsConfig, ServeError> {
+        Ok(ServerTlsConfig::new().identity(Identity::from_pem(
+            Self::read(&self.cert)?,
+            Self::read(&self.key)?,
+        )))
+    }
+
+    /// How this node verifies its peers.
+    fn client(&self) -> Result<ClientTlsConfig, ServeError> {
+        let ca = Self::read(self.ca.as_ref().unwrap_or(&self.cert))?;
+        Ok(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+    }
 }
 
 /// Everything a control-plane node needs to start.
@@ -106,12 +128,8 @@ async fn bind(address: SocketAddr) -> Result<TcpListener, ServeError> {
 fn server_builder(tls: Option<&TlsFiles>) -> Result<Server, ServeError> {
     let mut builder = Server::builder();
     if let Some(tls) = tls {
-        let read = |path: &PathBuf| {
-            std::fs::read(path).map_err(|e| ServeError::Tls(format!("{}: {e}", path.display())))
-        };
-        let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
         builder = builder
-            .tls_config(ServerTlsConfig::new().identity(identity))
+            .tls_config(tls.server()?)
             .map_err(|e| ServeError::Tls(e.to_string()))?;
     }
     Ok(builder)
@@ -155,10 +173,12 @@ pub async fn serve(
             }
         }
     }
+    let peer_tls = config.tls.as_ref().map(TlsFiles::client).transpose()?;
     let transport = Transport::new(
         config.node_id,
         advertised.clone(),
         config.token.clone(),
+        peer_tls,
         tokio::runtime::Handle::current(),
     );
     for (id, address) in &config.peers {
@@ -192,7 +212,7 @@ pub async fn serve(
         .map_err(|e| ServeError::Config(format!("reflection: {e}")))?;
 
     let admin = AdminServiceServer::with_interceptor(
-        AdminApi::new(node.clone(), transport.clone(), config.token.clone()),
+        AdminApi::new(node.clone(), transport.clone()),
         RequireToken(config.token.clone()),
     );
     let peers = InterceptedService::new(
@@ -220,7 +240,7 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(admin)
         .serve_with_incoming_shutdown(TcpListenerStream::new(admin_listener), stopped(stop_rx.clone()));
-    let raft_server = Server::builder()
+    let raft_server = server_builder(config.tls.as_ref())?
         .add_service(peers)
         .serve_with_incoming_shutdown(TcpListenerStream::new(raft_listener), stopped(stop_rx));
 

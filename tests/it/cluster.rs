@@ -286,3 +286,51 @@ async fn a_new_node_catches_up_through_a_snapshot_and_a_node_can_be_removed() {
         .expect_err("already gone");
     assert_eq!(err.code(), Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tls_the_admin_api_and_raft_peers_talk_only_over_tls() {
+    let _serial = serial().await;
+    let cluster = Cluster::start_with_tls(3).await;
+    cluster.wait_until_caught_up().await;
+    let status = cluster.status().await.expect("status over TLS");
+    assert!(
+        status
+            .members
+            .iter()
+            .all(|m| m.role != "UNREACHABLE" && m.error.is_empty()),
+        "every peer answered over TLS: {:?}",
+        status.members
+    );
+
+    let leader = cluster.wait_for_leader().await;
+    let follower = cluster.nodes.iter().find(|n| n.id != leader).expect("a follower");
+    let mut admin = follower.admin().await.expect("https admin");
+    admin
+        .create_api(CreateApiRequest {
+            api: Some(mock_api("secure", "ok")),
+        })
+        .await
+        .expect("a write through a follower is replicated over TLS");
+
+    let plain = follower.endpoint().replacen("https://", "http://", 1);
+    let refused = match pylon_tests::connect(&plain).await {
+        Err(_) => true,
+        Ok(mut admin) => admin.list_apis(ListApisRequest::default()).await.is_err(),
+    };
+    assert!(refused, "plaintext gRPC is not served on a TLS port");
+
+    let certificate = cluster.ca_certificate().expect("CA certificate");
+    let listed = pylon_tests::pylon_cli(
+        &follower.endpoint(),
+        &[
+            "--ca-cert",
+            certificate.to_str().expect("utf-8"),
+            "apis",
+            "list",
+            "-o",
+            "json",
+        ],
+    )
+    .expect("the CLI speaks TLS with --ca-cert");
+    assert!(listed.contains("\"secure\""), "{listed}");
+}

@@ -84,15 +84,23 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
 }
 
 pub async fn connect(endpoint: &str) -> anyhow::Result<Admin> {
-    connect_with(endpoint, None).await
+    connect_with(endpoint, None, None).await
 }
 
-pub async fn connect_with(endpoint: &str, token: Option<&str>) -> anyhow::Result<Admin> {
+/// Connects with an optional bearer token and, for `https://`, the CA (PEM) to trust.
+pub async fn connect_with(endpoint: &str, token: Option<&str>, ca: Option<&[u8]>) -> anyhow::Result<Admin> {
     let token = match token {
         Some(token) => Some(format!("Bearer {}", token.trim()).parse()?),
         None => None,
     };
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?
+    let mut builder = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?;
+    if let Some(ca) = ca {
+        builder = builder.tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+        )?;
+    }
+    let channel = builder
         .connect_timeout(Duration::from_millis(500))
         .timeout(Duration::from_secs(15))
         .connect()
@@ -109,12 +117,15 @@ pub struct ControlPlaneNode {
     log: PathBuf,
     args: Vec<String>,
     token: Option<String>,
+    /// The CA (PEM) to trust when the node serves TLS.
+    ca: Option<Vec<u8>>,
     child: Option<Child>,
 }
 
 impl ControlPlaneNode {
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.admin_port)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.admin_port)
     }
 
     pub fn raft_address(&self) -> String {
@@ -159,7 +170,7 @@ impl ControlPlaneNode {
     }
 
     pub async fn admin(&self) -> anyhow::Result<Admin> {
-        connect_with(&self.endpoint(), self.token.as_deref()).await
+        connect_with(&self.endpoint(), self.token.as_deref(), self.ca.as_deref()).await
     }
 
     fn log_tail(&self, lines: usize) -> String {
@@ -181,6 +192,7 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     extra_args: Vec<String>,
     token: Option<String>,
+    ca: Option<Vec<u8>>,
 }
 
 impl Cluster {
@@ -190,15 +202,21 @@ impl Cluster {
     }
 
     pub async fn start_with(size: u64, extra_args: &[&str]) -> Cluster {
-        Cluster::launch(size, extra_args, None).await
+        Cluster::launch(size, extra_args, None, false).await
     }
 
     /// Starts a cluster whose admin and peer calls require `token`.
     pub async fn start_secured(size: u64, token: &str) -> Cluster {
-        Cluster::launch(size, &[], Some(token)).await
+        Cluster::launch(size, &[], Some(token), false).await
     }
 
-    async fn launch(size: u64, extra_args: &[&str], token: Option<&str>) -> Cluster {
+    /// Starts a cluster whose admin and Raft ports serve TLS with a certificate
+    /// for 127.0.0.1 from a CA made with `openssl` for the test.
+    pub async fn start_with_tls(size: u64) -> Cluster {
+        Cluster::launch(size, &[], None, true).await
+    }
+
+    async fn launch(size: u64, extra_args: &[&str], token: Option<&str>, tls: bool) -> Cluster {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let mut extra_args: Vec<String> = extra_args.iter().map(|s| (*s).to_owned()).collect();
         if let Some(token) = token {
@@ -206,11 +224,19 @@ impl Cluster {
             std::fs::write(&file, token).unwrap_or_else(|e| panic!("token file: {e}"));
             extra_args.push(format!("--token-file={}", file.display()));
         }
+        let ca = tls.then(|| {
+            let (ca, cert, key) = test_certificates(dir.path());
+            extra_args.push(format!("--tls-cert={}", cert.display()));
+            extra_args.push(format!("--tls-key={}", key.display()));
+            extra_args.push(format!("--tls-ca={}", ca.display()));
+            std::fs::read(&ca).unwrap_or_else(|e| panic!("CA certificate: {e}"))
+        });
         let mut cluster = Cluster {
             nodes: Vec::new(),
             dir,
             extra_args,
             token: token.map(str::to_owned),
+            ca,
         };
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
         let peers: Vec<String> = ports
@@ -245,6 +271,7 @@ impl Cluster {
             log,
             args,
             token: self.token.clone(),
+            ca: self.ca.clone(),
             child: None,
         }
     }
@@ -269,7 +296,7 @@ impl Cluster {
 
     /// Cluster status as seen by the first running node that answers.
     pub async fn status(&self) -> Option<ClusterStatus> {
-        for node in self.nodes.iter().filter(|n| n.is_running()) {
+        for node in self.running() {
             if let Ok(mut admin) = node.admin().await
                 && let Ok(status) = admin.get_cluster_status(GetClusterStatusRequest {}).await
             {
@@ -287,12 +314,7 @@ impl Cluster {
             || async {
                 let status = self.status().await?;
                 let leader = status.leader_id;
-                let running: Vec<u64> = self
-                    .nodes
-                    .iter()
-                    .filter(|n| n.is_running())
-                    .map(|n| n.id)
-                    .collect();
+                let running = self.running_ids();
                 let agreed = leader != 0
                     && running.contains(&leader)
                     && status
@@ -313,12 +335,7 @@ impl Cluster {
             Duration::from_secs(20),
             || async {
                 let status = self.status().await?;
-                let running: Vec<u64> = self
-                    .nodes
-                    .iter()
-                    .filter(|n| n.is_running())
-                    .map(|n| n.id)
-                    .collect();
+                let running = self.running_ids();
                 let members: Vec<_> = status
                     .members
                     .iter()
@@ -334,8 +351,17 @@ impl Cluster {
         .await
     }
 
+    /// The CA certificate clients of a TLS cluster trust.
+    pub fn ca_certificate(&self) -> Option<PathBuf> {
+        self.ca.as_ref().map(|_| self.dir.path().join("ca.pem"))
+    }
+
     pub fn running(&self) -> impl Iterator<Item = &ControlPlaneNode> {
         self.nodes.iter().filter(|n| n.is_running())
+    }
+
+    fn running_ids(&self) -> Vec<u64> {
+        self.running().map(|n| n.id).collect()
     }
 }
 
@@ -368,6 +394,84 @@ pub fn pylon_cli(endpoint: &str, args: &[&str]) -> anyhow::Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Writes a test CA (`ca.pem`) and a node certificate it signed (`cert.pem`,
+/// `key.pem`, valid for 127.0.0.1) into `dir`, with `openssl`.
+pub fn test_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let file = |name: &str| dir.join(name);
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("openssl: {e}"));
+        assert!(status.success(), "openssl {} failed", args.join(" "));
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=pylon-test-ca",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"],
+            &ec[..],
+            &[
+                "-keyout",
+                "key.pem",
+                "-out",
+                "node.csr",
+                "-subj",
+                "/CN=pylon-node",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        file("node.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n",
+    )
+    .unwrap_or_else(|e| panic!("node.ext: {e}"));
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "node.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "node.ext",
+    ]);
+    (file("ca.pem"), file("cert.pem"), file("key.pem"))
 }
 
 /// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.

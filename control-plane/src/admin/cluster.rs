@@ -1,8 +1,7 @@
 //! Membership: cluster status across members, adding and removing voters.
 
-use crate::auth::BearerToken;
 use crate::raft::node::{NodeHandle, ProposeError};
-use crate::raft::transport::{Transport, peer_status};
+use crate::raft::transport::Transport;
 use pylon_common::ErrorCode;
 use pylon_proto::admin::v1::{ClusterStatus, MemberStatus};
 use pylon_proto::raft::v1::{MemberInfo, NodeStatus};
@@ -31,7 +30,7 @@ fn member(status: &NodeStatus, address: String, voter: bool) -> MemberStatus {
 }
 
 /// Asks every member for its own view; unreachable members are listed as such.
-pub async fn status(node: &NodeHandle, transport: &Transport, token: Option<&BearerToken>) -> ClusterStatus {
+pub async fn status(node: &NodeHandle, transport: &Transport) -> ClusterStatus {
     let local = node.status();
     let addresses = transport.addresses();
     let ids: Vec<(u64, bool)> = local
@@ -48,7 +47,7 @@ pub async fn status(node: &NodeHandle, transport: &Transport, token: Option<&Bea
             if *id == local.node_id {
                 return member(local, address, *voter);
             }
-            match peer_status(&address, token).await {
+            match transport.peer_status(&address).await {
                 Ok(status) => member(&status, address, *voter),
                 Err(error) => MemberStatus {
                     node_id: *id,

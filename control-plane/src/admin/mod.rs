@@ -9,7 +9,6 @@
 mod cluster;
 mod ids;
 
-use crate::auth::BearerToken;
 use crate::raft::node::{NodeHandle, ProposeError};
 use crate::raft::transport::Transport;
 use crate::state::{Applied, State};
@@ -34,16 +33,11 @@ const MAX_PAGE: usize = 1000;
 pub struct AdminApi {
     node: NodeHandle,
     transport: Transport,
-    peer_token: Option<BearerToken>,
 }
 
 impl AdminApi {
-    pub fn new(node: NodeHandle, transport: Transport, peer_token: Option<BearerToken>) -> Self {
-        AdminApi {
-            node,
-            transport,
-            peer_token,
-        }
+    pub fn new(node: NodeHandle, transport: Transport) -> Self {
+        AdminApi { node, transport }
     }
 
     /// Proposes `op` and waits until it is applied here, retrying while no
@@ -216,10 +210,6 @@ fn page<T: Clone>(
     Ok((out, next))
 }
 
-fn consistency_of(value: i32) -> i32 {
-    value
-}
-
 #[tonic::async_trait]
 impl AdminService for AdminApi {
     async fn create_api(&self, request: Request<CreateApiRequest>) -> Result<Response<config::Api>, Status> {
@@ -233,7 +223,7 @@ impl AdminService for AdminApi {
 
     async fn get_api(&self, request: Request<GetApiRequest>) -> Result<Response<config::Api>, Status> {
         let request = request.into_inner();
-        self.read(consistency_of(request.consistency), |state| {
+        self.read(request.consistency, |state| {
             state
                 .api(&request.name)
                 .cloned()
@@ -744,9 +734,7 @@ impl AdminService for AdminApi {
         &self,
         _request: Request<GetClusterStatusRequest>,
     ) -> Result<Response<ClusterStatus>, Status> {
-        Ok(Response::new(
-            cluster::status(&self.node, &self.transport, self.peer_token.as_ref()).await,
-        ))
+        Ok(Response::new(cluster::status(&self.node, &self.transport).await))
     }
 
     async fn add_member(
@@ -755,9 +743,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<ClusterStatus>, Status> {
         let request = request.into_inner();
         cluster::add_member(&self.node, request.node_id, &request.raft_address).await?;
-        Ok(Response::new(
-            cluster::status(&self.node, &self.transport, self.peer_token.as_ref()).await,
-        ))
+        Ok(Response::new(cluster::status(&self.node, &self.transport).await))
     }
 
     async fn remove_member(
@@ -766,8 +752,6 @@ impl AdminService for AdminApi {
     ) -> Result<Response<ClusterStatus>, Status> {
         let request = request.into_inner();
         cluster::remove_member(&self.node, request.node_id).await?;
-        Ok(Response::new(
-            cluster::status(&self.node, &self.transport, self.peer_token.as_ref()).await,
-        ))
+        Ok(Response::new(cluster::status(&self.node, &self.transport).await))
     }
 }

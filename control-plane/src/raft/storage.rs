@@ -498,7 +498,10 @@ mod tests {
         ));
         assert_eq!(storage.snapshot(0, 2).expect("snapshot").get_data(), b"state");
         assert!(
-            matches!(storage.snapshot(0, 3), Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))),
+            matches!(
+                storage.snapshot(0, 3),
+                Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+            ),
             "a peer the snapshot does not list gets a fresh one later"
         );
         assert!(storage.take_snapshot_request());

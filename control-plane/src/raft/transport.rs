@@ -17,7 +17,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status};
 
 const QUEUE_DEPTH: usize = 4096;
@@ -39,6 +39,8 @@ struct Inner {
     addresses: RwLock<BTreeMap<u64, String>>,
     queues: Mutex<HashMap<u64, mpsc::Sender<Message>>>,
     node: OnceLock<Sender<NodeMsg>>,
+    /// Set when peers serve TLS: how to verify them.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Transport {
@@ -46,6 +48,7 @@ impl Transport {
         id: u64,
         own_address: String,
         token: Option<BearerToken>,
+        tls: Option<ClientTlsConfig>,
         runtime: tokio::runtime::Handle,
     ) -> Self {
         Transport {
@@ -53,6 +56,7 @@ impl Transport {
                 id,
                 own_address,
                 token,
+                tls,
                 runtime,
                 addresses: RwLock::new(BTreeMap::new()),
                 queues: Mutex::new(HashMap::new()),
@@ -104,8 +108,31 @@ impl Transport {
         all
     }
 
-    pub fn address_of(&self, id: u64) -> Option<String> {
-        self.addresses().get(&id).cloned()
+    fn endpoint(&self, address: &str) -> Result<Endpoint, String> {
+        let scheme = if self.inner.tls.is_some() { "https" } else { "http" };
+        let endpoint = Endpoint::from_shared(format!("{scheme}://{address}")).map_err(|e| e.to_string())?;
+        match &self.inner.tls {
+            Some(tls) => endpoint.tls_config(tls.clone()).map_err(|e| e.to_string()),
+            None => Ok(endpoint),
+        }
+    }
+
+    /// Asks one peer for its own Raft status (for the cluster status call).
+    pub async fn peer_status(&self, address: &str) -> Result<NodeStatus, String> {
+        let endpoint = self
+            .endpoint(address)?
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(1));
+        let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+        let mut request = Request::new(StatusRequest {});
+        if let Some(token) = &self.inner.token {
+            token.attach(&mut request);
+        }
+        RaftTransportClient::new(channel)
+            .status(request)
+            .await
+            .map(Response::into_inner)
+            .map_err(|status| status.message().to_owned())
     }
 
     /// Queues messages for their peers; never blocks.
@@ -134,10 +161,13 @@ impl Transport {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         // Called from the Raft thread: the lazy channel needs the runtime's context.
         let _runtime = self.inner.runtime.enter();
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .ok()?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true);
+        let endpoint = match self.endpoint(&address) {
+            Ok(endpoint) => endpoint.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true),
+            Err(error) => {
+                tracing::warn!(to, %address, %error, "cannot reach peer");
+                return None;
+            }
+        };
         let channel = endpoint.connect_lazy();
         let peer = Peer {
             transport: self.clone(),
@@ -160,6 +190,7 @@ struct Peer {
 
 impl Peer {
     async fn run(mut self, mut rx: mpsc::Receiver<Message>) {
+        let mut failing = false;
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -173,7 +204,23 @@ impl Peer {
                 .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
                 .map(|m| m.to)
                 .collect();
-            let ok = self.deliver(&batch).await;
+            let ok = match self.deliver(&batch).await {
+                Ok(()) => {
+                    if failing {
+                        tracing::info!(to = self.to, "peer reachable again");
+                        failing = false;
+                    }
+                    true
+                }
+                Err(error) => {
+                    // Once per outage, loud enough to see a misconfiguration.
+                    if !failing {
+                        tracing::warn!(to = self.to, %error, "cannot send raft messages to peer");
+                        failing = true;
+                    }
+                    false
+                }
+            };
             for to in snapshots {
                 self.transport.report(NodeMsg::SnapshotSent { to, ok });
             }
@@ -185,7 +232,7 @@ impl Peer {
         }
     }
 
-    async fn deliver(&mut self, batch: &[Message]) -> bool {
+    async fn deliver(&mut self, batch: &[Message]) -> Result<(), String> {
         let mut messages = Vec::with_capacity(batch.len());
         for message in batch {
             match message.write_to_bytes() {
@@ -204,15 +251,9 @@ impl Peer {
             token.attach(&mut request);
         }
         match tokio::time::timeout(SEND_TIMEOUT, self.client.send(request)).await {
-            Ok(Ok(_)) => true,
-            Ok(Err(status)) => {
-                tracing::debug!(to = self.to, %status, "raft send failed");
-                false
-            }
-            Err(_) => {
-                tracing::debug!(to = self.to, "raft send timed out");
-                false
-            }
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(status.message().to_owned()),
+            Err(_) => Err(format!("no answer within {SEND_TIMEOUT:?}")),
         }
     }
 }
@@ -245,22 +286,4 @@ impl RaftTransport for RaftService {
         };
         Ok(Response::new(status))
     }
-}
-
-/// A client for one peer's `Status`, used by the cluster status call.
-pub async fn peer_status(address: &str, token: Option<&BearerToken>) -> Result<NodeStatus, String> {
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(1));
-    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
-    let mut request = Request::new(StatusRequest {});
-    if let Some(token) = token {
-        token.attach(&mut request);
-    }
-    RaftTransportClient::new(channel)
-        .status(request)
-        .await
-        .map(Response::into_inner)
-        .map_err(|status| status.message().to_owned())
 }
