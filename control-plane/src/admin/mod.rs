@@ -69,16 +69,14 @@ impl AdminApi {
         }
     }
 
-    /// Runs the command against a copy of this node's state, so a command the
-    /// state machine would refuse is refused here and never reaches the log.
-    /// (The state machine checks again: this node's copy may lag the leader.)
+    /// Runs the state machine's own checks against this node's state, so a
+    /// command it would refuse is refused here and never reaches the log. (It
+    /// checks again when applying: this node's state may lag the leader's.)
     fn dry_run(&self, command: &Command) -> Result<(), Status> {
-        let mut scratch = self.state().clone();
-        let index = scratch.config_version() + 1;
-        match scratch.apply(index, command) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(Status::new(e.code.grpc_code(), e.message)),
-        }
+        let state = self.state();
+        state
+            .check(state.config_version() + 1, command)
+            .map_err(|e| Status::new(e.code.grpc_code(), e.message))
     }
 
     /// Waits (ReadIndex) until this node has applied every write acknowledged

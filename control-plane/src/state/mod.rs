@@ -43,6 +43,26 @@ pub enum Applied {
     Deleted,
 }
 
+/// What an accepted command changes, decided by [`State::plan`] without
+/// touching the state and carried out by [`State::commit`].
+enum Change {
+    Api(Api),
+    Stage(Stage),
+    ApiKey(ApiKey),
+    UsagePlan(UsagePlan),
+    DomainName(DomainName),
+    Deployment {
+        deployment: Box<Deployment>,
+        /// The stage moved to the new deployment, if any.
+        stage: Option<Box<Stage>>,
+    },
+    Delete {
+        kind: resource_ref::Kind,
+        api: String,
+        name: String,
+    },
+}
+
 type StageKey = (ApiName, StageName);
 type DeploymentKey = (ApiName, DeploymentId);
 
@@ -98,19 +118,100 @@ impl State {
 
     /// Applies the command of the log entry at `index`.
     pub fn apply(&mut self, index: u64, command: &Command) -> Result<Applied, CommandError> {
+        let change = self.plan(index, command)?;
+        self.config_version = index;
+        Ok(self.commit(index, change))
+    }
+
+    /// Whether `apply` would accept the command, without changing anything.
+    pub fn check(&self, index: u64, command: &Command) -> Result<(), CommandError> {
+        self.plan(index, command).map(drop)
+    }
+
+    /// Every check a command must pass, and what it will change. Reads only.
+    fn plan(&self, index: u64, command: &Command) -> Result<Change, CommandError> {
         let at = command.at;
-        let result = match &command.op {
+        match &command.op {
             None => fail(ErrorCode::InvalidArgument, "empty command"),
             Some(Op::Put(put)) => self.put(index, at, put),
-            Some(Op::Delete(delete)) => self.delete(index, delete),
+            Some(Op::Delete(delete)) => self.delete(delete),
             Some(Op::CreateDeployment(create)) => self.create_deployment(index, at, create),
             Some(Op::PromoteCanary(promote)) => self.promote_canary(index, at, promote),
             Some(Op::RollbackStage(rollback)) => self.rollback_stage(index, at, rollback),
-        };
-        if result.is_ok() {
-            self.config_version = index;
         }
-        result
+    }
+
+    /// Carries out a planned change; cannot fail.
+    fn commit(&mut self, index: u64, change: Change) -> Applied {
+        match change {
+            Change::Api(api) => {
+                self.apis.insert(ApiName::from(api.name.as_str()), api.clone());
+                Applied::Api(api)
+            }
+            Change::Stage(stage) => {
+                self.stages
+                    .insert(stage_key(&stage.api, &stage.name), stage.clone());
+                Applied::Stage(stage)
+            }
+            Change::ApiKey(key) => {
+                self.api_keys.insert(ApiKeyId::from(key.id.as_str()), key.clone());
+                Applied::ApiKey(key)
+            }
+            Change::UsagePlan(plan) => {
+                self.usage_plans
+                    .insert(UsagePlanName::from(plan.name.as_str()), plan.clone());
+                Applied::UsagePlan(plan)
+            }
+            Change::DomainName(domain) => {
+                self.domain_names
+                    .insert(DomainNameId::from(domain.name.as_str()), domain.clone());
+                Applied::DomainName(domain)
+            }
+            Change::Deployment { deployment, stage } => {
+                if let Some(stage) = stage {
+                    self.stages.insert(stage_key(&stage.api, &stage.name), *stage);
+                }
+                self.deployments.insert(
+                    deployment_key(&deployment.api, &deployment.id),
+                    (*deployment).clone(),
+                );
+                Applied::Deployment(*deployment)
+            }
+            Change::Delete { kind, api, name } => {
+                match kind {
+                    resource_ref::Kind::Api => {
+                        let key = ApiName::from(name.as_str());
+                        self.apis.remove(&key);
+                        self.stages.retain(|(a, _), _| *a != key);
+                        self.deployments.retain(|(a, _), _| *a != key);
+                    }
+                    resource_ref::Kind::Stage => {
+                        self.stages.remove(&stage_key(&api, &name));
+                    }
+                    resource_ref::Kind::Deployment => {
+                        self.deployments.remove(&deployment_key(&api, &name));
+                    }
+                    resource_ref::Kind::ApiKey => {
+                        self.api_keys.remove(&ApiKeyId::from(name.as_str()));
+                        // A deleted key leaves every plan it was in.
+                        for plan in self.usage_plans.values_mut() {
+                            if plan.api_key_ids.contains(&name) {
+                                plan.api_key_ids.retain(|id| *id != name);
+                                plan.revision = index;
+                            }
+                        }
+                    }
+                    resource_ref::Kind::UsagePlan => {
+                        self.usage_plans.remove(&UsagePlanName::from(name.as_str()));
+                    }
+                    resource_ref::Kind::DomainName => {
+                        self.domain_names.remove(&DomainNameId::from(name.as_str()));
+                    }
+                    resource_ref::Kind::Unspecified => {}
+                }
+                Applied::Deleted
+            }
+        }
     }
 
     /// Records a member's Raft address (from a membership-change entry).
@@ -125,7 +226,7 @@ impl State {
         &self.members
     }
 
-    fn put(&mut self, index: u64, at: Option<Timestamp>, put: &Put) -> Result<Applied, CommandError> {
+    fn put(&self, index: u64, at: Option<Timestamp>, put: &Put) -> Result<Change, CommandError> {
         let Some(kind) = put.resource.as_ref().and_then(|r| r.kind.clone()) else {
             return fail(ErrorCode::InvalidArgument, "put without a resource");
         };
@@ -135,8 +236,7 @@ impl State {
                 let key = ApiName::from(api.name.as_str());
                 let old = self.existing("API", &api.name, self.apis.get(&key), create, expected)?;
                 stamp!(api, old, index, at);
-                self.apis.insert(key, api.clone());
-                Ok(Applied::Api(api))
+                Ok(Change::Api(api))
             }
             Kind::Stage(mut stage) => {
                 self.require_api(&stage.api)?;
@@ -145,8 +245,7 @@ impl State {
                 let old = self.existing("stage", &name, self.stages.get(&key), create, expected)?;
                 self.check_stage_deployments(&stage)?;
                 stamp!(stage, old, index, at);
-                self.stages.insert(key, stage.clone());
-                Ok(Applied::Stage(stage))
+                Ok(Change::Stage(stage))
             }
             Kind::ApiKey(mut key) => {
                 let id = ApiKeyId::from(key.id.as_str());
@@ -164,8 +263,7 @@ impl State {
                     );
                 }
                 stamp!(key, old, index, at);
-                self.api_keys.insert(id, key.clone());
-                Ok(Applied::ApiKey(key))
+                Ok(Change::ApiKey(key))
             }
             Kind::UsagePlan(mut plan) => {
                 let key = UsagePlanName::from(plan.name.as_str());
@@ -199,8 +297,7 @@ impl State {
                     }
                 }
                 stamp!(plan, old, index, at);
-                self.usage_plans.insert(key, plan.clone());
-                Ok(Applied::UsagePlan(plan))
+                Ok(Change::UsagePlan(plan))
             }
             Kind::DomainName(mut domain) => {
                 let key = DomainNameId::from(domain.name.as_str());
@@ -223,8 +320,7 @@ impl State {
                     }
                 }
                 stamp!(domain, old, index, at);
-                self.domain_names.insert(key, domain.clone());
-                Ok(Applied::DomainName(domain))
+                Ok(Change::DomainName(domain))
             }
         }
     }
@@ -287,14 +383,15 @@ impl State {
         Ok(())
     }
 
-    fn delete(&mut self, index: u64, delete: &Delete) -> Result<Applied, CommandError> {
+    fn delete(&self, delete: &Delete) -> Result<Change, CommandError> {
         let Some(target) = &delete.target else {
             return fail(ErrorCode::InvalidArgument, "delete without a target");
         };
         let expected = delete.expected_revision;
         let (api, name) = (target.api.as_str(), target.name.as_str());
-        match resource_ref::Kind::try_from(target.kind) {
-            Ok(resource_ref::Kind::Api) => {
+        let kind = resource_ref::Kind::try_from(target.kind).unwrap_or(resource_ref::Kind::Unspecified);
+        match kind {
+            resource_ref::Kind::Api => {
                 let found = self.require_api(name)?;
                 check_revision("API", name, found.revision, expected)?;
                 if let Some(plan) = self
@@ -320,21 +417,16 @@ impl State {
                         ),
                     );
                 }
-                let key = ApiName::from(name);
-                self.apis.remove(&key);
-                self.stages.retain(|(a, _), _| *a != key);
-                self.deployments.retain(|(a, _), _| *a != key);
             }
-            Ok(resource_ref::Kind::Stage) => {
+            resource_ref::Kind::Stage => {
                 let key = stage_key(api, name);
                 let Some(found) = self.stages.get(&key) else {
                     return fail(ErrorCode::NotFound, format!("stage {api}/{name} not found"));
                 };
                 check_revision("stage", name, found.revision, expected)?;
                 self.stage_unreferenced(api, name)?;
-                self.stages.remove(&key);
             }
-            Ok(resource_ref::Kind::Deployment) => {
+            resource_ref::Kind::Deployment => {
                 let key = deployment_key(api, name);
                 if !self.deployments.contains_key(&key) {
                     return fail(
@@ -353,43 +445,37 @@ impl State {
                         format!("deployment {name} is in use by stage {}", stage.name),
                     );
                 }
-                self.deployments.remove(&key);
             }
-            Ok(resource_ref::Kind::ApiKey) => {
+            resource_ref::Kind::ApiKey => {
                 let key = ApiKeyId::from(name);
                 let Some(found) = self.api_keys.get(&key) else {
                     return fail(ErrorCode::NotFound, format!("API key {name} not found"));
                 };
                 check_revision("API key", name, found.revision, expected)?;
-                self.api_keys.remove(&key);
-                for plan in self.usage_plans.values_mut() {
-                    if plan.api_key_ids.iter().any(|id| id == name) {
-                        plan.api_key_ids.retain(|id| id != name);
-                        plan.revision = index;
-                    }
-                }
             }
-            Ok(resource_ref::Kind::UsagePlan) => {
+            resource_ref::Kind::UsagePlan => {
                 let key = UsagePlanName::from(name);
                 let Some(found) = self.usage_plans.get(&key) else {
                     return fail(ErrorCode::NotFound, format!("usage plan {name} not found"));
                 };
                 check_revision("usage plan", name, found.revision, expected)?;
-                self.usage_plans.remove(&key);
             }
-            Ok(resource_ref::Kind::DomainName) => {
+            resource_ref::Kind::DomainName => {
                 let key = DomainNameId::from(name);
                 let Some(found) = self.domain_names.get(&key) else {
                     return fail(ErrorCode::NotFound, format!("domain name {name} not found"));
                 };
                 check_revision("domain name", name, found.revision, expected)?;
-                self.domain_names.remove(&key);
             }
-            Ok(resource_ref::Kind::Unspecified) | Err(_) => {
+            resource_ref::Kind::Unspecified => {
                 return fail(ErrorCode::InvalidArgument, "delete of an unknown kind");
             }
         }
-        Ok(Applied::Deleted)
+        Ok(Change::Delete {
+            kind,
+            api: api.to_owned(),
+            name: name.to_owned(),
+        })
     }
 
     fn stage_unreferenced(&self, api: &str, name: &str) -> Result<(), CommandError> {
@@ -417,14 +503,16 @@ impl State {
     }
 
     fn create_deployment(
-        &mut self,
+        &self,
         index: u64,
         at: Option<Timestamp>,
         create: &CreateDeployment,
-    ) -> Result<Applied, CommandError> {
+    ) -> Result<Change, CommandError> {
         let definition = self.require_api(&create.api)?.clone();
-        let key = deployment_key(&create.api, &create.id);
-        if self.deployments.contains_key(&key) {
+        if self
+            .deployments
+            .contains_key(&deployment_key(&create.api, &create.id))
+        {
             return fail(
                 ErrorCode::AlreadyExists,
                 format!("deployment {} already exists", create.id),
@@ -438,39 +526,45 @@ impl State {
             created_at: at,
             revision: index,
         };
-        if !create.stage.is_empty() {
-            let stage_key = stage_key(&create.api, &create.stage);
-            let stage = self.stages.entry(stage_key).or_insert_with(|| Stage {
-                api: create.api.clone(),
-                name: create.stage.clone(),
-                created_at: at,
-                ..Default::default()
-            });
+        let stage = (!create.stage.is_empty()).then(|| {
+            let mut stage = self
+                .stage(&create.api, &create.stage)
+                .cloned()
+                .unwrap_or_else(|| Stage {
+                    api: create.api.clone(),
+                    name: create.stage.clone(),
+                    created_at: at,
+                    ..Default::default()
+                });
             stage.deployment_id = create.id.clone();
             stage.revision = index;
             stage.updated_at = at;
-        }
-        self.deployments.insert(key, deployment.clone());
-        Ok(Applied::Deployment(deployment))
+            Box::new(stage)
+        });
+        Ok(Change::Deployment {
+            deployment: Box::new(deployment),
+            stage,
+        })
     }
 
-    fn stage_mut(&mut self, api: &str, name: &str, expected: u64) -> Result<&mut Stage, CommandError> {
-        match self.stages.get_mut(&stage_key(api, name)) {
+    /// A copy of the stage to modify, if it exists at the expected revision.
+    fn stage_at(&self, api: &str, name: &str, expected: u64) -> Result<Stage, CommandError> {
+        match self.stage(api, name) {
             None => fail(ErrorCode::NotFound, format!("stage {api}/{name} not found")),
             Some(stage) => {
                 check_revision("stage", name, stage.revision, expected)?;
-                Ok(stage)
+                Ok(stage.clone())
             }
         }
     }
 
     fn promote_canary(
-        &mut self,
+        &self,
         index: u64,
         at: Option<Timestamp>,
         promote: &PromoteCanary,
-    ) -> Result<Applied, CommandError> {
-        let stage = self.stage_mut(&promote.api, &promote.stage, promote.expected_revision)?;
+    ) -> Result<Change, CommandError> {
+        let mut stage = self.stage_at(&promote.api, &promote.stage, promote.expected_revision)?;
         let Some(canary) = stage.canary.as_mut() else {
             return fail(
                 ErrorCode::FailedPrecondition,
@@ -484,19 +578,16 @@ impl State {
         canary.percent_traffic = 0.0;
         stage.revision = index;
         stage.updated_at = at;
-        Ok(Applied::Stage(stage.clone()))
+        Ok(Change::Stage(stage))
     }
 
     fn rollback_stage(
-        &mut self,
+        &self,
         index: u64,
         at: Option<Timestamp>,
         rollback: &RollbackStage,
-    ) -> Result<Applied, CommandError> {
-        if !self
-            .deployments
-            .contains_key(&deployment_key(&rollback.api, &rollback.deployment_id))
-        {
+    ) -> Result<Change, CommandError> {
+        if self.deployment(&rollback.api, &rollback.deployment_id).is_none() {
             return fail(
                 ErrorCode::NotFound,
                 format!(
@@ -505,11 +596,11 @@ impl State {
                 ),
             );
         }
-        let stage = self.stage_mut(&rollback.api, &rollback.stage, rollback.expected_revision)?;
+        let mut stage = self.stage_at(&rollback.api, &rollback.stage, rollback.expected_revision)?;
         stage.deployment_id = rollback.deployment_id.clone();
         stage.revision = index;
         stage.updated_at = at;
-        Ok(Applied::Stage(stage.clone()))
+        Ok(Change::Stage(stage))
     }
 
     // ---- reads ----

@@ -469,6 +469,19 @@ proptest! {
     }
 
     #[test]
+    fn check_refuses_exactly_what_apply_refuses(
+        commands in prop::collection::vec(arb_command(), 0..60)
+    ) {
+        let mut state = State::default();
+        for (i, command) in commands.iter().enumerate() {
+            let index = i as u64 + 1;
+            let checked = state.check(index, command);
+            let applied = state.apply(index, command).map(drop);
+            prop_assert_eq!(checked, applied);
+        }
+    }
+
+    #[test]
     fn a_failed_command_never_changes_the_state(
         commands in prop::collection::vec(arb_command(), 0..60)
     ) {
