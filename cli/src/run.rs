@@ -10,6 +10,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Applied entries between Raft snapshots. Each snapshot encodes the whole
+/// state on the Raft thread (see docs/control-plane.md), so not too often.
+const DEFAULT_SNAPSHOT_INTERVAL: u64 = 10_000;
+
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PYLON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -63,7 +67,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         token: None,
         tls: None,
         timers: RaftTimers::default(),
-        snapshot_interval: 1000,
+        snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
     };
     eprintln!(
         "Pylon dev: single-node control plane, state in {}\n  admin API   http://{}  (gRPC, reflection on)\n  try         pylon apply -f examples/petstore.yaml && pylon deploy petstore --stage prod\n  stop        Ctrl-C",
@@ -220,7 +224,7 @@ pub async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
             tick: Duration::from_millis(tick),
             ..RaftTimers::default()
         },
-        snapshot_interval: args.snapshot_interval.or(file.snapshot_interval).unwrap_or(1000),
+        snapshot_interval: args.snapshot_interval.or(file.snapshot_interval).unwrap_or(DEFAULT_SNAPSHOT_INTERVAL),
     };
     pylon_control_plane::serve(config, shutdown_signal()).await?;
     Ok(())
