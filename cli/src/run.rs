@@ -224,7 +224,10 @@ pub async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
             tick: Duration::from_millis(tick),
             ..RaftTimers::default()
         },
-        snapshot_interval: args.snapshot_interval.or(file.snapshot_interval).unwrap_or(DEFAULT_SNAPSHOT_INTERVAL),
+        snapshot_interval: args
+            .snapshot_interval
+            .or(file.snapshot_interval)
+            .unwrap_or(DEFAULT_SNAPSHOT_INTERVAL),
     };
     pylon_control_plane::serve(config, shutdown_signal()).await?;
     Ok(())

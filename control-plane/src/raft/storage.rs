@@ -164,8 +164,8 @@ impl RocksStorage {
         let log = self.cf(cf::LOG)?;
         let mut new_last = self.last_index;
         if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
-            // Entries past the new tail were overwritten by a new leader.
-            if first.index <= self.last_index {
+            // A new leader overwrote our tail: entries past its last one go too.
+            if first.index <= self.last_index && last.index < self.last_index {
                 batch.delete_range_cf(log, index_key(last.index + 1), index_key(self.last_index + 1));
             }
             for entry in entries {
@@ -468,6 +468,10 @@ mod tests {
         storage
             .persist(&[entry(1, 1), entry(2, 1), entry(3, 1), entry(4, 1)], None)
             .expect("persist");
+        storage
+            .persist(&[entry(2, 1), entry(3, 1), entry(4, 1), entry(5, 1)], None)
+            .expect("an overlapping append that also extends the log");
+        assert_eq!(storage.last_index().expect("last"), 5);
         storage.persist(&[entry(3, 2)], None).expect("overwrite");
         assert_eq!(storage.last_index().expect("last"), 3);
         assert_eq!(storage.term(3).expect("term"), 2);
