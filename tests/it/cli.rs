@@ -5,12 +5,14 @@
 use pylon_tests::{Cluster, pylon_cli, repo_root, serial};
 use serde_json::Value;
 
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+/// Runs a CLI command that prints JSON and parses what it printed.
+fn cli_json(endpoint: &str, args: &[&str]) -> Value {
+    let text = pylon_cli(endpoint, args).unwrap_or_else(|e| panic!("{e:#}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
 fn deployment_ids(endpoint: &str) -> Vec<String> {
-    let list = json(&pylon_cli(endpoint, &["deployments", "list", "petstore", "-o", "json"]).expect("list"));
+    let list = cli_json(endpoint, &["deployments", "list", "petstore", "-o", "json"]);
     list.as_array()
         .expect("an array")
         .iter()
@@ -19,7 +21,7 @@ fn deployment_ids(endpoint: &str) -> Vec<String> {
 }
 
 fn stage(endpoint: &str) -> Value {
-    json(&pylon_cli(endpoint, &["stages", "get", "petstore", "prod", "-o", "json"]).expect("stage"))
+    cli_json(endpoint, &["stages", "get", "petstore", "prod", "-o", "json"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,43 +40,33 @@ async fn a_release_goes_apply_deploy_canary_promote_rollback() {
         "apply is idempotent"
     );
 
-    let first = json(
-        &pylon_cli(
-            &endpoint,
-            &[
-                "deploy",
-                "petstore",
-                "--stage",
-                "prod",
-                "--description",
-                "v1",
-                "-o",
-                "json",
-            ],
-        )
-        .expect("deploy"),
-    );
+    let deploy = [
+        "deploy",
+        "petstore",
+        "--stage",
+        "prod",
+        "--description",
+        "v1",
+        "-o",
+        "json",
+    ];
+    let first = cli_json(&endpoint, &deploy);
     let d1 = first["id"].as_str().expect("id").to_owned();
     assert_eq!(first["definition"]["routes"].as_array().map(Vec::len), Some(3));
     assert_eq!(deployment_ids(&endpoint), std::slice::from_ref(&d1));
     assert_eq!(stage(&endpoint)["deploymentId"], d1.as_str());
 
-    let second = json(
-        &pylon_cli(
-            &endpoint,
-            &[
-                "deploy",
-                "petstore",
-                "--stage",
-                "prod",
-                "--canary-percent",
-                "10",
-                "-o",
-                "json",
-            ],
-        )
-        .expect("canary deploy"),
-    );
+    let canary = [
+        "deploy",
+        "petstore",
+        "--stage",
+        "prod",
+        "--canary-percent",
+        "10",
+        "-o",
+        "json",
+    ];
+    let second = cli_json(&endpoint, &canary);
     let d2 = second["id"].as_str().expect("id").to_owned();
     assert_eq!(
         deployment_ids(&endpoint),
