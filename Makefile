@@ -5,8 +5,10 @@
 CARGO_TARGET_DIR ?= $(HOME)/.cache/pylon/target
 export CARGO_TARGET_DIR
 CARGO ?= cargo
+SHELL := bash
+.SHELLFLAGS := -o pipefail -c
 
-.PHONY: dev test bench bootstrap fmt lint build
+.PHONY: dev test bench bootstrap fmt build
 
 bootstrap:
 	@scripts/bootstrap
@@ -26,7 +28,8 @@ test: bootstrap
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) build --workspace --all-targets
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace 2>&1 | tee $(CARGO_TARGET_DIR)/test.log
+	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "all tests: %d passed, %d failed\n", passed, failed }' $(CARGO_TARGET_DIR)/test.log
 
 ## Benchmarks against peers measured in the same run (see docs/performance.md).
 bench:
