@@ -23,10 +23,11 @@ build: bootstrap
 dev: build
 	$(CARGO_TARGET_DIR)/debug/pylon dev
 
-## Formatting, lints, then every test (unit, property and end-to-end with real processes).
+## Formatting, lints, docs, then every test (unit, property and end-to-end with real processes).
 test: bootstrap
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace 2>&1 | tee $(CARGO_TARGET_DIR)/test.log
 	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "all tests: %d passed, %d failed\n", passed, failed }' $(CARGO_TARGET_DIR)/test.log

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub mod cf {
     /// `index (u64, big-endian)` → encoded `eraftpb::Entry`.
     pub const LOG: &str = "raft_log";
-    /// Small records under the keys in [`super::key`].
+    /// Small records: hard state, conf state, latest snapshot, applied index, peer addresses.
     pub const META: &str = "raft_meta";
     pub const ALL: [&str; 2] = [LOG, META];
 }

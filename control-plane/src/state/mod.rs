@@ -3,8 +3,11 @@
 //!
 //! [`State::apply`] is a pure function of the state, the entry's Raft index and
 //! the [`Command`]: no clock (timestamps come in the command), no randomness
-//! (ids and key hashes come in the command), no I/O. A command that fails
-//! changes nothing, so every node reaches the same state from the same log.
+//! (ids and key hashes come in the command), no I/O. It is two steps: `plan`
+//! makes every check and decides the change while only reading, `commit`
+//! carries it out and cannot fail — so a command that fails changes nothing,
+//! every node reaches the same state from the same log, and [`State::check`]
+//! lets the admin API refuse a command before it reaches the log.
 
 use pylon_common::ErrorCode;
 use pylon_common::ids::{ApiKeyId, ApiName, DeploymentId, DomainNameId, StageName, UsagePlanName};
