@@ -334,3 +334,58 @@ async fn with_tls_the_admin_api_and_raft_peers_talk_only_over_tls() {
     .expect("the CLI speaks TLS with --ca-cert");
     assert!(listed.contains("\"secure\""), "{listed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_five_node_cluster_keeps_taking_writes_with_two_nodes_down() {
+    let _serial = serial().await;
+    let mut cluster = Cluster::start(5).await;
+    let leader = cluster.wait_for_leader().await;
+    let followers: Vec<u64> = (1..=5).filter(|id| *id != leader).collect();
+    // Lose the leader and one follower: three of five is still a quorum.
+    cluster.by_id(leader).kill();
+    cluster.by_id(followers[0]).kill();
+    let survivor = cluster.by_id(followers[1]).endpoint();
+    let mut admin = pylon_tests::connect(&survivor).await.expect("admin");
+    let created = eventually(
+        "a write on the surviving majority",
+        Duration::from_secs(20),
+        || {
+            let mut admin = admin.clone();
+            async move {
+                admin
+                    .create_api(CreateApiRequest {
+                        api: Some(mock_api("majority", "ok")),
+                    })
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await;
+    assert_eq!(created.into_inner().name, "majority");
+    let read = admin
+        .get_api(GetApiRequest {
+            name: "majority".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("a linearizable read on the majority");
+    assert_eq!(mock_body(read.get_ref()), Some("ok"));
+    cluster.by_id(followers[2]).kill();
+    let err = admin
+        .get_api(GetApiRequest {
+            name: "majority".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("two of five cannot confirm a read index");
+    assert_eq!(err.code(), Code::Unavailable);
+    let stale = admin
+        .get_api(GetApiRequest {
+            name: "majority".into(),
+            consistency: ReadConsistency::Stale as i32,
+        })
+        .await
+        .expect("a stale read is answered locally");
+    assert_eq!(mock_body(stale.get_ref()), Some("ok"));
+}
