@@ -389,3 +389,35 @@ async fn a_five_node_cluster_keeps_taking_writes_with_two_nodes_down() {
         .expect("a stale read is answered locally");
     assert_eq!(mock_body(stale.get_ref()), Some("ok"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_leader_hands_leadership_over_and_writes_go_on() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let other = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id != leader)
+        .expect("another node");
+    let mut admin = other.admin().await.expect("admin");
+    let after = admin
+        .remove_member(RemoveMemberRequest { node_id: leader })
+        .await
+        .expect("remove the leader")
+        .into_inner();
+    assert!(
+        after.members.iter().all(|m| m.node_id != leader),
+        "{:?}",
+        after.members
+    );
+    assert_ne!(after.leader_id, leader);
+    let mut request = tonic::Request::new(CreateApiRequest {
+        api: Some(mock_api("after-leader-left", "ok")),
+    });
+    request.set_timeout(Duration::from_secs(5));
+    admin
+        .create_api(request)
+        .await
+        .expect("the two remaining nodes take writes at once");
+}

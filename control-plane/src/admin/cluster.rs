@@ -120,9 +120,34 @@ pub async fn remove_member(node: &NodeHandle, node_id: u64) -> Result<(), Status
     if status.voters.len() == 1 && status.voters.contains(&node_id) {
         return Err(Status::failed_precondition("cannot remove the last voter"));
     }
+    if status.leader_id == node_id {
+        hand_over_leadership(node, node_id, &status.voters).await?;
+    }
     let member = MemberInfo {
         node_id,
         raft_address: String::new(),
     };
     change(node, ConfChangeType::RemoveNode, member).await
+}
+
+/// Moves leadership away from a leader about to be removed, so the cluster
+/// never waits out an election timeout for a leader that is leaving.
+async fn hand_over_leadership(node: &NodeHandle, leaving: u64, voters: &[u64]) -> Result<(), Status> {
+    let Some(successor) = voters.iter().copied().find(|id| *id != leaving) else {
+        return Err(Status::failed_precondition(
+            "no other voter to take over leadership",
+        ));
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let leader = node.status().leader_id;
+        if leader != 0 && leader != leaving {
+            return Ok(());
+        }
+        node.transfer_leader(successor);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(Status::unavailable(format!(
+        "node {leaving} is the leader and did not hand leadership to node {successor} in time; retry"
+    )))
 }

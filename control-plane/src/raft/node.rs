@@ -72,6 +72,8 @@ pub(crate) enum NodeMsg {
         reply: oneshot::Sender<Result<u64, ProposeError>>,
     },
     Raft(Box<Message>),
+    /// Ask the leader to hand leadership to this voter.
+    TransferLeader(u64),
     Unreachable(u64),
     SnapshotSent {
         to: u64,
@@ -134,6 +136,11 @@ impl NodeHandle {
             return Err(ProposeError::Stopped);
         }
         rx.await.unwrap_or(Err(ProposeError::Stopped))
+    }
+
+    /// Asks the leader (wherever it is) to hand leadership to `to`.
+    pub fn transfer_leader(&self, to: u64) -> bool {
+        self.send(NodeMsg::TransferLeader(to))
     }
 
     pub fn status(&self) -> NodeStatus {
@@ -370,7 +377,7 @@ impl Node {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-            if last_tick.elapsed() >= tick {
+            if last_tick.elapsed() >= tick && !self.removed {
                 last_tick = Instant::now();
                 self.raw.tick();
                 self.forget_abandoned();
@@ -430,11 +437,15 @@ impl Node {
                 self.raw.read_index(ctx.clone());
                 self.reads.insert(ctx, reply);
             }
+            // A removed node takes no further part: were it the leader, its
+            // heartbeats would keep the others from electing a new one.
+            NodeMsg::Raft(_) if self.removed => {}
             NodeMsg::Raft(msg) => {
                 if let Err(e) = self.raw.step(*msg) {
                     tracing::debug!(error = %e, "dropped a raft message");
                 }
             }
+            NodeMsg::TransferLeader(to) => self.raw.transfer_leader(to),
             NodeMsg::Unreachable(id) => self.raw.report_unreachable(id),
             NodeMsg::SnapshotSent { to, ok } => {
                 let status = if ok {
