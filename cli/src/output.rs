@@ -15,6 +15,22 @@ pub struct OutputArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     pub format: Format,
+    /// Answer from the contacted node's local state, which may lag the leader,
+    /// instead of a linearizable read.
+    #[arg(long)]
+    pub stale: bool,
+}
+
+impl OutputArgs {
+    /// The `ReadConsistency` to ask for.
+    pub fn consistency(&self) -> i32 {
+        let consistency = if self.stale {
+            pylon_proto::admin::v1::ReadConsistency::Stale
+        } else {
+            pylon_proto::admin::v1::ReadConsistency::Linearizable
+        };
+        consistency as i32
+    }
 }
 
 /// Prints `value` as JSON/YAML, or the given table rows.

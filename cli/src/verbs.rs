@@ -232,6 +232,7 @@ pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Resu
             let stages = admin
                 .list_stages(ListStagesRequest {
                     api: api.clone(),
+                    consistency: output.consistency(),
                     ..Default::default()
                 })
                 .await
@@ -248,7 +249,7 @@ pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Resu
                             page_size: 1000,
                             page_token: token,
                         }),
-                        ..Default::default()
+                        consistency: output.consistency(),
                     })
                     .await
                     .map_err(explain)?
@@ -320,7 +321,10 @@ async fn apis(admin: &mut Admin, command: ApisCommand) -> anyhow::Result<()> {
     match command {
         ApisCommand::List { output } => {
             let apis = admin
-                .list_apis(ListApisRequest::default())
+                .list_apis(ListApisRequest {
+                    consistency: output.consistency(),
+                    ..Default::default()
+                })
                 .await
                 .map_err(explain)?
                 .into_inner()
@@ -348,7 +352,7 @@ async fn apis(admin: &mut Admin, command: ApisCommand) -> anyhow::Result<()> {
             let api = admin
                 .get_api(GetApiRequest {
                     name,
-                    ..Default::default()
+                    consistency: output.consistency(),
                 })
                 .await
                 .map_err(explain)?
@@ -432,11 +436,20 @@ fn print_stage(output: OutputArgs, stage: &config::Stage) -> anyhow::Result<()> 
 }
 
 async fn get_stage(admin: &mut Admin, api: &str, stage: &str) -> anyhow::Result<config::Stage> {
+    read_stage(admin, api, stage, ReadConsistency::Linearizable as i32).await
+}
+
+async fn read_stage(
+    admin: &mut Admin,
+    api: &str,
+    stage: &str,
+    consistency: i32,
+) -> anyhow::Result<config::Stage> {
     Ok(admin
         .get_stage(GetStageRequest {
             api: api.into(),
             name: stage.into(),
-            ..Default::default()
+            consistency,
         })
         .await
         .map_err(explain)?
@@ -461,6 +474,7 @@ async fn stages(admin: &mut Admin, command: StagesCommand) -> anyhow::Result<()>
             let stages = admin
                 .list_stages(ListStagesRequest {
                     api,
+                    consistency: output.consistency(),
                     ..Default::default()
                 })
                 .await
@@ -489,9 +503,10 @@ async fn stages(admin: &mut Admin, command: StagesCommand) -> anyhow::Result<()>
                 rows,
             )
         }
-        StagesCommand::Get { api, stage, output } => {
-            print_stage(output, &get_stage(admin, &api, &stage).await?)
-        }
+        StagesCommand::Get { api, stage, output } => print_stage(
+            output,
+            &read_stage(admin, &api, &stage, output.consistency()).await?,
+        ),
         StagesCommand::Update {
             api,
             stage,

@@ -127,6 +127,16 @@ async fn a_release_goes_apply_deploy_canary_promote_rollback() {
         "rollback adds no deployment"
     );
 
+    let local = cli_json(
+        &endpoint,
+        &["stages", "get", "petstore", "prod", "--stale", "-o", "json"],
+    );
+    assert_eq!(
+        local["deploymentId"],
+        d1.as_str(),
+        "a stale read on the only node is current"
+    );
+
     pylon_cli(&endpoint, &["canary", "clear", "petstore", "prod"]).expect("clear");
     assert!(stage(&endpoint).get("canary").is_none());
 
