@@ -79,6 +79,8 @@ pub(crate) enum NodeMsg {
         to: u64,
         ok: bool,
     },
+    /// A snapshot job finished writing (or failed to write) its snapshot.
+    SnapshotWritten(Result<Box<Snapshot>, String>),
 }
 
 /// What the rest of the process may read without going through the loop.
@@ -174,6 +176,10 @@ struct Node {
     next_read: u64,
     applied: u64,
     snapshot_interval: u64,
+    /// A snapshot is being encoded and written on another thread.
+    snapshot_in_flight: bool,
+    /// For jobs that report back to this loop.
+    inbox: Sender<NodeMsg>,
     removed: bool,
 }
 
@@ -251,6 +257,8 @@ pub fn start(
         next_read: 0,
         applied,
         snapshot_interval: options.snapshot_interval.max(1),
+        snapshot_in_flight: false,
+        inbox: tx.clone(),
         removed: false,
     };
     node.publish_status();
@@ -447,6 +455,20 @@ impl Node {
             }
             NodeMsg::TransferLeader(to) => self.raw.transfer_leader(to),
             NodeMsg::Unreachable(id) => self.raw.report_unreachable(id),
+            NodeMsg::SnapshotWritten(written) => {
+                self.snapshot_in_flight = false;
+                match written {
+                    Ok(snapshot) => {
+                        let index = snapshot.get_metadata().index;
+                        match self.raw.mut_store().commit_snapshot(*snapshot) {
+                            Ok(true) => tracing::info!(index, "took a snapshot and compacted the log"),
+                            Ok(false) => tracing::debug!(index, "a newer snapshot arrived meanwhile"),
+                            Err(e) => tracing::error!(error = %e, "could not compact the log"),
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "could not write a snapshot"),
+                }
+            }
             NodeMsg::SnapshotSent { to, ok } => {
                 let status = if ok {
                     SnapshotStatus::Finish
@@ -640,7 +662,13 @@ impl Node {
         }
     }
 
+    /// Starts a snapshot when one is due. Copying the state happens here; the
+    /// slow part — encoding and writing it with fsync — runs on another thread,
+    /// and the log is compacted when it reports back.
     fn maybe_compact(&mut self) -> Result<(), StorageFailure> {
+        if self.snapshot_in_flight {
+            return Ok(());
+        }
         let snapshot_index = self.raw.store().latest_snapshot().get_metadata().index;
         let wanted = self.raw.store().take_snapshot_request() && self.applied > snapshot_index;
         if !wanted && self.applied < snapshot_index + self.snapshot_interval {
@@ -650,9 +678,24 @@ impl Node {
             Ok(state) => state.to_image(),
             Err(poisoned) => poisoned.into_inner().to_image(),
         };
-        let applied = self.applied;
-        self.raw.mut_store().compact(applied, image.encode_to_vec())?;
-        tracing::info!(index = applied, "took a snapshot and compacted the log");
+        let mut snapshot = self.raw.store().snapshot_at(self.applied)?;
+        let writer = self.raw.store().snapshot_writer();
+        let inbox = self.inbox.clone();
+        self.snapshot_in_flight = true;
+        let spawned = std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn(move || {
+                snapshot.set_data(image.encode_to_vec().into());
+                let written = writer
+                    .write(&snapshot)
+                    .map(|()| Box::new(snapshot))
+                    .map_err(|e| e.to_string());
+                let _ = inbox.send(NodeMsg::SnapshotWritten(written));
+            });
+        if let Err(e) = spawned {
+            self.snapshot_in_flight = false;
+            tracing::error!(error = %e, "could not start a snapshot job");
+        }
         Ok(())
     }
 

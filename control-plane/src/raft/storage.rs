@@ -10,22 +10,25 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The column families, in one place.
 pub mod cf {
     /// `index (u64, big-endian)` → encoded `eraftpb::Entry`.
     pub const LOG: &str = "raft_log";
-    /// Small records: hard state, conf state, latest snapshot, applied index, peer addresses.
+    /// Small records: hard state, conf state, applied index, peer addresses.
     pub const META: &str = "raft_meta";
-    pub const ALL: [&str; 2] = [LOG, META];
+    /// `index (u64, big-endian)` → encoded `eraftpb.Snapshot`; the highest is
+    /// the latest (older ones are deleted when a newer one takes effect).
+    pub const SNAPSHOTS: &str = "raft_snapshots";
+    pub const ALL: [&str; 3] = [LOG, META, SNAPSHOTS];
 }
 
 /// Keys of the [`cf::META`] column family.
 mod key {
     pub const HARD_STATE: &[u8] = b"hard_state";
     pub const CONF_STATE: &[u8] = b"conf_state";
-    pub const SNAPSHOT: &[u8] = b"snapshot";
     pub const APPLIED_INDEX: &[u8] = b"applied_index";
     pub const ADDRESSES: &[u8] = b"peer_addresses";
 }
@@ -54,7 +57,7 @@ fn index_key(index: u64) -> [u8; 8] {
 /// Raft storage on RocksDB. Reads come from the database (and a few cached
 /// values); the Ready loop is the only writer.
 pub struct RocksStorage {
-    db: DB,
+    db: Arc<DB>,
     hard_state: HardState,
     conf_state: ConfState,
     snapshot: Snapshot,
@@ -77,7 +80,7 @@ impl RocksStorage {
         let mut sync = WriteOptions::default();
         sync.set_sync(true);
         let mut storage = RocksStorage {
-            db,
+            db: Arc::new(db),
             hard_state: HardState::default(),
             conf_state: ConfState::default(),
             snapshot: Snapshot::default(),
@@ -91,7 +94,12 @@ impl RocksStorage {
         if let Some(bytes) = storage.meta(key::CONF_STATE)? {
             storage.conf_state = ConfState::parse_from_bytes(&bytes).map_err(corrupt("conf state"))?;
         }
-        if let Some(bytes) = storage.meta(key::SNAPSHOT)? {
+        let latest = storage
+            .db
+            .iterator_cf(storage.cf(cf::SNAPSHOTS)?, IteratorMode::End)
+            .next()
+            .transpose()?;
+        if let Some((_, bytes)) = latest {
             storage.snapshot = Snapshot::parse_from_bytes(&bytes).map_err(corrupt("snapshot"))?;
         }
         storage.last_index = storage.read_last_index()?;
@@ -215,12 +223,14 @@ impl RocksStorage {
         let mut hard_state = self.hard_state.clone();
         hard_state.set_term(hard_state.get_term().max(meta.get_term()));
         hard_state.set_commit(meta.get_index());
-        let meta_cf = self.cf(cf::META)?;
+        let snapshots = self.cf(cf::SNAPSHOTS)?;
+        batch.delete_range_cf(snapshots, index_key(0), index_key(meta.get_index()));
         batch.put_cf(
-            meta_cf,
-            key::SNAPSHOT,
+            snapshots,
+            index_key(meta.get_index()),
             snapshot.write_to_bytes().map_err(corrupt("snapshot"))?,
         );
+        let meta_cf = self.cf(cf::META)?;
         batch.put_cf(
             meta_cf,
             key::HARD_STATE,
@@ -242,11 +252,11 @@ impl RocksStorage {
         Ok(())
     }
 
-    /// Stores a snapshot of the state machine at `index` (which must be applied)
-    /// and drops the log up to it.
-    pub fn compact(&mut self, index: u64, data: Vec<u8>) -> Result<(), StorageFailure> {
+    /// The metadata of a snapshot of the state machine at `index` (which must be
+    /// applied): the entry's term and the current membership.
+    pub fn snapshot_at(&self, index: u64) -> Result<Snapshot, StorageFailure> {
         let term = raft::Storage::term(self, index).map_err(|e| StorageFailure::Corrupt {
-            what: "term at compaction index",
+            what: "term at snapshot index",
             detail: e.to_string(),
         })?;
         let mut meta = SnapshotMetadata::default();
@@ -255,16 +265,36 @@ impl RocksStorage {
         meta.set_conf_state(self.conf_state.clone());
         let mut snapshot = Snapshot::default();
         snapshot.set_metadata(meta);
-        snapshot.set_data(data.into());
+        Ok(snapshot)
+    }
+
+    /// Something that can write a snapshot from another thread.
+    pub fn snapshot_writer(&self) -> SnapshotWriter {
+        SnapshotWriter { db: self.db.clone() }
+    }
+
+    /// Makes a written snapshot the latest and drops the log up to it. A
+    /// snapshot older than the current one (a newer one came from the leader
+    /// meanwhile) is ignored.
+    pub fn commit_snapshot(&mut self, snapshot: Snapshot) -> Result<bool, StorageFailure> {
+        let index = snapshot.get_metadata().index;
+        if index <= self.snapshot.get_metadata().index {
+            return Ok(false);
+        }
         let mut batch = WriteBatch::default();
-        batch.put_cf(
-            self.cf(cf::META)?,
-            key::SNAPSHOT,
-            snapshot.write_to_bytes().map_err(corrupt("snapshot"))?,
-        );
         batch.delete_range_cf(self.cf(cf::LOG)?, index_key(0), index_key(index + 1));
+        batch.delete_range_cf(self.cf(cf::SNAPSHOTS)?, index_key(0), index_key(index));
         self.db.write_opt(batch, &self.sync)?;
         self.snapshot = snapshot;
+        Ok(true)
+    }
+
+    /// Takes a snapshot with `data` at `index` and compacts, all on this thread.
+    pub fn compact(&mut self, index: u64, data: Vec<u8>) -> Result<(), StorageFailure> {
+        let mut snapshot = self.snapshot_at(index)?;
+        snapshot.set_data(data.into());
+        self.snapshot_writer().write(&snapshot)?;
+        self.commit_snapshot(snapshot)?;
         Ok(())
     }
 
@@ -337,6 +367,29 @@ impl RocksStorage {
             entries.push(Entry::parse_from_bytes(&value).map_err(corrupt("entry"))?);
         }
         Ok(entries)
+    }
+}
+
+/// Writes snapshots (the big, slow part of compaction) off the Raft thread.
+/// A written snapshot takes effect only through [`RocksStorage::commit_snapshot`];
+/// until then it is just the highest entry of a column family that `open`
+/// would pick up — which is safe, because the log still holds its entries.
+pub struct SnapshotWriter {
+    db: Arc<DB>,
+}
+
+impl SnapshotWriter {
+    pub fn write(&self, snapshot: &Snapshot) -> Result<(), StorageFailure> {
+        let snapshots = self
+            .db
+            .cf_handle(cf::SNAPSHOTS)
+            .ok_or(StorageFailure::MissingColumnFamily(cf::SNAPSHOTS))?;
+        let bytes = snapshot.write_to_bytes().map_err(corrupt("snapshot"))?;
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        self.db
+            .put_cf_opt(snapshots, index_key(snapshot.get_metadata().index), bytes, &sync)?;
+        Ok(())
     }
 }
 
@@ -514,5 +567,44 @@ mod tests {
         let storage = RocksStorage::open(dir.path()).expect("reopen");
         assert_eq!(storage.first_index().expect("first"), 4);
         assert_eq!(storage.last_index().expect("last"), 4);
+    }
+
+    #[test]
+    fn a_written_snapshot_takes_effect_on_commit_and_an_older_one_is_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut storage = RocksStorage::open(dir.path()).expect("open");
+        storage.bootstrap(vec![1]).expect("members");
+        let entries: Vec<Entry> = (1..=6).map(|i| entry(i, 1)).collect();
+        storage.persist(&entries, None).expect("persist");
+        let snapshot = |storage: &RocksStorage, index: u64, data: &'static [u8]| {
+            let mut snapshot = storage.snapshot_at(index).expect("snapshot");
+            snapshot.set_data(data.to_vec().into());
+            storage.snapshot_writer().write(&snapshot).expect("write");
+            snapshot
+        };
+        let five = snapshot(&storage, 5, b"five");
+        assert_eq!(
+            storage.first_index().expect("first"),
+            1,
+            "written is not yet in effect"
+        );
+        let three = snapshot(&storage, 3, b"three");
+        assert!(storage.commit_snapshot(five).expect("commit"));
+        assert_eq!(storage.first_index().expect("first"), 6);
+        assert!(
+            !storage.commit_snapshot(three).expect("commit"),
+            "older than the latest"
+        );
+        assert_eq!(storage.first_index().expect("first"), 6);
+        drop(storage);
+        let storage = RocksStorage::open(dir.path()).expect("reopen");
+        assert_eq!(storage.latest_snapshot().get_data(), b"five");
+        assert_eq!(
+            (
+                storage.first_index().expect("first"),
+                storage.last_index().expect("last")
+            ),
+            (6, 6)
+        );
     }
 }
