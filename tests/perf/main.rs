@@ -225,7 +225,12 @@ async fn main() {
         "Pylon control-plane benchmark: 3 nodes on loopback, fsync on, {CLIENTS} concurrent clients, {ROUNDS} rounds of {}s",
         ROUND.as_secs()
     );
-    let cluster = Cluster::start(3).await;
+    // The snapshot interval can be set for experiments (default: the CLI's).
+    let interval = std::env::var("PYLON_BENCH_SNAPSHOT_INTERVAL")
+        .ok()
+        .map(|n| format!("--snapshot-interval={n}"));
+    let args: Vec<&str> = interval.iter().map(String::as_str).collect();
+    let cluster = Cluster::start_with(3, &args).await;
     let etcd = etcd::Cluster::start(3).await;
     if etcd.is_none() {
         println!(
