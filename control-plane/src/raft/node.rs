@@ -662,9 +662,9 @@ impl Node {
         }
     }
 
-    /// Starts a snapshot when one is due. Copying the state happens here; the
-    /// slow part — encoding and writing it with fsync — runs on another thread,
-    /// and the log is compacted when it reports back.
+    /// Starts a snapshot when one is due. A cheap copy of the state is taken
+    /// here; encoding and writing it with fsync run on another thread, and the
+    /// log is compacted when that thread reports back.
     fn maybe_compact(&mut self) -> Result<(), StorageFailure> {
         if self.snapshot_in_flight {
             return Ok(());
@@ -674,9 +674,10 @@ impl Node {
         if !wanted && self.applied < snapshot_index + self.snapshot_interval {
             return Ok(());
         }
-        let image = match self.shared.state.read() {
-            Ok(state) => state.to_image(),
-            Err(poisoned) => poisoned.into_inner().to_image(),
+        // Resources are shared: this copies pointers, not definitions.
+        let state = match self.shared.state.read() {
+            Ok(state) => state.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         };
         let mut snapshot = self.raw.store().snapshot_at(self.applied)?;
         let writer = self.raw.store().snapshot_writer();
@@ -685,7 +686,7 @@ impl Node {
         let spawned = std::thread::Builder::new()
             .name("snapshot".into())
             .spawn(move || {
-                snapshot.set_data(image.encode_to_vec().into());
+                snapshot.set_data(state.to_image().encode_to_vec().into());
                 let written = writer
                     .write(&snapshot)
                     .map(|()| Box::new(snapshot))

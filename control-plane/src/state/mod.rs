@@ -18,6 +18,7 @@ use pylon_proto::raft::v1::{
 };
 use pylon_proto::wkt::Timestamp;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Why a command changed nothing.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -73,12 +74,14 @@ type DeploymentKey = (ApiName, DeploymentId);
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct State {
     config_version: u64,
-    apis: BTreeMap<ApiName, Api>,
-    deployments: BTreeMap<DeploymentKey, Deployment>,
-    stages: BTreeMap<StageKey, Stage>,
-    api_keys: BTreeMap<ApiKeyId, ApiKey>,
-    usage_plans: BTreeMap<UsagePlanName, UsagePlan>,
-    domain_names: BTreeMap<DomainNameId, DomainName>,
+    // Resources are shared, so copying the whole state (for a snapshot) copies
+    // pointers, not definitions.
+    apis: BTreeMap<ApiName, Arc<Api>>,
+    deployments: BTreeMap<DeploymentKey, Arc<Deployment>>,
+    stages: BTreeMap<StageKey, Arc<Stage>>,
+    api_keys: BTreeMap<ApiKeyId, Arc<ApiKey>>,
+    usage_plans: BTreeMap<UsagePlanName, Arc<UsagePlan>>,
+    domain_names: BTreeMap<DomainNameId, Arc<DomainName>>,
     /// Raft address of every member ever added through a membership change.
     members: BTreeMap<u64, String>,
 }
@@ -148,37 +151,39 @@ impl State {
     fn commit(&mut self, index: u64, change: Change) -> Applied {
         match change {
             Change::Api(api) => {
-                self.apis.insert(ApiName::from(api.name.as_str()), api.clone());
+                self.apis
+                    .insert(ApiName::from(api.name.as_str()), Arc::new(api.clone()));
                 Applied::Api(api)
             }
             Change::Stage(stage) => {
                 self.stages
-                    .insert(stage_key(&stage.api, &stage.name), stage.clone());
+                    .insert(stage_key(&stage.api, &stage.name), Arc::new(stage.clone()));
                 Applied::Stage(stage)
             }
             Change::ApiKey(key) => {
-                self.api_keys.insert(ApiKeyId::from(key.id.as_str()), key.clone());
+                self.api_keys
+                    .insert(ApiKeyId::from(key.id.as_str()), Arc::new(key.clone()));
                 Applied::ApiKey(key)
             }
             Change::UsagePlan(plan) => {
                 self.usage_plans
-                    .insert(UsagePlanName::from(plan.name.as_str()), plan.clone());
+                    .insert(UsagePlanName::from(plan.name.as_str()), Arc::new(plan.clone()));
                 Applied::UsagePlan(plan)
             }
             Change::DomainName(domain) => {
                 self.domain_names
-                    .insert(DomainNameId::from(domain.name.as_str()), domain.clone());
+                    .insert(DomainNameId::from(domain.name.as_str()), Arc::new(domain.clone()));
                 Applied::DomainName(domain)
             }
             Change::Deployment { deployment, stage } => {
                 if let Some(stage) = stage {
-                    self.stages.insert(stage_key(&stage.api, &stage.name), *stage);
+                    self.stages
+                        .insert(stage_key(&stage.api, &stage.name), Arc::from(stage));
                 }
-                self.deployments.insert(
-                    deployment_key(&deployment.api, &deployment.id),
-                    (*deployment).clone(),
-                );
-                Applied::Deployment(*deployment)
+                let key = deployment_key(&deployment.api, &deployment.id);
+                let applied = (*deployment).clone();
+                self.deployments.insert(key, Arc::from(deployment));
+                Applied::Deployment(applied)
             }
             Change::Delete { kind, api, name } => {
                 match kind {
@@ -199,6 +204,7 @@ impl State {
                         // A deleted key leaves every plan it was in.
                         for plan in self.usage_plans.values_mut() {
                             if plan.api_key_ids.contains(&name) {
+                                let plan = Arc::make_mut(plan);
                                 plan.api_key_ids.retain(|id| *id != name);
                                 plan.revision = index;
                             }
@@ -237,7 +243,13 @@ impl State {
         match kind {
             Kind::Api(mut api) => {
                 let key = ApiName::from(api.name.as_str());
-                let old = self.existing("API", &api.name, self.apis.get(&key), create, expected)?;
+                let old = self.existing(
+                    "API",
+                    &api.name,
+                    self.apis.get(&key).map(Arc::as_ref),
+                    create,
+                    expected,
+                )?;
                 stamp!(api, old, index, at);
                 Ok(Change::Api(api))
             }
@@ -245,14 +257,26 @@ impl State {
                 self.require_api(&stage.api)?;
                 let name = format!("{}/{}", stage.api, stage.name);
                 let key = stage_key(&stage.api, &stage.name);
-                let old = self.existing("stage", &name, self.stages.get(&key), create, expected)?;
+                let old = self.existing(
+                    "stage",
+                    &name,
+                    self.stages.get(&key).map(Arc::as_ref),
+                    create,
+                    expected,
+                )?;
                 self.check_stage_deployments(&stage)?;
                 stamp!(stage, old, index, at);
                 Ok(Change::Stage(stage))
             }
             Kind::ApiKey(mut key) => {
                 let id = ApiKeyId::from(key.id.as_str());
-                let old = self.existing("API key", &key.id, self.api_keys.get(&id), create, expected)?;
+                let old = self.existing(
+                    "API key",
+                    &key.id,
+                    self.api_keys.get(&id).map(Arc::as_ref),
+                    create,
+                    expected,
+                )?;
                 if let Some(old) = old {
                     // The hash is fixed at creation; an update cannot change the key.
                     key.key_hash = old.key_hash.clone();
@@ -273,7 +297,7 @@ impl State {
                 let old = self.existing(
                     "usage plan",
                     &plan.name,
-                    self.usage_plans.get(&key),
+                    self.usage_plans.get(&key).map(Arc::as_ref),
                     create,
                     expected,
                 )?;
@@ -307,7 +331,7 @@ impl State {
                 let old = self.existing(
                     "domain name",
                     &domain.name,
-                    self.domain_names.get(&key),
+                    self.domain_names.get(&key).map(Arc::as_ref),
                     create,
                     expected,
                 )?;
@@ -609,17 +633,20 @@ impl State {
     // ---- reads ----
 
     pub fn api(&self, name: &str) -> Option<&Api> {
-        self.apis.get(&ApiName::from(name))
+        self.apis.get(&ApiName::from(name)).map(Arc::as_ref)
     }
 
     /// APIs by name, starting after `after`.
     pub fn apis_after<'a>(&'a self, after: &str) -> impl Iterator<Item = &'a Api> + 'a {
         let after = after.to_owned();
-        self.apis.values().filter(move |a| a.name > after)
+        self.apis
+            .values()
+            .map(Arc::as_ref)
+            .filter(move |a| a.name > after)
     }
 
     pub fn stage(&self, api: &str, name: &str) -> Option<&Stage> {
-        self.stages.get(&stage_key(api, name))
+        self.stages.get(&stage_key(api, name)).map(Arc::as_ref)
     }
 
     pub fn stages_of<'a>(&'a self, api: &str) -> impl Iterator<Item = &'a Stage> + 'a {
@@ -627,11 +654,11 @@ impl State {
         self.stages
             .iter()
             .filter(move |((a, _), _)| *a == api)
-            .map(|(_, s)| s)
+            .map(|(_, s)| s.as_ref())
     }
 
     pub fn deployment(&self, api: &str, id: &str) -> Option<&Deployment> {
-        self.deployments.get(&deployment_key(api, id))
+        self.deployments.get(&deployment_key(api, id)).map(Arc::as_ref)
     }
 
     /// The API's deployment history, newest first.
@@ -641,34 +668,34 @@ impl State {
             .deployments
             .iter()
             .filter(|((a, _), _)| *a == api)
-            .map(|(_, d)| d)
+            .map(|(_, d)| d.as_ref())
             .collect();
         history.sort_by(|a, b| b.revision.cmp(&a.revision).then_with(|| b.id.cmp(&a.id)));
         history
     }
 
     pub fn api_key(&self, id: &str) -> Option<&ApiKey> {
-        self.api_keys.get(&ApiKeyId::from(id))
+        self.api_keys.get(&ApiKeyId::from(id)).map(Arc::as_ref)
     }
 
     pub fn api_keys(&self) -> impl Iterator<Item = &ApiKey> {
-        self.api_keys.values()
+        self.api_keys.values().map(Arc::as_ref)
     }
 
     pub fn usage_plan(&self, name: &str) -> Option<&UsagePlan> {
-        self.usage_plans.get(&UsagePlanName::from(name))
+        self.usage_plans.get(&UsagePlanName::from(name)).map(Arc::as_ref)
     }
 
     pub fn usage_plans(&self) -> impl Iterator<Item = &UsagePlan> {
-        self.usage_plans.values()
+        self.usage_plans.values().map(Arc::as_ref)
     }
 
     pub fn domain_name(&self, name: &str) -> Option<&DomainName> {
-        self.domain_names.get(&DomainNameId::from(name))
+        self.domain_names.get(&DomainNameId::from(name)).map(Arc::as_ref)
     }
 
     pub fn domain_names(&self) -> impl Iterator<Item = &DomainName> {
-        self.domain_names.values()
+        self.domain_names.values().map(Arc::as_ref)
     }
 
     // ---- snapshots ----
@@ -678,12 +705,12 @@ impl State {
     pub fn to_image(&self) -> StateImage {
         StateImage {
             config_version: self.config_version,
-            apis: self.apis.values().cloned().collect(),
-            deployments: self.deployments.values().cloned().collect(),
-            stages: self.stages.values().cloned().collect(),
-            api_keys: self.api_keys.values().cloned().collect(),
-            usage_plans: self.usage_plans.values().cloned().collect(),
-            domain_names: self.domain_names.values().cloned().collect(),
+            apis: self.apis.values().map(|r| r.as_ref().clone()).collect(),
+            deployments: self.deployments.values().map(|r| r.as_ref().clone()).collect(),
+            stages: self.stages.values().map(|r| r.as_ref().clone()).collect(),
+            api_keys: self.api_keys.values().map(|r| r.as_ref().clone()).collect(),
+            usage_plans: self.usage_plans.values().map(|r| r.as_ref().clone()).collect(),
+            domain_names: self.domain_names.values().map(|r| r.as_ref().clone()).collect(),
             member_addresses: self.members.clone(),
         }
     }
@@ -694,32 +721,32 @@ impl State {
             apis: image
                 .apis
                 .into_iter()
-                .map(|a| (ApiName::from(a.name.as_str()), a))
+                .map(|a| (ApiName::from(a.name.as_str()), Arc::new(a)))
                 .collect(),
             deployments: image
                 .deployments
                 .into_iter()
-                .map(|d| (deployment_key(&d.api, &d.id), d))
+                .map(|d| (deployment_key(&d.api, &d.id), Arc::new(d)))
                 .collect(),
             stages: image
                 .stages
                 .into_iter()
-                .map(|s| (stage_key(&s.api, &s.name), s))
+                .map(|s| (stage_key(&s.api, &s.name), Arc::new(s)))
                 .collect(),
             api_keys: image
                 .api_keys
                 .into_iter()
-                .map(|k| (ApiKeyId::from(k.id.as_str()), k))
+                .map(|k| (ApiKeyId::from(k.id.as_str()), Arc::new(k)))
                 .collect(),
             usage_plans: image
                 .usage_plans
                 .into_iter()
-                .map(|p| (UsagePlanName::from(p.name.as_str()), p))
+                .map(|p| (UsagePlanName::from(p.name.as_str()), Arc::new(p)))
                 .collect(),
             domain_names: image
                 .domain_names
                 .into_iter()
-                .map(|d| (DomainNameId::from(d.name.as_str()), d))
+                .map(|d| (DomainNameId::from(d.name.as_str()), Arc::new(d)))
                 .collect(),
             members: image.member_addresses,
         }
