@@ -386,3 +386,59 @@ async fn a_node_starts_from_a_config_file_and_reports_itself_leader() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown field `colour`"));
 }
+
+#[tokio::test]
+async fn deployment_history_pages_newest_first() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    admin
+        .create_api(CreateApiRequest {
+            api: Some(mock_api("pets", "[]")),
+        })
+        .await
+        .expect("create");
+    let mut created = Vec::new();
+    for description in ["one", "two", "three"] {
+        let deployment = admin
+            .create_deployment(CreateDeploymentRequest {
+                api: "pets".into(),
+                description: description.into(),
+                stage: String::new(),
+            })
+            .await
+            .expect("deploy")
+            .into_inner();
+        created.push(deployment.id);
+    }
+    let list = |page_size: u32, page_token: String| ListDeploymentsRequest {
+        api: "pets".into(),
+        page: Some(Page {
+            page_size,
+            page_token,
+        }),
+        ..Default::default()
+    };
+    let first = admin
+        .list_deployments(list(2, String::new()))
+        .await
+        .expect("page 1")
+        .into_inner();
+    let ids: Vec<&str> = first.deployments.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, [created[2].as_str(), created[1].as_str()]);
+    assert!(!first.next_page_token.is_empty());
+    let second = admin
+        .list_deployments(list(2, first.next_page_token))
+        .await
+        .expect("page 2")
+        .into_inner();
+    let ids: Vec<&str> = second.deployments.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, [created[0].as_str()]);
+    assert!(second.next_page_token.is_empty());
+    let err = admin
+        .list_deployments(list(1001, String::new()))
+        .await
+        .expect_err("too big");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("page.page_size:"), "{}", err.message());
+}

@@ -105,10 +105,7 @@ impl AdminApi {
     }
 
     fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        match self.node.shared.state.read() {
-            Ok(state) => state,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.node.shared.state()
     }
 
     async fn read<T>(
@@ -341,33 +338,14 @@ impl AdminService for AdminApi {
             if state.api(&request.api).is_none() {
                 return Err(not_found(format!("API {}", request.api)));
             }
-            // Newest first: the token is the revision of the last one returned.
-            let size = match request.page.as_ref().map(|p| p.page_size as usize).unwrap_or(0) {
-                0 => DEFAULT_PAGE,
-                n => n.min(MAX_PAGE),
-            };
-            let before: u64 = match request.page.as_ref().map(|p| p.page_token.as_str()).unwrap_or("") {
-                "" => u64::MAX,
-                token => token
-                    .parse()
-                    .map_err(|_| Status::invalid_argument("page.page_token: not a token from this call"))?,
-            };
-            let mut deployments: Vec<config::Deployment> = state
-                .deployments_of(&request.api)
-                .into_iter()
-                .filter(|d| d.revision < before)
-                .take(size + 1)
-                .cloned()
-                .collect();
-            let next_page_token = if deployments.len() > size {
-                deployments.truncate(size);
-                deployments
-                    .last()
-                    .map(|d| d.revision.to_string())
-                    .unwrap_or_default()
-            } else {
-                String::new()
-            };
+            // Newest first: the page key grows as the revision (unique per
+            // deployment) falls.
+            let (deployments, next_page_token) = page(
+                state.deployments_of(&request.api).into_iter(),
+                |d| format!("{:020}", u64::MAX - d.revision),
+                request.page.as_ref(),
+            )?;
+            let deployments = deployments.into_iter().cloned().collect();
             Ok(ListDeploymentsResponse {
                 deployments,
                 next_page_token,

@@ -86,8 +86,37 @@ pub(crate) enum NodeMsg {
 /// What the rest of the process may read without going through the loop.
 pub struct Shared {
     pub id: u64,
-    pub state: RwLock<State>,
-    pub status: Mutex<NodeStatus>,
+    state: RwLock<State>,
+    status: Mutex<NodeStatus>,
+}
+
+// A panic while a lock was held cannot leave these half-written (the state is
+// only changed by `commit`, which cannot fail), so a poisoned lock is used as is.
+impl Shared {
+    pub fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn state_mut(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// This node's Raft status as of its last Ready.
+    pub fn status(&self) -> NodeStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn set_status(&self, status: NodeStatus) {
+        *self
+            .status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = status;
+    }
 }
 
 /// A cheap, cloneable way to reach the Raft thread.
@@ -146,10 +175,7 @@ impl NodeHandle {
     }
 
     pub fn status(&self) -> NodeStatus {
-        match self.shared.status.lock() {
-            Ok(status) => status.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.shared.status()
     }
 }
 
@@ -567,13 +593,9 @@ impl Node {
         }
         self.raw.mut_store().apply_snapshot(snapshot)?;
         self.raw.store().save_addresses(&self.transport.addresses())?;
-        *self.state_mut() = state;
+        *self.shared.state_mut() = state;
         self.applied = index;
         Ok(())
-    }
-
-    fn state_mut(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        write(&self.shared.state)
     }
 
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), StorageFailure> {
@@ -584,7 +606,7 @@ impl Node {
         let mut answers = Vec::new();
         {
             let shared = self.shared.clone();
-            let mut state = write(&shared.state);
+            let mut state = shared.state_mut();
             for entry in &entries {
                 if entry.index <= self.applied {
                     continue;
@@ -675,10 +697,7 @@ impl Node {
             return Ok(());
         }
         // Resources are shared: this copies pointers, not definitions.
-        let state = match self.shared.state.read() {
-            Ok(state) => state.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
+        let state = self.shared.state().clone();
         let mut snapshot = self.raw.store().snapshot_at(self.applied)?;
         let writer = self.raw.store().snapshot_writer();
         let inbox = self.inbox.clone();
@@ -704,10 +723,7 @@ impl Node {
         let raft = &self.raw.raft;
         let store = self.raw.store();
         let conf = store.conf_state();
-        let config_version = match self.shared.state.read() {
-            Ok(state) => state.config_version(),
-            Err(poisoned) => poisoned.into_inner().config_version(),
-        };
+        let config_version = self.shared.state().config_version();
         let status = NodeStatus {
             node_id: self.shared.id,
             role: if self.removed {
@@ -727,17 +743,7 @@ impl Node {
             learners: conf.learners.clone(),
             addresses: self.transport.addresses(),
         };
-        match self.shared.status.lock() {
-            Ok(mut slot) => *slot = status,
-            Err(poisoned) => *poisoned.into_inner() = status,
-        }
-    }
-}
-
-fn write(state: &RwLock<State>) -> std::sync::RwLockWriteGuard<'_, State> {
-    match state.write() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
+        self.shared.set_status(status);
     }
 }
 

@@ -280,10 +280,6 @@ impl RaftTransport for RaftService {
     }
 
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<NodeStatus>, Status> {
-        let status = match self.shared.status.lock() {
-            Ok(status) => status.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        Ok(Response::new(status))
+        Ok(Response::new(self.shared.status()))
     }
 }
