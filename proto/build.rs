@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "pylon/config/v1/config.proto",
     "pylon/admin/v1/admin.proto",
     "pylon/raft/v1/raft.proto",
+    "pylon/publish/v1/publish.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,6 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .skip_protoc_run()
         // BTreeMap keeps encodings (and so Raft snapshots) byte-for-byte deterministic.
         .btree_map(".")
+        // Shared, not copied, by every subscriber's stream.
+        .bytes(".pylon.publish.v1.EncodedSnapshot.payload")
         .compile_well_known_types(true)
         .extern_path(".google.protobuf", "::pbjson_types")
         .compile_fds(descriptors)?;

@@ -7,6 +7,7 @@
 pub mod error;
 pub mod ids;
 pub mod model;
+pub mod snapshot;
 
 pub use error::{ErrorCode, GatewayResponseType};
 pub use model::{FieldError, ValidationErrors};

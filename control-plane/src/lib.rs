@@ -4,10 +4,12 @@
 //! A node runs the Raft Ready loop ([`raft::node`]) over a RocksDB log
 //! ([`raft::storage`]), applies committed commands to a deterministic state
 //! machine ([`state`]), and serves the gRPC admin API ([`admin`]) with health
-//! and reflection. It does not proxy traffic; that is the data plane's job.
+//! and reflection. It streams versioned config snapshots to data planes
+//! ([`publish`]). It does not proxy traffic; that is the data plane's job.
 
 pub mod admin;
 pub mod auth;
+pub mod publish;
 pub mod raft;
 pub mod server;
 pub mod state;

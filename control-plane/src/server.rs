@@ -3,10 +3,12 @@
 
 use crate::admin::AdminApi;
 use crate::auth::{BearerToken, RequireToken};
+use crate::publish::{PublishService, Publisher};
 use crate::raft::node::{self, NodeOptions, RaftTimers};
 use crate::raft::storage::{RocksStorage, StorageFailure};
 use crate::raft::transport::{MAX_MESSAGE_BYTES, RaftService, Transport};
 use pylon_proto::admin::v1::admin_service_server::AdminServiceServer;
+use pylon_proto::publish::v1::config_publisher_server::ConfigPublisherServer;
 use pylon_proto::raft::v1::raft_transport_server::RaftTransportServer;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -126,7 +128,10 @@ async fn bind(address: SocketAddr) -> Result<TcpListener, ServeError> {
 }
 
 fn server_builder(tls: Option<&TlsFiles>) -> Result<Server, ServeError> {
-    let mut builder = Server::builder();
+    // Keepalives find data planes (and peers) that vanished without a FIN.
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)));
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls.server()?)
@@ -211,14 +216,21 @@ pub async fn serve(
         .build_v1alpha()
         .map_err(|e| ServeError::Config(format!("reflection: {e}")))?;
 
+    let publisher = Publisher::start(node.shared.clone());
     let admin = AdminServiceServer::with_interceptor(
-        AdminApi::new(node.clone(), transport.clone()),
+        AdminApi::new(node.clone(), transport.clone(), publisher.registry.clone()),
+        RequireToken(config.token.clone()),
+    );
+    let data_planes = publisher.registry.clone();
+    let publish = ConfigPublisherServer::with_interceptor(
+        PublishService::new(publisher),
         RequireToken(config.token.clone()),
     );
     let peers = InterceptedService::new(
         RaftTransportServer::new(RaftService {
             transport: transport.clone(),
             shared: node.shared.clone(),
+            data_planes,
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES),
@@ -239,6 +251,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(admin)
+        .add_service(publish)
         .serve_with_incoming_shutdown(TcpListenerStream::new(admin_listener), stopped(stop_rx.clone()));
     let raft_server = server_builder(config.tls.as_ref())?
         .add_service(peers)

@@ -2,6 +2,7 @@
 //!
 //! - [`config::v1`]: the resource model (also the YAML/JSON format of `pylon apply`).
 //! - [`admin::v1`]: the gRPC admin API.
+//! - [`publish::v1`]: config snapshots streamed to data planes, and their ACK/NACK.
 //! - [`raft::v1`]: peer transport and the commands stored in the Raft log.
 //!
 //! Only generated code lives here; validation is in `pylon-common`.
@@ -19,6 +20,13 @@ pub mod admin {
     pub mod v1 {
         tonic::include_proto!("pylon.admin.v1");
         include!(concat!(env!("OUT_DIR"), "/pylon.admin.v1.serde.rs"));
+    }
+}
+
+pub mod publish {
+    pub mod v1 {
+        tonic::include_proto!("pylon.publish.v1");
+        include!(concat!(env!("OUT_DIR"), "/pylon.publish.v1.serde.rs"));
     }
 }
 

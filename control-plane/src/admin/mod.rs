@@ -9,6 +9,7 @@
 mod cluster;
 mod ids;
 
+use crate::publish::Registry;
 use crate::raft::node::{NodeHandle, ProposeError};
 use crate::raft::transport::Transport;
 use crate::state::{Applied, State};
@@ -20,6 +21,7 @@ use pylon_proto::admin::v1::admin_service_server::AdminService;
 use pylon_proto::admin::v1::*;
 use pylon_proto::config::v1::{self as config, Resource, resource::Kind};
 use pylon_proto::raft::v1::{self as raftpb, Command, ResourceRef, command::Op, resource_ref};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tonic::{Request, Response, Status};
 
@@ -33,11 +35,16 @@ const MAX_PAGE: usize = 1000;
 pub struct AdminApi {
     node: NodeHandle,
     transport: Transport,
+    data_planes: Arc<Registry>,
 }
 
 impl AdminApi {
-    pub fn new(node: NodeHandle, transport: Transport) -> Self {
-        AdminApi { node, transport }
+    pub fn new(node: NodeHandle, transport: Transport, data_planes: Arc<Registry>) -> Self {
+        AdminApi {
+            node,
+            transport,
+            data_planes,
+        }
     }
 
     /// Proposes `op` and waits until it is applied here, retrying while no
@@ -146,7 +153,7 @@ impl AdminApi {
     }
 }
 
-fn now() -> pylon_proto::wkt::Timestamp {
+pub(crate) fn now() -> pylon_proto::wkt::Timestamp {
     let since = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
@@ -729,5 +736,30 @@ impl AdminService for AdminApi {
         let request = request.into_inner();
         cluster::remove_member(&self.node, request.node_id).await?;
         Ok(Response::new(cluster::status(&self.node, &self.transport).await))
+    }
+
+    async fn list_data_plane_nodes(
+        &self,
+        request: Request<ListDataPlaneNodesRequest>,
+    ) -> Result<Response<pylon_proto::publish::v1::DataPlaneNodeList>, Status> {
+        let mut nodes = self.data_planes.list();
+        if !request.into_inner().local_only {
+            let own = self.node.shared.id;
+            let peers = self.transport.addresses().into_iter().filter(|(id, _)| *id != own);
+            let answers = futures::future::join_all(peers.map(|(id, address)| {
+                let transport = self.transport.clone();
+                async move { (id, transport.peer_data_plane_nodes(&address).await) }
+            }))
+            .await;
+            for (id, answer) in answers {
+                match answer {
+                    Ok(list) => nodes.extend(list.nodes),
+                    Err(e) => tracing::debug!(peer = id, error = %e, "peer did not list its data planes"),
+                }
+            }
+        }
+        Ok(Response::new(pylon_proto::publish::v1::DataPlaneNodeList {
+            nodes: crate::publish::registry::merge(nodes),
+        }))
     }
 }

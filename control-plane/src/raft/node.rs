@@ -88,6 +88,8 @@ pub struct Shared {
     pub id: u64,
     state: RwLock<State>,
     status: Mutex<NodeStatus>,
+    /// The config version of `state`, for whoever publishes it.
+    config_version: tokio::sync::watch::Sender<u64>,
 }
 
 // A panic while a lock was held cannot leave these half-written (the state is
@@ -101,6 +103,20 @@ impl Shared {
         self.state
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Changes whenever the applied state reaches a new config version.
+    pub fn watch_config_version(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.config_version.subscribe()
+    }
+
+    fn publish_config_version(&self) {
+        let version = self.state().config_version();
+        self.config_version.send_if_modified(|current| {
+            let changed = *current != version;
+            *current = version;
+            changed
+        });
     }
 
     /// This node's Raft status as of its last Ready.
@@ -266,6 +282,7 @@ pub fn start(
 
     let shared = Arc::new(Shared {
         id: options.id,
+        config_version: tokio::sync::watch::Sender::new(state.config_version()),
         state: RwLock::new(state),
         status: Mutex::new(NodeStatus::default()),
     });
@@ -594,6 +611,7 @@ impl Node {
         self.raw.mut_store().apply_snapshot(snapshot)?;
         self.raw.store().save_addresses(&self.transport.addresses())?;
         *self.shared.state_mut() = state;
+        self.shared.publish_config_version();
         self.applied = index;
         Ok(())
     }
@@ -617,6 +635,7 @@ impl Node {
                 self.applied = entry.index;
             }
         }
+        self.shared.publish_config_version();
         // Membership changes take effect in Raft after the state lock is released
         // (publishing the status reads the state).
         for entry in entries.iter().filter(|e| e.index > already_applied) {

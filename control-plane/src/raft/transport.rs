@@ -10,7 +10,8 @@ use crate::auth::BearerToken;
 use protobuf::Message as _;
 use pylon_proto::raft::v1::raft_transport_client::RaftTransportClient;
 use pylon_proto::raft::v1::raft_transport_server::RaftTransport;
-use pylon_proto::raft::v1::{MessageBatch, NodeStatus, SendAck, StatusRequest};
+use pylon_proto::publish::v1::DataPlaneNodeList;
+use pylon_proto::raft::v1::{DataPlaneNodesRequest, MessageBatch, NodeStatus, SendAck, StatusRequest};
 use raft::eraftpb::{Message, MessageType};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::Sender;
@@ -130,6 +131,24 @@ impl Transport {
         }
         RaftTransportClient::new(channel)
             .status(request)
+            .await
+            .map(Response::into_inner)
+            .map_err(|status| status.message().to_owned())
+    }
+
+    /// Asks one peer which data-plane nodes it knows of.
+    pub async fn peer_data_plane_nodes(&self, address: &str) -> Result<DataPlaneNodeList, String> {
+        let endpoint = self
+            .endpoint(address)?
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(1));
+        let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+        let mut request = Request::new(DataPlaneNodesRequest {});
+        if let Some(token) = &self.inner.token {
+            token.attach(&mut request);
+        }
+        RaftTransportClient::new(channel)
+            .data_plane_nodes(request)
             .await
             .map(Response::into_inner)
             .map_err(|status| status.message().to_owned())
@@ -262,6 +281,7 @@ impl Peer {
 pub struct RaftService {
     pub transport: Transport,
     pub shared: Arc<Shared>,
+    pub data_planes: Arc<crate::publish::Registry>,
 }
 
 #[tonic::async_trait]
@@ -281,5 +301,14 @@ impl RaftTransport for RaftService {
 
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<NodeStatus>, Status> {
         Ok(Response::new(self.shared.status()))
+    }
+
+    async fn data_plane_nodes(
+        &self,
+        _request: Request<DataPlaneNodesRequest>,
+    ) -> Result<Response<DataPlaneNodeList>, Status> {
+        Ok(Response::new(DataPlaneNodeList {
+            nodes: self.data_planes.list(),
+        }))
     }
 }

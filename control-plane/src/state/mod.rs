@@ -649,6 +649,10 @@ impl State {
         self.stages.get(&stage_key(api, name)).map(Arc::as_ref)
     }
 
+    pub fn stages(&self) -> impl Iterator<Item = &Stage> {
+        self.stages.values().map(Arc::as_ref)
+    }
+
     pub fn stages_of<'a>(&'a self, api: &str) -> impl Iterator<Item = &'a Stage> + 'a {
         let api = ApiName::from(api);
         self.stages

@@ -1,0 +1,131 @@
+//! Streams versioned config snapshots to data-plane nodes and records, per
+//! node, which version it applied or rejected.
+//!
+//! One task per control-plane node builds a [`ConfigSnapshot`] whenever the
+//! applied state reaches a new config version, skips it when its content did
+//! not change (so long-lived streams see no no-op pushes), and encodes it
+//! once; every subscriber's stream shares those bytes ([`service`]). What the
+//! nodes answer is kept in the [`registry`]. Nothing here writes to Raft: data
+//! planes hold no authoritative state, and their status is per control-plane
+//! node (the admin API merges all nodes' views).
+
+pub mod registry;
+pub mod service;
+
+use crate::raft::node::Shared;
+use crate::state::State;
+use pylon_proto::publish::v1::{ConfigSnapshot, ConfigUpdate, StageSnapshot, config_update::Body};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+pub use registry::Registry;
+pub use service::PublishService;
+
+/// One published version, encoded once for every subscriber.
+#[derive(Debug)]
+pub struct Published {
+    pub version: u64,
+    pub digest: [u8; 32],
+    pub update: ConfigUpdate,
+}
+
+/// The latest published version and the data-plane registry.
+#[derive(Clone)]
+pub struct Publisher {
+    current: watch::Receiver<Option<Arc<Published>>>,
+    pub registry: Arc<Registry>,
+}
+
+impl Publisher {
+    /// Starts the task that follows `shared`'s config version.
+    pub fn start(shared: Arc<Shared>) -> Publisher {
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(follow(shared.clone(), tx));
+        Publisher {
+            current: rx,
+            registry: Arc::new(Registry::new(shared.id)),
+        }
+    }
+
+    pub fn current(&self) -> Option<Arc<Published>> {
+        self.current.borrow().clone()
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Option<Arc<Published>>> {
+        self.current.clone()
+    }
+}
+
+async fn follow(shared: Arc<Shared>, tx: watch::Sender<Option<Arc<Published>>>) {
+    let mut versions = shared.watch_config_version();
+    let mut last_digest = None;
+    loop {
+        // Resources are behind Arc: this copies pointers under the read lock.
+        let state = shared.state().clone();
+        let version = state.config_version();
+        let built = tokio::task::spawn_blocking(move || {
+            let snapshot = config_snapshot(&state);
+            let digest = pylon_common::snapshot::content_digest(&snapshot);
+            (snapshot, digest)
+        })
+        .await;
+        match built {
+            Ok((snapshot, digest)) if last_digest != Some(digest) => {
+                let started = std::time::Instant::now();
+                let encoded = pylon_common::snapshot::encode(&snapshot);
+                tracing::info!(
+                    version,
+                    stages = snapshot.stages.len(),
+                    bytes = encoded.uncompressed_size,
+                    compressed = encoded.payload.len(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "publishing config snapshot"
+                );
+                last_digest = Some(digest);
+                let update = ConfigUpdate {
+                    version,
+                    body: Some(Body::Snapshot(encoded)),
+                };
+                tx.send_replace(Some(Arc::new(Published {
+                    version,
+                    digest,
+                    update,
+                })));
+            }
+            Ok(_) => tracing::debug!(version, "config version changed nothing data planes serve"),
+            Err(e) => tracing::error!(error = %e, "building a config snapshot failed"),
+        }
+        if versions.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// What data planes need from `state`: every stage with the deployment it
+/// serves (and its canary's), keys (hashes only), usage plans, domains.
+pub fn config_snapshot(state: &State) -> ConfigSnapshot {
+    let stages = state
+        .stages()
+        .filter_map(|stage| {
+            let deployment = state.deployment(&stage.api, &stage.deployment_id)?;
+            let canary_deployment = stage
+                .canary
+                .as_ref()
+                .and_then(|canary| state.deployment(&stage.api, &canary.deployment_id))
+                .cloned();
+            Some(StageSnapshot {
+                stage: Some(stage.clone()),
+                deployment: Some(deployment.clone()),
+                canary_deployment,
+            })
+        })
+        .collect();
+    ConfigSnapshot {
+        version: state.config_version(),
+        stages,
+        api_keys: state.api_keys().cloned().collect(),
+        usage_plans: state.usage_plans().cloned().collect(),
+        domain_names: state.domain_names().cloned().collect(),
+        published_at: Some(crate::admin::now()),
+    }
+}

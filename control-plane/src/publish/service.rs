@@ -1,0 +1,130 @@
+//! The `ConfigPublisher` gRPC service: one stream per data-plane node.
+//!
+//! A stream starts with the node's Hello. The current version is sent only if
+//! it is newer than what the node holds, then each newer version as it is
+//! published; the versions sent on a stream only ever increase. ACK, NACK and
+//! heartbeats go to the [`Registry`](super::Registry).
+
+use super::Publisher;
+use pylon_proto::publish::v1::config_publisher_server::ConfigPublisher;
+use pylon_proto::publish::v1::{ConfigUpdate, Hello, SubscribeRequest, subscribe_request::Kind};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+pub struct PublishService {
+    publisher: Publisher,
+}
+
+impl PublishService {
+    pub fn new(publisher: Publisher) -> Self {
+        PublishService { publisher }
+    }
+}
+
+fn check_hello(hello: &Hello) -> Result<(), Status> {
+    let ok_id = !hello.node_id.is_empty()
+        && hello.node_id.len() <= 128
+        && hello
+            .node_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if !ok_id {
+        return Err(Status::invalid_argument(
+            "hello.node_id: required, 1-128 chars of A-Z a-z 0-9 - _ . :",
+        ));
+    }
+    if hello.labels.len() > 64 {
+        return Err(Status::invalid_argument("hello.labels: at most 64 labels"));
+    }
+    for (key, value) in &hello.labels {
+        if key.is_empty() || key.len() > 63 || value.len() > 253 {
+            return Err(Status::invalid_argument(format!(
+                "hello.labels[{key:?}]: keys are 1-63 chars, values at most 253"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl ConfigPublisher for PublishService {
+    type SubscribeStream = ReceiverStream<Result<ConfigUpdate, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<Streaming<SubscribeRequest>>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let address = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let mut inbound = request.into_inner();
+        let hello = match inbound.message().await? {
+            Some(SubscribeRequest {
+                kind: Some(Kind::Hello(hello)),
+            }) => hello,
+            _ => return Err(Status::invalid_argument("the first message of a subscription must be a Hello")),
+        };
+        check_hello(&hello)?;
+        let generation = self.publisher.registry.connect(&hello, address.clone());
+        tracing::info!(
+            node = %hello.node_id,
+            %address,
+            version = hello.version,
+            labels = ?hello.labels,
+            "data plane subscribed"
+        );
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(stream(self.publisher.clone(), hello, generation, inbound, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+async fn stream(
+    publisher: Publisher,
+    hello: Hello,
+    generation: u64,
+    mut inbound: Streaming<SubscribeRequest>,
+    tx: mpsc::Sender<Result<ConfigUpdate, Status>>,
+) {
+    let registry = publisher.registry.clone();
+    let node = hello.node_id.clone();
+    let mut sent = hello.version;
+    let mut current = publisher.subscribe();
+    loop {
+        let latest = current.borrow_and_update().clone();
+        if let Some(published) = latest
+            && published.version > sent
+        {
+            if tx.send(Ok(published.update.clone())).await.is_err() {
+                break;
+            }
+            sent = published.version;
+        }
+        tokio::select! {
+            changed = current.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            message = inbound.message() => match message {
+                Ok(Some(SubscribeRequest { kind: Some(kind) })) => match kind {
+                    Kind::Ack(ack) => registry.ack(&node, ack.version),
+                    Kind::Nack(nack) => registry.nack(&node, nack.version, &nack.error),
+                    Kind::Heartbeat(beat) => registry.heartbeat(&node, beat.version),
+                    Kind::Hello(_) => {
+                        let _ = tx.send(Err(Status::invalid_argument("Hello is only the first message"))).await;
+                        break;
+                    }
+                },
+                Ok(Some(SubscribeRequest { kind: None })) => {}
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::debug!(node = %node, error = %status, "subscription stream failed");
+                    break;
+                }
+            },
+            () = tx.closed() => break,
+        }
+    }
+    registry.disconnect(&node, generation);
+    tracing::info!(node = %node, "data plane unsubscribed");
+}
