@@ -1,4 +1,4 @@
-//! `pylon`: runs the planes (`dev`, `control-plane`) and drives the admin API
+//! `pylon`: runs the planes (`dev`, `control-plane`, `data-plane`) and drives the admin API
 //! (`apply`, `deploy`, `rollback`, `cluster …`) — the same gRPC API automation
 //! uses. Wiring and presentation only; no logic of its own.
 
@@ -26,10 +26,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Everything in one process for local use: a single-node control plane
-    /// in a local data directory.
+    /// in a local data directory and a data plane.
     Dev(run::DevArgs),
     /// Run a control-plane node.
     ControlPlane(Box<run::ControlPlaneArgs>),
+    /// Run a data-plane (proxy) node.
+    DataPlane(Box<run::DataPlaneArgs>),
     #[command(flatten)]
     Admin(verbs::AdminCommand),
 }
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Dev(args) => run::dev(args).await,
             Command::ControlPlane(args) => run::control_plane(*args).await,
+            Command::DataPlane(args) => run::data_plane(*args).await,
             Command::Admin(command) => verbs::run(&cli.connection, command).await,
         }
     });

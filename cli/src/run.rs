@@ -1,9 +1,11 @@
-//! `pylon dev` and `pylon control-plane`: flags and config file → a running node.
+//! `pylon dev`, `pylon control-plane` and `pylon data-plane`: flags and config
+//! file → a running node.
 
 use anyhow::{Context as _, bail};
 use pylon_control_plane::auth::BearerToken;
 use pylon_control_plane::raft::node::RaftTimers;
 use pylon_control_plane::{ControlPlaneConfig, TlsFiles};
+use pylon_data_plane::DataPlaneConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -46,19 +48,43 @@ pub struct DevArgs {
     /// Where the embedded single-node cluster keeps its state.
     #[arg(long, default_value = ".pylon/dev")]
     data_dir: PathBuf,
+    /// The proxy (data plane).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
     /// Admin gRPC API.
     #[arg(long, default_value = "127.0.0.1:9090")]
-    listen: SocketAddr,
+    admin_listen: SocketAddr,
     /// Raft port of the embedded node.
     #[arg(long, default_value = "127.0.0.1:7000")]
     raft_listen: SocketAddr,
+    /// APIs answer at http://{api}.{base-domain}:{port}/{stage}/...
+    #[arg(long, default_value = "localhost")]
+    base_domain: String,
+}
+
+/// Resolves once, for every listener of the process.
+fn shared_shutdown() -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    move || {
+        let mut rx = rx.clone();
+        Box::pin(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        })
+    }
 }
 
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     init_logging("info,raft=warn");
+    if args.admin_listen.port() == 0 {
+        bail!("--admin-listen needs a fixed port: the embedded data plane connects to it");
+    }
     let config = ControlPlaneConfig {
         node_id: 1,
-        listen: args.listen,
+        listen: args.admin_listen,
         raft_listen: args.raft_listen,
         raft_advertise: None,
         peers: BTreeMap::new(),
@@ -69,12 +95,120 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         timers: RaftTimers::default(),
         snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
     };
-    eprintln!(
-        "Pylon dev: single-node control plane, state in {}\n  admin API   http://{}  (gRPC, reflection on)\n  try         pylon apply -f examples/petstore.yaml && pylon deploy petstore --stage prod\n  stop        Ctrl-C",
-        args.data_dir.display(),
-        args.listen
+    let mut data_plane = DataPlaneConfig::new(
+        args.listen,
+        vec![format!("http://{}", args.admin_listen)],
+        "dev".into(),
     );
-    pylon_control_plane::serve(config, shutdown_signal()).await?;
+    data_plane.base_domain = args.base_domain.clone();
+    data_plane.snapshot_cache = Some(args.data_dir.join("config-snapshot"));
+    let port = args.listen.port();
+    eprintln!(
+        "Pylon dev: control plane + data plane in one process, state in {dir}
+  proxy       http://{{api}}.{domain}:{port}/{{stage}}/...   (listening on {listen})
+  admin API   http://{admin}  (gRPC, reflection on)
+  try         pylon apply -f examples/petstore.yaml
+              pylon deploy petstore --stage prod
+              curl http://petstore.{domain}:{port}/prod/pets
+  stop        Ctrl-C",
+        dir = args.data_dir.display(),
+        domain = args.base_domain,
+        listen = args.listen,
+        admin = args.admin_listen,
+    );
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("--data-dir {}", args.data_dir.display()))?;
+    let shutdown = shared_shutdown();
+    let control = pylon_control_plane::serve(config, shutdown());
+    let data = pylon_data_plane::serve(data_plane, shutdown());
+    let (control, data) = tokio::join!(control, data);
+    control?;
+    data?;
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct DataPlaneArgs {
+    /// The proxy's plain-HTTP listener (HTTP/1.1 and h2c).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Control-plane admin endpoints, comma-separated (http://host:port or https://…).
+    #[arg(long = "control-plane", value_delimiter = ',', required = true)]
+    control_planes: Vec<String>,
+    /// This node's id (default: host name and listen port).
+    #[arg(long)]
+    node_id: Option<String>,
+    /// A label reported to the control plane, KEY=VALUE (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// APIs answer at http://{api}.{base-domain}/{stage}/...
+    #[arg(long, default_value = "localhost")]
+    base_domain: String,
+    /// A TLS listener (HTTP/1.1 and HTTP/2 by ALPN).
+    #[arg(long)]
+    tls_listen: Option<SocketAddr>,
+    /// Default certificate (PEM) of the TLS listener; custom domains bring their own.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// File holding the control plane's bearer token (or PYLON_ADMIN_TOKEN).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// CA bundle (PEM) for https:// control-plane endpoints.
+    #[arg(long)]
+    control_plane_ca: Option<PathBuf>,
+    /// Keep the last good config snapshot here and serve from it at start.
+    #[arg(long)]
+    snapshot_cache: Option<PathBuf>,
+    /// Extra CA bundle (PEM) trusted for HTTPS backends.
+    #[arg(long)]
+    upstream_ca: Option<PathBuf>,
+    /// Seconds a client has to send its request headers.
+    #[arg(long, default_value_t = 10)]
+    header_read_timeout_s: u64,
+    /// Seconds in-flight requests get to finish at shutdown.
+    #[arg(long, default_value_t = 30)]
+    drain_timeout_s: u64,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or("expected KEY=VALUE")?;
+    if key.is_empty() {
+        return Err("empty label key".into());
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+fn default_node_id(listen: SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "data-plane".into());
+    format!("{host}-{}", listen.port())
+}
+
+pub async fn data_plane(args: DataPlaneArgs) -> anyhow::Result<()> {
+    init_logging("info");
+    for endpoint in &args.control_planes {
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            bail!("--control-plane {endpoint}: expected http://HOST:PORT or https://HOST:PORT");
+        }
+    }
+    let node_id = args.node_id.unwrap_or_else(|| default_node_id(args.listen));
+    let mut config = DataPlaneConfig::new(args.listen, args.control_planes, node_id);
+    config.labels = args.labels.into_iter().collect();
+    config.base_domain = args.base_domain;
+    config.tls_listen = args.tls_listen;
+    config.tls_cert = args.tls_cert;
+    config.tls_key = args.tls_key;
+    config.token = load_token(args.token_file.as_ref())?.map(|t| t.reveal().to_owned());
+    config.control_plane_ca = args.control_plane_ca;
+    config.snapshot_cache = args.snapshot_cache;
+    config.upstream_ca = args.upstream_ca;
+    config.header_read_timeout = Duration::from_secs(args.header_read_timeout_s.max(1));
+    config.drain_timeout = Duration::from_secs(args.drain_timeout_s);
+    pylon_data_plane::serve(config, shutdown_signal()).await?;
     Ok(())
 }
 

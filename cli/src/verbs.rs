@@ -57,6 +57,15 @@ pub enum AdminCommand {
     /// Cluster membership and health.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Data-plane nodes: the config version each serves, its last ACK/NACK
+    /// and why, when it was last seen.
+    Nodes {
+        /// Only the nodes connected to the contacted control-plane node.
+        #[arg(long)]
+        local: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -314,7 +323,50 @@ pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Resu
             print_stage(output, &stage)
         }
         AdminCommand::Cluster(command) => cluster(&mut admin, command).await,
+        AdminCommand::Nodes { local, output } => nodes(&mut admin, local, output).await,
     }
+}
+
+async fn nodes(admin: &mut Admin, local: bool, output: OutputArgs) -> anyhow::Result<()> {
+    use pylon_proto::publish::v1::data_plane_node::LastResult;
+    let list = admin
+        .list_data_plane_nodes(ListDataPlaneNodesRequest { local_only: local })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    let latest = list.nodes.iter().map(|n| n.applied_version).max().unwrap_or(0);
+    let rows = list
+        .nodes
+        .iter()
+        .map(|n| {
+            let result = match LastResult::try_from(n.last_result) {
+                Ok(LastResult::Ack) => format!("ACK {}", n.last_result_version),
+                Ok(LastResult::Nack) => format!("NACK {}", n.last_result_version),
+                _ => "-".to_owned(),
+            };
+            let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            vec![
+                n.node_id.clone(),
+                if n.connected { "connected".into() } else { "gone".into() },
+                if n.applied_version < latest {
+                    format!("{} (behind)", n.applied_version)
+                } else {
+                    n.applied_version.to_string()
+                },
+                result,
+                if n.last_result == LastResult::Nack as i32 { n.last_error.clone() } else { String::new() },
+                time(n.last_seen.as_ref()),
+                n.control_plane_node.to_string(),
+                labels.join(","),
+            ]
+        })
+        .collect();
+    print(
+        output.format,
+        &list,
+        &["NODE", "STATE", "VERSION", "LAST", "ERROR", "LAST SEEN", "CP", "LABELS"],
+        rows,
+    )
 }
 
 async fn apis(admin: &mut Admin, command: ApisCommand) -> anyhow::Result<()> {

@@ -35,6 +35,11 @@ impl BearerToken {
         })
     }
 
+    /// The secret itself, for a client that must present it.
+    pub fn reveal(&self) -> &str {
+        &self.token
+    }
+
     pub fn matches(&self, presented: &str) -> bool {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         self.digest.ct_eq(&digest).into()

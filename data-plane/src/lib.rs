@@ -1,9 +1,62 @@
-//! Pylon's data plane: stateless proxy nodes that receive versioned config
-//! snapshots from the control plane and serve traffic through the request →
-//! integration → response phases.
+//! Pylon's data plane: a stateless proxy node.
 //!
-//! Not built yet: this crate reserves its place in the workspace and shares the
-//! validated model from `pylon-common`. The proxy, config sync and `pylon dev`'s
-//! in-process data plane arrive with the data-plane milestone.
+//! [`sync`] subscribes to the control plane and swaps in each config snapshot
+//! it compiles ([`config`]); [`server`] accepts HTTP/1.1 and HTTP/2 (cleartext
+//! or TLS) and runs every request through [`pipeline`]: the request phase
+//! ([`request`]), the integration ([`integration`]) and the response phase
+//! ([`response`]). A data plane holds no authoritative state and writes
+//! nothing to the control plane but ACK/NACK and heartbeats.
 
-pub use pylon_common::model::ApiDefinition;
+pub mod config;
+pub mod error;
+pub mod integration;
+pub mod pipeline;
+pub mod request;
+pub mod response;
+pub mod server;
+pub mod sync;
+pub mod tls;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use config::CompiledConfig;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use server::{DataPlaneConfig, ServeError, serve};
+
+/// The body of every response the proxy writes and every backend request.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, error::BoxError>;
+
+pub fn full_body(bytes: impl Into<Bytes>) -> Body {
+    integration::http::full(bytes)
+}
+
+/// Where a request came from.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    pub remote: SocketAddr,
+    pub tls: bool,
+}
+
+/// Settings fixed for the life of the process.
+#[derive(Clone, Debug)]
+pub struct GatewayOptions {
+    /// APIs answer at `{api}.{base_domain}`.
+    pub base_domain: String,
+    pub limits: request::admit::Limits,
+}
+
+/// What every request handler shares: the live config, the upstream client.
+pub struct Gateway {
+    pub config: Arc<ArcSwap<CompiledConfig>>,
+    pub client: integration::http::Client,
+    pub options: GatewayOptions,
+}
+
+impl Gateway {
+    /// The config version being served (0: none yet).
+    pub fn version(&self) -> u64 {
+        self.config.load().version
+    }
+}

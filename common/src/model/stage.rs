@@ -59,13 +59,14 @@ impl StageConfig {
                 &canary.stage_variable_overrides,
             );
             if !canary.sticky_key.is_empty() {
-                let ok = ["$request.header.", "$request.querystring.", "$context."]
-                    .iter()
-                    .any(|p| canary.sticky_key.strip_prefix(p).is_some_and(|n| !n.is_empty()));
+                let ok = canary.sticky_key == "$context.identity.sourceIp"
+                    || ["$request.header.", "$request.querystring.", "$request.cookie."]
+                        .iter()
+                        .any(|p| canary.sticky_key.strip_prefix(p).is_some_and(|n| !n.is_empty()));
                 c.check(
                     ok,
                     "canary.sticky_key",
-                    "must be $request.header.NAME, $request.querystring.NAME or $context.NAME",
+                    "must be $request.header.NAME, $request.querystring.NAME, $request.cookie.NAME or $context.identity.sourceIp",
                 );
             }
         }

@@ -1,0 +1,349 @@
+//! A config snapshot compiled for serving: per API and stage, the deployed
+//! (and canary) definitions as route tables, gateway responses, and the
+//! custom domains with their base-path mappings and certificates.
+//!
+//! Compiling validates each definition with the same model the control plane
+//! used ([`pylon_common::model`]) and reports every problem; a snapshot that
+//! does not compile is rejected whole and the previous one keeps serving. The
+//! result is immutable and swapped atomically (readers never lock).
+
+pub mod integration;
+pub mod routes;
+
+use crate::tls;
+use http::{HeaderName, HeaderValue, StatusCode};
+use integration::CompiledIntegration;
+use pylon_common::GatewayResponseType;
+use pylon_common::model::{ApiDefinition, PathTemplate, StageConfig};
+use pylon_proto::config::v1::{Deployment, api::Protocol};
+use pylon_proto::publish::v1::ConfigSnapshot;
+use routes::RouteTable;
+use rustls::sign::CertifiedKey;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Everything a node serves, as of one config version. Cloning copies
+/// pointers.
+#[derive(Clone, Default)]
+pub struct CompiledConfig {
+    pub version: u64,
+    pub digest: [u8; 32],
+    apis: HashMap<String, CompiledApi>,
+    domains: HashMap<String, CompiledDomain>,
+    /// Server certificates of custom domains, by host name.
+    pub certificates: HashMap<String, Arc<CertifiedKey>>,
+}
+
+#[derive(Clone)]
+pub struct CompiledApi {
+    stages: HashMap<String, Arc<CompiledStage>>,
+}
+
+pub struct CompiledStage {
+    pub api: String,
+    pub name: String,
+    pub main: Arc<Target>,
+    pub canary: Option<Canary>,
+}
+
+pub struct Canary {
+    pub target: Arc<Target>,
+    /// 0.0..=100.0
+    pub percent: f64,
+    pub sticky: Option<StickyKey>,
+}
+
+/// What keeps one client on one side of a canary split.
+#[derive(Debug, PartialEq)]
+pub enum StickyKey {
+    Header(HeaderName),
+    Query(String),
+    Cookie(String),
+    SourceIp,
+}
+
+/// One side of a stage: a deployment with the stage variables it sees.
+pub struct Target {
+    pub deployment_id: String,
+    pub is_canary: bool,
+    pub variables: BTreeMap<String, String>,
+    pub definition: Arc<CompiledDefinition>,
+}
+
+/// A deployed API definition, compiled once even when several stages serve it.
+pub struct CompiledDefinition {
+    pub routes: RouteTable,
+    pub responses: GatewayResponses,
+}
+
+/// An API's customised gateway responses.
+#[derive(Debug, Default)]
+pub struct GatewayResponses {
+    by_type: HashMap<GatewayResponseType, CustomResponse>,
+}
+
+#[derive(Debug)]
+pub struct CustomResponse {
+    pub status: Option<StatusCode>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body_template: Option<String>,
+}
+
+impl GatewayResponses {
+    /// The customisation for `kind`, else DEFAULT_4XX / DEFAULT_5XX by status
+    /// class, as AWS falls back.
+    pub fn lookup(&self, kind: GatewayResponseType, status: StatusCode) -> Option<&CustomResponse> {
+        self.by_type.get(&kind).or_else(|| {
+            if status.is_client_error() {
+                self.by_type.get(&GatewayResponseType::Default4xx)
+            } else if status.is_server_error() {
+                self.by_type.get(&GatewayResponseType::Default5xx)
+            } else {
+                None
+            }
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct CompiledDomain {
+    /// (base path without slashes, "" for the root mapping; api; stage),
+    /// longest base path first.
+    mappings: Vec<(String, String, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("config version {version} does not compile: {}", .errors.join("; "))]
+pub struct CompileError {
+    pub version: u64,
+    pub errors: Vec<String>,
+}
+
+impl CompiledConfig {
+    pub fn stage(&self, api: &str, stage: &str) -> Option<&Arc<CompiledStage>> {
+        self.apis.get(api)?.stages.get(stage)
+    }
+
+    pub fn has_api(&self, api: &str) -> bool {
+        self.apis.contains_key(api)
+    }
+
+    pub fn stage_count(&self) -> usize {
+        self.apis.values().map(|a| a.stages.len()).sum()
+    }
+
+    /// The API stage a custom domain maps `path` to, and the rest of the path.
+    pub fn domain_stage<'a>(&self, host: &str, path: &'a str) -> Option<(&Arc<CompiledStage>, &'a str)> {
+        let domain = self.domains.get(host)?;
+        for (base, api, stage) in &domain.mappings {
+            let rest = if base.is_empty() {
+                Some(path)
+            } else {
+                path.strip_prefix('/')
+                    .and_then(|p| p.strip_prefix(base.as_str()))
+                    .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+            };
+            if let Some(rest) = rest {
+                return Some((self.stage(api, stage)?, rest));
+            }
+        }
+        None
+    }
+
+    pub fn has_domain(&self, host: &str) -> bool {
+        self.domains.contains_key(host)
+    }
+}
+
+/// Compiles a snapshot; every problem is reported, prefixed with where it is.
+pub fn compile(snapshot: &ConfigSnapshot, digest: [u8; 32]) -> Result<CompiledConfig, CompileError> {
+    let mut errors = Vec::new();
+    let mut config = CompiledConfig {
+        version: snapshot.version,
+        digest,
+        ..Default::default()
+    };
+    let mut definitions: HashMap<(String, String), Arc<CompiledDefinition>> = HashMap::new();
+    let mut definition_of = |deployment: &Deployment, errors: &mut Vec<String>| {
+        let key = (deployment.api.clone(), deployment.id.clone());
+        if let Some(done) = definitions.get(&key) {
+            return Some(done.clone());
+        }
+        match compile_definition(deployment) {
+            Ok(definition) => {
+                let definition = Arc::new(definition);
+                definitions.insert(key, definition.clone());
+                Some(definition)
+            }
+            Err(why) => {
+                errors.push(format!("deployment {}/{}: {why}", deployment.api, deployment.id));
+                None
+            }
+        }
+    };
+
+    for entry in &snapshot.stages {
+        let (Some(stage), Some(deployment)) = (&entry.stage, &entry.deployment) else {
+            errors.push("a stage entry without its stage or deployment".into());
+            continue;
+        };
+        let place = format!("stage {}/{}", stage.api, stage.name);
+        if let Err(e) = StageConfig::validate(stage.clone()) {
+            errors.push(format!("{place}: {e}"));
+            continue;
+        }
+        let Some(definition) = definition_of(deployment, &mut errors) else {
+            continue;
+        };
+        let main = Arc::new(Target {
+            deployment_id: deployment.id.clone(),
+            is_canary: false,
+            variables: stage.variables.clone(),
+            definition,
+        });
+        let canary = match (&stage.canary, &entry.canary_deployment) {
+            (Some(settings), Some(canary_deployment)) if settings.percent_traffic > 0.0 => {
+                let Some(definition) = definition_of(canary_deployment, &mut errors) else {
+                    continue;
+                };
+                let mut variables = stage.variables.clone();
+                variables.extend(settings.stage_variable_overrides.clone());
+                Some(Canary {
+                    target: Arc::new(Target {
+                        deployment_id: canary_deployment.id.clone(),
+                        is_canary: true,
+                        variables,
+                        definition,
+                    }),
+                    percent: settings.percent_traffic,
+                    sticky: match sticky_key(&settings.sticky_key) {
+                        Ok(sticky) => sticky,
+                        Err(why) => {
+                            errors.push(format!("{place}: canary.sticky_key: {why}"));
+                            continue;
+                        }
+                    },
+                })
+            }
+            (Some(settings), None) if settings.percent_traffic > 0.0 => {
+                errors.push(format!("{place}: canary deployment {} is missing", settings.deployment_id));
+                continue;
+            }
+            _ => None,
+        };
+        config
+            .apis
+            .entry(stage.api.clone())
+            .or_insert_with(|| CompiledApi { stages: HashMap::new() })
+            .stages
+            .insert(
+                stage.name.clone(),
+                Arc::new(CompiledStage {
+                    api: stage.api.clone(),
+                    name: stage.name.clone(),
+                    main,
+                    canary,
+                }),
+            );
+    }
+
+    for domain in &snapshot.domain_names {
+        let host = domain.name.to_ascii_lowercase();
+        let mut mappings: Vec<(String, String, String)> = domain
+            .mappings
+            .iter()
+            .map(|m| {
+                let base = m.base_path.trim_matches('/');
+                let base = if base == "(none)" { "" } else { base };
+                (base.to_owned(), m.api.clone(), m.stage.clone())
+            })
+            .collect();
+        mappings.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        if !domain.certificate_file.is_empty() {
+            match tls::load_certified_key(domain.certificate_file.as_ref(), domain.private_key_file.as_ref()) {
+                Ok(key) => {
+                    config.certificates.insert(host.clone(), key);
+                }
+                Err(why) => errors.push(format!("domain {}: {why}", domain.name)),
+            }
+        }
+        config.domains.insert(host, CompiledDomain { mappings });
+    }
+
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(CompileError {
+            version: snapshot.version,
+            errors,
+        })
+    }
+}
+
+fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, String> {
+    let api = deployment.definition.clone().ok_or("no API definition")?;
+    let definition = ApiDefinition::validate(api).map_err(|e| e.to_string())?;
+    let api = definition.as_proto();
+    let mut routes = Vec::new();
+    if api.protocol() != Protocol::Websocket {
+        for (i, route) in api.routes.iter().enumerate() {
+            let template = PathTemplate::parse(&route.path).map_err(|e| format!("routes[{i}].path: {e}"))?;
+            let integration = route
+                .integration
+                .as_ref()
+                .ok_or_else(|| format!("routes[{i}].integration: missing"))?;
+            let integration =
+                CompiledIntegration::compile(integration).map_err(|e| format!("routes[{i}].integration.{e}"))?;
+            routes.push((route.method.clone(), template, integration));
+        }
+    }
+    let routes = RouteTable::build(routes)?;
+    let mut responses = GatewayResponses::default();
+    for (i, custom) in api.gateway_responses.iter().enumerate() {
+        let kind = GatewayResponseType::parse(&custom.r#type)
+            .ok_or_else(|| format!("gateway_responses[{i}].type: unknown {}", custom.r#type))?;
+        let status = match custom.status_code {
+            0 => None,
+            code => Some(
+                StatusCode::from_u16(code as u16).map_err(|e| format!("gateway_responses[{i}].status_code: {e}"))?,
+            ),
+        };
+        let mut headers = Vec::new();
+        for (name, value) in &custom.headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("gateway_responses[{i}].headers: {e}"))?;
+            let value = HeaderValue::from_str(value).map_err(|e| format!("gateway_responses[{i}].headers: {e}"))?;
+            headers.push((name, value));
+        }
+        let body_template = Some(custom.body_template.clone()).filter(|b| !b.is_empty());
+        responses.by_type.insert(
+            kind,
+            CustomResponse {
+                status,
+                headers,
+                body_template,
+            },
+        );
+    }
+    Ok(CompiledDefinition { routes, responses })
+}
+
+fn sticky_key(key: &str) -> Result<Option<StickyKey>, String> {
+    if key.is_empty() {
+        return Ok(None);
+    }
+    if key == "$context.identity.sourceIp" {
+        return Ok(Some(StickyKey::SourceIp));
+    }
+    if let Some(name) = key.strip_prefix("$request.header.") {
+        return HeaderName::from_bytes(name.as_bytes())
+            .map(|h| Some(StickyKey::Header(h)))
+            .map_err(|e| e.to_string());
+    }
+    if let Some(name) = key.strip_prefix("$request.querystring.") {
+        return Ok(Some(StickyKey::Query(name.to_owned())));
+    }
+    if let Some(name) = key.strip_prefix("$request.cookie.") {
+        return Ok(Some(StickyKey::Cookie(name.to_owned())));
+    }
+    Err(format!("unsupported key {key}"))
+}

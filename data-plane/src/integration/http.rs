@@ -1,0 +1,162 @@
+//! HTTP and HTTP_PROXY integrations: the request streams to the backend and
+//! the response streams back. Hop-by-hop headers are removed both ways and
+//! `X-Forwarded-For/Proto/Host` are set. Upstream connections are pooled;
+//! HTTPS backends negotiate HTTP/2 or HTTP/1.1 by ALPN.
+
+use crate::error::{BoxError, GatewayError};
+use crate::{Body, ConnInfo};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Uri};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::time::Duration;
+
+pub type Client = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Body>;
+
+/// The pooled client every integration shares.
+pub fn client(tls: rustls::ClientConfig) -> Client {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(https)
+}
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, including those the Connection header names.
+/// `Upgrade` goes too: WebSockets are a separate API type.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// What the call needs besides the client's request.
+pub struct Call<'a> {
+    pub uri: String,
+    pub method: Option<&'a Method>,
+    pub timeout: Duration,
+    pub max_body_bytes: u64,
+    pub request_id: &'a str,
+    pub host: &'a str,
+}
+
+pub async fn call(
+    client: &Client,
+    call: Call<'_>,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    conn: &ConnInfo,
+) -> Result<Response<Body>, GatewayError> {
+    let mut uri = call.uri;
+    if let Some(query) = parts.uri.query() {
+        uri.push(if uri.contains('?') { '&' } else { '?' });
+        uri.push_str(query);
+    }
+    let uri: Uri = uri
+        .parse()
+        .map_err(|e| GatewayError::ApiConfiguration(format!("integration URI {uri:?}: {e}")))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+        return Err(GatewayError::ApiConfiguration(format!(
+            "integration URI {uri} is not an absolute http(s) URL"
+        )));
+    }
+
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers);
+    headers.remove(header::HOST);
+    let client_ip = conn.remote.ip().to_string();
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {client_ip}"),
+        None => client_ip,
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", value);
+    }
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+    );
+    if let Ok(value) = HeaderValue::from_str(call.host) {
+        headers.insert("x-forwarded-host", value);
+    }
+    if let Ok(value) = HeaderValue::from_str(call.request_id) {
+        headers.insert("x-pylon-request-id", value);
+    }
+
+    let limit = usize::try_from(call.max_body_bytes).unwrap_or(usize::MAX);
+    let body: Body = Limited::new(body, limit).boxed_unsync();
+    let mut request = Request::new(body);
+    *request.method_mut() = call.method.cloned().unwrap_or(parts.method);
+    *request.uri_mut() = uri;
+    *request.headers_mut() = parts.headers;
+    // The version is negotiated with the backend, not copied from the client.
+
+    let response = match tokio::time::timeout(call.timeout, client.request(request)).await {
+        Err(_) => return Err(GatewayError::IntegrationTimeout(call.timeout)),
+        Ok(Err(e)) => return Err(classify(e, call.max_body_bytes)),
+        Ok(Ok(response)) => response,
+    };
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body: Body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
+    Ok(Response::from_parts(parts, body))
+}
+
+/// Why the backend call failed: our body limit, a connection that could not be
+/// made or broke, or a response that is not HTTP.
+fn classify(error: hyper_util::client::legacy::Error, limit: u64) -> GatewayError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return GatewayError::BodyTooLarge { limit };
+        }
+        if let Some(hyper_error) = e.downcast_ref::<hyper::Error>()
+            && hyper_error.is_parse()
+        {
+            return GatewayError::InvalidIntegrationResponse(Box::new(error));
+        }
+        source = e.source();
+    }
+    GatewayError::IntegrationUnreachable(Box::new(error))
+}
+
+/// A body that is already in memory.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}

@@ -1,0 +1,52 @@
+//! The integration phase: call the route's backend (HTTP, HTTP_PROXY) or
+//! answer from the route itself (MOCK).
+
+pub mod http;
+pub mod mock;
+
+use std::collections::BTreeMap;
+
+/// Fills `${stageVariables.NAME}` from `variables` and `{name}` from the
+/// route's path parameters; anything else is kept as written.
+pub fn fill(template: &str, variables: &BTreeMap<String, String>, params: &[(&str, String)]) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(start) = rest.find(['$', '{']) {
+        out.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        if let Some(after) = tail.strip_prefix("${stageVariables.")
+            && let Some(end) = after.find('}')
+        {
+            out.push_str(variables.get(&after[..end]).map(String::as_str).unwrap_or(""));
+            rest = &after[end + 1..];
+        } else if let Some(after) = tail.strip_prefix('{')
+            && let Some(end) = after.find('}')
+            && let Some((_, value)) = params.iter().find(|(name, _)| *name == &after[..end])
+        {
+            out.push_str(value);
+            rest = &after[end + 1..];
+        } else {
+            out.push_str(&tail[..1]);
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_variables_and_path_parameters_are_filled() {
+        let variables = BTreeMap::from([("backend".to_owned(), "http://127.0.0.1:9".to_owned())]);
+        let params = [("proxy", "pets/7".to_owned()), ("id", "7".to_owned())];
+        assert_eq!(
+            fill("${stageVariables.backend}/{proxy}?id={id}&x={nope}", &variables, &params),
+            "http://127.0.0.1:9/pets/7?id=7&x={nope}"
+        );
+        assert_eq!(fill("${stageVariables.missing}/a", &variables, &params), "/a");
+        assert_eq!(fill("$5 {", &variables, &params), "$5 {");
+    }
+}

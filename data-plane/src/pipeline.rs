@@ -1,0 +1,97 @@
+//! One request, phase by phase, in the order they run:
+//!
+//! ```text
+//! admit → address → canary → route → integration → response (finish | rescue)
+//! ```
+//!
+//! Each phase returns a [`GatewayError`] to stop the request; only
+//! [`rescue`](crate::response::rescue) turns one into a response.
+
+use crate::config::{CompiledConfig, Target};
+use crate::config::integration::CompiledIntegration;
+use crate::error::GatewayError;
+use crate::integration::{self, http::Call};
+use crate::request::{address, admit, canary};
+use crate::response::{self, rescue};
+use crate::{Body, ConnInfo, Gateway};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use std::sync::Arc;
+
+pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    let request_id = new_request_id();
+    let config = gateway.config.load_full();
+    let mut served_by: Option<Arc<Target>> = None;
+    let (parts, body) = request.into_parts();
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_owned();
+    let result = run(&gateway, &config, parts, body, &conn, &request_id, &mut served_by).await;
+    let mut response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            let responses = served_by.as_ref().map(|t| &t.definition.responses);
+            let response = rescue::respond(&error, responses, &request_id);
+            if response.status().is_server_error() {
+                tracing::warn!(request_id, %method, path, status = response.status().as_u16(), error = %error, detail = error.detail(), "request failed");
+            } else {
+                tracing::debug!(request_id, %method, path, status = response.status().as_u16(), error = %error, "request refused");
+            }
+            response
+        }
+    };
+    response::finish(&mut response, &request_id, served_by.as_deref());
+    response
+}
+
+async fn run(
+    gateway: &Gateway,
+    config: &CompiledConfig,
+    parts: http::request::Parts,
+    body: Incoming,
+    conn: &ConnInfo,
+    request_id: &str,
+    served_by: &mut Option<Arc<Target>>,
+) -> Result<Response<Body>, GatewayError> {
+    let options = &gateway.options;
+    // Request phase.
+    let host = admit::check_headers(&parts, &options.limits)?;
+    let (stage, path) = address::resolve(config, &options.base_domain, &host, parts.uri.path())?;
+    let target = canary::pick(&stage, &parts, conn.remote.ip());
+    *served_by = Some(target.clone());
+    admit::check_declared_length(&parts.headers, &options.limits)?;
+    let matched = target
+        .definition
+        .routes
+        .find(&parts.method, path)
+        .ok_or(GatewayError::NoRoute)?;
+
+    // Integration phase.
+    match &matched.route.integration {
+        CompiledIntegration::Mock { status, headers, body } => {
+            Ok(integration::mock::respond(*status, headers, body, &target, request_id))
+        }
+        CompiledIntegration::Http {
+            proxy: _,
+            uri,
+            method,
+            timeout,
+        } => {
+            let call = Call {
+                uri: integration::fill(uri, &target.variables, &matched.params),
+                method: method.as_ref(),
+                timeout: *timeout,
+                max_body_bytes: options.limits.max_body_bytes,
+                request_id,
+                host: &host,
+            };
+            integration::http::call(&gateway.client, call, parts, body, conn).await
+        }
+    }
+}
+
+/// A random id in UUID form, unique across nodes.
+fn new_request_id() -> String {
+    let n: u128 = rand::random();
+    let hex = format!("{n:032x}");
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}

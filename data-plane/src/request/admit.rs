@@ -1,0 +1,108 @@
+//! Limits and well-formedness, checked before anything else (AWS: request
+//! line + headers 10,240 bytes; payload 10 MB).
+
+use crate::error::GatewayError;
+use http::request::Parts;
+use http::{HeaderMap, header};
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 10_240,
+            max_body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// Size of the request line and headers as sent on HTTP/1.1.
+fn header_bytes(parts: &Parts) -> usize {
+    let line = parts.method.as_str().len()
+        + parts.uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + " HTTP/1.1\r\n".len()
+        + 1;
+    line + parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum::<usize>()
+}
+
+/// The Host the client addressed, lower-cased and without its port.
+pub fn host(parts: &Parts) -> Option<String> {
+    let raw = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))?;
+    let authority: http::uri::Authority = raw.parse().ok()?;
+    Some(authority.host().to_ascii_lowercase())
+}
+
+pub fn check_headers(parts: &Parts, limits: &Limits) -> Result<String, GatewayError> {
+    let size = header_bytes(parts);
+    if size > limits.max_header_bytes {
+        return Err(GatewayError::HeadersTooLarge {
+            size,
+            limit: limits.max_header_bytes,
+        });
+    }
+    if !parts.uri.path().starts_with('/') {
+        return Err(GatewayError::MalformedRequest("The request target must be a path"));
+    }
+    host(parts).ok_or(GatewayError::MalformedRequest("Missing or invalid Host header"))
+}
+
+/// Refuses a declared body over the limit; a body without a length is cut
+/// while streaming ([`crate::integration`]).
+pub fn check_declared_length(headers: &HeaderMap, limits: &Limits) -> Result<(), GatewayError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| v.to_str().ok().and_then(|s| s.parse::<u64>().ok()));
+    match declared {
+        Some(None) => Err(GatewayError::MalformedRequest("Invalid Content-Length header")),
+        Some(Some(length)) if length > limits.max_body_bytes => Err(GatewayError::BodyTooLarge {
+            limit: limits.max_body_bytes,
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(host: Option<&str>, extra: usize) -> Parts {
+        let mut builder = http::Request::get("/prod/pets");
+        if let Some(host) = host {
+            builder = builder.header("host", host);
+        }
+        builder = builder.header("x-padding", "a".repeat(extra));
+        let (parts, ()) = builder.body(()).map(http::Request::into_parts).unwrap_or_else(|e| panic!("{e}"));
+        parts
+    }
+
+    #[test]
+    fn the_host_is_lower_cased_without_its_port() {
+        assert_eq!(host(&parts(Some("PetStore.localhost:8080"), 0)).as_deref(), Some("petstore.localhost"));
+        assert!(matches!(
+            check_headers(&parts(None, 0), &Limits::default()),
+            Err(GatewayError::MalformedRequest(_))
+        ));
+    }
+
+    #[test]
+    fn headers_over_the_limit_are_refused() {
+        let limits = Limits::default();
+        assert!(check_headers(&parts(Some("a.localhost"), 9_000), &limits).is_ok());
+        assert!(matches!(
+            check_headers(&parts(Some("a.localhost"), 10_300), &limits),
+            Err(GatewayError::HeadersTooLarge { .. })
+        ));
+    }
+}

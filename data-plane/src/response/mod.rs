@@ -1,0 +1,28 @@
+//! The response phase: headers every response carries (request id, and which
+//! deployment served), and [`rescue`], the one place errors become responses.
+//! (Response mappings join here with the request-phase milestone.)
+
+pub mod rescue;
+
+use crate::Body;
+use crate::config::Target;
+use http::{HeaderValue, Response};
+
+pub const REQUEST_ID: &str = "x-pylon-request-id";
+pub const DEPLOYMENT: &str = "x-pylon-deployment";
+pub const CANARY: &str = "x-pylon-canary";
+
+pub fn finish(response: &mut Response<Body>, request_id: &str, target: Option<&Target>) {
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert(REQUEST_ID, value);
+    }
+    if let Some(target) = target {
+        if let Ok(value) = HeaderValue::from_str(&target.deployment_id) {
+            headers.insert(DEPLOYMENT, value);
+        }
+        if target.is_canary {
+            headers.insert(CANARY, HeaderValue::from_static("true"));
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The only place where an error becomes a response: status, AWS
+//! gateway-response type, headers and the `{"message": …}` body, with the
+//! API's customised gateway responses applied.
+
+use crate::Body;
+use crate::config::GatewayResponses;
+use crate::error::GatewayError;
+use http::{HeaderValue, Response, StatusCode, header};
+use pylon_common::GatewayResponseType as Type;
+
+/// The gateway-response type and default status of an error. One exhaustive
+/// match: a new error variant does not compile until it is classified here.
+pub fn classify(error: &GatewayError) -> (Type, StatusCode) {
+    match error {
+        GatewayError::HeadersTooLarge { .. } => (Type::Default4xx, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        GatewayError::MalformedRequest(_) => (Type::Default4xx, StatusCode::BAD_REQUEST),
+        GatewayError::UnknownApi => (Type::ResourceNotFound, StatusCode::NOT_FOUND),
+        GatewayError::NoRoute => (Type::MissingAuthenticationToken, StatusCode::FORBIDDEN),
+        GatewayError::BodyTooLarge { .. } => (Type::RequestTooLarge, StatusCode::PAYLOAD_TOO_LARGE),
+        GatewayError::IntegrationTimeout(_) => (Type::IntegrationTimeout, StatusCode::GATEWAY_TIMEOUT),
+        GatewayError::IntegrationUnreachable(_) => (Type::IntegrationFailure, StatusCode::BAD_GATEWAY),
+        GatewayError::InvalidIntegrationResponse(_) => (Type::IntegrationFailure, StatusCode::BAD_GATEWAY),
+        GatewayError::ApiConfiguration(_) => (Type::ApiConfigurationError, StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+/// Builds the response for `error`. `responses` are the serving API's
+/// customisations (none when the request never reached an API).
+pub fn respond(error: &GatewayError, responses: Option<&GatewayResponses>, request_id: &str) -> Response<Body> {
+    let (kind, default_status) = classify(error);
+    let message = error.to_string();
+    let custom = responses.and_then(|r| r.lookup(kind, default_status));
+    let status = custom.and_then(|c| c.status).unwrap_or(default_status);
+    let body = match custom.and_then(|c| c.body_template.as_deref()) {
+        Some(template) => render(template, &message, request_id),
+        None => serde_json::json!({ "message": message }).to_string(),
+    };
+    let mut response = Response::new(crate::full_body(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(value) = HeaderValue::from_str(kind.as_str()) {
+        headers.insert("x-pylon-error-type", value);
+    }
+    if let Some(custom) = custom {
+        for (name, value) in &custom.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    response
+}
+
+/// Fills `$context.error.message`, `$context.error.messageString` (quoted
+/// JSON string) and `$context.requestId` into a body template.
+fn render(template: &str, message: &str, request_id: &str) -> String {
+    let quoted = serde_json::Value::String(message.to_owned()).to_string();
+    template
+        .replace("$context.error.messageString", &quoted)
+        .replace("$context.error.message", message)
+        .replace("$context.requestId", request_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn io_error() -> crate::error::BoxError {
+        Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+    }
+
+    #[test]
+    fn every_error_has_the_aws_status_type_and_message() {
+        let table: Vec<(GatewayError, u16, &str, &str)> = vec![
+            (
+                GatewayError::HeadersTooLarge { size: 20_000, limit: 10_240 },
+                431,
+                "DEFAULT_4XX",
+                "Request Header Fields Too Large",
+            ),
+            (GatewayError::MalformedRequest("Missing Host header"), 400, "DEFAULT_4XX", "Missing Host header"),
+            (GatewayError::UnknownApi, 404, "RESOURCE_NOT_FOUND", "Not Found"),
+            (GatewayError::NoRoute, 403, "MISSING_AUTHENTICATION_TOKEN", "Missing Authentication Token"),
+            (GatewayError::BodyTooLarge { limit: 10 }, 413, "REQUEST_TOO_LARGE", "Request Too Long"),
+            (
+                GatewayError::IntegrationTimeout(Duration::from_secs(29)),
+                504,
+                "INTEGRATION_TIMEOUT",
+                "Endpoint request timed out",
+            ),
+            (GatewayError::IntegrationUnreachable(io_error()), 502, "INTEGRATION_FAILURE", "Internal server error"),
+            (GatewayError::InvalidIntegrationResponse(io_error()), 502, "INTEGRATION_FAILURE", "Internal server error"),
+            (GatewayError::ApiConfiguration("x".into()), 500, "API_CONFIGURATION_ERROR", "Internal server error"),
+        ];
+        for (error, status, kind, message) in table {
+            let (got_kind, got_status) = classify(&error);
+            assert_eq!((got_status.as_u16(), got_kind.as_str()), (status, kind), "{error:?}");
+            assert_eq!(error.to_string(), message);
+        }
+    }
+
+    #[test]
+    fn a_template_gets_the_message_and_request_id() {
+        assert_eq!(
+            render(r#"{"error": $context.error.messageString, "id": "$context.requestId"}"#, "Nope", "r-1"),
+            r#"{"error": "Nope", "id": "r-1"}"#
+        );
+    }
+}

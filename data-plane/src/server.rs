@@ -1,0 +1,259 @@
+//! The proxy's listeners and the node's wiring.
+//!
+//! HTTP/1.1 and HTTP/2 (h2c by prior knowledge, or TLS with ALPN) through
+//! hyper's auto builder, with the limits set explicitly: header read timeout,
+//! header buffer, HTTP/2 concurrent streams and header list size. Shutdown
+//! stops accepting, then drains in-flight requests for up to the drain timeout.
+
+use crate::config::{self, CompiledConfig};
+use crate::request::admit::Limits;
+use crate::sync::{self, SyncOptions};
+use crate::{ConnInfo, Gateway, GatewayOptions, pipeline, tls};
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Clone, Debug)]
+pub struct DataPlaneConfig {
+    pub listen: SocketAddr,
+    /// A TLS listener (with `tls_cert`/`tls_key` as the default certificate;
+    /// custom domains bring their own).
+    pub tls_listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub base_domain: String,
+    /// Control-plane admin endpoints (`http://host:port` or `https://…`).
+    pub control_planes: Vec<String>,
+    pub token: Option<String>,
+    pub control_plane_ca: Option<PathBuf>,
+    pub node_id: String,
+    pub labels: BTreeMap<String, String>,
+    pub snapshot_cache: Option<PathBuf>,
+    /// Extra CA for HTTPS backends (besides the system's roots).
+    pub upstream_ca: Option<PathBuf>,
+    pub limits: Limits,
+    pub header_read_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+impl DataPlaneConfig {
+    pub fn new(listen: SocketAddr, control_planes: Vec<String>, node_id: String) -> Self {
+        DataPlaneConfig {
+            listen,
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            base_domain: "localhost".into(),
+            control_planes,
+            token: None,
+            control_plane_ca: None,
+            node_id,
+            labels: BTreeMap::new(),
+            snapshot_cache: None,
+            upstream_ca: None,
+            limits: Limits::default(),
+            header_read_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("bind {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Runs a data-plane node until `shutdown` resolves.
+pub async fn serve(config: DataPlaneConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    if config.control_planes.is_empty() {
+        return Err(ServeError::Config("at least one --control-plane endpoint is required".into()));
+    }
+    let live = Arc::new(ArcSwap::from_pointee(CompiledConfig::default()));
+    if let Some(path) = &config.snapshot_cache {
+        match sync::load_cache(path) {
+            Ok(Some(compiled)) => {
+                tracing::info!(version = compiled.version, path = %path.display(), "serving the cached config snapshot until the control plane answers");
+                live.store(Arc::new(compiled));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring the snapshot cache"),
+        }
+    }
+    let client_tls = tls::client_config(config.upstream_ca.as_deref()).map_err(ServeError::Config)?;
+    let gateway = Arc::new(Gateway {
+        config: live.clone(),
+        client: crate::integration::http::client(client_tls),
+        options: GatewayOptions {
+            base_domain: config.base_domain.to_ascii_lowercase(),
+            limits: config.limits.clone(),
+        },
+    });
+
+    let listener = bind(config.listen).await?;
+    let tls_listener = match config.tls_listen {
+        Some(address) => {
+            let default = match (&config.tls_cert, &config.tls_key) {
+                (Some(cert), Some(key)) => Some(tls::load_certified_key(cert, key).map_err(ServeError::Config)?),
+                (None, None) => None,
+                _ => return Err(ServeError::Config("--tls-cert and --tls-key go together".into())),
+            };
+            let server = tls::server_config(live.clone(), default).map_err(ServeError::Config)?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+            Some((bind(address).await?, acceptor))
+        }
+        None => None,
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    let sync_options = SyncOptions {
+        endpoints: config.control_planes.clone(),
+        token: config.token.clone(),
+        ca: config.control_plane_ca.clone(),
+        node_id: config.node_id.clone(),
+        labels: config.labels.clone(),
+        cache: config.snapshot_cache.clone(),
+    };
+    let subscriber = tokio::spawn(sync::run(sync_options, live.clone(), stop_rx.clone()));
+
+    let builder = Arc::new(http_builder(&config));
+    let graceful = GracefulShutdown::new();
+    tracing::info!(
+        node = %config.node_id,
+        listen = %local(&listener),
+        tls_listen = tls_listener.as_ref().map(|(l, _)| local(l)).unwrap_or_default(),
+        base_domain = %gateway.options.base_domain,
+        control_planes = ?config.control_planes,
+        "data plane ready"
+    );
+    let plain = accept(listener, None, gateway.clone(), builder.clone(), &graceful, stop_rx.clone());
+    match tls_listener {
+        Some((listener, acceptor)) => {
+            let secure = accept(listener, Some(acceptor), gateway.clone(), builder, &graceful, stop_rx.clone());
+            tokio::join!(plain, secure);
+        }
+        None => plain.await,
+    }
+    tracing::info!(timeout = ?config.drain_timeout, "draining in-flight requests");
+    if tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("drain timeout reached; closing the remaining connections");
+    }
+    subscriber.abort();
+    tracing::info!("data plane stopped");
+    Ok(())
+}
+
+fn local(listener: &TcpListener) -> String {
+    listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ServeError::Bind { address, source })
+}
+
+fn http_builder(config: &DataPlaneConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        // Our own 10,240-byte check answers in JSON; beyond this hyper answers 431 itself.
+        .max_buf_size(64 * 1024)
+        .max_headers(256);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(64 * 1024)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    builder
+}
+
+async fn accept(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    gateway: Arc<Gateway>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    graceful: &GracefulShutdown,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        let (stream, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let info = ConnInfo {
+            remote,
+            tls: tls.is_some(),
+        };
+        let gateway = gateway.clone();
+        let service = service_fn(move |request| {
+            let gateway = gateway.clone();
+            async move { Ok::<_, Infallible>(pipeline::handle(gateway, request, info).await) }
+        });
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        match &tls {
+            None => {
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                tokio::spawn(watcher.watch(connection.into_owned()));
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
+                    let stream = match handshake {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%remote, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let _ = watcher.watch(connection.into_owned()).await;
+                });
+            }
+        }
+    }
+}
+
+/// Compiles `snapshot` (exposed for tools and tests).
+pub use config::compile;

@@ -1,0 +1,308 @@
+//! Keeps the node's config in step with the control plane.
+//!
+//! The node subscribes to one control-plane endpoint at a time, failing over
+//! among them with exponential backoff (100 ms → 5 s, with jitter) for as long
+//! as it takes, and keeps serving its last good config meanwhile. Each update
+//! is checked (checksum), compiled off the async threads and swapped in; it
+//! is ACKed once serving, NACKed with the reason if it does not compile — the
+//! previous config stays. Versions only move forward: an update that is not
+//! newer than what the node serves is never applied. The last good snapshot
+//! can be kept in a file (`--snapshot-cache`) to serve from at the next start.
+
+use crate::config::{self, CompiledConfig};
+use arc_swap::ArcSwap;
+use prost::Message as _;
+use pylon_common::snapshot;
+use pylon_proto::publish::v1::config_publisher_client::ConfigPublisherClient;
+use pylon_proto::publish::v1::{
+    Ack, ConfigUpdate, Heartbeat, Hello, Nack, SubscribeRequest, config_update::Body, subscribe_request::Kind,
+};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+const HEARTBEAT: Duration = Duration::from_secs(10);
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Large configs arrive as one message.
+const MAX_MESSAGE_BYTES: usize = 256 << 20;
+const CACHE_MAGIC: &[u8] = b"PYLON-CONFIG-SNAPSHOT-1\n";
+
+#[derive(Clone, Debug)]
+pub struct SyncOptions {
+    pub endpoints: Vec<String>,
+    pub token: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub node_id: String,
+    pub labels: BTreeMap<String, String>,
+    pub cache: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("connect: {0}")]
+    Connect(String),
+    #[error("{0}")]
+    Stream(#[from] tonic::Status),
+}
+
+/// Runs until `stop` turns true.
+pub async fn run(options: SyncOptions, live: Arc<ArcSwap<CompiledConfig>>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = MIN_BACKOFF;
+    let mut next = 0usize;
+    loop {
+        let endpoint = &options.endpoints[next % options.endpoints.len()];
+        let mut received = false;
+        let outcome = tokio::select! {
+            outcome = session(&options, endpoint, &live, &mut received) => outcome,
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        match outcome {
+            Ok(()) => tracing::info!(endpoint, "control plane closed the subscription"),
+            Err(e) => tracing::warn!(endpoint, error = %e, version = live.load().version, "control plane unavailable; serving the last good config"),
+        }
+        if received {
+            backoff = MIN_BACKOFF;
+        }
+        next += 1;
+        let jitter = Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64 / 2));
+        tokio::select! {
+            () = tokio::time::sleep(backoff + jitter) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn channel(options: &SyncOptions, endpoint: &str) -> Result<tonic::transport::Channel, SessionError> {
+    let mut builder = Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| SessionError::Connect(e.to_string()))?
+        .connect_timeout(Duration::from_secs(2))
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(3))
+        .keep_alive_while_idle(true);
+    if endpoint.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new().with_enabled_roots();
+        if let Some(ca) = &options.ca {
+            let pem = std::fs::read(ca).map_err(|e| SessionError::Connect(format!("{}: {e}", ca.display())))?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        builder = builder.tls_config(tls).map_err(|e| SessionError::Connect(e.to_string()))?;
+    }
+    builder.connect().await.map_err(|e| SessionError::Connect(e.to_string()))
+}
+
+async fn session(
+    options: &SyncOptions,
+    endpoint: &str,
+    live: &Arc<ArcSwap<CompiledConfig>>,
+    received: &mut bool,
+) -> Result<(), SessionError> {
+    let channel = channel(options, endpoint).await?;
+    let mut client = ConfigPublisherClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let (tx, rx) = mpsc::channel(8);
+    let hello = SubscribeRequest {
+        kind: Some(Kind::Hello(Hello {
+            node_id: options.node_id.clone(),
+            labels: options.labels.clone(),
+            version: live.load().version,
+            software_version: env!("CARGO_PKG_VERSION").into(),
+        })),
+    };
+    let _ = tx.send(hello).await;
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(token) = &options.token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| SessionError::Connect("the token is not a valid header value".into()))?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    let mut updates = client.subscribe(request).await?.into_inner();
+    tracing::info!(endpoint, version = live.load().version, "subscribed to the control plane");
+
+    let beats = {
+        let tx = tx.clone();
+        let live = live.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(HEARTBEAT);
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                let beat = SubscribeRequest {
+                    kind: Some(Kind::Heartbeat(Heartbeat {
+                        version: live.load().version,
+                    })),
+                };
+                if tx.send(beat).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let result = async {
+        while let Some(update) = updates.message().await? {
+            *received = true;
+            if let Some(answer) = apply(update, live, options.cache.as_deref()).await {
+                let _ = tx.send(answer).await;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    beats.abort();
+    result
+}
+
+/// Applies one update; returns the ACK or NACK to send (none for an update
+/// that is not newer than what is served).
+async fn apply(update: ConfigUpdate, live: &Arc<ArcSwap<CompiledConfig>>, cache: Option<&Path>) -> Option<SubscribeRequest> {
+    let version = update.version;
+    let serving = live.load().version;
+    if version <= serving {
+        tracing::info!(version, serving, "ignoring a config version that is not newer than the one served");
+        return None;
+    }
+    let started = std::time::Instant::now();
+    let update = Arc::new(update);
+    let compiled = {
+        let update = update.clone();
+        let current = live.load_full();
+        tokio::task::spawn_blocking(move || compile_update(&update, Some(&current)))
+            .await
+            .unwrap_or_else(|e| Err(format!("compiling panicked: {e}")))
+    };
+    match compiled {
+        Ok(compiled) => {
+            let stages = compiled.stage_count();
+            live.store(Arc::new(compiled));
+            tracing::info!(
+                version,
+                previous = serving,
+                stages,
+                took_ms = started.elapsed().as_millis() as u64,
+                "serving config version"
+            );
+            if let Some(path) = cache {
+                let path = path.to_owned();
+                let update = update.clone();
+                let written = tokio::task::spawn_blocking(move || store_cache(&path, &update)).await;
+                if let Ok(Err(e)) | Err(e) = written.map_err(|e| std::io::Error::other(e.to_string())) {
+                    tracing::warn!(error = %e, "could not write the snapshot cache");
+                }
+            }
+            Some(SubscribeRequest {
+                kind: Some(Kind::Ack(Ack { version })),
+            })
+        }
+        Err(error) => {
+            tracing::error!(version, serving, error, "rejected a config version; the previous one stays in force");
+            Some(SubscribeRequest {
+                kind: Some(Kind::Nack(Nack { version, error })),
+            })
+        }
+    }
+}
+
+/// Decodes and compiles an update. When its content equals what `current`
+/// serves, only the version moves.
+fn compile_update(update: &ConfigUpdate, current: Option<&CompiledConfig>) -> Result<CompiledConfig, String> {
+    let Some(Body::Snapshot(encoded)) = &update.body else {
+        return Err("update without a snapshot body".into());
+    };
+    let snapshot = snapshot::decode(encoded).map_err(|e| e.to_string())?;
+    if snapshot.version != update.version {
+        return Err(format!(
+            "snapshot says version {} but the update says {}",
+            snapshot.version, update.version
+        ));
+    }
+    let digest = snapshot::content_digest(&snapshot);
+    if let Some(current) = current.filter(|c| c.digest == digest && c.version > 0) {
+        let mut same = current.clone();
+        same.version = update.version;
+        return Ok(same);
+    }
+    config::compile(&snapshot, digest).map_err(|e| e.to_string())
+}
+
+fn store_cache(path: &Path, update: &ConfigUpdate) -> std::io::Result<()> {
+    let mut bytes = CACHE_MAGIC.to_vec();
+    bytes.extend_from_slice(&update.encode_to_vec());
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &bytes)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Reads and compiles the snapshot cache; `Ok(None)` when there is none.
+pub fn load_cache(path: &Path) -> Result<Option<CompiledConfig>, String> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let body = bytes
+        .strip_prefix(CACHE_MAGIC)
+        .ok_or("not a Pylon config snapshot cache")?;
+    let update = ConfigUpdate::decode(body).map_err(|e| format!("damaged: {e}"))?;
+    compile_update(&update, None).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pylon_proto::publish::v1::ConfigSnapshot;
+
+    fn update(version: u64) -> ConfigUpdate {
+        let snapshot = ConfigSnapshot {
+            version,
+            ..Default::default()
+        };
+        ConfigUpdate {
+            version,
+            body: Some(Body::Snapshot(snapshot::encode(&snapshot))),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_newer_versions_are_applied_and_acked() {
+        let live = Arc::new(ArcSwap::from_pointee(CompiledConfig::default()));
+        let answer = apply(update(5), &live, None).await;
+        assert!(matches!(answer, Some(SubscribeRequest { kind: Some(Kind::Ack(Ack { version: 5 })) })));
+        assert_eq!(live.load().version, 5);
+        assert!(apply(update(5), &live, None).await.is_none());
+        assert!(apply(update(3), &live, None).await.is_none());
+        assert_eq!(live.load().version, 5);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_update_is_nacked_and_the_old_config_stays() {
+        let live = Arc::new(ArcSwap::from_pointee(CompiledConfig::default()));
+        let _ = apply(update(5), &live, None).await;
+        let mut bad = update(6);
+        if let Some(Body::Snapshot(encoded)) = &mut bad.body {
+            encoded.sha256 = vec![0; 32];
+        }
+        let answer = apply(bad, &live, None).await;
+        assert!(matches!(answer, Some(SubscribeRequest { kind: Some(Kind::Nack(Nack { version: 6, .. })) })));
+        assert_eq!(live.load().version, 5);
+    }
+
+    #[tokio::test]
+    async fn the_cache_round_trips_and_refuses_a_damaged_file() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("snapshot");
+        assert!(matches!(load_cache(&path), Ok(None)));
+        store_cache(&path, &update(9)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(load_cache(&path).ok().flatten().map(|c| c.version), Some(9));
+        let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert!(load_cache(&path).is_err());
+    }
+}
