@@ -58,7 +58,10 @@ async fn run(
     let (stage, path) = address::resolve(config, &options.base_domain, &host, parts.uri.path())?;
     let target = canary::pick(&stage, &parts, conn.remote.ip());
     *served_by = Some(target.clone());
-    admit::check_declared_length(&parts.headers, &options.limits)?;
+    if let Err(error) = admit::check_declared_length(&parts.headers, &options.limits) {
+        admit::linger(body);
+        return Err(error);
+    }
     let matched = target
         .definition
         .routes

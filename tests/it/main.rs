@@ -3,4 +3,5 @@
 mod admin;
 mod cli;
 mod cluster;
+mod gateway;
 mod support;

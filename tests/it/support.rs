@@ -33,3 +33,122 @@ pub fn mock_body(api: &Api) -> Option<&str> {
         .as_ref()
         .map(|m| m.body.as_str())
 }
+
+/// The `shop` API used by the data-plane tests: `GET /hello` answers `marker`
+/// from a MOCK; `GET /slow/{ms}` goes to the stage's backend with a 1 s
+/// timeout; everything else is proxied to `${stageVariables.backend}`.
+pub fn shop_api(marker: &str) -> Api {
+    let proxy = |method: &str, path: &str, uri: &str, timeout_ms: u32| Route {
+        method: method.into(),
+        path: path.into(),
+        integration: Some(Integration {
+            r#type: integration::Type::HttpProxy as i32,
+            uri: uri.into(),
+            timeout_ms,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Api {
+        name: "shop".into(),
+        routes: vec![
+            Route {
+                method: "GET".into(),
+                path: "/hello".into(),
+                integration: Some(Integration {
+                    r#type: integration::Type::Mock as i32,
+                    mock: Some(MockResponse {
+                        status_code: 200,
+                        body: format!(r#"{{"marker": "{marker}"}}"#),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            proxy("GET", "/slow/{ms}", "${stageVariables.backend}/slow/{ms}", 1000),
+            proxy("ANY", "/{proxy+}", "${stageVariables.backend}/{proxy}", 29_000),
+        ],
+        ..Default::default()
+    }
+}
+
+/// Creates or replaces `api`, deploys it and points `stage` (created if
+/// missing) at the new deployment with `variables`. Returns the deployment id.
+pub async fn deploy(
+    admin: &mut pylon_tests::Admin,
+    api: Api,
+    stage: &str,
+    variables: &[(&str, &str)],
+) -> anyhow::Result<String> {
+    use pylon_proto::admin::v1::*;
+    let name = api.name.clone();
+    let exists = admin
+        .get_api(GetApiRequest {
+            name: name.clone(),
+            ..Default::default()
+        })
+        .await
+        .is_ok();
+    if exists {
+        admin
+            .update_api(UpdateApiRequest {
+                api: Some(api),
+                expected_revision: 0,
+            })
+            .await?;
+    } else {
+        admin.create_api(CreateApiRequest { api: Some(api) }).await?;
+    }
+    let variables: std::collections::BTreeMap<String, String> =
+        variables.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let current = admin
+        .get_stage(GetStageRequest {
+            api: name.clone(),
+            name: stage.into(),
+            ..Default::default()
+        })
+        .await
+        .ok()
+        .map(tonic::Response::into_inner);
+    if let Some(current) = current.filter(|s| s.variables != variables) {
+        // Variables first, so the new deployment is served with them.
+        admin
+            .update_stage(UpdateStageRequest {
+                stage: Some(pylon_proto::config::v1::Stage {
+                    variables: variables.clone(),
+                    ..current
+                }),
+                expected_revision: 0,
+            })
+            .await?;
+    }
+    let deployment = admin
+        .create_deployment(CreateDeploymentRequest {
+            api: name.clone(),
+            stage: stage.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let stage_now = admin
+        .get_stage(GetStageRequest {
+            api: name,
+            name: stage.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    if stage_now.variables != variables {
+        admin
+            .update_stage(UpdateStageRequest {
+                stage: Some(pylon_proto::config::v1::Stage {
+                    variables,
+                    ..stage_now
+                }),
+                expected_revision: 0,
+            })
+            .await?;
+    }
+    Ok(deployment.id)
+}

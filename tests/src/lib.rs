@@ -4,6 +4,8 @@
 //! Every process is killed when its handle drops; when a test fails, the tail
 //! of each node's log is printed to help read what happened.
 
+pub mod gateway;
+
 use anyhow::{Context as _, bail};
 use pylon_proto::admin::v1::admin_service_client::AdminServiceClient;
 use pylon_proto::admin::v1::{ClusterStatus, GetClusterStatusRequest};

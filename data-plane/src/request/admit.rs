@@ -73,6 +73,28 @@ pub fn check_declared_length(headers: &HeaderMap, limits: &Limits) -> Result<(),
     }
 }
 
+/// Reads and discards a refused request's body for a while in the background,
+/// so a client still sending it gets to read our answer instead of a reset
+/// (nginx's lingering close). The connection closes afterwards.
+pub fn linger(body: hyper::body::Incoming) {
+    use http_body_util::BodyExt;
+    const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+    const MAX_DISCARD: usize = 64 << 20;
+    tokio::spawn(async move {
+        let mut body = body;
+        let mut discarded = 0usize;
+        let _ = tokio::time::timeout(LINGER, async {
+            while let Some(Ok(frame)) = body.frame().await {
+                discarded += frame.data_ref().map_or(0, |d| d.len());
+                if discarded > MAX_DISCARD {
+                    break;
+                }
+            }
+        })
+        .await;
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,6 +42,10 @@ pub fn respond(error: &GatewayError, responses: Option<&GatewayResponses>, reque
     if let Ok(value) = HeaderValue::from_str(kind.as_str()) {
         headers.insert("x-pylon-error-type", value);
     }
+    if matches!(error, GatewayError::BodyTooLarge { .. }) {
+        // The rest of the body is not read: this connection cannot carry another request.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Some(custom) = custom {
         for (name, value) in &custom.headers {
             headers.insert(name.clone(), value.clone());

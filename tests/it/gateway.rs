@@ -1,0 +1,587 @@
+//! The data plane end to end: real control-plane and data-plane processes, a
+//! real HTTP backend, traffic only on loopback.
+
+use crate::support::{deploy, shop_api};
+use pylon_proto::admin::v1::*;
+use pylon_proto::config::v1::{BasePathMapping, CanarySettings, DomainName};
+use pylon_proto::publish::v1::data_plane_node::LastResult;
+use pylon_tests::gateway::{Backend, DataPlaneNode, HttpClient, Reply, garbage_backend, raw_exchange};
+use pylon_tests::{Cluster, eventually, free_port, pylon_cli, serial};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const HOST: &str = "shop.localhost";
+
+fn marker(reply: &Reply) -> String {
+    reply.json()["marker"].as_str().unwrap_or("").to_owned()
+}
+
+async fn serves_marker(client: &HttpClient, node: SocketAddr, expected: &str) -> bool {
+    match client.get(node, HOST, "/prod/hello").await {
+        Ok(reply) => reply.status == 200 && marker(&reply) == expected,
+        Err(_) => false,
+    }
+}
+
+async fn data_plane_nodes(admin: &mut pylon_tests::Admin) -> Vec<pylon_proto::publish::v1::DataPlaneNode> {
+    admin
+        .list_data_plane_nodes(ListDataPlaneNodesRequest::default())
+        .await
+        .map(|r| r.into_inner().nodes)
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn three_control_planes_feed_two_data_planes_and_a_bad_snapshot_is_nacked_while_traffic_flows() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(3).await;
+    let backend = Backend::start("orders").await;
+    let endpoints: Vec<String> = cluster.nodes.iter().map(|n| n.endpoint()).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reversed: Vec<String> = endpoints.iter().rev().cloned().collect();
+    let dp1 = DataPlaneNode::start(dir.path(), "dp-1", &endpoints, &["--label=region=test-a"]);
+    let dp2 = DataPlaneNode::start(dir.path(), "dp-2", &reversed, &["--label=region=test-b"]);
+    let client = HttpClient::default();
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+
+    // Apply + deploy: both data planes serve it within a second of the ACK.
+    let backend_url = backend.url();
+    deploy(&mut admin, shop_api("v1"), "prod", &[("backend", &backend_url)])
+        .await
+        .expect("deploy v1");
+    eventually("both data planes serve v1", Duration::from_secs(10), || async {
+        (serves_marker(&client, dp1.address(), "v1").await && serves_marker(&client, dp2.address(), "v1").await)
+            .then_some(())
+    })
+    .await;
+    let mut next = shop_api("v2");
+    next.description = "second".into();
+    admin
+        .update_api(UpdateApiRequest {
+            api: Some(next),
+            expected_revision: 0,
+        })
+        .await
+        .expect("update");
+    admin
+        .create_deployment(CreateDeploymentRequest {
+            api: "shop".into(),
+            stage: "prod".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("deploy v2");
+    let acked = Instant::now();
+    eventually("both data planes serve v2", Duration::from_secs(5), || async {
+        (serves_marker(&client, dp1.address(), "v2").await && serves_marker(&client, dp2.address(), "v2").await)
+            .then_some(())
+    })
+    .await;
+    let propagation = acked.elapsed();
+    assert!(propagation < Duration::from_secs(1), "propagation took {propagation:?}");
+
+    // The proxied route reaches the backend with forwarding headers.
+    let reply = client.get(dp1.address(), HOST, "/prod/orders/7?verbose=1").await.expect("proxy");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let seen = reply.json();
+    assert_eq!(seen["path"], "/orders/7");
+    assert_eq!(seen["query"], "verbose=1");
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen["x-forwarded-host"], HOST);
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-pylon-request-id"], reply.header("x-pylon-request-id"));
+    assert!(!reply.header("x-pylon-deployment").is_empty());
+
+    // A bad config is refused by the admin API and never published.
+    let mut bad = shop_api("v3");
+    bad.routes[0].path = "/hello/{".into();
+    let err = admin
+        .update_api(UpdateApiRequest {
+            api: Some(bad),
+            expected_revision: 0,
+        })
+        .await
+        .expect_err("invalid API");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("routes[0].path"), "{}", err.message());
+
+    // A config the data planes cannot compile (a certificate file they do not
+    // have) is NACKed by both, shown by `pylon nodes`, and the old version serves.
+    let served_before = dp1_version(&mut admin, "dp-1").await;
+    admin
+        .create_domain_name(CreateDomainNameRequest {
+            domain_name: Some(DomainName {
+                name: "api.shop.test".into(),
+                mappings: vec![BasePathMapping {
+                    base_path: "v1".into(),
+                    api: "shop".into(),
+                    stage: "prod".into(),
+                }],
+                certificate_file: "/nonexistent/shop.pem".into(),
+                private_key_file: "/nonexistent/shop.key".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("domain name accepted by the control plane");
+    let nodes = eventually("both data planes NACK", Duration::from_secs(10), || async {
+        let mut admin = cluster.nodes[1].admin().await.ok()?;
+        let nodes = data_plane_nodes(&mut admin).await;
+        let nacked = nodes
+            .iter()
+            .filter(|n| n.last_result == LastResult::Nack as i32 && n.last_error.contains("/nonexistent/shop.pem"))
+            .count();
+        (nacked == 2).then_some(nodes)
+    })
+    .await;
+    for node in &nodes {
+        assert!(node.connected, "{node:?}");
+        assert_eq!(node.applied_version, served_before, "{node:?}");
+    }
+    let labels: Vec<&str> = nodes.iter().filter_map(|n| n.labels.get("region").map(String::as_str)).collect();
+    assert_eq!(labels, ["test-a", "test-b"]);
+    let table = pylon_cli(&endpoints[2], &["nodes"]).expect("pylon nodes");
+    assert!(table.contains("NACK"), "{table}");
+    assert!(table.contains("/nonexistent/shop.pem"), "{table}");
+    for _ in 0..50 {
+        assert!(serves_marker(&client, dp1.address(), "v2").await);
+        assert!(serves_marker(&client, dp2.address(), "v2").await);
+    }
+
+    // Fixing the config moves both forward again.
+    admin
+        .delete_domain_name(DeleteDomainNameRequest {
+            name: "api.shop.test".into(),
+            expected_revision: 0,
+        })
+        .await
+        .expect("delete domain");
+    eventually("both data planes ACK again", Duration::from_secs(10), || async {
+        let nodes = data_plane_nodes(&mut cluster.nodes[0].admin().await.ok()?).await;
+        nodes
+            .iter()
+            .all(|n| n.last_result == LastResult::Ack as i32 && n.applied_version > served_before)
+            .then_some(())
+    })
+    .await;
+    drop((dp1, dp2));
+}
+
+async fn dp1_version(admin: &mut pylon_tests::Admin, node: &str) -> u64 {
+    data_plane_nodes(admin)
+        .await
+        .iter()
+        .find(|n| n.node_id == node)
+        .map(|n| n.applied_version)
+        .unwrap_or(0)
+}
+
+/// Counts, over `n` requests with the given `x-user`, how many the canary served.
+async fn canary_share(client: &HttpClient, node: SocketAddr, n: usize, user: Option<&str>) -> usize {
+    let mut canary = 0;
+    for _ in 0..n {
+        let mut request = http::Request::get("/prod/hello").header("host", HOST);
+        if let Some(user) = user {
+            request = request.header("x-user", user);
+        }
+        let request = request.body(Default::default()).expect("request");
+        let reply = client.send(node, request).await.expect("canary request");
+        assert_eq!(reply.status, 200);
+        if reply.header("x-pylon-canary") == "true" {
+            assert_eq!(marker(&reply), "v2");
+            canary += 1;
+        } else {
+            assert_eq!(marker(&reply), "v1");
+        }
+    }
+    canary
+}
+
+#[tokio::test]
+async fn a_canary_takes_its_share_sticks_to_clients_and_promote_and_rollback_reach_the_data_plane() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let endpoints = vec![cluster.nodes[0].endpoint()];
+    let dp = DataPlaneNode::start(dir.path(), "dp-canary", &endpoints, &[]);
+    let client = HttpClient::default();
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    let v1 = deploy(&mut admin, shop_api("v1"), "prod", &[("backend", "http://127.0.0.1:9")])
+        .await
+        .expect("v1");
+    admin
+        .update_api(UpdateApiRequest {
+            api: Some(shop_api("v2")),
+            expected_revision: 0,
+        })
+        .await
+        .expect("v2 definition");
+    let v2 = admin
+        .create_deployment(CreateDeploymentRequest {
+            api: "shop".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("v2 deployment")
+        .into_inner()
+        .id;
+    let stage = admin
+        .get_stage(GetStageRequest {
+            api: "shop".into(),
+            name: "prod".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("stage")
+        .into_inner();
+    let with_canary = |sticky: &str| pylon_proto::config::v1::Stage {
+        canary: Some(CanarySettings {
+            deployment_id: v2.clone(),
+            percent_traffic: 10.0,
+            sticky_key: sticky.into(),
+            ..Default::default()
+        }),
+        ..stage.clone()
+    };
+    admin
+        .update_stage(UpdateStageRequest {
+            stage: Some(with_canary("")),
+            expected_revision: 0,
+        })
+        .await
+        .expect("canary");
+    eventually("the data plane serves the stage", Duration::from_secs(10), || async {
+        let reply = client.get(dp.address(), HOST, "/prod/hello").await.ok()?;
+        (reply.status == 200).then_some(())
+    })
+    .await;
+    eventually("the data plane serves the canary config", Duration::from_secs(10), || async {
+        (canary_share(&client, dp.address(), 60, None).await > 0).then_some(())
+    })
+    .await;
+
+    // 10 % of 2,000: mean 200, σ ≈ 13.4; ±4σ.
+    let share = canary_share(&client, dp.address(), 2000, None).await;
+    assert!((146..=254).contains(&share), "canary served {share} of 2000");
+
+    // Sticky by header: each client always on one side; about 10 % of clients on the canary.
+    admin
+        .update_stage(UpdateStageRequest {
+            stage: Some(with_canary("$request.header.x-user")),
+            expected_revision: 0,
+        })
+        .await
+        .expect("sticky canary");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut canary_users = 0;
+    for user in 0..200 {
+        let user = format!("user-{user}");
+        let hits = canary_share(&client, dp.address(), 5, Some(&user)).await;
+        assert!(hits == 0 || hits == 5, "{user} was split: {hits} of 5 on the canary");
+        if hits == 5 {
+            canary_users += 1;
+        }
+    }
+    assert!((5..=45).contains(&canary_users), "{canary_users} of 200 users on the canary");
+
+    // Promote: everything on v2, no canary left.
+    admin
+        .promote_canary(PromoteCanaryRequest {
+            api: "shop".into(),
+            stage: "prod".into(),
+            expected_revision: 0,
+        })
+        .await
+        .expect("promote");
+    eventually("promotion reaches the data plane", Duration::from_secs(5), || async {
+        serves_marker(&client, dp.address(), "v2").await.then_some(())
+    })
+    .await;
+    for _ in 0..100 {
+        let reply = client.get(dp.address(), HOST, "/prod/hello").await.expect("after promote");
+        assert_eq!(marker(&reply), "v2");
+        assert_eq!(reply.header("x-pylon-deployment"), v2);
+        assert_eq!(reply.header("x-pylon-canary"), "");
+    }
+
+    // Rollback: v1 again.
+    admin
+        .rollback_stage(RollbackStageRequest {
+            api: "shop".into(),
+            stage: "prod".into(),
+            deployment_id: v1.clone(),
+            expected_revision: 0,
+        })
+        .await
+        .expect("rollback");
+    eventually("rollback reaches the data plane", Duration::from_secs(5), || async {
+        serves_marker(&client, dp.address(), "v1").await.then_some(())
+    })
+    .await;
+    let reply = client.get(dp.address(), HOST, "/prod/hello").await.expect("after rollback");
+    assert_eq!(reply.header("x-pylon-deployment"), v1);
+}
+
+#[tokio::test]
+async fn data_planes_serve_through_a_control_plane_outage_and_restart_from_their_cache() {
+    let _serial = serial().await;
+    let mut cluster = Cluster::start(3).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let endpoints: Vec<String> = cluster.nodes.iter().map(|n| n.endpoint()).collect();
+    let mut dp1 = DataPlaneNode::start(dir.path(), "dp-1", &endpoints, &[]);
+    let dp2 = DataPlaneNode::start(dir.path(), "dp-2", &endpoints, &[]);
+    let client = HttpClient::default();
+    {
+        let mut admin = cluster.nodes[0].admin().await.expect("admin");
+        deploy(&mut admin, shop_api("before-outage"), "prod", &[("backend", "http://127.0.0.1:9")])
+            .await
+            .expect("deploy");
+    }
+    eventually("both serve", Duration::from_secs(10), || async {
+        (serves_marker(&client, dp1.address(), "before-outage").await
+            && serves_marker(&client, dp2.address(), "before-outage").await)
+            .then_some(())
+    })
+    .await;
+
+    for node in &mut cluster.nodes {
+        node.kill();
+    }
+    // Every request keeps being answered correctly while the control plane is gone.
+    let outage = Instant::now();
+    let mut answered = 0;
+    while outage.elapsed() < Duration::from_secs(3) {
+        for dp in [&dp1, &dp2] {
+            let reply = client.get(dp.address(), HOST, "/prod/hello").await.expect("during outage");
+            assert_eq!(reply.status, 200);
+            assert_eq!(marker(&reply), "before-outage");
+            answered += 1;
+        }
+    }
+    assert!(answered > 100, "only {answered} requests in 3 s");
+
+    // A restarted data plane serves from its snapshot cache with no control plane.
+    dp1.kill();
+    dp1.restart().expect("restart dp-1");
+    eventually("dp-1 serves from its cache", Duration::from_secs(10), || async {
+        serves_marker(&client, dp1.address(), "before-outage").await.then_some(())
+    })
+    .await;
+    assert!(dp1.log_text().contains("serving the cached config snapshot"));
+
+    // The control plane returns; a new deployment reaches both.
+    for node in &mut cluster.nodes {
+        node.start().expect("restart control plane");
+    }
+    cluster.wait_for_leader().await;
+    let mut admin = eventually("admin answers", Duration::from_secs(10), || async {
+        cluster.nodes[0].admin().await.ok()
+    })
+    .await;
+    deploy(&mut admin, shop_api("after-outage"), "prod", &[("backend", "http://127.0.0.1:9")])
+        .await
+        .expect("deploy after outage");
+    eventually("both serve the new deployment", Duration::from_secs(20), || async {
+        (serves_marker(&client, dp1.address(), "after-outage").await
+            && serves_marker(&client, dp2.address(), "after-outage").await)
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_data_plane_never_goes_back_to_an_older_version_from_a_lagging_control_plane() {
+    let _serial = serial().await;
+    let mut cluster = Cluster::start(3).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = HttpClient::default();
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    deploy(&mut admin, shop_api("old"), "prod", &[("backend", "http://127.0.0.1:9")])
+        .await
+        .expect("old");
+    cluster.wait_until_caught_up().await;
+
+    // Node 3 stops at the old version; the others move on.
+    cluster.by_id(3).kill();
+    deploy(&mut admin, shop_api("new"), "prod", &[("backend", "http://127.0.0.1:9")])
+        .await
+        .expect("new");
+    let lagging = cluster.by_id(3).endpoint();
+    let dp = DataPlaneNode::start(dir.path(), "dp-mono", &[cluster.nodes[0].endpoint(), lagging.clone()], &[]);
+    eventually("the data plane serves the new version", Duration::from_secs(10), || async {
+        serves_marker(&client, dp.address(), "new").await.then_some(())
+    })
+    .await;
+    let new_version = dp1_version(&mut admin, "dp-mono").await;
+    assert!(new_version > 0);
+
+    // Only the lagging node is left (no quorum: it cannot catch up).
+    cluster.by_id(1).kill();
+    cluster.by_id(2).kill();
+    cluster.by_id(3).start().expect("start lagging node");
+    let mut lagging_admin = eventually("lagging node answers", Duration::from_secs(10), || async {
+        pylon_tests::connect(&lagging).await.ok()
+    })
+    .await;
+    eventually("the data plane fails over to the lagging node", Duration::from_secs(20), || {
+        let mut lagging_admin = lagging_admin.clone();
+        async move {
+        let nodes = lagging_admin
+            .list_data_plane_nodes(ListDataPlaneNodesRequest { local_only: true })
+            .await
+            .ok()?
+            .into_inner()
+            .nodes;
+        nodes.iter().find(|n| n.node_id == "dp-mono" && n.connected).cloned()
+    }})
+    .await;
+    let lagging_version = lagging_admin
+        .get_config_version(GetConfigVersionRequest {
+            consistency: ReadConsistency::Stale as i32,
+        })
+        .await
+        .expect("version")
+        .into_inner()
+        .version;
+    assert!(lagging_version < new_version, "node 3 at {lagging_version}, data plane at {new_version}");
+    for _ in 0..50 {
+        assert!(serves_marker(&client, dp.address(), "new").await);
+    }
+    let nodes = lagging_admin
+        .list_data_plane_nodes(ListDataPlaneNodesRequest { local_only: true })
+        .await
+        .expect("nodes")
+        .into_inner()
+        .nodes;
+    assert_eq!(nodes[0].applied_version, new_version);
+    assert!(!dp.log_text().contains("serving config version version=1 "));
+}
+
+#[tokio::test]
+async fn errors_have_aws_statuses_json_bodies_and_request_ids() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let backend = Backend::start("errors").await;
+    let (garbage, _garbage_task) = garbage_backend().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dp = DataPlaneNode::start(dir.path(), "dp-errors", &[cluster.nodes[0].endpoint()], &[]);
+    let client = HttpClient::default();
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    let backend_url = backend.url();
+    deploy(&mut admin, shop_api("errors"), "prod", &[("backend", &backend_url)])
+        .await
+        .expect("deploy");
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let garbage_url = format!("http://{garbage}");
+    deploy(&mut admin, shop_api("errors"), "dead", &[("backend", &dead)]).await.expect("dead stage");
+    deploy(&mut admin, shop_api("errors"), "garbage", &[("backend", &garbage_url)])
+        .await
+        .expect("garbage stage");
+    eventually("served", Duration::from_secs(10), || async {
+        let reply = client.get(dp.address(), HOST, "/prod/hello").await.ok()?;
+        let dead = client.get(dp.address(), HOST, "/dead/hello").await.ok()?;
+        let garbage = client.get(dp.address(), HOST, "/garbage/hello").await.ok()?;
+        (reply.status == 200 && dead.status == 200 && garbage.status == 200).then_some(())
+    })
+    .await;
+
+    let check = |reply: &Reply, status: u16, message: &str| {
+        assert_eq!(reply.status.as_u16(), status, "{}", reply.body);
+        assert_eq!(reply.json()["message"], message, "{}", reply.body);
+        assert_eq!(reply.header("content-type"), "application/json");
+        assert_eq!(reply.header("x-pylon-request-id").len(), 36, "{:?}", reply.headers);
+    };
+
+    // Slow backend → 504 at the route's 1 s timeout (±10 %).
+    let started = Instant::now();
+    let reply = client.get(dp.address(), HOST, "/prod/slow/3000").await.expect("slow");
+    let took = started.elapsed();
+    check(&reply, 504, "Endpoint request timed out");
+    assert!(
+        took >= Duration::from_millis(900) && took <= Duration::from_millis(1100),
+        "timed out after {took:?}"
+    );
+    let reply = client.get(dp.address(), HOST, "/prod/slow/10").await.expect("fast enough");
+    assert_eq!(reply.status, 200);
+
+    // Backend down, or answering garbage → 502.
+    check(&client.get(dp.address(), HOST, "/dead/anything").await.expect("dead"), 502, "Internal server error");
+    check(&client.get(dp.address(), HOST, "/garbage/anything").await.expect("garbage"), 502, "Internal server error");
+
+    // No such route or stage → 403 as AWS; no such API → 404.
+    check(&client.get(dp.address(), HOST, "/nostage/hello").await.expect("stage"), 403, "Missing Authentication Token");
+    check(&client.get(dp.address(), "nope.localhost", "/prod/hello").await.expect("api"), 404, "Not Found");
+
+    // Oversized body: declared → 413 before the backend sees anything; streamed
+    // without a length → cut at 10 MB, 413.
+    let seen_before = backend.requests.load(std::sync::atomic::Ordering::Relaxed);
+    let request = http::Request::post("/prod/upload")
+        .header("host", HOST)
+        .body(http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; 10 * 1024 * 1024 + 1])))
+        .expect("request");
+    check(&client.send(dp.address(), request).await.expect("413"), 413, "Request Too Long");
+    assert_eq!(backend.requests.load(std::sync::atomic::Ordering::Relaxed), seen_before);
+    let chunked = streamed_upload(dp.address(), 11 * 1024 * 1024).await;
+    assert!(chunked.starts_with("HTTP/1.1 413"), "{}", &chunked[..chunked.len().min(300)]);
+    let ok = client
+        .send(
+            dp.address(),
+            http::Request::post("/prod/upload")
+                .header("host", HOST)
+                .body(http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; 1024 * 1024])))
+                .expect("request"),
+        )
+        .await
+        .expect("1 MB upload");
+    assert_eq!(ok.json()["body_bytes"], 1024 * 1024);
+
+    // Oversized headers → 431.
+    let request = http::Request::get("/prod/hello")
+        .header("host", HOST)
+        .header("x-big", "a".repeat(11_000))
+        .body(Default::default())
+        .expect("request");
+    check(&client.send(dp.address(), request).await.expect("431"), 431, "Request Header Fields Too Large");
+
+    // Malformed → 400 (HTTP/1.1 without a Host).
+    let raw = raw_exchange(
+        dp.address(),
+        b"GET /prod/hello HTTP/1.1\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("raw");
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    assert!(raw.contains("x-pylon-request-id: "), "{raw}");
+    assert!(raw.contains(r#"{"message":"Missing or invalid Host header"}"#), "{raw}");
+
+    // HTTP/2 (h2c, prior knowledge) gets the same answers.
+    let h2 = HttpClient::new(true);
+    let reply = h2.get(dp.address(), HOST, "/prod/hello").await.expect("h2c");
+    assert_eq!(reply.status, 200);
+    assert_eq!(marker(&reply), "errors");
+    check(&h2.get(dp.address(), HOST, "/dead/x").await.expect("h2c 502"), 502, "Internal server error");
+}
+
+/// Streams `size` bytes with chunked encoding and returns the raw answer.
+async fn streamed_upload(address: SocketAddr, size: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let head = format!(
+        "POST /prod/upload HTTP/1.1\r\nhost: {HOST}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut sent = 0;
+    while sent < size {
+        let frame = [format!("{:x}\r\n", chunk.len()).into_bytes(), chunk.clone(), b"\r\n".to_vec()].concat();
+        if stream.write_all(&frame).await.is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}

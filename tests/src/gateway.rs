@@ -1,0 +1,276 @@
+//! Data-plane pieces for end-to-end tests: a real HTTP backend, `pylon
+//! data-plane` processes, and a small HTTP client that addresses APIs by Host.
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// An HTTP/1.1 + h2c backend on a free loopback port. It answers every path
+/// with JSON describing the request (`backend`, `method`, `path`, `query`,
+/// forwarded headers, `body_bytes`); `/slow/{ms}` first sleeps that long.
+pub struct Backend {
+    pub address: SocketAddr,
+    pub requests: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("backend bind: {e}"));
+        let address = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let requests = Arc::new(AtomicU64::new(0));
+        let name: Arc<str> = Arc::from(name);
+        let counter = requests.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let name = name.clone();
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let name = name.clone();
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        async move { Ok::<_, Infallible>(answer(&name, request).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Backend {
+            address,
+            requests,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn answer(name: &str, request: Request<hyper::body::Incoming>) -> hyper::Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+    if let Some(ms) = parts.uri.path().strip_prefix("/slow/").and_then(|ms| ms.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let body_bytes = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let json = serde_json::json!({
+        "backend": name,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query().unwrap_or(""),
+        "x-forwarded-for": header("x-forwarded-for"),
+        "x-forwarded-host": header("x-forwarded-host"),
+        "x-forwarded-proto": header("x-forwarded-proto"),
+        "x-pylon-request-id": header("x-pylon-request-id"),
+        "connection": header("connection"),
+        "body_bytes": body_bytes,
+    });
+    let mut response = hyper::Response::new(Full::new(Bytes::from(json.to_string())));
+    response
+        .headers_mut()
+        .insert("content-type", http::HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A backend that answers anything with bytes that are not HTTP.
+pub async fn garbage_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let address = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream.write_all(b"THIS IS NOT HTTP\r\n\r\n").await;
+            });
+        }
+    });
+    (address, task)
+}
+
+/// One `pylon data-plane` process.
+pub struct DataPlaneNode {
+    pub node_id: String,
+    pub port: u16,
+    log: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl DataPlaneNode {
+    /// Starts a node subscribed to `control_planes` (admin endpoints), with a
+    /// snapshot cache in `dir`.
+    pub fn start(dir: &Path, node_id: &str, control_planes: &[String], extra: &[&str]) -> DataPlaneNode {
+        let port = crate::free_port();
+        let mut args = vec![
+            format!("--listen=127.0.0.1:{port}"),
+            format!("--control-plane={}", control_planes.join(",")),
+            format!("--node-id={node_id}"),
+            format!("--snapshot-cache={}", dir.join(format!("{node_id}.snapshot")).display()),
+            "--drain-timeout-s=2".to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let mut node = DataPlaneNode {
+            node_id: node_id.to_owned(),
+            port,
+            log: dir.join(format!("{node_id}.log")),
+            args,
+            child: None,
+        };
+        node.restart().unwrap_or_else(|e| panic!("{e:#}"));
+        node
+    }
+
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("data plane {} is already running", self.node_id);
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(crate::pylon_bin())
+            .arg("data-plane")
+            .args(&self.args)
+            .env("PYLON_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawning pylon data-plane")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for DataPlaneNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Sends requests to a proxy address with any Host header.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        HttpClient::new(false)
+    }
+}
+
+impl HttpClient {
+    pub fn new(http2_only: bool) -> HttpClient {
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.http2_only(http2_only).pool_max_idle_per_host(64);
+        HttpClient {
+            client: builder.build_http(),
+        }
+    }
+
+    pub async fn send(&self, address: SocketAddr, request: Request<Full<Bytes>>) -> anyhow::Result<Reply> {
+        let (mut parts, body) = request.into_parts();
+        let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+        parts.uri = format!("http://{address}{path}").parse()?;
+        let request = Request::from_parts(parts, body);
+        let response = tokio::time::timeout(Duration::from_secs(40), self.client.request(request))
+            .await
+            .context("no response within 40 s")??;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    /// `GET path` with `Host: host`.
+    pub async fn get(&self, address: SocketAddr, host: &str, path: &str) -> anyhow::Result<Reply> {
+        let request = Request::get(path).header("host", host).body(Full::new(Bytes::new()))?;
+        self.send(address, request).await
+    }
+}
+
+/// Writes raw bytes to `address` and reads the answer until the peer closes
+/// or `timeout` passes.
+pub async fn raw_exchange(address: SocketAddr, bytes: &[u8], timeout: Duration) -> anyhow::Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    stream.write_all(bytes).await?;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(timeout, stream.read_to_end(&mut answer)).await;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
