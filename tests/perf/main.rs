@@ -1,6 +1,12 @@
-//! `make bench`: admin write throughput and latency on a 3-node loopback
-//! cluster (fsync on), against a 3-node etcd measured in the same run when
-//! Debian's etcd is installed; and leader failover time.
+//! `make bench`: three benchmarks, each against a peer measured in the same
+//! run (`PYLON_BENCH=control-plane,proxy,propagation` picks some; default all):
+//!
+//! - control plane: admin write throughput and latency on a 3-node loopback
+//!   cluster (fsync on) vs a 3-node etcd, and leader failover time;
+//! - proxy ([`proxy`]): requests through `pylon dev` vs nginx as a reverse
+//!   proxy vs the origin direct, with wrk, pinned to the same cores;
+//! - propagation ([`propagation`]): deploy ACK → every subscriber serves the
+//!   new version, with 2 real data planes and with 1,000 simulated ones.
 //!
 //! Method (see docs/performance.md): the same load shape for both systems —
 //! concurrent clients, each write a new ~300-byte record, spread over all three
@@ -8,6 +14,8 @@
 //! write from /proc.
 
 mod etcd;
+mod propagation;
+mod proxy;
 
 use pylon_proto::admin::v1::{CreateApiRequest, GetClusterStatusRequest};
 use pylon_proto::config::v1::{Api, Integration, MockResponse, Route, integration};
@@ -221,6 +229,20 @@ async fn failover(cluster: &mut Cluster) -> Vec<Duration> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let wanted = std::env::var("PYLON_BENCH").unwrap_or_else(|_| "control-plane,proxy,propagation".into());
+    let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
+    if wanted.contains(&"proxy") {
+        proxy::run().await;
+    }
+    if wanted.contains(&"propagation") {
+        propagation::run().await;
+    }
+    if wanted.contains(&"control-plane") {
+        control_plane().await;
+    }
+}
+
+async fn control_plane() {
     println!(
         "Pylon control-plane benchmark: 3 nodes on loopback, fsync on, {CLIENTS} concurrent clients, {ROUNDS} rounds of {}s",
         ROUND.as_secs()
