@@ -216,6 +216,11 @@ pub async fn serve(
         .build_v1alpha()
         .map_err(|e| ServeError::Config(format!("reflection: {e}")))?;
 
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
     let publisher = Publisher::start(node.shared.clone());
     let admin = AdminServiceServer::with_interceptor(
         AdminApi::new(node.clone(), transport.clone(), publisher.registry.clone()),
@@ -223,7 +228,7 @@ pub async fn serve(
     );
     let data_planes = publisher.registry.clone();
     let publish = ConfigPublisherServer::with_interceptor(
-        PublishService::new(publisher),
+        PublishService::new(publisher, stop_rx.clone()),
         RequireToken(config.token.clone()),
     );
     let peers = InterceptedService::new(
@@ -237,11 +242,6 @@ pub async fn serve(
         RequireToken(config.token.clone()),
     );
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };

@@ -181,8 +181,8 @@ fn http_builder(config: &DataPlaneConfig) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
         // Our own 10,240-byte check answers in JSON; beyond this hyper answers 431 itself.
-        .max_buf_size(64 * 1024)
-        .max_headers(256);
+        // (The default of 100 headers keeps hyper's parse buffer on the stack.)
+        .max_buf_size(64 * 1024);
     builder
         .http2()
         .timer(TokioTimer::new())

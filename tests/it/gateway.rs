@@ -585,3 +585,186 @@ async fn streamed_upload(address: SocketAddr, size: usize) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+fn sigterm(pid: u32) {
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_requests() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let backend = Backend::start("drain").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut dp = DataPlaneNode::start(dir.path(), "dp-drain", &[cluster.nodes[0].endpoint()], &[]);
+    let client = HttpClient::default();
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    let backend_url = backend.url();
+    deploy(&mut admin, shop_api("drain"), "prod", &[("backend", &backend_url)])
+        .await
+        .expect("deploy");
+    eventually("served", Duration::from_secs(10), || async {
+        serves_marker(&client, dp.address(), "drain").await.then_some(())
+    })
+    .await;
+    let address = dp.address();
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.get(address, HOST, "/prod/slow/700").await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sigterm(dp.pid().expect("running"));
+    let reply = slow.await.expect("join").expect("the in-flight request completes");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["path"], "/slow/700");
+    eventually("new connections are refused", Duration::from_secs(5), || async {
+        tokio::net::TcpStream::connect(address).await.is_err().then_some(())
+    })
+    .await;
+    assert!(dp.log_text().contains("draining in-flight requests"));
+    dp.kill();
+}
+
+/// A self-signed certificate for `name`, made with openssl.
+fn self_signed(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    let status = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .args(["-subj", &format!("/CN={name}"), "-addext", &format!("subjectAltName=DNS:{name}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success());
+    (cert, key)
+}
+
+fn curl(args: &[&str]) -> String {
+    let output = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "5"])
+        .args(args)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn tls_with_alpn_and_custom_domains_with_their_own_certificates_and_base_paths() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_ca, default_cert, default_key) = pylon_tests::test_certificates(dir.path());
+    let (domain_cert, domain_key) = self_signed(dir.path(), "api.shop.test");
+    let tls_port = free_port();
+    let dp = DataPlaneNode::start(
+        dir.path(),
+        "dp-tls",
+        &[cluster.nodes[0].endpoint()],
+        &[
+            &format!("--tls-listen=127.0.0.1:{tls_port}"),
+            &format!("--tls-cert={}", default_cert.display()),
+            &format!("--tls-key={}", default_key.display()),
+        ],
+    );
+    let client = HttpClient::default();
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    deploy(&mut admin, shop_api("tls"), "prod", &[("backend", "http://127.0.0.1:9")])
+        .await
+        .expect("deploy");
+    admin
+        .create_domain_name(CreateDomainNameRequest {
+            domain_name: Some(DomainName {
+                name: "api.shop.test".into(),
+                mappings: vec![BasePathMapping {
+                    base_path: "shop".into(),
+                    api: "shop".into(),
+                    stage: "prod".into(),
+                }],
+                certificate_file: domain_cert.display().to_string(),
+                private_key_file: domain_key.display().to_string(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("domain");
+    eventually("the domain is served over plain HTTP", Duration::from_secs(10), || async {
+        let reply = client.get(dp.address(), "api.shop.test", "/shop/hello").await.ok()?;
+        (reply.status == 200 && marker(&reply) == "tls").then_some(())
+    })
+    .await;
+    let reply = client.get(dp.address(), "api.shop.test", "/other/hello").await.expect("unmapped");
+    assert_eq!(reply.status, 403);
+
+    // The custom domain's own certificate is chosen by SNI (curl verifies it
+    // against that certificate alone), and HTTP/2 is negotiated by ALPN.
+    let resolve = format!("api.shop.test:{tls_port}:127.0.0.1");
+    let url = format!("https://api.shop.test:{tls_port}/shop/hello");
+    let cacert = domain_cert.display().to_string();
+    let out = curl(&["--http2", "--resolve", &resolve, "--cacert", &cacert, "-w", "\n%{http_version} %{http_code}", &url]);
+    assert!(out.ends_with("\n2 200"), "{out}");
+    assert!(out.contains(r#""marker": "tls""#), "{out}");
+    // HTTP/1.1 over TLS, and the listener's default certificate for API hosts.
+    let out = curl(&[
+        "--http1.1",
+        "-k",
+        "-H",
+        &format!("host: {HOST}"),
+        "-w",
+        "\n%{http_version} %{http_code}",
+        &format!("https://127.0.0.1:{tls_port}/prod/hello"),
+    ]);
+    assert!(out.ends_with("\n1.1 200"), "{out}");
+}
+
+#[tokio::test]
+async fn pylon_dev_serves_the_readme_tour_and_stops_cleanly() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listen, admin, raft) = (free_port(), free_port(), free_port());
+    let log = std::fs::File::create(dir.path().join("dev.log")).expect("log");
+    let mut child = std::process::Command::new(pylon_tests::pylon_bin())
+        .arg("dev")
+        .arg(format!("--data-dir={}", dir.path().join("dev").display()))
+        .arg(format!("--listen=127.0.0.1:{listen}"))
+        .arg(format!("--admin-listen=127.0.0.1:{admin}"))
+        .arg(format!("--raft-listen=127.0.0.1:{raft}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("pylon dev");
+    let endpoint = format!("http://127.0.0.1:{admin}");
+    eventually("the admin API answers", Duration::from_secs(20), || async {
+        pylon_tests::connect(&endpoint).await.ok()
+    })
+    .await;
+    let petstore = pylon_tests::repo_root().join("examples/petstore.yaml");
+    pylon_cli(&endpoint, &["apply", "-f", &petstore.display().to_string()]).expect("apply");
+    pylon_cli(&endpoint, &["deploy", "petstore", "--stage", "prod"]).expect("deploy");
+    let client = HttpClient::default();
+    let address = SocketAddr::from(([127, 0, 0, 1], listen));
+    let reply = eventually("petstore is served", Duration::from_secs(10), || async {
+        let reply = client.get(address, "petstore.localhost", "/prod/pets").await.ok()?;
+        (reply.status == 200).then_some(reply)
+    })
+    .await;
+    assert_eq!(reply.json()[0]["name"], "Rex");
+    let nodes = pylon_cli(&endpoint, &["nodes"]).expect("nodes");
+    assert!(nodes.contains("dev") && nodes.contains("connected") && nodes.contains("ACK"), "{nodes}");
+
+    sigterm(child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stopped = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pylon dev did not exit within 10 s of SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(stopped.success(), "{stopped:?}");
+}

@@ -8,17 +8,20 @@
 use super::Publisher;
 use pylon_proto::publish::v1::config_publisher_server::ConfigPublisher;
 use pylon_proto::publish::v1::{ConfigUpdate, Hello, SubscribeRequest, subscribe_request::Kind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 pub struct PublishService {
     publisher: Publisher,
+    /// Turns true when the node shuts down: streams end so data planes fail
+    /// over at once (and the server's graceful shutdown is not held up).
+    stopping: watch::Receiver<bool>,
 }
 
 impl PublishService {
-    pub fn new(publisher: Publisher) -> Self {
-        PublishService { publisher }
+    pub fn new(publisher: Publisher, stopping: watch::Receiver<bool>) -> Self {
+        PublishService { publisher, stopping }
     }
 }
 
@@ -73,7 +76,14 @@ impl ConfigPublisher for PublishService {
             "data plane subscribed"
         );
         let (tx, rx) = mpsc::channel(2);
-        tokio::spawn(stream(self.publisher.clone(), hello, generation, inbound, tx));
+        tokio::spawn(stream(
+            self.publisher.clone(),
+            hello,
+            generation,
+            inbound,
+            tx,
+            self.stopping.clone(),
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -84,6 +94,7 @@ async fn stream(
     generation: u64,
     mut inbound: Streaming<SubscribeRequest>,
     tx: mpsc::Sender<Result<ConfigUpdate, Status>>,
+    mut stopping: watch::Receiver<bool>,
 ) {
     let registry = publisher.registry.clone();
     let node = hello.node_id.clone();
@@ -123,6 +134,10 @@ async fn stream(
                 }
             },
             () = tx.closed() => break,
+            Ok(()) = stopping.changed() => {
+                let _ = tx.send(Err(Status::unavailable("control-plane node shutting down"))).await;
+                break;
+            }
         }
     }
     registry.disconnect(&node, generation);
