@@ -124,7 +124,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         listen = args.listen,
         admin = args.admin_listen,
     );
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("--data-dir {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("--data-dir {}", args.data_dir.display()))?;
     let shutdown = shared_shutdown();
     let control = pylon_control_plane::serve(config, shutdown());
     let data = pylon_data_plane::serve(data_plane, shutdown());

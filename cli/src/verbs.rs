@@ -347,14 +347,22 @@ async fn nodes(admin: &mut Admin, local: bool, output: OutputArgs) -> anyhow::Re
             let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             vec![
                 n.node_id.clone(),
-                if n.connected { "connected".into() } else { "gone".into() },
+                if n.connected {
+                    "connected".into()
+                } else {
+                    "gone".into()
+                },
                 if n.applied_version < latest {
                     format!("{} (behind)", n.applied_version)
                 } else {
                     n.applied_version.to_string()
                 },
                 result,
-                if n.last_result == LastResult::Nack as i32 { n.last_error.clone() } else { String::new() },
+                if n.last_result == LastResult::Nack as i32 {
+                    n.last_error.clone()
+                } else {
+                    String::new()
+                },
                 time(n.last_seen.as_ref()),
                 n.control_plane_node.to_string(),
                 labels.join(","),
@@ -364,7 +372,16 @@ async fn nodes(admin: &mut Admin, local: bool, output: OutputArgs) -> anyhow::Re
     print(
         output.format,
         &list,
-        &["NODE", "STATE", "VERSION", "LAST", "ERROR", "LAST SEEN", "CP", "LABELS"],
+        &[
+            "NODE",
+            "STATE",
+            "VERSION",
+            "LAST",
+            "ERROR",
+            "LAST SEEN",
+            "CP",
+            "LABELS",
+        ],
         rows,
     )
 }

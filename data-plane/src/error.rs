@@ -44,7 +44,9 @@ impl GatewayError {
     /// What to log about this error, beyond its public message.
     pub fn detail(&self) -> String {
         match self {
-            GatewayError::HeadersTooLarge { size, limit } => format!("{size} bytes of request line and headers, limit {limit}"),
+            GatewayError::HeadersTooLarge { size, limit } => {
+                format!("{size} bytes of request line and headers, limit {limit}")
+            }
             GatewayError::BodyTooLarge { limit } => format!("body over {limit} bytes"),
             GatewayError::IntegrationTimeout(after) => format!("no response within {after:?}"),
             GatewayError::IntegrationUnreachable(e) | GatewayError::InvalidIntegrationResponse(e) => {
@@ -58,7 +60,9 @@ impl GatewayError {
                 text
             }
             GatewayError::ApiConfiguration(why) => why.clone(),
-            GatewayError::MalformedRequest(_) | GatewayError::UnknownApi | GatewayError::NoRoute => String::new(),
+            GatewayError::MalformedRequest(_) | GatewayError::UnknownApi | GatewayError::NoRoute => {
+                String::new()
+            }
         }
     }
 }

@@ -5,10 +5,10 @@
 //! ```
 //!
 //! Each phase returns a [`GatewayError`] to stop the request; only
-//! [`rescue`](crate::response::rescue) turns one into a response.
+//! [`crate::response::rescue`] turns one into a response.
 
-use crate::config::{CompiledConfig, Target};
 use crate::config::integration::CompiledIntegration;
+use crate::config::{CompiledConfig, Target};
 use crate::error::GatewayError;
 use crate::integration::{self, http::Call};
 use crate::request::{address, admit, canary};
@@ -70,9 +70,13 @@ async fn run(
 
     // Integration phase.
     match &matched.route.integration {
-        CompiledIntegration::Mock { status, headers, body } => {
-            Ok(integration::mock::respond(*status, headers, body, &target, request_id))
-        }
+        CompiledIntegration::Mock {
+            status,
+            headers,
+            body,
+        } => Ok(integration::mock::respond(
+            *status, headers, body, &target, request_id,
+        )),
         CompiledIntegration::Http {
             proxy: _,
             uri,

@@ -81,9 +81,14 @@ pub enum ServeError {
 }
 
 /// Runs a data-plane node until `shutdown` resolves.
-pub async fn serve(config: DataPlaneConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+pub async fn serve(
+    config: DataPlaneConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     if config.control_planes.is_empty() {
-        return Err(ServeError::Config("at least one --control-plane endpoint is required".into()));
+        return Err(ServeError::Config(
+            "at least one --control-plane endpoint is required".into(),
+        ));
     }
     let live = Arc::new(ArcSwap::from_pointee(CompiledConfig::default()));
     if let Some(path) = &config.snapshot_cache {
@@ -110,7 +115,9 @@ pub async fn serve(config: DataPlaneConfig, shutdown: impl Future<Output = ()> +
     let tls_listener = match config.tls_listen {
         Some(address) => {
             let default = match (&config.tls_cert, &config.tls_key) {
-                (Some(cert), Some(key)) => Some(tls::load_certified_key(cert, key).map_err(ServeError::Config)?),
+                (Some(cert), Some(key)) => {
+                    Some(tls::load_certified_key(cert, key).map_err(ServeError::Config)?)
+                }
                 (None, None) => None,
                 _ => return Err(ServeError::Config("--tls-cert and --tls-key go together".into())),
             };
@@ -147,16 +154,33 @@ pub async fn serve(config: DataPlaneConfig, shutdown: impl Future<Output = ()> +
         control_planes = ?config.control_planes,
         "data plane ready"
     );
-    let plain = accept(listener, None, gateway.clone(), builder.clone(), &graceful, stop_rx.clone());
+    let plain = accept(
+        listener,
+        None,
+        gateway.clone(),
+        builder.clone(),
+        &graceful,
+        stop_rx.clone(),
+    );
     match tls_listener {
         Some((listener, acceptor)) => {
-            let secure = accept(listener, Some(acceptor), gateway.clone(), builder, &graceful, stop_rx.clone());
+            let secure = accept(
+                listener,
+                Some(acceptor),
+                gateway.clone(),
+                builder,
+                &graceful,
+                stop_rx.clone(),
+            );
             tokio::join!(plain, secure);
         }
         None => plain.await,
     }
     tracing::info!(timeout = ?config.drain_timeout, "draining in-flight requests");
-    if tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(config.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain timeout reached; closing the remaining connections");
     }
     subscriber.abort();
@@ -235,7 +259,8 @@ async fn accept(
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
+                    let handshake =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
                     let stream = match handshake {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(e)) => {

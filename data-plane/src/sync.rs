@@ -63,7 +63,9 @@ pub async fn run(options: SyncOptions, live: Arc<ArcSwap<CompiledConfig>>, mut s
         };
         match outcome {
             Ok(()) => tracing::info!(endpoint, "control plane closed the subscription"),
-            Err(e) => tracing::warn!(endpoint, error = %e, version = live.load().version, "control plane unavailable; serving the last good config"),
+            Err(e) => {
+                tracing::warn!(endpoint, error = %e, version = live.load().version, "control plane unavailable; serving the last good config")
+            }
         }
         if received {
             backoff = MIN_BACKOFF;
@@ -88,12 +90,18 @@ async fn channel(options: &SyncOptions, endpoint: &str) -> Result<tonic::transpo
     if endpoint.starts_with("https://") {
         let mut tls = ClientTlsConfig::new().with_enabled_roots();
         if let Some(ca) = &options.ca {
-            let pem = std::fs::read(ca).map_err(|e| SessionError::Connect(format!("{}: {e}", ca.display())))?;
+            let pem =
+                std::fs::read(ca).map_err(|e| SessionError::Connect(format!("{}: {e}", ca.display())))?;
             tls = tls.ca_certificate(Certificate::from_pem(pem));
         }
-        builder = builder.tls_config(tls).map_err(|e| SessionError::Connect(e.to_string()))?;
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| SessionError::Connect(e.to_string()))?;
     }
-    builder.connect().await.map_err(|e| SessionError::Connect(e.to_string()))
+    builder
+        .connect()
+        .await
+        .map_err(|e| SessionError::Connect(e.to_string()))
 }
 
 async fn session(
@@ -122,7 +130,11 @@ async fn session(
         request.metadata_mut().insert("authorization", value);
     }
     let mut updates = client.subscribe(request).await?.into_inner();
-    tracing::info!(endpoint, version = live.load().version, "subscribed to the control plane");
+    tracing::info!(
+        endpoint,
+        version = live.load().version,
+        "subscribed to the control plane"
+    );
 
     let beats = {
         let tx = tx.clone();
@@ -159,11 +171,19 @@ async fn session(
 
 /// Applies one update; returns the ACK or NACK to send (none for an update
 /// that is not newer than what is served).
-async fn apply(update: ConfigUpdate, live: &Arc<ArcSwap<CompiledConfig>>, cache: Option<&Path>) -> Option<SubscribeRequest> {
+async fn apply(
+    update: ConfigUpdate,
+    live: &Arc<ArcSwap<CompiledConfig>>,
+    cache: Option<&Path>,
+) -> Option<SubscribeRequest> {
     let version = update.version;
     let serving = live.load().version;
     if version <= serving {
-        tracing::info!(version, serving, "ignoring a config version that is not newer than the one served");
+        tracing::info!(
+            version,
+            serving,
+            "ignoring a config version that is not newer than the one served"
+        );
         return None;
     }
     let started = std::time::Instant::now();
@@ -199,7 +219,12 @@ async fn apply(update: ConfigUpdate, live: &Arc<ArcSwap<CompiledConfig>>, cache:
             })
         }
         Err(error) => {
-            tracing::error!(version, serving, error, "rejected a config version; the previous one stays in force");
+            tracing::error!(
+                version,
+                serving,
+                error,
+                "rejected a config version; the previous one stays in force"
+            );
             Some(SubscribeRequest {
                 kind: Some(Kind::Nack(Nack { version, error })),
             })
@@ -272,7 +297,12 @@ mod tests {
     async fn only_newer_versions_are_applied_and_acked() {
         let live = Arc::new(ArcSwap::from_pointee(CompiledConfig::default()));
         let answer = apply(update(5), &live, None).await;
-        assert!(matches!(answer, Some(SubscribeRequest { kind: Some(Kind::Ack(Ack { version: 5 })) })));
+        assert!(matches!(
+            answer,
+            Some(SubscribeRequest {
+                kind: Some(Kind::Ack(Ack { version: 5 }))
+            })
+        ));
         assert_eq!(live.load().version, 5);
         assert!(apply(update(5), &live, None).await.is_none());
         assert!(apply(update(3), &live, None).await.is_none());
@@ -288,7 +318,12 @@ mod tests {
             encoded.sha256 = vec![0; 32];
         }
         let answer = apply(bad, &live, None).await;
-        assert!(matches!(answer, Some(SubscribeRequest { kind: Some(Kind::Nack(Nack { version: 6, .. })) })));
+        assert!(matches!(
+            answer,
+            Some(SubscribeRequest {
+                kind: Some(Kind::Nack(Nack { version: 6, .. }))
+            })
+        ));
         assert_eq!(live.load().version, 5);
     }
 

@@ -17,9 +17,13 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, 
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("certificate_file {}: {e}", cert.display()))?;
     if certs.is_empty() {
-        return Err(format!("certificate_file {}: no certificate in it", cert.display()));
+        return Err(format!(
+            "certificate_file {}: no certificate in it",
+            cert.display()
+        ));
     }
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("private_key_file {}: {e}", key.display()))?;
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("private_key_file {}: {e}", key.display()))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key_der)
         .map_err(|e| format!("private_key_file {}: {e}", key.display()))?;
     Ok(Arc::new(CertifiedKey::new(certs, signing)))
@@ -34,7 +38,9 @@ struct SniResolver {
 
 impl std::fmt::Debug for CompiledConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompiledConfig").field("version", &self.version).finish_non_exhaustive()
+        f.debug_struct("CompiledConfig")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
     }
 }
 
@@ -77,7 +83,9 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, St
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
             .map_err(|e| format!("--upstream-ca {}: {e}", path.display()))?;
         for cert in certs {
-            roots.add(cert).map_err(|e| format!("--upstream-ca {}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("--upstream-ca {}: {e}", path.display()))?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());

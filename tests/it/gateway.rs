@@ -50,7 +50,8 @@ async fn three_control_planes_feed_two_data_planes_and_a_bad_snapshot_is_nacked_
         .await
         .expect("deploy v1");
     eventually("both data planes serve v1", Duration::from_secs(10), || async {
-        (serves_marker(&client, dp1.address(), "v1").await && serves_marker(&client, dp2.address(), "v1").await)
+        (serves_marker(&client, dp1.address(), "v1").await
+            && serves_marker(&client, dp2.address(), "v1").await)
             .then_some(())
     })
     .await;
@@ -73,15 +74,22 @@ async fn three_control_planes_feed_two_data_planes_and_a_bad_snapshot_is_nacked_
         .expect("deploy v2");
     let acked = Instant::now();
     eventually("both data planes serve v2", Duration::from_secs(5), || async {
-        (serves_marker(&client, dp1.address(), "v2").await && serves_marker(&client, dp2.address(), "v2").await)
+        (serves_marker(&client, dp1.address(), "v2").await
+            && serves_marker(&client, dp2.address(), "v2").await)
             .then_some(())
     })
     .await;
     let propagation = acked.elapsed();
-    assert!(propagation < Duration::from_secs(1), "propagation took {propagation:?}");
+    assert!(
+        propagation < Duration::from_secs(1),
+        "propagation took {propagation:?}"
+    );
 
     // The proxied route reaches the backend with forwarding headers.
-    let reply = client.get(dp1.address(), HOST, "/prod/orders/7?verbose=1").await.expect("proxy");
+    let reply = client
+        .get(dp1.address(), HOST, "/prod/orders/7?verbose=1")
+        .await
+        .expect("proxy");
     assert_eq!(reply.status, 200, "{}", reply.body);
     let seen = reply.json();
     assert_eq!(seen["path"], "/orders/7");
@@ -107,7 +115,21 @@ async fn three_control_planes_feed_two_data_planes_and_a_bad_snapshot_is_nacked_
 
     // A config the data planes cannot compile (a certificate file they do not
     // have) is NACKed by both, shown by `pylon nodes`, and the old version serves.
-    let served_before = dp1_version(&mut admin, "dp-1").await;
+    // Each node's version (two control-plane nodes may number the same content differently).
+    let served_before: std::collections::BTreeMap<String, u64> =
+        eventually("both ACKs are recorded", Duration::from_secs(10), || {
+            let mut admin = admin.clone();
+            async move {
+                let nodes = data_plane_nodes(&mut admin).await;
+                let acked: std::collections::BTreeMap<String, u64> = nodes
+                    .iter()
+                    .filter(|n| n.last_result == LastResult::Ack as i32 && n.applied_version > 0)
+                    .map(|n| (n.node_id.clone(), n.applied_version))
+                    .collect();
+                (acked.len() == 2).then_some(acked)
+            }
+        })
+        .await;
     admin
         .create_domain_name(CreateDomainNameRequest {
             domain_name: Some(DomainName {
@@ -129,16 +151,25 @@ async fn three_control_planes_feed_two_data_planes_and_a_bad_snapshot_is_nacked_
         let nodes = data_plane_nodes(&mut admin).await;
         let nacked = nodes
             .iter()
-            .filter(|n| n.last_result == LastResult::Nack as i32 && n.last_error.contains("/nonexistent/shop.pem"))
+            .filter(|n| {
+                n.last_result == LastResult::Nack as i32 && n.last_error.contains("/nonexistent/shop.pem")
+            })
             .count();
         (nacked == 2).then_some(nodes)
     })
     .await;
     for node in &nodes {
         assert!(node.connected, "{node:?}");
-        assert_eq!(node.applied_version, served_before, "{node:?}");
+        assert_eq!(
+            Some(&node.applied_version),
+            served_before.get(&node.node_id),
+            "{node:?}"
+        );
     }
-    let labels: Vec<&str> = nodes.iter().filter_map(|n| n.labels.get("region").map(String::as_str)).collect();
+    let labels: Vec<&str> = nodes
+        .iter()
+        .filter_map(|n| n.labels.get("region").map(String::as_str))
+        .collect();
     assert_eq!(labels, ["test-a", "test-b"]);
     let table = pylon_cli(&endpoints[2], &["nodes"]).expect("pylon nodes");
     assert!(table.contains("NACK"), "{table}");
@@ -160,14 +191,19 @@ async fn three_control_planes_feed_two_data_planes_and_a_bad_snapshot_is_nacked_
         let nodes = data_plane_nodes(&mut cluster.nodes[0].admin().await.ok()?).await;
         nodes
             .iter()
-            .all(|n| n.last_result == LastResult::Ack as i32 && n.applied_version > served_before)
+            .all(|n| {
+                n.last_result == LastResult::Ack as i32
+                    && served_before
+                        .get(&n.node_id)
+                        .is_some_and(|before| n.applied_version > *before)
+            })
             .then_some(())
     })
     .await;
     drop((dp1, dp2));
 }
 
-async fn dp1_version(admin: &mut pylon_tests::Admin, node: &str) -> u64 {
+async fn applied_version(admin: &mut pylon_tests::Admin, node: &str) -> u64 {
     data_plane_nodes(admin)
         .await
         .iter()
@@ -206,9 +242,14 @@ async fn a_canary_takes_its_share_sticks_to_clients_and_promote_and_rollback_rea
     let dp = DataPlaneNode::start(dir.path(), "dp-canary", &endpoints, &[]);
     let client = HttpClient::default();
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
-    let v1 = deploy(&mut admin, shop_api("v1"), "prod", &[("backend", "http://127.0.0.1:9")])
-        .await
-        .expect("v1");
+    let v1 = deploy(
+        &mut admin,
+        shop_api("v1"),
+        "prod",
+        &[("backend", "http://127.0.0.1:9")],
+    )
+    .await
+    .expect("v1");
     admin
         .update_api(UpdateApiRequest {
             api: Some(shop_api("v2")),
@@ -250,14 +291,20 @@ async fn a_canary_takes_its_share_sticks_to_clients_and_promote_and_rollback_rea
         })
         .await
         .expect("canary");
-    eventually("the data plane serves the stage", Duration::from_secs(10), || async {
-        let reply = client.get(dp.address(), HOST, "/prod/hello").await.ok()?;
-        (reply.status == 200).then_some(())
-    })
+    eventually(
+        "the data plane serves the stage",
+        Duration::from_secs(10),
+        || async {
+            let reply = client.get(dp.address(), HOST, "/prod/hello").await.ok()?;
+            (reply.status == 200).then_some(())
+        },
+    )
     .await;
-    eventually("the data plane serves the canary config", Duration::from_secs(10), || async {
-        (canary_share(&client, dp.address(), 60, None).await > 0).then_some(())
-    })
+    eventually(
+        "the data plane serves the canary config",
+        Duration::from_secs(10),
+        || async { (canary_share(&client, dp.address(), 60, None).await > 0).then_some(()) },
+    )
     .await;
 
     // 10 % of 2,000: mean 200, σ ≈ 13.4; ±4σ.
@@ -277,12 +324,18 @@ async fn a_canary_takes_its_share_sticks_to_clients_and_promote_and_rollback_rea
     for user in 0..200 {
         let user = format!("user-{user}");
         let hits = canary_share(&client, dp.address(), 5, Some(&user)).await;
-        assert!(hits == 0 || hits == 5, "{user} was split: {hits} of 5 on the canary");
+        assert!(
+            hits == 0 || hits == 5,
+            "{user} was split: {hits} of 5 on the canary"
+        );
         if hits == 5 {
             canary_users += 1;
         }
     }
-    assert!((5..=45).contains(&canary_users), "{canary_users} of 200 users on the canary");
+    assert!(
+        (5..=45).contains(&canary_users),
+        "{canary_users} of 200 users on the canary"
+    );
 
     // Promote: everything on v2, no canary left.
     admin
@@ -293,12 +346,17 @@ async fn a_canary_takes_its_share_sticks_to_clients_and_promote_and_rollback_rea
         })
         .await
         .expect("promote");
-    eventually("promotion reaches the data plane", Duration::from_secs(5), || async {
-        serves_marker(&client, dp.address(), "v2").await.then_some(())
-    })
+    eventually(
+        "promotion reaches the data plane",
+        Duration::from_secs(5),
+        || async { serves_marker(&client, dp.address(), "v2").await.then_some(()) },
+    )
     .await;
     for _ in 0..100 {
-        let reply = client.get(dp.address(), HOST, "/prod/hello").await.expect("after promote");
+        let reply = client
+            .get(dp.address(), HOST, "/prod/hello")
+            .await
+            .expect("after promote");
         assert_eq!(marker(&reply), "v2");
         assert_eq!(reply.header("x-pylon-deployment"), v2);
         assert_eq!(reply.header("x-pylon-canary"), "");
@@ -314,11 +372,16 @@ async fn a_canary_takes_its_share_sticks_to_clients_and_promote_and_rollback_rea
         })
         .await
         .expect("rollback");
-    eventually("rollback reaches the data plane", Duration::from_secs(5), || async {
-        serves_marker(&client, dp.address(), "v1").await.then_some(())
-    })
+    eventually(
+        "rollback reaches the data plane",
+        Duration::from_secs(5),
+        || async { serves_marker(&client, dp.address(), "v1").await.then_some(()) },
+    )
     .await;
-    let reply = client.get(dp.address(), HOST, "/prod/hello").await.expect("after rollback");
+    let reply = client
+        .get(dp.address(), HOST, "/prod/hello")
+        .await
+        .expect("after rollback");
     assert_eq!(reply.header("x-pylon-deployment"), v1);
 }
 
@@ -333,9 +396,14 @@ async fn data_planes_serve_through_a_control_plane_outage_and_restart_from_their
     let client = HttpClient::default();
     {
         let mut admin = cluster.nodes[0].admin().await.expect("admin");
-        deploy(&mut admin, shop_api("before-outage"), "prod", &[("backend", "http://127.0.0.1:9")])
-            .await
-            .expect("deploy");
+        deploy(
+            &mut admin,
+            shop_api("before-outage"),
+            "prod",
+            &[("backend", "http://127.0.0.1:9")],
+        )
+        .await
+        .expect("deploy");
     }
     eventually("both serve", Duration::from_secs(10), || async {
         (serves_marker(&client, dp1.address(), "before-outage").await
@@ -352,7 +420,10 @@ async fn data_planes_serve_through_a_control_plane_outage_and_restart_from_their
     let mut answered = 0;
     while outage.elapsed() < Duration::from_secs(3) {
         for dp in [&dp1, &dp2] {
-            let reply = client.get(dp.address(), HOST, "/prod/hello").await.expect("during outage");
+            let reply = client
+                .get(dp.address(), HOST, "/prod/hello")
+                .await
+                .expect("during outage");
             assert_eq!(reply.status, 200);
             assert_eq!(marker(&reply), "before-outage");
             answered += 1;
@@ -364,7 +435,9 @@ async fn data_planes_serve_through_a_control_plane_outage_and_restart_from_their
     dp1.kill();
     dp1.restart().expect("restart dp-1");
     eventually("dp-1 serves from its cache", Duration::from_secs(10), || async {
-        serves_marker(&client, dp1.address(), "before-outage").await.then_some(())
+        serves_marker(&client, dp1.address(), "before-outage")
+            .await
+            .then_some(())
     })
     .await;
     assert!(dp1.log_text().contains("serving the cached config snapshot"));
@@ -378,14 +451,23 @@ async fn data_planes_serve_through_a_control_plane_outage_and_restart_from_their
         cluster.nodes[0].admin().await.ok()
     })
     .await;
-    deploy(&mut admin, shop_api("after-outage"), "prod", &[("backend", "http://127.0.0.1:9")])
-        .await
-        .expect("deploy after outage");
-    eventually("both serve the new deployment", Duration::from_secs(20), || async {
-        (serves_marker(&client, dp1.address(), "after-outage").await
-            && serves_marker(&client, dp2.address(), "after-outage").await)
-            .then_some(())
-    })
+    deploy(
+        &mut admin,
+        shop_api("after-outage"),
+        "prod",
+        &[("backend", "http://127.0.0.1:9")],
+    )
+    .await
+    .expect("deploy after outage");
+    eventually(
+        "both serve the new deployment",
+        Duration::from_secs(20),
+        || async {
+            (serves_marker(&client, dp1.address(), "after-outage").await
+                && serves_marker(&client, dp2.address(), "after-outage").await)
+                .then_some(())
+        },
+    )
     .await;
 }
 
@@ -396,24 +478,52 @@ async fn a_data_plane_never_goes_back_to_an_older_version_from_a_lagging_control
     let dir = tempfile::tempdir().expect("tempdir");
     let client = HttpClient::default();
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
-    deploy(&mut admin, shop_api("old"), "prod", &[("backend", "http://127.0.0.1:9")])
-        .await
-        .expect("old");
+    deploy(
+        &mut admin,
+        shop_api("old"),
+        "prod",
+        &[("backend", "http://127.0.0.1:9")],
+    )
+    .await
+    .expect("old");
     cluster.wait_until_caught_up().await;
 
     // Node 3 stops at the old version; the others move on.
     cluster.by_id(3).kill();
-    deploy(&mut admin, shop_api("new"), "prod", &[("backend", "http://127.0.0.1:9")])
-        .await
-        .expect("new");
+    deploy(
+        &mut admin,
+        shop_api("new"),
+        "prod",
+        &[("backend", "http://127.0.0.1:9")],
+    )
+    .await
+    .expect("new");
     let lagging = cluster.by_id(3).endpoint();
-    let dp = DataPlaneNode::start(dir.path(), "dp-mono", &[cluster.nodes[0].endpoint(), lagging.clone()], &[]);
-    eventually("the data plane serves the new version", Duration::from_secs(10), || async {
-        serves_marker(&client, dp.address(), "new").await.then_some(())
-    })
+    let dp = DataPlaneNode::start(
+        dir.path(),
+        "dp-mono",
+        &[cluster.nodes[0].endpoint(), lagging.clone()],
+        &[],
+    );
+    eventually(
+        "the data plane serves the new version",
+        Duration::from_secs(10),
+        || async { serves_marker(&client, dp.address(), "new").await.then_some(()) },
+    )
     .await;
-    let new_version = dp1_version(&mut admin, "dp-mono").await;
-    assert!(new_version > 0);
+    // The ACK follows the swap: wait for the control plane to record it.
+    let new_version = eventually(
+        "the data plane's ACK is recorded",
+        Duration::from_secs(10),
+        || {
+            let mut admin = admin.clone();
+            async move {
+                let version = applied_version(&mut admin, "dp-mono").await;
+                (version > 0).then_some(version)
+            }
+        },
+    )
+    .await;
 
     // Only the lagging node is left (no quorum: it cannot catch up).
     cluster.by_id(1).kill();
@@ -423,17 +533,25 @@ async fn a_data_plane_never_goes_back_to_an_older_version_from_a_lagging_control
         pylon_tests::connect(&lagging).await.ok()
     })
     .await;
-    eventually("the data plane fails over to the lagging node", Duration::from_secs(20), || {
-        let mut lagging_admin = lagging_admin.clone();
-        async move {
-        let nodes = lagging_admin
-            .list_data_plane_nodes(ListDataPlaneNodesRequest { local_only: true })
-            .await
-            .ok()?
-            .into_inner()
-            .nodes;
-        nodes.iter().find(|n| n.node_id == "dp-mono" && n.connected).cloned()
-    }})
+    eventually(
+        "the data plane fails over to the lagging node",
+        Duration::from_secs(20),
+        || {
+            let mut lagging_admin = lagging_admin.clone();
+            async move {
+                let nodes = lagging_admin
+                    .list_data_plane_nodes(ListDataPlaneNodesRequest { local_only: true })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .nodes;
+                nodes
+                    .iter()
+                    .find(|n| n.node_id == "dp-mono" && n.connected)
+                    .cloned()
+            }
+        },
+    )
     .await;
     let lagging_version = lagging_admin
         .get_config_version(GetConfigVersionRequest {
@@ -443,7 +561,10 @@ async fn a_data_plane_never_goes_back_to_an_older_version_from_a_lagging_control
         .expect("version")
         .into_inner()
         .version;
-    assert!(lagging_version < new_version, "node 3 at {lagging_version}, data plane at {new_version}");
+    assert!(
+        lagging_version < new_version,
+        "node 3 at {lagging_version}, data plane at {new_version}"
+    );
     for _ in 0..50 {
         assert!(serves_marker(&client, dp.address(), "new").await);
     }
@@ -468,15 +589,27 @@ async fn errors_have_aws_statuses_json_bodies_and_request_ids() {
     let client = HttpClient::default();
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
     let backend_url = backend.url();
-    deploy(&mut admin, shop_api("errors"), "prod", &[("backend", &backend_url)])
-        .await
-        .expect("deploy");
+    deploy(
+        &mut admin,
+        shop_api("errors"),
+        "prod",
+        &[("backend", &backend_url)],
+    )
+    .await
+    .expect("deploy");
     let dead = format!("http://127.0.0.1:{}", free_port());
     let garbage_url = format!("http://{garbage}");
-    deploy(&mut admin, shop_api("errors"), "dead", &[("backend", &dead)]).await.expect("dead stage");
-    deploy(&mut admin, shop_api("errors"), "garbage", &[("backend", &garbage_url)])
+    deploy(&mut admin, shop_api("errors"), "dead", &[("backend", &dead)])
         .await
-        .expect("garbage stage");
+        .expect("dead stage");
+    deploy(
+        &mut admin,
+        shop_api("errors"),
+        "garbage",
+        &[("backend", &garbage_url)],
+    )
+    .await
+    .expect("garbage stage");
     eventually("served", Duration::from_secs(10), || async {
         let reply = client.get(dp.address(), HOST, "/prod/hello").await.ok()?;
         let dead = client.get(dp.address(), HOST, "/dead/hello").await.ok()?;
@@ -489,46 +622,104 @@ async fn errors_have_aws_statuses_json_bodies_and_request_ids() {
         assert_eq!(reply.status.as_u16(), status, "{}", reply.body);
         assert_eq!(reply.json()["message"], message, "{}", reply.body);
         assert_eq!(reply.header("content-type"), "application/json");
-        assert_eq!(reply.header("x-pylon-request-id").len(), 36, "{:?}", reply.headers);
+        assert_eq!(
+            reply.header("x-pylon-request-id").len(),
+            36,
+            "{:?}",
+            reply.headers
+        );
     };
 
     // Slow backend → 504 at the route's 1 s timeout (±10 %).
     let started = Instant::now();
-    let reply = client.get(dp.address(), HOST, "/prod/slow/3000").await.expect("slow");
+    let reply = client
+        .get(dp.address(), HOST, "/prod/slow/3000")
+        .await
+        .expect("slow");
     let took = started.elapsed();
     check(&reply, 504, "Endpoint request timed out");
     assert!(
         took >= Duration::from_millis(900) && took <= Duration::from_millis(1100),
         "timed out after {took:?}"
     );
-    let reply = client.get(dp.address(), HOST, "/prod/slow/10").await.expect("fast enough");
+    let reply = client
+        .get(dp.address(), HOST, "/prod/slow/10")
+        .await
+        .expect("fast enough");
     assert_eq!(reply.status, 200);
 
     // Backend down, or answering garbage → 502.
-    check(&client.get(dp.address(), HOST, "/dead/anything").await.expect("dead"), 502, "Internal server error");
-    check(&client.get(dp.address(), HOST, "/garbage/anything").await.expect("garbage"), 502, "Internal server error");
+    check(
+        &client
+            .get(dp.address(), HOST, "/dead/anything")
+            .await
+            .expect("dead"),
+        502,
+        "Internal server error",
+    );
+    check(
+        &client
+            .get(dp.address(), HOST, "/garbage/anything")
+            .await
+            .expect("garbage"),
+        502,
+        "Internal server error",
+    );
 
     // No such route or stage → 403 as AWS; no such API → 404.
-    check(&client.get(dp.address(), HOST, "/nostage/hello").await.expect("stage"), 403, "Missing Authentication Token");
-    check(&client.get(dp.address(), "nope.localhost", "/prod/hello").await.expect("api"), 404, "Not Found");
+    check(
+        &client
+            .get(dp.address(), HOST, "/nostage/hello")
+            .await
+            .expect("stage"),
+        403,
+        "Missing Authentication Token",
+    );
+    check(
+        &client
+            .get(dp.address(), "nope.localhost", "/prod/hello")
+            .await
+            .expect("api"),
+        404,
+        "Not Found",
+    );
 
     // Oversized body: declared → 413 before the backend sees anything; streamed
     // without a length → cut at 10 MB, 413.
     let seen_before = backend.requests.load(std::sync::atomic::Ordering::Relaxed);
     let request = http::Request::post("/prod/upload")
         .header("host", HOST)
-        .body(http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; 10 * 1024 * 1024 + 1])))
+        .body(http_body_util::Full::new(bytes::Bytes::from(vec![
+            b'x';
+            10 * 1024
+                * 1024
+                + 1
+        ])))
         .expect("request");
-    check(&client.send(dp.address(), request).await.expect("413"), 413, "Request Too Long");
-    assert_eq!(backend.requests.load(std::sync::atomic::Ordering::Relaxed), seen_before);
+    check(
+        &client.send(dp.address(), request).await.expect("413"),
+        413,
+        "Request Too Long",
+    );
+    assert_eq!(
+        backend.requests.load(std::sync::atomic::Ordering::Relaxed),
+        seen_before
+    );
     let chunked = streamed_upload(dp.address(), 11 * 1024 * 1024).await;
-    assert!(chunked.starts_with("HTTP/1.1 413"), "{}", &chunked[..chunked.len().min(300)]);
+    assert!(
+        chunked.starts_with("HTTP/1.1 413"),
+        "{}",
+        &chunked[..chunked.len().min(300)]
+    );
     let ok = client
         .send(
             dp.address(),
             http::Request::post("/prod/upload")
                 .header("host", HOST)
-                .body(http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; 1024 * 1024])))
+                .body(http_body_util::Full::new(bytes::Bytes::from(vec![
+                    b'x';
+                    1024 * 1024
+                ])))
                 .expect("request"),
         )
         .await
@@ -541,7 +732,11 @@ async fn errors_have_aws_statuses_json_bodies_and_request_ids() {
         .header("x-big", "a".repeat(11_000))
         .body(Default::default())
         .expect("request");
-    check(&client.send(dp.address(), request).await.expect("431"), 431, "Request Header Fields Too Large");
+    check(
+        &client.send(dp.address(), request).await.expect("431"),
+        431,
+        "Request Header Fields Too Large",
+    );
 
     // Malformed → 400 (HTTP/1.1 without a Host).
     let raw = raw_exchange(
@@ -553,14 +748,21 @@ async fn errors_have_aws_statuses_json_bodies_and_request_ids() {
     .expect("raw");
     assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
     assert!(raw.contains("x-pylon-request-id: "), "{raw}");
-    assert!(raw.contains(r#"{"message":"Missing or invalid Host header"}"#), "{raw}");
+    assert!(
+        raw.contains(r#"{"message":"Missing or invalid Host header"}"#),
+        "{raw}"
+    );
 
     // HTTP/2 (h2c, prior knowledge) gets the same answers.
     let h2 = HttpClient::new(true);
     let reply = h2.get(dp.address(), HOST, "/prod/hello").await.expect("h2c");
     assert_eq!(reply.status, 200);
     assert_eq!(marker(&reply), "errors");
-    check(&h2.get(dp.address(), HOST, "/dead/x").await.expect("h2c 502"), 502, "Internal server error");
+    check(
+        &h2.get(dp.address(), HOST, "/dead/x").await.expect("h2c 502"),
+        502,
+        "Internal server error",
+    );
 }
 
 /// Streams `size` bytes with chunked encoding and returns the raw answer.
@@ -574,7 +776,12 @@ async fn streamed_upload(address: SocketAddr, size: usize) -> String {
     let chunk = vec![b'x'; 64 * 1024];
     let mut sent = 0;
     while sent < size {
-        let frame = [format!("{:x}\r\n", chunk.len()).into_bytes(), chunk.clone(), b"\r\n".to_vec()].concat();
+        let frame = [
+            format!("{:x}\r\n", chunk.len()).into_bytes(),
+            chunk.clone(),
+            b"\r\n".to_vec(),
+        ]
+        .concat();
         if stream.write_all(&frame).await.is_err() {
             break;
         }
@@ -587,7 +794,9 @@ async fn streamed_upload(address: SocketAddr, size: usize) -> String {
 }
 
 fn sigterm(pid: u32) {
-    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
 }
 
 #[tokio::test]
@@ -600,9 +809,14 @@ async fn shutdown_drains_in_flight_requests() {
     let client = HttpClient::default();
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
     let backend_url = backend.url();
-    deploy(&mut admin, shop_api("drain"), "prod", &[("backend", &backend_url)])
-        .await
-        .expect("deploy");
+    deploy(
+        &mut admin,
+        shop_api("drain"),
+        "prod",
+        &[("backend", &backend_url)],
+    )
+    .await
+    .expect("deploy");
     eventually("served", Duration::from_secs(10), || async {
         serves_marker(&client, dp.address(), "drain").await.then_some(())
     })
@@ -614,11 +828,17 @@ async fn shutdown_drains_in_flight_requests() {
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     sigterm(dp.pid().expect("running"));
-    let reply = slow.await.expect("join").expect("the in-flight request completes");
+    let reply = slow
+        .await
+        .expect("join")
+        .expect("the in-flight request completes");
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json()["path"], "/slow/700");
     eventually("new connections are refused", Duration::from_secs(5), || async {
-        tokio::net::TcpStream::connect(address).await.is_err().then_some(())
+        tokio::net::TcpStream::connect(address)
+            .await
+            .is_err()
+            .then_some(())
     })
     .await;
     assert!(dp.log_text().contains("draining in-flight requests"));
@@ -629,8 +849,23 @@ async fn shutdown_drains_in_flight_requests() {
 fn self_signed(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
     let status = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
-        .args(["-subj", &format!("/CN={name}"), "-addext", &format!("subjectAltName=DNS:{name}")])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            &format!("subjectAltName=DNS:{name}"),
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -671,9 +906,14 @@ async fn tls_with_alpn_and_custom_domains_with_their_own_certificates_and_base_p
     );
     let client = HttpClient::default();
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
-    deploy(&mut admin, shop_api("tls"), "prod", &[("backend", "http://127.0.0.1:9")])
-        .await
-        .expect("deploy");
+    deploy(
+        &mut admin,
+        shop_api("tls"),
+        "prod",
+        &[("backend", "http://127.0.0.1:9")],
+    )
+    .await
+    .expect("deploy");
     admin
         .create_domain_name(CreateDomainNameRequest {
             domain_name: Some(DomainName {
@@ -690,12 +930,22 @@ async fn tls_with_alpn_and_custom_domains_with_their_own_certificates_and_base_p
         })
         .await
         .expect("domain");
-    eventually("the domain is served over plain HTTP", Duration::from_secs(10), || async {
-        let reply = client.get(dp.address(), "api.shop.test", "/shop/hello").await.ok()?;
-        (reply.status == 200 && marker(&reply) == "tls").then_some(())
-    })
+    eventually(
+        "the domain is served over plain HTTP",
+        Duration::from_secs(10),
+        || async {
+            let reply = client
+                .get(dp.address(), "api.shop.test", "/shop/hello")
+                .await
+                .ok()?;
+            (reply.status == 200 && marker(&reply) == "tls").then_some(())
+        },
+    )
     .await;
-    let reply = client.get(dp.address(), "api.shop.test", "/other/hello").await.expect("unmapped");
+    let reply = client
+        .get(dp.address(), "api.shop.test", "/other/hello")
+        .await
+        .expect("unmapped");
     assert_eq!(reply.status, 403);
 
     // The custom domain's own certificate is chosen by SNI (curl verifies it
@@ -703,7 +953,16 @@ async fn tls_with_alpn_and_custom_domains_with_their_own_certificates_and_base_p
     let resolve = format!("api.shop.test:{tls_port}:127.0.0.1");
     let url = format!("https://api.shop.test:{tls_port}/shop/hello");
     let cacert = domain_cert.display().to_string();
-    let out = curl(&["--http2", "--resolve", &resolve, "--cacert", &cacert, "-w", "\n%{http_version} %{http_code}", &url]);
+    let out = curl(&[
+        "--http2",
+        "--resolve",
+        &resolve,
+        "--cacert",
+        &cacert,
+        "-w",
+        "\n%{http_version} %{http_code}",
+        &url,
+    ]);
     assert!(out.ends_with("\n2 200"), "{out}");
     assert!(out.contains(r#""marker": "tls""#), "{out}");
     // HTTP/1.1 over TLS, and the listener's default certificate for API hosts.
@@ -746,13 +1005,19 @@ async fn pylon_dev_serves_the_readme_tour_and_stops_cleanly() {
     let client = HttpClient::default();
     let address = SocketAddr::from(([127, 0, 0, 1], listen));
     let reply = eventually("petstore is served", Duration::from_secs(10), || async {
-        let reply = client.get(address, "petstore.localhost", "/prod/pets").await.ok()?;
+        let reply = client
+            .get(address, "petstore.localhost", "/prod/pets")
+            .await
+            .ok()?;
         (reply.status == 200).then_some(reply)
     })
     .await;
     assert_eq!(reply.json()[0]["name"], "Rex");
     let nodes = pylon_cli(&endpoint, &["nodes"]).expect("nodes");
-    assert!(nodes.contains("dev") && nodes.contains("connected") && nodes.contains("ACK"), "{nodes}");
+    assert!(
+        nodes.contains("dev") && nodes.contains("connected") && nodes.contains("ACK"),
+        "{nodes}"
+    );
 
     sigterm(child.id());
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -100,8 +100,10 @@ pub async fn deploy(
     } else {
         admin.create_api(CreateApiRequest { api: Some(api) }).await?;
     }
-    let variables: std::collections::BTreeMap<String, String> =
-        variables.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let variables: std::collections::BTreeMap<String, String> = variables
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     let current = admin
         .get_stage(GetStageRequest {
             api: name.clone(),

@@ -3,7 +3,9 @@
 //! with 1,000 simulated subscribers (gRPC streams that ACK each version
 //! without compiling it) spread over a 3-node control plane.
 
-use pylon_proto::admin::v1::{CreateApiRequest, CreateDeploymentRequest, ListDataPlaneNodesRequest, UpdateApiRequest};
+use pylon_proto::admin::v1::{
+    CreateApiRequest, CreateDeploymentRequest, ListDataPlaneNodesRequest, UpdateApiRequest,
+};
 use pylon_proto::config::v1::{Api, Integration, MockResponse, Route, integration};
 use pylon_proto::publish::v1::config_publisher_client::ConfigPublisherClient;
 use pylon_proto::publish::v1::{Ack, Hello, SubscribeRequest, subscribe_request::Kind};
@@ -72,7 +74,9 @@ async fn deploy(admin: &mut pylon_tests::Admin, marker: &str) -> u64 {
 }
 
 pub async fn run() {
-    println!("\nPropagation: deploy ACK → every subscriber has the new version; 3 control-plane nodes, {DEPLOYS} deploys");
+    println!(
+        "\nPropagation: deploy ACK → every subscriber has the new version; 3 control-plane nodes, {DEPLOYS} deploys"
+    );
     let cluster = Cluster::start(3).await;
     let endpoints: Vec<String> = cluster.nodes.iter().map(|n| n.endpoint()).collect();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -81,7 +85,9 @@ pub async fn run() {
     let dp2 = DataPlaneNode::start(dir.path(), "dp-2", &reversed, &[]);
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
     admin
-        .create_api(CreateApiRequest { api: Some(api("m-0")) })
+        .create_api(CreateApiRequest {
+            api: Some(api("m-0")),
+        })
         .await
         .expect("create");
     admin

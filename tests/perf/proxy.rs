@@ -16,7 +16,8 @@ use std::time::Duration;
 
 const ROUNDS: usize = 3;
 const SECONDS: u64 = 8;
-const BODY: &str = r#"{"id":1,"name":"Rex","kind":"dog","tags":["good","boy"],"owner":{"id":7,"name":"Ann"},"ok":true}"#;
+const BODY: &str =
+    r#"{"id":1,"name":"Rex","kind":"dog","tags":["good","boy"],"owner":{"id":7,"name":"Ann"},"ok":true}"#;
 
 struct Process(Child);
 
@@ -109,7 +110,11 @@ fn wrk(url: &str, host: &str, connections: usize, seconds: u64) -> Option<Wrk> {
         } else if let Some(rest) = line.strip_prefix("99%") {
             result.p99_ms = parse_duration_ms(rest).unwrap_or(0.0);
         } else if line.contains("requests in") {
-            result.requests = line.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0.0);
+            result.requests = line
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0.0);
         }
         if line.starts_with("Non-2xx") {
             println!("    wrk: {line}");
@@ -143,7 +148,9 @@ fn median(values: &[f64]) -> f64 {
 
 pub async fn run() {
     if !available("wrk") || !available("nginx") || !available("taskset") {
-        println!("proxy benchmark skipped: wrk, nginx and taskset are needed (scripts/bootstrap bench installs them)");
+        println!(
+            "proxy benchmark skipped: wrk, nginx and taskset are needed (scripts/bootstrap bench installs them)"
+        );
         return;
     }
     println!(
@@ -259,7 +266,9 @@ pub async fn run() {
             };
             if let (Some(pid), Some(before)) = (path.pid, before) {
                 let cpu = cpu_time(pid).saturating_sub(before);
-                samples[i].cpu_us.push(cpu.as_secs_f64() * 1e6 / loaded.requests.max(1.0));
+                samples[i]
+                    .cpu_us
+                    .push(cpu.as_secs_f64() * 1e6 / loaded.requests.max(1.0));
             }
             samples[i].rps.push(loaded.rps);
             samples[i].p50.push(loaded.p50_ms);

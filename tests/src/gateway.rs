@@ -76,7 +76,12 @@ impl Drop for Backend {
 
 async fn answer(name: &str, request: Request<hyper::body::Incoming>) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    if let Some(ms) = parts.uri.path().strip_prefix("/slow/").and_then(|ms| ms.parse::<u64>().ok()) {
+    if let Some(ms) = parts
+        .uri
+        .path()
+        .strip_prefix("/slow/")
+        .and_then(|ms| ms.parse::<u64>().ok())
+    {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let body_bytes = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
@@ -143,7 +148,10 @@ impl DataPlaneNode {
             format!("--listen=127.0.0.1:{port}"),
             format!("--control-plane={}", control_planes.join(",")),
             format!("--node-id={node_id}"),
-            format!("--snapshot-cache={}", dir.join(format!("{node_id}.snapshot")).display()),
+            format!(
+                "--snapshot-cache={}",
+                dir.join(format!("{node_id}.snapshot")).display()
+            ),
             "--drain-timeout-s=2".to_owned(),
         ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
@@ -162,7 +170,10 @@ impl DataPlaneNode {
         if self.child.is_some() {
             bail!("data plane {} is already running", self.node_id);
         }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let child = Command::new(crate::pylon_bin())
             .arg("data-plane")
             .args(&self.args)
@@ -243,7 +254,11 @@ impl HttpClient {
 
     pub async fn send(&self, address: SocketAddr, request: Request<Full<Bytes>>) -> anyhow::Result<Reply> {
         let (mut parts, body) = request.into_parts();
-        let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default();
         parts.uri = format!("http://{address}{path}").parse()?;
         let request = Request::from_parts(parts, body);
         let response = tokio::time::timeout(Duration::from_secs(40), self.client.request(request))
@@ -260,7 +275,9 @@ impl HttpClient {
 
     /// `GET path` with `Host: host`.
     pub async fn get(&self, address: SocketAddr, host: &str, path: &str) -> anyhow::Result<Reply> {
-        let request = Request::get(path).header("host", host).body(Full::new(Bytes::new()))?;
+        let request = Request::get(path)
+            .header("host", host)
+            .body(Full::new(Bytes::new()))?;
         self.send(address, request).await
     }
 }

@@ -745,7 +745,11 @@ impl AdminService for AdminApi {
         let mut nodes = self.data_planes.list();
         if !request.into_inner().local_only {
             let own = self.node.shared.id;
-            let peers = self.transport.addresses().into_iter().filter(|(id, _)| *id != own);
+            let peers = self
+                .transport
+                .addresses()
+                .into_iter()
+                .filter(|(id, _)| *id != own);
             let answers = futures::future::join_all(peers.map(|(id, address)| {
                 let transport = self.transport.clone();
                 async move { (id, transport.peer_data_plane_nodes(&address).await) }

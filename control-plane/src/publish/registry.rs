@@ -93,7 +93,12 @@ impl Registry {
     }
 
     pub fn nack(&self, node_id: &str, version: u64, error: &str) {
-        tracing::warn!(node = node_id, version, error, "data plane rejected a config version");
+        tracing::warn!(
+            node = node_id,
+            version,
+            error,
+            "data plane rejected a config version"
+        );
         self.touch(node_id, |node| {
             node.last_result = LastResult::Nack as i32;
             node.last_result_version = version;
@@ -102,7 +107,9 @@ impl Registry {
     }
 
     pub fn heartbeat(&self, node_id: &str, version: u64) {
-        self.touch(node_id, |node| node.applied_version = node.applied_version.max(version));
+        self.touch(node_id, |node| {
+            node.applied_version = node.applied_version.max(version)
+        });
     }
 
     /// The stream of `generation` ended.
@@ -141,7 +148,11 @@ pub fn merge(views: impl IntoIterator<Item = DataPlaneNode>) -> Vec<DataPlaneNod
     let mut merged: BTreeMap<String, DataPlaneNode> = BTreeMap::new();
     for node in views {
         let key = |n: &DataPlaneNode| {
-            let seen = n.last_seen.as_ref().map(|t| (t.seconds, t.nanos)).unwrap_or_default();
+            let seen = n
+                .last_seen
+                .as_ref()
+                .map(|t| (t.seconds, t.nanos))
+                .unwrap_or_default();
             (n.connected, seen)
         };
         match merged.get(&node.node_id) {
@@ -197,13 +208,19 @@ mod tests {
         let stale = DataPlaneNode {
             node_id: "dp-1".into(),
             connected: false,
-            last_seen: Some(Timestamp { seconds: 100, nanos: 0 }),
+            last_seen: Some(Timestamp {
+                seconds: 100,
+                nanos: 0,
+            }),
             control_plane_node: 1,
             ..Default::default()
         };
         let live = DataPlaneNode {
             connected: true,
-            last_seen: Some(Timestamp { seconds: 50, nanos: 0 }),
+            last_seen: Some(Timestamp {
+                seconds: 50,
+                nanos: 0,
+            }),
             control_plane_node: 2,
             ..stale.clone()
         };

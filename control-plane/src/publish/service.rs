@@ -64,7 +64,11 @@ impl ConfigPublisher for PublishService {
             Some(SubscribeRequest {
                 kind: Some(Kind::Hello(hello)),
             }) => hello,
-            _ => return Err(Status::invalid_argument("the first message of a subscription must be a Hello")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of a subscription must be a Hello",
+                ));
+            }
         };
         check_hello(&hello)?;
         let generation = self.publisher.registry.connect(&hello, address.clone());

@@ -8,9 +8,9 @@
 use super::node::{NodeMsg, Shared};
 use crate::auth::BearerToken;
 use protobuf::Message as _;
+use pylon_proto::publish::v1::DataPlaneNodeList;
 use pylon_proto::raft::v1::raft_transport_client::RaftTransportClient;
 use pylon_proto::raft::v1::raft_transport_server::RaftTransport;
-use pylon_proto::publish::v1::DataPlaneNodeList;
 use pylon_proto::raft::v1::{DataPlaneNodesRequest, MessageBatch, NodeStatus, SendAck, StatusRequest};
 use raft::eraftpb::{Message, MessageType};
 use std::collections::{BTreeMap, HashMap};

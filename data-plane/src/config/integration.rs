@@ -47,11 +47,14 @@ impl CompiledIntegration {
             }
             Ok(Type::Mock) => {
                 let mock = integration.mock.clone().unwrap_or_default();
-                let status = StatusCode::from_u16(mock.status_code as u16).map_err(|e| format!("mock.status_code: {e}"))?;
+                let status = StatusCode::from_u16(mock.status_code as u16)
+                    .map_err(|e| format!("mock.status_code: {e}"))?;
                 let mut headers = Vec::new();
                 for (name, value) in &mock.headers {
-                    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("mock.headers[{name:?}]: {e}"))?;
-                    let value = HeaderValue::from_str(value).map_err(|e| format!("mock.headers[{name:?}]: {e}"))?;
+                    let name = HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|e| format!("mock.headers[{name:?}]: {e}"))?;
+                    let value =
+                        HeaderValue::from_str(value).map_err(|e| format!("mock.headers[{name:?}]: {e}"))?;
                     headers.push((name, value));
                 }
                 Ok(CompiledIntegration::Mock {
@@ -60,7 +63,9 @@ impl CompiledIntegration {
                     body: mock.body,
                 })
             }
-            Ok(Type::Unspecified) | Err(_) => Err(format!("unsupported integration type {}", integration.r#type)),
+            Ok(Type::Unspecified) | Err(_) => {
+                Err(format!("unsupported integration type {}", integration.r#type))
+            }
         }
     }
 

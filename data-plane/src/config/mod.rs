@@ -226,7 +226,10 @@ pub fn compile(snapshot: &ConfigSnapshot, digest: [u8; 32]) -> Result<CompiledCo
                 })
             }
             (Some(settings), None) if settings.percent_traffic > 0.0 => {
-                errors.push(format!("{place}: canary deployment {} is missing", settings.deployment_id));
+                errors.push(format!(
+                    "{place}: canary deployment {} is missing",
+                    settings.deployment_id
+                ));
                 continue;
             }
             _ => None,
@@ -234,7 +237,9 @@ pub fn compile(snapshot: &ConfigSnapshot, digest: [u8; 32]) -> Result<CompiledCo
         config
             .apis
             .entry(stage.api.clone())
-            .or_insert_with(|| CompiledApi { stages: HashMap::new() })
+            .or_insert_with(|| CompiledApi {
+                stages: HashMap::new(),
+            })
             .stages
             .insert(
                 stage.name.clone(),
@@ -258,9 +263,10 @@ pub fn compile(snapshot: &ConfigSnapshot, digest: [u8; 32]) -> Result<CompiledCo
                 (base.to_owned(), m.api.clone(), m.stage.clone())
             })
             .collect();
-        mappings.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        mappings.sort_by_key(|m| std::cmp::Reverse(m.0.len()));
         if !domain.certificate_file.is_empty() {
-            match tls::load_certified_key(domain.certificate_file.as_ref(), domain.private_key_file.as_ref()) {
+            match tls::load_certified_key(domain.certificate_file.as_ref(), domain.private_key_file.as_ref())
+            {
                 Ok(key) => {
                     config.certificates.insert(host.clone(), key);
                 }
@@ -292,8 +298,8 @@ fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, Str
                 .integration
                 .as_ref()
                 .ok_or_else(|| format!("routes[{i}].integration: missing"))?;
-            let integration =
-                CompiledIntegration::compile(integration).map_err(|e| format!("routes[{i}].integration.{e}"))?;
+            let integration = CompiledIntegration::compile(integration)
+                .map_err(|e| format!("routes[{i}].integration.{e}"))?;
             routes.push((route.method.clone(), template, integration));
         }
     }
@@ -305,13 +311,16 @@ fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, Str
         let status = match custom.status_code {
             0 => None,
             code => Some(
-                StatusCode::from_u16(code as u16).map_err(|e| format!("gateway_responses[{i}].status_code: {e}"))?,
+                StatusCode::from_u16(code as u16)
+                    .map_err(|e| format!("gateway_responses[{i}].status_code: {e}"))?,
             ),
         };
         let mut headers = Vec::new();
         for (name, value) in &custom.headers {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("gateway_responses[{i}].headers: {e}"))?;
-            let value = HeaderValue::from_str(value).map_err(|e| format!("gateway_responses[{i}].headers: {e}"))?;
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| format!("gateway_responses[{i}].headers: {e}"))?;
+            let value =
+                HeaderValue::from_str(value).map_err(|e| format!("gateway_responses[{i}].headers: {e}"))?;
             headers.push((name, value));
         }
         let body_template = Some(custom.body_template.clone()).filter(|b| !b.is_empty());

@@ -82,7 +82,8 @@ impl RouteTable {
                     .map_err(|e| format!("route {method} {template}: {e}"))?;
                 any_routes.push((path, index));
             } else {
-                let method = Method::from_bytes(method.as_bytes()).map_err(|e| format!("method {method}: {e}"))?;
+                let method =
+                    Method::from_bytes(method.as_bytes()).map_err(|e| format!("method {method}: {e}"))?;
                 table
                     .by_method
                     .entry(method.clone())
@@ -158,16 +159,31 @@ mod tests {
 
     #[test]
     fn the_most_specific_route_wins() {
-        let t = table(&["GET /pets", "GET /pets/{id}", "GET /pets/mine", "ANY /{proxy+}", "GET /"]);
-        assert_eq!(find(&t, "GET", "/pets").map(|m| m.0).as_deref(), Some("GET /pets"));
-        assert_eq!(find(&t, "GET", "/pets/mine").map(|m| m.0).as_deref(), Some("GET /pets/mine"));
+        let t = table(&[
+            "GET /pets",
+            "GET /pets/{id}",
+            "GET /pets/mine",
+            "ANY /{proxy+}",
+            "GET /",
+        ]);
+        assert_eq!(
+            find(&t, "GET", "/pets").map(|m| m.0).as_deref(),
+            Some("GET /pets")
+        );
+        assert_eq!(
+            find(&t, "GET", "/pets/mine").map(|m| m.0).as_deref(),
+            Some("GET /pets/mine")
+        );
         assert_eq!(
             find(&t, "GET", "/pets/7"),
             Some(("GET /pets/{id}".into(), vec![("id".into(), "7".into())]))
         );
         assert_eq!(
             find(&t, "GET", "/pets/7/toys"),
-            Some(("ANY /{proxy+}".into(), vec![("proxy".into(), "pets/7/toys".into())]))
+            Some((
+                "ANY /{proxy+}".into(),
+                vec![("proxy".into(), "pets/7/toys".into())]
+            ))
         );
         assert_eq!(find(&t, "GET", "/").map(|m| m.0).as_deref(), Some("GET /"));
     }
@@ -175,12 +191,18 @@ mod tests {
     #[test]
     fn a_method_falls_back_to_an_any_route() {
         let t = table(&["GET /pets/{id}", "ANY /pets/{name}", "POST /orders"]);
-        assert_eq!(find(&t, "GET", "/pets/1").map(|m| m.0).as_deref(), Some("GET /pets/{id}"));
+        assert_eq!(
+            find(&t, "GET", "/pets/1").map(|m| m.0).as_deref(),
+            Some("GET /pets/{id}")
+        );
         assert_eq!(
             find(&t, "DELETE", "/pets/1"),
             Some(("ANY /pets/{name}".into(), vec![("name".into(), "1".into())]))
         );
-        assert_eq!(find(&t, "POST", "/pets/1").map(|m| m.0).as_deref(), Some("ANY /pets/{name}"));
+        assert_eq!(
+            find(&t, "POST", "/pets/1").map(|m| m.0).as_deref(),
+            Some("ANY /pets/{name}")
+        );
         assert_eq!(find(&t, "GET", "/orders"), None);
         assert_eq!(find(&t, "POST", "/nothing"), None);
     }
@@ -191,7 +213,10 @@ mod tests {
         assert_eq!(find(&t, "GET", "/files"), None);
         assert_eq!(
             find(&t, "GET", "/files/a/b.txt"),
-            Some(("GET /files/{path+}".into(), vec![("path".into(), "a/b.txt".into())]))
+            Some((
+                "GET /files/{path+}".into(),
+                vec![("path".into(), "a/b.txt".into())]
+            ))
         );
     }
 
@@ -200,7 +225,10 @@ mod tests {
         let t = table(&["GET /users/{id}/posts", "GET /users/{name}/likes"]);
         assert_eq!(
             find(&t, "GET", "/users/ann/likes"),
-            Some(("GET /users/{name}/likes".into(), vec![("name".into(), "ann".into())]))
+            Some((
+                "GET /users/{name}/likes".into(),
+                vec![("name".into(), "ann".into())]
+            ))
         );
     }
 }

@@ -20,9 +20,10 @@ pub fn respond(
         response.headers_mut().insert(name.clone(), value.clone());
     }
     if !response.headers().contains_key(http::header::CONTENT_TYPE) {
-        response
-            .headers_mut()
-            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
     }
     response
 }

@@ -43,7 +43,11 @@ mod tests {
         let variables = BTreeMap::from([("backend".to_owned(), "http://127.0.0.1:9".to_owned())]);
         let params = [("proxy", "pets/7".to_owned()), ("id", "7".to_owned())];
         assert_eq!(
-            fill("${stageVariables.backend}/{proxy}?id={id}&x={nope}", &variables, &params),
+            fill(
+                "${stageVariables.backend}/{proxy}?id={id}&x={nope}",
+                &variables,
+                &params
+            ),
             "http://127.0.0.1:9/pets/7?id=7&x={nope}"
         );
         assert_eq!(fill("${stageVariables.missing}/a", &variables, &params), "/a");

@@ -53,7 +53,9 @@ pub fn check_headers(parts: &Parts, limits: &Limits) -> Result<String, GatewayEr
         });
     }
     if !parts.uri.path().starts_with('/') {
-        return Err(GatewayError::MalformedRequest("The request target must be a path"));
+        return Err(GatewayError::MalformedRequest(
+            "The request target must be a path",
+        ));
     }
     host(parts).ok_or(GatewayError::MalformedRequest("Missing or invalid Host header"))
 }
@@ -105,13 +107,19 @@ mod tests {
             builder = builder.header("host", host);
         }
         builder = builder.header("x-padding", "a".repeat(extra));
-        let (parts, ()) = builder.body(()).map(http::Request::into_parts).unwrap_or_else(|e| panic!("{e}"));
+        let (parts, ()) = builder
+            .body(())
+            .map(http::Request::into_parts)
+            .unwrap_or_else(|e| panic!("{e}"));
         parts
     }
 
     #[test]
     fn the_host_is_lower_cased_without_its_port() {
-        assert_eq!(host(&parts(Some("PetStore.localhost:8080"), 0)).as_deref(), Some("petstore.localhost"));
+        assert_eq!(
+            host(&parts(Some("PetStore.localhost:8080"), 0)).as_deref(),
+            Some("petstore.localhost")
+        );
         assert!(matches!(
             check_headers(&parts(None, 0), &Limits::default()),
             Err(GatewayError::MalformedRequest(_))

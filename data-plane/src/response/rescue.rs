@@ -12,7 +12,9 @@ use pylon_common::GatewayResponseType as Type;
 /// match: a new error variant does not compile until it is classified here.
 pub fn classify(error: &GatewayError) -> (Type, StatusCode) {
     match error {
-        GatewayError::HeadersTooLarge { .. } => (Type::Default4xx, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        GatewayError::HeadersTooLarge { .. } => {
+            (Type::Default4xx, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        }
         GatewayError::MalformedRequest(_) => (Type::Default4xx, StatusCode::BAD_REQUEST),
         GatewayError::UnknownApi => (Type::ResourceNotFound, StatusCode::NOT_FOUND),
         GatewayError::NoRoute => (Type::MissingAuthenticationToken, StatusCode::FORBIDDEN),
@@ -26,7 +28,11 @@ pub fn classify(error: &GatewayError) -> (Type, StatusCode) {
 
 /// Builds the response for `error`. `responses` are the serving API's
 /// customisations (none when the request never reached an API).
-pub fn respond(error: &GatewayError, responses: Option<&GatewayResponses>, request_id: &str) -> Response<Body> {
+pub fn respond(
+    error: &GatewayError,
+    responses: Option<&GatewayResponses>,
+    request_id: &str,
+) -> Response<Body> {
     let (kind, default_status) = classify(error);
     let message = error.to_string();
     let custom = responses.and_then(|r| r.lookup(kind, default_status));
@@ -77,28 +83,65 @@ mod tests {
     fn every_error_has_the_aws_status_type_and_message() {
         let table: Vec<(GatewayError, u16, &str, &str)> = vec![
             (
-                GatewayError::HeadersTooLarge { size: 20_000, limit: 10_240 },
+                GatewayError::HeadersTooLarge {
+                    size: 20_000,
+                    limit: 10_240,
+                },
                 431,
                 "DEFAULT_4XX",
                 "Request Header Fields Too Large",
             ),
-            (GatewayError::MalformedRequest("Missing Host header"), 400, "DEFAULT_4XX", "Missing Host header"),
+            (
+                GatewayError::MalformedRequest("Missing Host header"),
+                400,
+                "DEFAULT_4XX",
+                "Missing Host header",
+            ),
             (GatewayError::UnknownApi, 404, "RESOURCE_NOT_FOUND", "Not Found"),
-            (GatewayError::NoRoute, 403, "MISSING_AUTHENTICATION_TOKEN", "Missing Authentication Token"),
-            (GatewayError::BodyTooLarge { limit: 10 }, 413, "REQUEST_TOO_LARGE", "Request Too Long"),
+            (
+                GatewayError::NoRoute,
+                403,
+                "MISSING_AUTHENTICATION_TOKEN",
+                "Missing Authentication Token",
+            ),
+            (
+                GatewayError::BodyTooLarge { limit: 10 },
+                413,
+                "REQUEST_TOO_LARGE",
+                "Request Too Long",
+            ),
             (
                 GatewayError::IntegrationTimeout(Duration::from_secs(29)),
                 504,
                 "INTEGRATION_TIMEOUT",
                 "Endpoint request timed out",
             ),
-            (GatewayError::IntegrationUnreachable(io_error()), 502, "INTEGRATION_FAILURE", "Internal server error"),
-            (GatewayError::InvalidIntegrationResponse(io_error()), 502, "INTEGRATION_FAILURE", "Internal server error"),
-            (GatewayError::ApiConfiguration("x".into()), 500, "API_CONFIGURATION_ERROR", "Internal server error"),
+            (
+                GatewayError::IntegrationUnreachable(io_error()),
+                502,
+                "INTEGRATION_FAILURE",
+                "Internal server error",
+            ),
+            (
+                GatewayError::InvalidIntegrationResponse(io_error()),
+                502,
+                "INTEGRATION_FAILURE",
+                "Internal server error",
+            ),
+            (
+                GatewayError::ApiConfiguration("x".into()),
+                500,
+                "API_CONFIGURATION_ERROR",
+                "Internal server error",
+            ),
         ];
         for (error, status, kind, message) in table {
             let (got_kind, got_status) = classify(&error);
-            assert_eq!((got_status.as_u16(), got_kind.as_str()), (status, kind), "{error:?}");
+            assert_eq!(
+                (got_status.as_u16(), got_kind.as_str()),
+                (status, kind),
+                "{error:?}"
+            );
             assert_eq!(error.to_string(), message);
         }
     }
@@ -106,7 +149,11 @@ mod tests {
     #[test]
     fn a_template_gets_the_message_and_request_id() {
         assert_eq!(
-            render(r#"{"error": $context.error.messageString, "id": "$context.requestId"}"#, "Nope", "r-1"),
+            render(
+                r#"{"error": $context.error.messageString, "id": "$context.requestId"}"#,
+                "Nope",
+                "r-1"
+            ),
             r#"{"error": "Nope", "id": "r-1"}"#
         );
     }
