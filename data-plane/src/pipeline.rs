@@ -23,8 +23,8 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, conn: Con
     let config = gateway.config.load_full();
     let mut served_by: Option<Arc<Target>> = None;
     let (parts, body) = request.into_parts();
-    let method = parts.method.clone();
-    let path = parts.uri.path().to_owned();
+    // Kept for the log line of a failed request (cheap: shared bytes).
+    let (method, uri) = (parts.method.clone(), parts.uri.clone());
     let result = run(&gateway, &config, parts, body, &conn, &request_id, &mut served_by).await;
     let mut response = match result {
         Ok(response) => response,
@@ -32,9 +32,9 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, conn: Con
             let responses = served_by.as_ref().map(|t| &t.definition.responses);
             let response = rescue::respond(&error, responses, &request_id);
             if response.status().is_server_error() {
-                tracing::warn!(request_id, %method, path, status = response.status().as_u16(), error = %error, detail = error.detail(), "request failed");
+                tracing::warn!(request_id, %method, path = uri.path(), status = response.status().as_u16(), error = %error, detail = error.detail(), "request failed");
             } else {
-                tracing::debug!(request_id, %method, path, status = response.status().as_u16(), error = %error, "request refused");
+                tracing::debug!(request_id, %method, path = uri.path(), status = response.status().as_u16(), error = %error, "request refused");
             }
             response
         }

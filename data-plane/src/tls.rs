@@ -36,14 +36,6 @@ struct SniResolver {
     default: Option<Arc<CertifiedKey>>,
 }
 
-impl std::fmt::Debug for CompiledConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompiledConfig")
-            .field("version", &self.version)
-            .finish_non_exhaustive()
-    }
-}
-
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         if let Some(name) = hello.server_name() {

@@ -891,9 +891,34 @@ async fn tls_with_alpn_and_custom_domains_with_their_own_certificates_and_base_p
     let _serial = serial().await;
     let cluster = Cluster::start(1).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_ca, default_cert, default_key) = pylon_tests::test_certificates(dir.path());
+    let (ca, default_cert, default_key) = pylon_tests::test_certificates(dir.path());
     let (domain_cert, domain_key) = self_signed(dir.path(), "api.shop.test");
     let tls_port = free_port();
+    // HTTPS backends (openssl's test server answers any GET with a status
+    // page): one with a certificate from the test CA, one self-signed.
+    let https_server = |cert: &std::path::Path, key: &std::path::Path| {
+        let port = free_port();
+        let child = std::process::Command::new("openssl")
+            .args([
+                "s_server",
+                "-quiet",
+                "-www",
+                "-accept",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg("-cert")
+            .arg(cert)
+            .arg("-key")
+            .arg(key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        (port, child)
+    };
+    let (backend_port, mut https_backend) = https_server(&default_cert, &default_key);
+    let (self_signed_cert, self_signed_key) = self_signed(dir.path(), "localhost");
+    let (untrusted_port, mut untrusted_backend) = https_server(&self_signed_cert, &self_signed_key);
     let dp = DataPlaneNode::start(
         dir.path(),
         "dp-tls",
@@ -902,6 +927,7 @@ async fn tls_with_alpn_and_custom_domains_with_their_own_certificates_and_base_p
             &format!("--tls-listen=127.0.0.1:{tls_port}"),
             &format!("--tls-cert={}", default_cert.display()),
             &format!("--tls-key={}", default_key.display()),
+            &format!("--upstream-ca={}", ca.display()),
         ],
     );
     let client = HttpClient::default();
@@ -976,6 +1002,51 @@ async fn tls_with_alpn_and_custom_domains_with_their_own_certificates_and_base_p
         &format!("https://127.0.0.1:{tls_port}/prod/hello"),
     ]);
     assert!(out.ends_with("\n1.1 200"), "{out}");
+
+    // An HTTPS backend, verified against --upstream-ca.
+    let backend_url = format!("https://localhost:{backend_port}");
+    deploy(
+        &mut admin,
+        shop_api("tls"),
+        "secure",
+        &[("backend", &backend_url)],
+    )
+    .await
+    .expect("deploy secure stage");
+    let reply = eventually(
+        "the HTTPS backend answers through the proxy",
+        Duration::from_secs(10),
+        || async {
+            let reply = client.get(dp.address(), HOST, "/secure/status").await.ok()?;
+            (reply.status == 200).then_some(reply)
+        },
+    )
+    .await;
+    assert!(reply.body.contains("<HTML>"), "{}", reply.body);
+    // A backend whose certificate is not trusted is an integration failure.
+    let untrusted = format!("https://localhost:{untrusted_port}");
+    deploy(
+        &mut admin,
+        shop_api("tls"),
+        "untrusted",
+        &[("backend", &untrusted)],
+    )
+    .await
+    .expect("deploy untrusted stage");
+    let reply = eventually(
+        "the untrusted stage is served",
+        Duration::from_secs(10),
+        || async {
+            let reply = client.get(dp.address(), HOST, "/untrusted/status").await.ok()?;
+            (reply.status != 403).then_some(reply)
+        },
+    )
+    .await;
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    for server in [&mut https_backend, &mut untrusted_backend] {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
 }
 
 #[tokio::test]

@@ -113,44 +113,48 @@ pub async fn deploy(
         .await
         .ok()
         .map(tonic::Response::into_inner);
-    if let Some(current) = current.filter(|s| s.variables != variables) {
-        // Variables first, so the new deployment is served with them.
-        admin
-            .update_stage(UpdateStageRequest {
-                stage: Some(pylon_proto::config::v1::Stage {
-                    variables: variables.clone(),
-                    ..current
-                }),
-                expected_revision: 0,
-            })
-            .await?;
+    match current {
+        Some(current) => {
+            if current.variables != variables {
+                // Variables first, so the new deployment is served with them.
+                admin
+                    .update_stage(UpdateStageRequest {
+                        stage: Some(pylon_proto::config::v1::Stage { variables, ..current }),
+                        expected_revision: 0,
+                    })
+                    .await?;
+            }
+            let deployment = admin
+                .create_deployment(CreateDeploymentRequest {
+                    api: name,
+                    stage: stage.into(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            Ok(deployment.id)
+        }
+        None => {
+            // A new stage is created pointing at the deployment, with its variables, in one step.
+            let deployment = admin
+                .create_deployment(CreateDeploymentRequest {
+                    api: name.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            admin
+                .create_stage(CreateStageRequest {
+                    stage: Some(pylon_proto::config::v1::Stage {
+                        api: name,
+                        name: stage.into(),
+                        deployment_id: deployment.id.clone(),
+                        variables,
+                        ..Default::default()
+                    }),
+                })
+                .await?;
+            Ok(deployment.id)
+        }
     }
-    let deployment = admin
-        .create_deployment(CreateDeploymentRequest {
-            api: name.clone(),
-            stage: stage.into(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    let stage_now = admin
-        .get_stage(GetStageRequest {
-            api: name,
-            name: stage.into(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    if stage_now.variables != variables {
-        admin
-            .update_stage(UpdateStageRequest {
-                stage: Some(pylon_proto::config::v1::Stage {
-                    variables,
-                    ..stage_now
-                }),
-                expected_revision: 0,
-            })
-            .await?;
-    }
-    Ok(deployment.id)
 }

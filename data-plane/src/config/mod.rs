@@ -34,6 +34,14 @@ pub struct CompiledConfig {
     pub certificates: HashMap<String, Arc<CertifiedKey>>,
 }
 
+impl std::fmt::Debug for CompiledConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledConfig")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Clone)]
 pub struct CompiledApi {
     stages: HashMap<String, Arc<CompiledStage>>,

@@ -3,7 +3,6 @@
 
 use crate::Body;
 use crate::config::Target;
-use crate::config::integration::CompiledIntegration;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 pub fn respond(
@@ -26,9 +25,4 @@ pub fn respond(
         );
     }
     response
-}
-
-/// Whether a route answers without a backend.
-pub fn is_mock(integration: &CompiledIntegration) -> bool {
-    matches!(integration, CompiledIntegration::Mock { .. })
 }
