@@ -1,8 +1,9 @@
 //! Streams versioned config snapshots to data-plane nodes and records, per
 //! node, which version it applied or rejected.
 //!
-//! One task per control-plane node builds a [`ConfigSnapshot`] whenever the
-//! applied state reaches a new config version, skips it when its content did
+//! One task per control-plane node builds a [`ConfigSnapshot`] whenever an
+//! applied command may have changed what data planes serve (see
+//! [`crate::state::changes_served_config`]), skips it when its content did
 //! not change (so long-lived streams see no no-op pushes), and encodes it
 //! once; every subscriber's stream shares those bytes ([`service`]). What the
 //! nodes answer is kept in the [`registry`]. Nothing here writes to Raft: data
@@ -57,14 +58,14 @@ impl Publisher {
 }
 
 async fn follow(shared: Arc<Shared>, tx: watch::Sender<Option<Arc<Published>>>) {
-    let mut versions = shared.watch_config_version();
+    let mut versions = shared.watch_served_version();
     let mut last_digest = None;
     loop {
-        // Resources are behind Arc: this copies pointers under the read lock.
-        let state = shared.state().clone();
-        let version = state.config_version();
+        // Only what data planes serve is copied, under the read lock; the
+        // rest of the state (every API, all deployment history) is not.
+        let snapshot = config_snapshot(&shared.state());
+        let version = snapshot.version;
         let built = tokio::task::spawn_blocking(move || {
-            let snapshot = config_snapshot(&state);
             let digest = pylon_common::snapshot::content_digest(&snapshot);
             (snapshot, digest)
         })

@@ -88,8 +88,9 @@ pub struct Shared {
     pub id: u64,
     state: RwLock<State>,
     status: Mutex<NodeStatus>,
-    /// The config version of `state`, for whoever publishes it.
-    config_version: tokio::sync::watch::Sender<u64>,
+    /// The config version of the last applied change to what data planes
+    /// serve, for the publisher (API edits without a deployment do not count).
+    served_version: tokio::sync::watch::Sender<u64>,
 }
 
 // A panic while a lock was held cannot leave these half-written (the state is
@@ -105,14 +106,14 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Changes whenever the applied state reaches a new config version.
-    pub fn watch_config_version(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.config_version.subscribe()
+    /// Changes whenever an applied change may alter what data planes serve.
+    pub fn watch_served_version(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.served_version.subscribe()
     }
 
-    fn publish_config_version(&self) {
+    fn publish_served_version(&self) {
         let version = self.state().config_version();
-        self.config_version.send_if_modified(|current| {
+        self.served_version.send_if_modified(|current| {
             let changed = *current != version;
             *current = version;
             changed
@@ -282,7 +283,7 @@ pub fn start(
 
     let shared = Arc::new(Shared {
         id: options.id,
-        config_version: tokio::sync::watch::Sender::new(state.config_version()),
+        served_version: tokio::sync::watch::Sender::new(state.config_version()),
         state: RwLock::new(state),
         status: Mutex::new(NodeStatus::default()),
     });
@@ -377,7 +378,9 @@ fn recover(storage: &RocksStorage) -> Result<(State, u64), StorageFailure> {
 }
 
 /// Applies one committed entry to the state machine (without Raft side effects).
-fn replay(state: &mut State, entry: &Entry) -> Option<(String, Result<Applied, CommandError>)> {
+/// Applies one entry; for a command, returns its request id, its result and
+/// whether it may change what data planes serve.
+fn replay(state: &mut State, entry: &Entry) -> Option<(String, Result<Applied, CommandError>, bool)> {
     if entry.data.is_empty() {
         return None;
     }
@@ -385,7 +388,8 @@ fn replay(state: &mut State, entry: &Entry) -> Option<(String, Result<Applied, C
         EntryType::EntryNormal => match Command::decode(entry.data.as_ref()) {
             Ok(command) => {
                 let result = state.apply(entry.index, &command);
-                Some((command.request_id, result))
+                let serves = crate::state::changes_served_config(&command);
+                Some((command.request_id, result, serves))
             }
             Err(e) => {
                 tracing::error!(index = entry.index, error = %e, "undecodable command in the log; skipped");
@@ -611,7 +615,7 @@ impl Node {
         self.raw.mut_store().apply_snapshot(snapshot)?;
         self.raw.store().save_addresses(&self.transport.addresses())?;
         *self.shared.state_mut() = state;
-        self.shared.publish_config_version();
+        self.shared.publish_served_version();
         self.applied = index;
         Ok(())
     }
@@ -622,6 +626,7 @@ impl Node {
         }
         let already_applied = self.applied;
         let mut answers = Vec::new();
+        let mut served_changed = false;
         {
             let shared = self.shared.clone();
             let mut state = shared.state_mut();
@@ -629,13 +634,16 @@ impl Node {
                 if entry.index <= self.applied {
                     continue;
                 }
-                if let Some(answer) = replay(&mut state, entry) {
-                    answers.push(answer);
+                if let Some((request_id, result, serves)) = replay(&mut state, entry) {
+                    served_changed |= serves && result.is_ok();
+                    answers.push((request_id, result));
                 }
                 self.applied = entry.index;
             }
         }
-        self.shared.publish_config_version();
+        if served_changed {
+            self.shared.publish_served_version();
+        }
         // Membership changes take effect in Raft after the state lock is released
         // (publishing the status reads the state).
         for entry in entries.iter().filter(|e| e.index > already_applied) {

@@ -117,6 +117,25 @@ macro_rules! stamp {
     }};
 }
 
+/// Whether `command`, when it succeeds, can change what data planes serve
+/// (stages, the deployments they point at, keys, plans, domains). Editing an
+/// API definition cannot: only deploying it does.
+pub fn changes_served_config(command: &Command) -> bool {
+    match &command.op {
+        Some(Op::Put(put)) => !matches!(
+            put.resource.as_ref().and_then(|r| r.kind.as_ref()),
+            Some(Kind::Api(_)) | None
+        ),
+        Some(Op::Delete(delete)) => !matches!(
+            delete.target.as_ref().map(|t| t.kind()),
+            Some(resource_ref::Kind::Deployment) | None
+        ),
+        Some(Op::CreateDeployment(deployment)) => !deployment.stage.is_empty(),
+        Some(Op::PromoteCanary(_)) | Some(Op::RollbackStage(_)) => true,
+        None => false,
+    }
+}
+
 impl State {
     pub fn config_version(&self) -> u64 {
         self.config_version

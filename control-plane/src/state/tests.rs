@@ -79,6 +79,27 @@ fn code(result: Result<Applied, CommandError>) -> ErrorCode {
 }
 
 #[test]
+fn only_commands_that_can_change_what_data_planes_serve_trigger_a_publish() {
+    let stage = Stage {
+        api: "pets".into(),
+        name: "prod".into(),
+        ..Default::default()
+    };
+    let table = [
+        (put(Kind::Api(api("pets", "[]")), true, 0), false),
+        (put(Kind::Stage(stage), true, 0), true),
+        (deploy("pets", "d1", ""), false),
+        (deploy("pets", "d1", "prod"), true),
+        (delete(resource_ref::Kind::Deployment, "pets", "d1"), false),
+        (delete(resource_ref::Kind::Api, "", "pets"), true),
+        (delete(resource_ref::Kind::Stage, "pets", "prod"), true),
+    ];
+    for (command, expected) in table {
+        assert_eq!(changes_served_config(&command), expected, "{:?}", command.op);
+    }
+}
+
+#[test]
 fn creating_an_api_stamps_revision_and_time_and_bumps_the_config_version() {
     let mut state = State::default();
     state
