@@ -83,6 +83,7 @@ async fn run(
             method,
             timeout,
         } => {
+            integration::check_params(&matched.params)?;
             let call = Call {
                 uri: integration::fill(uri, &target.variables, &matched.params),
                 method: method.as_ref(),

@@ -136,7 +136,7 @@ async fn session(
         "subscribed to the control plane"
     );
 
-    let beats = {
+    let _beats = AbortOnDrop({
         let tx = tx.clone();
         let live = live.clone();
         tokio::spawn(async move {
@@ -154,7 +154,7 @@ async fn session(
                 }
             }
         })
-    };
+    });
     let result = async {
         while let Some(update) = updates.message().await? {
             *received = true;
@@ -165,8 +165,16 @@ async fn session(
         Ok(())
     }
     .await;
-    beats.abort();
     result
+}
+
+/// Ends a task when the session that started it ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Applies one update; returns the ACK or NACK to send (none for an update

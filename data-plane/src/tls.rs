@@ -26,7 +26,15 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, 
         PrivateKeyDer::from_pem_file(key).map_err(|e| format!("private_key_file {}: {e}", key.display()))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key_der)
         .map_err(|e| format!("private_key_file {}: {e}", key.display()))?;
-    Ok(Arc::new(CertifiedKey::new(certs, signing)))
+    let certified = CertifiedKey::new(certs, signing);
+    certified.keys_match().map_err(|e| {
+        format!(
+            "private_key_file {} does not belong to certificate_file {}: {e}",
+            key.display(),
+            cert.display()
+        )
+    })?;
+    Ok(Arc::new(certified))
 }
 
 /// Picks a certificate by SNI from the live config.

@@ -95,7 +95,7 @@ async fn three_control_planes_feed_two_data_planes_and_a_bad_snapshot_is_nacked_
     assert_eq!(seen["path"], "/orders/7");
     assert_eq!(seen["query"], "verbose=1");
     assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
-    assert_eq!(seen["x-forwarded-host"], HOST);
+    assert_eq!(seen["x-forwarded-host"], format!("{HOST}:{}", dp1.port));
     assert_eq!(seen["x-forwarded-proto"], "http");
     assert_eq!(seen["x-pylon-request-id"], reply.header("x-pylon-request-id"));
     assert!(!reply.header("x-pylon-deployment").is_empty());
@@ -647,6 +647,19 @@ async fn errors_have_aws_statuses_json_bodies_and_request_ids() {
         .await
         .expect("fast enough");
     assert_eq!(reply.status, 200);
+
+    // A path parameter that would climb out of the integration's path → 400.
+    for path in [
+        "/prod/files/..%2F..%2Fetc",
+        "/prod/a/%2e%2e/admin",
+        "/prod/a/../admin",
+    ] {
+        check(
+            &client.get(dp.address(), HOST, path).await.expect("traversal"),
+            400,
+            "Invalid path",
+        );
+    }
 
     // Backend down, or answering garbage → 502.
     check(

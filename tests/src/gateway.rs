@@ -231,10 +231,30 @@ impl Reply {
     }
 }
 
-/// Sends requests to a proxy address with any Host header.
+/// Resolves every name to 127.0.0.1, so requests can name any API host
+/// (`shop.localhost`, a custom domain) and still reach the proxy on loopback.
+#[derive(Clone, Copy)]
+pub struct Loopback;
+
+impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for Loopback {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        std::future::ready(Ok(vec![SocketAddr::from(([127, 0, 0, 1], 0))].into_iter()))
+    }
+}
+
+/// Sends requests to a proxy address, addressed to the request's Host (the
+/// URI carries it, so HTTP/2's `:authority` names it too).
 #[derive(Clone)]
 pub struct HttpClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpConnector<Loopback>, Full<Bytes>>,
 }
 
 impl Default for HttpClient {
@@ -247,8 +267,10 @@ impl HttpClient {
     pub fn new(http2_only: bool) -> HttpClient {
         let mut builder = Client::builder(TokioExecutor::new());
         builder.http2_only(http2_only).pool_max_idle_per_host(64);
+        let mut connector = HttpConnector::new_with_resolver(Loopback);
+        connector.set_nodelay(true);
         HttpClient {
-            client: builder.build_http(),
+            client: builder.build(connector),
         }
     }
 
@@ -259,7 +281,15 @@ impl HttpClient {
             .path_and_query()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_default();
-        parts.uri = format!("http://{address}{path}").parse()?;
+        let host = parts
+            .headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .unwrap_or_else(|| address.ip().to_string());
+        parts.uri = format!("http://{host}:{}{path}", address.port()).parse()?;
+        // hyper writes Host from the URI (with the port) for HTTP/1.1.
+        parts.headers.remove("host");
         let request = Request::from_parts(parts, body);
         let response = tokio::time::timeout(Duration::from_secs(40), self.client.request(request))
             .await

@@ -96,6 +96,9 @@ fn each_bad_api_is_rejected_naming_the_field_at_fault() {
             integration(a, 2).uri = "ftp://backend".into();
         }),
         ("routes[2].integration.uri", |a| {
+            integration(a, 2).uri = "http://{proxy}.example.com/x".into();
+        }),
+        ("routes[2].integration.uri", |a| {
             integration(a, 2).uri = "${env.HOME}/x".into();
         }),
         ("routes[2].integration.timeout_ms", |a| {

@@ -61,25 +61,27 @@ async fn follow(shared: Arc<Shared>, tx: watch::Sender<Option<Arc<Published>>>) 
     let mut versions = shared.watch_served_version();
     let mut last_digest = None;
     loop {
-        // Only what data planes serve is copied, under the read lock; the
-        // rest of the state (every API, all deployment history) is not.
-        let snapshot = config_snapshot(&shared.state());
-        let version = snapshot.version;
+        // Off the async threads: only what data planes serve is copied, under
+        // the read lock (the rest of the state — every API, all deployment
+        // history — is not), then digested and, when new, encoded.
+        let from = shared.clone();
         let built = tokio::task::spawn_blocking(move || {
+            let snapshot = config_snapshot(&from.state());
             let digest = pylon_common::snapshot::content_digest(&snapshot);
-            (snapshot, digest)
+            let started = std::time::Instant::now();
+            let encoded = (last_digest != Some(digest)).then(|| pylon_common::snapshot::encode(&snapshot));
+            (snapshot, digest, encoded, started.elapsed())
         })
         .await;
         match built {
-            Ok((snapshot, digest)) if last_digest != Some(digest) => {
-                let started = std::time::Instant::now();
-                let encoded = pylon_common::snapshot::encode(&snapshot);
+            Ok((snapshot, digest, Some(encoded), took)) => {
+                let version = snapshot.version;
                 tracing::info!(
                     version,
                     stages = snapshot.stages.len(),
                     bytes = encoded.uncompressed_size,
                     compressed = encoded.payload.len(),
-                    took_ms = started.elapsed().as_millis() as u64,
+                    took_ms = took.as_millis() as u64,
                     "publishing config snapshot"
                 );
                 last_digest = Some(digest);
@@ -93,7 +95,10 @@ async fn follow(shared: Arc<Shared>, tx: watch::Sender<Option<Arc<Published>>>) 
                     update,
                 })));
             }
-            Ok(_) => tracing::debug!(version, "config version changed nothing data planes serve"),
+            Ok((snapshot, ..)) => tracing::debug!(
+                version = snapshot.version,
+                "config version changed nothing data planes serve"
+            ),
             Err(e) => tracing::error!(error = %e, "building a config snapshot failed"),
         }
         if versions.changed().await.is_err() {

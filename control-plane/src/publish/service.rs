@@ -12,6 +12,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+/// How long a new stream may take to say Hello.
+const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct PublishService {
     publisher: Publisher,
     /// Turns true when the node shuts down: streams end so data planes fail
@@ -60,7 +63,13 @@ impl ConfigPublisher for PublishService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let address = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
         let mut inbound = request.into_inner();
-        let hello = match inbound.message().await? {
+        let mut stopping = self.stopping.clone();
+        let first = tokio::select! {
+            first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()) => first
+                .map_err(|_| Status::deadline_exceeded("no Hello within 10 s"))??,
+            Ok(()) = stopping.changed() => return Err(Status::unavailable("control-plane node shutting down")),
+        };
+        let hello = match first {
             Some(SubscribeRequest {
                 kind: Some(Kind::Hello(hello)),
             }) => hello,
@@ -109,7 +118,12 @@ async fn stream(
         if let Some(published) = latest
             && published.version > sent
         {
-            if tx.send(Ok(published.update.clone())).await.is_err() {
+            // A slow reader must not keep the stream from seeing shutdown.
+            let sent_ok = tokio::select! {
+                sent = tx.send(Ok(published.update.clone())) => sent.is_ok(),
+                Ok(()) = stopping.changed() => false,
+            };
+            if !sent_ok {
                 break;
             }
             sent = published.version;

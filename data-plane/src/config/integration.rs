@@ -38,6 +38,17 @@ impl CompiledIntegration {
                             .map_err(|e| format!("http_method: {e}"))?,
                     )
                 };
+                // Path parameters may only fill the path: a client must not
+                // choose the host.
+                let rest = integration
+                    .uri
+                    .strip_prefix("https://")
+                    .or_else(|| integration.uri.strip_prefix("http://"))
+                    .unwrap_or(&integration.uri);
+                let authority = rest.split('/').next().unwrap_or("");
+                if authority.replace("${", "").contains('{') {
+                    return Err("uri: path parameters may only appear in the path".into());
+                }
                 Ok(CompiledIntegration::Http {
                     proxy: kind == Type::HttpProxy,
                     uri: integration.uri.clone(),

@@ -13,6 +13,8 @@ use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub type Client = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Body>;
@@ -95,30 +97,53 @@ pub async fn call(
         )));
     }
 
+    // What the client addressed, port included, for X-Forwarded-Host.
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
+    // One forwarding convention: X-Forwarded-*, every earlier hop kept.
+    headers.remove(header::FORWARDED);
     let client_ip = conn.remote.ip().to_string();
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {client_ip}"),
-        None => client_ip,
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    let mut forwarded_for: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    forwarded_for.push(&client_ip);
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for.join(", ")) {
         headers.insert("x-forwarded-for", value);
     }
     headers.insert(
         "x-forwarded-proto",
         HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
     );
-    if let Ok(value) = HeaderValue::from_str(call.host) {
-        headers.insert("x-forwarded-host", value);
-    }
+    match original_host {
+        Some(host) => headers.insert("x-forwarded-host", host),
+        None => headers.remove("x-forwarded-host"),
+    };
     if let Ok(value) = HeaderValue::from_str(call.request_id) {
         headers.insert("x-pylon-request-id", value);
     }
 
+    // The body limit is noticed here, whatever the backend protocol makes of
+    // the body error (HTTP/2 turns it into a stream reset).
     let limit = usize::try_from(call.max_body_bytes).unwrap_or(usize::MAX);
-    let body: Body = Limited::new(body, limit).boxed_unsync();
+    let over_limit = Arc::new(AtomicBool::new(false));
+    let flag = over_limit.clone();
+    let body: Body = Limited::new(body, limit)
+        .map_err(move |e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                flag.store(true, Ordering::Relaxed);
+            }
+            e
+        })
+        .boxed_unsync();
     let mut request = Request::new(body);
     *request.method_mut() = call.method.cloned().unwrap_or(parts.method);
     *request.uri_mut() = uri;
@@ -127,11 +152,20 @@ pub async fn call(
 
     let response = match tokio::time::timeout(call.timeout, client.request(request)).await {
         Err(_) => return Err(GatewayError::IntegrationTimeout(call.timeout)),
+        Ok(Err(_)) if over_limit.load(Ordering::Relaxed) => {
+            return Err(GatewayError::BodyTooLarge {
+                limit: call.max_body_bytes,
+            });
+        }
         Ok(Err(e)) => return Err(classify(e, call.max_body_bytes)),
         Ok(Ok(response)) => response,
     };
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    // Only the gateway says which side served or what failed.
+    for name in [crate::response::CANARY, crate::response::ERROR_TYPE] {
+        parts.headers.remove(name);
+    }
     let body: Body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
     Ok(Response::from_parts(parts, body))
 }

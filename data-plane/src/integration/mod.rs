@@ -4,7 +4,25 @@
 pub mod http;
 pub mod mock;
 
+use crate::error::GatewayError;
 use std::collections::BTreeMap;
+
+/// Refuses path-parameter values that could leave the integration's path
+/// prefix once a backend normalises them: `.` and `..` segments, also
+/// percent-encoded, and encoded slashes or backslashes.
+pub fn check_params(params: &[(&str, String)]) -> Result<(), GatewayError> {
+    for (_, value) in params {
+        let lower = value.to_ascii_lowercase();
+        if lower.contains("%2f") || lower.contains("%5c") || value.contains('\\') {
+            return Err(GatewayError::MalformedRequest("Invalid path"));
+        }
+        let dots = lower.replace("%2e", ".");
+        if dots.split('/').any(|segment| segment == "." || segment == "..") {
+            return Err(GatewayError::MalformedRequest("Invalid path"));
+        }
+    }
+    Ok(())
+}
 
 /// Fills `${stageVariables.NAME}` from `variables` and `{name}` from the
 /// route's path parameters; anything else is kept as written.
@@ -52,5 +70,24 @@ mod tests {
         );
         assert_eq!(fill("${stageVariables.missing}/a", &variables, &params), "/a");
         assert_eq!(fill("$5 {", &variables, &params), "$5 {");
+    }
+
+    #[test]
+    fn parameters_that_could_climb_out_of_the_path_are_refused() {
+        for bad in [
+            "..",
+            "a/../b",
+            "./x",
+            "%2e%2E/admin",
+            "..%2Fadmin",
+            "a%5cb",
+            "a\\b",
+            "x/%2E",
+        ] {
+            assert!(check_params(&[("proxy", bad.to_owned())]).is_err(), "{bad}");
+        }
+        for good in ["pets/7", "a..b", "...", "%41", "file.txt", "v1.2/x"] {
+            assert!(check_params(&[("proxy", good.to_owned())]).is_ok(), "{good}");
+        }
     }
 }

@@ -12,6 +12,12 @@ pub fn resolve<'p>(
     host: &str,
     path: &'p str,
 ) -> Result<(Arc<CompiledStage>, &'p str), GatewayError> {
+    // A custom domain wins, even one under the base domain.
+    if config.has_domain(host) {
+        let (stage, rest) = config.domain_stage(host, path).ok_or(GatewayError::NoRoute)?;
+        let rest = if rest.is_empty() { "/" } else { rest };
+        return Ok((stage.clone(), rest));
+    }
     if let Some(api) = host
         .strip_suffix(base_domain)
         .and_then(|h| h.strip_suffix('.'))
@@ -26,11 +32,6 @@ pub fn resolve<'p>(
             None => (rest, "/"),
         };
         let stage = config.stage(api, stage).ok_or(GatewayError::NoRoute)?;
-        return Ok((stage.clone(), rest));
-    }
-    if config.has_domain(host) {
-        let (stage, rest) = config.domain_stage(host, path).ok_or(GatewayError::NoRoute)?;
-        let rest = if rest.is_empty() { "/" } else { rest };
         return Ok((stage.clone(), rest));
     }
     Err(GatewayError::UnknownApi)

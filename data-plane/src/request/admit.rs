@@ -33,15 +33,20 @@ fn header_bytes(parts: &Parts) -> usize {
         .sum::<usize>()
 }
 
-/// The Host the client addressed, lower-cased and without its port.
+/// The host the client addressed, lower-cased, without its port or a
+/// trailing dot. The request target's authority (HTTP/2 `:authority`, or an
+/// absolute-form HTTP/1.1 target) wins over `Host`, as RFC 9112/9113 say.
 pub fn host(parts: &Parts) -> Option<String> {
-    let raw = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()))?;
-    let authority: http::uri::Authority = raw.parse().ok()?;
-    Some(authority.host().to_ascii_lowercase())
+    let host = match parts.uri.authority() {
+        Some(authority) => authority.host().to_owned(),
+        None => {
+            let raw = parts.headers.get(header::HOST)?.to_str().ok()?;
+            let authority: http::uri::Authority = raw.parse().ok()?;
+            authority.host().to_owned()
+        }
+    };
+    let host = host.strip_suffix('.').unwrap_or(&host).to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
 }
 
 pub fn check_headers(parts: &Parts, limits: &Limits) -> Result<String, GatewayError> {

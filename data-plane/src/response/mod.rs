@@ -11,6 +11,7 @@ use http::{HeaderValue, Response};
 pub const REQUEST_ID: &str = "x-pylon-request-id";
 pub const DEPLOYMENT: &str = "x-pylon-deployment";
 pub const CANARY: &str = "x-pylon-canary";
+pub const ERROR_TYPE: &str = "x-pylon-error-type";
 
 pub fn finish(response: &mut Response<Body>, request_id: &str, target: Option<&Target>) {
     let headers = response.headers_mut();

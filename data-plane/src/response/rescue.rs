@@ -46,7 +46,7 @@ pub fn respond(
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Ok(value) = HeaderValue::from_str(kind.as_str()) {
-        headers.insert("x-pylon-error-type", value);
+        headers.insert(super::ERROR_TYPE, value);
     }
     if matches!(error, GatewayError::BodyTooLarge { .. }) {
         // The rest of the body is not read: this connection cannot carry another request.
