@@ -155,7 +155,8 @@ async fn session(
             }
         })
     });
-    let result = async {
+    // The heartbeat guard lives until the stream ends.
+    async {
         while let Some(update) = updates.message().await? {
             *received = true;
             if let Some(answer) = apply(update, live, options.cache.as_deref()).await {
@@ -164,8 +165,7 @@ async fn session(
         }
         Ok(())
     }
-    .await;
-    result
+    .await
 }
 
 /// Ends a task when the session that started it ends, however it ends.
