@@ -28,8 +28,12 @@ pub use server::{DataPlaneConfig, ServeError, serve};
 /// The body of every response the proxy writes and every backend request.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, error::BoxError>;
 
+/// A body that is already in memory.
 pub fn full_body(bytes: impl Into<Bytes>) -> Body {
-    integration::http::full(bytes)
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// Where a request came from.

@@ -77,12 +77,7 @@ async fn run(
         } => Ok(integration::mock::respond(
             *status, headers, body, &target, request_id,
         )),
-        CompiledIntegration::Http {
-            proxy: _,
-            uri,
-            method,
-            timeout,
-        } => {
+        CompiledIntegration::Http { uri, method, timeout } => {
             integration::check_params(&matched.params)?;
             let call = Call {
                 uri: integration::fill(uri, &target.variables, &matched.params),

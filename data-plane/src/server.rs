@@ -5,7 +5,7 @@
 //! header buffer, HTTP/2 concurrent streams and header list size. Shutdown
 //! stops accepting, then drains in-flight requests for up to the drain timeout.
 
-use crate::config::{self, CompiledConfig};
+use crate::config::CompiledConfig;
 use crate::request::admit::Limits;
 use crate::sync::{self, SyncOptions};
 use crate::{ConnInfo, Gateway, GatewayOptions, pipeline, tls};
@@ -279,6 +279,3 @@ async fn accept(
         }
     }
 }
-
-/// Compiles `snapshot` (exposed for tools and tests).
-pub use config::compile;

@@ -26,7 +26,6 @@ pub use service::PublishService;
 #[derive(Debug)]
 pub struct Published {
     pub version: u64,
-    pub digest: [u8; 32],
     pub update: ConfigUpdate,
 }
 
@@ -46,10 +45,6 @@ impl Publisher {
             current: rx,
             registry: Arc::new(Registry::new(shared.id)),
         }
-    }
-
-    pub fn current(&self) -> Option<Arc<Published>> {
-        self.current.borrow().clone()
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<Option<Arc<Published>>> {
@@ -89,11 +84,7 @@ async fn follow(shared: Arc<Shared>, tx: watch::Sender<Option<Arc<Published>>>) 
                     version,
                     body: Some(Body::Snapshot(encoded)),
                 };
-                tx.send_replace(Some(Arc::new(Published {
-                    version,
-                    digest,
-                    update,
-                })));
+                tx.send_replace(Some(Arc::new(Published { version, update })));
             }
             Ok((snapshot, ..)) => tracing::debug!(
                 version = snapshot.version,

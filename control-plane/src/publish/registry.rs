@@ -136,10 +136,6 @@ impl Registry {
             nodes.values().map(|e| e.node.clone()).collect()
         })
     }
-
-    pub fn connected(&self) -> usize {
-        self.with(|nodes| nodes.values().filter(|e| e.node.connected).count())
-    }
 }
 
 /// Merges several control-plane nodes' views: per data-plane node, a
@@ -200,7 +196,6 @@ mod tests {
         let _new = registry.connect(&hello("dp-1", 3), String::new());
         registry.disconnect("dp-1", old);
         assert!(registry.list()[0].connected);
-        assert_eq!(registry.connected(), 1);
     }
 
     #[test]

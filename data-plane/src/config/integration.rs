@@ -9,8 +9,6 @@ pub enum CompiledIntegration {
     /// HTTP_PROXY (pass-through) or HTTP (the mapping hooks come with the
     /// request phase); both stream bodies both ways.
     Http {
-        /// Pass-through: no mappings, client method kept.
-        proxy: bool,
         /// With `${stageVariables.x}` and `{param}` left to fill per request.
         uri: String,
         /// The backend method for HTTP integrations (None: the client's).
@@ -38,19 +36,9 @@ impl CompiledIntegration {
                             .map_err(|e| format!("http_method: {e}"))?,
                     )
                 };
-                // Path parameters may only fill the path: a client must not
-                // choose the host.
-                let rest = integration
-                    .uri
-                    .strip_prefix("https://")
-                    .or_else(|| integration.uri.strip_prefix("http://"))
-                    .unwrap_or(&integration.uri);
-                let authority = rest.split('/').next().unwrap_or("");
-                if authority.replace("${", "").contains('{') {
-                    return Err("uri: path parameters may only appear in the path".into());
-                }
+                // (Validation already refused path parameters outside the
+                // URI's path.)
                 Ok(CompiledIntegration::Http {
-                    proxy: kind == Type::HttpProxy,
                     uri: integration.uri.clone(),
                     method,
                     timeout,

@@ -121,14 +121,6 @@ impl RouteTable {
             .collect();
         Some(Matched { route, params })
     }
-
-    pub fn len(&self) -> usize {
-        self.routes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
-    }
 }
 
 #[cfg(test)]

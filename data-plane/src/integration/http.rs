@@ -5,7 +5,6 @@
 
 use crate::error::{BoxError, GatewayError};
 use crate::{Body, ConnInfo};
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Limited};
@@ -157,7 +156,7 @@ pub async fn call(
                 limit: call.max_body_bytes,
             });
         }
-        Ok(Err(e)) => return Err(classify(e, call.max_body_bytes)),
+        Ok(Err(e)) => return Err(classify(e)),
         Ok(Ok(response)) => response,
     };
     let (mut parts, body) = response.into_parts();
@@ -170,14 +169,11 @@ pub async fn call(
     Ok(Response::from_parts(parts, body))
 }
 
-/// Why the backend call failed: our body limit, a connection that could not be
-/// made or broke, or a response that is not HTTP.
-fn classify(error: hyper_util::client::legacy::Error, limit: u64) -> GatewayError {
+/// Why the backend call failed (the body limit is noticed before): a
+/// connection that could not be made or broke, or a response that is not HTTP.
+fn classify(error: hyper_util::client::legacy::Error) -> GatewayError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return GatewayError::BodyTooLarge { limit };
-        }
         if let Some(hyper_error) = e.downcast_ref::<hyper::Error>()
             && hyper_error.is_parse()
         {
@@ -186,11 +182,4 @@ fn classify(error: hyper_util::client::legacy::Error, limit: u64) -> GatewayErro
         source = e.source();
     }
     GatewayError::IntegrationUnreachable(Box::new(error))
-}
-
-/// A body that is already in memory.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    http_body_util::Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
 }

@@ -37,16 +37,13 @@ fn header_bytes(parts: &Parts) -> usize {
 /// trailing dot. The request target's authority (HTTP/2 `:authority`, or an
 /// absolute-form HTTP/1.1 target) wins over `Host`, as RFC 9112/9113 say.
 pub fn host(parts: &Parts) -> Option<String> {
-    let host = match parts.uri.authority() {
-        Some(authority) => authority.host().to_owned(),
-        None => {
-            let raw = parts.headers.get(header::HOST)?.to_str().ok()?;
-            let authority: http::uri::Authority = raw.parse().ok()?;
-            authority.host().to_owned()
-        }
+    let authority: http::uri::Authority = match parts.uri.authority() {
+        Some(authority) => authority.clone(),
+        None => parts.headers.get(header::HOST)?.to_str().ok()?.parse().ok()?,
     };
-    let host = host.strip_suffix('.').unwrap_or(&host).to_ascii_lowercase();
-    (!host.is_empty()).then_some(host)
+    let host = authority.host();
+    let host = host.strip_suffix('.').unwrap_or(host);
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
 pub fn check_headers(parts: &Parts, limits: &Limits) -> Result<String, GatewayError> {
