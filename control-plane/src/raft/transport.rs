@@ -118,19 +118,30 @@ impl Transport {
         }
     }
 
-    /// Asks one peer for its own Raft status (for the cluster status call).
-    pub async fn peer_status(&self, address: &str) -> Result<NodeStatus, String> {
+    /// `message` as a request carrying this cluster's token, if any.
+    fn authorized<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Some(token) = &self.inner.token {
+            token.attach(&mut request);
+        }
+        request
+    }
+
+    /// A client for one quick question to a peer (1 s to answer).
+    async fn ask(&self, address: &str) -> Result<RaftTransportClient<Channel>, String> {
         let endpoint = self
             .endpoint(address)?
             .connect_timeout(Duration::from_millis(500))
             .timeout(Duration::from_secs(1));
         let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
-        let mut request = Request::new(StatusRequest {});
-        if let Some(token) = &self.inner.token {
-            token.attach(&mut request);
-        }
-        RaftTransportClient::new(channel)
-            .status(request)
+        Ok(RaftTransportClient::new(channel))
+    }
+
+    /// Asks one peer for its own Raft status (for the cluster status call).
+    pub async fn peer_status(&self, address: &str) -> Result<NodeStatus, String> {
+        self.ask(address)
+            .await?
+            .status(self.authorized(StatusRequest {}))
             .await
             .map(Response::into_inner)
             .map_err(|status| status.message().to_owned())
@@ -138,17 +149,9 @@ impl Transport {
 
     /// Asks one peer which data-plane nodes it knows of.
     pub async fn peer_data_plane_nodes(&self, address: &str) -> Result<DataPlaneNodeList, String> {
-        let endpoint = self
-            .endpoint(address)?
-            .connect_timeout(Duration::from_millis(500))
-            .timeout(Duration::from_secs(1));
-        let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
-        let mut request = Request::new(DataPlaneNodesRequest {});
-        if let Some(token) = &self.inner.token {
-            token.attach(&mut request);
-        }
-        RaftTransportClient::new(channel)
-            .data_plane_nodes(request)
+        self.ask(address)
+            .await?
+            .data_plane_nodes(self.authorized(DataPlaneNodesRequest {}))
             .await
             .map(Response::into_inner)
             .map_err(|status| status.message().to_owned())
@@ -260,15 +263,12 @@ impl Peer {
             }
         }
         let inner = &self.transport.inner;
-        let mut request = Request::new(MessageBatch {
+        let mut request = self.transport.authorized(MessageBatch {
             from_id: inner.id,
             from_address: inner.own_address.clone(),
             messages,
         });
         request.set_timeout(SEND_TIMEOUT);
-        if let Some(token) = &inner.token {
-            token.attach(&mut request);
-        }
         match tokio::time::timeout(SEND_TIMEOUT, self.client.send(request)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(status)) => Err(status.message().to_owned()),
