@@ -90,14 +90,7 @@ pub async fn run() {
         })
         .await
         .expect("create");
-    admin
-        .create_deployment(CreateDeploymentRequest {
-            api: "prop".into(),
-            stage: "prod".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("deploy");
+    deploy(&mut admin, "m-0").await;
     let http = HttpClient::default();
     let serves = |node: std::net::SocketAddr, marker: String| {
         let http = http.clone();

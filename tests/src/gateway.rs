@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -170,28 +170,12 @@ impl DataPlaneNode {
         if self.child.is_some() {
             bail!("data plane {} is already running", self.node_id);
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = Command::new(crate::pylon_bin())
-            .arg("data-plane")
-            .args(&self.args)
-            .env("PYLON_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("spawning pylon data-plane")?;
-        self.child = Some(child);
+        self.child = Some(crate::spawn_pylon("data-plane", &self.args, &self.log, "info")?);
         Ok(())
     }
 
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        crate::kill(&mut self.child);
     }
 
     pub fn pid(&self) -> Option<u32> {

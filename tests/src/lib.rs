@@ -110,6 +110,29 @@ pub async fn connect_with(endpoint: &str, token: Option<&str>, ca: Option<&[u8]>
     Ok(AdminServiceClient::with_interceptor(channel, WithToken(token)))
 }
 
+/// Starts `pylon SUBCOMMAND ARGS…` with stdout and stderr appended to `log`
+/// and `PYLON_LOG` set to `log_filter`.
+pub fn spawn_pylon(subcommand: &str, args: &[String], log: &Path, log_filter: &str) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    Command::new(pylon_bin())
+        .arg(subcommand)
+        .args(args)
+        .env("PYLON_LOG", log_filter)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("spawning pylon {subcommand}"))
+}
+
+/// `kill -9` and reap a process a test started, if it runs.
+pub fn kill(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 /// One `pylon control-plane` process and what it needs to be restarted.
 pub struct ControlPlaneNode {
     pub id: u64,
@@ -146,29 +169,18 @@ impl ControlPlaneNode {
         if self.child.is_some() {
             bail!("node {} is already running", self.id);
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = Command::new(pylon_bin())
-            .arg("control-plane")
-            .args(&self.args)
-            .env("PYLON_LOG", "info,raft=info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("spawning pylon control-plane")?;
-        self.child = Some(child);
+        self.child = Some(spawn_pylon(
+            "control-plane",
+            &self.args,
+            &self.log,
+            "info,raft=info",
+        )?);
         Ok(())
     }
 
     /// `kill -9`: no chance to flush anything.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill(&mut self.child);
     }
 
     pub async fn admin(&self) -> anyhow::Result<Admin> {
