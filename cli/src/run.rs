@@ -68,6 +68,9 @@ pub struct DevArgs {
     /// APIs answer at http://{api}.{base-domain}:{port}/{stage}/...
     #[arg(long, default_value = "localhost")]
     base_domain: String,
+    /// A proxy (address or CIDR) whose X-Forwarded-For names the client (repeatable).
+    #[arg(long = "trusted-proxy")]
+    trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Resolves once, for every listener of the process.
@@ -109,6 +112,13 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         "dev".into(),
     );
     data_plane.base_domain = args.base_domain.clone();
+    data_plane.trusted_proxies = args.trusted_proxies.clone();
+    // One node serves every endpoint class, PRIVATE APIs included (their
+    // resource policies still decide who gets in).
+    data_plane.labels.insert(
+        pylon_common::snapshot::ENDPOINT_CLASS_LABEL.into(),
+        "private".into(),
+    );
     data_plane.snapshot_cache = Some(args.data_dir.join("config-snapshot"));
     let port = args.listen.port();
     eprintln!(
@@ -172,6 +182,10 @@ pub struct DataPlaneArgs {
     /// Extra CA bundle (PEM) trusted for HTTPS backends.
     #[arg(long)]
     upstream_ca: Option<PathBuf>,
+    /// A proxy (address or CIDR) whose X-Forwarded-For names the client
+    /// (repeatable). Resource policies then judge the forwarded address.
+    #[arg(long = "trusted-proxy")]
+    trusted_proxies: Vec<ipnet::IpNet>,
     /// Seconds a client has to send its request headers.
     #[arg(long, default_value_t = 10)]
     header_read_timeout_s: u64,
@@ -215,6 +229,7 @@ pub async fn data_plane(args: DataPlaneArgs) -> anyhow::Result<()> {
     config.control_plane_ca = args.control_plane_ca;
     config.snapshot_cache = args.snapshot_cache;
     config.upstream_ca = args.upstream_ca;
+    config.trusted_proxies = args.trusted_proxies;
     config.header_read_timeout = Duration::from_secs(args.header_read_timeout_s.max(1));
     config.drain_timeout = Duration::from_secs(args.drain_timeout_s);
     pylon_data_plane::serve(config, shutdown_signal()).await?;

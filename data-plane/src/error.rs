@@ -38,6 +38,35 @@ pub enum GatewayError {
     /// makes the URI invalid).
     #[error("Internal server error")]
     ApiConfiguration(String),
+    /// The API's resource policy does not admit the source address.
+    #[error("User: anonymous is not authorized to perform: execute-api:Invoke")]
+    AccessDenied { source_ip: std::net::IpAddr },
+    /// No API key, or one that is unknown, disabled or not in a usage plan of
+    /// this stage.
+    #[error("Forbidden")]
+    InvalidApiKey(&'static str),
+    /// No credential, or one that is not valid (RFC 6750 `invalid_token`).
+    #[error("Unauthorized")]
+    Unauthorized { reason: String },
+    /// A token outside its `exp`/`nbf` window.
+    #[error("The incoming token has expired")]
+    ExpiredToken,
+    /// A token whose signature does not verify.
+    #[error("Invalid signature")]
+    InvalidSignature,
+    /// A valid token without any of the route's scopes, or an authorizer's deny.
+    #[error("Forbidden")]
+    Forbidden { reason: String, insufficient_scope: bool },
+    /// The authorizer (or a JWKS endpoint) could not be reached or failed.
+    #[error("Internal server error")]
+    AuthorizerFailure(String),
+    /// The request authorizer answered something that is not a decision.
+    #[error("Internal server error")]
+    AuthorizerConfiguration(String),
+    #[error("{0}")]
+    BadRequestParameters(String),
+    #[error("{0}")]
+    BadRequestBody(String),
 }
 
 impl GatewayError {
@@ -59,10 +88,20 @@ impl GatewayError {
                 }
                 text
             }
-            GatewayError::ApiConfiguration(why) => why.clone(),
-            GatewayError::MalformedRequest(_) | GatewayError::UnknownApi | GatewayError::NoRoute => {
-                String::new()
-            }
+            GatewayError::ApiConfiguration(why)
+            | GatewayError::AuthorizerFailure(why)
+            | GatewayError::AuthorizerConfiguration(why)
+            | GatewayError::Unauthorized { reason: why }
+            | GatewayError::Forbidden { reason: why, .. } => why.clone(),
+            GatewayError::AccessDenied { source_ip } => format!("source {source_ip}"),
+            GatewayError::InvalidApiKey(why) => (*why).to_owned(),
+            GatewayError::MalformedRequest(_)
+            | GatewayError::UnknownApi
+            | GatewayError::NoRoute
+            | GatewayError::ExpiredToken
+            | GatewayError::InvalidSignature
+            | GatewayError::BadRequestParameters(_)
+            | GatewayError::BadRequestBody(_) => String::new(),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! nothing to the control plane but ACK/NACK and heartbeats.
 
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod integration;
 pub mod pipeline;
@@ -37,10 +38,15 @@ pub fn full_body(bytes: impl Into<Bytes>) -> Body {
 }
 
 /// Where a request came from.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnInfo {
     pub remote: SocketAddr,
     pub tls: bool,
+    /// The server name the TLS client asked for.
+    pub sni: Option<Arc<str>>,
+    /// The client's certificate, verified against the truststore of the
+    /// custom domain named by `sni` (mutual TLS).
+    pub client_cert: Option<Arc<context::ClientCert>>,
 }
 
 /// Settings fixed for the life of the process.
@@ -49,6 +55,9 @@ pub struct GatewayOptions {
     /// APIs answer at `{api}.{base_domain}`.
     pub base_domain: String,
     pub limits: request::admit::Limits,
+    /// Proxies whose `X-Forwarded-For` is believed (resource policies judge
+    /// the address they forwarded for).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// What every request handler shares: the live config, the upstream client.
@@ -56,6 +65,7 @@ pub struct Gateway {
     pub config: Arc<ArcSwap<CompiledConfig>>,
     pub client: integration::http::Client,
     pub options: GatewayOptions,
+    pub authorizers: request::authorize::Authorizers,
 }
 
 impl Gateway {

@@ -1,63 +1,144 @@
 //! One request, phase by phase, in the order they run:
 //!
 //! ```text
-//! admit → address → canary → route → integration → response (finish | rescue)
+//! admit → address → canary → policy → [CORS preflight] → route → authorize
+//!   → read body (if needed) → validate → transform → integration
+//!   → response transform → finish | rescue
 //! ```
 //!
 //! Each phase returns a [`GatewayError`] to stop the request; only
-//! [`crate::response::rescue`] turns one into a response.
+//! [`crate::response::rescue`] turns one into a response. CORS wraps
+//! everything from the route on (tower-http's layer): it answers preflights
+//! before any authorizer runs and adds its headers to every answer, errors
+//! included.
 
 use crate::config::integration::CompiledIntegration;
-use crate::config::{CompiledConfig, Target};
+use crate::config::{CompiledConfig, CompiledStage, GatewayResponses, Target};
+use crate::context::{Identity, RequestContext};
 use crate::error::GatewayError;
 use crate::integration::{self, http::Call};
-use crate::request::{address, admit, canary};
+use crate::request::inputs::Inputs;
+use crate::request::{address, admit, authorize, canary, policy, transform, validate};
 use crate::response::{self, rescue};
-use crate::{Body, ConnInfo, Gateway};
-use http::{Request, Response};
+use crate::{Body, ConnInfo, Gateway, full_body};
+use bytes::Bytes;
+use http::{Method, Request, Response, Uri};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use tower::{Layer, ServiceExt};
 
 pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
     let request_id = new_request_id();
     let config = gateway.config.load_full();
-    let mut served_by: Option<Arc<Target>> = None;
     let (parts, body) = request.into_parts();
-    // Kept for the log line of a failed request (cheap: shared bytes).
-    let (method, uri) = (parts.method.clone(), parts.uri.clone());
-    let result = run(&gateway, &config, parts, body, &conn, &request_id, &mut served_by).await;
-    let mut response = match result {
-        Ok(response) => response,
-        Err(error) => {
-            let responses = served_by.as_ref().map(|t| &t.definition.responses);
-            let response = rescue::respond(&error, responses, &request_id);
-            if response.status().is_server_error() {
-                tracing::warn!(request_id, %method, path = uri.path(), status = response.status().as_u16(), error = %error, detail = error.detail(), "request failed");
-            } else {
-                tracing::debug!(request_id, %method, path = uri.path(), status = response.status().as_u16(), error = %error, "request refused");
-            }
-            response
+    let (mut response, served_by) = match front(&gateway, &config, &parts, &conn) {
+        Err((error, target)) => {
+            let responses = target.as_ref().map(|t| &t.definition.responses);
+            let response = fail(&error, responses, &request_id, &parts.method, &parts.uri);
+            (response, target)
+        }
+        Ok(front) => {
+            let target = front.target.clone();
+            let response = match &target.definition.cors {
+                None => back(&gateway, &front, parts, body, &conn, &request_id).await,
+                Some(cors) => {
+                    // The inner service owns what it uses, so its future is 'static.
+                    let (front, conn, request_id) = (Arc::new(front), conn.clone(), request_id.clone());
+                    let gateway = gateway.clone();
+                    let inner = tower::service_fn(move |request: Request<Incoming>| {
+                        let (gateway, front, conn, request_id) =
+                            (gateway.clone(), front.clone(), conn.clone(), request_id.clone());
+                        async move {
+                            let (parts, body) = request.into_parts();
+                            Ok::<_, Infallible>(back(&gateway, &front, parts, body, &conn, &request_id).await)
+                        }
+                    });
+                    match cors.layer(inner).oneshot(Request::from_parts(parts, body)).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    }
+                }
+            };
+            (response, Some(target))
         }
     };
     response::finish(&mut response, &request_id, served_by.as_deref());
     response
 }
 
-async fn run(
+/// What the first phases decided.
+struct Front {
+    stage: Arc<CompiledStage>,
+    target: Arc<Target>,
+    /// The path below the stage.
+    path: String,
+    host: String,
+    source_ip: IpAddr,
+}
+
+/// admit → address → canary → policy. On failure, the target when one was
+/// chosen (its API's gateway responses apply).
+fn front(
     gateway: &Gateway,
     config: &CompiledConfig,
+    parts: &http::request::Parts,
+    conn: &ConnInfo,
+) -> Result<Front, (GatewayError, Option<Arc<Target>>)> {
+    let options = &gateway.options;
+    let host = admit::check_headers(parts, &options.limits).map_err(|e| (e, None))?;
+    let (stage, path) =
+        address::resolve(config, &options.base_domain, &host, parts.uri.path()).map_err(|e| (e, None))?;
+    let source_ip = policy::source_ip(conn.remote.ip(), &parts.headers, &options.trusted_proxies);
+    let target = canary::pick(&stage, parts, source_ip);
+    if let Err(error) = policy::check(&target.definition.policy, source_ip) {
+        return Err((error, Some(target)));
+    }
+    Ok(Front {
+        path: path.to_owned(),
+        stage,
+        target,
+        host,
+        source_ip,
+    })
+}
+
+/// Everything from the route on; errors are rescued here so CORS headers
+/// reach them too.
+async fn back(
+    gateway: &Gateway,
+    front: &Front,
     parts: http::request::Parts,
     body: Incoming,
     conn: &ConnInfo,
     request_id: &str,
-    served_by: &mut Option<Arc<Target>>,
+) -> Response<Body> {
+    let (method, uri) = (parts.method.clone(), parts.uri.clone());
+    match serve(gateway, front, parts, body, conn, request_id).await {
+        Ok(response) => response,
+        Err(error) => fail(
+            &error,
+            Some(&front.target.definition.responses),
+            request_id,
+            &method,
+            &uri,
+        ),
+    }
+}
+
+async fn serve(
+    gateway: &Gateway,
+    front: &Front,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    conn: &ConnInfo,
+    request_id: &str,
 ) -> Result<Response<Body>, GatewayError> {
     let options = &gateway.options;
-    // Request phase.
-    let host = admit::check_headers(&parts, &options.limits)?;
-    let (stage, path) = address::resolve(config, &options.base_domain, &host, parts.uri.path())?;
-    let target = canary::pick(&stage, &parts, conn.remote.ip());
-    *served_by = Some(target.clone());
+    let target = &front.target;
     if let Err(error) = admit::check_declared_length(&parts.headers, &options.limits) {
         admit::linger(body);
         return Err(error);
@@ -65,18 +146,37 @@ async fn run(
     let matched = target
         .definition
         .routes
-        .find(&parts.method, path)
+        .find(&parts.method, &front.path)
         .ok_or(GatewayError::NoRoute)?;
+    let route = matched.route;
+    let settings = &route.settings;
+    let mut ctx = context(front, &parts, conn, request_id, &route.key);
 
-    // Integration phase.
-    match &matched.route.integration {
+    // Authenticate before reading a body: strangers cannot make us buffer.
+    let inputs = Inputs::new(&parts, &front.path, &matched.params, &target.variables, None);
+    authorize::run(gateway, &front.stage, &settings.auth, &inputs, &mut ctx).await?;
+    let (whole, stream) = if settings.reads_body {
+        (Some(read_whole(body, options.limits.max_body_bytes).await?), None)
+    } else {
+        (None, Some(body))
+    };
+    let inputs = Inputs::new(&parts, &front.path, &matched.params, &target.variables, whole.as_ref());
+    if let Some(validation) = &settings.validation {
+        validate::check(validation, &inputs)?;
+    }
+    let plan = transform::plan(settings, &target.definition, &inputs, &ctx)?;
+    // Response mappings may read the request as the client sent it.
+    let transforms_response = !settings.response_mappings.is_empty() || settings.response_template.is_some();
+    let original = transforms_response.then(|| copy_parts(&parts));
+    transform::strip_gateway_headers(&mut parts.headers);
+    let outgoing = plan.apply(&mut parts.headers);
+
+    let response = match &route.integration {
         CompiledIntegration::Mock {
             status,
             headers,
             body,
-        } => Ok(integration::mock::respond(
-            *status, headers, body, &target, request_id,
-        )),
+        } => integration::mock::respond(*status, headers, body, target, request_id),
         CompiledIntegration::Http { uri, method, timeout } => {
             integration::check_params(&matched.params)?;
             let call = Call {
@@ -85,11 +185,109 @@ async fn run(
                 timeout: *timeout,
                 max_body_bytes: options.limits.max_body_bytes,
                 request_id,
-                host: &host,
+                host: &front.host,
+                query: outgoing.query,
+                path: outgoing.path,
             };
-            integration::http::call(&gateway.client, call, parts, body, conn).await
+            let (body, over_limit) = match (outgoing.body, &whole, stream) {
+                (Some(rendered), _, _) => (full_body(rendered), Arc::new(AtomicBool::new(false))),
+                (None, Some(whole), _) => (full_body(whole.clone()), Arc::new(AtomicBool::new(false))),
+                (None, None, Some(stream)) => integration::http::limited(stream, options.limits.max_body_bytes),
+                (None, None, None) => (full_body(Bytes::new()), Arc::new(AtomicBool::new(false))),
+            };
+            integration::http::call(&gateway.client, call, parts, body, over_limit, conn).await?
+        }
+    };
+
+    // Response phase.
+    match original {
+        None => Ok(response),
+        Some(original) => {
+            let inputs = Inputs::new(&original, &front.path, &matched.params, &target.variables, whole.as_ref());
+            response::transform::apply(
+                settings,
+                &target.definition,
+                response,
+                &inputs,
+                &ctx,
+                options.limits.max_body_bytes,
+            )
+            .await
         }
     }
+}
+
+fn context(
+    front: &Front,
+    parts: &http::request::Parts,
+    conn: &ConnInfo,
+    request_id: &str,
+    route_key: &str,
+) -> RequestContext {
+    RequestContext {
+        request_id: request_id.to_owned(),
+        api_id: front.stage.api.clone(),
+        stage: front.stage.name.clone(),
+        deployment_id: front.target.deployment_id.clone(),
+        domain_name: front.host.clone(),
+        http_method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        resource_path: route_key.split_once(' ').map_or(route_key, |(_, p)| p).to_owned(),
+        route_key: route_key.to_owned(),
+        protocol: format!("{:?}", parts.version),
+        request_time_epoch: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        identity: Identity {
+            source_ip: front.source_ip.to_string(),
+            user_agent: parts
+                .headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned(),
+            api_key_id: None,
+            client_cert: conn.client_cert.clone(),
+        },
+        authorizer: Default::default(),
+    }
+}
+
+/// Method, target and headers of a request (what response mappings read).
+fn copy_parts(parts: &http::request::Parts) -> http::request::Parts {
+    let mut copy = Request::new(());
+    *copy.method_mut() = parts.method.clone();
+    *copy.uri_mut() = parts.uri.clone();
+    *copy.version_mut() = parts.version;
+    *copy.headers_mut() = parts.headers.clone();
+    copy.into_parts().0
+}
+
+async fn read_whole(body: Incoming, limit: u64) -> Result<Bytes, GatewayError> {
+    let limit_bytes = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(body, limit_bytes).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::BodyTooLarge { limit }),
+        Err(_) => Err(GatewayError::MalformedRequest("The request body could not be read")),
+    }
+}
+
+/// Logs a failed request and builds its response.
+fn fail(
+    error: &GatewayError,
+    responses: Option<&GatewayResponses>,
+    request_id: &str,
+    method: &Method,
+    uri: &Uri,
+) -> Response<Body> {
+    let response = rescue::respond(error, responses, request_id);
+    let status = response.status().as_u16();
+    if response.status().is_server_error() {
+        tracing::warn!(request_id, %method, path = uri.path(), status, error = %error, detail = error.detail(), "request failed");
+    } else {
+        tracing::debug!(request_id, %method, path = uri.path(), status, error = %error, detail = error.detail(), "request refused");
+    }
+    response
 }
 
 /// A random id in UUID form (8-4-4-4-12 hex digits), unique across nodes.

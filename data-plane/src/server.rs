@@ -43,6 +43,8 @@ pub struct DataPlaneConfig {
     /// Extra CA for HTTPS backends (besides the system's roots).
     pub upstream_ca: Option<PathBuf>,
     pub limits: Limits,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub header_read_timeout: Duration,
     pub drain_timeout: Duration,
 }
@@ -63,6 +65,7 @@ impl DataPlaneConfig {
             snapshot_cache: None,
             upstream_ca: None,
             limits: Limits::default(),
+            trusted_proxies: Vec::new(),
             header_read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
         }
@@ -92,7 +95,7 @@ pub async fn serve(
     }
     let live = Arc::new(ArcSwap::from_pointee(CompiledConfig::default()));
     if let Some(path) = &config.snapshot_cache {
-        match sync::load_cache(path) {
+        match sync::load_cache(path, pylon_common::snapshot::serves_private(&config.labels)) {
             Ok(Some(compiled)) => {
                 tracing::info!(version = compiled.version, path = %path.display(), "serving the cached config snapshot until the control plane answers");
                 live.store(Arc::new(compiled));
@@ -108,7 +111,9 @@ pub async fn serve(
         options: GatewayOptions {
             base_domain: config.base_domain.to_ascii_lowercase(),
             limits: config.limits.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
         },
+        authorizers: Default::default(),
     });
 
     let listener = bind(config.listen).await?;
@@ -243,10 +248,13 @@ async fn accept(
         let info = ConnInfo {
             remote,
             tls: tls.is_some(),
+            sni: None,
+            client_cert: None,
         };
         let gateway = gateway.clone();
         let service = service_fn(move |request| {
             let gateway = gateway.clone();
+            let info = info.clone();
             async move { Ok::<_, Infallible>(pipeline::handle(gateway, request, info).await) }
         });
         let builder = builder.clone();

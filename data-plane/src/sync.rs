@@ -159,7 +159,7 @@ async fn session(
     async {
         while let Some(update) = updates.message().await? {
             *received = true;
-            if let Some(answer) = apply(update, live, options.cache.as_deref()).await {
+            if let Some(answer) = apply(update, live, options.cache.as_deref(), snapshot::serves_private(&options.labels)).await {
                 let _ = tx.send(answer).await;
             }
         }
@@ -183,6 +183,7 @@ async fn apply(
     update: ConfigUpdate,
     live: &Arc<ArcSwap<CompiledConfig>>,
     cache: Option<&Path>,
+    serves_private: bool,
 ) -> Option<SubscribeRequest> {
     let version = update.version;
     let serving = live.load().version;
@@ -199,7 +200,7 @@ async fn apply(
     let compiled = {
         let update = update.clone();
         let current = live.load_full();
-        tokio::task::spawn_blocking(move || compile_update(&update, Some(&current)))
+        tokio::task::spawn_blocking(move || compile_update(&update, Some(&current), serves_private))
             .await
             .unwrap_or_else(|e| Err(format!("compiling panicked: {e}")))
     };
@@ -242,7 +243,11 @@ async fn apply(
 
 /// Decodes and compiles an update. When its content equals what `current`
 /// serves, only the version moves.
-fn compile_update(update: &ConfigUpdate, current: Option<&CompiledConfig>) -> Result<CompiledConfig, String> {
+fn compile_update(
+    update: &ConfigUpdate,
+    current: Option<&CompiledConfig>,
+    serves_private: bool,
+) -> Result<CompiledConfig, String> {
     let Some(Body::Snapshot(encoded)) = &update.body else {
         return Err("update without a snapshot body".into());
     };
@@ -259,7 +264,7 @@ fn compile_update(update: &ConfigUpdate, current: Option<&CompiledConfig>) -> Re
         same.version = update.version;
         return Ok(same);
     }
-    config::compile(&snapshot, digest).map_err(|e| e.to_string())
+    config::compile(&snapshot, digest, serves_private).map_err(|e| e.to_string())
 }
 
 fn store_cache(path: &Path, update: &ConfigUpdate) -> std::io::Result<()> {
@@ -272,7 +277,7 @@ fn store_cache(path: &Path, update: &ConfigUpdate) -> std::io::Result<()> {
 }
 
 /// Reads and compiles the snapshot cache; `Ok(None)` when there is none.
-pub fn load_cache(path: &Path) -> Result<Option<CompiledConfig>, String> {
+pub fn load_cache(path: &Path, serves_private: bool) -> Result<Option<CompiledConfig>, String> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -282,7 +287,7 @@ pub fn load_cache(path: &Path) -> Result<Option<CompiledConfig>, String> {
         .strip_prefix(CACHE_MAGIC)
         .ok_or("not a Pylon config snapshot cache")?;
     let update = ConfigUpdate::decode(body).map_err(|e| format!("damaged: {e}"))?;
-    compile_update(&update, None).map(Some)
+    compile_update(&update, None, serves_private).map(Some)
 }
 
 #[cfg(test)]
@@ -304,7 +309,7 @@ mod tests {
     #[tokio::test]
     async fn only_newer_versions_are_applied_and_acked() {
         let live = Arc::new(ArcSwap::from_pointee(CompiledConfig::default()));
-        let answer = apply(update(5), &live, None).await;
+        let answer = apply(update(5), &live, None, false).await;
         assert!(matches!(
             answer,
             Some(SubscribeRequest {
@@ -312,20 +317,20 @@ mod tests {
             })
         ));
         assert_eq!(live.load().version, 5);
-        assert!(apply(update(5), &live, None).await.is_none());
-        assert!(apply(update(3), &live, None).await.is_none());
+        assert!(apply(update(5), &live, None, false).await.is_none());
+        assert!(apply(update(3), &live, None, false).await.is_none());
         assert_eq!(live.load().version, 5);
     }
 
     #[tokio::test]
     async fn a_damaged_update_is_nacked_and_the_old_config_stays() {
         let live = Arc::new(ArcSwap::from_pointee(CompiledConfig::default()));
-        let _ = apply(update(5), &live, None).await;
+        let _ = apply(update(5), &live, None, false).await;
         let mut bad = update(6);
         if let Some(Body::Snapshot(encoded)) = &mut bad.body {
             encoded.sha256 = vec![0; 32];
         }
-        let answer = apply(bad, &live, None).await;
+        let answer = apply(bad, &live, None, false).await;
         assert!(matches!(
             answer,
             Some(SubscribeRequest {
@@ -339,13 +344,13 @@ mod tests {
     async fn the_cache_round_trips_and_refuses_a_damaged_file() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("snapshot");
-        assert!(matches!(load_cache(&path), Ok(None)));
+        assert!(matches!(load_cache(&path, false), Ok(None)));
         store_cache(&path, &update(9)).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(load_cache(&path).ok().flatten().map(|c| c.version), Some(9));
+        assert_eq!(load_cache(&path, false).ok().flatten().map(|c| c.version), Some(9));
         let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
-        assert!(load_cache(&path).is_err());
+        assert!(load_cache(&path, false).is_err());
     }
 }

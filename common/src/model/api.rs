@@ -9,6 +9,8 @@ use pylon_proto::config::v1::{
     Api, Authorization, Authorizer, Cors, Integration, ResourcePolicy, Route, api, authorization, authorizer,
     integration,
 };
+use super::mapping::{Side, compile_mappings};
+use super::template::{check_template, compile_schema};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// AWS's default and maximum integration timeout.
@@ -136,6 +138,14 @@ fn check_api(c: &mut Checker, api: &Api) {
             key("models", name),
             "model names are 1-128 chars of A-Z a-z 0-9 _ - .",
         );
+    }
+    for (name, schema) in &api.models {
+        let compiled = serde_json::to_value(schema)
+            .map_err(|e| e.to_string())
+            .and_then(|schema| compile_schema(&schema));
+        if let Err(why) = compiled {
+            c.fail(key("models", name), format!("not a valid JSON Schema: {why}"));
+        }
     }
 
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
@@ -473,42 +483,36 @@ fn check_validation(c: &mut Checker, p: &str, route: &Route, api: &Api) {
 }
 
 fn check_mappings(c: &mut Checker, p: &str, route: &Route) {
-    for (target, source) in &route.request_parameters {
-        let path = key(&at(p, "request_parameters"), target);
-        let ok = target == "overwrite:path"
-            || ["append:", "overwrite:", "remove:"].iter().any(|op| {
-                target.strip_prefix(op).is_some_and(|rest| {
-                    ["header.", "querystring."]
-                        .iter()
-                        .any(|loc| rest.strip_prefix(loc).is_some_and(|n| !n.is_empty()))
-                })
-            });
-        c.check(
-            ok,
-            &path,
-            "must be append|overwrite|remove:header.NAME, append|overwrite|remove:querystring.NAME or overwrite:path",
-        );
-        c.check(
-            target.starts_with("remove:") || !source.is_empty(),
-            path,
-            "needs a value",
-        );
+    for (field, map, side) in [
+        ("request_parameters", &route.request_parameters, Side::Request),
+        ("response_parameters", &route.response_parameters, Side::Response),
+    ] {
+        for (target, source) in map {
+            if let Err(why) = compile_mappings([(target, source)], side) {
+                c.fail(key(&at(p, field), target), why);
+            }
+        }
     }
-    for (target, source) in &route.response_parameters {
-        let path = key(&at(p, "response_parameters"), target);
-        let ok = target == "overwrite:statuscode"
-            || ["append:header.", "overwrite:header.", "remove:header."]
-                .iter()
-                .any(|op| target.strip_prefix(op).is_some_and(|n| !n.is_empty()));
+    if let Some(integration) = &route.integration {
+        for (field, source) in [
+            ("request_template", &integration.request_template),
+            ("response_template", &integration.response_template),
+        ] {
+            if !source.is_empty() {
+                c.check(
+                    source.len() <= 64 * 1024,
+                    at(&at(p, "integration"), field),
+                    "must be at most 65536 bytes",
+                );
+                if let Err(why) = check_template(source) {
+                    c.fail(at(&at(p, "integration"), field), why);
+                }
+            }
+        }
         c.check(
-            ok,
-            &path,
-            "must be append|overwrite|remove:header.NAME or overwrite:statuscode",
-        );
-        c.check(
-            target.starts_with("remove:") || !source.is_empty(),
-            path,
-            "needs a value",
+            integration.request_template.is_empty() || integration.r#type != integration::Type::Mock as i32,
+            at(&at(p, "integration"), "request_template"),
+            "MOCK integrations take a response_template only",
         );
     }
 }

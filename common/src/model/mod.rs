@@ -15,11 +15,15 @@ mod path;
 mod plan;
 mod stage;
 
+pub mod mapping;
+pub mod template;
+
 pub use api::{ApiDefinition, DEFAULT_INTEGRATION_TIMEOUT_MS, RouteKey};
 pub use document::{DocumentError, parse_documents};
 pub use path::{PathSegment, PathTemplate};
 pub use plan::{ApiKeyConfig, DomainNameConfig, UsagePlanConfig, validate_api_key_value};
 pub use stage::StageConfig;
+pub use template::compile_schema;
 
 use std::fmt;
 

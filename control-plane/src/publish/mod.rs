@@ -22,11 +22,19 @@ use tokio::sync::watch;
 pub use registry::Registry;
 pub use service::PublishService;
 
-/// One published version, encoded once for every subscriber.
+/// One published version, encoded once for every subscriber: in full for
+/// nodes of the `private` endpoint class, without PRIVATE APIs for the rest.
 #[derive(Debug)]
 pub struct Published {
     pub version: u64,
     pub update: ConfigUpdate,
+    pub public_update: ConfigUpdate,
+}
+
+impl Published {
+    pub fn update_for(&self, serves_private: bool) -> &ConfigUpdate {
+        if serves_private { &self.update } else { &self.public_update }
+    }
 }
 
 /// The latest published version and the data-plane registry.
@@ -64,12 +72,18 @@ async fn follow(shared: Arc<Shared>, tx: watch::Sender<Option<Arc<Published>>>) 
             let snapshot = config_snapshot(&from.state());
             let digest = pylon_common::snapshot::content_digest(&snapshot);
             let started = std::time::Instant::now();
-            let encoded = (last_digest != Some(digest)).then(|| pylon_common::snapshot::encode(&snapshot));
+            let encoded = (last_digest != Some(digest)).then(|| {
+                let public = without_private_apis(&snapshot);
+                (
+                    pylon_common::snapshot::encode(&snapshot),
+                    pylon_common::snapshot::encode(&public),
+                )
+            });
             (snapshot, digest, encoded, started.elapsed())
         })
         .await;
         match built {
-            Ok((snapshot, digest, Some(encoded), took)) => {
+            Ok((snapshot, digest, Some((encoded, public)), took)) => {
                 let version = snapshot.version;
                 tracing::info!(
                     version,
@@ -84,7 +98,15 @@ async fn follow(shared: Arc<Shared>, tx: watch::Sender<Option<Arc<Published>>>) 
                     version,
                     body: Some(Body::Snapshot(encoded)),
                 };
-                tx.send_replace(Some(Arc::new(Published { version, update })));
+                let public_update = ConfigUpdate {
+                    version,
+                    body: Some(Body::Snapshot(public)),
+                };
+                tx.send_replace(Some(Arc::new(Published {
+                    version,
+                    update,
+                    public_update,
+                })));
             }
             Ok((snapshot, ..)) => tracing::debug!(
                 version = snapshot.version,
@@ -124,5 +146,25 @@ pub fn config_snapshot(state: &State) -> ConfigSnapshot {
         usage_plans: state.usage_plans().cloned().collect(),
         domain_names: state.domain_names().cloned().collect(),
         published_at: Some(crate::admin::now()),
+    }
+}
+
+/// `snapshot` without the stages of PRIVATE APIs (main or canary side), for
+/// nodes that are not of the private endpoint class.
+pub fn without_private_apis(snapshot: &ConfigSnapshot) -> ConfigSnapshot {
+    use pylon_proto::config::v1::{Deployment, api::EndpointType};
+    let private = |d: &Option<Deployment>| {
+        d.as_ref()
+            .and_then(|d| d.definition.as_ref())
+            .is_some_and(|api| api.endpoint_type() == EndpointType::Private)
+    };
+    ConfigSnapshot {
+        stages: snapshot
+            .stages
+            .iter()
+            .filter(|s| !private(&s.deployment) && !private(&s.canary_deployment))
+            .cloned()
+            .collect(),
+        ..snapshot.clone()
     }
 }

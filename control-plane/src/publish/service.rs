@@ -112,6 +112,7 @@ async fn stream(
     let registry = publisher.registry.clone();
     let node = hello.node_id.clone();
     let mut sent = hello.version;
+    let private = pylon_common::snapshot::serves_private(&hello.labels);
     let mut current = publisher.subscribe();
     loop {
         let latest = current.borrow_and_update().clone();
@@ -120,7 +121,7 @@ async fn stream(
         {
             // A slow reader must not keep the stream from seeing shutdown.
             let sent_ok = tokio::select! {
-                sent = tx.send(Ok(published.update.clone())) => sent.is_ok(),
+                sent = tx.send(Ok(published.update_for(private).clone())) => sent.is_ok(),
                 Ok(()) = stopping.changed() => false,
             };
             if !sent_ok {

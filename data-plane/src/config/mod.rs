@@ -7,8 +7,11 @@
 //! does not compile is rejected whole and the previous one keeps serving. The
 //! result is immutable and swapped atomically (readers never lock).
 
+pub mod auth;
 pub mod integration;
+pub mod policy;
 pub mod routes;
+pub mod validation;
 
 use crate::tls;
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -17,6 +20,7 @@ use pylon_common::GatewayResponseType;
 use pylon_common::model::{ApiDefinition, PathTemplate, StageConfig};
 use pylon_proto::config::v1::{Deployment, api::Protocol};
 use pylon_proto::publish::v1::ConfigSnapshot;
+use pylon_common::model::mapping::{Mapping, Side, compile_mappings};
 use routes::RouteTable;
 use rustls::sign::CertifiedKey;
 use std::collections::{BTreeMap, HashMap};
@@ -52,6 +56,17 @@ pub struct CompiledStage {
     pub name: String,
     pub main: Arc<Target>,
     pub canary: Option<Canary>,
+    /// The API keys of the usage plans attached to this stage, by the
+    /// SHA-256 of the key.
+    pub api_keys: HashMap<[u8; 32], StageKey>,
+}
+
+/// An API key as a stage sees it.
+#[derive(Clone, Debug)]
+pub struct StageKey {
+    pub id: String,
+    pub enabled: bool,
+    pub usage_plan: String,
 }
 
 pub struct Canary {
@@ -82,6 +97,26 @@ pub struct Target {
 pub struct CompiledDefinition {
     pub routes: RouteTable,
     pub responses: GatewayResponses,
+    pub policy: policy::ApiPolicy,
+    pub cors: Option<tower_http::cors::CorsLayer>,
+    /// The routes' body templates, named `routes[i].request|response`.
+    pub templates: minijinja::Environment<'static>,
+}
+
+/// What a route does besides its integration, in request order.
+#[derive(Debug, Default)]
+pub struct RouteSettings {
+    pub auth: auth::RouteAuth,
+    pub validation: Option<validation::CompiledValidation>,
+    pub request_mappings: Vec<Mapping>,
+    pub response_mappings: Vec<Mapping>,
+    /// Names in [`CompiledDefinition::templates`].
+    pub request_template: Option<String>,
+    pub response_template: Option<String>,
+    /// Validation, a mapping or a template needs the whole request body.
+    pub reads_body: bool,
+    /// A mapping or template needs the whole response body.
+    pub reads_response_body: bool,
 }
 
 /// An API's customised gateway responses.
@@ -164,7 +199,13 @@ impl CompiledConfig {
 }
 
 /// Compiles a snapshot; every problem is reported, prefixed with where it is.
-pub fn compile(snapshot: &ConfigSnapshot, digest: [u8; 32]) -> Result<CompiledConfig, CompileError> {
+/// A node serves PRIVATE APIs only when `serves_private` (its
+/// `endpoint-class` label is `private`); other nodes leave them out.
+pub fn compile(
+    snapshot: &ConfigSnapshot,
+    digest: [u8; 32],
+    serves_private: bool,
+) -> Result<CompiledConfig, CompileError> {
     let mut errors = Vec::new();
     let mut config = CompiledConfig {
         version: snapshot.version,
@@ -203,6 +244,9 @@ pub fn compile(snapshot: &ConfigSnapshot, digest: [u8; 32]) -> Result<CompiledCo
         let Some(definition) = definition_of(deployment, &mut errors) else {
             continue;
         };
+        if definition.policy.private && !serves_private {
+            continue;
+        }
         let main = Arc::new(Target {
             deployment_id: deployment.id.clone(),
             is_canary: false,
@@ -256,6 +300,7 @@ pub fn compile(snapshot: &ConfigSnapshot, digest: [u8; 32]) -> Result<CompiledCo
                     name: stage.name.clone(),
                     main,
                     canary,
+                    api_keys: stage_keys(snapshot, &stage.api, &stage.name),
                 }),
             );
     }
@@ -298,17 +343,51 @@ fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, Str
     let api = deployment.definition.clone().ok_or("no API definition")?;
     let definition = ApiDefinition::validate(api).map_err(|e| e.to_string())?;
     let api = definition.as_proto();
+    let authorizers = auth::compile_authorizers(&api.authorizers)?;
+    let models = validation::compile_models(api)?;
+    let mut templates = pylon_common::model::template::environment();
     let mut routes = Vec::new();
     if api.protocol() != Protocol::Websocket {
         for (i, route) in api.routes.iter().enumerate() {
-            let template = PathTemplate::parse(&route.path).map_err(|e| format!("routes[{i}].path: {e}"))?;
+            let at = |e: String| format!("routes[{i}].{e}");
+            let template = PathTemplate::parse(&route.path).map_err(|e| at(format!("path: {e}")))?;
             let integration = route
                 .integration
                 .as_ref()
-                .ok_or_else(|| format!("routes[{i}].integration: missing"))?;
-            let integration = CompiledIntegration::compile(integration)
-                .map_err(|e| format!("routes[{i}].integration.{e}"))?;
-            routes.push((route.method.clone(), template, integration));
+                .ok_or_else(|| at("integration: missing".into()))?;
+            let compiled =
+                CompiledIntegration::compile(integration).map_err(|e| at(format!("integration.{e}")))?;
+            let mut add_template = |kind: &str, source: &str| -> Result<Option<String>, String> {
+                if source.is_empty() {
+                    return Ok(None);
+                }
+                let name = format!("routes[{i}].{kind}");
+                templates
+                    .add_template_owned(name.clone(), source.to_owned())
+                    .map_err(|e| at(format!("integration.{kind}_template: {e}")))?;
+                Ok(Some(name))
+            };
+            let request_template = add_template("request", &integration.request_template)?;
+            let response_template = add_template("response", &integration.response_template)?;
+            let request_mappings = compile_mappings(&route.request_parameters, Side::Request).map_err(|e| at(format!("request_parameters: {e}")))?;
+            let response_mappings = compile_mappings(&route.response_parameters, Side::Response).map_err(|e| at(format!("response_parameters: {e}")))?;
+            let validation = validation::compile_validation(route.validation.as_ref(), &models).map_err(at)?;
+            let reads_body = validation.as_ref().is_some_and(|v| !v.body_models.is_empty())
+                || request_mappings.iter().any(Mapping::reads_request_body)
+                || request_template.is_some();
+            let reads_response_body = response_mappings.iter().any(Mapping::reads_response_body)
+                || (response_template.is_some() && matches!(compiled, CompiledIntegration::Http { .. }));
+            let settings = RouteSettings {
+                auth: auth::compile_route_auth(route.authorization.as_ref(), &authorizers).map_err(at)?,
+                validation,
+                request_mappings,
+                response_mappings,
+                request_template,
+                response_template,
+                reads_body,
+                reads_response_body,
+            };
+            routes.push((route.method.clone(), template, compiled, settings));
         }
     }
     let routes = RouteTable::build(routes)?;
@@ -341,7 +420,40 @@ fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, Str
             },
         );
     }
-    Ok(CompiledDefinition { routes, responses })
+    Ok(CompiledDefinition {
+        routes,
+        responses,
+        policy: policy::ApiPolicy::compile(api)?,
+        cors: api.cors.as_ref().map(policy::cors_layer).transpose()?,
+        templates,
+    })
+}
+
+/// The keys of every usage plan attached to `api`/`stage`.
+fn stage_keys(snapshot: &ConfigSnapshot, api: &str, stage: &str) -> HashMap<[u8; 32], StageKey> {
+    let mut keys = HashMap::new();
+    for plan in &snapshot.usage_plans {
+        if !plan.api_stages.iter().any(|s| s.api == api && s.stage == stage) {
+            continue;
+        }
+        for key_id in &plan.api_key_ids {
+            let Some(key) = snapshot.api_keys.iter().find(|k| &k.id == key_id) else {
+                continue;
+            };
+            let mut hash = [0u8; 32];
+            if hex::decode_to_slice(&key.key_hash, &mut hash).is_ok() {
+                keys.insert(
+                    hash,
+                    StageKey {
+                        id: key.id.clone(),
+                        enabled: key.enabled,
+                        usage_plan: plan.name.clone(),
+                    },
+                );
+            }
+        }
+    }
+    keys
 }
 
 fn sticky_key(key: &str) -> Result<Option<StickyKey>, String> {

@@ -6,6 +6,7 @@
 //! tables (`{p2}` is "the parameter in segment 2"), so two routes may name the
 //! same position differently; the route keeps the real names.
 
+use super::RouteSettings;
 use super::integration::CompiledIntegration;
 use http::Method;
 use pylon_common::model::{PathSegment, PathTemplate};
@@ -18,6 +19,7 @@ pub struct CompiledRoute {
     /// Parameter names by segment position.
     params: Vec<(usize, String)>,
     pub integration: CompiledIntegration,
+    pub settings: RouteSettings,
 }
 
 #[derive(Debug, Default)]
@@ -52,13 +54,15 @@ fn positional(template: &PathTemplate) -> String {
 }
 
 impl RouteTable {
-    /// Builds the table; `routes` are `(method, template, integration)` from a
-    /// validated definition.
-    pub fn build(routes: Vec<(String, PathTemplate, CompiledIntegration)>) -> Result<RouteTable, String> {
+    /// Builds the table; `routes` are `(method, template, integration,
+    /// settings)` from a validated definition.
+    pub fn build(
+        routes: Vec<(String, PathTemplate, CompiledIntegration, RouteSettings)>,
+    ) -> Result<RouteTable, String> {
         let mut table = RouteTable::default();
         let mut shapes: HashMap<Method, BTreeSet<String>> = HashMap::new();
         let mut any_routes = Vec::new();
-        for (method, template, integration) in routes {
+        for (method, template, integration, settings) in routes {
             let index = table.routes.len();
             let path = positional(&template);
             let params = template
@@ -74,6 +78,7 @@ impl RouteTable {
                 key: format!("{method} {template}"),
                 params,
                 integration,
+                settings,
             });
             if method == "ANY" {
                 table
@@ -133,7 +138,12 @@ mod tests {
             .map(|r| {
                 let (method, path) = r.split_once(' ').unwrap_or(("GET", r));
                 let template = PathTemplate::parse(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-                (method.to_owned(), template, CompiledIntegration::test_mock())
+                (
+                    method.to_owned(),
+                    template,
+                    CompiledIntegration::test_mock(),
+                    RouteSettings::default(),
+                )
             })
             .collect();
         RouteTable::build(routes).unwrap_or_else(|e| panic!("{e}"))

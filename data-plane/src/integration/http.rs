@@ -73,17 +73,48 @@ pub struct Call<'a> {
     pub max_body_bytes: u64,
     pub request_id: &'a str,
     pub host: &'a str,
+    /// The query string to send instead of the client's (a mapping set it).
+    pub query: Option<String>,
+    /// The path to send instead of the integration URI's (`overwrite:path`).
+    pub path: Option<String>,
+}
+
+/// The client's body as it streams to the backend, cut at `limit` bytes;
+/// the flag turns true when it was cut.
+pub fn limited(body: Incoming, limit: u64) -> (Body, Arc<AtomicBool>) {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let over_limit = Arc::new(AtomicBool::new(false));
+    let flag = over_limit.clone();
+    let body: Body = Limited::new(body, limit)
+        .map_err(move |e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                flag.store(true, Ordering::Relaxed);
+            }
+            e
+        })
+        .boxed_unsync();
+    (body, over_limit)
 }
 
 pub async fn call(
     client: &Client,
     call: Call<'_>,
     mut parts: http::request::Parts,
-    body: Incoming,
+    body: Body,
+    over_limit: Arc<AtomicBool>,
     conn: &ConnInfo,
 ) -> Result<Response<Body>, GatewayError> {
     let mut uri = call.uri;
-    if let Some(query) = parts.uri.query() {
+    if let Some(path) = &call.path {
+        // Keep scheme and authority; the mapped path replaces the rest.
+        let authority_end = uri
+            .find("://")
+            .and_then(|scheme| uri[scheme + 3..].find('/').map(|slash| scheme + 3 + slash))
+            .unwrap_or(uri.len());
+        uri.truncate(authority_end);
+        uri.push_str(path);
+    }
+    if let Some(query) = call.query.as_deref().or(parts.uri.query()).filter(|q| !q.is_empty()) {
         uri.push(if uri.contains('?') { '&' } else { '?' });
         uri.push_str(query);
     }
@@ -130,19 +161,8 @@ pub async fn call(
         headers.insert("x-pylon-request-id", value);
     }
 
-    // The body limit is noticed here, whatever the backend protocol makes of
-    // the body error (HTTP/2 turns it into a stream reset).
-    let limit = usize::try_from(call.max_body_bytes).unwrap_or(usize::MAX);
-    let over_limit = Arc::new(AtomicBool::new(false));
-    let flag = over_limit.clone();
-    let body: Body = Limited::new(body, limit)
-        .map_err(move |e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                flag.store(true, Ordering::Relaxed);
-            }
-            e
-        })
-        .boxed_unsync();
+    // The body limit is noticed through the flag, whatever the backend
+    // protocol makes of the body error (HTTP/2 turns it into a stream reset).
     let mut request = Request::new(body);
     *request.method_mut() = call.method.cloned().unwrap_or(parts.method);
     *request.uri_mut() = uri;
@@ -182,4 +202,42 @@ fn classify(error: hyper_util::client::legacy::Error) -> GatewayError {
         source = e.source();
     }
     GatewayError::IntegrationUnreachable(Box::new(error))
+}
+
+/// A small request the gateway makes for itself (a JWKS document, a request
+/// authorizer's decision): whole response read within `timeout`, at most
+/// `max_bytes` of body.
+pub async fn fetch(
+    client: &Client,
+    request: Request<Body>,
+    timeout: Duration,
+    max_bytes: usize,
+) -> Result<(http::StatusCode, bytes::Bytes), String> {
+    let exchange = async {
+        let response = match client.request(request).await {
+            Ok(response) => response,
+            Err(e) => return Err(error_chain(&e)),
+        };
+        let status = response.status();
+        let body = match Limited::new(response.into_body(), max_bytes).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => return Err(format!("reading the response: {e}")),
+        };
+        Ok((status, body))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("no response within {timeout:?}"))?
+}
+
+/// An error and its causes, `outer: inner: …`.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -1,8 +1,16 @@
-//! The request phase: admit the request (limits, well-formedness), find the
-//! API stage it addresses, pick the canary or main deployment, match a route.
-//! (Authentication, validation and transformation join here in later
-//! milestones, in that order.)
+//! The request phase, in the order it runs: admit the request (limits,
+//! well-formedness), find the API stage it addresses ([`address`]), pick the
+//! canary or main deployment ([`canary`]), judge the caller's address
+//! ([`policy`]), (CORS preflights are answered here, see
+//! [`crate::pipeline`]), match a route, authenticate and authorize
+//! ([`authorize`]), validate ([`validate`]) and transform ([`transform`]).
+//! [`inputs`] is what mappings, templates and authorizers read.
 
 pub mod address;
 pub mod admit;
+pub mod authorize;
 pub mod canary;
+pub mod inputs;
+pub mod policy;
+pub mod transform;
+pub mod validate;

@@ -1,8 +1,9 @@
-//! The response phase: headers every response carries (request id, and which
+//! The response phase: the route's response mappings and template
+//! ([`transform`]), headers every response carries (request id, and which
 //! deployment served), and [`rescue`], the one place errors become responses.
-//! (Response mappings join here with the request-phase milestone.)
 
 pub mod rescue;
+pub mod transform;
 
 use crate::Body;
 use crate::config::Target;

@@ -23,7 +23,40 @@ pub fn classify(error: &GatewayError) -> (Type, StatusCode) {
         GatewayError::IntegrationUnreachable(_) => (Type::IntegrationFailure, StatusCode::BAD_GATEWAY),
         GatewayError::InvalidIntegrationResponse(_) => (Type::IntegrationFailure, StatusCode::BAD_GATEWAY),
         GatewayError::ApiConfiguration(_) => (Type::ApiConfigurationError, StatusCode::INTERNAL_SERVER_ERROR),
+        GatewayError::AccessDenied { .. } => (Type::AccessDenied, StatusCode::FORBIDDEN),
+        GatewayError::InvalidApiKey(_) => (Type::InvalidApiKey, StatusCode::FORBIDDEN),
+        GatewayError::Unauthorized { .. } => (Type::Unauthorized, StatusCode::UNAUTHORIZED),
+        GatewayError::ExpiredToken => (Type::ExpiredToken, StatusCode::FORBIDDEN),
+        GatewayError::InvalidSignature => (Type::InvalidSignature, StatusCode::FORBIDDEN),
+        GatewayError::Forbidden { .. } => (Type::AccessDenied, StatusCode::FORBIDDEN),
+        GatewayError::AuthorizerFailure(_) => (Type::AuthorizerFailure, StatusCode::INTERNAL_SERVER_ERROR),
+        GatewayError::AuthorizerConfiguration(_) => {
+            (Type::AuthorizerConfigurationError, StatusCode::INTERNAL_SERVER_ERROR)
+        }
+        GatewayError::BadRequestParameters(_) => (Type::BadRequestParameters, StatusCode::BAD_REQUEST),
+        GatewayError::BadRequestBody(_) => (Type::BadRequestBody, StatusCode::BAD_REQUEST),
     }
+}
+
+/// The `WWW-Authenticate` challenge (RFC 6750) an authentication failure
+/// carries.
+fn challenge(error: &GatewayError) -> Option<String> {
+    let (code, description) = match error {
+        GatewayError::Unauthorized { reason } if reason == "missing token" => return Some("Bearer".into()),
+        GatewayError::Unauthorized { reason } => ("invalid_token", reason.as_str()),
+        GatewayError::ExpiredToken => ("invalid_token", "the token has expired or is not yet valid"),
+        GatewayError::InvalidSignature => ("invalid_token", "the token's signature does not verify"),
+        GatewayError::Forbidden {
+            insufficient_scope: true,
+            ..
+        } => ("insufficient_scope", "the token has none of the route's scopes"),
+        _ => return None,
+    };
+    let description: String = description
+        .chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect();
+    Some(format!(r#"Bearer error="{code}", error_description="{description}""#))
 }
 
 /// Builds the response for `error`. `responses` are the serving API's
@@ -51,6 +84,9 @@ pub fn respond(
     if matches!(error, GatewayError::BodyTooLarge { .. }) {
         // The rest of the body is not read: this connection cannot carry another request.
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let Some(value) = challenge(error).and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.insert(header::WWW_AUTHENTICATE, value);
     }
     if let Some(custom) = custom {
         for (name, value) in &custom.headers {

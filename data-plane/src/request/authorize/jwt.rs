@@ -1,0 +1,267 @@
+//! JWT authorizers (the Cognito/OIDC equivalent).
+//!
+//! The token's algorithm must be one the authorizer pins (so `none` and
+//! RS/HS confusion never verify); its key comes from the issuer's JWKS by
+//! `kid`. Keys are cached per JWKS (or discovery) URL for the whole node,
+//! across config versions: refreshed when older than [`MAX_KEY_AGE`], and on
+//! an unknown `kid` at most once per [`MIN_REFRESH_INTERVAL`], so a flood of
+//! made-up key ids cannot turn into a flood of fetches.
+
+use crate::config::auth::{JWKS_TIMEOUT, JwtSettings, KeySource};
+use crate::error::GatewayError;
+use crate::integration::http::{Client, fetch};
+use http::{Request, Uri};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+pub const MAX_KEY_AGE: Duration = Duration::from_secs(600);
+pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// The clock skew `exp` and `nbf` tolerate.
+pub const LEEWAY_SECONDS: u64 = 30;
+const MAX_JWKS_BYTES: usize = 1 << 20;
+
+/// Signing keys by source, shared by every authorizer naming that source.
+#[derive(Default)]
+pub struct KeyCache {
+    sets: Mutex<HashMap<KeySource, Arc<KeySet>>>,
+}
+
+#[derive(Default)]
+struct KeySet {
+    state: RwLock<KeyState>,
+    /// One fetch at a time per source.
+    refresh: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct KeyState {
+    keys: Vec<CachedKey>,
+    fetched: Option<Instant>,
+    attempted: Option<Instant>,
+}
+
+#[derive(Clone)]
+struct CachedKey {
+    kid: Option<String>,
+    algorithm: Option<String>,
+    key: DecodingKey,
+}
+
+impl KeySet {
+    fn lookup(&self, kid: Option<&str>, max_age: Option<Duration>) -> Option<CachedKey> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let fresh = state.fetched.is_some_and(|at| max_age.is_none_or(|max| at.elapsed() < max));
+        if !fresh {
+            return None;
+        }
+        match kid {
+            Some(kid) => state.keys.iter().find(|k| k.kid.as_deref() == Some(kid)).cloned(),
+            // No kid: only unambiguous with a single key.
+            None if state.keys.len() == 1 => state.keys.first().cloned(),
+            None => None,
+        }
+    }
+}
+
+impl KeyCache {
+    fn set(&self, source: &KeySource) -> Arc<KeySet> {
+        let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+        sets.entry(source.clone()).or_default().clone()
+    }
+
+    /// The key for `kid`; `Ok(None)` when the source has no such key.
+    async fn key(&self, client: &Client, source: &KeySource, kid: Option<&str>) -> Result<Option<CachedKey>, String> {
+        let set = self.set(source);
+        if let Some(key) = set.lookup(kid, Some(MAX_KEY_AGE)) {
+            return Ok(Some(key));
+        }
+        let _one_fetch = set.refresh.lock().await;
+        if let Some(key) = set.lookup(kid, Some(MAX_KEY_AGE)) {
+            return Ok(Some(key));
+        }
+        let recently = {
+            let state = set.state.read().unwrap_or_else(|e| e.into_inner());
+            state.attempted.is_some_and(|at| at.elapsed() < MIN_REFRESH_INTERVAL)
+        };
+        if recently {
+            return Ok(set.lookup(kid, None));
+        }
+        set.state.write().unwrap_or_else(|e| e.into_inner()).attempted = Some(Instant::now());
+        match fetch_keys(client, source).await {
+            Ok(keys) => {
+                tracing::info!(source = ?source, keys = keys.len(), "fetched JWKS");
+                let mut state = set.state.write().unwrap_or_else(|e| e.into_inner());
+                state.keys = keys;
+                state.fetched = Some(Instant::now());
+                drop(state);
+                Ok(set.lookup(kid, None))
+            }
+            Err(why) => {
+                tracing::warn!(source = ?source, error = %why, "JWKS fetch failed; keeping the keys already known");
+                let known = set.state.read().unwrap_or_else(|e| e.into_inner()).fetched.is_some();
+                if known { Ok(set.lookup(kid, None)) } else { Err(why) }
+            }
+        }
+    }
+}
+
+async fn get_json(client: &Client, uri: &Uri) -> Result<Value, String> {
+    let request = Request::get(uri.clone())
+        .header(http::header::ACCEPT, "application/json")
+        .body(crate::full_body(bytes::Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let (status, body) = fetch(client, request, JWKS_TIMEOUT, MAX_JWKS_BYTES)
+        .await
+        .map_err(|e| format!("{uri}: {e}"))?;
+    if !status.is_success() {
+        return Err(format!("{uri}: status {status}"));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("{uri}: not JSON: {e}"))
+}
+
+async fn fetch_keys(client: &Client, source: &KeySource) -> Result<Vec<CachedKey>, String> {
+    let jwks_uri = match source {
+        KeySource::Jwks(uri) => uri.clone(),
+        KeySource::Discovery(uri) => {
+            let document = get_json(client, uri).await?;
+            document
+                .get("jwks_uri")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("{uri}: no jwks_uri in the discovery document"))?
+                .parse()
+                .map_err(|e| format!("{uri}: jwks_uri: {e}"))?
+        }
+    };
+    let document = get_json(client, &jwks_uri).await?;
+    let keys = document
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("{jwks_uri}: no \"keys\" array"))?;
+    // Keys of kinds we cannot use are skipped, not fatal.
+    Ok(keys
+        .iter()
+        .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
+        .filter_map(|jwk| {
+            let key = DecodingKey::from_jwk(&jwk).ok()?;
+            Some(CachedKey {
+                kid: jwk.common.key_id.clone(),
+                algorithm: jwk.common.key_algorithm.map(|a| a.to_string()),
+                key,
+            })
+        })
+        .collect())
+}
+
+/// Verifies `token` for `settings` and returns its claims.
+pub async fn verify(
+    cache: &KeyCache,
+    client: &Client,
+    settings: &JwtSettings,
+    scopes: &[String],
+    token: &str,
+) -> Result<Map<String, Value>, GatewayError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| unauthorized("malformed token or unsupported algorithm"))?;
+    if !settings.algorithms.contains(&header.alg) {
+        return Err(unauthorized("algorithm not allowed"));
+    }
+    let key = cache
+        .key(client, &settings.keys, header.kid.as_deref())
+        .await
+        .map_err(GatewayError::AuthorizerFailure)?
+        .ok_or_else(|| unauthorized("unknown signing key"))?;
+    if key.algorithm.as_ref().is_some_and(|alg| *alg != algorithm_name(header.alg)) {
+        return Err(unauthorized("the key is not for this algorithm"));
+    }
+    let mut validation = Validation::new(header.alg);
+    validation.algorithms = vec![header.alg];
+    validation.leeway = LEEWAY_SECONDS;
+    validation.validate_nbf = true;
+    validation.validate_aud = false; // checked below, with client_id as AWS does
+    validation.set_issuer(&[&settings.issuer]);
+    validation.set_required_spec_claims(&["exp", "iss"]);
+    let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
+        .map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => GatewayError::ExpiredToken,
+            ErrorKind::InvalidSignature => GatewayError::InvalidSignature,
+            ErrorKind::InvalidIssuer => unauthorized("wrong issuer"),
+            ErrorKind::MissingRequiredClaim(claim) => unauthorized(&format!("no {claim} claim")),
+            _ => unauthorized("invalid token"),
+        })?
+        .claims;
+    check_audience(&claims, &settings.audiences).map_err(unauthorized)?;
+    if !scopes.is_empty() && !token_scopes(&claims).any(|s| scopes.iter().any(|want| want == s)) {
+        return Err(GatewayError::Forbidden {
+            reason: "insufficient scope".into(),
+            insufficient_scope: true,
+        });
+    }
+    Ok(claims)
+}
+
+fn unauthorized(reason: &str) -> GatewayError {
+    GatewayError::Unauthorized {
+        reason: reason.to_owned(),
+    }
+}
+
+/// The JOSE name of an algorithm (`RS256`), as a JWK's `alg` spells it.
+fn algorithm_name(alg: Algorithm) -> String {
+    format!("{alg:?}")
+}
+
+/// `aud` must name one of the audiences; only a token without `aud` is
+/// checked by `client_id` (as AWS does for access tokens).
+fn check_audience(claims: &Map<String, Value>, audiences: &[String]) -> Result<(), &'static str> {
+    let matches = |v: &Value| v.as_str().is_some_and(|s| audiences.iter().any(|a| a == s));
+    match claims.get("aud") {
+        Some(Value::Array(list)) if list.iter().any(matches) => Ok(()),
+        Some(aud @ Value::String(_)) if matches(aud) => Ok(()),
+        Some(_) => Err("wrong audience"),
+        None => match claims.get("client_id") {
+            Some(id) if matches(id) => Ok(()),
+            _ => Err("wrong audience"),
+        },
+    }
+}
+
+/// `scope` (space-separated) and `scp` (a list or a string).
+fn token_scopes(claims: &Map<String, Value>) -> impl Iterator<Item = &str> {
+    let scope = claims.get("scope").and_then(Value::as_str).unwrap_or("").split_whitespace();
+    let scp: Vec<&str> = match claims.get("scp") {
+        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+        Some(Value::String(s)) => s.split_whitespace().collect(),
+        _ => Vec::new(),
+    };
+    scope.chain(scp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn audience_is_checked_and_client_id_only_without_aud() {
+        let auds = ["api".to_owned()];
+        assert!(check_audience(&claims(serde_json::json!({"aud": "api"})), &auds).is_ok());
+        assert!(check_audience(&claims(serde_json::json!({"aud": ["x", "api"]})), &auds).is_ok());
+        assert!(check_audience(&claims(serde_json::json!({"aud": "other", "client_id": "api"})), &auds).is_err());
+        assert!(check_audience(&claims(serde_json::json!({"client_id": "api"})), &auds).is_ok());
+        assert!(check_audience(&claims(serde_json::json!({})), &auds).is_err());
+    }
+
+    #[test]
+    fn scopes_come_from_scope_and_scp() {
+        let c = claims(serde_json::json!({"scope": "read write", "scp": ["admin"]}));
+        let all: Vec<&str> = token_scopes(&c).collect();
+        assert_eq!(all, ["read", "write", "admin"]);
+    }
+}

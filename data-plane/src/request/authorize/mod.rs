@@ -1,0 +1,77 @@
+//! Authentication and authorization, per route: the route's authorizer (JWT
+//! or request authorizer) first, then its API-key requirement, as AWS orders
+//! them. What they learn (principal, claims, context, key id) goes into
+//! [`RequestContext`] for mappings and templates.
+
+pub mod api_key;
+pub mod jwt;
+pub mod request_authorizer;
+
+use crate::Gateway;
+use crate::config::CompiledStage;
+use crate::config::auth::{AuthorizerKind, IdentitySource, RouteAuth};
+use crate::context::RequestContext;
+use crate::error::GatewayError;
+use crate::request::inputs::Inputs;
+use serde_json::Value;
+
+/// Node-wide authorizer state that outlives config versions.
+#[derive(Default)]
+pub struct Authorizers {
+    pub keys: jwt::KeyCache,
+    pub decisions: request_authorizer::DecisionCache,
+}
+
+pub async fn run(
+    gateway: &Gateway,
+    stage: &CompiledStage,
+    auth: &RouteAuth,
+    inputs: &Inputs<'_>,
+    ctx: &mut RequestContext,
+) -> Result<(), GatewayError> {
+    if let Some(authorizer) = &auth.authorizer {
+        match &authorizer.kind {
+            AuthorizerKind::Jwt(settings) => {
+                let token = bearer_token(&settings.identity, inputs, ctx).ok_or(GatewayError::Unauthorized {
+                    reason: "missing token".into(),
+                })?;
+                let claims = jwt::verify(
+                    &gateway.authorizers.keys,
+                    &gateway.client,
+                    settings,
+                    &auth.scopes,
+                    &token,
+                )
+                .await?;
+                ctx.authorizer.principal_id = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
+                ctx.authorizer.claims = Some(claims);
+            }
+            AuthorizerKind::Request(settings) => {
+                request_authorizer::authorize(
+                    &gateway.authorizers.decisions,
+                    &gateway.client,
+                    &authorizer.name,
+                    settings,
+                    inputs,
+                    ctx,
+                )
+                .await?
+            }
+        }
+    }
+    if auth.api_key_required {
+        api_key::check(stage, &inputs.parts.headers, ctx)?;
+    }
+    Ok(())
+}
+
+/// The token from the identity source, without a `Bearer ` prefix.
+fn bearer_token(source: &IdentitySource, inputs: &Inputs<'_>, ctx: &RequestContext) -> Option<String> {
+    let sources = std::slice::from_ref(source);
+    let value = request_authorizer::identity_values(sources, inputs, ctx)?.pop()?;
+    let token = match value.get(..7) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("bearer ") => value[7..].trim().to_owned(),
+        _ => value.trim().to_owned(),
+    };
+    (!token.is_empty()).then_some(token)
+}

@@ -1,0 +1,183 @@
+//! Request authorizers (the Lambda-authorizer equivalent): the gateway POSTs
+//! the request's identity sources and context to an HTTP endpoint, which
+//! answers `{"isAuthorized": bool, "principalId": "...", "context": {...}}`.
+//!
+//! Decisions, allow and deny, are cached for the authorizer's TTL under a key
+//! made of the API, stage, authorizer, **route** and identity-source values:
+//! a decision made for `GET /pets` never answers for `DELETE /pets/{id}`.
+
+use crate::request::inputs::Inputs;
+use crate::config::auth::{IdentitySource, RequestSettings};
+use crate::context::RequestContext;
+use crate::error::GatewayError;
+use crate::integration::http::{Client, fetch};
+use http::{Request, header};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+const MAX_CACHED_DECISIONS: u64 = 100_000;
+
+#[derive(Debug)]
+pub struct Decision {
+    pub allow: bool,
+    pub principal_id: Option<String>,
+    pub context: Map<String, Value>,
+    expires: Instant,
+}
+
+/// Decisions of every request authorizer on this node.
+pub struct DecisionCache {
+    cache: moka::sync::Cache<[u8; 32], Arc<Decision>>,
+}
+
+impl Default for DecisionCache {
+    fn default() -> Self {
+        DecisionCache {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(MAX_CACHED_DECISIONS)
+                // The longest TTL allowed; each entry also carries its own.
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+        }
+    }
+}
+
+impl DecisionCache {
+    pub fn entry_count(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+}
+
+/// The identity-source values, or `None` when one is missing (AWS answers
+/// 401 without calling the authorizer).
+pub fn identity_values(sources: &[IdentitySource], inputs: &Inputs<'_>, ctx: &RequestContext) -> Option<Vec<String>> {
+    sources
+        .iter()
+        .map(|source| {
+            let value = match source {
+                IdentitySource::Header(name) => inputs.header(name.as_str()),
+                IdentitySource::Query(name) => inputs.query(name),
+                IdentitySource::Context(name) => ctx.lookup(name).map(|v| v.into_owned()),
+                IdentitySource::StageVariable(name) => inputs.variables.get(name).cloned(),
+            };
+            value.filter(|v| !v.is_empty())
+        })
+        .collect()
+}
+
+pub async fn authorize(
+    cache: &DecisionCache,
+    client: &Client,
+    name: &str,
+    settings: &RequestSettings,
+    inputs: &Inputs<'_>,
+    ctx: &mut RequestContext,
+) -> Result<(), GatewayError> {
+    let values = identity_values(&settings.identity_sources, inputs, ctx).ok_or(GatewayError::Unauthorized {
+        reason: "missing token".into(),
+    })?;
+    let key = cache_key(ctx, name, settings, &values);
+    let cached = (!settings.ttl.is_zero())
+        .then(|| cache.cache.get(&key))
+        .flatten()
+        .filter(|d| d.expires > Instant::now());
+    let decision = match cached {
+        Some(decision) => decision,
+        None => {
+            let decision = Arc::new(call(client, settings, inputs, ctx, &values).await?);
+            if !settings.ttl.is_zero() {
+                cache.cache.insert(key, decision.clone());
+            }
+            decision
+        }
+    };
+    if !decision.allow {
+        return Err(GatewayError::Forbidden {
+            reason: format!("request authorizer {name} denied"),
+            insufficient_scope: false,
+        });
+    }
+    ctx.authorizer.principal_id = decision.principal_id.clone();
+    ctx.authorizer.context = decision.context.clone();
+    Ok(())
+}
+
+fn cache_key(ctx: &RequestContext, name: &str, settings: &RequestSettings, values: &[String]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    for part in [
+        ctx.api_id.as_str(),
+        ctx.stage.as_str(),
+        name,
+        &settings.uri.to_string(),
+        ctx.route_key.as_str(),
+    ]
+    .into_iter()
+    .chain(values.iter().map(String::as_str))
+    {
+        // Length-prefixed, so ("ab","c") and ("a","bc") differ.
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part.as_bytes());
+    }
+    hash.finalize().into()
+}
+
+async fn call(
+    client: &Client,
+    settings: &RequestSettings,
+    inputs: &Inputs<'_>,
+    ctx: &RequestContext,
+    values: &[String],
+) -> Result<Decision, GatewayError> {
+    let event = json!({
+        "version": "2.0",
+        "type": "REQUEST",
+        "routeKey": ctx.route_key,
+        "rawPath": ctx.path,
+        "rawQueryString": inputs.parts.uri.query().unwrap_or(""),
+        "identitySource": values,
+        "headers": inputs.headers_json(),
+        "queryStringParameters": inputs.query_json(),
+        "pathParameters": inputs.params_json(),
+        "stageVariables": inputs.variables,
+        "requestContext": ctx.to_value(),
+    });
+    let request = Request::post(settings.uri.clone())
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-pylon-request-id", ctx.request_id.as_str())
+        .body(crate::full_body(event.to_string()))
+        .map_err(|e| GatewayError::AuthorizerConfiguration(e.to_string()))?;
+    let started = Instant::now();
+    let (status, body) = fetch(client, request, settings.timeout, MAX_RESPONSE_BYTES)
+        .await
+        .map_err(|e| GatewayError::AuthorizerFailure(format!("request authorizer {}: {e}", settings.uri)))?;
+    if !status.is_success() {
+        return Err(GatewayError::AuthorizerFailure(format!(
+            "request authorizer {} answered {status}",
+            settings.uri
+        )));
+    }
+    let answer: Value = serde_json::from_slice(&body).map_err(|e| {
+        GatewayError::AuthorizerConfiguration(format!("request authorizer {}: not JSON: {e}", settings.uri))
+    })?;
+    let allow = answer.get("isAuthorized").and_then(Value::as_bool).ok_or_else(|| {
+        GatewayError::AuthorizerConfiguration(format!(
+            "request authorizer {}: no boolean isAuthorized",
+            settings.uri
+        ))
+    })?;
+    tracing::debug!(uri = %settings.uri, allow, took_ms = started.elapsed().as_millis() as u64, "request authorizer decided");
+    Ok(Decision {
+        allow,
+        principal_id: answer.get("principalId").and_then(Value::as_str).map(str::to_owned),
+        context: answer
+            .get("context")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
+        expires: Instant::now() + settings.ttl,
+    })
+}

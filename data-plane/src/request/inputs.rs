@@ -1,0 +1,185 @@
+//! What mappings, templates and request authorizers read from a request:
+//! headers, query string, path and its parameters, the body (parsed as JSON
+//! at most once), stage variables — and how a mapping value is evaluated.
+
+use crate::context::{RequestContext, json_text};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, StatusCode};
+use pylon_common::model::mapping::{Part, Source};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+pub struct Inputs<'a> {
+    pub parts: &'a Parts,
+    /// The path below the stage.
+    pub path: &'a str,
+    pub params: &'a [(&'a str, String)],
+    pub variables: &'a BTreeMap<String, String>,
+    /// The whole body, when the route reads it.
+    pub body: Option<&'a Bytes>,
+    body_json: OnceLock<Option<Value>>,
+    query: OnceLock<Vec<(String, String)>>,
+}
+
+/// What response mappings and templates read from the integration's response.
+pub struct ResponseInputs<'a> {
+    pub status: StatusCode,
+    pub headers: &'a HeaderMap,
+    pub body: Option<&'a Bytes>,
+    pub body_json: Option<&'a Value>,
+}
+
+impl<'a> Inputs<'a> {
+    pub fn new(
+        parts: &'a Parts,
+        path: &'a str,
+        params: &'a [(&'a str, String)],
+        variables: &'a BTreeMap<String, String>,
+        body: Option<&'a Bytes>,
+    ) -> Inputs<'a> {
+        Inputs {
+            parts,
+            path,
+            params,
+            variables,
+            body,
+            body_json: OnceLock::new(),
+            query: OnceLock::new(),
+        }
+    }
+
+    /// Every value of `name`, comma-joined (as AWS passes repeated headers).
+    pub fn header(&self, name: &str) -> Option<String> {
+        let values: Vec<&str> = self
+            .parts
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.join(","))
+    }
+
+    pub fn query_pairs(&self) -> &[(String, String)] {
+        self.query.get_or_init(|| {
+            form_urlencoded::parse(self.parts.uri.query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect()
+        })
+    }
+
+    /// Every value of `name`, comma-joined.
+    pub fn query(&self, name: &str) -> Option<String> {
+        let values: Vec<&str> = self
+            .query_pairs()
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        (!values.is_empty()).then(|| values.join(","))
+    }
+
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON; `None` when there is none or it is not JSON.
+    pub fn body_json(&self) -> Option<&Value> {
+        self.body_json
+            .get_or_init(|| self.body.and_then(|b| serde_json::from_slice(b).ok()))
+            .as_ref()
+    }
+
+    pub fn headers_json(&self) -> Value {
+        let mut out = Map::new();
+        for name in self.parts.headers.keys() {
+            if let Some(value) = self.header(name.as_str()) {
+                out.insert(name.as_str().to_owned(), Value::String(value));
+            }
+        }
+        Value::Object(out)
+    }
+
+    pub fn query_json(&self) -> Value {
+        let mut out = Map::new();
+        for (name, _) in self.query_pairs() {
+            if !out.contains_key(name)
+                && let Some(value) = self.query(name)
+            {
+                out.insert(name.clone(), Value::String(value));
+            }
+        }
+        Value::Object(out)
+    }
+
+    pub fn params_json(&self) -> Value {
+        Value::Object(
+            self.params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::String(v.clone())))
+                .collect(),
+        )
+    }
+
+    /// The request as templates see it: `request.body` (JSON when it parses,
+    /// else text), `request.headers`, `request.querystring`, `request.path`
+    /// (parameters), `request.rawPath`.
+    pub fn template_value(&self) -> Value {
+        let body = match (self.body_json(), self.body) {
+            (Some(json), _) => json.clone(),
+            (None, Some(bytes)) => Value::String(String::from_utf8_lossy(bytes).into_owned()),
+            (None, None) => Value::Null,
+        };
+        serde_json::json!({
+            "body": body,
+            "headers": self.headers_json(),
+            "querystring": self.query_json(),
+            "path": self.params_json(),
+            "rawPath": self.path,
+            "method": self.parts.method.as_str(),
+        })
+    }
+
+    /// Evaluates a mapping value. A value that is one reference to something
+    /// absent is `None` (the mapping is skipped); inside text, absent
+    /// references are empty.
+    pub fn eval(&self, value: &[Part], ctx: &RequestContext, response: Option<&ResponseInputs<'_>>) -> Option<String> {
+        if let [Part::Ref(source)] = value {
+            return self.resolve(source, ctx, response);
+        }
+        let mut out = String::new();
+        for part in value {
+            match part {
+                Part::Text(text) => out.push_str(text),
+                Part::Ref(source) => out.push_str(&self.resolve(source, ctx, response).unwrap_or_default()),
+            }
+        }
+        Some(out)
+    }
+
+    fn resolve(&self, source: &Source, ctx: &RequestContext, response: Option<&ResponseInputs<'_>>) -> Option<String> {
+        let from_json = |json: Option<&Value>, path: &serde_json_path::JsonPath| {
+            let found = path.query(json?).first()?;
+            Some(json_text(found).into_owned())
+        };
+        match source {
+            Source::RequestHeader(name) => self.header(name.as_str()),
+            Source::RequestQuery(name) => self.query(name),
+            Source::RequestPath => Some(self.path.to_owned()),
+            Source::RequestPathParam(name) => self.param(name).map(str::to_owned),
+            Source::RequestBody(None) => self.body.map(|b| String::from_utf8_lossy(b).into_owned()),
+            Source::RequestBody(Some(path)) => from_json(self.body_json(), path),
+            Source::ResponseHeader(name) => response?
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            Source::ResponseBody(None) => response?.body.map(|b| String::from_utf8_lossy(b).into_owned()),
+            Source::ResponseBody(Some(path)) => from_json(response?.body_json, path),
+            Source::Context(name) => ctx.lookup(name).map(|v| v.into_owned()),
+            Source::StageVariable(name) => self.variables.get(name).cloned(),
+        }
+    }
+}

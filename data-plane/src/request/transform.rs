@@ -1,0 +1,172 @@
+//! Request transformation: client-supplied `x-pylon-*` headers removed, the
+//! route's parameter mappings applied (headers, query string, path), and
+//! for HTTP integrations the body mapping template rendered.
+//!
+//! Values are evaluated against the request as the client sent it, then
+//! applied; a header value that is not a valid header (CR, LF, other control
+//! characters) is refused with 400, never written.
+
+use crate::config::{CompiledDefinition, RouteSettings};
+use crate::context::RequestContext;
+use crate::error::GatewayError;
+use crate::request::inputs::Inputs;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, header};
+use pylon_common::model::mapping::{Action, Target};
+use pylon_common::model::template::render_bounded;
+
+/// What the integration sends instead of what the client sent.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    /// The query string to send (without `?`), when a mapping changed it.
+    pub query: Option<String>,
+    /// The path to send, when `overwrite:path` set it.
+    pub path: Option<String>,
+    /// The body to send, when a template rendered it.
+    pub body: Option<Bytes>,
+}
+
+/// Header changes evaluated against the client's request, applied after.
+pub struct Plan {
+    headers: Vec<(Action, http::HeaderName, Option<HeaderValue>)>,
+    outgoing: Outgoing,
+}
+
+/// Evaluates the mappings and the template.
+pub fn plan(
+    settings: &RouteSettings,
+    definition: &CompiledDefinition,
+    inputs: &Inputs<'_>,
+    ctx: &RequestContext,
+) -> Result<Plan, GatewayError> {
+    let mut headers = Vec::new();
+    let mut outgoing = Outgoing::default();
+    let mut query: Option<Vec<(String, String)>> = None;
+    for mapping in &settings.request_mappings {
+        let value = match mapping.action {
+            Action::Remove => None,
+            _ => match inputs.eval(&mapping.value, ctx, None) {
+                Some(value) => Some(value),
+                None => continue,
+            },
+        };
+        match &mapping.target {
+            Target::Header(name) => {
+                let value = value
+                    .map(|v| {
+                        HeaderValue::from_str(&v).map_err(|_| {
+                            GatewayError::BadRequestParameters(format!("Invalid value for header {name}"))
+                        })
+                    })
+                    .transpose()?;
+                headers.push((mapping.action, name.clone(), value));
+            }
+            Target::Query(name) => {
+                let pairs = query.get_or_insert_with(|| inputs.query_pairs().to_vec());
+                if mapping.action != Action::Append {
+                    pairs.retain(|(k, _)| k != name);
+                }
+                if let Some(value) = value {
+                    pairs.push((name.clone(), value));
+                }
+            }
+            Target::Path => {
+                let path = value.unwrap_or_default();
+                check_path(&path)?;
+                outgoing.path = Some(path);
+            }
+            Target::StatusCode => {}
+        }
+    }
+    outgoing.query = query.map(|pairs| {
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish()
+    });
+    if let Some(name) = &settings.request_template {
+        let template = definition
+            .templates
+            .get_template(name)
+            .map_err(|e| GatewayError::ApiConfiguration(format!("{name}: {e}")))?;
+        let context = serde_json::json!({
+            "request": inputs.template_value(),
+            "context": ctx.to_value(),
+            "stageVariables": inputs.variables,
+        });
+        let body = render_bounded(&template, minijinja::Value::from(minijinja::value::Serde(&context)))
+            .map_err(|e| GatewayError::ApiConfiguration(format!("{name}: {e}")))?;
+        outgoing.body = Some(Bytes::from(body));
+    }
+    Ok(Plan { headers, outgoing })
+}
+
+impl Plan {
+    /// Applies the header changes to `headers` (the client's, with its
+    /// `x-pylon-*` headers already gone) and returns the rest.
+    pub fn apply(self, headers: &mut HeaderMap) -> Outgoing {
+        for (action, name, value) in self.headers {
+            match (action, value) {
+                (Action::Remove, _) => {
+                    headers.remove(&name);
+                }
+                (Action::Append, Some(value)) => {
+                    headers.append(name, value);
+                }
+                (Action::Overwrite, Some(value)) => {
+                    headers.insert(name, value);
+                }
+                (_, None) => {}
+            }
+        }
+        if self.outgoing.body.is_some() {
+            headers.remove(header::CONTENT_LENGTH);
+            headers.remove(header::TRANSFER_ENCODING);
+        }
+        self.outgoing
+    }
+}
+
+/// Removes what only the gateway may say: `x-pylon-*` from the client.
+pub fn strip_gateway_headers(headers: &mut HeaderMap) {
+    let ours: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-pylon-"))
+        .cloned()
+        .collect();
+    for name in ours {
+        headers.remove(name);
+    }
+}
+
+/// A mapped path must be a plain absolute path that stays where it is put.
+fn check_path(path: &str) -> Result<(), GatewayError> {
+    let invalid = || GatewayError::BadRequestParameters("Invalid mapped path".into());
+    if !path.starts_with('/') || path.contains(['?', '#', '\\']) || path.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(invalid());
+    }
+    crate::integration::check_params(&[("path", path.to_owned())]).map_err(|_| invalid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_supplied_gateway_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-pylon-request-id", HeaderValue::from_static("forged"));
+        headers.insert("x-pylon-principal", HeaderValue::from_static("admin"));
+        headers.insert("x-other", HeaderValue::from_static("kept"));
+        strip_gateway_headers(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-other"));
+    }
+
+    #[test]
+    fn mapped_paths_cannot_climb_or_smuggle() {
+        assert!(check_path("/users/7").is_ok());
+        for bad in ["users", "/a/../b", "/a?x=1", "/a#f", "/a b", "/a\r\nX: y", "/%2e%2e/x"] {
+            assert!(check_path(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Response transformation: the route's response mappings (headers, status
+//! code) and its body template (HTTP and MOCK integrations), applied to what
+//! the integration answered. The body is read only when a mapping or the
+//! template needs it.
+
+use crate::config::{CompiledDefinition, RouteSettings};
+use crate::context::RequestContext;
+use crate::error::GatewayError;
+use crate::request::inputs::{Inputs, ResponseInputs};
+use crate::{Body, full_body};
+use http::{HeaderValue, Response, StatusCode, header};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use pylon_common::model::mapping::{Action, Target};
+use pylon_common::model::template::render_bounded;
+
+pub async fn apply(
+    settings: &RouteSettings,
+    definition: &CompiledDefinition,
+    response: Response<Body>,
+    inputs: &Inputs<'_>,
+    ctx: &RequestContext,
+    max_body_bytes: u64,
+) -> Result<Response<Body>, GatewayError> {
+    if settings.response_mappings.is_empty() && settings.response_template.is_none() {
+        return Ok(response);
+    }
+    let (mut parts, body) = response.into_parts();
+    let (bytes, body) = if settings.reads_response_body {
+        let limit = usize::try_from(max_body_bytes).unwrap_or(usize::MAX);
+        (Some(read_limited(body, limit).await?), None)
+    } else {
+        (None, Some(body))
+    };
+    let body_json: Option<serde_json::Value> = bytes.as_ref().and_then(|b| serde_json::from_slice(b).ok());
+    let seen = ResponseInputs {
+        status: parts.status,
+        headers: &parts.headers,
+        body: bytes.as_ref(),
+        body_json: body_json.as_ref(),
+    };
+
+    let mut changes = Vec::new();
+    for mapping in &settings.response_mappings {
+        let value = match mapping.action {
+            Action::Remove => None,
+            _ => match inputs.eval(&mapping.value, ctx, Some(&seen)) {
+                Some(value) => Some(value),
+                None => continue,
+            },
+        };
+        changes.push((mapping.action, &mapping.target, value));
+    }
+    let rendered = match &settings.response_template {
+        None => None,
+        Some(name) => {
+            let template = definition
+                .templates
+                .get_template(name)
+                .map_err(|e| GatewayError::ApiConfiguration(format!("{name}: {e}")))?;
+            let body_value = match (&body_json, &bytes) {
+                (Some(json), _) => json.clone(),
+                (None, Some(b)) => serde_json::Value::String(String::from_utf8_lossy(b).into_owned()),
+                (None, None) => serde_json::Value::Null,
+            };
+            let headers: serde_json::Map<String, serde_json::Value> = parts
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.into())))
+                .collect();
+            let context = serde_json::json!({
+                "response": {"status": parts.status.as_u16(), "headers": headers, "body": body_value},
+                "request": inputs.template_value(),
+                "context": ctx.to_value(),
+                "stageVariables": inputs.variables,
+            });
+            Some(
+                render_bounded(&template, minijinja::Value::from(minijinja::value::Serde(&context)))
+                    .map_err(|e| GatewayError::ApiConfiguration(format!("{name}: {e}")))?,
+            )
+        }
+    };
+
+    for (action, target, value) in changes {
+        match target {
+            Target::Header(name) => {
+                let value = value
+                    .map(|v| {
+                        HeaderValue::from_str(&v).map_err(|_| {
+                            GatewayError::ApiConfiguration(format!("response mapping for {name}: not a header value"))
+                        })
+                    })
+                    .transpose()?;
+                match (action, value) {
+                    (Action::Remove, _) => {
+                        parts.headers.remove(name);
+                    }
+                    (Action::Append, Some(v)) => {
+                        parts.headers.append(name.clone(), v);
+                    }
+                    (Action::Overwrite, Some(v)) => {
+                        parts.headers.insert(name.clone(), v);
+                    }
+                    (_, None) => {}
+                }
+            }
+            Target::StatusCode => {
+                let code = value.as_deref().unwrap_or("").trim().parse::<u16>().ok();
+                parts.status = code
+                    .filter(|c| (100..=599).contains(c))
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .ok_or_else(|| {
+                        GatewayError::ApiConfiguration(format!("overwrite:statuscode: {value:?} is not a status code"))
+                    })?;
+            }
+            Target::Query(_) | Target::Path => {}
+        }
+    }
+    let body = match (rendered, bytes, body) {
+        (Some(text), _, _) => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            full_body(text)
+        }
+        (None, Some(bytes), _) => full_body(bytes),
+        (None, None, Some(body)) => body,
+        (None, None, None) => full_body(Bytes::new()),
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The integration's whole response body, at most `limit` bytes.
+async fn read_limited(mut body: Body, limit: usize) -> Result<Bytes, GatewayError> {
+    let mut whole = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(GatewayError::InvalidIntegrationResponse)?;
+        if let Ok(data) = frame.into_data() {
+            if whole.len() + data.len() > limit {
+                return Err(GatewayError::InvalidIntegrationResponse(
+                    format!("response body over {limit} bytes: too large to transform").into(),
+                ));
+            }
+            whole.extend_from_slice(&data);
+        }
+    }
+    Ok(whole.freeze())
+}
