@@ -90,6 +90,16 @@ pub fn decode(encoded: &EncodedSnapshot) -> Result<ConfigSnapshot, SnapshotError
     ConfigSnapshot::decode(raw.as_slice()).map_err(SnapshotError::Decode)
 }
 
+/// The data-plane label that says which endpoint class a node serves.
+pub const ENDPOINT_CLASS_LABEL: &str = "endpoint-class";
+
+/// Whether a node with these labels serves PRIVATE APIs.
+pub fn serves_private(labels: &std::collections::BTreeMap<String, String>) -> bool {
+    labels
+        .get(ENDPOINT_CLASS_LABEL)
+        .is_some_and(|class| class == "private")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,12 +144,4 @@ mod tests {
         other.stages.pop();
         assert_ne!(content_digest(&sample(1)), content_digest(&other));
     }
-}
-
-/// The data-plane label that says which endpoint class a node serves.
-pub const ENDPOINT_CLASS_LABEL: &str = "endpoint-class";
-
-/// Whether a node with these labels serves PRIVATE APIs.
-pub fn serves_private(labels: &std::collections::BTreeMap<String, String>) -> bool {
-    labels.get(ENDPOINT_CLASS_LABEL).is_some_and(|class| class == "private")
 }

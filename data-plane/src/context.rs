@@ -143,7 +143,10 @@ mod tests {
         assert_eq!(ctx.lookup("requestId").as_deref(), Some("r-1"));
         assert_eq!(ctx.lookup("identity.sourceIp").as_deref(), Some("10.0.0.1"));
         assert_eq!(ctx.lookup("authorizer.claims.sub").as_deref(), Some("ann"));
-        assert_eq!(ctx.lookup("authorizer.claims.groups").as_deref(), Some(r#"["a"]"#));
+        assert_eq!(
+            ctx.lookup("authorizer.claims.groups").as_deref(),
+            Some(r#"["a"]"#)
+        );
         assert_eq!(ctx.lookup("authorizer.tier").as_deref(), Some("gold"));
         assert_eq!(ctx.lookup("authorizer.nothing"), None);
         assert_eq!(ctx.lookup("identity.clientCert.subjectDN"), None);

@@ -56,7 +56,10 @@ pub enum GatewayError {
     InvalidSignature,
     /// A valid token without any of the route's scopes, or an authorizer's deny.
     #[error("Forbidden")]
-    Forbidden { reason: String, insufficient_scope: bool },
+    Forbidden {
+        reason: String,
+        insufficient_scope: bool,
+    },
     /// The authorizer (or a JWKS endpoint) could not be reached or failed.
     #[error("Internal server error")]
     AuthorizerFailure(String),

@@ -160,7 +160,13 @@ async fn serve(
     } else {
         (None, Some(body))
     };
-    let inputs = Inputs::new(&parts, &front.path, &matched.params, &target.variables, whole.as_ref());
+    let inputs = Inputs::new(
+        &parts,
+        &front.path,
+        &matched.params,
+        &target.variables,
+        whole.as_ref(),
+    );
     if let Some(validation) = &settings.validation {
         validate::check(validation, &inputs)?;
     }
@@ -192,7 +198,9 @@ async fn serve(
             let (body, over_limit) = match (outgoing.body, &whole, stream) {
                 (Some(rendered), _, _) => (full_body(rendered), Arc::new(AtomicBool::new(false))),
                 (None, Some(whole), _) => (full_body(whole.clone()), Arc::new(AtomicBool::new(false))),
-                (None, None, Some(stream)) => integration::http::limited(stream, options.limits.max_body_bytes),
+                (None, None, Some(stream)) => {
+                    integration::http::limited(stream, options.limits.max_body_bytes)
+                }
                 (None, None, None) => (full_body(Bytes::new()), Arc::new(AtomicBool::new(false))),
             };
             integration::http::call(&gateway.client, call, parts, body, over_limit, conn).await?
@@ -203,7 +211,13 @@ async fn serve(
     match original {
         None => Ok(response),
         Some(original) => {
-            let inputs = Inputs::new(&original, &front.path, &matched.params, &target.variables, whole.as_ref());
+            let inputs = Inputs::new(
+                &original,
+                &front.path,
+                &matched.params,
+                &target.variables,
+                whole.as_ref(),
+            );
             response::transform::apply(
                 settings,
                 &target.definition,
@@ -268,7 +282,9 @@ async fn read_whole(body: Incoming, limit: u64) -> Result<Bytes, GatewayError> {
     match Limited::new(body, limit_bytes).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::BodyTooLarge { limit }),
-        Err(_) => Err(GatewayError::MalformedRequest("The request body could not be read")),
+        Err(_) => Err(GatewayError::MalformedRequest(
+            "The request body could not be read",
+        )),
     }
 }
 

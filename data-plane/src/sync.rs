@@ -159,7 +159,14 @@ async fn session(
     async {
         while let Some(update) = updates.message().await? {
             *received = true;
-            if let Some(answer) = apply(update, live, options.cache.as_deref(), snapshot::serves_private(&options.labels)).await {
+            if let Some(answer) = apply(
+                update,
+                live,
+                options.cache.as_deref(),
+                snapshot::serves_private(&options.labels),
+            )
+            .await
+            {
                 let _ = tx.send(answer).await;
             }
         }
@@ -346,7 +353,10 @@ mod tests {
         let path = dir.path().join("snapshot");
         assert!(matches!(load_cache(&path, false), Ok(None)));
         store_cache(&path, &update(9)).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(load_cache(&path, false).ok().flatten().map(|c| c.version), Some(9));
+        assert_eq!(
+            load_cache(&path, false).ok().flatten().map(|c| c.version),
+            Some(9)
+        );
         let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;

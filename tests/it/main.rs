@@ -4,4 +4,5 @@ mod admin;
 mod cli;
 mod cluster;
 mod gateway;
+mod request_phase;
 mod support;

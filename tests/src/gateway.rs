@@ -84,7 +84,24 @@ async fn answer(name: &str, request: Request<hyper::body::Incoming>) -> hyper::R
     {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let body_bytes = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body_bytes = body.len();
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .keys()
+        .map(|name| {
+            let values: Vec<&str> = parts
+                .headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            (
+                name.as_str().to_owned(),
+                serde_json::Value::from(values.join(",")),
+            )
+        })
+        .collect();
     let header = |name: &str| {
         parts
             .headers
@@ -104,12 +121,84 @@ async fn answer(name: &str, request: Request<hyper::body::Incoming>) -> hyper::R
         "x-pylon-request-id": header("x-pylon-request-id"),
         "connection": header("connection"),
         "body_bytes": body_bytes,
+        "headers": headers,
+        // The body as text, when it is small enough to echo.
+        "body": if body_bytes <= 4096 { String::from_utf8_lossy(&body).into_owned() } else { String::new() },
     });
     let mut response = hyper::Response::new(Full::new(Bytes::from(json.to_string())));
     response
         .headers_mut()
         .insert("content-type", http::HeaderValue::from_static("application/json"));
     response
+}
+
+/// A JSON endpoint on a free loopback port (an issuer's JWKS, a request
+/// authorizer): `answer(path, request body)` gives the status and JSON body.
+/// `calls` counts requests.
+pub struct JsonServer {
+    pub address: SocketAddr,
+    pub calls: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+type Answer = dyn Fn(&str, serde_json::Value) -> (u16, serde_json::Value) + Send + Sync;
+
+impl JsonServer {
+    pub async fn start(
+        answer: impl Fn(&str, serde_json::Value) -> (u16, serde_json::Value) + Send + Sync + 'static,
+    ) -> JsonServer {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("json server bind: {e}"));
+        let address = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let calls = Arc::new(AtomicU64::new(0));
+        let answer: Arc<Answer> = Arc::new(answer);
+        let counter = calls.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let answer = answer.clone();
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let answer = answer.clone();
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        async move {
+                            let (parts, body) = request.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                            let (status, reply) = answer(parts.uri.path(), json);
+                            let mut response =
+                                hyper::Response::new(Full::new(Bytes::from(reply.to_string())));
+                            *response.status_mut() =
+                                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                            response
+                                .headers_mut()
+                                .insert("content-type", http::HeaderValue::from_static("application/json"));
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        JsonServer { address, calls, task }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for JsonServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// A backend that answers anything with bytes that are not HTTP.

@@ -1,5 +1,7 @@
 //! Validation of an [`Api`] definition.
 
+use super::mapping::{Side, compile_mappings};
+use super::template::{check_template, compile_schema};
 use super::{
     Checker, HTTP_METHODS, PathTemplate, ValidationErrors, at, check_http_url, idx, is_dns_label, is_name,
     key,
@@ -9,8 +11,6 @@ use pylon_proto::config::v1::{
     Api, Authorization, Authorizer, Cors, Integration, ResourcePolicy, Route, api, authorization, authorizer,
     integration,
 };
-use super::mapping::{Side, compile_mappings};
-use super::template::{check_template, compile_schema};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// AWS's default and maximum integration timeout.

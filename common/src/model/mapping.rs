@@ -140,12 +140,10 @@ pub fn parse_value(value: &str, side: Side) -> Result<Vec<Part>, String> {
 }
 
 fn parse_source(reference: &str, side: Side) -> Result<Source, String> {
-    let header = |name: &str| {
-        HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("${reference}: {e}"))
-    };
-    let json_path = |path: &str| {
-        JsonPath::parse(&format!("${path}")).map_err(|e| format!("${reference}: {e}"))
-    };
+    let header =
+        |name: &str| HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("${reference}: {e}"));
+    let json_path =
+        |path: &str| JsonPath::parse(&format!("${path}")).map_err(|e| format!("${reference}: {e}"));
     if let Some(name) = reference.strip_prefix("request.header.") {
         return Ok(Source::RequestHeader(header(name)?));
     }

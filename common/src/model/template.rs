@@ -24,7 +24,9 @@ pub fn environment() -> minijinja::Environment<'static> {
 /// Whether `source` is a template `environment()` accepts.
 pub fn check_template(source: &str) -> Result<(), String> {
     let env = environment();
-    env.template_from_str(source).map(|_| ()).map_err(|e| e.to_string())
+    env.template_from_str(source)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Renders with both bounds; a template that runs out of fuel or writes too

@@ -33,7 +33,11 @@ pub struct Published {
 
 impl Published {
     pub fn update_for(&self, serves_private: bool) -> &ConfigUpdate {
-        if serves_private { &self.update } else { &self.public_update }
+        if serves_private {
+            &self.update
+        } else {
+            &self.public_update
+        }
     }
 }
 

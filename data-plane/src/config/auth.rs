@@ -100,7 +100,9 @@ pub fn compile_authorizers(
         let kind = match &authorizer.kind {
             Some(authorizer::Kind::Jwt(jwt)) => {
                 let keys = if jwt.jwks_uri.is_empty() {
-                    KeySource::Discovery(parse_uri(&jwt.discovery_url).map_err(|e| at(format!("jwt.discovery_url: {e}")))?)
+                    KeySource::Discovery(
+                        parse_uri(&jwt.discovery_url).map_err(|e| at(format!("jwt.discovery_url: {e}")))?,
+                    )
                 } else {
                     KeySource::Jwks(parse_uri(&jwt.jwks_uri).map_err(|e| at(format!("jwt.jwks_uri: {e}")))?)
                 };
@@ -112,7 +114,8 @@ pub fn compile_authorizers(
                 let identity = if jwt.identity_source.is_empty() {
                     IdentitySource::Header(http::header::AUTHORIZATION)
                 } else {
-                    IdentitySource::parse(&jwt.identity_source).map_err(|e| at(format!("jwt.identity_source: {e}")))?
+                    IdentitySource::parse(&jwt.identity_source)
+                        .map_err(|e| at(format!("jwt.identity_source: {e}")))?
                 };
                 AuthorizerKind::Jwt(JwtSettings {
                     issuer: jwt.issuer.clone(),
@@ -164,7 +167,12 @@ pub fn compile_route_auth(
             authorizers
                 .get(&authorization.authorizer)
                 .cloned()
-                .ok_or_else(|| format!("authorization.authorizer: no authorizer {:?}", authorization.authorizer))?,
+                .ok_or_else(|| {
+                    format!(
+                        "authorization.authorizer: no authorizer {:?}",
+                        authorization.authorizer
+                    )
+                })?,
         ),
     };
     Ok(RouteAuth {

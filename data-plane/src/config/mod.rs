@@ -17,10 +17,10 @@ use crate::tls;
 use http::{HeaderName, HeaderValue, StatusCode};
 use integration::CompiledIntegration;
 use pylon_common::GatewayResponseType;
+use pylon_common::model::mapping::{Mapping, Side, compile_mappings};
 use pylon_common::model::{ApiDefinition, PathTemplate, StageConfig};
 use pylon_proto::config::v1::{Deployment, api::Protocol};
 use pylon_proto::publish::v1::ConfigSnapshot;
-use pylon_common::model::mapping::{Mapping, Side, compile_mappings};
 use routes::RouteTable;
 use rustls::sign::CertifiedKey;
 use std::collections::{BTreeMap, HashMap};
@@ -369,9 +369,12 @@ fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, Str
             };
             let request_template = add_template("request", &integration.request_template)?;
             let response_template = add_template("response", &integration.response_template)?;
-            let request_mappings = compile_mappings(&route.request_parameters, Side::Request).map_err(|e| at(format!("request_parameters: {e}")))?;
-            let response_mappings = compile_mappings(&route.response_parameters, Side::Response).map_err(|e| at(format!("response_parameters: {e}")))?;
-            let validation = validation::compile_validation(route.validation.as_ref(), &models).map_err(at)?;
+            let request_mappings = compile_mappings(&route.request_parameters, Side::Request)
+                .map_err(|e| at(format!("request_parameters: {e}")))?;
+            let response_mappings = compile_mappings(&route.response_parameters, Side::Response)
+                .map_err(|e| at(format!("response_parameters: {e}")))?;
+            let validation =
+                validation::compile_validation(route.validation.as_ref(), &models).map_err(at)?;
             let reads_body = validation.as_ref().is_some_and(|v| !v.body_models.is_empty())
                 || request_mappings.iter().any(Mapping::reads_request_body)
                 || request_template.is_some();

@@ -80,7 +80,10 @@ pub fn cors_layer(cors: &Cors) -> Result<CorsLayer, String> {
         (false, _) => AllowMethods::list(
             cors.allow_methods
                 .iter()
-                .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|e| format!("cors: {m}: {e}")))
+                .map(|m| {
+                    Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                        .map_err(|e| format!("cors: {m}: {e}"))
+                })
                 .collect::<Result<Vec<_>, _>>()?,
         ),
     };

@@ -16,7 +16,10 @@ pub struct CompiledValidation {
 impl std::fmt::Debug for CompiledValidation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CompiledValidation")
-            .field("body_models", &self.body_models.iter().map(|(t, _)| t).collect::<Vec<_>>())
+            .field(
+                "body_models",
+                &self.body_models.iter().map(|(t, _)| t).collect::<Vec<_>>(),
+            )
             .field("required_query", &self.required_query)
             .field("required_headers", &self.required_headers)
             .finish()
@@ -28,7 +31,8 @@ pub fn compile_models(api: &Api) -> Result<HashMap<String, Arc<jsonschema::Valid
     let mut out = HashMap::new();
     for (name, schema) in &api.models {
         let schema = serde_json::to_value(schema).map_err(|e| format!("models[{name:?}]: {e}"))?;
-        let validator = pylon_common::model::compile_schema(&schema).map_err(|e| format!("models[{name:?}]: {e}"))?;
+        let validator =
+            pylon_common::model::compile_schema(&schema).map_err(|e| format!("models[{name:?}]: {e}"))?;
         out.insert(name.clone(), Arc::new(validator));
     }
     Ok(out)
@@ -51,7 +55,9 @@ pub fn compile_validation(
     let required_headers = validation
         .required_headers
         .iter()
-        .map(|h| HeaderName::from_bytes(h.as_bytes()).map_err(|e| format!("validation.required_headers: {h}: {e}")))
+        .map(|h| {
+            HeaderName::from_bytes(h.as_bytes()).map_err(|e| format!("validation.required_headers: {h}: {e}"))
+        })
         .collect::<Result<_, _>>()?;
     Ok(Some(CompiledValidation {
         body_models,

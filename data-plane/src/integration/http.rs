@@ -114,7 +114,12 @@ pub async fn call(
         uri.truncate(authority_end);
         uri.push_str(path);
     }
-    if let Some(query) = call.query.as_deref().or(parts.uri.query()).filter(|q| !q.is_empty()) {
+    if let Some(query) = call
+        .query
+        .as_deref()
+        .or(parts.uri.query())
+        .filter(|q| !q.is_empty())
+    {
         uri.push(if uri.contains('?') { '&' } else { '?' });
         uri.push_str(query);
     }

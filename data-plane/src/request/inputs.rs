@@ -82,7 +82,10 @@ impl<'a> Inputs<'a> {
     }
 
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body as JSON; `None` when there is none or it is not JSON.
@@ -145,7 +148,12 @@ impl<'a> Inputs<'a> {
     /// Evaluates a mapping value. A value that is one reference to something
     /// absent is `None` (the mapping is skipped); inside text, absent
     /// references are empty.
-    pub fn eval(&self, value: &[Part], ctx: &RequestContext, response: Option<&ResponseInputs<'_>>) -> Option<String> {
+    pub fn eval(
+        &self,
+        value: &[Part],
+        ctx: &RequestContext,
+        response: Option<&ResponseInputs<'_>>,
+    ) -> Option<String> {
         if let [Part::Ref(source)] = value {
             return self.resolve(source, ctx, response);
         }
@@ -159,7 +167,12 @@ impl<'a> Inputs<'a> {
         Some(out)
     }
 
-    fn resolve(&self, source: &Source, ctx: &RequestContext, response: Option<&ResponseInputs<'_>>) -> Option<String> {
+    fn resolve(
+        &self,
+        source: &Source,
+        ctx: &RequestContext,
+        response: Option<&ResponseInputs<'_>>,
+    ) -> Option<String> {
         let from_json = |json: Option<&Value>, path: &serde_json_path::JsonPath| {
             let found = path.query(json?).first()?;
             Some(json_text(found).into_owned())

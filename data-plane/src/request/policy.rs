@@ -63,16 +63,32 @@ mod tests {
     fn forwarded_addresses_count_only_behind_trusted_proxies() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap_or_else(|e| panic!("{e}"))];
         // An untrusted peer cannot claim another address.
-        assert_eq!(source_ip(ip("203.0.113.5"), &headers("1.2.3.4"), &trusted), ip("203.0.113.5"));
+        assert_eq!(
+            source_ip(ip("203.0.113.5"), &headers("1.2.3.4"), &trusted),
+            ip("203.0.113.5")
+        );
         // Through one trusted proxy: the address it saw.
-        assert_eq!(source_ip(ip("10.0.0.2"), &headers("198.51.100.7"), &trusted), ip("198.51.100.7"));
+        assert_eq!(
+            source_ip(ip("10.0.0.2"), &headers("198.51.100.7"), &trusted),
+            ip("198.51.100.7")
+        );
         // A client-forged first hop is ignored: the right-most untrusted hop wins.
         assert_eq!(
-            source_ip(ip("10.0.0.2"), &headers("6.6.6.6, 198.51.100.7, 10.0.0.9"), &trusted),
+            source_ip(
+                ip("10.0.0.2"),
+                &headers("6.6.6.6, 198.51.100.7, 10.0.0.9"),
+                &trusted
+            ),
             ip("198.51.100.7")
         );
         // Garbage in the header: the proxy itself is the best we know.
-        assert_eq!(source_ip(ip("10.0.0.2"), &headers("not-an-ip"), &trusted), ip("10.0.0.2"));
-        assert_eq!(source_ip(ip("10.0.0.2"), &HeaderMap::new(), &trusted), ip("10.0.0.2"));
+        assert_eq!(
+            source_ip(ip("10.0.0.2"), &headers("not-an-ip"), &trusted),
+            ip("10.0.0.2")
+        );
+        assert_eq!(
+            source_ip(ip("10.0.0.2"), &HeaderMap::new(), &trusted),
+            ip("10.0.0.2")
+        );
     }
 }

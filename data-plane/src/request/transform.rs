@@ -93,8 +93,11 @@ pub fn plan(
             "context": ctx.to_value(),
             "stageVariables": inputs.variables,
         });
-        let body = render_bounded(&template, minijinja::Value::from(minijinja::value::Serde(&context)))
-            .map_err(|e| GatewayError::ApiConfiguration(format!("{name}: {e}")))?;
+        let body = render_bounded(
+            &template,
+            minijinja::Value::from(minijinja::value::Serde(&context)),
+        )
+        .map_err(|e| GatewayError::ApiConfiguration(format!("{name}: {e}")))?;
         outgoing.body = Some(Bytes::from(body));
     }
     Ok(Plan { headers, outgoing })
@@ -141,7 +144,10 @@ pub fn strip_gateway_headers(headers: &mut HeaderMap) {
 /// A mapped path must be a plain absolute path that stays where it is put.
 fn check_path(path: &str) -> Result<(), GatewayError> {
     let invalid = || GatewayError::BadRequestParameters("Invalid mapped path".into());
-    if !path.starts_with('/') || path.contains(['?', '#', '\\']) || path.chars().any(|c| c.is_control() || c == ' ') {
+    if !path.starts_with('/')
+        || path.contains(['?', '#', '\\'])
+        || path.chars().any(|c| c.is_control() || c == ' ')
+    {
         return Err(invalid());
     }
     crate::integration::check_params(&[("path", path.to_owned())]).map_err(|_| invalid())
@@ -165,7 +171,15 @@ mod tests {
     #[test]
     fn mapped_paths_cannot_climb_or_smuggle() {
         assert!(check_path("/users/7").is_ok());
-        for bad in ["users", "/a/../b", "/a?x=1", "/a#f", "/a b", "/a\r\nX: y", "/%2e%2e/x"] {
+        for bad in [
+            "users",
+            "/a/../b",
+            "/a?x=1",
+            "/a#f",
+            "/a b",
+            "/a\r\nX: y",
+            "/%2e%2e/x",
+        ] {
             assert!(check_path(bad).is_err(), "{bad:?}");
         }
     }

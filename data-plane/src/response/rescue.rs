@@ -30,9 +30,10 @@ pub fn classify(error: &GatewayError) -> (Type, StatusCode) {
         GatewayError::InvalidSignature => (Type::InvalidSignature, StatusCode::FORBIDDEN),
         GatewayError::Forbidden { .. } => (Type::AccessDenied, StatusCode::FORBIDDEN),
         GatewayError::AuthorizerFailure(_) => (Type::AuthorizerFailure, StatusCode::INTERNAL_SERVER_ERROR),
-        GatewayError::AuthorizerConfiguration(_) => {
-            (Type::AuthorizerConfigurationError, StatusCode::INTERNAL_SERVER_ERROR)
-        }
+        GatewayError::AuthorizerConfiguration(_) => (
+            Type::AuthorizerConfigurationError,
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
         GatewayError::BadRequestParameters(_) => (Type::BadRequestParameters, StatusCode::BAD_REQUEST),
         GatewayError::BadRequestBody(_) => (Type::BadRequestBody, StatusCode::BAD_REQUEST),
     }
@@ -56,7 +57,9 @@ fn challenge(error: &GatewayError) -> Option<String> {
         .chars()
         .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
         .collect();
-    Some(format!(r#"Bearer error="{code}", error_description="{description}""#))
+    Some(format!(
+        r#"Bearer error="{code}", error_description="{description}""#
+    ))
 }
 
 /// Builds the response for `error`. `responses` are the serving API's

@@ -8,8 +8,8 @@ use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::request::inputs::{Inputs, ResponseInputs};
 use crate::{Body, full_body};
-use http::{HeaderValue, Response, StatusCode, header};
 use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use pylon_common::model::mapping::{Action, Target};
 use pylon_common::model::template::render_bounded;
@@ -75,8 +75,11 @@ pub async fn apply(
                 "stageVariables": inputs.variables,
             });
             Some(
-                render_bounded(&template, minijinja::Value::from(minijinja::value::Serde(&context)))
-                    .map_err(|e| GatewayError::ApiConfiguration(format!("{name}: {e}")))?,
+                render_bounded(
+                    &template,
+                    minijinja::Value::from(minijinja::value::Serde(&context)),
+                )
+                .map_err(|e| GatewayError::ApiConfiguration(format!("{name}: {e}")))?,
             )
         }
     };
@@ -87,7 +90,9 @@ pub async fn apply(
                 let value = value
                     .map(|v| {
                         HeaderValue::from_str(&v).map_err(|_| {
-                            GatewayError::ApiConfiguration(format!("response mapping for {name}: not a header value"))
+                            GatewayError::ApiConfiguration(format!(
+                                "response mapping for {name}: not a header value"
+                            ))
                         })
                     })
                     .transpose()?;
@@ -110,7 +115,9 @@ pub async fn apply(
                     .filter(|c| (100..=599).contains(c))
                     .and_then(|c| StatusCode::from_u16(c).ok())
                     .ok_or_else(|| {
-                        GatewayError::ApiConfiguration(format!("overwrite:statuscode: {value:?} is not a status code"))
+                        GatewayError::ApiConfiguration(format!(
+                            "overwrite:statuscode: {value:?} is not a status code"
+                        ))
                     })?;
             }
             Target::Query(_) | Target::Path => {}

@@ -11,7 +11,11 @@ use sha2::{Digest, Sha256};
 
 pub const HEADER: &str = "x-api-key";
 
-pub fn check(stage: &CompiledStage, headers: &HeaderMap, ctx: &mut RequestContext) -> Result<(), GatewayError> {
+pub fn check(
+    stage: &CompiledStage,
+    headers: &HeaderMap,
+    ctx: &mut RequestContext,
+) -> Result<(), GatewayError> {
     let presented = headers
         .get(HEADER)
         .filter(|v| !v.is_empty())

@@ -55,7 +55,9 @@ struct CachedKey {
 impl KeySet {
     fn lookup(&self, kid: Option<&str>, max_age: Option<Duration>) -> Option<CachedKey> {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        let fresh = state.fetched.is_some_and(|at| max_age.is_none_or(|max| at.elapsed() < max));
+        let fresh = state
+            .fetched
+            .is_some_and(|at| max_age.is_none_or(|max| at.elapsed() < max));
         if !fresh {
             return None;
         }
@@ -75,7 +77,12 @@ impl KeyCache {
     }
 
     /// The key for `kid`; `Ok(None)` when the source has no such key.
-    async fn key(&self, client: &Client, source: &KeySource, kid: Option<&str>) -> Result<Option<CachedKey>, String> {
+    async fn key(
+        &self,
+        client: &Client,
+        source: &KeySource,
+        kid: Option<&str>,
+    ) -> Result<Option<CachedKey>, String> {
         let set = self.set(source);
         if let Some(key) = set.lookup(kid, Some(MAX_KEY_AGE)) {
             return Ok(Some(key));
@@ -86,7 +93,9 @@ impl KeyCache {
         }
         let recently = {
             let state = set.state.read().unwrap_or_else(|e| e.into_inner());
-            state.attempted.is_some_and(|at| at.elapsed() < MIN_REFRESH_INTERVAL)
+            state
+                .attempted
+                .is_some_and(|at| at.elapsed() < MIN_REFRESH_INTERVAL)
         };
         if recently {
             return Ok(set.lookup(kid, None));
@@ -103,8 +112,17 @@ impl KeyCache {
             }
             Err(why) => {
                 tracing::warn!(source = ?source, error = %why, "JWKS fetch failed; keeping the keys already known");
-                let known = set.state.read().unwrap_or_else(|e| e.into_inner()).fetched.is_some();
-                if known { Ok(set.lookup(kid, None)) } else { Err(why) }
+                let known = set
+                    .state
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .fetched
+                    .is_some();
+                if known {
+                    Ok(set.lookup(kid, None))
+                } else {
+                    Err(why)
+                }
             }
         }
     }
@@ -165,7 +183,8 @@ pub async fn verify(
     scopes: &[String],
     token: &str,
 ) -> Result<Map<String, Value>, GatewayError> {
-    let header = jsonwebtoken::decode_header(token).map_err(|_| unauthorized("malformed token or unsupported algorithm"))?;
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|_| unauthorized("malformed token or unsupported algorithm"))?;
     if !settings.algorithms.contains(&header.alg) {
         return Err(unauthorized("algorithm not allowed"));
     }
@@ -174,7 +193,11 @@ pub async fn verify(
         .await
         .map_err(GatewayError::AuthorizerFailure)?
         .ok_or_else(|| unauthorized("unknown signing key"))?;
-    if key.algorithm.as_ref().is_some_and(|alg| *alg != algorithm_name(header.alg)) {
+    if key
+        .algorithm
+        .as_ref()
+        .is_some_and(|alg| *alg != algorithm_name(header.alg))
+    {
         return Err(unauthorized("the key is not for this algorithm"));
     }
     let mut validation = Validation::new(header.alg);
@@ -231,7 +254,11 @@ fn check_audience(claims: &Map<String, Value>, audiences: &[String]) -> Result<(
 
 /// `scope` (space-separated) and `scp` (a list or a string).
 fn token_scopes(claims: &Map<String, Value>) -> impl Iterator<Item = &str> {
-    let scope = claims.get("scope").and_then(Value::as_str).unwrap_or("").split_whitespace();
+    let scope = claims
+        .get("scope")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .split_whitespace();
     let scp: Vec<&str> = match claims.get("scp") {
         Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
         Some(Value::String(s)) => s.split_whitespace().collect(),
@@ -253,7 +280,13 @@ mod tests {
         let auds = ["api".to_owned()];
         assert!(check_audience(&claims(serde_json::json!({"aud": "api"})), &auds).is_ok());
         assert!(check_audience(&claims(serde_json::json!({"aud": ["x", "api"]})), &auds).is_ok());
-        assert!(check_audience(&claims(serde_json::json!({"aud": "other", "client_id": "api"})), &auds).is_err());
+        assert!(
+            check_audience(
+                &claims(serde_json::json!({"aud": "other", "client_id": "api"})),
+                &auds
+            )
+            .is_err()
+        );
         assert!(check_audience(&claims(serde_json::json!({"client_id": "api"})), &auds).is_ok());
         assert!(check_audience(&claims(serde_json::json!({})), &auds).is_err());
     }

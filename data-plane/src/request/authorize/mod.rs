@@ -32,9 +32,10 @@ pub async fn run(
     if let Some(authorizer) = &auth.authorizer {
         match &authorizer.kind {
             AuthorizerKind::Jwt(settings) => {
-                let token = bearer_token(&settings.identity, inputs, ctx).ok_or(GatewayError::Unauthorized {
-                    reason: "missing token".into(),
-                })?;
+                let token =
+                    bearer_token(&settings.identity, inputs, ctx).ok_or(GatewayError::Unauthorized {
+                        reason: "missing token".into(),
+                    })?;
                 let claims = jwt::verify(
                     &gateway.authorizers.keys,
                     &gateway.client,

@@ -6,11 +6,11 @@
 //! made of the API, stage, authorizer, **route** and identity-source values:
 //! a decision made for `GET /pets` never answers for `DELETE /pets/{id}`.
 
-use crate::request::inputs::Inputs;
 use crate::config::auth::{IdentitySource, RequestSettings};
 use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::integration::http::{Client, fetch};
+use crate::request::inputs::Inputs;
 use http::{Request, header};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -54,7 +54,11 @@ impl DecisionCache {
 
 /// The identity-source values, or `None` when one is missing (AWS answers
 /// 401 without calling the authorizer).
-pub fn identity_values(sources: &[IdentitySource], inputs: &Inputs<'_>, ctx: &RequestContext) -> Option<Vec<String>> {
+pub fn identity_values(
+    sources: &[IdentitySource],
+    inputs: &Inputs<'_>,
+    ctx: &RequestContext,
+) -> Option<Vec<String>> {
     sources
         .iter()
         .map(|source| {
@@ -77,9 +81,10 @@ pub async fn authorize(
     inputs: &Inputs<'_>,
     ctx: &mut RequestContext,
 ) -> Result<(), GatewayError> {
-    let values = identity_values(&settings.identity_sources, inputs, ctx).ok_or(GatewayError::Unauthorized {
-        reason: "missing token".into(),
-    })?;
+    let values =
+        identity_values(&settings.identity_sources, inputs, ctx).ok_or(GatewayError::Unauthorized {
+            reason: "missing token".into(),
+        })?;
     let key = cache_key(ctx, name, settings, &values);
     let cached = (!settings.ttl.is_zero())
         .then(|| cache.cache.get(&key))
@@ -163,16 +168,22 @@ async fn call(
     let answer: Value = serde_json::from_slice(&body).map_err(|e| {
         GatewayError::AuthorizerConfiguration(format!("request authorizer {}: not JSON: {e}", settings.uri))
     })?;
-    let allow = answer.get("isAuthorized").and_then(Value::as_bool).ok_or_else(|| {
-        GatewayError::AuthorizerConfiguration(format!(
-            "request authorizer {}: no boolean isAuthorized",
-            settings.uri
-        ))
-    })?;
+    let allow = answer
+        .get("isAuthorized")
+        .and_then(Value::as_bool)
+        .ok_or_else(|| {
+            GatewayError::AuthorizerConfiguration(format!(
+                "request authorizer {}: no boolean isAuthorized",
+                settings.uri
+            ))
+        })?;
     tracing::debug!(uri = %settings.uri, allow, took_ms = started.elapsed().as_millis() as u64, "request authorizer decided");
     Ok(Decision {
         allow,
-        principal_id: answer.get("principalId").and_then(Value::as_str).map(str::to_owned),
+        principal_id: answer
+            .get("principalId")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         context: answer
             .get("context")
             .and_then(Value::as_object)
