@@ -92,6 +92,19 @@ fn front(
     let host = admit::check_headers(parts, &options.limits).map_err(|e| (e, None))?;
     let (stage, path) =
         address::resolve(config, &options.base_domain, &host, parts.uri.path()).map_err(|e| (e, None))?;
+    // A mutual-TLS domain is served only on a connection that was verified
+    // for that very name (not on plain HTTP, not after SNI for another name).
+    if config.requires_client_cert(&host)
+        && (conn.client_cert.is_none() || conn.sni.as_deref() != Some(host.as_str()))
+    {
+        return Err((
+            GatewayError::Forbidden {
+                reason: format!("{host} requires a client certificate verified for it"),
+                insufficient_scope: false,
+            },
+            None,
+        ));
+    }
     let source_ip = policy::source_ip(conn.remote.ip(), &parts.headers, &options.trusted_proxies);
     let target = canary::pick(&stage, parts, source_ip);
     if let Err(error) = policy::check(&target.definition.policy, source_ip) {

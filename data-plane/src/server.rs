@@ -126,8 +126,7 @@ pub async fn serve(
                 (None, None) => None,
                 _ => return Err(ServeError::Config("--tls-cert and --tls-key go together".into())),
             };
-            let server = tls::server_config(live.clone(), default).map_err(ServeError::Config)?;
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+            let acceptor = tls::Listener::new(live.clone(), default).map_err(ServeError::Config)?;
             Some((bind(address).await?, acceptor))
         }
         None => None,
@@ -224,7 +223,7 @@ fn http_builder(config: &DataPlaneConfig) -> auto::Builder<TokioExecutor> {
 
 async fn accept(
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<tls::Listener>,
     gateway: Arc<Gateway>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     graceful: &GracefulShutdown,
@@ -245,22 +244,24 @@ async fn accept(
             }
         };
         let _ = stream.set_nodelay(true);
-        let info = ConnInfo {
-            remote,
-            tls: tls.is_some(),
-            sni: None,
-            client_cert: None,
-        };
         let gateway = gateway.clone();
-        let service = service_fn(move |request| {
-            let gateway = gateway.clone();
-            let info = info.clone();
-            async move { Ok::<_, Infallible>(pipeline::handle(gateway, request, info).await) }
-        });
+        let serve = move |info: ConnInfo| {
+            service_fn(move |request| {
+                let gateway = gateway.clone();
+                let info = info.clone();
+                async move { Ok::<_, Infallible>(pipeline::handle(gateway, request, info).await) }
+            })
+        };
         let builder = builder.clone();
         let watcher = graceful.watcher();
         match &tls {
             None => {
+                let service = serve(ConnInfo {
+                    remote,
+                    tls: false,
+                    sni: None,
+                    client_cert: None,
+                });
                 let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 tokio::spawn(watcher.watch(connection.into_owned()));
             }
@@ -269,8 +270,8 @@ async fn accept(
                 tokio::spawn(async move {
                     let handshake =
                         tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
-                    let stream = match handshake {
-                        Ok(Ok(stream)) => stream,
+                    let (stream, sni, client_cert) = match handshake {
+                        Ok(Ok(accepted)) => accepted,
                         Ok(Err(e)) => {
                             tracing::debug!(%remote, error = %e, "TLS handshake failed");
                             return;
@@ -280,6 +281,12 @@ async fn accept(
                             return;
                         }
                     };
+                    let service = serve(ConnInfo {
+                        remote,
+                        tls: true,
+                        sni,
+                        client_cert,
+                    });
                     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     let _ = watcher.watch(connection.into_owned()).await;
                 });

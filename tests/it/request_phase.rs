@@ -798,3 +798,227 @@ async fn policies_validation_mappings_templates_and_cors_shape_requests() {
     .await;
     assert_eq!(reply.header("access-control-allow-origin"), "https://app.example");
 }
+
+/// `(status, body)` from curl; status "000" when there was no HTTP answer.
+async fn curl_exchange(args: &[&str]) -> (String, String) {
+    let output = tokio::process::Command::new("curl")
+        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .await
+        .expect("curl");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (status.to_owned(), body.to_owned())
+}
+
+/// A CA, and a client certificate it signed for `subject`.
+fn client_ca(dir: &Path, name: &str, subject: &str) -> (String, String, String) {
+    let path = |file: &str| dir.join(format!("{name}-{file}")).display().to_string();
+    let (ca, ca_key, key, csr, cert, ext) = (
+        path("ca.pem"),
+        path("ca.key"),
+        path("client.key"),
+        path("client.csr"),
+        path("client.pem"),
+        path("ext.cnf"),
+    );
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let ca_subject = format!("/CN={name} CA");
+    openssl(
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &[
+                "-days",
+                "1",
+                "-subj",
+                &ca_subject,
+                "-keyout",
+                &ca_key,
+                "-out",
+                &ca,
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req", "-new"],
+            &ec[..],
+            &["-subj", subject, "-keyout", &key, "-out", &csr],
+        ]
+        .concat(),
+    );
+    std::fs::write(&ext, "extendedKeyUsage=clientAuth\n").expect("ext file");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        &cert,
+        "-extfile",
+        &ext,
+    ]);
+    (ca, cert, key)
+}
+
+fn server_cert(dir: &Path, name: &str) -> (String, String) {
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")).display().to_string(),
+        dir.join(format!("{name}.key")).display().to_string(),
+    );
+    let subject = format!("/CN={name}");
+    let san = format!("subjectAltName=DNS:{name}");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        &subject,
+        "-addext",
+        &san,
+        "-keyout",
+        &key,
+        "-out",
+        &cert,
+    ]);
+    (cert, key)
+}
+
+#[tokio::test]
+async fn mutual_tls_domains_admit_only_clients_with_a_trusted_certificate() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let backend = Backend::start("vault").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, client_cert, client_key) = client_ca(dir.path(), "trusted", "/CN=alice/O=Pylon Tests");
+    let (_, rogue_cert, rogue_key) = client_ca(dir.path(), "rogue", "/CN=mallory");
+    let (domain_cert, domain_key) = server_cert(dir.path(), "secure.shop.test");
+    let (default_cert, default_key) = server_cert(dir.path(), "default.test");
+    let tls_port = free_port();
+    let dp = DataPlaneNode::start(
+        dir.path(),
+        "dp-mtls",
+        &[cluster.nodes[0].endpoint()],
+        &[
+            &format!("--tls-listen=127.0.0.1:{tls_port}"),
+            &format!("--tls-cert={default_cert}"),
+            &format!("--tls-key={default_key}"),
+        ],
+    );
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    let vault = api(json!({
+        "name": "vault",
+        "routes": [{"method": "GET", "path": "/whoami", "integration": proxy("/whoami"),
+                    "requestParameters": {"overwrite:header.x-client-subject": "$context.identity.clientCert.subjectDN",
+                                          "overwrite:header.x-client-fingerprint": "$context.identity.clientCert.fingerprint"}}],
+    }));
+    let backend_url = backend.url();
+    deploy(&mut admin, vault, "prod", &[("backend", &backend_url)])
+        .await
+        .expect("deploy");
+    admin
+        .create_domain_name(CreateDomainNameRequest {
+            domain_name: Some(
+                serde_json::from_value(json!({
+                    "name": "secure.shop.test",
+                    "mappings": [{"basePath": "", "api": "vault", "stage": "prod"}],
+                    "certificateFile": domain_cert, "privateKeyFile": domain_key, "truststoreFile": ca,
+                }))
+                .expect("domain"),
+            ),
+        })
+        .await
+        .expect("create domain");
+
+    let resolve = format!("secure.shop.test:{tls_port}:127.0.0.1");
+    let url = format!("https://secure.shop.test:{tls_port}/whoami");
+    let with = |cert: &str, key: &str| {
+        let (resolve, url, domain_cert) = (resolve.clone(), url.clone(), domain_cert.clone());
+        let (cert, key) = (cert.to_owned(), key.to_owned());
+        async move {
+            curl_exchange(&[
+                "--resolve",
+                &resolve,
+                "--cacert",
+                &domain_cert,
+                "--cert",
+                &cert,
+                "--key",
+                &key,
+                &url,
+            ])
+            .await
+        }
+    };
+    let (status, body) = eventually(
+        "the mutual-TLS domain serves",
+        Duration::from_secs(10),
+        || async {
+            let (status, body) = with(&client_cert, &client_key).await;
+            (status == "200").then_some((status, body))
+        },
+    )
+    .await;
+    assert_eq!(status, "200");
+    let seen: Value = serde_json::from_str(&body).expect("backend JSON");
+    let subject = seen["headers"]["x-client-subject"].as_str().unwrap_or("");
+    assert!(
+        subject.contains("CN=alice") && subject.contains("O=Pylon Tests"),
+        "{subject}"
+    );
+    let expected = openssl(&["x509", "-in", &client_cert, "-noout", "-fingerprint", "-sha256"]);
+    let expected = expected
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap_or("")
+        .replace(':', "")
+        .to_ascii_lowercase();
+    assert_eq!(seen["headers"]["x-client-fingerprint"], expected.as_str());
+
+    // No certificate, or one from another CA: the handshake fails.
+    let (status, _) = curl_exchange(&["--resolve", &resolve, "--cacert", &domain_cert, &url]).await;
+    assert_eq!(status, "000", "without a client certificate");
+    let (status, _) = with(&rogue_cert, &rogue_key).await;
+    assert_eq!(status, "000", "with a certificate from an untrusted CA");
+
+    // The domain is not reachable around the handshake: over plain HTTP, or
+    // on a TLS connection opened for another name.
+    let client = HttpClient::default();
+    let reply = client
+        .get(dp.address(), "secure.shop.test", "/whoami")
+        .await
+        .expect("plain");
+    assert_eq!(
+        (reply.status.as_u16(), error_type(&reply)),
+        (403, "ACCESS_DENIED")
+    );
+    let other = format!("default.test:{tls_port}:127.0.0.1");
+    let (status, _) = curl_exchange(&[
+        "--resolve",
+        &other,
+        "--cacert",
+        &default_cert,
+        "-H",
+        "Host: secure.shop.test",
+        &format!("https://default.test:{tls_port}/whoami"),
+    ])
+    .await;
+    assert_eq!(status, "403", "SNI for another name");
+}

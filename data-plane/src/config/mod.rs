@@ -36,6 +36,8 @@ pub struct CompiledConfig {
     domains: HashMap<String, CompiledDomain>,
     /// Server certificates of custom domains, by host name.
     pub certificates: HashMap<String, Arc<CertifiedKey>>,
+    /// Client-certificate verifiers of mutual-TLS custom domains, by host name.
+    pub client_verifiers: HashMap<String, Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 }
 
 impl std::fmt::Debug for CompiledConfig {
@@ -193,6 +195,11 @@ impl CompiledConfig {
         None
     }
 
+    /// Whether `host` is a custom domain that requires mutual TLS.
+    pub fn requires_client_cert(&self, host: &str) -> bool {
+        self.client_verifiers.contains_key(host)
+    }
+
     pub fn has_domain(&self, host: &str) -> bool {
         self.domains.contains_key(host)
     }
@@ -322,6 +329,14 @@ pub fn compile(
             {
                 Ok(key) => {
                     config.certificates.insert(host.clone(), key);
+                }
+                Err(why) => errors.push(format!("domain {}: {why}", domain.name)),
+            }
+        }
+        if !domain.truststore_file.is_empty() {
+            match tls::client_verifier(domain.truststore_file.as_ref()) {
+                Ok(verifier) => {
+                    config.client_verifiers.insert(host.clone(), verifier);
                 }
                 Err(why) => errors.push(format!("domain {}: {why}", domain.name)),
             }
