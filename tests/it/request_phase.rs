@@ -13,6 +13,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pylon_proto::admin::v1::*;
 use pylon_proto::config::v1::{Api, ApiKey, ApiStageRef, UsagePlan};
 use pylon_tests::gateway::{Backend, DataPlaneNode, HttpClient, JsonServer, Reply};
+use pylon_tests::jwt::{now, openssl, rsa_signer, sign};
 use pylon_tests::{Cluster, eventually, free_port, serial};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -22,58 +23,6 @@ use std::time::Duration;
 
 const ISSUER: &str = "https://issuer.test";
 const AUDIENCE: &str = "guard-api";
-
-/// An RSA signing key with its JWK.
-struct Signer {
-    kid: String,
-    private_pem: Vec<u8>,
-    public_pem: Vec<u8>,
-    jwk: Value,
-}
-
-fn openssl(args: &[&str]) -> String {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn rsa_signer(dir: &Path, kid: &str) -> Signer {
-    let key = dir.join(format!("{kid}.pem"));
-    let key = key.to_str().expect("path");
-    let public = format!("{key}.pub");
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        key,
-    ]);
-    openssl(&["pkey", "-in", key, "-pubout", "-out", &public]);
-    let modulus = openssl(&["rsa", "-in", key, "-noout", "-modulus"]);
-    let modulus = hex::decode(modulus.trim().trim_start_matches("Modulus=")).expect("modulus hex");
-    Signer {
-        kid: kid.into(),
-        private_pem: std::fs::read(key).expect("key"),
-        public_pem: std::fs::read(&public).expect("public key"),
-        jwk: json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": URL_SAFE_NO_PAD.encode(modulus), "e": "AQAB"}),
-    }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 /// Good claims, with `changes` merged in (a null removes a claim).
 fn claims(changes: Value) -> Value {
@@ -88,13 +37,6 @@ fn claims(changes: Value) -> Value {
         }
     }
     claims
-}
-
-fn sign(signer: &Signer, claims: &Value) -> String {
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(signer.kid.clone());
-    let key = EncodingKey::from_rsa_pem(&signer.private_pem).expect("rsa key");
-    jsonwebtoken::encode(&header, claims, &key).expect("sign")
 }
 
 async fn call(

@@ -1,10 +1,13 @@
-//! `make bench`: three benchmarks, each against a peer measured in the same
-//! run (`PYLON_BENCH=control-plane,proxy,propagation` picks some; default all):
+//! `make bench`: four benchmarks, each against a peer measured in the same
+//! run (`PYLON_BENCH=control-plane,proxy,request-phase,propagation` picks
+//! some; default all):
 //!
 //! - control plane: admin write throughput and latency on a 3-node loopback
 //!   cluster (fsync on) vs a 3-node etcd, and leader failover time;
 //! - proxy ([`proxy`]): requests through `pylon dev` vs nginx as a reverse
 //!   proxy vs the origin direct, with wrk, pinned to the same cores;
+//! - request phase ([`request_phase`]): a route with API key + JWT +
+//!   validation + a mapping vs the same route with authorization NONE;
 //! - propagation ([`propagation`]): deploy ACK → every subscriber serves the
 //!   new version, with 2 real data planes and with 1,000 simulated ones.
 //!
@@ -16,6 +19,7 @@
 mod etcd;
 mod propagation;
 mod proxy;
+mod request_phase;
 
 use pylon_proto::admin::v1::{CreateApiRequest, GetClusterStatusRequest};
 use pylon_proto::config::v1::{Api, Integration, MockResponse, Route, integration};
@@ -229,10 +233,14 @@ async fn failover(cluster: &mut Cluster) -> Vec<Duration> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let wanted = std::env::var("PYLON_BENCH").unwrap_or_else(|_| "control-plane,proxy,propagation".into());
+    let wanted = std::env::var("PYLON_BENCH")
+        .unwrap_or_else(|_| "control-plane,proxy,request-phase,propagation".into());
     let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
     if wanted.contains(&"proxy") {
         proxy::run().await;
+    }
+    if wanted.contains(&"request-phase") {
+        request_phase::run().await;
     }
     if wanted.contains(&"propagation") {
         propagation::run().await;

@@ -19,7 +19,7 @@ const SECONDS: u64 = 8;
 const BODY: &str =
     r#"{"id":1,"name":"Rex","kind":"dog","tags":["good","boy"],"owner":{"id":7,"name":"Ann"},"ok":true}"#;
 
-struct Process(Child);
+pub(crate) struct Process(pub(crate) Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -28,7 +28,7 @@ impl Drop for Process {
     }
 }
 
-fn available(tool: &str) -> bool {
+pub(crate) fn available(tool: &str) -> bool {
     Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {tool}"))
@@ -37,7 +37,7 @@ fn available(tool: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn nginx(dir: &Path, name: &str, server: &str) -> Process {
+pub(crate) fn nginx(dir: &Path, name: &str, server: &str) -> Process {
     let conf = dir.join(format!("{name}.conf"));
     let temp = dir.join(name);
     let _ = std::fs::create_dir_all(&temp);
@@ -68,11 +68,11 @@ http {{
     Process(child)
 }
 
-struct Wrk {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    requests: f64,
+pub(crate) struct Wrk {
+    pub(crate) rps: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) requests: f64,
 }
 
 fn parse_duration_ms(text: &str) -> Option<f64> {
@@ -86,11 +86,23 @@ fn parse_duration_ms(text: &str) -> Option<f64> {
 }
 
 fn wrk(url: &str, host: &str, connections: usize, seconds: u64) -> Option<Wrk> {
+    wrk_with(url, host, connections, seconds, &[])
+}
+
+/// wrk on CPU 0; `extra` adds arguments (a `-s script.lua`).
+pub(crate) fn wrk_with(
+    url: &str,
+    host: &str,
+    connections: usize,
+    seconds: u64,
+    extra: &[&str],
+) -> Option<Wrk> {
     let output = Command::new("taskset")
         .args(["-c", "0", "wrk", "-t1", "--latency"])
         .arg(format!("-c{connections}"))
         .arg(format!("-d{seconds}s"))
         .args(["-H", &format!("Host: {host}")])
+        .args(extra)
         .arg(url)
         .output()
         .ok()?;
@@ -140,7 +152,7 @@ struct Samples {
     idle_p99: Vec<f64>,
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(|a, b| a.total_cmp(b));
     sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)

@@ -5,6 +5,7 @@
 //! of each node's log is printed to help read what happened.
 
 pub mod gateway;
+pub mod jwt;
 
 use anyhow::{Context as _, bail};
 use pylon_proto::admin::v1::admin_service_client::AdminServiceClient;

@@ -138,6 +138,24 @@ fn each_bad_api_is_rejected_naming_the_field_at_fault() {
         ("routes[0].request_parameters[\"rewrite:header.x\"]", |a| {
             a.routes[0].request_parameters = [("rewrite:header.x".to_owned(), "1".to_owned())].into()
         }),
+        ("routes[0].request_parameters[\"overwrite:header.x\"]", |a| {
+            a.routes[0].request_parameters =
+                [("overwrite:header.x".to_owned(), "$request.nowhere".to_owned())].into()
+        }),
+        ("routes[0].response_parameters[\"overwrite:path\"]", |a| {
+            a.routes[0].response_parameters = [("overwrite:path".to_owned(), "/x".to_owned())].into()
+        }),
+        ("routes[0].integration.response_template", |a| {
+            integration(a, 0).response_template = "{% if %}".into();
+        }),
+        ("models[\"Pet\"]", |a| {
+            let schema = serde_json::json!({"type": "no-such-type"});
+            a.models = [(
+                "Pet".to_owned(),
+                serde_json::from_value(schema).unwrap_or_default(),
+            )]
+            .into();
+        }),
         ("routes[1].cache.key_parameters[0]", |a| {
             a.routes[1].cache = Some(RouteCache {
                 key_parameters: vec!["path.name".into()],

@@ -6,6 +6,11 @@
 //! across config versions: refreshed when older than [`MAX_KEY_AGE`], and on
 //! an unknown `kid` at most once per [`MIN_REFRESH_INTERVAL`], so a flood of
 //! made-up key ids cannot turn into a flood of fetches.
+//!
+//! Verified tokens are remembered ([`TokenCache`]) under the SHA-256 of the
+//! token and the authorizer's settings until their `exp`, for at most
+//! [`MAX_TOKEN_CACHE`]: a client sending the same token again costs a hash,
+//! not an RSA verification. Scopes are checked per route on every request.
 
 use crate::config::auth::{JWKS_TIMEOUT, JwtSettings, KeySource};
 use crate::error::GatewayError;
@@ -20,6 +25,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 pub const MAX_KEY_AGE: Duration = Duration::from_secs(600);
+/// The longest a verified token is trusted without verifying it again (a
+/// key the issuer withdraws stops working within this time).
+pub const MAX_TOKEN_CACHE: Duration = Duration::from_secs(300);
+const MAX_CACHED_TOKENS: u64 = 100_000;
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// The clock skew `exp` and `nbf` tolerate.
 pub const LEEWAY_SECONDS: u64 = 30;
@@ -175,12 +184,76 @@ async fn fetch_keys(client: &Client, source: &KeySource) -> Result<Vec<CachedKey
         .collect())
 }
 
-/// Verifies `token` for `settings` and returns its claims.
+/// Tokens that verified, with their claims.
+pub struct TokenCache {
+    cache: moka::sync::Cache<[u8; 32], Arc<(Map<String, Value>, Instant)>>,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        TokenCache {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(MAX_CACHED_TOKENS)
+                .time_to_live(MAX_TOKEN_CACHE)
+                .build(),
+        }
+    }
+}
+
+fn token_key(settings: &JwtSettings, token: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    let source = match &settings.keys {
+        KeySource::Jwks(uri) | KeySource::Discovery(uri) => uri.to_string(),
+    };
+    let algorithms = format!("{:?}", settings.algorithms);
+    for part in [settings.issuer.as_str(), &source, &algorithms]
+        .into_iter()
+        .chain(settings.audiences.iter().map(String::as_str))
+        .chain([token])
+    {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part.as_bytes());
+    }
+    hash.finalize().into()
+}
+
+/// Verifies `token` for `settings` (or finds it verified), checks the
+/// route's `scopes`, and returns its claims.
 pub async fn verify(
     cache: &KeyCache,
+    tokens: &TokenCache,
     client: &Client,
     settings: &JwtSettings,
     scopes: &[String],
+    token: &str,
+) -> Result<Map<String, Value>, GatewayError> {
+    let key = token_key(settings, token);
+    let claims = match tokens.cache.get(&key).filter(|entry| entry.1 > Instant::now()) {
+        Some(entry) => entry.0.clone(),
+        None => {
+            let claims = verify_signed(cache, client, settings, token).await?;
+            let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+            let left = exp.saturating_sub(jsonwebtoken::get_current_timestamp());
+            let until = Instant::now() + Duration::from_secs(left).min(MAX_TOKEN_CACHE);
+            tokens.cache.insert(key, Arc::new((claims.clone(), until)));
+            claims
+        }
+    };
+    if !scopes.is_empty() && !token_scopes(&claims).any(|s| scopes.iter().any(|want| want == s)) {
+        return Err(GatewayError::Forbidden {
+            reason: "insufficient scope".into(),
+            insufficient_scope: true,
+        });
+    }
+    Ok(claims)
+}
+
+/// The full check: algorithm, key, signature, time, issuer, audience.
+async fn verify_signed(
+    cache: &KeyCache,
+    client: &Client,
+    settings: &JwtSettings,
     token: &str,
 ) -> Result<Map<String, Value>, GatewayError> {
     let header = jsonwebtoken::decode_header(token)
@@ -217,12 +290,6 @@ pub async fn verify(
         })?
         .claims;
     check_audience(&claims, &settings.audiences).map_err(unauthorized)?;
-    if !scopes.is_empty() && !token_scopes(&claims).any(|s| scopes.iter().any(|want| want == s)) {
-        return Err(GatewayError::Forbidden {
-            reason: "insufficient scope".into(),
-            insufficient_scope: true,
-        });
-    }
     Ok(claims)
 }
 

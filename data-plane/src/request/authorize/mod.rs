@@ -19,6 +19,7 @@ use serde_json::Value;
 #[derive(Default)]
 pub struct Authorizers {
     pub keys: jwt::KeyCache,
+    pub tokens: jwt::TokenCache,
     pub decisions: request_authorizer::DecisionCache,
 }
 
@@ -38,6 +39,7 @@ pub async fn run(
                     })?;
                 let claims = jwt::verify(
                     &gateway.authorizers.keys,
+                    &gateway.authorizers.tokens,
                     &gateway.client,
                     settings,
                     &auth.scopes,

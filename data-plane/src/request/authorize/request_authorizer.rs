@@ -45,13 +45,6 @@ impl Default for DecisionCache {
     }
 }
 
-impl DecisionCache {
-    pub fn entry_count(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
-    }
-}
-
 /// The identity-source values, or `None` when one is missing (AWS answers
 /// 401 without calling the authorizer).
 pub fn identity_values(
