@@ -195,6 +195,11 @@ fn check_api(c: &mut Checker, api: &Api) {
             at(&p, "body_template"),
             "must be at most 8192 bytes",
         );
+        if super::template::is_template(&response.body_template)
+            && let Err(why) = check_template(&response.body_template)
+        {
+            c.fail(at(&p, "body_template"), why);
+        }
     }
 
     if let Some(cors) = &api.cors {

@@ -21,6 +21,12 @@ pub fn environment() -> minijinja::Environment<'static> {
     env
 }
 
+/// Whether a gateway response's body is a minijinja template (rather than
+/// AWS-style text with `$context.…` placeholders).
+pub fn is_template(source: &str) -> bool {
+    source.contains("{{") || source.contains("{%")
+}
+
 /// Whether `source` is a template `environment()` accepts.
 pub fn check_template(source: &str) -> Result<(), String> {
     let env = environment();

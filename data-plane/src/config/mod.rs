@@ -122,16 +122,43 @@ pub struct RouteSettings {
 }
 
 /// An API's customised gateway responses.
-#[derive(Debug, Default)]
 pub struct GatewayResponses {
     by_type: HashMap<GatewayResponseType, CustomResponse>,
+    /// Body templates written in minijinja, named by response type.
+    pub templates: minijinja::Environment<'static>,
+}
+
+impl Default for GatewayResponses {
+    fn default() -> Self {
+        GatewayResponses {
+            by_type: HashMap::new(),
+            templates: pylon_common::model::template::environment(),
+        }
+    }
+}
+
+impl std::fmt::Debug for GatewayResponses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayResponses")
+            .field("by_type", &self.by_type)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
 pub struct CustomResponse {
     pub status: Option<StatusCode>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body_template: Option<String>,
+    pub body: Option<ResponseBody>,
+}
+
+/// A gateway response's body template: AWS-style text with
+/// `$context.error.message` / `$context.requestId`, or a minijinja template
+/// (when it contains `{{` or `{%`), named in [`GatewayResponses::templates`].
+#[derive(Debug)]
+pub enum ResponseBody {
+    Text(String),
+    Template(String),
 }
 
 impl GatewayResponses {
@@ -428,13 +455,24 @@ fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, Str
                 HeaderValue::from_str(value).map_err(|e| format!("gateway_responses[{i}].headers: {e}"))?;
             headers.push((name, value));
         }
-        let body_template = Some(custom.body_template.clone()).filter(|b| !b.is_empty());
+        let body = if custom.body_template.is_empty() {
+            None
+        } else if pylon_common::model::template::is_template(&custom.body_template) {
+            let name = kind.as_str().to_owned();
+            responses
+                .templates
+                .add_template_owned(name.clone(), custom.body_template.clone())
+                .map_err(|e| format!("gateway_responses[{i}].body_template: {e}"))?;
+            Some(ResponseBody::Template(name))
+        } else {
+            Some(ResponseBody::Text(custom.body_template.clone()))
+        };
         responses.by_type.insert(
             kind,
             CustomResponse {
                 status,
                 headers,
-                body_template,
+                body,
             },
         );
     }

@@ -3,7 +3,7 @@
 //! API's customised gateway responses applied.
 
 use crate::Body;
-use crate::config::GatewayResponses;
+use crate::config::{GatewayResponses, ResponseBody};
 use crate::error::GatewayError;
 use http::{HeaderValue, Response, StatusCode, header};
 use pylon_common::GatewayResponseType as Type;
@@ -73,9 +73,16 @@ pub fn respond(
     let message = error.to_string();
     let custom = responses.and_then(|r| r.lookup(kind, default_status));
     let status = custom.and_then(|c| c.status).unwrap_or(default_status);
-    let body = match custom.and_then(|c| c.body_template.as_deref()) {
-        Some(template) => render(template, &message, request_id),
-        None => serde_json::json!({ "message": message }).to_string(),
+    let default_body = || serde_json::json!({ "message": message }).to_string();
+    let body = match (custom.and_then(|c| c.body.as_ref()), responses) {
+        (Some(ResponseBody::Text(text)), _) => render(text, &message, request_id),
+        (Some(ResponseBody::Template(name)), Some(responses)) => {
+            render_template(responses, name, kind, &message, request_id).unwrap_or_else(|why| {
+                tracing::warn!(request_id, response_type = kind.as_str(), error = %why, "gateway response template failed; default body sent");
+                default_body()
+            })
+        }
+        _ => default_body(),
     };
     let mut response = Response::new(crate::full_body(body));
     *response.status_mut() = status;
@@ -97,6 +104,33 @@ pub fn respond(
         }
     }
     response
+}
+
+/// Renders a minijinja gateway-response template with `context.requestId`
+/// and `context.error.message|messageString|responseType`.
+fn render_template(
+    responses: &GatewayResponses,
+    name: &str,
+    kind: Type,
+    message: &str,
+    request_id: &str,
+) -> Result<String, String> {
+    let template = responses
+        .templates
+        .get_template(name)
+        .map_err(|e| e.to_string())?;
+    let context = serde_json::json!({"context": {
+        "requestId": request_id,
+        "error": {
+            "message": message,
+            "messageString": serde_json::Value::String(message.to_owned()).to_string(),
+            "responseType": kind.as_str(),
+        },
+    }});
+    pylon_common::model::template::render_bounded(
+        &template,
+        minijinja::Value::from(minijinja::value::Serde(&context)),
+    )
 }
 
 /// Fills `$context.error.message`, `$context.error.messageString` (quoted
@@ -183,6 +217,26 @@ mod tests {
             );
             assert_eq!(error.to_string(), message);
         }
+    }
+
+    #[test]
+    fn a_minijinja_gateway_response_template_renders_the_error() {
+        let mut responses = GatewayResponses::default();
+        responses
+            .templates
+            .add_template_owned("THROTTLED".to_owned(), r#"{"error": {{ context.error.message | tojson }}, "type": "{{ context.error.responseType }}", "id": "{{ context.requestId }}"}"#.to_owned())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let body = render_template(
+            &responses,
+            "THROTTLED",
+            Type::Throttled,
+            "Too Many Requests",
+            "r-9",
+        );
+        assert_eq!(
+            body.as_deref(),
+            Ok(r#"{"error": "Too Many Requests", "type": "THROTTLED", "id": "r-9"}"#)
+        );
     }
 
     #[test]

@@ -186,7 +186,13 @@ async fn fetch_keys(client: &Client, source: &KeySource) -> Result<Vec<CachedKey
 
 /// Tokens that verified, with their claims.
 pub struct TokenCache {
-    cache: moka::sync::Cache<[u8; 32], Arc<(Map<String, Value>, Instant)>>,
+    cache: moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>,
+}
+
+struct VerifiedToken {
+    claims: Map<String, Value>,
+    /// `exp`, or sooner.
+    until: Instant,
 }
 
 impl Default for TokenCache {
@@ -229,14 +235,24 @@ pub async fn verify(
     token: &str,
 ) -> Result<Map<String, Value>, GatewayError> {
     let key = token_key(settings, token);
-    let claims = match tokens.cache.get(&key).filter(|entry| entry.1 > Instant::now()) {
-        Some(entry) => entry.0.clone(),
+    let claims = match tokens
+        .cache
+        .get(&key)
+        .filter(|entry| entry.until > Instant::now())
+    {
+        Some(entry) => entry.claims.clone(),
         None => {
             let claims = verify_signed(cache, client, settings, token).await?;
             let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
             let left = exp.saturating_sub(jsonwebtoken::get_current_timestamp());
             let until = Instant::now() + Duration::from_secs(left).min(MAX_TOKEN_CACHE);
-            tokens.cache.insert(key, Arc::new((claims.clone(), until)));
+            tokens.cache.insert(
+                key,
+                Arc::new(VerifiedToken {
+                    claims: claims.clone(),
+                    until,
+                }),
+            );
             claims
         }
     };
