@@ -103,6 +103,8 @@ pub fn compile_mappings<'a>(
         };
         let value = if action == Action::Remove {
             Vec::new()
+        } else if value.is_empty() {
+            return Err(format!("{target}: needs a value"));
         } else {
             parse_value(value, side).map_err(|e| format!("{target}: {e}"))?
         };
@@ -214,6 +216,8 @@ mod tests {
         ];
         let compiled = compile_mappings(map.iter().map(|(a, b)| (a, b)), Side::Request).unwrap_or_default();
         assert_eq!(compiled[1].action, Action::Remove);
+        let empty = [("overwrite:header.x".to_owned(), String::new())];
+        assert!(compile_mappings(empty.iter().map(|(a, b)| (a, b)), Side::Request).is_err());
         let status = [("overwrite:statuscode".to_owned(), "201".to_owned())];
         assert!(compile_mappings(status.iter().map(|(a, b)| (a, b)), Side::Request).is_err());
         assert!(compile_mappings(status.iter().map(|(a, b)| (a, b)), Side::Response).is_ok());
