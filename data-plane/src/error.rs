@@ -82,14 +82,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge { limit } => format!("body over {limit} bytes"),
             GatewayError::IntegrationTimeout(after) => format!("no response within {after:?}"),
             GatewayError::IntegrationUnreachable(e) | GatewayError::InvalidIntegrationResponse(e) => {
-                let mut text = e.to_string();
-                let mut source = e.source();
-                while let Some(cause) = source {
-                    text.push_str(": ");
-                    text.push_str(&cause.to_string());
-                    source = cause.source();
-                }
-                text
+                error_chain(e.as_ref())
             }
             GatewayError::ApiConfiguration(why)
             | GatewayError::AuthorizerFailure(why)
@@ -107,4 +100,16 @@ impl GatewayError {
             | GatewayError::BadRequestBody(_) => String::new(),
         }
     }
+}
+
+/// An error and its causes, `outer: inner: …`.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -28,6 +28,33 @@ impl Drop for Process {
     }
 }
 
+/// `pylon dev` pinned to CPU 1, logging warnings to `dir/pylon.log`; its
+/// process, proxy port and admin client.
+pub(crate) async fn start_pylon_dev(dir: &Path) -> (Process, u16, pylon_tests::Admin) {
+    let (listen, admin, raft) = (free_port(), free_port(), free_port());
+    let log = std::fs::File::create(dir.join("pylon.log")).expect("log");
+    let pylon = Process(
+        Command::new("taskset")
+            .args(["-c", "1"])
+            .arg(pylon_bin())
+            .arg("dev")
+            .arg(format!("--data-dir={}", dir.join("dev").display()))
+            .arg(format!("--listen=127.0.0.1:{listen}"))
+            .arg(format!("--admin-listen=127.0.0.1:{admin}"))
+            .arg(format!("--raft-listen=127.0.0.1:{raft}"))
+            .env("PYLON_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start pylon dev"),
+    );
+    let client = eventually("pylon dev admin API", Duration::from_secs(20), || async {
+        connect(&format!("http://127.0.0.1:{admin}")).await.ok()
+    })
+    .await;
+    (pylon, listen, client)
+}
+
 pub(crate) fn available(tool: &str) -> bool {
     Command::new("sh")
         .arg("-c")
@@ -187,27 +214,7 @@ pub async fn run() {
         ),
     );
 
-    let (listen, admin, raft) = (free_port(), free_port(), free_port());
-    let log = std::fs::File::create(dir.path().join("pylon.log")).expect("log");
-    let pylon = Process(
-        Command::new("taskset")
-            .args(["-c", "1"])
-            .arg(pylon_bin())
-            .arg("dev")
-            .arg(format!("--data-dir={}", dir.path().join("dev").display()))
-            .arg(format!("--listen=127.0.0.1:{listen}"))
-            .arg(format!("--admin-listen=127.0.0.1:{admin}"))
-            .arg(format!("--raft-listen=127.0.0.1:{raft}"))
-            .env("PYLON_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start pylon dev"),
-    );
-    let mut client = eventually("pylon dev admin API", Duration::from_secs(20), || async {
-        connect(&format!("http://127.0.0.1:{admin}")).await.ok()
-    })
-    .await;
+    let (pylon, listen, mut client) = start_pylon_dev(dir.path()).await;
     client
         .create_api(CreateApiRequest {
             api: Some(Api {

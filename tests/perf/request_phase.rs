@@ -5,15 +5,15 @@
 //! headers and body, so only the work differs. Layout as in [`crate::proxy`]:
 //! wrk on CPU 0, pylon and the origin on CPU 1, rounds alternating.
 
-use crate::proxy::{Process, available, median, nginx, wrk_with};
+use crate::proxy::{available, median, nginx, start_pylon_dev, wrk_with};
 use pylon_proto::admin::v1::{
     CreateApiKeyRequest, CreateApiRequest, CreateDeploymentRequest, CreateUsagePlanRequest,
 };
 use pylon_proto::config::v1::{Api, ApiKey, ApiStageRef, UsagePlan};
 use pylon_tests::jwt::{now, rsa_signer, sign};
-use pylon_tests::{connect, cpu_time, eventually, free_port, pylon_bin};
+use pylon_tests::{cpu_time, eventually, free_port};
 use serde_json::json;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const ROUNDS: usize = 3;
@@ -41,27 +41,7 @@ pub async fn run() {
   location / {{ default_type application/json; return 200 '{{\"ok\":true}}'; }} }}"
         ),
     );
-    let (listen, admin, raft) = (free_port(), free_port(), free_port());
-    let log = std::fs::File::create(dir.path().join("pylon.log")).expect("log");
-    let pylon = Process(
-        Command::new("taskset")
-            .args(["-c", "1"])
-            .arg(pylon_bin())
-            .arg("dev")
-            .arg(format!("--data-dir={}", dir.path().join("dev").display()))
-            .arg(format!("--listen=127.0.0.1:{listen}"))
-            .arg(format!("--admin-listen=127.0.0.1:{admin}"))
-            .arg(format!("--raft-listen=127.0.0.1:{raft}"))
-            .env("PYLON_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start pylon dev"),
-    );
-    let mut client = eventually("pylon dev admin API", Duration::from_secs(20), || async {
-        connect(&format!("http://127.0.0.1:{admin}")).await.ok()
-    })
-    .await;
+    let (pylon, listen, mut client) = start_pylon_dev(dir.path()).await;
     let origin = format!("http://127.0.0.1:{origin_port}");
     let api: Api = serde_json::from_value(json!({
         "name": "bench",

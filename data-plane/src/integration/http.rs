@@ -3,7 +3,7 @@
 //! `X-Forwarded-For/Proto/Host` are set. Upstream connections are pooled;
 //! HTTPS backends negotiate HTTP/2 or HTTP/1.1 by ALPN.
 
-use crate::error::{BoxError, GatewayError};
+use crate::error::{BoxError, GatewayError, error_chain};
 use crate::{Body, ConnInfo};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
@@ -233,16 +233,4 @@ pub async fn fetch(
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| format!("no response within {timeout:?}"))?
-}
-
-/// An error and its causes, `outer: inner: …`.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
