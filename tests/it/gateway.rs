@@ -6,7 +6,7 @@ use pylon_proto::admin::v1::*;
 use pylon_proto::config::v1::{BasePathMapping, CanarySettings, DomainName};
 use pylon_proto::publish::v1::data_plane_node::LastResult;
 use pylon_tests::gateway::{Backend, DataPlaneNode, HttpClient, Reply, garbage_backend, raw_exchange};
-use pylon_tests::{Cluster, eventually, free_port, pylon_cli, serial};
+use pylon_tests::{Cluster, eventually, free_port, pylon_cli, self_signed, serial};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -859,37 +859,6 @@ async fn shutdown_drains_in_flight_requests() {
 }
 
 /// A self-signed certificate for `name`, made with openssl.
-fn self_signed(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args([
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            &format!("subjectAltName=DNS:{name}"),
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(status.success());
-    (cert, key)
-}
-
 fn curl(args: &[&str]) -> String {
     let output = std::process::Command::new("curl")
         .args(["-s", "--max-time", "5"])

@@ -813,33 +813,10 @@ fn client_ca(dir: &Path, name: &str, subject: &str) -> (String, String, String) 
     (ca, cert, key)
 }
 
+/// A self-signed certificate for `name`, as path strings.
 fn server_cert(dir: &Path, name: &str) -> (String, String) {
-    let (cert, key) = (
-        dir.join(format!("{name}.pem")).display().to_string(),
-        dir.join(format!("{name}.key")).display().to_string(),
-    );
-    let subject = format!("/CN={name}");
-    let san = format!("subjectAltName=DNS:{name}");
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        &subject,
-        "-addext",
-        &san,
-        "-keyout",
-        &key,
-        "-out",
-        &cert,
-    ]);
-    (cert, key)
+    let (cert, key) = pylon_tests::self_signed(dir, name);
+    (cert.display().to_string(), key.display().to_string())
 }
 
 #[tokio::test]

@@ -411,6 +411,39 @@ pub fn pylon_cli(endpoint: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// A self-signed P-256 certificate for `name` (CN and subjectAltName) and
+/// its key, as `(cert, key)` files in `dir`.
+pub fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            &format!("subjectAltName=DNS:{name}"),
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("openssl: {e}"));
+    assert!(status.success(), "openssl req for {name}");
+    (cert, key)
+}
+
 /// Writes a test CA (`ca.pem`) and a node certificate it signed (`cert.pem`,
 /// `key.pem`, valid for 127.0.0.1) into `dir`, with `openssl`.
 pub fn test_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
