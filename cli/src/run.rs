@@ -2,14 +2,20 @@
 //! file → a running node.
 
 use anyhow::{Context as _, bail};
+use pylon_control_plane::admin::usage::UsageStore;
 use pylon_control_plane::auth::BearerToken;
 use pylon_control_plane::raft::node::RaftTimers;
 use pylon_control_plane::{ControlPlaneConfig, TlsFiles};
 use pylon_data_plane::DataPlaneConfig;
+use pylon_data_plane::cache::entry::CacheKey;
+use pylon_data_plane::config::limits::quota_id;
+use pylon_data_plane::shared::redis::RedisOptions;
+use pylon_data_plane::shared::{SharedOptions, SharedState};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Applied entries between Raft snapshots. Each snapshot encodes the whole
@@ -71,6 +77,89 @@ pub struct DevArgs {
     /// A proxy (address or CIDR) whose X-Forwarded-For names the client (repeatable).
     #[arg(long = "trusted-proxy")]
     trusted_proxies: Vec<ipnet::IpNet>,
+    #[command(flatten)]
+    shared: SharedArgs,
+}
+
+/// Where limits and cached responses are kept (data planes, and `pylon dev`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct SharedArgs {
+    /// Share limits and the response cache with other nodes through Redis:
+    /// redis://[user:pass@]host:port[/db], rediss://… (TLS),
+    /// redis-sentinel://host:port[,host:port]/master, redis-cluster://host:port[,host:port]
+    /// (default: kept in this process).
+    #[arg(long, env = "PYLON_REDIS_URL", hide_env_values = true)]
+    redis: Option<String>,
+    /// Longest wait for one Redis call, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    redis_timeout_ms: u64,
+    /// Node-wide request rate (requests per second; 0: none).
+    #[arg(long, default_value_t = pylon_data_plane::shared::DEFAULT_ACCOUNT_RATE)]
+    account_rate: f64,
+    /// Node-wide burst.
+    #[arg(long, default_value_t = pylon_data_plane::shared::DEFAULT_ACCOUNT_BURST)]
+    account_burst: u32,
+    /// File with the 32-byte key (raw, hex or base64) that seals cached
+    /// responses of stages that encrypt their cache (or PYLON_CACHE_KEY).
+    #[arg(long)]
+    cache_key_file: Option<PathBuf>,
+}
+
+impl SharedArgs {
+    /// Starts the shared state these flags describe.
+    fn start(&self) -> anyhow::Result<Arc<SharedState>> {
+        if !(self.account_rate.is_finite() && self.account_rate >= 0.0) {
+            bail!("--account-rate must be 0 or more");
+        }
+        if !(1..=10_000).contains(&self.redis_timeout_ms) {
+            bail!("--redis-timeout-ms must be 1..=10000");
+        }
+        let options = SharedOptions {
+            redis: self.redis.as_ref().map(|url| RedisOptions {
+                url: url.clone(),
+                timeout: Duration::from_millis(self.redis_timeout_ms),
+            }),
+            account_rate: self.account_rate,
+            account_burst: self.account_burst.max(1),
+        };
+        SharedState::start(&options).map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// The cache key from --cache-key-file or PYLON_CACHE_KEY.
+    fn cache_key(&self) -> anyhow::Result<Option<CacheKey>> {
+        let material = match (&self.cache_key_file, std::env::var("PYLON_CACHE_KEY")) {
+            (Some(path), _) => {
+                std::fs::read(path).with_context(|| format!("--cache-key-file {}", path.display()))?
+            }
+            (None, Ok(text)) => text.into_bytes(),
+            (None, Err(_)) => return Ok(None),
+        };
+        CacheKey::parse(&material)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("cache key: {e}"))
+    }
+}
+
+/// The admin API's view of quota counters: the data planes' shared state.
+struct Usage(Arc<SharedState>);
+
+impl UsageStore for Usage {
+    fn used<'a>(
+        &'a self,
+        plan: &'a str,
+        key_id: &'a str,
+        window: pylon_common::quota::Window,
+    ) -> futures::future::BoxFuture<'a, Result<u64, String>> {
+        Box::pin(async move { self.0.quota_used(&quota_id(plan, key_id), window).await })
+    }
+
+    fn reset<'a>(
+        &'a self,
+        plan: &'a str,
+        key_id: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { self.0.quota_reset(&quota_id(plan, key_id)).await })
+    }
 }
 
 /// Resolves once, for every listener of the process.
@@ -93,6 +182,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     if args.admin_listen.port() == 0 {
         bail!("--admin-listen needs a fixed port: the embedded data plane connects to it");
     }
+    let shared = args.shared.start()?;
     let config = ControlPlaneConfig {
         node_id: 1,
         listen: args.admin_listen,
@@ -105,6 +195,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         tls: None,
         timers: RaftTimers::default(),
         snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
+        usage: Some(Arc::new(Usage(shared.clone()))),
     };
     let mut data_plane = DataPlaneConfig::new(
         args.listen,
@@ -113,6 +204,15 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     );
     data_plane.base_domain = args.base_domain.clone();
     data_plane.trusted_proxies = args.trusted_proxies.clone();
+    data_plane.shared = Some(shared);
+    // One process: a key made up now seals what only this process reads.
+    data_plane.cache_key = Some(match args.shared.cache_key()? {
+        Some(key) => key,
+        None if args.shared.redis.is_none() => CacheKey::random(),
+        None => bail!(
+            "with --redis, encrypted stage caches need --cache-key-file (or PYLON_CACHE_KEY), the same on every node"
+        ),
+    });
     // One node serves every endpoint class, PRIVATE APIs included (their
     // resource policies still decide who gets in).
     data_plane.labels.insert(
@@ -192,6 +292,8 @@ pub struct DataPlaneArgs {
     /// Seconds in-flight requests get to finish at shutdown.
     #[arg(long, default_value_t = 30)]
     drain_timeout_s: u64,
+    #[command(flatten)]
+    shared: SharedArgs,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -232,6 +334,8 @@ pub async fn data_plane(args: DataPlaneArgs) -> anyhow::Result<()> {
     config.trusted_proxies = args.trusted_proxies;
     config.header_read_timeout = Duration::from_secs(args.header_read_timeout_s.max(1));
     config.drain_timeout = Duration::from_secs(args.drain_timeout_s);
+    config.shared = Some(args.shared.start()?);
+    config.cache_key = args.shared.cache_key()?;
     pylon_data_plane::serve(config, shutdown_signal()).await?;
     Ok(())
 }
@@ -279,6 +383,9 @@ pub struct ControlPlaneArgs {
     /// Raft tick in milliseconds (election after 10–20 ticks, heartbeat every 2).
     #[arg(long)]
     raft_tick_ms: Option<u64>,
+    /// The data planes' Redis, to answer GetUsage/ResetUsage (same URL forms as theirs).
+    #[arg(long, env = "PYLON_REDIS_URL", hide_env_values = true)]
+    redis: Option<String>,
 }
 
 /// The config-file form of [`ControlPlaneArgs`].
@@ -300,6 +407,7 @@ struct ControlPlaneFile {
     tls_ca: Option<PathBuf>,
     snapshot_interval: Option<u64>,
     raft_tick_ms: Option<u64>,
+    redis: Option<String>,
 }
 
 fn parse_peer(text: &str) -> Result<(u64, String), String> {
@@ -355,6 +463,22 @@ pub async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
         (None, None) => None,
         _ => bail!("tls_cert and tls_key go together"),
     };
+    let usage: Option<Arc<dyn UsageStore>> = match args.redis.or(file.redis) {
+        Some(url) => {
+            let options = SharedOptions {
+                redis: Some(RedisOptions {
+                    url,
+                    // Admin reads are not on a request path: allow more time.
+                    timeout: Duration::from_millis(500),
+                }),
+                account_rate: 0.0,
+                account_burst: 1,
+            };
+            let shared = SharedState::start(&options).map_err(|e| anyhow::anyhow!(e))?;
+            Some(Arc::new(Usage(shared)))
+        }
+        None => None,
+    };
     let tick = args.raft_tick_ms.or(file.raft_tick_ms).unwrap_or(50);
     if !(10..=1000).contains(&tick) {
         bail!("--raft-tick-ms must be 10..=1000");
@@ -386,6 +510,7 @@ pub async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
             .snapshot_interval
             .or(file.snapshot_interval)
             .unwrap_or(DEFAULT_SNAPSHOT_INTERVAL),
+        usage,
     };
     pylon_control_plane::serve(config, shutdown_signal()).await?;
     Ok(())

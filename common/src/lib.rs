@@ -7,6 +7,7 @@
 pub mod error;
 pub mod ids;
 pub mod model;
+pub mod quota;
 pub mod snapshot;
 
 pub use error::{ErrorCode, GatewayResponseType};

@@ -69,6 +69,8 @@ pub struct ControlPlaneConfig {
     pub tls: Option<TlsFiles>,
     pub timers: RaftTimers,
     pub snapshot_interval: u64,
+    /// Where the data planes count quota use (for GetUsage/ResetUsage).
+    pub usage: Option<std::sync::Arc<dyn crate::admin::usage::UsageStore>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -223,7 +225,12 @@ pub async fn serve(
     });
     let publisher = Publisher::start(node.shared.clone());
     let admin = AdminServiceServer::with_interceptor(
-        AdminApi::new(node.clone(), transport.clone(), publisher.registry.clone()),
+        AdminApi::new(
+            node.clone(),
+            transport.clone(),
+            publisher.registry.clone(),
+            config.usage.clone(),
+        ),
         RequireToken(config.token.clone()),
     );
     let data_planes = publisher.registry.clone();

@@ -70,6 +70,19 @@ pub enum GatewayError {
     BadRequestParameters(String),
     #[error("{0}")]
     BadRequestBody(String),
+    /// A token bucket (usage plan, stage, node) is empty.
+    #[error("Too Many Requests")]
+    Throttled { retry_after: Duration },
+    /// The key's usage-plan quota for this period is used up.
+    #[error("Limit Exceeded")]
+    QuotaExceeded { retry_after: Duration },
+    /// The shared limits could not be consulted and the stage fails closed.
+    #[error("Service Unavailable")]
+    LimitsUnavailable(String),
+    /// A caller not allowed to invalidate cache entries sent
+    /// `Cache-Control: max-age=0` to a stage that refuses that.
+    #[error("Forbidden")]
+    CacheInvalidationDenied,
 }
 
 impl GatewayError {
@@ -91,6 +104,11 @@ impl GatewayError {
             | GatewayError::Forbidden { reason: why, .. } => why.clone(),
             GatewayError::AccessDenied { source_ip } => format!("source {source_ip}"),
             GatewayError::InvalidApiKey(why) => (*why).to_owned(),
+            GatewayError::Throttled { retry_after } | GatewayError::QuotaExceeded { retry_after } => {
+                format!("retry after {retry_after:?}")
+            }
+            GatewayError::LimitsUnavailable(why) => why.clone(),
+            GatewayError::CacheInvalidationDenied => "not authorized to invalidate cache entries".into(),
             GatewayError::MalformedRequest(_)
             | GatewayError::UnknownApi
             | GatewayError::NoRoute

@@ -5,8 +5,11 @@
 //! or TLS) and runs every request through [`pipeline`]: the request phase
 //! ([`request`]), the integration ([`integration`]) and the response phase
 //! ([`response`]). A data plane holds no authoritative state and writes
-//! nothing to the control plane but ACK/NACK and heartbeats.
+//! nothing to the control plane but ACK/NACK and heartbeats; what nodes
+//! share — limit counters and cached responses — lives in Redis or, for a
+//! single node, in process ([`shared`], [`cache`]).
 
+pub mod cache;
 pub mod config;
 pub mod context;
 pub mod error;
@@ -15,6 +18,7 @@ pub mod pipeline;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod shared;
 pub mod sync;
 pub mod tls;
 
@@ -66,6 +70,9 @@ pub struct Gateway {
     pub client: integration::http::Client,
     pub options: GatewayOptions,
     pub authorizers: request::authorize::Authorizers,
+    /// Limits shared with the other nodes (or kept here).
+    pub shared: Arc<shared::SharedState>,
+    pub cache: cache::ResponseCache,
 }
 
 impl Gateway {

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! admit → address → canary → policy → [CORS preflight] → route → authorize
-//!   → read body (if needed) → validate → transform → integration
-//!   → response transform → finish | rescue
+//!   → throttle → read body (if needed) → validate → cache lookup
+//!   → transform → integration → response transform → cache fill
+//!   → finish | rescue
 //! ```
 //!
 //! Each phase returns a [`GatewayError`] to stop the request; only
@@ -12,13 +13,14 @@
 //! before any authorizer runs and adds its headers to every answer, errors
 //! included.
 
+use crate::cache::{self, Flight, Lookup};
 use crate::config::integration::CompiledIntegration;
 use crate::config::{CompiledConfig, CompiledStage, GatewayResponses, Target};
 use crate::context::{Identity, RequestContext};
 use crate::error::GatewayError;
 use crate::integration::{self, http::Call};
 use crate::request::inputs::Inputs;
-use crate::request::{address, admit, authorize, canary, policy, transform, validate};
+use crate::request::{address, admit, authorize, canary, policy, throttle, transform, validate};
 use crate::response::{self, rescue};
 use crate::{Body, ConnInfo, Gateway, full_body};
 use bytes::Bytes;
@@ -167,7 +169,8 @@ async fn serve(
 
     // Authenticate before reading a body: strangers cannot make us buffer.
     let inputs = Inputs::new(&parts, &front.path, &matched.params, &target.variables, None);
-    authorize::run(gateway, &front.stage, &settings.auth, &inputs, &mut ctx).await?;
+    let key = authorize::run(gateway, &front.stage, &settings.auth, &inputs, &mut ctx).await?;
+    throttle::check(&gateway.shared, &front.stage, &route.key, key).await?;
     let (whole, stream) = if settings.reads_body {
         (Some(read_whole(body, options.limits.max_body_bytes).await?), None)
     } else {
@@ -182,6 +185,37 @@ async fn serve(
     );
     if let Some(validation) = &settings.validation {
         validate::check(validation, &inputs)?;
+    }
+    let lookup = cache::plan(
+        gateway.cache.can_encrypt(),
+        &front.stage,
+        target,
+        settings.cache.as_ref(),
+        &parts,
+        &front.path,
+        &matched.params,
+        &ctx,
+    )?;
+    let mut flight = None;
+    if let Lookup::Use(plan) = &lookup
+        && !plan.refresh
+    {
+        if let Some(entry) = gateway.cache.get(plan).await {
+            return Ok(cache::respond(&entry, plan.warning));
+        }
+        match gateway.cache.join(plan) {
+            Some(Flight::Follower(rx)) => {
+                let wait = match &route.integration {
+                    CompiledIntegration::Http { timeout, .. } => *timeout,
+                    CompiledIntegration::Mock { .. } => DEFAULT_FOLLOW,
+                };
+                if let Some(entry) = cache::follow(rx, wait).await {
+                    return Ok(cache::respond(&entry, plan.warning));
+                }
+            }
+            Some(Flight::Leader(guard)) => flight = Some(guard),
+            None => {}
+        }
     }
     let plan = transform::plan(settings, &target.definition, &inputs, &ctx)?;
     // Response mappings may read the request as the client sent it.
@@ -221,8 +255,8 @@ async fn serve(
     };
 
     // Response phase.
-    match original {
-        None => Ok(response),
+    let response = match original {
+        None => response,
         Some(original) => {
             let inputs = Inputs::new(
                 &original,
@@ -239,10 +273,27 @@ async fn serve(
                 &ctx,
                 options.limits.max_body_bytes,
             )
-            .await
+            .await?
+        }
+    };
+    match lookup {
+        Lookup::Off => Ok(response),
+        Lookup::Bypass { warning } => {
+            let mut response = response;
+            cache::mark(&mut response, "Bypass", warning);
+            Ok(response)
+        }
+        Lookup::Use(plan) => {
+            let mut response = gateway.cache.fill(&plan, response, flight).await?;
+            cache::mark(&mut response, "Miss", plan.warning);
+            Ok(response)
         }
     }
 }
+
+/// How long a request waits for another one fetching the same cache entry
+/// of a MOCK route.
+const DEFAULT_FOLLOW: std::time::Duration = std::time::Duration::from_secs(29);
 
 fn context(
     front: &Front,

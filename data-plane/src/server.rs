@@ -47,6 +47,10 @@ pub struct DataPlaneConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub header_read_timeout: Duration,
     pub drain_timeout: Duration,
+    /// Limit counters and the cache's shared tier (default: in-process).
+    pub shared: Option<Arc<crate::shared::SharedState>>,
+    /// Seals cached entries of stages that encrypt their cache.
+    pub cache_key: Option<crate::cache::entry::CacheKey>,
 }
 
 impl DataPlaneConfig {
@@ -66,6 +70,8 @@ impl DataPlaneConfig {
             upstream_ca: None,
             limits: Limits::default(),
             trusted_proxies: Vec::new(),
+            shared: None,
+            cache_key: None,
             header_read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
         }
@@ -105,6 +111,10 @@ pub async fn serve(
         }
     }
     let client_tls = tls::client_config(config.upstream_ca.as_deref()).map_err(ServeError::Config)?;
+    let shared = match &config.shared {
+        Some(shared) => shared.clone(),
+        None => crate::shared::SharedState::start(&Default::default()).map_err(ServeError::Config)?,
+    };
     let gateway = Arc::new(Gateway {
         config: live.clone(),
         client: crate::integration::http::client(client_tls),
@@ -114,6 +124,8 @@ pub async fn serve(
             trusted_proxies: config.trusted_proxies.clone(),
         },
         authorizers: Default::default(),
+        cache: crate::cache::ResponseCache::new(shared.redis().cloned(), config.cache_key.clone()),
+        shared,
     });
 
     let listener = bind(config.listen).await?;

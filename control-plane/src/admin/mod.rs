@@ -8,6 +8,7 @@
 
 mod cluster;
 mod ids;
+pub mod usage;
 
 use crate::publish::Registry;
 use crate::raft::node::{NodeHandle, ProposeError};
@@ -36,15 +37,92 @@ pub struct AdminApi {
     node: NodeHandle,
     transport: Transport,
     data_planes: Arc<Registry>,
+    usage: Option<Arc<dyn usage::UsageStore>>,
 }
 
 impl AdminApi {
-    pub fn new(node: NodeHandle, transport: Transport, data_planes: Arc<Registry>) -> Self {
+    pub fn new(
+        node: NodeHandle,
+        transport: Transport,
+        data_planes: Arc<Registry>,
+        usage: Option<Arc<dyn usage::UsageStore>>,
+    ) -> Self {
         AdminApi {
             node,
             transport,
             data_planes,
+            usage,
         }
+    }
+
+    /// The plan's quota window now and the keys asked about.
+    async fn usage_scope(
+        &self,
+        plan: &str,
+        key_id: &str,
+    ) -> Result<(Arc<dyn usage::UsageStore>, config::Quota, Vec<String>), Status> {
+        let store = self.usage.clone().ok_or_else(|| {
+            Status::failed_precondition(
+                "this control plane has no shared-state backend: start it with --redis (the one the data planes use)",
+            )
+        })?;
+        let plan_name = plan.to_owned();
+        let plan = self
+            .read(0, move |state| {
+                state
+                    .usage_plan(&plan_name)
+                    .cloned()
+                    .ok_or_else(|| Status::not_found(format!("usage plan {plan_name} not found")))
+            })
+            .await?
+            .into_inner();
+        let quota = plan.quota.ok_or_else(|| {
+            Status::failed_precondition(format!("usage plan {}: quota: not set", plan.name))
+        })?;
+        let keys = if key_id.is_empty() {
+            plan.api_key_ids.clone()
+        } else if plan.api_key_ids.iter().any(|k| k == key_id) {
+            vec![key_id.to_owned()]
+        } else {
+            return Err(Status::not_found(format!(
+                "api_key_id: {key_id} is not a key of usage plan {}",
+                plan.name
+            )));
+        };
+        Ok((store, quota, keys))
+    }
+
+    async fn usage_report(&self, plan: &str, key_id: &str) -> Result<GetUsageResponse, Status> {
+        let (store, quota, keys) = self.usage_scope(plan, key_id).await?;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let window = pylon_common::quota::window_at(quota.period(), quota.offset, now);
+        let mut report = GetUsageResponse {
+            usage_plan: plan.to_owned(),
+            period_start: Some(pylon_proto::wkt::Timestamp {
+                seconds: window.start_secs(),
+                nanos: 0,
+            }),
+            period_end: Some(pylon_proto::wkt::Timestamp {
+                seconds: window.end_secs(),
+                nanos: 0,
+            }),
+            limit: quota.limit,
+            keys: Vec::new(),
+        };
+        for key in keys {
+            let used = store
+                .used(plan, &key, window)
+                .await
+                .map_err(|e| Status::unavailable(format!("shared-state backend: {e}")))?;
+            report.keys.push(KeyUsage {
+                api_key_id: key,
+                used,
+                remaining: quota.limit.saturating_sub(used),
+            });
+        }
+        Ok(report)
     }
 
     /// Proposes `op` and waits until it is applied here, retrying while no
@@ -464,6 +542,51 @@ impl AdminService for AdminApi {
             Applied::Stage(stage) => Ok(Response::new(stage)),
             other => Err(unexpected(other)),
         }
+    }
+
+    async fn flush_stage_cache(
+        &self,
+        request: Request<FlushStageCacheRequest>,
+    ) -> Result<Response<config::Stage>, Status> {
+        let request = request.into_inner();
+        let op = Op::FlushStageCache(raftpb::FlushStageCache {
+            api: request.api,
+            stage: request.stage,
+        });
+        match self.write(op).await? {
+            Applied::Stage(stage) => Ok(Response::new(stage)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn get_usage(
+        &self,
+        request: Request<GetUsageRequest>,
+    ) -> Result<Response<GetUsageResponse>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.usage_report(&request.usage_plan, &request.api_key_id)
+                .await?,
+        ))
+    }
+
+    async fn reset_usage(
+        &self,
+        request: Request<ResetUsageRequest>,
+    ) -> Result<Response<GetUsageResponse>, Status> {
+        let request = request.into_inner();
+        let (store, _, keys) = self.usage_scope(&request.usage_plan, &request.api_key_id).await?;
+        for key in &keys {
+            store
+                .reset(&request.usage_plan, key)
+                .await
+                .map_err(|e| Status::unavailable(format!("shared-state backend: {e}")))?;
+        }
+        tracing::info!(usage_plan = %request.usage_plan, keys = keys.len(), "quota usage reset");
+        Ok(Response::new(
+            self.usage_report(&request.usage_plan, &request.api_key_id)
+                .await?,
+        ))
     }
 
     async fn create_api_key(

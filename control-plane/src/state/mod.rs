@@ -13,8 +13,8 @@ use pylon_common::ErrorCode;
 use pylon_common::ids::{ApiKeyId, ApiName, DeploymentId, DomainNameId, StageName, UsagePlanName};
 use pylon_proto::config::v1::{Api, ApiKey, Deployment, DomainName, Stage, UsagePlan, resource::Kind};
 use pylon_proto::raft::v1::{
-    Command, CreateDeployment, Delete, PromoteCanary, Put, RollbackStage, StateImage, command::Op,
-    resource_ref,
+    Command, CreateDeployment, Delete, FlushStageCache, PromoteCanary, Put, RollbackStage, StateImage,
+    command::Op, resource_ref,
 };
 use pylon_proto::wkt::Timestamp;
 use std::collections::BTreeMap;
@@ -131,7 +131,7 @@ pub fn changes_served_config(command: &Command) -> bool {
             Some(resource_ref::Kind::Deployment) | None
         ),
         Some(Op::CreateDeployment(deployment)) => !deployment.stage.is_empty(),
-        Some(Op::PromoteCanary(_)) | Some(Op::RollbackStage(_)) => true,
+        Some(Op::PromoteCanary(_)) | Some(Op::RollbackStage(_)) | Some(Op::FlushStageCache(_)) => true,
         None => false,
     }
 }
@@ -163,6 +163,7 @@ impl State {
             Some(Op::CreateDeployment(create)) => self.create_deployment(index, at, create),
             Some(Op::PromoteCanary(promote)) => self.promote_canary(index, at, promote),
             Some(Op::RollbackStage(rollback)) => self.rollback_stage(index, at, rollback),
+            Some(Op::FlushStageCache(flush)) => self.flush_stage_cache(index, at, flush),
         }
     }
 
@@ -284,6 +285,8 @@ impl State {
                     expected,
                 )?;
                 self.check_stage_deployments(&stage)?;
+                // Only FlushStageCache moves the cache generation.
+                stage.cache_generation = old.map_or(0, |old| old.cache_generation);
                 stamp!(stage, old, index, at);
                 Ok(Change::Stage(stage))
             }
@@ -644,6 +647,19 @@ impl State {
         }
         let mut stage = self.stage_at(&rollback.api, &rollback.stage, rollback.expected_revision)?;
         stage.deployment_id = rollback.deployment_id.clone();
+        stage.revision = index;
+        stage.updated_at = at;
+        Ok(Change::Stage(stage))
+    }
+
+    fn flush_stage_cache(
+        &self,
+        index: u64,
+        at: Option<Timestamp>,
+        flush: &FlushStageCache,
+    ) -> Result<Change, CommandError> {
+        let mut stage = self.stage_at(&flush.api, &flush.stage, 0)?;
+        stage.cache_generation += 1;
         stage.revision = index;
         stage.updated_at = at;
         Ok(Change::Stage(stage))

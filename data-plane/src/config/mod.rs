@@ -8,7 +8,9 @@
 //! result is immutable and swapped atomically (readers never lock).
 
 pub mod auth;
+pub mod cache;
 pub mod integration;
+pub mod limits;
 pub mod policy;
 pub mod routes;
 pub mod validation;
@@ -61,6 +63,9 @@ pub struct CompiledStage {
     /// The API keys of the usage plans attached to this stage, by the
     /// SHA-256 of the key.
     pub api_keys: HashMap<[u8; 32], StageKey>,
+    pub limits: limits::StageLimits,
+    /// `None`: the stage does not cache responses.
+    pub cache: Option<cache::StageCache>,
 }
 
 /// An API key as a stage sees it.
@@ -69,6 +74,7 @@ pub struct StageKey {
     pub id: String,
     pub enabled: bool,
     pub usage_plan: String,
+    pub limits: Arc<limits::KeyLimits>,
 }
 
 pub struct Canary {
@@ -119,6 +125,7 @@ pub struct RouteSettings {
     pub reads_body: bool,
     /// A mapping or template needs the whole response body.
     pub reads_response_body: bool,
+    pub cache: Option<cache::RouteCacheSettings>,
 }
 
 /// An API's customised gateway responses.
@@ -333,6 +340,11 @@ pub fn compile(
                     api: stage.api.clone(),
                     name: stage.name.clone(),
                     main,
+                    limits: limits::StageLimits::compile(
+                        stage,
+                        route_keys(deployment).chain(entry.canary_deployment.iter().flat_map(route_keys)),
+                    ),
+                    cache: cache::StageCache::compile(stage),
                     canary,
                     api_keys: stage_keys(snapshot, &stage.api, &stage.name),
                 }),
@@ -431,6 +443,12 @@ fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, Str
                 response_template,
                 reads_body,
                 reads_response_body,
+                cache: route
+                    .cache
+                    .as_ref()
+                    .map(cache::RouteCacheSettings::compile)
+                    .transpose()
+                    .map_err(at)?,
             };
             routes.push((route.method.clone(), template, compiled, settings));
         }
@@ -485,6 +503,19 @@ fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, Str
     })
 }
 
+/// The route keys ("GET /pets/{id}") a deployment defines, spelled as the
+/// route table spells them.
+fn route_keys(deployment: &Deployment) -> impl Iterator<Item = String> + '_ {
+    deployment
+        .definition
+        .iter()
+        .flat_map(|api| &api.routes)
+        .filter_map(|route| {
+            let template = PathTemplate::parse(&route.path).ok()?;
+            Some(format!("{} {template}", route.method))
+        })
+}
+
 /// The keys of every usage plan attached to `api`/`stage`.
 fn stage_keys(snapshot: &ConfigSnapshot, api: &str, stage: &str) -> HashMap<[u8; 32], StageKey> {
     let mut keys = HashMap::new();
@@ -504,6 +535,7 @@ fn stage_keys(snapshot: &ConfigSnapshot, api: &str, stage: &str) -> HashMap<[u8;
                         id: key.id.clone(),
                         enabled: key.enabled,
                         usage_plan: plan.name.clone(),
+                        limits: Arc::new(limits::KeyLimits::compile(plan, &key.id, api, stage)),
                     },
                 );
             }

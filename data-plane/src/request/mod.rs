@@ -3,7 +3,8 @@
 //! canary or main deployment ([`canary`]), judge the caller's address
 //! ([`policy`]), (CORS preflights are answered here, see
 //! [`crate::pipeline`]), match a route, authenticate and authorize
-//! ([`authorize`]), validate ([`validate`]) and transform ([`transform`]).
+//! ([`authorize`]), throttle ([`throttle`]), validate ([`validate`]), look
+//! in the response cache ([`crate::cache`]) and transform ([`transform`]).
 //! [`inputs`] is what mappings, templates and authorizers read.
 
 pub mod address;
@@ -12,5 +13,6 @@ pub mod authorize;
 pub mod canary;
 pub mod inputs;
 pub mod policy;
+pub mod throttle;
 pub mod transform;
 pub mod validate;

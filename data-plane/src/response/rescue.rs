@@ -36,6 +36,10 @@ pub fn classify(error: &GatewayError) -> (Type, StatusCode) {
         ),
         GatewayError::BadRequestParameters(_) => (Type::BadRequestParameters, StatusCode::BAD_REQUEST),
         GatewayError::BadRequestBody(_) => (Type::BadRequestBody, StatusCode::BAD_REQUEST),
+        GatewayError::Throttled { .. } => (Type::Throttled, StatusCode::TOO_MANY_REQUESTS),
+        GatewayError::QuotaExceeded { .. } => (Type::QuotaExceeded, StatusCode::TOO_MANY_REQUESTS),
+        GatewayError::LimitsUnavailable(_) => (Type::Default5xx, StatusCode::SERVICE_UNAVAILABLE),
+        GatewayError::CacheInvalidationDenied => (Type::AccessDenied, StatusCode::FORBIDDEN),
     }
 }
 
@@ -94,6 +98,11 @@ pub fn respond(
     if matches!(error, GatewayError::BodyTooLarge { .. }) {
         // The rest of the body is not read: this connection cannot carry another request.
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let GatewayError::Throttled { retry_after } | GatewayError::QuotaExceeded { retry_after } = error {
+        // Whole seconds, at least one (RFC 9110 §10.2.3).
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
     }
     if let Some(value) = challenge(error).and_then(|c| HeaderValue::from_str(&c).ok()) {
         headers.insert(header::WWW_AUTHENTICATE, value);

@@ -3,7 +3,7 @@
 //! hashed and looked up by that digest, so lookup time depends on the
 //! digest, never on how much of a real key a guess shares.
 
-use crate::config::CompiledStage;
+use crate::config::{CompiledStage, StageKey};
 use crate::context::RequestContext;
 use crate::error::GatewayError;
 use http::HeaderMap;
@@ -11,11 +11,11 @@ use sha2::{Digest, Sha256};
 
 pub const HEADER: &str = "x-api-key";
 
-pub fn check(
-    stage: &CompiledStage,
+pub fn check<'s>(
+    stage: &'s CompiledStage,
     headers: &HeaderMap,
     ctx: &mut RequestContext,
-) -> Result<(), GatewayError> {
+) -> Result<&'s StageKey, GatewayError> {
     let presented = headers
         .get(HEADER)
         .filter(|v| !v.is_empty())
@@ -24,7 +24,7 @@ pub fn check(
     match stage.api_keys.get(&digest) {
         Some(key) if key.enabled => {
             ctx.identity.api_key_id = Some(key.id.clone());
-            Ok(())
+            Ok(key)
         }
         Some(_) => Err(GatewayError::InvalidApiKey("API key disabled")),
         None => Err(GatewayError::InvalidApiKey(

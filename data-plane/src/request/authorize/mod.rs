@@ -8,8 +8,8 @@ pub mod jwt;
 pub mod request_authorizer;
 
 use crate::Gateway;
-use crate::config::CompiledStage;
 use crate::config::auth::{AuthorizerKind, IdentitySource, RouteAuth};
+use crate::config::{CompiledStage, StageKey};
 use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::request::inputs::Inputs;
@@ -23,13 +23,15 @@ pub struct Authorizers {
     pub decisions: request_authorizer::DecisionCache,
 }
 
-pub async fn run(
+/// Authenticates and authorizes; returns the API key when the route
+/// required one (its usage plan's limits apply next).
+pub async fn run<'s>(
     gateway: &Gateway,
-    stage: &CompiledStage,
+    stage: &'s CompiledStage,
     auth: &RouteAuth,
     inputs: &Inputs<'_>,
     ctx: &mut RequestContext,
-) -> Result<(), GatewayError> {
+) -> Result<Option<&'s StageKey>, GatewayError> {
     if let Some(authorizer) = &auth.authorizer {
         match &authorizer.kind {
             AuthorizerKind::Jwt(settings) => {
@@ -63,9 +65,9 @@ pub async fn run(
         }
     }
     if auth.api_key_required {
-        api_key::check(stage, &inputs.parts.headers, ctx)?;
+        return api_key::check(stage, &inputs.parts.headers, ctx).map(Some);
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The token from the identity source, without a `Bearer ` prefix.
