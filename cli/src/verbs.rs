@@ -54,6 +54,12 @@ pub enum AdminCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// The stages' response caches.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+    /// Usage-plan quotas: what each key used in the current period.
+    #[command(subcommand)]
+    Usage(UsageCommand),
     /// Cluster membership and health.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -157,6 +163,39 @@ pub enum CanaryCommand {
     Clear {
         api: String,
         stage: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum CacheCommand {
+    /// Empty a stage's cache on every data-plane node.
+    Flush {
+        api: String,
+        #[arg(long)]
+        stage: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum UsageCommand {
+    /// Quota used and remaining per key of a usage plan.
+    Get {
+        plan: String,
+        /// Only this API key (id).
+        #[arg(long)]
+        key: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Start the quota period over for a key (or every key of the plan).
+    Reset {
+        plan: String,
+        #[arg(long)]
+        key: Option<String>,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -322,6 +361,22 @@ pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Resu
                 .into_inner();
             print_stage(output, &stage)
         }
+        AdminCommand::Cache(CacheCommand::Flush { api, stage, output }) => {
+            let stage = admin
+                .flush_stage_cache(FlushStageCacheRequest { api, stage })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            if output.format == output::Format::Table {
+                println!(
+                    "cache of {}/{} flushed (generation {})",
+                    stage.api, stage.name, stage.cache_generation
+                );
+                return Ok(());
+            }
+            print_stage(output, &stage)
+        }
+        AdminCommand::Usage(command) => usage(&mut admin, command).await,
         AdminCommand::Cluster(command) => cluster(&mut admin, command).await,
         AdminCommand::Nodes { local, output } => nodes(&mut admin, local, output).await,
     }
@@ -641,6 +696,49 @@ async fn canary(admin: &mut Admin, command: CanaryCommand) -> anyhow::Result<()>
     }
 }
 
+async fn usage(admin: &mut Admin, command: UsageCommand) -> anyhow::Result<()> {
+    let (report, output) = match command {
+        UsageCommand::Get { plan, key, output } => (
+            admin
+                .get_usage(GetUsageRequest {
+                    usage_plan: plan,
+                    api_key_id: key.unwrap_or_default(),
+                })
+                .await,
+            output,
+        ),
+        UsageCommand::Reset { plan, key, output } => (
+            admin
+                .reset_usage(ResetUsageRequest {
+                    usage_plan: plan,
+                    api_key_id: key.unwrap_or_default(),
+                })
+                .await,
+            output,
+        ),
+    };
+    let report = report.map_err(explain)?.into_inner();
+    let rows = report
+        .keys
+        .iter()
+        .map(|k| {
+            vec![
+                k.api_key_id.clone(),
+                k.used.to_string(),
+                k.remaining.to_string(),
+                report.limit.to_string(),
+                time(report.period_end.as_ref()),
+            ]
+        })
+        .collect();
+    print(
+        output.format,
+        &report,
+        &["KEY", "USED", "REMAINING", "LIMIT", "PERIOD ENDS"],
+        rows,
+    )
+}
+
 async fn cluster(admin: &mut Admin, command: ClusterCommand) -> anyhow::Result<()> {
     match command {
         ClusterCommand::Status { output } => {
@@ -726,7 +824,17 @@ macro_rules! stored {
         }
     )*};
 }
-stored!(config::Api, config::Stage, config::UsagePlan, config::DomainName);
+stored!(config::Api, config::UsagePlan, config::DomainName);
+
+impl Stored for config::Stage {
+    fn strip(&mut self) -> u64 {
+        self.created_at = None;
+        self.updated_at = None;
+        // Moved only by flushes; a file does not set it.
+        self.cache_generation = 0;
+        std::mem::take(&mut self.revision)
+    }
+}
 
 enum Decision {
     Create,

@@ -4,5 +4,6 @@ mod admin;
 mod cli;
 mod cluster;
 mod gateway;
+mod limits;
 mod request_phase;
 mod support;

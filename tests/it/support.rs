@@ -158,3 +158,57 @@ pub async fn deploy(
         }
     }
 }
+
+/// Changes a stage with `edit` and returns the config version that did it.
+pub async fn edit_stage(
+    admin: &mut pylon_tests::Admin,
+    api: &str,
+    stage: &str,
+    edit: impl FnOnce(&mut pylon_proto::config::v1::Stage),
+) -> anyhow::Result<u64> {
+    use pylon_proto::admin::v1::*;
+    let mut current = admin
+        .get_stage(GetStageRequest {
+            api: api.into(),
+            name: stage.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    edit(&mut current);
+    let updated = admin
+        .update_stage(UpdateStageRequest {
+            expected_revision: current.revision,
+            stage: Some(current),
+        })
+        .await?
+        .into_inner();
+    Ok(updated.revision)
+}
+
+/// Waits until `nodes` data-plane nodes serve config `version` or newer.
+pub async fn wait_applied(admin: &mut pylon_tests::Admin, version: u64, nodes: usize) {
+    use pylon_proto::admin::v1::*;
+    let admin = admin.clone();
+    pylon_tests::eventually(
+        &format!("{nodes} data planes on version {version}"),
+        std::time::Duration::from_secs(15),
+        || {
+            let mut admin = admin.clone();
+            async move {
+                let list = admin
+                    .list_data_plane_nodes(ListDataPlaneNodesRequest::default())
+                    .await
+                    .ok()?
+                    .into_inner();
+                let serving = list
+                    .nodes
+                    .iter()
+                    .filter(|n| n.connected && n.applied_version >= version)
+                    .count();
+                (serving >= nodes).then_some(())
+            }
+        },
+    )
+    .await;
+}

@@ -21,7 +21,9 @@ use tokio::net::TcpListener;
 
 /// An HTTP/1.1 + h2c backend on a free loopback port. It answers every path
 /// with JSON describing the request (`backend`, `method`, `path`, `query`,
-/// forwarded headers, `body_bytes`); `/slow/{ms}` first sleeps that long.
+/// forwarded headers, `body_bytes`, and `n`, its count of requests so far);
+/// `/slow/{ms}` first sleeps that long; a `cc=VALUE` query parameter comes
+/// back as `Cache-Control: VALUE`, `pad=N` adds N bytes to the body.
 pub struct Backend {
     pub address: SocketAddr,
     pub requests: Arc<AtomicU64>,
@@ -47,8 +49,8 @@ impl Backend {
                 tokio::spawn(async move {
                     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                         let name = name.clone();
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        async move { Ok::<_, Infallible>(answer(&name, request).await) }
+                        let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+                        async move { Ok::<_, Infallible>(answer(&name, n, request).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
@@ -74,7 +76,7 @@ impl Drop for Backend {
     }
 }
 
-async fn answer(name: &str, request: Request<hyper::body::Incoming>) -> hyper::Response<Full<Bytes>> {
+async fn answer(name: &str, n: u64, request: Request<hyper::body::Incoming>) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     if let Some(ms) = parts
         .uri
@@ -110,8 +112,15 @@ async fn answer(name: &str, request: Request<hyper::body::Incoming>) -> hyper::R
             .unwrap_or("")
             .to_owned()
     };
+    let query: Vec<(String, String)> = form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect();
+    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let pad = param("pad").and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
     let json = serde_json::json!({
         "backend": name,
+        "n": n,
+        "pad": "x".repeat(pad),
         "method": parts.method.as_str(),
         "path": parts.uri.path(),
         "query": parts.uri.query().unwrap_or(""),
@@ -129,6 +138,9 @@ async fn answer(name: &str, request: Request<hyper::body::Incoming>) -> hyper::R
     response
         .headers_mut()
         .insert("content-type", http::HeaderValue::from_static("application/json"));
+    if let Some(value) = param("cc").and_then(|v| http::HeaderValue::from_str(&v).ok()) {
+        response.headers_mut().insert("cache-control", value);
+    }
     response
 }
 

@@ -6,6 +6,7 @@
 
 pub mod gateway;
 pub mod jwt;
+pub mod redis;
 
 use anyhow::{Context as _, bail};
 use pylon_proto::admin::v1::admin_service_client::AdminServiceClient;

@@ -12,12 +12,17 @@
 //! node's own demand and capped at 2 % of a second of the limit (¼ of the
 //! burst at most), leftovers of a lease idle for 250 ms are given back, and
 //! near the end of a quota grants shrink to one. So a shortfall is bounded by
-//! nodes × cap (e.g. 3 × 20 tokens at 1,000 rps: 0.6 % of a 10 s window).
+//! what is leased or reserved but not yet used when the window closes —
+//! nodes × cap plus the debt (e.g. 3 × 20 + 50 tokens at 1,000 rps: 1.1 %
+//! of a 10 s window) — and the nodes never admit more than the bucket.
 //!
-//! When Redis says a bucket is empty it also says how long until the lease
-//! this node wants is there; until then the node refuses locally without
-//! asking. Under overload each node therefore calls about rate / lease-size
-//! times a second, however many requests it refuses.
+//! When a bucket is empty, Redis lends the node its lease from the future:
+//! the bucket goes into a bounded debt (≤ 50 ms of its rate) and the node
+//! may use the tokens once the refill has paid that debt; until then it
+//! refuses requests itself, without asking. Under overload each call thus
+//! brings a lease home, and the nodes together call about rate / lease-size
+//! times a second however many requests they refuse. (When even the debt is
+//! full, Redis says how long until a reservation is possible.)
 //!
 //! One request draws from several limits (key, key+route, stage route,
 //! quota). Leases make that all-or-nothing locally: a request is admitted
@@ -43,12 +48,21 @@ const IDLE_RETURN: Duration = Duration::from_millis(250);
 const FORGET_AFTER: Duration = Duration::from_secs(60);
 /// How often the demand estimate is updated.
 const DEMAND_WINDOW: Duration = Duration::from_millis(100);
+/// The longest a node refuses on its own after Redis said "empty" before
+/// asking again (quota periods end in days; a reset must not wait that long).
+const MAX_LOCAL_DENIAL: Duration = Duration::from_secs(1);
 /// Rounds of refill → retry before a request that keeps losing the race for
 /// freshly leased tokens is throttled.
 const MAX_ROUNDS: usize = 4;
 
 /// KEYS[1] the bucket; ARGV rate, burst, want, refund.
-/// Returns {granted, microseconds until `want` tokens are there}.
+/// Returns {granted, microseconds before the granted tokens may be used
+/// (a reservation), or until a reservation is possible when none were}.
+///
+/// An empty bucket may go into debt by up to `rate × 50 ms` (at least one
+/// lease): the tokens granted then are future ones, usable once the debt
+/// they made is paid back by the refill. So every call under overload
+/// brings a lease home, and the nodes' waits queue in order.
 const RATE_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -62,17 +76,22 @@ if now > at then
   at = now
 end
 tokens = math.min(burst, tokens + refund)
+local floor = -math.max(want, rate * 0.05)
 local granted, wait = 0, 0
 if want > 0 then
   if tokens >= 1 then
     granted = math.min(want, math.floor(tokens))
     tokens = tokens - granted
+  elseif tokens - want >= floor then
+    granted = want
+    tokens = tokens - want
+    wait = math.ceil(-tokens * 1000000 / rate)
   else
-    wait = math.ceil((math.min(want, burst) - tokens) * 1000000 / rate)
+    wait = math.ceil((floor + want - tokens) * 1000000 / rate)
   end
 end
 redis.call('HSET', KEYS[1], 't', tostring(tokens), 'at', tostring(at))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - floor) * 1000 / rate) + 1000)
 return {granted, wait}
 "#;
 
@@ -132,8 +151,11 @@ struct Lease {
     tokens: u32,
     /// Quota leases: the period (start day) their tokens belong to.
     period_start: i64,
-    /// Redis said empty: refuse locally until then.
+    /// Redis said empty: refuse locally until then (at most
+    /// [`MAX_LOCAL_DENIAL`], so a quota reset is seen soon)…
     denied_until: Option<Instant>,
+    /// …and tell clients to come back then.
+    retry_at: Instant,
     last_used: Instant,
     /// Requests seen in the current demand window, and the estimate (per second).
     window_start: Instant,
@@ -150,6 +172,7 @@ impl Lease {
             tokens: 0,
             period_start: 0,
             denied_until: None,
+            retry_at: now,
             last_used: now,
             window_start: now,
             window_count: 0,
@@ -222,7 +245,8 @@ impl Leases {
                         .or_insert_with(|| Lease::new(Arc::clone(limit), now));
                     if let Some(until) = lease.denied_until {
                         if until > now {
-                            return Ok(refusal(&limit.kind, until - now));
+                            let wait = lease.retry_at.saturating_duration_since(now);
+                            return Ok(refusal(&limit.kind, wait));
                         }
                         lease.denied_until = None;
                     }
@@ -290,7 +314,13 @@ impl Leases {
             lease.period_start = grant.period_start;
             lease.last_used = now;
             if grant.granted == 0 {
-                lease.denied_until = Some(now + grant.wait.max(Duration::from_millis(1)));
+                let wait = grant.wait.max(Duration::from_millis(1));
+                lease.denied_until = Some(now + wait.min(MAX_LOCAL_DENIAL));
+                lease.retry_at = now + wait;
+            } else if !grant.wait.is_zero() {
+                // Reserved tokens: usable once the bucket has refilled them.
+                lease.denied_until = Some(now + grant.wait);
+                lease.retry_at = now + grant.wait;
             }
         }
         Ok(())

@@ -154,13 +154,15 @@ impl Redis {
             Err(_) => Err(RedisError::Timeout(self.timeout)),
         };
         match &result {
-            Ok(_) => self.breaker.succeeded(),
-            // A script error is Redis answering; the link is fine.
-            Err(RedisError::Redis(e)) if !is_link_failure(e) => self.breaker.succeeded(),
+            // A script error is Redis answering too; the link is fine.
+            Ok(_) => self.succeeded(),
+            Err(RedisError::Redis(e)) if !is_link_failure(e) => self.succeeded(),
             Err(_) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
-                if self.breaker.failed() {
-                    tracing::warn!(redis = %self.describe, "Redis is failing; circuit breaker open");
+                if let Some(first) = self.breaker.failed() {
+                    if first {
+                        tracing::warn!(redis = %self.describe, "Redis is failing; circuit breaker open");
+                    }
                     if matches!(self.topology, Topology::Sentinel(_)) {
                         // The master may have moved: ask the sentinels again.
                         self.conn.store(None);
@@ -170,6 +172,12 @@ impl Redis {
             }
         }
         result
+    }
+
+    fn succeeded(&self) {
+        if self.breaker.succeeded() {
+            tracing::info!(redis = %self.describe, "Redis answers again; shared limits and cache resume");
+        }
     }
 
     async fn connect(&self) -> Result<Conn, redis::RedisError> {
@@ -237,6 +245,8 @@ fn is_link_failure(e: &redis::RedisError) -> bool {
 #[derive(Default)]
 struct Breaker {
     failures: AtomicU32,
+    /// Opened since the last success.
+    tripped: std::sync::atomic::AtomicBool,
     /// Milliseconds since `EPOCH` until which calls are refused.
     open_until: AtomicU64,
 }
@@ -252,20 +262,23 @@ impl Breaker {
         now_ms() >= self.open_until.load(Ordering::Relaxed)
     }
 
-    fn succeeded(&self) {
+    /// Whether this success closed a breaker that had opened.
+    fn succeeded(&self) -> bool {
         self.failures.store(0, Ordering::Relaxed);
+        self.tripped.load(Ordering::Relaxed) && self.tripped.swap(false, Ordering::Relaxed)
     }
 
-    /// Whether this failure opened the breaker.
-    fn failed(&self) -> bool {
+    /// `Some` when this failure opened the breaker (`true`: the first time
+    /// since the last success).
+    fn failed(&self) -> Option<bool> {
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= BREAKER_THRESHOLD {
             self.open_until
                 .store(now_ms() + BREAKER_OPEN.as_millis() as u64, Ordering::Relaxed);
             self.failures.store(0, Ordering::Relaxed);
-            return true;
+            return Some(!self.tripped.swap(true, Ordering::Relaxed));
         }
-        false
+        None
     }
 }
 
