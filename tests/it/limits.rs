@@ -10,7 +10,7 @@ use pylon_proto::config::v1::stage::SharedStateFailure;
 use pylon_proto::config::v1::{Api, ApiKey, ApiStageRef, Quota, ThrottleSettings, UsagePlan, quota};
 use pylon_tests::gateway::{DataPlaneNode, HttpClient, Reply};
 use pylon_tests::redis::RedisServer;
-use pylon_tests::{Admin, Cluster, eventually, serial};
+use pylon_tests::{Admin, Cluster, eventually, free_port, serial, spawn_pylon};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -485,4 +485,119 @@ async fn quota_periods_are_computed_alike_in_redis_and_in_rust() {
             assert_eq!(from_redis, from_rust, "{period:?} offset {offset}");
         }
     }
+}
+
+#[tokio::test]
+async fn pylon_dev_keeps_limits_quotas_and_the_cache_in_process() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listen, admin_port, raft) = (free_port(), free_port(), free_port());
+    let args = [
+        format!("--data-dir={}", dir.path().join("dev").display()),
+        format!("--listen=127.0.0.1:{listen}"),
+        format!("--admin-listen=127.0.0.1:{admin_port}"),
+        format!("--raft-listen=127.0.0.1:{raft}"),
+    ];
+    let mut dev = Some(spawn_pylon("dev", &args, &dir.path().join("dev.log"), "info").expect("pylon dev"));
+    let endpoint = format!("http://127.0.0.1:{admin_port}");
+    let mut admin = eventually("the admin API answers", Duration::from_secs(20), || async {
+        pylon_tests::connect(&endpoint).await.ok()
+    })
+    .await;
+    deploy(&mut admin, metered_api(), "solo", &[])
+        .await
+        .expect("deploy");
+    edit_stage(&mut admin, "metered", "solo", |stage| {
+        stage.throttle = Some(ThrottleSettings {
+            rate_limit: 1.0,
+            burst_limit: 2,
+        });
+        stage.cache = Some(pylon_proto::config::v1::CacheSettings {
+            enabled: true,
+            ..Default::default()
+        });
+    })
+    .await
+    .expect("stage settings");
+    let key = create_key(&mut admin, "solo-key").await;
+    let applied = admin
+        .create_usage_plan(CreateUsagePlanRequest {
+            usage_plan: Some(UsagePlan {
+                name: "solo".into(),
+                api_stages: vec![ApiStageRef {
+                    api: "metered".into(),
+                    stage: "solo".into(),
+                    ..Default::default()
+                }],
+                api_key_ids: vec![key.0.clone()],
+                quota: Some(Quota {
+                    limit: 3,
+                    period: quota::Period::Month as i32,
+                    offset: 0,
+                }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("plan")
+        .into_inner()
+        .revision;
+    wait_applied(&mut admin, applied, 1).await;
+    let (client, node) = (HttpClient::default(), SocketAddr::from(([127, 0, 0, 1], listen)));
+
+    // The stage's bucket (burst 2), per route: the first answer is cached,
+    // but the cache sits behind the throttle, so the third is refused.
+    let statuses: Vec<(u16, String)> =
+        futures::future::join_all((0..3).map(|_| get(&client, node, "/solo/open", None)))
+            .await
+            .iter()
+            .map(|r| (r.status.as_u16(), r.header("x-cache").to_owned()))
+            .collect();
+    let admitted = statuses.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(admitted, 2, "{statuses:?}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        get(&client, node, "/solo/open", None).await.header("x-cache"),
+        "Hit"
+    );
+
+    // The quota: exactly 3 (each counted route also draws on the stage bucket,
+    // so pace them).
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let reply = get(&client, node, "/solo/counted", Some(&key.1)).await;
+        seen.push(format!(
+            "{} {}",
+            reply.status.as_u16(),
+            reply.header("x-pylon-error-type")
+        ));
+    }
+    assert_eq!(seen, ["200 ", "200 ", "200 ", "429 QUOTA_EXCEEDED"]);
+    let usage = admin
+        .get_usage(GetUsageRequest {
+            usage_plan: "solo".into(),
+            api_key_id: key.0.clone(),
+        })
+        .await
+        .expect("GetUsage in pylon dev")
+        .into_inner();
+    assert_eq!((usage.keys[0].used, usage.keys[0].remaining), (3, 0));
+    pylon_tests::kill(&mut dev);
+}
+
+#[tokio::test]
+async fn get_usage_needs_the_data_planes_shared_state() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    let status = admin
+        .get_usage(GetUsageRequest {
+            usage_plan: "any".into(),
+            api_key_id: String::new(),
+        })
+        .await
+        .expect_err("no shared state");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(status.message().contains("--redis"), "{}", status.message());
 }

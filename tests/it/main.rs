@@ -1,6 +1,7 @@
 //! End-to-end tests: real `pylon` processes on free loopback ports.
 
 mod admin;
+mod cache;
 mod cli;
 mod cluster;
 mod gateway;
