@@ -85,8 +85,8 @@ pub struct DevArgs {
 #[derive(clap::Args, Clone, Debug)]
 pub struct SharedArgs {
     /// Share limits and the response cache with other nodes through Redis:
-    /// redis://[user:pass@]host:port[/db], rediss://… (TLS),
-    /// redis-sentinel://host:port[,host:port]/master, redis-cluster://host:port[,host:port]
+    /// redis://USER:PASSWORD@HOST:PORT/DB, rediss://… (TLS),
+    /// redis-sentinel://HOST:PORT,HOST:PORT/MASTER, redis-cluster://HOST:PORT,HOST:PORT
     /// (default: kept in this process).
     #[arg(long, env = "PYLON_REDIS_URL", hide_env_values = true)]
     redis: Option<String>,

@@ -1,6 +1,6 @@
-//! `make bench`: four benchmarks, each against a peer measured in the same
-//! run (`PYLON_BENCH=control-plane,proxy,request-phase,propagation` picks
-//! some; default all):
+//! `make bench`: five benchmarks, each against a peer measured in the same
+//! run (`PYLON_BENCH=control-plane,proxy,request-phase,limits,propagation`
+//! picks some; default all):
 //!
 //! - control plane: admin write throughput and latency on a 3-node loopback
 //!   cluster (fsync on) vs a 3-node etcd, and leader failover time;
@@ -8,6 +8,9 @@
 //!   proxy vs the origin direct, with wrk, pinned to the same cores;
 //! - request phase ([`request_phase`]): a route with API key + JWT +
 //!   validation + a mapping vs the same route with authorization NONE;
+//! - limits ([`limits`]): no limit vs a stage limit in process vs in Redis
+//!   (1 and 3 data planes), Redis calls per request, accuracy of a shared
+//!   limit over 3 nodes at 3 offered loads, cache hits vs the origin direct;
 //! - propagation ([`propagation`]): deploy ACK → every subscriber serves the
 //!   new version, with 2 real data planes and with 1,000 simulated ones.
 //!
@@ -17,6 +20,7 @@
 //! write from /proc.
 
 mod etcd;
+mod limits;
 mod propagation;
 mod proxy;
 mod request_phase;
@@ -234,13 +238,16 @@ async fn failover(cluster: &mut Cluster) -> Vec<Duration> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let wanted = std::env::var("PYLON_BENCH")
-        .unwrap_or_else(|_| "control-plane,proxy,request-phase,propagation".into());
+        .unwrap_or_else(|_| "control-plane,proxy,request-phase,limits,propagation".into());
     let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
     if wanted.contains(&"proxy") {
         proxy::run().await;
     }
     if wanted.contains(&"request-phase") {
         request_phase::run().await;
+    }
+    if wanted.contains(&"limits") {
+        limits::run().await;
     }
     if wanted.contains(&"propagation") {
         propagation::run().await;

@@ -61,6 +61,7 @@ impl AdminApi {
         plan: &str,
         key_id: &str,
     ) -> Result<(Arc<dyn usage::UsageStore>, config::Quota, Vec<String>), Status> {
+        present(plan, "usage_plan")?;
         let store = self.usage.clone().ok_or_else(|| {
             Status::failed_precondition(
                 "this control plane has no shared-state backend: start it with --redis (the one the data planes use)",
@@ -251,6 +252,14 @@ fn status(code: ErrorCode, message: impl Into<String>) -> Status {
 
 fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
     value.ok_or_else(|| Status::invalid_argument(format!("{field}: required")))
+}
+
+/// A string field that must be set.
+fn present(value: &str, field: &str) -> Result<(), Status> {
+    if value.is_empty() {
+        return Err(Status::invalid_argument(format!("{field}: required")));
+    }
+    Ok(())
 }
 
 fn not_found(what: String) -> Status {
@@ -549,6 +558,8 @@ impl AdminService for AdminApi {
         request: Request<FlushStageCacheRequest>,
     ) -> Result<Response<config::Stage>, Status> {
         let request = request.into_inner();
+        present(&request.api, "api")?;
+        present(&request.stage, "stage")?;
         let op = Op::FlushStageCache(raftpb::FlushStageCache {
             api: request.api,
             stage: request.stage,
