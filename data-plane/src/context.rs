@@ -38,6 +38,10 @@ pub struct Identity {
     pub api_key_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_cert: Option<Arc<ClientCert>>,
+    /// A digest of the credential an authorizer accepted (token, identity
+    /// sources): tells callers apart when the authorizer names no principal.
+    #[serde(skip)]
+    pub caller: Option<[u8; 32]>,
 }
 
 /// A verified client certificate (mutual TLS).

@@ -326,6 +326,7 @@ fn context(
                 .to_owned(),
             api_key_id: None,
             client_cert: conn.client_cert.clone(),
+            caller: None,
         },
         authorizer: Default::default(),
     }

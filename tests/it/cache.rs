@@ -8,7 +8,7 @@ use http_body_util::Full;
 use pylon_proto::admin::v1::*;
 use pylon_proto::config::v1::cache_settings::UnauthorizedInvalidation;
 use pylon_proto::config::v1::{Api, ApiKey, ApiStageRef, CacheSettings, CanarySettings, UsagePlan};
-use pylon_tests::gateway::{Backend, DataPlaneNode, HttpClient, Reply};
+use pylon_tests::gateway::{Backend, DataPlaneNode, HttpClient, JsonServer, Reply};
 use pylon_tests::redis::RedisServer;
 use pylon_tests::{Cluster, pylon_cli, serial};
 use serde_json::json;
@@ -18,12 +18,15 @@ use std::time::Duration;
 
 const HOST: &str = "cached.localhost";
 
-fn cached_api() -> Api {
+fn cached_api(authorizer: &str) -> Api {
     let proxy =
         |path: &str| json!({"type": "HTTP_PROXY", "uri": format!("${{stageVariables.backend}}{path}")});
     serde_json::from_value(json!({
         "name": "cached",
+        "authorizers": [{"name": "simple", "request": {"uri": authorizer, "identitySources": ["$request.header.x-token"], "timeoutMs": 1000}}],
         "routes": [
+            {"method": "GET", "path": "/guarded", "integration": proxy("/guarded"),
+             "authorization": {"type": "REQUEST", "authorizer": "simple"}},
             {"method": "GET", "path": "/items", "integration": proxy("/items")},
             {"method": "GET", "path": "/items/{id}", "integration": proxy("/items/{id}"),
              "cache": {"keyParameters": ["path.id"]}},
@@ -91,6 +94,8 @@ async fn nodes_share_one_cache_with_ttls_keys_invalidation_flush_canaries_and_en
         .collect();
     let [a, b, c] = [nodes[0].address(), nodes[1].address(), nodes[2].address()];
     let backend = Backend::start("cached").await;
+    // A "simple" request authorizer: allows anyone, names no principal.
+    let authorizer = JsonServer::start(|_, _| (200, json!({"isAuthorized": true}))).await;
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
     let url = backend.url();
     let mut keys = Vec::new();
@@ -118,9 +123,14 @@ async fn nodes_share_one_cache_with_ttls_keys_invalidation_flush_canaries_and_en
     ];
     let mut applied = 0;
     for (stage, strategy, encrypted) in stages {
-        deploy(&mut admin, cached_api(), stage, &[("backend", url.as_str())])
-            .await
-            .expect("deploy");
+        deploy(
+            &mut admin,
+            cached_api(&authorizer.url("/decide")),
+            stage,
+            &[("backend", url.as_str())],
+        )
+        .await
+        .expect("deploy");
         applied = edit_stage(&mut admin, "cached", stage, |s| {
             s.cache = Some(CacheSettings {
                 enabled: true,
@@ -234,6 +244,14 @@ async fn nodes_share_one_cache_with_ttls_keys_invalidation_flush_canaries_and_en
     );
     let mine_again = send(&client, b, "GET", "/prod/me", &[("x-api-key", &invalidator.1)]).await;
     assert_eq!((mine_again.header("x-cache"), n(&mine_again)), ("Hit", n(&mine)));
+
+    // An authorizer that names no principal: callers are told apart by the
+    // credential it accepted.
+    let ann = send(&client, a, "GET", "/prod/guarded", &[("x-token", "ann")]).await;
+    let bob = send(&client, a, "GET", "/prod/guarded", &[("x-token", "bob")]).await;
+    assert_eq!((ann.header("x-cache"), bob.header("x-cache")), ("Miss", "Miss"));
+    let ann_again = send(&client, b, "GET", "/prod/guarded", &[("x-token", "ann")]).await;
+    assert_eq!((ann_again.header("x-cache"), n(&ann_again)), ("Hit", n(&ann)));
 
     // An authorized max-age=0 refreshes the entry for every node.
     let refresh = [

@@ -110,9 +110,10 @@ fn check_variables(c: &mut Checker, p: &str, variables: &BTreeMap<String, String
 
 pub(crate) fn check_throttle(c: &mut Checker, p: &str, throttle: &ThrottleSettings) {
     c.check(
-        throttle.rate_limit.is_finite() && throttle.rate_limit >= 0.0,
+        throttle.rate_limit.is_finite()
+            && (throttle.rate_limit == 0.0 || (0.001..=1e9).contains(&throttle.rate_limit)),
         at(p, "rate_limit"),
-        "must be a non-negative number of requests per second",
+        "must be 0 (unset) or 0.001..=1e9 requests per second",
     );
     c.check(
         throttle.rate_limit == 0.0 || throttle.burst_limit > 0,

@@ -285,8 +285,10 @@ impl State {
                     expected,
                 )?;
                 self.check_stage_deployments(&stage)?;
-                // Only FlushStageCache moves the cache generation.
-                stage.cache_generation = old.map_or(0, |old| old.cache_generation);
+                // Only FlushStageCache moves the cache generation; a new stage
+                // starts at its own index, so a stage deleted and created
+                // again never reads the old one's entries.
+                stage.cache_generation = old.map_or(index, |old| old.cache_generation);
                 stamp!(stage, old, index, at);
                 Ok(Change::Stage(stage))
             }
@@ -659,7 +661,8 @@ impl State {
         flush: &FlushStageCache,
     ) -> Result<Change, CommandError> {
         let mut stage = self.stage_at(&flush.api, &flush.stage, 0)?;
-        stage.cache_generation += 1;
+        // The log index: unique, and larger than any generation before.
+        stage.cache_generation = index;
         stage.revision = index;
         stage.updated_at = at;
         Ok(Change::Stage(stage))

@@ -31,7 +31,7 @@ use http_body_util::BodyExt;
 use pylon_proto::config::v1::cache_settings::UnauthorizedInvalidation;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
@@ -201,7 +201,12 @@ fn key(
                     .map(|(_, v)| v.into_owned())
                     .collect();
                 values.sort();
-                field(values.join("\u{0}").as_bytes());
+                // How many, then each on its own: absent, empty and
+                // "a\0b" vs "a","b" all differ.
+                field(&(values.len() as u64).to_be_bytes());
+                for value in &values {
+                    field(value.as_bytes());
+                }
             }
             KeyParameter::Header(name) => {
                 field(b"h");
@@ -211,14 +216,23 @@ fn key(
                     .iter()
                     .map(HeaderValue::as_bytes)
                     .collect();
-                field(&values.join(&b"\0"[..]));
+                field(&(values.len() as u64).to_be_bytes());
+                for value in values {
+                    field(value);
+                }
             }
         }
     }
     if !route.is_some_and(|r| r.shared) {
+        // Who is asking: the API key, and the authorizer's principal — or,
+        // when it names none, the credential it accepted.
         field(b"principal");
         field(ctx.identity.api_key_id.as_deref().unwrap_or("").as_bytes());
-        field(ctx.authorizer.principal_id.as_deref().unwrap_or("").as_bytes());
+        match (&ctx.authorizer.principal_id, &ctx.identity.caller) {
+            (Some(principal), _) => field(principal.as_bytes()),
+            (None, Some(caller)) => field(caller),
+            (None, None) => field(b""),
+        }
     }
     hash.finalize().into()
 }
@@ -253,9 +267,10 @@ pub struct FlightGuard {
 
 impl Drop for FlightGuard {
     fn drop(&mut self) {
-        if let Ok(mut flights) = self.flights.lock() {
-            flights.remove(&self.digest);
-        }
+        self.flights
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.digest);
     }
 }
 
@@ -276,7 +291,7 @@ impl ResponseCache {
     }
 
     fn tier(&self, plan: &Plan) -> Option<LocalTier> {
-        let mut local = self.local.lock().ok()?;
+        let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
         let slot = local
             .entry(plan.stage.clone())
             .or_insert_with(|| (plan.capacity, new_tier(plan.capacity)));
@@ -326,7 +341,7 @@ impl ResponseCache {
 
     /// Leads or follows the fetch of a missing key.
     pub fn join(&self, plan: &Plan) -> Option<Flight> {
-        let mut flights = self.flights.lock().ok()?;
+        let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(rx) = flights.get(&plan.digest) {
             return Some(Flight::Follower(rx.clone()));
         }
@@ -382,21 +397,25 @@ impl ResponseCache {
         if let (Some(redis), Ok(key)) = (&self.redis, self.sealing_key(plan))
             && let Some(stored) = entry::seal(&entry, key, plan.redis_key.as_bytes())
         {
-            let (redis_key, ttl_ms) = (plan.redis_key.clone(), plan.ttl.as_millis() as u64);
-            let result = redis
-                .run(|mut conn| async move {
-                    redis::cmd("SET")
-                        .arg(&redis_key)
-                        .arg(stored.as_ref())
-                        .arg("PX")
-                        .arg(ttl_ms)
-                        .query_async::<()>(&mut conn)
-                        .await
-                })
-                .await;
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "cache write to Redis failed");
-            }
+            // Written in the background: the client does not wait for it.
+            let (redis, redis_key, ttl_ms) =
+                (redis.clone(), plan.redis_key.clone(), plan.ttl.as_millis() as u64);
+            tokio::spawn(async move {
+                let result = redis
+                    .run(|mut conn| async move {
+                        redis::cmd("SET")
+                            .arg(&redis_key)
+                            .arg(stored.as_ref())
+                            .arg("PX")
+                            .arg(ttl_ms)
+                            .query_async::<()>(&mut conn)
+                            .await
+                    })
+                    .await;
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "cache write to Redis failed");
+                }
+            });
         }
         Ok(Response::from_parts(parts, full_body(body)))
     }

@@ -33,7 +33,7 @@ use super::redis::{Redis, RedisError};
 use crate::config::limits::{Limit, LimitKind};
 use pylon_proto::config::v1::quota::Period;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 /// A lease serves about this much of the node's own demand.
@@ -52,8 +52,8 @@ const DEMAND_WINDOW: Duration = Duration::from_millis(100);
 /// asking again (quota periods end in days; a reset must not wait that long).
 const MAX_LOCAL_DENIAL: Duration = Duration::from_secs(1);
 /// Rounds of refill → retry before a request that keeps losing the race for
-/// freshly leased tokens is throttled.
-const MAX_ROUNDS: usize = 4;
+/// freshly leased tokens is throttled (all within one Redis timeout).
+const MAX_ROUNDS: usize = 8;
 
 /// KEYS[1] the bucket; ARGV rate, burst, want, refund.
 /// Returns {granted, microseconds before the granted tokens may be used
@@ -90,24 +90,30 @@ if want > 0 then
     wait = math.ceil((floor + want - tokens) * 1000000 / rate)
   end
 end
-redis.call('HSET', KEYS[1], 't', tostring(tokens), 'at', tostring(at))
+redis.call('HSET', KEYS[1], 't', string.format('%.17g', tokens), 'at', string.format('%.0f', at))
 redis.call('PEXPIRE', KEYS[1], math.ceil((burst - floor) * 1000 / rate) + 1000)
 return {granted, wait}
 "#;
 
-/// KEYS[1] the quota; ARGV limit, period kind, offset, want, refund, the
-/// period the refund was granted in. Returns {granted, microseconds until
-/// the next period when nothing was granted, period start day, used}.
+/// KEYS[1] the quota; ARGV limit, period kind, offset, want, refund, and the
+/// period and epoch the refund was granted in (a reset moves the epoch, so
+/// tokens leased before it are not taken off the new count). Returns
+/// {granted, microseconds until the next period when nothing was granted,
+/// period start day, used, epoch}.
 const QUOTA_SCRIPT_BODY: &str = r#"
 local t = redis.call('TIME')
 local secs = tonumber(t[1])
 local limit, kind, offset = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local want, refund, refund_start = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local want, refund = tonumber(ARGV[4]), tonumber(ARGV[5])
+local refund_start, refund_epoch = tonumber(ARGV[6]), tonumber(ARGV[7])
 local start, finish = period(math.floor(secs / 86400), kind, offset)
-local s = redis.call('HMGET', KEYS[1], 'start', 'used')
+local s = redis.call('HMGET', KEYS[1], 'start', 'used', 'epoch')
 local used = 0
+local epoch = tonumber(s[3]) or 0
 if tonumber(s[1]) == start then used = tonumber(s[2]) or 0 end
-if refund > 0 and refund_start == start then used = math.max(0, used - refund) end
+if refund > 0 and refund_start == start and refund_epoch == epoch then
+  used = math.max(0, used - refund)
+end
 local remaining = limit - used
 local granted, wait = 0, 0
 if want > 0 then
@@ -118,11 +124,21 @@ if want > 0 then
     wait = (finish * 86400 - secs) * 1000000
   end
 end
-redis.call('HSET', KEYS[1], 'start', start, 'used', used)
+redis.call('HSET', KEYS[1], 'start', start, 'used', used, 'epoch', epoch)
 redis.call('EXPIREAT', KEYS[1], finish * 86400 + 86400)
-return {granted, wait, start, used}
+return {granted, wait, start, used, epoch}
 "#;
 
+/// Starts a quota's count over: a new epoch, nothing used.
+const RESET_SCRIPT: &str = r#"
+redis.call('HSET', KEYS[1], 'used', 0)
+local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], 40 * 86400) end
+return epoch
+"#;
+
+static RESET: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(RESET_SCRIPT));
 static RATE: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(RATE_SCRIPT));
 static QUOTA: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
@@ -149,8 +165,13 @@ pub fn period_kind(period: Period) -> u8 {
 struct Lease {
     limit: Arc<Limit>,
     tokens: u32,
-    /// Quota leases: the period (start day) their tokens belong to.
+    /// Quota leases: the period (start, end day) and reset epoch their
+    /// tokens belong to; they lapse with the period.
     period_start: i64,
+    period_end: i64,
+    epoch: i64,
+    /// Requests waiting for this lease's refill (it asks for at least that many).
+    waiting: u32,
     /// Redis said empty: refuse locally until then (at most
     /// [`MAX_LOCAL_DENIAL`], so a quota reset is seen soon)…
     denied_until: Option<Instant>,
@@ -171,6 +192,9 @@ impl Lease {
             limit,
             tokens: 0,
             period_start: 0,
+            period_end: i64::MAX,
+            epoch: 0,
+            waiting: 0,
             denied_until: None,
             retry_at: now,
             last_used: now,
@@ -195,7 +219,10 @@ impl Lease {
 
     /// How many tokens to ask for.
     fn want(&self) -> u32 {
-        let demand = (self.demand * LEASE_HORIZON).ceil().max(1.0);
+        let demand = (self.demand * LEASE_HORIZON)
+            .ceil()
+            .max(f64::from(self.waiting))
+            .max(1.0);
         let cap = match self.limit.kind {
             LimitKind::Rate { rate, burst } => {
                 (rate * LEASE_SHARE).min(f64::from(burst) / 4.0).floor().max(1.0)
@@ -226,7 +253,8 @@ impl Leases {
     }
 
     /// Admits or refuses one request that draws on `limits`; an error when
-    /// Redis could not be asked in time.
+    /// Redis could not be asked. The caller bounds the whole decision by
+    /// the Redis timeout.
     pub async fn decide(
         &self,
         limits: &[&Arc<Limit>],
@@ -235,14 +263,17 @@ impl Leases {
         for round in 0..MAX_ROUNDS {
             let lacking = {
                 let now = Instant::now();
-                let Ok(mut table) = self.table.lock() else {
-                    return Ok(Decision::Admit);
-                };
+                let today = super::memory::unix_now().div_euclid(86_400);
+                let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
                 let mut lacking = Vec::new();
                 for limit in limits {
                     let lease = table
                         .entry(limit.id.clone())
                         .or_insert_with(|| Lease::new(Arc::clone(limit), now));
+                    if !Arc::ptr_eq(&lease.limit, limit) {
+                        // A new config version: refunds follow the new limit.
+                        lease.limit = Arc::clone(limit);
+                    }
                     if let Some(until) = lease.denied_until {
                         if until > now {
                             let wait = lease.retry_at.saturating_duration_since(now);
@@ -250,10 +281,15 @@ impl Leases {
                         }
                         lease.denied_until = None;
                     }
+                    if today >= lease.period_end {
+                        // Quota tokens of a period that has ended are void.
+                        lease.tokens = 0;
+                    }
                     if round == 0 {
                         lease.note_request(now);
                     }
                     if lease.tokens == 0 {
+                        lease.waiting += 1;
                         lacking.push((Arc::clone(limit), lease.gate.clone()));
                     }
                 }
@@ -273,13 +309,8 @@ impl Leases {
             };
             let refills =
                 futures::future::join_all(lacking.into_iter().map(|(limit, gate)| self.refill(limit, gate)));
-            match tokio::time::timeout(self.redis_timeout(), refills).await {
-                Err(_) => return Err(RedisError::Timeout(self.redis_timeout())),
-                Ok(results) => {
-                    for result in results {
-                        result?;
-                    }
-                }
+            for result in refills.await {
+                result?;
             }
         }
         Ok(Decision::Throttled {
@@ -287,31 +318,42 @@ impl Leases {
         })
     }
 
-    fn redis_timeout(&self) -> Duration {
-        self.redis.timeout()
-    }
-
     /// Tops up one lease from Redis, unless another request already did.
     async fn refill(&self, limit: Arc<Limit>, gate: Arc<tokio::sync::Mutex<()>>) -> Result<(), RedisError> {
         let _turn = gate.lock().await;
         let want = {
-            let Ok(table) = self.table.lock() else {
-                return Ok(());
-            };
-            match table.get(&limit.id) {
-                Some(lease) if lease.tokens > 0 || lease.denied_until.is_some() => return Ok(()),
-                Some(lease) => lease.want(),
+            let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            match table.get_mut(&limit.id) {
+                Some(lease) if lease.tokens > 0 || lease.denied_until.is_some_and(|d| d > now) => {
+                    lease.waiting = lease.waiting.saturating_sub(1);
+                    return Ok(());
+                }
+                Some(lease) => {
+                    let want = lease.want();
+                    lease.waiting = 0;
+                    want
+                }
                 None => 1,
             }
         };
-        let grant = self.call(&limit, want, 0, 0).await?;
+        let grant = self.call(&limit, want, 0, 0, 0).await?;
         let now = Instant::now();
-        if let Ok(mut table) = self.table.lock() {
+        {
+            let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
             let lease = table
                 .entry(limit.id.clone())
                 .or_insert_with(|| Lease::new(Arc::clone(&limit), now));
+            if let LimitKind::Quota { period, offset, .. } = limit.kind {
+                if (grant.period_start, grant.epoch) != (lease.period_start, lease.epoch) {
+                    // Tokens of another period or from before a reset: void.
+                    lease.tokens = 0;
+                }
+                lease.period_end = pylon_common::quota::window(period, offset, grant.period_start).end;
+            }
             lease.tokens += grant.granted;
             lease.period_start = grant.period_start;
+            lease.epoch = grant.epoch;
             lease.last_used = now;
             if grant.granted == 0 {
                 let wait = grant.wait.max(Duration::from_millis(1));
@@ -332,6 +374,7 @@ impl Leases {
         want: u32,
         refund: u32,
         refund_start: i64,
+        refund_epoch: i64,
     ) -> Result<Grant, RedisError> {
         let key = redis_key(&limit.id);
         match limit.kind {
@@ -352,6 +395,7 @@ impl Leases {
                     granted,
                     wait: Duration::from_micros(wait),
                     period_start: 0,
+                    epoch: 0,
                 })
             }
             LimitKind::Quota {
@@ -359,7 +403,7 @@ impl Leases {
                 period,
                 offset,
             } => {
-                let (granted, wait, start, _used): (u32, u64, i64, u64) = self
+                let (granted, wait, start, _used, epoch): (u32, u64, i64, u64, i64) = self
                     .redis
                     .run(|mut conn| async move {
                         QUOTA
@@ -370,6 +414,7 @@ impl Leases {
                             .arg(want)
                             .arg(refund)
                             .arg(refund_start)
+                            .arg(refund_epoch)
                             .invoke_async(&mut conn)
                             .await
                     })
@@ -378,6 +423,7 @@ impl Leases {
                     granted,
                     wait: Duration::from_micros(wait),
                     period_start: start,
+                    epoch,
                 })
             }
         }
@@ -387,11 +433,12 @@ impl Leases {
     async fn return_leftovers(&self) {
         let now = Instant::now();
         let mut returns = Vec::new();
-        if let Ok(mut table) = self.table.lock() {
+        {
+            let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
             table.retain(|_, lease| {
                 let idle = now.saturating_duration_since(lease.last_used);
                 if lease.tokens > 0 && idle >= IDLE_RETURN {
-                    returns.push((lease.limit.clone(), lease.tokens, lease.period_start));
+                    returns.push((lease.limit.clone(), lease.tokens, lease.period_start, lease.epoch));
                     lease.tokens = 0;
                 }
                 idle < FORGET_AFTER || lease.denied_until.is_some_and(|d| d > now)
@@ -399,7 +446,7 @@ impl Leases {
         }
         let calls = returns
             .iter()
-            .map(|(limit, tokens, start)| self.call(limit, 0, *tokens, *start));
+            .map(|(limit, tokens, start, epoch)| self.call(limit, 0, *tokens, *start, *epoch));
         for result in futures::future::join_all(calls).await {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "could not return leased tokens");
@@ -412,6 +459,7 @@ struct Grant {
     granted: u32,
     wait: Duration,
     period_start: i64,
+    epoch: i64,
 }
 
 fn refusal(kind: &LimitKind, wait: Duration) -> Decision {
@@ -454,6 +502,7 @@ pub async fn quota_used(redis: &Redis, id: &str, start_day: i64) -> Result<u64, 
 pub async fn quota_reset(redis: &Redis, id: &str) -> Result<(), RedisError> {
     let key = redis_key(id);
     redis
-        .run(|mut conn| async move { redis::cmd("DEL").arg(&key).query_async::<()>(&mut conn).await })
+        .run(|mut conn| async move { RESET.key(&key).invoke_async::<i64>(&mut conn).await })
         .await
+        .map(drop)
 }

@@ -10,7 +10,7 @@ use super::Decision;
 use crate::config::limits::{Limit, LimitKind};
 use pylon_common::quota::{Window, window_at};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How many decisions between sweeps of idle counters.
@@ -18,8 +18,16 @@ const SWEEP_EVERY: u64 = 4096;
 
 #[derive(Debug)]
 enum Counter {
-    Bucket { tokens: f64, at: Instant },
-    Quota { start: i64, used: u64 },
+    /// `full_at`: when the refill will have filled it (then it equals a new one).
+    Bucket {
+        tokens: f64,
+        at: Instant,
+        full_at: Instant,
+    },
+    Quota {
+        start: i64,
+        used: u64,
+    },
 }
 
 #[derive(Default)]
@@ -37,9 +45,7 @@ impl MemoryLimits {
     pub fn decide(&self, limits: &[&Limit]) -> Decision {
         let now = Instant::now();
         let today = unix_now();
-        let Ok(mut table) = self.table.lock() else {
-            return Decision::Admit;
-        };
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         table.decisions += 1;
         if table.decisions.is_multiple_of(SWEEP_EVERY) {
             sweep(&mut table.counters, now, today);
@@ -51,10 +57,12 @@ impl MemoryLimits {
                 .entry(limit.id.clone())
                 .or_insert_with(|| new_counter(limit.kind, now));
             match (limit.kind, counter) {
-                (LimitKind::Rate { rate, burst }, Counter::Bucket { tokens, at }) => {
+                (LimitKind::Rate { rate, burst }, Counter::Bucket { tokens, at, full_at }) => {
                     refill(tokens, at, now, rate, burst);
+                    // (After this request takes its token, at worst.)
+                    *full_at = now + seconds((f64::from(burst) - (*tokens - 1.0).max(0.0)) / rate);
                     if *tokens < 1.0 {
-                        let wait = Duration::from_secs_f64((1.0 - *tokens) / rate);
+                        let wait = seconds((1.0 - *tokens) / rate);
                         refusal = refusal.or(Some(Decision::Throttled { retry_after: wait }));
                     }
                 }
@@ -94,16 +102,24 @@ impl MemoryLimits {
 
     /// Requests counted against quota `id` in `window`.
     pub fn used(&self, id: &str, window: Window) -> u64 {
-        match self.table.lock().ok().as_ref().and_then(|t| t.counters.get(id)) {
+        match self
+            .table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .counters
+            .get(id)
+        {
             Some(Counter::Quota { start, used }) if *start == window.start => *used,
             _ => 0,
         }
     }
 
     pub fn reset(&self, id: &str) {
-        if let Ok(mut table) = self.table.lock() {
-            table.counters.remove(id);
-        }
+        self.table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .counters
+            .remove(id);
     }
 }
 
@@ -112,6 +128,7 @@ fn new_counter(kind: LimitKind, now: Instant) -> Counter {
         LimitKind::Rate { burst, .. } => Counter::Bucket {
             tokens: f64::from(burst),
             at: now,
+            full_at: now,
         },
         LimitKind::Quota { .. } => Counter::Quota {
             start: i64::MIN,
@@ -126,13 +143,20 @@ fn refill(tokens: &mut f64, at: &mut Instant, now: Instant, rate: f64, burst: u3
     *at = now;
 }
 
-/// Drops buckets idle long enough to be full again (indistinguishable from
-/// new ones) and quota counters of periods long gone.
+/// Drops buckets that have been full again for a minute (indistinguishable
+/// from new ones) and quota counters of periods long gone.
 fn sweep(counters: &mut HashMap<Arc<str>, Counter>, now: Instant, today: i64) {
     counters.retain(|_, counter| match counter {
-        Counter::Bucket { at, .. } => now.saturating_duration_since(*at) < Duration::from_secs(600),
+        Counter::Bucket { full_at, .. } => now < *full_at + Duration::from_secs(60),
         Counter::Quota { start, .. } => today / 86_400 - *start < 40,
     });
+}
+
+/// A wait in seconds as a Duration (absurd ones capped at a day).
+fn seconds(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs)
+        .unwrap_or(Duration::MAX)
+        .min(Duration::from_secs(86_400))
 }
 
 pub(crate) fn unix_now() -> i64 {
@@ -162,24 +186,21 @@ impl LocalBucket {
         if self.rate <= 0.0 {
             return Ok(());
         }
-        let Ok(mut state) = self.state.lock() else {
-            return Ok(());
-        };
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let (tokens, at) = &mut *state;
         refill(tokens, at, Instant::now(), self.rate, self.burst);
         if *tokens >= 1.0 {
             *tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - *tokens) / self.rate))
+            Err(seconds((1.0 - *tokens) / self.rate))
         }
     }
 
     /// Gives back a token taken for a request that was then refused.
     pub fn give_back(&self) {
-        if let Ok(mut state) = self.state.lock() {
-            state.0 = (state.0 + 1.0).min(f64::from(self.burst));
-        }
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.0 = (state.0 + 1.0).min(f64::from(self.burst));
     }
 }
 

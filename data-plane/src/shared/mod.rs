@@ -111,9 +111,17 @@ impl SharedState {
         if let Some(leases) = &self.leases
             && !limits.is_empty()
         {
-            return match leases.decide(limits, &self.account).await {
-                Ok(decision) => Ok(decision),
-                Err(e) => self.fall_back(limits, fail_closed, &e.to_string()),
+            // One deadline for the whole decision, however many leases it
+            // tops up and whoever it waits behind.
+            let redis = leases.redis();
+            return match tokio::time::timeout(redis.timeout(), leases.decide(limits, &self.account)).await {
+                Ok(Ok(decision)) => Ok(decision),
+                Ok(Err(e)) => self.fall_back(limits, fail_closed, &e.to_string()),
+                Err(_) => {
+                    redis.note_timeout();
+                    let why = redis::RedisError::Timeout(redis.timeout()).to_string();
+                    self.fall_back(limits, fail_closed, &why)
+                }
             };
         }
         Ok(self.decide_here(limits))
@@ -153,9 +161,10 @@ impl SharedState {
 
     /// One warning per few seconds while decisions fall back, with counts.
     fn log_fallback(&self, why: &str) {
-        let Ok(mut last) = self.last_log.lock() else {
-            return;
-        };
+        let mut last = self
+            .last_log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = std::time::Instant::now();
         if last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
             return;

@@ -157,21 +157,28 @@ impl Redis {
             // A script error is Redis answering too; the link is fine.
             Ok(_) => self.succeeded(),
             Err(RedisError::Redis(e)) if !is_link_failure(e) => self.succeeded(),
-            Err(_) => {
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                if let Some(first) = self.breaker.failed() {
-                    if first {
-                        tracing::warn!(redis = %self.describe, "Redis is failing; circuit breaker open");
-                    }
-                    if matches!(self.topology, Topology::Sentinel(_)) {
-                        // The master may have moved: ask the sentinels again.
-                        self.conn.store(None);
-                        self.reconnect.notify_one();
-                    }
-                }
-            }
+            Err(_) => self.failed(),
         }
         result
+    }
+
+    /// A caller's own deadline ran out around a call: a failure too.
+    pub fn note_timeout(&self) {
+        self.failed();
+    }
+
+    fn failed(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        if let Some(first) = self.breaker.failed() {
+            if first {
+                tracing::warn!(redis = %self.describe, "Redis is failing; circuit breaker open");
+            }
+            if matches!(self.topology, Topology::Sentinel(_)) {
+                // The master may have moved: ask the sentinels again.
+                self.conn.store(None);
+                self.reconnect.notify_one();
+            }
+        }
     }
 
     fn succeeded(&self) {
@@ -240,8 +247,8 @@ fn is_link_failure(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
 }
 
-/// Closed → (threshold failures) → open for a while → half-open (calls go
-/// through; the first success closes it, a failure opens it again).
+/// Closed → (threshold failures) → open for a while → half-open (one probe
+/// goes through each pause; its success closes the breaker).
 #[derive(Default)]
 struct Breaker {
     failures: AtomicU32,
@@ -258,14 +265,31 @@ fn now_ms() -> u64 {
 }
 
 impl Breaker {
+    /// Closed: yes. Open: no, until the pause is over; then one call (the
+    /// one that re-arms the pause) goes through as a probe.
     fn allows(&self) -> bool {
-        now_ms() >= self.open_until.load(Ordering::Relaxed)
+        let until = self.open_until.load(Ordering::Relaxed);
+        let now = now_ms();
+        if now < until {
+            return false;
+        }
+        if !self.tripped.load(Ordering::Relaxed) {
+            return true;
+        }
+        let pause = now + BREAKER_OPEN.as_millis() as u64;
+        self.open_until
+            .compare_exchange(until, pause, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     }
 
     /// Whether this success closed a breaker that had opened.
     fn succeeded(&self) -> bool {
         self.failures.store(0, Ordering::Relaxed);
-        self.tripped.load(Ordering::Relaxed) && self.tripped.swap(false, Ordering::Relaxed)
+        if self.tripped.load(Ordering::Relaxed) && self.tripped.swap(false, Ordering::Relaxed) {
+            self.open_until.store(0, Ordering::Relaxed);
+            return true;
+        }
+        false
     }
 
     /// `Some` when this failure opened the breaker (`true`: the first time
@@ -317,7 +341,8 @@ fn parse(url: &str) -> Result<(Topology, String), String> {
         let (auth, hosts, _, tls) = split(rest).map_err(|e| bad(&e))?;
         let mut builder = ClusterClient::builder(addrs(&hosts, tls)?)
             .connection_timeout(CONNECT_TIMEOUT)
-            .retries(1);
+            // A retried script could count (or refund) twice.
+            .retries(0);
         if let Some((user, password)) = auth {
             if !user.is_empty() {
                 builder = builder.username(user);

@@ -14,6 +14,7 @@ use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::request::inputs::Inputs;
 use serde_json::Value;
+use sha2::Digest as _;
 
 /// Node-wide authorizer state that outlives config versions.
 #[derive(Default)]
@@ -49,6 +50,7 @@ pub async fn run<'s>(
                 )
                 .await?;
                 ctx.authorizer.principal_id = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
+                ctx.identity.caller = Some(sha2::Sha256::digest(token.as_bytes()).into());
                 ctx.authorizer.claims = Some(claims);
             }
             AuthorizerKind::Request(settings) => {

@@ -79,6 +79,7 @@ pub async fn authorize(
             reason: "missing token".into(),
         })?;
     let key = cache_key(ctx, name, settings, &values);
+    ctx.identity.caller = Some(key);
     let cached = (!settings.ttl.is_zero())
         .then(|| cache.cache.get(&key))
         .flatten()
