@@ -225,6 +225,34 @@ fn promoting_a_canary_moves_the_stage_copies_overrides_and_zeroes_traffic() {
 }
 
 #[test]
+fn a_cache_flush_moves_the_generation_and_updates_keep_it() {
+    let mut state = State::default();
+    with_canary(&mut state);
+    let flush = command(Op::FlushStageCache(FlushStageCache {
+        api: "pets".into(),
+        stage: "prod".into(),
+    }));
+    state.apply(5, &flush).expect("flushed");
+    let stage = state.stage("pets", "prod").cloned().expect("prod");
+    assert_eq!((stage.cache_generation, stage.revision), (5, 5));
+    // An update that does not know the generation keeps it.
+    let update = pylon_proto::config::v1::Stage {
+        cache_generation: 0,
+        description: "edited".into(),
+        ..stage
+    };
+    state
+        .apply(6, &put(Kind::Stage(update), false, 5))
+        .expect("updated");
+    assert_eq!(state.stage("pets", "prod").map(|s| s.cache_generation), Some(5));
+    let missing = command(Op::FlushStageCache(FlushStageCache {
+        api: "pets".into(),
+        stage: "nope".into(),
+    }));
+    assert_eq!(code(state.apply(7, &missing)), ErrorCode::NotFound);
+}
+
+#[test]
 fn promoting_without_a_canary_is_a_failed_precondition() {
     let mut state = State::default();
     state
