@@ -1071,6 +1071,35 @@ async fn pylon_dev_serves_the_readme_tour_and_stops_cleanly() {
         nodes.contains("dev") && nodes.contains("connected") && nodes.contains("ACK"),
         "{nodes}"
     );
+    // The tour's throttling and cache step.
+    let limits = pylon_tests::repo_root().join("examples/petstore-limits.yaml");
+    let applied =
+        pylon_cli(&endpoint, &["apply", "-f", &limits.display().to_string()]).expect("apply limits");
+    assert!(applied.contains("configured"), "{applied}");
+    let first = eventually("the stage caches", Duration::from_secs(10), || async {
+        let reply = client
+            .get(address, "petstore.localhost", "/prod/pets")
+            .await
+            .ok()?;
+        (!reply.header("x-cache").is_empty()).then_some(reply)
+    })
+    .await;
+    let mut seen = vec![format!("{} {}", first.status.as_u16(), first.header("x-cache"))];
+    for _ in 0..5 {
+        let reply = client
+            .get(address, "petstore.localhost", "/prod/pets")
+            .await
+            .expect("reply");
+        seen.push(format!("{} {}", reply.status.as_u16(), reply.header("x-cache")));
+    }
+    assert_eq!(
+        seen[..4],
+        ["200 Miss", "200 Hit", "200 Hit", "200 Hit"],
+        "{seen:?}"
+    );
+    assert!(seen[4..].iter().all(|s| s.starts_with("429")), "{seen:?}");
+    let flushed = pylon_cli(&endpoint, &["cache", "flush", "petstore", "--stage", "prod"]).expect("flush");
+    assert!(flushed.contains("flushed"), "{flushed}");
 
     sigterm(child.id());
     let deadline = Instant::now() + Duration::from_secs(10);
