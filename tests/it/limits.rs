@@ -9,7 +9,7 @@ use pylon_proto::admin::v1::*;
 use pylon_proto::config::v1::stage::SharedStateFailure;
 use pylon_proto::config::v1::{Api, ApiKey, ApiStageRef, Quota, ThrottleSettings, UsagePlan, quota};
 use pylon_tests::gateway::{DataPlaneNode, HttpClient, Reply};
-use pylon_tests::redis::RedisServer;
+use pylon_tests::redis::{RedisCluster, RedisSentinel, RedisServer};
 use pylon_tests::{Admin, Cluster, eventually, free_port, serial, spawn_pylon};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -600,4 +600,83 @@ async fn get_usage_needs_the_data_planes_shared_state() {
         .expect_err("no shared state");
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
     assert!(status.message().contains("--redis"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn redis_cluster_and_sentinel_carry_the_shared_limits_and_cache() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis_cluster = RedisCluster::start(dir.path()).expect("redis cluster");
+    let master = RedisServer::start(dir.path()).expect("redis master");
+    let sentinel = RedisSentinel::start(dir.path(), &master).expect("sentinel");
+    let cluster = Cluster::start(1).await;
+    let endpoint = cluster.nodes[0].endpoint();
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    deploy(&mut admin, metered_api(), "edge", &[])
+        .await
+        .expect("deploy");
+    let applied = edit_stage(&mut admin, "metered", "edge", |stage| {
+        // Five requests, then (nearly) nothing: 0.01 rps.
+        stage.throttle = Some(ThrottleSettings {
+            rate_limit: 0.01,
+            burst_limit: 5,
+        });
+        stage.cache = Some(pylon_proto::config::v1::CacheSettings {
+            enabled: true,
+            ..Default::default()
+        });
+    })
+    .await
+    .expect("stage settings");
+    let client = HttpClient::default();
+    for (topology, url) in [("cluster", redis_cluster.url()), ("sentinel", sentinel.url())] {
+        let flag = format!("--redis={url}");
+        let pair: Vec<DataPlaneNode> = (1..=2)
+            .map(|i| {
+                DataPlaneNode::start(
+                    dir.path(),
+                    &format!("dp-{topology}-{i}"),
+                    std::slice::from_ref(&endpoint),
+                    &[flag.as_str()],
+                )
+            })
+            .collect();
+        wait_applied(&mut admin, applied, 2).await;
+        let mut seen = Vec::new();
+        for i in 0..8 {
+            let reply = get(&client, pair[i % 2].address(), "/edge/open", None).await;
+            seen.push(format!("{} {}", reply.status.as_u16(), reply.header("x-cache")));
+        }
+        assert_eq!(
+            seen,
+            [
+                "200 Miss", "200 Hit", "200 Hit", "200 Hit", "200 Hit", "429 ", "429 ", "429 "
+            ],
+            "{topology}: one bucket and one cache for both nodes"
+        );
+        for node in &pair {
+            assert!(
+                !node.log_text().contains("shared limits unavailable"),
+                "{topology}: no fallback"
+            );
+        }
+    }
+    let in_cluster: usize = redis_cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            n.cli(&["--scan", "--pattern", "pylon:*"])
+                .unwrap_or_default()
+                .lines()
+                .count()
+        })
+        .sum();
+    assert!(in_cluster >= 2, "the bucket and the entry live in the cluster");
+    let on_master = master
+        .cli(&["--scan", "--pattern", "pylon:*"])
+        .unwrap_or_default();
+    assert!(
+        on_master.lines().count() >= 2,
+        "and on the sentinel's master: {on_master}"
+    );
 }
