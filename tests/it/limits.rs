@@ -405,9 +405,35 @@ async fn a_redis_outage_fails_open_or_closed_per_stage_and_limits_resume() {
     assert_eq!(seen, [200, 200, 200, 429, 429]);
     assert_eq!(statuses("/closed/open", 3).await.0, [200, 200, 200]);
 
+    // Kill Redis while a load runs on the fail-closed stage: every request
+    // still completes promptly (200 before, 503 after), none hangs.
+    let load = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_millis(1500) {
+                let sent = Instant::now();
+                let status = get(&client, dp, "/closed/open", None).await.status.as_u16();
+                seen.push((status, sent.elapsed()));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            seen
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
     redis.stop();
+    let seen = load.await.expect("load");
+    let slowest = seen.iter().map(|(_, took)| *took).max().unwrap_or_default();
+    assert!(seen.iter().all(|(s, _)| *s == 200 || *s == 503), "{seen:?}");
+    assert_eq!(seen.first().map(|(s, _)| *s), Some(200));
+    assert_eq!(seen.last().map(|(s, _)| *s), Some(503));
+    assert!(
+        slowest < Duration::from_millis(500),
+        "slowest answer during the outage {slowest:?}"
+    );
     // Past the node's own memory of Redis's last "empty" (up to 1 s).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     // Fail-open: the node enforces the stage's limit alone (a fresh local
     // bucket of 3), and no request waits on the dead Redis.
     let (seen, slowest) = statuses("/open/open", 8).await;
