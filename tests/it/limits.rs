@@ -629,10 +629,11 @@ async fn get_usage_needs_the_data_planes_shared_state() {
 }
 
 #[tokio::test]
-async fn redis_cluster_and_sentinel_carry_the_shared_limits_and_cache() {
+async fn redis_cluster_sentinel_and_an_acl_user_carry_the_shared_limits_and_cache() {
     let _serial = serial().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let redis_cluster = RedisCluster::start(dir.path()).expect("redis cluster");
+    let guarded = RedisServer::start_with_user(dir.path(), "pylon", "s3cret-pass").expect("redis with ACL");
     let master = RedisServer::start(dir.path()).expect("redis master");
     let sentinel = RedisSentinel::start(dir.path(), &master).expect("sentinel");
     let cluster = Cluster::start(1).await;
@@ -655,7 +656,12 @@ async fn redis_cluster_and_sentinel_carry_the_shared_limits_and_cache() {
     .await
     .expect("stage settings");
     let client = HttpClient::default();
-    for (topology, url) in [("cluster", redis_cluster.url()), ("sentinel", sentinel.url())] {
+    let acl_url = format!("redis://pylon:s3cret-pass@127.0.0.1:{}", guarded.port);
+    for (topology, url) in [
+        ("cluster", redis_cluster.url()),
+        ("sentinel", sentinel.url()),
+        ("acl", acl_url),
+    ] {
         let flag = format!("--redis={url}");
         let pair: Vec<DataPlaneNode> = (1..=2)
             .map(|i| {
@@ -704,5 +710,12 @@ async fn redis_cluster_and_sentinel_carry_the_shared_limits_and_cache() {
     assert!(
         on_master.lines().count() >= 2,
         "and on the sentinel's master: {on_master}"
+    );
+    let guarded_keys = guarded
+        .cli(&["--scan", "--pattern", "pylon:*"])
+        .unwrap_or_default();
+    assert!(
+        guarded_keys.lines().count() >= 2,
+        "and behind the ACL user: {guarded_keys}"
     );
 }

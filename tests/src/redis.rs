@@ -10,6 +10,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     extra: Vec<String>,
+    /// An ACL user (name, password) `cli` logs in as.
+    user: Option<(String, String)>,
     child: Option<Child>,
 }
 
@@ -24,6 +26,25 @@ impl RedisServer {
             port: crate::free_port(),
             dir: dir.to_owned(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            user: None,
+            child: None,
+        };
+        server.restart()?;
+        Ok(server)
+    }
+
+    /// Only ACL user `user` (password `password`) may connect; the default
+    /// user is off.
+    pub fn start_with_user(dir: &std::path::Path, user: &str, password: &str) -> anyhow::Result<RedisServer> {
+        let mut server = RedisServer {
+            port: crate::free_port(),
+            dir: dir.to_owned(),
+            extra: ["--user", user, "on", &format!(">{password}"), "~*", "&*", "+@all"]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .chain(["--user", "default", "off"].iter().map(|s| (*s).to_owned()))
+                .collect(),
+            user: Some((user.to_owned(), password.to_owned())),
             child: None,
         };
         server.restart()?;
@@ -72,11 +93,12 @@ impl RedisServer {
 
     /// Runs `redis-cli` against it and returns what it printed.
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
-        let output = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .context("redis-cli")?;
+        let mut command = Command::new("redis-cli");
+        command.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some((user, password)) = &self.user {
+            command.args(["--user", user, "--pass", password, "--no-auth-warning"]);
+        }
+        let output = command.args(args).output().context("redis-cli")?;
         if !output.status.success() {
             bail!("redis-cli {args:?}: {}", String::from_utf8_lossy(&output.stderr));
         }
