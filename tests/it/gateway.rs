@@ -349,7 +349,11 @@ async fn a_canary_takes_its_share_sticks_to_clients_and_promote_and_rollback_rea
     eventually(
         "promotion reaches the data plane",
         Duration::from_secs(5),
-        || async { serves_marker(&client, dp.address(), "v2").await.then_some(()) },
+        || async {
+            // v2 from the stage itself (not a canary hit, which answered v2 before).
+            let reply = client.get(dp.address(), HOST, "/prod/hello").await.ok()?;
+            (marker(&reply) == "v2" && reply.header("x-pylon-canary").is_empty()).then_some(())
+        },
     )
     .await;
     for _ in 0..100 {
