@@ -5,6 +5,7 @@
 mod client;
 mod output;
 mod run;
+mod telemetry;
 mod verbs;
 
 use clap::{Parser, Subcommand};
@@ -27,7 +28,7 @@ struct Cli {
 enum Command {
     /// Everything in one process for local use: a single-node control plane
     /// in a local data directory and a data plane.
-    Dev(run::DevArgs),
+    Dev(Box<run::DevArgs>),
     /// Run a control-plane node.
     ControlPlane(Box<run::ControlPlaneArgs>),
     /// Run a data-plane (proxy) node.
@@ -47,7 +48,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Dev(args) => run::dev(args).await,
+            Command::Dev(args) => run::dev(*args).await,
             Command::ControlPlane(args) => run::control_plane(*args).await,
             Command::DataPlane(args) => run::data_plane(*args).await,
             Command::Admin(command) => verbs::run(&cli.connection, command).await,

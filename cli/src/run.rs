@@ -1,6 +1,7 @@
 //! `pylon dev`, `pylon control-plane` and `pylon data-plane`: flags and config
 //! file → a running node.
 
+use crate::telemetry::{Telemetry, TelemetryArgs};
 use anyhow::{Context as _, bail};
 use pylon_control_plane::admin::usage::UsageStore;
 use pylon_control_plane::auth::BearerToken;
@@ -79,6 +80,8 @@ pub struct DevArgs {
     trusted_proxies: Vec<ipnet::IpNet>,
     #[command(flatten)]
     shared: SharedArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
 }
 
 /// Where limits and cached responses are kept (data planes, and `pylon dev`).
@@ -196,6 +199,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         timers: RaftTimers::default(),
         snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
         usage: Some(Arc::new(Usage(shared.clone()))),
+        ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
     let mut data_plane = DataPlaneConfig::new(
         args.listen,
@@ -236,10 +240,16 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     );
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("--data-dir {}", args.data_dir.display()))?;
+    let telemetry = Telemetry::init(&args.telemetry, "pylon-dev", "dev", &data_plane.labels)?;
+    data_plane.telemetry = telemetry.data_plane_options();
+    if let Some(address) = args.telemetry.ops_listen() {
+        telemetry.serve_ops(address, data_plane.ready.clone()).await?;
+    }
     let shutdown = shared_shutdown();
     let control = pylon_control_plane::serve(config, shutdown());
     let data = pylon_data_plane::serve(data_plane, shutdown());
     let (control, data) = tokio::join!(control, data);
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     control?;
     data?;
     Ok(())
@@ -294,6 +304,8 @@ pub struct DataPlaneArgs {
     drain_timeout_s: u64,
     #[command(flatten)]
     shared: SharedArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -336,7 +348,19 @@ pub async fn data_plane(args: DataPlaneArgs) -> anyhow::Result<()> {
     config.drain_timeout = Duration::from_secs(args.drain_timeout_s);
     config.shared = Some(args.shared.start()?);
     config.cache_key = args.shared.cache_key()?;
-    pylon_data_plane::serve(config, shutdown_signal()).await?;
+    let telemetry = Telemetry::init(
+        &args.telemetry,
+        "pylon-data-plane",
+        &config.node_id,
+        &config.labels,
+    )?;
+    config.telemetry = telemetry.data_plane_options();
+    if let Some(address) = args.telemetry.ops_listen() {
+        telemetry.serve_ops(address, config.ready.clone()).await?;
+    }
+    let served = pylon_data_plane::serve(config, shutdown_signal()).await;
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    served?;
     Ok(())
 }
 
@@ -386,6 +410,8 @@ pub struct ControlPlaneArgs {
     /// The data planes' Redis, to answer GetUsage/ResetUsage (same URL forms as theirs).
     #[arg(long, env = "PYLON_REDIS_URL", hide_env_values = true)]
     redis: Option<String>,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
 }
 
 /// The config-file form of [`ControlPlaneArgs`].
@@ -511,7 +537,19 @@ pub async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
             .or(file.snapshot_interval)
             .unwrap_or(DEFAULT_SNAPSHOT_INTERVAL),
         usage,
+        ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
-    pylon_control_plane::serve(config, shutdown_signal()).await?;
+    let telemetry = Telemetry::init(
+        &args.telemetry,
+        "pylon-control-plane",
+        &format!("node-{node_id}"),
+        &BTreeMap::new(),
+    )?;
+    if let Some(address) = args.telemetry.ops_listen() {
+        telemetry.serve_ops(address, config.ready.clone()).await?;
+    }
+    let served = pylon_control_plane::serve(config, shutdown_signal()).await;
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    served?;
     Ok(())
 }

@@ -13,5 +13,6 @@ pub mod publish;
 pub mod raft;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 
 pub use server::{ControlPlaneConfig, ServeError, TlsFiles, serve};

@@ -71,6 +71,8 @@ pub struct ControlPlaneConfig {
     pub snapshot_interval: u64,
     /// Where the data planes count quota use (for GetUsage/ResetUsage).
     pub usage: Option<std::sync::Arc<dyn crate::admin::usage::UsageStore>>,
+    /// Set while this node knows a leader (for `/readyz`).
+    pub ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,12 +226,19 @@ pub async fn serve(
         let _ = stop_tx.send(true);
     });
     let publisher = Publisher::start(node.shared.clone());
+    let instruments = std::sync::Arc::new(crate::telemetry::instruments(&node, &publisher.registry));
+    crate::telemetry::watch_leader(
+        node.clone(),
+        config.ready.clone(),
+        instruments.leader_changes.clone(),
+    );
     let admin = AdminServiceServer::with_interceptor(
         AdminApi::new(
             node.clone(),
             transport.clone(),
             publisher.registry.clone(),
             config.usage.clone(),
+            instruments.clone(),
         ),
         RequireToken(config.token.clone()),
     );

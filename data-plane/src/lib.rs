@@ -20,6 +20,7 @@ pub mod response;
 pub mod server;
 pub mod shared;
 pub mod sync;
+pub mod telemetry;
 pub mod tls;
 
 use arc_swap::ArcSwap;
@@ -73,6 +74,7 @@ pub struct Gateway {
     /// Limits shared with the other nodes (or kept here).
     pub shared: Arc<shared::SharedState>,
     pub cache: cache::ResponseCache,
+    pub telemetry: telemetry::Telemetry,
 }
 
 impl Gateway {

@@ -22,28 +22,55 @@ use crate::integration::{self, http::Call};
 use crate::request::inputs::Inputs;
 use crate::request::{address, admit, authorize, canary, policy, throttle, transform, validate};
 use crate::response::{self, rescue};
+use crate::telemetry::{self, Record, trace};
 use crate::{Body, ConnInfo, Gateway, full_body};
 use bytes::Bytes;
 use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use opentelemetry::trace::SpanKind;
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::{Instant, SystemTime};
 use tower::{Layer, ServiceExt};
 
 pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
     let request_id = new_request_id();
+    let (started, clock) = (SystemTime::now(), Instant::now());
     let config = gateway.config.load_full();
     let (parts, body) = request.into_parts();
+    let mut observed: Option<(Record, Option<opentelemetry::Context>, Arc<CompiledStage>)> = None;
     let (mut response, served_by) = match front(&gateway, &config, &parts, &conn) {
         Err((error, target)) => {
             let responses = target.as_ref().map(|t| &t.definition.responses);
             let response = fail(&error, responses, &request_id, &parts.method, &parts.uri);
             (response, target)
         }
-        Ok(front) => {
+        Ok(mut front) => {
+            let record = Record {
+                request_id: request_id.clone(),
+                api: front.stage.api.clone(),
+                stage: front.stage.name.clone(),
+                deployment: front.target.deployment_id.clone(),
+                canary: front.target.is_canary,
+                domain: front.host.clone(),
+                method: parts.method.to_string(),
+                path: parts.uri.path().to_owned(),
+                protocol: protocol(parts.version).to_owned(),
+                source_ip: front.source_ip.to_string(),
+                user_agent: parts
+                    .headers
+                    .get(http::header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned(),
+                started: Some(started),
+                ..Default::default()
+            };
+            front.trace = telemetry::trace::start(&gateway.telemetry, &front.stage, &parts.headers, &record);
+            observed = Some((record, front.trace.clone(), front.stage.clone()));
             let target = front.target.clone();
             let response = match &target.definition.cors {
                 None => back(&gateway, &front, parts, body, &conn, &request_id).await,
@@ -69,7 +96,54 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, conn: Con
         }
     };
     response::finish(&mut response, &request_id, served_by.as_deref());
+    if let Some((record, trace, stage)) = observed {
+        observe(&gateway, record, trace, &stage, &mut response, clock.elapsed());
+    }
     response
+}
+
+/// Metrics, the span's end and the access-log line for a request of a stage.
+fn observe(
+    gateway: &Gateway,
+    mut record: Record,
+    trace: Option<opentelemetry::Context>,
+    stage: &CompiledStage,
+    response: &mut Response<Body>,
+    latency: std::time::Duration,
+) {
+    if let Some(outcome) = response.extensions_mut().remove::<Outcome>() {
+        outcome.fill(&mut record);
+    }
+    record.status = response.status().as_u16();
+    record.latency = latency;
+    record.response_length = hyper::body::Body::size_hint(response.body()).exact();
+    record.cache = match response.headers().get(cache::X_CACHE).map(|v| v.as_bytes()) {
+        Some(b"Hit") => Some("Hit"),
+        Some(b"Miss") => Some("Miss"),
+        Some(b"Bypass") => Some("Bypass"),
+        _ => None,
+    };
+    let telemetry = &gateway.telemetry;
+    telemetry.metrics.record(&record);
+    if let Some(cx) = &trace {
+        telemetry::trace::finish(cx, &record);
+    }
+    if !telemetry
+        .access_log
+        .write(stage.access_log_format.as_deref(), &record, trace.as_ref())
+    {
+        telemetry.metrics.dropped_access_logs.add(1, &[]);
+    }
+}
+
+fn protocol(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
 }
 
 /// What the first phases decided.
@@ -80,6 +154,36 @@ struct Front {
     path: String,
     host: String,
     source_ip: IpAddr,
+    /// The request's server span, when traced.
+    trace: Option<opentelemetry::Context>,
+}
+
+/// What the phases from the route on learned, for telemetry (carried out in
+/// the response's extensions).
+#[derive(Clone, Default)]
+struct Outcome {
+    route_key: Option<String>,
+    principal_id: Option<String>,
+    api_key_id: Option<String>,
+    integration_latency: Option<std::time::Duration>,
+    error: Option<(&'static str, String)>,
+    throttled: bool,
+    quota_exceeded: bool,
+}
+
+impl Outcome {
+    fn fill(self, record: &mut Record) {
+        record.route_key = self.route_key;
+        record.principal_id = self.principal_id;
+        record.api_key_id = self.api_key_id;
+        record.integration_latency = self.integration_latency;
+        record.throttled = self.throttled;
+        record.quota_exceeded = self.quota_exceeded;
+        if let Some((kind, message)) = self.error {
+            record.error_type = Some(kind);
+            record.error_message = Some(message);
+        }
+    }
 }
 
 /// admit → address → canary → policy. On failure, the target when one was
@@ -118,6 +222,7 @@ fn front(
         target,
         host,
         source_ip,
+        trace: None,
     })
 }
 
@@ -132,16 +237,24 @@ async fn back(
     request_id: &str,
 ) -> Response<Body> {
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
-    match serve(gateway, front, parts, body, conn, request_id).await {
+    let mut outcome = Outcome::default();
+    let mut response = match serve(gateway, front, parts, body, conn, request_id, &mut outcome).await {
         Ok(response) => response,
-        Err(error) => fail(
-            &error,
-            Some(&front.target.definition.responses),
-            request_id,
-            &method,
-            &uri,
-        ),
-    }
+        Err(error) => {
+            outcome.throttled = matches!(error, GatewayError::Throttled { .. });
+            outcome.quota_exceeded = matches!(error, GatewayError::QuotaExceeded { .. });
+            outcome.error = Some((rescue::classify(&error).0.as_str(), error.to_string()));
+            fail(
+                &error,
+                Some(&front.target.definition.responses),
+                request_id,
+                &method,
+                &uri,
+            )
+        }
+    };
+    response.extensions_mut().insert(outcome);
+    response
 }
 
 async fn serve(
@@ -151,7 +264,9 @@ async fn serve(
     body: Incoming,
     conn: &ConnInfo,
     request_id: &str,
+    outcome: &mut Outcome,
 ) -> Result<Response<Body>, GatewayError> {
+    let (telemetry, trace) = (&gateway.telemetry, front.trace.as_ref());
     let options = &gateway.options;
     let target = &front.target;
     if let Err(error) = admit::check_declared_length(&parts.headers, &options.limits) {
@@ -165,12 +280,22 @@ async fn serve(
         .ok_or(GatewayError::NoRoute)?;
     let route = matched.route;
     let settings = &route.settings;
+    outcome.route_key = Some(route.key.clone());
     let mut ctx = context(front, &parts, conn, request_id, &route.key);
 
     // Authenticate before reading a body: strangers cannot make us buffer.
     let inputs = Inputs::new(&parts, &front.path, &matched.params, &target.variables, None);
-    let key = authorize::run(gateway, &front.stage, &settings.auth, &inputs, &mut ctx).await?;
-    throttle::check(&gateway.shared, &front.stage, &route.key, key).await?;
+    let key = {
+        let _phase = trace::phase(telemetry, trace, "authorize", SpanKind::Internal);
+        let key = authorize::run(gateway, &front.stage, &settings.auth, &inputs, &mut ctx).await;
+        outcome.principal_id = ctx.authorizer.principal_id.clone();
+        outcome.api_key_id = ctx.identity.api_key_id.clone();
+        key?
+    };
+    {
+        let _phase = trace::phase(telemetry, trace, "throttle", SpanKind::Internal);
+        throttle::check(&gateway.shared, &front.stage, &route.key, key).await?;
+    }
     let (whole, stream) = if settings.reads_body {
         (Some(read_whole(body, options.limits.max_body_bytes).await?), None)
     } else {
@@ -184,8 +309,10 @@ async fn serve(
         whole.as_ref(),
     );
     if let Some(validation) = &settings.validation {
+        let _phase = trace::phase(telemetry, trace, "validate", SpanKind::Internal);
         validate::check(validation, &inputs)?;
     }
+    let lookup_phase = trace::phase(telemetry, trace, "cache", SpanKind::Internal);
     let lookup = cache::plan(
         gateway.cache.can_encrypt(),
         &front.stage,
@@ -217,12 +344,18 @@ async fn serve(
             None => {}
         }
     }
+    drop(lookup_phase);
     let plan = transform::plan(settings, &target.definition, &inputs, &ctx)?;
     // Response mappings may read the request as the client sent it.
     let transforms_response = !settings.response_mappings.is_empty() || settings.response_template.is_some();
     let original = transforms_response.then(|| copy_parts(&parts));
     transform::strip_gateway_headers(&mut parts.headers);
     let outgoing = plan.apply(&mut parts.headers);
+    let mut integration_phase = trace::phase(telemetry, trace, "integration", SpanKind::Client);
+    if let Some(cx) = integration_phase.context(trace) {
+        trace::inject(&cx, &mut parts.headers);
+    }
+    let integration_started = Instant::now();
 
     let response = match &route.integration {
         CompiledIntegration::Mock {
@@ -250,14 +383,22 @@ async fn serve(
                 }
                 (None, None, None) => (full_body(Bytes::new()), Arc::new(AtomicBool::new(false))),
             };
+            integration_phase.set(opentelemetry::KeyValue::new("server.address", host_of(uri)));
             integration::http::call(&gateway.client, call, parts, body, over_limit, conn).await?
         }
     };
+    outcome.integration_latency = Some(integration_started.elapsed());
+    integration_phase.set(opentelemetry::KeyValue::new(
+        "http.response.status_code",
+        i64::from(response.status().as_u16()),
+    ));
+    drop(integration_phase);
 
     // Response phase.
     let response = match original {
         None => response,
         Some(original) => {
+            let _phase = trace::phase(telemetry, trace, "response", SpanKind::Internal);
             let inputs = Inputs::new(
                 &original,
                 &front.path,
@@ -369,6 +510,14 @@ fn fail(
         tracing::debug!(request_id, %method, path = uri.path(), status, error = %error, detail = error.detail(), "request refused");
     }
     response
+}
+
+/// The host of an integration URI template, for the client span.
+fn host_of(uri: &str) -> String {
+    uri.split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or(""))
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// A random id in UUID form (8-4-4-4-12 hex digits), unique across nodes.

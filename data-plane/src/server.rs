@@ -51,6 +51,9 @@ pub struct DataPlaneConfig {
     pub shared: Option<Arc<crate::shared::SharedState>>,
     /// Seals cached entries of stages that encrypt their cache.
     pub cache_key: Option<crate::cache::entry::CacheKey>,
+    pub telemetry: crate::telemetry::TelemetryOptions,
+    /// Set once the node serves a config version (for `/readyz`).
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl DataPlaneConfig {
@@ -72,6 +75,8 @@ impl DataPlaneConfig {
             trusted_proxies: Vec::new(),
             shared: None,
             cache_key: None,
+            telemetry: Default::default(),
+            ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             header_read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
         }
@@ -126,6 +131,7 @@ pub async fn serve(
         authorizers: Default::default(),
         cache: crate::cache::ResponseCache::new(shared.redis().cloned(), config.cache_key.clone()),
         shared,
+        telemetry: crate::telemetry::Telemetry::new(config.telemetry.clone()),
     });
 
     let listener = bind(config.listen).await?;
@@ -159,6 +165,16 @@ pub async fn serve(
         cache: config.snapshot_cache.clone(),
     };
     let subscriber = tokio::spawn(sync::run(sync_options, live.clone(), stop_rx.clone()));
+    {
+        // Ready (for /readyz) once some config version is served.
+        let (live, ready) = (live.clone(), config.ready.clone());
+        tokio::spawn(async move {
+            while live.load().version == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
 
     let builder = Arc::new(http_builder(&config));
     let graceful = GracefulShutdown::new();

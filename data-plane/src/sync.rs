@@ -215,6 +215,12 @@ async fn apply(
         Ok(compiled) => {
             let stages = compiled.stage_count();
             live.store(Arc::new(compiled));
+            let meter = opentelemetry::global::meter("pylon-data-plane");
+            let metrics = crate::telemetry::metrics::Metrics::new(&meter);
+            metrics.config_version.record(version, &[]);
+            metrics
+                .snapshot_apply
+                .record(started.elapsed().as_secs_f64() * 1e3, &[]);
             tracing::info!(
                 version,
                 previous = serving,

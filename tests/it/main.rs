@@ -8,3 +8,4 @@ mod gateway;
 mod limits;
 mod request_phase;
 mod support;
+mod telemetry;

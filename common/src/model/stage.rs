@@ -71,6 +71,11 @@ impl StageConfig {
             }
         }
         c.check(
+            stage.tracing_sampling_ratio.is_finite() && (0.0..=1.0).contains(&stage.tracing_sampling_ratio),
+            "tracing_sampling_ratio",
+            "must be 0.0..=1.0 (0: the node's default)",
+        );
+        c.check(
             stage.access_log_format.len() <= 4096,
             "access_log_format",
             "must be at most 4096 characters",

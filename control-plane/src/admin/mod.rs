@@ -38,6 +38,7 @@ pub struct AdminApi {
     transport: Transport,
     data_planes: Arc<Registry>,
     usage: Option<Arc<dyn usage::UsageStore>>,
+    instruments: Arc<crate::telemetry::Instruments>,
 }
 
 impl AdminApi {
@@ -46,12 +47,14 @@ impl AdminApi {
         transport: Transport,
         data_planes: Arc<Registry>,
         usage: Option<Arc<dyn usage::UsageStore>>,
+        instruments: Arc<crate::telemetry::Instruments>,
     ) -> Self {
         AdminApi {
             node,
             transport,
             data_planes,
             usage,
+            instruments,
         }
     }
 
@@ -129,12 +132,38 @@ impl AdminApi {
     /// Proposes `op` and waits until it is applied here, retrying while no
     /// leader is known.
     async fn write(&self, op: Op) -> Result<Applied, Status> {
+        use opentelemetry::trace::{Span as _, Status as SpanStatus, Tracer as _};
         let command = Command {
             request_id: ids::request_id(self.node.shared.id),
             at: Some(now()),
             op: Some(op),
         };
         self.dry_run(&command)?;
+        let kind = op_name(&command);
+        let tracer = opentelemetry::global::tracer("pylon-control-plane");
+        let mut span = tracer
+            .span_builder("raft.propose")
+            .with_attributes([
+                opentelemetry::KeyValue::new("pylon.command", kind),
+                opentelemetry::KeyValue::new("pylon.request_id", command.request_id.clone()),
+            ])
+            .start(&tracer);
+        let started = Instant::now();
+        let result = self.propose(command).await;
+        self.instruments.proposal_duration.record(
+            started.elapsed().as_secs_f64() * 1e3,
+            &[opentelemetry::KeyValue::new("pylon.command", kind)],
+        );
+        match &result {
+            Ok(_) => span.add_event("applied", Vec::new()),
+            Err(status) => span.set_status(SpanStatus::error(status.message().to_owned())),
+        }
+        span.end();
+        result
+    }
+
+    /// Proposes until applied here, retrying while no leader is known.
+    async fn propose(&self, command: Command) -> Result<Applied, Status> {
         let deadline = Instant::now() + WRITE_TIMEOUT;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -252,6 +281,19 @@ fn status(code: ErrorCode, message: impl Into<String>) -> Status {
 
 fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
     value.ok_or_else(|| Status::invalid_argument(format!("{field}: required")))
+}
+
+/// The command's kind, for spans and metrics.
+fn op_name(command: &Command) -> &'static str {
+    match &command.op {
+        Some(Op::Put(_)) => "put",
+        Some(Op::Delete(_)) => "delete",
+        Some(Op::CreateDeployment(_)) => "create_deployment",
+        Some(Op::PromoteCanary(_)) => "promote_canary",
+        Some(Op::RollbackStage(_)) => "rollback_stage",
+        Some(Op::FlushStageCache(_)) => "flush_stage_cache",
+        None => "none",
+    }
 }
 
 /// A string field that must be set.

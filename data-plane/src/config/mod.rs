@@ -66,6 +66,17 @@ pub struct CompiledStage {
     pub limits: limits::StageLimits,
     /// `None`: the stage does not cache responses.
     pub cache: Option<cache::StageCache>,
+    pub tracing: StageTracing,
+    /// The stage's access-log line (`$context.*`); `None`: the default JSON.
+    pub access_log_format: Option<String>,
+}
+
+/// Whether a stage's requests are traced, and how many without a parent.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StageTracing {
+    pub enabled: bool,
+    /// `None`: the node's default ratio.
+    pub sample_ratio: Option<f64>,
 }
 
 /// An API key as a stage sees it.
@@ -345,6 +356,13 @@ pub fn compile(
                         route_keys(deployment).chain(entry.canary_deployment.iter().flat_map(route_keys)),
                     ),
                     cache: cache::StageCache::compile(stage),
+                    tracing: StageTracing {
+                        enabled: stage.tracing_enabled,
+                        sample_ratio: (stage.tracing_sampling_ratio > 0.0)
+                            .then_some(stage.tracing_sampling_ratio),
+                    },
+                    access_log_format: (!stage.access_log_format.trim().is_empty())
+                        .then(|| stage.access_log_format.clone()),
                     canary,
                     api_keys: stage_keys(snapshot, &stage.api, &stage.name),
                 }),

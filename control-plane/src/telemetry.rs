@@ -1,0 +1,105 @@
+//! The control plane's telemetry: a span per Raft proposal (propose →
+//! committed and applied here) with its latency, and gauges of Raft state
+//! (term, leader, commit and apply index, config version) and connected data
+//! planes. The binary exports them; this module only uses the API.
+
+use crate::publish::Registry;
+use crate::raft::node::NodeHandle;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, ObservableGauge};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Instruments the admin API records into.
+pub struct Instruments {
+    pub proposal_duration: Histogram<f64>,
+    pub leader_changes: Counter<u64>,
+    /// Kept so their callbacks stay registered.
+    _gauges: Vec<ObservableGauge<u64>>,
+}
+
+pub fn instruments(node: &NodeHandle, data_planes: &Arc<Registry>) -> Instruments {
+    let meter = opentelemetry::global::meter("pylon-control-plane");
+    let gauge = |name: &'static str, description: &'static str, read: Box<dyn Fn() -> u64 + Send + Sync>| {
+        meter
+            .u64_observable_gauge(name)
+            .with_description(description)
+            .with_callback(move |observer| observer.observe(read(), &[]))
+            .build()
+    };
+    let (n1, n2, n3, n4, n5) = (
+        node.clone(),
+        node.clone(),
+        node.clone(),
+        node.clone(),
+        node.clone(),
+    );
+    let planes = data_planes.clone();
+    let gauges = vec![
+        gauge(
+            "pylon.raft.term",
+            "Current Raft term",
+            Box::new(move || n1.status().term),
+        ),
+        gauge(
+            "pylon.raft.leader",
+            "1 when this node is the leader",
+            Box::new(move || {
+                let s = n2.status();
+                u64::from(s.leader_id == s.node_id)
+            }),
+        ),
+        gauge(
+            "pylon.raft.commit_index",
+            "Raft commit index",
+            Box::new(move || n3.status().commit_index),
+        ),
+        gauge(
+            "pylon.raft.applied_index",
+            "Raft applied index",
+            Box::new(move || n4.status().applied_index),
+        ),
+        gauge(
+            "pylon.config.version",
+            "Config version applied on this node",
+            Box::new(move || n5.status().config_version),
+        ),
+        gauge(
+            "pylon.data_planes.connected",
+            "Data-plane nodes subscribed to this node",
+            Box::new(move || planes.list().iter().filter(|n| n.connected).count() as u64),
+        ),
+    ];
+    Instruments {
+        proposal_duration: meter
+            .f64_histogram("pylon.raft.proposal.duration")
+            .with_unit("ms")
+            .with_description("Admin write: propose until applied on the answering node")
+            .build(),
+        leader_changes: meter
+            .u64_counter("pylon.raft.leader_changes")
+            .with_description("Leader changes seen by this node")
+            .build(),
+        _gauges: gauges,
+    }
+}
+
+/// Keeps `ready` (for `/readyz`) in step with whether a leader is known,
+/// and counts leader changes.
+pub fn watch_leader(node: NodeHandle, ready: Arc<AtomicBool>, leader_changes: Counter<u64>) {
+    tokio::spawn(async move {
+        let mut last = 0;
+        loop {
+            let status = node.status();
+            ready.store(status.leader_id != 0, Ordering::Relaxed);
+            if status.leader_id != last {
+                if last != 0 || status.leader_id != 0 {
+                    leader_changes.add(1, &[KeyValue::new("leader", status.leader_id.to_string())]);
+                }
+                last = status.leader_id;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+}

@@ -1,0 +1,124 @@
+//! AWS API Gateway's metrics as OpenTelemetry instruments, with the API,
+//! stage, route and method as dimensions: request count, 4xx and 5xx
+//! counts, latency and integration latency (ms), cache hits and misses,
+//! throttled and quota-exceeded requests. The binary exports them (OTLP,
+//! and Prometheus on the ops port).
+
+use super::Record;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter};
+
+/// Latency bucket bounds, milliseconds.
+const LATENCY_MS: [f64; 16] = [
+    0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10_000.0, 29_000.0,
+    60_000.0,
+];
+
+pub struct Metrics {
+    requests: Counter<u64>,
+    errors_4xx: Counter<u64>,
+    errors_5xx: Counter<u64>,
+    latency: Histogram<f64>,
+    integration_latency: Histogram<f64>,
+    cache_hits: Counter<u64>,
+    cache_misses: Counter<u64>,
+    throttled: Counter<u64>,
+    quota_exceeded: Counter<u64>,
+    pub config_version: Gauge<u64>,
+    pub snapshot_apply: Histogram<f64>,
+    pub shared_fallbacks: Counter<u64>,
+    pub dropped_access_logs: Counter<u64>,
+}
+
+impl Metrics {
+    pub fn new(meter: &Meter) -> Metrics {
+        let histogram = |name: &'static str, description: &'static str| {
+            meter
+                .f64_histogram(name)
+                .with_unit("ms")
+                .with_description(description)
+                .with_boundaries(LATENCY_MS.to_vec())
+                .build()
+        };
+        let counter = |name: &'static str, description: &'static str| {
+            meter.u64_counter(name).with_description(description).build()
+        };
+        Metrics {
+            requests: counter("pylon.requests", "Requests to an API stage (AWS: Count)"),
+            errors_4xx: counter("pylon.requests.4xx", "Requests answered 4xx (AWS: 4XXError)"),
+            errors_5xx: counter("pylon.requests.5xx", "Requests answered 5xx (AWS: 5XXError)"),
+            latency: histogram(
+                "pylon.request.duration",
+                "From request to response headers (AWS: Latency)",
+            ),
+            integration_latency: histogram(
+                "pylon.integration.duration",
+                "Backend call, request to response headers (AWS: IntegrationLatency)",
+            ),
+            cache_hits: counter(
+                "pylon.cache.hits",
+                "Answers from the response cache (AWS: CacheHitCount)",
+            ),
+            cache_misses: counter(
+                "pylon.cache.misses",
+                "Cacheable requests not in the cache (AWS: CacheMissCount)",
+            ),
+            throttled: counter(
+                "pylon.throttled",
+                "Requests refused by a token bucket (429 THROTTLED)",
+            ),
+            quota_exceeded: counter("pylon.quota_exceeded", "Requests refused by a usage-plan quota"),
+            config_version: meter
+                .u64_gauge("pylon.config.version")
+                .with_description("Config version this node serves")
+                .build(),
+            snapshot_apply: meter
+                .f64_histogram("pylon.config.apply.duration")
+                .with_unit("ms")
+                .with_description("Time to decode and compile a config snapshot")
+                .with_boundaries(LATENCY_MS.to_vec())
+                .build(),
+            shared_fallbacks: counter(
+                "pylon.shared.fallbacks",
+                "Limit decisions made without Redis (policy=fail_open|fail_closed)",
+            ),
+            dropped_access_logs: counter(
+                "pylon.access_log.dropped",
+                "Access-log lines dropped (queue full)",
+            ),
+        }
+    }
+
+    /// Records one finished request of an API stage.
+    pub fn record(&self, record: &Record) {
+        let attributes = [
+            KeyValue::new("pylon.api", record.api.clone()),
+            KeyValue::new("pylon.stage", record.stage.clone()),
+            KeyValue::new("http.route", record.resource_path().to_owned()),
+            KeyValue::new("http.request.method", record.method.clone()),
+        ];
+        self.requests.add(1, &attributes);
+        match record.status {
+            400..=499 => self.errors_4xx.add(1, &attributes),
+            500..=599 => self.errors_5xx.add(1, &attributes),
+            _ => {}
+        }
+        self.latency
+            .record(record.latency.as_secs_f64() * 1e3, &attributes);
+        if let Some(integration) = record.integration_latency {
+            self.integration_latency
+                .record(integration.as_secs_f64() * 1e3, &attributes);
+        }
+        match record.cache {
+            Some("Hit") => self.cache_hits.add(1, &attributes),
+            Some("Miss") => self.cache_misses.add(1, &attributes),
+            _ => {}
+        }
+        if record.throttled {
+            self.throttled.add(1, &attributes);
+        }
+        if record.quota_exceeded {
+            self.quota_exceeded.add(1, &attributes);
+        }
+    }
+}
