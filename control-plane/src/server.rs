@@ -263,6 +263,7 @@ pub async fn serve(
     };
 
     let admin_server = server_builder(config.tls.as_ref())?
+        .layer(tower::layer::layer_fn(crate::telemetry::TraceAdmin))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -103,3 +103,77 @@ pub fn watch_leader(node: NodeHandle, ready: Arc<AtomicBool>, leader_changes: Co
         }
     });
 }
+
+/// A server span for every admin call (the gRPC method as its name, the
+/// caller's `traceparent` as its parent); Raft proposals made while serving
+/// it are its children. Other services (the config stream, peers) pass
+/// through untraced.
+#[derive(Clone)]
+pub struct TraceAdmin<S>(pub S);
+
+impl<S, B, R> tower::Service<http::Request<B>> for TraceAdmin<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        use opentelemetry::trace::{FutureExt as _, SpanKind, TraceContextExt as _, Tracer as _};
+        let Some(method) = request.uri().path().strip_prefix("/pylon.admin.v1.AdminService/") else {
+            return Box::pin(self.0.call(request));
+        };
+        let parent =
+            opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(request.headers())));
+        let tracer = opentelemetry::global::tracer("pylon-control-plane");
+        let span = tracer
+            .span_builder(format!("pylon.admin.v1.AdminService/{method}"))
+            .with_kind(SpanKind::Server)
+            .with_attributes([
+                KeyValue::new("rpc.system", "grpc"),
+                KeyValue::new("rpc.service", "pylon.admin.v1.AdminService"),
+                KeyValue::new("rpc.method", method.to_owned()),
+            ])
+            .start_with_context(&tracer, &parent);
+        let cx = parent.with_span(span);
+        let call = self.0.call(request).with_context(cx.clone());
+        Box::pin(async move {
+            let result = call.await;
+            let span = cx.span();
+            if let Ok(response) = &result {
+                let code = response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .unwrap_or(0);
+                span.set_attribute(KeyValue::new("rpc.grpc.status_code", code));
+                if code != 0 {
+                    span.set_status(opentelemetry::trace::Status::error(format!("gRPC status {code}")));
+                }
+            }
+            span.end();
+            result
+        })
+    }
+}
+
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}

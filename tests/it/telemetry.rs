@@ -67,8 +67,10 @@ async fn start(dir: &std::path::Path, name: &str, endpoint: &str, extra: &[Strin
 async fn requests_export_spans_metrics_and_access_logs_over_otlp() {
     let _serial = serial().await;
     let mut collector = FakeCollectorServer::start().await.expect("OTLP receiver");
+    let mut cp_collector = FakeCollectorServer::start().await.expect("OTLP receiver");
     let dir = tempfile::tempdir().expect("tempdir");
-    let cluster = Cluster::start(1).await;
+    let cp_otlp = format!("--otlp-endpoint={}", cp_collector.endpoint());
+    let cluster = Cluster::start_with(1, &[cp_otlp.as_str(), "--metrics-interval-s=1"]).await;
     let endpoint = cluster.nodes[0].endpoint();
     let ops = free_port();
     let node = start(
@@ -262,6 +264,39 @@ async fn requests_export_spans_metrics_and_access_logs_over_otlp() {
     assert!(!format!("{logs:?}").contains(SECRET));
     let stdout = node.log_text();
     assert!(stdout.contains(&format!("\"id\":\"{}\"", first.header("x-pylon-request-id"))));
+
+    // The control plane: a span per admin call, Raft proposals under it, Raft metrics.
+    let cp_spans = cp_collector.exported_spans(10, Duration::from_secs(15)).await;
+    let create = cp_spans
+        .iter()
+        .find(|s| s.name == "pylon.admin.v1.AdminService/CreateApi")
+        .unwrap_or_else(|| {
+            panic!(
+                "no CreateApi span: {:?}",
+                cp_spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
+    assert_eq!(create.kind, "SPAN_KIND_SERVER");
+    let propose = cp_spans
+        .iter()
+        .find(|s| s.name == "raft.propose" && s.parent_span_id == create.span_id)
+        .expect("the proposal under the admin call");
+    assert!(attribute(propose, "pylon.command").contains("put"));
+    assert!(propose.events.iter().any(|e| e.name == "applied"));
+    let mut cp_metrics = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while [
+        "pylon.raft.term",
+        "pylon.raft.proposal.duration",
+        "pylon.data_planes.connected",
+        "pylon.raft.leader",
+    ]
+    .iter()
+    .any(|name| points(&cp_metrics, name).is_empty())
+    {
+        assert!(Instant::now() < deadline, "control-plane metrics missing");
+        cp_metrics.extend(cp_collector.exported_metrics(1, Duration::from_secs(2)).await);
+    }
 
     // The ops endpoint.
     let ops = SocketAddr::from(([127, 0, 0, 1], ops));

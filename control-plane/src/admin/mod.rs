@@ -141,13 +141,14 @@ impl AdminApi {
         self.dry_run(&command)?;
         let kind = op_name(&command);
         let tracer = opentelemetry::global::tracer("pylon-control-plane");
+        // A child of the admin call's span (see crate::telemetry::TraceAdmin).
         let mut span = tracer
             .span_builder("raft.propose")
             .with_attributes([
                 opentelemetry::KeyValue::new("pylon.command", kind),
                 opentelemetry::KeyValue::new("pylon.request_id", command.request_id.clone()),
             ])
-            .start(&tracer);
+            .start_with_context(&tracer, &opentelemetry::Context::current());
         let started = Instant::now();
         let result = self.propose(command).await;
         self.instruments.proposal_duration.record(
