@@ -1,5 +1,5 @@
-//! `make bench`: five benchmarks, each against a peer measured in the same
-//! run (`PYLON_BENCH=control-plane,proxy,request-phase,limits,propagation`
+//! `make bench`: six benchmarks, each against a peer measured in the same
+//! run (`PYLON_BENCH=control-plane,proxy,request-phase,limits,telemetry,propagation`
 //! picks some; default all):
 //!
 //! - control plane: admin write throughput and latency on a 3-node loopback
@@ -11,6 +11,8 @@
 //! - limits ([`limits`]): no limit vs a stage limit in process vs in Redis
 //!   (1 and 3 data planes), Redis calls per request, accuracy of a shared
 //!   limit over 3 nodes at 3 offered loads, cache hits vs the origin direct;
+//! - telemetry ([`telemetry`]): telemetry off vs metrics + access logs vs
+//!   tracing at 1 % and 100 % vs the collector down;
 //! - propagation ([`propagation`]): deploy ACK → every subscriber serves the
 //!   new version, with 2 real data planes and with 1,000 simulated ones.
 //!
@@ -24,6 +26,7 @@ mod limits;
 mod propagation;
 mod proxy;
 mod request_phase;
+mod telemetry;
 
 use pylon_proto::admin::v1::{CreateApiRequest, GetClusterStatusRequest};
 use pylon_proto::config::v1::{Api, Integration, MockResponse, Route, integration};
@@ -238,7 +241,7 @@ async fn failover(cluster: &mut Cluster) -> Vec<Duration> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let wanted = std::env::var("PYLON_BENCH")
-        .unwrap_or_else(|_| "control-plane,proxy,request-phase,limits,propagation".into());
+        .unwrap_or_else(|_| "control-plane,proxy,request-phase,limits,telemetry,propagation".into());
     let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
     if wanted.contains(&"proxy") {
         proxy::run().await;
@@ -248,6 +251,9 @@ async fn main() {
     }
     if wanted.contains(&"limits") {
         limits::run().await;
+    }
+    if wanted.contains(&"telemetry") {
+        telemetry::run().await;
     }
     if wanted.contains(&"propagation") {
         propagation::run().await;

@@ -541,3 +541,97 @@ pub fn cpu_time(pid: u32) -> Duration {
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
+
+/// An OTLP/gRPC receiver that counts what it gets and keeps nothing: a
+/// healthy, fast collector for benchmarks.
+pub mod otlp_sink {
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+        LogsService, LogsServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+        MetricsService, MetricsServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tonic::{Request, Response, Status};
+
+    #[derive(Clone, Default)]
+    pub struct Counts {
+        pub spans: Arc<AtomicU64>,
+        pub log_records: Arc<AtomicU64>,
+        pub metric_exports: Arc<AtomicU64>,
+    }
+
+    #[tonic::async_trait]
+    impl TraceService for Counts {
+        async fn export(
+            &self,
+            request: Request<ExportTraceServiceRequest>,
+        ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+            let spans: usize = request
+                .get_ref()
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum();
+            self.spans.fetch_add(spans as u64, Ordering::Relaxed);
+            Ok(Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    #[tonic::async_trait]
+    impl LogsService for Counts {
+        async fn export(
+            &self,
+            request: Request<ExportLogsServiceRequest>,
+        ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+            let records: usize = request
+                .get_ref()
+                .resource_logs
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .map(|s| s.log_records.len())
+                .sum();
+            self.log_records.fetch_add(records as u64, Ordering::Relaxed);
+            Ok(Response::new(ExportLogsServiceResponse::default()))
+        }
+    }
+
+    #[tonic::async_trait]
+    impl MetricsService for Counts {
+        async fn export(
+            &self,
+            _: Request<ExportMetricsServiceRequest>,
+        ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+            self.metric_exports.fetch_add(1, Ordering::Relaxed);
+            Ok(Response::new(ExportMetricsServiceResponse::default()))
+        }
+    }
+
+    /// Starts one on a free loopback port; its endpoint and counts.
+    pub async fn start() -> anyhow::Result<(String, Counts)> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let counts = Counts::default();
+        let server = tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(counts.clone()))
+            .add_service(LogsServiceServer::new(counts.clone()))
+            .add_service(MetricsServiceServer::new(counts.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(server);
+        Ok((format!("http://{address}"), counts))
+    }
+}
