@@ -67,6 +67,8 @@ pub struct SharedState {
     pub leases: Option<Arc<Leases>>,
     account: LocalBucket,
     pub fallbacks: FallbackCounts,
+    /// The same counts, exported (`pylon.shared.fallbacks{policy}`).
+    fallback_metric: opentelemetry::metrics::Counter<u64>,
     last_log: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
@@ -97,6 +99,10 @@ impl SharedState {
             leases,
             account: LocalBucket::new(options.account_rate, options.account_burst),
             fallbacks: FallbackCounts::default(),
+            fallback_metric: opentelemetry::global::meter("pylon-data-plane")
+                .u64_counter("pylon.shared.fallbacks")
+                .with_description("Limit decisions made without Redis (policy=fail_open|fail_closed)")
+                .build(),
             last_log: std::sync::Mutex::new(None),
         }))
     }
@@ -151,6 +157,9 @@ impl SharedState {
             &self.fallbacks.open
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        let policy = if fail_closed { "fail_closed" } else { "fail_open" };
+        self.fallback_metric
+            .add(1, &[opentelemetry::KeyValue::new("policy", policy)]);
         self.log_fallback(why);
         if fail_closed {
             Err(Unavailable(why.to_owned()))

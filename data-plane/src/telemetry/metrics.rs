@@ -26,7 +26,6 @@ pub struct Metrics {
     quota_exceeded: Counter<u64>,
     pub config_version: Gauge<u64>,
     pub snapshot_apply: Histogram<f64>,
-    pub shared_fallbacks: Counter<u64>,
     pub dropped_access_logs: Counter<u64>,
 }
 
@@ -78,10 +77,6 @@ impl Metrics {
                 .with_description("Time to decode and compile a config snapshot")
                 .with_boundaries(LATENCY_MS.to_vec())
                 .build(),
-            shared_fallbacks: counter(
-                "pylon.shared.fallbacks",
-                "Limit decisions made without Redis (policy=fail_open|fail_closed)",
-            ),
             dropped_access_logs: counter(
                 "pylon.access_log.dropped",
                 "Access-log lines dropped (queue full)",
