@@ -58,6 +58,22 @@ fn points(metrics: &[ExportedMetric], name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The value of counter `name` for `route` in the latest export that has
+/// it (exports are cumulative).
+fn count(metrics: &[ExportedMetric], name: &str, route: &str) -> Option<i64> {
+    let latest = metrics
+        .iter()
+        .rev()
+        .flat_map(|m| &m.metrics)
+        .find(|m| m.name == name)?;
+    let text = format!("{:?}", latest.data);
+    let point = text
+        .split("NumberDataPoint {")
+        .find(|p| p.contains(&format!("StringValue(\\\"{route}\\\")")))?;
+    let value = point.split("AsInt(").nth(1)?.split(')').next()?;
+    value.parse().ok()
+}
+
 async fn start(dir: &std::path::Path, name: &str, endpoint: &str, extra: &[String]) -> DataPlaneNode {
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     DataPlaneNode::start(dir, name, &[endpoint.to_owned()], &extra)
@@ -226,10 +242,31 @@ async fn requests_export_spans_metrics_and_access_logs_over_otlp() {
         "pylon.request.duration",
         "pylon.integration.duration",
     ];
+    // The counts after these six requests, per route.
+    let expected = [
+        ("pylon.requests", "/items/{id}", 2),
+        ("pylon.cache.misses", "/items/{id}", 1),
+        ("pylon.cache.hits", "/items/{id}", 1),
+        ("pylon.requests.5xx", "/boom", 1),
+        ("pylon.requests.4xx", "/limited", 1),
+        ("pylon.throttled", "/limited", 1),
+        ("pylon.requests", "/limited", 2),
+    ];
     let mut metrics = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !wanted.iter().all(|name| !points(&metrics, name).is_empty()) {
-        assert!(Instant::now() < deadline, "metrics missing: {metrics:#?}");
+    while !(wanted.iter().all(|name| !points(&metrics, name).is_empty())
+        && expected
+            .iter()
+            .all(|(name, route, n)| count(&metrics, name, route) == Some(*n)))
+    {
+        let seen: Vec<_> = expected
+            .iter()
+            .map(|(name, route, _)| count(&metrics, name, route))
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "metrics: expected {expected:?}, saw {seen:?}"
+        );
         metrics.extend(collector.exported_metrics(1, Duration::from_secs(2)).await);
     }
     let requests = points(&metrics, "pylon.requests").join(" ");
