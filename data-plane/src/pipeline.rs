@@ -124,7 +124,13 @@ fn observe(
         _ => None,
     };
     let telemetry = &gateway.telemetry;
-    telemetry.metrics.record(&record);
+    let attributes = record
+        .route_key
+        .as_ref()
+        .and_then(|key| stage.metric_attributes.get(key))
+        .cloned()
+        .unwrap_or_else(|| telemetry::metrics::Metrics::attributes(&record));
+    telemetry.metrics.record(&record, &attributes);
     if let Some(cx) = &trace {
         telemetry::trace::finish(cx, &record);
     }

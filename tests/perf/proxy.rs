@@ -42,6 +42,8 @@ pub(crate) async fn start_pylon_dev(dir: &Path) -> (Process, u16, pylon_tests::A
             .arg(format!("--listen=127.0.0.1:{listen}"))
             .arg(format!("--admin-listen=127.0.0.1:{admin}"))
             .arg(format!("--raft-listen=127.0.0.1:{raft}"))
+            // nginx, the peer, runs with `access_log off`.
+            .arg("--access-log=off")
             .env("PYLON_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)

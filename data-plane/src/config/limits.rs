@@ -67,7 +67,7 @@ pub struct StageLimits {
 }
 
 impl StageLimits {
-    pub fn compile<K: AsRef<str>>(stage: &Stage, route_keys: impl IntoIterator<Item = K>) -> StageLimits {
+    pub fn compile<K: AsRef<str>>(stage: &Stage, route_keys: &[K]) -> StageLimits {
         let mut routes = HashMap::new();
         for route_key in route_keys {
             let route_key = route_key.as_ref();
@@ -148,7 +148,7 @@ mod tests {
             .into(),
             ..Default::default()
         };
-        let limits = StageLimits::compile(&stage, ["GET /pets", "POST /pets"]);
+        let limits = StageLimits::compile(&stage, &["GET /pets", "POST /pets"]);
         let get = limits.route("GET /pets").map(|l| l.kind);
         assert_eq!(
             get,

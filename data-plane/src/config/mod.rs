@@ -67,6 +67,8 @@ pub struct CompiledStage {
     /// `None`: the stage does not cache responses.
     pub cache: Option<cache::StageCache>,
     pub tracing: StageTracing,
+    /// Metric dimensions per route key, built once per snapshot.
+    pub metric_attributes: HashMap<String, Arc<[opentelemetry::KeyValue]>>,
     /// The stage's access-log line (`$context.*`); `None`: the default JSON.
     pub access_log_format: Option<String>,
 }
@@ -338,6 +340,9 @@ pub fn compile(
             }
             _ => None,
         };
+        let stage_route_keys: Vec<String> = route_keys(deployment)
+            .chain(entry.canary_deployment.iter().flat_map(route_keys))
+            .collect();
         config
             .apis
             .entry(stage.api.clone())
@@ -351,9 +356,11 @@ pub fn compile(
                     api: stage.api.clone(),
                     name: stage.name.clone(),
                     main,
-                    limits: limits::StageLimits::compile(
-                        stage,
-                        route_keys(deployment).chain(entry.canary_deployment.iter().flat_map(route_keys)),
+                    limits: limits::StageLimits::compile(stage, &stage_route_keys),
+                    metric_attributes: crate::telemetry::metrics::route_attributes(
+                        &stage.api,
+                        &stage.name,
+                        &stage_route_keys,
                     ),
                     cache: cache::StageCache::compile(stage),
                     tracing: StageTracing {

@@ -7,6 +7,27 @@
 use super::Record;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Each route's dimensions, built once per config snapshot (values shared,
+/// not copied, per request).
+pub fn route_attributes(api: &str, stage: &str, route_keys: &[String]) -> HashMap<String, Arc<[KeyValue]>> {
+    let (api, stage): (Arc<str>, Arc<str>) = (Arc::from(api), Arc::from(stage));
+    route_keys
+        .iter()
+        .map(|key| {
+            let (method, path) = key.split_once(' ').unwrap_or(("", key.as_str()));
+            let attributes: Arc<[KeyValue]> = Arc::new([
+                KeyValue::new("pylon.api", opentelemetry::StringValue::from(api.clone())),
+                KeyValue::new("pylon.stage", opentelemetry::StringValue::from(stage.clone())),
+                KeyValue::new("http.route", path.to_owned()),
+                KeyValue::new("http.request.method", method.to_owned()),
+            ]);
+            (key.clone(), attributes)
+        })
+        .collect()
+}
 
 /// Latency bucket bounds, milliseconds.
 const LATENCY_MS: [f64; 16] = [
@@ -84,15 +105,19 @@ impl Metrics {
         }
     }
 
-    /// Records one finished request of an API stage.
-    pub fn record(&self, record: &Record) {
-        let attributes = [
+    /// The dimensions of a request that matched no route.
+    pub fn attributes(record: &Record) -> Arc<[KeyValue]> {
+        Arc::new([
             KeyValue::new("pylon.api", record.api.clone()),
             KeyValue::new("pylon.stage", record.stage.clone()),
             KeyValue::new("http.route", record.resource_path().to_owned()),
             KeyValue::new("http.request.method", record.method.clone()),
-        ];
-        self.requests.add(1, &attributes);
+        ])
+    }
+
+    /// Records one finished request of an API stage, with its dimensions.
+    pub fn record(&self, record: &Record, attributes: &[KeyValue]) {
+        self.requests.add(1, attributes);
         match record.status {
             400..=499 => self.errors_4xx.add(1, &attributes),
             500..=599 => self.errors_5xx.add(1, &attributes),
