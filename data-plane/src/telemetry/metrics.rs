@@ -119,26 +119,26 @@ impl Metrics {
     pub fn record(&self, record: &Record, attributes: &[KeyValue]) {
         self.requests.add(1, attributes);
         match record.status {
-            400..=499 => self.errors_4xx.add(1, &attributes),
-            500..=599 => self.errors_5xx.add(1, &attributes),
+            400..=499 => self.errors_4xx.add(1, attributes),
+            500..=599 => self.errors_5xx.add(1, attributes),
             _ => {}
         }
         self.latency
-            .record(record.latency.as_secs_f64() * 1e3, &attributes);
+            .record(record.latency.as_secs_f64() * 1e3, attributes);
         if let Some(integration) = record.integration_latency {
             self.integration_latency
-                .record(integration.as_secs_f64() * 1e3, &attributes);
+                .record(integration.as_secs_f64() * 1e3, attributes);
         }
         match record.cache {
-            Some("Hit") => self.cache_hits.add(1, &attributes),
-            Some("Miss") => self.cache_misses.add(1, &attributes),
+            Some("Hit") => self.cache_hits.add(1, attributes),
+            Some("Miss") => self.cache_misses.add(1, attributes),
             _ => {}
         }
         if record.throttled {
-            self.throttled.add(1, &attributes);
+            self.throttled.add(1, attributes);
         }
         if record.quota_exceeded {
-            self.quota_exceeded.add(1, &attributes);
+            self.quota_exceeded.add(1, attributes);
         }
     }
 }
