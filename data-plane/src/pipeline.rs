@@ -318,7 +318,12 @@ async fn serve(
         let _phase = trace::phase(telemetry, trace, "validate", SpanKind::Internal);
         validate::check(validation, &inputs)?;
     }
-    let lookup_phase = trace::phase(telemetry, trace, "cache", SpanKind::Internal);
+    // (A span only for stages that cache.)
+    let lookup_phase = front
+        .stage
+        .cache
+        .is_some()
+        .then(|| trace::phase(telemetry, trace, "cache", SpanKind::Internal));
     let lookup = cache::plan(
         gateway.cache.can_encrypt(),
         &front.stage,
