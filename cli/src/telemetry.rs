@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Counter;
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
@@ -133,6 +133,7 @@ impl Telemetry {
                     .build(),
                 _ => opentelemetry_otlp::MetricExporter::builder()
                     .with_http()
+                    .with_http_client(OnRuntime::new())
                     .with_protocol(protocol)
                     .with_endpoint(url)
                     .with_timeout(Duration::from_secs(5))
@@ -163,6 +164,7 @@ impl Telemetry {
                         .build(),
                     _ => opentelemetry_otlp::SpanExporter::builder()
                         .with_http()
+                        .with_http_client(OnRuntime::new())
                         .with_protocol(protocol)
                         .with_endpoint(url)
                         .with_timeout(Duration::from_secs(5))
@@ -199,6 +201,7 @@ impl Telemetry {
                         .build(),
                     _ => opentelemetry_otlp::LogExporter::builder()
                         .with_http()
+                        .with_http_client(OnRuntime::new())
                         .with_protocol(protocol)
                         .with_endpoint(url)
                         .with_timeout(Duration::from_secs(5))
@@ -344,5 +347,40 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
 
     fn set_resource(&mut self, resource: &Resource) {
         self.inner.set_resource(resource);
+    }
+}
+
+/// The OTLP/HTTP client: hyper, run on the process's Tokio runtime (the
+/// SDK's batch processors export from threads of their own, where a hyper
+/// connection could not be driven).
+#[derive(Debug)]
+struct OnRuntime {
+    runtime: tokio::runtime::Handle,
+    client: opentelemetry_http::hyper::HyperClient,
+}
+
+impl OnRuntime {
+    fn new() -> OnRuntime {
+        OnRuntime {
+            runtime: tokio::runtime::Handle::current(),
+            client: opentelemetry_http::hyper::HyperClient::with_default_connector(
+                Duration::from_secs(5),
+                None,
+            ),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl opentelemetry_http::HttpClient for OnRuntime {
+    async fn send_bytes(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, opentelemetry_http::HttpError> {
+        let client = self.client.clone();
+        self.runtime
+            .spawn(async move { client.send_bytes(request).await })
+            .await
+            .map_err(|e| Box::new(e) as opentelemetry_http::HttpError)?
     }
 }

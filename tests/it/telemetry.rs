@@ -454,3 +454,67 @@ async fn a_collector_that_is_down_costs_requests_nothing() {
         "access logs still written to stdout"
     );
 }
+
+#[tokio::test]
+async fn otlp_over_http_protobuf_carries_spans_logs_and_metrics() {
+    let _serial = serial().await;
+    let (collector, received) = pylon_tests::otlp_sink::start_http()
+        .await
+        .expect("OTLP/HTTP receiver");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(1).await;
+    let endpoint = cluster.nodes[0].endpoint();
+    let node = start(
+        dir.path(),
+        "dp-otlp-http",
+        &endpoint,
+        &[
+            format!("--otlp-endpoint={collector}"),
+            "--otlp-protocol=http/protobuf".into(),
+            "--access-log=otlp".into(),
+            "--metrics-interval-s=1".into(),
+        ],
+    )
+    .await;
+    let backend = Backend::start("observed").await;
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    let dead = format!("http://127.0.0.1:{}/gone", free_port());
+    deploy(
+        &mut admin,
+        observed_api(&dead),
+        "prod",
+        &[("backend", &backend.url())],
+    )
+    .await
+    .expect("deploy");
+    let applied = edit_stage(&mut admin, "observed", "prod", |stage| {
+        stage.tracing_enabled = true
+    })
+    .await
+    .expect("tracing on");
+    wait_applied(&mut admin, applied, 1).await;
+    let client = HttpClient::default();
+    for i in 0..5 {
+        assert_eq!(
+            get(&client, node.address(), &format!("/prod/items/{i}"), &[])
+                .await
+                .status,
+            200
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    use std::sync::atomic::Ordering::Relaxed;
+    while received.spans.load(Relaxed) < 10
+        || received.log_records.load(Relaxed) < 5
+        || received.metric_exports.load(Relaxed) < 1
+    {
+        assert!(
+            Instant::now() < deadline,
+            "over OTLP/HTTP: {} spans, {} log records, {} metric exports",
+            received.spans.load(Relaxed),
+            received.log_records.load(Relaxed),
+            received.metric_exports.load(Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -621,6 +621,75 @@ pub mod otlp_sink {
         }
     }
 
+    /// The same over OTLP/HTTP with protobuf bodies (`POST /v1/traces`,
+    /// `/v1/logs`, `/v1/metrics`); its base URL and counts.
+    pub async fn start_http() -> anyhow::Result<(String, Counts)> {
+        use http_body_util::BodyExt;
+        use prost::Message;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let counts = Counts::default();
+        let shared = counts.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let counts = shared.clone();
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                            let counts = counts.clone();
+                            async move {
+                                let path = request.uri().path().to_owned();
+                                let body = request
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let ok = match path.as_str() {
+                                    "/v1/traces" => ExportTraceServiceRequest::decode(body).map(|r| {
+                                        let spans: usize = r
+                                            .resource_spans
+                                            .iter()
+                                            .flat_map(|r| &r.scope_spans)
+                                            .map(|s| s.spans.len())
+                                            .sum();
+                                        counts.spans.fetch_add(spans as u64, Ordering::Relaxed);
+                                    }),
+                                    "/v1/logs" => ExportLogsServiceRequest::decode(body).map(|r| {
+                                        let records: usize = r
+                                            .resource_logs
+                                            .iter()
+                                            .flat_map(|r| &r.scope_logs)
+                                            .map(|s| s.log_records.len())
+                                            .sum();
+                                        counts.log_records.fetch_add(records as u64, Ordering::Relaxed);
+                                    }),
+                                    "/v1/metrics" => ExportMetricsServiceRequest::decode(body).map(|_| {
+                                        counts.metric_exports.fetch_add(1, Ordering::Relaxed);
+                                    }),
+                                    _ => Ok(()),
+                                };
+                                let mut response =
+                                    hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+                                if ok.is_err() {
+                                    *response.status_mut() = hyper::StatusCode::BAD_REQUEST;
+                                }
+                                response.headers_mut().insert(
+                                    "content-type",
+                                    http::HeaderValue::from_static("application/x-protobuf"),
+                                );
+                                Ok::<_, std::convert::Infallible>(response)
+                            }
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok((format!("http://{address}"), counts))
+    }
+
     /// Starts one on a free loopback port; its endpoint and counts.
     pub async fn start() -> anyhow::Result<(String, Counts)> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
