@@ -19,9 +19,10 @@ bootstrap:
 build: bootstrap
 	$(CARGO) build --workspace --all-targets
 
-## Run Pylon locally: a single-node control plane in .pylon/dev (admin gRPC on 127.0.0.1:9090).
+## Run Pylon locally: a single-node control plane in .pylon/dev (admin gRPC on 127.0.0.1:9090,
+## metrics on http://127.0.0.1:9464/metrics).
 dev: build
-	$(CARGO_TARGET_DIR)/debug/pylon dev
+	$(CARGO_TARGET_DIR)/debug/pylon dev --ops-listen 127.0.0.1:9464
 
 ## Formatting, lints, docs, then every test (unit, property and end-to-end with real processes).
 test: bootstrap

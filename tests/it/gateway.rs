@@ -1039,7 +1039,7 @@ async fn tls_with_alpn_and_custom_domains_with_their_own_certificates_and_base_p
 async fn pylon_dev_serves_the_readme_tour_and_stops_cleanly() {
     let _serial = serial().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (listen, admin, raft) = (free_port(), free_port(), free_port());
+    let (listen, admin, raft, ops) = (free_port(), free_port(), free_port(), free_port());
     let log = std::fs::File::create(dir.path().join("dev.log")).expect("log");
     let mut child = std::process::Command::new(pylon_tests::pylon_bin())
         .arg("dev")
@@ -1047,6 +1047,7 @@ async fn pylon_dev_serves_the_readme_tour_and_stops_cleanly() {
         .arg(format!("--listen=127.0.0.1:{listen}"))
         .arg(format!("--admin-listen=127.0.0.1:{admin}"))
         .arg(format!("--raft-listen=127.0.0.1:{raft}"))
+        .arg(format!("--ops-listen=127.0.0.1:{ops}"))
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
@@ -1074,6 +1075,25 @@ async fn pylon_dev_serves_the_readme_tour_and_stops_cleanly() {
     assert!(
         nodes.contains("dev") && nodes.contains("connected") && nodes.contains("ACK"),
         "{nodes}"
+    );
+    // The tour's metrics step.
+    let ops = SocketAddr::from(([127, 0, 0, 1], ops));
+    let metrics = client.get(ops, "localhost", "/metrics").await.expect("/metrics");
+    assert!(
+        metrics
+            .body
+            .lines()
+            .any(|l| l.starts_with("pylon_requests_total") && l.contains("pylon_api=\"petstore\"")),
+        "{}",
+        metrics.body
+    );
+    assert_eq!(
+        client
+            .get(ops, "localhost", "/readyz")
+            .await
+            .expect("/readyz")
+            .status,
+        200
     );
     // The tour's throttling and cache step.
     let limits = pylon_tests::repo_root().join("examples/petstore-limits.yaml");
