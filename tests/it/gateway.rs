@@ -1087,14 +1087,11 @@ async fn pylon_dev_serves_the_readme_tour_and_stops_cleanly() {
         "{}",
         metrics.body
     );
-    assert_eq!(
-        client
-            .get(ops, "localhost", "/readyz")
-            .await
-            .expect("/readyz")
-            .status,
-        200
-    );
+    // Ready soon after the first version is served (the flag is polled).
+    eventually("/readyz", Duration::from_secs(5), || async {
+        (client.get(ops, "localhost", "/readyz").await.ok()?.status == 200).then_some(())
+    })
+    .await;
     // The tour's throttling and cache step.
     let limits = pylon_tests::repo_root().join("examples/petstore-limits.yaml");
     let applied =
