@@ -22,6 +22,7 @@ pub mod shared;
 pub mod sync;
 pub mod telemetry;
 pub mod tls;
+pub mod websocket;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;

@@ -23,7 +23,7 @@ use crate::request::inputs::Inputs;
 use crate::request::{address, admit, authorize, canary, policy, throttle, transform, validate};
 use crate::response::{self, rescue};
 use crate::telemetry::{self, Record, trace};
-use crate::{Body, ConnInfo, Gateway, full_body};
+use crate::{Body, ConnInfo, Gateway, full_body, websocket};
 use bytes::Bytes;
 use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Limited};
@@ -70,6 +70,7 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, conn: Con
                 ..Default::default()
             };
             front.trace = telemetry::trace::start(&gateway.telemetry, &front.stage, &parts.headers, &record);
+            front.gateway = Some(gateway.clone());
             observed = Some((record, front.trace.clone(), front.stage.clone()));
             let target = front.target.clone();
             let response = match &target.definition.cors {
@@ -162,6 +163,8 @@ struct Front {
     source_ip: IpAddr,
     /// The request's server span, when traced.
     trace: Option<opentelemetry::Context>,
+    /// The gateway itself, for work that outlives the request (WebSockets).
+    gateway: Option<Arc<Gateway>>,
 }
 
 /// What the phases from the route on learned, for telemetry (carried out in
@@ -229,6 +232,7 @@ fn front(
         host,
         source_ip,
         trace: None,
+        gateway: None,
     })
 }
 
@@ -278,6 +282,9 @@ async fn serve(
     if let Err(error) = admit::check_declared_length(&parts.headers, &options.limits) {
         admit::linger(body);
         return Err(error);
+    }
+    if let Some(api) = &target.definition.websocket {
+        return connect_websocket(gateway, front, api, parts, conn, request_id, outcome).await;
     }
     let matched = target
         .definition
@@ -446,6 +453,71 @@ async fn serve(
 /// How long a request waits for another one fetching the same cache entry
 /// of a MOCK route.
 const DEFAULT_FOLLOW: std::time::Duration = std::time::Duration::from_secs(29);
+
+/// A WEBSOCKET API's stage root: `$connect` (authorization, throttling, its
+/// integration, which may refuse), then the upgrade; the connection runs in
+/// [`websocket::run`].
+async fn connect_websocket(
+    gateway: &Gateway,
+    front: &Front,
+    api: &Arc<websocket::WebSocketApi>,
+    mut parts: http::request::Parts,
+    conn: &ConnInfo,
+    request_id: &str,
+    outcome: &mut Outcome,
+) -> Result<Response<Body>, GatewayError> {
+    if !(front.path.is_empty() || front.path == "/") {
+        return Err(GatewayError::NoRoute);
+    }
+    if !websocket::is_upgrade(&parts) {
+        return Err(websocket::refuse_non_upgrade());
+    }
+    let key = parts
+        .headers
+        .get(http::header::SEC_WEBSOCKET_KEY)
+        .cloned()
+        .ok_or(GatewayError::MalformedRequest("Sec-WebSocket-Key is missing"))?;
+    let Some(this) = front.gateway.clone() else {
+        return Err(GatewayError::ApiConfiguration("no gateway handle".into()));
+    };
+    outcome.route_key = Some("$connect".into());
+    let mut session = websocket::Session {
+        gateway: this,
+        stage: front.stage.clone(),
+        target: front.target.clone(),
+        api: api.clone(),
+        connection_id: websocket::new_connection_id(),
+        principal_id: None,
+        host: front.host.clone(),
+    };
+    if let Some(route) = api.routes.get("$connect") {
+        let mut ctx = context(front, &parts, conn, request_id, "$connect");
+        let inputs = Inputs::new(&parts, &front.path, &[], &front.target.variables, None);
+        let key = authorize::run(gateway, &front.stage, &route.auth, &inputs, &mut ctx).await?;
+        outcome.principal_id = ctx.authorizer.principal_id.clone();
+        outcome.api_key_id = ctx.identity.api_key_id.clone();
+        throttle::check(&gateway.shared, &front.stage, "$connect", key).await?;
+        session.principal_id = ctx.authorizer.principal_id.clone();
+        let (status, body) = websocket::call(gateway, &session, "$connect", route, Bytes::new(), None)
+            .await
+            .map_err(|why| GatewayError::IntegrationUnreachable(why.into()))?;
+        if !status.is_success() {
+            // The integration refused the connection: its status, not 101.
+            let mut refused = Response::new(full_body(body));
+            *refused.status_mut() = status;
+            return Ok(refused);
+        }
+    }
+    let upgrade =
+        parts
+            .extensions
+            .remove::<hyper::upgrade::OnUpgrade>()
+            .ok_or(GatewayError::MalformedRequest(
+                "this connection cannot be upgraded",
+            ))?;
+    tokio::spawn(websocket::run(session, upgrade));
+    Ok(websocket::switching_protocols(&key))
+}
 
 fn context(
     front: &Front,

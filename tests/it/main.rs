@@ -9,3 +9,4 @@ mod limits;
 mod request_phase;
 mod support;
 mod telemetry;
+mod websocket;

@@ -122,6 +122,8 @@ pub struct CompiledDefinition {
     pub cors: Option<tower_http::cors::CorsLayer>,
     /// The routes' body templates, named `routes[i].request|response`.
     pub templates: minijinja::Environment<'static>,
+    /// A WEBSOCKET API's routes by route key (`$connect`, `sendmessage`, …).
+    pub websocket: Option<Arc<crate::websocket::WebSocketApi>>,
 }
 
 /// What a route does besides its integration, in request order.
@@ -519,12 +521,43 @@ fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, Str
             },
         );
     }
+    let websocket = if api.protocol() == Protocol::Websocket {
+        let mut ws_routes = HashMap::new();
+        for (i, route) in api.routes.iter().enumerate() {
+            let at = |e: String| format!("routes[{i}].{e}");
+            let integration = route
+                .integration
+                .as_ref()
+                .ok_or_else(|| at("integration: missing".into()))?;
+            let integration =
+                CompiledIntegration::compile(integration).map_err(|e| at(format!("integration.{e}")))?;
+            let auth = auth::compile_route_auth(route.authorization.as_ref(), &authorizers).map_err(at)?;
+            ws_routes.insert(
+                route.path.clone(),
+                crate::websocket::WebSocketRoute { integration, auth },
+            );
+        }
+        let selection = api
+            .route_selection_expression
+            .strip_prefix("$request.body.")
+            .unwrap_or("action")
+            .split('.')
+            .map(str::to_owned)
+            .collect();
+        Some(Arc::new(crate::websocket::WebSocketApi {
+            selection,
+            routes: ws_routes,
+        }))
+    } else {
+        None
+    };
     Ok(CompiledDefinition {
         routes,
         responses,
         policy: policy::ApiPolicy::compile(api)?,
         cors: api.cors.as_ref().map(policy::cors_layer).transpose()?,
         templates,
+        websocket,
     })
 }
 
