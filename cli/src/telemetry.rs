@@ -31,6 +31,29 @@ use std::time::Duration;
 
 /// Spans waiting for export at most (then dropped and counted).
 const SPAN_QUEUE: usize = 4096;
+/// The longest one export may take.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An OTLP exporter of `kind` (`SpanExporter`, …) for `url`, over gRPC or
+/// HTTP (the latter with the client that runs on this process's runtime).
+macro_rules! otlp_exporter {
+    ($kind:ident, $protocol:expr, $url:expr) => {
+        match $protocol {
+            Protocol::Grpc => opentelemetry_otlp::$kind::builder()
+                .with_tonic()
+                .with_endpoint($url)
+                .with_timeout(EXPORT_TIMEOUT)
+                .build(),
+            protocol => opentelemetry_otlp::$kind::builder()
+                .with_http()
+                .with_http_client(OnRuntime::new())
+                .with_protocol(protocol)
+                .with_endpoint($url)
+                .with_timeout(EXPORT_TIMEOUT)
+                .build(),
+        }
+    };
+}
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct TelemetryArgs {
@@ -125,21 +148,7 @@ impl Telemetry {
             })
         };
         if let Some(url) = url("/v1/metrics") {
-            let exporter = match protocol {
-                Protocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(url)
-                    .with_timeout(Duration::from_secs(5))
-                    .build(),
-                _ => opentelemetry_otlp::MetricExporter::builder()
-                    .with_http()
-                    .with_http_client(OnRuntime::new())
-                    .with_protocol(protocol)
-                    .with_endpoint(url)
-                    .with_timeout(Duration::from_secs(5))
-                    .build(),
-            }
-            .context("OTLP metric exporter")?;
+            let exporter = otlp_exporter!(MetricExporter, protocol, url).context("OTLP metric exporter")?;
             let mut reader = PeriodicReader::builder(exporter);
             if let Some(secs) = args.metrics_interval_s {
                 reader = reader.with_interval(Duration::from_secs(secs.max(1)));
@@ -156,21 +165,7 @@ impl Telemetry {
         let tracer = match url("/v1/traces") {
             None => None,
             Some(url) => {
-                let exporter = match protocol {
-                    Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-                        .with_tonic()
-                        .with_endpoint(url)
-                        .with_timeout(Duration::from_secs(5))
-                        .build(),
-                    _ => opentelemetry_otlp::SpanExporter::builder()
-                        .with_http()
-                        .with_http_client(OnRuntime::new())
-                        .with_protocol(protocol)
-                        .with_endpoint(url)
-                        .with_timeout(Duration::from_secs(5))
-                        .build(),
-                }
-                .context("OTLP span exporter")?;
+                let exporter = otlp_exporter!(SpanExporter, protocol, url).context("OTLP span exporter")?;
                 let processor = BatchSpanProcessor::builder(CountingSpans {
                     inner: exporter,
                     dropped: dropped.clone(),
@@ -193,21 +188,7 @@ impl Telemetry {
         };
         let logger = match url("/v1/logs") {
             Some(url) if matches!(args.access_log.as_str(), "otlp" | "both") => {
-                let exporter = match protocol {
-                    Protocol::Grpc => opentelemetry_otlp::LogExporter::builder()
-                        .with_tonic()
-                        .with_endpoint(url)
-                        .with_timeout(Duration::from_secs(5))
-                        .build(),
-                    _ => opentelemetry_otlp::LogExporter::builder()
-                        .with_http()
-                        .with_http_client(OnRuntime::new())
-                        .with_protocol(protocol)
-                        .with_endpoint(url)
-                        .with_timeout(Duration::from_secs(5))
-                        .build(),
-                }
-                .context("OTLP log exporter")?;
+                let exporter = otlp_exporter!(LogExporter, protocol, url).context("OTLP log exporter")?;
                 Some(
                     SdkLoggerProvider::builder()
                         .with_resource(resource)
@@ -363,10 +344,7 @@ impl OnRuntime {
     fn new() -> OnRuntime {
         OnRuntime {
             runtime: tokio::runtime::Handle::current(),
-            client: opentelemetry_http::hyper::HyperClient::with_default_connector(
-                Duration::from_secs(5),
-                None,
-            ),
+            client: opentelemetry_http::hyper::HyperClient::with_default_connector(EXPORT_TIMEOUT, None),
         }
     }
 }

@@ -1,13 +1,13 @@
 //! The per-stage response cache shared by data-plane nodes through Redis:
 //! three real nodes, a `redis-server` and an echo backend of the test's own.
 
-use crate::support::{deploy, edit_stage, wait_applied};
+use crate::support::{create_key, deploy, edit_stage, wait_applied};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use pylon_proto::admin::v1::*;
 use pylon_proto::config::v1::cache_settings::UnauthorizedInvalidation;
-use pylon_proto::config::v1::{Api, ApiKey, ApiStageRef, CacheSettings, CanarySettings, UsagePlan};
+use pylon_proto::config::v1::{Api, ApiStageRef, CacheSettings, CanarySettings, UsagePlan};
 use pylon_tests::gateway::{Backend, DataPlaneNode, HttpClient, JsonServer, Reply};
 use pylon_tests::redis::RedisServer;
 use pylon_tests::{Cluster, pylon_cli, serial};
@@ -98,23 +98,8 @@ async fn nodes_share_one_cache_with_ttls_keys_invalidation_flush_canaries_and_en
     let authorizer = JsonServer::start(|_, _| (200, json!({"isAuthorized": true}))).await;
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
     let url = backend.url();
-    let mut keys = Vec::new();
-    for name in ["invalidator", "reader"] {
-        let created = admin
-            .create_api_key(CreateApiKeyRequest {
-                api_key: Some(ApiKey {
-                    name: name.into(),
-                    enabled: true,
-                    ..Default::default()
-                }),
-                value: String::new(),
-            })
-            .await
-            .expect("create key")
-            .into_inner();
-        keys.push((created.api_key.expect("key").id, created.value));
-    }
-    let (invalidator, reader) = (keys[0].clone(), keys[1].clone());
+    let invalidator = create_key(&mut admin, "invalidator").await;
+    let reader = create_key(&mut admin, "reader").await;
     let stages = [
         ("prod", UnauthorizedInvalidation::IgnoreWithWarning, false),
         ("strict", UnauthorizedInvalidation::FailWith403, false),

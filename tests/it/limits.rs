@@ -1,16 +1,16 @@
 //! Throttling and quotas shared by data-plane nodes through Redis: three
 //! real nodes and a `redis-server` of the test's own, all on loopback.
 
-use crate::support::{deploy, edit_stage, wait_applied};
+use crate::support::{create_key, deploy, edit_stage, wait_applied};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use pylon_proto::admin::v1::*;
 use pylon_proto::config::v1::stage::SharedStateFailure;
-use pylon_proto::config::v1::{Api, ApiKey, ApiStageRef, Quota, ThrottleSettings, UsagePlan, quota};
+use pylon_proto::config::v1::{Api, ApiStageRef, Quota, ThrottleSettings, UsagePlan, quota};
 use pylon_tests::gateway::{DataPlaneNode, HttpClient, Reply};
 use pylon_tests::redis::{RedisCluster, RedisSentinel, RedisServer};
-use pylon_tests::{Admin, Cluster, eventually, free_port, serial, spawn_pylon};
+use pylon_tests::{Cluster, eventually, free_port, serial, spawn_pylon};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,22 +39,6 @@ async fn get(client: &HttpClient, node: SocketAddr, path: &str, key: Option<&str
     }
     let request = request.body(Full::new(Bytes::new())).expect("request");
     client.send(node, request).await.expect("reply")
-}
-
-async fn create_key(admin: &mut Admin, name: &str) -> (String, String) {
-    let created = admin
-        .create_api_key(CreateApiKeyRequest {
-            api_key: Some(ApiKey {
-                name: name.into(),
-                enabled: true,
-                ..Default::default()
-            }),
-            value: String::new(),
-        })
-        .await
-        .expect("create key")
-        .into_inner();
-    (created.api_key.expect("key").id, created.value)
 }
 
 /// What a paced load admitted.

@@ -212,3 +212,21 @@ pub async fn wait_applied(admin: &mut pylon_tests::Admin, version: u64, nodes: u
     )
     .await;
 }
+
+/// Creates an enabled API key named `name`: its id and its value.
+pub async fn create_key(admin: &mut pylon_tests::Admin, name: &str) -> (String, String) {
+    use pylon_proto::admin::v1::CreateApiKeyRequest;
+    let created = admin
+        .create_api_key(CreateApiKeyRequest {
+            api_key: Some(pylon_proto::config::v1::ApiKey {
+                name: name.into(),
+                enabled: true,
+                ..Default::default()
+            }),
+            value: String::new(),
+        })
+        .await
+        .expect("create key")
+        .into_inner();
+    (created.api_key.expect("key").id, created.value)
+}

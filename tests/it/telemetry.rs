@@ -9,7 +9,7 @@ use http::Request;
 use http_body_util::Full;
 use pylon_proto::config::v1::{Api, CacheSettings, ThrottleSettings};
 use pylon_tests::gateway::{Backend, DataPlaneNode, HttpClient, Reply};
-use pylon_tests::{Cluster, free_port, serial};
+use pylon_tests::{Cluster, free_port, rss_kib, serial};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -368,17 +368,6 @@ async fn median_latency(client: &HttpClient, node: SocketAddr, n: usize) -> Dura
     }
     times.sort();
     times[n / 2]
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 #[tokio::test]

@@ -2,10 +2,10 @@
 //! messages routed by the selection expression, `$default`, replies,
 //! oversized messages closed with 1009, `$disconnect` reported.
 
-use crate::support::{deploy, wait_applied};
+use crate::support::{create_key, deploy, wait_applied};
 use futures::{SinkExt, StreamExt};
 use pylon_proto::admin::v1::*;
-use pylon_proto::config::v1::{Api, ApiKey, ApiStageRef, UsagePlan};
+use pylon_proto::config::v1::{Api, ApiStageRef, UsagePlan};
 use pylon_tests::gateway::{DataPlaneNode, JsonServer};
 use pylon_tests::{Cluster, eventually, serial};
 use serde_json::{Value, json};
@@ -75,18 +75,7 @@ async fn websocket_connections_route_messages_and_report_disconnects() {
     deploy(&mut admin, chat(r#"{"error":"unknown action"}"#), "prod", &[])
         .await
         .expect("deploy");
-    let key = admin
-        .create_api_key(CreateApiKeyRequest {
-            api_key: Some(ApiKey {
-                name: "chatter".into(),
-                enabled: true,
-                ..Default::default()
-            }),
-            value: String::new(),
-        })
-        .await
-        .expect("key")
-        .into_inner();
+    let (key_id, key) = create_key(&mut admin, "chatter").await;
     let applied = admin
         .create_usage_plan(CreateUsagePlanRequest {
             usage_plan: Some(UsagePlan {
@@ -96,7 +85,7 @@ async fn websocket_connections_route_messages_and_report_disconnects() {
                     stage: "prod".into(),
                     ..Default::default()
                 }],
-                api_key_ids: vec![key.api_key.map(|k| k.id).unwrap_or_default()],
+                api_key_ids: vec![key_id],
                 ..Default::default()
             }),
         })
@@ -112,7 +101,7 @@ async fn websocket_connections_route_messages_and_report_disconnects() {
         Err(WsError::Http(response)) => assert_eq!(response.status(), 403),
         other => panic!("expected 403, got {other:?}"),
     }
-    let mut socket = open(dp, Some(&key.value)).await.expect("connect with a key");
+    let mut socket = open(dp, Some(&key)).await.expect("connect with a key");
     socket
         .send(Message::text(r#"{"action":"send","text":"hi"}"#))
         .await
@@ -181,7 +170,7 @@ async fn websocket_connections_route_messages_and_report_disconnects() {
     .await;
 
     // A client that closes: $disconnect again.
-    let mut socket = open(dp, Some(&key.value)).await.expect("connect again");
+    let mut socket = open(dp, Some(&key)).await.expect("connect again");
     socket.close(None).await.expect("close");
     eventually("$disconnect after a close", Duration::from_secs(10), || async {
         (disconnects(&calls) == 2).then_some(())

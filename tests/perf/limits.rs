@@ -14,7 +14,7 @@
 //!    1.5×, 3× and 6× for 10 s by an open-loop generator spread over them.
 //! 3. The cache hit path (in process, and with Redis) vs the origin direct.
 
-use crate::proxy::{Process, available, median, nginx, wrk_with};
+use crate::proxy::{Process, available, data_plane, median, nginx, wrk_with};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
@@ -22,11 +22,9 @@ use pylon_proto::admin::v1::*;
 use pylon_proto::config::v1::{Api, CacheSettings, ThrottleSettings};
 use pylon_tests::gateway::HttpClient;
 use pylon_tests::redis::RedisServer;
-use pylon_tests::{Cluster, cpu_time, eventually, free_port, pylon_bin};
+use pylon_tests::{Cluster, cpu_time, eventually, free_port};
 use serde_json::json;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -35,27 +33,6 @@ const ROUNDS: usize = 3;
 const SECONDS: u64 = 8;
 const CONNECTIONS: usize = 64;
 const HOST: &str = "bench.localhost";
-
-/// A `pylon data-plane` pinned to CPU 1.
-fn data_plane(dir: &Path, name: &str, control_plane: &str, extra: &[String]) -> (Process, u16) {
-    let port = free_port();
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log");
-    let child = Command::new("taskset")
-        .args(["-c", "1"])
-        .arg(pylon_bin())
-        .arg("data-plane")
-        .arg(format!("--listen=127.0.0.1:{port}"))
-        .arg(format!("--control-plane={control_plane}"))
-        .arg(format!("--node-id={name}"))
-        .arg("--account-rate=0")
-        .args(extra)
-        .env("PYLON_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start data plane");
-    (Process(child), port)
-}
 
 struct Sample {
     rps: f64,

@@ -57,6 +57,28 @@ pub(crate) async fn start_pylon_dev(dir: &Path) -> (Process, u16, pylon_tests::A
     (pylon, listen, client)
 }
 
+/// A `pylon data-plane` pinned to CPU 1, with the node-wide account limit
+/// off (it would cap the runs); its process and proxy port.
+pub(crate) fn data_plane(dir: &Path, name: &str, control_plane: &str, extra: &[String]) -> (Process, u16) {
+    let port = free_port();
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log");
+    let child = Command::new("taskset")
+        .args(["-c", "1"])
+        .arg(pylon_bin())
+        .arg("data-plane")
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .arg(format!("--control-plane={control_plane}"))
+        .arg(format!("--node-id={name}"))
+        .arg("--account-rate=0")
+        .args(extra)
+        .env("PYLON_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start data plane");
+    (Process(child), port)
+}
+
 pub(crate) fn available(tool: &str) -> bool {
     Command::new("sh")
         .arg("-c")

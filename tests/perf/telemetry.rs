@@ -5,39 +5,18 @@
 //! continuously (a healthy collector). wrk on CPU 0, data planes and the
 //! origin on CPU 1, as in [`crate::proxy`].
 
-use crate::proxy::{Process, available, median, nginx, wrk_with};
+use crate::proxy::{available, data_plane, median, nginx, wrk_with};
 use pylon_proto::admin::v1::*;
 use pylon_tests::gateway::HttpClient;
-use pylon_tests::{Cluster, cpu_time, eventually, free_port, pylon_bin};
+use pylon_tests::{Cluster, cpu_time, eventually, free_port, rss_kib};
 use serde_json::json;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const ROUNDS: usize = 3;
 const SECONDS: u64 = 8;
 const HOST: &str = "bench.localhost";
-
-fn data_plane(dir: &Path, name: &str, control_plane: &str, extra: &[String]) -> (Process, u16) {
-    let port = free_port();
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log");
-    let child = Command::new("taskset")
-        .args(["-c", "1"])
-        .arg(pylon_bin())
-        .arg("data-plane")
-        .arg(format!("--listen=127.0.0.1:{port}"))
-        .arg(format!("--control-plane={control_plane}"))
-        .arg(format!("--node-id={name}"))
-        .arg("--account-rate=0")
-        .args(extra)
-        .env("PYLON_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start data plane");
-    (Process(child), port)
-}
 
 pub async fn run() {
     if !available("wrk") || !available("nginx") || !available("taskset") {
@@ -182,15 +161,4 @@ pub async fn run() {
         received.spans.load(std::sync::atomic::Ordering::Relaxed),
         received.log_records.load(std::sync::atomic::Ordering::Relaxed)
     );
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
