@@ -83,6 +83,15 @@ pub enum GatewayError {
     /// `Cache-Control: max-age=0` to a stage that refuses that.
     #[error("Forbidden")]
     CacheInvalidationDenied,
+    /// `@connections`: the WebSocket connection does not exist (any more).
+    #[error("Gone")]
+    ConnectionGone,
+    /// `@connections`: the connection has too many messages queued.
+    #[error("Too Many Requests")]
+    ConnectionBusy,
+    /// `@connections`: the cluster's connection registry (Redis) did not answer.
+    #[error("Service Unavailable")]
+    ConnectionRegistryUnavailable(String),
 }
 
 impl GatewayError {
@@ -107,7 +116,11 @@ impl GatewayError {
             GatewayError::Throttled { retry_after } | GatewayError::QuotaExceeded { retry_after } => {
                 format!("retry after {retry_after:?}")
             }
-            GatewayError::LimitsUnavailable(why) => why.clone(),
+            GatewayError::LimitsUnavailable(why) | GatewayError::ConnectionRegistryUnavailable(why) => {
+                why.clone()
+            }
+            GatewayError::ConnectionGone => "no such WebSocket connection".into(),
+            GatewayError::ConnectionBusy => "the connection is not reading its messages".into(),
             GatewayError::CacheInvalidationDenied => "not authorized to invalidate cache entries".into(),
             GatewayError::MalformedRequest(_)
             | GatewayError::UnknownApi

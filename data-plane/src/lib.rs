@@ -76,6 +76,9 @@ pub struct Gateway {
     pub shared: Arc<shared::SharedState>,
     pub cache: cache::ResponseCache,
     pub telemetry: telemetry::Telemetry,
+    /// The WebSocket connections this node holds, and the way to the
+    /// other nodes' ones.
+    pub sockets: Arc<websocket::hub::Hub>,
 }
 
 impl Gateway {

@@ -20,7 +20,7 @@ use crate::context::{Identity, RequestContext};
 use crate::error::GatewayError;
 use crate::integration::{self, http::Call};
 use crate::request::inputs::Inputs;
-use crate::request::{address, admit, authorize, canary, policy, throttle, transform, validate};
+use crate::request::{self, address, admit, authorize, canary, policy, throttle, transform, validate};
 use crate::response::{self, rescue};
 use crate::telemetry::{self, Record, trace};
 use crate::{Body, ConnInfo, Gateway, full_body, websocket};
@@ -124,23 +124,7 @@ fn observe(
         Some(b"Bypass") => Some("Bypass"),
         _ => None,
     };
-    let telemetry = &gateway.telemetry;
-    let attributes = record
-        .route_key
-        .as_ref()
-        .and_then(|key| stage.metric_attributes.get(key))
-        .cloned()
-        .unwrap_or_else(|| telemetry::metrics::Metrics::attributes(&record));
-    telemetry.metrics.record(&record, &attributes);
-    if let Some(cx) = &trace {
-        telemetry::trace::finish(cx, &record);
-    }
-    if !telemetry
-        .access_log
-        .write(stage.access_log_format.as_deref(), &record, trace.as_ref())
-    {
-        telemetry.metrics.dropped_access_logs.add(1, &[]);
-    }
+    gateway.telemetry.observe(&record, trace.as_ref(), stage);
 }
 
 fn protocol(version: http::Version) -> &'static str {
@@ -284,6 +268,16 @@ async fn serve(
         return Err(error);
     }
     if let Some(api) = &target.definition.websocket {
+        if let Some(id) = front.path.strip_prefix(websocket::manage::PREFIX) {
+            outcome.route_key = Some(format!("{} /@connections/{{connectionId}}", parts.method));
+            let mut ctx = context(front, &parts, conn, request_id, "@connections");
+            let response =
+                websocket::manage::serve(gateway, &front.stage, api, &parts, body, &mut ctx, id).await;
+            outcome.api_key_id = ctx.identity.api_key_id;
+            outcome.principal_id = ctx.authorizer.principal_id;
+            return response;
+        }
+        drop(body);
         return connect_websocket(gateway, front, api, parts, conn, request_id, outcome).await;
     }
     let matched = target
@@ -454,9 +448,9 @@ async fn serve(
 /// of a MOCK route.
 const DEFAULT_FOLLOW: std::time::Duration = std::time::Duration::from_secs(29);
 
-/// A WEBSOCKET API's stage root: `$connect` (authorization, throttling, its
-/// integration, which may refuse), then the upgrade; the connection runs in
-/// [`websocket::run`].
+/// A WEBSOCKET API's stage root: `$connect` (authorization, throttling
+/// with the stage's connection rate, its integration, which may refuse),
+/// then the upgrade; the connection runs in [`websocket::connection::run`].
 async fn connect_websocket(
     gateway: &Gateway,
     front: &Front,
@@ -481,26 +475,50 @@ async fn connect_websocket(
         return Err(GatewayError::ApiConfiguration("no gateway handle".into()));
     };
     outcome.route_key = Some("$connect".into());
-    let mut session = websocket::Session {
+    let mut ctx = context(front, &parts, conn, request_id, "$connect");
+    let route = api.routes.get("$connect");
+    let stage_key = match route {
+        Some(route) => {
+            let inputs = Inputs::new(&parts, &front.path, &[], &front.target.variables, None);
+            let key = authorize::run(gateway, &front.stage, &route.auth, &inputs, &mut ctx).await;
+            outcome.principal_id = ctx.authorizer.principal_id.clone();
+            outcome.api_key_id = ctx.identity.api_key_id.clone();
+            key?
+        }
+        None => None,
+    };
+    throttle::check(&gateway.shared, &front.stage, "$connect", stage_key).await?;
+    let api_key = stage_key.and_then(|_| {
+        let presented = parts.headers.get(request::authorize::api_key::HEADER)?;
+        Some(<sha2::Sha256 as sha2::Digest>::digest(presented.as_bytes()).into())
+    });
+    let session = websocket::connection::Session {
         gateway: this,
         stage: front.stage.clone(),
         target: front.target.clone(),
         api: api.clone(),
         connection_id: websocket::new_connection_id(),
-        principal_id: None,
+        principal_id: ctx.authorizer.principal_id.clone(),
+        api_key,
+        api_key_id: ctx.identity.api_key_id.clone(),
         host: front.host.clone(),
+        source_ip: front.source_ip.to_string(),
+        user_agent: ctx.identity.user_agent.clone(),
     };
-    if let Some(route) = api.routes.get("$connect") {
-        let mut ctx = context(front, &parts, conn, request_id, "$connect");
-        let inputs = Inputs::new(&parts, &front.path, &[], &front.target.variables, None);
-        let key = authorize::run(gateway, &front.stage, &route.auth, &inputs, &mut ctx).await?;
-        outcome.principal_id = ctx.authorizer.principal_id.clone();
-        outcome.api_key_id = ctx.identity.api_key_id.clone();
-        throttle::check(&gateway.shared, &front.stage, "$connect", key).await?;
-        session.principal_id = ctx.authorizer.principal_id.clone();
-        let (status, body) = websocket::call(gateway, &session, "$connect", route, Bytes::new(), None)
-            .await
-            .map_err(|why| GatewayError::IntegrationUnreachable(why.into()))?;
+    if let Some(route) = route {
+        let started = Instant::now();
+        let (status, body) = websocket::call(
+            gateway,
+            &session,
+            "$connect",
+            route,
+            Bytes::new(),
+            request_id,
+            None,
+        )
+        .await
+        .map_err(|why| GatewayError::IntegrationUnreachable(why.into()))?;
+        outcome.integration_latency = Some(started.elapsed());
         if !status.is_success() {
             // The integration refused the connection: its status, not 101.
             let mut refused = Response::new(full_body(body));
@@ -515,7 +533,23 @@ async fn connect_websocket(
             .ok_or(GatewayError::MalformedRequest(
                 "this connection cannot be upgraded",
             ))?;
-    tokio::spawn(websocket::run(session, upgrade));
+    let (commands, inbox) = tokio::sync::mpsc::channel(websocket::hub::QUEUE);
+    let now = crate::shared::memory::unix_now_ms();
+    let local = Arc::new(websocket::hub::Local {
+        info: websocket::hub::ConnectionInfo {
+            api: front.stage.api.clone(),
+            stage: front.stage.name.clone(),
+            connected_at: now,
+            last_active_at: now,
+            source_ip: session.source_ip.clone(),
+            user_agent: session.user_agent.clone(),
+            api_key_id: session.api_key_id.clone(),
+            principal_id: session.principal_id.clone(),
+        },
+        last_active: std::sync::atomic::AtomicU64::new(now),
+        commands,
+    });
+    tokio::spawn(websocket::connection::run(session, upgrade, local, inbox));
     Ok(websocket::switching_protocols(&key))
 }
 

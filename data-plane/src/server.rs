@@ -130,6 +130,7 @@ pub async fn serve(
         },
         authorizers: Default::default(),
         cache: crate::cache::ResponseCache::new(shared.redis().cloned(), config.cache_key.clone()),
+        sockets: crate::websocket::hub::Hub::start(&config.node_id, shared.redis().cloned()),
         shared,
         telemetry: crate::telemetry::Telemetry::new(config.telemetry.clone()),
     });
@@ -208,12 +209,20 @@ pub async fn serve(
         }
         None => plain.await,
     }
-    tracing::info!(timeout = ?config.drain_timeout, "draining in-flight requests");
-    if tokio::time::timeout(config.drain_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("drain timeout reached; closing the remaining connections");
+    let sockets = gateway.sockets.len();
+    tracing::info!(timeout = ?config.drain_timeout, websockets = sockets, "draining in-flight requests");
+    // WebSocket clients are told the node is going away (1001) and their
+    // `$disconnect` runs, within the same drain time.
+    gateway.sockets.close_all("server shutting down");
+    let drained = async {
+        graceful.shutdown().await;
+        gateway.sockets.wait_empty(config.drain_timeout).await;
+    };
+    if tokio::time::timeout(config.drain_timeout, drained).await.is_err() {
+        tracing::warn!(
+            websockets = gateway.sockets.len(),
+            "drain timeout reached; closing the remaining connections"
+        );
     }
     subscriber.abort();
     tracing::info!("data plane stopped");

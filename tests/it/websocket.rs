@@ -1,14 +1,22 @@
-//! WebSocket APIs on one data plane: `$connect` guarded by an API key,
-//! messages routed by the selection expression, `$default`, replies,
-//! oversized messages closed with 1009, `$disconnect` reported.
+//! WebSocket APIs: `$connect` guarded by an API key, messages routed by the
+//! selection expression, `$default`, replies, oversized messages closed with
+//! 1009, idle timeouts, `$disconnect` with its reason; the `@connections`
+//! management API on the node holding the connection and, through Redis, on
+//! another node; 100 connections kept through a redeploy; a connection
+//! drained at shutdown; an outside client (Python `websockets`).
 
-use crate::support::{create_key, deploy, wait_applied};
+use crate::support::{create_key, deploy, edit_stage, wait_applied};
+use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
 use pylon_proto::admin::v1::*;
-use pylon_proto::config::v1::{Api, ApiStageRef, UsagePlan};
-use pylon_tests::gateway::{DataPlaneNode, JsonServer};
+use pylon_proto::config::v1::{Api, ApiStageRef, UsagePlan, WebSocketSettings};
+use pylon_tests::gateway::{DataPlaneNode, HttpClient, Reply};
+use pylon_tests::redis::RedisServer;
 use pylon_tests::{Cluster, eventually, serial};
 use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -17,7 +25,116 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
-async fn open(node: std::net::SocketAddr, key: Option<&str>) -> Result<Socket, WsError> {
+/// One integration call as the backend saw it.
+#[derive(Clone, Debug)]
+struct Call {
+    path: String,
+    connection_id: String,
+    reason: String,
+    body: String,
+}
+
+/// The chat backend: `/send` echoes the message, `/whoami` answers the
+/// connection id, `/connect` and `/disconnect` record; every call is kept.
+struct Backend {
+    address: SocketAddr,
+    calls: Arc<Mutex<Vec<Call>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    async fn start() -> Backend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let seen = calls.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |request: hyper::Request<hyper::body::Incoming>| {
+                            let seen = seen.clone();
+                            async move {
+                                let (parts, body) = request.into_parts();
+                                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                                let header = |name: &str| {
+                                    parts
+                                        .headers
+                                        .get(name)
+                                        .and_then(|v| v.to_str().ok())
+                                        .unwrap_or("")
+                                        .to_owned()
+                                };
+                                let call = Call {
+                                    path: parts.uri.path().to_owned(),
+                                    connection_id: header("x-pylon-connection-id"),
+                                    reason: header("x-pylon-disconnect-reason"),
+                                    body: String::from_utf8_lossy(&body).into_owned(),
+                                };
+                                let reply = match call.path.as_str() {
+                                "/send" => json!({"echo": serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null)})
+                                    .to_string(),
+                                "/whoami" => json!({"connectionId": call.connection_id}).to_string(),
+                                _ => String::new(),
+                            };
+                                if let Ok(mut seen) = seen.lock() {
+                                    seen.push(call);
+                                }
+                                Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(reply))))
+                            }
+                        },
+                    );
+                    let _ =
+                        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await;
+                });
+            }
+        });
+        Backend { address, calls, task }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    fn calls_to(&self, path: &str) -> Vec<Call> {
+        self.calls
+            .lock()
+            .map(|calls| calls.iter().filter(|c| c.path == path).cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The `chat` API: `$connect` needs an API key when `key_required`;
+/// `send` and `whoami` go to the backend; `$default` is a MOCK answering
+/// `default_body`; `ops_key` may call `@connections`.
+fn chat(backend: &Backend, default_body: &str, key_required: bool, ops_key: &str) -> Api {
+    serde_json::from_value(json!({
+        "name": "chat",
+        "protocol": "WEBSOCKET",
+        "routeSelectionExpression": "$request.body.action",
+        "connectionsAccess": {"apiKeyIds": [ops_key]},
+        "routes": [
+            {"path": "$connect", "integration": {"type": "HTTP", "uri": backend.url("/connect")},
+             "authorization": {"apiKeyRequired": key_required}},
+            {"path": "send", "integration": {"type": "HTTP", "uri": backend.url("/send")}},
+            {"path": "whoami", "integration": {"type": "HTTP", "uri": backend.url("/whoami")}},
+            {"path": "$default", "integration": {"type": "MOCK", "mock": {"statusCode": 200, "body": default_body}}},
+            {"path": "$disconnect", "integration": {"type": "HTTP", "uri": backend.url("/disconnect")}},
+        ],
+    }))
+    .expect("API")
+}
+
+async fn open(node: SocketAddr, key: Option<&str>) -> Result<Socket, WsError> {
     let mut request = format!("ws://{node}/prod").into_client_request()?;
     let headers = request.headers_mut();
     headers.insert("host", http::HeaderValue::from_static("chat.localhost"));
@@ -31,52 +148,60 @@ async fn open(node: std::net::SocketAddr, key: Option<&str>) -> Result<Socket, W
 }
 
 async fn next_text(socket: &mut Socket) -> String {
-    match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
-        Ok(Some(Ok(Message::Text(text)))) => text.to_string(),
-        other => panic!("expected a text frame, got {other:?}"),
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => return text.to_string(),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
     }
 }
 
-#[tokio::test]
-async fn websocket_connections_route_messages_and_report_disconnects() {
-    let _serial = serial().await;
-    let cluster = Cluster::start(1).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = DataPlaneNode::start(dir.path(), "dp-ws", &[cluster.nodes[0].endpoint()], &[]);
-    let calls = Arc::new(Mutex::new(Vec::<String>::new()));
-    let seen = calls.clone();
-    let backend = JsonServer::start(move |path, body| {
-        if let Ok(mut seen) = seen.lock() {
-            seen.push(path.to_owned());
-        }
-        match path {
-            "/send" => (200, json!({"echo": body})),
-            "/connect" => (200, Value::Null),
-            _ => (200, Value::Null),
+/// Waits for the server's close frame; its code.
+async fn closed(socket: &mut Socket) -> Option<CloseCode> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
         }
     })
-    .await;
-    let mut admin = cluster.nodes[0].admin().await.expect("admin");
-    let chat = |default_body: &str| -> Api {
-        serde_json::from_value(json!({
-        "name": "chat",
-        "protocol": "WEBSOCKET",
-        "routeSelectionExpression": "$request.body.action",
-        "routes": [
-            {"path": "$connect", "integration": {"type": "HTTP", "uri": backend.url("/connect")},
-             "authorization": {"apiKeyRequired": true}},
-            {"path": "send", "integration": {"type": "HTTP", "uri": backend.url("/send")}},
-            {"path": "$default", "integration": {"type": "MOCK", "mock": {"statusCode": 200, "body": default_body}}},
-            {"path": "$disconnect", "integration": {"type": "HTTP", "uri": backend.url("/disconnect")}},
-        ],
-        }))
-        .expect("API")
-    };
-    deploy(&mut admin, chat(r#"{"error":"unknown action"}"#), "prod", &[])
+    .await
+    .expect("closed in time")
+}
+
+/// Asks the gateway (through the backend) for this socket's connection id.
+async fn whoami(socket: &mut Socket) -> String {
+    socket
+        .send(Message::text(r#"{"action":"whoami"}"#))
         .await
-        .expect("deploy");
-    let (key_id, key) = create_key(&mut admin, "chatter").await;
-    let applied = admin
+        .expect("send whoami");
+    let reply: Value = serde_json::from_str(&next_text(socket).await).expect("JSON");
+    reply["connectionId"].as_str().expect("connection id").to_owned()
+}
+
+/// `METHOD /prod/@connections/{id}` on `node`, with `key` as `x-api-key`.
+async fn manage(node: SocketAddr, method: &str, id: &str, key: Option<&str>, body: &str) -> Reply {
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("/prod/@connections/{id}"))
+        .header("host", "chat.localhost");
+    if let Some(key) = key {
+        request = request.header("x-api-key", key);
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("request");
+    HttpClient::new(false)
+        .send(node, request)
+        .await
+        .expect("management call")
+}
+
+async fn attach_plan(admin: &mut pylon_tests::Admin, key_id: &str) -> u64 {
+    admin
         .create_usage_plan(CreateUsagePlanRequest {
             usage_plan: Some(UsagePlan {
                 name: "chat".into(),
@@ -85,14 +210,44 @@ async fn websocket_connections_route_messages_and_report_disconnects() {
                     stage: "prod".into(),
                     ..Default::default()
                 }],
-                api_key_ids: vec![key_id],
+                api_key_ids: vec![key_id.to_owned()],
                 ..Default::default()
             }),
         })
         .await
         .expect("plan")
         .into_inner()
-        .revision;
+        .revision
+}
+
+async fn version(admin: &mut pylon_tests::Admin) -> u64 {
+    admin
+        .get_config_version(GetConfigVersionRequest::default())
+        .await
+        .expect("version")
+        .into_inner()
+        .version
+}
+
+#[tokio::test]
+async fn websocket_connections_route_messages_and_report_disconnects() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = DataPlaneNode::start(dir.path(), "dp-ws", &[cluster.nodes[0].endpoint()], &[]);
+    let backend = Backend::start().await;
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    let (key_id, key) = create_key(&mut admin, "chatter").await;
+    let (ops_id, ops_key) = create_key(&mut admin, "ops").await;
+    deploy(
+        &mut admin,
+        chat(&backend, r#"{"error":"unknown action"}"#, true, &ops_id),
+        "prod",
+        &[],
+    )
+    .await
+    .expect("deploy");
+    let applied = attach_plan(&mut admin, &key_id).await;
     wait_applied(&mut admin, applied, 1).await;
     let dp = node.address();
 
@@ -125,18 +280,42 @@ async fn websocket_connections_route_messages_and_report_disconnects() {
         "$default for non-JSON"
     );
 
+    // @connections on the node that holds the connection (no Redis).
+    let id = whoami(&mut socket).await;
+    let refused = manage(dp, "POST", &id, None, "{}").await;
+    assert_eq!(refused.status, 403, "no key: {}", refused.body);
+    let refused = manage(dp, "POST", &id, Some(&key), "{}").await;
+    assert_eq!(
+        refused.status, 403,
+        "a key not granted @connections: {}",
+        refused.body
+    );
+    let posted = manage(dp, "POST", &id, Some(&ops_key), r#"{"note":"from the server"}"#).await;
+    assert_eq!(posted.status, 200, "{}", posted.body);
+    assert_eq!(next_text(&mut socket).await, r#"{"note":"from the server"}"#);
+    let info = manage(dp, "GET", &id, Some(&ops_key), "").await;
+    assert_eq!(info.status, 200, "{}", info.body);
+    let info = info.json();
+    assert_eq!(info["identity"]["sourceIp"], "127.0.0.1", "{info}");
+    assert_eq!(info["identity"]["apiKeyId"], key_id.as_str(), "{info}");
+    assert!(
+        info["connectedAt"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{info}"
+    );
+    let missing = manage(dp, "GET", "no-such-connection", Some(&ops_key), "").await;
+    assert_eq!(missing.status, 410, "{}", missing.body);
+
     // A redeploy: the open connection stays and its next message follows the new routes.
-    let redeployed = deploy(&mut admin, chat(r#"{"error":"still unknown, v2"}"#), "prod", &[])
-        .await
-        .expect("redeploy");
-    let version = admin
-        .get_config_version(GetConfigVersionRequest::default())
-        .await
-        .expect("version")
-        .into_inner()
-        .version;
-    wait_applied(&mut admin, version, 1).await;
-    let _ = redeployed;
+    deploy(
+        &mut admin,
+        chat(&backend, r#"{"error":"still unknown, v2"}"#, true, &ops_id),
+        "prod",
+        &[],
+    )
+    .await
+    .expect("redeploy");
+    let v = version(&mut admin).await;
+    wait_applied(&mut admin, v, 1).await;
     socket
         .send(Message::text(r#"{"action":"nope"}"#))
         .await
@@ -144,44 +323,249 @@ async fn websocket_connections_route_messages_and_report_disconnects() {
     let after = next_text(&mut socket).await;
     assert!(after.contains("v2"), "the new deployment's $default: {after}");
 
-    // Over 128 KiB: closed with 1009, and $disconnect is told.
+    // Over 128 KiB: closed with 1009, and $disconnect is told why.
     let _ = socket.send(Message::text("x".repeat(200 * 1024))).await;
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match socket.next().await {
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
-                Some(Ok(_)) => continue,
-                _ => return None,
-            }
-        }
-    })
-    .await
-    .expect("closed in time");
-    assert_eq!(closed, Some(CloseCode::Size));
-    let disconnects = |calls: &Arc<Mutex<Vec<String>>>| {
-        calls
-            .lock()
-            .map(|c| c.iter().filter(|p| *p == "/disconnect").count())
-            .unwrap_or(0)
-    };
+    assert_eq!(closed(&mut socket).await, Some(CloseCode::Size));
     eventually("$disconnect after 1009", Duration::from_secs(10), || async {
-        (disconnects(&calls) == 1).then_some(())
+        (backend.calls_to("/disconnect").len() == 1).then_some(())
     })
     .await;
+    let disconnect = &backend.calls_to("/disconnect")[0];
+    assert_eq!(disconnect.connection_id, id);
+    assert!(disconnect.reason.starts_with("message too big"), "{disconnect:?}");
+    let gone = manage(dp, "POST", &id, Some(&ops_key), "{}").await;
+    assert_eq!(gone.status, 410, "a closed connection: {}", gone.body);
 
     // A client that closes: $disconnect again.
     let mut socket = open(dp, Some(&key)).await.expect("connect again");
     socket.close(None).await.expect("close");
     eventually("$disconnect after a close", Duration::from_secs(10), || async {
-        (disconnects(&calls) == 2).then_some(())
+        (backend.calls_to("/disconnect").len() == 2).then_some(())
     })
     .await;
-    let connects = calls
-        .lock()
-        .map(|c| c.iter().filter(|p| *p == "/connect").count())
-        .unwrap_or(0);
+    assert_eq!(backend.calls_to("/disconnect")[1].reason, "client closed");
+
+    // The stage's idle timeout (1 s here): closed with 1001, $disconnect told.
+    let v = edit_stage(&mut admin, "chat", "prod", |stage| {
+        stage.websocket = Some(WebSocketSettings {
+            idle_timeout_seconds: 1,
+            ..Default::default()
+        })
+    })
+    .await
+    .expect("idle timeout");
+    wait_applied(&mut admin, v, 1).await;
+    let mut socket = open(dp, Some(&key)).await.expect("connect once more");
+    let started = std::time::Instant::now();
+    assert_eq!(closed(&mut socket).await, Some(CloseCode::Away));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    eventually(
+        "$disconnect after the idle timeout",
+        Duration::from_secs(10),
+        || async { (backend.calls_to("/disconnect").len() == 3).then_some(()) },
+    )
+    .await;
+    assert_eq!(backend.calls_to("/disconnect")[2].reason, "idle timeout");
     assert_eq!(
-        connects, 2,
+        backend.calls_to("/connect").len(),
+        3,
         "$connect called for each accepted connection (none for the refused one)"
     );
+}
+
+#[tokio::test]
+async fn connections_are_managed_from_another_node_through_redis() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = RedisServer::start(dir.path()).expect("redis");
+    let redis_flag = format!("--redis={}", redis.url());
+    let cluster = Cluster::start(1).await;
+    let endpoint = cluster.nodes[0].endpoint();
+    let mut a = DataPlaneNode::start(
+        dir.path(),
+        "dp-ws-a",
+        std::slice::from_ref(&endpoint),
+        &[&redis_flag],
+    );
+    let b = DataPlaneNode::start(
+        dir.path(),
+        "dp-ws-b",
+        std::slice::from_ref(&endpoint),
+        &[&redis_flag],
+    );
+    let backend = Backend::start().await;
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    let (ops_id, ops_key) = create_key(&mut admin, "ops").await;
+    let (_, stranger) = create_key(&mut admin, "stranger").await;
+    deploy(&mut admin, chat(&backend, "{}", false, &ops_id), "prod", &[])
+        .await
+        .expect("deploy");
+    let v = version(&mut admin).await;
+    wait_applied(&mut admin, v, 2).await;
+
+    let mut socket = open(a.address(), None).await.expect("connect to A");
+    let id = whoami(&mut socket).await;
+    // A message POSTed on B reaches the client on A.
+    let posted = manage(b.address(), "POST", &id, Some(&ops_key), "hello from B").await;
+    assert_eq!(posted.status, 200, "{}", posted.body);
+    assert_eq!(next_text(&mut socket).await, "hello from B");
+    let info = manage(b.address(), "GET", &id, Some(&ops_key), "").await;
+    assert_eq!(info.status, 200, "{}", info.body);
+    assert_eq!(info.json()["identity"]["sourceIp"], "127.0.0.1");
+    // Unauthorized callers, on either node.
+    for (node, key) in [
+        (b.address(), None),
+        (b.address(), Some(stranger.as_str())),
+        (a.address(), None),
+    ] {
+        let refused = manage(node, "POST", &id, key, "x").await;
+        assert_eq!(refused.status, 403, "{}", refused.body);
+    }
+    // DELETE on B closes it on A; then it is gone everywhere.
+    let deleted = manage(b.address(), "DELETE", &id, Some(&ops_key), "").await;
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    assert_eq!(closed(&mut socket).await, Some(CloseCode::Normal));
+    eventually("$disconnect after DELETE", Duration::from_secs(10), || async {
+        backend
+            .calls_to("/disconnect")
+            .into_iter()
+            .find(|c| c.connection_id == id)
+    })
+    .await;
+    for node in [b.address(), a.address()] {
+        let gone = manage(node, "POST", &id, Some(&ops_key), "late").await;
+        assert_eq!(gone.status, 410, "{}", gone.body);
+        let gone = manage(node, "GET", &id, Some(&ops_key), "").await;
+        assert_eq!(gone.status, 410, "{}", gone.body);
+    }
+
+    // A node that stops drains its connections: 1001 and $disconnect.
+    let mut socket = open(a.address(), None).await.expect("connect to A again");
+    let id = whoami(&mut socket).await;
+    let pid = a.pid().expect("pid").to_string();
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+    assert_eq!(closed(&mut socket).await, Some(CloseCode::Away));
+    let drained = eventually("$disconnect at shutdown", Duration::from_secs(10), || async {
+        backend
+            .calls_to("/disconnect")
+            .into_iter()
+            .find(|c| c.connection_id == id)
+    })
+    .await;
+    assert_eq!(drained.reason, "server shutting down");
+    let gone = manage(b.address(), "POST", &id, Some(&ops_key), "late").await;
+    assert_eq!(gone.status, 410, "{}", gone.body);
+    a.kill();
+}
+
+#[tokio::test]
+async fn a_redeploy_keeps_a_hundred_connections_open_and_rerouted() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = DataPlaneNode::start(dir.path(), "dp-ws-100", &[cluster.nodes[0].endpoint()], &[]);
+    let backend = Backend::start().await;
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    deploy(
+        &mut admin,
+        chat(&backend, r#"{"v":1}"#, false, "none"),
+        "prod",
+        &[],
+    )
+    .await
+    .expect("deploy");
+    let v = version(&mut admin).await;
+    wait_applied(&mut admin, v, 1).await;
+    let mut sockets = Vec::new();
+    for _ in 0..100 {
+        sockets.push(open(node.address(), None).await.expect("connect"));
+    }
+    for socket in &mut sockets {
+        socket
+            .send(Message::text(r#"{"action":"x"}"#))
+            .await
+            .expect("send");
+        assert_eq!(next_text(socket).await, r#"{"v":1}"#);
+    }
+    deploy(
+        &mut admin,
+        chat(&backend, r#"{"v":2}"#, false, "none"),
+        "prod",
+        &[],
+    )
+    .await
+    .expect("redeploy");
+    let v = version(&mut admin).await;
+    wait_applied(&mut admin, v, 1).await;
+    for socket in &mut sockets {
+        socket
+            .send(Message::text(r#"{"action":"x"}"#))
+            .await
+            .expect("still open");
+        assert_eq!(next_text(socket).await, r#"{"v":2}"#, "the new routes");
+    }
+    assert!(backend.calls_to("/disconnect").is_empty(), "no connection ended");
+    assert_eq!(backend.calls_to("/connect").len(), 100);
+}
+
+#[tokio::test]
+async fn an_outside_client_talks_to_a_websocket_api() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = DataPlaneNode::start(dir.path(), "dp-ws-py", &[cluster.nodes[0].endpoint()], &[]);
+    let backend = Backend::start().await;
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    deploy(
+        &mut admin,
+        chat(&backend, r#"{"fallback":true}"#, false, "none"),
+        "prod",
+        &[],
+    )
+    .await
+    .expect("deploy");
+    let v = version(&mut admin).await;
+    wait_applied(&mut admin, v, 1).await;
+    // Debian's interpreter, where scripts/bootstrap installs `websockets`.
+    let python = ["/usr/bin/python3", "python3"]
+        .into_iter()
+        .find(|p| {
+            std::process::Command::new(p)
+                .args(["-c", "import websockets"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("python3 with the websockets module (scripts/bootstrap installs it)");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ws-client.py");
+    let output = tokio::process::Command::new(python)
+        .args([script, &node.address().port().to_string(), "chat.localhost"])
+        .output()
+        .await
+        .expect("run the client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "client failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0]["echo"]["text"], "from python", "{stdout}");
+    assert_eq!(lines[1]["fallback"], true, "{stdout}");
+    eventually(
+        "$disconnect of the outside client",
+        Duration::from_secs(10),
+        || async { backend.calls_to("/disconnect").pop() },
+    )
+    .await;
+    assert_eq!(backend.calls_to("/disconnect")[0].reason, "client closed");
+    let sent = &backend.calls_to("/send")[0];
+    assert!(sent.body.contains("from python"), "{sent:?}");
 }

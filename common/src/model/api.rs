@@ -8,8 +8,8 @@ use super::{
 };
 use crate::GatewayResponseType;
 use pylon_proto::config::v1::{
-    Api, Authorization, Authorizer, Cors, Integration, ResourcePolicy, Route, api, authorization, authorizer,
-    integration,
+    Api, Authorization, Authorizer, ConnectionsAccess, Cors, Integration, ResourcePolicy, Route, api,
+    authorization, authorizer, integration,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -132,6 +132,9 @@ fn check_api(c: &mut Checker, api: &Api) {
     );
 
     let authorizers = check_authorizers(c, &api.authorizers);
+    if let Some(access) = &api.connections_access {
+        check_connections_access(c, websocket, access, &authorizers);
+    }
     for name in api.models.keys() {
         c.check(
             is_name(name, 128, b"_-."),
@@ -310,6 +313,43 @@ fn check_http_route(c: &mut Checker, p: &str, route: &Route) -> Option<String> {
             c.fail(at(p, "path"), message);
             None
         }
+    }
+}
+
+/// Who may call `@connections`: API key ids and/or a JWT authorizer with
+/// scopes.
+fn check_connections_access(
+    c: &mut Checker,
+    websocket: bool,
+    access: &ConnectionsAccess,
+    authorizers: &BTreeMap<String, bool>,
+) {
+    let p = "connections_access";
+    c.check(websocket, p, "only WEBSOCKET APIs have one");
+    for (i, id) in access.api_key_ids.iter().enumerate() {
+        c.check(
+            !id.is_empty() && id.len() <= 128,
+            idx(&at(p, "api_key_ids"), i),
+            "an API key id",
+        );
+    }
+    if access.authorizer.is_empty() {
+        c.check(
+            access.scopes.is_empty(),
+            at(p, "scopes"),
+            "scopes need an `authorizer` (a JWT authorizer of the API)",
+        );
+    } else {
+        c.check(
+            authorizers.get(&access.authorizer) == Some(&true),
+            at(p, "authorizer"),
+            "must name a JWT authorizer of the API",
+        );
+        c.check(
+            !access.scopes.is_empty(),
+            at(p, "scopes"),
+            "name at least one scope that grants the management API",
+        );
     }
 }
 

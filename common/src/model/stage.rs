@@ -1,7 +1,7 @@
 //! Validation of a [`Stage`]: variables, throttle, cache and canary settings.
 
 use super::{Checker, ValidationErrors, at, is_dns_label, is_name, key};
-use pylon_proto::config::v1::{Stage, ThrottleSettings};
+use pylon_proto::config::v1::{Stage, ThrottleSettings, WebSocketSettings};
 use std::collections::BTreeMap;
 
 const MAX_VARIABLES: usize = 100;
@@ -75,6 +75,9 @@ impl StageConfig {
             "tracing_sampling_ratio",
             "must be 0.0..=1.0 (0: the node's default)",
         );
+        if let Some(websocket) = &stage.websocket {
+            check_websocket(&mut c, websocket);
+        }
         c.check(
             stage.access_log_format.len() <= 4096,
             "access_log_format",
@@ -89,6 +92,34 @@ impl StageConfig {
 
     pub fn into_proto(self) -> Stage {
         self.stage
+    }
+}
+
+/// A WebSocket stage's limits (0 keeps the default).
+fn check_websocket(c: &mut Checker, ws: &WebSocketSettings) {
+    let within = |value: u32, low: u32, high: u32| value == 0 || (low..=high).contains(&value);
+    c.check(
+        within(ws.max_frame_bytes, 1024, 1 << 20),
+        "websocket.max_frame_bytes",
+        "must be 1024..=1048576 (0: 32768)",
+    );
+    c.check(
+        within(ws.max_message_bytes, 1024, 16 << 20),
+        "websocket.max_message_bytes",
+        "must be 1024..=16777216 (0: 131072)",
+    );
+    c.check(
+        within(ws.idle_timeout_seconds, 1, 7200),
+        "websocket.idle_timeout_seconds",
+        "must be 1..=7200 (0: 600)",
+    );
+    c.check(
+        within(ws.max_duration_seconds, 1, 86_400),
+        "websocket.max_duration_seconds",
+        "must be 1..=86400 (0: 7200)",
+    );
+    if let Some(throttle) = &ws.connect_throttle {
+        check_throttle(c, "websocket.connect_throttle", throttle);
     }
 }
 

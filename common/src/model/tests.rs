@@ -267,6 +267,38 @@ fn websocket_apis_use_route_keys_and_a_selection_expression() {
     assert!(errors.has("route_selection_expression"), "{errors}");
 }
 
+#[test]
+fn connections_access_names_a_jwt_authorizer_with_scopes_and_only_on_websocket_apis() {
+    let access = |authorizer: &str, scopes: &[&str]| pylon_proto::config::v1::ConnectionsAccess {
+        api_key_ids: vec!["k1".into()],
+        authorizer: authorizer.into(),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let mut api = Api {
+        name: "chat".into(),
+        protocol: api::Protocol::Websocket as i32,
+        route_selection_expression: "$request.body.action".into(),
+        routes: vec![mock_route("", "$default")],
+        connections_access: Some(access("", &[])),
+        ..Default::default()
+    };
+    assert!(ApiDefinition::validate(api.clone()).is_ok(), "API keys alone");
+    api.connections_access = Some(access("", &["manage"]));
+    let errors = ApiDefinition::validate(api.clone()).expect_err("scopes without an authorizer");
+    assert!(errors.has("connections_access.scopes"), "{errors}");
+    api.connections_access = Some(access("nobody", &["manage"]));
+    let errors = ApiDefinition::validate(api.clone()).expect_err("an unknown authorizer");
+    assert!(errors.has("connections_access.authorizer"), "{errors}");
+    let http = Api {
+        name: "pets".into(),
+        routes: vec![mock_route("GET", "/pets")],
+        connections_access: Some(access("", &[])),
+        ..Default::default()
+    };
+    let errors = ApiDefinition::validate(http).expect_err("an HTTP API");
+    assert!(errors.has("connections_access"), "{errors}");
+}
+
 fn stage() -> Stage {
     Stage {
         api: "petstore".into(),
@@ -332,6 +364,18 @@ fn each_bad_stage_is_rejected_naming_the_field_at_fault() {
         ("canary.deployment_id", |s| {
             s.canary = Some(CanarySettings {
                 percent_traffic: 10.0,
+                ..Default::default()
+            })
+        }),
+        ("websocket.max_message_bytes", |s| {
+            s.websocket = Some(pylon_proto::config::v1::WebSocketSettings {
+                max_message_bytes: 100,
+                ..Default::default()
+            })
+        }),
+        ("websocket.idle_timeout_seconds", |s| {
+            s.websocket = Some(pylon_proto::config::v1::WebSocketSettings {
+                idle_timeout_seconds: 10_000,
                 ..Default::default()
             })
         }),

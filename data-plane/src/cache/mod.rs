@@ -32,7 +32,7 @@ use pylon_proto::config::v1::cache_settings::UnauthorizedInvalidation;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::watch;
 
 pub const X_CACHE: &str = "x-cache";
@@ -311,7 +311,7 @@ impl ResponseCache {
 
     /// The entry for `plan`, from this node or from Redis.
     pub async fn get(&self, plan: &Plan) -> Option<Arc<Entry>> {
-        let now = now_ms();
+        let now = crate::shared::memory::unix_now_ms();
         let tier = self.tier(plan)?;
         if let Some((entry, local_until)) = tier.get(&plan.digest) {
             if entry.expires_at_ms > now && local_until > now {
@@ -370,7 +370,7 @@ impl ResponseCache {
             Buffered::Whole(bytes) => bytes,
             Buffered::TooLarge(body) => return Ok(Response::from_parts(parts, body)),
         };
-        let now = now_ms();
+        let now = crate::shared::memory::unix_now_ms();
         let entry = Arc::new(Entry {
             status: parts.status,
             headers: parts
@@ -436,12 +436,6 @@ fn local_until(expires_at_ms: u64, now: u64, shared: bool) -> u64 {
     } else {
         expires_at_ms
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// 200s without `Cache-Control: no-store|private`, `Set-Cookie` or `Vary: *`,

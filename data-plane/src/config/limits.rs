@@ -64,6 +64,8 @@ pub struct StageLimits {
     routes: HashMap<String, Arc<Limit>>,
     /// What to do while the shared-state backend is unreachable.
     pub fail_closed: bool,
+    /// WebSocket stages: new connections (`$connect`) across all nodes.
+    pub connect: Option<Arc<Limit>>,
 }
 
 impl StageLimits {
@@ -78,9 +80,18 @@ impl StageLimits {
                 routes.insert(route_key.to_owned(), limit);
             }
         }
+        let connect = stage
+            .websocket
+            .as_ref()
+            .and_then(|ws| ws.connect_throttle)
+            .unwrap_or(ThrottleSettings {
+                rate_limit: crate::websocket::CONNECT_RATE,
+                burst_limit: crate::websocket::CONNECT_BURST,
+            });
         StageLimits {
             routes,
             fail_closed: stage.shared_state_failure() == SharedStateFailure::FailClosed,
+            connect: Limit::rate(format!("c:{}/{}", stage.api, stage.name), &connect),
         }
     }
 

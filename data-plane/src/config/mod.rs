@@ -40,6 +40,16 @@ pub struct CompiledConfig {
     pub certificates: HashMap<String, Arc<CertifiedKey>>,
     /// Client-certificate verifiers of mutual-TLS custom domains, by host name.
     pub client_verifiers: HashMap<String, Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    /// Every API key, by the SHA-256 of the key (for grants that do not go
+    /// through a usage plan, such as `@connections`).
+    api_keys: HashMap<[u8; 32], KnownKey>,
+}
+
+/// An API key as the whole snapshot knows it.
+#[derive(Clone, Debug)]
+pub struct KnownKey {
+    pub id: String,
+    pub enabled: bool,
 }
 
 impl std::fmt::Debug for CompiledConfig {
@@ -71,6 +81,8 @@ pub struct CompiledStage {
     pub metric_attributes: HashMap<String, Arc<[opentelemetry::KeyValue]>>,
     /// The stage's access-log line (`$context.*`); `None`: the default JSON.
     pub access_log_format: Option<String>,
+    /// WebSocket stages: the connections' limits.
+    pub sockets: crate::websocket::SocketLimits,
 }
 
 /// Whether a stage's requests are traced, and how many without a parent.
@@ -216,6 +228,11 @@ pub struct CompileError {
 impl CompiledConfig {
     pub fn stage(&self, api: &str, stage: &str) -> Option<&Arc<CompiledStage>> {
         self.apis.get(api)?.stages.get(stage)
+    }
+
+    /// The API key whose SHA-256 is `digest`.
+    pub fn api_key(&self, digest: &[u8; 32]) -> Option<&KnownKey> {
+        self.api_keys.get(digest)
     }
 
     pub fn has_api(&self, api: &str) -> bool {
@@ -372,10 +389,24 @@ pub fn compile(
                     },
                     access_log_format: (!stage.access_log_format.trim().is_empty())
                         .then(|| stage.access_log_format.clone()),
+                    sockets: crate::websocket::SocketLimits::compile(stage.websocket.as_ref()),
                     canary,
                     api_keys: stage_keys(snapshot, &stage.api, &stage.name),
                 }),
             );
+    }
+
+    for key in &snapshot.api_keys {
+        let mut hash = [0u8; 32];
+        if hex::decode_to_slice(&key.key_hash, &mut hash).is_ok() {
+            config.api_keys.insert(
+                hash,
+                KnownKey {
+                    id: key.id.clone(),
+                    enabled: key.enabled,
+                },
+            );
+        }
     }
 
     for domain in &snapshot.domain_names {
@@ -544,9 +575,30 @@ fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, Str
             .split('.')
             .map(str::to_owned)
             .collect();
+        let access = match &api.connections_access {
+            None => crate::websocket::Access::default(),
+            Some(access) => crate::websocket::Access {
+                api_key_ids: access.api_key_ids.iter().cloned().collect(),
+                jwt: if access.authorizer.is_empty() {
+                    None
+                } else {
+                    let grant = pylon_proto::config::v1::Authorization {
+                        r#type: pylon_proto::config::v1::authorization::Type::Jwt as i32,
+                        authorizer: access.authorizer.clone(),
+                        scopes: access.scopes.clone(),
+                        api_key_required: false,
+                    };
+                    Some(
+                        auth::compile_route_auth(Some(&grant), &authorizers)
+                            .map_err(|e| format!("connections_access: {e}"))?,
+                    )
+                },
+            },
+        };
         Some(Arc::new(crate::websocket::WebSocketApi {
             selection,
             routes: ws_routes,
+            access,
         }))
     } else {
         None
@@ -561,14 +613,21 @@ fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, Str
     })
 }
 
-/// The route keys ("GET /pets/{id}") a deployment defines, spelled as the
-/// route table spells them.
+/// The route keys ("GET /pets/{id}", or a WebSocket route key) a
+/// deployment defines, spelled as the route table spells them.
 fn route_keys(deployment: &Deployment) -> impl Iterator<Item = String> + '_ {
     deployment
         .definition
         .iter()
-        .flat_map(|api| &api.routes)
-        .filter_map(|route| {
+        .flat_map(|api| {
+            let websocket = api.protocol() == Protocol::Websocket;
+            api.routes.iter().map(move |route| (websocket, route))
+        })
+        .filter_map(|(websocket, route)| {
+            if websocket {
+                // WebSocket routes are known by their route key.
+                return Some(route.path.clone());
+            }
             let template = PathTemplate::parse(&route.path).ok()?;
             Some(format!("{} {template}", route.method))
         })

@@ -24,6 +24,10 @@ pub async fn check(
         limits.extend(key.limits.quota.as_ref());
     }
     limits.extend(stage.limits.route(route_key));
+    if route_key == "$connect" {
+        // A new WebSocket connection: the stage's connection rate too.
+        limits.extend(stage.limits.connect.as_ref());
+    }
     match shared.decide(&limits, stage.limits.fail_closed).await {
         Ok(Decision::Admit) => Ok(()),
         Ok(Decision::Throttled { retry_after }) => Err(GatewayError::Throttled { retry_after }),

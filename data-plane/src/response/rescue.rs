@@ -40,6 +40,9 @@ pub fn classify(error: &GatewayError) -> (Type, StatusCode) {
         GatewayError::QuotaExceeded { .. } => (Type::QuotaExceeded, StatusCode::TOO_MANY_REQUESTS),
         GatewayError::LimitsUnavailable(_) => (Type::Default5xx, StatusCode::SERVICE_UNAVAILABLE),
         GatewayError::CacheInvalidationDenied => (Type::AccessDenied, StatusCode::FORBIDDEN),
+        GatewayError::ConnectionGone => (Type::Default4xx, StatusCode::GONE),
+        GatewayError::ConnectionBusy => (Type::Default4xx, StatusCode::TOO_MANY_REQUESTS),
+        GatewayError::ConnectionRegistryUnavailable(_) => (Type::Default5xx, StatusCode::SERVICE_UNAVAILABLE),
     }
 }
 

@@ -159,6 +159,12 @@ fn seconds(secs: f64) -> Duration {
         .min(Duration::from_secs(86_400))
 }
 
+pub(crate) fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)

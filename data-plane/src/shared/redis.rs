@@ -51,7 +51,9 @@ pub enum RedisError {
 enum Topology {
     Single(redis::Client),
     Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
-    Cluster(ClusterClient),
+    /// With a plain client per seed node for pub/sub (a message published
+    /// on any node of a cluster reaches subscribers on every node).
+    Cluster(ClusterClient, Vec<redis::Client>),
 }
 
 /// A connection of whichever topology; cheap to clone, multiplexed.
@@ -130,6 +132,10 @@ impl Redis {
         self.timeout
     }
 
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.topology, Topology::Cluster(..))
+    }
+
     pub fn is_connected(&self) -> bool {
         self.conn.load().is_some()
     }
@@ -201,7 +207,40 @@ impl Redis {
                 let mut client = client.lock().await;
                 Ok(Conn::Sentinel(client.get_async_connection().await?))
             }
-            Topology::Cluster(client) => Ok(Conn::Cluster(client.get_async_connection().await?)),
+            Topology::Cluster(client, _) => Ok(Conn::Cluster(client.get_async_connection().await?)),
+        }
+    }
+
+    /// A dedicated connection for SUBSCRIBE (the master of a Sentinel
+    /// group; the first seed of a cluster that answers).
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, redis::RedisError> {
+        let connect = async {
+            match &self.topology {
+                Topology::Single(client) => client.get_async_pubsub().await,
+                Topology::Sentinel(client) => {
+                    let master = client.lock().await.async_get_client().await?;
+                    master.get_async_pubsub().await
+                }
+                Topology::Cluster(_, seeds) => {
+                    let mut last = None;
+                    for seed in seeds {
+                        match seed.get_async_pubsub().await {
+                            Ok(pubsub) => return Ok(pubsub),
+                            Err(e) => last = Some(e),
+                        }
+                    }
+                    Err(last.unwrap_or_else(|| {
+                        redis::RedisError::from((redis::ErrorKind::Client, "no cluster seed to subscribe on"))
+                    }))
+                }
+            }
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(result) => result,
+            Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no pub/sub connection within 1 s",
+            ))),
         }
     }
 }
@@ -339,7 +378,24 @@ fn parse(url: &str) -> Result<(Topology, String), String> {
         ))
     } else if let Some(rest) = url.strip_prefix("redis-cluster://") {
         let (auth, hosts, _, tls) = split(rest).map_err(|e| bad(&e))?;
-        let mut builder = ClusterClient::builder(addrs(&hosts, tls)?)
+        let seeds = addrs(&hosts, tls)?;
+        let mut settings = redis::RedisConnectionInfo::default();
+        if let Some((user, password)) = &auth {
+            if !user.is_empty() {
+                settings = settings.set_username(user);
+            }
+            settings = settings.set_password(password);
+        }
+        let seed_clients = seeds
+            .iter()
+            .map(|addr| {
+                let info = redis::IntoConnectionInfo::into_connection_info(addr.clone())?
+                    .set_redis_settings(settings.clone());
+                redis::Client::open(info)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(&e.to_string()))?;
+        let mut builder = ClusterClient::builder(seeds)
             .connection_timeout(CONNECT_TIMEOUT)
             // A retried script could count (or refund) twice.
             .retries(0);
@@ -353,7 +409,10 @@ fn parse(url: &str) -> Result<(Topology, String), String> {
             builder = builder.tls(redis::cluster::TlsMode::Secure);
         }
         let client = builder.build().map_err(|e| bad(&e.to_string()))?;
-        Ok((Topology::Cluster(client), format!("cluster {}", hosts.join(","))))
+        Ok((
+            Topology::Cluster(client, seed_clients),
+            format!("cluster {}", hosts.join(",")),
+        ))
     } else if url.starts_with("redis://") || url.starts_with("rediss://") {
         let client = redis::Client::open(url).map_err(|e| bad(&e.to_string()))?;
         Ok((Topology::Single(client), redact(url)))

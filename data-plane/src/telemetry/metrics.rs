@@ -6,7 +6,7 @@
 
 use super::Record;
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter};
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -48,6 +48,55 @@ pub struct Metrics {
     pub config_version: Gauge<u64>,
     pub snapshot_apply: Histogram<f64>,
     pub dropped_access_logs: Counter<u64>,
+    pub websocket: WebSocketMetrics,
+}
+
+/// WebSocket connections, by API and stage (AWS: ConnectCount,
+/// MessageCount).
+pub struct WebSocketMetrics {
+    /// Open on this node.
+    pub open: UpDownCounter<i64>,
+    pub connects: Counter<u64>,
+    pub disconnects: Counter<u64>,
+    /// Messages from clients, and frames sent to them (replies and
+    /// `@connections` posts).
+    pub messages_in: Counter<u64>,
+    pub messages_out: Counter<u64>,
+}
+
+impl WebSocketMetrics {
+    fn new(meter: &Meter) -> WebSocketMetrics {
+        let counter = |name: &'static str, description: &'static str| {
+            meter.u64_counter(name).with_description(description).build()
+        };
+        WebSocketMetrics {
+            open: meter
+                .i64_up_down_counter("pylon.websocket.connections")
+                .with_description("WebSocket connections open on this node")
+                .build(),
+            connects: counter("pylon.websocket.connects", "WebSocket connections accepted"),
+            disconnects: counter(
+                "pylon.websocket.disconnects",
+                "WebSocket connections ended (reason)",
+            ),
+            messages_in: counter(
+                "pylon.websocket.messages.in",
+                "Messages received from WebSocket clients",
+            ),
+            messages_out: counter(
+                "pylon.websocket.messages.out",
+                "Messages sent to WebSocket clients",
+            ),
+        }
+    }
+
+    /// The dimensions of a stage's connections.
+    pub fn attributes(api: &str, stage: &str) -> [KeyValue; 2] {
+        [
+            KeyValue::new("pylon.api", api.to_owned()),
+            KeyValue::new("pylon.stage", stage.to_owned()),
+        ]
+    }
 }
 
 impl Metrics {
@@ -102,6 +151,7 @@ impl Metrics {
                 "pylon.access_log.dropped",
                 "Access-log lines dropped (queue full)",
             ),
+            websocket: WebSocketMetrics::new(meter),
         }
     }
 

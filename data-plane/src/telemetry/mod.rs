@@ -52,6 +52,34 @@ impl Telemetry {
     }
 }
 
+impl Telemetry {
+    /// Metrics, the span's end and the access-log line of a finished
+    /// request (or WebSocket message) of `stage`.
+    pub fn observe(
+        &self,
+        record: &Record,
+        trace: Option<&opentelemetry::Context>,
+        stage: &crate::config::CompiledStage,
+    ) {
+        let attributes = record
+            .route_key
+            .as_ref()
+            .and_then(|key| stage.metric_attributes.get(key))
+            .cloned()
+            .unwrap_or_else(|| metrics::Metrics::attributes(record));
+        self.metrics.record(record, &attributes);
+        if let Some(cx) = trace {
+            trace::finish(cx, record);
+        }
+        if !self
+            .access_log
+            .write(stage.access_log_format.as_deref(), record, trace)
+        {
+            self.metrics.dropped_access_logs.add(1, &[]);
+        }
+    }
+}
+
 /// What one request did, as its phases learn it: the fields of access logs,
 /// span attributes and metric dimensions.
 #[derive(Clone, Debug, Default)]
@@ -87,12 +115,12 @@ pub struct Record {
 }
 
 impl Record {
-    /// The route's path part (`/pets/{id}`), or the request path before a
-    /// route matched.
+    /// The route's path part (`/pets/{id}`; a WebSocket route key as it
+    /// is), or "" before a route matched.
     pub fn resource_path(&self) -> &str {
         self.route_key
             .as_deref()
-            .and_then(|k| k.split_once(' ').map(|(_, p)| p))
+            .map(|k| k.split_once(' ').map_or(k, |(_, p)| p))
             .unwrap_or("")
     }
 }

@@ -1,0 +1,315 @@
+//! One WebSocket connection, from the upgrade to `$disconnect`: messages
+//! from the client are routed, throttled and sent to their route's
+//! integration (with a span, metrics and an access-log line each, as HTTP
+//! requests get); commands from [`super::hub`] (`@connections` posts and
+//! deletes, shutdown) are carried out between messages. Each message
+//! follows the config the node serves when it arrives; a connection whose
+//! stage was deleted is closed.
+
+use super::hub::{Command, Local};
+use super::{DISCONNECT_REASON, SocketLimits, WebSocketApi, call, new_connection_id};
+use crate::Gateway;
+use crate::config::{CompiledStage, Target};
+use crate::error::GatewayError;
+use crate::request::throttle;
+use crate::response::rescue;
+use crate::telemetry::{Record, trace};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use opentelemetry::KeyValue;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+/// Everything a connection's task needs after the upgrade.
+pub struct Session {
+    pub gateway: Arc<Gateway>,
+    pub stage: Arc<CompiledStage>,
+    pub target: Arc<Target>,
+    pub api: Arc<WebSocketApi>,
+    pub connection_id: String,
+    pub principal_id: Option<String>,
+    /// The SHA-256 of the API key `$connect` accepted: its usage plan's
+    /// limits apply to every message.
+    pub api_key: Option<[u8; 32]>,
+    pub api_key_id: Option<String>,
+    pub host: String,
+    pub source_ip: String,
+    pub user_agent: String,
+}
+
+type Socket = WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Serves one connection until it ends, then calls `$disconnect`.
+pub async fn run(
+    mut session: Session,
+    upgrade: hyper::upgrade::OnUpgrade,
+    local: Arc<Local>,
+    mut commands: mpsc::Receiver<Command>,
+) {
+    let upgraded = match upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            tracing::debug!(error = %e, "WebSocket upgrade failed");
+            return;
+        }
+    };
+    let limits = session.stage.sockets;
+    let config = WebSocketConfig::default()
+        .max_frame_size(Some(limits.max_frame))
+        .max_message_size(Some(limits.max_message));
+    let mut socket =
+        WebSocketStream::from_raw_socket(hyper_util::rt::TokioIo::new(upgraded), Role::Server, Some(config))
+            .await;
+    let gateway = session.gateway.clone();
+    let hub = &gateway.sockets;
+    let metrics = &gateway.telemetry.metrics.websocket;
+    let dimensions =
+        crate::telemetry::metrics::WebSocketMetrics::attributes(&session.stage.api, &session.stage.name);
+    hub.register(&session.connection_id, local.clone()).await;
+    metrics.connects.add(1, &dimensions);
+    metrics.open.add(1, &dimensions);
+
+    let reason = serve(
+        &mut session,
+        &mut socket,
+        limits,
+        &local,
+        &mut commands,
+        &dimensions,
+    )
+    .await;
+
+    // Calls for it are refused (410) from now on; it stays registered until
+    // `$disconnect` returns, so a draining node waits for that call.
+    commands.close();
+    metrics.open.add(-1, &dimensions);
+    metrics.disconnects.add(1, &dimensions);
+    if let Some(route) = session.api.routes.get("$disconnect") {
+        let disconnect = call(
+            &gateway,
+            &session,
+            "$disconnect",
+            route,
+            Bytes::new(),
+            &new_connection_id(),
+            Some((DISCONNECT_REASON, reason.clone())),
+        )
+        .await;
+        if let Err(why) = disconnect {
+            tracing::debug!(connection = %session.connection_id, error = %why, "$disconnect integration failed");
+        }
+    }
+    hub.unregister(&session.connection_id).await;
+    tracing::debug!(connection = %session.connection_id, reason, "WebSocket closed");
+}
+
+/// The connection's life; why it ended.
+async fn serve(
+    session: &mut Session,
+    socket: &mut Socket,
+    limits: SocketLimits,
+    local: &Local,
+    commands: &mut mpsc::Receiver<Command>,
+    dimensions: &[KeyValue],
+) -> String {
+    let metrics = &session.gateway.telemetry.metrics.websocket;
+    let started = Instant::now();
+    let mut active = Instant::now();
+    loop {
+        let left = limits.max_duration.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            close(socket, CloseCode::Policy, "maximum connection duration").await;
+            return "maximum connection duration".to_owned();
+        }
+        let idle_left = limits.idle.saturating_sub(active.elapsed());
+        if idle_left.is_zero() {
+            close(socket, CloseCode::Away, "idle timeout").await;
+            return "idle timeout".to_owned();
+        }
+        let message = tokio::select! {
+            next = socket.next() => next,
+            command = commands.recv() => {
+                match command {
+                    Some(Command::Send(data)) => {
+                        if socket.send(frame(data)).await.is_err() {
+                            return "client gone".to_owned();
+                        }
+                        metrics.messages_out.add(1, dimensions);
+                        active = Instant::now();
+                        local.touch();
+                        continue;
+                    }
+                    Some(Command::Close(reason)) => {
+                        let code = if reason.starts_with("deleted") { CloseCode::Normal } else { CloseCode::Away };
+                        let _ = socket
+                            .close(Some(CloseFrame { code, reason: reason.clone().into() }))
+                            .await;
+                        return reason;
+                    }
+                    None => return "closed".to_owned(),
+                }
+            }
+            _ = tokio::time::sleep(left.min(idle_left)) => continue,
+        };
+        let message = match message {
+            None | Some(Ok(Message::Close(_))) => return "client closed".to_owned(),
+            Some(Err(WsError::Capacity(e))) => {
+                close(socket, CloseCode::Size, "message too big").await;
+                return format!("message too big: {e}");
+            }
+            Some(Err(e)) => return format!("connection error: {e}"),
+            Some(Ok(Message::Text(text))) => Bytes::copy_from_slice(text.as_bytes()),
+            Some(Ok(Message::Binary(bytes))) => bytes,
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                // Pongs are queued by the protocol; send them now.
+                let _ = socket.flush().await;
+                active = Instant::now();
+                local.touch();
+                continue;
+            }
+        };
+        active = Instant::now();
+        local.touch();
+        metrics.messages_in.add(1, dimensions);
+        // Each message follows the config served when it arrives; a
+        // connection whose stage is gone is closed.
+        let Some((stage, target, api)) = current(session) else {
+            close(socket, CloseCode::Away, "the stage is gone").await;
+            return "stage deleted".to_owned();
+        };
+        session.stage = stage;
+        session.target = target;
+        session.api = api;
+        if let Some(reply) = on_message(session, message).await {
+            if socket.send(frame(reply)).await.is_err() {
+                return "client gone".to_owned();
+            }
+            metrics.messages_out.add(1, dimensions);
+        }
+    }
+}
+
+/// A text frame when the bytes are UTF-8, else a binary one.
+fn frame(data: Bytes) -> Message {
+    match String::from_utf8(data.to_vec()) {
+        Ok(text) => Message::text(text),
+        Err(_) => Message::binary(data),
+    }
+}
+
+/// Routes, throttles and integrates one message; the reply to send, if any.
+async fn on_message(session: &Session, message: Bytes) -> Option<Bytes> {
+    let gateway = &session.gateway;
+    let telemetry = &gateway.telemetry;
+    let request_id = new_connection_id();
+    let (clock, started) = (Instant::now(), SystemTime::now());
+    let mut record = Record {
+        request_id: request_id.clone(),
+        api: session.stage.api.clone(),
+        stage: session.stage.name.clone(),
+        deployment: session.target.deployment_id.clone(),
+        canary: session.target.is_canary,
+        domain: session.host.clone(),
+        method: "MESSAGE".into(),
+        path: format!("/{}", session.stage.name),
+        protocol: "WebSocket".into(),
+        source_ip: session.source_ip.clone(),
+        user_agent: session.user_agent.clone(),
+        principal_id: session.principal_id.clone(),
+        api_key_id: session.api_key_id.clone(),
+        started: Some(started),
+        ..Default::default()
+    };
+    let trace = trace::start(telemetry, &session.stage, &http::HeaderMap::new(), &record);
+    let error = |message: &str| {
+        Bytes::from(
+            serde_json::json!({
+                "message": message,
+                "connectionId": session.connection_id,
+                "requestId": request_id,
+            })
+            .to_string(),
+        )
+    };
+    let reply = match session.api.select(&message) {
+        None => {
+            record.status = 403;
+            Some(error("Forbidden"))
+        }
+        Some((key, route)) => {
+            record.route_key = Some(key.to_owned());
+            let stage_key = session
+                .api_key
+                .as_ref()
+                .and_then(|digest| session.stage.api_keys.get(digest));
+            match throttle::check(&gateway.shared, &session.stage, key, stage_key).await {
+                Err(refused) => {
+                    let (kind, status) = rescue::classify(&refused);
+                    record.status = status.as_u16();
+                    record.throttled = matches!(refused, GatewayError::Throttled { .. });
+                    record.quota_exceeded = matches!(refused, GatewayError::QuotaExceeded { .. });
+                    record.error_type = Some(kind.as_str());
+                    record.error_message = Some(refused.to_string());
+                    Some(error(&refused.to_string()))
+                }
+                Ok(()) => {
+                    let phase = trace::phase(
+                        telemetry,
+                        trace.as_ref(),
+                        "integration",
+                        opentelemetry::trace::SpanKind::Client,
+                    );
+                    let called = Instant::now();
+                    let answer = call(gateway, session, key, route, message, &request_id, None).await;
+                    record.integration_latency = Some(called.elapsed());
+                    drop(phase);
+                    match answer {
+                        Ok((status, body)) => {
+                            record.status = status.as_u16();
+                            (status.is_success() && !body.is_empty()).then_some(body)
+                        }
+                        Err(why) => {
+                            tracing::warn!(connection = %session.connection_id, route = key, error = %why, "WebSocket integration failed");
+                            record.status = 500;
+                            record.error_type = Some("INTEGRATION_FAILURE");
+                            record.error_message = Some(why);
+                            Some(error("Internal server error"))
+                        }
+                    }
+                }
+            }
+        }
+    };
+    record.response_length = reply.as_ref().map(|r| r.len() as u64);
+    record.latency = clock.elapsed();
+    telemetry.observe(&record, trace.as_ref(), &session.stage);
+    reply
+}
+
+/// The connection's stage and side (main or canary) in the config served
+/// now, and that deployment's routes; `None` when the stage or its
+/// WebSocket API is gone.
+fn current(session: &Session) -> Option<(Arc<CompiledStage>, Arc<Target>, Arc<WebSocketApi>)> {
+    let config = session.gateway.config.load();
+    let stage = config.stage(&session.stage.api, &session.stage.name)?;
+    let target = match (&stage.canary, session.target.is_canary) {
+        (Some(canary), true) => canary.target.clone(),
+        _ => stage.main.clone(),
+    };
+    let api = target.definition.websocket.clone()?;
+    Some((stage.clone(), target, api))
+}
+
+async fn close(socket: &mut Socket, code: CloseCode, reason: &'static str) {
+    let _ = socket
+        .close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+        .await;
+}

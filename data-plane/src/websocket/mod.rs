@@ -1,0 +1,255 @@
+//! WebSocket APIs. The `$connect` route runs through the same request
+//! phase as HTTP (authorizers, API keys, throttling, and the stage's
+//! new-connection rate) and its integration may refuse the connection
+//! ([`crate::pipeline`]); then [`connection`] serves the socket: each
+//! message is routed by the API's route selection expression
+//! (`$request.body.action`) to a route key, else to `$default`; a route's
+//! integration (HTTP or MOCK) gets the message with the connection's context
+//! in `x-pylon-*` headers, and a 2xx answer with a body goes back to the
+//! client; `$disconnect` is called (best effort) when the connection ends,
+//! with the reason. [`hub`] finds a connection from any node (through
+//! Redis) for the `@connections` management API ([`manage`]).
+//!
+//! Limits per stage (AWS's defaults): frames ≤ 32 KiB, messages ≤ 128 KiB
+//! (close 1009 beyond), idle 10 minutes, 2 hours at most, 500 new
+//! connections a second. Pings are answered.
+
+pub mod connection;
+pub mod hub;
+pub mod manage;
+
+use crate::config::auth::RouteAuth;
+use crate::config::integration::CompiledIntegration;
+use crate::error::GatewayError;
+use crate::{Body, Gateway, full_body};
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use pylon_proto::config::v1::WebSocketSettings;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+pub const MAX_FRAME: usize = 32 << 10;
+pub const MAX_MESSAGE: usize = 128 << 10;
+pub const IDLE: Duration = Duration::from_secs(600);
+pub const MAX_DURATION: Duration = Duration::from_secs(7200);
+/// AWS's new-connection rate (per account there; per stage here).
+pub const CONNECT_RATE: f64 = 500.0;
+pub const CONNECT_BURST: u32 = 500;
+
+pub const CONNECTION_ID: &str = "x-pylon-connection-id";
+pub const ROUTE_KEY: &str = "x-pylon-route-key";
+pub const DISCONNECT_REASON: &str = "x-pylon-disconnect-reason";
+
+/// A WEBSOCKET API, compiled: routes by route key and the selection key.
+#[derive(Debug)]
+pub struct WebSocketApi {
+    /// The body field named by `$request.body.FIELD` (dots: nested).
+    pub selection: Vec<String>,
+    pub routes: HashMap<String, WebSocketRoute>,
+    /// Who may call `@connections`.
+    pub access: Access,
+}
+
+/// Callers of the `@connections` management API: these API keys (ids), or
+/// tokens that a JWT authorizer accepts with one of its scopes. Empty:
+/// nobody.
+#[derive(Debug, Default)]
+pub struct Access {
+    pub api_key_ids: HashSet<String>,
+    pub jwt: Option<RouteAuth>,
+}
+
+#[derive(Debug)]
+pub struct WebSocketRoute {
+    pub integration: CompiledIntegration,
+    pub auth: RouteAuth,
+}
+
+/// A stage's connection limits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SocketLimits {
+    pub max_frame: usize,
+    pub max_message: usize,
+    pub idle: Duration,
+    pub max_duration: Duration,
+}
+
+impl Default for SocketLimits {
+    fn default() -> Self {
+        SocketLimits {
+            max_frame: MAX_FRAME,
+            max_message: MAX_MESSAGE,
+            idle: IDLE,
+            max_duration: MAX_DURATION,
+        }
+    }
+}
+
+impl SocketLimits {
+    pub fn compile(settings: Option<&WebSocketSettings>) -> SocketLimits {
+        let default = SocketLimits::default();
+        let Some(s) = settings else { return default };
+        let or = |value: u32, default: usize| if value == 0 { default } else { value as usize };
+        let secs = |value: u32, default: Duration| {
+            if value == 0 {
+                default
+            } else {
+                Duration::from_secs(u64::from(value))
+            }
+        };
+        SocketLimits {
+            max_frame: or(s.max_frame_bytes, default.max_frame),
+            max_message: or(s.max_message_bytes, default.max_message),
+            idle: secs(s.idle_timeout_seconds, default.idle),
+            max_duration: secs(s.max_duration_seconds, default.max_duration),
+        }
+    }
+}
+
+impl WebSocketApi {
+    /// The route a message goes to: the selection expression's value when a
+    /// route has that key, else `$default`.
+    pub fn select(&self, message: &[u8]) -> Option<(&str, &WebSocketRoute)> {
+        let selected = serde_json::from_slice::<serde_json::Value>(message)
+            .ok()
+            .and_then(|json| {
+                let mut value = &json;
+                for part in &self.selection {
+                    value = value.get(part)?;
+                }
+                value.as_str().map(str::to_owned)
+            })
+            .filter(|key| !key.starts_with('$'));
+        if let Some(key) = selected
+            && let Some((key, route)) = self.routes.get_key_value(&key)
+        {
+            return Some((key.as_str(), route));
+        }
+        self.routes
+            .get_key_value("$default")
+            .map(|(k, r)| (k.as_str(), r))
+    }
+}
+
+/// Whether the request asks to become a WebSocket.
+pub fn is_upgrade(parts: &http::request::Parts) -> bool {
+    let has = |name: header::HeaderName, token: &str| {
+        parts
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    parts.method == http::Method::GET
+        && has(header::UPGRADE, "websocket")
+        && has(header::CONNECTION, "upgrade")
+}
+
+/// A new connection id (16 random bytes, URL-safe base64).
+pub fn new_connection_id() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
+}
+
+/// Calls a route's integration with `body`; the status and answer.
+pub async fn call(
+    gateway: &Gateway,
+    session: &connection::Session,
+    route_key: &str,
+    route: &WebSocketRoute,
+    body: Bytes,
+    request_id: &str,
+    extra: Option<(&'static str, String)>,
+) -> Result<(StatusCode, Bytes), String> {
+    match &route.integration {
+        CompiledIntegration::Mock { status, body, .. } => Ok((*status, Bytes::from(body.clone()))),
+        CompiledIntegration::Http { uri, timeout, .. } => {
+            let uri = crate::integration::fill(uri, &session.target.variables, &[]);
+            let mut request = Request::post(uri)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(CONNECTION_ID, &session.connection_id)
+                .header(ROUTE_KEY, route_key)
+                .header("x-pylon-stage", &session.stage.name)
+                .header("x-pylon-request-id", request_id)
+                .header("x-forwarded-host", &session.host);
+            if let Some(principal) = &session.principal_id {
+                request = request.header("x-pylon-principal-id", principal);
+            }
+            if let Some((name, value)) = extra {
+                request = request.header(name, value);
+            }
+            let request = request.body(full_body(body)).map_err(|e| e.to_string())?;
+            crate::integration::http::fetch(&gateway.client, request, *timeout, MAX_MESSAGE).await
+        }
+    }
+}
+
+/// The 101 answer to an accepted upgrade.
+pub fn switching_protocols(key: &HeaderValue) -> Response<Body> {
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut response = Response::new(full_body(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
+}
+
+/// A plain request to a WEBSOCKET API's stage root.
+pub fn refuse_non_upgrade() -> GatewayError {
+    GatewayError::BadRequestParameters("This is a WebSocket API: open a WebSocket connection".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api() -> WebSocketApi {
+        let route = || WebSocketRoute {
+            integration: CompiledIntegration::Mock {
+                status: StatusCode::OK,
+                headers: Vec::new(),
+                body: String::new(),
+            },
+            auth: Default::default(),
+        };
+        WebSocketApi {
+            selection: vec!["msg".into(), "action".into()],
+            routes: [("send".to_owned(), route()), ("$default".to_owned(), route())].into(),
+            access: Access::default(),
+        }
+    }
+
+    #[test]
+    fn messages_go_to_the_selected_route_else_default() {
+        let api = api();
+        let key = |m: &str| api.select(m.as_bytes()).map(|(k, _)| k.to_owned());
+        assert_eq!(key(r#"{"msg":{"action":"send"}}"#).as_deref(), Some("send"));
+        assert_eq!(key(r#"{"msg":{"action":"other"}}"#).as_deref(), Some("$default"));
+        assert_eq!(key("not json").as_deref(), Some("$default"));
+        // A client cannot pick a special route by naming it.
+        assert_eq!(
+            key(r#"{"msg":{"action":"$disconnect"}}"#).as_deref(),
+            Some("$default")
+        );
+        let without_default = WebSocketApi {
+            routes: [(
+                "send".to_owned(),
+                api.routes
+                    .into_iter()
+                    .next()
+                    .map(|(_, r)| r)
+                    .unwrap_or_else(|| unreachable!()),
+            )]
+            .into(),
+            selection: api.selection.clone(),
+            access: Access::default(),
+        };
+        assert!(without_default.select(b"{}").is_none());
+    }
+}
