@@ -1,5 +1,5 @@
-//! `make bench`: six benchmarks, each against a peer measured in the same
-//! run (`PYLON_BENCH=control-plane,proxy,request-phase,limits,telemetry,propagation`
+//! `make bench`: seven benchmarks, each against a peer measured in the same
+//! run (`PYLON_BENCH=control-plane,proxy,request-phase,limits,telemetry,propagation,websocket`
 //! picks some; default all):
 //!
 //! - control plane: admin write throughput and latency on a 3-node loopback
@@ -14,7 +14,10 @@
 //! - telemetry ([`telemetry`]): telemetry off vs metrics + access logs vs
 //!   tracing at 1 % and 100 % vs the collector down;
 //! - propagation ([`propagation`]): deploy ACK → every subscriber serves the
-//!   new version, with 2 real data planes and with 1,000 simulated ones.
+//!   new version, with 2 real data planes and with 1,000 simulated ones;
+//! - WebSocket ([`websocket`]): messages through a route vs POSTs through
+//!   an HTTP route and through nginx, `@connections` delivery across nodes
+//!   vs on the holding node, memory of 10,000 idle connections.
 //!
 //! Method (see docs/performance.md): the same load shape for both systems —
 //! concurrent clients, each write a new ~300-byte record, spread over all three
@@ -27,6 +30,7 @@ mod propagation;
 mod proxy;
 mod request_phase;
 mod telemetry;
+mod websocket;
 
 use pylon_proto::admin::v1::{CreateApiRequest, GetClusterStatusRequest};
 use pylon_proto::config::v1::{Api, Integration, MockResponse, Route, integration};
@@ -240,8 +244,9 @@ async fn failover(cluster: &mut Cluster) -> Vec<Duration> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let wanted = std::env::var("PYLON_BENCH")
-        .unwrap_or_else(|_| "control-plane,proxy,request-phase,limits,telemetry,propagation".into());
+    let wanted = std::env::var("PYLON_BENCH").unwrap_or_else(|_| {
+        "control-plane,proxy,request-phase,limits,telemetry,propagation,websocket".into()
+    });
     let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
     if wanted.contains(&"proxy") {
         proxy::run().await;
@@ -257,6 +262,9 @@ async fn main() {
     }
     if wanted.contains(&"propagation") {
         propagation::run().await;
+    }
+    if wanted.contains(&"websocket") {
+        websocket::run().await;
     }
     if wanted.contains(&"control-plane") {
         control_plane().await;

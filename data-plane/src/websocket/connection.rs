@@ -42,6 +42,8 @@ pub struct Session {
     pub user_agent: String,
 }
 
+const READ_BUFFER: usize = 4 << 10;
+
 type Socket = WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Serves one connection until it ends, then calls `$disconnect`.
@@ -59,7 +61,10 @@ pub async fn run(
         }
     };
     let limits = session.stage.sockets;
+    // A small read buffer that grows with the messages: an idle connection
+    // costs a few KiB, not tungstenite's default 128 KiB.
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .max_frame_size(Some(limits.max_frame))
         .max_message_size(Some(limits.max_message));
     let mut socket =
