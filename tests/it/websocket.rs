@@ -10,8 +10,9 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use pylon_proto::admin::v1::*;
-use pylon_proto::config::v1::{Api, ApiStageRef, UsagePlan, WebSocketSettings};
+use pylon_proto::config::v1::{Api, ApiStageRef, ThrottleSettings, UsagePlan, WebSocketSettings};
 use pylon_tests::gateway::{DataPlaneNode, HttpClient, Reply};
+use pylon_tests::jwt::{now, rsa_signer, sign};
 use pylon_tests::redis::RedisServer;
 use pylon_tests::{Cluster, eventually, serial};
 use serde_json::{Value, json};
@@ -113,15 +114,35 @@ impl Drop for Backend {
     }
 }
 
+const ISSUER: &str = "https://issuer.test";
+
 /// The `chat` API: `$connect` needs an API key when `key_required`;
 /// `send` and `whoami` go to the backend; `$default` is a MOCK answering
-/// `default_body`; `ops_key` may call `@connections`.
+/// `default_body`; `@connections` is granted to the API key `ops_key` and
+/// to tokens with the scope `connections.manage` (keys from `jwks`).
 fn chat(backend: &Backend, default_body: &str, key_required: bool, ops_key: &str) -> Api {
+    chat_with_jwks(
+        backend,
+        default_body,
+        key_required,
+        ops_key,
+        &backend.url("/jwks.json"),
+    )
+}
+
+fn chat_with_jwks(
+    backend: &Backend,
+    default_body: &str,
+    key_required: bool,
+    ops_key: &str,
+    jwks: &str,
+) -> Api {
     serde_json::from_value(json!({
         "name": "chat",
         "protocol": "WEBSOCKET",
         "routeSelectionExpression": "$request.body.action",
-        "connectionsAccess": {"apiKeyIds": [ops_key]},
+        "authorizers": [{"name": "ops", "jwt": {"issuer": ISSUER, "audiences": ["chat"], "jwksUri": jwks, "algorithms": ["RS256"]}}],
+        "connectionsAccess": {"apiKeyIds": [ops_key], "authorizer": "ops", "scopes": ["connections.manage"]},
         "routes": [
             {"path": "$connect", "integration": {"type": "HTTP", "uri": backend.url("/connect")},
              "authorization": {"apiKeyRequired": key_required}},
@@ -182,14 +203,17 @@ async fn whoami(socket: &mut Socket) -> String {
     reply["connectionId"].as_str().expect("connection id").to_owned()
 }
 
-/// `METHOD /prod/@connections/{id}` on `node`, with `key` as `x-api-key`.
+/// `METHOD /prod/@connections/{id}` on `node`, with `key` as `x-api-key`
+/// (or, when it starts with `Bearer `, as `Authorization`).
 async fn manage(node: SocketAddr, method: &str, id: &str, key: Option<&str>, body: &str) -> Reply {
     let mut request = http::Request::builder()
         .method(method)
         .uri(format!("/prod/@connections/{id}"))
         .header("host", "chat.localhost");
-    if let Some(key) = key {
-        request = request.header("x-api-key", key);
+    match key {
+        Some(token) if token.starts_with("Bearer ") => request = request.header("authorization", token),
+        Some(key) => request = request.header("x-api-key", key),
+        None => {}
     }
     let request = request
         .body(Full::new(Bytes::from(body.to_owned())))
@@ -234,7 +258,9 @@ async fn websocket_connections_route_messages_and_report_disconnects() {
     let _serial = serial().await;
     let cluster = Cluster::start(1).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = DataPlaneNode::start(dir.path(), "dp-ws", &[cluster.nodes[0].endpoint()], &[]);
+    let ops_port = pylon_tests::free_port();
+    let ops_flag = format!("--ops-listen=127.0.0.1:{ops_port}");
+    let node = DataPlaneNode::start(dir.path(), "dp-ws", &[cluster.nodes[0].endpoint()], &[&ops_flag]);
     let backend = Backend::start().await;
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
     let (key_id, key) = create_key(&mut admin, "chatter").await;
@@ -283,7 +309,11 @@ async fn websocket_connections_route_messages_and_report_disconnects() {
     // @connections on the node that holds the connection (no Redis).
     let id = whoami(&mut socket).await;
     let refused = manage(dp, "POST", &id, None, "{}").await;
-    assert_eq!(refused.status, 403, "no key: {}", refused.body);
+    assert_eq!(
+        refused.status, 401,
+        "no credential (a token would do): {}",
+        refused.body
+    );
     let refused = manage(dp, "POST", &id, Some(&key), "{}").await;
     assert_eq!(
         refused.status, 403,
@@ -375,6 +405,69 @@ async fn websocket_connections_route_messages_and_report_disconnects() {
         3,
         "$connect called for each accepted connection (none for the refused one)"
     );
+
+    // Route throttles apply to messages; the stage's connection rate to upgrades.
+    let v = edit_stage(&mut admin, "chat", "prod", |stage| {
+        stage.websocket = Some(WebSocketSettings {
+            connect_throttle: Some(ThrottleSettings {
+                rate_limit: 0.2,
+                burst_limit: 1,
+            }),
+            ..Default::default()
+        });
+        stage.route_throttle.insert(
+            "send".into(),
+            ThrottleSettings {
+                rate_limit: 0.2,
+                burst_limit: 1,
+            },
+        );
+    })
+    .await
+    .expect("throttles");
+    wait_applied(&mut admin, v, 1).await;
+    let mut socket = open(dp, Some(&key))
+        .await
+        .expect("the first connection of the second");
+    match open(dp, Some(&key)).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 429),
+        other => panic!("expected 429 for a second connection at once, got {other:?}"),
+    }
+    let send = r#"{"action":"send","text":"again"}"#;
+    socket.send(Message::text(send)).await.expect("send");
+    assert!(next_text(&mut socket).await.contains("echo"));
+    socket.send(Message::text(send)).await.expect("send");
+    let throttled: Value = serde_json::from_str(&next_text(&mut socket).await).expect("JSON");
+    assert_eq!(throttled["message"], "Too Many Requests", "{throttled}");
+
+    // Connection and message metrics.
+    let ops = SocketAddr::from(([127, 0, 0, 1], ops_port));
+    let metrics = HttpClient::new(false)
+        .get(ops, "localhost", "/metrics")
+        .await
+        .expect("metrics")
+        .body;
+    for name in [
+        "pylon_websocket_connections",
+        "pylon_websocket_connects_total",
+        "pylon_websocket_disconnects_total",
+        "pylon_websocket_messages_in_total",
+        "pylon_websocket_messages_out_total",
+    ] {
+        assert!(metrics.contains(name), "{name} in /metrics:\n{metrics}");
+    }
+    let open_now = metrics
+        .lines()
+        .find(|l| l.starts_with("pylon_websocket_connections{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<f64>().ok());
+    assert_eq!(open_now, Some(1.0), "one connection open:\n{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("pylon_requests_total{") && l.contains("http_route=\"send\"")),
+        "messages are counted per route:\n{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -398,12 +491,19 @@ async fn connections_are_managed_from_another_node_through_redis() {
         &[&redis_flag],
     );
     let backend = Backend::start().await;
+    let signer = rsa_signer(dir.path(), "ops-key");
+    let jwks = json!({"keys": [signer.jwk.clone()]});
+    let issuer = pylon_tests::gateway::JsonServer::start(move |_, _| (200, jwks.clone())).await;
+    let token = |scope: &str| {
+        let claims =
+            json!({"iss": ISSUER, "aud": "chat", "sub": "operator", "scope": scope, "exp": now() + 600});
+        format!("Bearer {}", sign(&signer, &claims))
+    };
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
     let (ops_id, ops_key) = create_key(&mut admin, "ops").await;
     let (_, stranger) = create_key(&mut admin, "stranger").await;
-    deploy(&mut admin, chat(&backend, "{}", false, &ops_id), "prod", &[])
-        .await
-        .expect("deploy");
+    let api = chat_with_jwks(&backend, "{}", false, &ops_id, &issuer.url("/jwks.json"));
+    deploy(&mut admin, api, "prod", &[]).await.expect("deploy");
     let v = version(&mut admin).await;
     wait_applied(&mut admin, v, 2).await;
 
@@ -416,14 +516,26 @@ async fn connections_are_managed_from_another_node_through_redis() {
     let info = manage(b.address(), "GET", &id, Some(&ops_key), "").await;
     assert_eq!(info.status, 200, "{}", info.body);
     assert_eq!(info.json()["identity"]["sourceIp"], "127.0.0.1");
-    // Unauthorized callers, on either node.
-    for (node, key) in [
-        (b.address(), None),
-        (b.address(), Some(stranger.as_str())),
-        (a.address(), None),
+    // A token with the granted scope may; unauthorized callers, on either node, may not.
+    let granted = manage(
+        b.address(),
+        "POST",
+        &id,
+        Some(&token("connections.manage")),
+        "by token",
+    )
+    .await;
+    assert_eq!(granted.status, 200, "{}", granted.body);
+    assert_eq!(next_text(&mut socket).await, "by token");
+    let wrong_scope = token("chat.read");
+    for (node, key, status) in [
+        (b.address(), None, 401),
+        (b.address(), Some(stranger.as_str()), 403),
+        (b.address(), Some(wrong_scope.as_str()), 403),
+        (a.address(), None, 401),
     ] {
         let refused = manage(node, "POST", &id, key, "x").await;
-        assert_eq!(refused.status, 403, "{}", refused.body);
+        assert_eq!(refused.status, status, "{key:?}: {}", refused.body);
     }
     // DELETE on B closes it on A; then it is gone everywhere.
     let deleted = manage(b.address(), "DELETE", &id, Some(&ops_key), "").await;

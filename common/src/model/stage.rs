@@ -160,13 +160,19 @@ pub(crate) fn check_throttle(c: &mut Checker, p: &str, throttle: &ThrottleSettin
 
 pub(crate) fn check_route_throttle(c: &mut Checker, p: &str, routes: &BTreeMap<String, ThrottleSettings>) {
     for (route_key, throttle) in routes {
-        let ok = route_key
+        let http = route_key
             .split_once(' ')
             .is_some_and(|(method, path)| !method.is_empty() && path.starts_with('/'));
+        // A WebSocket API's route key: a name, or $connect / $default / $disconnect.
+        let websocket = !route_key.is_empty()
+            && route_key.len() <= 128
+            && !route_key.contains([' ', '/'])
+            && (!route_key.starts_with('$')
+                || ["$connect", "$disconnect", "$default"].contains(&route_key.as_str()));
         c.check(
-            ok,
+            http || websocket,
             key(p, route_key),
-            "keys are route keys like \"GET /pets/{id}\"",
+            "keys are route keys like \"GET /pets/{id}\" (or a WebSocket route key like \"sendmessage\")",
         );
         check_throttle(c, &key(p, route_key), throttle);
     }

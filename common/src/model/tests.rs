@@ -338,9 +338,9 @@ fn each_bad_stage_is_rejected_naming_the_field_at_fault() {
                 burst_limit: 0,
             })
         }),
-        ("route_throttle[\"pets\"]", |s| {
+        ("route_throttle[\"/pets\"]", |s| {
             s.route_throttle.insert(
-                "pets".into(),
+                "/pets".into(),
                 ThrottleSettings {
                     rate_limit: 1.0,
                     burst_limit: 1,

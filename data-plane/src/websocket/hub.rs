@@ -175,7 +175,8 @@ impl Hub {
         if let Some(redis) = &self.redis
             && let Err(e) = put(redis, id, &entry).await
         {
-            tracing::warn!(connection = id, error = %e, "cannot register the WebSocket connection in Redis; other nodes cannot reach it until the next refresh");
+            // (Redis's own breaker logs the outage once; this is per connection.)
+            tracing::debug!(connection = id, error = %e, "cannot register the WebSocket connection in Redis; other nodes cannot reach it until the next refresh");
         }
     }
 

@@ -84,7 +84,8 @@ async fn authorize(
     ctx: &mut RequestContext,
 ) -> Result<(), GatewayError> {
     let access = &api.access;
-    if let Some(presented) = parts.headers.get(api_key::HEADER).filter(|v| !v.is_empty()) {
+    let presented_key = parts.headers.get(api_key::HEADER).filter(|v| !v.is_empty());
+    if let Some(presented) = presented_key {
         let digest: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
         let config = gateway.config.load();
         if let Some(key) = config.api_key(&digest)
@@ -98,12 +99,26 @@ async fn authorize(
     match &access.jwt {
         Some(auth) => {
             let inputs = Inputs::new(parts, "", &[], &stage.main.variables, None);
-            authorize::run(gateway, stage, auth, &inputs, ctx).await.map(drop)
+            match authorize::run(gateway, stage, auth, &inputs, ctx).await {
+                Ok(_) => Ok(()),
+                // An API key without the grant, and no token: refused, not
+                // asked to authenticate.
+                Err(GatewayError::Unauthorized { reason })
+                    if presented_key.is_some() && reason == "missing token" =>
+                {
+                    Err(not_granted())
+                }
+                Err(e) => Err(e),
+            }
         }
-        None => Err(GatewayError::Forbidden {
-            reason: "not granted the @connections management API".into(),
-            insufficient_scope: false,
-        }),
+        None => Err(not_granted()),
+    }
+}
+
+fn not_granted() -> GatewayError {
+    GatewayError::Forbidden {
+        reason: "not granted the @connections management API".into(),
+        insufficient_scope: false,
     }
 }
 
