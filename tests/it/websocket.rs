@@ -2,8 +2,9 @@
 //! selection expression, `$default`, replies, oversized messages closed with
 //! 1009, idle timeouts, `$disconnect` with its reason; the `@connections`
 //! management API on the node holding the connection and, through Redis, on
-//! another node; 100 connections kept through a redeploy; a connection
-//! drained at shutdown; an outside client (Python `websockets`).
+//! another node; 100 connections kept through a redeploy and closed when
+//! their stage is deleted; a connection drained at shutdown; an outside
+//! client (Python `websockets`).
 
 use crate::support::{create_key, deploy, edit_stage, wait_applied};
 use bytes::Bytes;
@@ -622,6 +623,31 @@ async fn a_redeploy_keeps_a_hundred_connections_open_and_rerouted() {
     }
     assert!(backend.calls_to("/disconnect").is_empty(), "no connection ended");
     assert_eq!(backend.calls_to("/connect").len(), 100);
+
+    // Deleting the stage closes them (1001), without waiting for a message.
+    admin
+        .delete_stage(DeleteStageRequest {
+            api: "chat".into(),
+            name: "prod".into(),
+            expected_revision: 0,
+        })
+        .await
+        .expect("delete the stage");
+    for socket in &mut sockets {
+        assert_eq!(closed(socket).await, Some(CloseCode::Away));
+    }
+    eventually("100 $disconnects", Duration::from_secs(10), || async {
+        (backend.calls_to("/disconnect").len() == 100).then_some(())
+    })
+    .await;
+    assert!(
+        backend
+            .calls_to("/disconnect")
+            .iter()
+            .all(|c| c.reason == "stage deleted"),
+        "{:?}",
+        backend.calls_to("/disconnect").first()
+    );
 }
 
 #[tokio::test]

@@ -285,6 +285,15 @@ impl Hub {
             .map_err(|e| HubError::Unavailable(format!("a registry entry does not parse: {e}")))
     }
 
+    /// Asks the connections `gone` picks to close, with `reason`.
+    pub fn close_where(&self, gone: impl Fn(&ConnectionInfo) -> bool, reason: &str) -> usize {
+        let locals: Vec<Arc<Local>> = self.map().values().filter(|l| gone(&l.info)).cloned().collect();
+        for local in &locals {
+            let _ = local.commands.try_send(Command::Close(reason.to_owned()));
+        }
+        locals.len()
+    }
+
     /// Asks every connection of this node to close (graceful shutdown).
     pub fn close_all(&self, reason: &str) {
         let locals: Vec<Arc<Local>> = self.map().values().cloned().collect();
