@@ -271,8 +271,11 @@ async fn serve(
         if let Some(id) = front.path.strip_prefix(websocket::manage::PREFIX) {
             outcome.route_key = Some(format!("{} /@connections/{{connectionId}}", parts.method));
             let mut ctx = context(front, &parts, conn, request_id, "@connections");
+            // The grant is the stage's own deployment's, whichever side of a
+            // canary split this request fell on.
+            let main = front.stage.main.definition.websocket.as_ref().unwrap_or(api);
             let response =
-                websocket::manage::serve(gateway, &front.stage, api, &parts, body, &mut ctx, id).await;
+                websocket::manage::serve(gateway, &front.stage, main, &parts, body, &mut ctx, id).await;
             outcome.api_key_id = ctx.identity.api_key_id;
             outcome.principal_id = ctx.authorizer.principal_id;
             return response;
@@ -505,6 +508,15 @@ async fn connect_websocket(
         source_ip: front.source_ip.to_string(),
         user_agent: ctx.identity.user_agent.clone(),
     };
+    // (Checked before `$connect` runs: a connection that cannot be
+    // upgraded is refused before its backend hears of it.)
+    let upgrade =
+        parts
+            .extensions
+            .remove::<hyper::upgrade::OnUpgrade>()
+            .ok_or(GatewayError::MalformedRequest(
+                "this connection cannot be upgraded",
+            ))?;
     if let Some(route) = route {
         let started = Instant::now();
         let (status, body) = websocket::call(
@@ -526,17 +538,9 @@ async fn connect_websocket(
             return Ok(refused);
         }
     }
-    let upgrade =
-        parts
-            .extensions
-            .remove::<hyper::upgrade::OnUpgrade>()
-            .ok_or(GatewayError::MalformedRequest(
-                "this connection cannot be upgraded",
-            ))?;
-    let (commands, inbox) = tokio::sync::mpsc::channel(websocket::hub::QUEUE);
     let now = crate::shared::memory::unix_now_ms();
-    let local = Arc::new(websocket::hub::Local {
-        info: websocket::hub::ConnectionInfo {
+    let (local, inbox) = websocket::hub::Local::new(
+        websocket::hub::ConnectionInfo {
             api: front.stage.api.clone(),
             stage: front.stage.name.clone(),
             connected_at: now,
@@ -546,9 +550,8 @@ async fn connect_websocket(
             api_key_id: session.api_key_id.clone(),
             principal_id: session.principal_id.clone(),
         },
-        last_active: std::sync::atomic::AtomicU64::new(now),
-        commands,
-    });
+        front.stage.sockets.max_message,
+    );
     tokio::spawn(websocket::connection::run(session, upgrade, local, inbox));
     Ok(websocket::switching_protocols(&key))
 }

@@ -183,21 +183,19 @@ pub async fn serve(
         let gateway = gateway.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(2));
-            let mut seen = 0;
             loop {
                 tick.tick().await;
                 let config = gateway.config.load();
-                if config.version == seen || gateway.sockets.is_empty() {
+                if config.version == 0 || gateway.sockets.is_empty() {
                     continue;
                 }
-                seen = config.version;
                 let closed = gateway
                     .sockets
                     .close_where(|c| config.stage(&c.api, &c.stage).is_none(), "stage deleted");
                 if closed > 0 {
                     tracing::info!(
                         connections = closed,
-                        version = seen,
+                        version = config.version,
                         "closing WebSocket connections of deleted stages"
                     );
                 }

@@ -556,6 +556,47 @@ async fn connections_are_managed_from_another_node_through_redis() {
         assert_eq!(gone.status, 410, "{}", gone.body);
     }
 
+    // A client that reads nothing: at most 1 MiB waits for it (then 429),
+    // and a frame it does not take within 5 s ends the connection.
+    let silent = open(a.address(), None)
+        .await
+        .expect("a client that will not read");
+    let mut silent = Some(silent);
+    let silent_id = {
+        let socket = silent.as_mut().expect("socket");
+        whoami(socket).await
+    };
+    let chunk = "x".repeat(100 << 10);
+    let mut statuses = Vec::new();
+    for _ in 0..400 {
+        let status = manage(a.address(), "POST", &silent_id, Some(&ops_key), &chunk)
+            .await
+            .status;
+        statuses.push(status);
+        if status != 200 {
+            break;
+        }
+    }
+    assert!(
+        statuses.last().is_some_and(|s| *s == 429 || *s == 410),
+        "the queue is bounded: {statuses:?}"
+    );
+    let gave_up = eventually(
+        "$disconnect of the client that reads nothing",
+        Duration::from_secs(20),
+        || async {
+            backend
+                .calls_to("/disconnect")
+                .into_iter()
+                .find(|c| c.connection_id == silent_id)
+        },
+    )
+    .await;
+    assert_eq!(gave_up.reason, "client not reading");
+    let gone = manage(b.address(), "POST", &silent_id, Some(&ops_key), "late").await;
+    assert_eq!(gone.status, 410, "{}", gone.body);
+    drop(silent.take());
+
     // A node that stops drains its connections: 1001 and $disconnect.
     let mut socket = open(a.address(), None).await.expect("connect to A again");
     let id = whoami(&mut socket).await;

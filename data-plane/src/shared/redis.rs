@@ -168,6 +168,24 @@ impl Redis {
         result
     }
 
+    /// Runs background upkeep (not on any request's path) with its own
+    /// `timeout`, outside the breaker: its slow answers neither open the
+    /// breaker nor count against the request-path budget.
+    pub async fn run_upkeep<T, F, Fut>(&self, timeout: Duration, call: F) -> Result<T, RedisError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let Some(conn) = self.conn.load_full() else {
+            self.reconnect.notify_one();
+            return Err(RedisError::NotConnected);
+        };
+        match tokio::time::timeout(timeout, call(Conn::clone(&conn))).await {
+            Ok(result) => result.map_err(RedisError::Redis),
+            Err(_) => Err(RedisError::Timeout(timeout)),
+        }
+    }
+
     /// A caller's own deadline ran out around a call: a failure too.
     pub fn note_timeout(&self) {
         self.failed();

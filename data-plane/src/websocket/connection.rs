@@ -6,7 +6,7 @@
 //! follows the config the node serves when it arrives; a connection whose
 //! stage was deleted is closed.
 
-use super::hub::{Command, Local};
+use super::hub::Local;
 use super::{DISCONNECT_REASON, SocketLimits, WebSocketApi, call, new_connection_id};
 use crate::Gateway;
 use crate::config::{CompiledStage, Target};
@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use opentelemetry::KeyValue;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -43,6 +43,9 @@ pub struct Session {
 }
 
 const READ_BUFFER: usize = 4 << 10;
+/// How long a frame may take to reach a client before the connection is
+/// given up as not reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Socket = WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
 
@@ -51,12 +54,15 @@ pub async fn run(
     mut session: Session,
     upgrade: hyper::upgrade::OnUpgrade,
     local: Arc<Local>,
-    mut commands: mpsc::Receiver<Command>,
+    mut inbox: mpsc::Receiver<Bytes>,
 ) {
+    let gateway = session.gateway.clone();
     let upgraded = match upgrade.await {
         Ok(upgraded) => upgraded,
         Err(e) => {
+            // `$connect` accepted it: its backend hears that it ended.
             tracing::debug!(error = %e, "WebSocket upgrade failed");
+            disconnect(&gateway, &session, format!("upgrade failed: {e}")).await;
             return;
         }
     };
@@ -70,7 +76,6 @@ pub async fn run(
     let mut socket =
         WebSocketStream::from_raw_socket(hyper_util::rt::TokioIo::new(upgraded), Role::Server, Some(config))
             .await;
-    let gateway = session.gateway.clone();
     let hub = &gateway.sockets;
     let metrics = &gateway.telemetry.metrics.websocket;
     let dimensions =
@@ -79,38 +84,49 @@ pub async fn run(
     metrics.connects.add(1, &dimensions);
     metrics.open.add(1, &dimensions);
 
-    let reason = serve(
-        &mut session,
-        &mut socket,
-        limits,
-        &local,
-        &mut commands,
-        &dimensions,
-    )
-    .await;
+    let reason = serve(&mut session, &mut socket, limits, &local, &mut inbox, &dimensions).await;
 
-    // Calls for it are refused (410) from now on; it stays registered until
-    // `$disconnect` returns, so a draining node waits for that call.
-    commands.close();
+    // From now on calls for it answer 410 on every node; it stays in this
+    // node's map until `$disconnect` returns, so a draining node waits.
+    inbox.close();
+    hub.forget(&session.connection_id).await;
+    drop(socket);
     metrics.open.add(-1, &dimensions);
     metrics.disconnects.add(1, &dimensions);
-    if let Some(route) = session.api.routes.get("$disconnect") {
-        let disconnect = call(
-            &gateway,
-            &session,
-            "$disconnect",
-            route,
-            Bytes::new(),
-            &new_connection_id(),
-            Some((DISCONNECT_REASON, reason.clone())),
-        )
-        .await;
-        if let Err(why) = disconnect {
-            tracing::debug!(connection = %session.connection_id, error = %why, "$disconnect integration failed");
-        }
-    }
-    hub.unregister(&session.connection_id).await;
+    disconnect(&gateway, &session, reason.clone()).await;
+    hub.unregister(&session.connection_id);
     tracing::debug!(connection = %session.connection_id, reason, "WebSocket closed");
+}
+
+/// Calls `$disconnect` (best effort) with the reason.
+async fn disconnect(gateway: &Gateway, session: &Session, reason: String) {
+    let Some(route) = session.api.routes.get("$disconnect") else {
+        return;
+    };
+    let extra = Some((DISCONNECT_REASON, reason));
+    let request_id = new_connection_id();
+    let called = call(
+        gateway,
+        session,
+        "$disconnect",
+        route,
+        Bytes::new(),
+        &request_id,
+        extra,
+    )
+    .await;
+    if let Err(why) = called {
+        tracing::debug!(connection = %session.connection_id, error = %why, "$disconnect integration failed");
+    }
+}
+
+/// Writes a frame, or gives up on a client that does not read.
+async fn write(socket: &mut Socket, message: Message) -> Result<(), String> {
+    match tokio::time::timeout(WRITE_TIMEOUT, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("client gone: {e}")),
+        Err(_) => Err("client not reading".to_owned()),
+    }
 }
 
 /// The connection's life; why it ended.
@@ -119,7 +135,7 @@ async fn serve(
     socket: &mut Socket,
     limits: SocketLimits,
     local: &Local,
-    commands: &mut mpsc::Receiver<Command>,
+    inbox: &mut mpsc::Receiver<Bytes>,
     dimensions: &[KeyValue],
 ) -> String {
     let metrics = &session.gateway.telemetry.metrics.websocket;
@@ -137,32 +153,34 @@ async fn serve(
             return "idle timeout".to_owned();
         }
         let message = tokio::select! {
+            biased;
+            reason = local.close_requested() => {
+                let code = if reason.starts_with("deleted") { CloseCode::Normal } else { CloseCode::Away };
+                let frame = CloseFrame { code, reason: reason.clone().into() };
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, socket.close(Some(frame))).await;
+                return reason;
+            }
             next = socket.next() => next,
-            command = commands.recv() => {
-                match command {
-                    Some(Command::Send(data)) => {
-                        if socket.send(frame(data)).await.is_err() {
-                            return "client gone".to_owned();
-                        }
-                        metrics.messages_out.add(1, dimensions);
-                        active = Instant::now();
-                        local.touch();
-                        continue;
-                    }
-                    Some(Command::Close(reason)) => {
-                        let code = if reason.starts_with("deleted") { CloseCode::Normal } else { CloseCode::Away };
-                        let _ = socket
-                            .close(Some(CloseFrame { code, reason: reason.clone().into() }))
-                            .await;
-                        return reason;
-                    }
-                    None => return "closed".to_owned(),
+            data = inbox.recv() => {
+                let Some(data) = data else { return "closed".to_owned() };
+                local.dequeued(data.len());
+                if let Err(why) = write(socket, frame(data)).await {
+                    return why;
                 }
+                metrics.messages_out.add(1, dimensions);
+                active = Instant::now();
+                local.touch();
+                continue;
             }
             _ = tokio::time::sleep(left.min(idle_left)) => continue,
         };
         let message = match message {
-            None | Some(Ok(Message::Close(_))) => return "client closed".to_owned(),
+            None => return "client closed".to_owned(),
+            Some(Ok(Message::Close(_))) => {
+                // Send the protocol's answer to the client's close frame.
+                let _ = tokio::time::timeout(Duration::from_secs(1), socket.flush()).await;
+                return "client closed".to_owned();
+            }
             Some(Err(WsError::Capacity(e))) => {
                 close(socket, CloseCode::Size, "message too big").await;
                 return format!("message too big: {e}");
@@ -172,7 +190,9 @@ async fn serve(
             Some(Ok(Message::Binary(bytes))) => bytes,
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
                 // Pongs are queued by the protocol; send them now.
-                let _ = socket.flush().await;
+                if tokio::time::timeout(WRITE_TIMEOUT, socket.flush()).await.is_err() {
+                    return "client not reading".to_owned();
+                }
                 active = Instant::now();
                 local.touch();
                 continue;
@@ -190,9 +210,17 @@ async fn serve(
         session.stage = stage;
         session.target = target;
         session.api = api;
+        // The usage plan's limits follow the key: one that left its plan or
+        // was disabled ends the connection.
+        if let Some(digest) = &session.api_key
+            && !session.stage.api_keys.get(digest).is_some_and(|k| k.enabled)
+        {
+            close(socket, CloseCode::Policy, "API key revoked").await;
+            return "API key revoked".to_owned();
+        }
         if let Some(reply) = on_message(session, message).await {
-            if socket.send(frame(reply)).await.is_err() {
-                return "client gone".to_owned();
+            if let Err(why) = write(socket, frame(reply)).await {
+                return why;
             }
             metrics.messages_out.add(1, dimensions);
         }
@@ -311,10 +339,9 @@ fn current(session: &Session) -> Option<(Arc<CompiledStage>, Arc<Target>, Arc<We
 }
 
 async fn close(socket: &mut Socket, code: CloseCode, reason: &'static str) {
-    let _ = socket
-        .close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        }))
-        .await;
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, socket.close(Some(frame))).await;
 }

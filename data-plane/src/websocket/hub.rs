@@ -11,17 +11,23 @@
 //! on a Redis Cluster, where PUBLISH counts only the receiving shard's
 //! subscribers, the registry's TTL tells instead).
 //!
+//! A connection that ends leaves the registry at once (before its
+//! `$disconnect` runs), so calls for it answer 410 from every node; it
+//! leaves this node's map after `$disconnect`, so a draining node waits for
+//! that call.
+//!
 //! Delivery is at most once: a message published while the owner's
 //! subscription is being re-established is lost, as a frame to a client
-//! whose link just broke would be.
+//! whose link just broke would be. The subscription is pinged every few
+//! seconds, so a link that died silently is noticed and re-established.
 
 use crate::shared::redis::{Redis, RedisError};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 
@@ -29,10 +35,19 @@ use tokio::sync::{Notify, mpsc};
 /// outlives its owner.
 const REFRESH: Duration = Duration::from_secs(20);
 const TTL: Duration = Duration::from_secs(60);
-/// Commands queued for one connection before callers are told it is busy.
+/// How often the subscription is pinged.
+const PING: Duration = Duration::from_secs(5);
+/// Time allowed for background round trips (refreshes, pings, removals).
+const UPKEEP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Messages queued for one connection before callers are told it is busy…
 pub const QUEUE: usize = 1024;
 
-/// What `GET @connections/{id}` answers, and the registry holds.
+/// …and bytes: four of the stage's largest messages, at least 1 MiB.
+pub fn queue_bytes(max_message: usize) -> usize {
+    max_message.saturating_mul(4).max(1 << 20)
+}
+
+/// What `GET @connections` answers, and the registry holds.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionInfo {
@@ -49,21 +64,44 @@ pub struct ConnectionInfo {
     pub principal_id: Option<String>,
 }
 
-/// What a connection's task is asked to do.
+/// What is asked of a connection, as it travels between nodes.
 #[derive(Debug)]
-pub enum Command {
+enum Command {
     Send(Bytes),
     Close(String),
 }
 
-/// A connection held by this node.
+/// A connection held by this node: what the hub sees of it.
 pub struct Local {
     pub info: ConnectionInfo,
     pub last_active: AtomicU64,
-    pub commands: mpsc::Sender<Command>,
+    /// Messages for the client; closed when the connection ends.
+    outbox: mpsc::Sender<Bytes>,
+    /// Bytes waiting in `outbox`, and how many may.
+    queued: AtomicUsize,
+    max_queued: usize,
+    /// A request to close (DELETE, shutdown, stage deleted), apart from the
+    /// queue so that a client that reads nothing can still be closed.
+    close: Notify,
+    close_reason: Mutex<Option<String>>,
 }
 
 impl Local {
+    /// A connection's shared half, and its task's end of the queue.
+    pub fn new(info: ConnectionInfo, max_message: usize) -> (Arc<Local>, mpsc::Receiver<Bytes>) {
+        let (outbox, inbox) = mpsc::channel(QUEUE);
+        let local = Arc::new(Local {
+            last_active: AtomicU64::new(info.last_active_at),
+            info,
+            outbox,
+            queued: AtomicUsize::new(0),
+            max_queued: queue_bytes(max_message),
+            close: Notify::new(),
+            close_reason: Mutex::new(None),
+        });
+        (local, inbox)
+    }
+
     fn snapshot(&self) -> ConnectionInfo {
         ConnectionInfo {
             last_active_at: self.last_active.load(Ordering::Relaxed),
@@ -75,6 +113,60 @@ impl Local {
     pub fn touch(&self) {
         self.last_active
             .store(crate::shared::memory::unix_now_ms(), Ordering::Relaxed);
+    }
+
+    /// Queues a message for the client.
+    fn enqueue(&self, data: Bytes) -> Result<(), HubError> {
+        if self.outbox.is_closed() {
+            return Err(HubError::Gone);
+        }
+        let size = data.len();
+        if self.queued.fetch_add(size, Ordering::AcqRel) + size > self.max_queued {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            return Err(HubError::Busy);
+        }
+        self.outbox.try_send(data).map_err(|e| {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            match e {
+                mpsc::error::TrySendError::Full(_) => HubError::Busy,
+                mpsc::error::TrySendError::Closed(_) => HubError::Gone,
+            }
+        })
+    }
+
+    /// The connection's task took a message of `size` bytes off the queue.
+    pub fn dequeued(&self, size: usize) {
+        self.queued.fetch_sub(size, Ordering::AcqRel);
+    }
+
+    /// Asks the connection to close (the first reason wins).
+    pub fn request_close(&self, reason: &str) {
+        let mut slot = self.close_reason.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(reason.to_owned());
+        }
+        drop(slot);
+        self.close.notify_one();
+    }
+
+    /// Resolves once a close was requested; the reason.
+    pub async fn close_requested(&self) -> String {
+        loop {
+            let requested = self
+                .close_reason
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            if let Some(reason) = requested {
+                return reason;
+            }
+            self.close.notified().await;
+        }
+    }
+
+    /// The connection is ending: nothing more reaches it.
+    pub fn is_ending(&self) -> bool {
+        self.outbox.is_closed()
     }
 }
 
@@ -109,6 +201,9 @@ pub struct Hub {
     local: Mutex<HashMap<String, Arc<Local>>>,
     redis: Option<Arc<Redis>>,
     emptied: Notify,
+    /// The node is shutting down: connections registering now are asked to
+    /// close at once.
+    closing: AtomicBool,
 }
 
 impl std::fmt::Debug for Hub {
@@ -138,6 +233,7 @@ impl Hub {
             local: Mutex::new(HashMap::new()),
             redis,
             emptied: Notify::new(),
+            closing: AtomicBool::new(false),
         });
         if hub.redis.is_some() {
             tokio::spawn(subscribe(Arc::downgrade(&hub)));
@@ -147,9 +243,7 @@ impl Hub {
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Local>>> {
-        self.local
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.local.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn find(&self, id: &str) -> Option<Arc<Local>> {
@@ -171,17 +265,35 @@ impl Hub {
             node: self.node.clone(),
             info: local.snapshot(),
         };
-        self.map().insert(id.to_owned(), local);
+        self.map().insert(id.to_owned(), local.clone());
+        if self.closing.load(Ordering::Acquire) {
+            local.request_close("server shutting down");
+            return;
+        }
         if let Some(redis) = &self.redis
             && let Err(e) = put(redis, id, &entry).await
         {
-            // (Redis's own breaker logs the outage once; this is per connection.)
+            // (Redis's own breaker logs an outage once; this is per connection.)
             tracing::debug!(connection = id, error = %e, "cannot register the WebSocket connection in Redis; other nodes cannot reach it until the next refresh");
         }
     }
 
-    /// Removes a connection that ended.
-    pub async fn unregister(&self, id: &str) {
+    /// A connection is ending: other nodes stop finding it.
+    pub async fn forget(&self, id: &str) {
+        let Some(redis) = &self.redis else { return };
+        let key = entry_key(id);
+        let removed = redis
+            .run_upkeep(UPKEEP_TIMEOUT, |mut conn| async move {
+                redis::cmd("DEL").arg(&key).query_async::<i64>(&mut conn).await
+            })
+            .await;
+        if let Err(e) = removed {
+            tracing::debug!(connection = id, error = %e, "cannot remove the connection from the registry; its TTL will");
+        }
+    }
+
+    /// A connection ended (after its `$disconnect`): this node lets it go.
+    pub fn unregister(&self, id: &str) {
         let empty = {
             let mut map = self.map();
             map.remove(id);
@@ -189,17 +301,6 @@ impl Hub {
         };
         if empty {
             self.emptied.notify_waiters();
-        }
-        if let Some(redis) = &self.redis {
-            let key = entry_key(id);
-            if let Err(e) = redis
-                .run(
-                    |mut conn| async move { redis::cmd("DEL").arg(&key).query_async::<i64>(&mut conn).await },
-                )
-                .await
-            {
-                tracing::debug!(connection = id, error = %e, "cannot remove the connection from the registry; its TTL will");
-            }
         }
     }
 
@@ -210,21 +311,15 @@ impl Hub {
 
     /// Disconnects connection `id` of `api`/`stage`, wherever it is.
     pub async fn delete(&self, api: &str, stage: &str, id: &str) -> Result<(), HubError> {
-        self.command(
-            api,
-            stage,
-            id,
-            Command::Close("deleted through @connections".into()),
-        )
-        .await
+        let close = Command::Close("deleted through @connections".into());
+        self.command(api, stage, id, close).await
     }
 
     /// What is known of connection `id` of `api`/`stage`.
     pub async fn info(&self, api: &str, stage: &str, id: &str) -> Result<ConnectionInfo, HubError> {
         if let Some(local) = self.find(id) {
-            return belongs(&local.info, api, stage)
-                .then(|| local.snapshot())
-                .ok_or(HubError::Gone);
+            let live = belongs(&local.info, api, stage) && !local.is_ending();
+            return live.then(|| local.snapshot()).ok_or(HubError::Gone);
         }
         let entry = self.lookup(id).await?;
         belongs(&entry.info, api, stage)
@@ -234,13 +329,16 @@ impl Hub {
 
     async fn command(&self, api: &str, stage: &str, id: &str, command: Command) -> Result<(), HubError> {
         if let Some(local) = self.find(id) {
-            if !belongs(&local.info, api, stage) {
+            if !belongs(&local.info, api, stage) || local.is_ending() {
                 return Err(HubError::Gone);
             }
-            return local.commands.try_send(command).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => HubError::Busy,
-                mpsc::error::TrySendError::Closed(_) => HubError::Gone,
-            });
+            return match command {
+                Command::Send(data) => local.enqueue(data),
+                Command::Close(reason) => {
+                    local.request_close(&reason);
+                    Ok(())
+                }
+            };
         }
         let entry = self.lookup(id).await?;
         if !belongs(&entry.info, api, stage) {
@@ -261,12 +359,7 @@ impl Hub {
             .await?;
         if receivers == 0 && !redis.is_cluster() {
             // Its owner is gone without unregistering (crashed, killed).
-            let key = entry_key(id);
-            let _ = redis
-                .run(
-                    |mut conn| async move { redis::cmd("DEL").arg(&key).query_async::<i64>(&mut conn).await },
-                )
-                .await;
+            self.forget(id).await;
             return Err(HubError::Gone);
         }
         Ok(())
@@ -281,25 +374,35 @@ impl Hub {
             .run(|mut conn| async move { redis::cmd("GET").arg(&key).query_async(&mut conn).await })
             .await?;
         let stored = stored.ok_or(HubError::Gone)?;
-        serde_json::from_slice(&stored)
-            .map_err(|e| HubError::Unavailable(format!("a registry entry does not parse: {e}")))
+        let entry: Entry = serde_json::from_slice(&stored)
+            .map_err(|e| HubError::Unavailable(format!("a registry entry does not parse: {e}")))?;
+        if entry.node == self.node {
+            // Ours, yet not in the map: left over by a connection that ended.
+            self.forget(id).await;
+            return Err(HubError::Gone);
+        }
+        Ok(entry)
     }
 
-    /// Asks the connections `gone` picks to close, with `reason`.
+    /// Asks the connections `gone` picks to close, with `reason`; how many.
     pub fn close_where(&self, gone: impl Fn(&ConnectionInfo) -> bool, reason: &str) -> usize {
-        let locals: Vec<Arc<Local>> = self.map().values().filter(|l| gone(&l.info)).cloned().collect();
+        let locals: Vec<Arc<Local>> = self
+            .map()
+            .values()
+            .filter(|l| !l.is_ending() && gone(&l.info))
+            .cloned()
+            .collect();
         for local in &locals {
-            let _ = local.commands.try_send(Command::Close(reason.to_owned()));
+            local.request_close(reason);
         }
         locals.len()
     }
 
-    /// Asks every connection of this node to close (graceful shutdown).
+    /// Asks every connection of this node to close, and those that register
+    /// from now on (graceful shutdown).
     pub fn close_all(&self, reason: &str) {
-        let locals: Vec<Arc<Local>> = self.map().values().cloned().collect();
-        for local in locals {
-            let _ = local.commands.try_send(Command::Close(reason.to_owned()));
-        }
+        self.closing.store(true, Ordering::Release);
+        self.close_where(|_| true, reason);
     }
 
     /// Waits until this node holds no connection, at most `timeout`;
@@ -322,16 +425,75 @@ impl Hub {
             tracing::warn!("ignoring a malformed WebSocket command from Redis");
             return;
         };
-        match self.find(&id) {
-            Some(local) => {
-                if local.commands.try_send(command).is_err() {
-                    tracing::debug!(
-                        connection = id,
-                        "dropping a command for a connection that is busy or closing"
-                    );
+        match (self.find(&id), command) {
+            (Some(local), Command::Send(data)) => {
+                if let Err(e) = local.enqueue(data) {
+                    tracing::debug!(connection = id, error = %e, "dropping a message for a connection");
                 }
             }
-            None => tracing::debug!(connection = id, "a command for a connection that already ended"),
+            (Some(local), Command::Close(reason)) => local.request_close(&reason),
+            (None, _) => tracing::debug!(connection = id, "a command for a connection that already ended"),
+        }
+    }
+
+    /// Refreshes the registry entries of this node's live connections (TTL
+    /// and lastActiveAt), pipelined. Periodic refreshes only update entries
+    /// that exist (`XX`), so one that races a connection's end cannot bring
+    /// its entry back; after the subscription was lost (`recreate`) entries
+    /// are written again, then those of connections that ended meanwhile
+    /// are removed.
+    async fn refresh_all(&self, recreate: bool) {
+        let Some(redis) = &self.redis else { return };
+        let entries: Vec<(String, Vec<u8>)> = self
+            .map()
+            .iter()
+            .filter(|(_, local)| !local.is_ending())
+            .map(|(id, local)| {
+                let entry = Entry {
+                    node: self.node.clone(),
+                    info: local.snapshot(),
+                };
+                (id.clone(), serde_json::to_vec(&entry).unwrap_or_default())
+            })
+            .collect();
+        let mut failed = 0;
+        for chunk in entries.chunks(500) {
+            let mut pipe = redis::pipe();
+            for (id, value) in chunk {
+                let set = pipe
+                    .cmd("SET")
+                    .arg(entry_key(id))
+                    .arg(value)
+                    .arg("PX")
+                    .arg(TTL.as_millis() as u64);
+                if !recreate {
+                    set.arg("XX");
+                }
+                set.ignore();
+            }
+            let written = redis
+                .run_upkeep(UPKEEP_TIMEOUT, |mut conn| async move {
+                    pipe.query_async::<()>(&mut conn).await
+                })
+                .await;
+            if let Err(e) = written {
+                failed += chunk.len();
+                tracing::debug!(error = %e, "a registry refresh failed");
+            }
+        }
+        if failed > 0 {
+            tracing::warn!(
+                connections = failed,
+                of = entries.len(),
+                "cannot refresh this node's WebSocket connections in Redis; other nodes may not reach them"
+            );
+        }
+        if recreate {
+            for (id, _) in &entries {
+                if self.find(id).is_none_or(|l| l.is_ending()) {
+                    self.forget(id).await;
+                }
+            }
         }
     }
 }
@@ -386,8 +548,9 @@ fn decode(payload: &[u8]) -> Option<(String, Command)> {
     Some((id, command))
 }
 
-/// Keeps this node subscribed to its channel, re-subscribing after a
-/// broken link.
+/// Keeps this node subscribed to its channel: re-subscribes after a broken
+/// link, and pings the subscription so a link that died silently is
+/// noticed too.
 async fn subscribe(hub: std::sync::Weak<Hub>) {
     let mut backoff = Duration::from_millis(50);
     let mut logged_down = false;
@@ -396,80 +559,48 @@ async fn subscribe(hub: std::sync::Weak<Hub>) {
         let Some(redis) = strong.redis.clone() else { return };
         let name = channel(&strong.node);
         drop(strong);
-        let pubsub = match redis.pubsub().await {
-            Ok(mut pubsub) => match pubsub.subscribe(&name).await {
-                Ok(()) => Some(pubsub),
-                Err(e) => {
-                    if !logged_down {
-                        tracing::warn!(error = %e, "cannot subscribe to this node's WebSocket channel; retrying");
-                        logged_down = true;
-                    }
-                    None
-                }
-            },
+        let subscribed = match redis.pubsub().await {
+            Ok(mut pubsub) => pubsub.subscribe(&name).await.map(|()| pubsub),
+            Err(e) => Err(e),
+        };
+        let pubsub = match subscribed {
+            Ok(pubsub) => pubsub,
             Err(e) => {
                 if !logged_down {
-                    tracing::warn!(error = %e, "no Redis connection for WebSocket commands; retrying");
+                    tracing::warn!(error = %e, "cannot subscribe to this node's WebSocket channel; retrying");
                     logged_down = true;
                 }
-                None
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
             }
-        };
-        let Some(pubsub) = pubsub else {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-            continue;
         };
         tracing::info!(channel = %name, "subscribed to this node's WebSocket channel");
         backoff = Duration::from_millis(50);
         logged_down = false;
-        let mut messages = pubsub.into_on_message();
-        while let Some(message) = messages.next().await {
-            let Some(hub) = hub.upgrade() else { return };
-            hub.deliver(message.get_payload_bytes());
+        if let Some(hub) = hub.upgrade() {
+            // Entries may have expired while there was no subscription.
+            hub.refresh_all(true).await;
+        }
+        let (mut sink, mut messages) = pubsub.split();
+        let mut ping = tokio::time::interval(PING);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                message = messages.next() => {
+                    let Some(message) = message else { break };
+                    let Some(hub) = hub.upgrade() else { return };
+                    hub.deliver(message.get_payload_bytes());
+                }
+                _ = ping.tick() => {
+                    let answered = tokio::time::timeout(UPKEEP_TIMEOUT, sink.ping::<redis::Value>()).await;
+                    if !matches!(answered, Ok(Ok(_))) {
+                        break;
+                    }
+                }
+            }
         }
         tracing::warn!(channel = %name, "the WebSocket channel's subscription ended; subscribing again");
-        if let Some(hub) = hub.upgrade() {
-            // Entries may have expired while the link was down.
-            hub.refresh_all().await;
-        }
-    }
-}
-
-impl Hub {
-    /// Re-registers every connection of this node (refreshing the TTLs and
-    /// lastActiveAt), pipelined.
-    async fn refresh_all(&self) {
-        let Some(redis) = &self.redis else { return };
-        let entries: Vec<(String, Vec<u8>)> = self
-            .map()
-            .iter()
-            .map(|(id, local)| {
-                let entry = Entry {
-                    node: self.node.clone(),
-                    info: local.snapshot(),
-                };
-                (entry_key(id), serde_json::to_vec(&entry).unwrap_or_default())
-            })
-            .collect();
-        for chunk in entries.chunks(500) {
-            let mut pipe = redis::pipe();
-            for (key, value) in chunk {
-                pipe.cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("PX")
-                    .arg(TTL.as_millis() as u64)
-                    .ignore();
-            }
-            if let Err(e) = redis
-                .run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
-                .await
-            {
-                tracing::warn!(error = %e, connections = entries.len(), "cannot refresh this node's WebSocket connections in Redis");
-                return;
-            }
-        }
     }
 }
 
@@ -479,7 +610,7 @@ async fn refresh(hub: std::sync::Weak<Hub>) {
     loop {
         tick.tick().await;
         let Some(hub) = hub.upgrade() else { return };
-        hub.refresh_all().await;
+        hub.refresh_all(false).await;
     }
 }
 
@@ -505,32 +636,31 @@ mod tests {
         assert!(decode(b"X\x00").is_none(), "an unknown command");
     }
 
-    #[tokio::test]
-    async fn without_redis_a_connection_is_reached_on_its_own_node_only() {
-        let hub = Hub::start("n1", None);
-        let (tx, mut rx) = mpsc::channel(4);
-        let info = ConnectionInfo {
+    fn info() -> ConnectionInfo {
+        ConnectionInfo {
             api: "chat".into(),
             stage: "prod".into(),
             connected_at: 1,
-            last_active_at: 1,
+            last_active_at: 5,
             source_ip: "127.0.0.1".into(),
             user_agent: String::new(),
             api_key_id: None,
             principal_id: None,
-        };
-        let local = Arc::new(Local {
-            info,
-            last_active: AtomicU64::new(5),
-            commands: tx,
-        });
-        hub.register("c1", local).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn without_redis_a_connection_is_reached_on_its_own_node_only() {
+        let hub = Hub::start("n1", None);
+        let (local, mut inbox) = Local::new(info(), 1024);
+        hub.register("c1", local.clone()).await;
         assert!(
             hub.post("chat", "prod", "c1", Bytes::from_static(b"hi"))
                 .await
                 .is_ok()
         );
-        assert!(matches!(rx.recv().await, Some(Command::Send(b)) if &b[..] == b"hi"));
+        assert!(matches!(inbox.recv().await, Some(b) if &b[..] == b"hi"));
+        local.dequeued(2);
         assert_eq!(
             hub.info("chat", "prod", "c1")
                 .await
@@ -545,15 +675,31 @@ mod tests {
             ),
             "another stage's id"
         );
+        // At most 1 MiB waits for a client that does not read.
+        let big = Bytes::from(vec![b'x'; 600 << 10]);
+        assert!(hub.post("chat", "prod", "c1", big.clone()).await.is_ok());
+        assert!(matches!(
+            hub.post("chat", "prod", "c1", big).await,
+            Err(HubError::Busy)
+        ));
+        // A close request does not queue behind the messages.
+        assert!(hub.delete("chat", "prod", "c1").await.is_ok());
+        assert_eq!(local.close_requested().await, "deleted through @connections");
         assert!(matches!(
             hub.delete("chat", "prod", "nope").await,
             Err(HubError::Gone)
         ));
-        hub.unregister("c1").await;
+        inbox.close();
+        assert!(
+            matches!(hub.info("chat", "prod", "c1").await, Err(HubError::Gone)),
+            "an ending connection"
+        );
+        hub.unregister("c1");
         assert!(hub.wait_empty(Duration::from_millis(10)).await);
-        assert!(matches!(
-            hub.info("chat", "prod", "c1").await,
-            Err(HubError::Gone)
-        ));
+        // A node that is shutting down closes connections that register late.
+        hub.close_all("server shutting down");
+        let (late, _inbox) = Local::new(info(), 1024);
+        hub.register("c2", late.clone()).await;
+        assert_eq!(late.close_requested().await, "server shutting down");
     }
 }

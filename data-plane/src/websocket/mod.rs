@@ -181,7 +181,8 @@ pub async fn call(
                 request = request.header(name, value);
             }
             let request = request.body(full_body(body)).map_err(|e| e.to_string())?;
-            crate::integration::http::fetch(&gateway.client, request, *timeout, MAX_MESSAGE).await
+            let limit = session.stage.sockets.max_message;
+            crate::integration::http::fetch(&gateway.client, request, *timeout, limit).await
         }
     }
 }
