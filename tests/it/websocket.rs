@@ -696,7 +696,12 @@ async fn an_outside_client_talks_to_a_websocket_api() {
     let _serial = serial().await;
     let cluster = Cluster::start(1).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = DataPlaneNode::start(dir.path(), "dp-ws-py", &[cluster.nodes[0].endpoint()], &[]);
+    // Traced: a span per message.
+    let mut collector = fake_opentelemetry_collector::FakeCollectorServer::start()
+        .await
+        .expect("OTLP receiver");
+    let otlp = format!("--otlp-endpoint={}", collector.endpoint());
+    let node = DataPlaneNode::start(dir.path(), "dp-ws-py", &[cluster.nodes[0].endpoint()], &[&otlp]);
     let backend = Backend::start().await;
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
     deploy(
@@ -707,7 +712,9 @@ async fn an_outside_client_talks_to_a_websocket_api() {
     )
     .await
     .expect("deploy");
-    let v = version(&mut admin).await;
+    let v = edit_stage(&mut admin, "chat", "prod", |stage| stage.tracing_enabled = true)
+        .await
+        .expect("tracing on");
     wait_applied(&mut admin, v, 1).await;
     // Debian's interpreter, where scripts/bootstrap installs `websockets`.
     let python = ["/usr/bin/python3", "python3"]
@@ -747,4 +754,29 @@ async fn an_outside_client_talks_to_a_websocket_api() {
     assert_eq!(backend.calls_to("/disconnect")[0].reason, "client closed");
     let sent = &backend.calls_to("/send")[0];
     assert!(sent.body.contains("from python"), "{sent:?}");
+
+    // The upgrade and each message are server spans named by route key; the
+    // routed message has its integration as a child.
+    let spans = collector.exported_spans(4, Duration::from_secs(15)).await;
+    let server = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name && s.kind == "SPAN_KIND_SERVER")
+            .unwrap_or_else(|| panic!("no server span {name}: {spans:#?}"))
+    };
+    let message = server("send");
+    let attribute = |key: &str| message.attributes.get(key).cloned().unwrap_or_default();
+    assert!(attribute("pylon.api").contains("\"chat\""), "{message:#?}");
+    assert!(
+        attribute("http.request.method").contains("\"MESSAGE\""),
+        "{message:#?}"
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "integration" && s.parent_span_id == message.span_id),
+        "{spans:#?}"
+    );
+    server("$default");
+    server("$connect");
 }

@@ -152,8 +152,9 @@ async fn serve(
             close(socket, CloseCode::Away, "idle timeout").await;
             return "idle timeout".to_owned();
         }
+        // (Unbiased: neither the client's messages nor `@connections` posts
+        // can starve the other; a close request waits one turn at most.)
         let message = tokio::select! {
-            biased;
             reason = local.close_requested() => {
                 let code = if reason.starts_with("deleted") { CloseCode::Normal } else { CloseCode::Away };
                 let frame = CloseFrame { code, reason: reason.clone().into() };
