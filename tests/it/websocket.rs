@@ -4,7 +4,7 @@
 //! management API on the node holding the connection and, through Redis, on
 //! another node; 100 connections kept through a redeploy and closed when
 //! their stage is deleted; a connection drained at shutdown; an outside
-//! client (Python `websockets`).
+//! client (Python `websockets`) over ws:// and wss://, with a span per message.
 
 use crate::support::{create_key, deploy, edit_stage, wait_applied};
 use bytes::Bytes;
@@ -692,7 +692,7 @@ async fn a_redeploy_keeps_a_hundred_connections_open_and_rerouted() {
 }
 
 #[tokio::test]
-async fn an_outside_client_talks_to_a_websocket_api() {
+async fn an_outside_client_talks_to_a_websocket_api_over_ws_and_wss() {
     let _serial = serial().await;
     let cluster = Cluster::start(1).await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -701,7 +701,19 @@ async fn an_outside_client_talks_to_a_websocket_api() {
         .await
         .expect("OTLP receiver");
     let otlp = format!("--otlp-endpoint={}", collector.endpoint());
-    let node = DataPlaneNode::start(dir.path(), "dp-ws-py", &[cluster.nodes[0].endpoint()], &[&otlp]);
+    let (cert, key) = pylon_tests::self_signed(dir.path(), "chat.localhost");
+    let tls_port = pylon_tests::free_port();
+    let node = DataPlaneNode::start(
+        dir.path(),
+        "dp-ws-py",
+        &[cluster.nodes[0].endpoint()],
+        &[
+            &otlp,
+            &format!("--tls-listen=127.0.0.1:{tls_port}"),
+            &format!("--tls-cert={}", cert.display()),
+            &format!("--tls-key={}", key.display()),
+        ],
+    );
     let backend = Backend::start().await;
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
     deploy(
@@ -727,31 +739,39 @@ async fn an_outside_client_talks_to_a_websocket_api() {
         })
         .expect("python3 with the websockets module (scripts/bootstrap installs it)");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ws-client.py");
-    let output = tokio::process::Command::new(python)
-        .args([script, &node.address().port().to_string(), "chat.localhost"])
-        .output()
-        .await
-        .expect("run the client");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "client failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lines: Vec<Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    assert_eq!(lines.len(), 2, "{stdout}");
-    assert_eq!(lines[0]["echo"]["text"], "from python", "{stdout}");
-    assert_eq!(lines[1]["fallback"], true, "{stdout}");
-    eventually(
-        "$disconnect of the outside client",
-        Duration::from_secs(10),
-        || async { backend.calls_to("/disconnect").pop() },
-    )
-    .await;
-    assert_eq!(backend.calls_to("/disconnect")[0].reason, "client closed");
+    // ws:// on the plain listener, then wss:// on the TLS one (the client
+    // verifies the certificate for chat.localhost).
+    let ca = cert.display().to_string();
+    let runs: [(u16, Option<&str>); 2] = [(node.address().port(), None), (tls_port, Some(&ca))];
+    for (i, (port, ca)) in runs.into_iter().enumerate() {
+        let mut args = vec![script.to_owned(), port.to_string(), "chat.localhost".to_owned()];
+        args.extend(ca.map(str::to_owned));
+        let output = tokio::process::Command::new(python)
+            .args(&args)
+            .output()
+            .await
+            .expect("run the client");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "client failed ({args:?}): {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let lines: Vec<Value> = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        assert_eq!(lines.len(), 2, "{stdout}");
+        assert_eq!(lines[0]["echo"]["text"], "from python", "{stdout}");
+        assert_eq!(lines[1]["fallback"], true, "{stdout}");
+        eventually(
+            "$disconnect of the outside client",
+            Duration::from_secs(10),
+            || async { (backend.calls_to("/disconnect").len() == i + 1).then_some(()) },
+        )
+        .await;
+        assert_eq!(backend.calls_to("/disconnect")[i].reason, "client closed");
+    }
     let sent = &backend.calls_to("/send")[0];
     assert!(sent.body.contains("from python"), "{sent:?}");
 
