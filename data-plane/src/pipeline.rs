@@ -20,7 +20,7 @@ use crate::context::{Identity, RequestContext};
 use crate::error::GatewayError;
 use crate::integration::{self, http::Call};
 use crate::request::inputs::Inputs;
-use crate::request::{self, address, admit, authorize, canary, policy, throttle, transform, validate};
+use crate::request::{address, admit, authorize, canary, policy, throttle, transform, validate};
 use crate::response::{self, rescue};
 use crate::telemetry::{self, Record, trace};
 use crate::{Body, ConnInfo, Gateway, full_body, websocket};
@@ -491,10 +491,7 @@ async fn connect_websocket(
         None => None,
     };
     throttle::check(&gateway.shared, &front.stage, "$connect", stage_key).await?;
-    let api_key = stage_key.and_then(|_| {
-        let presented = parts.headers.get(request::authorize::api_key::HEADER)?;
-        Some(<sha2::Sha256 as sha2::Digest>::digest(presented.as_bytes()).into())
-    });
+    let api_key = stage_key.map(|key| key.digest);
     let session = websocket::connection::Session {
         gateway: this,
         stage: front.stage.clone(),

@@ -101,6 +101,16 @@ impl Backend {
         format!("http://{}{path}", self.address)
     }
 
+    /// Waits (up to `within`) for the `$disconnect` of connection `id`.
+    async fn disconnect_of(&self, id: &str, within: Duration) -> Call {
+        eventually(&format!("$disconnect of {id}"), within, || async {
+            self.calls_to("/disconnect")
+                .into_iter()
+                .find(|c| c.connection_id == id)
+        })
+        .await
+    }
+
     fn calls_to(&self, path: &str) -> Vec<Call> {
         self.calls
             .lock()
@@ -542,13 +552,7 @@ async fn connections_are_managed_from_another_node_through_redis() {
     let deleted = manage(b.address(), "DELETE", &id, Some(&ops_key), "").await;
     assert_eq!(deleted.status, 204, "{}", deleted.body);
     assert_eq!(closed(&mut socket).await, Some(CloseCode::Normal));
-    eventually("$disconnect after DELETE", Duration::from_secs(10), || async {
-        backend
-            .calls_to("/disconnect")
-            .into_iter()
-            .find(|c| c.connection_id == id)
-    })
-    .await;
+    backend.disconnect_of(&id, Duration::from_secs(10)).await;
     for node in [b.address(), a.address()] {
         let gone = manage(node, "POST", &id, Some(&ops_key), "late").await;
         assert_eq!(gone.status, 410, "{}", gone.body);
@@ -581,17 +585,7 @@ async fn connections_are_managed_from_another_node_through_redis() {
         statuses.last().is_some_and(|s| *s == 429 || *s == 410),
         "the queue is bounded: {statuses:?}"
     );
-    let gave_up = eventually(
-        "$disconnect of the client that reads nothing",
-        Duration::from_secs(20),
-        || async {
-            backend
-                .calls_to("/disconnect")
-                .into_iter()
-                .find(|c| c.connection_id == silent_id)
-        },
-    )
-    .await;
+    let gave_up = backend.disconnect_of(&silent_id, Duration::from_secs(20)).await;
     assert_eq!(gave_up.reason, "client not reading");
     let gone = manage(b.address(), "POST", &silent_id, Some(&ops_key), "late").await;
     assert_eq!(gone.status, 410, "{}", gone.body);
@@ -603,13 +597,7 @@ async fn connections_are_managed_from_another_node_through_redis() {
     let pid = a.pid().expect("pid").to_string();
     let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
     assert_eq!(closed(&mut socket).await, Some(CloseCode::Away));
-    let drained = eventually("$disconnect at shutdown", Duration::from_secs(10), || async {
-        backend
-            .calls_to("/disconnect")
-            .into_iter()
-            .find(|c| c.connection_id == id)
-    })
-    .await;
+    let drained = backend.disconnect_of(&id, Duration::from_secs(10)).await;
     assert_eq!(drained.reason, "server shutting down");
     let gone = manage(b.address(), "POST", &id, Some(&ops_key), "late").await;
     assert_eq!(gone.status, 410, "{}", gone.body);

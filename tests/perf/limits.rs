@@ -14,7 +14,7 @@
 //!    1.5×, 3× and 6× for 10 s by an open-loop generator spread over them.
 //! 3. The cache hit path (in process, and with Redis) vs the origin direct.
 
-use crate::proxy::{Process, available, data_plane, median, nginx, wrk_with};
+use crate::proxy::{Process, available, data_plane, median, origin, wrk_with};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
@@ -89,14 +89,7 @@ pub async fn run() {
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let origin_port = free_port();
-    let _origin = nginx(
-        dir.path(),
-        "origin",
-        &format!(
-            "server {{ listen 127.0.0.1:{origin_port} reuseport backlog=4096;
-  location / {{ default_type application/json; return 200 '{{\"ok\":true}}'; }} }}"
-        ),
-    );
+    let _origin = origin(dir.path(), origin_port, r#"{"ok":true}"#, "");
     let redis = RedisServer::start(dir.path()).expect("redis-server");
     let redis_pid = redis_pid(&redis);
     let cluster = Cluster::start(1).await;

@@ -28,8 +28,8 @@ impl Drop for Process {
     }
 }
 
-/// `pylon dev` pinned to CPU 1, logging warnings to `dir/pylon.log`; its
-/// process, proxy port and admin client.
+/// `pylon dev` pinned to CPU 1, logging warnings to `dir/pylon.log`, with
+/// the node-wide account limit off; its process, proxy port and admin client.
 pub(crate) async fn start_pylon_dev(dir: &Path) -> (Process, u16, pylon_tests::Admin) {
     let (listen, admin, raft) = (free_port(), free_port(), free_port());
     let log = std::fs::File::create(dir.join("pylon.log")).expect("log");
@@ -44,6 +44,9 @@ pub(crate) async fn start_pylon_dev(dir: &Path) -> (Process, u16, pylon_tests::A
             .arg(format!("--raft-listen=127.0.0.1:{raft}"))
             // nginx, the peer, runs with `access_log off`.
             .arg("--access-log=off")
+            // The node-wide account limit (10,000/s) would answer part of a
+            // run with 429s, which wrk counts as requests.
+            .arg("--account-rate=0")
             .env("PYLON_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -117,6 +120,42 @@ http {{
         .spawn()
         .expect("start nginx");
     Process(child)
+}
+
+/// An nginx origin on `port` answering `body` (JSON) at every path, with
+/// `locations` (nginx `location` blocks) before that.
+pub(crate) fn origin(dir: &Path, port: u16, body: &str, locations: &str) -> Process {
+    nginx(
+        dir,
+        "origin",
+        &format!(
+            "server {{ listen 127.0.0.1:{port} reuseport backlog=4096;
+  {locations}
+  location / {{ default_type application/json; return 200 '{body}'; }} }}"
+        ),
+    )
+}
+
+/// nginx on `port` as a reverse proxy (keep-alive upstream) to the origin
+/// on `origin_port`: the peer of a proxied request.
+pub(crate) fn nginx_proxy(dir: &Path, port: u16, origin_port: u16) -> Process {
+    nginx(
+        dir,
+        "proxy",
+        &format!(
+            "upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 128; }}
+  server {{ listen 127.0.0.1:{port} backlog=4096; location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
+        ),
+    )
+}
+
+/// Moves this process (the clients, receivers and bookkeeping of a
+/// benchmark) to CPU 0, beside wrk; what is measured has CPU 1.
+pub(crate) fn pin_to_cpu0() {
+    let _ = Command::new("taskset")
+        .args(["-a", "-p", "-c", "0", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status();
 }
 
 pub(crate) struct Wrk {
@@ -222,21 +261,8 @@ pub async fn run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let origin_port = free_port();
     let nginx_port = free_port();
-    let _origin = nginx(
-        dir.path(),
-        "origin",
-        &format!(
-            "server {{ listen 127.0.0.1:{origin_port} reuseport backlog=4096; location / {{ default_type application/json; return 200 '{BODY}'; }} }}"
-        ),
-    );
-    let nginx_proxy = nginx(
-        dir.path(),
-        "proxy",
-        &format!(
-            "upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 128; }}
-  server {{ listen 127.0.0.1:{nginx_port} backlog=4096; location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
-        ),
-    );
+    let _origin = origin(dir.path(), origin_port, BODY, "");
+    let nginx_proxy = nginx_proxy(dir.path(), nginx_port, origin_port);
 
     let (pylon, listen, mut client) = start_pylon_dev(dir.path()).await;
     client

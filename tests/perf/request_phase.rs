@@ -5,7 +5,7 @@
 //! headers and body, so only the work differs. Layout as in [`crate::proxy`]:
 //! wrk on CPU 0, pylon and the origin on CPU 1, rounds alternating.
 
-use crate::proxy::{available, median, nginx, start_pylon_dev, wrk_with};
+use crate::proxy::{available, median, origin, start_pylon_dev, wrk_with};
 use pylon_proto::admin::v1::{
     CreateApiKeyRequest, CreateApiRequest, CreateDeploymentRequest, CreateUsagePlanRequest,
 };
@@ -32,14 +32,11 @@ pub async fn run() {
     let signer = rsa_signer(dir.path(), "bench-key");
     let jwks = json!({"keys": [signer.jwk]}).to_string();
     let origin_port = free_port();
-    let _origin = nginx(
+    let _origin = origin(
         dir.path(),
-        "origin",
-        &format!(
-            "server {{ listen 127.0.0.1:{origin_port} reuseport backlog=4096;
-  location = /jwks.json {{ default_type application/json; return 200 '{jwks}'; }}
-  location / {{ default_type application/json; return 200 '{{\"ok\":true}}'; }} }}"
-        ),
+        origin_port,
+        r#"{"ok":true}"#,
+        &format!("location = /jwks.json {{ default_type application/json; return 200 '{jwks}'; }}"),
     );
     let (pylon, listen, mut client) = start_pylon_dev(dir.path()).await;
     let origin = format!("http://127.0.0.1:{origin_port}");

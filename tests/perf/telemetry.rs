@@ -5,13 +5,12 @@
 //! continuously (a healthy collector). wrk on CPU 0, data planes and the
 //! origin on CPU 1, as in [`crate::proxy`].
 
-use crate::proxy::{available, data_plane, median, nginx, wrk_with};
+use crate::proxy::{available, data_plane, median, origin, pin_to_cpu0, wrk_with};
 use pylon_proto::admin::v1::*;
 use pylon_tests::gateway::HttpClient;
 use pylon_tests::{Cluster, cpu_time, eventually, free_port, rss_kib};
 use serde_json::json;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const ROUNDS: usize = 3;
@@ -28,20 +27,10 @@ pub async fn run() {
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let origin_port = free_port();
-    let _origin = nginx(
-        dir.path(),
-        "origin",
-        &format!(
-            "server {{ listen 127.0.0.1:{origin_port} reuseport backlog=4096;
-  location / {{ default_type application/json; return 200 '{{\"ok\":true}}'; }} }}"
-        ),
-    );
+    let _origin = origin(dir.path(), origin_port, r#"{"ok":true}"#, "");
     // This process (the receiver, the load's bookkeeping) stays on CPU 0
     // with wrk; the data planes have CPU 1.
-    let _ = Command::new("taskset")
-        .args(["-a", "-p", "-c", "0", &std::process::id().to_string()])
-        .stdout(Stdio::null())
-        .status();
+    pin_to_cpu0();
     let (otlp, received) = pylon_tests::otlp_sink::start().await.expect("OTLP receiver");
     let cluster = Cluster::start(1).await;
     let endpoint = cluster.nodes[0].endpoint();

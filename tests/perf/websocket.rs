@@ -8,7 +8,7 @@
 //! node. The bench process and wrk run on CPU 0, the proxies and the origin
 //! on CPU 1.
 
-use crate::proxy::{available, data_plane, median, nginx, wrk_with};
+use crate::proxy::{available, data_plane, median, nginx_proxy, origin, pin_to_cpu0, wrk_with};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http_body_util::Full;
@@ -18,7 +18,6 @@ use pylon_tests::redis::RedisServer;
 use pylon_tests::{Cluster, cpu_time, eventually, free_port, rss_kib};
 use serde_json::json;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -59,27 +58,15 @@ pub async fn run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let origin_port = free_port();
     let nginx_port = free_port();
-    let _origin = nginx(
+    // `whoami` answers the connection id the gateway sends to integrations.
+    let _origin = origin(
         dir.path(),
-        "origin",
-        &format!(
-            "server {{ listen 127.0.0.1:{origin_port} reuseport backlog=4096;
-  location / {{ default_type application/json; return 200 '{{\"ok\":true}}'; }}
-  location /whoami {{ default_type application/json; return 200 '{{\"connectionId\":\"$http_x_pylon_connection_id\"}}'; }} }}"
-        ),
+        origin_port,
+        r#"{"ok":true}"#,
+        r#"location /whoami { default_type application/json; return 200 '{"connectionId":"$http_x_pylon_connection_id"}'; }"#,
     );
-    let nginx_proxy = nginx(
-        dir.path(),
-        "proxy",
-        &format!(
-            "upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 128; }}
-  server {{ listen 127.0.0.1:{nginx_port} backlog=4096; location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
-        ),
-    );
-    let _ = Command::new("taskset")
-        .args(["-a", "-p", "-c", "0", &std::process::id().to_string()])
-        .stdout(Stdio::null())
-        .status();
+    let nginx_proxy = nginx_proxy(dir.path(), nginx_port, origin_port);
+    pin_to_cpu0();
     let redis = RedisServer::start(dir.path()).expect("redis");
     let redis_flag = format!("--redis={}", redis.url());
     let cluster = Cluster::start(1).await;

@@ -97,6 +97,8 @@ pub struct StageTracing {
 #[derive(Clone, Debug)]
 pub struct StageKey {
     pub id: String,
+    /// The SHA-256 of the key (its index in [`CompiledStage::api_keys`]).
+    pub digest: [u8; 32],
     pub enabled: bool,
     pub usage_plan: String,
     pub limits: Arc<limits::KeyLimits>,
@@ -650,6 +652,7 @@ fn stage_keys(snapshot: &ConfigSnapshot, api: &str, stage: &str) -> HashMap<[u8;
                     hash,
                     StageKey {
                         id: key.id.clone(),
+                        digest: hash,
                         enabled: key.enabled,
                         usage_plan: plan.name.clone(),
                         limits: Arc::new(limits::KeyLimits::compile(plan, &key.id, api, stage)),

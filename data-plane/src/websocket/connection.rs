@@ -157,8 +157,7 @@ async fn serve(
         let message = tokio::select! {
             reason = local.close_requested() => {
                 let code = if reason.starts_with("deleted") { CloseCode::Normal } else { CloseCode::Away };
-                let frame = CloseFrame { code, reason: reason.clone().into() };
-                let _ = tokio::time::timeout(WRITE_TIMEOUT, socket.close(Some(frame))).await;
+                close(socket, code, reason.clone()).await;
                 return reason;
             }
             next = socket.next() => next,
@@ -339,10 +338,10 @@ fn current(session: &Session) -> Option<(Arc<CompiledStage>, Arc<Target>, Arc<We
     Some((stage.clone(), target, api))
 }
 
-async fn close(socket: &mut Socket, code: CloseCode, reason: &'static str) {
+async fn close(socket: &mut Socket, code: CloseCode, reason: impl Into<String>) {
     let frame = CloseFrame {
         code,
-        reason: reason.into(),
+        reason: reason.into().into(),
     };
     let _ = tokio::time::timeout(WRITE_TIMEOUT, socket.close(Some(frame))).await;
 }

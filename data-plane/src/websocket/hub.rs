@@ -246,6 +246,15 @@ impl Hub {
         self.local.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A connection's registry entry, encoded.
+    fn entry(&self, local: &Local) -> Vec<u8> {
+        let entry = Entry {
+            node: self.node.clone(),
+            info: local.snapshot(),
+        };
+        serde_json::to_vec(&entry).unwrap_or_default()
+    }
+
     fn find(&self, id: &str) -> Option<Arc<Local>> {
         self.map().get(id).cloned()
     }
@@ -261,17 +270,17 @@ impl Hub {
 
     /// Adds a connection of this node (and registers it in Redis).
     pub async fn register(&self, id: &str, local: Arc<Local>) {
-        let entry = Entry {
-            node: self.node.clone(),
-            info: local.snapshot(),
-        };
+        let entry = self.entry(&local);
         self.map().insert(id.to_owned(), local.clone());
         if self.closing.load(Ordering::Acquire) {
             local.request_close("server shutting down");
             return;
         }
+        let set = set_entry(id, &entry, false);
         if let Some(redis) = &self.redis
-            && let Err(e) = put(redis, id, &entry).await
+            && let Err(e) = redis
+                .run(|mut conn| async move { set.query_async::<()>(&mut conn).await })
+                .await
         {
             // (Redis's own breaker logs an outage once; this is per connection.)
             tracing::debug!(connection = id, error = %e, "cannot register the WebSocket connection in Redis; other nodes cannot reach it until the next refresh");
@@ -448,28 +457,13 @@ impl Hub {
             .map()
             .iter()
             .filter(|(_, local)| !local.is_ending())
-            .map(|(id, local)| {
-                let entry = Entry {
-                    node: self.node.clone(),
-                    info: local.snapshot(),
-                };
-                (id.clone(), serde_json::to_vec(&entry).unwrap_or_default())
-            })
+            .map(|(id, local)| (id.clone(), self.entry(local)))
             .collect();
         let mut failed = 0;
         for chunk in entries.chunks(500) {
             let mut pipe = redis::pipe();
             for (id, value) in chunk {
-                let set = pipe
-                    .cmd("SET")
-                    .arg(entry_key(id))
-                    .arg(value)
-                    .arg("PX")
-                    .arg(TTL.as_millis() as u64);
-                if !recreate {
-                    set.arg("XX");
-                }
-                set.ignore();
+                pipe.add_command(set_entry(id, value, !recreate)).ignore();
             }
             let written = redis
                 .run_upkeep(UPKEEP_TIMEOUT, |mut conn| async move {
@@ -502,20 +496,18 @@ fn belongs(info: &ConnectionInfo, api: &str, stage: &str) -> bool {
     info.api == api && info.stage == stage
 }
 
-async fn put(redis: &Redis, id: &str, entry: &Entry) -> Result<(), RedisError> {
-    let key = entry_key(id);
-    let value = serde_json::to_vec(entry).unwrap_or_default();
-    redis
-        .run(|mut conn| async move {
-            redis::cmd("SET")
-                .arg(&key)
-                .arg(&value)
-                .arg("PX")
-                .arg(TTL.as_millis() as u64)
-                .query_async::<()>(&mut conn)
-                .await
-        })
-        .await
+/// The `SET` of a registry entry with its TTL; `existing`: only if the
+/// entry is still there (`XX`).
+fn set_entry(id: &str, value: &[u8], existing: bool) -> redis::Cmd {
+    let mut set = redis::cmd("SET");
+    set.arg(entry_key(id))
+        .arg(value)
+        .arg("PX")
+        .arg(TTL.as_millis() as u64);
+    if existing {
+        set.arg("XX");
+    }
+    set
 }
 
 /// `S` or `C`, the id's length (one byte), the id, then the message or the
