@@ -81,7 +81,61 @@ pub struct DevArgs {
     #[command(flatten)]
     shared: SharedArgs,
     #[command(flatten)]
+    connections: ConnectionArgs,
+    #[command(flatten)]
     telemetry: TelemetryArgs,
+}
+
+/// The proxy's connection limit and deadlines (data planes, and `pylon dev`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct ConnectionArgs {
+    /// Seconds from accept (TLS handshake included) to the first bytes of a request.
+    #[arg(long, default_value_t = 10)]
+    first_byte_timeout_s: u64,
+    /// Seconds a client has to send its request headers, from their first byte.
+    #[arg(long, default_value_t = 10)]
+    header_read_timeout_s: u64,
+    /// Seconds between the bytes of a request body (then 408).
+    #[arg(long, default_value_t = 30)]
+    body_read_timeout_s: u64,
+    /// Seconds an HTTP/1.1 connection stays open with no request in flight.
+    #[arg(long, default_value_t = 75)]
+    keepalive_timeout_s: u64,
+    /// Seconds an HTTP/2 connection stays open with no stream in flight (then GOAWAY).
+    #[arg(long, default_value_t = 300)]
+    http2_idle_timeout_s: u64,
+    /// Seconds a client may leave a write of ours untaken before the connection is closed.
+    #[arg(long, default_value_t = 60)]
+    send_timeout_s: u64,
+    /// Open client connections at most; beyond it new ones are closed at once.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+}
+
+impl ConnectionArgs {
+    /// Fills the data plane's connection settings.
+    fn apply(&self, config: &mut DataPlaneConfig) -> anyhow::Result<()> {
+        let seconds = |name: &str, value: u64| {
+            if (1..=86_400).contains(&value) {
+                Ok(Duration::from_secs(value))
+            } else {
+                Err(anyhow::anyhow!("--{name} must be 1..=86400 seconds"))
+            }
+        };
+        if self.max_connections == 0 {
+            bail!("--max-connections must be at least 1");
+        }
+        config.connections = pylon_data_plane::conn::ConnectionOptions {
+            first_byte: seconds("first-byte-timeout-s", self.first_byte_timeout_s)?,
+            header_read: seconds("header-read-timeout-s", self.header_read_timeout_s)?,
+            keepalive_idle: seconds("keepalive-timeout-s", self.keepalive_timeout_s)?,
+            http2_idle: seconds("http2-idle-timeout-s", self.http2_idle_timeout_s)?,
+            send: seconds("send-timeout-s", self.send_timeout_s)?,
+            max_connections: self.max_connections,
+        };
+        config.body_read_timeout = seconds("body-read-timeout-s", self.body_read_timeout_s)?;
+        Ok(())
+    }
 }
 
 /// Where limits and cached responses are kept (data planes, and `pylon dev`).
@@ -208,6 +262,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     );
     data_plane.base_domain = args.base_domain.clone();
     data_plane.trusted_proxies = args.trusted_proxies.clone();
+    args.connections.apply(&mut data_plane)?;
     data_plane.shared = Some(shared);
     // One process: a key made up now seals what only this process reads.
     data_plane.cache_key = Some(match args.shared.cache_key()? {
@@ -296,12 +351,11 @@ pub struct DataPlaneArgs {
     /// (repeatable). Resource policies then judge the forwarded address.
     #[arg(long = "trusted-proxy")]
     trusted_proxies: Vec<ipnet::IpNet>,
-    /// Seconds a client has to send its request headers.
-    #[arg(long, default_value_t = 10)]
-    header_read_timeout_s: u64,
     /// Seconds in-flight requests get to finish at shutdown.
     #[arg(long, default_value_t = 30)]
     drain_timeout_s: u64,
+    #[command(flatten)]
+    connections: ConnectionArgs,
     #[command(flatten)]
     shared: SharedArgs,
     #[command(flatten)]
@@ -344,7 +398,7 @@ pub async fn data_plane(args: DataPlaneArgs) -> anyhow::Result<()> {
     config.snapshot_cache = args.snapshot_cache;
     config.upstream_ca = args.upstream_ca;
     config.trusted_proxies = args.trusted_proxies;
-    config.header_read_timeout = Duration::from_secs(args.header_read_timeout_s.max(1));
+    args.connections.apply(&mut config)?;
     config.drain_timeout = Duration::from_secs(args.drain_timeout_s);
     config.shared = Some(args.shared.start()?);
     config.cache_key = args.shared.cache_key()?;

@@ -1,8 +1,9 @@
-//! The one table that turns an error code into a gRPC code and an HTTP status,
-//! and the AWS-style gateway-response types with their default statuses.
+//! The one table that turns an error code into a gRPC code, and the
+//! AWS-style gateway-response types with their default statuses (the data
+//! plane's statuses come from here).
 //!
 //! Each layer keeps its own error enum; they all end here, in exhaustive matches
-//! (no `_ =>`), so adding a code forces a decision in both mappings.
+//! (no `_ =>`), so adding a code forces a decision in each mapping.
 
 use http::StatusCode;
 use std::fmt;
@@ -56,22 +57,6 @@ impl ErrorCode {
             ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::DeadlineExceeded => tonic::Code::DeadlineExceeded,
             ErrorCode::Internal => tonic::Code::Internal,
-        }
-    }
-
-    pub fn http_status(self) -> StatusCode {
-        match self {
-            ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
-            ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::AlreadyExists => StatusCode::CONFLICT,
-            ErrorCode::Conflict => StatusCode::CONFLICT,
-            ErrorCode::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
-            ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
-            ErrorCode::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -147,7 +132,9 @@ gateway_response_types! {
     Default4xx = "DEFAULT_4XX" => StatusCode::BAD_REQUEST,
     Default5xx = "DEFAULT_5XX" => StatusCode::INTERNAL_SERVER_ERROR,
     ExpiredToken = "EXPIRED_TOKEN" => StatusCode::FORBIDDEN,
-    IntegrationFailure = "INTEGRATION_FAILURE" => StatusCode::GATEWAY_TIMEOUT,
+    // AWS's table lists 504; Pylon answers 502 for a backend that failed or
+    // answered something that is not HTTP (docs/data-plane.md).
+    IntegrationFailure = "INTEGRATION_FAILURE" => StatusCode::BAD_GATEWAY,
     IntegrationTimeout = "INTEGRATION_TIMEOUT" => StatusCode::GATEWAY_TIMEOUT,
     InvalidApiKey = "INVALID_API_KEY" => StatusCode::FORBIDDEN,
     InvalidSignature = "INVALID_SIGNATURE" => StatusCode::FORBIDDEN,
@@ -165,28 +152,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_error_code_maps_to_the_documented_grpc_code_and_http_status() {
+    fn every_error_code_maps_to_the_documented_grpc_code() {
         let table = [
-            (ErrorCode::InvalidArgument, tonic::Code::InvalidArgument, 400),
-            (ErrorCode::NotFound, tonic::Code::NotFound, 404),
-            (ErrorCode::AlreadyExists, tonic::Code::AlreadyExists, 409),
-            (ErrorCode::Conflict, tonic::Code::Aborted, 409),
-            (
-                ErrorCode::FailedPrecondition,
-                tonic::Code::FailedPrecondition,
-                412,
-            ),
-            (ErrorCode::Unauthenticated, tonic::Code::Unauthenticated, 401),
-            (ErrorCode::PermissionDenied, tonic::Code::PermissionDenied, 403),
-            (ErrorCode::ResourceExhausted, tonic::Code::ResourceExhausted, 429),
-            (ErrorCode::Unavailable, tonic::Code::Unavailable, 503),
-            (ErrorCode::DeadlineExceeded, tonic::Code::DeadlineExceeded, 504),
-            (ErrorCode::Internal, tonic::Code::Internal, 500),
+            (ErrorCode::InvalidArgument, tonic::Code::InvalidArgument),
+            (ErrorCode::NotFound, tonic::Code::NotFound),
+            (ErrorCode::AlreadyExists, tonic::Code::AlreadyExists),
+            (ErrorCode::Conflict, tonic::Code::Aborted),
+            (ErrorCode::FailedPrecondition, tonic::Code::FailedPrecondition),
+            (ErrorCode::Unauthenticated, tonic::Code::Unauthenticated),
+            (ErrorCode::PermissionDenied, tonic::Code::PermissionDenied),
+            (ErrorCode::ResourceExhausted, tonic::Code::ResourceExhausted),
+            (ErrorCode::Unavailable, tonic::Code::Unavailable),
+            (ErrorCode::DeadlineExceeded, tonic::Code::DeadlineExceeded),
+            (ErrorCode::Internal, tonic::Code::Internal),
         ];
         assert_eq!(table.len(), ErrorCode::ALL.len());
-        for (code, grpc, http) in table {
+        for (code, grpc) in table {
             assert_eq!(code.grpc_code(), grpc, "{code}");
-            assert_eq!(code.http_status().as_u16(), http, "{code}");
             assert_eq!(ErrorCode::from_grpc(grpc), code, "{code} round trip");
         }
     }
@@ -203,7 +185,7 @@ mod tests {
             ("DEFAULT_4XX", 400),
             ("DEFAULT_5XX", 500),
             ("EXPIRED_TOKEN", 403),
-            ("INTEGRATION_FAILURE", 504),
+            ("INTEGRATION_FAILURE", 502),
             ("INTEGRATION_TIMEOUT", 504),
             ("INVALID_API_KEY", 403),
             ("INVALID_SIGNATURE", 403),

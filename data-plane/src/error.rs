@@ -4,6 +4,7 @@
 //! [`crate::response::rescue`] is the only place that turns one into a status
 //! code, gateway-response type and body.
 
+use crate::request::body::ClientBodyError;
 use std::time::Duration;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -23,9 +24,16 @@ pub enum GatewayError {
     /// MISSING_AUTHENTICATION_TOKEN).
     #[error("Missing Authentication Token")]
     NoRoute,
+    /// A transfer coding other than `chunked` (RFC 9112 §6.1).
+    #[error("Not Implemented")]
+    UnsupportedTransferCoding(String),
     /// The body is (or turned out to be) over the payload limit.
     #[error("Request Too Long")]
     BodyTooLarge { limit: u64 },
+    /// The client's body stalled, was malformed or cut short, or the client
+    /// left: the client's fault, never the backend's.
+    #[error("{}", client_body_message(.0))]
+    ClientBody(#[source] ClientBodyError),
     #[error("Endpoint request timed out")]
     IntegrationTimeout(Duration),
     /// Connection refused or reset, TLS failure, upstream gone mid-request.
@@ -45,7 +53,10 @@ pub enum GatewayError {
     /// this stage.
     #[error("Forbidden")]
     InvalidApiKey(&'static str),
-    /// No credential, or one that is not valid (RFC 6750 `invalid_token`).
+    /// The route's credential (token, identity sources) is missing.
+    #[error("Unauthorized")]
+    MissingCredential,
+    /// A credential that is not valid (RFC 6750 `invalid_token`).
     #[error("Unauthorized")]
     Unauthorized { reason: String },
     /// A token outside its `exp`/`nbf` window.
@@ -83,6 +94,9 @@ pub enum GatewayError {
     /// `Cache-Control: max-age=0` to a stage that refuses that.
     #[error("Forbidden")]
     CacheInvalidationDenied,
+    /// A WebSocket message that no route (and no `$default`) takes.
+    #[error("Forbidden")]
+    NoRouteForMessage,
     /// `@connections`: the WebSocket connection does not exist (any more).
     #[error("Gone")]
     ConnectionGone,
@@ -102,6 +116,8 @@ impl GatewayError {
                 format!("{size} bytes of request line and headers, limit {limit}")
             }
             GatewayError::BodyTooLarge { limit } => format!("body over {limit} bytes"),
+            GatewayError::ClientBody(e) => error_chain(e),
+            GatewayError::UnsupportedTransferCoding(coding) => format!("Transfer-Encoding: {coding}"),
             GatewayError::IntegrationTimeout(after) => format!("no response within {after:?}"),
             GatewayError::IntegrationUnreachable(e) | GatewayError::InvalidIntegrationResponse(e) => {
                 error_chain(e.as_ref())
@@ -123,6 +139,8 @@ impl GatewayError {
             GatewayError::ConnectionBusy => "the connection is not reading its messages".into(),
             GatewayError::CacheInvalidationDenied => "not authorized to invalidate cache entries".into(),
             GatewayError::MalformedRequest(_)
+            | GatewayError::MissingCredential
+            | GatewayError::NoRouteForMessage
             | GatewayError::UnknownApi
             | GatewayError::NoRoute
             | GatewayError::ExpiredToken
@@ -130,6 +148,16 @@ impl GatewayError {
             | GatewayError::BadRequestParameters(_)
             | GatewayError::BadRequestBody(_) => String::new(),
         }
+    }
+}
+
+/// What a client is told about its own body's failure.
+fn client_body_message(error: &ClientBodyError) -> &'static str {
+    match error {
+        ClientBodyError::Stalled(_) => "Request Timeout",
+        ClientBodyError::TooLarge { .. } => "Request Too Long",
+        ClientBodyError::Malformed(_) | ClientBodyError::Incomplete(_) => "Bad Request",
+        ClientBodyError::Abandoned(_) => "Client Closed Request",
     }
 }
 

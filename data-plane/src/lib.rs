@@ -11,6 +11,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod conn;
 pub mod context;
 pub mod error;
 pub mod integration;
@@ -64,6 +65,8 @@ pub struct GatewayOptions {
     /// Proxies whose `X-Forwarded-For` is believed (resource policies judge
     /// the address they forwarded for).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Longest wait for the next bytes of a request body.
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// What every request handler shares: the live config, the upstream client.

@@ -13,12 +13,13 @@
 //! before any authorizer runs and adds its headers to every answer, errors
 //! included.
 
-use crate::cache::{self, Flight, Lookup};
+use crate::cache::{self, Flight, Found, Lookup};
 use crate::config::integration::CompiledIntegration;
 use crate::config::{CompiledConfig, CompiledStage, GatewayResponses, Target};
 use crate::context::{Identity, RequestContext};
 use crate::error::GatewayError;
 use crate::integration::{self, http::Call};
+use crate::request::body::ClientBody;
 use crate::request::inputs::Inputs;
 use crate::request::{address, admit, authorize, canary, policy, throttle, transform, validate};
 use crate::response::{self, rescue};
@@ -26,13 +27,12 @@ use crate::telemetry::{self, Record, trace};
 use crate::{Body, ConnInfo, Gateway, full_body, websocket};
 use bytes::Bytes;
 use http::{Method, Request, Response, Uri};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use opentelemetry::trace::SpanKind;
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Instant, SystemTime};
 use tower::{Layer, ServiceExt};
 
@@ -40,9 +40,9 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, conn: Con
     let request_id = new_request_id();
     let (started, clock) = (SystemTime::now(), Instant::now());
     let config = gateway.config.load_full();
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let mut observed: Option<(Record, Option<opentelemetry::Context>, Arc<CompiledStage>)> = None;
-    let (mut response, served_by) = match front(&gateway, &config, &parts, &conn) {
+    let (mut response, served_by) = match front(&gateway, &config, &mut parts, &conn) {
         Err((error, target)) => {
             let responses = target.as_ref().map(|t| &t.definition.responses);
             let response = fail(&error, responses, &request_id, &parts.method, &parts.uri);
@@ -55,7 +55,7 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, conn: Con
                 stage: front.stage.name.clone(),
                 deployment: front.target.deployment_id.clone(),
                 canary: front.target.is_canary,
-                domain: front.host.clone(),
+                domain: front.authority.host.clone(),
                 method: parts.method.to_string(),
                 path: parts.uri.path().to_owned(),
                 protocol: protocol(parts.version).to_owned(),
@@ -143,7 +143,8 @@ struct Front {
     target: Arc<Target>,
     /// The path below the stage.
     path: String,
-    host: String,
+    /// What the request was routed on.
+    authority: admit::Authority,
     source_ip: IpAddr,
     /// The request's server span, when traced.
     trace: Option<opentelemetry::Context>,
@@ -180,21 +181,23 @@ impl Outcome {
 }
 
 /// admit → address → canary → policy. On failure, the target when one was
-/// chosen (its API's gateway responses apply).
+/// chosen (its API's gateway responses apply). The headers leave here as
+/// every later phase and the backend may see them.
 fn front(
     gateway: &Gateway,
     config: &CompiledConfig,
-    parts: &http::request::Parts,
+    parts: &mut http::request::Parts,
     conn: &ConnInfo,
 ) -> Result<Front, (GatewayError, Option<Arc<Target>>)> {
     let options = &gateway.options;
-    let host = admit::check_headers(parts, &options.limits).map_err(|e| (e, None))?;
+    let authority = admit::check_headers(parts, &options.limits).map_err(|e| (e, None))?;
+    let host = authority.host.as_str();
     let (stage, path) =
-        address::resolve(config, &options.base_domain, &host, parts.uri.path()).map_err(|e| (e, None))?;
+        address::resolve(config, &options.base_domain, host, parts.uri.path()).map_err(|e| (e, None))?;
+    admit::drop_underscore_headers(&mut parts.headers, stage.allow_underscores_in_headers);
     // A mutual-TLS domain is served only on a connection that was verified
     // for that very name (not on plain HTTP, not after SNI for another name).
-    if config.requires_client_cert(&host)
-        && (conn.client_cert.is_none() || conn.sni.as_deref() != Some(host.as_str()))
+    if config.requires_client_cert(host) && (conn.client_cert.is_none() || conn.sni.as_deref() != Some(host))
     {
         return Err((
             GatewayError::Forbidden {
@@ -213,7 +216,7 @@ fn front(
         path: path.to_owned(),
         stage,
         target,
-        host,
+        authority,
         source_ip,
         trace: None,
         gateway: None,
@@ -267,6 +270,7 @@ async fn serve(
         admit::linger(body);
         return Err(error);
     }
+    let body = ClientBody::new(body, options.body_read_timeout, options.limits.max_body_bytes);
     if let Some(api) = &target.definition.websocket {
         if let Some(id) = front.path.strip_prefix(websocket::manage::PREFIX) {
             outcome.route_key = Some(format!("{} /@connections/{{connectionId}}", parts.method));
@@ -274,8 +278,16 @@ async fn serve(
             // The grant is the stage's own deployment's, whichever side of a
             // canary split this request fell on.
             let main = front.stage.main.definition.websocket.as_ref().unwrap_or(api);
-            let response =
-                websocket::manage::serve(gateway, &front.stage, main, &parts, body, &mut ctx, id).await;
+            let response = websocket::manage::serve(
+                gateway,
+                &front.stage,
+                main,
+                &parts,
+                body.into_inner(),
+                &mut ctx,
+                id,
+            )
+            .await;
             outcome.api_key_id = ctx.identity.api_key_id;
             outcome.principal_id = ctx.authorizer.principal_id;
             return response;
@@ -307,7 +319,7 @@ async fn serve(
         throttle::check(&gateway.shared, &front.stage, &route.key, key).await?;
     }
     let (whole, stream) = if settings.reads_body {
-        (Some(read_whole(body, options.limits.max_body_bytes).await?), None)
+        (Some(body.read_whole().await?), None)
     } else {
         (None, Some(body))
     };
@@ -333,34 +345,46 @@ async fn serve(
         &front.stage,
         target,
         settings.cache.as_ref(),
+        &settings.auth,
         &parts,
         &front.path,
         &matched.params,
         &ctx,
     )?;
     let mut flight = None;
-    if let Lookup::Use(plan) = &lookup
-        && !plan.refresh
-    {
-        if let Some(entry) = gateway.cache.get(plan).await {
-            return Ok(cache::respond(&entry, plan.warning));
-        }
-        match gateway.cache.join(plan) {
-            Some(Flight::Follower(rx)) => {
-                let wait = match &route.integration {
-                    CompiledIntegration::Http { timeout, .. } => *timeout,
-                    CompiledIntegration::Mock { .. } => DEFAULT_FOLLOW,
-                };
-                if let Some(entry) = cache::follow(rx, wait).await {
-                    return Ok(cache::respond(&entry, plan.warning));
+    // A miss that may be stored keeps the client's headers: a varying
+    // response is stored under their values.
+    let mut request_headers = None;
+    if let Lookup::Use(plan) = &lookup {
+        if !plan.refresh {
+            let flight_key = match gateway.cache.get(plan, &parts.headers).await {
+                Found::Hit(entry) => return Ok(cache::respond(&entry, plan.warning)),
+                Found::Miss { flight } => flight,
+            };
+            match gateway.cache.join(flight_key) {
+                Flight::Follower(rx) => {
+                    let wait = match &route.integration {
+                        CompiledIntegration::Http { timeout, .. } => *timeout,
+                        CompiledIntegration::Mock { .. } => DEFAULT_FOLLOW,
+                    };
+                    // (The leader's answer may be another variant.)
+                    if let Some(entry) = cache::follow(rx, wait).await
+                        && entry.serves(&parts.headers, plan.private)
+                    {
+                        return Ok(cache::respond(&entry, plan.warning));
+                    }
                 }
+                Flight::Leader(guard) => flight = Some(guard),
             }
-            Some(Flight::Leader(guard)) => flight = Some(guard),
-            None => {}
         }
+        request_headers = Some(parts.headers.clone());
     }
     drop(lookup_phase);
-    let plan = transform::plan(settings, &target.definition, &inputs, &ctx)?;
+    let template = settings
+        .request_template
+        .as_deref()
+        .map(|name| (&*target.definition, name));
+    let plan = transform::plan(&settings.request_mappings, template, &inputs, &ctx)?;
     // Response mappings may read the request as the client sent it.
     let transforms_response = !settings.response_mappings.is_empty() || settings.response_template.is_some();
     let original = transforms_response.then(|| copy_parts(&parts));
@@ -384,22 +408,22 @@ async fn serve(
                 uri: integration::fill(uri, &target.variables, &matched.params),
                 method: method.as_ref(),
                 timeout: *timeout,
-                max_body_bytes: options.limits.max_body_bytes,
                 request_id,
-                host: &front.host,
+                forwarded_host: &front.authority.value,
                 query: outgoing.query,
                 path: outgoing.path,
             };
-            let (body, over_limit) = match (outgoing.body, &whole, stream) {
-                (Some(rendered), _, _) => (full_body(rendered), Arc::new(AtomicBool::new(false))),
-                (None, Some(whole), _) => (full_body(whole.clone()), Arc::new(AtomicBool::new(false))),
+            let (body, fault) = match (outgoing.body, &whole, stream) {
+                (Some(rendered), _, _) => (full_body(rendered), None),
+                (None, Some(whole), _) => (full_body(whole.clone()), None),
                 (None, None, Some(stream)) => {
-                    integration::http::limited(stream, options.limits.max_body_bytes)
+                    let fault = stream.fault();
+                    (stream.boxed_unsync(), Some(fault))
                 }
-                (None, None, None) => (full_body(Bytes::new()), Arc::new(AtomicBool::new(false))),
+                (None, None, None) => (full_body(Bytes::new()), None),
             };
             integration_phase.set(opentelemetry::KeyValue::new("server.address", host_of(uri)));
-            integration::http::call(&gateway.client, call, parts, body, over_limit, conn).await?
+            integration::http::call(&gateway.client, call, parts, body, fault, conn).await?
         }
     };
     outcome.integration_latency = Some(integration_started.elapsed());
@@ -440,8 +464,15 @@ async fn serve(
             Ok(response)
         }
         Lookup::Use(plan) => {
-            let mut response = gateway.cache.fill(&plan, response, flight).await?;
-            cache::mark(&mut response, "Miss", plan.warning);
+            let request_headers = request_headers.unwrap_or_default();
+            let (mut response, stored) = gateway
+                .cache
+                .fill(&plan, response, &request_headers, flight)
+                .await?;
+            // A private request whose answer may not be shared went around
+            // the cache.
+            let what = if stored || !plan.private { "Miss" } else { "Bypass" };
+            cache::mark(&mut response, what, plan.warning);
             Ok(response)
         }
     }
@@ -480,9 +511,9 @@ async fn connect_websocket(
     outcome.route_key = Some("$connect".into());
     let mut ctx = context(front, &parts, conn, request_id, "$connect");
     let route = api.routes.get("$connect");
+    let inputs = Inputs::new(&parts, &front.path, &[], &front.target.variables, None);
     let stage_key = match route {
         Some(route) => {
-            let inputs = Inputs::new(&parts, &front.path, &[], &front.target.variables, None);
             let key = authorize::run(gateway, &front.stage, &route.auth, &inputs, &mut ctx).await;
             outcome.principal_id = ctx.authorizer.principal_id.clone();
             outcome.api_key_id = ctx.identity.api_key_id.clone();
@@ -501,12 +532,40 @@ async fn connect_websocket(
         principal_id: ctx.authorizer.principal_id.clone(),
         api_key,
         api_key_id: ctx.identity.api_key_id.clone(),
-        host: front.host.clone(),
+        host: front.authority.host.clone(),
         source_ip: front.source_ip.to_string(),
         user_agent: ctx.identity.user_agent.clone(),
     };
     // (Checked before `$connect` runs: a connection that cannot be
     // upgraded is refused before its backend hears of it.)
+    if parts.extensions.get::<hyper::upgrade::OnUpgrade>().is_none() {
+        return Err(GatewayError::MalformedRequest(
+            "this connection cannot be upgraded",
+        ));
+    }
+    let mut protocol = None;
+    if let Some(route) = route {
+        let started = Instant::now();
+        let handshake = websocket::Handshake {
+            inputs: &inputs,
+            ctx: &ctx,
+        };
+        let answer = websocket::connect(gateway, &session, route, handshake, request_id).await;
+        outcome.integration_latency = Some(started.elapsed());
+        let answer = answer?;
+        if !answer.status.is_success() {
+            // The integration refused the connection: its answer, not 101.
+            let mut refused = Response::new(full_body(answer.body));
+            *refused.status_mut() = answer.status;
+            let mut headers = answer.headers;
+            integration::http::strip_hop_by_hop(&mut headers);
+            headers.remove(http::header::CONTENT_LENGTH);
+            *refused.headers_mut() = headers;
+            return Ok(refused);
+        }
+        protocol = websocket::subprotocol(&parts.headers, &answer.headers)?;
+    }
+    drop(inputs);
     let upgrade =
         parts
             .extensions
@@ -514,27 +573,6 @@ async fn connect_websocket(
             .ok_or(GatewayError::MalformedRequest(
                 "this connection cannot be upgraded",
             ))?;
-    if let Some(route) = route {
-        let started = Instant::now();
-        let (status, body) = websocket::call(
-            gateway,
-            &session,
-            "$connect",
-            route,
-            Bytes::new(),
-            request_id,
-            None,
-        )
-        .await
-        .map_err(|why| GatewayError::IntegrationUnreachable(why.into()))?;
-        outcome.integration_latency = Some(started.elapsed());
-        if !status.is_success() {
-            // The integration refused the connection: its status, not 101.
-            let mut refused = Response::new(full_body(body));
-            *refused.status_mut() = status;
-            return Ok(refused);
-        }
-    }
     let now = crate::shared::memory::unix_now_ms();
     let (local, inbox) = websocket::hub::Local::new(
         websocket::hub::ConnectionInfo {
@@ -550,7 +588,7 @@ async fn connect_websocket(
         front.stage.sockets.max_message,
     );
     tokio::spawn(websocket::connection::run(session, upgrade, local, inbox));
-    Ok(websocket::switching_protocols(&key))
+    Ok(websocket::switching_protocols(&key, protocol))
 }
 
 fn context(
@@ -565,7 +603,7 @@ fn context(
         api_id: front.stage.api.clone(),
         stage: front.stage.name.clone(),
         deployment_id: front.target.deployment_id.clone(),
-        domain_name: front.host.clone(),
+        domain_name: front.authority.host.clone(),
         http_method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
         resource_path: route_key.split_once(' ').map_or(route_key, |(_, p)| p).to_owned(),
@@ -598,17 +636,6 @@ fn copy_parts(parts: &http::request::Parts) -> http::request::Parts {
     *copy.version_mut() = parts.version;
     *copy.headers_mut() = parts.headers.clone();
     copy.into_parts().0
-}
-
-async fn read_whole(body: Incoming, limit: u64) -> Result<Bytes, GatewayError> {
-    let limit_bytes = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(body, limit_bytes).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::BodyTooLarge { limit }),
-        Err(_) => Err(GatewayError::MalformedRequest(
-            "The request body could not be read",
-        )),
-    }
 }
 
 /// Logs a failed request and builds its response.

@@ -1,24 +1,28 @@
 //! The proxy's listeners and the node's wiring.
 //!
-//! HTTP/1.1 and HTTP/2 (h2c by prior knowledge, or TLS with ALPN) through
-//! hyper's auto builder, with the limits set explicitly: header read timeout,
-//! header buffer, HTTP/2 concurrent streams and header list size. Shutdown
-//! stops accepting, then drains in-flight requests for up to the drain timeout.
+//! HTTP/1.1 and HTTP/2 (h2c by prior knowledge, or TLS with ALPN), each
+//! connection told apart by its first bytes and held to the deadlines and
+//! limit of [`crate::conn`]; hyper's limits are set explicitly (header
+//! buffer, HTTP/2 concurrent streams and header list size, keepalive pings).
+//! Accept errors (out of file descriptors) are logged once and backed off,
+//! never fatal. Shutdown stops accepting, then drains in-flight requests
+//! for up to the drain timeout.
 
 use crate::config::CompiledConfig;
+use crate::conn::{self, Activity, ConnectionOptions, Connections, Guarded, Protocol, Slot};
 use crate::request::admit::Limits;
 use crate::sync::{self, SyncOptions};
 use crate::{ConnInfo, Gateway, GatewayOptions, pipeline, tls};
 use arc_swap::ArcSwap;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -45,7 +49,10 @@ pub struct DataPlaneConfig {
     pub limits: Limits,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    pub header_read_timeout: Duration,
+    /// Connection limit and deadlines.
+    pub connections: ConnectionOptions,
+    /// Longest wait for the next bytes of a request body (default 30 s).
+    pub body_read_timeout: Duration,
     pub drain_timeout: Duration,
     /// Limit counters and the cache's shared tier (default: in-process).
     pub shared: Option<Arc<crate::shared::SharedState>>,
@@ -77,7 +84,8 @@ impl DataPlaneConfig {
             cache_key: None,
             telemetry: Default::default(),
             ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            header_read_timeout: Duration::from_secs(10),
+            connections: ConnectionOptions::default(),
+            body_read_timeout: crate::request::body::DEFAULT_READ_TIMEOUT,
             drain_timeout: Duration::from_secs(30),
         }
     }
@@ -127,6 +135,7 @@ pub async fn serve(
             base_domain: config.base_domain.to_ascii_lowercase(),
             limits: config.limits.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
+            body_read_timeout: config.body_read_timeout,
         },
         authorizers: Default::default(),
         cache: crate::cache::ResponseCache::new(shared.redis().cloned(), config.cache_key.clone()),
@@ -202,49 +211,48 @@ pub async fn serve(
             }
         });
     }
-    let builder = Arc::new(http_builder(&config));
-    let graceful = GracefulShutdown::new();
+    let server = Arc::new(Server {
+        gateway: gateway.clone(),
+        http1: http1_builder(&config.connections),
+        http2: http2_builder(),
+        options: config.connections.clone(),
+        connections: Connections::new(config.connections.max_connections),
+        stop: stop_rx.clone(),
+    });
     tracing::info!(
         node = %config.node_id,
         listen = %local(&listener),
         tls_listen = tls_listener.as_ref().map(|(l, _)| local(l)).unwrap_or_default(),
         base_domain = %gateway.options.base_domain,
         control_planes = ?config.control_planes,
+        max_connections = config.connections.max_connections,
         "data plane ready"
     );
-    let plain = accept(
-        listener,
-        None,
-        gateway.clone(),
-        builder.clone(),
-        &graceful,
-        stop_rx.clone(),
-    );
+    let plain = accept(listener, None, server.clone());
     match tls_listener {
         Some((listener, acceptor)) => {
-            let secure = accept(
-                listener,
-                Some(acceptor),
-                gateway.clone(),
-                builder,
-                &graceful,
-                stop_rx.clone(),
-            );
+            let secure = accept(listener, Some(acceptor), server.clone());
             tokio::join!(plain, secure);
         }
         None => plain.await,
     }
     let sockets = gateway.sockets.len();
-    tracing::info!(timeout = ?config.drain_timeout, websockets = sockets, "draining in-flight requests");
+    tracing::info!(
+        timeout = ?config.drain_timeout,
+        connections = server.connections.open(),
+        websockets = sockets,
+        "draining in-flight requests"
+    );
     // WebSocket clients are told the node is going away (1001) and their
     // `$disconnect` runs, within the same drain time.
     gateway.sockets.close_all("server shutting down");
     let drained = async {
-        graceful.shutdown().await;
+        server.connections.wait_empty().await;
         gateway.sockets.wait_empty(config.drain_timeout).await;
     };
     if tokio::time::timeout(config.drain_timeout, drained).await.is_err() {
         tracing::warn!(
+            connections = server.connections.open(),
             websockets = gateway.sockets.len(),
             "drain timeout reached; closing the remaining connections"
         );
@@ -264,17 +272,33 @@ async fn bind(address: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { address, source })
 }
 
-fn http_builder(config: &DataPlaneConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// What every connection task shares.
+struct Server {
+    gateway: Arc<Gateway>,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    options: ConnectionOptions,
+    connections: Arc<Connections>,
+    stop: watch::Receiver<bool>,
+}
+
+fn http1_builder(options: &ConnectionOptions) -> http1::Builder {
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
+        // A backstop only: hyper starts this timer when it waits for a
+        // head, idle time included; [`conn::drive`] enforces the header and
+        // keep-alive deadlines separately.
+        .header_read_timeout(options.keepalive_idle + options.header_read)
         // Our own 10,240-byte check answers in JSON; beyond this hyper answers 431 itself.
         // (The default of 100 headers keeps hyper's parse buffer on the stack.)
         .max_buf_size(64 * 1024);
     builder
-        .http2()
+}
+
+fn http2_builder() -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
         .max_header_list_size(64 * 1024)
@@ -283,14 +307,9 @@ fn http_builder(config: &DataPlaneConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-async fn accept(
-    listener: TcpListener,
-    tls: Option<tls::Listener>,
-    gateway: Arc<Gateway>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    graceful: &GracefulShutdown,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn accept(listener: TcpListener, tls: Option<tls::Listener>, server: Arc<Server>) {
+    let mut stop = server.stop.clone();
+    let mut backoff = Duration::ZERO;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -299,60 +318,113 @@ async fn accept(
         let (stream, remote) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
-                // Out of file descriptors and the like: back off, keep serving.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Out of file descriptors and the like: the connection
+                // waits in the backlog while we back off; keep serving.
+                if backoff.is_zero() {
+                    tracing::warn!(error = %e, "accept failed; backing off until it succeeds");
+                }
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                tokio::time::sleep(backoff).await;
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        let gateway = gateway.clone();
-        let serve = move |info: ConnInfo| {
-            service_fn(move |request| {
-                let gateway = gateway.clone();
-                let info = info.clone();
-                async move { Ok::<_, Infallible>(pipeline::handle(gateway, request, info).await) }
-            })
+        if !backoff.is_zero() {
+            tracing::info!("accepting connections again");
+            backoff = Duration::ZERO;
+        }
+        // Beyond the limit: accepted and closed at once.
+        let Some(slot) = server.connections.admit() else {
+            continue;
         };
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        match &tls {
-            None => {
-                let service = serve(ConnInfo {
-                    remote,
-                    tls: false,
-                    sni: None,
-                    client_cert: None,
-                });
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                tokio::spawn(watcher.watch(connection.into_owned()));
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let handshake =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
-                    let (stream, sni, client_cert) = match handshake {
-                        Ok(Ok(accepted)) => accepted,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%remote, "TLS handshake timed out");
-                            return;
-                        }
+        let _ = stream.set_nodelay(true);
+        let server = server.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let deadline = server.options.first_byte;
+            match tls {
+                None => {
+                    let info = ConnInfo {
+                        remote,
+                        tls: false,
+                        sni: None,
+                        client_cert: None,
                     };
-                    let service = serve(ConnInfo {
+                    serve_connection(&server, stream, info, slot).await;
+                }
+                Some(acceptor) => {
+                    let (stream, sni, client_cert) =
+                        match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                            Ok(Ok(accepted)) => accepted,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%remote, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let info = ConnInfo {
                         remote,
                         tls: true,
                         sni,
                         client_cert,
-                    });
-                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    let _ = watcher.watch(connection.into_owned()).await;
-                });
+                    };
+                    serve_connection(&server, stream, info, slot).await;
+                }
             }
+        });
+    }
+}
+
+/// One connection: its protocol from the first bytes, then hyper's
+/// connection under [`conn::drive`]'s deadlines.
+async fn serve_connection<I>(server: &Server, mut io: I, info: ConnInfo, slot: Slot)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (protocol, prefix) =
+        match tokio::time::timeout(server.options.first_byte, conn::detect(&mut io)).await {
+            Ok(Ok(detected)) => detected,
+            Ok(Err(e)) => {
+                tracing::trace!(remote = %info.remote, error = %e, "connection ended before a request");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(remote = %info.remote, "no request within the first-byte timeout; closing");
+                return;
+            }
+        };
+    let activity = Activity::new(protocol == Protocol::Http1);
+    let io = TokioIo::new(Guarded::new(
+        io,
+        prefix,
+        activity.clone(),
+        server.options.send,
+        slot,
+    ));
+    let service = {
+        let (gateway, activity) = (server.gateway.clone(), activity.clone());
+        service_fn(move |request| {
+            let (gateway, info) = (gateway.clone(), info.clone());
+            let in_flight = activity.begin();
+            async move {
+                let response = pipeline::handle(gateway, request, info).await;
+                Ok::<_, Infallible>(response.map(|body| conn::Tracked::new(body, in_flight)))
+            }
+        })
+    };
+    let stop = server.stop.clone();
+    match protocol {
+        Protocol::Http1 => {
+            let connection = server.http1.serve_connection(io, service).with_upgrades();
+            let shutdown = |c: Pin<&mut _>| http1::UpgradeableConnection::graceful_shutdown(c);
+            conn::drive(connection, shutdown, protocol, activity, &server.options, stop).await;
+        }
+        Protocol::Http2 => {
+            let connection = server.http2.serve_connection(io, service);
+            let shutdown = |c: Pin<&mut _>| http2::Connection::graceful_shutdown(c);
+            conn::drive(connection, shutdown, protocol, activity, &server.options, stop).await;
         }
     }
 }

@@ -371,3 +371,202 @@ async fn nodes_share_one_cache_with_ttls_keys_invalidation_flush_canaries_and_en
         }
     }
 }
+
+/// An API whose backend answers per caller by itself (it reads
+/// `Authorization`, cookies and `Accept-Encoding`; Pylon does not
+/// authenticate `/me`), and routes where a Pylon authorizer verified the
+/// `Authorization` header first.
+fn private_api(authorizer: &str) -> Api {
+    let proxy =
+        |path: &str| json!({"type": "HTTP_PROXY", "uri": format!("${{stageVariables.backend}}{path}")});
+    let verified = json!({"type": "REQUEST", "authorizer": "bearer"});
+    serde_json::from_value(json!({
+        "name": "private",
+        "authorizers": [{"name": "bearer", "request": {"uri": authorizer, "identitySources": ["$request.header.Authorization"], "timeoutMs": 1000}}],
+        "routes": [
+            {"method": "GET", "path": "/me", "integration": proxy("/me")},
+            {"method": "GET", "path": "/public", "integration": proxy("/public")},
+            {"method": "GET", "path": "/vary", "integration": proxy("/vary")},
+            {"method": "GET", "path": "/prefs", "integration": proxy("/prefs")},
+            {"method": "GET", "path": "/star", "integration": proxy("/star")},
+            {"method": "GET", "path": "/raw-shared", "integration": proxy("/raw-shared"),
+             "cache": {"shareAcrossPrincipals": true}},
+            {"method": "GET", "path": "/verified-shared", "integration": proxy("/verified-shared"),
+             "authorization": verified.clone(), "cache": {"shareAcrossPrincipals": true}},
+            {"method": "GET", "path": "/verified", "integration": proxy("/verified"),
+             "authorization": verified},
+        ],
+    }))
+    .expect("API definition")
+}
+
+/// Who the backend says asked: the Authorization it received.
+fn asked_by(reply: &Reply) -> String {
+    reply.json()["headers"]["authorization"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_shared_cache_never_serves_one_callers_answer_to_another() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = RedisServer::start(dir.path()).expect("redis");
+    let cluster = Cluster::start(1).await;
+    let endpoint = cluster.nodes[0].endpoint();
+    let flags = [format!("--redis={}", redis.url())];
+    let [a, b] = ["dp-private-a", "dp-private-b"].map(|id| {
+        DataPlaneNode::start(
+            dir.path(),
+            id,
+            std::slice::from_ref(&endpoint),
+            &[flags[0].as_str()],
+        )
+    });
+    let (a, b) = (a.address(), b.address());
+    let backend = Backend::start("private").await;
+    // Allows any bearer; the principal is the credential itself.
+    let authorizer = JsonServer::start(|_, event| {
+        let who = event["identitySource"][0].as_str().unwrap_or("").to_owned();
+        (200, json!({"isAuthorized": true, "principalId": who}))
+    })
+    .await;
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    deploy(
+        &mut admin,
+        private_api(&authorizer.url("/decide")),
+        "prod",
+        &[("backend", backend.url().as_str())],
+    )
+    .await
+    .expect("deploy");
+    let version = edit_stage(&mut admin, "private", "prod", |s| {
+        s.cache = Some(CacheSettings {
+            enabled: true,
+            ..Default::default()
+        });
+    })
+    .await
+    .expect("cache on");
+    wait_applied(&mut admin, version, 2).await;
+    let client = HttpClient::default();
+    let get = |node: SocketAddr, path: &'static str, headers: Vec<(&'static str, &'static str)>| {
+        let client = client.clone();
+        async move {
+            let mut request = Request::get(path).header("host", "private.localhost");
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            let reply = client
+                .send(node, request.body(Full::new(Bytes::new())).expect("request"))
+                .await
+                .expect("reply");
+            assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+            reply
+        }
+    };
+    const ALICE: (&str, &str) = ("authorization", "Bearer alice");
+    const BOB: (&str, &str) = ("authorization", "Bearer bob");
+
+    // A backend that authenticates by itself: a request with Authorization
+    // is neither served from nor stored in the shared cache (RFC 9111 §3.5).
+    let alice = get(a, "/prod/me", vec![ALICE]).await;
+    assert_eq!(
+        (alice.header("x-cache"), asked_by(&alice).as_str()),
+        ("Bypass", "Bearer alice")
+    );
+    let bob = get(b, "/prod/me", vec![BOB]).await;
+    assert_eq!(
+        (bob.header("x-cache"), asked_by(&bob).as_str()),
+        ("Bypass", "Bearer bob")
+    );
+    let anonymous = get(a, "/prod/me", vec![]).await;
+    assert_eq!(
+        (anonymous.header("x-cache"), asked_by(&anonymous).as_str()),
+        ("Miss", "")
+    );
+    let anonymous_again = get(b, "/prod/me", vec![]).await;
+    assert_eq!(anonymous_again.header("x-cache"), "Hit");
+    let alice_again = get(b, "/prod/me", vec![ALICE]).await;
+    assert_eq!(
+        (alice_again.header("x-cache"), asked_by(&alice_again).as_str()),
+        ("Bypass", "Bearer alice"),
+        "an authorized caller is not served the anonymous answer either"
+    );
+    // Cookies likewise, unless the stage says its backends ignore them.
+    let cookie = get(a, "/prod/me", vec![("cookie", "session=s1")]).await;
+    assert_eq!(cookie.header("x-cache"), "Bypass");
+    assert_eq!(cookie.json()["headers"]["cookie"], "session=s1");
+
+    // Unless the answer says it may be shared: `public` (or s-maxage,
+    // must-revalidate) stores it, and then serves it to anyone.
+    let public = get(a, "/prod/public?cc=public,max-age=60", vec![ALICE]).await;
+    assert_eq!(public.header("x-cache"), "Miss");
+    let public_again = get(b, "/prod/public?cc=public,max-age=60", vec![BOB]).await;
+    assert_eq!(
+        (public_again.header("x-cache"), n(&public_again)),
+        ("Hit", n(&public))
+    );
+
+    // shareAcrossPrincipals never shares across raw Authorization values...
+    get(a, "/prod/raw-shared", vec![ALICE]).await;
+    let raw = get(b, "/prod/raw-shared", vec![BOB]).await;
+    assert_eq!(
+        (raw.header("x-cache"), asked_by(&raw).as_str()),
+        ("Bypass", "Bearer bob")
+    );
+    // ...only across identities a Pylon authorizer established.
+    let first = get(a, "/prod/verified-shared", vec![ALICE]).await;
+    assert_eq!(first.header("x-cache"), "Miss");
+    let shared = get(b, "/prod/verified-shared", vec![BOB]).await;
+    assert_eq!((shared.header("x-cache"), n(&shared)), ("Hit", n(&first)));
+    // Without it, each verified principal has its own entry.
+    let mine = get(a, "/prod/verified", vec![ALICE]).await;
+    let theirs = get(b, "/prod/verified", vec![BOB]).await;
+    assert_eq!(
+        (mine.header("x-cache"), theirs.header("x-cache")),
+        ("Miss", "Miss")
+    );
+    let mine_again = get(b, "/prod/verified", vec![ALICE]).await;
+    assert_eq!(
+        (mine_again.header("x-cache"), asked_by(&mine_again).as_str()),
+        ("Hit", "Bearer alice")
+    );
+
+    // Vary: the listed request headers select the stored variant, on every node.
+    let path = "/prod/vary?vary=Accept-Encoding";
+    let gzip = get(a, path, vec![("accept-encoding", "gzip")]).await;
+    assert_eq!(gzip.header("x-cache"), "Miss");
+    let plain = get(b, path, vec![]).await;
+    assert_eq!(plain.header("x-cache"), "Miss", "not the gzip variant");
+    assert!(plain.json()["headers"]["accept-encoding"].is_null());
+    let plain_again = get(a, path, vec![]).await;
+    assert_eq!(
+        (plain_again.header("x-cache"), n(&plain_again)),
+        ("Hit", n(&plain))
+    );
+    let gzip_again = get(b, path, vec![("accept-encoding", "gzip")]).await;
+    assert_eq!((gzip_again.header("x-cache"), n(&gzip_again)), ("Hit", n(&gzip)));
+    // Vary: * is never stored.
+    for _ in 0..2 {
+        let star = get(a, "/prod/star?vary=*", vec![]).await;
+        assert_ne!(star.header("x-cache"), "Hit");
+    }
+
+    // A stage whose backends do not answer per cookie shares those requests.
+    let version = edit_stage(&mut admin, "private", "prod", |s| {
+        if let Some(cache) = s.cache.as_mut() {
+            cache.share_requests_with_cookies = true;
+        }
+    })
+    .await
+    .expect("cookies shared");
+    wait_applied(&mut admin, version, 2).await;
+    let first = get(a, "/prod/prefs", vec![("cookie", "theme=dark")]).await;
+    let second = get(b, "/prod/prefs", vec![("cookie", "theme=light")]).await;
+    assert_eq!(
+        (first.header("x-cache"), second.header("x-cache")),
+        ("Miss", "Hit")
+    );
+}

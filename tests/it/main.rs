@@ -4,6 +4,7 @@ mod admin;
 mod cache;
 mod cli;
 mod cluster;
+mod front_door;
 mod gateway;
 mod limits;
 mod request_phase;

@@ -133,7 +133,8 @@ async fn requests_export_spans_metrics_and_access_logs_over_otlp() {
     wait_applied(&mut admin, applied, 1).await;
     let (client, dp) = (HttpClient::default(), node.address());
 
-    // A traced request from a client that is itself traced, carrying secrets.
+    // A traced request from a client that is itself traced, carrying secrets
+    // (its answer is `public`, so the cache may share it with the next caller).
     let parent = format!("00-{TRACE_ID}-00f067aa0ba902b7-01");
     let cookie = format!("session={SECRET}");
     let bearer = format!("Bearer {SECRET}");
@@ -146,7 +147,7 @@ async fn requests_export_spans_metrics_and_access_logs_over_otlp() {
     let first = get(
         &client,
         dp,
-        "/prod/items/7?token=s3cr3t-credential-value",
+        "/prod/items/7?cc=public&token=s3cr3t-credential-value",
         &traced,
     )
     .await;

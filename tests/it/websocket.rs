@@ -788,3 +788,147 @@ async fn an_outside_client_talks_to_a_websocket_api_over_ws_and_wss() {
     server("$default");
     server("$connect");
 }
+
+/// The `hand` API: `$connect` goes to a raw backend that picks the
+/// subprotocol named by the `pick` query parameter (none for `none`), with
+/// a mapping that copies the `room` query parameter into `x-room`.
+fn handshake_api(backend: &pylon_tests::gateway::RawBackend) -> Api {
+    serde_json::from_value(json!({
+        "name": "hand",
+        "protocol": "WEBSOCKET",
+        "routeSelectionExpression": "$request.body.action",
+        "routes": [
+            {"path": "$connect", "integration": {"type": "HTTP", "uri": format!("{}/connect", backend.url())},
+             "requestParameters": {"overwrite:header.x-room": "$request.querystring.room"}},
+            {"path": "$default", "integration": {"type": "MOCK", "mock": {"statusCode": 200, "body": "hi"}}},
+        ],
+    }))
+    .expect("API")
+}
+
+/// Opens `ws://hand.localhost/prod?QUERY` offering `protocols`.
+async fn handshake(
+    node: SocketAddr,
+    host: &str,
+    query: &str,
+    protocols: &str,
+) -> Result<(Socket, http::Response<Option<Vec<u8>>>), WsError> {
+    let mut request = format!("ws://{node}/prod?{query}").into_client_request()?;
+    let headers = request.headers_mut();
+    headers.insert("host", http::HeaderValue::from_str(host).expect("host"));
+    headers.insert("x-client", http::HeaderValue::from_static("yes"));
+    headers.insert(
+        "sec-websocket-protocol",
+        http::HeaderValue::from_str(protocols).expect("protocols"),
+    );
+    let stream = tokio::net::TcpStream::connect(node).await.map_err(WsError::Io)?;
+    tokio_tungstenite::client_async(request, stream).await
+}
+
+#[tokio::test]
+async fn connect_sees_the_handshake_and_its_subprotocol_choice_reaches_the_client() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = DataPlaneNode::start(dir.path(), "dp-ws-hand", &[cluster.nodes[0].endpoint()], &[]);
+    let backend = pylon_tests::gateway::RawBackend::start(|request| {
+        let query = request.path().split_once('?').map(|(_, q)| q).unwrap_or("");
+        let pick = form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "pick")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let mut headers = vec![("Content-Length", "0")];
+        if pick != "none" {
+            headers.push(("Sec-WebSocket-Protocol", pick.as_str()));
+        }
+        pylon_tests::gateway::raw_response(200, &headers, b"")
+    })
+    .await;
+    // A $connect backend that never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let silent_url = format!("http://{}", silent.local_addr().expect("address"));
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            open.push(stream);
+        }
+    });
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    deploy(&mut admin, handshake_api(&backend), "prod", &[])
+        .await
+        .expect("deploy");
+    let stuck: Api = serde_json::from_value(json!({
+        "name": "stuck",
+        "protocol": "WEBSOCKET",
+        "routeSelectionExpression": "$request.body.action",
+        "routes": [{"path": "$connect", "integration": {"type": "HTTP", "uri": silent_url, "timeoutMs": 300}}],
+    }))
+    .expect("API");
+    deploy(&mut admin, stuck, "prod", &[]).await.expect("deploy");
+    let v = version(&mut admin).await;
+    wait_applied(&mut admin, v, 1).await;
+
+    // The integration's pick, one the client offered, is in the 101.
+    let (mut socket, response) = handshake(
+        node.address(),
+        "hand.localhost",
+        "room=7&pick=chat",
+        "chat, superchat",
+    )
+    .await
+    .expect("connected");
+    assert_eq!(
+        response
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.as_bytes()),
+        Some(&b"chat"[..])
+    );
+    socket.send(Message::text("hello")).await.expect("send");
+    assert_eq!(next_text(&mut socket).await, "hi");
+    // $connect's backend heard the client's handshake: headers, query
+    // string (on its URI and in the JSON event), the mapping's header.
+    let seen = backend
+        .received()
+        .into_iter()
+        .find(|r| r.path().starts_with("/connect?"))
+        .expect("$connect call");
+    assert!(seen.path().contains("room=7"), "{}", seen.line);
+    assert_eq!(seen.values("x-client"), ["yes"]);
+    assert_eq!(seen.values("x-room"), ["7"]);
+    assert_eq!(seen.values("sec-websocket-protocol"), ["chat, superchat"]);
+    let event: Value = serde_json::from_slice(&seen.body).expect("JSON event");
+    assert_eq!(event["headers"]["x-client"], "yes", "{event}");
+    assert_eq!(event["queryStringParameters"]["room"], "7", "{event}");
+    assert_eq!(event["requestContext"]["eventType"], "CONNECT", "{event}");
+
+    // A pick the client never offered would break the browser: 502.
+    match handshake(node.address(), "hand.localhost", "pick=other", "chat").await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 502),
+        other => panic!("expected 502, got {:?}", other.map(|(_, r)| r.status())),
+    }
+    // A $connect integration that times out answers 504, as HTTP does.
+    match handshake(node.address(), "stuck.localhost", "", "chat").await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 504),
+        other => panic!("expected 504, got {:?}", other.map(|(_, r)| r.status())),
+    }
+    held.abort();
+
+    // Fields a WebSocket route would ignore are refused with their path.
+    let mut ignored = handshake_api(&backend);
+    ignored.name = "ignored".into();
+    ignored.routes[1].cache = Some(Default::default());
+    ignored.routes[1].request_parameters = [("overwrite:header.x".to_owned(), "y".to_owned())].into();
+    let refused = admin
+        .create_api(CreateApiRequest { api: Some(ignored) })
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    for field in ["routes[1].cache", "routes[1].request_parameters"] {
+        assert!(
+            refused.message().contains(field),
+            "{field}: {}",
+            refused.message()
+        );
+    }
+}

@@ -23,7 +23,8 @@ use tokio::net::TcpListener;
 /// with JSON describing the request (`backend`, `method`, `path`, `query`,
 /// forwarded headers, `body_bytes`, and `n`, its count of requests so far);
 /// `/slow/{ms}` first sleeps that long; a `cc=VALUE` query parameter comes
-/// back as `Cache-Control: VALUE`, `pad=N` adds N bytes to the body.
+/// back as `Cache-Control: VALUE`, `vary=VALUE` as `Vary: VALUE`, `pad=N`
+/// adds N bytes to the body.
 pub struct Backend {
     pub address: SocketAddr,
     pub requests: Arc<AtomicU64>,
@@ -141,6 +142,9 @@ async fn answer(name: &str, n: u64, request: Request<hyper::body::Incoming>) -> 
     if let Some(value) = param("cc").and_then(|v| http::HeaderValue::from_str(&v).ok()) {
         response.headers_mut().insert("cache-control", value);
     }
+    if let Some(value) = param("vary").and_then(|v| http::HeaderValue::from_str(&v).ok()) {
+        response.headers_mut().insert("vary", value);
+    }
     response
 }
 
@@ -237,13 +241,35 @@ pub struct DataPlaneNode {
     pub port: u16,
     log: PathBuf,
     args: Vec<String>,
+    /// A file-descriptor limit for the process (`prlimit --nofile`).
+    open_files: Option<u64>,
     child: Option<Child>,
 }
 
 impl DataPlaneNode {
+    /// [`DataPlaneNode::start`] with at most `open_files` file descriptors.
+    pub fn start_with_open_files(
+        dir: &Path,
+        node_id: &str,
+        control_planes: &[String],
+        extra: &[&str],
+        open_files: u64,
+    ) -> DataPlaneNode {
+        let mut node = DataPlaneNode::configure(dir, node_id, control_planes, extra);
+        node.open_files = Some(open_files);
+        node.restart().unwrap_or_else(|e| panic!("{e:#}"));
+        node
+    }
+
     /// Starts a node subscribed to `control_planes` (admin endpoints), with a
     /// snapshot cache in `dir`.
     pub fn start(dir: &Path, node_id: &str, control_planes: &[String], extra: &[&str]) -> DataPlaneNode {
+        let mut node = DataPlaneNode::configure(dir, node_id, control_planes, extra);
+        node.restart().unwrap_or_else(|e| panic!("{e:#}"));
+        node
+    }
+
+    fn configure(dir: &Path, node_id: &str, control_planes: &[String], extra: &[&str]) -> DataPlaneNode {
         let port = crate::free_port();
         let mut args = vec![
             format!("--listen=127.0.0.1:{port}"),
@@ -256,22 +282,27 @@ impl DataPlaneNode {
             "--drain-timeout-s=2".to_owned(),
         ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let mut node = DataPlaneNode {
+        DataPlaneNode {
             node_id: node_id.to_owned(),
             port,
             log: dir.join(format!("{node_id}.log")),
             args,
+            open_files: None,
             child: None,
-        };
-        node.restart().unwrap_or_else(|e| panic!("{e:#}"));
-        node
+        }
     }
 
     pub fn restart(&mut self) -> anyhow::Result<()> {
         if self.child.is_some() {
             bail!("data plane {} is already running", self.node_id);
         }
-        self.child = Some(crate::spawn_pylon("data-plane", &self.args, &self.log, "info")?);
+        self.child = Some(crate::spawn_pylon_limited(
+            "data-plane",
+            &self.args,
+            &self.log,
+            "info",
+            self.open_files,
+        )?);
         Ok(())
     }
 
@@ -405,4 +436,221 @@ pub async fn raw_exchange(address: SocketAddr, bytes: &[u8], timeout: Duration) 
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(timeout, stream.read_to_end(&mut answer)).await;
     Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// A request as a raw-socket backend received it.
+#[derive(Clone, Debug, Default)]
+pub struct RawRequest {
+    /// The request line, `GET /x HTTP/1.1`.
+    pub line: String,
+    /// Header lines in the order received, names as sent.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl RawRequest {
+    /// Every value of header `name` (case-insensitive), one per field line.
+    pub fn values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn path(&self) -> &str {
+        self.line.split(' ').nth(1).unwrap_or("")
+    }
+}
+
+type RawReply = dyn Fn(&RawRequest) -> Vec<u8> + Send + Sync;
+
+/// An HTTP/1.1 backend on raw sockets: it records each request exactly as
+/// received (header lines, names as sent, de-chunked body) and answers with
+/// the bytes `reply` returns, so a test controls the framing byte for byte.
+pub struct RawBackend {
+    pub address: SocketAddr,
+    received: Arc<std::sync::Mutex<Vec<RawRequest>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawBackend {
+    pub async fn start(reply: impl Fn(&RawRequest) -> Vec<u8> + Send + Sync + 'static) -> RawBackend {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("raw backend bind: {e}"));
+        let address = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let reply: Arc<RawReply> = Arc::new(reply);
+        let seen = received.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (seen, reply) = (seen.clone(), reply.clone());
+                tokio::spawn(async move {
+                    let mut stream = tokio::io::BufReader::new(stream);
+                    while let Ok(Some(request)) = read_raw_request(&mut stream).await {
+                        let answer = reply(&request);
+                        if let Ok(mut seen) = seen.lock() {
+                            seen.push(request);
+                        }
+                        if stream.get_mut().write_all(&answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        RawBackend {
+            address,
+            received,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Every request received so far.
+    pub fn received(&self) -> Vec<RawRequest> {
+        self.received.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for RawBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An HTTP/1.1 response: status line, `headers` as given (no framing added)
+/// and `body` as given.
+pub fn raw_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status} X\r\n").into_bytes();
+    for (name, value) in headers {
+        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads one request (head and body by Content-Length or chunked);
+/// `None` at a clean end of the connection.
+async fn read_raw_request<R>(stream: &mut R) -> anyhow::Result<Option<RawRequest>>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    use tokio::io::AsyncBufReadExt;
+    let mut request = RawRequest::default();
+    let mut line = String::new();
+    if stream.read_line(&mut line).await? == 0 {
+        return Ok(None);
+    }
+    request.line = line.trim_end().to_owned();
+    loop {
+        line.clear();
+        if stream.read_line(&mut line).await? == 0 {
+            bail!("connection closed in the head");
+        }
+        let field = line.trim_end_matches(['\r', '\n']);
+        if field.is_empty() {
+            break;
+        }
+        let (name, value) = field.split_once(':').context("a header line without ':'")?;
+        request.headers.push((name.to_owned(), value.trim().to_owned()));
+    }
+    let chunked = request
+        .values("transfer-encoding")
+        .iter()
+        .any(|v| v.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        loop {
+            line.clear();
+            stream.read_line(&mut line).await?;
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                .context("chunk size")?;
+            let mut chunk = vec![0; size + 2];
+            stream.read_exact(&mut chunk).await?;
+            if size == 0 {
+                break;
+            }
+            request.body.extend_from_slice(&chunk[..size]);
+        }
+    } else if let Some(length) = request.values("content-length").first() {
+        let mut body = vec![0; length.parse::<usize>().context("content-length")?];
+        stream.read_exact(&mut body).await?;
+        request.body = body;
+    }
+    Ok(Some(request))
+}
+
+/// Opens a connection, writes `bytes`, and reads the answer's head and
+/// (when it has a Content-Length) body; the connection stays open for more.
+pub async fn raw_request(stream: &mut tokio::net::TcpStream, bytes: &[u8]) -> anyhow::Result<String> {
+    stream.write_all(bytes).await?;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .context("no answer within 10 s")??;
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())
+                        .flatten()
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                break;
+            }
+        }
+    }
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// One HTTP/2 request (h2c, prior knowledge) for `http://{authority}{path}`
+/// with exactly these extra header fields, in order — fields hyper's client
+/// would not send, such as a `host` beside `:authority` or several
+/// `cookie` fields. Its status, headers and body.
+pub async fn h2_request(
+    address: SocketAddr,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(StatusCode, HeaderMap, Bytes)> {
+    let tcp = tokio::net::TcpStream::connect(address).await?;
+    let (client, connection) = h2::client::handshake(tcp).await?;
+    let driver = tokio::spawn(connection);
+    let mut client = client.ready().await?;
+    let mut request = Request::get(format!("http://{authority}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let (response, _) = client.send_request(request.body(())?, true)?;
+    let exchange = async {
+        let (parts, mut body) = response.await?.into_parts();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            bytes.extend_from_slice(&chunk);
+        }
+        anyhow::Ok((parts.status, parts.headers, Bytes::from(bytes)))
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .context("no HTTP/2 answer within 10 s")?;
+    driver.abort();
+    answer
 }

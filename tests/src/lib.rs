@@ -125,8 +125,31 @@ pub async fn connect_with(endpoint: &str, token: Option<&str>, ca: Option<&[u8]>
 /// Starts `pylon SUBCOMMAND ARGS…` with stdout and stderr appended to `log`
 /// and `PYLON_LOG` set to `log_filter`.
 pub fn spawn_pylon(subcommand: &str, args: &[String], log: &Path, log_filter: &str) -> anyhow::Result<Child> {
+    spawn_pylon_limited(subcommand, args, log, log_filter, None)
+}
+
+/// [`spawn_pylon`], with at most `open_files` file descriptors when given
+/// (through util-linux's `prlimit`, which then runs `pylon` itself).
+pub fn spawn_pylon_limited(
+    subcommand: &str,
+    args: &[String],
+    log: &Path,
+    log_filter: &str,
+    open_files: Option<u64>,
+) -> anyhow::Result<Child> {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
-    Command::new(pylon_bin())
+    let mut command = match open_files {
+        Some(n) => {
+            let mut command = Command::new("prlimit");
+            command
+                .arg(format!("--nofile={n}:{n}"))
+                .arg("--")
+                .arg(pylon_bin());
+            command
+        }
+        None => Command::new(pylon_bin()),
+    };
+    command
         .arg(subcommand)
         .args(args)
         .env("PYLON_LOG", log_filter)

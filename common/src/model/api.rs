@@ -175,6 +175,9 @@ fn check_api(c: &mut Checker, api: &Api) {
         check_validation(c, &p, route, api);
         check_mappings(c, &p, route);
         check_route_cache(c, &p, route);
+        if websocket {
+            check_websocket_route_fields(c, &p, route);
+        }
     }
 
     let mut types = BTreeSet::new();
@@ -189,9 +192,9 @@ fn check_api(c: &mut Checker, api: &Api) {
             c.fail(at(&p, "type"), "appears twice");
         }
         c.check(
-            response.status_code == 0 || (100..=599).contains(&response.status_code),
+            response.status_code == 0 || (200..=599).contains(&response.status_code),
             at(&p, "status_code"),
-            "must be 100..=599 (or 0 for the type's default)",
+            "must be 200..=599 (or 0 for the type's default)",
         );
         c.check(
             response.body_template.len() <= 8192,
@@ -206,8 +209,18 @@ fn check_api(c: &mut Checker, api: &Api) {
     }
 
     if let Some(cors) = &api.cors {
+        c.check(
+            !websocket,
+            "cors",
+            "WEBSOCKET APIs have no CORS (browsers do not preflight WebSocket handshakes)",
+        );
         check_cors(c, cors);
     }
+    c.check(
+        !websocket || api.models.is_empty(),
+        "models",
+        "WEBSOCKET APIs validate no requests: they have no models",
+    );
     if let Some(policy) = &api.resource_policy {
         check_policy(c, policy);
     }
@@ -371,6 +384,68 @@ fn check_websocket_route(c: &mut Checker, p: &str, route: &Route) -> Option<Stri
     ok.then(|| route.path.clone())
 }
 
+/// What a WebSocket route would ignore is refused: only `$connect` is
+/// authorized and takes header/query-string mappings of the handshake;
+/// messages have no validation, cache, response mappings or templates;
+/// integrations are POSTs, and only `$connect`'s answer has headers that
+/// matter (its subprotocol; a refusal's headers).
+fn check_websocket_route_fields(c: &mut Checker, p: &str, route: &Route) {
+    let connect = route.path == "$connect";
+    let none = "WEBSOCKET routes have none";
+    c.check(route.validation.is_none(), at(p, "validation"), none);
+    c.check(route.cache.is_none(), at(p, "cache"), none);
+    c.check(
+        route.response_parameters.is_empty(),
+        at(p, "response_parameters"),
+        none,
+    );
+    c.check(
+        connect || route.authorization.is_none(),
+        at(p, "authorization"),
+        "only $connect is authorized (once per connection)",
+    );
+    c.check(
+        connect || route.request_parameters.is_empty(),
+        at(p, "request_parameters"),
+        "only $connect takes request_parameters (mappings of the handshake)",
+    );
+    for target in route.request_parameters.keys() {
+        let handshake = target
+            .split_once(':')
+            .is_some_and(|(_, rest)| rest.starts_with("header.") || rest.starts_with("querystring."));
+        c.check(
+            handshake,
+            key(&at(p, "request_parameters"), target),
+            "$connect maps headers and query-string parameters only",
+        );
+    }
+    if let Some(integration) = &route.integration {
+        let p = at(p, "integration");
+        c.check(
+            integration.request_template.is_empty(),
+            at(&p, "request_template"),
+            none,
+        );
+        c.check(
+            integration.response_template.is_empty(),
+            at(&p, "response_template"),
+            none,
+        );
+        c.check(
+            integration.http_method.is_empty() || integration.http_method == "POST",
+            at(&p, "http_method"),
+            "WebSocket integrations are called with POST",
+        );
+        if let Some(mock) = &integration.mock {
+            c.check(
+                connect || mock.headers.is_empty(),
+                at(&at(&p, "mock"), "headers"),
+                "only $connect's answer has headers (a message's reply is a frame)",
+            );
+        }
+    }
+}
+
 fn check_integration(c: &mut Checker, p: &str, integration: Option<&Integration>) {
     let Some(integration) = integration else {
         c.fail(p, "required");
@@ -394,12 +469,18 @@ fn check_integration(c: &mut Checker, p: &str, integration: Option<&Integration>
                 "MOCK integrations have no uri",
             );
             if let Some(mock) = &integration.mock {
+                // 1xx would leave the client waiting for a real answer.
                 c.check(
-                    (100..=599).contains(&mock.status_code),
+                    (200..=599).contains(&mock.status_code),
                     at(&at(p, "mock"), "status_code"),
-                    "must be 100..=599",
+                    "must be 200..=599",
                 );
             }
+            c.check(
+                integration.http_method.is_empty(),
+                at(p, "http_method"),
+                "only HTTP and HTTP_PROXY integrations have one",
+            );
         }
     }
     if kind == integration::Type::HttpProxy {

@@ -108,6 +108,24 @@ pub fn compile_mappings<'a>(
         } else {
             parse_value(value, side).map_err(|e| format!("{target}: {e}"))?
         };
+        if parsed == Target::StatusCode && value.iter().all(|p| matches!(p, Part::Text(_))) {
+            // A literal status: 200..=599 (a 1xx would break the
+            // connection). References are checked when they resolve.
+            let literal: String = value
+                .iter()
+                .map(|p| match p {
+                    Part::Text(t) => t.as_str(),
+                    Part::Ref(_) => "",
+                })
+                .collect();
+            let ok = literal
+                .trim()
+                .parse::<u16>()
+                .is_ok_and(|c| (200..=599).contains(&c));
+            if !ok {
+                return Err(format!("{target}: {literal:?} is not a status code 200..=599"));
+            }
+        }
         out.push(Mapping {
             action,
             target: parsed,
@@ -221,5 +239,12 @@ mod tests {
         let status = [("overwrite:statuscode".to_owned(), "201".to_owned())];
         assert!(compile_mappings(status.iter().map(|(a, b)| (a, b)), Side::Request).is_err());
         assert!(compile_mappings(status.iter().map(|(a, b)| (a, b)), Side::Response).is_ok());
+        for informational in ["101", "100", "99", "600", "ok"] {
+            let status = [("overwrite:statuscode".to_owned(), informational.to_owned())];
+            assert!(
+                compile_mappings(status.iter().map(|(a, b)| (a, b)), Side::Response).is_err(),
+                "{informational}"
+            );
+        }
     }
 }

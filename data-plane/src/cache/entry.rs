@@ -1,18 +1,111 @@
-//! A cached response and its stored form: a small length-prefixed binary
-//! layout (status, expiry, headers, body), sealed with AES-256-GCM when the
-//! stage encrypts its cache. The Redis key is the associated data, so an
-//! entry cannot be moved under another key and still decrypt. Whatever
-//! comes back from Redis is parsed defensively: a damaged or undecryptable
-//! entry is a miss, never a panic.
+//! What a cache key holds — a response, or the variant index of a
+//! response that varies — and its stored form: a small length-prefixed
+//! binary layout, sealed with AES-256-GCM when the stage encrypts its
+//! cache. The Redis key is the associated data, so a record cannot be moved
+//! under another key and still decrypt. Whatever comes back from Redis is
+//! parsed defensively: a damaged or undecryptable record is a miss, never a
+//! panic; records of an older layout are misses too.
 
 use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use std::sync::Arc;
 
-const PLAIN: u8 = 1;
-const SEALED: u8 = 2;
+// Format bytes; 1 and 2 were an older layout without variants.
+const PLAIN: u8 = 3;
+const SEALED: u8 = 4;
 const NONCE_LEN: usize = 12;
+const RESPONSE: u8 = 1;
+const VARIANTS: u8 = 2;
+
+/// What one cache key holds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stored {
+    Response(Arc<Entry>),
+    /// The response at this key varies (`Vary`): these request headers
+    /// select its variants, each stored under its own key.
+    Variants(Arc<VariantIndex>),
+}
+
+impl Stored {
+    pub fn expires_at_ms(&self) -> u64 {
+        match self {
+            Stored::Response(entry) => entry.expires_at_ms,
+            Stored::Variants(index) => index.expires_at_ms,
+        }
+    }
+
+    /// Bytes it holds, for the in-process tier's capacity.
+    pub fn weight(&self) -> u32 {
+        match self {
+            Stored::Response(entry) => entry.weight(),
+            Stored::Variants(index) => {
+                u32::try_from(index.vary.iter().map(|n| n.as_str().len()).sum::<usize>() + 32)
+                    .unwrap_or(u32::MAX)
+            }
+        }
+    }
+
+    pub fn encode(&self) -> Bytes {
+        match self {
+            Stored::Response(entry) => entry.encode(),
+            Stored::Variants(index) => {
+                let mut out = BytesMut::with_capacity(64);
+                out.put_u8(VARIANTS);
+                out.put_u64(index.expires_at_ms);
+                put_len16(&mut out, index.vary.len());
+                for name in &index.vary {
+                    put_len16(&mut out, name.as_str().len());
+                    out.put_slice(name.as_str().as_bytes());
+                }
+                out.freeze()
+            }
+        }
+    }
+
+    pub fn decode(data: &[u8]) -> Option<Stored> {
+        let (&kind, mut rest) = data.split_first()?;
+        match kind {
+            RESPONSE => Entry::decode(rest).map(|entry| Stored::Response(Arc::new(entry))),
+            VARIANTS => {
+                let expires_at_ms = take_u64(&mut rest)?;
+                let count = take_u16(&mut rest)?;
+                let mut vary = Vec::with_capacity(usize::from(count));
+                for _ in 0..count {
+                    let len = usize::from(take_u16(&mut rest)?);
+                    vary.push(HeaderName::from_bytes(take(&mut rest, len)?).ok()?);
+                }
+                rest.is_empty()
+                    .then(|| Stored::Variants(Arc::new(VariantIndex { vary, expires_at_ms })))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The request headers a varying response is selected by (its `Vary`,
+/// lower-cased, sorted, without duplicates).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VariantIndex {
+    pub vary: Vec<HeaderName>,
+    /// Unix milliseconds; as long as the longest-lived variant.
+    pub expires_at_ms: u64,
+}
+
+/// A request header's value as variant selection compares it: every field
+/// line, trimmed, joined with ", " (RFC 9111 §4.1 normalisation); `None`
+/// when absent.
+pub fn selecting_value(headers: &HeaderMap, name: &HeaderName) -> Option<Bytes> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    let mut out = BytesMut::from(first.as_bytes().trim_ascii());
+    for value in values {
+        out.put_slice(b", ");
+        out.put_slice(value.as_bytes().trim_ascii());
+    }
+    Some(out.freeze())
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
@@ -21,6 +114,12 @@ pub struct Entry {
     pub body: Bytes,
     /// Unix milliseconds after which the entry is stale.
     pub expires_at_ms: u64,
+    /// The response said a shared cache may serve it to requests that carry
+    /// credentials (`public`, `s-maxage`, `must-revalidate`; RFC 9111 §3.5).
+    pub shareable: bool,
+    /// For a varying response: each header its `Vary` names, with the value
+    /// of the request that stored it.
+    pub selected_by: Vec<(HeaderName, Option<Bytes>)>,
 }
 
 impl Entry {
@@ -30,13 +129,39 @@ impl Entry {
         u32::try_from(self.body.len() + headers + 64).unwrap_or(u32::MAX)
     }
 
+    /// Whether this entry answers a request with `headers`: its variant's
+    /// selecting headers match, and — for a request carrying credentials
+    /// the key does not tell apart (`private`) — the response allowed it.
+    pub fn serves(&self, headers: &HeaderMap, private: bool) -> bool {
+        (self.shareable || !private)
+            && self
+                .selected_by
+                .iter()
+                .all(|(name, value)| selecting_value(headers, name) == *value)
+    }
+
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(self.body.len() + 256);
+        out.put_u8(RESPONSE);
         out.put_u16(self.status.as_u16());
         out.put_u64(self.expires_at_ms);
-        out.put_u16(u16::try_from(self.headers.len()).unwrap_or(u16::MAX));
+        out.put_u8(u8::from(self.shareable));
+        put_len16(&mut out, self.selected_by.len());
+        for (name, value) in &self.selected_by {
+            put_len16(&mut out, name.as_str().len());
+            out.put_slice(name.as_str().as_bytes());
+            match value {
+                None => out.put_u8(0),
+                Some(value) => {
+                    out.put_u8(1);
+                    out.put_u32(u32::try_from(value.len()).unwrap_or(0));
+                    out.put_slice(value);
+                }
+            }
+        }
+        put_len16(&mut out, self.headers.len());
         for (name, value) in self.headers.iter().take(usize::from(u16::MAX)) {
-            out.put_u16(u16::try_from(name.as_str().len()).unwrap_or(0));
+            put_len16(&mut out, name.as_str().len());
             out.put_slice(name.as_str().as_bytes());
             out.put_u32(u32::try_from(value.len()).unwrap_or(0));
             out.put_slice(value.as_bytes());
@@ -45,9 +170,29 @@ impl Entry {
         out.freeze()
     }
 
-    pub fn decode(mut data: &[u8]) -> Option<Entry> {
+    fn decode(mut data: &[u8]) -> Option<Entry> {
         let status = StatusCode::from_u16(take_u16(&mut data)?).ok()?;
         let expires_at_ms = take_u64(&mut data)?;
+        let shareable = match take(&mut data, 1)? {
+            [0] => false,
+            [1] => true,
+            _ => return None,
+        };
+        let count = take_u16(&mut data)?;
+        let mut selected_by = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let len = usize::from(take_u16(&mut data)?);
+            let name = HeaderName::from_bytes(take(&mut data, len)?).ok()?;
+            let value = match take(&mut data, 1)? {
+                [0] => None,
+                [1] => {
+                    let len = usize::try_from(take_u32(&mut data)?).ok()?;
+                    Some(Bytes::copy_from_slice(take(&mut data, len)?))
+                }
+                _ => return None,
+            };
+            selected_by.push((name, value));
+        }
         let count = take_u16(&mut data)?;
         let mut headers = Vec::with_capacity(usize::from(count));
         for _ in 0..count {
@@ -62,8 +207,14 @@ impl Entry {
             headers,
             body: Bytes::copy_from_slice(data),
             expires_at_ms,
+            shareable,
+            selected_by,
         })
     }
+}
+
+fn put_len16(out: &mut BytesMut, len: usize) {
+    out.put_u16(u16::try_from(len).unwrap_or(u16::MAX));
 }
 
 fn take<'a>(data: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
@@ -124,10 +275,10 @@ impl CacheKey {
     }
 }
 
-/// The stored form: a format byte, then the entry (plain) or a nonce and
-/// the sealed entry.
-pub fn seal(entry: &Entry, key: Option<&CacheKey>, aad: &[u8]) -> Option<Bytes> {
-    let plain = entry.encode();
+/// The stored form: a format byte, then the record (plain) or a nonce and
+/// the sealed record.
+pub fn seal(stored: &Stored, key: Option<&CacheKey>, aad: &[u8]) -> Option<Bytes> {
+    let plain = stored.encode();
     match key {
         None => {
             let mut out = BytesMut::with_capacity(plain.len() + 1);
@@ -147,18 +298,18 @@ pub fn seal(entry: &Entry, key: Option<&CacheKey>, aad: &[u8]) -> Option<Bytes> 
     }
 }
 
-/// Reads a stored entry; `None` when damaged, sealed without a key, sealed
-/// under another key or for another Redis key, or plain where the stage
-/// wants encryption.
-pub fn open(stored: &[u8], key: Option<&CacheKey>, aad: &[u8]) -> Option<Entry> {
+/// Reads a stored record; `None` when damaged, of an older layout, sealed
+/// without a key, sealed under another key or for another Redis key, or
+/// plain where the stage wants encryption.
+pub fn open(stored: &[u8], key: Option<&CacheKey>, aad: &[u8]) -> Option<Stored> {
     let (&format, rest) = stored.split_first()?;
     match (format, key) {
-        (PLAIN, None) => Entry::decode(rest),
+        (PLAIN, None) => Stored::decode(rest),
         (SEALED, Some(CacheKey(cipher))) => {
             let (nonce, sealed) = (rest.get(..NONCE_LEN)?, rest.get(NONCE_LEN..)?);
             let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
             let plain = cipher.decrypt(&nonce.into(), Payload { msg: sealed, aad }).ok()?;
-            Entry::decode(&plain)
+            Stored::decode(&plain)
         }
         _ => None,
     }
@@ -168,8 +319,8 @@ pub fn open(stored: &[u8], key: Option<&CacheKey>, aad: &[u8]) -> Option<Entry> 
 mod tests {
     use super::*;
 
-    fn entry() -> Entry {
-        Entry {
+    fn entry() -> Stored {
+        Stored::Response(Arc::new(Entry {
             status: StatusCode::OK,
             headers: vec![(
                 http::header::CONTENT_TYPE,
@@ -177,7 +328,51 @@ mod tests {
             )],
             body: Bytes::from_static(br#"{"secret":"pets"}"#),
             expires_at_ms: 1_700_000_000_000,
-        }
+            shareable: true,
+            selected_by: vec![
+                (http::header::ACCEPT_ENCODING, Some(Bytes::from_static(b"gzip"))),
+                (http::header::ACCEPT_LANGUAGE, None),
+            ],
+        }))
+    }
+
+    #[test]
+    fn variant_indexes_round_trip_and_variants_select_by_their_headers() {
+        let index = Stored::Variants(Arc::new(VariantIndex {
+            vary: vec![http::header::ACCEPT_ENCODING, http::header::ACCEPT_LANGUAGE],
+            expires_at_ms: 9,
+        }));
+        assert_eq!(
+            open(&seal(&index, None, b"k").unwrap_or_default(), None, b"k"),
+            Some(index)
+        );
+        let Stored::Response(entry) = entry() else {
+            unreachable!()
+        };
+        let mut headers = HeaderMap::new();
+        assert!(
+            !entry.serves(&headers, false),
+            "no Accept-Encoding: another variant"
+        );
+        headers.insert(http::header::ACCEPT_ENCODING, HeaderValue::from_static(" gzip "));
+        assert!(entry.serves(&headers, false));
+        assert!(
+            entry.serves(&headers, true),
+            "shareable: served to credentialed requests"
+        );
+        headers.insert(http::header::ACCEPT_LANGUAGE, HeaderValue::from_static("de"));
+        assert!(
+            !entry.serves(&headers, false),
+            "a language it was not selected by"
+        );
+    }
+
+    #[test]
+    fn records_of_the_older_layout_are_misses() {
+        let stored = seal(&entry(), None, b"k").unwrap_or_default();
+        let mut old = stored.to_vec();
+        old[0] = 1;
+        assert_eq!(open(&old, None, b"k"), None);
     }
 
     #[test]

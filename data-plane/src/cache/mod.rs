@@ -8,16 +8,30 @@
 //!   it uses the stage's), the stage's cache generation, method, path below
 //!   the stage, the route's key parameters and — unless the route shares
 //!   entries — the caller's principal.
+//! - A request that carries `Authorization` (or, unless the stage shares
+//!   them, a `Cookie`) the key does not tell apart — no Pylon authorizer
+//!   verified it and it is no key parameter — is *private*: it is served
+//!   only entries whose response allowed a shared cache to (`public`,
+//!   `s-maxage`, `must-revalidate`), and stored only when its response does
+//!   (RFC 9111 §3.5).
+//! - `Vary` is honoured through a variant index: the key of a varying
+//!   response holds the names of the request headers that select it, and
+//!   each variant is stored under a key made of those headers' values; an
+//!   entry also keeps the values that selected it and answers only
+//!   requests with the same. `Vary: *` is never stored. With the index
+//!   known on a node (it is kept as long as its variants live), a hit costs
+//!   one shared-tier read.
 //! - A flush is a new generation in the config: every node stops reading the
 //!   old entries the moment it applies that version; they expire in Redis.
-//! - Concurrent misses for one key on one node make one backend call; the
-//!   others wait for its entry ([`ResponseCache::join`]).
-//! - With Redis, an entry is kept in-process at most [`LOCAL_TTL`], so a
+//! - Concurrent misses for one variant and caller on one node make one
+//!   backend call; the others wait for its entry ([`ResponseCache::join`]).
+//! - With Redis, a response is kept in-process at most [`LOCAL_TTL`], so a
 //!   refresh on another node is seen within that.
 //! - Redis trouble makes the cache miss, never fail the request.
 
 pub mod entry;
 
+use crate::config::auth::RouteAuth;
 use crate::config::cache::{KeyParameter, MAX_ENTRY_BYTES, RouteCacheSettings, StageCache};
 use crate::config::{CompiledStage, Target};
 use crate::context::RequestContext;
@@ -25,8 +39,8 @@ use crate::error::GatewayError;
 use crate::shared::redis::Redis;
 use crate::{Body, full_body};
 use bytes::{Bytes, BytesMut};
-use entry::{CacheKey, Entry};
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use entry::{CacheKey, Entry, Stored, VariantIndex, selecting_value};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use pylon_proto::config::v1::cache_settings::UnauthorizedInvalidation;
 use sha2::{Digest, Sha256};
@@ -64,15 +78,33 @@ pub struct Plan {
     pub warning: bool,
     stage: (Arc<str>, Arc<str>),
     capacity: u64,
+    /// The request carries credentials the key does not tell apart.
+    pub private: bool,
+    /// A private request's credentials, hashed: its flights are its own.
+    caller: Option<[u8; 32]>,
 }
 
-/// Decides what the cache does for this request.
+impl Plan {
+    /// The Redis key of the record under `digest`.
+    fn redis_key_of(&self, digest: &[u8; 32]) -> String {
+        format!(
+            "pylon:{{c:{}/{}:{}}}",
+            self.stage.0,
+            self.stage.1,
+            hex::encode(digest)
+        )
+    }
+}
+
+/// Decides what the cache does for this request. `auth` is the route's:
+/// credentials its authorizer verified are told apart by the key.
 #[allow(clippy::too_many_arguments)]
 pub fn plan(
     can_encrypt: bool,
     stage: &CompiledStage,
     target: &Target,
     route: Option<&RouteCacheSettings>,
+    auth: &RouteAuth,
     parts: &http::request::Parts,
     path: &str,
     params: &[(&str, String)],
@@ -107,8 +139,9 @@ pub fn plan(
         return Ok(Lookup::Bypass { warning });
     }
     let digest = key(stage, cache, target, route, parts, path, params, ctx);
-    Ok(Lookup::Use(Plan {
-        redis_key: format!("pylon:{{c:{}/{}:{}}}", stage.api, stage.name, hex::encode(digest)),
+    let private = unaccounted_credentials(&parts.headers, cache, route, auth);
+    let plan = Plan {
+        redis_key: String::new(),
         digest,
         ttl,
         encrypted: cache.encrypted,
@@ -116,7 +149,48 @@ pub fn plan(
         warning,
         stage: (Arc::from(stage.api.as_str()), Arc::from(stage.name.as_str())),
         capacity: cache.capacity_bytes,
+        caller: (!private.is_empty()).then(|| {
+            let mut hash = Sha256::new();
+            for name in &private {
+                for value in parts.headers.get_all(*name) {
+                    hash.update((value.len() as u64).to_be_bytes());
+                    hash.update(value.as_bytes());
+                }
+            }
+            hash.finalize().into()
+        }),
+        private: !private.is_empty(),
+    };
+    Ok(Lookup::Use(Plan {
+        redis_key: plan.redis_key_of(&digest),
+        ..plan
     }))
+}
+
+/// The credential headers the request carries that the cache key does not
+/// tell callers apart by: `Authorization`, and `Cookie` unless the stage
+/// shares such requests — each unless it is a key parameter of the route or
+/// the route's Pylon authorizer verified it.
+fn unaccounted_credentials(
+    headers: &HeaderMap,
+    cache: &StageCache,
+    route: Option<&RouteCacheSettings>,
+    auth: &RouteAuth,
+) -> Vec<&'static HeaderName> {
+    static CREDENTIALS: [HeaderName; 2] = [header::AUTHORIZATION, header::COOKIE];
+    CREDENTIALS
+        .iter()
+        .filter(|name| headers.contains_key(*name))
+        .filter(|name| **name != header::COOKIE || !cache.share_requests_with_cookies)
+        .filter(|name| {
+            let keyed = route.is_some_and(|r| {
+                r.key_parameters
+                    .iter()
+                    .any(|p| matches!(p, KeyParameter::Header(h) if h == *name))
+            });
+            !keyed && !auth.verifies(name)
+        })
+        .collect()
 }
 
 fn asks_to_invalidate(headers: &HeaderMap) -> bool {
@@ -237,7 +311,7 @@ fn key(
     hash.finalize().into()
 }
 
-type LocalTier = moka::sync::Cache<[u8; 32], (Arc<Entry>, u64)>;
+type LocalTier = moka::sync::Cache<[u8; 32], (Stored, u64)>;
 /// Per stage: its capacity and its in-process tier.
 type LocalTiers = HashMap<(Arc<str>, Arc<str>), (u64, LocalTier)>;
 type Flights = Arc<Mutex<HashMap<[u8; 32], watch::Receiver<Option<Arc<Entry>>>>>>;
@@ -290,7 +364,7 @@ impl ResponseCache {
         self.key.is_some()
     }
 
-    fn tier(&self, plan: &Plan) -> Option<LocalTier> {
+    fn tier(&self, plan: &Plan) -> LocalTier {
         let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
         let slot = local
             .entry(plan.stage.clone())
@@ -298,7 +372,7 @@ impl ResponseCache {
         if slot.0 != plan.capacity {
             *slot = (plan.capacity, new_tier(plan.capacity));
         }
-        Some(slot.1.clone())
+        slot.1.clone()
     }
 
     fn sealing_key(&self, plan: &Plan) -> Result<Option<&CacheKey>, ()> {
@@ -309,68 +383,105 @@ impl ResponseCache {
         }
     }
 
-    /// The entry for `plan`, from this node or from Redis.
-    pub async fn get(&self, plan: &Plan) -> Option<Arc<Entry>> {
+    /// The entry that answers this request (`headers` select among
+    /// variants), from this node or from Redis; on a miss, the key its
+    /// fetch flies under (the variant, and a private caller's own).
+    pub async fn get(&self, plan: &Plan, headers: &HeaderMap) -> Found {
         let now = crate::shared::memory::unix_now_ms();
-        let tier = self.tier(plan)?;
-        if let Some((entry, local_until)) = tier.get(&plan.digest) {
-            if entry.expires_at_ms > now && local_until > now {
-                return Some(entry);
+        let tier = self.tier(plan);
+        let mut key = plan.digest;
+        let mut found = self.read(&tier, plan, &plan.digest, &plan.redis_key, now).await;
+        if let Some(Stored::Variants(index)) = &found {
+            key = variant_digest(&plan.digest, &index.vary, headers);
+            found = self.read(&tier, plan, &key, &plan.redis_key_of(&key), now).await;
+        }
+        match found {
+            Some(Stored::Response(entry)) if entry.serves(headers, plan.private) => Found::Hit(entry),
+            _ => Found::Miss {
+                flight: flight_key(&key, plan.caller.as_ref()),
+            },
+        }
+    }
+
+    /// The record under `digest`: this node's while fresh, else Redis's.
+    async fn read(
+        &self,
+        tier: &LocalTier,
+        plan: &Plan,
+        digest: &[u8; 32],
+        redis_key: &str,
+        now: u64,
+    ) -> Option<Stored> {
+        if let Some((stored, local_until)) = tier.get(digest) {
+            if stored.expires_at_ms() > now && local_until > now {
+                return Some(stored);
             }
-            tier.invalidate(&plan.digest);
+            tier.invalidate(digest);
         }
         let redis = self.redis.as_ref()?;
         let key = self.sealing_key(plan).ok()?;
-        let redis_key = plan.redis_key.clone();
+        let redis_key_owned = redis_key.to_owned();
         let stored: Vec<u8> = redis
-            .run(|mut conn| async move { redis::cmd("GET").arg(&redis_key).query_async(&mut conn).await })
+            .run(|mut conn| async move {
+                redis::cmd("GET")
+                    .arg(&redis_key_owned)
+                    .query_async(&mut conn)
+                    .await
+            })
             .await
             .map_err(|e| tracing::debug!(error = %e, "cache read from Redis failed; a miss"))
             .ok()
             .flatten()?;
-        let entry = Arc::new(entry::open(&stored, key, plan.redis_key.as_bytes())?);
-        if entry.expires_at_ms <= now {
+        let stored = entry::open(&stored, key, redis_key.as_bytes())?;
+        if stored.expires_at_ms() <= now {
             return None;
         }
-        tier.insert(
-            plan.digest,
-            (entry.clone(), local_until(entry.expires_at_ms, now, true)),
-        );
-        Some(entry)
+        tier.insert(*digest, (stored.clone(), local_until(&stored, now, true)));
+        Some(stored)
     }
 
     /// Leads or follows the fetch of a missing key.
-    pub fn join(&self, plan: &Plan) -> Option<Flight> {
+    pub fn join(&self, flight: [u8; 32]) -> Flight {
         let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(rx) = flights.get(&plan.digest) {
-            return Some(Flight::Follower(rx.clone()));
+        if let Some(rx) = flights.get(&flight) {
+            return Flight::Follower(rx.clone());
         }
         let (tx, rx) = watch::channel(None);
-        flights.insert(plan.digest, rx);
-        Some(Flight::Leader(FlightGuard {
-            digest: plan.digest,
+        flights.insert(flight, rx);
+        Flight::Leader(FlightGuard {
+            digest: flight,
             flights: self.flights.clone(),
             tx,
-        }))
+        })
     }
 
     /// Stores what the backend answered, when it may be cached, and hands
-    /// the response on (its body replayed from the buffer).
+    /// the response on (its body replayed from the buffer); `true` when it
+    /// was stored. `request` is the client's headers (a varying response
+    /// is stored under their values).
+    ///
+    /// # Errors
+    /// A backend body that failed while it was read.
     pub async fn fill(
         &self,
         plan: &Plan,
         response: Response<Body>,
+        request: &HeaderMap,
         flight: Option<FlightGuard>,
-    ) -> Result<Response<Body>, GatewayError> {
-        if !cacheable(&response) || self.sealing_key(plan).is_err() {
-            return Ok(response);
+    ) -> Result<(Response<Body>, bool), GatewayError> {
+        let Some(storable) = storable(&response, plan.private) else {
+            return Ok((response, false));
+        };
+        if self.sealing_key(plan).is_err() {
+            return Ok((response, false));
         }
         let (parts, body) = response.into_parts();
         let body = match buffer(body, MAX_ENTRY_BYTES).await? {
             Buffered::Whole(bytes) => bytes,
-            Buffered::TooLarge(body) => return Ok(Response::from_parts(parts, body)),
+            Buffered::TooLarge(body) => return Ok((Response::from_parts(parts, body), false)),
         };
         let now = crate::shared::memory::unix_now_ms();
+        let expires_at_ms = now + plan.ttl.as_millis() as u64;
         let entry = Arc::new(Entry {
             status: parts.status,
             headers: parts
@@ -380,85 +491,183 @@ impl ResponseCache {
                 .map(|(n, v)| (n.clone(), v.clone()))
                 .collect(),
             body: body.clone(),
-            expires_at_ms: now + plan.ttl.as_millis() as u64,
+            expires_at_ms,
+            shareable: storable.shareable,
+            selected_by: storable
+                .vary
+                .iter()
+                .map(|name| (name.clone(), selecting_value(request, name)))
+                .collect(),
         });
-        if let Some(tier) = self.tier(plan) {
+        let mut records = Vec::with_capacity(2);
+        if storable.vary.is_empty() {
+            records.push((plan.digest, Stored::Response(entry.clone())));
+        } else {
+            let variant = variant_digest(&plan.digest, &storable.vary, request);
+            let index = VariantIndex {
+                vary: storable.vary,
+                expires_at_ms,
+            };
+            records.push((plan.digest, Stored::Variants(Arc::new(index))));
+            records.push((variant, Stored::Response(entry.clone())));
+        }
+        let tier = self.tier(plan);
+        for (digest, stored) in &records {
             tier.insert(
-                plan.digest,
-                (
-                    entry.clone(),
-                    local_until(entry.expires_at_ms, now, self.redis.is_some()),
-                ),
+                *digest,
+                (stored.clone(), local_until(stored, now, self.redis.is_some())),
             );
         }
         if let Some(flight) = flight {
             let _ = flight.tx.send(Some(entry.clone()));
         }
-        if let (Some(redis), Ok(key)) = (&self.redis, self.sealing_key(plan))
-            && let Some(stored) = entry::seal(&entry, key, plan.redis_key.as_bytes())
-        {
+        if let (Some(redis), Ok(key)) = (&self.redis, self.sealing_key(plan)) {
+            let sealed: Vec<(String, Bytes)> = records
+                .iter()
+                .filter_map(|(digest, stored)| {
+                    let redis_key = plan.redis_key_of(digest);
+                    let bytes = entry::seal(stored, key, redis_key.as_bytes())?;
+                    Some((redis_key, bytes))
+                })
+                .collect();
             // Written in the background: the client does not wait for it.
-            let (redis, redis_key, ttl_ms) =
-                (redis.clone(), plan.redis_key.clone(), plan.ttl.as_millis() as u64);
+            let (redis, ttl_ms) = (redis.clone(), plan.ttl.as_millis() as u64);
             tokio::spawn(async move {
-                let result = redis
-                    .run(|mut conn| async move {
-                        redis::cmd("SET")
-                            .arg(&redis_key)
-                            .arg(stored.as_ref())
-                            .arg("PX")
-                            .arg(ttl_ms)
-                            .query_async::<()>(&mut conn)
-                            .await
-                    })
-                    .await;
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "cache write to Redis failed");
+                for (redis_key, bytes) in sealed {
+                    let result = redis
+                        .run(|mut conn| async move {
+                            redis::cmd("SET")
+                                .arg(&redis_key)
+                                .arg(bytes.as_ref())
+                                .arg("PX")
+                                .arg(ttl_ms)
+                                .query_async::<()>(&mut conn)
+                                .await
+                        })
+                        .await;
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "cache write to Redis failed");
+                    }
                 }
             });
         }
-        Ok(Response::from_parts(parts, full_body(body)))
+        Ok((Response::from_parts(parts, full_body(body)), true))
+    }
+}
+
+/// What a lookup found.
+pub enum Found {
+    Hit(Arc<Entry>),
+    /// Nothing that answers this request; its fetch flies under `flight`.
+    Miss {
+        flight: [u8; 32],
+    },
+}
+
+/// The key of the variant of `primary` that `headers` select.
+fn variant_digest(primary: &[u8; 32], vary: &[HeaderName], headers: &HeaderMap) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(primary);
+    for name in vary {
+        hash.update((name.as_str().len() as u64).to_be_bytes());
+        hash.update(name.as_str());
+        match selecting_value(headers, name) {
+            None => hash.update([0]),
+            Some(value) => {
+                hash.update([1]);
+                hash.update((value.len() as u64).to_be_bytes());
+                hash.update(&value);
+            }
+        }
+    }
+    hash.finalize().into()
+}
+
+/// A fetch's flight: the key, and a private caller's own.
+fn flight_key(key: &[u8; 32], caller: Option<&[u8; 32]>) -> [u8; 32] {
+    match caller {
+        None => *key,
+        Some(caller) => {
+            let mut hash = Sha256::new();
+            hash.update(key);
+            hash.update(caller);
+            hash.finalize().into()
+        }
     }
 }
 
 fn new_tier(capacity: u64) -> LocalTier {
     moka::sync::Cache::builder()
         .max_capacity(capacity)
-        .weigher(|_, (entry, _): &(Arc<Entry>, u64)| entry.weight())
+        .weigher(|_, (stored, _): &(Stored, u64)| stored.weight())
         .time_to_live(Duration::from_secs(3600))
         .build()
 }
 
-/// Until when this node may serve an entry without asking Redis again.
-fn local_until(expires_at_ms: u64, now: u64, shared: bool) -> u64 {
-    if shared {
-        expires_at_ms.min(now + LOCAL_TTL.as_millis() as u64)
-    } else {
-        expires_at_ms
+/// Until when this node may use a record without asking Redis again: a
+/// response at most [`LOCAL_TTL`] (a refresh elsewhere shows within it); a
+/// variant index while it lives (a stale one only causes misses).
+fn local_until(stored: &Stored, now: u64, shared: bool) -> u64 {
+    match stored {
+        Stored::Response(entry) if shared => entry.expires_at_ms.min(now + LOCAL_TTL.as_millis() as u64),
+        other => other.expires_at_ms(),
     }
 }
 
-/// 200s without `Cache-Control: no-store|private`, `Set-Cookie` or `Vary: *`,
-/// not declared over the entry limit.
-fn cacheable(response: &Response<Body>) -> bool {
+/// How a response may be stored.
+#[derive(Debug, PartialEq)]
+struct Storable {
+    /// It may answer requests that carry credentials (RFC 9111 §3.5).
+    shareable: bool,
+    /// The request headers its `Vary` names, lower-cased, sorted, unique.
+    vary: Vec<HeaderName>,
+}
+
+/// A 200 without `Cache-Control: no-store|no-cache|private`, `Set-Cookie` or
+/// `Vary: *`, not declared over the entry limit; for a private request,
+/// only one that a shared cache may serve to such requests (`public`,
+/// `s-maxage`, `must-revalidate`).
+fn storable(response: &Response<Body>, private: bool) -> Option<Storable> {
     let headers = response.headers();
-    let forbids = headers
+    if response.status() != StatusCode::OK || headers.contains_key(header::SET_COOKIE) {
+        return None;
+    }
+    let directives: Vec<String> = headers
         .get_all(header::CACHE_CONTROL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|d| d.trim().to_ascii_lowercase())
-        .any(|d| d == "no-store" || d == "private" || d.starts_with("private="));
+        .collect();
+    let forbids = directives
+        .iter()
+        .any(|d| d == "no-store" || d == "no-cache" || d == "private" || d.starts_with("private="));
+    let shareable = directives
+        .iter()
+        .any(|d| d == "public" || d == "must-revalidate" || d.starts_with("s-maxage="));
     let too_large = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|n| n > MAX_ENTRY_BYTES as u64);
-    response.status() == StatusCode::OK
-        && !forbids
-        && !too_large
-        && !headers.contains_key(header::SET_COOKIE)
-        && headers.get(header::VARY).is_none_or(|v| v.as_bytes() != b"*")
+    if forbids || too_large || (private && !shareable) {
+        return None;
+    }
+    let mut vary = Vec::new();
+    for field in headers.get_all(header::VARY) {
+        for name in field.to_str().ok()?.split(',') {
+            let name = name.trim();
+            if name == "*" {
+                return None;
+            }
+            if !name.is_empty() {
+                vary.push(HeaderName::from_bytes(name.as_bytes()).ok()?);
+            }
+        }
+    }
+    vary.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    vary.dedup();
+    Some(Storable { shareable, vary })
 }
 
 enum Buffered {

@@ -91,6 +91,22 @@ pub struct RouteAuth {
     pub api_key_required: bool,
 }
 
+impl RouteAuth {
+    /// Whether the route's authorizer reads request header `name` as its
+    /// identity (the token, an identity source): once the route ran, that
+    /// header's value was verified.
+    pub fn verifies(&self, name: &http::HeaderName) -> bool {
+        let Some(authorizer) = &self.authorizer else {
+            return false;
+        };
+        let is = |source: &IdentitySource| matches!(source, IdentitySource::Header(h) if h == name);
+        match &authorizer.kind {
+            AuthorizerKind::Jwt(settings) => is(&settings.identity),
+            AuthorizerKind::Request(settings) => settings.identity_sources.iter().any(is),
+        }
+    }
+}
+
 pub fn compile_authorizers(
     authorizers: &[Authorizer],
 ) -> Result<HashMap<String, Arc<CompiledAuthorizer>>, String> {

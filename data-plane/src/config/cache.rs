@@ -25,6 +25,8 @@ pub struct StageCache {
     pub generation: u64,
     /// The canary reads and fills the stage's entries instead of its own.
     pub canary_uses_stage_cache: bool,
+    /// Requests with a Cookie are cached like any other.
+    pub share_requests_with_cookies: bool,
 }
 
 impl StageCache {
@@ -47,6 +49,7 @@ impl StageCache {
             invalidation_keys: cache.invalidation_api_key_ids.iter().cloned().collect(),
             generation: stage.cache_generation,
             canary_uses_stage_cache: stage.canary.as_ref().is_some_and(|c| c.use_stage_cache),
+            share_requests_with_cookies: cache.share_requests_with_cookies,
         })
     }
 }

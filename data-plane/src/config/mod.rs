@@ -83,6 +83,8 @@ pub struct CompiledStage {
     pub access_log_format: Option<String>,
     /// WebSocket stages: the connections' limits.
     pub sockets: crate::websocket::SocketLimits,
+    /// Request header names with underscores reach backends.
+    pub allow_underscores_in_headers: bool,
 }
 
 /// Whether a stage's requests are traced, and how many without a parent.
@@ -392,6 +394,7 @@ pub fn compile(
                     access_log_format: (!stage.access_log_format.trim().is_empty())
                         .then(|| stage.access_log_format.clone()),
                     sockets: crate::websocket::SocketLimits::compile(stage.websocket.as_ref()),
+                    allow_underscores_in_headers: stage.allow_underscores_in_headers,
                     canary,
                     api_keys: stage_keys(snapshot, &stage.api, &stage.name),
                 }),
@@ -565,9 +568,15 @@ fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, Str
             let integration =
                 CompiledIntegration::compile(integration).map_err(|e| at(format!("integration.{e}")))?;
             let auth = auth::compile_route_auth(route.authorization.as_ref(), &authorizers).map_err(at)?;
+            let request_mappings = compile_mappings(&route.request_parameters, Side::Request)
+                .map_err(|e| at(format!("request_parameters: {e}")))?;
             ws_routes.insert(
                 route.path.clone(),
-                crate::websocket::WebSocketRoute { integration, auth },
+                crate::websocket::WebSocketRoute {
+                    integration,
+                    auth,
+                    request_mappings,
+                },
             );
         }
         let selection = api

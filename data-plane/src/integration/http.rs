@@ -3,17 +3,15 @@
 //! `X-Forwarded-For/Proto/Host` are set. Upstream connections are pooled;
 //! HTTPS backends negotiate HTTP/2 or HTTP/1.1 by ALPN.
 
-use crate::error::{BoxError, GatewayError, error_chain};
+use crate::error::{BoxError, GatewayError};
+use crate::request::body::Fault;
 use crate::{Body, ConnInfo};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub type Client = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Body>;
@@ -70,38 +68,30 @@ pub struct Call<'a> {
     pub uri: String,
     pub method: Option<&'a Method>,
     pub timeout: Duration,
-    pub max_body_bytes: u64,
     pub request_id: &'a str,
-    pub host: &'a str,
+    /// The authority the request was routed on (`X-Forwarded-Host`).
+    pub forwarded_host: &'a HeaderValue,
     /// The query string to send instead of the client's (a mapping set it).
     pub query: Option<String>,
     /// The path to send instead of the integration URI's (`overwrite:path`).
     pub path: Option<String>,
 }
 
-/// The client's body as it streams to the backend, cut at `limit` bytes;
-/// the flag turns true when it was cut.
-pub fn limited(body: Incoming, limit: u64) -> (Body, Arc<AtomicBool>) {
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let over_limit = Arc::new(AtomicBool::new(false));
-    let flag = over_limit.clone();
-    let body: Body = Limited::new(body, limit)
-        .map_err(move |e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                flag.store(true, Ordering::Relaxed);
-            }
-            e
-        })
-        .boxed_unsync();
-    (body, over_limit)
-}
-
+/// Sends the client's request to the backend and streams its answer back.
+/// `fault` is the client's body's (when it streams): if the body fails,
+/// the client is at fault, whatever the backend protocol made of it.
+///
+/// # Errors
+/// The client's body failing ([`GatewayError::ClientBody`],
+/// [`GatewayError::BodyTooLarge`]); no answer within the timeout (504);
+/// a backend that cannot be reached or answers something that is not HTTP,
+/// or frames its body with a transfer coding other than `chunked` (502).
 pub async fn call(
     client: &Client,
     call: Call<'_>,
     mut parts: http::request::Parts,
     body: Body,
-    over_limit: Arc<AtomicBool>,
+    fault: Option<Fault>,
     conn: &ConnInfo,
 ) -> Result<Response<Body>, GatewayError> {
     let mut uri = call.uri;
@@ -132,13 +122,6 @@ pub async fn call(
         )));
     }
 
-    // What the client addressed, port included, for X-Forwarded-Host.
-    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
@@ -158,16 +141,13 @@ pub async fn call(
         "x-forwarded-proto",
         HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
     );
-    match original_host {
-        Some(host) => headers.insert("x-forwarded-host", host),
-        None => headers.remove("x-forwarded-host"),
-    };
+    headers.insert("x-forwarded-host", call.forwarded_host.clone());
     if let Ok(value) = HeaderValue::from_str(call.request_id) {
         headers.insert("x-pylon-request-id", value);
     }
 
-    // The body limit is noticed through the flag, whatever the backend
-    // protocol makes of the body error (HTTP/2 turns it into a stream reset).
+    // A failing client body is noticed through its fault, whatever the
+    // backend protocol makes of the broken stream (HTTP/2: a reset).
     let mut request = Request::new(body);
     *request.method_mut() = call.method.cloned().unwrap_or(parts.method);
     *request.uri_mut() = uri;
@@ -176,15 +156,34 @@ pub async fn call(
 
     let response = match tokio::time::timeout(call.timeout, client.request(request)).await {
         Err(_) => return Err(GatewayError::IntegrationTimeout(call.timeout)),
-        Ok(Err(_)) if over_limit.load(Ordering::Relaxed) => {
-            return Err(GatewayError::BodyTooLarge {
-                limit: call.max_body_bytes,
+        Ok(Err(e)) => {
+            return Err(match fault.and_then(|f| f.take()) {
+                Some(client_fault) => client_fault.into(),
+                None => classify(e),
             });
         }
-        Ok(Err(e)) => return Err(classify(e)),
         Ok(Ok(response)) => response,
     };
     let (mut parts, body) = response.into_parts();
+    // hyper has decoded `chunked`; any other coding would reach the client
+    // undecoded and unannounced. With Transfer-Encoding, Content-Length is
+    // not the body's length (RFC 9112 §6.3) and must not be passed on.
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        let codings: Vec<String> = parts
+            .headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(|c| String::from_utf8_lossy(c).trim().to_ascii_lowercase())
+            .filter(|c| !c.is_empty())
+            .collect();
+        if codings.iter().any(|c| c != "chunked") {
+            return Err(GatewayError::InvalidIntegrationResponse(
+                format!("the backend used the transfer coding {:?}", codings.join(", ")).into(),
+            ));
+        }
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     strip_hop_by_hop(&mut parts.headers);
     // Only the gateway says which side served or what failed.
     for name in [crate::response::CANARY, crate::response::ERROR_TYPE] {
@@ -209,28 +208,64 @@ fn classify(error: hyper_util::client::legacy::Error) -> GatewayError {
     GatewayError::IntegrationUnreachable(Box::new(error))
 }
 
+/// What a small call the gateway makes for itself got back.
+#[derive(Debug)]
+pub struct Fetched {
+    pub status: http::StatusCode,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+/// Why such a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    #[error("the request failed")]
+    Request(#[source] hyper_util::client::legacy::Error),
+    #[error("reading the response")]
+    Body(#[source] BoxError),
+}
+
+impl From<FetchError> for GatewayError {
+    /// As an integration's failure: a timeout is 504, the rest 502.
+    fn from(error: FetchError) -> GatewayError {
+        match error {
+            FetchError::Timeout(after) => GatewayError::IntegrationTimeout(after),
+            FetchError::Request(e) => classify(e),
+            FetchError::Body(e) => GatewayError::InvalidIntegrationResponse(e),
+        }
+    }
+}
+
 /// A small request the gateway makes for itself (a JWKS document, a request
-/// authorizer's decision): whole response read within `timeout`, at most
-/// `max_bytes` of body.
+/// authorizer's decision, a WebSocket route's integration): whole response
+/// read within `timeout`, at most `max_bytes` of body.
+///
+/// # Errors
+/// [`FetchError`]: no answer in time, a failed request, a body that could
+/// not be read or was over `max_bytes`.
 pub async fn fetch(
     client: &Client,
     request: Request<Body>,
     timeout: Duration,
     max_bytes: usize,
-) -> Result<(http::StatusCode, bytes::Bytes), String> {
+) -> Result<Fetched, FetchError> {
     let exchange = async {
-        let response = match client.request(request).await {
-            Ok(response) => response,
-            Err(e) => return Err(error_chain(&e)),
-        };
-        let status = response.status();
-        let body = match Limited::new(response.into_body(), max_bytes).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) => return Err(format!("reading the response: {e}")),
-        };
-        Ok((status, body))
+        let response = client.request(request).await.map_err(FetchError::Request)?;
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, max_bytes)
+            .collect()
+            .await
+            .map_err(FetchError::Body)?
+            .to_bytes();
+        Ok(Fetched {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     };
     tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| format!("no response within {timeout:?}"))?
+        .map_err(|_| FetchError::Timeout(timeout))?
 }

@@ -1,9 +1,21 @@
 //! Limits and well-formedness, checked before anything else (AWS: request
-//! line + headers 10,240 bytes; payload 10 MB).
+//! line + headers 10,240 bytes; payload 10 MB), and the header hygiene every
+//! request gets before any phase reads it:
+//!
+//! - exactly one Host (RFC 9112 §3.2); an absolute-form target or HTTP/2
+//!   `:authority` wins over it, and an HTTP/2 `host` field that disagrees
+//!   with `:authority` is malformed (RFC 9113 §8.3.1);
+//! - `Transfer-Encoding` other than one `chunked` is refused with 501
+//!   (RFC 9112 §6.1);
+//! - several `cookie` fields (HTTP/2 sends one per cookie) become one,
+//!   joined with `"; "` (RFC 9113 §8.2.3);
+//! - header names with underscores are dropped unless the stage allows them
+//!   (CGI/WSGI backends read `X_Pylon_Request_Id` as `X-Pylon-Request-Id`);
+//!   underscore spellings of `x-pylon-*` always are.
 
 use crate::error::GatewayError;
 use http::request::Parts;
-use http::{HeaderMap, header};
+use http::{HeaderMap, HeaderValue, header};
 
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -33,20 +45,79 @@ fn header_bytes(parts: &Parts) -> usize {
         .sum::<usize>()
 }
 
-/// The host the client addressed, lower-cased, without its port or a
-/// trailing dot. The request target's authority (HTTP/2 `:authority`, or an
-/// absolute-form HTTP/1.1 target) wins over `Host`, as RFC 9112/9113 say.
-pub fn host(parts: &Parts) -> Option<String> {
-    let authority: http::uri::Authority = match parts.uri.authority() {
-        Some(authority) => authority.clone(),
-        None => parts.headers.get(header::HOST)?.to_str().ok()?.parse().ok()?,
-    };
-    let host = authority.host();
-    let host = host.strip_suffix('.').unwrap_or(host);
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+/// The authority a request is routed on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Authority {
+    /// Lower-cased, without the port or a trailing dot: what routing matches.
+    pub host: String,
+    /// As the client addressed it, port included: what `X-Forwarded-Host`
+    /// tells the backend.
+    pub value: HeaderValue,
 }
 
-pub fn check_headers(parts: &Parts, limits: &Limits) -> Result<String, GatewayError> {
+/// The authority the client addressed: the request target's (HTTP/2
+/// `:authority`, or an absolute-form HTTP/1.1 target), else `Host`.
+///
+/// # Errors
+/// [`GatewayError::MalformedRequest`]: no Host on HTTP/1.1, more than one,
+/// one that is not a host (userinfo, bad characters), or an HTTP/2 `host`
+/// that names another authority than `:authority`.
+pub fn authority(parts: &Parts) -> Result<Authority, GatewayError> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let host_field = hosts.next();
+    if hosts.next().is_some() {
+        return Err(GatewayError::MalformedRequest("Multiple Host headers"));
+    }
+    let parse = |value: &[u8]| -> Result<http::uri::Authority, GatewayError> {
+        let authority = http::uri::Authority::try_from(value)
+            .map_err(|_| GatewayError::MalformedRequest("Invalid Host header"))?;
+        if authority.as_str().contains('@') || authority.host().is_empty() {
+            return Err(GatewayError::MalformedRequest("Invalid Host header"));
+        }
+        Ok(authority)
+    };
+    let authority = match (parts.uri.authority(), host_field) {
+        (Some(target), field) => {
+            let target = parse(target.as_str().as_bytes())?;
+            if parts.version == http::Version::HTTP_2
+                && let Some(field) = field
+                && !same_authority(&parse(field.as_bytes())?, &target)
+            {
+                return Err(GatewayError::MalformedRequest(
+                    "The host header names another authority than :authority",
+                ));
+            }
+            if parts.version == http::Version::HTTP_11 && field.is_none() {
+                return Err(GatewayError::MalformedRequest("Missing Host header"));
+            }
+            target
+        }
+        (None, Some(field)) => parse(field.as_bytes())?,
+        (None, None) => return Err(GatewayError::MalformedRequest("Missing or invalid Host header")),
+    };
+    let host = authority.host();
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    if host.is_empty() {
+        return Err(GatewayError::MalformedRequest("Invalid Host header"));
+    }
+    let value = HeaderValue::from_str(authority.as_str())
+        .map_err(|_| GatewayError::MalformedRequest("Invalid Host header"))?;
+    Ok(Authority { host, value })
+}
+
+/// Host (case-insensitive, trailing dot ignored) and port agree.
+fn same_authority(a: &http::uri::Authority, b: &http::uri::Authority) -> bool {
+    let host = |x: &http::uri::Authority| x.host().trim_end_matches('.').to_ascii_lowercase();
+    host(a) == host(b) && a.port_u16() == b.port_u16()
+}
+
+/// Size, target, Host and framing, before anything reads the request;
+/// joins cookie fields into one. The authority to route on.
+///
+/// # Errors
+/// 431 for headers over the limit, 400 for a malformed request (see
+/// [`authority`]), 501 for a transfer coding other than `chunked`.
+pub fn check_headers(parts: &mut Parts, limits: &Limits) -> Result<Authority, GatewayError> {
     let size = header_bytes(parts);
     if size > limits.max_header_bytes {
         return Err(GatewayError::HeadersTooLarge {
@@ -59,7 +130,67 @@ pub fn check_headers(parts: &Parts, limits: &Limits) -> Result<String, GatewayEr
             "The request target must be a path",
         ));
     }
-    host(parts).ok_or(GatewayError::MalformedRequest("Missing or invalid Host header"))
+    check_transfer_coding(&parts.headers)?;
+    let authority = authority(parts)?;
+    join_cookies(&mut parts.headers);
+    Ok(authority)
+}
+
+/// Only `chunked`, once, is a transfer coding Pylon reads (RFC 9112 §6.1).
+fn check_transfer_coding(headers: &HeaderMap) -> Result<(), GatewayError> {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(|c| String::from_utf8_lossy(c).trim().to_ascii_lowercase())
+        .filter(|c| !c.is_empty())
+        .peekable();
+    if codings.peek().is_none() {
+        return Ok(());
+    }
+    let codings: Vec<String> = codings.collect();
+    if codings.iter().all(|c| c == "chunked") {
+        return if codings.len() == 1 {
+            Ok(())
+        } else {
+            Err(GatewayError::MalformedRequest(
+                "chunked is applied more than once",
+            ))
+        };
+    }
+    Err(GatewayError::UnsupportedTransferCoding(codings.join(", ")))
+}
+
+/// Several `cookie` fields become one, joined with `"; "`.
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (cookies.next(), cookies.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for value in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(value.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+/// Drops header names with underscores (all of them unless `allow`; with
+/// `allow`, those that read as `x-pylon-*` with dashes).
+pub fn drop_underscore_headers(headers: &mut HeaderMap, allow: bool) {
+    let doomed: Vec<header::HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            name.contains('_') && (!allow || name.replace('_', "-").starts_with("x-pylon-"))
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
 }
 
 /// Refuses a declared body over the limit; a body without a length is cut
@@ -118,22 +249,70 @@ mod tests {
 
     #[test]
     fn the_host_is_lower_cased_without_its_port() {
-        assert_eq!(
-            host(&parts(Some("PetStore.localhost:8080"), 0)).as_deref(),
-            Some("petstore.localhost")
-        );
+        let authority = check_headers(&mut parts(Some("PetStore.localhost:8080"), 0), &Limits::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(authority.host, "petstore.localhost");
+        assert_eq!(authority.value, "PetStore.localhost:8080");
         assert!(matches!(
-            check_headers(&parts(None, 0), &Limits::default()),
+            check_headers(&mut parts(None, 0), &Limits::default()),
             Err(GatewayError::MalformedRequest(_))
         ));
     }
 
     #[test]
+    fn one_host_that_is_a_host() {
+        for bad in ["a.localhost, b.localhost", "user@a.localhost", "a b", ""] {
+            assert!(authority(&parts(Some(bad), 0)).is_err(), "{bad:?}");
+        }
+        let mut two = parts(Some("a.localhost"), 0);
+        two.headers
+            .append(header::HOST, HeaderValue::from_static("b.localhost"));
+        assert!(authority(&two).is_err());
+    }
+
+    #[test]
+    fn only_one_chunked_is_a_transfer_coding() {
+        let te = |v: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static(v));
+            check_transfer_coding(&headers)
+        };
+        assert!(te("chunked").is_ok());
+        assert!(te("Chunked").is_ok());
+        assert!(matches!(
+            te("gzip, chunked"),
+            Err(GatewayError::UnsupportedTransferCoding(_))
+        ));
+        assert!(matches!(
+            te("chunked, chunked"),
+            Err(GatewayError::MalformedRequest(_))
+        ));
+        assert!(check_transfer_coding(&HeaderMap::new()).is_ok());
+    }
+
+    #[test]
+    fn cookie_fields_join_and_underscores_go() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        headers.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        headers.insert("x_pylon_request_id", HeaderValue::from_static("forged"));
+        headers.insert("x_custom", HeaderValue::from_static("1"));
+        join_cookies(&mut headers);
+        assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(headers[header::COOKIE], "a=1; b=2");
+        drop_underscore_headers(&mut headers, true);
+        assert!(!headers.contains_key("x_pylon_request_id"));
+        assert!(headers.contains_key("x_custom"));
+        drop_underscore_headers(&mut headers, false);
+        assert!(!headers.contains_key("x_custom"));
+    }
+
+    #[test]
     fn headers_over_the_limit_are_refused() {
         let limits = Limits::default();
-        assert!(check_headers(&parts(Some("a.localhost"), 9_000), &limits).is_ok());
+        assert!(check_headers(&mut parts(Some("a.localhost"), 9_000), &limits).is_ok());
         assert!(matches!(
-            check_headers(&parts(Some("a.localhost"), 10_300), &limits),
+            check_headers(&mut parts(Some("a.localhost"), 10_300), &limits),
             Err(GatewayError::HeadersTooLarge { .. })
         ));
     }

@@ -10,6 +10,7 @@
 pub mod address;
 pub mod admit;
 pub mod authorize;
+pub mod body;
 pub mod canary;
 pub mod inputs;
 pub mod policy;

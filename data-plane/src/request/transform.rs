@@ -6,13 +6,13 @@
 //! applied; a header value that is not a valid header (CR, LF, other control
 //! characters) is refused with 400, never written.
 
-use crate::config::{CompiledDefinition, RouteSettings};
+use crate::config::CompiledDefinition;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::request::inputs::Inputs;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
-use pylon_common::model::mapping::{Action, Target};
+use pylon_common::model::mapping::{Action, Mapping, Target};
 use pylon_common::model::template::render_bounded;
 
 /// What the integration sends instead of what the client sent.
@@ -32,17 +32,23 @@ pub struct Plan {
     outgoing: Outgoing,
 }
 
-/// Evaluates the mappings and the template.
+/// Evaluates the route's request mappings and its body template (a name
+/// in the definition's templates).
+///
+/// # Errors
+/// [`GatewayError::BadRequestParameters`] for a mapped header value that is
+/// not one or a mapped path that climbs; [`GatewayError::ApiConfiguration`]
+/// for a template that fails.
 pub fn plan(
-    settings: &RouteSettings,
-    definition: &CompiledDefinition,
+    mappings: &[Mapping],
+    template: Option<(&CompiledDefinition, &str)>,
     inputs: &Inputs<'_>,
     ctx: &RequestContext,
 ) -> Result<Plan, GatewayError> {
     let mut headers = Vec::new();
     let mut outgoing = Outgoing::default();
     let mut query: Option<Vec<(String, String)>> = None;
-    for mapping in &settings.request_mappings {
+    for mapping in mappings {
         let value = match mapping.action {
             Action::Remove => None,
             _ => match inputs.eval(&mapping.value, ctx, None) {
@@ -83,7 +89,7 @@ pub fn plan(
             .extend_pairs(pairs)
             .finish()
     });
-    if let Some(name) = &settings.request_template {
+    if let Some((definition, name)) = template {
         let template = definition
             .templates
             .get_template(name)

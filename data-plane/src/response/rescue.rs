@@ -5,52 +5,72 @@
 use crate::Body;
 use crate::config::{GatewayResponses, ResponseBody};
 use crate::error::GatewayError;
+use crate::request::body::ClientBodyError;
 use http::{HeaderValue, Response, StatusCode, header};
 use pylon_common::GatewayResponseType as Type;
 
 /// The gateway-response type and default status of an error. One exhaustive
 /// match: a new error variant does not compile until it is classified here.
+/// A status is the type's own ([`Type::default_status`], the table both
+/// planes share) unless the error names a more precise one.
 pub fn classify(error: &GatewayError) -> (Type, StatusCode) {
-    match error {
-        GatewayError::HeadersTooLarge { .. } => {
-            (Type::Default4xx, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
-        }
-        GatewayError::MalformedRequest(_) => (Type::Default4xx, StatusCode::BAD_REQUEST),
-        GatewayError::UnknownApi => (Type::ResourceNotFound, StatusCode::NOT_FOUND),
-        GatewayError::NoRoute => (Type::MissingAuthenticationToken, StatusCode::FORBIDDEN),
-        GatewayError::BodyTooLarge { .. } => (Type::RequestTooLarge, StatusCode::PAYLOAD_TOO_LARGE),
-        GatewayError::IntegrationTimeout(_) => (Type::IntegrationTimeout, StatusCode::GATEWAY_TIMEOUT),
-        GatewayError::IntegrationUnreachable(_) => (Type::IntegrationFailure, StatusCode::BAD_GATEWAY),
-        GatewayError::InvalidIntegrationResponse(_) => (Type::IntegrationFailure, StatusCode::BAD_GATEWAY),
-        GatewayError::ApiConfiguration(_) => (Type::ApiConfigurationError, StatusCode::INTERNAL_SERVER_ERROR),
-        GatewayError::AccessDenied { .. } => (Type::AccessDenied, StatusCode::FORBIDDEN),
-        GatewayError::InvalidApiKey(_) => (Type::InvalidApiKey, StatusCode::FORBIDDEN),
-        GatewayError::Unauthorized { .. } => (Type::Unauthorized, StatusCode::UNAUTHORIZED),
-        GatewayError::ExpiredToken => (Type::ExpiredToken, StatusCode::FORBIDDEN),
-        GatewayError::InvalidSignature => (Type::InvalidSignature, StatusCode::FORBIDDEN),
-        GatewayError::Forbidden { .. } => (Type::AccessDenied, StatusCode::FORBIDDEN),
-        GatewayError::AuthorizerFailure(_) => (Type::AuthorizerFailure, StatusCode::INTERNAL_SERVER_ERROR),
-        GatewayError::AuthorizerConfiguration(_) => (
-            Type::AuthorizerConfigurationError,
-            StatusCode::INTERNAL_SERVER_ERROR,
+    use GatewayError as E;
+    let (kind, status) = match error {
+        E::HeadersTooLarge { .. } => (
+            Type::Default4xx,
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
         ),
-        GatewayError::BadRequestParameters(_) => (Type::BadRequestParameters, StatusCode::BAD_REQUEST),
-        GatewayError::BadRequestBody(_) => (Type::BadRequestBody, StatusCode::BAD_REQUEST),
-        GatewayError::Throttled { .. } => (Type::Throttled, StatusCode::TOO_MANY_REQUESTS),
-        GatewayError::QuotaExceeded { .. } => (Type::QuotaExceeded, StatusCode::TOO_MANY_REQUESTS),
-        GatewayError::LimitsUnavailable(_) => (Type::Default5xx, StatusCode::SERVICE_UNAVAILABLE),
-        GatewayError::CacheInvalidationDenied => (Type::AccessDenied, StatusCode::FORBIDDEN),
-        GatewayError::ConnectionGone => (Type::Default4xx, StatusCode::GONE),
-        GatewayError::ConnectionBusy => (Type::Default4xx, StatusCode::TOO_MANY_REQUESTS),
-        GatewayError::ConnectionRegistryUnavailable(_) => (Type::Default5xx, StatusCode::SERVICE_UNAVAILABLE),
-    }
+        E::MalformedRequest(_) => (Type::Default4xx, None),
+        E::UnsupportedTransferCoding(_) => (Type::Default5xx, Some(StatusCode::NOT_IMPLEMENTED)),
+        E::UnknownApi => (Type::ResourceNotFound, None),
+        E::NoRoute | E::NoRouteForMessage => (Type::MissingAuthenticationToken, None),
+        E::BodyTooLarge { .. } => (Type::RequestTooLarge, None),
+        E::ClientBody(body) => (
+            Type::Default4xx,
+            Some(match body {
+                ClientBodyError::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
+                ClientBodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                ClientBodyError::Malformed(_) | ClientBodyError::Incomplete(_) => StatusCode::BAD_REQUEST,
+                ClientBodyError::Abandoned(_) => CLIENT_CLOSED_REQUEST,
+            }),
+        ),
+        E::IntegrationTimeout(_) => (Type::IntegrationTimeout, None),
+        E::IntegrationUnreachable(_) | E::InvalidIntegrationResponse(_) => (Type::IntegrationFailure, None),
+        E::ApiConfiguration(_) => (Type::ApiConfigurationError, None),
+        E::AccessDenied { .. } | E::Forbidden { .. } | E::CacheInvalidationDenied => {
+            (Type::AccessDenied, None)
+        }
+        E::InvalidApiKey(_) => (Type::InvalidApiKey, None),
+        E::MissingCredential | E::Unauthorized { .. } => (Type::Unauthorized, None),
+        E::ExpiredToken => (Type::ExpiredToken, None),
+        E::InvalidSignature => (Type::InvalidSignature, None),
+        E::AuthorizerFailure(_) => (Type::AuthorizerFailure, None),
+        E::AuthorizerConfiguration(_) => (Type::AuthorizerConfigurationError, None),
+        E::BadRequestParameters(_) => (Type::BadRequestParameters, None),
+        E::BadRequestBody(_) => (Type::BadRequestBody, None),
+        E::Throttled { .. } => (Type::Throttled, None),
+        E::QuotaExceeded { .. } => (Type::QuotaExceeded, None),
+        E::LimitsUnavailable(_) | E::ConnectionRegistryUnavailable(_) => {
+            (Type::Default5xx, Some(StatusCode::SERVICE_UNAVAILABLE))
+        }
+        E::ConnectionGone => (Type::Default4xx, Some(StatusCode::GONE)),
+        E::ConnectionBusy => (Type::Default4xx, Some(StatusCode::TOO_MANY_REQUESTS)),
+    };
+    (kind, status.unwrap_or_else(|| kind.default_status()))
 }
+
+/// nginx's status for a client that left before its answer (logged and
+/// counted as a 4xx; the client is not there to read it).
+pub const CLIENT_CLOSED_REQUEST: StatusCode = match StatusCode::from_u16(499) {
+    Ok(status) => status,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
 
 /// The `WWW-Authenticate` challenge (RFC 6750) an authentication failure
 /// carries.
 fn challenge(error: &GatewayError) -> Option<String> {
     let (code, description) = match error {
-        GatewayError::Unauthorized { reason } if reason == "missing token" => return Some("Bearer".into()),
+        GatewayError::MissingCredential => return Some("Bearer".into()),
         GatewayError::Unauthorized { reason } => ("invalid_token", reason.as_str()),
         GatewayError::ExpiredToken => ("invalid_token", "the token has expired or is not yet valid"),
         GatewayError::InvalidSignature => ("invalid_token", "the token's signature does not verify"),
@@ -98,7 +118,12 @@ pub fn respond(
     if let Ok(value) = HeaderValue::from_str(kind.as_str()) {
         headers.insert(super::ERROR_TYPE, value);
     }
-    if matches!(error, GatewayError::BodyTooLarge { .. }) {
+    if matches!(
+        error,
+        GatewayError::BodyTooLarge { .. }
+            | GatewayError::ClientBody(_)
+            | GatewayError::UnsupportedTransferCoding(_)
+    ) {
         // The rest of the body is not read: this connection cannot carry another request.
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -164,11 +189,53 @@ mod tests {
         Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
     }
 
+    /// Each variant's place in the table below. Exhaustive: a new variant
+    /// does not compile until it has one, and the table test then fails
+    /// until it has a row.
+    fn variant(error: &GatewayError) -> usize {
+        use GatewayError as E;
+        match error {
+            E::HeadersTooLarge { .. } => 0,
+            E::MalformedRequest(_) => 1,
+            E::UnsupportedTransferCoding(_) => 2,
+            E::UnknownApi => 3,
+            E::NoRoute => 4,
+            E::BodyTooLarge { .. } => 5,
+            E::ClientBody(_) => 6,
+            E::IntegrationTimeout(_) => 7,
+            E::IntegrationUnreachable(_) => 8,
+            E::InvalidIntegrationResponse(_) => 9,
+            E::ApiConfiguration(_) => 10,
+            E::AccessDenied { .. } => 11,
+            E::InvalidApiKey(_) => 12,
+            E::MissingCredential => 13,
+            E::Unauthorized { .. } => 14,
+            E::ExpiredToken => 15,
+            E::InvalidSignature => 16,
+            E::Forbidden { .. } => 17,
+            E::AuthorizerFailure(_) => 18,
+            E::AuthorizerConfiguration(_) => 19,
+            E::BadRequestParameters(_) => 20,
+            E::BadRequestBody(_) => 21,
+            E::Throttled { .. } => 22,
+            E::QuotaExceeded { .. } => 23,
+            E::LimitsUnavailable(_) => 24,
+            E::CacheInvalidationDenied => 25,
+            E::NoRouteForMessage => 26,
+            E::ConnectionGone => 27,
+            E::ConnectionBusy => 28,
+            E::ConnectionRegistryUnavailable(_) => 29,
+        }
+    }
+    const VARIANTS: usize = 30;
+
     #[test]
     fn every_error_has_the_aws_status_type_and_message() {
+        use GatewayError as E;
+        let second = Duration::from_secs(1);
         let table: Vec<(GatewayError, u16, &str, &str)> = vec![
             (
-                GatewayError::HeadersTooLarge {
+                E::HeadersTooLarge {
                     size: 20_000,
                     limit: 10_240,
                 },
@@ -177,49 +244,175 @@ mod tests {
                 "Request Header Fields Too Large",
             ),
             (
-                GatewayError::MalformedRequest("Missing Host header"),
+                E::MalformedRequest("Missing Host header"),
                 400,
                 "DEFAULT_4XX",
                 "Missing Host header",
             ),
-            (GatewayError::UnknownApi, 404, "RESOURCE_NOT_FOUND", "Not Found"),
             (
-                GatewayError::NoRoute,
+                E::UnsupportedTransferCoding("gzip, chunked".into()),
+                501,
+                "DEFAULT_5XX",
+                "Not Implemented",
+            ),
+            (E::UnknownApi, 404, "RESOURCE_NOT_FOUND", "Not Found"),
+            (
+                E::NoRoute,
                 403,
                 "MISSING_AUTHENTICATION_TOKEN",
                 "Missing Authentication Token",
             ),
             (
-                GatewayError::BodyTooLarge { limit: 10 },
+                E::BodyTooLarge { limit: 10 },
                 413,
                 "REQUEST_TOO_LARGE",
                 "Request Too Long",
             ),
             (
-                GatewayError::IntegrationTimeout(Duration::from_secs(29)),
+                E::ClientBody(ClientBodyError::Stalled(second)),
+                408,
+                "DEFAULT_4XX",
+                "Request Timeout",
+            ),
+            (
+                E::ClientBody(ClientBodyError::Malformed(io_error())),
+                400,
+                "DEFAULT_4XX",
+                "Bad Request",
+            ),
+            (
+                E::ClientBody(ClientBodyError::Incomplete(io_error())),
+                400,
+                "DEFAULT_4XX",
+                "Bad Request",
+            ),
+            (
+                E::ClientBody(ClientBodyError::Abandoned(io_error())),
+                499,
+                "DEFAULT_4XX",
+                "Client Closed Request",
+            ),
+            (
+                E::IntegrationTimeout(Duration::from_secs(29)),
                 504,
                 "INTEGRATION_TIMEOUT",
                 "Endpoint request timed out",
             ),
             (
-                GatewayError::IntegrationUnreachable(io_error()),
+                E::IntegrationUnreachable(io_error()),
                 502,
                 "INTEGRATION_FAILURE",
                 "Internal server error",
             ),
             (
-                GatewayError::InvalidIntegrationResponse(io_error()),
+                E::InvalidIntegrationResponse(io_error()),
                 502,
                 "INTEGRATION_FAILURE",
                 "Internal server error",
             ),
             (
-                GatewayError::ApiConfiguration("x".into()),
+                E::ApiConfiguration("x".into()),
                 500,
                 "API_CONFIGURATION_ERROR",
                 "Internal server error",
             ),
+            (
+                E::AccessDenied {
+                    source_ip: std::net::IpAddr::from([10, 0, 0, 1]),
+                },
+                403,
+                "ACCESS_DENIED",
+                "User: anonymous is not authorized to perform: execute-api:Invoke",
+            ),
+            (
+                E::InvalidApiKey("unknown key"),
+                403,
+                "INVALID_API_KEY",
+                "Forbidden",
+            ),
+            (E::MissingCredential, 401, "UNAUTHORIZED", "Unauthorized"),
+            (
+                E::Unauthorized { reason: "bad".into() },
+                401,
+                "UNAUTHORIZED",
+                "Unauthorized",
+            ),
+            (
+                E::ExpiredToken,
+                403,
+                "EXPIRED_TOKEN",
+                "The incoming token has expired",
+            ),
+            (E::InvalidSignature, 403, "INVALID_SIGNATURE", "Invalid signature"),
+            (
+                E::Forbidden {
+                    reason: "no".into(),
+                    insufficient_scope: true,
+                },
+                403,
+                "ACCESS_DENIED",
+                "Forbidden",
+            ),
+            (
+                E::AuthorizerFailure("down".into()),
+                500,
+                "AUTHORIZER_FAILURE",
+                "Internal server error",
+            ),
+            (
+                E::AuthorizerConfiguration("not JSON".into()),
+                500,
+                "AUTHORIZER_CONFIGURATION_ERROR",
+                "Internal server error",
+            ),
+            (
+                E::BadRequestParameters("Missing query q".into()),
+                400,
+                "BAD_REQUEST_PARAMETERS",
+                "Missing query q",
+            ),
+            (
+                E::BadRequestBody("Invalid request body".into()),
+                400,
+                "BAD_REQUEST_BODY",
+                "Invalid request body",
+            ),
+            (
+                E::Throttled { retry_after: second },
+                429,
+                "THROTTLED",
+                "Too Many Requests",
+            ),
+            (
+                E::QuotaExceeded { retry_after: second },
+                429,
+                "QUOTA_EXCEEDED",
+                "Limit Exceeded",
+            ),
+            (
+                E::LimitsUnavailable("redis down".into()),
+                503,
+                "DEFAULT_5XX",
+                "Service Unavailable",
+            ),
+            (E::CacheInvalidationDenied, 403, "ACCESS_DENIED", "Forbidden"),
+            (
+                E::NoRouteForMessage,
+                403,
+                "MISSING_AUTHENTICATION_TOKEN",
+                "Forbidden",
+            ),
+            (E::ConnectionGone, 410, "DEFAULT_4XX", "Gone"),
+            (E::ConnectionBusy, 429, "DEFAULT_4XX", "Too Many Requests"),
+            (
+                E::ConnectionRegistryUnavailable("redis down".into()),
+                503,
+                "DEFAULT_5XX",
+                "Service Unavailable",
+            ),
         ];
+        let covered: std::collections::BTreeSet<usize> = table.iter().map(|(e, ..)| variant(e)).collect();
+        assert_eq!(covered, (0..VARIANTS).collect(), "every variant has a row");
         for (error, status, kind, message) in table {
             let (got_kind, got_status) = classify(&error);
             assert_eq!(
@@ -228,6 +421,16 @@ mod tests {
                 "{error:?}"
             );
             assert_eq!(error.to_string(), message);
+            // The response carries the same.
+            let response = respond(&error, None, "r-1");
+            assert_eq!(response.status().as_u16(), status, "{error:?}");
+            assert_eq!(
+                response
+                    .headers()
+                    .get(super::super::ERROR_TYPE)
+                    .map(|v| v.as_bytes()),
+                Some(kind.as_bytes())
+            );
         }
     }
 

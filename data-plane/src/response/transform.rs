@@ -111,8 +111,10 @@ pub async fn apply(
             }
             Target::StatusCode => {
                 let code = value.as_deref().unwrap_or("").trim().parse::<u16>().ok();
+                // 1xx would break the connection (a 101 without a switch):
+                // 200..=599 only, as validation allows for literals.
                 parts.status = code
-                    .filter(|c| (100..=599).contains(c))
+                    .filter(|c| (200..=599).contains(c))
                     .and_then(|c| StatusCode::from_u16(c).ok())
                     .ok_or_else(|| {
                         GatewayError::ApiConfiguration(format!(

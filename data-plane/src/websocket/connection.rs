@@ -115,8 +115,8 @@ async fn disconnect(gateway: &Gateway, session: &Session, reason: String) {
         extra,
     )
     .await;
-    if let Err(why) = called {
-        tracing::debug!(connection = %session.connection_id, error = %why, "$disconnect integration failed");
+    if let Err(error) = called {
+        tracing::debug!(connection = %session.connection_id, error = %error, detail = error.detail(), "$disconnect integration failed");
     }
 }
 
@@ -259,21 +259,29 @@ async fn on_message(session: &Session, message: Bytes) -> Option<Bytes> {
         ..Default::default()
     };
     let trace = trace::start(telemetry, &session.stage, &http::HeaderMap::new(), &record);
-    let error = |message: &str| {
-        Bytes::from(
+    // Errors are classified by the one table HTTP uses; the client gets
+    // AWS's `{"message", "connectionId", "requestId"}`.
+    let refuse = |error: GatewayError, record: &mut Record| {
+        let (kind, status) = rescue::classify(&error);
+        if status.is_server_error() {
+            tracing::warn!(connection = %session.connection_id, route = ?record.route_key, error = %error, detail = error.detail(), "WebSocket message failed");
+        }
+        record.status = status.as_u16();
+        record.throttled = matches!(error, GatewayError::Throttled { .. });
+        record.quota_exceeded = matches!(error, GatewayError::QuotaExceeded { .. });
+        record.error_type = Some(kind.as_str());
+        record.error_message = Some(error.to_string());
+        Some(Bytes::from(
             serde_json::json!({
-                "message": message,
+                "message": error.to_string(),
                 "connectionId": session.connection_id,
                 "requestId": request_id,
             })
             .to_string(),
-        )
+        ))
     };
     let reply = match session.api.select(&message) {
-        None => {
-            record.status = 403;
-            Some(error("Forbidden"))
-        }
+        None => refuse(GatewayError::NoRouteForMessage, &mut record),
         Some((key, route)) => {
             record.route_key = Some(key.to_owned());
             let stage_key = session
@@ -281,15 +289,7 @@ async fn on_message(session: &Session, message: Bytes) -> Option<Bytes> {
                 .as_ref()
                 .and_then(|digest| session.stage.api_keys.get(digest));
             match throttle::check(&gateway.shared, &session.stage, key, stage_key).await {
-                Err(refused) => {
-                    let (kind, status) = rescue::classify(&refused);
-                    record.status = status.as_u16();
-                    record.throttled = matches!(refused, GatewayError::Throttled { .. });
-                    record.quota_exceeded = matches!(refused, GatewayError::QuotaExceeded { .. });
-                    record.error_type = Some(kind.as_str());
-                    record.error_message = Some(refused.to_string());
-                    Some(error(&refused.to_string()))
-                }
+                Err(refused) => refuse(refused, &mut record),
                 Ok(()) => {
                     let phase = trace::phase(
                         telemetry,
@@ -302,17 +302,11 @@ async fn on_message(session: &Session, message: Bytes) -> Option<Bytes> {
                     record.integration_latency = Some(called.elapsed());
                     drop(phase);
                     match answer {
-                        Ok((status, body)) => {
-                            record.status = status.as_u16();
-                            (status.is_success() && !body.is_empty()).then_some(body)
+                        Ok(answer) => {
+                            record.status = answer.status.as_u16();
+                            (answer.status.is_success() && !answer.body.is_empty()).then_some(answer.body)
                         }
-                        Err(why) => {
-                            tracing::warn!(connection = %session.connection_id, route = key, error = %why, "WebSocket integration failed");
-                            record.status = 500;
-                            record.error_type = Some("INTEGRATION_FAILURE");
-                            record.error_message = Some(why);
-                            Some(error("Internal server error"))
-                        }
+                        Err(error) => refuse(error, &mut record),
                     }
                 }
             }

@@ -13,11 +13,11 @@ use crate::config::CompiledStage;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::request::authorize::{self, api_key};
+use crate::request::body::ClientBody;
 use crate::request::inputs::Inputs;
 use crate::{Body, Gateway, full_body};
 use bytes::Bytes;
 use http::{Method, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use sha2::Digest;
 
@@ -42,18 +42,10 @@ pub async fn serve(
     let (api_name, stage_name) = (stage.api.as_str(), stage.name.as_str());
     match parts.method {
         Method::POST => {
-            let limit = stage.sockets.max_message;
-            let data = match Limited::new(body, limit).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                    return Err(GatewayError::BodyTooLarge { limit: limit as u64 });
-                }
-                Err(_) => {
-                    return Err(GatewayError::MalformedRequest(
-                        "The request body could not be read",
-                    ));
-                }
-            };
+            let limit = stage.sockets.max_message as u64;
+            let data = ClientBody::new(body, gateway.options.body_read_timeout, limit)
+                .read_whole()
+                .await?;
             hub.post(api_name, stage_name, id, data).await.map_err(refused)?;
             Ok(empty(StatusCode::OK))
         }
@@ -103,11 +95,7 @@ async fn authorize(
                 Ok(_) => Ok(()),
                 // An API key without the grant, and no token: refused, not
                 // asked to authenticate.
-                Err(GatewayError::Unauthorized { reason })
-                    if presented_key.is_some() && reason == "missing token" =>
-                {
-                    Err(not_granted())
-                }
+                Err(GatewayError::MissingCredential) if presented_key.is_some() => Err(not_granted()),
                 Err(e) => Err(e),
             }
         }

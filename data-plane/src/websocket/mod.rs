@@ -20,10 +20,13 @@ pub mod manage;
 
 use crate::config::auth::RouteAuth;
 use crate::config::integration::CompiledIntegration;
+use crate::context::RequestContext;
 use crate::error::GatewayError;
+use crate::request::inputs::Inputs;
 use crate::{Body, Gateway, full_body};
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use pylon_common::model::mapping::Mapping;
 use pylon_proto::config::v1::WebSocketSettings;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -63,6 +66,9 @@ pub struct Access {
 pub struct WebSocketRoute {
     pub integration: CompiledIntegration,
     pub auth: RouteAuth,
+    /// `$connect` only: header and query-string mappings applied to the
+    /// client's handshake before its integration gets it.
+    pub request_mappings: Vec<Mapping>,
 }
 
 /// A stage's connection limits.
@@ -153,7 +159,20 @@ pub fn new_connection_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
 }
 
-/// Calls a route's integration with `body`; the status and answer.
+/// What a route's integration answered.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Calls a message route's (or `$disconnect`'s) integration with `body`:
+/// a POST carrying the connection's context in `x-pylon-*` headers.
+///
+/// # Errors
+/// The integration's failure, as [`GatewayError`] (a timeout is
+/// [`GatewayError::IntegrationTimeout`]).
 pub async fn call(
     gateway: &Gateway,
     session: &connection::Session,
@@ -162,33 +181,199 @@ pub async fn call(
     body: Bytes,
     request_id: &str,
     extra: Option<(&'static str, String)>,
-) -> Result<(StatusCode, Bytes), String> {
+) -> Result<Answer, GatewayError> {
+    let mut headers = HeaderMap::new();
+    if let Some((name, value)) = extra
+        && let Ok(value) = HeaderValue::from_str(&value)
+    {
+        headers.insert(name, value);
+    }
+    integrate(
+        gateway, session, route_key, route, headers, None, body, request_id,
+    )
+    .await
+}
+
+/// The client's handshake, as `$connect`'s integration gets it.
+pub struct Handshake<'a> {
+    pub inputs: &'a Inputs<'a>,
+    pub ctx: &'a RequestContext,
+}
+
+/// Calls `$connect`'s integration with the client's handshake: its headers
+/// (hop-by-hop and `x-pylon-*` ones removed) and query string, after the
+/// route's request mappings, and as the body a JSON event like AWS's
+/// `$connect` event (`headers`, `multiValueHeaders`,
+/// `queryStringParameters`, `requestContext` with `eventType: CONNECT`).
+///
+/// # Errors
+/// The integration's failure, as [`GatewayError`]; a mapping whose value
+/// is not a header value is [`GatewayError::BadRequestParameters`].
+pub async fn connect(
+    gateway: &Gateway,
+    session: &connection::Session,
+    route: &WebSocketRoute,
+    handshake: Handshake<'_>,
+    request_id: &str,
+) -> Result<Answer, GatewayError> {
+    let Handshake { inputs, ctx } = handshake;
+    let mut headers = inputs.parts.headers.clone();
+    crate::integration::http::strip_hop_by_hop(&mut headers);
+    crate::request::transform::strip_gateway_headers(&mut headers);
+    for name in [header::HOST, header::CONTENT_LENGTH, header::CONTENT_TYPE] {
+        headers.remove(name);
+    }
+    let plan = crate::request::transform::plan(&route.request_mappings, None, inputs, ctx)?;
+    let outgoing = plan.apply(&mut headers);
+    let query = outgoing
+        .query
+        .or_else(|| inputs.parts.uri.query().map(str::to_owned));
+    let mut multi_headers = serde_json::Map::new();
+    for name in inputs.parts.headers.keys() {
+        let values: Vec<serde_json::Value> = inputs
+            .parts
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|v| serde_json::Value::from(v.to_owned()))
+            .collect();
+        multi_headers.insert(name.as_str().to_owned(), values.into());
+    }
+    let event = serde_json::json!({
+        "headers": inputs.headers_json(),
+        "multiValueHeaders": multi_headers,
+        "queryStringParameters": inputs.query_json(),
+        "requestContext": {
+            "routeKey": "$connect",
+            "eventType": "CONNECT",
+            "connectionId": session.connection_id,
+            "requestId": request_id,
+            "stage": session.stage.name,
+            "apiId": session.stage.api,
+            "domainName": session.host,
+            "identity": {"sourceIp": session.source_ip, "userAgent": session.user_agent},
+            "authorizer": ctx.authorizer,
+        },
+        "isBase64Encoded": false,
+    });
+    let body = Bytes::from(event.to_string());
+    integrate(
+        gateway,
+        session,
+        "$connect",
+        route,
+        headers,
+        query.as_deref(),
+        body,
+        request_id,
+    )
+    .await
+}
+
+/// One integration call: MOCK answers at once; HTTP gets `body` POSTed
+/// with `headers`, the connection's context and `query`.
+#[allow(clippy::too_many_arguments)]
+async fn integrate(
+    gateway: &Gateway,
+    session: &connection::Session,
+    route_key: &str,
+    route: &WebSocketRoute,
+    mut headers: HeaderMap,
+    query: Option<&str>,
+    body: Bytes,
+    request_id: &str,
+) -> Result<Answer, GatewayError> {
     match &route.integration {
-        CompiledIntegration::Mock { status, body, .. } => Ok((*status, Bytes::from(body.clone()))),
+        CompiledIntegration::Mock {
+            status,
+            headers: mock_headers,
+            body,
+        } => Ok(Answer {
+            status: *status,
+            headers: mock_headers.iter().cloned().collect(),
+            body: Bytes::from(body.clone()),
+        }),
         CompiledIntegration::Http { uri, timeout, .. } => {
-            let uri = crate::integration::fill(uri, &session.target.variables, &[]);
+            let mut uri = crate::integration::fill(uri, &session.target.variables, &[]);
+            if let Some(query) = query.filter(|q| !q.is_empty()) {
+                uri.push(if uri.contains('?') { '&' } else { '?' });
+                uri.push_str(query);
+            }
+            let context = [
+                (header::CONTENT_TYPE, Some("application/json")),
+                (
+                    HeaderName::from_static(CONNECTION_ID),
+                    Some(session.connection_id.as_str()),
+                ),
+                (HeaderName::from_static(ROUTE_KEY), Some(route_key)),
+                (
+                    HeaderName::from_static("x-pylon-stage"),
+                    Some(session.stage.name.as_str()),
+                ),
+                (HeaderName::from_static("x-pylon-request-id"), Some(request_id)),
+                (
+                    HeaderName::from_static("x-pylon-principal-id"),
+                    session.principal_id.as_deref(),
+                ),
+                (
+                    HeaderName::from_static("x-forwarded-host"),
+                    Some(session.host.as_str()),
+                ),
+            ];
+            for (name, value) in context {
+                match value.map(HeaderValue::from_str) {
+                    Some(Ok(value)) => {
+                        headers.insert(name, value);
+                    }
+                    _ => {
+                        headers.remove(name);
+                    }
+                }
+            }
             let mut request = Request::post(uri)
-                .header(header::CONTENT_TYPE, "application/json")
-                .header(CONNECTION_ID, &session.connection_id)
-                .header(ROUTE_KEY, route_key)
-                .header("x-pylon-stage", &session.stage.name)
-                .header("x-pylon-request-id", request_id)
-                .header("x-forwarded-host", &session.host);
-            if let Some(principal) = &session.principal_id {
-                request = request.header("x-pylon-principal-id", principal);
-            }
-            if let Some((name, value)) = extra {
-                request = request.header(name, value);
-            }
-            let request = request.body(full_body(body)).map_err(|e| e.to_string())?;
+                .body(full_body(body))
+                .map_err(|e| GatewayError::ApiConfiguration(format!("WebSocket integration URI: {e}")))?;
+            *request.headers_mut() = headers;
             let limit = session.stage.sockets.max_message;
-            crate::integration::http::fetch(&gateway.client, request, *timeout, limit).await
+            let fetched = crate::integration::http::fetch(&gateway.client, request, *timeout, limit).await?;
+            Ok(Answer {
+                status: fetched.status,
+                headers: fetched.headers,
+                body: fetched.body,
+            })
         }
     }
 }
 
-/// The 101 answer to an accepted upgrade.
-pub fn switching_protocols(key: &HeaderValue) -> Response<Body> {
+/// The subprotocol `$connect`'s integration chose, which must be one the
+/// client offered (RFC 6455 §4.2.2); `None` when it chose none.
+///
+/// # Errors
+/// [`GatewayError::InvalidIntegrationResponse`] for a choice the client did
+/// not offer (the client would fail the connection).
+pub fn subprotocol(request: &HeaderMap, answer: &HeaderMap) -> Result<Option<HeaderValue>, GatewayError> {
+    let Some(chosen) = answer.get(header::SEC_WEBSOCKET_PROTOCOL) else {
+        return Ok(None);
+    };
+    let chosen_text = chosen.to_str().unwrap_or("").trim();
+    let offered = request
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == chosen_text && !chosen_text.is_empty());
+    if offered {
+        Ok(HeaderValue::from_str(chosen_text).ok())
+    } else {
+        Err(GatewayError::InvalidIntegrationResponse(
+            format!("$connect chose the subprotocol {chosen_text:?}, which the client did not offer").into(),
+        ))
+    }
+}
+
+/// The 101 answer to an accepted upgrade, with the chosen subprotocol.
+pub fn switching_protocols(key: &HeaderValue, protocol: Option<HeaderValue>) -> Response<Body> {
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut response = Response::new(full_body(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -197,6 +382,9 @@ pub fn switching_protocols(key: &HeaderValue) -> Response<Body> {
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     if let Ok(accept) = HeaderValue::from_str(&accept) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if let Some(protocol) = protocol {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
     }
     response
 }
@@ -218,6 +406,7 @@ mod tests {
                 body: String::new(),
             },
             auth: Default::default(),
+            request_mappings: Vec::new(),
         };
         WebSocketApi {
             selection: vec!["msg".into(), "action".into()],

@@ -142,13 +142,13 @@ async fn get_json(client: &Client, uri: &Uri) -> Result<Value, String> {
         .header(http::header::ACCEPT, "application/json")
         .body(crate::full_body(bytes::Bytes::new()))
         .map_err(|e| e.to_string())?;
-    let (status, body) = fetch(client, request, JWKS_TIMEOUT, MAX_JWKS_BYTES)
+    let fetched = fetch(client, request, JWKS_TIMEOUT, MAX_JWKS_BYTES)
         .await
-        .map_err(|e| format!("{uri}: {e}"))?;
-    if !status.is_success() {
-        return Err(format!("{uri}: status {status}"));
+        .map_err(|e| format!("{uri}: {}", crate::error::error_chain(&e)))?;
+    if !fetched.status.is_success() {
+        return Err(format!("{uri}: status {}", fetched.status));
     }
-    serde_json::from_slice(&body).map_err(|e| format!("{uri}: not JSON: {e}"))
+    serde_json::from_slice(&fetched.body).map_err(|e| format!("{uri}: not JSON: {e}"))
 }
 
 async fn fetch_keys(client: &Client, source: &KeySource) -> Result<Vec<CachedKey>, String> {

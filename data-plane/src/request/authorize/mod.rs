@@ -37,9 +37,7 @@ pub async fn run<'s>(
         match &authorizer.kind {
             AuthorizerKind::Jwt(settings) => {
                 let token =
-                    bearer_token(&settings.identity, inputs, ctx).ok_or(GatewayError::Unauthorized {
-                        reason: "missing token".into(),
-                    })?;
+                    bearer_token(&settings.identity, inputs, ctx).ok_or(GatewayError::MissingCredential)?;
                 let claims = jwt::verify(
                     &gateway.authorizers.keys,
                     &gateway.authorizers.tokens,

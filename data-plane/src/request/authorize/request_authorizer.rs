@@ -75,9 +75,7 @@ pub async fn authorize(
     ctx: &mut RequestContext,
 ) -> Result<(), GatewayError> {
     let values =
-        identity_values(&settings.identity_sources, inputs, ctx).ok_or(GatewayError::Unauthorized {
-            reason: "missing token".into(),
-        })?;
+        identity_values(&settings.identity_sources, inputs, ctx).ok_or(GatewayError::MissingCredential)?;
     let key = cache_key(ctx, name, settings, &values);
     ctx.identity.caller = Some(key);
     let cached = (!settings.ttl.is_zero())
@@ -150,16 +148,22 @@ async fn call(
         .body(crate::full_body(event.to_string()))
         .map_err(|e| GatewayError::AuthorizerConfiguration(e.to_string()))?;
     let started = Instant::now();
-    let (status, body) = fetch(client, request, settings.timeout, MAX_RESPONSE_BYTES)
+    let fetched = fetch(client, request, settings.timeout, MAX_RESPONSE_BYTES)
         .await
-        .map_err(|e| GatewayError::AuthorizerFailure(format!("request authorizer {}: {e}", settings.uri)))?;
-    if !status.is_success() {
+        .map_err(|e| {
+            GatewayError::AuthorizerFailure(format!(
+                "request authorizer {}: {}",
+                settings.uri,
+                crate::error::error_chain(&e)
+            ))
+        })?;
+    if !fetched.status.is_success() {
         return Err(GatewayError::AuthorizerFailure(format!(
-            "request authorizer {} answered {status}",
-            settings.uri
+            "request authorizer {} answered {}",
+            settings.uri, fetched.status
         )));
     }
-    let answer: Value = serde_json::from_slice(&body).map_err(|e| {
+    let answer: Value = serde_json::from_slice(&fetched.body).map_err(|e| {
         GatewayError::AuthorizerConfiguration(format!("request authorizer {}: not JSON: {e}", settings.uri))
     })?;
     let allow = answer

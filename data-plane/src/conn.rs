@@ -1,0 +1,526 @@
+//! One client connection, from accept to close.
+//!
+//! - The node holds at most [`ConnectionOptions::max_connections`] open
+//!   connections (plain, TLS and upgraded WebSockets alike); beyond that a
+//!   connection is accepted and closed at once ([`Connections::admit`]).
+//! - The protocol is told from the first bytes (the HTTP/2 preface, or
+//!   not) within the first-byte deadline; a connection that sends nothing,
+//!   or half a preface, is closed then. Behind TLS the same deadline covers
+//!   the handshake.
+//! - Every later state has a deadline too ([`Activity`]): an HTTP/1.1
+//!   request head must arrive within the header timeout of its first byte;
+//!   a connection with no request in flight is closed after the keep-alive
+//!   idle time (HTTP/1.1) or sent a GOAWAY after the HTTP/2 idle time; a
+//!   write the client does not take within the send timeout ends the
+//!   connection ([`Guarded`]). Request bodies have their own deadline
+//!   ([`crate::request::body`]).
+//!
+//! Defaults follow nginx and Envoy: first byte 10 s, headers 10 s,
+//! keep-alive 75 s, HTTP/2 idle 300 s, send 60 s, 10,000 connections.
+
+use crate::Body;
+use crate::error::BoxError;
+use bytes::{Buf, Bytes, BytesMut};
+use hyper::body::{Frame, SizeHint};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+use tokio::time::Sleep;
+
+/// The node's connection limits and deadlines (`pylon data-plane` flags).
+#[derive(Clone, Debug)]
+pub struct ConnectionOptions {
+    /// From accept to the protocol being known (TLS handshake included);
+    /// `--first-byte-timeout-s`, default 10 s.
+    pub first_byte: Duration,
+    /// From an HTTP/1.1 request head's first byte to its end;
+    /// `--header-read-timeout-s`, default 10 s.
+    pub header_read: Duration,
+    /// An HTTP/1.1 connection with no request in flight;
+    /// `--keepalive-timeout-s`, default 75 s.
+    pub keepalive_idle: Duration,
+    /// An HTTP/2 connection with no stream in flight;
+    /// `--http2-idle-timeout-s`, default 300 s.
+    pub http2_idle: Duration,
+    /// A write the client does not take; `--send-timeout-s`, default 60 s.
+    pub send: Duration,
+    /// Open connections at most; `--max-connections`, default 10,000.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        ConnectionOptions {
+            first_byte: Duration::from_secs(10),
+            header_read: Duration::from_secs(10),
+            keepalive_idle: Duration::from_secs(75),
+            http2_idle: Duration::from_secs(300),
+            send: Duration::from_secs(60),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// The node's open connections.
+#[derive(Debug, Default)]
+pub struct Connections {
+    open: AtomicUsize,
+    max: usize,
+    /// Set while connections are being refused (logged once per episode).
+    refusing: AtomicBool,
+}
+
+impl Connections {
+    pub fn new(max: usize) -> Arc<Connections> {
+        Arc::new(Connections {
+            max: max.max(1),
+            ..Default::default()
+        })
+    }
+
+    /// A slot for a new connection, or `None` at the limit.
+    pub fn admit(self: &Arc<Self>) -> Option<Slot> {
+        let admitted = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok();
+        if admitted {
+            if self.refusing.swap(false, Ordering::Relaxed) {
+                tracing::info!(open = self.open(), "accepting connections again");
+            }
+            Some(Slot(self.clone()))
+        } else {
+            if !self.refusing.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    limit = self.max,
+                    "connection limit reached: closing new connections (--max-connections)"
+                );
+            }
+            None
+        }
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Waits until every connection is closed.
+    pub async fn wait_empty(&self) {
+        while self.open() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// One admitted connection; dropping it frees the slot. It travels with
+/// the socket ([`Guarded`]), so an upgraded WebSocket keeps its slot.
+#[derive(Debug)]
+pub struct Slot(Arc<Connections>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Milliseconds on a clock that starts with the process (never 0).
+fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// What a connection is doing, for its deadlines.
+#[derive(Debug)]
+pub struct Activity {
+    in_flight: AtomicU32,
+    /// When the last request ended (or the connection started).
+    idle_since: AtomicU64,
+    /// When the first byte of a request head arrived, while idle (0: none).
+    head_since: AtomicU64,
+    /// Wakes [`drive`] when a deadline moves: the last request in flight
+    /// ended, or a head started.
+    changed: tokio::sync::Notify,
+}
+
+impl Activity {
+    /// A new connection's; `head_started` when its first bytes were read.
+    pub fn new(head_started: bool) -> Arc<Activity> {
+        let now = now_ms();
+        Arc::new(Activity {
+            in_flight: AtomicU32::new(0),
+            idle_since: AtomicU64::new(now),
+            head_since: AtomicU64::new(if head_started { now } else { 0 }),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn on_read(&self) {
+        if self.in_flight.load(Ordering::Relaxed) == 0 && self.head_since.load(Ordering::Relaxed) == 0 {
+            self.head_since.store(now_ms(), Ordering::Relaxed);
+            self.changed.notify_one();
+        }
+    }
+
+    /// A request entered the pipeline; it is in flight until the returned
+    /// guard (kept by its response body) drops.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_since.store(0, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+}
+
+/// A request in flight on a connection.
+#[derive(Debug)]
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.idle_since.store(now_ms(), Ordering::Relaxed);
+        if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.changed.notify_one();
+        }
+    }
+}
+
+/// A response body that keeps its request in flight until it is sent (or
+/// dropped).
+pub struct Tracked {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl Tracked {
+    pub fn new(body: Body, in_flight: InFlight) -> Tracked {
+        Tracked {
+            body,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Which HTTP a connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    Http2,
+}
+
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until the first bytes tell HTTP/2's preface from anything else;
+/// the protocol and the bytes read (to be served again).
+///
+/// # Errors
+/// The connection ended, or failed, before.
+pub async fn detect<I: AsyncRead + Unpin>(io: &mut I) -> io::Result<(Protocol, Bytes)> {
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        if io.read_buf(&mut buf).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let seen = buf.len().min(PREFACE.len());
+        if buf[..seen] != PREFACE[..seen] {
+            return Ok((Protocol::Http1, buf.freeze()));
+        }
+        if seen == PREFACE.len() {
+            return Ok((Protocol::Http2, buf.freeze()));
+        }
+    }
+}
+
+/// A client connection's socket as hyper sees it: the bytes read during
+/// detection first, writes that stall beyond the send timeout failed, reads
+/// noted for the header deadline; holds the connection's [`Slot`].
+pub struct Guarded<I> {
+    io: I,
+    prefix: Bytes,
+    activity: Arc<Activity>,
+    send_timeout: Duration,
+    stall: Option<Pin<Box<Sleep>>>,
+    stalled: bool,
+    _slot: Slot,
+}
+
+impl<I> Guarded<I> {
+    pub fn new(io: I, prefix: Bytes, activity: Arc<Activity>, send_timeout: Duration, slot: Slot) -> Self {
+        Guarded {
+            io,
+            prefix,
+            activity,
+            send_timeout,
+            stall: None,
+            stalled: false,
+            _slot: slot,
+        }
+    }
+
+    /// On a write that is not ready: fails once the send timeout passes.
+    fn pending_write<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let deadline = tokio::time::Instant::now() + self.send_timeout;
+        let sleep = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.stalled {
+            sleep.as_mut().reset(deadline);
+            self.stalled = true;
+        }
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client did not take a write within the send timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn written<T>(&mut self, result: io::Result<T>) -> Poll<io::Result<T>> {
+        self.stalled = false;
+        Poll::Ready(result)
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.on_read();
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
+            Poll::Ready(result) => this.written(result),
+            Poll::Pending => this.pending_write(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(result) => this.written(result),
+            Poll::Pending => this.pending_write(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_flush(cx) {
+            Poll::Ready(result) => this.written(result),
+            Poll::Pending => this.pending_write(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_shutdown(cx) {
+            Poll::Ready(result) => this.written(result),
+            Poll::Pending => this.pending_write(cx),
+        }
+    }
+}
+
+/// Why the node ended a connection itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expired {
+    /// No request in flight for the idle time.
+    Idle,
+    /// A request head did not arrive whole in time.
+    Head,
+}
+
+/// When the connection's current state times out (on [`now_ms`]'s clock),
+/// and what that deadline is for; `None` while a request is in flight.
+fn deadline(protocol: Protocol, activity: &Activity, options: &ConnectionOptions) -> Option<(u64, Expired)> {
+    if activity.in_flight.load(Ordering::Relaxed) > 0 {
+        return None;
+    }
+    let ms = |d: Duration| d.as_millis() as u64;
+    let head = activity.head_since.load(Ordering::Relaxed);
+    match protocol {
+        Protocol::Http1 if head != 0 => Some((head + ms(options.header_read), Expired::Head)),
+        Protocol::Http1 => Some((
+            activity.idle_since.load(Ordering::Relaxed) + ms(options.keepalive_idle),
+            Expired::Idle,
+        )),
+        Protocol::Http2 => Some((
+            activity.idle_since.load(Ordering::Relaxed) + ms(options.http2_idle),
+            Expired::Idle,
+        )),
+    }
+}
+
+/// Drives a hyper connection until it ends, the node closes it for a
+/// deadline, or — after `stop` — it finishes what is in flight.
+/// `graceful_shutdown` is the connection's own (HTTP/1.1: close once idle;
+/// HTTP/2: GOAWAY).
+pub async fn drive<C: Future>(
+    conn: C,
+    graceful_shutdown: impl Fn(Pin<&mut C>),
+    protocol: Protocol,
+    activity: Arc<Activity>,
+    options: &ConnectionOptions,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conn = std::pin::pin!(conn);
+    let mut draining = *stop.borrow();
+    if draining {
+        graceful_shutdown(conn.as_mut());
+    }
+    // While a request is in flight there is nothing to time out here: look
+    // again after the shortest idle time.
+    let recheck = options
+        .keepalive_idle
+        .min(options.http2_idle)
+        .min(options.header_read);
+    let mut going_away = false;
+    loop {
+        let now = now_ms();
+        let (sleep_for, due) = match deadline(protocol, &activity, options) {
+            Some((at, why)) if at <= now => (Duration::ZERO, Some(why)),
+            Some((at, _)) => (Duration::from_millis(at - now), None),
+            None => (recheck, None),
+        };
+        match due {
+            Some(Expired::Head) => {
+                tracing::debug!("closing a connection whose request head did not arrive in time");
+                return;
+            }
+            Some(Expired::Idle) if protocol == Protocol::Http1 => return,
+            Some(Expired::Idle) if !going_away => {
+                // HTTP/2: GOAWAY, then the connection ends by itself.
+                graceful_shutdown(conn.as_mut());
+                going_away = true;
+            }
+            Some(Expired::Idle) => {
+                // Sent away and still idle after the GOAWAY: close.
+                return;
+            }
+            None => {}
+        }
+        let wait = if due.is_some() {
+            options.header_read
+        } else {
+            sleep_for
+        };
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = tokio::time::sleep(wait) => {}
+            _ = activity.changed.notified() => {}
+            changed = stop.changed(), if !draining => {
+                draining = true;
+                if changed.is_ok() && *stop.borrow() {
+                    graceful_shutdown(conn.as_mut());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_preface_decides_the_protocol_and_its_bytes_are_kept() {
+        let mut h2 = &PREFACE[..];
+        let (protocol, seen) = detect(&mut h2).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((protocol, &seen[..]), (Protocol::Http2, &PREFACE[..]));
+        let mut h1 = &b"GET / HTTP/1.1\r\n\r\n"[..];
+        let (protocol, seen) = detect(&mut h1).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (protocol, &seen[..]),
+            (Protocol::Http1, &b"GET / HTTP/1.1\r\n\r\n"[..])
+        );
+        let mut half = &PREFACE[..10];
+        assert!(
+            detect(&mut half).await.is_err(),
+            "half a preface is not a protocol"
+        );
+    }
+
+    #[test]
+    fn the_limit_admits_up_to_max_and_frees_on_drop() {
+        let connections = Connections::new(2);
+        let a = connections.admit();
+        let b = connections.admit();
+        assert!(a.is_some() && b.is_some());
+        assert!(connections.admit().is_none());
+        drop(a);
+        assert!(connections.admit().is_some());
+    }
+
+    #[test]
+    fn deadlines_follow_the_connection_state() {
+        let options = ConnectionOptions::default();
+        let activity = Activity::new(false);
+        let (at, why) =
+            deadline(Protocol::Http1, &activity, &options).unwrap_or_else(|| panic!("idle has a deadline"));
+        assert_eq!(why, Expired::Idle);
+        assert!(at >= activity.idle_since.load(Ordering::Relaxed) + 75_000);
+        activity.on_read();
+        assert_eq!(
+            deadline(Protocol::Http1, &activity, &options).map(|d| d.1),
+            Some(Expired::Head)
+        );
+        assert_eq!(
+            deadline(Protocol::Http2, &activity, &options).map(|d| d.1),
+            Some(Expired::Idle)
+        );
+        let in_flight = activity.begin();
+        assert_eq!(deadline(Protocol::Http1, &activity, &options), None);
+        drop(in_flight);
+        assert_eq!(
+            deadline(Protocol::Http1, &activity, &options).map(|d| d.1),
+            Some(Expired::Idle)
+        );
+    }
+}
