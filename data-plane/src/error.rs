@@ -4,6 +4,7 @@
 //! [`crate::response::rescue`] is the only place that turns one into a status
 //! code, gateway-response type and body.
 
+use crate::request::authorize::AuthorizerError;
 use crate::request::body::ClientBodyError;
 use std::time::Duration;
 
@@ -73,10 +74,10 @@ pub enum GatewayError {
     },
     /// The authorizer (or a JWKS endpoint) could not be reached or failed.
     #[error("Internal server error")]
-    AuthorizerFailure(String),
+    AuthorizerFailure(#[source] AuthorizerError),
     /// The request authorizer answered something that is not a decision.
     #[error("Internal server error")]
-    AuthorizerConfiguration(String),
+    AuthorizerConfiguration(#[source] AuthorizerError),
     #[error("{0}")]
     BadRequestParameters(String),
     #[error("{0}")]
@@ -122,9 +123,8 @@ impl GatewayError {
             GatewayError::IntegrationUnreachable(e) | GatewayError::InvalidIntegrationResponse(e) => {
                 error_chain(e.as_ref())
             }
+            GatewayError::AuthorizerFailure(e) | GatewayError::AuthorizerConfiguration(e) => error_chain(e),
             GatewayError::ApiConfiguration(why)
-            | GatewayError::AuthorizerFailure(why)
-            | GatewayError::AuthorizerConfiguration(why)
             | GatewayError::Unauthorized { reason: why }
             | GatewayError::Forbidden { reason: why, .. } => why.clone(),
             GatewayError::AccessDenied { source_ip } => format!("source {source_ip}"),

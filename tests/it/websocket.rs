@@ -931,4 +931,14 @@ async fn connect_sees_the_handshake_and_its_subprotocol_choice_reaches_the_clien
             refused.message()
         );
     }
+    // So are connection limits on a stage of an HTTP API.
+    deploy(&mut admin, crate::support::mock_api("plain", "{}"), "prod", &[])
+        .await
+        .expect("deploy");
+    let refused = edit_stage(&mut admin, "plain", "prod", |s| {
+        s.websocket = Some(WebSocketSettings::default());
+    })
+    .await
+    .expect_err("refused");
+    assert!(refused.to_string().contains("websocket:"), "{refused}");
 }

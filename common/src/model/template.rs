@@ -37,15 +37,28 @@ pub fn check_template(source: &str) -> Result<(), String> {
 
 /// Renders with both bounds; a template that runs out of fuel or writes too
 /// much is an error, not a partial body.
+///
+/// # Errors
+/// [`RenderError`]: the template failed (out of fuel, output over the
+/// bound, an error it raised) or produced bytes that are not UTF-8.
 pub fn render_bounded(
     template: &minijinja::Template<'_, '_>,
     context: minijinja::Value,
-) -> Result<String, String> {
+) -> Result<String, RenderError> {
     let mut out = BoundedWriter(Vec::new());
     template
         .render_captured_to(context, &mut out)
-        .map_err(|e| e.to_string())?;
-    String::from_utf8(out.0).map_err(|e| e.to_string())
+        .map_err(RenderError::Template)?;
+    String::from_utf8(out.0).map_err(RenderError::NotUtf8)
+}
+
+/// Why a template could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("the template failed")]
+    Template(#[source] minijinja::Error),
+    #[error("the template's output is not UTF-8")]
+    NotUtf8(#[source] std::string::FromUtf8Error),
 }
 
 struct BoundedWriter(Vec<u8>);
@@ -90,7 +103,7 @@ mod tests {
             .template_from_str("{{ a.b }}!")
             .unwrap_or_else(|e| panic!("{e}"));
         let ctx = minijinja::context! { a => minijinja::context! { b => "hi" } };
-        assert_eq!(render_bounded(&ok, ctx).as_deref(), Ok("hi!"));
+        assert_eq!(render_bounded(&ok, ctx).ok().as_deref(), Some("hi!"));
     }
 
     #[test]

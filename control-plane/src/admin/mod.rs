@@ -233,6 +233,22 @@ impl AdminApi {
         f(&self.state()).map(Response::new)
     }
 
+    /// A stage's `websocket` limits would be ignored on an HTTP API's stage:
+    /// refused with the field (checked on local state, before proposing;
+    /// the state machine does not judge it, so old logs replay unchanged).
+    fn check_stage_protocol(&self, stage: &config::Stage) -> Result<(), Status> {
+        if stage.websocket.is_none() {
+            return Ok(());
+        }
+        let state = self.state();
+        match state.api(&stage.api) {
+            Some(api) if api.protocol != config::api::Protocol::Websocket as i32 => Err(
+                Status::invalid_argument("websocket: only stages of WEBSOCKET APIs have connection limits"),
+            ),
+            _ => Ok(()),
+        }
+    }
+
     async fn put(&self, kind: Kind, create: bool, expected_revision: u64) -> Result<Applied, Status> {
         self.write(Op::Put(raftpb::Put {
             resource: Some(Resource { kind: Some(kind) }),
@@ -497,6 +513,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<config::Stage>, Status> {
         let stage = required(request.into_inner().stage, "stage")?;
         let stage = StageConfig::validate(stage).map_err(invalid)?.into_proto();
+        self.check_stage_protocol(&stage)?;
         match self.put(Kind::Stage(stage), true, 0).await? {
             Applied::Stage(stage) => Ok(Response::new(stage)),
             other => Err(unexpected(other)),
@@ -540,6 +557,7 @@ impl AdminService for AdminApi {
         let request = request.into_inner();
         let stage = required(request.stage, "stage")?;
         let stage = StageConfig::validate(stage).map_err(invalid)?.into_proto();
+        self.check_stage_protocol(&stage)?;
         match self
             .put(Kind::Stage(stage), false, request.expected_revision)
             .await?

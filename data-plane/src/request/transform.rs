@@ -103,7 +103,7 @@ pub fn plan(
             &template,
             minijinja::Value::from(minijinja::value::Serde(&context)),
         )
-        .map_err(|e| GatewayError::ApiConfiguration(format!("{name}: {e}")))?;
+        .map_err(|e| GatewayError::ApiConfiguration(format!("{name}: {}", crate::error::error_chain(&e))))?;
         outgoing.body = Some(Bytes::from(body));
     }
     Ok(Plan { headers, outgoing })

@@ -8,6 +8,7 @@ use crate::error::GatewayError;
 use crate::request::body::ClientBodyError;
 use http::{HeaderValue, Response, StatusCode, header};
 use pylon_common::GatewayResponseType as Type;
+use pylon_common::model::template::RenderError;
 
 /// The gateway-response type and default status of an error. One exhaustive
 /// match: a new error variant does not compile until it is classified here.
@@ -105,7 +106,7 @@ pub fn respond(
         (Some(ResponseBody::Text(text)), _) => render(text, &message, request_id),
         (Some(ResponseBody::Template(name)), Some(responses)) => {
             render_template(responses, name, kind, &message, request_id).unwrap_or_else(|why| {
-                tracing::warn!(request_id, response_type = kind.as_str(), error = %why, "gateway response template failed; default body sent");
+                tracing::warn!(request_id, response_type = kind.as_str(), error = %crate::error::error_chain(&why), "gateway response template failed; default body sent");
                 default_body()
             })
         }
@@ -151,11 +152,11 @@ fn render_template(
     kind: Type,
     message: &str,
     request_id: &str,
-) -> Result<String, String> {
+) -> Result<String, RenderError> {
     let template = responses
         .templates
         .get_template(name)
-        .map_err(|e| e.to_string())?;
+        .map_err(RenderError::Template)?;
     let context = serde_json::json!({"context": {
         "requestId": request_id,
         "error": {
@@ -183,6 +184,7 @@ fn render(template: &str, message: &str, request_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::authorize::AuthorizerError;
     use std::time::Duration;
 
     fn io_error() -> crate::error::BoxError {
@@ -354,13 +356,19 @@ mod tests {
                 "Forbidden",
             ),
             (
-                E::AuthorizerFailure("down".into()),
+                E::AuthorizerFailure(AuthorizerError::Status {
+                    uri: "http://authorizer".into(),
+                    status: StatusCode::BAD_GATEWAY,
+                }),
                 500,
                 "AUTHORIZER_FAILURE",
                 "Internal server error",
             ),
             (
-                E::AuthorizerConfiguration("not JSON".into()),
+                E::AuthorizerConfiguration(AuthorizerError::Invalid {
+                    uri: "http://authorizer".into(),
+                    what: "no boolean isAuthorized",
+                }),
                 500,
                 "AUTHORIZER_CONFIGURATION_ERROR",
                 "Internal server error",
@@ -449,8 +457,8 @@ mod tests {
             "r-9",
         );
         assert_eq!(
-            body.as_deref(),
-            Ok(r#"{"error": "Too Many Requests", "type": "THROTTLED", "id": "r-9"}"#)
+            body.ok().as_deref(),
+            Some(r#"{"error": "Too Many Requests", "type": "THROTTLED", "id": "r-9"}"#)
         );
     }
 

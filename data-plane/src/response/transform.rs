@@ -79,7 +79,9 @@ pub async fn apply(
                     &template,
                     minijinja::Value::from(minijinja::value::Serde(&context)),
                 )
-                .map_err(|e| GatewayError::ApiConfiguration(format!("{name}: {e}")))?,
+                .map_err(|e| {
+                    GatewayError::ApiConfiguration(format!("{name}: {}", crate::error::error_chain(&e)))
+                })?,
             )
         }
     };

@@ -15,6 +15,7 @@
 use crate::config::auth::{JWKS_TIMEOUT, JwtSettings, KeySource};
 use crate::error::GatewayError;
 use crate::integration::http::{Client, fetch};
+use crate::request::authorize::AuthorizerError;
 use http::{Request, Uri};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::Jwk;
@@ -91,7 +92,7 @@ impl KeyCache {
         client: &Client,
         source: &KeySource,
         kid: Option<&str>,
-    ) -> Result<Option<CachedKey>, String> {
+    ) -> Result<Option<CachedKey>, AuthorizerError> {
         let set = self.set(source);
         if let Some(key) = set.lookup(kid, Some(MAX_KEY_AGE)) {
             return Ok(Some(key));
@@ -120,7 +121,7 @@ impl KeyCache {
                 Ok(set.lookup(kid, None))
             }
             Err(why) => {
-                tracing::warn!(source = ?source, error = %why, "JWKS fetch failed; keeping the keys already known");
+                tracing::warn!(source = ?source, error = %crate::error::error_chain(&why), "JWKS fetch failed; keeping the keys already known");
                 let known = set
                     .state
                     .read()
@@ -137,38 +138,56 @@ impl KeyCache {
     }
 }
 
-async fn get_json(client: &Client, uri: &Uri) -> Result<Value, String> {
-    let request = Request::get(uri.clone())
-        .header(http::header::ACCEPT, "application/json")
-        .body(crate::full_body(bytes::Bytes::new()))
-        .map_err(|e| e.to_string())?;
+async fn get_json(client: &Client, uri: &Uri) -> Result<Value, AuthorizerError> {
+    let mut request = Request::new(crate::full_body(bytes::Bytes::new()));
+    *request.uri_mut() = uri.clone();
+    request.headers_mut().insert(
+        http::header::ACCEPT,
+        http::HeaderValue::from_static("application/json"),
+    );
     let fetched = fetch(client, request, JWKS_TIMEOUT, MAX_JWKS_BYTES)
         .await
-        .map_err(|e| format!("{uri}: {}", crate::error::error_chain(&e)))?;
+        .map_err(|source| AuthorizerError::Fetch {
+            uri: uri.to_string(),
+            source,
+        })?;
     if !fetched.status.is_success() {
-        return Err(format!("{uri}: status {}", fetched.status));
+        return Err(AuthorizerError::Status {
+            uri: uri.to_string(),
+            status: fetched.status,
+        });
     }
-    serde_json::from_slice(&fetched.body).map_err(|e| format!("{uri}: not JSON: {e}"))
+    serde_json::from_slice(&fetched.body).map_err(|source| AuthorizerError::NotJson {
+        uri: uri.to_string(),
+        source,
+    })
 }
 
-async fn fetch_keys(client: &Client, source: &KeySource) -> Result<Vec<CachedKey>, String> {
-    let jwks_uri = match source {
+async fn fetch_keys(client: &Client, source: &KeySource) -> Result<Vec<CachedKey>, AuthorizerError> {
+    let jwks_uri: Uri = match source {
         KeySource::Jwks(uri) => uri.clone(),
         KeySource::Discovery(uri) => {
             let document = get_json(client, uri).await?;
+            let invalid = |what| AuthorizerError::Invalid {
+                uri: uri.to_string(),
+                what,
+            };
             document
                 .get("jwks_uri")
                 .and_then(Value::as_str)
-                .ok_or_else(|| format!("{uri}: no jwks_uri in the discovery document"))?
+                .ok_or_else(|| invalid("no jwks_uri in the discovery document"))?
                 .parse()
-                .map_err(|e| format!("{uri}: jwks_uri: {e}"))?
+                .map_err(|_| invalid("the discovery document's jwks_uri is not a URI"))?
         }
     };
     let document = get_json(client, &jwks_uri).await?;
     let keys = document
         .get("keys")
         .and_then(Value::as_array)
-        .ok_or_else(|| format!("{jwks_uri}: no \"keys\" array"))?;
+        .ok_or_else(|| AuthorizerError::Invalid {
+            uri: jwks_uri.to_string(),
+            what: "no \"keys\" array",
+        })?;
     // Keys of kinds we cannot use are skipped, not fatal.
     Ok(keys
         .iter()

@@ -16,6 +16,28 @@ use crate::request::inputs::Inputs;
 use serde_json::Value;
 use sha2::Digest as _;
 
+/// Why an authorizer (a request authorizer's endpoint, a JWKS or discovery
+/// document) gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorizerError {
+    #[error("calling {uri}")]
+    Fetch {
+        uri: String,
+        #[source]
+        source: crate::integration::http::FetchError,
+    },
+    #[error("{uri} answered {status}")]
+    Status { uri: String, status: http::StatusCode },
+    #[error("{uri} answered something that is not JSON")]
+    NotJson {
+        uri: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{uri}: {what}")]
+    Invalid { uri: String, what: &'static str },
+}
+
 /// Node-wide authorizer state that outlives config versions.
 #[derive(Default)]
 pub struct Authorizers {

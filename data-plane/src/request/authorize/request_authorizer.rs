@@ -10,6 +10,7 @@ use crate::config::auth::{IdentitySource, RequestSettings};
 use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::integration::http::{Client, fetch};
+use crate::request::authorize::AuthorizerError;
 use crate::request::inputs::Inputs;
 use http::{Request, header};
 use serde_json::{Map, Value, json};
@@ -142,38 +143,38 @@ async fn call(
         "stageVariables": inputs.variables,
         "requestContext": ctx.to_value(),
     });
-    let request = Request::post(settings.uri.clone())
-        .header(header::CONTENT_TYPE, "application/json")
-        .header("x-pylon-request-id", ctx.request_id.as_str())
-        .body(crate::full_body(event.to_string()))
-        .map_err(|e| GatewayError::AuthorizerConfiguration(e.to_string()))?;
+    let uri = || settings.uri.to_string();
+    let mut request = Request::new(crate::full_body(event.to_string()));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = settings.uri.clone();
+    request.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    if let Ok(id) = http::HeaderValue::from_str(&ctx.request_id) {
+        request.headers_mut().insert("x-pylon-request-id", id);
+    }
     let started = Instant::now();
     let fetched = fetch(client, request, settings.timeout, MAX_RESPONSE_BYTES)
         .await
-        .map_err(|e| {
-            GatewayError::AuthorizerFailure(format!(
-                "request authorizer {}: {}",
-                settings.uri,
-                crate::error::error_chain(&e)
-            ))
-        })?;
+        .map_err(|source| GatewayError::AuthorizerFailure(AuthorizerError::Fetch { uri: uri(), source }))?;
     if !fetched.status.is_success() {
-        return Err(GatewayError::AuthorizerFailure(format!(
-            "request authorizer {} answered {}",
-            settings.uri, fetched.status
-        )));
+        return Err(GatewayError::AuthorizerFailure(AuthorizerError::Status {
+            uri: uri(),
+            status: fetched.status,
+        }));
     }
-    let answer: Value = serde_json::from_slice(&fetched.body).map_err(|e| {
-        GatewayError::AuthorizerConfiguration(format!("request authorizer {}: not JSON: {e}", settings.uri))
+    let answer: Value = serde_json::from_slice(&fetched.body).map_err(|source| {
+        GatewayError::AuthorizerConfiguration(AuthorizerError::NotJson { uri: uri(), source })
     })?;
     let allow = answer
         .get("isAuthorized")
         .and_then(Value::as_bool)
         .ok_or_else(|| {
-            GatewayError::AuthorizerConfiguration(format!(
-                "request authorizer {}: no boolean isAuthorized",
-                settings.uri
-            ))
+            GatewayError::AuthorizerConfiguration(AuthorizerError::Invalid {
+                uri: uri(),
+                what: "no boolean isAuthorized",
+            })
         })?;
     tracing::debug!(uri = %settings.uri, allow, took_ms = started.elapsed().as_millis() as u64, "request authorizer decided");
     Ok(Decision {
