@@ -140,6 +140,7 @@ fn now_ms() -> u64 {
 /// What a connection is doing, for its deadlines.
 #[derive(Debug)]
 pub struct Activity {
+    protocol: Protocol,
     in_flight: AtomicU32,
     /// When the last request ended (or the connection started).
     idle_since: AtomicU64,
@@ -148,18 +149,42 @@ pub struct Activity {
     /// Wakes [`drive`] when a deadline moves: the last request in flight
     /// ended, or a head started.
     changed: tokio::sync::Notify,
+    /// HTTP/2: per response in flight, since when it has handed hyper a
+    /// frame that the client's flow-control window has not let out (0: it
+    /// has not). A client that never opens its window stalls no socket
+    /// write, so [`Guarded`] cannot see it; [`drive`] can.
+    waiting: std::sync::Mutex<Vec<std::sync::Weak<AtomicU64>>>,
 }
 
 impl Activity {
-    /// A new connection's; `head_started` when its first bytes were read.
-    pub fn new(head_started: bool) -> Arc<Activity> {
+    /// A new connection's, once its first bytes told its protocol (for
+    /// HTTP/1.1 they are a request head's first bytes).
+    pub fn new(protocol: Protocol) -> Arc<Activity> {
         let now = now_ms();
         Arc::new(Activity {
+            protocol,
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(now),
-            head_since: AtomicU64::new(if head_started { now } else { 0 }),
+            head_since: AtomicU64::new(if protocol == Protocol::Http1 { now } else { 0 }),
             changed: tokio::sync::Notify::new(),
+            waiting: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// The oldest time a response in flight has been waiting for the
+    /// client's window (HTTP/2), forgetting finished ones.
+    fn oldest_waiting(&self) -> Option<u64> {
+        let mut waiting = self
+            .waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        waiting.retain(|slot| slot.strong_count() > 0);
+        waiting
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .map(|slot| slot.load(Ordering::Relaxed))
+            .filter(|since| *since != 0)
+            .min()
     }
 
     fn on_read(&self) {
@@ -174,19 +199,40 @@ impl Activity {
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_since.store(0, Ordering::Relaxed);
-        InFlight(self.clone())
+        let waiting = (self.protocol == Protocol::Http2).then(|| {
+            let slot = Arc::new(AtomicU64::new(0));
+            let mut waiting = self
+                .waiting
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Finished responses leave dead entries: drop them now and then
+            // (amortised; at most 256 streams are in flight at once).
+            if waiting.len() >= 512 {
+                waiting.retain(|slot| slot.strong_count() > 0);
+            }
+            waiting.push(Arc::downgrade(&slot));
+            slot
+        });
+        InFlight {
+            activity: self.clone(),
+            waiting,
+        }
     }
 }
 
 /// A request in flight on a connection.
 #[derive(Debug)]
-pub struct InFlight(Arc<Activity>);
+pub struct InFlight {
+    activity: Arc<Activity>,
+    waiting: Option<Arc<AtomicU64>>,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.idle_since.store(now_ms(), Ordering::Relaxed);
-        if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.0.changed.notify_one();
+        let activity = &self.activity;
+        activity.idle_since.store(now_ms(), Ordering::Relaxed);
+        if activity.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            activity.changed.notify_one();
         }
     }
 }
@@ -195,15 +241,12 @@ impl Drop for InFlight {
 /// dropped).
 pub struct Tracked {
     body: Body,
-    _in_flight: InFlight,
+    in_flight: InFlight,
 }
 
 impl Tracked {
     pub fn new(body: Body, in_flight: InFlight) -> Tracked {
-        Tracked {
-            body,
-            _in_flight: in_flight,
-        }
+        Tracked { body, in_flight }
     }
 }
 
@@ -215,7 +258,17 @@ impl hyper::body::Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Some(waiting) = &self.in_flight.waiting {
+            // A frame handed over waits for the client until hyper asks
+            // for the next one.
+            let since = match &polled {
+                Poll::Ready(Some(Ok(_))) => now_ms(),
+                _ => 0,
+            };
+            waiting.store(since, Ordering::Relaxed);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -422,13 +475,21 @@ pub async fn drive<C: Future>(
         .min(options.http2_idle)
         .min(options.header_read);
     let mut going_away = false;
+    let send_ms = options.send.as_millis() as u64;
     loop {
         let now = now_ms();
-        let (sleep_for, due) = match deadline(protocol, &activity, options) {
+        let (mut sleep_for, due) = match deadline(protocol, &activity, options) {
             Some((at, why)) if at <= now => (Duration::ZERO, Some(why)),
             Some((at, _)) => (Duration::from_millis(at - now), None),
             None => (recheck, None),
         };
+        if let Some(since) = activity.oldest_waiting() {
+            if now >= since + send_ms {
+                tracing::debug!("closing an HTTP/2 connection whose client does not take a response");
+                return;
+            }
+            sleep_for = sleep_for.min(Duration::from_millis(since + send_ms - now));
+        }
         match due {
             Some(Expired::Head) => {
                 tracing::debug!("closing a connection whose request head did not arrive in time");
@@ -501,7 +562,15 @@ mod tests {
     #[test]
     fn deadlines_follow_the_connection_state() {
         let options = ConnectionOptions::default();
-        let activity = Activity::new(false);
+        // HTTP/1.1: the first bytes were a head's.
+        let activity = Activity::new(Protocol::Http1);
+        let (at, why) =
+            deadline(Protocol::Http1, &activity, &options).unwrap_or_else(|| panic!("a head has a deadline"));
+        assert_eq!(why, Expired::Head);
+        assert!(at >= activity.head_since.load(Ordering::Relaxed) + 10_000);
+        let in_flight = activity.begin();
+        assert_eq!(deadline(Protocol::Http1, &activity, &options), None);
+        drop(in_flight);
         let (at, why) =
             deadline(Protocol::Http1, &activity, &options).unwrap_or_else(|| panic!("idle has a deadline"));
         assert_eq!(why, Expired::Idle);
@@ -511,16 +580,41 @@ mod tests {
             deadline(Protocol::Http1, &activity, &options).map(|d| d.1),
             Some(Expired::Head)
         );
+        // HTTP/2: only idle time counts.
+        let activity = Activity::new(Protocol::Http2);
+        activity.on_read();
         assert_eq!(
             deadline(Protocol::Http2, &activity, &options).map(|d| d.1),
             Some(Expired::Idle)
         );
+    }
+
+    #[test]
+    fn an_http2_response_waits_for_the_client_from_the_frame_it_handed_over() {
+        let activity = Activity::new(Protocol::Http2);
         let in_flight = activity.begin();
-        assert_eq!(deadline(Protocol::Http1, &activity, &options), None);
-        drop(in_flight);
+        let mut body = Tracked::new(crate::full_body("data"), in_flight);
+        assert_eq!(activity.oldest_waiting(), None);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(
+            hyper::body::Body::poll_frame(Pin::new(&mut body), &mut cx),
+            Poll::Ready(Some(Ok(_)))
+        ));
+        assert!(
+            activity.oldest_waiting().is_some(),
+            "the frame waits for the client"
+        );
+        assert!(matches!(
+            hyper::body::Body::poll_frame(Pin::new(&mut body), &mut cx),
+            Poll::Ready(None)
+        ));
+        assert_eq!(activity.oldest_waiting(), None, "asked for more: it was taken");
+        drop(body);
+        assert_eq!(activity.oldest_waiting(), None);
         assert_eq!(
-            deadline(Protocol::Http1, &activity, &options).map(|d| d.1),
-            Some(Expired::Idle)
+            activity.waiting.lock().map(|w| w.len()).unwrap_or(1),
+            0,
+            "forgotten"
         );
     }
 }

@@ -395,7 +395,7 @@ where
                 return;
             }
         };
-    let activity = Activity::new(protocol == Protocol::Http1);
+    let activity = Activity::new(protocol);
     let io = TokioIo::new(Guarded::new(
         io,
         prefix,

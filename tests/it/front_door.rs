@@ -4,6 +4,7 @@
 //! every request byte for byte.
 
 use crate::support::{deploy, edit_stage, wait_applied};
+use bytes::Bytes;
 use pylon_proto::admin::v1::*;
 use pylon_proto::config::v1::Api;
 use pylon_tests::gateway::{
@@ -16,6 +17,8 @@ use tokio::io::AsyncWriteExt;
 
 const HOST: &str = "front.localhost";
 const WHOLE: &[u8] = b"the whole body, every byte of it";
+/// More than socket buffers hold.
+const BIG: usize = 16 << 20;
 
 /// The backend's answers: `/both` frames its body with Content-Length *and*
 /// chunked (the length lies), `/gzip-te` uses a transfer coding Pylon does
@@ -36,6 +39,7 @@ fn answer(request: &RawRequest) -> Vec<u8> {
         ),
         "/gzip-te" => raw_response(200, &[("Transfer-Encoding", "gzip, chunked")], &chunked(WHOLE)),
         "/status101" => raw_response(200, &[("Content-Length", "2"), ("X-Status", "101")], b"ok"),
+        "/big" => raw_response(200, &[("Content-Length", &BIG.to_string())], &vec![b'x'; BIG]),
         _ => raw_response(200, &[("Content-Length", "2")], b"ok"),
     }
 }
@@ -49,6 +53,7 @@ fn front_api() -> Api {
         "routes": [
             {"method": "GET", "path": "/both", "integration": proxy("/both")},
             {"method": "GET", "path": "/gzip-te", "integration": proxy("/gzip-te")},
+            {"method": "GET", "path": "/big", "integration": proxy("/big")},
             {"method": "GET", "path": "/status101",
              "integration": {"type": "HTTP", "uri": "${stageVariables.backend}/status101"},
              "responseParameters": {"overwrite:statuscode": "$response.header.x-status"}},
@@ -794,4 +799,61 @@ async fn a_backend_never_sees_forged_doubled_or_hop_by_hop_headers_nor_a_cut_bod
             }
         }
     }
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_take_its_answer_loses_the_connection() {
+    let _serial = serial().await;
+    // (A short header timeout also makes the node look at stalled streams often.)
+    let front = Front::start(&["--send-timeout-s=1", "--header-read-timeout-s=1"]).await;
+    // HTTP/1.1: the socket's buffers fill and the write stalls.
+    let mut stream = tokio::net::TcpStream::connect(front.node.address())
+        .await
+        .expect("connect");
+    stream
+        .write_all(format!("GET /prod/big HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut received = 0;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        use tokio::io::AsyncReadExt;
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => received += n,
+            Err(_) => panic!("the connection stayed open after {received} bytes"),
+        }
+    }
+    assert!(
+        received < BIG,
+        "the whole answer arrived: the write never stalled"
+    );
+
+    // HTTP/2: a client that never opens its flow-control window.
+    let tcp = tokio::net::TcpStream::connect(front.node.address())
+        .await
+        .expect("connect");
+    let (h2, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .expect("h2 handshake");
+    let connection = tokio::spawn(connection);
+    let mut h2 = h2.ready().await.expect("ready");
+    let request = http::Request::get(format!("http://{}/prod/big", front.authority()))
+        .body(())
+        .expect("request");
+    let (response, _) = h2.send_request(request, true).expect("send");
+    let response = response.await.expect("response headers");
+    assert_eq!(response.status(), 200);
+    let ended = tokio::time::timeout(Duration::from_secs(15), connection).await;
+    assert!(ended.is_ok(), "a stream that never drains kept its connection");
+
+    // Others are served all along.
+    let reply = HttpClient::default()
+        .get(front.node.address(), HOST, "/prod/echo/after")
+        .await
+        .expect("reply");
+    assert_eq!(reply.status, 200);
 }
