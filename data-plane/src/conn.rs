@@ -20,6 +20,7 @@
 
 use crate::Body;
 use crate::error::BoxError;
+use crate::stall::StallTimer;
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::{Frame, SizeHint};
 use std::future::Future;
@@ -31,7 +32,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
-use tokio::time::Sleep;
 
 /// The node's connection limits and deadlines (`pylon data-plane` flags).
 #[derive(Clone, Debug)]
@@ -317,9 +317,7 @@ pub struct Guarded<I> {
     io: I,
     prefix: Bytes,
     activity: Arc<Activity>,
-    send_timeout: Duration,
-    stall: Option<Pin<Box<Sleep>>>,
-    stalled: bool,
+    stall: StallTimer,
     _slot: Slot,
 }
 
@@ -329,34 +327,24 @@ impl<I> Guarded<I> {
             io,
             prefix,
             activity,
-            send_timeout,
-            stall: None,
-            stalled: false,
+            stall: StallTimer::new(send_timeout),
             _slot: slot,
         }
     }
 
     /// On a write that is not ready: fails once the send timeout passes.
     fn pending_write<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        let deadline = tokio::time::Instant::now() + self.send_timeout;
-        let sleep = self
-            .stall
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if !self.stalled {
-            sleep.as_mut().reset(deadline);
-            self.stalled = true;
-        }
-        match sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+        if self.stall.poll_expired(cx) {
+            return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the client did not take a write within the send timeout",
-            ))),
-            Poll::Pending => Poll::Pending,
+            )));
         }
+        Poll::Pending
     }
 
     fn written<T>(&mut self, result: io::Result<T>) -> Poll<io::Result<T>> {
-        self.stalled = false;
+        self.stall.progress();
         Poll::Ready(result)
     }
 }

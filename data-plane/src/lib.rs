@@ -20,6 +20,7 @@ pub mod request;
 pub mod response;
 pub mod server;
 pub mod shared;
+pub mod stall;
 pub mod sync;
 pub mod telemetry;
 pub mod tls;

@@ -559,7 +559,14 @@ async fn connect_websocket(
             *refused.status_mut() = answer.status;
             let mut headers = answer.headers;
             integration::http::strip_hop_by_hop(&mut headers);
-            headers.remove(http::header::CONTENT_LENGTH);
+            // Only the gateway frames the body and says what failed.
+            for name in [
+                http::header::CONTENT_LENGTH,
+                http::HeaderName::from_static(response::CANARY),
+                http::HeaderName::from_static(response::ERROR_TYPE),
+            ] {
+                headers.remove(name);
+            }
             *refused.headers_mut() = headers;
             return Ok(refused);
         }

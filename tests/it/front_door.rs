@@ -3,7 +3,7 @@
 //! and the `h2` crate (HTTP/2) against a raw-socket backend that records
 //! every request byte for byte.
 
-use crate::support::{deploy, edit_stage, wait_applied};
+use crate::support::{deploy_serving, edit_stage, wait_applied};
 use bytes::Bytes;
 use pylon_proto::admin::v1::*;
 use pylon_proto::config::v1::Api;
@@ -82,20 +82,7 @@ impl Front {
         let node = DataPlaneNode::start(dir.path(), "dp-front", &[cluster.nodes[0].endpoint()], flags);
         let backend = RawBackend::start(answer).await;
         let mut admin = cluster.nodes[0].admin().await.expect("admin");
-        deploy(&mut admin, front_api(), "prod", &[("backend", &backend.url())])
-            .await
-            .expect("deploy");
-        let version = admin
-            .get_stage(GetStageRequest {
-                api: "front".into(),
-                name: "prod".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("stage")
-            .into_inner()
-            .revision;
-        wait_applied(&mut admin, version, 1).await;
+        deploy_serving(&mut admin, front_api(), "prod", &[("backend", &backend.url())], 1).await;
         Front {
             node,
             backend,
@@ -427,20 +414,14 @@ async fn every_connection_state_has_a_deadline() {
     );
     let limited = DataPlaneNode::start(dir.path(), "dp-limited", &endpoint, &["--max-connections=10"]);
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
-    deploy(&mut admin, crate::support::mock_api("still", "{}"), "prod", &[])
-        .await
-        .expect("deploy");
-    let version = admin
-        .get_stage(GetStageRequest {
-            api: "still".into(),
-            name: "prod".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("stage")
-        .into_inner()
-        .revision;
-    wait_applied(&mut admin, version, 2).await;
+    deploy_serving(
+        &mut admin,
+        crate::support::mock_api("still", "{}"),
+        "prod",
+        &[],
+        2,
+    )
+    .await;
     let address = node.address();
     let client = HttpClient::default();
 

@@ -159,6 +159,31 @@ pub async fn deploy(
     }
 }
 
+/// The cluster's config version now.
+pub async fn config_version(admin: &mut pylon_tests::Admin) -> u64 {
+    use pylon_proto::admin::v1::GetConfigVersionRequest;
+    admin
+        .get_config_version(GetConfigVersionRequest::default())
+        .await
+        .expect("config version")
+        .into_inner()
+        .version
+}
+
+/// [`deploy`], then waits until `nodes` data planes serve it.
+pub async fn deploy_serving(
+    admin: &mut pylon_tests::Admin,
+    api: Api,
+    stage: &str,
+    variables: &[(&str, &str)],
+    nodes: usize,
+) -> String {
+    let deployment = deploy(admin, api, stage, variables).await.expect("deploy");
+    let version = config_version(admin).await;
+    wait_applied(admin, version, nodes).await;
+    deployment
+}
+
 /// Changes a stage with `edit` and returns the config version that did it.
 pub async fn edit_stage(
     admin: &mut pylon_tests::Admin,

@@ -256,12 +256,7 @@ async fn attach_plan(admin: &mut pylon_tests::Admin, key_id: &str) -> u64 {
 }
 
 async fn version(admin: &mut pylon_tests::Admin) -> u64 {
-    admin
-        .get_config_version(GetConfigVersionRequest::default())
-        .await
-        .expect("version")
-        .into_inner()
-        .version
+    crate::support::config_version(admin).await
 }
 
 #[tokio::test]

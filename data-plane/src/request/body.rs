@@ -10,14 +10,13 @@
 //! backend protocol made of the broken stream.
 
 use crate::error::{BoxError, GatewayError};
+use crate::stall::StallTimer;
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::time::Sleep;
 
 /// The default wait for the next bytes of a body (`--body-read-timeout-s`).
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -111,9 +110,7 @@ pub struct BodyFailed;
 /// A client's body with a deadline between frames and the payload limit.
 pub struct ClientBody {
     inner: Incoming,
-    timeout: Duration,
-    sleep: Option<Pin<Box<Sleep>>>,
-    waiting: bool,
+    stall: StallTimer,
     read: u64,
     limit: u64,
     fault: Fault,
@@ -125,9 +122,7 @@ impl ClientBody {
     pub fn new(inner: Incoming, timeout: Duration, limit: u64) -> ClientBody {
         ClientBody {
             inner,
-            timeout,
-            sleep: None,
-            waiting: false,
+            stall: StallTimer::new(timeout),
             read: 0,
             limit,
             fault: Fault::default(),
@@ -188,7 +183,7 @@ impl hyper::body::Body for ClientBody {
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                this.waiting = false;
+                this.stall.progress();
                 if let Some(data) = frame.data_ref() {
                     this.read += data.len() as u64;
                     if this.read > this.limit {
@@ -201,16 +196,8 @@ impl hyper::body::Body for ClientBody {
             Poll::Ready(Some(Err(e))) => this.fail(classify(e)),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                let deadline = tokio::time::Instant::now() + this.timeout;
-                let sleep = this
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if !this.waiting {
-                    sleep.as_mut().reset(deadline);
-                    this.waiting = true;
-                }
-                if sleep.as_mut().poll(cx).is_ready() {
-                    let timeout = this.timeout;
+                if this.stall.poll_expired(cx) {
+                    let timeout = this.stall.timeout();
                     return this.fail(ClientBodyError::Stalled(timeout));
                 }
                 Poll::Pending
