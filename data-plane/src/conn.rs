@@ -332,9 +332,16 @@ impl<I> Guarded<I> {
         }
     }
 
-    /// On a write that is not ready: fails once the send timeout passes.
-    fn pending_write<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+    /// On a write that is not ready: fails once the send timeout passes,
+    /// and makes the close a reset (nginx's `reset_timedout_connection`):
+    /// the kernel then drops what the client did not take instead of
+    /// holding it, and the socket, for its retransmissions.
+    fn pending_write<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>>
+    where
+        I: Socket,
+    {
         if self.stall.poll_expired(cx) {
+            let _ = self.io.tcp().set_zero_linger();
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the client did not take a write within the send timeout",
@@ -367,7 +374,24 @@ impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
     }
 }
 
-impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
+/// A client connection's transport, over TCP.
+pub trait Socket {
+    fn tcp(&self) -> &tokio::net::TcpStream;
+}
+
+impl Socket for tokio::net::TcpStream {
+    fn tcp(&self) -> &tokio::net::TcpStream {
+        self
+    }
+}
+
+impl Socket for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn tcp(&self) -> &tokio::net::TcpStream {
+        self.get_ref().0
+    }
+}
+
+impl<I: AsyncWrite + Socket + Unpin> AsyncWrite for Guarded<I> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         match Pin::new(&mut this.io).poll_write(cx, buf) {

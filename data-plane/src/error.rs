@@ -95,6 +95,9 @@ pub enum GatewayError {
     /// `Cache-Control: max-age=0` to a stage that refuses that.
     #[error("Forbidden")]
     CacheInvalidationDenied,
+    /// A WebSocket handshake for a version other than 13 (RFC 6455 §4.4).
+    #[error("Upgrade Required")]
+    UnsupportedWebSocketVersion,
     /// A WebSocket message that no route (and no `$default`) takes.
     #[error("Forbidden")]
     NoRouteForMessage,
@@ -141,6 +144,7 @@ impl GatewayError {
             GatewayError::MalformedRequest(_)
             | GatewayError::MissingCredential
             | GatewayError::NoRouteForMessage
+            | GatewayError::UnsupportedWebSocketVersion
             | GatewayError::UnknownApi
             | GatewayError::NoRoute
             | GatewayError::ExpiredToken
@@ -154,7 +158,7 @@ impl GatewayError {
 /// What a client is told about its own body's failure.
 fn client_body_message(error: &ClientBodyError) -> &'static str {
     match error {
-        ClientBodyError::Stalled(_) => "Request Timeout",
+        ClientBodyError::Stalled(_) | ClientBodyError::TooSlow(_) => "Request Timeout",
         ClientBodyError::TooLarge { .. } => "Request Too Long",
         ClientBodyError::Malformed(_) | ClientBodyError::Incomplete(_) => "Bad Request",
         ClientBodyError::Abandoned(_) => "Client Closed Request",

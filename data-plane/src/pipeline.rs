@@ -41,7 +41,13 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, conn: Con
     let (started, clock) = (SystemTime::now(), Instant::now());
     let config = gateway.config.load_full();
     let (mut parts, body) = request.into_parts();
-    let mut observed: Option<(Record, Option<opentelemetry::Context>, Arc<CompiledStage>)> = None;
+    // Observed when the answer is ready — or, if the client leaves first
+    // (hyper drops this future), as 499 when the guard drops.
+    let mut observed = Abandoned {
+        gateway: &gateway,
+        observed: None,
+        clock,
+    };
     let (mut response, served_by) = match front(&gateway, &config, &mut parts, &conn) {
         Err((error, target)) => {
             let responses = target.as_ref().map(|t| &t.definition.responses);
@@ -71,7 +77,7 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, conn: Con
             };
             front.trace = telemetry::trace::start(&gateway.telemetry, &front.stage, &parts.headers, &record);
             front.gateway = Some(gateway.clone());
-            observed = Some((record, front.trace.clone(), front.stage.clone()));
+            observed.observed = Some((record, front.trace.clone(), front.stage.clone()));
             let target = front.target.clone();
             let response = match &target.definition.cors {
                 None => back(&gateway, &front, parts, body, &conn, &request_id).await,
@@ -97,10 +103,38 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, conn: Con
         }
     };
     response::finish(&mut response, &request_id, served_by.as_deref());
-    if let Some((record, trace, stage)) = observed {
+    if let Some((record, trace, stage)) = observed.observed.take() {
         observe(&gateway, record, trace, &stage, &mut response, clock.elapsed());
     }
     response
+}
+
+type Observed = (Record, Option<opentelemetry::Context>, Arc<CompiledStage>);
+
+/// A request of a stage not yet observed: if its future is dropped before
+/// the answer (the client closed the connection or reset the stream while
+/// the request was at the backend), it is logged and counted as 499, as
+/// nginx does.
+struct Abandoned<'a> {
+    gateway: &'a Gateway,
+    observed: Option<Observed>,
+    clock: Instant,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if let Some((mut record, trace, stage)) = self.observed.take() {
+            let error = GatewayError::ClientBody(crate::request::body::ClientBodyError::Abandoned(
+                "the client left before its answer".into(),
+            ));
+            let (kind, status) = rescue::classify(&error);
+            record.status = status.as_u16();
+            record.error_type = Some(kind.as_str());
+            record.error_message = Some(error.to_string());
+            record.latency = self.clock.elapsed();
+            self.gateway.telemetry.observe(&record, trace.as_ref(), &stage);
+        }
+    }
 }
 
 /// Metrics, the span's end and the access-log line for a request of a stage.
@@ -194,7 +228,7 @@ fn front(
     let host = authority.host.as_str();
     let (stage, path) =
         address::resolve(config, &options.base_domain, host, parts.uri.path()).map_err(|e| (e, None))?;
-    admit::drop_underscore_headers(&mut parts.headers, stage.allow_underscores_in_headers);
+    admit::drop_forbidden_headers(&mut parts.headers, stage.allow_underscores_in_headers);
     // A mutual-TLS domain is served only on a connection that was verified
     // for that very name (not on plain HTTP, not after SNI for another name).
     if config.requires_client_cert(host) && (conn.client_cert.is_none() || conn.sni.as_deref() != Some(host))
@@ -340,6 +374,7 @@ async fn serve(
         .cache
         .is_some()
         .then(|| trace::phase(telemetry, trace, "cache", SpanKind::Internal));
+    let forwarding = integration::http::Forwarding::new(&parts.headers, conn, &front.authority.value);
     let lookup = cache::plan(
         gateway.cache.can_encrypt(),
         &front.stage,
@@ -347,6 +382,7 @@ async fn serve(
         settings.cache.as_ref(),
         &settings.auth,
         &parts,
+        &forwarding,
         &front.path,
         &matched.params,
         &ctx,
@@ -356,8 +392,12 @@ async fn serve(
     // response is stored under their values.
     let mut request_headers = None;
     if let Lookup::Use(plan) = &lookup {
+        let request = cache::entry::RequestView {
+            headers: &parts.headers,
+            forwarding: &forwarding,
+        };
         if !plan.refresh {
-            let flight_key = match gateway.cache.get(plan, &parts.headers).await {
+            let flight_key = match gateway.cache.get(plan, request).await {
                 Found::Hit(entry) => return Ok(cache::respond(&entry, plan.warning)),
                 Found::Miss { flight } => flight,
             };
@@ -369,7 +409,7 @@ async fn serve(
                     };
                     // (The leader's answer may be another variant.)
                     if let Some(entry) = cache::follow(rx, wait).await
-                        && entry.serves(&parts.headers, plan.private)
+                        && entry.serves(request, plan.private)
                     {
                         return Ok(cache::respond(&entry, plan.warning));
                     }
@@ -388,7 +428,6 @@ async fn serve(
     // Response mappings may read the request as the client sent it.
     let transforms_response = !settings.response_mappings.is_empty() || settings.response_template.is_some();
     let original = transforms_response.then(|| copy_parts(&parts));
-    transform::strip_gateway_headers(&mut parts.headers);
     let outgoing = plan.apply(&mut parts.headers);
     let mut integration_phase = trace::phase(telemetry, trace, "integration", SpanKind::Client);
     if let Some(cx) = integration_phase.context(trace) {
@@ -409,7 +448,7 @@ async fn serve(
                 method: method.as_ref(),
                 timeout: *timeout,
                 request_id,
-                forwarded_host: &front.authority.value,
+                forwarding: &forwarding,
                 query: outgoing.query,
                 path: outgoing.path,
             };
@@ -423,7 +462,7 @@ async fn serve(
                 (None, None, None) => (full_body(Bytes::new()), None),
             };
             integration_phase.set(opentelemetry::KeyValue::new("server.address", host_of(uri)));
-            integration::http::call(&gateway.client, call, parts, body, fault, conn).await?
+            integration::http::call(&gateway.client, call, parts, body, fault).await?
         }
     };
     outcome.integration_latency = Some(integration_started.elapsed());
@@ -465,10 +504,11 @@ async fn serve(
         }
         Lookup::Use(plan) => {
             let request_headers = request_headers.unwrap_or_default();
-            let (mut response, stored) = gateway
-                .cache
-                .fill(&plan, response, &request_headers, flight)
-                .await?;
+            let request = cache::entry::RequestView {
+                headers: &request_headers,
+                forwarding: &forwarding,
+            };
+            let (mut response, stored) = gateway.cache.fill(&plan, response, request, flight).await?;
             // A private request whose answer may not be shared went around
             // the cache.
             let what = if stored || !plan.private { "Miss" } else { "Bypass" };
@@ -505,6 +545,13 @@ async fn connect_websocket(
         .get(http::header::SEC_WEBSOCKET_KEY)
         .cloned()
         .ok_or(GatewayError::MalformedRequest("Sec-WebSocket-Key is missing"))?;
+    if parts
+        .headers
+        .get(http::header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(GatewayError::UnsupportedWebSocketVersion);
+    }
     let Some(this) = front.gateway.clone() else {
         return Err(GatewayError::ApiConfiguration("no gateway handle".into()));
     };
@@ -546,9 +593,11 @@ async fn connect_websocket(
     let mut protocol = None;
     if let Some(route) = route {
         let started = Instant::now();
+        let forwarding = integration::http::Forwarding::new(&parts.headers, conn, &front.authority.value);
         let handshake = websocket::Handshake {
             inputs: &inputs,
             ctx: &ctx,
+            forwarding: &forwarding,
         };
         let answer = websocket::connect(gateway, &session, route, handshake, request_id).await;
         outcome.integration_latency = Some(started.elapsed());

@@ -381,7 +381,7 @@ async fn accept(listener: TcpListener, tls: Option<tls::Listener>, server: Arc<S
 /// connection under [`conn::drive`]'s deadlines.
 async fn serve_connection<I>(server: &Server, mut io: I, info: ConnInfo, slot: Slot)
 where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + conn::Socket + Unpin + Send + 'static,
 {
     let (protocol, prefix) =
         match tokio::time::timeout(server.options.first_byte, conn::detect(&mut io)).await {

@@ -16,7 +16,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-const HOST: &str = "cached.localhost";
+/// With a port: every node is addressed as one load balancer's clients would.
+const HOST: &str = "cached.localhost:443";
 
 fn cached_api(authorizer: &str) -> Api {
     let proxy =
@@ -426,12 +427,10 @@ async fn the_shared_cache_never_serves_one_callers_answer_to_another() {
     });
     let (a, b) = (a.address(), b.address());
     let backend = Backend::start("private").await;
-    // Allows any bearer; the principal is the credential itself.
-    let authorizer = JsonServer::start(|_, event| {
-        let who = event["identitySource"][0].as_str().unwrap_or("").to_owned();
-        (200, json!({"isAuthorized": true, "principalId": who}))
-    })
-    .await;
+    // Allows any bearer and names every caller "user", as AWS's authorizer
+    // blueprint does: callers are still told apart by their credential.
+    let authorizer =
+        JsonServer::start(|_, _| (200, json!({"isAuthorized": true, "principalId": "user"}))).await;
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
     deploy(
         &mut admin,
@@ -454,8 +453,13 @@ async fn the_shared_cache_never_serves_one_callers_answer_to_another() {
     let get = |node: SocketAddr, path: &'static str, headers: Vec<(&'static str, &'static str)>| {
         let client = client.clone();
         async move {
-            let mut request = Request::get(path).header("host", "private.localhost");
-            for (name, value) in headers {
+            // ("host" in `headers` replaces the usual one.)
+            let host = headers
+                .iter()
+                .find(|(name, _)| *name == "host")
+                .map_or("private.localhost:443", |(_, value)| *value);
+            let mut request = Request::get(path).header("host", host);
+            for (name, value) in headers.into_iter().filter(|(name, _)| *name != "host") {
                 request = request.header(name, value);
             }
             let reply = client
@@ -488,6 +492,13 @@ async fn the_shared_cache_never_serves_one_callers_answer_to_another() {
     );
     let anonymous_again = get(b, "/prod/me", vec![]).await;
     assert_eq!(anonymous_again.header("x-cache"), "Hit");
+    // Another authority (a port the client picked) is another entry: what
+    // the backend built from X-Forwarded-Host never reaches the others.
+    let elsewhere = get(a, "/prod/me", vec![("host", "private.localhost:1337")]).await;
+    assert_eq!(elsewhere.header("x-cache"), "Miss");
+    assert_eq!(elsewhere.json()["x-forwarded-host"], "private.localhost:1337");
+    let usual = get(b, "/prod/me", vec![]).await;
+    assert_eq!((usual.header("x-cache"), n(&usual)), ("Hit", n(&anonymous)));
     let alice_again = get(b, "/prod/me", vec![ALICE]).await;
     assert_eq!(
         (alice_again.header("x-cache"), asked_by(&alice_again).as_str()),
@@ -521,7 +532,8 @@ async fn the_shared_cache_never_serves_one_callers_answer_to_another() {
     assert_eq!(first.header("x-cache"), "Miss");
     let shared = get(b, "/prod/verified-shared", vec![BOB]).await;
     assert_eq!((shared.header("x-cache"), n(&shared)), ("Hit", n(&first)));
-    // Without it, each verified principal has its own entry.
+    // Without it, each caller has its own entry — though the authorizer
+    // names everyone "user".
     let mine = get(a, "/prod/verified", vec![ALICE]).await;
     let theirs = get(b, "/prod/verified", vec![BOB]).await;
     assert_eq!(
@@ -553,6 +565,21 @@ async fn the_shared_cache_never_serves_one_callers_answer_to_another() {
         let star = get(a, "/prod/star?vary=*", vec![]).await;
         assert_ne!(star.header("x-cache"), "Hit");
     }
+
+    // A GET with a body is no key's: it neither poisons nor is served.
+    let fat = client
+        .send(
+            a,
+            Request::get("/prod/star")
+                .header("host", "private.localhost:443")
+                .body(Full::new(Bytes::from_static(b"poison=1")))
+                .expect("request"),
+        )
+        .await
+        .expect("reply");
+    assert_eq!(fat.header("x-cache"), "Bypass");
+    let plain = get(b, "/prod/star", vec![]).await;
+    assert!(!plain.body.contains("poison"), "{}", plain.body);
 
     // A stage whose backends do not answer per cookie shares those requests.
     let version = edit_stage(&mut admin, "private", "prod", |s| {

@@ -40,13 +40,16 @@ fn answer(request: &RawRequest) -> Vec<u8> {
         "/gzip-te" => raw_response(200, &[("Transfer-Encoding", "gzip, chunked")], &chunked(WHOLE)),
         "/status101" => raw_response(200, &[("Content-Length", "2"), ("X-Status", "101")], b"ok"),
         "/big" => raw_response(200, &[("Content-Length", &BIG.to_string())], &vec![b'x'; BIG]),
+        "/switch" => raw_response(101, &[("Upgrade", "x"), ("Connection", "upgrade")], b""),
+        "/status600" => raw_response(600, &[("Content-Length", "2")], b"ok"),
+        "/http10" => b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
         _ => raw_response(200, &[("Content-Length", "2")], b"ok"),
     }
 }
 
 fn front_api() -> Api {
-    let proxy =
-        |path: &str| json!({"type": "HTTP_PROXY", "uri": format!("${{stageVariables.backend}}{path}")});
+    let proxy_to = |backend: &str, path: &str| json!({"type": "HTTP_PROXY", "uri": format!("${{stageVariables.{backend}}}{path}")});
+    let proxy = |path: &str| proxy_to("backend", path);
     serde_json::from_value(json!({
         "name": "front",
         "models": {"anything": {"type": "object"}},
@@ -54,6 +57,12 @@ fn front_api() -> Api {
             {"method": "GET", "path": "/both", "integration": proxy("/both")},
             {"method": "GET", "path": "/gzip-te", "integration": proxy("/gzip-te")},
             {"method": "GET", "path": "/big", "integration": proxy("/big")},
+            {"method": "GET", "path": "/switch", "integration": proxy("/switch")},
+            {"method": "GET", "path": "/status600", "integration": proxy("/status600")},
+            {"method": "GET", "path": "/http10", "integration": proxy("/http10")},
+            {"method": "POST", "path": "/slow-upload",
+             "integration": {"type": "HTTP_PROXY", "uri": "${stageVariables.backend}/slow-upload", "timeoutMs": 1000}},
+            {"method": "GET", "path": "/never", "integration": proxy_to("silent", "/never")},
             {"method": "GET", "path": "/status101",
              "integration": {"type": "HTTP", "uri": "${stageVariables.backend}/status101"},
              "responseParameters": {"overwrite:statuscode": "$response.header.x-status"}},
@@ -70,9 +79,16 @@ fn front_api() -> Api {
 struct Front {
     node: DataPlaneNode,
     backend: RawBackend,
+    silent: tokio::task::JoinHandle<()>,
     admin: Admin,
     _dir: tempfile::TempDir,
     _cluster: Cluster,
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        self.silent.abort();
+    }
 }
 
 impl Front {
@@ -81,11 +97,23 @@ impl Front {
         let dir = tempfile::tempdir().expect("tempdir");
         let node = DataPlaneNode::start(dir.path(), "dp-front", &[cluster.nodes[0].endpoint()], flags);
         let backend = RawBackend::start(answer).await;
+        // A backend that takes requests and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let silent_url = format!("http://{}", silent.local_addr().expect("address"));
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = silent.accept().await {
+                held.push(stream);
+            }
+        });
         let mut admin = cluster.nodes[0].admin().await.expect("admin");
-        deploy_serving(&mut admin, front_api(), "prod", &[("backend", &backend.url())], 1).await;
+        let variables = [("backend", backend.url()), ("silent", silent_url)];
+        let variables: Vec<(&str, &str)> = variables.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        deploy_serving(&mut admin, front_api(), "prod", &variables, 1).await;
         Front {
             node,
             backend,
+            silent,
             admin,
             _dir: dir,
             _cluster: cluster,
@@ -157,6 +185,22 @@ async fn a_backend_that_frames_with_both_content_length_and_chunked_is_read_as_c
         .expect("reply");
     assert_eq!(reply.status, 502, "{}", reply.body);
     assert_eq!(reply.header("x-pylon-error-type"), "INTEGRATION_FAILURE");
+    // A switch nobody asked for, and a status that is none, are 502 too.
+    for path in ["/prod/switch", "/prod/status600"] {
+        let answer = front
+            .raw(&format!(
+                "GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"
+            ))
+            .await;
+        assert_eq!(status_of(&answer), 502, "{path}: {answer}");
+    }
+    // An HTTP/1.0 backend does not make the client's answer HTTP/1.0.
+    let answer = front
+        .raw(&format!(
+            "GET /prod/http10 HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"
+        ))
+        .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
 #[tokio::test]
@@ -219,6 +263,51 @@ async fn a_clients_own_framing_errors_are_4xx_and_never_counted_as_backend_failu
             started.elapsed()
         );
     }
+
+    // A body that trickles (never stalling) past the integration's
+    // timeout: the backend was waiting for the client, 408 not 504.
+    let mut stream = tokio::net::TcpStream::connect(front.node.address())
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            format!("POST /prod/slow-upload HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 100\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("write");
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if stream.write_all(b"x").await.is_err() {
+            break;
+        }
+    }
+    let answer = raw_request(&mut stream, b"").await.expect("answer");
+    assert_eq!(status_of(&answer), 408, "{answer}");
+
+    // A client that leaves while its request is at the backend is logged
+    // and counted (499), not forgotten.
+    let mut stream = tokio::net::TcpStream::connect(front.node.address())
+        .await
+        .expect("connect");
+    stream
+        .write_all(format!("GET /prod/never HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(stream);
+    pylon_tests::eventually(
+        "the abandoned request in the access log",
+        Duration::from_secs(5),
+        || async {
+            front
+                .access_log()
+                .iter()
+                .any(|line| line["path"] == "/prod/never" && line["status"] == 499)
+                .then_some(())
+        },
+    )
+    .await;
 
     // None of it counts as a backend failure in the access log.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -338,6 +427,15 @@ async fn the_host_a_backend_is_told_is_the_one_the_request_was_routed_on() {
         ))
         .await;
     assert_eq!(status_of(&answer), 400, "{answer}");
+    // A port that is not digits would reach backends as X-Forwarded-Host.
+    for host in ["front.localhost:evil.com", "front.localhost:99999"] {
+        let answer = front
+            .raw(&format!(
+                "GET /prod/echo/port HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            ))
+            .await;
+        assert_eq!(status_of(&answer), 400, "{host}: {answer}");
+    }
     assert_eq!(calls(), before);
 
     // An absolute-form target routes, and X-Forwarded-Host names its
@@ -557,6 +655,10 @@ struct Case {
     must_fail: bool,
     /// The X-Forwarded-Host a backend must be told.
     authority: String,
+    /// Headers a backend must never see (hop-by-hop ones the client sent).
+    hop_by_hop: Vec<&'static str>,
+    /// The body is shorter than declared: the client half-closes.
+    cut_short: bool,
 }
 
 fn generate(rng: &mut Rng, i: usize, port: u16) -> Case {
@@ -608,9 +710,14 @@ fn generate(rng: &mut Rng, i: usize, port: u16) -> Case {
         ("TE", "trailers"),
         ("Upgrade", "h2c"),
     ];
+    let mut hop_by_hop = vec!["proxy-authorization", "keep-alive", "te", "upgrade", "forwarded"];
     for (name, value) in pool {
         if rng.chance(30) {
             lines.push(format!("{name}: {value}"));
+            if value == "X-Secret" {
+                // Named by Connection: hop-by-hop for this request.
+                hop_by_hop.push("x-secret");
+            }
         }
     }
     let body: Vec<u8> = (0..rng.below(200))
@@ -627,6 +734,7 @@ fn generate(rng: &mut Rng, i: usize, port: u16) -> Case {
         out
     };
     let n = body.len();
+    let mut cut_short = false;
     let (framing, payload, body): (Vec<String>, Vec<u8>, Vec<u8>) = match rng.below(10) {
         0 => (vec![], vec![], vec![]),
         1 => (vec![format!("Content-Length: {n}")], body.clone(), body),
@@ -673,6 +781,7 @@ fn generate(rng: &mut Rng, i: usize, port: u16) -> Case {
         }
         8 => {
             must_fail = true;
+            cut_short = true;
             (vec![format!("Content-Length: {}", n + 10)], body.clone(), body)
         }
         _ => {
@@ -694,6 +803,8 @@ fn generate(rng: &mut Rng, i: usize, port: u16) -> Case {
         body,
         must_fail,
         authority,
+        hop_by_hop,
+        cut_short,
     }
 }
 
@@ -718,8 +829,10 @@ async fn a_backend_never_sees_forged_doubled_or_hop_by_hop_headers_nor_a_cut_bod
             .await
             .expect("connect");
         stream.write_all(&case.bytes).await.expect("write");
-        // Half-close: a body shorter than declared ends here.
-        let _ = stream.shutdown().await;
+        if case.cut_short {
+            // Half-close: the body ends short of its length.
+            let _ = stream.shutdown().await;
+        }
         let answer = raw_request(&mut stream, b"").await.unwrap_or_default();
         let request = String::from_utf8_lossy(&case.bytes);
         let context = format!("seed {seed}, case {i}:\n{request}\n--- answer:\n{answer}");
@@ -728,6 +841,7 @@ async fn a_backend_never_sees_forged_doubled_or_hop_by_hop_headers_nor_a_cut_bod
             .nth(1)
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(0);
+        assert!(status != 0, "every request gets an answer; {context}");
         assert!(
             ![500, 502, 503, 504].contains(&status),
             "a client's request is never a backend failure; {context}"
@@ -759,15 +873,7 @@ async fn a_backend_never_sees_forged_doubled_or_hop_by_hop_headers_nor_a_cut_bod
                     "{context}"
                 );
                 assert!(
-                    ![
-                        "x-secret",
-                        "proxy-authorization",
-                        "keep-alive",
-                        "te",
-                        "upgrade",
-                        "forwarded"
-                    ]
-                    .contains(&name.as_str()),
+                    !case.hop_by_hop.contains(&name.as_str()),
                     "hop-by-hop {name} passed; {context}"
                 );
             }

@@ -897,6 +897,19 @@ async fn connect_sees_the_handshake_and_its_subprotocol_choice_reaches_the_clien
     assert_eq!(event["queryStringParameters"]["room"], "7", "{event}");
     assert_eq!(event["requestContext"]["eventType"], "CONNECT", "{event}");
 
+    // A version other than 13 is told which one to use (RFC 6455 §4.4).
+    let answer = pylon_tests::gateway::raw_exchange(
+        node.address(),
+        b"GET /prod HTTP/1.1\r\nHost: hand.localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await
+    .expect("exchange");
+    assert!(answer.starts_with("HTTP/1.1 426"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("sec-websocket-version: 13"),
+        "{answer}"
+    );
     // A pick the client never offered would break the browser: 502.
     match handshake(node.address(), "hand.localhost", "pick=other", "chat").await {
         Err(WsError::Http(response)) => assert_eq!(response.status(), 502),

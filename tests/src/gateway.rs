@@ -403,9 +403,16 @@ impl HttpClient {
             .and_then(|h| h.to_str().ok())
             .map(str::to_owned)
             .unwrap_or_else(|| address.ip().to_string());
-        parts.uri = format!("http://{host}:{}{path}", address.port()).parse()?;
-        // hyper writes Host from the URI (with the port) for HTTP/1.1.
-        parts.headers.remove("host");
+        match host.split_once(':') {
+            // A Host with its port is sent as it is, whichever node this
+            // is: every node behind a load balancer sees the same one.
+            Some((name, _)) => parts.uri = format!("http://{name}:{}{path}", address.port()).parse()?,
+            None => {
+                parts.uri = format!("http://{host}:{}{path}", address.port()).parse()?;
+                // hyper writes Host from the URI (with the port) for HTTP/1.1.
+                parts.headers.remove("host");
+            }
+        }
         let request = Request::from_parts(parts, body);
         let response = tokio::time::timeout(Duration::from_secs(40), self.client.request(request))
             .await

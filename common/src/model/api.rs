@@ -166,6 +166,9 @@ fn check_api(c: &mut Checker, api: &Api) {
             );
         }
         check_integration(c, &at(&p, "integration"), route.integration.as_ref());
+        if let Some(integration) = &route.integration {
+            check_uri_params(c, &at(&p, "integration.uri"), &integration.uri, route, websocket);
+        }
         check_authorization(
             c,
             &at(&p, "authorization"),
@@ -502,6 +505,31 @@ fn check_integration(c: &mut Checker, p: &str, integration: Option<&Integration>
     );
 }
 
+/// Every `{name}` an integration URI fills must be a parameter of the
+/// route's path (WebSocket routes have none): one that is not would be
+/// sent literally.
+fn check_uri_params(c: &mut Checker, p: &str, uri: &str, route: &Route, websocket: bool) {
+    let params: Vec<String> = if websocket {
+        Vec::new()
+    } else {
+        PathTemplate::parse(&route.path)
+            .map(|t| t.params().map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let mut rest = uri;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('}') else { break };
+        // `${stageVariables.NAME}` is not a path parameter.
+        let is_variable = rest[..start].ends_with('$');
+        let name = &after[..end];
+        if !is_variable && !params.iter().any(|p| p == name) {
+            c.fail(p, format!("{{{name}}} is not a parameter of the route's path"));
+        }
+        rest = &after[end + 1..];
+    }
+}
+
 /// An http(s) URL, where `${stageVariables.NAME}` may stand for any part.
 fn check_integration_uri(c: &mut Checker, p: &str, uri: &str) {
     if uri.is_empty() {
@@ -662,10 +690,14 @@ fn check_route_cache(c: &mut Checker, p: &str, route: &Route) {
                 path,
                 format!("the route's path has no parameter {name:?}"),
             );
+        } else if let Some(name) = parameter.strip_prefix("header.") {
+            c.check(
+                http::HeaderName::from_bytes(name.as_bytes()).is_ok(),
+                path,
+                "header.NAME must name a valid header",
+            );
         } else {
-            let ok = ["query.", "header."]
-                .iter()
-                .any(|prefix| parameter.strip_prefix(prefix).is_some_and(|n| !n.is_empty()));
+            let ok = parameter.strip_prefix("query.").is_some_and(|n| !n.is_empty());
             c.check(ok, path, "must be path.NAME, query.NAME or header.NAME");
         }
     }

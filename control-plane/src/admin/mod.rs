@@ -233,19 +233,39 @@ impl AdminApi {
         f(&self.state()).map(Response::new)
     }
 
-    /// A stage's `websocket` limits would be ignored on an HTTP API's stage:
-    /// refused with the field (checked on local state, before proposing;
-    /// the state machine does not judge it, so old logs replay unchanged).
+    /// Stage fields the stage's API type would ignore are refused with
+    /// their field: connection limits on an HTTP API's stage, a cache or
+    /// `METHOD /path` route throttles on a WEBSOCKET API's, WebSocket route
+    /// keys on an HTTP API's. Checked on local state, before proposing (the
+    /// state machine does not judge it, so old logs replay unchanged).
     fn check_stage_protocol(&self, stage: &config::Stage) -> Result<(), Status> {
-        if stage.websocket.is_none() {
-            return Ok(());
-        }
         let state = self.state();
-        match state.api(&stage.api) {
-            Some(api) if api.protocol != config::api::Protocol::Websocket as i32 => Err(
-                Status::invalid_argument("websocket: only stages of WEBSOCKET APIs have connection limits"),
-            ),
-            _ => Ok(()),
+        let Some(api) = state.api(&stage.api) else {
+            return Ok(());
+        };
+        let websocket = api.protocol == config::api::Protocol::Websocket as i32;
+        let mut errors = Vec::new();
+        if !websocket && stage.websocket.is_some() {
+            errors.push("websocket: only stages of WEBSOCKET APIs have connection limits".to_owned());
+        }
+        if websocket && stage.cache.as_ref().is_some_and(|c| c.enabled) {
+            errors.push("cache.enabled: WEBSOCKET stages cache nothing".to_owned());
+        }
+        for key in stage.route_throttle.keys() {
+            // HTTP route keys are "METHOD /path"; WebSocket ones have no space.
+            if websocket == key.contains(' ') {
+                let want = if websocket {
+                    "a WebSocket route key such as sendmessage or $default"
+                } else {
+                    "a route key such as \"GET /pets/{id}\""
+                };
+                errors.push(format!("route_throttle[{key:?}]: must be {want}"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Status::invalid_argument(errors.join("; ")))
         }
     }
 

@@ -6,6 +6,7 @@
 //! parsed defensively: a damaged or undecryptable record is a miss, never a
 //! panic; records of an older layout are misses too.
 
+use crate::integration::http::Forwarding;
 use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -93,11 +94,23 @@ pub struct VariantIndex {
     pub expires_at_ms: u64,
 }
 
+/// A request's headers as variants are selected by them (RFC 9111 §4.1:
+/// the request the stored response was made for): the client's, with what
+/// the backend was told in place of the gateway's own forwarding headers.
+#[derive(Clone, Copy)]
+pub struct RequestView<'a> {
+    pub headers: &'a HeaderMap,
+    pub forwarding: &'a Forwarding,
+}
+
 /// A request header's value as variant selection compares it: every field
 /// line, trimmed, joined with ", " (RFC 9111 §4.1 normalisation); `None`
 /// when absent.
-pub fn selecting_value(headers: &HeaderMap, name: &HeaderName) -> Option<Bytes> {
-    let mut values = headers.get_all(name).iter();
+pub fn selecting_value(request: RequestView<'_>, name: &HeaderName) -> Option<Bytes> {
+    if let Some(told) = request.forwarding.told(name) {
+        return told.map(|value| Bytes::copy_from_slice(value.as_bytes()));
+    }
+    let mut values = request.headers.get_all(name).iter();
     let first = values.next()?;
     let mut out = BytesMut::from(first.as_bytes().trim_ascii());
     for value in values {
@@ -132,12 +145,12 @@ impl Entry {
     /// Whether this entry answers a request with `headers`: its variant's
     /// selecting headers match, and — for a request carrying credentials
     /// the key does not tell apart (`private`) — the response allowed it.
-    pub fn serves(&self, headers: &HeaderMap, private: bool) -> bool {
+    pub fn serves(&self, request: RequestView<'_>, private: bool) -> bool {
         (self.shareable || !private)
             && self
                 .selected_by
                 .iter()
-                .all(|(name, value)| selecting_value(headers, name) == *value)
+                .all(|(name, value)| selecting_value(request, name) == *value)
     }
 
     pub fn encode(&self) -> Bytes {
@@ -349,21 +362,63 @@ mod tests {
         let Stored::Response(entry) = entry() else {
             unreachable!()
         };
+        let forwarding = Forwarding {
+            forwarded_for: Some(HeaderValue::from_static("10.0.0.1")),
+            proto: HeaderValue::from_static("https"),
+            host: HeaderValue::from_static("a.example"),
+        };
         let mut headers = HeaderMap::new();
         assert!(
-            !entry.serves(&headers, false),
+            !entry.serves(
+                RequestView {
+                    headers: &headers,
+                    forwarding: &forwarding
+                },
+                false
+            ),
             "no Accept-Encoding: another variant"
         );
         headers.insert(http::header::ACCEPT_ENCODING, HeaderValue::from_static(" gzip "));
-        assert!(entry.serves(&headers, false));
+        assert!(entry.serves(
+            RequestView {
+                headers: &headers,
+                forwarding: &forwarding
+            },
+            false
+        ));
         assert!(
-            entry.serves(&headers, true),
+            entry.serves(
+                RequestView {
+                    headers: &headers,
+                    forwarding: &forwarding
+                },
+                true
+            ),
             "shareable: served to credentialed requests"
         );
         headers.insert(http::header::ACCEPT_LANGUAGE, HeaderValue::from_static("de"));
         assert!(
-            !entry.serves(&headers, false),
+            !entry.serves(
+                RequestView {
+                    headers: &headers,
+                    forwarding: &forwarding
+                },
+                false
+            ),
             "a language it was not selected by"
+        );
+        // Forwarding headers are selected by what the backend was told.
+        headers.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        assert_eq!(
+            selecting_value(
+                RequestView {
+                    headers: &headers,
+                    forwarding: &forwarding
+                },
+                &HeaderName::from_static("x-forwarded-host")
+            )
+            .as_deref(),
+            Some(&b"a.example"[..])
         );
     }
 

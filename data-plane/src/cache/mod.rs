@@ -36,10 +36,11 @@ use crate::config::cache::{KeyParameter, MAX_ENTRY_BYTES, RouteCacheSettings, St
 use crate::config::{CompiledStage, Target};
 use crate::context::RequestContext;
 use crate::error::GatewayError;
+use crate::integration::http::Forwarding;
 use crate::shared::redis::Redis;
 use crate::{Body, full_body};
 use bytes::{Bytes, BytesMut};
-use entry::{CacheKey, Entry, Stored, VariantIndex, selecting_value};
+use entry::{CacheKey, Entry, RequestView, Stored, VariantIndex, selecting_value};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use pylon_proto::config::v1::cache_settings::UnauthorizedInvalidation;
@@ -106,6 +107,7 @@ pub fn plan(
     route: Option<&RouteCacheSettings>,
     auth: &RouteAuth,
     parts: &http::request::Parts,
+    forwarding: &Forwarding,
     path: &str,
     params: &[(&str, String)],
     ctx: &RequestContext,
@@ -128,7 +130,15 @@ pub fn plan(
         None => parts.method == Method::GET,
     };
     let ttl = route.and_then(|r| r.ttl).unwrap_or(cache.ttl);
-    if !enabled || ttl.is_zero() || parts.method == Method::HEAD {
+    // A GET with a body: the body is no part of the key, so its answer must
+    // not answer plain GETs (nor they it).
+    let fat_get = parts.method == Method::GET
+        && (parts.headers.contains_key(header::TRANSFER_ENCODING)
+            || parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0"));
+    if !enabled || ttl.is_zero() || parts.method == Method::HEAD || fat_get {
         return Ok(Lookup::Bypass { warning });
     }
     if cache.encrypted && !can_encrypt {
@@ -138,7 +148,7 @@ pub fn plan(
         }
         return Ok(Lookup::Bypass { warning });
     }
-    let digest = key(stage, cache, target, route, parts, path, params, ctx);
+    let digest = key(stage, cache, target, route, parts, forwarding, path, params, ctx);
     let private = unaccounted_credentials(&parts.headers, cache, route, auth);
     let plan = Plan {
         redis_key: String::new(),
@@ -236,6 +246,7 @@ fn key(
     target: &Target,
     route: Option<&RouteCacheSettings>,
     parts: &http::request::Parts,
+    forwarding: &Forwarding,
     path: &str,
     params: &[(&str, String)],
     ctx: &RequestContext,
@@ -255,6 +266,10 @@ fn key(
     field(namespace);
     field(&cache.generation.to_be_bytes());
     field(parts.method.as_str().as_bytes());
+    // The authority and scheme the backend is told (X-Forwarded-Host,
+    // -Proto): what it builds links from is never another caller's.
+    field(forwarding.host.as_bytes());
+    field(forwarding.proto.as_bytes());
     field(path.as_bytes());
     let query = parts.uri.query().unwrap_or("");
     for parameter in route.map(|r| r.key_parameters.as_slice()).unwrap_or_default() {
@@ -298,15 +313,13 @@ fn key(
         }
     }
     if !route.is_some_and(|r| r.shared) {
-        // Who is asking: the API key, and the authorizer's principal — or,
-        // when it names none, the credential it accepted.
+        // Who is asking: the API key, the authorizer's principal and the
+        // credential it accepted — an authorizer that names every caller
+        // alike ("user") does not make them share.
         field(b"principal");
         field(ctx.identity.api_key_id.as_deref().unwrap_or("").as_bytes());
-        match (&ctx.authorizer.principal_id, &ctx.identity.caller) {
-            (Some(principal), _) => field(principal.as_bytes()),
-            (None, Some(caller)) => field(caller),
-            (None, None) => field(b""),
-        }
+        field(ctx.authorizer.principal_id.as_deref().unwrap_or("").as_bytes());
+        field(ctx.identity.caller.as_ref().map_or(&[][..], |c| &c[..]));
     }
     hash.finalize().into()
 }
@@ -386,17 +399,17 @@ impl ResponseCache {
     /// The entry that answers this request (`headers` select among
     /// variants), from this node or from Redis; on a miss, the key its
     /// fetch flies under (the variant, and a private caller's own).
-    pub async fn get(&self, plan: &Plan, headers: &HeaderMap) -> Found {
+    pub async fn get(&self, plan: &Plan, request: RequestView<'_>) -> Found {
         let now = crate::shared::memory::unix_now_ms();
         let tier = self.tier(plan);
         let mut key = plan.digest;
         let mut found = self.read(&tier, plan, &plan.digest, &plan.redis_key, now).await;
         if let Some(Stored::Variants(index)) = &found {
-            key = variant_digest(&plan.digest, &index.vary, headers);
+            key = variant_digest(&plan.digest, &index.vary, request);
             found = self.read(&tier, plan, &key, &plan.redis_key_of(&key), now).await;
         }
         match found {
-            Some(Stored::Response(entry)) if entry.serves(headers, plan.private) => Found::Hit(entry),
+            Some(Stored::Response(entry)) if entry.serves(request, plan.private) => Found::Hit(entry),
             _ => Found::Miss {
                 flight: flight_key(&key, plan.caller.as_ref()),
             },
@@ -466,7 +479,7 @@ impl ResponseCache {
         &self,
         plan: &Plan,
         response: Response<Body>,
-        request: &HeaderMap,
+        request: RequestView<'_>,
         flight: Option<FlightGuard>,
     ) -> Result<(Response<Body>, bool), GatewayError> {
         let Some(storable) = storable(&response, plan.private) else {
@@ -564,14 +577,14 @@ pub enum Found {
     },
 }
 
-/// The key of the variant of `primary` that `headers` select.
-fn variant_digest(primary: &[u8; 32], vary: &[HeaderName], headers: &HeaderMap) -> [u8; 32] {
+/// The key of the variant of `primary` that `request` selects.
+fn variant_digest(primary: &[u8; 32], vary: &[HeaderName], request: RequestView<'_>) -> [u8; 32] {
     let mut hash = Sha256::new();
     hash.update(primary);
     for name in vary {
         hash.update((name.as_str().len() as u64).to_be_bytes());
         hash.update(name.as_str());
-        match selecting_value(headers, name) {
+        match selecting_value(request, name) {
             None => hash.update([0]),
             Some(value) => {
                 hash.update([1]);
@@ -639,9 +652,11 @@ fn storable(response: &Response<Body>, private: bool) -> Option<Storable> {
         .flat_map(|v| v.split(','))
         .map(|d| d.trim().to_ascii_lowercase())
         .collect();
+    // (`no-cache="x"` and `private="x"` name fields a cache must not send
+    // unrevalidated; Pylon does not revalidate, so it stores nothing.)
     let forbids = directives
         .iter()
-        .any(|d| d == "no-store" || d == "no-cache" || d == "private" || d.starts_with("private="));
+        .any(|d| d == "no-store" || d.starts_with("no-cache") || d.starts_with("private"));
     let shareable = directives
         .iter()
         .any(|d| d == "public" || d == "must-revalidate" || d.starts_with("s-maxage="));

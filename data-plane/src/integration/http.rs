@@ -4,7 +4,7 @@
 //! HTTPS backends negotiate HTTP/2 or HTTP/1.1 by ALPN.
 
 use crate::error::{BoxError, GatewayError};
-use crate::request::body::Fault;
+use crate::request::body::{ClientBodyError, Fault};
 use crate::{Body, ConnInfo};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
@@ -63,14 +63,70 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
+/// What a backend is told about the request's way here: `X-Forwarded-For`
+/// (every earlier hop the client claimed, then the client's address),
+/// `X-Forwarded-Proto`, `X-Forwarded-Host` (the authority the request was
+/// routed on); `Forwarded` is removed (one convention). Computed once per
+/// request: the cache selects variants by what the backend was told.
+#[derive(Clone, Debug)]
+pub struct Forwarding {
+    pub forwarded_for: Option<HeaderValue>,
+    pub proto: HeaderValue,
+    pub host: HeaderValue,
+}
+
+impl Forwarding {
+    pub fn new(client: &HeaderMap, conn: &ConnInfo, authority: &HeaderValue) -> Forwarding {
+        let client_ip = conn.remote.ip().to_string();
+        let mut forwarded_for: Vec<&str> = client
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        forwarded_for.push(&client_ip);
+        Forwarding {
+            forwarded_for: HeaderValue::from_str(&forwarded_for.join(", ")).ok(),
+            proto: HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+            host: authority.clone(),
+        }
+    }
+
+    /// For a forwarding header, what a backend is told (`Some(None)`:
+    /// nothing, it is removed); `None` for any other header.
+    pub fn told(&self, name: &HeaderName) -> Option<Option<&HeaderValue>> {
+        match name.as_str() {
+            X_FORWARDED_FOR => Some(self.forwarded_for.as_ref()),
+            X_FORWARDED_PROTO => Some(Some(&self.proto)),
+            X_FORWARDED_HOST => Some(Some(&self.host)),
+            "forwarded" => Some(None),
+            _ => None,
+        }
+    }
+
+    /// Puts them into a request's headers.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        headers.remove(header::FORWARDED);
+        match &self.forwarded_for {
+            Some(value) => headers.insert(X_FORWARDED_FOR, value.clone()),
+            None => headers.remove(X_FORWARDED_FOR),
+        };
+        headers.insert(X_FORWARDED_PROTO, self.proto.clone());
+        headers.insert(X_FORWARDED_HOST, self.host.clone());
+    }
+}
+
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+const X_FORWARDED_HOST: &str = "x-forwarded-host";
+
 /// What the call needs besides the client's request.
 pub struct Call<'a> {
     pub uri: String,
     pub method: Option<&'a Method>,
     pub timeout: Duration,
     pub request_id: &'a str,
-    /// The authority the request was routed on (`X-Forwarded-Host`).
-    pub forwarded_host: &'a HeaderValue,
+    /// The `X-Forwarded-*` headers the backend is told.
+    pub forwarding: &'a Forwarding,
     /// The query string to send instead of the client's (a mapping set it).
     pub query: Option<String>,
     /// The path to send instead of the integration URI's (`overwrite:path`).
@@ -92,7 +148,6 @@ pub async fn call(
     mut parts: http::request::Parts,
     body: Body,
     fault: Option<Fault>,
-    conn: &ConnInfo,
 ) -> Result<Response<Body>, GatewayError> {
     let mut uri = call.uri;
     if let Some(path) = &call.path {
@@ -125,23 +180,7 @@ pub async fn call(
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
-    // One forwarding convention: X-Forwarded-*, every earlier hop kept.
-    headers.remove(header::FORWARDED);
-    let client_ip = conn.remote.ip().to_string();
-    let mut forwarded_for: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    forwarded_for.push(&client_ip);
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for.join(", ")) {
-        headers.insert("x-forwarded-for", value);
-    }
-    headers.insert(
-        "x-forwarded-proto",
-        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
-    );
-    headers.insert("x-forwarded-host", call.forwarded_host.clone());
+    call.forwarding.apply(headers);
     if let Ok(value) = HeaderValue::from_str(call.request_id) {
         headers.insert("x-pylon-request-id", value);
     }
@@ -155,6 +194,10 @@ pub async fn call(
     // The version is negotiated with the backend, not copied from the client.
 
     let response = match tokio::time::timeout(call.timeout, client.request(request)).await {
+        // A backend still waiting for a slow client's body is not slow.
+        Err(_) if fault.as_ref().is_some_and(Fault::client_still_sending) => {
+            return Err(ClientBodyError::TooSlow(call.timeout).into());
+        }
         Err(_) => return Err(GatewayError::IntegrationTimeout(call.timeout)),
         Ok(Err(e)) => {
             return Err(match fault.and_then(|f| f.take()) {
@@ -165,25 +208,17 @@ pub async fn call(
         Ok(Ok(response)) => response,
     };
     let (mut parts, body) = response.into_parts();
-    // hyper has decoded `chunked`; any other coding would reach the client
-    // undecoded and unannounced. With Transfer-Encoding, Content-Length is
-    // not the body's length (RFC 9112 §6.3) and must not be passed on.
-    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
-        let codings: Vec<String> = parts
-            .headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(|c| String::from_utf8_lossy(c).trim().to_ascii_lowercase())
-            .filter(|c| !c.is_empty())
-            .collect();
-        if codings.iter().any(|c| c != "chunked") {
-            return Err(GatewayError::InvalidIntegrationResponse(
-                format!("the backend used the transfer coding {:?}", codings.join(", ")).into(),
-            ));
-        }
-        parts.headers.remove(header::CONTENT_LENGTH);
+    // A 101 would switch a client that never asked to; 600 and beyond are
+    // not statuses (RFC 9110 §15).
+    if parts.status == http::StatusCode::SWITCHING_PROTOCOLS || parts.status.as_u16() > 599 {
+        return Err(GatewayError::InvalidIntegrationResponse(
+            format!("the backend answered status {}", parts.status.as_u16()).into(),
+        ));
     }
+    // The client's protocol is the client's: never an HTTP/1.0 status line
+    // on its HTTP/1.1 connection.
+    parts.version = http::Version::default();
+    check_framing(&mut parts.headers).map_err(GatewayError::InvalidIntegrationResponse)?;
     strip_hop_by_hop(&mut parts.headers);
     // Only the gateway says which side served or what failed.
     for name in [crate::response::CANARY, crate::response::ERROR_TYPE] {
@@ -191,6 +226,31 @@ pub async fn call(
     }
     let body: Body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
     Ok(Response::from_parts(parts, body))
+}
+
+/// A backend answer's framing: hyper has decoded `chunked`, and any other
+/// transfer coding would reach the client undecoded and unannounced. With
+/// Transfer-Encoding, Content-Length is not the body's length (RFC 9112
+/// §6.3) and is dropped.
+///
+/// # Errors
+/// A transfer coding other than `chunked`.
+fn check_framing(headers: &mut HeaderMap) -> Result<(), BoxError> {
+    if !headers.contains_key(header::TRANSFER_ENCODING) {
+        return Ok(());
+    }
+    let codings: Vec<String> = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(|c| String::from_utf8_lossy(c).trim().to_ascii_lowercase())
+        .filter(|c| !c.is_empty())
+        .collect();
+    if codings.iter().any(|c| c != "chunked") {
+        return Err(format!("the backend used the transfer coding {:?}", codings.join(", ")).into());
+    }
+    headers.remove(header::CONTENT_LENGTH);
+    Ok(())
 }
 
 /// Why the backend call failed (the body limit is noticed before): a
@@ -253,7 +313,8 @@ pub async fn fetch(
 ) -> Result<Fetched, FetchError> {
     let exchange = async {
         let response = client.request(request).await.map_err(FetchError::Request)?;
-        let (parts, body) = response.into_parts();
+        let (mut parts, body) = response.into_parts();
+        check_framing(&mut parts.headers).map_err(FetchError::Body)?;
         let body = Limited::new(body, max_bytes)
             .collect()
             .await

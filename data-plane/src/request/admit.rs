@@ -8,10 +8,12 @@
 //! - `Transfer-Encoding` other than one `chunked` is refused with 501
 //!   (RFC 9112 §6.1);
 //! - several `cookie` fields (HTTP/2 sends one per cookie) become one,
-//!   joined with `"; "` (RFC 9113 §8.2.3);
-//! - header names with underscores are dropped unless the stage allows them
-//!   (CGI/WSGI backends read `X_Pylon_Request_Id` as `X-Pylon-Request-Id`);
-//!   underscore spellings of `x-pylon-*` always are.
+//!   joined with `"; "` (RFC 9113 §8.2.3); several `content-length` fields
+//!   become one if they agree, else 400;
+//! - client `x-pylon-*` headers are dropped, and header names with
+//!   underscores unless the stage allows them (CGI/WSGI backends read
+//!   `X_Pylon_Request_Id` as `X-Pylon-Request-Id`); underscore spellings of
+//!   `x-pylon-*` always are.
 
 use crate::error::GatewayError;
 use http::request::Parts;
@@ -71,7 +73,15 @@ pub fn authority(parts: &Parts) -> Result<Authority, GatewayError> {
     let parse = |value: &[u8]| -> Result<http::uri::Authority, GatewayError> {
         let authority = http::uri::Authority::try_from(value)
             .map_err(|_| GatewayError::MalformedRequest("Invalid Host header"))?;
-        if authority.as_str().contains('@') || authority.host().is_empty() {
+        // host [":" port], the port digits only (RFC 3986 §3.2.3): what
+        // follows the host is the client's to choose, and it reaches
+        // backends (X-Forwarded-Host).
+        let port = &authority.as_str()[authority.host().len()..];
+        let port_ok = port.is_empty()
+            || port
+                .strip_prefix(':')
+                .is_some_and(|p| p.is_empty() || (p.len() <= 5 && p.parse::<u16>().is_ok()));
+        if authority.as_str().contains('@') || authority.host().is_empty() || !port_ok {
             return Err(GatewayError::MalformedRequest("Invalid Host header"));
         }
         Ok(authority)
@@ -131,9 +141,31 @@ pub fn check_headers(parts: &mut Parts, limits: &Limits) -> Result<Authority, Ga
         ));
     }
     check_transfer_coding(&parts.headers)?;
+    one_content_length(&mut parts.headers)?;
     let authority = authority(parts)?;
     join_cookies(&mut parts.headers);
     Ok(authority)
+}
+
+/// Several `content-length` fields (HTTP/2 lets them through) become one
+/// when they agree, and are malformed when they do not (RFC 9110 §8.6).
+fn one_content_length(headers: &mut HeaderMap) -> Result<(), GatewayError> {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return Ok(());
+    };
+    let first = first.clone();
+    if headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .any(|v| *v != first)
+    {
+        return Err(GatewayError::MalformedRequest(
+            "Conflicting Content-Length headers",
+        ));
+    }
+    headers.insert(header::CONTENT_LENGTH, first);
+    Ok(())
 }
 
 /// Only `chunked`, once, is a transfer coding Pylon reads (RFC 9112 §6.1).
@@ -177,14 +209,19 @@ fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// Drops header names with underscores (all of them unless `allow`; with
-/// `allow`, those that read as `x-pylon-*` with dashes).
-pub fn drop_underscore_headers(headers: &mut HeaderMap, allow: bool) {
+/// Drops what only the gateway may say — `x-pylon-*` from the client, and
+/// any underscore spelling of it — and header names with underscores unless
+/// the stage allows them (`allow_underscores`). Authorizers, mappings,
+/// templates and backends see what is left.
+pub fn drop_forbidden_headers(headers: &mut HeaderMap, allow_underscores: bool) {
     let doomed: Vec<header::HeaderName> = headers
         .keys()
         .filter(|name| {
             let name = name.as_str();
-            name.contains('_') && (!allow || name.replace('_', "-").starts_with("x-pylon-"))
+            if !name.contains('_') {
+                return name.starts_with("x-pylon-");
+            }
+            !allow_underscores || name.replace('_', "-").starts_with("x-pylon-")
         })
         .cloned()
         .collect();
@@ -261,8 +298,20 @@ mod tests {
 
     #[test]
     fn one_host_that_is_a_host() {
-        for bad in ["a.localhost, b.localhost", "user@a.localhost", "a b", ""] {
+        for bad in [
+            "a.localhost, b.localhost",
+            "user@a.localhost",
+            "a b",
+            "",
+            "a.localhost:evil.com",
+            "a.localhost:99999",
+            "a.localhost:[x]",
+            "a.localhost:1:2",
+        ] {
             assert!(authority(&parts(Some(bad), 0)).is_err(), "{bad:?}");
+        }
+        for good in ["a.localhost", "a.localhost:8080", "a.localhost:", "[::1]:80"] {
+            assert!(authority(&parts(Some(good), 0)).is_ok(), "{good:?}");
         }
         let mut two = parts(Some("a.localhost"), 0);
         two.headers
@@ -291,6 +340,17 @@ mod tests {
     }
 
     #[test]
+    fn content_lengths_that_agree_become_one() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(one_content_length(&mut headers).is_ok());
+        assert_eq!(headers.get_all(header::CONTENT_LENGTH).iter().count(), 1);
+        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("6"));
+        assert!(one_content_length(&mut headers).is_err());
+    }
+
+    #[test]
     fn cookie_fields_join_and_underscores_go() {
         let mut headers = HeaderMap::new();
         headers.append(header::COOKIE, HeaderValue::from_static("a=1"));
@@ -300,10 +360,12 @@ mod tests {
         join_cookies(&mut headers);
         assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);
         assert_eq!(headers[header::COOKIE], "a=1; b=2");
-        drop_underscore_headers(&mut headers, true);
+        headers.insert("x-pylon-principal-id", HeaderValue::from_static("admin"));
+        drop_forbidden_headers(&mut headers, true);
+        assert!(!headers.contains_key("x-pylon-principal-id"));
         assert!(!headers.contains_key("x_pylon_request_id"));
         assert!(headers.contains_key("x_custom"));
-        drop_underscore_headers(&mut headers, false);
+        drop_forbidden_headers(&mut headers, false);
         assert!(!headers.contains_key("x_custom"));
     }
 

@@ -14,6 +14,7 @@ use crate::stall::StallTimer;
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -27,6 +28,10 @@ pub enum ClientBodyError {
     /// No bytes for the body read timeout.
     #[error("no body bytes for {0:?}")]
     Stalled(Duration),
+    /// Still arriving when the integration's timeout ran out: the backend
+    /// was waiting for the client.
+    #[error("the body was still arriving after {0:?}")]
+    TooSlow(Duration),
     /// Over the payload limit.
     #[error("body over {limit} bytes")]
     TooLarge { limit: u64 },
@@ -84,20 +89,34 @@ fn classify(error: hyper::Error) -> ClientBodyError {
     make(Box::new(error))
 }
 
-/// Why the body failed, once it did; shared with whoever watches the call
-/// it feeds.
+/// Why the body failed, once it did, and whether it is still being waited
+/// for; shared with whoever watches the call it feeds.
 #[derive(Clone, Debug, Default)]
-pub struct Fault(Arc<Mutex<Option<ClientBodyError>>>);
+pub struct Fault(Arc<FaultState>);
+
+#[derive(Debug, Default)]
+struct FaultState {
+    error: Mutex<Option<ClientBodyError>>,
+    /// The last read found the client had not sent the next bytes yet.
+    waiting_on_client: AtomicBool,
+    complete: AtomicBool,
+}
 
 impl Fault {
     fn set(&self, error: ClientBodyError) {
-        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = self.0.error.lock().unwrap_or_else(PoisonError::into_inner);
         slot.get_or_insert(error);
     }
 
     /// The failure, if the body failed.
     pub fn take(&self) -> Option<ClientBodyError> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+        self.0.error.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// Whether the body is incomplete because the client has not sent it
+    /// (rather than because nobody read it).
+    pub fn client_still_sending(&self) -> bool {
+        !self.0.complete.load(Ordering::Relaxed) && self.0.waiting_on_client.load(Ordering::Relaxed)
     }
 }
 
@@ -184,6 +203,10 @@ impl hyper::body::Body for ClientBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.stall.progress();
+                this.fault.0.waiting_on_client.store(false, Ordering::Relaxed);
+                if this.inner.is_end_stream() {
+                    this.fault.0.complete.store(true, Ordering::Relaxed);
+                }
                 if let Some(data) = frame.data_ref() {
                     this.read += data.len() as u64;
                     if this.read > this.limit {
@@ -194,8 +217,12 @@ impl hyper::body::Body for ClientBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => this.fail(classify(e)),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.fault.0.complete.store(true, Ordering::Relaxed);
+                Poll::Ready(None)
+            }
             Poll::Pending => {
+                this.fault.0.waiting_on_client.store(true, Ordering::Relaxed);
                 if this.stall.poll_expired(cx) {
                     let timeout = this.stall.timeout();
                     return this.fail(ClientBodyError::Stalled(timeout));

@@ -1,6 +1,7 @@
-//! Request transformation: client-supplied `x-pylon-*` headers removed, the
-//! route's parameter mappings applied (headers, query string, path), and
-//! for HTTP integrations the body mapping template rendered.
+//! Request transformation: the route's parameter mappings applied (headers,
+//! query string, path), and for HTTP integrations the body mapping template
+//! rendered. (Client `x-pylon-*` headers are gone already:
+//! [`crate::request::admit`].)
 //!
 //! Values are evaluated against the request as the client sent it, then
 //! applied; a header value that is not a valid header (CR, LF, other control
@@ -135,18 +136,6 @@ impl Plan {
     }
 }
 
-/// Removes what only the gateway may say: `x-pylon-*` from the client.
-pub fn strip_gateway_headers(headers: &mut HeaderMap) {
-    let ours: Vec<http::HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("x-pylon-"))
-        .cloned()
-        .collect();
-    for name in ours {
-        headers.remove(name);
-    }
-}
-
 /// A mapped path must be a plain absolute path that stays where it is put.
 fn check_path(path: &str) -> Result<(), GatewayError> {
     let invalid = || GatewayError::BadRequestParameters("Invalid mapped path".into());
@@ -162,17 +151,6 @@ fn check_path(path: &str) -> Result<(), GatewayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn client_supplied_gateway_headers_are_removed() {
-        let mut headers = HeaderMap::new();
-        headers.insert("x-pylon-request-id", HeaderValue::from_static("forged"));
-        headers.insert("x-pylon-principal", HeaderValue::from_static("admin"));
-        headers.insert("x-other", HeaderValue::from_static("kept"));
-        strip_gateway_headers(&mut headers);
-        assert_eq!(headers.len(), 1);
-        assert!(headers.contains_key("x-other"));
-    }
 
     #[test]
     fn mapped_paths_cannot_climb_or_smuggle() {

@@ -29,7 +29,7 @@ pub fn classify(error: &GatewayError) -> (Type, StatusCode) {
         E::ClientBody(body) => (
             Type::Default4xx,
             Some(match body {
-                ClientBodyError::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
+                ClientBodyError::Stalled(_) | ClientBodyError::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
                 ClientBodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 ClientBodyError::Malformed(_) | ClientBodyError::Incomplete(_) => StatusCode::BAD_REQUEST,
                 ClientBodyError::Abandoned(_) => CLIENT_CLOSED_REQUEST,
@@ -55,6 +55,7 @@ pub fn classify(error: &GatewayError) -> (Type, StatusCode) {
             (Type::Default5xx, Some(StatusCode::SERVICE_UNAVAILABLE))
         }
         E::ConnectionGone => (Type::Default4xx, Some(StatusCode::GONE)),
+        E::UnsupportedWebSocketVersion => (Type::Default4xx, Some(StatusCode::UPGRADE_REQUIRED)),
         E::ConnectionBusy => (Type::Default4xx, Some(StatusCode::TOO_MANY_REQUESTS)),
     };
     (kind, status.unwrap_or_else(|| kind.default_status()))
@@ -132,6 +133,9 @@ pub fn respond(
         // Whole seconds, at least one (RFC 9110 §10.2.3).
         let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
         headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    }
+    if matches!(error, GatewayError::UnsupportedWebSocketVersion) {
+        headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
     }
     if let Some(value) = challenge(error).and_then(|c| HeaderValue::from_str(&c).ok()) {
         headers.insert(header::WWW_AUTHENTICATE, value);
@@ -227,9 +231,10 @@ mod tests {
             E::ConnectionGone => 27,
             E::ConnectionBusy => 28,
             E::ConnectionRegistryUnavailable(_) => 29,
+            E::UnsupportedWebSocketVersion => 30,
         }
     }
-    const VARIANTS: usize = 30;
+    const VARIANTS: usize = 31;
 
     #[test]
     fn every_error_has_the_aws_status_type_and_message() {
@@ -272,6 +277,12 @@ mod tests {
             ),
             (
                 E::ClientBody(ClientBodyError::Stalled(second)),
+                408,
+                "DEFAULT_4XX",
+                "Request Timeout",
+            ),
+            (
+                E::ClientBody(ClientBodyError::TooSlow(second)),
                 408,
                 "DEFAULT_4XX",
                 "Request Timeout",
@@ -411,6 +422,12 @@ mod tests {
                 "Forbidden",
             ),
             (E::ConnectionGone, 410, "DEFAULT_4XX", "Gone"),
+            (
+                E::UnsupportedWebSocketVersion,
+                426,
+                "DEFAULT_4XX",
+                "Upgrade Required",
+            ),
             (E::ConnectionBusy, 429, "DEFAULT_4XX", "Too Many Requests"),
             (
                 E::ConnectionRegistryUnavailable("redis down".into()),

@@ -128,6 +128,11 @@ pub async fn apply(
         }
     }
     let body = match (rendered, bytes, body) {
+        // 204 and 304 have no content (RFC 9110 §15.3.5, §15.4.5).
+        _ if matches!(parts.status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED) => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            full_body(Bytes::new())
+        }
         (Some(text), _, _) => {
             parts.headers.remove(header::CONTENT_LENGTH);
             full_body(text)

@@ -183,6 +183,9 @@ pub async fn call(
     extra: Option<(&'static str, String)>,
 ) -> Result<Answer, GatewayError> {
     let mut headers = HeaderMap::new();
+    if let Ok(host) = HeaderValue::from_str(&session.host) {
+        headers.insert("x-forwarded-host", host);
+    }
     if let Some((name, value)) = extra
         && let Ok(value) = HeaderValue::from_str(&value)
     {
@@ -198,6 +201,8 @@ pub async fn call(
 pub struct Handshake<'a> {
     pub inputs: &'a Inputs<'a>,
     pub ctx: &'a RequestContext,
+    /// The `X-Forwarded-*` headers, as HTTP routes set them.
+    pub forwarding: &'a crate::integration::http::Forwarding,
 }
 
 /// Calls `$connect`'s integration with the client's handshake: its headers
@@ -216,33 +221,29 @@ pub async fn connect(
     handshake: Handshake<'_>,
     request_id: &str,
 ) -> Result<Answer, GatewayError> {
-    let Handshake { inputs, ctx } = handshake;
-    let mut headers = inputs.parts.headers.clone();
-    crate::integration::http::strip_hop_by_hop(&mut headers);
-    crate::request::transform::strip_gateway_headers(&mut headers);
+    let Handshake {
+        inputs,
+        ctx,
+        forwarding,
+    } = handshake;
+    // The client's headers as the event shows them: without hop-by-hop
+    // ones (and those the front already dropped: x-pylon-*, underscores).
+    let mut client = inputs.parts.headers.clone();
+    crate::integration::http::strip_hop_by_hop(&mut client);
+    let (single, multi) = headers_json(&client);
+    let mut headers = client;
     for name in [header::HOST, header::CONTENT_LENGTH, header::CONTENT_TYPE] {
         headers.remove(name);
     }
     let plan = crate::request::transform::plan(&route.request_mappings, None, inputs, ctx)?;
     let outgoing = plan.apply(&mut headers);
+    forwarding.apply(&mut headers);
     let query = outgoing
         .query
         .or_else(|| inputs.parts.uri.query().map(str::to_owned));
-    let mut multi_headers = serde_json::Map::new();
-    for name in inputs.parts.headers.keys() {
-        let values: Vec<serde_json::Value> = inputs
-            .parts
-            .headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(|v| serde_json::Value::from(v.to_owned()))
-            .collect();
-        multi_headers.insert(name.as_str().to_owned(), values.into());
-    }
     let event = serde_json::json!({
-        "headers": inputs.headers_json(),
-        "multiValueHeaders": multi_headers,
+        "headers": single,
+        "multiValueHeaders": multi,
         "queryStringParameters": inputs.query_json(),
         "requestContext": {
             "routeKey": "$connect",
@@ -269,6 +270,22 @@ pub async fn connect(
         request_id,
     )
     .await
+}
+
+/// Headers as AWS's events show them: each name with its values joined by
+/// commas, and each name with the list of its values.
+fn headers_json(headers: &HeaderMap) -> (serde_json::Value, serde_json::Value) {
+    let (mut single, mut multi) = (serde_json::Map::new(), serde_json::Map::new());
+    for name in headers.keys() {
+        let values: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        single.insert(name.as_str().to_owned(), values.join(",").into());
+        multi.insert(name.as_str().to_owned(), values.into());
+    }
+    (single.into(), multi.into())
 }
 
 /// One integration call: MOCK answers at once; HTTP gets `body` POSTed
@@ -316,10 +333,6 @@ async fn integrate(
                     HeaderName::from_static("x-pylon-principal-id"),
                     session.principal_id.as_deref(),
                 ),
-                (
-                    HeaderName::from_static("x-forwarded-host"),
-                    Some(session.host.as_str()),
-                ),
             ];
             for (name, value) in context {
                 match value.map(HeaderValue::from_str) {
@@ -353,8 +366,15 @@ async fn integrate(
 /// [`GatewayError::InvalidIntegrationResponse`] for a choice the client did
 /// not offer (the client would fail the connection).
 pub fn subprotocol(request: &HeaderMap, answer: &HeaderMap) -> Result<Option<HeaderValue>, GatewayError> {
-    let Some(chosen) = answer.get(header::SEC_WEBSOCKET_PROTOCOL) else {
-        return Ok(None);
+    let mut chosen = answer.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter();
+    let Some(chosen) = chosen.next().filter(|_| chosen.next().is_none()) else {
+        return match answer.contains_key(header::SEC_WEBSOCKET_PROTOCOL) {
+            // At most once in a handshake answer (RFC 6455 §11.3.4).
+            true => Err(GatewayError::InvalidIntegrationResponse(
+                "$connect chose more than one subprotocol".into(),
+            )),
+            false => Ok(None),
+        };
     };
     let chosen_text = chosen.to_str().unwrap_or("").trim();
     let offered = request
