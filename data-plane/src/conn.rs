@@ -3,9 +3,9 @@
 //! - The node holds at most [`ConnectionOptions::max_connections`] open
 //!   connections (plain, TLS and upgraded WebSockets alike); beyond that a
 //!   connection is accepted and closed at once ([`Connections::admit`]).
-//! - The protocol is told from the first bytes (the HTTP/2 preface, or
-//!   not) within the first-byte deadline; a connection that sends nothing,
-//!   or half a preface, is closed then. Behind TLS the same deadline covers
+//! - The protocol is told from the first bytes (the HTTP/2 preface and its
+//!   SETTINGS frame, or not) within the first-byte deadline; a connection
+//!   that sends nothing, or half a preface, is closed then. Behind TLS the same deadline covers
 //!   the handshake.
 //! - Every later state has a deadline too ([`Activity`]): an HTTP/1.1
 //!   request head must arrive within the header timeout of its first byte;
@@ -288,6 +288,8 @@ pub enum Protocol {
 }
 
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The frame type of SETTINGS (RFC 9113 §6.5).
+const SETTINGS: u8 = 0x4;
 
 /// Reads until the first bytes tell HTTP/2's preface from anything else;
 /// the protocol and the bytes read (to be served again).
@@ -304,7 +306,15 @@ pub async fn detect<I: AsyncRead + Unpin>(io: &mut I) -> io::Result<(Protocol, B
         if buf[..seen] != PREFACE[..seen] {
             return Ok((Protocol::Http1, buf.freeze()));
         }
-        if seen == PREFACE.len() {
+        // The client's connection preface is the magic and a SETTINGS
+        // frame (RFC 9113 §3.4): both within the first-byte deadline.
+        if let Some(&kind) = buf.get(PREFACE.len() + 3) {
+            if kind != SETTINGS {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "an HTTP/2 preface without SETTINGS",
+                ));
+            }
             return Ok((Protocol::Http2, buf.freeze()));
         }
     }
@@ -544,9 +554,17 @@ mod tests {
 
     #[tokio::test]
     async fn the_preface_decides_the_protocol_and_its_bytes_are_kept() {
-        let mut h2 = &PREFACE[..];
+        let opening = [&PREFACE[..], &[0, 0, 0, SETTINGS, 0, 0, 0, 0, 0][..]].concat();
+        let mut h2 = &opening[..];
         let (protocol, seen) = detect(&mut h2).await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((protocol, &seen[..]), (Protocol::Http2, &PREFACE[..]));
+        assert_eq!((protocol, &seen[..]), (Protocol::Http2, &opening[..]));
+        let mut magic_only = &PREFACE[..];
+        assert!(
+            detect(&mut magic_only).await.is_err(),
+            "no SETTINGS: not HTTP/2 yet"
+        );
+        let not_settings = [&PREFACE[..], &[0, 0, 0, 0x6, 0, 0, 0, 0, 0][..]].concat();
+        assert!(detect(&mut &not_settings[..]).await.is_err());
         let mut h1 = &b"GET / HTTP/1.1\r\n\r\n"[..];
         let (protocol, seen) = detect(&mut h1).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const HOST: &str = "metered.localhost";
+/// With a port: every node is addressed as one load balancer's clients
+/// would (the cache keys on the authority).
+const HOST: &str = "metered.localhost:443";
 
 fn metered_api() -> Api {
     let mock = json!({"type": "MOCK", "mock": {"statusCode": 200, "body": "{\"ok\":true}"}});

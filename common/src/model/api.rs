@@ -484,6 +484,12 @@ fn check_integration(c: &mut Checker, p: &str, integration: Option<&Integration>
                 at(p, "http_method"),
                 "only HTTP and HTTP_PROXY integrations have one",
             );
+            // (Validation fills in the default, so that one is accepted.)
+            c.check(
+                integration.timeout_ms == DEFAULT_INTEGRATION_TIMEOUT_MS,
+                at(p, "timeout_ms"),
+                "MOCK integrations answer at once: they have no timeout",
+            );
         }
     }
     if kind == integration::Type::HttpProxy {
