@@ -197,8 +197,13 @@ impl Activity {
     /// A request entered the pipeline; it is in flight until the returned
     /// guard (kept by its response body) drops.
     pub fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let was_idle = self.in_flight.fetch_add(1, Ordering::Relaxed) == 0;
         self.head_since.store(0, Ordering::Relaxed);
+        if was_idle && self.protocol == Protocol::Http2 {
+            // [`drive`] sleeps until the idle deadline: it must start
+            // watching this connection's responses for stalls now.
+            self.changed.notify_one();
+        }
         let waiting = (self.protocol == Protocol::Http2).then(|| {
             let slot = Arc::new(AtomicU64::new(0));
             let mut waiting = self
@@ -246,6 +251,14 @@ pub struct Tracked {
 
 impl Tracked {
     pub fn new(body: Body, in_flight: InFlight) -> Tracked {
+        // Handed to hyper with the response head: from now on it waits for
+        // the client until hyper polls it (HTTP/2 polls a body only once
+        // the client's window has room).
+        if let Some(waiting) = &in_flight.waiting
+            && !hyper::body::Body::is_end_stream(&body)
+        {
+            waiting.store(now_ms(), Ordering::Relaxed);
+        }
         Tracked { body, in_flight }
     }
 }
@@ -624,7 +637,10 @@ mod tests {
         let activity = Activity::new(Protocol::Http2);
         let in_flight = activity.begin();
         let mut body = Tracked::new(crate::full_body("data"), in_flight);
-        assert_eq!(activity.oldest_waiting(), None);
+        assert!(
+            activity.oldest_waiting().is_some(),
+            "not polled yet: waiting for the client"
+        );
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(matches!(
             hyper::body::Body::poll_frame(Pin::new(&mut body), &mut cx),
