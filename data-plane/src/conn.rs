@@ -303,6 +303,9 @@ pub enum Protocol {
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// The frame type of SETTINGS (RFC 9113 §6.5).
 const SETTINGS: u8 = 0x4;
+/// The largest SETTINGS payload read before choosing HTTP/2 (one entry is
+/// 6 bytes; RFC 9113 defines 7 settings).
+const MAX_SETTINGS: usize = 6 * 64;
 
 /// Reads until the first bytes tell HTTP/2's preface from anything else;
 /// the protocol and the bytes read (to be served again).
@@ -319,16 +322,19 @@ pub async fn detect<I: AsyncRead + Unpin>(io: &mut I) -> io::Result<(Protocol, B
         if buf[..seen] != PREFACE[..seen] {
             return Ok((Protocol::Http1, buf.freeze()));
         }
-        // The client's connection preface is the magic and a SETTINGS
+        // The client's connection preface is the magic and a whole SETTINGS
         // frame (RFC 9113 §3.4): both within the first-byte deadline.
-        if let Some(&kind) = buf.get(PREFACE.len() + 3) {
-            if kind != SETTINGS {
+        if let Some(frame) = buf.get(PREFACE.len()..PREFACE.len() + 9) {
+            let length = usize::from(frame[0]) << 16 | usize::from(frame[1]) << 8 | usize::from(frame[2]);
+            if frame[3] != SETTINGS || length > MAX_SETTINGS {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    "an HTTP/2 preface without SETTINGS",
+                    "an HTTP/2 preface without a SETTINGS frame",
                 ));
             }
-            return Ok((Protocol::Http2, buf.freeze()));
+            if buf.len() >= PREFACE.len() + 9 + length {
+                return Ok((Protocol::Http2, buf.freeze()));
+            }
         }
     }
 }
@@ -578,6 +584,14 @@ mod tests {
         );
         let not_settings = [&PREFACE[..], &[0, 0, 0, 0x6, 0, 0, 0, 0, 0][..]].concat();
         assert!(detect(&mut &not_settings[..]).await.is_err());
+        // A SETTINGS header whose payload never comes is no preface yet.
+        let header_only = [&PREFACE[..], &[0, 0, 6, SETTINGS, 0, 0, 0, 0, 0][..]].concat();
+        assert!(detect(&mut &header_only[..]).await.is_err());
+        let whole = [&header_only[..], &[0, 3, 0, 0, 0, 100][..]].concat();
+        assert_eq!(
+            detect(&mut &whole[..]).await.map(|d| d.0).ok(),
+            Some(Protocol::Http2)
+        );
         let mut h1 = &b"GET / HTTP/1.1\r\n\r\n"[..];
         let (protocol, seen) = detect(&mut h1).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(

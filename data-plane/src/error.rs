@@ -25,6 +25,10 @@ pub enum GatewayError {
     /// MISSING_AUTHENTICATION_TOKEN).
     #[error("Missing Authentication Token")]
     NoRoute,
+    /// Framing that cannot be trusted (`chunked` twice, Content-Length
+    /// fields that disagree): 400, and the connection is closed.
+    #[error("{0}")]
+    BadFraming(&'static str),
     /// A transfer coding other than `chunked` (RFC 9112 §6.1).
     #[error("Not Implemented")]
     UnsupportedTransferCoding(String),
@@ -142,6 +146,7 @@ impl GatewayError {
             GatewayError::ConnectionBusy => "the connection is not reading its messages".into(),
             GatewayError::CacheInvalidationDenied => "not authorized to invalidate cache entries".into(),
             GatewayError::MalformedRequest(_)
+            | GatewayError::BadFraming(_)
             | GatewayError::MissingCredential
             | GatewayError::NoRouteForMessage
             | GatewayError::UnsupportedWebSocketVersion

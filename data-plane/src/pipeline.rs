@@ -338,9 +338,11 @@ async fn serve(
     let settings = &route.settings;
     outcome.route_key = Some(route.key.clone());
     let mut ctx = context(front, &parts, conn, request_id, &route.key);
+    let forwarding = integration::http::Forwarding::new(&parts.headers, conn, &front.authority.value);
 
     // Authenticate before reading a body: strangers cannot make us buffer.
-    let inputs = Inputs::new(&parts, &front.path, &matched.params, &target.variables, None);
+    let inputs =
+        Inputs::new(&parts, &front.path, &matched.params, &target.variables, None).forwarded(&forwarding);
     let key = {
         let _phase = trace::phase(telemetry, trace, "authorize", SpanKind::Internal);
         let key = authorize::run(gateway, &front.stage, &settings.auth, &inputs, &mut ctx).await;
@@ -352,18 +354,32 @@ async fn serve(
         let _phase = trace::phase(telemetry, trace, "throttle", SpanKind::Internal);
         throttle::check(&gateway.shared, &front.stage, &route.key, key).await?;
     }
-    let (whole, stream) = if settings.reads_body {
+    // A GET or HEAD body of no declared length is read whole, so it reaches
+    // the backend with one (a client would not otherwise send it along).
+    let unframed = matches!(parts.method, Method::GET | Method::HEAD)
+        && !parts.headers.contains_key(http::header::CONTENT_LENGTH)
+        && !hyper::body::Body::is_end_stream(&body);
+    let (whole, stream) = if settings.reads_body || unframed {
         (Some(body.read_whole().await?), None)
     } else {
         (None, Some(body))
     };
+    let has_body = whole.as_ref().map_or_else(
+        || {
+            stream
+                .as_ref()
+                .is_some_and(|b| !hyper::body::Body::is_end_stream(b))
+        },
+        |w| !w.is_empty(),
+    );
     let inputs = Inputs::new(
         &parts,
         &front.path,
         &matched.params,
         &target.variables,
         whole.as_ref(),
-    );
+    )
+    .forwarded(&forwarding);
     if let Some(validation) = &settings.validation {
         let _phase = trace::phase(telemetry, trace, "validate", SpanKind::Internal);
         validate::check(validation, &inputs)?;
@@ -374,7 +390,8 @@ async fn serve(
         .cache
         .is_some()
         .then(|| trace::phase(telemetry, trace, "cache", SpanKind::Internal));
-    let forwarding = integration::http::Forwarding::new(&parts.headers, conn, &front.authority.value);
+    // Mappings first: a response varies by the headers the backend is told.
+    let mut mapping = transform::plan(&settings.request_mappings, &inputs, &ctx)?;
     let lookup = cache::plan(
         gateway.cache.can_encrypt(),
         &front.stage,
@@ -382,6 +399,7 @@ async fn serve(
         settings.cache.as_ref(),
         &settings.auth,
         &parts,
+        has_body,
         &forwarding,
         &front.path,
         &matched.params,
@@ -395,6 +413,7 @@ async fn serve(
         let request = cache::entry::RequestView {
             headers: &parts.headers,
             forwarding: &forwarding,
+            changes: mapping.header_changes(),
         };
         if !plan.refresh {
             let flight_key = match gateway.cache.get(plan, request).await {
@@ -420,15 +439,20 @@ async fn serve(
         request_headers = Some(parts.headers.clone());
     }
     drop(lookup_phase);
-    let template = settings
+    let rendered = settings
         .request_template
         .as_deref()
-        .map(|name| (&*target.definition, name));
-    let plan = transform::plan(&settings.request_mappings, template, &inputs, &ctx)?;
+        .map(|name| transform::render(&target.definition, name, &inputs, &ctx))
+        .transpose()?;
     // Response mappings may read the request as the client sent it.
     let transforms_response = !settings.response_mappings.is_empty() || settings.response_template.is_some();
     let original = transforms_response.then(|| copy_parts(&parts));
-    let outgoing = plan.apply(&mut parts.headers);
+    let mut outgoing = mapping.apply(&mut parts.headers);
+    if rendered.is_some() {
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        parts.headers.remove(http::header::TRANSFER_ENCODING);
+        outgoing.body = rendered;
+    }
     let mut integration_phase = trace::phase(telemetry, trace, "integration", SpanKind::Client);
     if let Some(cx) = integration_phase.context(trace) {
         trace::inject(&cx, &mut parts.headers);
@@ -507,6 +531,7 @@ async fn serve(
             let request = cache::entry::RequestView {
                 headers: &request_headers,
                 forwarding: &forwarding,
+                changes: mapping.header_changes(),
             };
             let (mut response, stored) = gateway.cache.fill(&plan, response, request, flight).await?;
             // A private request whose answer may not be shared went around
@@ -540,25 +565,15 @@ async fn connect_websocket(
     if !websocket::is_upgrade(&parts) {
         return Err(websocket::refuse_non_upgrade());
     }
-    let key = parts
-        .headers
-        .get(http::header::SEC_WEBSOCKET_KEY)
-        .cloned()
-        .ok_or(GatewayError::MalformedRequest("Sec-WebSocket-Key is missing"))?;
-    if parts
-        .headers
-        .get(http::header::SEC_WEBSOCKET_VERSION)
-        .is_none_or(|v| v.as_bytes() != b"13")
-    {
-        return Err(GatewayError::UnsupportedWebSocketVersion);
-    }
+    let key = websocket::handshake_key(&parts.headers)?;
     let Some(this) = front.gateway.clone() else {
         return Err(GatewayError::ApiConfiguration("no gateway handle".into()));
     };
     outcome.route_key = Some("$connect".into());
     let mut ctx = context(front, &parts, conn, request_id, "$connect");
     let route = api.routes.get("$connect");
-    let inputs = Inputs::new(&parts, &front.path, &[], &front.target.variables, None);
+    let forwarding = integration::http::Forwarding::new(&parts.headers, conn, &front.authority.value);
+    let inputs = Inputs::new(&parts, &front.path, &[], &front.target.variables, None).forwarded(&forwarding);
     let stage_key = match route {
         Some(route) => {
             let key = authorize::run(gateway, &front.stage, &route.auth, &inputs, &mut ctx).await;
@@ -580,6 +595,7 @@ async fn connect_websocket(
         api_key,
         api_key_id: ctx.identity.api_key_id.clone(),
         host: front.authority.host.clone(),
+        forwarding: forwarding.clone(),
         source_ip: front.source_ip.to_string(),
         user_agent: ctx.identity.user_agent.clone(),
     };
@@ -593,11 +609,9 @@ async fn connect_websocket(
     let mut protocol = None;
     if let Some(route) = route {
         let started = Instant::now();
-        let forwarding = integration::http::Forwarding::new(&parts.headers, conn, &front.authority.value);
         let handshake = websocket::Handshake {
             inputs: &inputs,
             ctx: &ctx,
-            forwarding: &forwarding,
         };
         let answer = websocket::connect(gateway, &session, route, handshake, request_id).await;
         outcome.integration_latency = Some(started.elapsed());

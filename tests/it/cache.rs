@@ -390,6 +390,9 @@ fn private_api(authorizer: &str) -> Api {
             {"method": "GET", "path": "/vary", "integration": proxy("/vary")},
             {"method": "GET", "path": "/prefs", "integration": proxy("/prefs")},
             {"method": "GET", "path": "/star", "integration": proxy("/star")},
+            {"method": "GET", "path": "/stale", "integration": proxy("/stale")},
+            {"method": "GET", "path": "/mapped", "integration": proxy("/mapped"),
+             "requestParameters": {"overwrite:header.x-lang": "$request.querystring.lang"}},
             {"method": "GET", "path": "/raw-shared", "integration": proxy("/raw-shared"),
              "cache": {"shareAcrossPrincipals": true}},
             {"method": "GET", "path": "/verified-shared", "integration": proxy("/verified-shared"),
@@ -565,6 +568,22 @@ async fn the_shared_cache_never_serves_one_callers_answer_to_another() {
         let star = get(a, "/prod/star?vary=*", vec![]).await;
         assert_ne!(star.header("x-cache"), "Hit");
     }
+
+    // A header a mapping sets selects the variant by its mapped value: the
+    // backend varies on what it was told, not on what the client sent.
+    let de = get(a, "/prod/mapped?vary=X-Lang&lang=de", vec![]).await;
+    assert_eq!(de.json()["headers"]["x-lang"], "de");
+    let fr = get(b, "/prod/mapped?vary=X-Lang&lang=fr", vec![("x-lang", "de")]).await;
+    assert_eq!(
+        (fr.header("x-cache"), fr.json()["headers"]["x-lang"].as_str()),
+        ("Miss", Some("fr"))
+    );
+    let de_again = get(b, "/prod/mapped?vary=X-Lang&lang=de", vec![]).await;
+    assert_eq!((de_again.header("x-cache"), n(&de_again)), ("Hit", n(&de)));
+
+    // An answer that may be shared but is stale at once is not shared.
+    let stale = get(a, "/prod/stale?cc=max-age=0,must-revalidate", vec![ALICE]).await;
+    assert_eq!(stale.header("x-cache"), "Bypass");
 
     // A GET with a body is no key's: it neither poisons nor is served.
     let fat = client

@@ -43,6 +43,11 @@ fn answer(request: &RawRequest) -> Vec<u8> {
         "/switch" => raw_response(101, &[("Upgrade", "x"), ("Connection", "upgrade")], b""),
         "/status600" => raw_response(600, &[("Content-Length", "2")], b"ok"),
         "/http10" => b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+        "/cl-list" => raw_response(
+            200,
+            &[("Content-Length", "2, 2"), ("X_Pylon_Canary", "true")],
+            b"ok",
+        ),
         _ => raw_response(200, &[("Content-Length", "2")], b"ok"),
     }
 }
@@ -60,6 +65,7 @@ fn front_api() -> Api {
             {"method": "GET", "path": "/switch", "integration": proxy("/switch")},
             {"method": "GET", "path": "/status600", "integration": proxy("/status600")},
             {"method": "GET", "path": "/http10", "integration": proxy("/http10")},
+            {"method": "GET", "path": "/cl-list", "integration": proxy("/cl-list")},
             {"method": "POST", "path": "/slow-upload",
              "integration": {"type": "HTTP_PROXY", "uri": "${stageVariables.backend}/slow-upload", "timeoutMs": 1000}},
             {"method": "GET", "path": "/never", "integration": proxy_to("silent", "/never")},
@@ -194,6 +200,18 @@ async fn a_backend_that_frames_with_both_content_length_and_chunked_is_read_as_c
             .await;
         assert_eq!(status_of(&answer), 502, "{path}: {answer}");
     }
+    // A Content-Length list becomes one value; an underscore spelling of a
+    // gateway header never reaches the client.
+    let answer = front
+        .raw(&format!(
+            "GET /prod/cl-list HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"
+        ))
+        .await;
+    let lower = answer.to_ascii_lowercase();
+    assert!(
+        lower.contains("content-length: 2\r\n") && !lower.contains("x_pylon"),
+        "{answer}"
+    );
     // An HTTP/1.0 backend does not make the client's answer HTTP/1.0.
     let answer = front
         .raw(&format!(
@@ -233,6 +251,17 @@ async fn a_clients_own_framing_errors_are_4xx_and_never_counted_as_backend_failu
     stream.shutdown().await.expect("half-close");
     let answer = raw_request(&mut stream, b"").await.expect("answer");
     assert_eq!(status_of(&answer), 400, "{answer}");
+
+    // Framing that cannot be trusted ends the connection: a request
+    // pipelined behind `chunked, chunked` is never read.
+    let answer = front
+        .raw(&format!(
+            "{}5\r\nhello\r\n0\r\n\r\nGET /prod/echo/smuggled HTTP/1.1\r\nHost: {HOST}\r\n\r\n",
+            head("Transfer-Encoding: chunked, chunked\r\n")
+        ))
+        .await;
+    assert_eq!(status_of(&answer), 400, "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
 
     // A transfer coding other than chunked: 501 (RFC 9112 §6.1).
     let answer = front
@@ -359,6 +388,19 @@ async fn header_hygiene_holds_in_both_directions() {
     assert_eq!(seen.values("x_custom"), ["1"]);
     assert!(seen.values("x_pylon_request_id").is_empty(), "{:?}", seen.headers);
 
+    // A GET body of no declared length reaches the backend, with one.
+    let answer = front
+        .raw(&format!(
+            "GET /prod/echo/fat HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n4\r\nbody\r\n0\r\n\r\n"
+        ))
+        .await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    let seen = front.received("/echo/fat");
+    assert_eq!(
+        (seen.body.as_slice(), seen.values("content-length")),
+        (&b"body"[..], vec!["4"])
+    );
+
     // HTTP/2 cookie fields reach an HTTP/1.1 backend as one line (RFC 9113 §8.2.3).
     let (status, _, _) = h2_request(
         address,
@@ -397,6 +439,11 @@ async fn header_hygiene_holds_in_both_directions() {
             "routes[0].integration.uri",
             json!({"method": "GET", "path": "/x/{id}",
                    "integration": {"type": "HTTP_PROXY", "uri": "http://127.0.0.1:9/{nosuch}"}}),
+        ),
+        (
+            "routes[0].integration.uri",
+            json!({"method": "GET", "path": "/x/{id}",
+                   "integration": {"type": "HTTP_PROXY", "uri": "http://127.0.0.1:9/x?id={id}"}}),
         ),
     ] {
         let api: Api =
@@ -438,7 +485,11 @@ async fn the_host_a_backend_is_told_is_the_one_the_request_was_routed_on() {
         .await;
     assert_eq!(status_of(&answer), 400, "{answer}");
     // A port that is not digits would reach backends as X-Forwarded-Host.
-    for host in ["front.localhost:evil.com", "front.localhost:99999"] {
+    for host in [
+        "front.localhost:evil.com",
+        "front.localhost:99999",
+        "front.localhost:+1",
+    ] {
         let answer = front
             .raw(&format!(
                 "GET /prod/echo/port HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"

@@ -812,6 +812,7 @@ async fn handshake(
     let headers = request.headers_mut();
     headers.insert("host", http::HeaderValue::from_str(host).expect("host"));
     headers.insert("x-client", http::HeaderValue::from_static("yes"));
+    headers.insert("x-forwarded-host", http::HeaderValue::from_static("evil.example"));
     headers.insert(
         "sec-websocket-protocol",
         http::HeaderValue::from_str(protocols).expect("protocols"),
@@ -836,7 +837,9 @@ async fn connect_sees_the_handshake_and_its_subprotocol_choice_reaches_the_clien
         if pick != "none" {
             headers.push(("Sec-WebSocket-Protocol", pick.as_str()));
         }
-        pylon_tests::gateway::raw_response(200, &headers, b"")
+        // `pick=switch`: a backend that answers 101 itself.
+        let status = if pick == "switch" { 101 } else { 200 };
+        pylon_tests::gateway::raw_response(status, &headers, b"")
     })
     .await;
     // A $connect backend that never answers.
@@ -894,6 +897,9 @@ async fn connect_sees_the_handshake_and_its_subprotocol_choice_reaches_the_clien
     assert_eq!(seen.values("sec-websocket-protocol"), ["chat, superchat"]);
     let event: Value = serde_json::from_slice(&seen.body).expect("JSON event");
     assert_eq!(event["headers"]["x-client"], "yes", "{event}");
+    // The event, like the request, shows the forwarding headers Pylon sets.
+    assert_eq!(event["headers"]["x-forwarded-host"], "hand.localhost", "{event}");
+    assert_eq!(seen.values("x-forwarded-host"), ["hand.localhost"]);
     assert_eq!(event["queryStringParameters"]["room"], "7", "{event}");
     assert_eq!(event["requestContext"]["eventType"], "CONNECT", "{event}");
 
@@ -906,10 +912,16 @@ async fn connect_sees_the_handshake_and_its_subprotocol_choice_reaches_the_clien
     .await
     .expect("exchange");
     assert!(answer.starts_with("HTTP/1.1 426"), "{answer}");
+    let lower = answer.to_ascii_lowercase();
     assert!(
-        answer.to_ascii_lowercase().contains("sec-websocket-version: 13"),
+        lower.contains("sec-websocket-version: 13") && lower.contains("upgrade: websocket"),
         "{answer}"
     );
+    // Only a real answer of $connect's integration is relayed.
+    match handshake(node.address(), "hand.localhost", "pick=switch", "switch").await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 502),
+        other => panic!("expected 502, got {:?}", other.map(|(_, r)| r.status())),
+    }
     // A pick the client never offered would break the browser: 502.
     match handshake(node.address(), "hand.localhost", "pick=other", "chat").await {
         Err(WsError::Http(response)) => assert_eq!(response.status(), 502),

@@ -522,17 +522,25 @@ fn check_uri_params(c: &mut Checker, p: &str, uri: &str, route: &Route, websocke
             .map(|t| t.params().map(str::to_owned).collect())
             .unwrap_or_default()
     };
-    let mut rest = uri;
-    while let Some(start) = rest.find('{') {
-        let after = &rest[start + 1..];
+    // Where the path ends: `{name}` fills the path only (a value is
+    // inserted as the client sent it, so in a query it could add
+    // parameters).
+    let path_end = uri.find(['?', '#']).unwrap_or(uri.len());
+    let mut offset = 0;
+    while let Some(start) = uri[offset..].find('{').map(|i| i + offset) {
+        let after = &uri[start + 1..];
         let Some(end) = after.find('}') else { break };
         // `${stageVariables.NAME}` is not a path parameter.
-        let is_variable = rest[..start].ends_with('$');
+        let is_variable = uri[..start].ends_with('$');
         let name = &after[..end];
-        if !is_variable && !params.iter().any(|p| p == name) {
-            c.fail(p, format!("{{{name}}} is not a parameter of the route's path"));
+        if !is_variable {
+            if start > path_end {
+                c.fail(p, format!("{{{name}}}: path parameters may fill the path only"));
+            } else if !params.iter().any(|p| p == name) {
+                c.fail(p, format!("{{{name}}} is not a parameter of the route's path"));
+            }
         }
-        rest = &after[end + 1..];
+        offset = start + 1 + end + 1;
     }
 }
 

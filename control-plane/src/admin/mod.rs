@@ -248,8 +248,8 @@ impl AdminApi {
         if !websocket && stage.websocket.is_some() {
             errors.push("websocket: only stages of WEBSOCKET APIs have connection limits".to_owned());
         }
-        if websocket && stage.cache.as_ref().is_some_and(|c| c.enabled) {
-            errors.push("cache.enabled: WEBSOCKET stages cache nothing".to_owned());
+        if websocket && stage.cache.is_some() {
+            errors.push("cache: WEBSOCKET stages cache nothing".to_owned());
         }
         for key in stage.route_throttle.keys() {
             // HTTP route keys are "METHOD /path"; WebSocket ones have no space.

@@ -7,6 +7,7 @@
 //! panic; records of an older layout are misses too.
 
 use crate::integration::http::Forwarding;
+use crate::request::transform::{HeaderChange, changed_values};
 use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -95,12 +96,14 @@ pub struct VariantIndex {
 }
 
 /// A request's headers as variants are selected by them (RFC 9111 §4.1:
-/// the request the stored response was made for): the client's, with what
-/// the backend was told in place of the gateway's own forwarding headers.
+/// the request the stored response was made for): what the backend is
+/// told — the client's headers as the route's mappings change them, and
+/// the gateway's forwarding headers in place of the client's.
 #[derive(Clone, Copy)]
 pub struct RequestView<'a> {
     pub headers: &'a HeaderMap,
     pub forwarding: &'a Forwarding,
+    pub changes: &'a [HeaderChange],
 }
 
 /// A request header's value as variant selection compares it: every field
@@ -110,7 +113,8 @@ pub fn selecting_value(request: RequestView<'_>, name: &HeaderName) -> Option<By
     if let Some(told) = request.forwarding.told(name) {
         return told.map(|value| Bytes::copy_from_slice(value.as_bytes()));
     }
-    let mut values = request.headers.get_all(name).iter();
+    let values = changed_values(request.changes, request.headers, name);
+    let mut values = values.into_iter();
     let first = values.next()?;
     let mut out = BytesMut::from(first.as_bytes().trim_ascii());
     for value in values {
@@ -367,58 +371,51 @@ mod tests {
             proto: HeaderValue::from_static("https"),
             host: HeaderValue::from_static("a.example"),
         };
+        fn view<'a>(headers: &'a HeaderMap, forwarding: &'a Forwarding) -> RequestView<'a> {
+            RequestView {
+                headers,
+                forwarding,
+                changes: &[],
+            }
+        }
         let mut headers = HeaderMap::new();
         assert!(
-            !entry.serves(
-                RequestView {
-                    headers: &headers,
-                    forwarding: &forwarding
-                },
-                false
-            ),
+            !entry.serves(view(&headers, &forwarding), false),
             "no Accept-Encoding: another variant"
         );
         headers.insert(http::header::ACCEPT_ENCODING, HeaderValue::from_static(" gzip "));
-        assert!(entry.serves(
-            RequestView {
-                headers: &headers,
-                forwarding: &forwarding
-            },
-            false
-        ));
+        assert!(entry.serves(view(&headers, &forwarding), false));
         assert!(
-            entry.serves(
-                RequestView {
-                    headers: &headers,
-                    forwarding: &forwarding
-                },
-                true
-            ),
+            entry.serves(view(&headers, &forwarding), true),
             "shareable: served to credentialed requests"
         );
-        headers.insert(http::header::ACCEPT_LANGUAGE, HeaderValue::from_static("de"));
+        let mut other = headers.clone();
+        other.insert(http::header::ACCEPT_LANGUAGE, HeaderValue::from_static("de"));
         assert!(
-            !entry.serves(
-                RequestView {
-                    headers: &headers,
-                    forwarding: &forwarding
-                },
-                false
-            ),
+            !entry.serves(view(&other, &forwarding), false),
             "a language it was not selected by"
         );
-        // Forwarding headers are selected by what the backend was told.
-        headers.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        // Forwarding headers are selected by what the backend was told...
+        other.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        let host = HeaderName::from_static("x-forwarded-host");
         assert_eq!(
-            selecting_value(
-                RequestView {
-                    headers: &headers,
-                    forwarding: &forwarding
-                },
-                &HeaderName::from_static("x-forwarded-host")
-            )
-            .as_deref(),
+            selecting_value(view(&other, &forwarding), &host).as_deref(),
             Some(&b"a.example"[..])
+        );
+        // ...and so are headers the route's mappings set.
+        let changes = [(
+            pylon_common::model::mapping::Action::Overwrite,
+            http::header::ACCEPT_LANGUAGE,
+            Some(HeaderValue::from_static("fr")),
+        )];
+        let mapped = RequestView {
+            headers: &other,
+            forwarding: &forwarding,
+            changes: &changes,
+        };
+        assert_eq!(
+            selecting_value(mapped, &http::header::ACCEPT_LANGUAGE).as_deref(),
+            Some(&b"fr"[..])
         );
     }
 

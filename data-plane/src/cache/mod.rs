@@ -107,6 +107,7 @@ pub fn plan(
     route: Option<&RouteCacheSettings>,
     auth: &RouteAuth,
     parts: &http::request::Parts,
+    has_body: bool,
     forwarding: &Forwarding,
     path: &str,
     params: &[(&str, String)],
@@ -132,12 +133,7 @@ pub fn plan(
     let ttl = route.and_then(|r| r.ttl).unwrap_or(cache.ttl);
     // A GET with a body: the body is no part of the key, so its answer must
     // not answer plain GETs (nor they it).
-    let fat_get = parts.method == Method::GET
-        && (parts.headers.contains_key(header::TRANSFER_ENCODING)
-            || parts
-                .headers
-                .get(header::CONTENT_LENGTH)
-                .is_some_and(|v| v.as_bytes() != b"0"));
+    let fat_get = parts.method == Method::GET && has_body;
     if !enabled || ttl.is_zero() || parts.method == Method::HEAD || fat_get {
         return Ok(Lookup::Bypass { warning });
     }
@@ -494,7 +490,10 @@ impl ResponseCache {
             Buffered::TooLarge(body) => return Ok((Response::from_parts(parts, body), false)),
         };
         let now = crate::shared::memory::unix_now_ms();
-        let expires_at_ms = now + plan.ttl.as_millis() as u64;
+        let ttl = storable
+            .lifetime
+            .map_or(plan.ttl, |lifetime| lifetime.min(plan.ttl));
+        let expires_at_ms = now + ttl.as_millis() as u64;
         let entry = Arc::new(Entry {
             status: parts.status,
             headers: parts
@@ -543,26 +542,29 @@ impl ResponseCache {
                     Some((redis_key, bytes))
                 })
                 .collect();
-            // Written in the background: the client does not wait for it.
-            let (redis, ttl_ms) = (redis.clone(), plan.ttl.as_millis() as u64);
-            tokio::spawn(async move {
-                for (redis_key, bytes) in sealed {
-                    let result = redis
-                        .run(|mut conn| async move {
-                            redis::cmd("SET")
-                                .arg(&redis_key)
-                                .arg(bytes.as_ref())
-                                .arg("PX")
-                                .arg(ttl_ms)
-                                .query_async::<()>(&mut conn)
-                                .await
-                        })
-                        .await;
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "cache write to Redis failed");
-                    }
+            // Written before the answer leaves (each within the Redis
+            // timeout; the variant before its index, so no node finds an
+            // index without its variant): once a client has its Miss, every
+            // node finds the entry. (Keys of one record may live on
+            // different cluster nodes, so no pipeline.)
+            let ttl_ms = ttl.as_millis().max(1) as u64;
+            for (redis_key, bytes) in sealed.iter().rev() {
+                let result = redis
+                    .run(|mut conn| async move {
+                        redis::cmd("SET")
+                            .arg(redis_key)
+                            .arg(bytes.as_ref())
+                            .arg("PX")
+                            .arg(ttl_ms)
+                            .query_async::<()>(&mut conn)
+                            .await
+                    })
+                    .await;
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "cache write to Redis failed");
+                    break;
                 }
-            });
+            }
         }
         Ok((Response::from_parts(parts, full_body(body)), true))
     }
@@ -627,6 +629,11 @@ fn local_until(stored: &Stored, now: u64, shared: bool) -> u64 {
     }
 }
 
+/// Marks a response that must not be stored (its own cache directives,
+/// addressed to this hop, said so and are gone).
+#[derive(Clone, Copy, Debug)]
+pub struct Uncacheable;
+
 /// How a response may be stored.
 #[derive(Debug, PartialEq)]
 struct Storable {
@@ -634,6 +641,9 @@ struct Storable {
     shareable: bool,
     /// The request headers its `Vary` names, lower-cased, sorted, unique.
     vary: Vec<HeaderName>,
+    /// At most this long (a private request's answer: its own freshness),
+    /// else the stage's or route's TTL.
+    lifetime: Option<Duration>,
 }
 
 /// A 200 without `Cache-Control: no-store|no-cache|private`, `Set-Cookie` or
@@ -642,7 +652,10 @@ struct Storable {
 /// `s-maxage`, `must-revalidate`).
 fn storable(response: &Response<Body>, private: bool) -> Option<Storable> {
     let headers = response.headers();
-    if response.status() != StatusCode::OK || headers.contains_key(header::SET_COOKIE) {
+    if response.status() != StatusCode::OK
+        || headers.contains_key(header::SET_COOKIE)
+        || response.extensions().get::<Uncacheable>().is_some()
+    {
         return None;
     }
     let directives: Vec<String> = headers
@@ -656,16 +669,29 @@ fn storable(response: &Response<Body>, private: bool) -> Option<Storable> {
     // unrevalidated; Pylon does not revalidate, so it stores nothing.)
     let forbids = directives
         .iter()
-        .any(|d| d == "no-store" || d.starts_with("no-cache") || d.starts_with("private"));
+        .any(|d| d.starts_with("no-store") || d.starts_with("no-cache") || d.starts_with("private"));
     let shareable = directives
         .iter()
         .any(|d| d == "public" || d == "must-revalidate" || d.starts_with("s-maxage="));
+    // How long a shared cache may use it (RFC 9111 §4.2.1): s-maxage, else
+    // max-age.
+    let seconds = |name: &str| {
+        directives
+            .iter()
+            .find_map(|d| d.strip_prefix(name)?.trim_matches('"').parse::<u64>().ok())
+    };
+    let freshness = seconds("s-maxage=")
+        .or_else(|| seconds("max-age="))
+        .map(Duration::from_secs);
     let too_large = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|n| n > MAX_ENTRY_BYTES as u64);
-    if forbids || too_large || (private && !shareable) {
+    // A private request's answer is shared only while it is fresh: Pylon
+    // does not revalidate, and the stage's TTL must not stretch `max-age=0,
+    // must-revalidate` into "share with everyone".
+    if forbids || too_large || (private && (!shareable || freshness.is_some_and(|f| f.is_zero()))) {
         return None;
     }
     let mut vary = Vec::new();
@@ -682,7 +708,11 @@ fn storable(response: &Response<Body>, private: bool) -> Option<Storable> {
     }
     vary.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     vary.dedup();
-    Some(Storable { shareable, vary })
+    Some(Storable {
+        shareable,
+        vary,
+        lifetime: if private { freshness } else { None },
+    })
 }
 
 enum Buffered {
@@ -739,5 +769,76 @@ pub async fn follow(mut rx: watch::Receiver<Option<Arc<Entry>>>, timeout: Durati
     match tokio::time::timeout(timeout, wait).await {
         Ok(Ok(entry)) => entry.clone(),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(headers: &[(&'static str, &'static str)]) -> Response<Body> {
+        let mut response = Response::new(full_body("{}"));
+        for (name, value) in headers {
+            response
+                .headers_mut()
+                .append(*name, HeaderValue::from_static(value));
+        }
+        response
+    }
+
+    #[test]
+    fn what_a_shared_cache_may_store() {
+        let plain = storable(&response(&[]), false).map(|s| s.shareable);
+        assert_eq!(plain, Some(false));
+        for forbidden in [
+            "no-store",
+            "no-store=\"x\"",
+            "no-cache",
+            "no-cache=\"x-secret\"",
+            "private",
+        ] {
+            assert_eq!(
+                storable(&response(&[("cache-control", forbidden)]), false),
+                None,
+                "{forbidden}"
+            );
+        }
+        assert_eq!(storable(&response(&[("vary", "*")]), false), None);
+        let varying = storable(
+            &response(&[
+                ("vary", "Accept-Encoding, accept-language"),
+                ("vary", "accept-encoding"),
+            ]),
+            false,
+        )
+        .map(|s| s.vary);
+        assert_eq!(
+            varying,
+            Some(vec![header::ACCEPT_ENCODING, header::ACCEPT_LANGUAGE]),
+            "sorted, without duplicates"
+        );
+        // Directives that were addressed to this hop still count.
+        let mut hop = response(&[]);
+        hop.extensions_mut().insert(Uncacheable);
+        assert_eq!(storable(&hop, false), None);
+    }
+
+    #[test]
+    fn a_private_request_stores_only_what_may_be_shared_while_fresh() {
+        assert_eq!(storable(&response(&[]), true), None);
+        let public = storable(&response(&[("cache-control", "public, max-age=60")]), true);
+        assert_eq!(
+            public.map(|s| (s.shareable, s.lifetime)),
+            Some((true, Some(Duration::from_secs(60))))
+        );
+        let shared_max = storable(&response(&[("cache-control", "s-maxage=5, max-age=60")]), true);
+        assert_eq!(shared_max.and_then(|s| s.lifetime), Some(Duration::from_secs(5)));
+        for stale in ["max-age=0, must-revalidate", "s-maxage=0", "public, max-age=0"] {
+            assert_eq!(
+                storable(&response(&[("cache-control", stale)]), true),
+                None,
+                "{stale}"
+            );
+        }
     }
 }

@@ -47,16 +47,20 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// Removes hop-by-hop headers, including those the Connection header names.
-/// `Upgrade` goes too: WebSockets are a separate API type.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
+/// The headers the Connection header names (hop-by-hop for this hop).
+fn names_in_connection(headers: &HeaderMap) -> impl Iterator<Item = HeaderName> + '_ {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
+}
+
+/// Removes hop-by-hop headers, including those the Connection header names.
+/// `Upgrade` goes too: WebSockets are a separate API type.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = names_in_connection(headers).collect();
     for name in listed.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
@@ -208,6 +212,7 @@ pub async fn call(
         Ok(Ok(response)) => response,
     };
     let (mut parts, body) = response.into_parts();
+    one_content_length(&mut parts.headers);
     // A 101 would switch a client that never asked to; 600 and beyond are
     // not statuses (RFC 9110 §15).
     if parts.status == http::StatusCode::SWITCHING_PROTOCOLS || parts.status.as_u16() > 599 {
@@ -219,9 +224,22 @@ pub async fn call(
     // on its HTTP/1.1 connection.
     parts.version = http::Version::default();
     check_framing(&mut parts.headers).map_err(GatewayError::InvalidIntegrationResponse)?;
+    // Cache directives addressed to this hop (named by Connection) are
+    // obeyed before they are removed: the answer is then not stored.
+    if names_in_connection(&parts.headers).any(|name| name == header::CACHE_CONTROL || name == header::PRAGMA)
+    {
+        parts.extensions.insert(crate::cache::Uncacheable);
+    }
     strip_hop_by_hop(&mut parts.headers);
-    // Only the gateway says which side served or what failed.
-    for name in [crate::response::CANARY, crate::response::ERROR_TYPE] {
+    // Only the gateway says which side served or what failed, in any
+    // spelling.
+    let ours: Vec<HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|name| name.as_str().replace('_', "-").starts_with("x-pylon-"))
+        .cloned()
+        .collect();
+    for name in ours {
         parts.headers.remove(name);
     }
     let body: Body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
@@ -251,6 +269,26 @@ fn check_framing(headers: &mut HeaderMap) -> Result<(), BoxError> {
     }
     headers.remove(header::CONTENT_LENGTH);
     Ok(())
+}
+
+/// One Content-Length, never a list of the same value (RFC 9110 §8.6: hyper
+/// read `3, 3` as 3; it is passed on as `3`).
+fn one_content_length(headers: &mut HeaderMap) {
+    let Some(value) = headers.get(header::CONTENT_LENGTH) else {
+        return;
+    };
+    if headers.get_all(header::CONTENT_LENGTH).iter().count() == 1 && !value.as_bytes().contains(&b',') {
+        return;
+    }
+    let first = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| HeaderValue::from_str(v.trim()).ok());
+    match first {
+        Some(first) => headers.insert(header::CONTENT_LENGTH, first),
+        None => headers.remove(header::CONTENT_LENGTH),
+    };
 }
 
 /// Why the backend call failed (the body limit is noticed before): a

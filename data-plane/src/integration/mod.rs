@@ -9,15 +9,22 @@ use std::collections::BTreeMap;
 
 /// Refuses path-parameter values that could leave the integration's path
 /// prefix once a backend normalises them: `.` and `..` segments, also
-/// percent-encoded, and encoded slashes or backslashes.
+/// percent-encoded or followed by `;` path parameters, and encoded slashes
+/// or backslashes.
 pub fn check_params(params: &[(&str, String)]) -> Result<(), GatewayError> {
     for (_, value) in params {
         let lower = value.to_ascii_lowercase();
         if lower.contains("%2f") || lower.contains("%5c") || value.contains('\\') {
             return Err(GatewayError::MalformedRequest("Invalid path"));
         }
-        let dots = lower.replace("%2e", ".");
-        if dots.split('/').any(|segment| segment == "." || segment == "..") {
+        // A dot segment, also with path parameters after it (`..;/`, which
+        // Tomcat and Spring normalise away).
+        let dots = lower.replace("%2e", ".").replace("%3b", ";");
+        if dots
+            .split('/')
+            .map(|segment| segment.split(';').next().unwrap_or(""))
+            .any(|name| name == "." || name == "..")
+        {
             return Err(GatewayError::MalformedRequest("Invalid path"));
         }
     }
@@ -83,6 +90,11 @@ mod tests {
             "a%5cb",
             "a\\b",
             "x/%2E",
+            "..;/admin",
+            ".;/x",
+            "%2e%2e;/admin",
+            "..%3b/admin",
+            "a/..;jsessionid=1/b",
         ] {
             assert!(check_params(&[("proxy", bad.to_owned())]).is_err(), "{bad}");
         }

@@ -3,9 +3,10 @@
 //! at most once), stage variables — and how a mapping value is evaluated.
 
 use crate::context::{RequestContext, json_text};
+use crate::integration::http::Forwarding;
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use pylon_common::model::mapping::{Part, Source};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -19,6 +20,8 @@ pub struct Inputs<'a> {
     pub variables: &'a BTreeMap<String, String>,
     /// The whole body, when the route reads it.
     pub body: Option<&'a Bytes>,
+    /// The forwarding headers a backend is told, in place of the client's.
+    forwarding: Option<&'a Forwarding>,
     body_json: OnceLock<Option<Value>>,
     query: OnceLock<Vec<(String, String)>>,
 }
@@ -45,13 +48,24 @@ impl<'a> Inputs<'a> {
             params,
             variables,
             body,
+            forwarding: None,
             body_json: OnceLock::new(),
             query: OnceLock::new(),
         }
     }
 
+    /// Headers as a backend is told them: `X-Forwarded-*` are the
+    /// gateway's (what mappings, templates and authorizers read).
+    pub fn forwarded(mut self, forwarding: &'a Forwarding) -> Inputs<'a> {
+        self.forwarding = Some(forwarding);
+        self
+    }
+
     /// Every value of `name`, comma-joined (as AWS passes repeated headers).
     pub fn header(&self, name: &str) -> Option<String> {
+        if let Some(told) = self.told(name) {
+            return told.and_then(|v| v.to_str().ok()).map(str::to_owned);
+        }
         let values: Vec<&str> = self
             .parts
             .headers
@@ -95,14 +109,34 @@ impl<'a> Inputs<'a> {
             .as_ref()
     }
 
-    pub fn headers_json(&self) -> Value {
-        let mut out = Map::new();
-        for name in self.parts.headers.keys() {
-            if let Some(value) = self.header(name.as_str()) {
-                out.insert(name.as_str().to_owned(), Value::String(value));
-            }
+    /// What the gateway tells a backend for `name` when it is a forwarding
+    /// header (`Some(None)`: nothing).
+    fn told(&self, name: &str) -> Option<Option<&HeaderValue>> {
+        let name = http::HeaderName::from_bytes(name.as_bytes()).ok()?;
+        self.forwarding?.told(&name)
+    }
+
+    /// The headers as events show them (a request authorizer's, `$connect`'s):
+    /// each name with its values joined by commas, and with the list of its
+    /// values — without hop-by-hop headers, with the gateway's forwarding
+    /// headers.
+    pub fn headers_json(&self) -> (Value, Value) {
+        let mut headers = self.parts.headers.clone();
+        crate::integration::http::strip_hop_by_hop(&mut headers);
+        if let Some(forwarding) = self.forwarding {
+            forwarding.apply(&mut headers);
         }
-        Value::Object(out)
+        let (mut single, mut multi) = (Map::new(), Map::new());
+        for name in headers.keys() {
+            let values: Vec<&str> = headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            single.insert(name.as_str().to_owned(), values.join(",").into());
+            multi.insert(name.as_str().to_owned(), values.into());
+        }
+        (single.into(), multi.into())
     }
 
     pub fn query_json(&self) -> Value {
@@ -137,7 +171,7 @@ impl<'a> Inputs<'a> {
         };
         serde_json::json!({
             "body": body,
-            "headers": self.headers_json(),
+            "headers": self.headers_json().0,
             "querystring": self.query_json(),
             "path": self.params_json(),
             "rawPath": self.path,

@@ -12,7 +12,7 @@ use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::request::inputs::Inputs;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderValue};
 use pylon_common::model::mapping::{Action, Mapping, Target};
 use pylon_common::model::template::render_bounded;
 
@@ -27,25 +27,21 @@ pub struct Outgoing {
     pub body: Option<Bytes>,
 }
 
+/// One header change a mapping makes: the action, the header, the value.
+pub type HeaderChange = (Action, http::HeaderName, Option<HeaderValue>);
+
 /// Header changes evaluated against the client's request, applied after.
 pub struct Plan {
-    headers: Vec<(Action, http::HeaderName, Option<HeaderValue>)>,
+    headers: Vec<HeaderChange>,
     outgoing: Outgoing,
 }
 
-/// Evaluates the route's request mappings and its body template (a name
-/// in the definition's templates).
+/// Evaluates the route's request mappings (headers, query string, path).
 ///
 /// # Errors
 /// [`GatewayError::BadRequestParameters`] for a mapped header value that is
-/// not one or a mapped path that climbs; [`GatewayError::ApiConfiguration`]
-/// for a template that fails.
-pub fn plan(
-    mappings: &[Mapping],
-    template: Option<(&CompiledDefinition, &str)>,
-    inputs: &Inputs<'_>,
-    ctx: &RequestContext,
-) -> Result<Plan, GatewayError> {
+/// not one or a mapped path that climbs.
+pub fn plan(mappings: &[Mapping], inputs: &Inputs<'_>, ctx: &RequestContext) -> Result<Plan, GatewayError> {
     let mut headers = Vec::new();
     let mut outgoing = Outgoing::default();
     let mut query: Option<Vec<(String, String)>> = None;
@@ -90,50 +86,83 @@ pub fn plan(
             .extend_pairs(pairs)
             .finish()
     });
-    if let Some((definition, name)) = template {
-        let template = definition
-            .templates
-            .get_template(name)
-            .map_err(|e| GatewayError::ApiConfiguration(format!("{name}: {e}")))?;
-        let context = serde_json::json!({
-            "request": inputs.template_value(),
-            "context": ctx.to_value(),
-            "stageVariables": inputs.variables,
-        });
-        let body = render_bounded(
-            &template,
-            minijinja::Value::from(minijinja::value::Serde(&context)),
-        )
-        .map_err(|e| GatewayError::ApiConfiguration(format!("{name}: {}", crate::error::error_chain(&e))))?;
-        outgoing.body = Some(Bytes::from(body));
-    }
     Ok(Plan { headers, outgoing })
 }
 
+/// Renders a route's body template (a name in the definition's templates).
+///
+/// # Errors
+/// [`GatewayError::ApiConfiguration`] for a template that fails.
+pub fn render(
+    definition: &CompiledDefinition,
+    name: &str,
+    inputs: &Inputs<'_>,
+    ctx: &RequestContext,
+) -> Result<Bytes, GatewayError> {
+    let template = definition
+        .templates
+        .get_template(name)
+        .map_err(|e| GatewayError::ApiConfiguration(format!("{name}: {e}")))?;
+    let context = serde_json::json!({
+        "request": inputs.template_value(),
+        "context": ctx.to_value(),
+        "stageVariables": inputs.variables,
+    });
+    let body = render_bounded(
+        &template,
+        minijinja::Value::from(minijinja::value::Serde(&context)),
+    )
+    .map_err(|e| GatewayError::ApiConfiguration(format!("{name}: {}", crate::error::error_chain(&e))))?;
+    Ok(Bytes::from(body))
+}
+
 impl Plan {
-    /// Applies the header changes to `headers` (the client's, with its
-    /// `x-pylon-*` headers already gone) and returns the rest.
-    pub fn apply(self, headers: &mut HeaderMap) -> Outgoing {
-        for (action, name, value) in self.headers {
+    /// The header changes, in the order they apply.
+    pub fn header_changes(&self) -> &[HeaderChange] {
+        &self.headers
+    }
+
+    /// Applies the header changes to `headers` (the client's) and hands
+    /// over the rest (once).
+    pub fn apply(&mut self, headers: &mut HeaderMap) -> Outgoing {
+        for (action, name, value) in &self.headers {
             match (action, value) {
                 (Action::Remove, _) => {
-                    headers.remove(&name);
+                    headers.remove(name);
                 }
                 (Action::Append, Some(value)) => {
-                    headers.append(name, value);
+                    headers.append(name.clone(), value.clone());
                 }
                 (Action::Overwrite, Some(value)) => {
-                    headers.insert(name, value);
+                    headers.insert(name.clone(), value.clone());
                 }
                 (_, None) => {}
             }
         }
-        if self.outgoing.body.is_some() {
-            headers.remove(header::CONTENT_LENGTH);
-            headers.remove(header::TRANSFER_ENCODING);
-        }
-        self.outgoing
+        std::mem::take(&mut self.outgoing)
     }
+}
+
+/// The values a backend is told for header `name`: the client's, as the
+/// header changes leave them.
+pub fn changed_values<'a>(
+    changes: &'a [HeaderChange],
+    client: &'a HeaderMap,
+    name: &http::HeaderName,
+) -> Vec<&'a HeaderValue> {
+    let mut values: Vec<&HeaderValue> = client.get_all(name).iter().collect();
+    for (action, changed, value) in changes {
+        if changed != name {
+            continue;
+        }
+        match (action, value) {
+            (Action::Remove, _) => values.clear(),
+            (Action::Append, Some(value)) => values.push(value),
+            (Action::Overwrite, Some(value)) => values = vec![value],
+            (_, None) => {}
+        }
+    }
+    values
 }
 
 /// A mapped path must be a plain absolute path that stays where it is put.

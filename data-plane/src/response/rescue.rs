@@ -21,7 +21,7 @@ pub fn classify(error: &GatewayError) -> (Type, StatusCode) {
             Type::Default4xx,
             Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
         ),
-        E::MalformedRequest(_) => (Type::Default4xx, None),
+        E::MalformedRequest(_) | E::BadFraming(_) => (Type::Default4xx, None),
         E::UnsupportedTransferCoding(_) => (Type::Default5xx, Some(StatusCode::NOT_IMPLEMENTED)),
         E::UnknownApi => (Type::ResourceNotFound, None),
         E::NoRoute | E::NoRouteForMessage => (Type::MissingAuthenticationToken, None),
@@ -125,6 +125,7 @@ pub fn respond(
         GatewayError::BodyTooLarge { .. }
             | GatewayError::ClientBody(_)
             | GatewayError::UnsupportedTransferCoding(_)
+            | GatewayError::BadFraming(_)
     ) {
         // The rest of the body is not read: this connection cannot carry another request.
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -135,6 +136,8 @@ pub fn respond(
         headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
     }
     if matches!(error, GatewayError::UnsupportedWebSocketVersion) {
+        // A 426 names the protocol to upgrade to (RFC 9110 §15.5.22).
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
     }
     if let Some(value) = challenge(error).and_then(|c| HeaderValue::from_str(&c).ok()) {
@@ -232,9 +235,10 @@ mod tests {
             E::ConnectionBusy => 28,
             E::ConnectionRegistryUnavailable(_) => 29,
             E::UnsupportedWebSocketVersion => 30,
+            E::BadFraming(_) => 31,
         }
     }
-    const VARIANTS: usize = 31;
+    const VARIANTS: usize = 32;
 
     #[test]
     fn every_error_has_the_aws_status_type_and_message() {
@@ -255,6 +259,12 @@ mod tests {
                 400,
                 "DEFAULT_4XX",
                 "Missing Host header",
+            ),
+            (
+                E::BadFraming("chunked is applied more than once"),
+                400,
+                "DEFAULT_4XX",
+                "chunked is applied more than once",
             ),
             (
                 E::UnsupportedTransferCoding("gzip, chunked".into()),

@@ -155,13 +155,23 @@ impl Metrics {
         }
     }
 
-    /// The dimensions of a request that matched no route.
+    /// The dimensions of a request that matched no route. The method is
+    /// the client's only when it is a standard one (else `_OTHER`, as the
+    /// OpenTelemetry conventions say): clients must not mint series.
     pub fn attributes(record: &Record) -> Arc<[KeyValue]> {
+        const STANDARD: [&str; 9] = [
+            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+        ];
+        let method = STANDARD
+            .iter()
+            .find(|m| **m == record.method)
+            .copied()
+            .unwrap_or("_OTHER");
         Arc::new([
             KeyValue::new("pylon.api", record.api.clone()),
             KeyValue::new("pylon.stage", record.stage.clone()),
             KeyValue::new("http.route", record.resource_path().to_owned()),
-            KeyValue::new("http.request.method", record.method.clone()),
+            KeyValue::new("http.request.method", method),
         ])
     }
 

@@ -38,6 +38,9 @@ pub struct Session {
     pub api_key: Option<[u8; 32]>,
     pub api_key_id: Option<String>,
     pub host: String,
+    /// The `X-Forwarded-*` headers of the handshake: every integration
+    /// call of the connection is told them.
+    pub forwarding: crate::integration::http::Forwarding,
     pub source_ip: String,
     pub user_agent: String,
 }

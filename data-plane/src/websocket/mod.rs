@@ -153,6 +153,35 @@ pub fn is_upgrade(parts: &http::request::Parts) -> bool {
         && has(header::CONNECTION, "upgrade")
 }
 
+/// The handshake's `Sec-WebSocket-Key` (RFC 6455 §4.2.1): one, the base64
+/// of 16 bytes, for version 13.
+///
+/// # Errors
+/// [`GatewayError::UnsupportedWebSocketVersion`] (426) for another version
+/// (or several); [`GatewayError::MalformedRequest`] for a missing, repeated
+/// or malformed key.
+pub fn handshake_key(headers: &http::HeaderMap) -> Result<HeaderValue, GatewayError> {
+    let mut versions = headers.get_all(header::SEC_WEBSOCKET_VERSION).iter();
+    match (versions.next(), versions.next()) {
+        (Some(version), None) if version.as_bytes() == b"13" => {}
+        _ => return Err(GatewayError::UnsupportedWebSocketVersion),
+    }
+    let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+    let (Some(key), None) = (keys.next(), keys.next()) else {
+        return Err(GatewayError::MalformedRequest(
+            "One Sec-WebSocket-Key is required",
+        ));
+    };
+    use base64::Engine;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key.as_bytes());
+    if decoded.map_or(true, |nonce| nonce.len() != 16) {
+        return Err(GatewayError::MalformedRequest(
+            "Sec-WebSocket-Key is not the base64 of 16 bytes",
+        ));
+    }
+    Ok(key.clone())
+}
+
 /// A new connection id (16 random bytes, URL-safe base64).
 pub fn new_connection_id() -> String {
     use base64::Engine;
@@ -183,9 +212,6 @@ pub async fn call(
     extra: Option<(&'static str, String)>,
 ) -> Result<Answer, GatewayError> {
     let mut headers = HeaderMap::new();
-    if let Ok(host) = HeaderValue::from_str(&session.host) {
-        headers.insert("x-forwarded-host", host);
-    }
     if let Some((name, value)) = extra
         && let Ok(value) = HeaderValue::from_str(&value)
     {
@@ -201,8 +227,6 @@ pub async fn call(
 pub struct Handshake<'a> {
     pub inputs: &'a Inputs<'a>,
     pub ctx: &'a RequestContext,
-    /// The `X-Forwarded-*` headers, as HTTP routes set them.
-    pub forwarding: &'a crate::integration::http::Forwarding,
 }
 
 /// Calls `$connect`'s integration with the client's handshake: its headers
@@ -221,23 +245,17 @@ pub async fn connect(
     handshake: Handshake<'_>,
     request_id: &str,
 ) -> Result<Answer, GatewayError> {
-    let Handshake {
-        inputs,
-        ctx,
-        forwarding,
-    } = handshake;
-    // The client's headers as the event shows them: without hop-by-hop
-    // ones (and those the front already dropped: x-pylon-*, underscores).
-    let mut client = inputs.parts.headers.clone();
-    crate::integration::http::strip_hop_by_hop(&mut client);
-    let (single, multi) = headers_json(&client);
-    let mut headers = client;
+    let Handshake { inputs, ctx } = handshake;
+    // The handshake as the event shows it (without hop-by-hop headers, with
+    // the forwarding ones a backend is told) and as the request carries it.
+    let (single, multi) = inputs.headers_json();
+    let mut headers = inputs.parts.headers.clone();
+    crate::integration::http::strip_hop_by_hop(&mut headers);
     for name in [header::HOST, header::CONTENT_LENGTH, header::CONTENT_TYPE] {
         headers.remove(name);
     }
-    let plan = crate::request::transform::plan(&route.request_mappings, None, inputs, ctx)?;
+    let mut plan = crate::request::transform::plan(&route.request_mappings, inputs, ctx)?;
     let outgoing = plan.apply(&mut headers);
-    forwarding.apply(&mut headers);
     let query = outgoing
         .query
         .or_else(|| inputs.parts.uri.query().map(str::to_owned));
@@ -272,22 +290,6 @@ pub async fn connect(
     .await
 }
 
-/// Headers as AWS's events show them: each name with its values joined by
-/// commas, and each name with the list of its values.
-fn headers_json(headers: &HeaderMap) -> (serde_json::Value, serde_json::Value) {
-    let (mut single, mut multi) = (serde_json::Map::new(), serde_json::Map::new());
-    for name in headers.keys() {
-        let values: Vec<&str> = headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        single.insert(name.as_str().to_owned(), values.join(",").into());
-        multi.insert(name.as_str().to_owned(), values.into());
-    }
-    (single.into(), multi.into())
-}
-
 /// One integration call: MOCK answers at once; HTTP gets `body` POSTed
 /// with `headers`, the connection's context and `query`.
 #[allow(clippy::too_many_arguments)]
@@ -317,6 +319,7 @@ async fn integrate(
                 uri.push(if uri.contains('?') { '&' } else { '?' });
                 uri.push_str(query);
             }
+            session.forwarding.apply(&mut headers);
             let context = [
                 (header::CONTENT_TYPE, Some("application/json")),
                 (
@@ -350,6 +353,13 @@ async fn integrate(
             *request.headers_mut() = headers;
             let limit = session.stage.sockets.max_message;
             let fetched = crate::integration::http::fetch(&gateway.client, request, *timeout, limit).await?;
+            // Only a real answer is relayed (a 101 or a status over 599
+            // would break the client's handshake).
+            if !(200..=599).contains(&fetched.status.as_u16()) {
+                return Err(GatewayError::InvalidIntegrationResponse(
+                    format!("the integration answered status {}", fetched.status.as_u16()).into(),
+                ));
+            }
             Ok(Answer {
                 status: fetched.status,
                 headers: fetched.headers,
@@ -432,6 +442,38 @@ mod tests {
             selection: vec!["msg".into(), "action".into()],
             routes: [("send".to_owned(), route()), ("$default".to_owned(), route())].into(),
             access: Access::default(),
+        }
+    }
+
+    #[test]
+    fn a_handshake_has_one_valid_key_for_version_13() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = http::HeaderMap::new();
+            for (name, value) in pairs {
+                map.append(*name, HeaderValue::from_static(value));
+            }
+            map
+        };
+        let key = ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+        let v13 = ("sec-websocket-version", "13");
+        assert!(handshake_key(&headers(&[key, v13])).is_ok());
+        assert!(matches!(
+            handshake_key(&headers(&[key, ("sec-websocket-version", "8")])),
+            Err(GatewayError::UnsupportedWebSocketVersion)
+        ));
+        assert!(matches!(
+            handshake_key(&headers(&[key, v13, ("sec-websocket-version", "8")])),
+            Err(GatewayError::UnsupportedWebSocketVersion)
+        ));
+        for bad in [
+            vec![v13],
+            vec![key, key, v13],
+            vec![("sec-websocket-key", "short"), v13],
+        ] {
+            assert!(matches!(
+                handshake_key(&headers(&bad)),
+                Err(GatewayError::MalformedRequest(_))
+            ));
         }
     }
 

@@ -137,7 +137,7 @@ async fn call(
         "rawPath": ctx.path,
         "rawQueryString": inputs.parts.uri.query().unwrap_or(""),
         "identitySource": values,
-        "headers": inputs.headers_json(),
+        "headers": inputs.headers_json().0,
         "queryStringParameters": inputs.query_json(),
         "pathParameters": inputs.params_json(),
         "stageVariables": inputs.variables,
