@@ -14,6 +14,7 @@ pub mod config;
 pub mod conn;
 pub mod context;
 pub mod error;
+pub mod headers;
 pub mod integration;
 pub mod pipeline;
 pub mod request;

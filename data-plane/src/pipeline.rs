@@ -621,7 +621,7 @@ async fn connect_websocket(
             let mut refused = Response::new(full_body(answer.body));
             *refused.status_mut() = answer.status;
             let mut headers = answer.headers;
-            integration::http::strip_hop_by_hop(&mut headers);
+            crate::headers::strip_hop_by_hop(&mut headers);
             // Only the gateway frames the body and says what failed.
             for name in [
                 http::header::CONTENT_LENGTH,

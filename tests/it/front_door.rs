@@ -8,7 +8,8 @@ use bytes::Bytes;
 use pylon_proto::admin::v1::*;
 use pylon_proto::config::v1::Api;
 use pylon_tests::gateway::{
-    DataPlaneNode, HttpClient, RawBackend, RawRequest, h2_request, raw_exchange, raw_request, raw_response,
+    DataPlaneNode, HttpClient, RawBackend, RawRequest, SilentBackend, h2_request, raw_exchange, raw_request,
+    raw_response,
 };
 use pylon_tests::{Admin, Cluster, serial};
 use serde_json::json;
@@ -85,16 +86,11 @@ fn front_api() -> Api {
 struct Front {
     node: DataPlaneNode,
     backend: RawBackend,
-    silent: tokio::task::JoinHandle<()>,
+    /// Takes requests and never answers.
+    _silent: SilentBackend,
     admin: Admin,
     _dir: tempfile::TempDir,
     _cluster: Cluster,
-}
-
-impl Drop for Front {
-    fn drop(&mut self) {
-        self.silent.abort();
-    }
 }
 
 impl Front {
@@ -103,23 +99,15 @@ impl Front {
         let dir = tempfile::tempdir().expect("tempdir");
         let node = DataPlaneNode::start(dir.path(), "dp-front", &[cluster.nodes[0].endpoint()], flags);
         let backend = RawBackend::start(answer).await;
-        // A backend that takes requests and never answers.
-        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let silent_url = format!("http://{}", silent.local_addr().expect("address"));
-        let silent = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((stream, _)) = silent.accept().await {
-                held.push(stream);
-            }
-        });
+        let silent = SilentBackend::start().await;
         let mut admin = cluster.nodes[0].admin().await.expect("admin");
-        let variables = [("backend", backend.url()), ("silent", silent_url)];
+        let variables = [("backend", backend.url()), ("silent", silent.url())];
         let variables: Vec<(&str, &str)> = variables.iter().map(|(k, v)| (*k, v.as_str())).collect();
         deploy_serving(&mut admin, front_api(), "prod", &variables, 1).await;
         Front {
             node,
             backend,
-            silent,
+            _silent: silent,
             admin,
             _dir: dir,
             _cluster: cluster,

@@ -843,14 +843,8 @@ async fn connect_sees_the_handshake_and_its_subprotocol_choice_reaches_the_clien
     })
     .await;
     // A $connect backend that never answers.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let silent_url = format!("http://{}", silent.local_addr().expect("address"));
-    let held = tokio::spawn(async move {
-        let mut open = Vec::new();
-        while let Ok((stream, _)) = silent.accept().await {
-            open.push(stream);
-        }
-    });
+    let silent = pylon_tests::gateway::SilentBackend::start().await;
+    let silent_url = silent.url();
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
     deploy(&mut admin, handshake_api(&backend), "prod", &[])
         .await
@@ -932,7 +926,7 @@ async fn connect_sees_the_handshake_and_its_subprotocol_choice_reaches_the_clien
         Err(WsError::Http(response)) => assert_eq!(response.status(), 504),
         other => panic!("expected 504, got {:?}", other.map(|(_, r)| r.status())),
     }
-    held.abort();
+    drop(silent);
 
     // Fields a WebSocket route would ignore are refused with their path.
     let mut ignored = handshake_api(&backend);

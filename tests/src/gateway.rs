@@ -445,6 +445,38 @@ pub async fn raw_exchange(address: SocketAddr, bytes: &[u8], timeout: Duration) 
     Ok(String::from_utf8_lossy(&answer).into_owned())
 }
 
+/// A backend that accepts connections and never answers (nor closes them).
+pub struct SilentBackend {
+    pub address: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SilentBackend {
+    pub async fn start() -> SilentBackend {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("silent backend bind: {e}"));
+        let address = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        SilentBackend { address, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+}
+
+impl Drop for SilentBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// A request as a raw-socket backend received it.
 #[derive(Clone, Debug, Default)]
 pub struct RawRequest {

@@ -4,6 +4,7 @@
 //! HTTPS backends negotiate HTTP/2 or HTTP/1.1 by ALPN.
 
 use crate::error::{BoxError, GatewayError};
+use crate::headers::{names_in_connection, strip_hop_by_hop, transfer_codings};
 use crate::request::body::{ClientBodyError, Fault};
 use crate::{Body, ConnInfo};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -34,37 +35,6 @@ pub fn client(tls: rustls::ClientConfig) -> Client {
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .build(https)
-}
-
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
-/// The headers the Connection header names (hop-by-hop for this hop).
-fn names_in_connection(headers: &HeaderMap) -> impl Iterator<Item = HeaderName> + '_ {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-}
-
-/// Removes hop-by-hop headers, including those the Connection header names.
-/// `Upgrade` goes too: WebSockets are a separate API type.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = names_in_connection(headers).collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
 }
 
 /// What a backend is told about the request's way here: `X-Forwarded-For`
@@ -257,13 +227,7 @@ fn check_framing(headers: &mut HeaderMap) -> Result<(), BoxError> {
     if !headers.contains_key(header::TRANSFER_ENCODING) {
         return Ok(());
     }
-    let codings: Vec<String> = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(|c| String::from_utf8_lossy(c).trim().to_ascii_lowercase())
-        .filter(|c| !c.is_empty())
-        .collect();
+    let codings = transfer_codings(headers);
     if codings.iter().any(|c| c != "chunked") {
         return Err(format!("the backend used the transfer coding {:?}", codings.join(", ")).into());
     }

@@ -168,17 +168,10 @@ fn one_content_length(headers: &mut HeaderMap) -> Result<(), GatewayError> {
 
 /// Only `chunked`, once, is a transfer coding Pylon reads (RFC 9112 §6.1).
 fn check_transfer_coding(headers: &HeaderMap) -> Result<(), GatewayError> {
-    let mut codings = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(|c| String::from_utf8_lossy(c).trim().to_ascii_lowercase())
-        .filter(|c| !c.is_empty())
-        .peekable();
-    if codings.peek().is_none() {
+    if !headers.contains_key(header::TRANSFER_ENCODING) {
         return Ok(());
     }
-    let codings: Vec<String> = codings.collect();
+    let codings = crate::headers::transfer_codings(headers);
     if codings.iter().all(|c| c == "chunked") {
         return if codings.len() == 1 {
             Ok(())

@@ -122,7 +122,7 @@ impl<'a> Inputs<'a> {
     /// headers.
     pub fn headers_json(&self) -> (Value, Value) {
         let mut headers = self.parts.headers.clone();
-        crate::integration::http::strip_hop_by_hop(&mut headers);
+        crate::headers::strip_hop_by_hop(&mut headers);
         if let Some(forwarding) = self.forwarding {
             forwarding.apply(&mut headers);
         }

@@ -250,7 +250,7 @@ pub async fn connect(
     // the forwarding ones a backend is told) and as the request carries it.
     let (single, multi) = inputs.headers_json();
     let mut headers = inputs.parts.headers.clone();
-    crate::integration::http::strip_hop_by_hop(&mut headers);
+    crate::headers::strip_hop_by_hop(&mut headers);
     for name in [header::HOST, header::CONTENT_LENGTH, header::CONTENT_TYPE] {
         headers.remove(name);
     }
