@@ -71,9 +71,13 @@ pub struct TelemetryArgs {
     /// no ratio of their own); default from OTEL_TRACES_SAMPLER(_ARG), else 1.0.
     #[arg(long)]
     trace_sample_ratio: Option<f64>,
-    /// Where access-log lines go: stdout, otlp, both or off.
+    /// Where access-log lines go: stdout, file, otlp, a comma-separated
+    /// pair (stdout,otlp or file,otlp; `both` is stdout,otlp) or off.
     #[arg(long, default_value = "stdout")]
     access_log: String,
+    /// The file `--access-log file` appends lines to (created if missing).
+    #[arg(long)]
+    access_log_file: Option<std::path::PathBuf>,
     /// Seconds between metric exports over OTLP (or OTEL_METRIC_EXPORT_INTERVAL, ms).
     #[arg(long)]
     metrics_interval_s: Option<u64>,
@@ -92,7 +96,46 @@ pub struct Telemetry {
     logger: Option<SdkLoggerProvider>,
     registry: prometheus::Registry,
     pub sample_ratio: f64,
-    access_log: String,
+    access_log: AccessLogSinks,
+}
+
+/// The access-log sinks `--access-log` and `--access-log-file` chose.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct AccessLogSinks {
+    lines: pylon_data_plane::telemetry::access_log::LineSink,
+    otlp: bool,
+}
+
+impl AccessLogSinks {
+    fn parse(value: &str, file: Option<&std::path::Path>) -> anyhow::Result<AccessLogSinks> {
+        use pylon_data_plane::telemetry::access_log::LineSink;
+        let mut sinks = AccessLogSinks::default();
+        let value = if value == "both" { "stdout,otlp" } else { value };
+        if value != "off" {
+            for sink in value.split(',').map(str::trim) {
+                let lines = match sink {
+                    "otlp" => {
+                        sinks.otlp = true;
+                        continue;
+                    }
+                    "stdout" => LineSink::Stdout,
+                    "file" => match file {
+                        Some(path) => LineSink::File(path.to_owned()),
+                        None => bail!("--access-log file needs --access-log-file PATH"),
+                    },
+                    other => bail!("--access-log: {other:?} is not stdout, file, otlp, both or off"),
+                };
+                if sinks.lines != LineSink::Off {
+                    bail!("--access-log: lines go to one of stdout and file");
+                }
+                sinks.lines = lines;
+            }
+        }
+        if file.is_some() && !matches!(sinks.lines, LineSink::File(_)) {
+            bail!("--access-log-file is used with --access-log file");
+        }
+        Ok(sinks)
+    }
 }
 
 impl Telemetry {
@@ -103,9 +146,7 @@ impl Telemetry {
         instance: &str,
         labels: &BTreeMap<String, String>,
     ) -> anyhow::Result<Telemetry> {
-        if !matches!(args.access_log.as_str(), "stdout" | "otlp" | "both" | "off") {
-            bail!("--access-log must be stdout, otlp, both or off");
-        }
+        let access_log = AccessLogSinks::parse(&args.access_log, args.access_log_file.as_deref())?;
         let protocol = match args.otlp_protocol.as_str() {
             "grpc" => Protocol::Grpc,
             "http/protobuf" => Protocol::HttpBinary,
@@ -187,7 +228,7 @@ impl Telemetry {
             }
         };
         let logger = match url("/v1/logs") {
-            Some(url) if matches!(args.access_log.as_str(), "otlp" | "both") => {
+            Some(url) if access_log.otlp => {
                 let exporter = otlp_exporter!(LogExporter, protocol, url).context("OTLP log exporter")?;
                 Some(
                     SdkLoggerProvider::builder()
@@ -204,7 +245,7 @@ impl Telemetry {
             logger,
             registry,
             sample_ratio,
-            access_log: args.access_log.clone(),
+            access_log,
         })
     }
 
@@ -213,7 +254,7 @@ impl Telemetry {
         use opentelemetry::logs::LoggerProvider as _;
         pylon_data_plane::telemetry::TelemetryOptions {
             default_sample_ratio: self.sample_ratio,
-            access_log_stdout: matches!(self.access_log.as_str(), "stdout" | "both"),
+            access_log: self.access_log.lines.clone(),
             access_log_otlp: self.logger.as_ref().map(|p| p.logger("pylon-access-log")),
         }
     }
@@ -360,5 +401,39 @@ impl opentelemetry_http::HttpClient for OnRuntime {
             .spawn(async move { client.send_bytes(request).await })
             .await
             .map_err(|e| Box::new(e) as opentelemetry_http::HttpError)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AccessLogSinks;
+    use pylon_data_plane::telemetry::access_log::LineSink;
+    use std::path::Path;
+
+    #[test]
+    fn access_log_sinks_are_one_line_sink_and_maybe_otlp() {
+        let file = Some(Path::new("/var/log/pylon/access.log"));
+        let parse = |value: &str, file: Option<&Path>| AccessLogSinks::parse(value, file).ok();
+        assert_eq!(parse("stdout", None).map(|s| s.lines), Some(LineSink::Stdout));
+        assert_eq!(
+            parse("both", None),
+            Some(AccessLogSinks {
+                lines: LineSink::Stdout,
+                otlp: true
+            })
+        );
+        assert_eq!(
+            parse("file,otlp", file).map(|s| (s.lines, s.otlp)),
+            Some((LineSink::File("/var/log/pylon/access.log".into()), true))
+        );
+        assert_eq!(parse("off", None), Some(AccessLogSinks::default()));
+        for (value, file) in [
+            ("file", None),
+            ("stdout,file", file),
+            ("stdout", file),
+            ("syslog", None),
+        ] {
+            assert_eq!(parse(value, file), None, "{value} {file:?}");
+        }
     }
 }

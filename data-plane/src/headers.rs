@@ -15,21 +15,33 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// The headers the Connection header names (hop-by-hop for this hop).
-pub fn names_in_connection(headers: &HeaderMap) -> impl Iterator<Item = HeaderName> + '_ {
+/// The header names the Connection header lists (hop-by-hop for this
+/// hop), as written (compare them case-insensitively).
+pub fn names_in_connection(headers: &HeaderMap) -> impl Iterator<Item = &str> + '_ {
     headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
 }
 
 /// Removes hop-by-hop headers, including those the Connection header names.
 /// `Upgrade` goes too: WebSockets are a separate API type.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = names_in_connection(headers).collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+    // The Connection fields leave first; each name they list goes after
+    // (removal by name needs no copy of it).
+    if let header::Entry::Occupied(entry) = headers.entry(header::CONNECTION) {
+        let listed: smallvec::SmallVec<[http::HeaderValue; 2]> = entry.remove_entry_mult().1.collect();
+        for value in &listed {
+            let Ok(value) = value.to_str() else { continue };
+            for name in value.split(',') {
+                headers.remove(name.trim());
+            }
+        }
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     headers.remove(header::UPGRADE);

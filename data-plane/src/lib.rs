@@ -50,6 +50,9 @@ pub fn full_body(bytes: impl Into<Bytes>) -> Body {
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
     pub remote: SocketAddr,
+    /// The client's address as a header value (`X-Forwarded-For`), made
+    /// once per connection.
+    pub client_address: http::HeaderValue,
     pub tls: bool,
     /// The server name the TLS client asked for.
     pub sni: Option<Arc<str>>,

@@ -100,6 +100,8 @@ pub enum ServeError {
     },
     #[error("{0}")]
     Config(String),
+    #[error("access log {sink}: {source}")]
+    AccessLog { sink: String, source: std::io::Error },
 }
 
 /// Runs a data-plane node until `shutdown` resolves.
@@ -128,6 +130,12 @@ pub async fn serve(
         Some(shared) => shared.clone(),
         None => crate::shared::SharedState::start(&Default::default()).map_err(ServeError::Config)?,
     };
+    let telemetry = crate::telemetry::Telemetry::new(config.telemetry.clone()).map_err(|source| {
+        ServeError::AccessLog {
+            sink: format!("{:?}", config.telemetry.access_log),
+            source,
+        }
+    })?;
     let gateway = Arc::new(Gateway {
         config: live.clone(),
         client: crate::integration::http::client(client_tls),
@@ -141,7 +149,7 @@ pub async fn serve(
         cache: crate::cache::ResponseCache::new(shared.redis().cloned(), config.cache_key.clone()),
         sockets: crate::websocket::hub::Hub::start(&config.node_id, shared.redis().cloned()),
         shared,
-        telemetry: crate::telemetry::Telemetry::new(config.telemetry.clone()),
+        telemetry,
     });
 
     let listener = bind(config.listen).await?;
@@ -345,6 +353,7 @@ async fn accept(listener: TcpListener, tls: Option<tls::Listener>, server: Arc<S
                 None => {
                     let info = ConnInfo {
                         remote,
+                        client_address: client_address(remote),
                         tls: false,
                         sni: None,
                         client_cert: None,
@@ -366,6 +375,7 @@ async fn accept(listener: TcpListener, tls: Option<tls::Listener>, server: Arc<S
                         };
                     let info = ConnInfo {
                         remote,
+                        client_address: client_address(remote),
                         tls: true,
                         sni,
                         client_cert,
@@ -427,4 +437,10 @@ where
             conn::drive(connection, shutdown, protocol, activity, &server.options, stop).await;
         }
     }
+}
+
+/// A client's IP address as a header value.
+fn client_address(remote: std::net::SocketAddr) -> http::HeaderValue {
+    http::HeaderValue::from_str(&remote.ip().to_string())
+        .unwrap_or_else(|_| http::HeaderValue::from_static(""))
 }

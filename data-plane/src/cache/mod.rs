@@ -34,7 +34,7 @@ pub mod entry;
 use crate::config::auth::RouteAuth;
 use crate::config::cache::{KeyParameter, MAX_ENTRY_BYTES, RouteCacheSettings, StageCache};
 use crate::config::{CompiledStage, Target};
-use crate::context::RequestContext;
+use crate::context::{CacheStatus, RequestContext};
 use crate::error::GatewayError;
 use crate::integration::http::Forwarding;
 use crate::shared::redis::Redis;
@@ -50,7 +50,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
 
-pub const X_CACHE: &str = "x-cache";
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 /// How long a node keeps an entry to itself when Redis is the shared tier.
 pub const LOCAL_TTL: Duration = Duration::from_secs(1);
 const WARNING: &str = r#"199 pylon "Cache-Control: max-age=0 ignored: not authorized to invalidate""#;
@@ -153,7 +153,7 @@ pub fn plan(
         encrypted: cache.encrypted,
         refresh: allowed,
         warning,
-        stage: (Arc::from(stage.api.as_str()), Arc::from(stage.name.as_str())),
+        stage: (stage.api.clone(), stage.name.clone()),
         capacity: cache.capacity_bytes,
         caller: (!private.is_empty()).then(|| {
             let mut hash = Sha256::new();
@@ -214,7 +214,7 @@ fn may_invalidate(cache: &StageCache, ctx: &RequestContext) -> bool {
         .identity
         .api_key_id
         .as_ref()
-        .is_some_and(|id| cache.invalidation_keys.contains(id))
+        .is_some_and(|id| cache.invalidation_keys.contains(&**id))
     {
         return true;
     }
@@ -750,14 +750,14 @@ pub fn respond(entry: &Entry, warning: bool) -> Response<Body> {
     for (name, value) in &entry.headers {
         headers.append(name.clone(), value.clone());
     }
-    mark(&mut response, "Hit", warning);
+    mark(&mut response, CacheStatus::Hit, warning);
     response
 }
 
 /// Says what the cache did.
-pub fn mark(response: &mut Response<Body>, what: &'static str, warning: bool) {
+pub fn mark(response: &mut Response<Body>, what: CacheStatus, warning: bool) {
     let headers = response.headers_mut();
-    headers.insert(X_CACHE, HeaderValue::from_static(what));
+    headers.insert(X_CACHE, HeaderValue::from_static(what.as_str()));
     if warning {
         headers.insert(header::WARNING, HeaderValue::from_static(WARNING));
     }

@@ -7,6 +7,7 @@
 //! does not compile is rejected whole and the previous one keeps serving. The
 //! result is immutable and swapped atomically (readers never lock).
 
+pub mod access_log;
 pub mod auth;
 pub mod cache;
 pub mod integration;
@@ -48,7 +49,7 @@ pub struct CompiledConfig {
 /// An API key as the whole snapshot knows it.
 #[derive(Clone, Debug)]
 pub struct KnownKey {
-    pub id: String,
+    pub id: Arc<str>,
     pub enabled: bool,
 }
 
@@ -66,8 +67,8 @@ pub struct CompiledApi {
 }
 
 pub struct CompiledStage {
-    pub api: String,
-    pub name: String,
+    pub api: Arc<str>,
+    pub name: Arc<str>,
     pub main: Arc<Target>,
     pub canary: Option<Canary>,
     /// The API keys of the usage plans attached to this stage, by the
@@ -79,8 +80,9 @@ pub struct CompiledStage {
     pub tracing: StageTracing,
     /// Metric dimensions per route key, built once per snapshot.
     pub metric_attributes: HashMap<String, Arc<[opentelemetry::KeyValue]>>,
-    /// The stage's access-log line (`$context.*`); `None`: the default JSON.
-    pub access_log_format: Option<String>,
+    /// The stage's access-log line, compiled (the default JSON object when
+    /// the stage names no format).
+    pub access_log: access_log::AccessLogFormat,
     /// WebSocket stages: the connections' limits.
     pub sockets: crate::websocket::SocketLimits,
     /// Request header names with underscores reach backends.
@@ -98,7 +100,7 @@ pub struct StageTracing {
 /// An API key as a stage sees it.
 #[derive(Clone, Debug)]
 pub struct StageKey {
-    pub id: String,
+    pub id: Arc<str>,
     /// The SHA-256 of the key (its index in [`CompiledStage::api_keys`]).
     pub digest: [u8; 32],
     pub enabled: bool,
@@ -124,7 +126,9 @@ pub enum StickyKey {
 
 /// One side of a stage: a deployment with the stage variables it sees.
 pub struct Target {
-    pub deployment_id: String,
+    pub deployment_id: Arc<str>,
+    /// `deployment_id` as the `x-pylon-deployment` header value.
+    pub deployment_header: HeaderValue,
     pub is_canary: bool,
     pub variables: BTreeMap<String, String>,
     pub definition: Arc<CompiledDefinition>,
@@ -325,7 +329,9 @@ pub fn compile(
             continue;
         }
         let main = Arc::new(Target {
-            deployment_id: deployment.id.clone(),
+            deployment_id: deployment.id.as_str().into(),
+            deployment_header: HeaderValue::from_str(&deployment.id)
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
             is_canary: false,
             variables: stage.variables.clone(),
             definition,
@@ -339,7 +345,9 @@ pub fn compile(
                 variables.extend(settings.stage_variable_overrides.clone());
                 Some(Canary {
                     target: Arc::new(Target {
-                        deployment_id: canary_deployment.id.clone(),
+                        deployment_id: canary_deployment.id.as_str().into(),
+                        deployment_header: HeaderValue::from_str(&canary_deployment.id)
+                            .unwrap_or_else(|_| HeaderValue::from_static("")),
                         is_canary: true,
                         variables,
                         definition,
@@ -373,32 +381,32 @@ pub fn compile(
                 stages: HashMap::new(),
             })
             .stages
-            .insert(
-                stage.name.clone(),
+            .insert(stage.name.clone(), {
+                let (api, name): (Arc<str>, Arc<str>) =
+                    (stage.api.as_str().into(), stage.name.as_str().into());
                 Arc::new(CompiledStage {
-                    api: stage.api.clone(),
-                    name: stage.name.clone(),
-                    main,
-                    limits: limits::StageLimits::compile(stage, &stage_route_keys),
                     metric_attributes: crate::telemetry::metrics::route_attributes(
-                        &stage.api,
-                        &stage.name,
+                        &api,
+                        &name,
                         &stage_route_keys,
                     ),
+                    api,
+                    name,
+                    main,
+                    limits: limits::StageLimits::compile(stage, &stage_route_keys),
                     cache: cache::StageCache::compile(stage),
                     tracing: StageTracing {
                         enabled: stage.tracing_enabled,
                         sample_ratio: (stage.tracing_sampling_ratio > 0.0)
                             .then_some(stage.tracing_sampling_ratio),
                     },
-                    access_log_format: (!stage.access_log_format.trim().is_empty())
-                        .then(|| stage.access_log_format.clone()),
+                    access_log: access_log::AccessLogFormat::compile(&stage.access_log_format),
                     sockets: crate::websocket::SocketLimits::compile(stage.websocket.as_ref()),
                     allow_underscores_in_headers: stage.allow_underscores_in_headers,
                     canary,
                     api_keys: stage_keys(snapshot, &stage.api, &stage.name),
-                }),
-            );
+                })
+            });
     }
 
     for key in &snapshot.api_keys {
@@ -407,7 +415,7 @@ pub fn compile(
             config.api_keys.insert(
                 hash,
                 KnownKey {
-                    id: key.id.clone(),
+                    id: key.id.as_str().into(),
                     enabled: key.enabled,
                 },
             );
@@ -660,7 +668,7 @@ fn stage_keys(snapshot: &ConfigSnapshot, api: &str, stage: &str) -> HashMap<[u8;
                 keys.insert(
                     hash,
                     StageKey {
-                        id: key.id.clone(),
+                        id: key.id.as_str().into(),
                         digest: hash,
                         enabled: key.enabled,
                         usage_plan: plan.name.clone(),

@@ -11,11 +11,12 @@ use super::integration::CompiledIntegration;
 use http::Method;
 use pylon_common::model::{PathSegment, PathTemplate};
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 #[derive(Debug)]
 pub struct CompiledRoute {
     /// `GET /pets/{id}`.
-    pub key: String,
+    pub key: Arc<str>,
     /// Parameter names by segment position.
     params: Vec<(usize, String)>,
     pub integration: CompiledIntegration,
@@ -75,7 +76,7 @@ impl RouteTable {
                 })
                 .collect();
             table.routes.push(CompiledRoute {
-                key: format!("{method} {template}"),
+                key: format!("{method} {template}").into(),
                 params,
                 integration,
                 settings,
@@ -153,7 +154,7 @@ mod tests {
         let method = Method::from_bytes(method.as_bytes()).ok()?;
         table.find(&method, path).map(|m| {
             (
-                m.route.key.clone(),
+                m.route.key.to_string(),
                 m.params.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             )
         })

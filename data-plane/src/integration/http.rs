@@ -51,15 +51,21 @@ pub struct Forwarding {
 
 impl Forwarding {
     pub fn new(client: &HeaderMap, conn: &ConnInfo, authority: &HeaderValue) -> Forwarding {
-        let client_ip = conn.remote.ip().to_string();
-        let mut forwarded_for: Vec<&str> = client
-            .get_all(X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        forwarded_for.push(&client_ip);
+        let claimed = client.get_all(&X_FORWARDED_FOR);
+        let forwarded_for = if claimed.iter().next().is_none() {
+            // The usual case: the client's address, made once per connection.
+            Some(conn.client_address.clone())
+        } else {
+            let mut list = String::with_capacity(64);
+            for value in claimed.iter().filter_map(|v| v.to_str().ok()) {
+                list.push_str(value);
+                list.push_str(", ");
+            }
+            list.push_str(conn.client_address.to_str().unwrap_or(""));
+            HeaderValue::from_str(&list).ok()
+        };
         Forwarding {
-            forwarded_for: HeaderValue::from_str(&forwarded_for.join(", ")).ok(),
+            forwarded_for,
             proto: HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
             host: authority.clone(),
         }
@@ -69,9 +75,9 @@ impl Forwarding {
     /// nothing, it is removed); `None` for any other header.
     pub fn told(&self, name: &HeaderName) -> Option<Option<&HeaderValue>> {
         match name.as_str() {
-            X_FORWARDED_FOR => Some(self.forwarded_for.as_ref()),
-            X_FORWARDED_PROTO => Some(Some(&self.proto)),
-            X_FORWARDED_HOST => Some(Some(&self.host)),
+            "x-forwarded-for" => Some(self.forwarded_for.as_ref()),
+            "x-forwarded-proto" => Some(Some(&self.proto)),
+            "x-forwarded-host" => Some(Some(&self.host)),
             "forwarded" => Some(None),
             _ => None,
         }
@@ -89,16 +95,18 @@ impl Forwarding {
     }
 }
 
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
-const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
-const X_FORWARDED_HOST: &str = "x-forwarded-host";
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_PYLON_REQUEST_ID: HeaderName = HeaderName::from_static(crate::response::REQUEST_ID);
 
 /// What the call needs besides the client's request.
 pub struct Call<'a> {
     pub uri: String,
     pub method: Option<&'a Method>,
     pub timeout: Duration,
-    pub request_id: &'a str,
+    /// `x-pylon-request-id`.
+    pub request_id: &'a HeaderValue,
     /// The `X-Forwarded-*` headers the backend is told.
     pub forwarding: &'a Forwarding,
     /// The query string to send instead of the client's (a mapping set it).
@@ -142,9 +150,10 @@ pub async fn call(
         uri.push(if uri.contains('?') { '&' } else { '?' });
         uri.push_str(query);
     }
-    let uri: Uri = uri
-        .parse()
-        .map_err(|e| GatewayError::ApiConfiguration(format!("integration URI {uri:?}: {e}")))?;
+    let uri = match Uri::try_from(uri) {
+        Ok(uri) => uri,
+        Err(e) => return Err(GatewayError::ApiConfiguration(format!("integration URI: {e}"))),
+    };
     if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
         return Err(GatewayError::ApiConfiguration(format!(
             "integration URI {uri} is not an absolute http(s) URL"
@@ -155,9 +164,7 @@ pub async fn call(
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
     call.forwarding.apply(headers);
-    if let Ok(value) = HeaderValue::from_str(call.request_id) {
-        headers.insert("x-pylon-request-id", value);
-    }
+    headers.insert(X_PYLON_REQUEST_ID, call.request_id.clone());
 
     // A failing client body is noticed through its fault, whatever the
     // backend protocol makes of the broken stream (HTTP/2: a reset).
@@ -196,24 +203,29 @@ pub async fn call(
     check_framing(&mut parts.headers).map_err(GatewayError::InvalidIntegrationResponse)?;
     // Cache directives addressed to this hop (named by Connection) are
     // obeyed before they are removed: the answer is then not stored.
-    if names_in_connection(&parts.headers).any(|name| name == header::CACHE_CONTROL || name == header::PRAGMA)
+    if names_in_connection(&parts.headers)
+        .any(|name| name.eq_ignore_ascii_case("cache-control") || name.eq_ignore_ascii_case("pragma"))
     {
         parts.extensions.insert(crate::cache::Uncacheable);
     }
     strip_hop_by_hop(&mut parts.headers);
     // Only the gateway says which side served or what failed, in any
     // spelling.
-    let ours: Vec<HeaderName> = parts
-        .headers
-        .keys()
-        .filter(|name| name.as_str().replace('_', "-").starts_with("x-pylon-"))
-        .cloned()
-        .collect();
-    for name in ours {
+    while let Some(name) = parts.headers.keys().find(|name| is_ours(name)).cloned() {
         parts.headers.remove(name);
     }
     let body: Body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
     Ok(Response::from_parts(parts, body))
+}
+
+/// `x-pylon-*`, also spelt with underscores: the gateway's own headers.
+fn is_ours(name: &HeaderName) -> bool {
+    let name = name.as_str().as_bytes();
+    name.len() > 8
+        && name[..8]
+            .iter()
+            .zip(b"x-pylon-")
+            .all(|(a, b)| a == b || (*a == b'_' && *b == b'-'))
 }
 
 /// A backend answer's framing: hyper has decoded `chunked`, and any other

@@ -51,7 +51,7 @@ fn header_bytes(parts: &Parts) -> usize {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Authority {
     /// Lower-cased, without the port or a trailing dot: what routing matches.
-    pub host: String,
+    pub host: std::sync::Arc<str>,
     /// As the client addressed it, port included: what `X-Forwarded-Host`
     /// tells the backend.
     pub value: HeaderValue,
@@ -106,12 +106,21 @@ pub fn authority(parts: &Parts) -> Result<Authority, GatewayError> {
         (None, None) => return Err(GatewayError::MalformedRequest("Missing or invalid Host header")),
     };
     let host = authority.host();
-    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    let host = host.strip_suffix('.').unwrap_or(host);
     if host.is_empty() {
         return Err(GatewayError::MalformedRequest("Invalid Host header"));
     }
-    let value = HeaderValue::from_str(authority.as_str())
-        .map_err(|_| GatewayError::MalformedRequest("Invalid Host header"))?;
+    let host: std::sync::Arc<str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        host.to_ascii_lowercase().into()
+    } else {
+        host.into()
+    };
+    // The client's own field when it is what was parsed (no copy).
+    let value = match host_field {
+        Some(field) if parts.uri.authority().is_none() => field.clone(),
+        _ => HeaderValue::from_str(authority.as_str())
+            .map_err(|_| GatewayError::MalformedRequest("Invalid Host header"))?,
+    };
     Ok(Authority { host, value })
 }
 
@@ -277,7 +286,7 @@ mod tests {
     fn the_host_is_lower_cased_without_its_port() {
         let authority = check_headers(&mut parts(Some("PetStore.localhost:8080"), 0), &Limits::default())
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(authority.host, "petstore.localhost");
+        assert_eq!(&*authority.host, "petstore.localhost");
         assert_eq!(authority.value, "PetStore.localhost:8080");
         assert!(matches!(
             check_headers(&mut parts(None, 0), &Limits::default()),

@@ -9,6 +9,7 @@ use crate::config::limits::Limit;
 use crate::config::{CompiledStage, StageKey};
 use crate::error::GatewayError;
 use crate::shared::{Decision, SharedState};
+use smallvec::SmallVec;
 use std::sync::Arc;
 
 pub async fn check(
@@ -17,7 +18,7 @@ pub async fn check(
     route_key: &str,
     key: Option<&StageKey>,
 ) -> Result<(), GatewayError> {
-    let mut limits: Vec<&Arc<Limit>> = Vec::with_capacity(4);
+    let mut limits: SmallVec<[&Arc<Limit>; 5]> = SmallVec::new();
     if let Some(key) = key {
         limits.extend(key.limits.plan.as_ref());
         limits.extend(key.limits.routes.get(route_key));

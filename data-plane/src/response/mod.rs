@@ -7,24 +7,25 @@ pub mod transform;
 
 use crate::Body;
 use crate::config::Target;
-use http::{HeaderValue, Response};
+use http::{HeaderName, HeaderValue, Response};
 
 pub const REQUEST_ID: &str = "x-pylon-request-id";
 pub const DEPLOYMENT: &str = "x-pylon-deployment";
 pub const CANARY: &str = "x-pylon-canary";
 pub const ERROR_TYPE: &str = "x-pylon-error-type";
 
-pub fn finish(response: &mut Response<Body>, request_id: &str, target: Option<&Target>) {
+/// Headers every answer of a stage carries: the request id, and which
+/// deployment (and side of a canary) served it.
+pub fn finish(response: &mut Response<Body>, request_id: &HeaderValue, target: Option<&Target>) {
+    const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(REQUEST_ID);
+    const DEPLOYMENT_HEADER: HeaderName = HeaderName::from_static(DEPLOYMENT);
+    const CANARY_HEADER: HeaderName = HeaderName::from_static(CANARY);
     let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        headers.insert(REQUEST_ID, value);
-    }
+    headers.insert(REQUEST_ID_HEADER, request_id.clone());
     if let Some(target) = target {
-        if let Ok(value) = HeaderValue::from_str(&target.deployment_id) {
-            headers.insert(DEPLOYMENT, value);
-        }
+        headers.insert(DEPLOYMENT_HEADER, target.deployment_header.clone());
         if target.is_canary {
-            headers.insert(CANARY, HeaderValue::from_static("true"));
+            headers.insert(CANARY_HEADER, HeaderValue::from_static("true"));
         }
     }
 }

@@ -137,7 +137,7 @@ impl SharedState {
         if let Err(wait) = self.account.take() {
             return Decision::Throttled { retry_after: wait };
         }
-        let limits: Vec<&Limit> = limits.iter().map(|l| l.as_ref()).collect();
+        let limits: smallvec::SmallVec<[&Limit; 5]> = limits.iter().map(|l| l.as_ref()).collect();
         let decision = self.memory.decide(&limits);
         if decision != Decision::Admit {
             self.account.give_back();

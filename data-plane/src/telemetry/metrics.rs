@@ -4,7 +4,7 @@
 //! throttled and quota-exceeded requests. The binary exports them (OTLP,
 //! and Prometheus on the ops port).
 
-use super::Record;
+use crate::context::{CacheStatus, RequestContext};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter};
 use std::collections::HashMap;
@@ -12,8 +12,11 @@ use std::sync::Arc;
 
 /// Each route's dimensions, built once per config snapshot (values shared,
 /// not copied, per request).
-pub fn route_attributes(api: &str, stage: &str, route_keys: &[String]) -> HashMap<String, Arc<[KeyValue]>> {
-    let (api, stage): (Arc<str>, Arc<str>) = (Arc::from(api), Arc::from(stage));
+pub fn route_attributes(
+    api: &Arc<str>,
+    stage: &Arc<str>,
+    route_keys: &[String],
+) -> HashMap<String, Arc<[KeyValue]>> {
     route_keys
         .iter()
         .map(|key| {
@@ -158,25 +161,26 @@ impl Metrics {
     /// The dimensions of a request that matched no route. The method is
     /// the client's only when it is a standard one (else `_OTHER`, as the
     /// OpenTelemetry conventions say): clients must not mint series.
-    pub fn attributes(record: &Record) -> Arc<[KeyValue]> {
+    pub fn attributes(ctx: &RequestContext) -> [KeyValue; 4] {
         const STANDARD: [&str; 9] = [
             "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
         ];
         let method = STANDARD
             .iter()
-            .find(|m| **m == record.method)
+            .find(|m| **m == ctx.http_method.as_str())
             .copied()
             .unwrap_or("_OTHER");
-        Arc::new([
-            KeyValue::new("pylon.api", record.api.clone()),
-            KeyValue::new("pylon.stage", record.stage.clone()),
-            KeyValue::new("http.route", record.resource_path().to_owned()),
+        [
+            KeyValue::new("pylon.api", opentelemetry::StringValue::from(ctx.api_id.clone())),
+            KeyValue::new("pylon.stage", opentelemetry::StringValue::from(ctx.stage.clone())),
+            KeyValue::new("http.route", ctx.resource_path().to_owned()),
             KeyValue::new("http.request.method", method),
-        ])
+        ]
     }
 
     /// Records one finished request of an API stage, with its dimensions.
-    pub fn record(&self, record: &Record, attributes: &[KeyValue]) {
+    pub fn record(&self, ctx: &RequestContext, attributes: &[KeyValue]) {
+        let record = &ctx.outcome;
         self.requests.add(1, attributes);
         match record.status {
             400..=499 => self.errors_4xx.add(1, attributes),
@@ -190,8 +194,8 @@ impl Metrics {
                 .record(integration.as_secs_f64() * 1e3, attributes);
         }
         match record.cache {
-            Some("Hit") => self.cache_hits.add(1, attributes),
-            Some("Miss") => self.cache_misses.add(1, attributes),
+            Some(CacheStatus::Hit) => self.cache_hits.add(1, attributes),
+            Some(CacheStatus::Miss) => self.cache_misses.add(1, attributes),
             _ => {}
         }
         if record.throttled {

@@ -10,8 +10,9 @@
 //! with the stage's ratio (or the node's). Headers, cookies, query strings
 //! and bodies are never recorded, so credentials cannot leak into a span.
 
-use super::{Record, Telemetry};
+use super::Telemetry;
 use crate::config::CompiledStage;
+use crate::context::RequestContext;
 use http::HeaderMap;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt, Tracer};
@@ -48,7 +49,7 @@ pub fn start(
     telemetry: &Telemetry,
     stage: &CompiledStage,
     headers: &HeaderMap,
-    record: &Record,
+    ctx: &RequestContext,
 ) -> Option<Context> {
     if !stage.tracing.enabled {
         return None;
@@ -67,24 +68,25 @@ pub fn start(
     if !sampled {
         return None;
     }
+    let text = |s: &std::sync::Arc<str>| opentelemetry::StringValue::from(s.clone());
     let mut attributes = vec![
-        KeyValue::new("http.request.method", record.method.clone()),
-        KeyValue::new("url.path", record.path.clone()),
-        KeyValue::new("server.address", record.domain.clone()),
-        KeyValue::new("client.address", record.source_ip.clone()),
-        KeyValue::new("network.protocol.version", record.protocol.clone()),
-        KeyValue::new("pylon.api", record.api.clone()),
-        KeyValue::new("pylon.stage", record.stage.clone()),
-        KeyValue::new("pylon.deployment", record.deployment.clone()),
-        KeyValue::new("pylon.canary", record.canary),
-        KeyValue::new("pylon.request_id", record.request_id.clone()),
+        KeyValue::new("http.request.method", ctx.http_method.as_str().to_owned()),
+        KeyValue::new("url.path", ctx.uri.path().to_owned()),
+        KeyValue::new("server.address", text(&ctx.domain_name)),
+        KeyValue::new("client.address", ctx.identity.source_ip.to_string()),
+        KeyValue::new("network.protocol.version", ctx.protocol),
+        KeyValue::new("pylon.api", text(&ctx.api_id)),
+        KeyValue::new("pylon.stage", text(&ctx.stage)),
+        KeyValue::new("pylon.deployment", text(&ctx.deployment_id)),
+        KeyValue::new("pylon.canary", ctx.canary),
+        KeyValue::new("pylon.request_id", ctx.request_id.as_str().to_owned()),
     ];
-    if !record.user_agent.is_empty() {
-        attributes.push(KeyValue::new("user_agent.original", record.user_agent.clone()));
+    if let Some(agent) = ctx.identity.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
+        attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
     }
     let span = telemetry
         .tracer
-        .span_builder(record.method.clone())
+        .span_builder(ctx.http_method.as_str().to_owned())
         .with_kind(SpanKind::Server)
         .with_attributes(attributes)
         .start_with_context(&telemetry.tracer, &parent);
@@ -103,6 +105,11 @@ impl Drop for Phase {
 }
 
 impl Phase {
+    /// Whether the phase has a span (the request is traced).
+    pub fn is_recording(&self) -> bool {
+        self.0.is_some()
+    }
+
     pub fn set(&mut self, attribute: KeyValue) {
         if let Some(span) = &mut self.0 {
             span.set_attribute(attribute);
@@ -132,18 +139,19 @@ pub fn inject(cx: &Context, headers: &mut HeaderMap) {
 }
 
 /// Names the span after the route, records the outcome and ends it.
-pub fn finish(cx: &Context, record: &Record) {
+pub fn finish(cx: &Context, ctx: &RequestContext) {
     let span = cx.span();
-    if let Some(route) = &record.route_key {
-        span.update_name(route.clone());
-        span.set_attribute(KeyValue::new("http.route", record.resource_path().to_owned()));
+    let record = &ctx.outcome;
+    if let Some(route) = &ctx.route_key {
+        span.update_name(route.to_string());
+        span.set_attribute(KeyValue::new("http.route", ctx.resource_path().to_owned()));
     }
     span.set_attribute(KeyValue::new(
         "http.response.status_code",
         i64::from(record.status),
     ));
     if let Some(cache) = record.cache {
-        span.set_attribute(KeyValue::new("pylon.cache", cache.to_ascii_lowercase()));
+        span.set_attribute(KeyValue::new("pylon.cache", cache.as_str().to_ascii_lowercase()));
     }
     span.set_attribute(KeyValue::new(
         "pylon.throttled",

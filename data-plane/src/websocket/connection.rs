@@ -10,15 +10,16 @@ use super::hub::Local;
 use super::{DISCONNECT_REASON, SocketLimits, WebSocketApi, call, new_connection_id};
 use crate::Gateway;
 use crate::config::{CompiledStage, Target};
+use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::request::throttle;
 use crate::response::rescue;
-use crate::telemetry::{Record, trace};
+use crate::telemetry::trace;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use opentelemetry::KeyValue;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -36,13 +37,14 @@ pub struct Session {
     /// The SHA-256 of the API key `$connect` accepted: its usage plan's
     /// limits apply to every message.
     pub api_key: Option<[u8; 32]>,
-    pub api_key_id: Option<String>,
-    pub host: String,
+    pub api_key_id: Option<Arc<str>>,
+    /// The host the handshake was routed on.
+    pub host: Arc<str>,
     /// The `X-Forwarded-*` headers of the handshake: every integration
     /// call of the connection is told them.
     pub forwarding: crate::integration::http::Forwarding,
-    pub source_ip: String,
-    pub user_agent: String,
+    pub source_ip: std::net::IpAddr,
+    pub user_agent: Option<http::HeaderValue>,
 }
 
 const READ_BUFFER: usize = 4 << 10;
@@ -242,43 +244,42 @@ fn frame(data: Bytes) -> Message {
 async fn on_message(session: &Session, message: Bytes) -> Option<Bytes> {
     let gateway = &session.gateway;
     let telemetry = &gateway.telemetry;
-    let request_id = new_connection_id();
-    let (clock, started) = (Instant::now(), SystemTime::now());
-    let mut record = Record {
-        request_id: request_id.clone(),
-        api: session.stage.api.clone(),
-        stage: session.stage.name.clone(),
-        deployment: session.target.deployment_id.clone(),
-        canary: session.target.is_canary,
-        domain: session.host.clone(),
-        method: "MESSAGE".into(),
-        path: format!("/{}", session.stage.name),
-        protocol: "WebSocket".into(),
-        source_ip: session.source_ip.clone(),
-        user_agent: session.user_agent.clone(),
-        principal_id: session.principal_id.clone(),
-        api_key_id: session.api_key_id.clone(),
-        started: Some(started),
-        ..Default::default()
-    };
-    let trace = trace::start(telemetry, &session.stage, &http::HeaderMap::new(), &record);
+    let clock = Instant::now();
+    let mut record = RequestContext::new(
+        session.stage.api.clone(),
+        session.stage.name.clone(),
+        session.target.deployment_id.clone(),
+        session.source_ip,
+    );
+    record.canary = session.target.is_canary;
+    record.domain_name = session.host.clone();
+    record.http_method = http::Method::from_bytes(b"MESSAGE").unwrap_or(http::Method::POST);
+    record.uri = http::Uri::try_from(format!("/{}", session.stage.name))
+        .unwrap_or_else(|_| http::Uri::from_static("/"));
+    record.protocol = "WebSocket";
+    record.identity.user_agent = session.user_agent.clone();
+    record.identity.api_key_id = session.api_key_id.clone();
+    record.authorizer.principal_id = session.principal_id.clone();
+    record.trace = trace::start(telemetry, &session.stage, &http::HeaderMap::new(), &record);
+    let request_id = record.request_id;
     // Errors are classified by the one table HTTP uses; the client gets
     // AWS's `{"message", "connectionId", "requestId"}`.
-    let refuse = |error: GatewayError, record: &mut Record| {
+    let refuse = |error: GatewayError, record: &mut RequestContext| {
         let (kind, status) = rescue::classify(&error);
         if status.is_server_error() {
             tracing::warn!(connection = %session.connection_id, route = ?record.route_key, error = %error, detail = error.detail(), "WebSocket message failed");
         }
-        record.status = status.as_u16();
-        record.throttled = matches!(error, GatewayError::Throttled { .. });
-        record.quota_exceeded = matches!(error, GatewayError::QuotaExceeded { .. });
-        record.error_type = Some(kind.as_str());
-        record.error_message = Some(error.to_string());
+        let outcome = &mut record.outcome;
+        outcome.status = status.as_u16();
+        outcome.throttled = matches!(error, GatewayError::Throttled { .. });
+        outcome.quota_exceeded = matches!(error, GatewayError::QuotaExceeded { .. });
+        outcome.error_type = Some(kind.as_str());
+        outcome.error_message = Some(error.to_string());
         Some(Bytes::from(
             serde_json::json!({
                 "message": error.to_string(),
                 "connectionId": session.connection_id,
-                "requestId": request_id,
+                "requestId": request_id.as_str(),
             })
             .to_string(),
         ))
@@ -286,7 +287,7 @@ async fn on_message(session: &Session, message: Bytes) -> Option<Bytes> {
     let reply = match session.api.select(&message) {
         None => refuse(GatewayError::NoRouteForMessage, &mut record),
         Some((key, route)) => {
-            record.route_key = Some(key.to_owned());
+            record.route_key = Some(key.into());
             let stage_key = session
                 .api_key
                 .as_ref()
@@ -296,17 +297,17 @@ async fn on_message(session: &Session, message: Bytes) -> Option<Bytes> {
                 Ok(()) => {
                     let phase = trace::phase(
                         telemetry,
-                        trace.as_ref(),
+                        record.trace.as_ref(),
                         "integration",
                         opentelemetry::trace::SpanKind::Client,
                     );
                     let called = Instant::now();
-                    let answer = call(gateway, session, key, route, message, &request_id, None).await;
-                    record.integration_latency = Some(called.elapsed());
+                    let answer = call(gateway, session, key, route, message, request_id.as_str(), None).await;
+                    record.outcome.integration_latency = Some(called.elapsed());
                     drop(phase);
                     match answer {
                         Ok(answer) => {
-                            record.status = answer.status.as_u16();
+                            record.outcome.status = answer.status.as_u16();
                             (answer.status.is_success() && !answer.body.is_empty()).then_some(answer.body)
                         }
                         Err(error) => refuse(error, &mut record),
@@ -315,9 +316,9 @@ async fn on_message(session: &Session, message: Bytes) -> Option<Bytes> {
             }
         }
     };
-    record.response_length = reply.as_ref().map(|r| r.len() as u64);
-    record.latency = clock.elapsed();
-    telemetry.observe(&record, trace.as_ref(), &session.stage);
+    record.outcome.response_length = reply.as_ref().map(|r| r.len() as u64);
+    record.outcome.latency = clock.elapsed();
+    telemetry.observe(&record, &session.stage);
     reply
 }
 

@@ -39,7 +39,7 @@ pub async fn serve(
     }
     authorize(gateway, stage, api, parts, ctx).await?;
     let hub = &gateway.sockets;
-    let (api_name, stage_name) = (stage.api.as_str(), stage.name.as_str());
+    let (api_name, stage_name) = (&*stage.api, &*stage.name);
     match parts.method {
         Method::POST => {
             let limit = stage.sockets.max_message as u64;
@@ -82,7 +82,7 @@ async fn authorize(
         let config = gateway.config.load();
         if let Some(key) = config.api_key(&digest)
             && key.enabled
-            && access.api_key_ids.contains(&key.id)
+            && access.api_key_ids.contains(&*key.id)
         {
             ctx.identity.api_key_id = Some(key.id.clone());
             return Ok(());

@@ -271,7 +271,10 @@ pub async fn connect(
             "stage": session.stage.name,
             "apiId": session.stage.api,
             "domainName": session.host,
-            "identity": {"sourceIp": session.source_ip, "userAgent": session.user_agent},
+            "identity": {
+                "sourceIp": session.source_ip.to_string(),
+                "userAgent": session.user_agent.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
+            },
             "authorizer": ctx.authorizer,
         },
         "isBase64Encoded": false,
@@ -329,7 +332,7 @@ async fn integrate(
                 (HeaderName::from_static(ROUTE_KEY), Some(route_key)),
                 (
                     HeaderName::from_static("x-pylon-stage"),
-                    Some(session.stage.name.as_str()),
+                    Some(&*session.stage.name),
                 ),
                 (HeaderName::from_static("x-pylon-request-id"), Some(request_id)),
                 (

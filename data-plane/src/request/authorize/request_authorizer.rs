@@ -107,11 +107,11 @@ pub async fn authorize(
 fn cache_key(ctx: &RequestContext, name: &str, settings: &RequestSettings, values: &[String]) -> [u8; 32] {
     let mut hash = Sha256::new();
     for part in [
-        ctx.api_id.as_str(),
-        ctx.stage.as_str(),
+        &*ctx.api_id,
+        &*ctx.stage,
         name,
         &settings.uri.to_string(),
-        ctx.route_key.as_str(),
+        ctx.route_key.as_deref().unwrap_or(""),
     ]
     .into_iter()
     .chain(values.iter().map(String::as_str))
@@ -134,7 +134,7 @@ async fn call(
         "version": "2.0",
         "type": "REQUEST",
         "routeKey": ctx.route_key,
-        "rawPath": ctx.path,
+        "rawPath": ctx.uri.path(),
         "rawQueryString": inputs.parts.uri.query().unwrap_or(""),
         "identitySource": values,
         "headers": inputs.headers_json().0,
@@ -151,9 +151,9 @@ async fn call(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
-    if let Ok(id) = http::HeaderValue::from_str(&ctx.request_id) {
-        request.headers_mut().insert("x-pylon-request-id", id);
-    }
+    request
+        .headers_mut()
+        .insert("x-pylon-request-id", ctx.request_id.header_value());
     let started = Instant::now();
     let fetched = fetch(client, request, settings.timeout, MAX_RESPONSE_BYTES)
         .await
