@@ -110,6 +110,10 @@ pub struct ConnectionArgs {
     /// Open client connections at most; beyond it new ones are closed at once.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// Proxy worker threads, each a single-threaded runtime holding whole
+    /// connections (0: one per CPU this process may use, cgroup quota included).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
 }
 
 impl ConnectionArgs {
@@ -134,6 +138,10 @@ impl ConnectionArgs {
             max_connections: self.max_connections,
         };
         config.body_read_timeout = seconds("body-read-timeout-s", self.body_read_timeout_s)?;
+        if self.workers > 1024 {
+            bail!("--workers must be 0 (one per CPU) to 1024");
+        }
+        config.workers = self.workers;
         Ok(())
     }
 }

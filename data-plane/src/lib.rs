@@ -26,6 +26,7 @@ pub mod sync;
 pub mod telemetry;
 pub mod tls;
 pub mod websocket;
+pub mod workers;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -77,7 +78,8 @@ pub struct GatewayOptions {
 /// What every request handler shares: the live config, the upstream client.
 pub struct Gateway {
     pub config: Arc<ArcSwap<CompiledConfig>>,
-    pub client: integration::http::Client,
+    /// Upstream connection pools, one per proxy worker.
+    pub upstreams: integration::http::Upstreams,
     pub options: GatewayOptions,
     pub authorizers: request::authorize::Authorizers,
     /// Limits shared with the other nodes (or kept here).

@@ -481,7 +481,7 @@ async fn serve(
             if integration_phase.is_recording() {
                 integration_phase.set(opentelemetry::KeyValue::new("server.address", host_of(uri)));
             }
-            integration::http::call(&gateway.client, call, parts, body, fault).await?
+            integration::http::call(gateway.upstreams.client(), call, parts, body, fault).await?
         }
     };
     ctx.outcome.integration_latency = Some(integration_started.elapsed());

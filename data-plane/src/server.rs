@@ -54,6 +54,9 @@ pub struct DataPlaneConfig {
     /// Longest wait for the next bytes of a request body (default 30 s).
     pub body_read_timeout: Duration,
     pub drain_timeout: Duration,
+    /// Proxy workers, one single-threaded runtime each (0: one per CPU the
+    /// process may use; see [`crate::workers`]).
+    pub workers: usize,
     /// Limit counters and the cache's shared tier (default: in-process).
     pub shared: Option<Arc<crate::shared::SharedState>>,
     /// Seals cached entries of stages that encrypt their cache.
@@ -87,6 +90,7 @@ impl DataPlaneConfig {
             connections: ConnectionOptions::default(),
             body_read_timeout: crate::request::body::DEFAULT_READ_TIMEOUT,
             drain_timeout: Duration::from_secs(30),
+            workers: 0,
         }
     }
 }
@@ -100,6 +104,8 @@ pub enum ServeError {
     },
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Workers(#[from] crate::workers::StartError),
     #[error("access log {sink}: {source}")]
     AccessLog { sink: String, source: std::io::Error },
 }
@@ -136,9 +142,13 @@ pub async fn serve(
             source,
         }
     })?;
+    let workers = match config.workers {
+        0 => crate::workers::default_count(),
+        n => n,
+    };
     let gateway = Arc::new(Gateway {
         config: live.clone(),
-        client: crate::integration::http::client(client_tls),
+        upstreams: crate::integration::http::Upstreams::new(client_tls, workers),
         options: GatewayOptions {
             base_domain: config.base_domain.to_ascii_lowercase(),
             limits: config.limits.clone(),
@@ -219,6 +229,7 @@ pub async fn serve(
             }
         });
     }
+    let workers = crate::workers::Workers::start(workers)?;
     let server = Arc::new(Server {
         gateway: gateway.clone(),
         http1: http1_builder(&config.connections),
@@ -234,12 +245,13 @@ pub async fn serve(
         base_domain = %gateway.options.base_domain,
         control_planes = ?config.control_planes,
         max_connections = config.connections.max_connections,
+        workers = workers.len(),
         "data plane ready"
     );
-    let plain = accept(listener, None, server.clone());
+    let plain = accept(listener, None, server.clone(), &workers);
     match tls_listener {
         Some((listener, acceptor)) => {
-            let secure = accept(listener, Some(acceptor), server.clone());
+            let secure = accept(listener, Some(acceptor), server.clone(), &workers);
             tokio::join!(plain, secure);
         }
         None => plain.await,
@@ -258,13 +270,17 @@ pub async fn serve(
         server.connections.wait_empty().await;
         gateway.sockets.wait_empty(config.drain_timeout).await;
     };
-    if tokio::time::timeout(config.drain_timeout, drained).await.is_err() {
-        tracing::warn!(
-            connections = server.connections.open(),
-            websockets = gateway.sockets.len(),
-            "drain timeout reached; closing the remaining connections"
-        );
-    }
+    workers
+        .stop(async {
+            if tokio::time::timeout(config.drain_timeout, drained).await.is_err() {
+                tracing::warn!(
+                    connections = server.connections.open(),
+                    websockets = gateway.sockets.len(),
+                    "drain timeout reached; closing the remaining connections"
+                );
+            }
+        })
+        .await;
     subscriber.abort();
     tracing::info!("data plane stopped");
     Ok(())
@@ -315,7 +331,13 @@ fn http2_builder() -> http2::Builder<TokioExecutor> {
     builder
 }
 
-async fn accept(listener: TcpListener, tls: Option<tls::Listener>, server: Arc<Server>) {
+/// Accepts connections and hands each to the next worker.
+async fn accept(
+    listener: TcpListener,
+    tls: Option<tls::Listener>,
+    server: Arc<Server>,
+    workers: &crate::workers::Workers,
+) {
     let mut stop = server.stop.clone();
     let mut backoff = Duration::ZERO;
     loop {
@@ -345,9 +367,20 @@ async fn accept(listener: TcpListener, tls: Option<tls::Listener>, server: Arc<S
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // The socket leaves this runtime's reactor for the worker's.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "cannot hand the connection to a worker");
+                continue;
+            }
+        };
         let server = server.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        workers.dispatch(Box::pin(async move {
+            let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                return;
+            };
             let deadline = server.options.first_byte;
             match tls {
                 None => {
@@ -383,7 +416,7 @@ async fn accept(listener: TcpListener, tls: Option<tls::Listener>, server: Arc<S
                     serve_connection(&server, stream, info, slot).await;
                 }
             }
-        });
+        }));
     }
 }
 

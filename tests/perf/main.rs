@@ -269,6 +269,13 @@ async fn main() {
     if wanted.contains(&"control-plane") {
         control_plane().await;
     }
+    let bad = proxy::non_2xx_seen();
+    if bad > 0 {
+        eprintln!(
+            "\nbenchmark FAILED: {bad} answers other than 2xx (or socket errors) were counted; the figures above are not valid"
+        );
+        std::process::exit(1);
+    }
 }
 
 async fn control_plane() {

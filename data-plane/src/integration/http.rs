@@ -17,8 +17,32 @@ use std::time::Duration;
 
 pub type Client = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Body>;
 
-/// The pooled client every integration shares.
-pub fn client(tls: rustls::ClientConfig) -> Client {
+/// The upstream connection pools: one per proxy worker (see
+/// [`crate::workers`]), so a request takes an idle connection its own
+/// worker drives (no cross-thread wake-ups, an uncontended pool lock), and
+/// one for calls made off the workers.
+pub struct Upstreams {
+    clients: Box<[Client]>,
+}
+
+impl Upstreams {
+    /// Pools for `workers` workers plus one, each keeping up to 1,024 idle
+    /// connections per backend for 90 s.
+    pub fn new(tls: rustls::ClientConfig, workers: usize) -> Upstreams {
+        Upstreams {
+            clients: (0..=workers).map(|_| client(tls.clone())).collect(),
+        }
+    }
+
+    /// The pool of the worker running the caller.
+    pub fn client(&self) -> &Client {
+        let index = crate::workers::current().min(self.clients.len() - 1);
+        &self.clients[index]
+    }
+}
+
+/// A pooled client (HTTP/1.1, or HTTP/2 by ALPN to HTTPS backends).
+fn client(tls: rustls::ClientConfig) -> Client {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);

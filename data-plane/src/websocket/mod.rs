@@ -355,7 +355,8 @@ async fn integrate(
                 .map_err(|e| GatewayError::ApiConfiguration(format!("WebSocket integration URI: {e}")))?;
             *request.headers_mut() = headers;
             let limit = session.stage.sockets.max_message;
-            let fetched = crate::integration::http::fetch(&gateway.client, request, *timeout, limit).await?;
+            let fetched =
+                crate::integration::http::fetch(gateway.upstreams.client(), request, *timeout, limit).await?;
             // Only a real answer is relayed (a 101 or a status over 599
             // would break the client's handshake).
             if !(200..=599).contains(&fetched.status.as_u16()) {

@@ -63,7 +63,7 @@ pub async fn run<'s>(
                 let claims = jwt::verify(
                     &gateway.authorizers.keys,
                     &gateway.authorizers.tokens,
-                    &gateway.client,
+                    gateway.upstreams.client(),
                     settings,
                     &auth.scopes,
                     &token,
@@ -76,7 +76,7 @@ pub async fn run<'s>(
             AuthorizerKind::Request(settings) => {
                 request_authorizer::authorize(
                     &gateway.authorizers.decisions,
-                    &gateway.client,
+                    gateway.upstreams.client(),
                     &authorizer.name,
                     settings,
                     inputs,
