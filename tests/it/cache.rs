@@ -161,6 +161,13 @@ async fn nodes_share_one_cache_with_ttls_keys_invalidation_flush_canaries_and_en
     }
     assert_eq!(calls(), 1);
 
+    // A hit says how long the answer has been held, on every node (RFC 9111 §4).
+    assert_eq!(first.header("age"), "", "the backend's own answer has no Age");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let held = send(&client, c, "GET", "/prod/items", &[]).await;
+    let age: u64 = held.header("age").parse().expect("a hit carries Age");
+    assert!((1..=10).contains(&age), "Age {age} after a second in the cache");
+
     // Key parameters: each id its own entry.
     let one = send(&client, a, "GET", "/prod/items/1", &[]).await;
     let two = send(&client, b, "GET", "/prod/items/2", &[]).await;

@@ -18,8 +18,11 @@ use std::sync::Arc;
 const PLAIN: u8 = 3;
 const SEALED: u8 = 4;
 const NONCE_LEN: usize = 12;
+/// A response without its age (entries stored before `Age` was kept).
 const RESPONSE: u8 = 1;
 const VARIANTS: u8 = 2;
+/// A response with when it was stored and the age it arrived with.
+const AGED_RESPONSE: u8 = 3;
 
 /// What one cache key holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -69,7 +72,8 @@ impl Stored {
     pub fn decode(data: &[u8]) -> Option<Stored> {
         let (&kind, mut rest) = data.split_first()?;
         match kind {
-            RESPONSE => Entry::decode(rest).map(|entry| Stored::Response(Arc::new(entry))),
+            RESPONSE => Entry::decode(rest, false).map(|entry| Stored::Response(Arc::new(entry))),
+            AGED_RESPONSE => Entry::decode(rest, true).map(|entry| Stored::Response(Arc::new(entry))),
             VARIANTS => {
                 let expires_at_ms = take_u64(&mut rest)?;
                 let count = take_u16(&mut rest)?;
@@ -131,6 +135,12 @@ pub struct Entry {
     pub body: Bytes,
     /// Unix milliseconds after which the entry is stale.
     pub expires_at_ms: u64,
+    /// Unix milliseconds when Pylon received the response (0: unknown, an
+    /// entry from an older node).
+    pub stored_at_ms: u64,
+    /// The `Age` the response arrived with, in seconds (an upstream cache
+    /// had it that long).
+    pub initial_age_s: u32,
     /// The response said a shared cache may serve it to requests that carry
     /// credentials (`public`, `s-maxage`, `must-revalidate`; RFC 9111 §3.5).
     pub shareable: bool,
@@ -140,6 +150,14 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Its current age in seconds at `now_ms` (RFC 9111 §4.2.3: the age it
+    /// arrived with plus the time it has been stored); `None` for an entry
+    /// whose storing time is unknown.
+    pub fn age_s(&self, now_ms: u64) -> Option<u64> {
+        (self.stored_at_ms > 0)
+            .then(|| u64::from(self.initial_age_s) + now_ms.saturating_sub(self.stored_at_ms) / 1000)
+    }
+
     /// Bytes it holds, for the in-process tier's capacity.
     pub fn weight(&self) -> u32 {
         let headers: usize = self.headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
@@ -159,9 +177,11 @@ impl Entry {
 
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(self.body.len() + 256);
-        out.put_u8(RESPONSE);
+        out.put_u8(AGED_RESPONSE);
         out.put_u16(self.status.as_u16());
         out.put_u64(self.expires_at_ms);
+        out.put_u64(self.stored_at_ms);
+        out.put_u32(self.initial_age_s);
         out.put_u8(u8::from(self.shareable));
         put_len16(&mut out, self.selected_by.len());
         for (name, value) in &self.selected_by {
@@ -187,9 +207,14 @@ impl Entry {
         out.freeze()
     }
 
-    fn decode(mut data: &[u8]) -> Option<Entry> {
+    fn decode(mut data: &[u8], aged: bool) -> Option<Entry> {
         let status = StatusCode::from_u16(take_u16(&mut data)?).ok()?;
         let expires_at_ms = take_u64(&mut data)?;
+        let (stored_at_ms, initial_age_s) = if aged {
+            (take_u64(&mut data)?, take_u32(&mut data)?)
+        } else {
+            (0, 0)
+        };
         let shareable = match take(&mut data, 1)? {
             [0] => false,
             [1] => true,
@@ -224,6 +249,8 @@ impl Entry {
             headers,
             body: Bytes::copy_from_slice(data),
             expires_at_ms,
+            stored_at_ms,
+            initial_age_s,
             shareable,
             selected_by,
         })
@@ -345,12 +372,40 @@ mod tests {
             )],
             body: Bytes::from_static(br#"{"secret":"pets"}"#),
             expires_at_ms: 1_700_000_000_000,
+            stored_at_ms: 1_699_999_700_000,
+            initial_age_s: 7,
             shareable: true,
             selected_by: vec![
                 (http::header::ACCEPT_ENCODING, Some(Bytes::from_static(b"gzip"))),
                 (http::header::ACCEPT_LANGUAGE, None),
             ],
         }))
+    }
+
+    #[test]
+    fn an_entry_keeps_its_age_across_nodes_and_an_older_one_has_none() {
+        let stored = seal(&entry(), None, b"k").unwrap_or_default();
+        let Some(Stored::Response(read)) = open(&stored, None, b"k") else {
+            panic!("the entry reads back");
+        };
+        assert_eq!(
+            read.age_s(1_699_999_700_000 + 2_500),
+            Some(9),
+            "7 s on arrival + 2.5 s stored"
+        );
+        let Stored::Response(original) = entry() else {
+            unreachable!()
+        };
+        let mut older = original.encode().to_vec();
+        older[0] = RESPONSE;
+        older.drain(11..23);
+        let Some(Stored::Response(older)) = Stored::decode(&older) else {
+            panic!("an entry of the layout without age still reads");
+        };
+        assert_eq!(
+            (older.body.clone(), older.age_s(u64::MAX)),
+            (original.body.clone(), None)
+        );
     }
 
     #[test]

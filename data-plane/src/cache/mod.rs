@@ -499,11 +499,13 @@ impl ResponseCache {
             headers: parts
                 .headers
                 .iter()
-                .filter(|(name, _)| *name != header::CONTENT_LENGTH)
+                .filter(|(name, _)| *name != header::CONTENT_LENGTH && *name != header::AGE)
                 .map(|(n, v)| (n.clone(), v.clone()))
                 .collect(),
             body: body.clone(),
             expires_at_ms,
+            stored_at_ms: now,
+            initial_age_s: storable.age,
             shareable: storable.shareable,
             selected_by: storable
                 .vary
@@ -641,9 +643,11 @@ struct Storable {
     shareable: bool,
     /// The request headers its `Vary` names, lower-cased, sorted, unique.
     vary: Vec<HeaderName>,
-    /// At most this long (a private request's answer: its own freshness),
-    /// else the stage's or route's TTL.
+    /// At most this long (a private request's answer: what is left of its
+    /// own freshness), else the stage's or route's TTL.
     lifetime: Option<Duration>,
+    /// The `Age` it arrived with, in seconds (RFC 9111 §5.1).
+    age: u32,
 }
 
 /// A 200 without `Cache-Control: no-store|no-cache|private`, `Set-Cookie` or
@@ -680,9 +684,16 @@ fn storable(response: &Response<Body>, private: bool) -> Option<Storable> {
             .iter()
             .find_map(|d| d.strip_prefix(name)?.trim_matches('"').parse::<u64>().ok())
     };
+    // An upstream cache already held it this long (RFC 9111 §4.2.3); a
+    // malformed Age counts as none.
+    let age = headers
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
     let freshness = seconds("s-maxage=")
         .or_else(|| seconds("max-age="))
-        .map(Duration::from_secs);
+        .map(|lifetime| Duration::from_secs(lifetime.saturating_sub(age)));
     let too_large = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -712,6 +723,7 @@ fn storable(response: &Response<Body>, private: bool) -> Option<Storable> {
         shareable,
         vary,
         lifetime: if private { freshness } else { None },
+        age: u32::try_from(age).unwrap_or(u32::MAX),
     })
 }
 
@@ -743,12 +755,20 @@ async fn buffer(mut body: Body, limit: usize) -> Result<Buffered, GatewayError> 
 }
 
 /// A response served from the cache.
+///
+/// It carries `Age`: how long the answer has been held, by Pylon and by any
+/// cache before it (RFC 9111 §4: a cache MUST generate it when it answers
+/// from storage).
 pub fn respond(entry: &Entry, warning: bool) -> Response<Body> {
     let mut response = Response::new(full_body(entry.body.clone()));
     *response.status_mut() = entry.status;
     let headers = response.headers_mut();
+    headers.reserve(entry.headers.len() + 3);
     for (name, value) in &entry.headers {
         headers.append(name.clone(), value.clone());
+    }
+    if let Some(age) = entry.age_s(crate::shared::memory::unix_now_ms()) {
+        headers.insert(header::AGE, HeaderValue::from(age));
     }
     mark(&mut response, CacheStatus::Hit, warning);
     response
@@ -784,6 +804,28 @@ mod tests {
                 .append(*name, HeaderValue::from_static(value));
         }
         response
+    }
+
+    #[test]
+    fn an_answer_that_aged_in_an_upstream_cache_keeps_only_the_freshness_it_has_left() {
+        let aged = |age: &'static str| {
+            storable(
+                &response(&[("cache-control", "public, max-age=60"), ("age", age)]),
+                true,
+            )
+            .map(|s| (s.lifetime, s.age))
+        };
+        assert_eq!(aged("50"), Some((Some(Duration::from_secs(10)), 50)));
+        assert_eq!(
+            aged("60"),
+            None,
+            "already stale: a private request's answer is not shared"
+        );
+        assert_eq!(
+            aged("soon"),
+            Some((Some(Duration::from_secs(60)), 0)),
+            "a malformed Age counts as none"
+        );
     }
 
     #[test]
