@@ -114,6 +114,10 @@ pub struct ConnectionArgs {
     /// connections (0: one per CPU this process may use, cgroup quota included).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// Seconds in-flight requests and WebSocket connections get to finish
+    /// at shutdown.
+    #[arg(long, default_value_t = 30)]
+    drain_timeout_s: u64,
 }
 
 impl ConnectionArgs {
@@ -142,6 +146,7 @@ impl ConnectionArgs {
             bail!("--workers must be 0 (one per CPU) to 1024");
         }
         config.workers = self.workers;
+        config.drain_timeout = Duration::from_secs(self.drain_timeout_s.min(86_400));
         Ok(())
     }
 }
@@ -227,19 +232,26 @@ impl UsageStore for Usage {
     }
 }
 
-/// Resolves once, for every listener of the process.
-fn shared_shutdown() -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+/// A listener's shutdown: resolves once the process stops.
+type Shutdown = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Resolves once, for every listener of the process: on a signal, or when
+/// the returned sender says so (one plane of `pylon dev` failed).
+fn shared_shutdown() -> (impl Fn() -> Shutdown, Arc<tokio::sync::watch::Sender<bool>>) {
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let tx = Arc::new(tx);
+    let signalled = tx.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
-        let _ = tx.send(true);
+        let _ = signalled.send(true);
     });
-    move || {
+    let wait = move || -> Shutdown {
         let mut rx = rx.clone();
         Box::pin(async move {
             let _ = rx.wait_for(|stop| *stop).await;
         })
-    }
+    };
+    (wait, tx)
 }
 
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
@@ -308,9 +320,24 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     if let Some(address) = args.telemetry.ops_listen() {
         telemetry.serve_ops(address, data_plane.ready.clone()).await?;
     }
-    let shutdown = shared_shutdown();
-    let control = pylon_control_plane::serve(config, shutdown());
-    let data = pylon_data_plane::serve(data_plane, shutdown());
+    let (shutdown, stop) = shared_shutdown();
+    // A plane that fails (a port in use, an access-log file that cannot be
+    // opened) stops the other: the process exits with its error.
+    let stop_on_error = |failed: bool| {
+        if failed {
+            let _ = stop.send(true);
+        }
+    };
+    let control = async {
+        let result = pylon_control_plane::serve(config, shutdown()).await;
+        stop_on_error(result.is_err());
+        result
+    };
+    let data = async {
+        let result = pylon_data_plane::serve(data_plane, shutdown()).await;
+        stop_on_error(result.is_err());
+        result
+    };
     let (control, data) = tokio::join!(control, data);
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     control?;
@@ -359,9 +386,6 @@ pub struct DataPlaneArgs {
     /// (repeatable). Resource policies then judge the forwarded address.
     #[arg(long = "trusted-proxy")]
     trusted_proxies: Vec<ipnet::IpNet>,
-    /// Seconds in-flight requests get to finish at shutdown.
-    #[arg(long, default_value_t = 30)]
-    drain_timeout_s: u64,
     #[command(flatten)]
     connections: ConnectionArgs,
     #[command(flatten)]
@@ -407,7 +431,6 @@ pub async fn data_plane(args: DataPlaneArgs) -> anyhow::Result<()> {
     config.upstream_ca = args.upstream_ca;
     config.trusted_proxies = args.trusted_proxies;
     args.connections.apply(&mut config)?;
-    config.drain_timeout = Duration::from_secs(args.drain_timeout_s);
     config.shared = Some(args.shared.start()?);
     config.cache_key = args.shared.cache_key()?;
     let telemetry = Telemetry::init(

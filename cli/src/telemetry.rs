@@ -123,6 +123,11 @@ impl AccessLogSinks {
                         Some(path) => LineSink::File(path.to_owned()),
                         None => bail!("--access-log file needs --access-log-file PATH"),
                     },
+                    "both" | "off" => {
+                        bail!(
+                            "--access-log: {sink:?} stands alone; in a comma list use stdout, file and otlp"
+                        )
+                    }
                     other => bail!("--access-log: {other:?} is not stdout, file, otlp, both or off"),
                 };
                 if sinks.lines != LineSink::Off {
@@ -432,8 +437,15 @@ mod tests {
             ("stdout,file", file),
             ("stdout", file),
             ("syslog", None),
+            ("both,file", file),
+            ("off,stdout", None),
         ] {
             assert_eq!(parse(value, file), None, "{value} {file:?}");
         }
+        let why = AccessLogSinks::parse("both,file", file).map_err(|e| e.to_string());
+        assert_eq!(
+            why,
+            Err(r#"--access-log: "both" stands alone; in a comma list use stdout, file and otlp"#.into())
+        );
     }
 }

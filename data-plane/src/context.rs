@@ -222,6 +222,7 @@ impl RequestContext {
     pub fn lookup(&self, name: &str) -> Option<Cow<'_, str>> {
         match self.value(&Variable::parse(name)?)? {
             Text::Str(s) => Some(Cow::Borrowed(s)),
+            Text::Bytes(b) => Some(String::from_utf8_lossy(b)),
             Text::Json(value) => Some(json_text(value)),
             other => {
                 let mut out = String::new();
@@ -265,7 +266,8 @@ impl RequestContext {
             ),
             Variable::SourceIp => Text::Ip(self.identity.source_ip),
             Variable::UserAgent => {
-                return text(self.identity.user_agent.as_ref()?.to_str().ok()?);
+                let agent = self.identity.user_agent.as_ref()?.as_bytes();
+                return (!agent.is_empty()).then_some(Text::Bytes(agent));
             }
             Variable::ApiKeyId => Text::Str(self.identity.api_key_id.as_deref()?),
             Variable::PrincipalId => Text::Str(self.authorizer.principal_id.as_deref()?),
@@ -298,8 +300,15 @@ impl RequestContext {
             "sourceIp".into(),
             Value::from(self.identity.source_ip.to_string()),
         );
-        let user_agent = self.identity.user_agent.as_ref().and_then(|v| v.to_str().ok());
-        identity.insert("userAgent".into(), Value::from(user_agent.unwrap_or("")));
+        let user_agent = self
+            .identity
+            .user_agent
+            .as_ref()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()));
+        identity.insert(
+            "userAgent".into(),
+            Value::from(user_agent.as_deref().unwrap_or("")),
+        );
         if let Some(id) = &self.identity.api_key_id {
             identity.insert("apiKeyId".into(), Value::from(&**id));
         }
@@ -455,6 +464,8 @@ pub enum Escape {
 /// A variable's value, borrowed where it can be.
 enum Text<'a> {
     Str(&'a str),
+    /// A header's bytes: UTF-8 as it is, other bytes as U+FFFD.
+    Bytes(&'a [u8]),
     Int(u64),
     Ip(IpAddr),
     Time(SystemTime),
@@ -465,6 +476,7 @@ impl Text<'_> {
     fn write(&self, out: &mut String, escape: Escape) {
         match self {
             Text::Str(s) => push(out, s, escape),
+            Text::Bytes(b) => push(out, &String::from_utf8_lossy(b), escape),
             Text::Int(n) => {
                 let _ = write!(out, "{n}");
             }
@@ -611,5 +623,21 @@ mod tests {
         let parsed: Value = serde_json::from_str(&format!("\"{out}\"")).unwrap_or_default();
         assert_eq!(parsed, "ann \"the\\admin\"\n\u{1}");
         assert!(!ctx.write(&Variable::ApiKeyId, &mut out, Escape::JsonString));
+    }
+
+    #[test]
+    fn a_user_agent_beyond_ascii_is_logged_as_sent() {
+        let mut ctx = context();
+        let agent = HeaderValue::from_bytes("caf\u{e9}\u{2028}bot".as_bytes())
+            .unwrap_or(HeaderValue::from_static("x"));
+        ctx.identity.user_agent = Some(agent);
+        let mut out = String::new();
+        assert!(ctx.write(&Variable::UserAgent, &mut out, Escape::JsonString));
+        assert_eq!(out, "caf\u{e9}\u{2028}bot");
+        ctx.identity.user_agent = HeaderValue::from_bytes(b"bad \xff byte").ok();
+        assert_eq!(
+            ctx.lookup("identity.userAgent").as_deref(),
+            Some("bad \u{fffd} byte")
+        );
     }
 }

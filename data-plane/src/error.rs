@@ -114,6 +114,10 @@ pub enum GatewayError {
     /// `@connections`: the cluster's connection registry (Redis) did not answer.
     #[error("Service Unavailable")]
     ConnectionRegistryUnavailable(String),
+    /// The node shut down before the answer was complete: the drain timeout
+    /// ended the request (the client did not leave; not a 499).
+    #[error("Service Unavailable")]
+    ShutDown,
 }
 
 impl GatewayError {
@@ -145,6 +149,7 @@ impl GatewayError {
             GatewayError::ConnectionGone => "no such WebSocket connection".into(),
             GatewayError::ConnectionBusy => "the connection is not reading its messages".into(),
             GatewayError::CacheInvalidationDenied => "not authorized to invalidate cache entries".into(),
+            GatewayError::ShutDown => "the node shut down before the answer (drain timeout)".into(),
             GatewayError::MalformedRequest(_)
             | GatewayError::BadFraming(_)
             | GatewayError::MissingCredential

@@ -16,6 +16,7 @@ pub mod context;
 pub mod error;
 pub mod headers;
 pub mod integration;
+pub mod pem;
 pub mod pipeline;
 pub mod request;
 pub mod response;
@@ -89,6 +90,9 @@ pub struct Gateway {
     /// The WebSocket connections this node holds, and the way to the
     /// other nodes' ones.
     pub sockets: Arc<websocket::hub::Hub>,
+    /// Set when the drain timeout ends what is still in flight: such
+    /// requests are logged as the node's failure (503), not the client's.
+    pub drain_expired: std::sync::atomic::AtomicBool,
 }
 
 impl Gateway {

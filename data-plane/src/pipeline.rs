@@ -135,9 +135,17 @@ impl Drop for Observed<'_> {
         if self.done {
             return;
         }
-        let error = GatewayError::ClientBody(crate::request::body::ClientBodyError::Abandoned(
-            "the client left before its answer".into(),
-        ));
+        let error = if self
+            .gateway
+            .drain_expired
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            GatewayError::ShutDown
+        } else {
+            GatewayError::ClientBody(crate::request::body::ClientBodyError::Abandoned(
+                "the client left before its answer".into(),
+            ))
+        };
         let (kind, status) = rescue::classify(&error);
         let outcome = &mut self.ctx.outcome;
         outcome.status = status.as_u16();

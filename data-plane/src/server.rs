@@ -106,8 +106,15 @@ pub enum ServeError {
     Config(String),
     #[error(transparent)]
     Workers(#[from] crate::workers::StartError),
-    #[error("access log {sink}: {source}")]
-    AccessLog { sink: String, source: std::io::Error },
+    #[error(transparent)]
+    Pem(#[from] crate::pem::PemError),
+    /// The access-log sink cannot be opened (`sink`: `stdout` or the file).
+    #[error("access log {sink}")]
+    AccessLog {
+        sink: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Runs a data-plane node until `shutdown` resolves.
@@ -131,14 +138,17 @@ pub async fn serve(
             Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring the snapshot cache"),
         }
     }
-    let client_tls = tls::client_config(config.upstream_ca.as_deref()).map_err(ServeError::Config)?;
+    let client_tls = crate::pem::client_config(config.upstream_ca.as_deref())?;
     let shared = match &config.shared {
         Some(shared) => shared.clone(),
         None => crate::shared::SharedState::start(&Default::default()).map_err(ServeError::Config)?,
     };
     let telemetry = crate::telemetry::Telemetry::new(config.telemetry.clone()).map_err(|source| {
         ServeError::AccessLog {
-            sink: format!("{:?}", config.telemetry.access_log),
+            sink: match &config.telemetry.access_log {
+                crate::telemetry::access_log::LineSink::File(path) => format!("file {}", path.display()),
+                other => format!("{other:?}").to_ascii_lowercase(),
+            },
             source,
         }
     })?;
@@ -160,15 +170,14 @@ pub async fn serve(
         sockets: crate::websocket::hub::Hub::start(&config.node_id, shared.redis().cloned()),
         shared,
         telemetry,
+        drain_expired: Default::default(),
     });
 
     let listener = bind(config.listen).await?;
     let tls_listener = match config.tls_listen {
         Some(address) => {
             let default = match (&config.tls_cert, &config.tls_key) {
-                (Some(cert), Some(key)) => {
-                    Some(tls::load_certified_key(cert, key).map_err(ServeError::Config)?)
-                }
+                (Some(cert), Some(key)) => Some(crate::pem::load_certified_key(cert, key)?),
                 (None, None) => None,
                 _ => return Err(ServeError::Config("--tls-cert and --tls-key go together".into())),
             };
@@ -191,6 +200,9 @@ pub async fn serve(
         node_id: config.node_id.clone(),
         labels: config.labels.clone(),
         cache: config.snapshot_cache.clone(),
+        metrics: crate::telemetry::metrics::SnapshotMetrics::new(&opentelemetry::global::meter(
+            "pylon-data-plane",
+        )),
     };
     let subscriber = tokio::spawn(sync::run(sync_options, live.clone(), stop_rx.clone()));
     {
@@ -273,6 +285,9 @@ pub async fn serve(
     workers
         .stop(async {
             if tokio::time::timeout(config.drain_timeout, drained).await.is_err() {
+                gateway
+                    .drain_expired
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(
                     connections = server.connections.open(),
                     websockets = gateway.sockets.len(),

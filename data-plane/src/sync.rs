@@ -40,6 +40,8 @@ pub struct SyncOptions {
     pub node_id: String,
     pub labels: BTreeMap<String, String>,
     pub cache: Option<PathBuf>,
+    /// Made once by the node's telemetry.
+    pub metrics: crate::telemetry::metrics::SnapshotMetrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +166,7 @@ async fn session(
                 live,
                 options.cache.as_deref(),
                 snapshot::serves_private(&options.labels),
+                Some(&options.metrics),
             )
             .await
             {
@@ -191,6 +194,7 @@ async fn apply(
     live: &Arc<ArcSwap<CompiledConfig>>,
     cache: Option<&Path>,
     serves_private: bool,
+    metrics: Option<&crate::telemetry::metrics::SnapshotMetrics>,
 ) -> Option<SubscribeRequest> {
     let version = update.version;
     let serving = live.load().version;
@@ -215,12 +219,10 @@ async fn apply(
         Ok(compiled) => {
             let stages = compiled.stage_count();
             live.store(Arc::new(compiled));
-            let meter = opentelemetry::global::meter("pylon-data-plane");
-            let metrics = crate::telemetry::metrics::Metrics::new(&meter);
-            metrics.config_version.record(version, &[]);
-            metrics
-                .snapshot_apply
-                .record(started.elapsed().as_secs_f64() * 1e3, &[]);
+            if let Some(metrics) = metrics {
+                metrics.config_version.record(version, &[]);
+                metrics.apply.record(started.elapsed().as_secs_f64() * 1e3, &[]);
+            }
             tracing::info!(
                 version,
                 previous = serving,
@@ -322,7 +324,7 @@ mod tests {
     #[tokio::test]
     async fn only_newer_versions_are_applied_and_acked() {
         let live = Arc::new(ArcSwap::from_pointee(CompiledConfig::default()));
-        let answer = apply(update(5), &live, None, false).await;
+        let answer = apply(update(5), &live, None, false, None).await;
         assert!(matches!(
             answer,
             Some(SubscribeRequest {
@@ -330,20 +332,20 @@ mod tests {
             })
         ));
         assert_eq!(live.load().version, 5);
-        assert!(apply(update(5), &live, None, false).await.is_none());
-        assert!(apply(update(3), &live, None, false).await.is_none());
+        assert!(apply(update(5), &live, None, false, None).await.is_none());
+        assert!(apply(update(3), &live, None, false, None).await.is_none());
         assert_eq!(live.load().version, 5);
     }
 
     #[tokio::test]
     async fn a_damaged_update_is_nacked_and_the_old_config_stays() {
         let live = Arc::new(ArcSwap::from_pointee(CompiledConfig::default()));
-        let _ = apply(update(5), &live, None, false).await;
+        let _ = apply(update(5), &live, None, false, None).await;
         let mut bad = update(6);
         if let Some(Body::Snapshot(encoded)) = &mut bad.body {
             encoded.sha256 = vec![0; 32];
         }
-        let answer = apply(bad, &live, None, false).await;
+        let answer = apply(bad, &live, None, false, None).await;
         assert!(matches!(
             answer,
             Some(SubscribeRequest {

@@ -1,5 +1,5 @@
-//! TLS for the proxy's listener: certificates from PEM files, chosen per
-//! connection by SNI — a custom domain's own certificate when the current
+//! TLS for the proxy's listener: certificates (read by [`crate::pem`]),
+//! chosen per connection by SNI — a custom domain's own certificate when the current
 //! config has one, else the listener's default. ALPN offers h2 and http/1.1.
 //!
 //! Mutual TLS: a custom domain with a truststore gets a handshake that
@@ -12,38 +12,10 @@ use crate::config::CompiledConfig;
 use crate::context::ClientCert;
 use arc_swap::ArcSwap;
 use rustls::server::danger::ClientCertVerifier;
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use std::path::Path;
+use rustls_pki_types::CertificateDer;
 use std::sync::Arc;
-
-/// Reads a certificate chain and its private key.
-pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("certificate_file {}: {e}", cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "certificate_file {}: no certificate in it",
-            cert.display()
-        ));
-    }
-    let key_der =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("private_key_file {}: {e}", key.display()))?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key_der)
-        .map_err(|e| format!("private_key_file {}: {e}", key.display()))?;
-    let certified = CertifiedKey::new(certs, signing);
-    certified.keys_match().map_err(|e| {
-        format!(
-            "private_key_file {} does not belong to certificate_file {}: {e}",
-            key.display(),
-            cert.display()
-        )
-    })?;
-    Ok(Arc::new(certified))
-}
 
 /// Picks a certificate by SNI from the live config.
 #[derive(Debug)]
@@ -62,30 +34,6 @@ impl ResolvesServerCert for SniResolver {
         }
         self.default.clone()
     }
-}
-
-/// A verifier that requires client certificates chaining to the CAs in
-/// `truststore` (PEM).
-pub fn client_verifier(truststore: &Path) -> Result<Arc<dyn ClientCertVerifier>, String> {
-    let certs = CertificateDer::pem_file_iter(truststore)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("truststore_file {}: {e}", truststore.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in certs {
-        roots
-            .add(cert)
-            .map_err(|e| format!("truststore_file {}: {e}", truststore.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!(
-            "truststore_file {}: no certificate in it",
-            truststore.display()
-        ));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-        .build()
-        .map_err(|e| format!("truststore_file {}: {e}", truststore.display()))
 }
 
 /// The TLS listener's handshakes.
@@ -187,29 +135,4 @@ fn server_config(
     let mut server = builder.with_cert_resolver(resolver);
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(server)
-}
-
-/// The client config for HTTPS backends: the system's roots plus `extra_ca`.
-pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = extra_ca {
-        let certs = CertificateDer::pem_file_iter(path)
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| format!("--upstream-ca {}: {e}", path.display()))?;
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| format!("--upstream-ca {}: {e}", path.display()))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }

@@ -862,6 +862,88 @@ async fn shutdown_drains_in_flight_requests() {
     dp.kill();
 }
 
+/// A `pylon data-plane` whose stdout is a pipe nobody reads, killed when
+/// dropped.
+struct UnreadStdout {
+    child: Option<std::process::Child>,
+    _pipe: Option<std::process::ChildStdout>,
+}
+
+impl Drop for UnreadStdout {
+    fn drop(&mut self) {
+        pylon_tests::kill(&mut self.child);
+    }
+}
+
+#[tokio::test]
+async fn a_node_whose_access_log_nobody_reads_keeps_serving_and_still_stops() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let backend = Backend::start("unread").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut child = std::process::Command::new(pylon_tests::pylon_bin())
+        .arg("data-plane")
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .arg(format!("--control-plane={}", cluster.nodes[0].endpoint()))
+        .args([
+            "--node-id=dp-unread",
+            "--access-log=stdout",
+            "--drain-timeout-s=1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("dp.log")).expect("log"))
+        .spawn()
+        .expect("start the data plane");
+    let pipe = child.stdout.take();
+    let mut node = UnreadStdout {
+        child: Some(child),
+        _pipe: pipe,
+    };
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    let backend_url = backend.url();
+    deploy(
+        &mut admin,
+        shop_api("unread"),
+        "prod",
+        &[("backend", &backend_url)],
+    )
+    .await
+    .expect("deploy");
+    let client = HttpClient::default();
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    eventually("served", Duration::from_secs(10), || async {
+        serves_marker(&client, address, "unread").await.then_some(())
+    })
+    .await;
+    // Far more lines than the pipe holds: requests never wait for the log.
+    for _ in 0..800 {
+        let reply = client.get(address, HOST, "/prod/hello").await.expect("answered");
+        assert_eq!(reply.status, 200);
+    }
+    let pid = node.child.as_ref().map(std::process::Child::id).expect("running");
+    let signalled = Instant::now();
+    sigterm(pid);
+    eventually(
+        "the node exits despite its blocked log writer",
+        Duration::from_secs(15),
+        || {
+            let exited = node
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+                .is_some();
+            async move { exited.then_some(()) }
+        },
+    )
+    .await;
+    assert!(
+        signalled.elapsed() < Duration::from_secs(8),
+        "drain (1 s) + the last lines' 2 s, not more: {:?}",
+        signalled.elapsed()
+    );
+}
+
 /// A self-signed certificate for `name`, made with openssl.
 fn curl(args: &[&str]) -> String {
     let output = std::process::Command::new("curl")
@@ -1033,6 +1115,48 @@ async fn tls_with_alpn_and_custom_domains_with_their_own_certificates_and_base_p
         let _ = server.kill();
         let _ = server.wait();
     }
+}
+
+#[tokio::test]
+async fn pylon_dev_whose_access_log_cannot_open_exits_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listen, admin, raft) = (free_port(), free_port(), free_port());
+    let missing = dir.path().join("no-such-dir/access.log");
+    let mut child = std::process::Command::new(pylon_tests::pylon_bin())
+        .arg("dev")
+        .arg(format!("--data-dir={}", dir.path().join("dev").display()))
+        .arg(format!("--listen=127.0.0.1:{listen}"))
+        .arg(format!("--admin-listen=127.0.0.1:{admin}"))
+        .arg(format!("--raft-listen=127.0.0.1:{raft}"))
+        .arg("--access-log=file")
+        .arg(format!("--access-log-file={}", missing.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("pylon dev");
+    let started = Instant::now();
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pylon dev kept running without its data plane");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    assert!(!status.success());
+    let reason = format!(
+        "error: access log file {}: No such file or directory",
+        missing.display()
+    );
+    assert!(stderr.contains(&reason), "{stderr}");
 }
 
 #[tokio::test]

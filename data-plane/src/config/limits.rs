@@ -85,8 +85,8 @@ impl StageLimits {
             .as_ref()
             .and_then(|ws| ws.connect_throttle)
             .unwrap_or(ThrottleSettings {
-                rate_limit: crate::websocket::CONNECT_RATE,
-                burst_limit: crate::websocket::CONNECT_BURST,
+                rate_limit: super::websocket::CONNECT_RATE,
+                burst_limit: super::websocket::CONNECT_BURST,
             });
         StageLimits {
             routes,

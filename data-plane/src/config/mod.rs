@@ -15,8 +15,8 @@ pub mod limits;
 pub mod policy;
 pub mod routes;
 pub mod validation;
+pub mod websocket;
 
-use crate::tls;
 use http::{HeaderName, HeaderValue, StatusCode};
 use integration::CompiledIntegration;
 use pylon_common::GatewayResponseType;
@@ -84,7 +84,7 @@ pub struct CompiledStage {
     /// the stage names no format).
     pub access_log: access_log::AccessLogFormat,
     /// WebSocket stages: the connections' limits.
-    pub sockets: crate::websocket::SocketLimits,
+    pub sockets: websocket::SocketLimits,
     /// Request header names with underscores reach backends.
     pub allow_underscores_in_headers: bool,
 }
@@ -143,7 +143,7 @@ pub struct CompiledDefinition {
     /// The routes' body templates, named `routes[i].request|response`.
     pub templates: minijinja::Environment<'static>,
     /// A WEBSOCKET API's routes by route key (`$connect`, `sendmessage`, …).
-    pub websocket: Option<Arc<crate::websocket::WebSocketApi>>,
+    pub websocket: Option<Arc<websocket::WebSocketApi>>,
 }
 
 /// What a route does besides its integration, in request order.
@@ -385,11 +385,7 @@ pub fn compile(
                 let (api, name): (Arc<str>, Arc<str>) =
                     (stage.api.as_str().into(), stage.name.as_str().into());
                 Arc::new(CompiledStage {
-                    metric_attributes: crate::telemetry::metrics::route_attributes(
-                        &api,
-                        &name,
-                        &stage_route_keys,
-                    ),
+                    metric_attributes: route_attributes(&api, &name, &stage_route_keys),
                     api,
                     name,
                     main,
@@ -401,7 +397,7 @@ pub fn compile(
                             .then_some(stage.tracing_sampling_ratio),
                     },
                     access_log: access_log::AccessLogFormat::compile(&stage.access_log_format),
-                    sockets: crate::websocket::SocketLimits::compile(stage.websocket.as_ref()),
+                    sockets: websocket::SocketLimits::compile(stage.websocket.as_ref()),
                     allow_underscores_in_headers: stage.allow_underscores_in_headers,
                     canary,
                     api_keys: stage_keys(snapshot, &stage.api, &stage.name),
@@ -435,8 +431,10 @@ pub fn compile(
             .collect();
         mappings.sort_by_key(|m| std::cmp::Reverse(m.0.len()));
         if !domain.certificate_file.is_empty() {
-            match tls::load_certified_key(domain.certificate_file.as_ref(), domain.private_key_file.as_ref())
-            {
+            match crate::pem::load_certified_key(
+                domain.certificate_file.as_ref(),
+                domain.private_key_file.as_ref(),
+            ) {
                 Ok(key) => {
                     config.certificates.insert(host.clone(), key);
                 }
@@ -444,7 +442,7 @@ pub fn compile(
             }
         }
         if !domain.truststore_file.is_empty() {
-            match tls::client_verifier(domain.truststore_file.as_ref()) {
+            match crate::pem::client_verifier(domain.truststore_file.as_ref()) {
                 Ok(verifier) => {
                     config.client_verifiers.insert(host.clone(), verifier);
                 }
@@ -580,7 +578,7 @@ fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, Str
                 .map_err(|e| at(format!("request_parameters: {e}")))?;
             ws_routes.insert(
                 route.path.clone(),
-                crate::websocket::WebSocketRoute {
+                websocket::WebSocketRoute {
                     integration,
                     auth,
                     request_mappings,
@@ -595,8 +593,8 @@ fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, Str
             .map(str::to_owned)
             .collect();
         let access = match &api.connections_access {
-            None => crate::websocket::Access::default(),
-            Some(access) => crate::websocket::Access {
+            None => websocket::Access::default(),
+            Some(access) => websocket::Access {
                 api_key_ids: access.api_key_ids.iter().cloned().collect(),
                 jwt: if access.authorizer.is_empty() {
                     None
@@ -614,7 +612,7 @@ fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, Str
                 },
             },
         };
-        Some(Arc::new(crate::websocket::WebSocketApi {
+        Some(Arc::new(websocket::WebSocketApi {
             selection,
             routes: ws_routes,
             access,
@@ -700,4 +698,26 @@ fn sticky_key(key: &str) -> Result<Option<StickyKey>, String> {
         return Ok(Some(StickyKey::Cookie(name.to_owned())));
     }
     Err(format!("unsupported key {key}"))
+}
+
+/// Each route's dimensions, built once per config snapshot (values shared,
+/// not copied, per request).
+fn route_attributes(
+    api: &Arc<str>,
+    stage: &Arc<str>,
+    route_keys: &[String],
+) -> HashMap<String, Arc<[opentelemetry::KeyValue]>> {
+    route_keys
+        .iter()
+        .map(|key| {
+            let (method, path) = key.split_once(' ').unwrap_or(("", key.as_str()));
+            let attributes: Arc<[opentelemetry::KeyValue]> = Arc::new([
+                opentelemetry::KeyValue::new("pylon.api", opentelemetry::StringValue::from(api.clone())),
+                opentelemetry::KeyValue::new("pylon.stage", opentelemetry::StringValue::from(stage.clone())),
+                opentelemetry::KeyValue::new("http.route", path.to_owned()),
+                opentelemetry::KeyValue::new("http.request.method", method.to_owned()),
+            ]);
+            (key.clone(), attributes)
+        })
+        .collect()
 }

@@ -51,7 +51,7 @@ pub fn classify(error: &GatewayError) -> (Type, StatusCode) {
         E::BadRequestBody(_) => (Type::BadRequestBody, None),
         E::Throttled { .. } => (Type::Throttled, None),
         E::QuotaExceeded { .. } => (Type::QuotaExceeded, None),
-        E::LimitsUnavailable(_) | E::ConnectionRegistryUnavailable(_) => {
+        E::LimitsUnavailable(_) | E::ConnectionRegistryUnavailable(_) | E::ShutDown => {
             (Type::Default5xx, Some(StatusCode::SERVICE_UNAVAILABLE))
         }
         E::ConnectionGone => (Type::Default4xx, Some(StatusCode::GONE)),
@@ -236,9 +236,10 @@ mod tests {
             E::ConnectionRegistryUnavailable(_) => 29,
             E::UnsupportedWebSocketVersion => 30,
             E::BadFraming(_) => 31,
+            E::ShutDown => 32,
         }
     }
-    const VARIANTS: usize = 32;
+    const VARIANTS: usize = 33;
 
     #[test]
     fn every_error_has_the_aws_status_type_and_message() {
@@ -260,6 +261,7 @@ mod tests {
                 "DEFAULT_4XX",
                 "Missing Host header",
             ),
+            (E::ShutDown, 503, "DEFAULT_5XX", "Service Unavailable"),
             (
                 E::BadFraming("chunked is applied more than once"),
                 400,

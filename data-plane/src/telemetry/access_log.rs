@@ -24,6 +24,10 @@ pub const BATCH: usize = 64 * 1024;
 pub const QUEUED: usize = 16;
 /// The buffer is written out at least this often.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// At shutdown, the writer gets this long to write the last lines; a
+/// writer stuck on a pipe nobody reads is then left behind (its lines are
+/// lost) so that the process can exit.
+pub const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
 /// Where the lines go.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -49,6 +53,8 @@ struct Lines {
     /// `None` once shut down.
     full: Option<SyncSender<Batch>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// Says when the writer finished (behind a mutex only to be `Sync`).
+    done: Mutex<Receiver<()>>,
 }
 
 #[derive(Default)]
@@ -71,7 +77,14 @@ impl AccessLog {
         let dropped = Arc::new(AtomicU64::new(0));
         let out: Option<Box<dyn Write + Send>> = match sink {
             LineSink::Off => None,
-            LineSink::Stdout => Some(Box::new(std::io::stdout())),
+            // A descriptor of its own: the writer never holds the stdout
+            // lock, which `exit` takes to flush (a writer blocked on a full
+            // pipe would otherwise block the process's exit).
+            LineSink::Stdout => {
+                use std::os::fd::AsFd;
+                let fd = std::io::stdout().as_fd().try_clone_to_owned()?;
+                Some(Box::new(std::fs::File::from(fd)))
+            }
             LineSink::File(path) => Some(Box::new(
                 std::fs::OpenOptions::new().create(true).append(true).open(path)?,
             )),
@@ -81,16 +94,21 @@ impl AccessLog {
             Some(out) => {
                 let buffer = Arc::new(Mutex::new(Batch::default()));
                 let (full, queue) = std::sync::mpsc::sync_channel::<Batch>(QUEUED);
+                let (finished, done) = std::sync::mpsc::channel();
                 let writer = {
                     let buffer = buffer.clone();
                     std::thread::Builder::new()
                         .name("access-log".into())
-                        .spawn(move || write_batches(out, queue, buffer))?
+                        .spawn(move || {
+                            write_batches(out, queue, buffer);
+                            let _ = finished.send(());
+                        })?
                 };
                 Some(Lines {
                     buffer,
                     full: Some(full),
                     writer: Some(writer),
+                    done: Mutex::new(done),
                 })
             }
         };
@@ -149,14 +167,25 @@ impl AccessLog {
 }
 
 impl Drop for AccessLog {
-    /// Hands the last lines to the writer and waits for it to write them.
+    /// Hands the last lines to the writer and waits up to [`FINAL_FLUSH`]
+    /// for it to write them.
     fn drop(&mut self) {
         if let Some(lines) = &mut self.lines {
             // Closing the queue ends the writer once it wrote what is
             // queued and what is buffered.
             lines.full = None;
-            if let Some(writer) = lines.writer.take() {
-                let _ = writer.join();
+            let done = lines.done.get_mut().map(|done| done.recv_timeout(FINAL_FLUSH));
+            match done {
+                Ok(Ok(()) | Err(RecvTimeoutError::Disconnected)) | Err(_) => {
+                    if let Some(writer) = lines.writer.take() {
+                        let _ = writer.join();
+                    }
+                }
+                Ok(Err(RecvTimeoutError::Timeout)) => {
+                    tracing::warn!(
+                        "the access-log writer is blocked (a pipe nobody reads, a stalled disk); exiting without its last lines"
+                    );
+                }
             }
         }
     }

@@ -7,30 +7,6 @@
 use crate::context::{CacheStatus, RequestContext};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter};
-use std::collections::HashMap;
-use std::sync::Arc;
-
-/// Each route's dimensions, built once per config snapshot (values shared,
-/// not copied, per request).
-pub fn route_attributes(
-    api: &Arc<str>,
-    stage: &Arc<str>,
-    route_keys: &[String],
-) -> HashMap<String, Arc<[KeyValue]>> {
-    route_keys
-        .iter()
-        .map(|key| {
-            let (method, path) = key.split_once(' ').unwrap_or(("", key.as_str()));
-            let attributes: Arc<[KeyValue]> = Arc::new([
-                KeyValue::new("pylon.api", opentelemetry::StringValue::from(api.clone())),
-                KeyValue::new("pylon.stage", opentelemetry::StringValue::from(stage.clone())),
-                KeyValue::new("http.route", path.to_owned()),
-                KeyValue::new("http.request.method", method.to_owned()),
-            ]);
-            (key.clone(), attributes)
-        })
-        .collect()
-}
 
 /// Latency bucket bounds, milliseconds.
 const LATENCY_MS: [f64; 16] = [
@@ -48,10 +24,41 @@ pub struct Metrics {
     cache_misses: Counter<u64>,
     throttled: Counter<u64>,
     quota_exceeded: Counter<u64>,
-    pub config_version: Gauge<u64>,
-    pub snapshot_apply: Histogram<f64>,
     pub dropped_access_logs: Counter<u64>,
     pub websocket: WebSocketMetrics,
+}
+
+/// The config stream's instruments, made once and handed to
+/// [`crate::sync`]: the version served and how long a snapshot took to
+/// decode and compile.
+#[derive(Clone)]
+pub struct SnapshotMetrics {
+    pub config_version: Gauge<u64>,
+    /// Milliseconds.
+    pub apply: Histogram<f64>,
+}
+
+impl std::fmt::Debug for SnapshotMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SnapshotMetrics")
+    }
+}
+
+impl SnapshotMetrics {
+    pub fn new(meter: &Meter) -> SnapshotMetrics {
+        SnapshotMetrics {
+            config_version: meter
+                .u64_gauge("pylon.config.version")
+                .with_description("Config version this node serves")
+                .build(),
+            apply: meter
+                .f64_histogram("pylon.config.apply.duration")
+                .with_unit("ms")
+                .with_description("Time to decode and compile a config snapshot")
+                .with_boundaries(LATENCY_MS.to_vec())
+                .build(),
+        }
+    }
 }
 
 /// WebSocket connections, by API and stage (AWS: ConnectCount,
@@ -140,16 +147,6 @@ impl Metrics {
                 "Requests refused by a token bucket (429 THROTTLED)",
             ),
             quota_exceeded: counter("pylon.quota_exceeded", "Requests refused by a usage-plan quota"),
-            config_version: meter
-                .u64_gauge("pylon.config.version")
-                .with_description("Config version this node serves")
-                .build(),
-            snapshot_apply: meter
-                .f64_histogram("pylon.config.apply.duration")
-                .with_unit("ms")
-                .with_description("Time to decode and compile a config snapshot")
-                .with_boundaries(LATENCY_MS.to_vec())
-                .build(),
             dropped_access_logs: counter(
                 "pylon.access_log.dropped",
                 "Access-log lines dropped (queue full)",
