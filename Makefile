@@ -33,11 +33,12 @@ test: bootstrap
 	$(CARGO) test --workspace 2>&1 | tee $(CARGO_TARGET_DIR)/test.log
 	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "all tests: %d passed, %d failed\n", passed, failed }' $(CARGO_TARGET_DIR)/test.log
 
-## Benchmarks against peers measured in the same run (see docs/performance.md).
+## Benchmarks against peers measured in the same run (see docs/performance.md),
+## of the binary as shipped: the `dist` profile (fat LTO, one codegen unit).
 bench:
 	@scripts/bootstrap bench
-	$(CARGO) build --release --bin pylon
-	$(CARGO) bench -p pylon-tests --bench perf
+	$(CARGO) build --profile dist --bin pylon
+	PYLON_BIN=$(CARGO_TARGET_DIR)/dist/pylon $(CARGO) bench -p pylon-tests --bench perf
 
 fmt:
 	$(CARGO) fmt --all

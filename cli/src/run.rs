@@ -269,6 +269,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         join: false,
         data_dir: args.data_dir.clone(),
         token: None,
+        open_reflection: true,
         tls: None,
         timers: RaftTimers::default(),
         snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
@@ -477,6 +478,10 @@ pub struct ControlPlaneArgs {
     /// File holding the bearer token for admin and peer calls.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Let gRPC server reflection answer without the token (by default it
+    /// needs the token whenever one is set; health is always open).
+    #[arg(long)]
+    open_reflection: bool,
     /// TLS certificate (PEM) for the admin API and the Raft port.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -513,6 +518,8 @@ struct ControlPlaneFile {
     join: bool,
     data_dir: Option<PathBuf>,
     token_file: Option<PathBuf>,
+    #[serde(default)]
+    open_reflection: bool,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
@@ -612,6 +619,7 @@ pub async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from(format!("pylon-data-{node_id}"))),
         token: load_token(args.token_file.or(file.token_file).as_ref())?,
+        open_reflection: args.open_reflection || file.open_reflection,
         tls,
         timers: RaftTimers {
             tick: Duration::from_millis(tick),

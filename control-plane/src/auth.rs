@@ -52,19 +52,33 @@ impl BearerToken {
         }
     }
 
-    /// Checks an incoming request's `authorization` header.
+    /// Checks an incoming request's `authorization` header (`Bearer`, in
+    /// any case: RFC 9110 §11.1 makes the scheme case-insensitive).
+    ///
+    /// # Errors
+    /// `UNAUTHENTICATED` when the header is missing, not a bearer
+    /// credential, or holds another token.
     pub fn verify<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let presented = request
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer_credential);
         match presented {
             Some(token) if self.matches(token) => Ok(()),
             Some(_) => Err(Status::unauthenticated("invalid bearer token")),
             None => Err(Status::unauthenticated("missing `authorization: Bearer <token>`")),
         }
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value: the scheme in
+/// any case, one or more spaces, a non-empty token (RFC 9110 §11.4,
+/// RFC 6750 §2.1).
+fn bearer_credential(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// A tonic interceptor requiring the token when one is configured.
@@ -99,5 +113,31 @@ mod tests {
         token.attach(&mut request);
         assert!(token.verify(&request).is_ok());
         assert_eq!(format!("{token:?}"), "BearerToken(<redacted>)");
+    }
+
+    fn call(authorization: &str) -> Result<(), Status> {
+        let token = BearerToken::new("s3cret").unwrap_or_else(|| unreachable!());
+        let mut request = Request::new(());
+        if let Ok(value) = authorization.parse() {
+            request.metadata_mut().insert("authorization", value);
+        }
+        token.verify(&request)
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_the_token_is_not() {
+        for accepted in ["Bearer s3cret", "bearer s3cret", "BEARER  s3cret"] {
+            assert!(call(accepted).is_ok(), "{accepted}");
+        }
+        for refused in [
+            "Bearer S3CRET",
+            "Basic s3cret",
+            "Bearer",
+            "Bearer ",
+            "Bearers3cret",
+            "",
+        ] {
+            assert!(call(refused).is_err(), "{refused}");
+        }
     }
 }

@@ -66,6 +66,9 @@ pub struct ControlPlaneConfig {
     pub join: bool,
     pub data_dir: PathBuf,
     pub token: Option<BearerToken>,
+    /// Server reflection answers without the token (by default it needs
+    /// the token whenever one is configured; health is always open).
+    pub open_reflection: bool,
     pub tls: Option<TlsFiles>,
     pub timers: RaftTimers,
     pub snapshot_interval: u64,
@@ -262,11 +265,14 @@ pub async fn serve(
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
+    // Reflection describes every method and message: it needs the token
+    // like the admin API, unless the operator opened it.
+    let reflection_token = RequireToken(config.token.clone().filter(|_| !config.open_reflection));
     let admin_server = server_builder(config.tls.as_ref())?
         .layer(tower::layer::layer_fn(crate::telemetry::TraceAdmin))
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_service(InterceptedService::new(reflection_v1, reflection_token.clone()))
+        .add_service(InterceptedService::new(reflection_v1alpha, reflection_token))
         .add_service(admin)
         .add_service(publish)
         .serve_with_incoming_shutdown(TcpListenerStream::new(admin_listener), stopped(stop_rx.clone()));

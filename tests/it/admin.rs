@@ -321,6 +321,53 @@ async fn a_token_guards_the_admin_api_and_non_loopback_listening_requires_one() 
         .list_apis(request)
         .await
         .expect("the right token is accepted");
+    // The scheme is case-insensitive (RFC 9110 §11.1); the token is not.
+    let mut request = tonic::Request::new(ListApisRequest::default());
+    request.metadata_mut().insert(
+        "authorization",
+        "bearer correct-horse-battery-staple".parse().expect("header"),
+    );
+    anonymous
+        .list_apis(request)
+        .await
+        .expect("a lower-case scheme is accepted");
+
+    // Reflection describes the whole API: it needs the token too; health does not.
+    use tonic_reflection::pb::v1;
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let list = || v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut reflection = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let refused = reflection
+        .server_reflection_info(tokio_stream::iter([list()]))
+        .await
+        .expect_err("reflection without the token");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let mut request = tonic::Request::new(tokio_stream::iter([list()]));
+    request.metadata_mut().insert(
+        "authorization",
+        "Bearer correct-horse-battery-staple".parse().expect("header"),
+    );
+    let mut stream = reflection
+        .server_reflection_info(request)
+        .await
+        .expect("reflection with the token")
+        .into_inner();
+    assert!(stream.message().await.expect("message").is_some());
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "pylon.admin.v1.AdminService".into(),
+        })
+        .await
+        .expect("health answers without a token");
 
     let output = std::process::Command::new(pylon_bin())
         .args(["control-plane", "--node-id=1"])

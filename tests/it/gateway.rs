@@ -862,6 +862,65 @@ async fn shutdown_drains_in_flight_requests() {
     dp.kill();
 }
 
+#[tokio::test]
+async fn a_request_the_drain_timeout_ends_is_the_nodes_failure_not_the_clients() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let backend = Backend::start("cut").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Access lines go to stdout, which the harness writes to the node's log.
+    let mut dp = DataPlaneNode::start(dir.path(), "dp-cut", &[cluster.nodes[0].endpoint()], &[]);
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    let backend_url = backend.url();
+    // A backend call longer than the drain, within its route's timeout.
+    let mut api = shop_api("cut");
+    api.routes.push(pylon_proto::config::v1::Route {
+        method: "GET".into(),
+        path: "/long".into(),
+        integration: Some(pylon_proto::config::v1::Integration {
+            r#type: pylon_proto::config::v1::integration::Type::HttpProxy as i32,
+            uri: "${stageVariables.backend}/slow/6000".into(),
+            timeout_ms: 29_000,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    deploy(&mut admin, api, "prod", &[("backend", &backend_url)])
+        .await
+        .expect("deploy");
+    let client = HttpClient::default();
+    let address = dp.address();
+    eventually("served", Duration::from_secs(10), || async {
+        serves_marker(&client, address, "cut").await.then_some(())
+    })
+    .await;
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.get(address, HOST, "/prod/long").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sigterm(dp.pid().expect("running"));
+    let cut = slow.await.expect("join");
+    assert!(cut.is_err(), "cut off after the 2 s drain: {cut:?}");
+    let line = eventually(
+        "the cut request's access line",
+        Duration::from_secs(10),
+        || async {
+            let log = dp.log_text();
+            log.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|l| l["path"] == "/prod/long")
+        },
+    )
+    .await;
+    assert_eq!(
+        (line["status"].clone(), line["errorType"].clone()),
+        (503.into(), "DEFAULT_5XX".into()),
+        "{line}"
+    );
+    dp.kill();
+}
+
 /// A `pylon data-plane` whose stdout is a pipe nobody reads, killed when
 /// dropped.
 struct UnreadStdout {

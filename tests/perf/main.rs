@@ -337,17 +337,19 @@ async fn control_plane() {
         percentile(&samples, 99.0).as_secs_f64() * 1e3,
         samples.iter().max().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
-    let status = cluster.nodes[0]
-        .admin()
-        .await
-        .expect("admin")
-        .get_cluster_status(GetClusterStatusRequest {})
-        .await;
-    if let Ok(status) = status {
-        println!(
-            "final leader {} after {} kills",
-            status.into_inner().leader_id,
-            FAILOVERS
-        );
+    // Any node that answers (the last one killed may still be starting).
+    let mut final_leader = None;
+    for node in &cluster.nodes {
+        let Ok(mut admin) = node.admin().await else {
+            continue;
+        };
+        if let Ok(status) = admin.get_cluster_status(GetClusterStatusRequest {}).await {
+            final_leader = Some(status.into_inner().leader_id);
+            break;
+        }
+    }
+    match final_leader {
+        Some(leader) => println!("final leader {leader} after {FAILOVERS} kills"),
+        None => println!("no node answered GetClusterStatus after {FAILOVERS} kills"),
     }
 }
