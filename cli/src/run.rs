@@ -269,6 +269,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         join: false,
         data_dir: args.data_dir.clone(),
         token: None,
+        listen_flag: "--admin-listen",
         open_reflection: true,
         tls: None,
         timers: RaftTimers::default(),
@@ -619,6 +620,7 @@ pub async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from(format!("pylon-data-{node_id}"))),
         token: load_token(args.token_file.or(file.token_file).as_ref())?,
+        listen_flag: "--listen",
         open_reflection: args.open_reflection || file.open_reflection,
         tls,
         timers: RaftTimers {

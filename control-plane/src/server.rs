@@ -66,6 +66,9 @@ pub struct ControlPlaneConfig {
     pub join: bool,
     pub data_dir: PathBuf,
     pub token: Option<BearerToken>,
+    /// The flag that set `listen`, for error messages (`--listen`;
+    /// `--admin-listen` in `pylon dev`).
+    pub listen_flag: &'static str,
     /// Server reflection answers without the token (by default it needs
     /// the token whenever one is configured; health is always open).
     pub open_reflection: bool,
@@ -84,9 +87,12 @@ pub enum ServeError {
     Config(String),
     #[error("storage: {0}")]
     Storage(#[from] StorageFailure),
-    #[error("cannot listen on {address}: {source}")]
+    /// `flag` names the setting that chose `address`.
+    #[error("{flag} {address}: cannot listen")]
     Bind {
+        flag: &'static str,
         address: SocketAddr,
+        #[source]
         source: std::io::Error,
     },
     #[error("TLS: {0}")]
@@ -128,10 +134,14 @@ impl ControlPlaneConfig {
     }
 }
 
-async fn bind(address: SocketAddr) -> Result<TcpListener, ServeError> {
+async fn bind(flag: &'static str, address: SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(address)
         .await
-        .map_err(|source| ServeError::Bind { address, source })
+        .map_err(|source| ServeError::Bind {
+            flag,
+            address,
+            source,
+        })
 }
 
 fn server_builder(tls: Option<&TlsFiles>) -> Result<Server, ServeError> {
@@ -155,13 +165,15 @@ pub async fn serve(
     config.check()?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| ServeError::Config(format!("--data-dir {}: {e}", config.data_dir.display())))?;
-    let admin_listener = bind(config.listen).await?;
-    let raft_listener = bind(config.raft_listen).await?;
+    let admin_listener = bind(config.listen_flag, config.listen).await?;
+    let raft_listener = bind("--raft-listen", config.raft_listen).await?;
     let admin_address = admin_listener.local_addr().map_err(|source| ServeError::Bind {
+        flag: config.listen_flag,
         address: config.listen,
         source,
     })?;
     let raft_address = raft_listener.local_addr().map_err(|source| ServeError::Bind {
+        flag: "--raft-listen",
         address: config.raft_listen,
         source,
     })?;

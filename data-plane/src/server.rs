@@ -97,9 +97,12 @@ impl DataPlaneConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("bind {address}: {source}")]
+    /// `flag` names the setting that chose `address`.
+    #[error("{flag} {address}: cannot listen")]
     Bind {
+        flag: &'static str,
         address: SocketAddr,
+        #[source]
         source: std::io::Error,
     },
     #[error("{0}")]
@@ -173,7 +176,7 @@ pub async fn serve(
         drain_expired: Default::default(),
     });
 
-    let listener = bind(config.listen).await?;
+    let listener = bind("--listen", config.listen).await?;
     let tls_listener = match config.tls_listen {
         Some(address) => {
             let default = match (&config.tls_cert, &config.tls_key) {
@@ -182,7 +185,7 @@ pub async fn serve(
                 _ => return Err(ServeError::Config("--tls-cert and --tls-key go together".into())),
             };
             let acceptor = tls::Listener::new(live.clone(), default).map_err(ServeError::Config)?;
-            Some((bind(address).await?, acceptor))
+            Some((bind("--tls-listen", address).await?, acceptor))
         }
         None => None,
     };
@@ -305,10 +308,14 @@ fn local(listener: &TcpListener) -> String {
     listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
 }
 
-async fn bind(address: SocketAddr) -> Result<TcpListener, ServeError> {
+async fn bind(flag: &'static str, address: SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(address)
         .await
-        .map_err(|source| ServeError::Bind { address, source })
+        .map_err(|source| ServeError::Bind {
+            flag,
+            address,
+            source,
+        })
 }
 
 /// What every connection task shares.

@@ -1176,19 +1176,20 @@ async fn tls_with_alpn_and_custom_domains_with_their_own_certificates_and_base_p
     }
 }
 
-#[tokio::test]
-async fn pylon_dev_whose_access_log_cannot_open_exits_with_the_reason() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (listen, admin, raft) = (free_port(), free_port(), free_port());
-    let missing = dir.path().join("no-such-dir/access.log");
+/// Runs `pylon dev` with `args` on free ports (`admin` for the admin API)
+/// and waits up to 20 s for it to exit; its status and stderr.
+async fn pylon_dev_exit(
+    dir: &std::path::Path,
+    admin: u16,
+    args: &[String],
+) -> (std::process::ExitStatus, String) {
     let mut child = std::process::Command::new(pylon_tests::pylon_bin())
         .arg("dev")
-        .arg(format!("--data-dir={}", dir.path().join("dev").display()))
-        .arg(format!("--listen=127.0.0.1:{listen}"))
+        .arg(format!("--data-dir={}", dir.join("dev").display()))
+        .arg(format!("--listen=127.0.0.1:{}", free_port()))
         .arg(format!("--admin-listen=127.0.0.1:{admin}"))
-        .arg(format!("--raft-listen=127.0.0.1:{raft}"))
-        .arg("--access-log=file")
-        .arg(format!("--access-log-file={}", missing.display()))
+        .arg(format!("--raft-listen=127.0.0.1:{}", free_port()))
+        .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -1201,7 +1202,7 @@ async fn pylon_dev_whose_access_log_cannot_open_exits_with_the_reason() {
         if started.elapsed() > Duration::from_secs(20) {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("pylon dev kept running without its data plane");
+            panic!("pylon dev kept running with one of its planes down");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
@@ -1210,12 +1211,40 @@ async fn pylon_dev_whose_access_log_cannot_open_exits_with_the_reason() {
         use std::io::Read;
         let _ = pipe.read_to_string(&mut stderr);
     }
+    (status, stderr)
+}
+
+#[tokio::test]
+async fn pylon_dev_whose_access_log_cannot_open_exits_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("no-such-dir/access.log");
+    let args = [
+        "--access-log=file".to_owned(),
+        format!("--access-log-file={}", missing.display()),
+    ];
+    let (status, stderr) = pylon_dev_exit(dir.path(), free_port(), &args).await;
     assert!(!status.success());
     let reason = format!(
         "error: access log file {}: No such file or directory",
         missing.display()
     );
     assert!(stderr.contains(&reason), "{stderr}");
+}
+
+#[tokio::test]
+async fn pylon_dev_whose_admin_port_is_taken_exits_at_once_naming_the_flag() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = squatter.local_addr().expect("address").port();
+    let (status, stderr) = pylon_dev_exit(dir.path(), port, &[]).await;
+    assert!(!status.success());
+    let reason = format!("error: --admin-listen 127.0.0.1:{port}: cannot listen: Address already in use");
+    assert!(stderr.contains(&reason), "{stderr}");
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "said once: {stderr}"
+    );
 }
 
 #[tokio::test]
