@@ -74,11 +74,72 @@ pub enum AdminCommand {
     },
 }
 
+/// Paging by hand; without these flags a list shows everything.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct PageArgs {
+    /// Show one page of at most this many (1–1000) instead of everything.
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Continue from the token a previous page printed.
+    #[arg(long)]
+    page_token: Option<String>,
+}
+
+impl PageArgs {
+    fn by_hand(&self) -> bool {
+        self.limit.is_some() || self.page_token.is_some()
+    }
+}
+
+/// Reads a list: every page (a page of 1,000 at a time), or the one page
+/// `paging` asks for, telling on stderr how to get the next.
+/// `fetch(page)` makes one call: the page's items and the next token.
+///
+/// # Errors
+/// A call that failed, or `--limit` outside 1–1000.
+async fn list_all<T, F, Fut>(paging: &PageArgs, mut fetch: F) -> anyhow::Result<Vec<T>>
+where
+    F: FnMut(Page) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, String), tonic::Status>>,
+{
+    if paging.by_hand() {
+        let size = paging.limit.unwrap_or(100);
+        if !(1..=1000).contains(&size) {
+            bail!("--limit must be 1..=1000");
+        }
+        let page = Page {
+            page_size: size,
+            page_token: paging.page_token.clone().unwrap_or_default(),
+        };
+        let (items, next) = fetch(page).await.map_err(explain)?;
+        if !next.is_empty() {
+            eprintln!("more: --page-token {next}");
+        }
+        return Ok(items);
+    }
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = Page {
+            page_size: 1000,
+            page_token: token,
+        };
+        let (items, next) = fetch(page).await.map_err(explain)?;
+        all.extend(items);
+        if next.is_empty() {
+            return Ok(all);
+        }
+        token = next;
+    }
+}
+
 #[derive(clap::Subcommand)]
 pub enum ApisCommand {
     List {
         #[command(flatten)]
         output: OutputArgs,
+        #[command(flatten)]
+        paging: PageArgs,
     },
     Get {
         name: String,
@@ -97,6 +158,8 @@ pub enum DeploymentsCommand {
         api: String,
         #[command(flatten)]
         output: OutputArgs,
+        #[command(flatten)]
+        paging: PageArgs,
     },
 }
 
@@ -276,38 +339,24 @@ pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Resu
             }
             print(output.format, &deployment, &[], vec![])
         }
-        AdminCommand::Deployments(DeploymentsCommand::List { api, output }) => {
-            let stages = admin
-                .list_stages(ListStagesRequest {
-                    api: api.clone(),
-                    consistency: output.consistency(),
-                    ..Default::default()
-                })
-                .await
-                .map_err(explain)?
-                .into_inner()
-                .stages;
-            let mut deployments = Vec::new();
-            let mut token = String::new();
-            loop {
-                let page = admin
-                    .list_deployments(ListDeploymentsRequest {
-                        api: api.clone(),
-                        page: Some(Page {
-                            page_size: 1000,
-                            page_token: token,
-                        }),
-                        consistency: output.consistency(),
-                    })
-                    .await
-                    .map_err(explain)?
-                    .into_inner();
-                deployments.extend(page.deployments);
-                if page.next_page_token.is_empty() {
-                    break;
+        AdminCommand::Deployments(DeploymentsCommand::List { api, output, paging }) => {
+            let consistency = output.consistency();
+            let stages = stages_of(&mut admin, &api, consistency).await?;
+            let deployments = list_all(&paging, |page| {
+                let (mut admin, api) = (admin.clone(), api.clone());
+                async move {
+                    let list = admin
+                        .list_deployments(ListDeploymentsRequest {
+                            api,
+                            page: Some(page),
+                            consistency,
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((list.deployments, list.next_page_token))
                 }
-                token = page.next_page_token;
-            }
+            })
+            .await?;
             let rows = deployments
                 .iter()
                 .map(|d| {
@@ -443,16 +492,22 @@ async fn nodes(admin: &mut Admin, local: bool, output: OutputArgs) -> anyhow::Re
 
 async fn apis(admin: &mut Admin, command: ApisCommand) -> anyhow::Result<()> {
     match command {
-        ApisCommand::List { output } => {
-            let apis = admin
-                .list_apis(ListApisRequest {
-                    consistency: output.consistency(),
-                    ..Default::default()
-                })
-                .await
-                .map_err(explain)?
-                .into_inner()
-                .apis;
+        ApisCommand::List { output, paging } => {
+            let consistency = output.consistency();
+            let apis = list_all(&paging, |page| {
+                let mut admin = admin.clone();
+                async move {
+                    let list = admin
+                        .list_apis(ListApisRequest {
+                            page: Some(page),
+                            consistency,
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((list.apis, list.next_page_token))
+                }
+            })
+            .await?;
             let rows = apis
                 .iter()
                 .map(|a| {
@@ -595,16 +650,7 @@ async fn update_stage(admin: &mut Admin, stage: config::Stage) -> anyhow::Result
 async fn stages(admin: &mut Admin, command: StagesCommand) -> anyhow::Result<()> {
     match command {
         StagesCommand::List { api, output } => {
-            let stages = admin
-                .list_stages(ListStagesRequest {
-                    api,
-                    consistency: output.consistency(),
-                    ..Default::default()
-                })
-                .await
-                .map_err(explain)?
-                .into_inner()
-                .stages;
+            let stages = stages_of(admin, &api, output.consistency()).await?;
             let rows = stages
                 .iter()
                 .map(|s| {
@@ -967,23 +1013,50 @@ async fn apply(admin: &mut Admin, file: &PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every stage of `api` (all pages).
+async fn stages_of(admin: &mut Admin, api: &str, consistency: i32) -> anyhow::Result<Vec<config::Stage>> {
+    list_all(&PageArgs::default(), |page| {
+        let (mut admin, api) = (admin.clone(), api.to_owned());
+        async move {
+            let list = admin
+                .list_stages(ListStagesRequest {
+                    api,
+                    page: Some(page),
+                    consistency,
+                })
+                .await?
+                .into_inner();
+            Ok((list.stages, list.next_page_token))
+        }
+    })
+    .await
+}
+
 /// API keys in a file are matched by name; a new key's value is printed once.
 async fn apply_api_key(admin: &mut Admin, key: config::ApiKey) -> anyhow::Result<()> {
-    let page = Some(Page {
-        page_size: 1000,
-        ..Default::default()
-    });
-    let existing = admin
-        .list_api_keys(ListApiKeysRequest {
-            page,
-            ..Default::default()
-        })
-        .await
-        .map_err(explain)?
-        .into_inner()
-        .api_keys
-        .into_iter()
-        .find(|k| k.name == key.name);
+    // Matched by name over every key, not the first page.
+    let keys = list_all(&PageArgs::default(), |page| {
+        let mut admin = admin.clone();
+        async move {
+            let list = admin
+                .list_api_keys(ListApiKeysRequest {
+                    page: Some(page),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            Ok((list.api_keys, list.next_page_token))
+        }
+    })
+    .await?;
+    let mut named = keys.into_iter().filter(|k| k.name == key.name);
+    let existing = named.next();
+    if named.next().is_some() {
+        bail!(
+            "api_key {:?}: several API keys have this name, so apply cannot tell which to update; delete the extra ones (DeleteApiKey) first",
+            key.name
+        );
+    }
     match existing {
         Some(current) => {
             let updated = config::ApiKey {

@@ -150,3 +150,59 @@ async fn a_release_goes_apply_deploy_canary_promote_rollback() {
     assert!(table.starts_with("NODE"), "{table}");
     assert!(table.contains("LEADER"), "{table}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_show_everything_unless_paged_by_hand() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let endpoint = cluster.nodes[0].endpoint();
+    // More than one page of 1,000.
+    let admin = cluster.nodes[0].admin().await.expect("admin");
+    let creates: Vec<_> = (0..1_005)
+        .map(|i| {
+            let mut admin = admin.clone();
+            tokio::spawn(async move {
+                let api = pylon_proto::config::v1::Api {
+                    name: format!("api-{i:04}"),
+                    ..Default::default()
+                };
+                admin
+                    .create_api(pylon_proto::admin::v1::CreateApiRequest { api: Some(api) })
+                    .await
+            })
+        })
+        .collect();
+    for create in creates {
+        create.await.expect("join").expect("create");
+    }
+    let all = cli_json(&endpoint, &["apis", "list", "-o", "json"]);
+    assert_eq!(all.as_array().map(Vec::len), Some(1_005));
+
+    let output = std::process::Command::new(pylon_tests::pylon_bin())
+        .args(["apis", "list", "-o", "json", "--limit", "2"])
+        .env("PYLON_ENDPOINT", &endpoint)
+        .output()
+        .expect("pylon");
+    let page: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(page.as_array().map(Vec::len), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let token = stderr
+        .trim()
+        .strip_prefix("more: --page-token ")
+        .unwrap_or_else(|| panic!("the next page's token: {stderr}"));
+    let next = cli_json(
+        &endpoint,
+        &[
+            "apis",
+            "list",
+            "-o",
+            "json",
+            "--limit",
+            "2",
+            "--page-token",
+            token,
+        ],
+    );
+    assert_ne!(next[0]["name"], page[0]["name"], "the next page");
+    assert_eq!(next.as_array().map(Vec::len), Some(2));
+}
