@@ -269,6 +269,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         join: false,
         data_dir: args.data_dir.clone(),
         token: None,
+        credentials_file: None,
         listen_flag: "--admin-listen",
         open_reflection: true,
         tls: None,
@@ -479,6 +480,10 @@ pub struct ControlPlaneArgs {
     /// File holding the bearer token for admin and peer calls.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Named credentials with roles (operator, reader, data-plane, peer),
+    /// YAML; reloaded on SIGHUP (docs/admin-api.md).
+    #[arg(long)]
+    credentials_file: Option<PathBuf>,
     /// Let gRPC server reflection answer without the token (by default it
     /// needs the token whenever one is set; health is always open).
     #[arg(long)]
@@ -519,6 +524,7 @@ struct ControlPlaneFile {
     join: bool,
     data_dir: Option<PathBuf>,
     token_file: Option<PathBuf>,
+    credentials_file: Option<PathBuf>,
     #[serde(default)]
     open_reflection: bool,
     tls_cert: Option<PathBuf>,
@@ -620,6 +626,7 @@ pub async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from(format!("pylon-data-{node_id}"))),
         token: load_token(args.token_file.or(file.token_file).as_ref())?,
+        credentials_file: args.credentials_file.or(file.credentials_file),
         listen_flag: "--listen",
         open_reflection: args.open_reflection || file.open_reflection,
         tls,

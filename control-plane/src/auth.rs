@@ -63,33 +63,11 @@ impl BearerToken {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(bearer_credential);
+            .and_then(crate::access::bearer);
         match presented {
             Some(token) if self.matches(token) => Ok(()),
             Some(_) => Err(Status::unauthenticated("invalid bearer token")),
             None => Err(Status::unauthenticated("missing `authorization: Bearer <token>`")),
-        }
-    }
-}
-
-/// The token of an `Authorization: Bearer <token>` value: the scheme in
-/// any case, one or more spaces, a non-empty token (RFC 9110 §11.4,
-/// RFC 6750 §2.1).
-fn bearer_credential(value: &str) -> Option<&str> {
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim_start_matches(' ');
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// A tonic interceptor requiring the token when one is configured.
-#[derive(Clone)]
-pub struct RequireToken(pub Option<BearerToken>);
-
-impl tonic::service::Interceptor for RequireToken {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        match &self.0 {
-            Some(token) => token.verify(&request).map(|()| request),
-            None => Ok(request),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! and reflection. It streams versioned config snapshots to data planes
 //! ([`publish`]). It does not proxy traffic; that is the data plane's job.
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod publish;

@@ -1,8 +1,9 @@
 //! Wiring one control-plane node: storage, the Raft thread, the peer service
 //! on `raft_listen`, and the admin API (+ health, reflection) on `listen`.
 
+use crate::access::{Access, Credentials, Port, Role};
 use crate::admin::AdminApi;
-use crate::auth::{BearerToken, RequireToken};
+use crate::auth::BearerToken;
 use crate::publish::{PublishService, Publisher};
 use crate::raft::node::{self, NodeOptions, RaftTimers};
 use crate::raft::storage::{RocksStorage, StorageFailure};
@@ -16,7 +17,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, Server, ServerTlsConfig};
 
 /// Certificate and key (PEM files) for the admin and peer listeners, and the
@@ -65,7 +65,11 @@ pub struct ControlPlaneConfig {
     /// founding a cluster.
     pub join: bool,
     pub data_dir: PathBuf,
+    /// The legacy single token: every role.
     pub token: Option<BearerToken>,
+    /// Named credentials with roles (see [`crate::access`]), reloaded on
+    /// SIGHUP.
+    pub credentials_file: Option<PathBuf>,
     /// The flag that set `listen`, for error messages (`--listen`;
     /// `--admin-listen` in `pylon dev`).
     pub listen_flag: &'static str,
@@ -87,6 +91,8 @@ pub enum ServeError {
     Config(String),
     #[error("storage: {0}")]
     Storage(#[from] StorageFailure),
+    #[error(transparent)]
+    Credentials(#[from] crate::access::CredentialsError),
     /// `flag` names the setting that chose `address`.
     #[error("{flag} {address}: cannot listen")]
     Bind {
@@ -106,11 +112,11 @@ impl ControlPlaneConfig {
         if self.node_id == 0 {
             return Err(ServeError::Config("--node-id must not be 0".into()));
         }
-        if self.token.is_none() {
+        if self.token.is_none() && self.credentials_file.is_none() {
             for (flag, address) in [("--listen", self.listen), ("--raft-listen", self.raft_listen)] {
                 if !address.ip().is_loopback() {
                     return Err(ServeError::Config(format!(
-                        "{flag} {address} is not a loopback address: set a bearer token (--token-file or PYLON_ADMIN_TOKEN) first"
+                        "{flag} {address} is not a loopback address: set credentials (--credentials-file, or a bearer token with --token-file or PYLON_ADMIN_TOKEN) first"
                     )));
                 }
             }
@@ -197,11 +203,21 @@ pub async fn serve(
             }
         }
     }
+    let credentials = match &config.credentials_file {
+        Some(path) => Credentials::load(path, config.token.clone())?,
+        None => Credentials::single(config.token.clone()),
+    };
+    // What this node presents to its peers.
+    let peer_token = credentials.token_for(Role::Peer);
+    let credentials = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(credentials));
+    if let Some(path) = &config.credentials_file {
+        crate::access::reload_on_sighup(path.clone(), config.token.clone(), credentials.clone());
+    }
     let peer_tls = config.tls.as_ref().map(TlsFiles::client).transpose()?;
     let transport = Transport::new(
         config.node_id,
         advertised.clone(),
-        config.token.clone(),
+        peer_token,
         peer_tls,
         tokio::runtime::Handle::current(),
     );
@@ -247,48 +263,51 @@ pub async fn serve(
         config.ready.clone(),
         instruments.leader_changes.clone(),
     );
-    let admin = AdminServiceServer::with_interceptor(
-        AdminApi::new(
-            node.clone(),
-            transport.clone(),
-            publisher.registry.clone(),
-            config.usage.clone(),
-            instruments.clone(),
-        ),
-        RequireToken(config.token.clone()),
-    );
+    let admin = AdminServiceServer::new(AdminApi::new(
+        node.clone(),
+        transport.clone(),
+        publisher.registry.clone(),
+        config.usage.clone(),
+        instruments.clone(),
+    ));
     let data_planes = publisher.registry.clone();
-    let publish = ConfigPublisherServer::with_interceptor(
-        PublishService::new(publisher, stop_rx.clone()),
-        RequireToken(config.token.clone()),
-    );
-    let peers = InterceptedService::new(
-        RaftTransportServer::new(RaftService {
-            transport: transport.clone(),
-            shared: node.shared.clone(),
-            data_planes,
+    let publish = ConfigPublisherServer::new(PublishService::new(publisher, stop_rx.clone()));
+    let peers = RaftTransportServer::new(RaftService {
+        transport: transport.clone(),
+        shared: node.shared.clone(),
+        data_planes,
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // Every call on either port passes one check of the caller's role.
+    let guard = |port: Port| {
+        let credentials = credentials.clone();
+        tower::layer::layer_fn(move |inner| Access {
+            inner,
+            credentials: credentials.clone(),
+            port,
         })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        RequireToken(config.token.clone()),
-    );
+    };
 
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
-    // Reflection describes every method and message: it needs the token
-    // like the admin API, unless the operator opened it.
-    let reflection_token = RequireToken(config.token.clone().filter(|_| !config.open_reflection));
+    // Reflection describes every method and message: it needs an operator
+    // or reader credential, unless the operator opened it.
     let admin_server = server_builder(config.tls.as_ref())?
         .layer(tower::layer::layer_fn(crate::telemetry::TraceAdmin))
+        .layer(guard(Port::Admin {
+            open_reflection: config.open_reflection,
+        }))
         .add_service(health_service)
-        .add_service(InterceptedService::new(reflection_v1, reflection_token.clone()))
-        .add_service(InterceptedService::new(reflection_v1alpha, reflection_token))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(admin)
         .add_service(publish)
         .serve_with_incoming_shutdown(TcpListenerStream::new(admin_listener), stopped(stop_rx.clone()));
     let raft_server = server_builder(config.tls.as_ref())?
+        .layer(guard(Port::Peer))
         .add_service(peers)
         .serve_with_incoming_shutdown(TcpListenerStream::new(raft_listener), stopped(stop_rx));
 
@@ -299,7 +318,7 @@ pub async fn serve(
         advertised = %advertised,
         data_dir = %config.data_dir.display(),
         tls = config.tls.is_some(),
-        auth = config.token.is_some(),
+        auth = !credentials.load().is_empty(),
         "control plane ready"
     );
     tokio::try_join!(admin_server, raft_server)?;

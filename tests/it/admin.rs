@@ -489,3 +489,160 @@ async fn deployment_history_pages_newest_first() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("page.page_size:"), "{}", err.message());
 }
+
+/// A call's outcome as its status code.
+fn code<T>(result: Result<T, tonic::Status>) -> Result<(), Code> {
+    result.map(|_| ()).map_err(|s| s.code())
+}
+
+/// A request carrying `token` as its bearer credential.
+fn as_caller<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    request
+}
+
+#[tokio::test]
+async fn each_credential_reaches_only_what_its_role_allows_and_sighup_rotates_them() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = |name: &str, token: &str| {
+        let path = dir.path().join(format!("{name}.token"));
+        std::fs::write(&path, token).expect("token file");
+        path
+    };
+    let entries = [
+        ("alice", "operator", token_file("alice", "op-secret")),
+        ("ci", "reader", token_file("ci", "ro-secret")),
+        ("dp-eu", "data-plane", token_file("dp-eu", "dp-secret")),
+        ("cp", "peer", token_file("cp", "peer-secret")),
+    ];
+    let yaml: String = entries
+        .iter()
+        .map(|(name, role, file)| {
+            format!(
+                "- {{name: {name}, role: {role}, token_file: {}}}\n",
+                file.display()
+            )
+        })
+        .collect();
+    let credentials = dir.path().join("credentials.yaml");
+    std::fs::write(&credentials, yaml).expect("credentials file");
+    // Three nodes: their Raft traffic (and forwarded writes) uses the peer credential.
+    let cluster = Cluster::start_with_credentials(3, &credentials, "op-secret").await;
+    let endpoint = cluster.nodes[0].endpoint();
+    let mut admin = pylon_tests::connect(&endpoint).await.expect("connect");
+
+    // The operator writes; the reader reads but cannot write.
+    let api = |name: &str| CreateApiRequest {
+        api: Some(pylon_proto::config::v1::Api {
+            name: name.into(),
+            ..Default::default()
+        }),
+    };
+    code(admin.create_api(as_caller(api("by-alice"), "op-secret")).await).expect("operator writes");
+    code(
+        admin
+            .list_apis(as_caller(ListApisRequest::default(), "ro-secret"))
+            .await,
+    )
+    .expect("reader reads");
+    assert_eq!(
+        code(admin.create_api(as_caller(api("by-ci"), "ro-secret")).await),
+        Err(Code::PermissionDenied)
+    );
+    // A data plane's or a peer's credential is no admin credential.
+    for token in ["dp-secret", "peer-secret"] {
+        let delete = DeleteUsagePlanRequest {
+            name: "any".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            code(admin.delete_usage_plan(as_caller(delete, token)).await),
+            Err(Code::PermissionDenied)
+        );
+        assert_eq!(
+            code(
+                admin
+                    .list_apis(as_caller(ListApisRequest::default(), token))
+                    .await
+            ),
+            Err(Code::PermissionDenied)
+        );
+    }
+    // Only peers reach the Raft port.
+    let raft = format!("http://{}", cluster.nodes[0].raft_address());
+    let mut peer_port = pylon_proto::raft::v1::raft_transport_client::RaftTransportClient::connect(raft)
+        .await
+        .expect("raft port");
+    let status = || pylon_proto::raft::v1::StatusRequest {};
+    assert_eq!(
+        code(peer_port.status(as_caller(status(), "op-secret")).await),
+        Err(Code::PermissionDenied)
+    );
+    code(peer_port.status(as_caller(status(), "peer-secret")).await).expect("a peer reaches the Raft port");
+
+    // A data plane subscribes with its own credential and serves.
+    let backend = pylon_tests::gateway::Backend::start("roles").await;
+    let mut operator = cluster.nodes[0].admin().await.expect("operator");
+    crate::support::deploy(
+        &mut operator,
+        crate::support::shop_api("roles"),
+        "prod",
+        &[("backend", &backend.url())],
+    )
+    .await
+    .expect("deploy");
+    let dp_token = entries[2].2.display().to_string();
+    let dp = pylon_tests::gateway::DataPlaneNode::start(
+        dir.path(),
+        "dp-eu",
+        std::slice::from_ref(&endpoint),
+        &[&format!("--token-file={dp_token}")],
+    );
+    let client = pylon_tests::gateway::HttpClient::default();
+    pylon_tests::eventually(
+        "the data plane serves",
+        std::time::Duration::from_secs(15),
+        || async {
+            let reply = client
+                .get(dp.address(), "shop.localhost", "/prod/hello")
+                .await
+                .ok()?;
+            (reply.status == 200).then_some(())
+        },
+    )
+    .await;
+
+    // SIGHUP reloads the file: the reader's rotated token works, the old one does not.
+    std::fs::write(&entries[1].2, "ro-rotated").expect("rotate");
+    for node in &cluster.nodes {
+        let pid = node.pid().expect("running").to_string();
+        let _ = std::process::Command::new("kill").args(["-HUP", &pid]).status();
+    }
+    pylon_tests::eventually(
+        "the rotated token is accepted",
+        std::time::Duration::from_secs(10),
+        || {
+            let mut admin = admin.clone();
+            async move {
+                admin
+                    .list_apis(as_caller(ListApisRequest::default(), "ro-rotated"))
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        code(
+            admin
+                .list_apis(as_caller(ListApisRequest::default(), "ro-secret"))
+                .await
+        ),
+        Err(Code::Unauthenticated)
+    );
+}

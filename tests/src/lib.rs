@@ -265,10 +265,30 @@ impl Cluster {
         Cluster::launch(size, &[], None, true).await
     }
 
+    /// Starts a cluster with named credentials (`--credentials-file`, the
+    /// nodes reach each other with its peer credential); the harness's
+    /// admin calls present `operator_token`.
+    pub async fn start_with_credentials(size: u64, credentials_file: &Path, operator_token: &str) -> Cluster {
+        let flag = format!("--credentials-file={}", credentials_file.display());
+        Cluster::launch_as(size, &[&flag], Some(operator_token), false, false).await
+    }
+
     async fn launch(size: u64, extra_args: &[&str], token: Option<&str>, tls: bool) -> Cluster {
+        Cluster::launch_as(size, extra_args, token, true, tls).await
+    }
+
+    /// `token_file`: the nodes get `token` as their `--token-file` (else it
+    /// is only what the harness presents).
+    async fn launch_as(
+        size: u64,
+        extra_args: &[&str],
+        token: Option<&str>,
+        token_file: bool,
+        tls: bool,
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let mut extra_args: Vec<String> = extra_args.iter().map(|s| (*s).to_owned()).collect();
-        if let Some(token) = token {
+        if let Some(token) = token.filter(|_| token_file) {
             let file = dir.path().join("token");
             std::fs::write(&file, token).unwrap_or_else(|e| panic!("token file: {e}"));
             extra_args.push(format!("--token-file={}", file.display()));

@@ -1,0 +1,456 @@
+//! Who may call what: named credentials with a role each, checked for
+//! every call on both ports by one layer ([`Access`]) before any handler
+//! runs.
+//!
+//! - **operator**: the admin API, reads and writes; **reader**: the admin
+//!   API's reads (`Get*`, `List*`) only;
+//! - **data-plane**: the config stream (`pylon.publish.v1.ConfigPublisher`)
+//!   only;
+//! - **peer**: the Raft port only.
+//!
+//! Server reflection needs an operator or reader unless the node opened it;
+//! health is always open. A credential that is valid but whose role does
+//! not allow the call gets `PERMISSION_DENIED`; a missing or unknown one
+//! `UNAUTHENTICATED`. Every presented token is compared with every
+//! configured one in constant time (no early exit). The legacy single
+//! token (`--token-file`, `PYLON_ADMIN_TOKEN`) holds every role.
+//!
+//! Credentials come from a YAML file (`--credentials-file`), reloaded on
+//! SIGHUP (a file that no longer parses keeps the previous set, loudly):
+//!
+//! ```yaml
+//! - {name: alice, role: operator, token_file: /etc/pylon/alice.token}
+//! - {name: ci, role: reader, token_env: PYLON_CI_TOKEN}
+//! - {name: dp-eu, role: data-plane, token_file: /etc/pylon/dp-eu.token}
+//! - {name: cp, role: peer, token_file: /etc/pylon/peer.token}
+//! ```
+
+use crate::auth::BearerToken;
+use arc_swap::ArcSwap;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What a credential is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Operator,
+    Reader,
+    DataPlane,
+    Peer,
+}
+
+impl Role {
+    fn bit(self) -> u8 {
+        match self {
+            Role::Operator => 1,
+            Role::Reader => 2,
+            Role::DataPlane => 4,
+            Role::Peer => 8,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Reader => "reader",
+            Role::DataPlane => "data-plane",
+            Role::Peer => "peer",
+        }
+    }
+}
+
+/// The caller a request's credential names; put in the request's
+/// extensions for the handlers.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub name: Arc<str>,
+    roles: u8,
+}
+
+impl Caller {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles & role.bit() != 0
+    }
+}
+
+struct Credential {
+    name: Arc<str>,
+    roles: u8,
+    token: BearerToken,
+}
+
+/// The configured credentials (empty: the node checks nothing, which it
+/// allows only on loopback).
+#[derive(Default)]
+pub struct Credentials {
+    entries: Vec<Credential>,
+}
+
+/// A credentials file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("--credentials-file {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("--credentials-file {}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        source: serde_norway::Error,
+    },
+    #[error("--credentials-file {}: [{index}].{field}: {why}", path.display())]
+    Invalid {
+        path: PathBuf,
+        index: usize,
+        field: &'static str,
+        why: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    name: String,
+    role: Role,
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+}
+
+impl Credentials {
+    /// The legacy single token, holding every role, named `token`.
+    pub fn single(token: Option<BearerToken>) -> Credentials {
+        Credentials {
+            entries: token
+                .into_iter()
+                .map(|token| Credential {
+                    name: "token".into(),
+                    roles: 0b1111,
+                    token,
+                })
+                .collect(),
+        }
+    }
+
+    /// Reads `path` (see the module docs), plus the legacy `token` if set.
+    ///
+    /// # Errors
+    /// The file cannot be read or parsed, an entry has no token (or two
+    /// sources), a token file is missing or empty, two entries share a name.
+    pub fn load(path: &Path, token: Option<BearerToken>) -> Result<Credentials, CredentialsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| CredentialsError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let entries: Vec<Entry> =
+            serde_norway::from_str(&text).map_err(|source| CredentialsError::Parse {
+                path: path.to_owned(),
+                source,
+            })?;
+        let mut credentials = Credentials::single(token);
+        for (index, entry) in entries.into_iter().enumerate() {
+            let invalid = |field: &'static str, why: String| CredentialsError::Invalid {
+                path: path.to_owned(),
+                index,
+                field,
+                why,
+            };
+            if entry.name.trim().is_empty() {
+                return Err(invalid("name", "must not be empty".into()));
+            }
+            if credentials.entries.iter().any(|c| *c.name == *entry.name) {
+                return Err(invalid("name", format!("{:?} is used twice", entry.name)));
+            }
+            let text = match (&entry.token_file, &entry.token_env) {
+                (Some(file), None) => std::fs::read_to_string(file)
+                    .map_err(|e| invalid("token_file", format!("{}: {e}", file.display())))?,
+                (None, Some(var)) => {
+                    std::env::var(var).map_err(|_| invalid("token_env", format!("{var} is not set")))?
+                }
+                _ => {
+                    return Err(invalid(
+                        "token_file",
+                        "set one of token_file and token_env".into(),
+                    ));
+                }
+            };
+            let token =
+                BearerToken::new(&text).ok_or_else(|| invalid("token_file", "the token is empty".into()))?;
+            credentials.entries.push(Credential {
+                name: entry.name.into(),
+                roles: entry.role.bit(),
+                token,
+            });
+        }
+        Ok(credentials)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The caller whose token was presented, comparing it with every
+    /// credential (constant time each, no early exit).
+    pub fn identify(&self, presented: &str) -> Option<Caller> {
+        let mut found = None;
+        for credential in &self.entries {
+            if credential.token.matches(presented) && found.is_none() {
+                found = Some(Caller {
+                    name: credential.name.clone(),
+                    roles: credential.roles,
+                });
+            }
+        }
+        found
+    }
+
+    /// The token this node presents in `role` (the first such credential).
+    pub fn token_for(&self, role: Role) -> Option<BearerToken> {
+        self.entries
+            .iter()
+            .find(|c| c.roles & role.bit() != 0)
+            .map(|c| c.token.clone())
+    }
+}
+
+/// The credentials a node serves with, swapped whole on reload.
+pub type SharedCredentials = Arc<ArcSwap<Credentials>>;
+
+/// Which port a layer guards.
+#[derive(Clone, Copy, Debug)]
+pub enum Port {
+    /// The admin port: admin API, config stream, reflection, health.
+    Admin { open_reflection: bool },
+    /// The Raft port.
+    Peer,
+}
+
+/// What a call on `port` to `path` (`/package.Service/Method`) needs: `None`
+/// for open calls, else the roles any of which allows it.
+fn required(port: Port, path: &str) -> Option<&'static [Role]> {
+    let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
+    match port {
+        Port::Peer => Some(&[Role::Peer]),
+        Port::Admin { open_reflection } => match service {
+            "grpc.health.v1.Health" => None,
+            s if s.starts_with("grpc.reflection.") => {
+                (!open_reflection).then_some(&[Role::Operator, Role::Reader][..])
+            }
+            "pylon.publish.v1.ConfigPublisher" => Some(&[Role::DataPlane]),
+            "pylon.admin.v1.AdminService" if method.starts_with("Get") || method.starts_with("List") => {
+                Some(&[Role::Operator, Role::Reader])
+            }
+            _ => Some(&[Role::Operator]),
+        },
+    }
+}
+
+/// The token of an `authorization: Bearer <token>` value (the scheme in
+/// any case, RFC 9110 §11.1).
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Decides one call: the caller, or the status that refuses it.
+///
+/// # Errors
+/// `UNAUTHENTICATED` without a known token, `PERMISSION_DENIED` when the
+/// caller's role does not allow the call.
+pub fn authorize(
+    credentials: &Credentials,
+    port: Port,
+    path: &str,
+    authorization: Option<&str>,
+) -> Result<Option<Caller>, tonic::Status> {
+    if credentials.is_empty() {
+        return Ok(None);
+    }
+    let Some(roles) = required(port, path) else {
+        return Ok(None);
+    };
+    let Some(token) = authorization.and_then(bearer) else {
+        return Err(tonic::Status::unauthenticated(
+            "missing `authorization: Bearer <token>`",
+        ));
+    };
+    let Some(caller) = credentials.identify(token) else {
+        return Err(tonic::Status::unauthenticated("invalid bearer token"));
+    };
+    if roles.iter().any(|role| caller.has(*role)) {
+        Ok(Some(caller))
+    } else {
+        let allowed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        Err(tonic::Status::permission_denied(format!(
+            "credential {:?} may not call {path} (needs {})",
+            caller.name,
+            allowed.join(" or ")
+        )))
+    }
+}
+
+/// The tower layer that guards a port (see the module docs).
+#[derive(Clone)]
+pub struct Access<S> {
+    pub inner: S,
+    pub credentials: SharedCredentials,
+    pub port: Port,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for Access<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let authorization = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let decided = authorize(
+            &self.credentials.load(),
+            self.port,
+            request.uri().path(),
+            authorization,
+        );
+        match decided {
+            Ok(caller) => {
+                if let Some(caller) = caller {
+                    request.extensions_mut().insert(caller);
+                }
+                Box::pin(self.inner.call(request))
+            }
+            Err(status) => Box::pin(futures::future::ready(Ok(status.into_http()))),
+        }
+    }
+}
+
+/// Reloads `path` into `credentials` on every SIGHUP, keeping the legacy
+/// `token`; a file that fails keeps the previous set.
+pub fn reload_on_sighup(path: PathBuf, token: Option<BearerToken>, credentials: SharedCredentials) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match Credentials::load(&path, token.clone()) {
+                Ok(loaded) => {
+                    let count = loaded.entries.len();
+                    credentials.store(Arc::new(loaded));
+                    tracing::info!(credentials = count, path = %path.display(), "credentials reloaded");
+                }
+                Err(e) => tracing::error!(error = %e, "credentials not reloaded; keeping the previous ones"),
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credentials() -> Credentials {
+        let entry = |name: &str, role: Role, token: &str| Credential {
+            name: name.into(),
+            roles: role.bit(),
+            token: BearerToken::new(token).unwrap_or_else(|| unreachable!()),
+        };
+        Credentials {
+            entries: vec![
+                entry("alice", Role::Operator, "op"),
+                entry("ci", Role::Reader, "ro"),
+                entry("dp", Role::DataPlane, "dp"),
+                entry("cp", Role::Peer, "peer"),
+            ],
+        }
+    }
+
+    fn code(port: Port, path: &str, token: &str) -> tonic::Code {
+        let header = format!("Bearer {token}");
+        match authorize(&credentials(), port, path, Some(&header)) {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        }
+    }
+
+    #[test]
+    fn each_role_reaches_only_its_calls() {
+        use tonic::Code::{Ok, PermissionDenied, Unauthenticated};
+        let admin = Port::Admin {
+            open_reflection: false,
+        };
+        let write = "/pylon.admin.v1.AdminService/DeleteUsagePlan";
+        let read = "/pylon.admin.v1.AdminService/ListApis";
+        let stream = "/pylon.publish.v1.ConfigPublisher/Subscribe";
+        let raft = "/pylon.raft.v1.RaftTransport/Send";
+        let reflection = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+        let table = [
+            ("op", [Ok, Ok, PermissionDenied, PermissionDenied, Ok]),
+            (
+                "ro",
+                [PermissionDenied, Ok, PermissionDenied, PermissionDenied, Ok],
+            ),
+            (
+                "dp",
+                [
+                    PermissionDenied,
+                    PermissionDenied,
+                    Ok,
+                    PermissionDenied,
+                    PermissionDenied,
+                ],
+            ),
+            (
+                "peer",
+                [
+                    PermissionDenied,
+                    PermissionDenied,
+                    PermissionDenied,
+                    Ok,
+                    PermissionDenied,
+                ],
+            ),
+            ("nobody", [Unauthenticated; 5]),
+        ];
+        for (token, expected) in table {
+            let got = [
+                code(admin, write, token),
+                code(admin, read, token),
+                code(admin, stream, token),
+                code(Port::Peer, raft, token),
+                code(admin, reflection, token),
+            ];
+            assert_eq!(got, expected, "token {token}");
+        }
+        assert_eq!(code(admin, "/grpc.health.v1.Health/Check", "nobody"), Ok);
+        let open = Port::Admin {
+            open_reflection: true,
+        };
+        assert_eq!(code(open, reflection, "nobody"), Ok);
+        assert!(
+            authorize(&Credentials::default(), admin, write, None).is_ok(),
+            "no credentials: open"
+        );
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_the_token_is_not() {
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("BEARER  abc"), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("Bearer"), None);
+    }
+}
