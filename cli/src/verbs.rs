@@ -169,6 +169,8 @@ pub enum StagesCommand {
         api: String,
         #[command(flatten)]
         output: OutputArgs,
+        #[command(flatten)]
+        paging: PageArgs,
     },
     Get {
         api: String,
@@ -341,7 +343,7 @@ pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Resu
         }
         AdminCommand::Deployments(DeploymentsCommand::List { api, output, paging }) => {
             let consistency = output.consistency();
-            let stages = stages_of(&mut admin, &api, consistency).await?;
+            let stages = stages_of(&mut admin, &api, consistency, &PageArgs::default()).await?;
             let deployments = list_all(&paging, |page| {
                 let (mut admin, api) = (admin.clone(), api.clone());
                 async move {
@@ -649,8 +651,8 @@ async fn update_stage(admin: &mut Admin, stage: config::Stage) -> anyhow::Result
 
 async fn stages(admin: &mut Admin, command: StagesCommand) -> anyhow::Result<()> {
     match command {
-        StagesCommand::List { api, output } => {
-            let stages = stages_of(admin, &api, output.consistency()).await?;
+        StagesCommand::List { api, output, paging } => {
+            let stages = stages_of(admin, &api, output.consistency(), &paging).await?;
             let rows = stages
                 .iter()
                 .map(|s| {
@@ -1013,9 +1015,14 @@ async fn apply(admin: &mut Admin, file: &PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every stage of `api` (all pages).
-async fn stages_of(admin: &mut Admin, api: &str, consistency: i32) -> anyhow::Result<Vec<config::Stage>> {
-    list_all(&PageArgs::default(), |page| {
+/// The stages of `api`: all pages, or the one `paging` asks for.
+async fn stages_of(
+    admin: &mut Admin,
+    api: &str,
+    consistency: i32,
+    paging: &PageArgs,
+) -> anyhow::Result<Vec<config::Stage>> {
+    list_all(paging, |page| {
         let (mut admin, api) = (admin.clone(), api.to_owned());
         async move {
             let list = admin

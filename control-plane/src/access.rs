@@ -91,13 +91,20 @@ pub struct Credentials {
 /// A credentials file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
-    #[error("--credentials-file {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("--credentials-file {}: {source}", path.display())]
+    #[error("--credentials-file {}: cannot read", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--credentials-file {}: cannot parse", path.display())]
     Parse {
         path: PathBuf,
+        #[source]
         source: serde_norway::Error,
     },
+    #[error("--credentials-file {}: lists no credentials (an empty file would open the node to anyone)", path.display())]
+    Empty { path: PathBuf },
     #[error("--credentials-file {}: [{index}].{field}: {why}", path.display())]
     Invalid {
         path: PathBuf,
@@ -123,7 +130,7 @@ impl Credentials {
             entries: token
                 .into_iter()
                 .map(|token| Credential {
-                    name: "token".into(),
+                    name: "--token-file".into(),
                     roles: 0b1111,
                     token,
                 })
@@ -146,6 +153,11 @@ impl Credentials {
                 path: path.to_owned(),
                 source,
             })?;
+        if entries.is_empty() {
+            return Err(CredentialsError::Empty {
+                path: path.to_owned(),
+            });
+        }
         let mut credentials = Credentials::single(token);
         for (index, entry) in entries.into_iter().enumerate() {
             let invalid = |field: &'static str, why: String| CredentialsError::Invalid {
@@ -169,12 +181,44 @@ impl Credentials {
                 _ => {
                     return Err(invalid(
                         "token_file",
-                        "set one of token_file and token_env".into(),
+                        "set exactly one of token_file and token_env".into(),
                     ));
                 }
             };
+            let field = if entry.token_file.is_some() {
+                "token_file"
+            } else {
+                "token_env"
+            };
+            let trimmed = text.trim();
+            // A token travels in a header: visible ASCII only, and short
+            // enough for any proxy's header limits.
+            if trimmed.is_empty()
+                || trimmed.len() > MAX_TOKEN
+                || !trimmed.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(invalid(
+                    field,
+                    format!("the token must be 1 to {MAX_TOKEN} visible ASCII characters"),
+                ));
+            }
             let token =
-                BearerToken::new(&text).ok_or_else(|| invalid("token_file", "the token is empty".into()))?;
+                BearerToken::new(trimmed).ok_or_else(|| invalid(field, "the token is empty".into()))?;
+            // One token, one credential: otherwise the role it holds would
+            // depend on the order of the file.
+            if let Some(other) = credentials
+                .entries
+                .iter()
+                .find(|c| c.token.matches(token.reveal()))
+            {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "the same token as credential {:?}; every credential needs its own",
+                        other.name
+                    ),
+                ));
+            }
             credentials.entries.push(Credential {
                 name: entry.name.into(),
                 roles: entry.role.bit(),
@@ -211,6 +255,9 @@ impl Credentials {
             .map(|c| c.token.clone())
     }
 }
+
+/// The longest token accepted, bytes.
+pub const MAX_TOKEN: usize = 4096;
 
 /// The credentials a node serves with, swapped whole on reload.
 pub type SharedCredentials = Arc<ArcSwap<Credentials>>;
@@ -269,9 +316,14 @@ pub fn authorize(
     let Some(roles) = required(port, path) else {
         return Ok(None);
     };
-    let Some(token) = authorization.and_then(bearer) else {
+    let Some(authorization) = authorization else {
         return Err(tonic::Status::unauthenticated(
             "missing `authorization: Bearer <token>`",
+        ));
+    };
+    let Some(token) = bearer(authorization) else {
+        return Err(tonic::Status::unauthenticated(
+            "malformed authorization: expected `Bearer <token>`",
         ));
     };
     let Some(caller) = credentials.identify(token) else {
@@ -337,24 +389,45 @@ where
 }
 
 /// Reloads `path` into `credentials` on every SIGHUP, keeping the legacy
-/// `token`; a file that fails keeps the previous set.
-pub fn reload_on_sighup(path: PathBuf, token: Option<BearerToken>, credentials: SharedCredentials) {
+/// `token`; a file that fails keeps the previous set. Without a file the
+/// signal is logged and ignored (the node keeps running; the legacy token
+/// and `token_env` values are read at start only).
+pub fn reload_on_sighup(path: Option<PathBuf>, token: Option<BearerToken>, credentials: SharedCredentials) {
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut hangups) = signal(SignalKind::hangup()) else {
             return;
         };
         while hangups.recv().await.is_some() {
-            match Credentials::load(&path, token.clone()) {
+            let Some(path) = &path else {
+                tracing::info!("SIGHUP: no --credentials-file to reload; nothing changes");
+                continue;
+            };
+            match Credentials::load(path, token.clone()) {
                 Ok(loaded) => {
                     let count = loaded.entries.len();
                     credentials.store(Arc::new(loaded));
                     tracing::info!(credentials = count, path = %path.display(), "credentials reloaded");
                 }
-                Err(e) => tracing::error!(error = %e, "credentials not reloaded; keeping the previous ones"),
+                Err(e) => tracing::error!(
+                    error = %chain(&e),
+                    "credentials not reloaded; keeping the previous ones"
+                ),
             }
         }
     });
+}
+
+/// An error and its sources, joined with ": ".
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -442,6 +515,60 @@ mod tests {
         assert!(
             authorize(&Credentials::default(), admin, write, None).is_ok(),
             "no credentials: open"
+        );
+    }
+
+    #[test]
+    fn a_credentials_file_that_could_open_the_node_or_confuse_roles_is_refused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+            path
+        };
+        let (a, b) = (file("a.token", "same\n"), file("b.token", "same"));
+        let odd = file("odd.token", "p\u{e4}ssw\u{f6}rt");
+        let cases = [
+            ("", "lists no credentials"),
+            ("[]", "lists no credentials"),
+            (
+                &format!(
+                    "- {{name: x, role: reader, token_file: {}}}\n- {{name: y, role: operator, token_file: {}}}",
+                    a.display(),
+                    b.display()
+                ),
+                "[1].token_file: the same token as credential \"x\"",
+            ),
+            (
+                &format!("- {{name: x, role: reader, token_file: {}}}", odd.display()),
+                "[0].token_file: the token must be 1 to 4096 visible ASCII characters",
+            ),
+            (
+                &format!(
+                    "- {{name: x, role: reader, token_file: {}, token_env: HOME}}",
+                    a.display()
+                ),
+                "set exactly one of token_file and token_env",
+            ),
+        ];
+        for (text, expected) in cases {
+            let path = file("credentials.yaml", text);
+            let error = Credentials::load(&path, None)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            assert!(
+                error.as_ref().is_err_and(|e| e.contains(expected)),
+                "{text:?}: {error:?}"
+            );
+        }
+        let legacy = BearerToken::new("same");
+        let path = file(
+            "credentials.yaml",
+            &format!("- {{name: x, role: reader, token_file: {}}}", a.display()),
+        );
+        assert!(
+            Credentials::load(&path, legacy).is_err(),
+            "the legacy token is one credential too"
         );
     }
 

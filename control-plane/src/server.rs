@@ -207,17 +207,25 @@ pub async fn serve(
         Some(path) => Credentials::load(path, config.token.clone())?,
         None => Credentials::single(config.token.clone()),
     };
-    // What this node presents to its peers.
-    let peer_token = credentials.token_for(Role::Peer);
-    let credentials = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(credentials));
-    if let Some(path) = &config.credentials_file {
-        crate::access::reload_on_sighup(path.clone(), config.token.clone(), credentials.clone());
+    // A node of a cluster needs something to show its peers.
+    let clustered = config.join || config.peers.len() > 1;
+    if clustered && !credentials.is_empty() && credentials.token_for(Role::Peer).is_none() {
+        return Err(ServeError::Config(
+            "the credentials hold no peer credential (role: peer), so this node could not reach its peers"
+                .into(),
+        ));
     }
+    let credentials = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(credentials));
+    crate::access::reload_on_sighup(
+        config.credentials_file.clone(),
+        config.token.clone(),
+        credentials.clone(),
+    );
     let peer_tls = config.tls.as_ref().map(TlsFiles::client).transpose()?;
     let transport = Transport::new(
         config.node_id,
         advertised.clone(),
-        peer_token,
+        credentials.clone(),
         peer_tls,
         tokio::runtime::Handle::current(),
     );

@@ -645,4 +645,25 @@ async fn each_credential_reaches_only_what_its_role_allows_and_sighup_rotates_th
         ),
         Err(Code::Unauthenticated)
     );
+
+    // The peer token rotates the same way: nodes present what they reloaded,
+    // and writes sent to any node (followers forward them) still commit.
+    std::fs::write(&entries[3].2, "peer-rotated").expect("rotate");
+    for node in &cluster.nodes {
+        let pid = node.pid().expect("running").to_string();
+        let _ = std::process::Command::new("kill").args(["-HUP", &pid]).status();
+    }
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let admin = pylon_tests::connect(&node.endpoint()).await.expect("connect");
+        pylon_tests::eventually(
+            "writes commit after the peer token rotated",
+            std::time::Duration::from_secs(15),
+            || {
+                let mut admin = admin.clone();
+                let request = as_caller(api(&format!("after-rotation-{i}")), "op-secret");
+                async move { admin.create_api(request).await.ok() }
+            },
+        )
+        .await;
+    }
 }

@@ -6,7 +6,6 @@
 //! `RaftTransport` service hands each message to the Raft thread.
 
 use super::node::{NodeMsg, Shared};
-use crate::auth::BearerToken;
 use protobuf::Message as _;
 use pylon_proto::publish::v1::DataPlaneNodeList;
 use pylon_proto::raft::v1::raft_transport_client::RaftTransportClient;
@@ -35,7 +34,9 @@ pub struct Transport {
 struct Inner {
     id: u64,
     own_address: String,
-    token: Option<BearerToken>,
+    /// The node's credentials: it presents the first peer credential,
+    /// read at every call so that a reload (SIGHUP) rotates it.
+    credentials: crate::access::SharedCredentials,
     runtime: tokio::runtime::Handle,
     addresses: RwLock<BTreeMap<u64, String>>,
     queues: Mutex<HashMap<u64, mpsc::Sender<Message>>>,
@@ -48,7 +49,7 @@ impl Transport {
     pub fn new(
         id: u64,
         own_address: String,
-        token: Option<BearerToken>,
+        credentials: crate::access::SharedCredentials,
         tls: Option<ClientTlsConfig>,
         runtime: tokio::runtime::Handle,
     ) -> Self {
@@ -56,7 +57,7 @@ impl Transport {
             inner: Arc::new(Inner {
                 id,
                 own_address,
-                token,
+                credentials,
                 tls,
                 runtime,
                 addresses: RwLock::new(BTreeMap::new()),
@@ -118,10 +119,10 @@ impl Transport {
         }
     }
 
-    /// `message` as a request carrying this cluster's token, if any.
+    /// `message` as a request carrying this node's peer credential, if any.
     fn authorized<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
-        if let Some(token) = &self.inner.token {
+        if let Some(token) = self.inner.credentials.load().token_for(crate::access::Role::Peer) {
             token.attach(&mut request);
         }
         request
