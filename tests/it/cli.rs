@@ -206,3 +206,57 @@ async fn lists_show_everything_unless_paged_by_hand() {
     assert_ne!(next[0]["name"], page[0]["name"], "the next page");
     assert_eq!(next.as_array().map(Vec::len), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_have_their_own_noun_and_the_value_is_shown_once() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let endpoint = cluster.nodes[0].endpoint();
+    let created = pylon_cli(
+        &endpoint,
+        &["keys", "create", "partner", "--value", "imported-key-0123456789"],
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(created.contains("value: imported-key-0123456789"), "{created}");
+    let list = cli_json(&endpoint, &["keys", "list", "-o", "json"]);
+    let key = &list[0];
+    assert_eq!(
+        (key["name"].as_str(), key["enabled"].as_bool()),
+        (Some("partner"), Some(true))
+    );
+    assert!(
+        !list.to_string().contains("imported-key-0123456789"),
+        "no value in listings"
+    );
+    let id = key["id"].as_str().expect("id").to_owned();
+
+    pylon_cli(
+        &endpoint,
+        &["keys", "update", &id, "--disable", "--description", "paused"],
+    )
+    .expect("update");
+    let got = cli_json(&endpoint, &["keys", "get", &id, "-o", "json"]);
+    assert_eq!(
+        (got["enabled"].as_bool(), got["description"].as_str()),
+        (None, Some("paused"))
+    );
+
+    // A second key of the same name is reported, never merged.
+    pylon_cli(&endpoint, &["keys", "create", "partner"]).expect("second");
+    let output = std::process::Command::new(pylon_tests::pylon_bin())
+        .args(["keys", "list"])
+        .env("PYLON_ENDPOINT", &endpoint)
+        .output()
+        .expect("pylon");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("2 keys are named \"partner\""), "{stderr}");
+    let refused = pylon_cli(&endpoint, &["keys", "create", "short", "--value", "tiny"]);
+    assert!(
+        refused.is_err_and(|e| e.to_string().contains("20-128 printable ASCII characters")),
+        "a value outside 20-128 characters is refused"
+    );
+
+    pylon_cli(&endpoint, &["keys", "delete", &id]).expect("delete");
+    let list = cli_json(&endpoint, &["keys", "list", "-o", "json"]);
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+}
