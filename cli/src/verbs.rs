@@ -24,6 +24,12 @@ pub enum AdminCommand {
     /// API keys (the plain value is printed once, by `create`).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Usage plans (create and update them with `apply`).
+    #[command(subcommand, name = "usage-plans")]
+    UsagePlans(NamedCommand),
+    /// Custom domain names (create and update them with `apply`).
+    #[command(subcommand)]
+    Domains(NamedCommand),
     /// Snapshot an API's definition as a new deployment and point a stage at it.
     Deploy {
         api: String,
@@ -134,6 +140,25 @@ where
         }
         token = next;
     }
+}
+
+/// The verbs of a resource named by its `name`.
+#[derive(clap::Subcommand)]
+pub enum NamedCommand {
+    List {
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        paging: PageArgs,
+    },
+    Get {
+        name: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -342,6 +367,8 @@ pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Resu
         AdminCommand::Apply { file } => apply(&mut admin, &file).await,
         AdminCommand::Apis(command) => apis(&mut admin, command).await,
         AdminCommand::Keys(command) => keys(&mut admin, command).await,
+        AdminCommand::UsagePlans(command) => usage_plans(&mut admin, command).await,
+        AdminCommand::Domains(command) => domains(&mut admin, command).await,
         AdminCommand::Deploy {
             api,
             stage,
@@ -534,6 +561,130 @@ async fn nodes(admin: &mut Admin, local: bool, output: OutputArgs) -> anyhow::Re
         ],
         rows,
     )
+}
+
+async fn usage_plans(admin: &mut Admin, command: NamedCommand) -> anyhow::Result<()> {
+    let row = |p: &config::UsagePlan| {
+        let stages: Vec<String> = p
+            .api_stages
+            .iter()
+            .map(|s| format!("{}/{}", s.api, s.stage))
+            .collect();
+        vec![
+            p.name.clone(),
+            stages.join(","),
+            p.api_key_ids.len().to_string(),
+            p.revision.to_string(),
+            time(p.updated_at.as_ref()),
+        ]
+    };
+    let header = ["NAME", "STAGES", "KEYS", "REVISION", "UPDATED"];
+    match command {
+        NamedCommand::List { output, paging } => {
+            let consistency = output.consistency();
+            let plans = list_all(&paging, |page| {
+                let mut admin = admin.clone();
+                async move {
+                    let list = admin
+                        .list_usage_plans(ListUsagePlansRequest {
+                            page: Some(page),
+                            consistency,
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((list.usage_plans, list.next_page_token))
+                }
+            })
+            .await?;
+            let rows = plans.iter().map(row).collect();
+            print(output.format, &plans, &header, rows)
+        }
+        NamedCommand::Get { name, output } => {
+            let plan = admin
+                .get_usage_plan(GetUsagePlanRequest {
+                    name,
+                    consistency: output.consistency(),
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            let rows = vec![row(&plan)];
+            print(output.format, &plan, &header, rows)
+        }
+        NamedCommand::Delete { name } => {
+            admin
+                .delete_usage_plan(DeleteUsagePlanRequest {
+                    name: name.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(explain)?;
+            println!("usage plan {name} deleted");
+            Ok(())
+        }
+    }
+}
+
+async fn domains(admin: &mut Admin, command: NamedCommand) -> anyhow::Result<()> {
+    let row = |d: &config::DomainName| {
+        let mappings: Vec<String> = d
+            .mappings
+            .iter()
+            .map(|m| format!("{} → {}/{}", m.base_path, m.api, m.stage))
+            .collect();
+        vec![
+            d.name.clone(),
+            mappings.join(", "),
+            if d.truststore_file.is_empty() { "no" } else { "yes" }.to_owned(),
+            d.revision.to_string(),
+            time(d.updated_at.as_ref()),
+        ]
+    };
+    let header = ["NAME", "MAPPINGS", "MUTUAL TLS", "REVISION", "UPDATED"];
+    match command {
+        NamedCommand::List { output, paging } => {
+            let consistency = output.consistency();
+            let domains = list_all(&paging, |page| {
+                let mut admin = admin.clone();
+                async move {
+                    let list = admin
+                        .list_domain_names(ListDomainNamesRequest {
+                            page: Some(page),
+                            consistency,
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((list.domain_names, list.next_page_token))
+                }
+            })
+            .await?;
+            let rows = domains.iter().map(row).collect();
+            print(output.format, &domains, &header, rows)
+        }
+        NamedCommand::Get { name, output } => {
+            let domain = admin
+                .get_domain_name(GetDomainNameRequest {
+                    name,
+                    consistency: output.consistency(),
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            let rows = vec![row(&domain)];
+            print(output.format, &domain, &header, rows)
+        }
+        NamedCommand::Delete { name } => {
+            admin
+                .delete_domain_name(DeleteDomainNameRequest {
+                    name: name.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(explain)?;
+            println!("domain name {name} deleted");
+            Ok(())
+        }
+    }
 }
 
 async fn keys(admin: &mut Admin, command: KeysCommand) -> anyhow::Result<()> {

@@ -260,3 +260,50 @@ async fn api_keys_have_their_own_noun_and_the_value_is_shown_once() {
     let list = cli_json(&endpoint, &["keys", "list", "-o", "json"]);
     assert_eq!(list.as_array().map(Vec::len), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_plans_and_domains_are_listed_read_and_deleted_by_name() {
+    use pylon_proto::admin::v1::{CreateDomainNameRequest, CreateUsagePlanRequest};
+    use pylon_proto::config::v1::{DomainName, UsagePlan};
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let endpoint = cluster.nodes[0].endpoint();
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    for name in ["gold", "silver"] {
+        let plan = UsagePlan {
+            name: name.into(),
+            ..Default::default()
+        };
+        admin
+            .create_usage_plan(CreateUsagePlanRequest {
+                usage_plan: Some(plan),
+            })
+            .await
+            .expect("plan");
+    }
+    let domain = DomainName {
+        name: "api.example.test".into(),
+        ..Default::default()
+    };
+    admin
+        .create_domain_name(CreateDomainNameRequest {
+            domain_name: Some(domain),
+        })
+        .await
+        .expect("domain");
+
+    let plans = cli_json(&endpoint, &["usage-plans", "list", "-o", "json"]);
+    assert_eq!(plans.as_array().map(Vec::len), Some(2));
+    let gold = cli_json(&endpoint, &["usage-plans", "get", "gold", "-o", "json"]);
+    assert_eq!(gold["name"], "gold");
+    pylon_cli(&endpoint, &["usage-plans", "delete", "gold"]).expect("delete plan");
+    let plans = cli_json(&endpoint, &["usage-plans", "list", "-o", "json"]);
+    assert_eq!(plans[0]["name"], "silver");
+    assert_eq!(plans.as_array().map(Vec::len), Some(1));
+
+    let table = pylon_cli(&endpoint, &["domains", "list"]).expect("domains");
+    assert!(table.contains("api.example.test"), "{table}");
+    pylon_cli(&endpoint, &["domains", "delete", "api.example.test"]).expect("delete domain");
+    let missing = pylon_cli(&endpoint, &["domains", "get", "api.example.test"]);
+    assert!(missing.is_err_and(|e| e.to_string().contains("not found")));
+}
