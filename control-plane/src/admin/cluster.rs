@@ -2,7 +2,6 @@
 
 use crate::raft::node::{NodeHandle, ProposeError};
 use crate::raft::transport::Transport;
-use pylon_common::ErrorCode;
 use pylon_proto::admin::v1::{ClusterStatus, MemberStatus};
 use pylon_proto::raft::v1::{MemberInfo, NodeStatus};
 use raft::eraftpb::ConfChangeType;
@@ -76,10 +75,7 @@ async fn change(node: &NodeHandle, change_type: ConfChangeType, member: MemberIn
             Ok(Err(ProposeError::NoLeader)) if Instant::now() + Duration::from_millis(100) < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Ok(Err(ProposeError::Invalid(message))) => {
-                return Err(Status::new(ErrorCode::FailedPrecondition.grpc_code(), message));
-            }
-            Ok(Err(e)) => return Err(Status::unavailable(e.to_string())),
+            Ok(Err(e)) => return Err(e.into()),
             Err(_) => {
                 return Err(Status::unavailable(
                     "the membership change was not confirmed in time (another change pending, or no quorum)",

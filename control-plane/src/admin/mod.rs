@@ -8,6 +8,7 @@
 
 mod cluster;
 mod ids;
+mod status;
 pub mod usage;
 
 use crate::publish::Registry;
@@ -170,11 +171,11 @@ impl AdminApi {
             let remaining = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(remaining, self.node.propose_once(command.clone())).await {
                 Ok(Ok(applied)) => return Ok(applied),
-                Ok(Err(ProposeError::Rejected(e))) => return Err(Status::new(e.code.grpc_code(), e.message)),
+                Ok(Err(ProposeError::Rejected(e))) => return Err(e.into()),
                 Ok(Err(ProposeError::NoLeader)) if Instant::now() + Duration::from_millis(100) < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Ok(Err(e)) => return Err(Status::unavailable(e.to_string())),
+                Ok(Err(e)) => return Err(e.into()),
                 Err(_) => {
                     return Err(Status::unavailable(format!(
                         "the write was not confirmed within {}s (leader change?); it may or may not have been applied",
@@ -192,7 +193,7 @@ impl AdminApi {
         let state = self.state();
         state
             .check(state.config_version() + 1, command)
-            .map_err(|e| Status::new(e.code.grpc_code(), e.message))
+            .map_err(Status::from)
     }
 
     /// Waits (ReadIndex) until this node has applied every write acknowledged
