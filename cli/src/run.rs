@@ -429,6 +429,17 @@ pub async fn data_plane(args: DataPlaneArgs) -> anyhow::Result<()> {
     config.tls_cert = args.tls_cert;
     config.tls_key = args.tls_key;
     config.token = load_token(args.token_file.as_ref())?.map(|t| t.reveal().to_owned());
+    config.token_file = args.token_file.clone();
+    // Nothing to reload on SIGHUP (the token file is read at every
+    // connect): say so instead of dying, as the default action would.
+    tokio::spawn(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut hangups) = signal(SignalKind::hangup()) {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: nothing to reload; --token-file is read again at every connect");
+            }
+        }
+    });
     config.control_plane_ca = args.control_plane_ca;
     config.snapshot_cache = args.snapshot_cache;
     config.upstream_ca = args.upstream_ca;

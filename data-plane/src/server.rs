@@ -40,6 +40,8 @@ pub struct DataPlaneConfig {
     /// Control-plane admin endpoints (`http://host:port` or `https://…`).
     pub control_planes: Vec<String>,
     pub token: Option<String>,
+    /// Where `token` came from: read again at every (re)connect.
+    pub token_file: Option<PathBuf>,
     pub control_plane_ca: Option<PathBuf>,
     pub node_id: String,
     pub labels: BTreeMap<String, String>,
@@ -76,6 +78,7 @@ impl DataPlaneConfig {
             base_domain: "localhost".into(),
             control_planes,
             token: None,
+            token_file: None,
             control_plane_ca: None,
             node_id,
             labels: BTreeMap::new(),
@@ -199,6 +202,7 @@ pub async fn serve(
     let sync_options = SyncOptions {
         endpoints: config.control_planes.clone(),
         token: config.token.clone(),
+        token_file: config.token_file.clone(),
         ca: config.control_plane_ca.clone(),
         node_id: config.node_id.clone(),
         labels: config.labels.clone(),

@@ -36,6 +36,9 @@ const CACHE_MAGIC: &[u8] = b"PYLON-CONFIG-SNAPSHOT-1\n";
 pub struct SyncOptions {
     pub endpoints: Vec<String>,
     pub token: Option<String>,
+    /// Read again at every (re)connect, so a rotated token is used from the
+    /// next session on; wins over `token`.
+    pub token_file: Option<PathBuf>,
     pub ca: Option<PathBuf>,
     pub node_id: String,
     pub labels: BTreeMap<String, String>,
@@ -125,7 +128,15 @@ async fn session(
     };
     let _ = tx.send(hello).await;
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    if let Some(token) = &options.token {
+    let token = match &options.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map(|text| text.trim().to_owned())
+                .map_err(|e| SessionError::Connect(format!("--token-file {}: {e}", path.display())))?,
+        ),
+        None => options.token.clone(),
+    };
+    if let Some(token) = &token {
         let value = format!("Bearer {token}")
             .parse()
             .map_err(|_| SessionError::Connect("the token is not a valid header value".into()))?;
