@@ -36,7 +36,19 @@ const BODY: &str =
 pub(crate) struct Process(pub(crate) Child);
 
 impl Drop for Process {
+    /// SIGTERM first, so that an nginx master stops its workers (a SIGKILL
+    /// would leave them running without it), then SIGKILL after 3 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
