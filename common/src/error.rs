@@ -147,6 +147,19 @@ gateway_response_types! {
     WafFiltered = "WAF_FILTERED" => StatusCode::FORBIDDEN,
 }
 
+/// An error and its causes, `outer: inner: …`: one line for a log or a
+/// message, with every source the error carries.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

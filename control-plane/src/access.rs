@@ -410,24 +410,12 @@ pub fn reload_on_sighup(path: Option<PathBuf>, token: Option<BearerToken>, crede
                     tracing::info!(credentials = count, path = %path.display(), "credentials reloaded");
                 }
                 Err(e) => tracing::error!(
-                    error = %chain(&e),
+                    error = %pylon_common::error::error_chain(&e),
                     "credentials not reloaded; keeping the previous ones"
                 ),
             }
         }
     });
-}
-
-/// An error and its sources, joined with ": ".
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

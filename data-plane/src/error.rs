@@ -175,14 +175,4 @@ fn client_body_message(error: &ClientBodyError) -> &'static str {
     }
 }
 
-/// An error and its causes, `outer: inner: …`.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use pylon_common::error::error_chain;
