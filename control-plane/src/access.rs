@@ -206,11 +206,7 @@ impl Credentials {
                 BearerToken::new(trimmed).ok_or_else(|| invalid(field, "the token is empty".into()))?;
             // One token, one credential: otherwise the role it holds would
             // depend on the order of the file.
-            if let Some(other) = credentials
-                .entries
-                .iter()
-                .find(|c| c.token.matches(token.reveal()))
-            {
+            if let Some(other) = credentials.entries.iter().find(|c| c.token.same_secret(&token)) {
                 return Err(invalid(
                     field,
                     format!(
@@ -235,9 +231,10 @@ impl Credentials {
     /// The caller whose token was presented, comparing it with every
     /// credential (constant time each, no early exit).
     pub fn identify(&self, presented: &str) -> Option<Caller> {
+        let digest = BearerToken::digest_of(presented);
         let mut found = None;
         for credential in &self.entries {
-            if credential.token.matches(presented) && found.is_none() {
+            if credential.token.matches_digest(&digest) && found.is_none() {
                 found = Some(Caller {
                     name: credential.name.clone(),
                     roles: credential.roles,

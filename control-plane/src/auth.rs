@@ -1,4 +1,5 @@
-//! Bearer-token authentication for the admin API and peer traffic.
+//! Bearer tokens: kept as SHA-256 digests, compared in constant time (the
+//! roles they carry are [`crate::access`]'s).
 //!
 //! There is no default credential: a token is configured from a file or the
 //! environment, and is required whenever a port listens beyond loopback.
@@ -6,7 +7,7 @@
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
-use tonic::{Request, Status};
+use tonic::Request;
 
 /// A shared secret, compared in constant time (digests are compared, so not
 /// even the length leaks).
@@ -40,34 +41,31 @@ impl BearerToken {
         &self.token
     }
 
+    /// Whether `presented` is this token (constant time).
     pub fn matches(&self, presented: &str) -> bool {
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        self.digest.ct_eq(&digest).into()
+        self.matches_digest(&BearerToken::digest_of(presented))
+    }
+
+    /// The SHA-256 of a presented token: computed once when it is compared
+    /// with several credentials ([`BearerToken::matches_digest`]).
+    pub fn digest_of(presented: &str) -> [u8; 32] {
+        Sha256::digest(presented.as_bytes()).into()
+    }
+
+    /// Whether the token whose digest is `digest` is this one (constant time).
+    pub fn matches_digest(&self, digest: &[u8; 32]) -> bool {
+        self.digest.ct_eq(digest).into()
+    }
+
+    /// Whether `other` holds the same secret.
+    pub fn same_secret(&self, other: &BearerToken) -> bool {
+        self.matches_digest(&other.digest)
     }
 
     /// Adds `authorization: Bearer …` to an outgoing request.
     pub fn attach<T>(&self, request: &mut Request<T>) {
         if let Ok(value) = format!("Bearer {}", self.token).parse() {
             request.metadata_mut().insert("authorization", value);
-        }
-    }
-
-    /// Checks an incoming request's `authorization` header (`Bearer`, in
-    /// any case: RFC 9110 §11.1 makes the scheme case-insensitive).
-    ///
-    /// # Errors
-    /// `UNAUTHENTICATED` when the header is missing, not a bearer
-    /// credential, or holds another token.
-    pub fn verify<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let presented = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::access::bearer);
-        match presented {
-            Some(token) if self.matches(token) => Ok(()),
-            Some(_) => Err(Status::unauthenticated("invalid bearer token")),
-            None => Err(Status::unauthenticated("missing `authorization: Bearer <token>`")),
         }
     }
 }
@@ -85,27 +83,36 @@ mod tests {
         assert!(BearerToken::new("  ").is_none());
         let mut request = Request::new(());
         assert_eq!(
-            token.verify(&request).map_err(|s| s.code()),
+            call(&token, request.metadata()),
             Err(tonic::Code::Unauthenticated)
         );
         token.attach(&mut request);
-        assert!(token.verify(&request).is_ok());
+        assert_eq!(call(&token, request.metadata()), Ok(()));
         assert_eq!(format!("{token:?}"), "BearerToken(<redacted>)");
     }
 
-    fn call(authorization: &str) -> Result<(), Status> {
+    /// A call presenting `metadata` to a node whose only credential is `token`.
+    fn call(token: &BearerToken, metadata: &tonic::metadata::MetadataMap) -> Result<(), tonic::Code> {
+        let credentials = crate::access::Credentials::single(Some(token.clone()));
+        let authorization = metadata.get("authorization").and_then(|v| v.to_str().ok());
+        crate::access::authorize(&credentials, crate::access::Port::Peer, "/any", authorization)
+            .map(drop)
+            .map_err(|s| s.code())
+    }
+
+    fn call_with(authorization: &str) -> Result<(), tonic::Code> {
         let token = BearerToken::new("s3cret").unwrap_or_else(|| unreachable!());
         let mut request = Request::new(());
         if let Ok(value) = authorization.parse() {
             request.metadata_mut().insert("authorization", value);
         }
-        token.verify(&request)
+        call(&token, request.metadata())
     }
 
     #[test]
     fn the_bearer_scheme_is_case_insensitive_and_the_token_is_not() {
         for accepted in ["Bearer s3cret", "bearer s3cret", "BEARER  s3cret"] {
-            assert!(call(accepted).is_ok(), "{accepted}");
+            assert!(call_with(accepted).is_ok(), "{accepted}");
         }
         for refused in [
             "Bearer S3CRET",
@@ -115,7 +122,7 @@ mod tests {
             "Bearers3cret",
             "",
         ] {
-            assert!(call(refused).is_err(), "{refused}");
+            assert!(call_with(refused).is_err(), "{refused}");
         }
     }
 }
