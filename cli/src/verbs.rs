@@ -563,128 +563,150 @@ async fn nodes(admin: &mut Admin, local: bool, output: OutputArgs) -> anyhow::Re
     )
 }
 
-async fn usage_plans(admin: &mut Admin, command: NamedCommand) -> anyhow::Result<()> {
-    let row = |p: &config::UsagePlan| {
-        let stages: Vec<String> = p
-            .api_stages
-            .iter()
-            .map(|s| format!("{}/{}", s.api, s.stage))
-            .collect();
-        vec![
-            p.name.clone(),
-            stages.join(","),
-            p.api_key_ids.len().to_string(),
-            p.revision.to_string(),
-            time(p.updated_at.as_ref()),
-        ]
-    };
-    let header = ["NAME", "STAGES", "KEYS", "REVISION", "UPDATED"];
+/// How the CLI reads, shows and deletes one kind of named resource.
+struct Named<T, L, G, D> {
+    /// For messages: "usage plan", "domain name".
+    noun: &'static str,
+    header: &'static [&'static str],
+    row: fn(&T) -> Vec<String>,
+    /// One page of the list: `(page, consistency)`.
+    list: L,
+    /// One by name: `(name, consistency)`.
+    get: G,
+    delete: D,
+}
+
+/// `list | get | delete` of a named resource, paged like every list.
+async fn named<T, L, LF, G, GF, D, DF>(command: NamedCommand, verbs: Named<T, L, G, D>) -> anyhow::Result<()>
+where
+    T: serde::Serialize,
+    L: FnMut(Page, i32) -> LF,
+    LF: std::future::Future<Output = Result<(Vec<T>, String), tonic::Status>>,
+    G: FnOnce(String, i32) -> GF,
+    GF: std::future::Future<Output = Result<T, tonic::Status>>,
+    D: FnOnce(String) -> DF,
+    DF: std::future::Future<Output = Result<(), tonic::Status>>,
+{
+    let Named {
+        noun,
+        header,
+        row,
+        mut list,
+        get,
+        delete,
+    } = verbs;
     match command {
         NamedCommand::List { output, paging } => {
             let consistency = output.consistency();
-            let plans = list_all(&paging, |page| {
-                let mut admin = admin.clone();
-                async move {
-                    let list = admin
-                        .list_usage_plans(ListUsagePlansRequest {
-                            page: Some(page),
-                            consistency,
-                        })
-                        .await?
-                        .into_inner();
-                    Ok((list.usage_plans, list.next_page_token))
-                }
-            })
-            .await?;
-            let rows = plans.iter().map(row).collect();
-            print(output.format, &plans, &header, rows)
+            let items = list_all(&paging, |page| list(page, consistency)).await?;
+            let rows = items.iter().map(row).collect();
+            print(output.format, &items, header, rows)
         }
         NamedCommand::Get { name, output } => {
-            let plan = admin
-                .get_usage_plan(GetUsagePlanRequest {
-                    name,
-                    consistency: output.consistency(),
-                })
-                .await
-                .map_err(explain)?
-                .into_inner();
-            let rows = vec![row(&plan)];
-            print(output.format, &plan, &header, rows)
+            let item = get(name, output.consistency()).await.map_err(explain)?;
+            let rows = vec![row(&item)];
+            print(output.format, &item, header, rows)
         }
         NamedCommand::Delete { name } => {
-            admin
-                .delete_usage_plan(DeleteUsagePlanRequest {
-                    name: name.clone(),
-                    ..Default::default()
-                })
-                .await
-                .map_err(explain)?;
-            println!("usage plan {name} deleted");
+            delete(name.clone()).await.map_err(explain)?;
+            println!("{noun} {name} deleted");
             Ok(())
         }
     }
 }
 
-async fn domains(admin: &mut Admin, command: NamedCommand) -> anyhow::Result<()> {
-    let row = |d: &config::DomainName| {
-        let mappings: Vec<String> = d
-            .mappings
-            .iter()
-            .map(|m| format!("{} → {}/{}", m.base_path, m.api, m.stage))
-            .collect();
-        vec![
-            d.name.clone(),
-            mappings.join(", "),
-            if d.truststore_file.is_empty() { "no" } else { "yes" }.to_owned(),
-            d.revision.to_string(),
-            time(d.updated_at.as_ref()),
-        ]
+async fn usage_plans(admin: &mut Admin, command: NamedCommand) -> anyhow::Result<()> {
+    let (lister, getter, deleter) = (admin.clone(), admin.clone(), admin.clone());
+    let verbs = Named {
+        noun: "usage plan",
+        header: &["NAME", "STAGES", "KEYS", "REVISION", "UPDATED"],
+        row: |p: &config::UsagePlan| {
+            let stages: Vec<String> = p
+                .api_stages
+                .iter()
+                .map(|s| format!("{}/{}", s.api, s.stage))
+                .collect();
+            vec![
+                p.name.clone(),
+                stages.join(","),
+                p.api_key_ids.len().to_string(),
+                p.revision.to_string(),
+                time(p.updated_at.as_ref()),
+            ]
+        },
+        list: |page, consistency| {
+            let mut admin = lister.clone();
+            async move {
+                let request = ListUsagePlansRequest {
+                    page: Some(page),
+                    consistency,
+                };
+                let list = admin.list_usage_plans(request).await?.into_inner();
+                Ok((list.usage_plans, list.next_page_token))
+            }
+        },
+        get: |name, consistency| async move {
+            let mut admin = getter;
+            let request = GetUsagePlanRequest { name, consistency };
+            Ok(admin.get_usage_plan(request).await?.into_inner())
+        },
+        delete: |name| async move {
+            let mut admin = deleter;
+            let request = DeleteUsagePlanRequest {
+                name,
+                ..Default::default()
+            };
+            admin.delete_usage_plan(request).await.map(drop)
+        },
     };
-    let header = ["NAME", "MAPPINGS", "MUTUAL TLS", "REVISION", "UPDATED"];
-    match command {
-        NamedCommand::List { output, paging } => {
-            let consistency = output.consistency();
-            let domains = list_all(&paging, |page| {
-                let mut admin = admin.clone();
-                async move {
-                    let list = admin
-                        .list_domain_names(ListDomainNamesRequest {
-                            page: Some(page),
-                            consistency,
-                        })
-                        .await?
-                        .into_inner();
-                    Ok((list.domain_names, list.next_page_token))
-                }
-            })
-            .await?;
-            let rows = domains.iter().map(row).collect();
-            print(output.format, &domains, &header, rows)
-        }
-        NamedCommand::Get { name, output } => {
-            let domain = admin
-                .get_domain_name(GetDomainNameRequest {
-                    name,
-                    consistency: output.consistency(),
-                })
-                .await
-                .map_err(explain)?
-                .into_inner();
-            let rows = vec![row(&domain)];
-            print(output.format, &domain, &header, rows)
-        }
-        NamedCommand::Delete { name } => {
-            admin
-                .delete_domain_name(DeleteDomainNameRequest {
-                    name: name.clone(),
-                    ..Default::default()
-                })
-                .await
-                .map_err(explain)?;
-            println!("domain name {name} deleted");
-            Ok(())
-        }
-    }
+    named(command, verbs).await
+}
+
+async fn domains(admin: &mut Admin, command: NamedCommand) -> anyhow::Result<()> {
+    let (lister, getter, deleter) = (admin.clone(), admin.clone(), admin.clone());
+    let verbs = Named {
+        noun: "domain name",
+        header: &["NAME", "MAPPINGS", "MUTUAL TLS", "REVISION", "UPDATED"],
+        row: |d: &config::DomainName| {
+            let mappings: Vec<String> = d
+                .mappings
+                .iter()
+                .map(|m| format!("{} → {}/{}", m.base_path, m.api, m.stage))
+                .collect();
+            vec![
+                d.name.clone(),
+                mappings.join(", "),
+                if d.truststore_file.is_empty() { "no" } else { "yes" }.to_owned(),
+                d.revision.to_string(),
+                time(d.updated_at.as_ref()),
+            ]
+        },
+        list: |page, consistency| {
+            let mut admin = lister.clone();
+            async move {
+                let request = ListDomainNamesRequest {
+                    page: Some(page),
+                    consistency,
+                };
+                let list = admin.list_domain_names(request).await?.into_inner();
+                Ok((list.domain_names, list.next_page_token))
+            }
+        },
+        get: |name, consistency| async move {
+            let mut admin = getter;
+            let request = GetDomainNameRequest { name, consistency };
+            Ok(admin.get_domain_name(request).await?.into_inner())
+        },
+        delete: |name| async move {
+            let mut admin = deleter;
+            let request = DeleteDomainNameRequest {
+                name,
+                ..Default::default()
+            };
+            admin.delete_domain_name(request).await.map(drop)
+        },
+    };
+    named(command, verbs).await
 }
 
 async fn keys(admin: &mut Admin, command: KeysCommand) -> anyhow::Result<()> {
