@@ -1,4 +1,13 @@
-//! Connecting to the admin API: endpoint, bearer token, optional CA.
+//! Connecting to the admin API: endpoint, bearer token, optional CA; and
+//! writes that survive a leader change.
+//!
+//! Every write (any method but `Get*`/`List*`) goes out with an
+//! `idempotency-key` (random, 32 hex characters) unless it has one, and is
+//! sent again, with the same key and bytes, while the cluster answers
+//! `UNAVAILABLE` or cannot be reached: 100 ms doubling to 2 s between tries,
+//! for up to 30 s. The control plane answers a retry of a write it already
+//! applied with the first outcome, so a create retried after a leader
+//! change never turns into `ALREADY_EXISTS`.
 
 use anyhow::Context as _;
 use pylon_proto::admin::v1::admin_service_client::AdminServiceClient;
@@ -37,7 +46,89 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-pub type Admin = AdminServiceClient<InterceptedService<Channel, Auth>>;
+pub type Admin = AdminServiceClient<InterceptedService<RetryWrites, Auth>>;
+
+/// How long a write keeps being retried.
+const RETRY_BUDGET: Duration = Duration::from_secs(30);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// The channel, retrying writes as the module docs say.
+#[derive(Clone)]
+pub struct RetryWrites {
+    inner: Channel,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Whether a gRPC path (`/package.Service/Method`) names a write.
+fn is_write(path: &str) -> bool {
+    let method = path.rsplit('/').next().unwrap_or("");
+    !(method.starts_with("Get") || method.starts_with("List"))
+}
+
+/// A trailers-only answer with `grpc-status: 14`.
+fn unavailable(response: &http::Response<tonic::body::Body>) -> bool {
+    response.headers().get("grpc-status").is_some_and(|v| v == "14")
+}
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for RetryWrites {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = BoxError;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        // The clone is not ready yet; the one polled ready serves this call.
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            if !is_write(request.uri().path()) {
+                return ready.call(request).await.map_err(Into::into);
+            }
+            use http_body_util::BodyExt as _;
+            let (mut parts, body) = request.into_parts();
+            if !parts.headers.contains_key("idempotency-key") {
+                let key = format!("{:032x}", rand::random::<u128>());
+                parts.headers.insert("idempotency-key", http::HeaderValue::from_str(&key)?);
+            }
+            let bytes = body.collect().await?.to_bytes();
+            let deadline = std::time::Instant::now() + RETRY_BUDGET;
+            let mut backoff = FIRST_BACKOFF;
+            loop {
+                let attempt = http::Request::from_parts(
+                    parts.clone(),
+                    tonic::body::Body::new(http_body_util::Full::new(bytes.clone())),
+                );
+                let outcome = ready.call(attempt).await;
+                let retry = match &outcome {
+                    Ok(response) => unavailable(response),
+                    Err(_) => true,
+                };
+                if !retry || std::time::Instant::now() + backoff > deadline {
+                    return outcome.map_err(Into::into);
+                }
+                let why = match &outcome {
+                    Ok(response) => response
+                        .headers()
+                        .get("grpc-message")
+                        .and_then(|v| v.to_str().ok())
+                        // Percent-encoded (gRPC over HTTP/2).
+                        .map(|m| percent_encoding::percent_decode_str(m).decode_utf8_lossy().into_owned())
+                        .unwrap_or_else(|| "UNAVAILABLE".to_owned()),
+                    Err(e) => e.to_string(),
+                };
+                eprintln!("retrying in {} ms with the same idempotency key: {why}", backoff.as_millis());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                futures::future::poll_fn(|cx| ready.poll_ready(cx)).await?;
+            }
+        })
+    }
+}
 
 impl Connection {
     pub async fn connect(&self) -> anyhow::Result<Admin> {
@@ -65,7 +156,10 @@ impl Connection {
             ),
             None => None,
         };
-        Ok(AdminServiceClient::with_interceptor(channel, Auth(auth)))
+        Ok(AdminServiceClient::with_interceptor(
+            RetryWrites { inner: channel },
+            Auth(auth),
+        ))
     }
 }
 

@@ -382,6 +382,13 @@ pub struct DataPlaneArgs {
     /// Keep the last good config snapshot here and serve from it at start.
     #[arg(long)]
     snapshot_cache: Option<PathBuf>,
+    /// Serve only the config of this cluster (`pylon cluster status` shows
+    /// its id): updates from any other cluster, or from this one gone back
+    /// to an older version, are NACKed while the node keeps serving. By
+    /// default a node adopts them, with a logged error and a warning in
+    /// `pylon nodes`.
+    #[arg(long, value_name = "CLUSTER_ID")]
+    pin_cluster_id: Option<String>,
     /// Extra CA bundle (PEM) trusted for HTTPS backends.
     #[arg(long)]
     upstream_ca: Option<PathBuf>,
@@ -442,6 +449,7 @@ pub async fn data_plane(args: DataPlaneArgs) -> anyhow::Result<()> {
     });
     config.control_plane_ca = args.control_plane_ca;
     config.snapshot_cache = args.snapshot_cache;
+    config.pin_cluster_id = args.pin_cluster_id;
     config.upstream_ca = args.upstream_ca;
     config.trusted_proxies = args.trusted_proxies;
     args.connections.apply(&mut config)?;

@@ -72,6 +72,10 @@ pub enum AdminCommand {
     /// Cluster membership and health.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// The audit log: every admin write that reached the Raft log, newest
+    /// first, with who made it.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Data-plane nodes: the config version each serves, its last ACK/NACK
     /// and why, when it was last seen.
     Nodes {
@@ -335,6 +339,17 @@ pub enum UsageCommand {
 }
 
 #[derive(clap::Subcommand)]
+pub enum AuditCommand {
+    /// Records, newest first (the last 10,000 are kept).
+    List {
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        paging: PageArgs,
+    },
+}
+
+#[derive(clap::Subcommand)]
 pub enum ClusterCommand {
     /// Members, leader, term, commit and applied index per node.
     Status {
@@ -501,7 +516,73 @@ pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Resu
         AdminCommand::Usage(command) => usage(&mut admin, command).await,
         AdminCommand::Cluster(command) => cluster(&mut admin, command).await,
         AdminCommand::Nodes { local, output } => nodes(&mut admin, local, output).await,
+        AdminCommand::Audit(AuditCommand::List { output, paging }) => audit(&mut admin, output, paging).await,
     }
+}
+
+async fn audit(admin: &mut Admin, output: OutputArgs, paging: PageArgs) -> anyhow::Result<()> {
+    use pylon_proto::raft::v1::resource_ref::Kind as RefKind;
+    let consistency = output.consistency();
+    let records = list_all(&paging, |page| {
+        let mut admin = admin.clone();
+        async move {
+            let list = admin
+                .list_audit_records(ListAuditRecordsRequest {
+                    page: Some(page),
+                    consistency,
+                })
+                .await?
+                .into_inner();
+            Ok((list.records, list.next_page_token))
+        }
+    })
+    .await?;
+    let rows = records
+        .iter()
+        .map(|r| {
+            let resource = r.resource.as_ref().map_or_else(String::new, |target| {
+                let kind = match RefKind::try_from(target.kind) {
+                    Ok(RefKind::Api) => "api",
+                    Ok(RefKind::Stage) => "stage",
+                    Ok(RefKind::Deployment) => "deployment",
+                    Ok(RefKind::ApiKey) => "api-key",
+                    Ok(RefKind::UsagePlan) => "usage-plan",
+                    Ok(RefKind::DomainName) => "domain",
+                    Ok(RefKind::Unspecified) | Err(_) => "cluster",
+                };
+                if target.api.is_empty() {
+                    format!("{kind} {}", target.name)
+                } else {
+                    format!("{kind} {}/{}", target.api, target.name)
+                }
+            });
+            let who = r.actor.as_ref().map_or_else(String::new, |a| {
+                if a.roles.is_empty() {
+                    a.name.clone()
+                } else {
+                    format!("{} ({})", a.name, a.roles.join(","))
+                }
+            });
+            vec![
+                r.index.to_string(),
+                time(r.at.as_ref()),
+                who,
+                r.method.clone(),
+                resource,
+                if r.error_code.is_empty() {
+                    "ok".to_owned()
+                } else {
+                    format!("{}: {}", r.error_code, r.error)
+                },
+            ]
+        })
+        .collect();
+    print(
+        output.format,
+        &records,
+        &["INDEX", "TIME", "WHO", "METHOD", "RESOURCE", "RESULT"],
+        rows,
+    )
 }
 
 async fn nodes(admin: &mut Admin, local: bool, output: OutputArgs) -> anyhow::Result<()> {
@@ -511,7 +592,20 @@ async fn nodes(admin: &mut Admin, local: bool, output: OutputArgs) -> anyhow::Re
         .await
         .map_err(explain)?
         .into_inner();
-    let latest = list.nodes.iter().map(|n| n.applied_version).max().unwrap_or(0);
+    let cluster = admin
+        .get_cluster_status(GetClusterStatusRequest {})
+        .await
+        .map_err(explain)?
+        .into_inner()
+        .cluster_id;
+    // Versions of another cluster do not compare with this one's.
+    let latest = list
+        .nodes
+        .iter()
+        .filter(|n| n.cluster_id == cluster)
+        .map(|n| n.applied_version)
+        .max()
+        .unwrap_or(0);
     let rows = list
         .nodes
         .iter()
@@ -529,16 +623,21 @@ async fn nodes(admin: &mut Admin, local: bool, output: OutputArgs) -> anyhow::Re
                 } else {
                     "gone".into()
                 },
-                if n.applied_version < latest {
+                if n.applied_version < latest && n.cluster_id == cluster {
                     format!("{} (behind)", n.applied_version)
                 } else {
                     n.applied_version.to_string()
                 },
-                result,
-                if n.last_result == LastResult::Nack as i32 {
-                    n.last_error.clone()
+                if n.cluster_id.is_empty() || n.cluster_id == cluster {
+                    n.cluster_id.chars().take(12).collect()
                 } else {
-                    String::new()
+                    format!("{} (OTHER CLUSTER)", n.cluster_id)
+                },
+                result,
+                match (n.last_result == LastResult::Nack as i32, n.warning.is_empty()) {
+                    (true, _) => n.last_error.clone(),
+                    (false, false) => format!("warning: {}", n.warning),
+                    (false, true) => String::new(),
                 },
                 time(n.last_seen.as_ref()),
                 n.control_plane_node.to_string(),
@@ -553,6 +652,7 @@ async fn nodes(admin: &mut Admin, local: bool, output: OutputArgs) -> anyhow::Re
             "NODE",
             "STATE",
             "VERSION",
+            "CLUSTER",
             "LAST",
             "ERROR",
             "LAST SEEN",
@@ -1139,6 +1239,14 @@ async fn cluster(admin: &mut Admin, command: ClusterCommand) -> anyhow::Result<(
                 .await
                 .map_err(explain)?
                 .into_inner();
+            if output.format == output::Format::Table {
+                let id = if status.cluster_id.is_empty() {
+                    "(not named yet: no leader has been elected)"
+                } else {
+                    status.cluster_id.as_str()
+                };
+                println!("cluster {id}");
+            }
             let rows = status
                 .members
                 .iter()

@@ -73,6 +73,14 @@ impl Caller {
     pub fn has(&self, role: Role) -> bool {
         self.roles & role.bit() != 0
     }
+
+    /// The roles the credential holds, in a fixed order.
+    pub fn roles(&self) -> Vec<Role> {
+        [Role::Operator, Role::Reader, Role::DataPlane, Role::Peer]
+            .into_iter()
+            .filter(|role| self.has(*role))
+            .collect()
+    }
 }
 
 struct Credential {

@@ -264,7 +264,7 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let publisher = Publisher::start(node.shared.clone());
+    let publisher = Publisher::start(node.clone());
     let instruments = std::sync::Arc::new(crate::telemetry::instruments(&node, &publisher.registry));
     crate::telemetry::watch_leader(
         node.clone(),

@@ -46,6 +46,8 @@ pub struct DataPlaneConfig {
     pub node_id: String,
     pub labels: BTreeMap<String, String>,
     pub snapshot_cache: Option<PathBuf>,
+    /// Serve only this cluster's config; NACK any other (see `sync`).
+    pub pin_cluster_id: Option<String>,
     /// Extra CA for HTTPS backends (besides the system's roots).
     pub upstream_ca: Option<PathBuf>,
     pub limits: Limits,
@@ -83,6 +85,7 @@ impl DataPlaneConfig {
             node_id,
             labels: BTreeMap::new(),
             snapshot_cache: None,
+            pin_cluster_id: None,
             upstream_ca: None,
             limits: Limits::default(),
             trusted_proxies: Vec::new(),
@@ -135,7 +138,11 @@ pub async fn serve(
     }
     let live = Arc::new(ArcSwap::from_pointee(CompiledConfig::default()));
     if let Some(path) = &config.snapshot_cache {
-        match sync::load_cache(path, pylon_common::snapshot::serves_private(&config.labels)) {
+        match sync::load_cache(
+            path,
+            pylon_common::snapshot::serves_private(&config.labels),
+            config.pin_cluster_id.as_deref(),
+        ) {
             Ok(Some(compiled)) => {
                 tracing::info!(version = compiled.version, path = %path.display(), "serving the cached config snapshot until the control plane answers");
                 live.store(Arc::new(compiled));
@@ -207,6 +214,7 @@ pub async fn serve(
         node_id: config.node_id.clone(),
         labels: config.labels.clone(),
         cache: config.snapshot_cache.clone(),
+        pin_cluster_id: config.pin_cluster_id.clone(),
         metrics: crate::telemetry::metrics::SnapshotMetrics::new(&opentelemetry::global::meter(
             "pylon-data-plane",
         )),

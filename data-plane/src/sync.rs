@@ -8,6 +8,16 @@
 //! previous config stays. Versions only move forward: an update that is not
 //! newer than what the node serves is never applied. The last good snapshot
 //! can be kept in a file (`--snapshot-cache`) to serve from at the next start.
+//!
+//! Each snapshot names its cluster. An update from another cluster than the
+//! one served (the control plane was rebuilt, or the node pointed elsewhere),
+//! or one the control plane marks `rewound` (the cluster, confirmed current
+//! by its leader, has gone back to an older version: restored from a
+//! backup), is never mixed in silently: it is logged as an error and, by
+//! default, adopted whatever its version, with a warning in the ACK that
+//! `pylon nodes` shows; with `--pin-cluster-id ID` the node serves only
+//! cluster ID, never goes back, and NACKs anything else while it keeps
+//! serving what it has.
 
 use crate::config::{self, CompiledConfig};
 use arc_swap::ArcSwap;
@@ -43,6 +53,8 @@ pub struct SyncOptions {
     pub node_id: String,
     pub labels: BTreeMap<String, String>,
     pub cache: Option<PathBuf>,
+    /// Serve only this cluster's config (`--pin-cluster-id`).
+    pub pin_cluster_id: Option<String>,
     /// Made once by the node's telemetry.
     pub metrics: crate::telemetry::metrics::SnapshotMetrics,
 }
@@ -124,6 +136,8 @@ async fn session(
             labels: options.labels.clone(),
             version: live.load().version,
             software_version: env!("CARGO_PKG_VERSION").into(),
+            cluster_id: live.load().cluster_id.clone(),
+            warning: live.load().warning.clone(),
         })),
     };
     let _ = tx.send(hello).await;
@@ -177,6 +191,7 @@ async fn session(
                 live,
                 options.cache.as_deref(),
                 snapshot::serves_private(&options.labels),
+                options.pin_cluster_id.as_deref(),
                 Some(&options.metrics),
             )
             .await
@@ -198,6 +213,59 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// What to do with an update, given what is served.
+#[derive(Debug, PartialEq)]
+enum Decision {
+    /// Not newer than what is served, from the same cluster.
+    Ignore,
+    /// NACK with this reason; keep serving.
+    Refuse(String),
+    /// Compile and serve it; the warning, if any, goes with the ACK.
+    Apply { warning: String },
+}
+
+fn decide(update: &ConfigUpdate, current: &CompiledConfig, pin: Option<&str>) -> Decision {
+    let (version, cluster) = (update.version, update.cluster_id.as_str());
+    if let Some(pin) = pin
+        && cluster != pin
+    {
+        return Decision::Refuse(format!(
+            "version {version} comes from cluster {cluster:?}, not the pinned {pin:?} (--pin-cluster-id); \
+             still serving version {} of cluster {:?}",
+            current.version, current.cluster_id
+        ));
+    }
+    if !current.cluster_id.is_empty() && !cluster.is_empty() && current.cluster_id != cluster {
+        return Decision::Apply {
+            warning: format!(
+                "adopted version {version} of cluster {cluster} after serving version {} of cluster {}",
+                current.version, current.cluster_id
+            ),
+        };
+    }
+    if version > current.version {
+        return Decision::Apply {
+            warning: String::new(),
+        };
+    }
+    if update.rewound && version < current.version {
+        if pin.is_some() {
+            return Decision::Refuse(format!(
+                "cluster {cluster} went back from version {} to {version} (restored from an older backup?); \
+                 a node with --pin-cluster-id never goes back: restart it without its snapshot cache to accept",
+                current.version
+            ));
+        }
+        return Decision::Apply {
+            warning: format!(
+                "cluster {cluster} went back from version {} to {version} (restored from an older backup?); adopted",
+                current.version
+            ),
+        };
+    }
+    Decision::Ignore
+}
+
 /// Applies one update; returns the ACK or NACK to send (none for an update
 /// that is not newer than what is served).
 async fn apply(
@@ -205,17 +273,30 @@ async fn apply(
     live: &Arc<ArcSwap<CompiledConfig>>,
     cache: Option<&Path>,
     serves_private: bool,
+    pin: Option<&str>,
     metrics: Option<&crate::telemetry::metrics::SnapshotMetrics>,
 ) -> Option<SubscribeRequest> {
     let version = update.version;
     let serving = live.load().version;
-    if version <= serving {
-        tracing::info!(
-            version,
-            serving,
-            "ignoring a config version that is not newer than the one served"
-        );
-        return None;
+    let warning = match decide(&update, &live.load(), pin) {
+        Decision::Ignore => {
+            tracing::info!(
+                version,
+                serving,
+                "ignoring a config version that is not newer than the one served"
+            );
+            return None;
+        }
+        Decision::Refuse(error) => {
+            tracing::error!(version, serving, error, "refused a config version");
+            return Some(SubscribeRequest {
+                kind: Some(Kind::Nack(Nack { version, error })),
+            });
+        }
+        Decision::Apply { warning } => warning,
+    };
+    if !warning.is_empty() {
+        tracing::error!(version, serving, warning, "serving config from a changed cluster");
     }
     let started = std::time::Instant::now();
     let update = Arc::new(update);
@@ -227,7 +308,9 @@ async fn apply(
             .unwrap_or_else(|e| Err(format!("compiling panicked: {e}")))
     };
     match compiled {
-        Ok(compiled) => {
+        Ok(mut compiled) => {
+            compiled.warning = warning.clone();
+            let cluster_id = compiled.cluster_id.clone();
             let stages = compiled.stage_count();
             live.store(Arc::new(compiled));
             if let Some(metrics) = metrics {
@@ -250,7 +333,11 @@ async fn apply(
                 }
             }
             Some(SubscribeRequest {
-                kind: Some(Kind::Ack(Ack { version })),
+                kind: Some(Kind::Ack(Ack {
+                    version,
+                    cluster_id,
+                    warning,
+                })),
             })
         }
         Err(error) => {
@@ -288,6 +375,7 @@ fn compile_update(
     if let Some(current) = current.filter(|c| c.digest == digest && c.version > 0) {
         let mut same = current.clone();
         same.version = update.version;
+        same.cluster_id = snapshot.cluster_id;
         return Ok(same);
     }
     config::compile(&snapshot, digest, serves_private).map_err(|e| e.to_string())
@@ -303,7 +391,12 @@ fn store_cache(path: &Path, update: &ConfigUpdate) -> std::io::Result<()> {
 }
 
 /// Reads and compiles the snapshot cache; `Ok(None)` when there is none.
-pub fn load_cache(path: &Path, serves_private: bool) -> Result<Option<CompiledConfig>, String> {
+/// With a pinned cluster id, a cache from another cluster is refused.
+pub fn load_cache(
+    path: &Path,
+    serves_private: bool,
+    pin: Option<&str>,
+) -> Result<Option<CompiledConfig>, String> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -313,7 +406,16 @@ pub fn load_cache(path: &Path, serves_private: bool) -> Result<Option<CompiledCo
         .strip_prefix(CACHE_MAGIC)
         .ok_or("not a Pylon config snapshot cache")?;
     let update = ConfigUpdate::decode(body).map_err(|e| format!("damaged: {e}"))?;
-    compile_update(&update, None, serves_private).map(Some)
+    let compiled = compile_update(&update, None, serves_private)?;
+    if let Some(pin) = pin
+        && compiled.cluster_id != pin
+    {
+        return Err(format!(
+            "it holds cluster {:?}, not the pinned {pin:?} (--pin-cluster-id)",
+            compiled.cluster_id
+        ));
+    }
+    Ok(Some(compiled))
 }
 
 #[cfg(test)]
@@ -321,65 +423,125 @@ mod tests {
     use super::*;
     use pylon_proto::publish::v1::ConfigSnapshot;
 
-    fn update(version: u64) -> ConfigUpdate {
+    fn update_of(cluster: &str, version: u64) -> ConfigUpdate {
         let snapshot = ConfigSnapshot {
             version,
+            cluster_id: cluster.into(),
             ..Default::default()
         };
         ConfigUpdate {
             version,
             body: Some(Body::Snapshot(snapshot::encode(&snapshot))),
+            cluster_id: cluster.into(),
+            rewound: false,
         }
+    }
+
+    fn update(version: u64) -> ConfigUpdate {
+        update_of("c1", version)
+    }
+
+    fn acked(answer: &Option<SubscribeRequest>) -> Option<&Ack> {
+        match answer {
+            Some(SubscribeRequest {
+                kind: Some(Kind::Ack(ack)),
+            }) => Some(ack),
+            _ => None,
+        }
+    }
+
+    fn nacked(answer: &Option<SubscribeRequest>) -> Option<&Nack> {
+        match answer {
+            Some(SubscribeRequest {
+                kind: Some(Kind::Nack(nack)),
+            }) => Some(nack),
+            _ => None,
+        }
+    }
+
+    fn serving(cluster: &str, version: u64) -> Arc<ArcSwap<CompiledConfig>> {
+        let mut config = CompiledConfig::default();
+        config.version = version;
+        config.cluster_id = cluster.into();
+        Arc::new(ArcSwap::from_pointee(config))
     }
 
     #[tokio::test]
     async fn only_newer_versions_are_applied_and_acked() {
         let live = Arc::new(ArcSwap::from_pointee(CompiledConfig::default()));
-        let answer = apply(update(5), &live, None, false, None).await;
-        assert!(matches!(
-            answer,
-            Some(SubscribeRequest {
-                kind: Some(Kind::Ack(Ack { version: 5 }))
-            })
-        ));
+        let answer = apply(update(5), &live, None, false, None, None).await;
+        assert_eq!(acked(&answer).map(|a| (a.version, a.cluster_id.as_str())), Some((5, "c1")));
         assert_eq!(live.load().version, 5);
-        assert!(apply(update(5), &live, None, false, None).await.is_none());
-        assert!(apply(update(3), &live, None, false, None).await.is_none());
+        assert!(apply(update(5), &live, None, false, None, None).await.is_none());
+        assert!(apply(update(3), &live, None, false, None, None).await.is_none());
         assert_eq!(live.load().version, 5);
+    }
+
+    #[tokio::test]
+    async fn another_clusters_older_version_is_adopted_with_a_warning_by_default() {
+        let live = serving("old-cluster", 30);
+        let answer = apply(update_of("new-cluster", 5), &live, None, false, None, None).await;
+        let ack = acked(&answer).unwrap_or_else(|| panic!("not acked: {answer:?}"));
+        assert_eq!(ack.version, 5);
+        assert!(ack.warning.contains("old-cluster"), "{}", ack.warning);
+        assert_eq!(live.load().cluster_id, "new-cluster");
+        assert_eq!(live.load().warning, ack.warning);
+    }
+
+    #[tokio::test]
+    async fn a_pinned_node_nacks_another_cluster_and_keeps_serving() {
+        let live = serving("old-cluster", 30);
+        let answer = apply(update_of("new-cluster", 40), &live, None, false, Some("old-cluster"), None).await;
+        let nack = nacked(&answer).unwrap_or_else(|| panic!("not nacked: {answer:?}"));
+        assert!(nack.error.contains("--pin-cluster-id"), "{}", nack.error);
+        assert_eq!((live.load().version, live.load().cluster_id.as_str()), (30, "old-cluster"));
+    }
+
+    #[tokio::test]
+    async fn a_rewound_cluster_is_adopted_unless_pinned_and_a_lagging_one_is_ignored() {
+        let mut rewound = update(5);
+        rewound.rewound = true;
+        let pinned = serving("c1", 30);
+        let answer = apply(rewound.clone(), &pinned, None, false, Some("c1"), None).await;
+        assert!(nacked(&answer).is_some_and(|n| n.error.contains("went back")));
+        assert_eq!(pinned.load().version, 30);
+
+        let lagging = serving("c1", 30);
+        assert!(apply(update(5), &lagging, None, false, None, None).await.is_none());
+        let answer = apply(rewound, &lagging, None, false, None, None).await;
+        assert!(acked(&answer).is_some_and(|a| a.version == 5 && a.warning.contains("went back")));
+        assert_eq!(lagging.load().version, 5);
     }
 
     #[tokio::test]
     async fn a_damaged_update_is_nacked_and_the_old_config_stays() {
         let live = Arc::new(ArcSwap::from_pointee(CompiledConfig::default()));
-        let _ = apply(update(5), &live, None, false, None).await;
+        let _ = apply(update(5), &live, None, false, None, None).await;
         let mut bad = update(6);
         if let Some(Body::Snapshot(encoded)) = &mut bad.body {
             encoded.sha256 = vec![0; 32];
         }
-        let answer = apply(bad, &live, None, false, None).await;
-        assert!(matches!(
-            answer,
-            Some(SubscribeRequest {
-                kind: Some(Kind::Nack(Nack { version: 6, .. }))
-            })
-        ));
+        let answer = apply(bad, &live, None, false, None, None).await;
+        assert_eq!(nacked(&answer).map(|n| n.version), Some(6));
         assert_eq!(live.load().version, 5);
     }
 
     #[tokio::test]
-    async fn the_cache_round_trips_and_refuses_a_damaged_file() {
+    async fn the_cache_round_trips_and_refuses_a_damaged_file_or_another_pinned_cluster() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("snapshot");
-        assert!(matches!(load_cache(&path, false), Ok(None)));
+        assert!(matches!(load_cache(&path, false, None), Ok(None)));
         store_cache(&path, &update(9)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            load_cache(&path, false).ok().flatten().map(|c| c.version),
+            load_cache(&path, false, None).ok().flatten().map(|c| c.version),
             Some(9)
         );
+        assert!(load_cache(&path, false, Some("c1")).is_ok());
+        assert!(load_cache(&path, false, Some("c2")).is_err());
         let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
-        assert!(load_cache(&path, false).is_err());
+        assert!(load_cache(&path, false, None).is_err());
     }
 }

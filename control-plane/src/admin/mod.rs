@@ -8,6 +8,7 @@
 
 mod cluster;
 mod ids;
+pub mod origin;
 mod status;
 pub mod usage;
 
@@ -15,6 +16,7 @@ use crate::publish::Registry;
 use crate::raft::node::{NodeHandle, ProposeError};
 use crate::raft::transport::Transport;
 use crate::state::{Applied, State};
+use origin::Origin;
 use pylon_common::model::{
     ApiDefinition, ApiKeyConfig, DomainNameConfig, StageConfig, UsagePlanConfig, validate_api_key_value,
 };
@@ -22,7 +24,7 @@ use pylon_common::{ErrorCode, ValidationErrors};
 use pylon_proto::admin::v1::admin_service_server::AdminService;
 use pylon_proto::admin::v1::*;
 use pylon_proto::config::v1::{self as config, Resource, resource::Kind};
-use pylon_proto::raft::v1::{self as raftpb, Command, ResourceRef, command::Op, resource_ref};
+use pylon_proto::raft::v1::{self as raftpb, AuditRecord, Command, ResourceRef, command::Op, resource_ref};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tonic::{Request, Response, Status};
@@ -131,14 +133,24 @@ impl AdminApi {
     }
 
     /// Proposes `op` and waits until it is applied here, retrying while no
-    /// leader is known.
-    async fn write(&self, op: Op) -> Result<Applied, Status> {
+    /// leader is known. A retry of a write this node already applied (same
+    /// idempotency key and request) is answered from its first outcome
+    /// without proposing anything.
+    async fn write(&self, origin: &Origin, op: Op) -> Result<Applied, Status> {
         use opentelemetry::trace::{Span as _, Status as SpanStatus, Tracer as _};
         let command = Command {
             request_id: ids::request_id(self.node.shared.id),
             at: Some(now()),
             op: Some(op),
+            actor: Some(origin.actor.clone()),
+            method: origin.method.clone(),
+            idempotency_key: origin.idempotency_key.clone(),
+            request_digest: origin.request_digest.clone(),
         };
+        let replayed = self.state().history().replay(&command).map_err(Status::from)?;
+        if let Some(first) = replayed {
+            return first.map_err(Status::from);
+        }
         self.dry_run(&command)?;
         let kind = op_name(&command);
         let tracer = opentelemetry::global::tracer("pylon-control-plane");
@@ -270,30 +282,43 @@ impl AdminApi {
         }
     }
 
-    async fn put(&self, kind: Kind, create: bool, expected_revision: u64) -> Result<Applied, Status> {
-        self.write(Op::Put(raftpb::Put {
+    async fn put(
+        &self,
+        origin: &Origin,
+        kind: Kind,
+        create: bool,
+        expected_revision: u64,
+    ) -> Result<Applied, Status> {
+        self.write(
+            origin,
+            Op::Put(raftpb::Put {
             resource: Some(Resource { kind: Some(kind) }),
-            create,
-            expected_revision,
-        }))
+                create,
+                expected_revision,
+            }),
+        )
         .await
     }
 
     async fn delete(
         &self,
+        origin: &Origin,
         kind: resource_ref::Kind,
         api: &str,
         name: &str,
         expected_revision: u64,
     ) -> Result<Response<DeleteResponse>, Status> {
-        self.write(Op::Delete(raftpb::Delete {
-            target: Some(ResourceRef {
-                kind: kind as i32,
-                api: api.into(),
-                name: name.into(),
+        self.write(
+            origin,
+            Op::Delete(raftpb::Delete {
+                target: Some(ResourceRef {
+                    kind: kind as i32,
+                    api: api.into(),
+                    name: name.into(),
+                }),
+                expected_revision,
             }),
-            expected_revision,
-        }))
+        )
         .await?;
         Ok(Response::new(DeleteResponse {}))
     }
@@ -330,6 +355,7 @@ fn op_name(command: &Command) -> &'static str {
         Some(Op::PromoteCanary(_)) => "promote_canary",
         Some(Op::RollbackStage(_)) => "rollback_stage",
         Some(Op::FlushStageCache(_)) => "flush_stage_cache",
+        Some(Op::SetClusterId(_)) => "set_cluster_id",
         None => "none",
     }
 }
@@ -350,21 +376,24 @@ fn unexpected(applied: Applied) -> Status {
     Status::internal(format!("unexpected result from the state machine: {applied:?}"))
 }
 
+/// How many items a page holds: 100 unless asked, at most 1000.
+fn page_size(page: Option<&Page>) -> Result<usize, Status> {
+    match page.map(|p| p.page_size as usize).unwrap_or(0) {
+        0 => Ok(DEFAULT_PAGE),
+        n if n > MAX_PAGE => Err(Status::invalid_argument(format!(
+            "page.page_size: at most {MAX_PAGE}"
+        ))),
+        n => Ok(n),
+    }
+}
+
 /// One page of `items` (sorted by `key`), after the page token.
 fn page<T: Clone>(
     items: impl Iterator<Item = T>,
     key: impl Fn(&T) -> String,
     page: Option<&Page>,
 ) -> Result<(Vec<T>, String), Status> {
-    let size = match page.map(|p| p.page_size as usize).unwrap_or(0) {
-        0 => DEFAULT_PAGE,
-        n if n > MAX_PAGE => {
-            return Err(Status::invalid_argument(format!(
-                "page.page_size: at most {MAX_PAGE}"
-            )));
-        }
-        n => n,
-    };
+    let size = page_size(page)?;
     let after = page.map(|p| p.page_token.clone()).unwrap_or_default();
     let mut out: Vec<T> = items
         .filter(|item| after.is_empty() || key(item) > after)
@@ -382,9 +411,10 @@ fn page<T: Clone>(
 #[tonic::async_trait]
 impl AdminService for AdminApi {
     async fn create_api(&self, request: Request<CreateApiRequest>) -> Result<Response<config::Api>, Status> {
+        let origin = Origin::of(&request)?;
         let api = required(request.into_inner().api, "api")?;
         let api = ApiDefinition::validate(api).map_err(invalid)?.into_proto();
-        match self.put(Kind::Api(api), true, 0).await? {
+        match self.put(&origin, Kind::Api(api), true, 0).await? {
             Applied::Api(api) => Ok(Response::new(api)),
             other => Err(unexpected(other)),
         }
@@ -418,10 +448,11 @@ impl AdminService for AdminApi {
     }
 
     async fn update_api(&self, request: Request<UpdateApiRequest>) -> Result<Response<config::Api>, Status> {
+        let origin = Origin::of(&request)?;
         let request = request.into_inner();
         let api = required(request.api, "api")?;
         let api = ApiDefinition::validate(api).map_err(invalid)?.into_proto();
-        match self.put(Kind::Api(api), false, request.expected_revision).await? {
+        match self.put(&origin, Kind::Api(api), false, request.expected_revision).await? {
             Applied::Api(api) => Ok(Response::new(api)),
             other => Err(unexpected(other)),
         }
@@ -431,8 +462,10 @@ impl AdminService for AdminApi {
         &self,
         request: Request<DeleteApiRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        let origin = Origin::of(&request)?;
         let request = request.into_inner();
         self.delete(
+            &origin,
             resource_ref::Kind::Api,
             "",
             &request.name,
@@ -445,6 +478,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<CreateDeploymentRequest>,
     ) -> Result<Response<config::Deployment>, Status> {
+        let origin = Origin::of(&request)?;
         let request = request.into_inner();
         if request.description.len() > 1024 {
             return Err(Status::invalid_argument(
@@ -483,7 +517,7 @@ impl AdminService for AdminApi {
             description: request.description,
             stage: request.stage,
         });
-        match self.write(op).await? {
+        match self.write(&origin, op).await? {
             Applied::Deployment(deployment) => Ok(Response::new(deployment)),
             other => Err(unexpected(other)),
         }
@@ -532,10 +566,11 @@ impl AdminService for AdminApi {
         &self,
         request: Request<CreateStageRequest>,
     ) -> Result<Response<config::Stage>, Status> {
+        let origin = Origin::of(&request)?;
         let stage = required(request.into_inner().stage, "stage")?;
         let stage = StageConfig::validate(stage).map_err(invalid)?.into_proto();
         self.check_stage_protocol(&stage)?;
-        match self.put(Kind::Stage(stage), true, 0).await? {
+        match self.put(&origin, Kind::Stage(stage), true, 0).await? {
             Applied::Stage(stage) => Ok(Response::new(stage)),
             other => Err(unexpected(other)),
         }
@@ -575,12 +610,13 @@ impl AdminService for AdminApi {
         &self,
         request: Request<UpdateStageRequest>,
     ) -> Result<Response<config::Stage>, Status> {
+        let origin = Origin::of(&request)?;
         let request = request.into_inner();
         let stage = required(request.stage, "stage")?;
         let stage = StageConfig::validate(stage).map_err(invalid)?.into_proto();
         self.check_stage_protocol(&stage)?;
         match self
-            .put(Kind::Stage(stage), false, request.expected_revision)
+            .put(&origin, Kind::Stage(stage), false, request.expected_revision)
             .await?
         {
             Applied::Stage(stage) => Ok(Response::new(stage)),
@@ -592,8 +628,10 @@ impl AdminService for AdminApi {
         &self,
         request: Request<DeleteStageRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        let origin = Origin::of(&request)?;
         let request = request.into_inner();
         self.delete(
+            &origin,
             resource_ref::Kind::Stage,
             &request.api,
             &request.name,
@@ -606,13 +644,14 @@ impl AdminService for AdminApi {
         &self,
         request: Request<PromoteCanaryRequest>,
     ) -> Result<Response<config::Stage>, Status> {
+        let origin = Origin::of(&request)?;
         let request = request.into_inner();
         let op = Op::PromoteCanary(raftpb::PromoteCanary {
             api: request.api,
             stage: request.stage,
             expected_revision: request.expected_revision,
         });
-        match self.write(op).await? {
+        match self.write(&origin, op).await? {
             Applied::Stage(stage) => Ok(Response::new(stage)),
             other => Err(unexpected(other)),
         }
@@ -622,6 +661,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<RollbackStageRequest>,
     ) -> Result<Response<config::Stage>, Status> {
+        let origin = Origin::of(&request)?;
         let request = request.into_inner();
         let op = Op::RollbackStage(raftpb::RollbackStage {
             api: request.api,
@@ -629,7 +669,7 @@ impl AdminService for AdminApi {
             deployment_id: request.deployment_id,
             expected_revision: request.expected_revision,
         });
-        match self.write(op).await? {
+        match self.write(&origin, op).await? {
             Applied::Stage(stage) => Ok(Response::new(stage)),
             other => Err(unexpected(other)),
         }
@@ -639,6 +679,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<FlushStageCacheRequest>,
     ) -> Result<Response<config::Stage>, Status> {
+        let origin = Origin::of(&request)?;
         let request = request.into_inner();
         present(&request.api, "api")?;
         present(&request.stage, "stage")?;
@@ -646,7 +687,7 @@ impl AdminService for AdminApi {
             api: request.api,
             stage: request.stage,
         });
-        match self.write(op).await? {
+        match self.write(&origin, op).await? {
             Applied::Stage(stage) => Ok(Response::new(stage)),
             other => Err(unexpected(other)),
         }
@@ -686,6 +727,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<CreateApiKeyRequest>,
     ) -> Result<Response<CreateApiKeyResponse>, Status> {
+        let origin = Origin::of(&request)?;
         let request = request.into_inner();
         let mut key = ApiKeyConfig::validate(required(request.api_key, "api_key")?)
             .map_err(invalid)?
@@ -699,11 +741,21 @@ impl AdminService for AdminApi {
         key.id = ids::api_key_id();
         key.key_hash = ids::hash_api_key(&value);
         key.key_prefix = value.chars().take(6).collect();
-        match self.put(Kind::ApiKey(key), true, 0).await? {
-            Applied::ApiKey(api_key) => Ok(Response::new(CreateApiKeyResponse {
-                api_key: Some(api_key),
-                value,
-            })),
+        match self.put(&origin, Kind::ApiKey(key), true, 0).await? {
+            Applied::ApiKey(api_key) => {
+                // A retry answered from the first outcome made no new key: the
+                // value generated for this attempt is not the key's, and the
+                // first one was shown once and is not kept.
+                let value = if api_key.key_hash == ids::hash_api_key(&value) {
+                    value
+                } else {
+                    String::new()
+                };
+                Ok(Response::new(CreateApiKeyResponse {
+                    api_key: Some(api_key),
+                    value,
+                }))
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -741,12 +793,13 @@ impl AdminService for AdminApi {
         &self,
         request: Request<UpdateApiKeyRequest>,
     ) -> Result<Response<config::ApiKey>, Status> {
+        let origin = Origin::of(&request)?;
         let request = request.into_inner();
         let key = ApiKeyConfig::validate(required(request.api_key, "api_key")?)
             .map_err(invalid)?
             .into_proto();
         match self
-            .put(Kind::ApiKey(key), false, request.expected_revision)
+            .put(&origin, Kind::ApiKey(key), false, request.expected_revision)
             .await?
         {
             Applied::ApiKey(key) => Ok(Response::new(key)),
@@ -758,8 +811,10 @@ impl AdminService for AdminApi {
         &self,
         request: Request<DeleteApiKeyRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        let origin = Origin::of(&request)?;
         let request = request.into_inner();
         self.delete(
+            &origin,
             resource_ref::Kind::ApiKey,
             "",
             &request.id,
@@ -772,10 +827,11 @@ impl AdminService for AdminApi {
         &self,
         request: Request<CreateUsagePlanRequest>,
     ) -> Result<Response<config::UsagePlan>, Status> {
+        let origin = Origin::of(&request)?;
         let plan = UsagePlanConfig::validate(required(request.into_inner().usage_plan, "usage_plan")?)
             .map_err(invalid)?
             .into_proto();
-        match self.put(Kind::UsagePlan(plan), true, 0).await? {
+        match self.put(&origin, Kind::UsagePlan(plan), true, 0).await? {
             Applied::UsagePlan(plan) => Ok(Response::new(plan)),
             other => Err(unexpected(other)),
         }
@@ -815,12 +871,13 @@ impl AdminService for AdminApi {
         &self,
         request: Request<UpdateUsagePlanRequest>,
     ) -> Result<Response<config::UsagePlan>, Status> {
+        let origin = Origin::of(&request)?;
         let request = request.into_inner();
         let plan = UsagePlanConfig::validate(required(request.usage_plan, "usage_plan")?)
             .map_err(invalid)?
             .into_proto();
         match self
-            .put(Kind::UsagePlan(plan), false, request.expected_revision)
+            .put(&origin, Kind::UsagePlan(plan), false, request.expected_revision)
             .await?
         {
             Applied::UsagePlan(plan) => Ok(Response::new(plan)),
@@ -832,8 +889,10 @@ impl AdminService for AdminApi {
         &self,
         request: Request<DeleteUsagePlanRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        let origin = Origin::of(&request)?;
         let request = request.into_inner();
         self.delete(
+            &origin,
             resource_ref::Kind::UsagePlan,
             "",
             &request.name,
@@ -846,10 +905,11 @@ impl AdminService for AdminApi {
         &self,
         request: Request<CreateDomainNameRequest>,
     ) -> Result<Response<config::DomainName>, Status> {
+        let origin = Origin::of(&request)?;
         let domain = DomainNameConfig::validate(required(request.into_inner().domain_name, "domain_name")?)
             .map_err(invalid)?
             .into_proto();
-        match self.put(Kind::DomainName(domain), true, 0).await? {
+        match self.put(&origin, Kind::DomainName(domain), true, 0).await? {
             Applied::DomainName(domain) => Ok(Response::new(domain)),
             other => Err(unexpected(other)),
         }
@@ -889,12 +949,13 @@ impl AdminService for AdminApi {
         &self,
         request: Request<UpdateDomainNameRequest>,
     ) -> Result<Response<config::DomainName>, Status> {
+        let origin = Origin::of(&request)?;
         let request = request.into_inner();
         let domain = DomainNameConfig::validate(required(request.domain_name, "domain_name")?)
             .map_err(invalid)?
             .into_proto();
         match self
-            .put(Kind::DomainName(domain), false, request.expected_revision)
+            .put(&origin, Kind::DomainName(domain), false, request.expected_revision)
             .await?
         {
             Applied::DomainName(domain) => Ok(Response::new(domain)),
@@ -906,8 +967,10 @@ impl AdminService for AdminApi {
         &self,
         request: Request<DeleteDomainNameRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        let origin = Origin::of(&request)?;
         let request = request.into_inner();
         self.delete(
+            &origin,
             resource_ref::Kind::DomainName,
             "",
             &request.name,
@@ -981,5 +1044,34 @@ impl AdminService for AdminApi {
         Ok(Response::new(pylon_proto::publish::v1::DataPlaneNodeList {
             nodes: crate::publish::registry::merge(nodes),
         }))
+    }
+
+    async fn list_audit_records(
+        &self,
+        request: Request<ListAuditRecordsRequest>,
+    ) -> Result<Response<ListAuditRecordsResponse>, Status> {
+        let request = request.into_inner();
+        let before = match request.page.as_ref().map(|p| p.page_token.as_str()) {
+            None | Some("") => 0,
+            Some(token) => token
+                .parse::<u64>()
+                .map_err(|_| Status::invalid_argument("page.page_token: not a token this call returned"))?,
+        };
+        let size = page_size(request.page.as_ref())?;
+        self.read(request.consistency, |state| {
+            let mut records: Vec<AuditRecord> =
+                state.history().audit_before(before).take(size + 1).cloned().collect();
+            let next_page_token = if records.len() > size {
+                records.truncate(size);
+                records.last().map(|r| r.index.to_string()).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            Ok(ListAuditRecordsResponse {
+                records,
+                next_page_token,
+            })
+        })
+        .await
     }
 }

@@ -13,7 +13,7 @@
 pub mod registry;
 pub mod service;
 
-use crate::raft::node::Shared;
+use crate::raft::node::{NodeHandle, Shared};
 use crate::state::State;
 use pylon_proto::publish::v1::{ConfigSnapshot, ConfigUpdate, StageSnapshot, config_update::Body};
 use std::sync::Arc;
@@ -46,17 +46,40 @@ impl Published {
 pub struct Publisher {
     current: watch::Receiver<Option<Arc<Published>>>,
     pub registry: Arc<Registry>,
+    node: NodeHandle,
 }
 
 impl Publisher {
-    /// Starts the task that follows `shared`'s config version.
-    pub fn start(shared: Arc<Shared>) -> Publisher {
+    /// Starts the task that follows the node's config version.
+    pub fn start(node: NodeHandle) -> Publisher {
         let (tx, rx) = watch::channel(None);
-        tokio::spawn(follow(shared.clone(), tx));
+        tokio::spawn(follow(node.shared.clone(), tx));
         Publisher {
             current: rx,
-            registry: Arc::new(Registry::new(shared.id)),
+            registry: Arc::new(Registry::new(node.shared.id)),
+            node,
         }
+    }
+
+    /// The config version this node has applied.
+    pub(crate) fn current_version(&self) -> u64 {
+        self.node.shared.state().config_version()
+    }
+
+    /// This cluster's id (empty until named).
+    pub(crate) fn cluster_id(&self) -> String {
+        self.node.shared.state().cluster_id().to_owned()
+    }
+
+    /// Whether this node's state is as new as the cluster's (a ReadIndex
+    /// confirmed by the leader within `timeout`): only then may a data
+    /// plane's newer version mean the cluster went back, not that this node
+    /// lags.
+    pub(crate) async fn confirmed_current(&self, timeout: std::time::Duration) -> bool {
+        matches!(
+            tokio::time::timeout(timeout, self.node.read_index_once()).await,
+            Ok(Ok(_))
+        )
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<Option<Arc<Published>>> {
@@ -101,10 +124,14 @@ async fn follow(shared: Arc<Shared>, tx: watch::Sender<Option<Arc<Published>>>) 
                 let update = ConfigUpdate {
                     version,
                     body: Some(Body::Snapshot(encoded)),
+                    cluster_id: snapshot.cluster_id.clone(),
+                    rewound: false,
                 };
                 let public_update = ConfigUpdate {
                     version,
                     body: Some(Body::Snapshot(public)),
+                    cluster_id: snapshot.cluster_id.clone(),
+                    rewound: false,
                 };
                 tx.send_replace(Some(Arc::new(Published {
                     version,
@@ -150,6 +177,7 @@ pub fn config_snapshot(state: &State) -> ConfigSnapshot {
         usage_plans: state.usage_plans().cloned().collect(),
         domain_names: state.domain_names().cloned().collect(),
         published_at: Some(crate::admin::now()),
+        cluster_id: state.cluster_id().to_owned(),
     }
 }
 

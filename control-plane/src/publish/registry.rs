@@ -1,7 +1,7 @@
 //! What this control-plane node knows of the data-plane nodes that subscribed
 //! to it: labels, applied version, last ACK/NACK and its error, last seen.
 
-use pylon_proto::publish::v1::{DataPlaneNode, Hello, data_plane_node::LastResult};
+use pylon_proto::publish::v1::{Ack, DataPlaneNode, Hello, data_plane_node::LastResult};
 use pylon_proto::wkt::Timestamp;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -69,6 +69,8 @@ impl Registry {
             node.control_plane_node = self.control_plane_node;
             node.address = address;
             node.software_version = hello.software_version.clone();
+            node.cluster_id = hello.cluster_id.clone();
+            node.warning = hello.warning.clone();
             entry.generation
         })
     }
@@ -84,11 +86,18 @@ impl Registry {
         });
     }
 
-    pub fn ack(&self, node_id: &str, version: u64) {
+    /// The node serves `ack.version` now (lower than before when it adopted
+    /// another cluster's config, or a cluster that went back).
+    pub fn ack(&self, node_id: &str, ack: &Ack) {
+        if !ack.warning.is_empty() {
+            tracing::warn!(node = node_id, version = ack.version, warning = %ack.warning, "data plane warns");
+        }
         self.touch(node_id, |node| {
-            node.applied_version = node.applied_version.max(version);
+            node.applied_version = ack.version;
             node.last_result = LastResult::Ack as i32;
-            node.last_result_version = version;
+            node.last_result_version = ack.version;
+            node.cluster_id = ack.cluster_id.clone();
+            node.warning = ack.warning.clone();
         });
     }
 
@@ -107,9 +116,7 @@ impl Registry {
     }
 
     pub fn heartbeat(&self, node_id: &str, version: u64) {
-        self.touch(node_id, |node| {
-            node.applied_version = node.applied_version.max(version)
-        });
+        self.touch(node_id, |node| node.applied_version = version);
     }
 
     /// The stream of `generation` ended.
@@ -177,7 +184,13 @@ mod tests {
     fn a_node_is_recorded_with_its_acks_and_nacks() {
         let registry = Registry::new(1);
         let generation = registry.connect(&hello("dp-1", 3), "127.0.0.1:1".into());
-        registry.ack("dp-1", 5);
+        registry.ack(
+            "dp-1",
+            &Ack {
+                version: 5,
+                ..Default::default()
+            },
+        );
         registry.nack("dp-1", 7, "certificate file missing");
         let nodes = registry.list();
         assert_eq!(nodes.len(), 1);

@@ -12,6 +12,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+/// How long a node that meets a data plane ahead of it waits for the
+/// leader to confirm this node is current.
+const REWIND_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How long a new stream may take to say Hello.
 const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -101,6 +105,37 @@ impl ConfigPublisher for PublishService {
     }
 }
 
+/// The version the stream counts as already sent, and whether the first
+/// update must say the cluster went back. Normally the node's own version;
+/// 0 (send the current one) when the node serves another cluster's config
+/// or a version this cluster, confirmed current by the leader, does not
+/// have yet.
+async fn starting_point(publisher: &Publisher, hello: &Hello) -> (u64, bool) {
+    let own = publisher.cluster_id();
+    if !hello.cluster_id.is_empty() && !own.is_empty() && hello.cluster_id != own {
+        tracing::warn!(
+            node = %hello.node_id,
+            serves = %hello.cluster_id,
+            cluster = %own,
+            "data plane serves another cluster's config; sending this cluster's"
+        );
+        return (0, false);
+    }
+    let ours = publisher.current_version();
+    if hello.version > ours && !own.is_empty() {
+        if publisher.confirmed_current(REWIND_CHECK).await && hello.version > publisher.current_version() {
+            tracing::warn!(
+                node = %hello.node_id,
+                serves = hello.version,
+                cluster_version = publisher.current_version(),
+                "data plane serves a version this cluster does not have: the cluster went back (restored?)"
+            );
+            return (0, true);
+        }
+    }
+    (hello.version, false)
+}
+
 async fn stream(
     publisher: Publisher,
     hello: Hello,
@@ -111,17 +146,19 @@ async fn stream(
 ) {
     let registry = publisher.registry.clone();
     let node = hello.node_id.clone();
-    let mut sent = hello.version;
     let private = pylon_common::snapshot::serves_private(&hello.labels);
     let mut current = publisher.subscribe();
+    let (mut sent, mut rewound) = starting_point(&publisher, &hello).await;
     loop {
         let latest = current.borrow_and_update().clone();
         if let Some(published) = latest
             && published.version > sent
         {
+            let mut update = published.update_for(private).clone();
+            update.rewound = std::mem::take(&mut rewound);
             // A slow reader must not keep the stream from seeing shutdown.
             let sent_ok = tokio::select! {
-                sent = tx.send(Ok(published.update_for(private).clone())) => sent.is_ok(),
+                sent = tx.send(Ok(update)) => sent.is_ok(),
                 Ok(()) = stopping.changed() => false,
             };
             if !sent_ok {
@@ -137,7 +174,7 @@ async fn stream(
             }
             message = inbound.message() => match message {
                 Ok(Some(SubscribeRequest { kind: Some(kind) })) => match kind {
-                    Kind::Ack(ack) => registry.ack(&node, ack.version),
+                    Kind::Ack(ack) => registry.ack(&node, &ack),
                     Kind::Nack(nack) => registry.nack(&node, nack.version, &nack.error),
                     Kind::Heartbeat(beat) => registry.heartbeat(&node, beat.version),
                     Kind::Hello(_) => {

@@ -224,6 +224,8 @@ struct Node {
     /// For jobs that report back to this loop.
     inbox: Sender<NodeMsg>,
     removed: bool,
+    /// The term in which this node last proposed the cluster's id.
+    named_cluster_in_term: u64,
 }
 
 /// Opens the storage, rebuilds the state machine from the latest snapshot plus
@@ -304,6 +306,7 @@ pub fn start(
         snapshot_in_flight: false,
         inbox: tx.clone(),
         removed: false,
+        named_cluster_in_term: 0,
     };
     node.publish_status();
     let tick = options.timers.tick;
@@ -442,6 +445,57 @@ impl Node {
                 // rather than go on with a log we cannot trust.
                 tracing::error!(error = %e, "storage failed; stopping the raft node");
                 std::process::exit(70);
+            }
+            self.name_cluster();
+        }
+    }
+
+    /// The first leader of a cluster without an id proposes one (a cluster
+    /// made before ids existed gets one the same way). It waits until its
+    /// term's first entry is committed and everything committed is applied,
+    /// so an id named by an earlier leader is seen, and proposes once per
+    /// term; should two proposals ever commit, the state machine keeps the
+    /// first.
+    fn name_cluster(&mut self) {
+        let raft = &self.raw.raft;
+        if raft.state != StateRole::Leader || self.named_cluster_in_term == raft.term || self.removed {
+            return;
+        }
+        let committed = raft.raft_log.committed;
+        if self.applied < committed || raft.raft_log.term(committed).unwrap_or(0) != raft.term {
+            return;
+        }
+        self.named_cluster_in_term = raft.term;
+        if !self.shared.state().cluster_id().is_empty() {
+            return;
+        }
+        let cluster_id = format!("{:032x}", rand::random::<u128>());
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let command = Command {
+            request_id: format!("{}-cluster-id-{}", self.shared.id, raft.term),
+            at: Some(pylon_proto::wkt::Timestamp {
+                seconds: since.as_secs() as i64,
+                nanos: since.subsec_nanos() as i32,
+            }),
+            actor: Some(pylon_proto::raft::v1::Actor {
+                name: "system".to_owned(),
+                roles: Vec::new(),
+            }),
+            method: "SetClusterId".to_owned(),
+            op: Some(pylon_proto::raft::v1::command::Op::SetClusterId(
+                pylon_proto::raft::v1::SetClusterId {
+                    cluster_id: cluster_id.clone(),
+                },
+            )),
+            ..Command::default()
+        };
+        match self.raw.propose(vec![], command.encode_to_vec()) {
+            Ok(()) => tracing::info!(%cluster_id, "naming the cluster"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not propose the cluster id; trying again");
+                self.named_cluster_in_term = 0;
             }
         }
     }

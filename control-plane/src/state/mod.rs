@@ -8,13 +8,19 @@
 //! carries it out and cannot fail — so a command that fails changes nothing,
 //! every node reaches the same state from the same log, and [`State::check`]
 //! lets the admin API refuse a command before it reaches the log.
+//!
+//! Besides the resources it keeps the cluster's id (named once by the first
+//! leader) and, in [`history`], the audit log and the outcomes of commands
+//! that carried an idempotency key.
+
+pub mod history;
 
 use pylon_common::ErrorCode;
 use pylon_common::ids::{ApiKeyId, ApiName, DeploymentId, DomainNameId, StageName, UsagePlanName};
 use pylon_proto::config::v1::{Api, ApiKey, Deployment, DomainName, Stage, UsagePlan, resource::Kind};
 use pylon_proto::raft::v1::{
-    Command, CreateDeployment, Delete, FlushStageCache, PromoteCanary, Put, RollbackStage, StateImage,
-    command::Op, resource_ref,
+    Command, CreateDeployment, Delete, FlushStageCache, PromoteCanary, Put, RollbackStage, SetClusterId,
+    StateImage, command::Op, resource_ref,
 };
 use pylon_proto::wkt::Timestamp;
 use std::collections::BTreeMap;
@@ -45,6 +51,8 @@ pub enum Applied {
     UsagePlan(UsagePlan),
     DomainName(DomainName),
     Deleted,
+    /// The cluster got its id.
+    ClusterNamed,
 }
 
 /// What an accepted command changes, decided by [`State::plan`] without
@@ -65,6 +73,7 @@ enum Change {
         api: String,
         name: String,
     },
+    ClusterId(String),
 }
 
 type StageKey = (ApiName, StageName);
@@ -84,6 +93,9 @@ pub struct State {
     domain_names: BTreeMap<DomainNameId, Arc<DomainName>>,
     /// Raft address of every member ever added through a membership change.
     members: BTreeMap<u64, String>,
+    /// Empty until the first leader names the cluster.
+    cluster_id: String,
+    history: history::History,
 }
 
 fn stage_key(api: &str, stage: &str) -> StageKey {
@@ -131,7 +143,10 @@ pub fn changes_served_config(command: &Command) -> bool {
             Some(resource_ref::Kind::Deployment) | None
         ),
         Some(Op::CreateDeployment(deployment)) => !deployment.stage.is_empty(),
-        Some(Op::PromoteCanary(_)) | Some(Op::RollbackStage(_)) | Some(Op::FlushStageCache(_)) => true,
+        Some(Op::PromoteCanary(_))
+        | Some(Op::RollbackStage(_))
+        | Some(Op::FlushStageCache(_))
+        | Some(Op::SetClusterId(_)) => true,
         None => false,
     }
 }
@@ -141,15 +156,37 @@ impl State {
         self.config_version
     }
 
-    /// Applies the command of the log entry at `index`.
-    pub fn apply(&mut self, index: u64, command: &Command) -> Result<Applied, CommandError> {
-        let change = self.plan(index, command)?;
-        self.config_version = index;
-        Ok(self.commit(index, change))
+    /// The cluster's id; empty until its first leader named it.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
     }
 
-    /// Whether `apply` would accept the command, without changing anything.
+    /// The audit log and remembered request outcomes.
+    pub fn history(&self) -> &history::History {
+        &self.history
+    }
+
+    /// Applies the command of the log entry at `index`. A command whose
+    /// idempotency key was seen before changes nothing and answers the first
+    /// outcome; any other command, applied or refused, gets an audit record.
+    pub fn apply(&mut self, index: u64, command: &Command) -> Result<Applied, CommandError> {
+        if let Some(first) = self.history.replay(command)? {
+            return first;
+        }
+        let result = self.plan(index, command).map(|change| {
+            self.config_version = index;
+            self.commit(index, change)
+        });
+        self.history.record(index, command, &result);
+        result
+    }
+
+    /// What `apply` would answer, without changing anything (for a command
+    /// seen before: its first outcome).
     pub fn check(&self, index: u64, command: &Command) -> Result<(), CommandError> {
+        if let Some(first) = self.history.replay(command)? {
+            return first.map(drop);
+        }
         self.plan(index, command).map(drop)
     }
 
@@ -164,6 +201,7 @@ impl State {
             Some(Op::PromoteCanary(promote)) => self.promote_canary(index, at, promote),
             Some(Op::RollbackStage(rollback)) => self.rollback_stage(index, at, rollback),
             Some(Op::FlushStageCache(flush)) => self.flush_stage_cache(index, at, flush),
+            Some(Op::SetClusterId(set)) => self.set_cluster_id(set),
         }
     }
 
@@ -240,7 +278,24 @@ impl State {
                 }
                 Applied::Deleted
             }
+            Change::ClusterId(id) => {
+                self.cluster_id = id;
+                Applied::ClusterNamed
+            }
         }
+    }
+
+    fn set_cluster_id(&self, set: &SetClusterId) -> Result<Change, CommandError> {
+        if !self.cluster_id.is_empty() {
+            return fail(
+                ErrorCode::FailedPrecondition,
+                format!("the cluster is already named {}", self.cluster_id),
+            );
+        }
+        if set.cluster_id.is_empty() {
+            return fail(ErrorCode::InvalidArgument, "cluster_id: required");
+        }
+        Ok(Change::ClusterId(set.cluster_id.clone()))
     }
 
     /// Records a member's Raft address (from a membership-change entry).
@@ -745,7 +800,11 @@ impl State {
     /// The whole state as one message, for Raft snapshots. Deterministic:
     /// equal states give equal bytes.
     pub fn to_image(&self) -> StateImage {
+        let (audit, remembered) = self.history.to_image();
         StateImage {
+            cluster_id: self.cluster_id.clone(),
+            audit,
+            remembered,
             config_version: self.config_version,
             apis: self.apis.values().map(|r| r.as_ref().clone()).collect(),
             deployments: self.deployments.values().map(|r| r.as_ref().clone()).collect(),
@@ -791,6 +850,8 @@ impl State {
                 .map(|d| (DomainNameId::from(d.name.as_str()), Arc::new(d)))
                 .collect(),
             members: image.member_addresses,
+            cluster_id: image.cluster_id,
+            history: history::History::from_image(image.audit, image.remembered),
         }
     }
 }

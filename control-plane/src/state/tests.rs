@@ -17,6 +17,37 @@ fn command(op: Op) -> Command {
         request_id: "test".into(),
         at: at(1_700_000_000),
         op: Some(op),
+        actor: Some(pylon_proto::raft::v1::Actor {
+            name: "ci".into(),
+            roles: vec!["operator".into()],
+        }),
+        method: "Test".into(),
+        ..Default::default()
+    }
+}
+
+/// `command` sent with an idempotency key by `caller`; the digest stands for
+/// the request the admin API would hash (here: the operation).
+fn keyed(mut command: Command, caller: &str, key: &str) -> Command {
+    use sha2::Digest as _;
+    command.idempotency_key = key.into();
+    if let Some(actor) = command.actor.as_mut() {
+        actor.name = caller.into();
+    }
+    let op = Command {
+        op: command.op.clone(),
+        ..Default::default()
+    };
+    command.request_digest = sha2::Sha256::digest(prost::Message::encode_to_vec(&op)).to_vec();
+    command
+}
+
+/// The state without its history (audit log, remembered outcomes).
+fn resources(state: &State) -> StateImage {
+    StateImage {
+        audit: Vec::new(),
+        remembered: Vec::new(),
+        ..state.to_image()
     }
 }
 
@@ -125,10 +156,10 @@ fn an_update_naming_a_stale_revision_fails_and_changes_nothing() {
     state
         .apply(2, &put(Kind::Api(api("pets", "v2")), false, 1))
         .expect("updated at revision 1");
-    let before = state.clone();
+    let before = resources(&state);
     let stale = state.apply(3, &put(Kind::Api(api("pets", "v3")), false, 1));
     assert_eq!(code(stale), ErrorCode::Conflict);
-    assert_eq!(state, before);
+    assert_eq!(resources(&state), before);
     assert_eq!(
         code(state.apply(3, &put(Kind::Api(api("cats", "v1")), false, 0))),
         ErrorCode::NotFound
@@ -426,6 +457,14 @@ fn api_key_hashes_are_fixed_at_creation_and_unique() {
 // ---- property tests ----
 
 fn arb_command() -> impl Strategy<Value = Command> {
+    let key = prop::option::of(prop::sample::select(vec!["k1", "k2", "k3"]));
+    (key, arb_op()).prop_map(|(key, command)| match key {
+        Some(key) => keyed(command, "ci", key),
+        None => command,
+    })
+}
+
+fn arb_op() -> impl Strategy<Value = Command> {
     let name = prop::sample::select(vec!["a", "b", "c"]);
     let stage = prop::sample::select(vec!["prod", "dev"]);
     let id = prop::sample::select(vec!["d1", "d2", "d3"]);
@@ -531,15 +570,32 @@ proptest! {
     }
 
     #[test]
-    fn a_failed_command_never_changes_the_state(
+    fn a_failed_command_never_changes_a_resource_or_the_version(
         commands in prop::collection::vec(arb_command(), 0..60)
     ) {
         let mut state = State::default();
         for (i, command) in commands.iter().enumerate() {
-            let before = state.clone();
+            let before = resources(&state);
             if state.apply(i as u64 + 1, command).is_err() {
-                prop_assert_eq!(&state, &before);
+                prop_assert_eq!(resources(&state), before);
             }
+        }
+    }
+
+    #[test]
+    fn a_keyed_command_sent_again_answers_its_first_outcome_and_changes_nothing(
+        commands in prop::collection::vec(arb_op(), 1..40)
+    ) {
+        let mut state = State::default();
+        let mut index = 0;
+        for (i, command) in commands.iter().enumerate() {
+            let command = keyed(command.clone(), "ci", &format!("key-{i}"));
+            index += 1;
+            let first = state.apply(index, &command);
+            let before = state.clone();
+            index += 1;
+            prop_assert_eq!(state.apply(index, &command), first);
+            prop_assert_eq!(&state, &before);
         }
     }
 
@@ -558,4 +614,102 @@ proptest! {
             prop_assert!(state.api(&stage.api).is_some());
         }
     }
+}
+
+// ---- history: audit log and idempotency ----
+
+#[test]
+fn every_command_in_the_log_is_audited_with_who_what_and_its_outcome() {
+    let mut state = State::default();
+    state
+        .apply(1, &put(Kind::Api(api("pets", "v1")), true, 0))
+        .expect("created");
+    let refused = state.apply(2, &put(Kind::Api(api("pets", "v1")), true, 0));
+    assert_eq!(code(refused), ErrorCode::AlreadyExists);
+    let records: Vec<_> = state.history().audit_before(0).collect();
+    assert_eq!(records.len(), 2);
+    let (newest, oldest) = (records[0], records[1]);
+    assert_eq!((oldest.index, oldest.error_code.as_str()), (1, ""));
+    assert_eq!(oldest.actor.as_ref().map(|a| a.name.as_str()), Some("ci"));
+    assert_eq!(oldest.resource.as_ref().map(|r| r.name.as_str()), Some("pets"));
+    assert_eq!(newest.error_code, "AlreadyExists");
+    assert_eq!(state.history().audit_before(2).count(), 1, "paging goes to older records");
+}
+
+#[test]
+fn the_audit_log_keeps_the_newest_records_only() {
+    let mut state = State::default();
+    let total = history::MAX_AUDIT_RECORDS as u64 + 5;
+    for index in 1..=total {
+        let _ = state.apply(index, &delete(resource_ref::Kind::Api, "", "missing"));
+    }
+    assert_eq!(state.history().audit_len(), history::MAX_AUDIT_RECORDS);
+    assert_eq!(state.history().audit_before(0).next().map(|r| r.index), Some(total));
+    assert_eq!(state.history().audit_before(0).last().map(|r| r.index), Some(6));
+}
+
+#[test]
+fn a_retried_create_answers_the_created_api_instead_of_already_exists() {
+    let mut state = State::default();
+    let create = keyed(put(Kind::Api(api("pets", "v1")), true, 0), "ci", "retry-me");
+    let first = state.apply(1, &create).expect("created");
+    assert_eq!(state.apply(2, &create), Ok(first));
+    assert_eq!(state.config_version(), 1, "the retry changed nothing");
+    assert_eq!(state.check(3, &create), Ok(()), "the admin API's dry run lets it through");
+    let delete_twice = keyed(delete(resource_ref::Kind::Api, "", "pets"), "ci", "gone");
+    assert_eq!(state.apply(4, &delete_twice), Ok(Applied::Deleted));
+    assert_eq!(state.apply(5, &delete_twice), Ok(Applied::Deleted), "not NotFound");
+}
+
+#[test]
+fn a_key_reused_for_another_request_is_refused_and_keys_are_per_caller() {
+    let mut state = State::default();
+    state
+        .apply(1, &keyed(put(Kind::Api(api("pets", "v1")), true, 0), "ci", "k"))
+        .expect("created");
+    let other = keyed(put(Kind::Api(api("cats", "v1")), true, 0), "ci", "k");
+    assert_eq!(code(state.apply(2, &other)), ErrorCode::InvalidArgument);
+    assert!(state.api("cats").is_none());
+    let someone_else = keyed(put(Kind::Api(api("cats", "v1")), true, 0), "ops", "k");
+    assert!(state.apply(3, &someone_else).is_ok(), "another caller's key k is its own");
+}
+
+#[test]
+fn a_refusal_is_remembered_too() {
+    let mut state = State::default();
+    let update = keyed(put(Kind::Api(api("pets", "v1")), false, 0), "ci", "u");
+    assert_eq!(code(state.apply(1, &update)), ErrorCode::NotFound);
+    state
+        .apply(2, &put(Kind::Api(api("pets", "v1")), true, 0))
+        .expect("created");
+    assert_eq!(code(state.apply(3, &update)), ErrorCode::NotFound, "the first outcome, not a new one");
+}
+
+#[test]
+fn remembered_outcomes_are_bounded_oldest_first() {
+    let mut state = State::default();
+    let total = history::MAX_REMEMBERED as u64 + 3;
+    for index in 1..=total {
+        let command = keyed(delete(resource_ref::Kind::Api, "", "missing"), "ci", &format!("k{index}"));
+        let _ = state.apply(index, &command);
+    }
+    assert_eq!(state.history().remembered_len(), history::MAX_REMEMBERED);
+    let image = state.to_image();
+    assert_eq!(image.remembered.first().map(|r| r.index), Some(4));
+    assert_eq!(State::from_image(image), state);
+}
+
+#[test]
+fn the_cluster_is_named_once() {
+    use pylon_proto::raft::v1::SetClusterId;
+    let mut state = State::default();
+    let name = |id: &str| {
+        command(Op::SetClusterId(SetClusterId {
+            cluster_id: id.into(),
+        }))
+    };
+    state.apply(1, &name("first")).expect("named");
+    assert_eq!(code(state.apply(2, &name("second"))), ErrorCode::FailedPrecondition);
+    assert_eq!(state.cluster_id(), "first");
+    assert_eq!(State::from_image(state.to_image()).cluster_id(), "first");
 }

@@ -35,6 +35,12 @@ use std::sync::Arc;
 pub struct CompiledConfig {
     pub version: u64,
     pub digest: [u8; 32],
+    /// The cluster that published it (empty: not named, or from before ids).
+    pub cluster_id: String,
+    /// Why this version is served against the usual rules (another cluster's
+    /// config adopted, a cluster that went back), reported to the control
+    /// plane until the next version; empty normally.
+    pub warning: String,
     apis: HashMap<String, CompiledApi>,
     domains: HashMap<String, CompiledDomain>,
     /// Server certificates of custom domains, by host name.
@@ -291,6 +297,7 @@ pub fn compile(
     let mut config = CompiledConfig {
         version: snapshot.version,
         digest,
+        cluster_id: snapshot.cluster_id.clone(),
         ..Default::default()
     };
     let mut definitions: HashMap<(String, String), Arc<CompiledDefinition>> = HashMap::new();
