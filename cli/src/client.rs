@@ -93,7 +93,9 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for RetryWrites {
             let (mut parts, body) = request.into_parts();
             if !parts.headers.contains_key("idempotency-key") {
                 let key = format!("{:032x}", rand::random::<u128>());
-                parts.headers.insert("idempotency-key", http::HeaderValue::from_str(&key)?);
+                parts
+                    .headers
+                    .insert("idempotency-key", http::HeaderValue::from_str(&key)?);
             }
             let bytes = body.collect().await?.to_bytes();
             let deadline = std::time::Instant::now() + RETRY_BUDGET;
@@ -117,11 +119,18 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for RetryWrites {
                         .get("grpc-message")
                         .and_then(|v| v.to_str().ok())
                         // Percent-encoded (gRPC over HTTP/2).
-                        .map(|m| percent_encoding::percent_decode_str(m).decode_utf8_lossy().into_owned())
+                        .map(|m| {
+                            percent_encoding::percent_decode_str(m)
+                                .decode_utf8_lossy()
+                                .into_owned()
+                        })
                         .unwrap_or_else(|| "UNAVAILABLE".to_owned()),
                     Err(e) => e.to_string(),
                 };
-                eprintln!("retrying in {} ms with the same idempotency key: {why}", backoff.as_millis());
+                eprintln!(
+                    "retrying in {} ms with the same idempotency key: {why}",
+                    backoff.as_millis()
+                );
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 futures::future::poll_fn(|cx| ready.poll_ready(cx)).await?;
@@ -166,4 +175,139 @@ impl Connection {
 /// Turns a gRPC error into a one-line message: `NotFound: API pets not found`.
 pub fn explain(status: Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", status.code(), status.message())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt as _, StreamBody};
+    use hyper::body::Frame;
+    use pylon_proto::admin::v1::{CreateApiRequest, GetApiRequest};
+    use std::sync::{Arc, Mutex};
+
+    type Seen = Arc<Mutex<Vec<(String, String, Bytes)>>>;
+    type Reply = http::Response<
+        StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::convert::Infallible>>>>,
+    >;
+
+    /// A gRPC server on loopback that answers every call `UNAVAILABLE`
+    /// (trailers-only, as tonic does) until it has seen `failures` calls,
+    /// then an empty message; it records each call's path, key and body.
+    async fn flaky_server(failures: usize) -> (String, Seen) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let seen: Seen = Arc::default();
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let record = record.clone();
+                let service =
+                    hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                        let record = record.clone();
+                        async move {
+                            let path = request.uri().path().to_owned();
+                            let key = request
+                                .headers()
+                                .get("idempotency-key")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned();
+                            let body = request
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let calls = {
+                                let mut seen = record.lock().unwrap_or_else(|p| p.into_inner());
+                                seen.push((path, key, body));
+                                seen.len()
+                            };
+                            let reply = http::Response::builder().header("content-type", "application/grpc");
+                            let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
+                                if calls <= failures {
+                                    Vec::new()
+                                } else {
+                                    let mut trailers = http::HeaderMap::new();
+                                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                                    vec![
+                                        Ok(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0]))),
+                                        Ok(Frame::trailers(trailers)),
+                                    ]
+                                };
+                            let reply = if calls <= failures {
+                                reply
+                                    .header("grpc-status", "14")
+                                    .header("grpc-message", "the%20leader%20changed")
+                            } else {
+                                reply
+                            };
+                            let reply: Reply = reply
+                                .body(StreamBody::new(futures::stream::iter(frames)))
+                                .expect("a valid response");
+                            Ok::<_, std::convert::Infallible>(reply)
+                        }
+                    });
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        (format!("http://{address}"), seen)
+    }
+
+    fn connection(endpoint: String) -> Connection {
+        Connection {
+            endpoint,
+            token: None,
+            ca_cert: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_answered_unavailable_is_sent_again_with_the_same_key_and_bytes() {
+        let (endpoint, seen) = flaky_server(2).await;
+        let mut admin = connection(endpoint).connect().await.expect("connect");
+        let request = CreateApiRequest {
+            api: Some(pylon_proto::config::v1::Api {
+                name: "pets".into(),
+                ..Default::default()
+            }),
+        };
+        admin
+            .create_api(request)
+            .await
+            .expect("answered after two retries");
+        let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert_eq!(seen.len(), 3);
+        assert_eq!(seen[0].1.len(), 32, "a key was added: {:?}", seen[0].1);
+        assert!(seen.iter().all(|(path, key, body)| path.ends_with("/CreateApi")
+            && *key == seen[0].1
+            && *body == seen[0].2));
+    }
+
+    #[tokio::test]
+    async fn a_read_is_not_retried_and_each_write_gets_its_own_key() {
+        let (endpoint, seen) = flaky_server(1).await;
+        let mut admin = connection(endpoint).connect().await.expect("connect");
+        let read = admin.get_api(GetApiRequest::default()).await;
+        assert_eq!(
+            read.map(drop).map_err(|s| s.code()),
+            Err(tonic::Code::Unavailable)
+        );
+        admin
+            .create_api(CreateApiRequest::default())
+            .await
+            .expect("first write");
+        admin
+            .create_api(CreateApiRequest::default())
+            .await
+            .expect("second write");
+        let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert_eq!(seen.len(), 3);
+        assert_eq!(seen[0].1, "", "reads carry no key");
+        assert_ne!(seen[1].1, seen[2].1);
+    }
 }

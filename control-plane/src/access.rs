@@ -83,6 +83,11 @@ impl Caller {
     }
 }
 
+/// The method a call names (`Method` of `/package.Service/Method`), put in
+/// the request's extensions by [`Access`] for the audit log.
+#[derive(Clone, Debug)]
+pub struct CalledMethod(pub Arc<str>);
+
 struct Credential {
     name: Arc<str>,
     roles: u8,
@@ -371,6 +376,8 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let method = request.uri().path().rsplit('/').next().unwrap_or("").to_owned();
+        request.extensions_mut().insert(CalledMethod(method.into()));
         let authorization = request
             .headers()
             .get(http::header::AUTHORIZATION)

@@ -14,8 +14,8 @@
 //! or one the control plane marks `rewound` (the cluster, confirmed current
 //! by its leader, has gone back to an older version: restored from a
 //! backup), is never mixed in silently: it is logged as an error and, by
-//! default, adopted whatever its version, with a warning in the ACK that
-//! `pylon nodes` shows; with `--pin-cluster-id ID` the node serves only
+//! default, adopted whatever its version, with a warning in the ACKs that
+//! `pylon nodes` shows until the node restarts; with `--pin-cluster-id ID` the node serves only
 //! cluster ID, never goes back, and NACKs anything else while it keeps
 //! serving what it has.
 
@@ -293,6 +293,9 @@ async fn apply(
                 kind: Some(Kind::Nack(Nack { version, error })),
             });
         }
+        // A warning stays with the node until it restarts, so whoever
+        // looks at `pylon nodes` later still sees what happened.
+        Decision::Apply { warning } if warning.is_empty() => live.load().warning.clone(),
         Decision::Apply { warning } => warning,
     };
     if !warning.is_empty() {
@@ -470,7 +473,10 @@ mod tests {
     async fn only_newer_versions_are_applied_and_acked() {
         let live = Arc::new(ArcSwap::from_pointee(CompiledConfig::default()));
         let answer = apply(update(5), &live, None, false, None, None).await;
-        assert_eq!(acked(&answer).map(|a| (a.version, a.cluster_id.as_str())), Some((5, "c1")));
+        assert_eq!(
+            acked(&answer).map(|a| (a.version, a.cluster_id.as_str())),
+            Some((5, "c1"))
+        );
         assert_eq!(live.load().version, 5);
         assert!(apply(update(5), &live, None, false, None, None).await.is_none());
         assert!(apply(update(3), &live, None, false, None, None).await.is_none());
@@ -491,10 +497,21 @@ mod tests {
     #[tokio::test]
     async fn a_pinned_node_nacks_another_cluster_and_keeps_serving() {
         let live = serving("old-cluster", 30);
-        let answer = apply(update_of("new-cluster", 40), &live, None, false, Some("old-cluster"), None).await;
+        let answer = apply(
+            update_of("new-cluster", 40),
+            &live,
+            None,
+            false,
+            Some("old-cluster"),
+            None,
+        )
+        .await;
         let nack = nacked(&answer).unwrap_or_else(|| panic!("not nacked: {answer:?}"));
         assert!(nack.error.contains("--pin-cluster-id"), "{}", nack.error);
-        assert_eq!((live.load().version, live.load().cluster_id.as_str()), (30, "old-cluster"));
+        assert_eq!(
+            (live.load().version, live.load().cluster_id.as_str()),
+            (30, "old-cluster")
+        );
     }
 
     #[tokio::test]
@@ -507,7 +524,11 @@ mod tests {
         assert_eq!(pinned.load().version, 30);
 
         let lagging = serving("c1", 30);
-        assert!(apply(update(5), &lagging, None, false, None, None).await.is_none());
+        assert!(
+            apply(update(5), &lagging, None, false, None, None)
+                .await
+                .is_none()
+        );
         let answer = apply(rewound, &lagging, None, false, None, None).await;
         assert!(acked(&answer).is_some_and(|a| a.version == 5 && a.warning.contains("went back")));
         assert_eq!(lagging.load().version, 5);

@@ -10,4 +10,5 @@ mod limits;
 mod request_phase;
 mod support;
 mod telemetry;
+mod trust;
 mod websocket;

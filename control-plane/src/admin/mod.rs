@@ -292,7 +292,7 @@ impl AdminApi {
         self.write(
             origin,
             Op::Put(raftpb::Put {
-            resource: Some(Resource { kind: Some(kind) }),
+                resource: Some(Resource { kind: Some(kind) }),
                 create,
                 expected_revision,
             }),
@@ -452,7 +452,10 @@ impl AdminService for AdminApi {
         let request = request.into_inner();
         let api = required(request.api, "api")?;
         let api = ApiDefinition::validate(api).map_err(invalid)?.into_proto();
-        match self.put(&origin, Kind::Api(api), false, request.expected_revision).await? {
+        match self
+            .put(&origin, Kind::Api(api), false, request.expected_revision)
+            .await?
+        {
             Applied::Api(api) => Ok(Response::new(api)),
             other => Err(unexpected(other)),
         }
@@ -955,7 +958,12 @@ impl AdminService for AdminApi {
             .map_err(invalid)?
             .into_proto();
         match self
-            .put(&origin, Kind::DomainName(domain), false, request.expected_revision)
+            .put(
+                &origin,
+                Kind::DomainName(domain),
+                false,
+                request.expected_revision,
+            )
             .await?
         {
             Applied::DomainName(domain) => Ok(Response::new(domain)),
@@ -1059,8 +1067,12 @@ impl AdminService for AdminApi {
         };
         let size = page_size(request.page.as_ref())?;
         self.read(request.consistency, |state| {
-            let mut records: Vec<AuditRecord> =
-                state.history().audit_before(before).take(size + 1).cloned().collect();
+            let mut records: Vec<AuditRecord> = state
+                .history()
+                .audit_before(before)
+                .take(size + 1)
+                .cloned()
+                .collect();
             let next_page_token = if records.len() > size {
                 records.truncate(size);
                 records.last().map(|r| r.index.to_string()).unwrap_or_default()

@@ -8,7 +8,7 @@
 //! encoding (deterministic: every map is a `BTreeMap`), so the same request
 //! sent to any node gives the same digest.
 
-use super::super::access::Caller;
+use super::super::access::{CalledMethod, Caller};
 use super::super::state::history::MAX_IDEMPOTENCY_KEY;
 use prost::Message;
 use pylon_proto::raft::v1::Actor;
@@ -47,8 +47,8 @@ impl Origin {
         };
         let method = request
             .extensions()
-            .get::<tonic::GrpcMethod>()
-            .map(|m| m.method().to_owned())
+            .get::<CalledMethod>()
+            .map(|m| m.0.to_string())
             .unwrap_or_default();
         let idempotency_key = match request.metadata().get(IDEMPOTENCY_KEY) {
             None => String::new(),

@@ -2,7 +2,11 @@
 //!
 //! A stream starts with the node's Hello. The current version is sent only if
 //! it is newer than what the node holds, then each newer version as it is
-//! published; the versions sent on a stream only ever increase. ACK, NACK and
+//! published; the versions sent on a stream only ever increase — except when
+//! the node serves another cluster's config (it gets this cluster's current
+//! one), or a version of this cluster newer than this cluster has once the
+//! leader confirms this node is current (the cluster went back: it gets the
+//! current one marked `rewound`). What the node does then is its policy. ACK, NACK and
 //! heartbeats go to the [`Registry`](super::Registry).
 
 use super::Publisher;
@@ -13,8 +17,15 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 /// How long a node that meets a data plane ahead of it waits for the
-/// leader to confirm this node is current.
-const REWIND_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+/// leader to confirm this node is current, and how often it asks.
+const REWIND_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+const REWIND_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether `published` names another cluster than the one a node serves
+/// (unnamed ones compare with nothing).
+fn other_cluster(serves: &str, published: &str) -> bool {
+    !serves.is_empty() && !published.is_empty() && serves != published
+}
 
 /// How long a new stream may take to say Hello.
 const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -105,37 +116,6 @@ impl ConfigPublisher for PublishService {
     }
 }
 
-/// The version the stream counts as already sent, and whether the first
-/// update must say the cluster went back. Normally the node's own version;
-/// 0 (send the current one) when the node serves another cluster's config
-/// or a version this cluster, confirmed current by the leader, does not
-/// have yet.
-async fn starting_point(publisher: &Publisher, hello: &Hello) -> (u64, bool) {
-    let own = publisher.cluster_id();
-    if !hello.cluster_id.is_empty() && !own.is_empty() && hello.cluster_id != own {
-        tracing::warn!(
-            node = %hello.node_id,
-            serves = %hello.cluster_id,
-            cluster = %own,
-            "data plane serves another cluster's config; sending this cluster's"
-        );
-        return (0, false);
-    }
-    let ours = publisher.current_version();
-    if hello.version > ours && !own.is_empty() {
-        if publisher.confirmed_current(REWIND_CHECK).await && hello.version > publisher.current_version() {
-            tracing::warn!(
-                node = %hello.node_id,
-                serves = hello.version,
-                cluster_version = publisher.current_version(),
-                "data plane serves a version this cluster does not have: the cluster went back (restored?)"
-            );
-            return (0, true);
-        }
-    }
-    (hello.version, false)
-}
-
 async fn stream(
     publisher: Publisher,
     hello: Hello,
@@ -148,14 +128,33 @@ async fn stream(
     let node = hello.node_id.clone();
     let private = pylon_common::snapshot::serves_private(&hello.labels);
     let mut current = publisher.subscribe();
-    let (mut sent, mut rewound) = starting_point(&publisher, &hello).await;
+    // What the node serves: a version, of a cluster.
+    let (mut sent, mut sent_cluster) = (hello.version, hello.cluster_id.clone());
+    // The node may be ahead of this node's state: either this node lags (it
+    // catches up, and the usual path sends newer versions) or the cluster
+    // went back (only a leader-confirmed read can tell).
+    let mut ahead = hello.version > 0;
+    let mut rewound = false;
+    let mut recheck = tokio::time::interval(REWIND_CHECK_EVERY);
     loop {
         let latest = current.borrow_and_update().clone();
         if let Some(published) = latest
-            && published.version > sent
+            && (published.version > sent
+                || rewound
+                || other_cluster(&sent_cluster, &published.update.cluster_id))
         {
+            if other_cluster(&sent_cluster, &published.update.cluster_id) {
+                tracing::warn!(
+                    node = %node,
+                    serves = %sent_cluster,
+                    cluster = %published.update.cluster_id,
+                    "data plane serves another cluster's config; sending this cluster's"
+                );
+            }
             let mut update = published.update_for(private).clone();
             update.rewound = std::mem::take(&mut rewound);
+            sent_cluster = update.cluster_id.clone();
+            ahead = false;
             // A slow reader must not keep the stream from seeing shutdown.
             let sent_ok = tokio::select! {
                 sent = tx.send(Ok(update)) => sent.is_ok(),
@@ -193,6 +192,22 @@ async fn stream(
             Ok(()) = stopping.changed() => {
                 let _ = tx.send(Err(Status::unavailable("control-plane node shutting down"))).await;
                 break;
+            }
+            _ = recheck.tick(), if ahead => {
+                let cluster = publisher.cluster_id();
+                if sent <= publisher.current_version() || cluster.is_empty() || cluster != sent_cluster {
+                    // Caught up, or not comparable: the usual path decides.
+                    ahead = sent > publisher.current_version();
+                } else if publisher.confirmed_current(REWIND_CHECK).await && sent > publisher.current_version() {
+                    tracing::warn!(
+                        node = %node,
+                        serves = sent,
+                        cluster_version = publisher.current_version(),
+                        "data plane serves a version this cluster does not have: the cluster went back (restored?)"
+                    );
+                    rewound = true;
+                    ahead = false;
+                }
             }
         }
     }

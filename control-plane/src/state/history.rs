@@ -13,13 +13,13 @@
 //!   to the server; Stripe keeps 24 hours).
 
 use super::{Applied, CommandError};
+use prost::Message as _;
 use pylon_common::ErrorCode;
 use pylon_proto::config::v1::{Resource, resource::Kind};
 use pylon_proto::raft::v1::{
     AuditRecord, Command, Refusal, RememberedRequest, ResourceRef, command::Op, remembered_request::Outcome,
     resource_ref,
 };
-use prost::Message as _;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 

@@ -633,7 +633,11 @@ fn every_command_in_the_log_is_audited_with_who_what_and_its_outcome() {
     assert_eq!(oldest.actor.as_ref().map(|a| a.name.as_str()), Some("ci"));
     assert_eq!(oldest.resource.as_ref().map(|r| r.name.as_str()), Some("pets"));
     assert_eq!(newest.error_code, "AlreadyExists");
-    assert_eq!(state.history().audit_before(2).count(), 1, "paging goes to older records");
+    assert_eq!(
+        state.history().audit_before(2).count(),
+        1,
+        "paging goes to older records"
+    );
 }
 
 #[test]
@@ -644,7 +648,10 @@ fn the_audit_log_keeps_the_newest_records_only() {
         let _ = state.apply(index, &delete(resource_ref::Kind::Api, "", "missing"));
     }
     assert_eq!(state.history().audit_len(), history::MAX_AUDIT_RECORDS);
-    assert_eq!(state.history().audit_before(0).next().map(|r| r.index), Some(total));
+    assert_eq!(
+        state.history().audit_before(0).next().map(|r| r.index),
+        Some(total)
+    );
     assert_eq!(state.history().audit_before(0).last().map(|r| r.index), Some(6));
 }
 
@@ -655,10 +662,18 @@ fn a_retried_create_answers_the_created_api_instead_of_already_exists() {
     let first = state.apply(1, &create).expect("created");
     assert_eq!(state.apply(2, &create), Ok(first));
     assert_eq!(state.config_version(), 1, "the retry changed nothing");
-    assert_eq!(state.check(3, &create), Ok(()), "the admin API's dry run lets it through");
+    assert_eq!(
+        state.check(3, &create),
+        Ok(()),
+        "the admin API's dry run lets it through"
+    );
     let delete_twice = keyed(delete(resource_ref::Kind::Api, "", "pets"), "ci", "gone");
     assert_eq!(state.apply(4, &delete_twice), Ok(Applied::Deleted));
-    assert_eq!(state.apply(5, &delete_twice), Ok(Applied::Deleted), "not NotFound");
+    assert_eq!(
+        state.apply(5, &delete_twice),
+        Ok(Applied::Deleted),
+        "not NotFound"
+    );
 }
 
 #[test]
@@ -671,7 +686,10 @@ fn a_key_reused_for_another_request_is_refused_and_keys_are_per_caller() {
     assert_eq!(code(state.apply(2, &other)), ErrorCode::InvalidArgument);
     assert!(state.api("cats").is_none());
     let someone_else = keyed(put(Kind::Api(api("cats", "v1")), true, 0), "ops", "k");
-    assert!(state.apply(3, &someone_else).is_ok(), "another caller's key k is its own");
+    assert!(
+        state.apply(3, &someone_else).is_ok(),
+        "another caller's key k is its own"
+    );
 }
 
 #[test]
@@ -682,7 +700,11 @@ fn a_refusal_is_remembered_too() {
     state
         .apply(2, &put(Kind::Api(api("pets", "v1")), true, 0))
         .expect("created");
-    assert_eq!(code(state.apply(3, &update)), ErrorCode::NotFound, "the first outcome, not a new one");
+    assert_eq!(
+        code(state.apply(3, &update)),
+        ErrorCode::NotFound,
+        "the first outcome, not a new one"
+    );
 }
 
 #[test]
@@ -690,7 +712,11 @@ fn remembered_outcomes_are_bounded_oldest_first() {
     let mut state = State::default();
     let total = history::MAX_REMEMBERED as u64 + 3;
     for index in 1..=total {
-        let command = keyed(delete(resource_ref::Kind::Api, "", "missing"), "ci", &format!("k{index}"));
+        let command = keyed(
+            delete(resource_ref::Kind::Api, "", "missing"),
+            "ci",
+            &format!("k{index}"),
+        );
         let _ = state.apply(index, &command);
     }
     assert_eq!(state.history().remembered_len(), history::MAX_REMEMBERED);
@@ -709,7 +735,10 @@ fn the_cluster_is_named_once() {
         }))
     };
     state.apply(1, &name("first")).expect("named");
-    assert_eq!(code(state.apply(2, &name("second"))), ErrorCode::FailedPrecondition);
+    assert_eq!(
+        code(state.apply(2, &name("second"))),
+        ErrorCode::FailedPrecondition
+    );
     assert_eq!(state.cluster_id(), "first");
     assert_eq!(State::from_image(state.to_image()).cluster_id(), "first");
 }

@@ -37,9 +37,9 @@ pub struct CompiledConfig {
     pub digest: [u8; 32],
     /// The cluster that published it (empty: not named, or from before ids).
     pub cluster_id: String,
-    /// Why this version is served against the usual rules (another cluster's
-    /// config adopted, a cluster that went back), reported to the control
-    /// plane until the next version; empty normally.
+    /// Why the node serves what it serves against the usual rules (another
+    /// cluster's config adopted, a cluster that went back), reported to the
+    /// control plane with every ACK until the node restarts; empty normally.
     pub warning: String,
     apis: HashMap<String, CompiledApi>,
     domains: HashMap<String, CompiledDomain>,
