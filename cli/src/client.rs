@@ -32,6 +32,13 @@ pub struct Connection {
     /// CA certificate (PEM) to trust for an https:// endpoint.
     #[arg(long, global = true, env = "PYLON_CA_CERT")]
     pub ca_cert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mutual TLS: its URI SAN
+    /// spiffe://pylon/operator/NAME (or reader) names you; instead of --token.
+    #[arg(long, global = true, env = "PYLON_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The key of --client-cert.
+    #[arg(long, global = true, env = "PYLON_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone)]
@@ -151,6 +158,12 @@ impl Connection {
                 let pem = std::fs::read(path).with_context(|| format!("--ca-cert {}", path.display()))?;
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
             }
+            if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
+                let cert =
+                    std::fs::read(cert).with_context(|| format!("--client-cert {}", cert.display()))?;
+                let key = std::fs::read(key).with_context(|| format!("--client-key {}", key.display()))?;
+                tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+            }
             endpoint = endpoint.tls_config(tls)?;
         }
         let channel = endpoint
@@ -263,6 +276,8 @@ mod tests {
             endpoint,
             token: None,
             ca_cert: None,
+            client_cert: None,
+            client_key: None,
         }
     }
 

@@ -379,6 +379,14 @@ pub struct DataPlaneArgs {
     /// CA bundle (PEM) for https:// control-plane endpoints.
     #[arg(long)]
     control_plane_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS with the control plane
+    /// (its URI SAN spiffe://pylon/data-plane/NAME names the node); read
+    /// again at every reconnect. Instead of --token-file.
+    #[arg(long, requires = "control_plane_key")]
+    control_plane_cert: Option<PathBuf>,
+    /// The key of --control-plane-cert.
+    #[arg(long, requires = "control_plane_cert")]
+    control_plane_key: Option<PathBuf>,
     /// Keep the last good config snapshot here and serve from it at start.
     #[arg(long)]
     snapshot_cache: Option<PathBuf>,
@@ -448,6 +456,7 @@ pub async fn data_plane(args: DataPlaneArgs) -> anyhow::Result<()> {
         }
     });
     config.control_plane_ca = args.control_plane_ca;
+    config.control_plane_identity = args.control_plane_cert.zip(args.control_plane_key);
     config.snapshot_cache = args.snapshot_cache;
     config.pin_cluster_id = args.pin_cluster_id;
     config.upstream_ca = args.upstream_ca;
@@ -516,6 +525,16 @@ pub struct ControlPlaneArgs {
     /// CA bundle (PEM) peers' certificates must chain to (default: --tls-cert).
     #[arg(long)]
     tls_ca: Option<PathBuf>,
+    /// Mutual TLS: clients (operators, data planes, peers) may show a
+    /// certificate chaining to this CA (PEM) instead of a bearer token; its
+    /// URI SAN spiffe://TRUST_DOMAIN/ROLE/NAME names the caller. The node
+    /// shows its own --tls-cert to its peers, which must then name it a
+    /// peer (spiffe://TRUST_DOMAIN/peer/NAME). Needs --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// The SPIFFE trust domain of client certificates.
+    #[arg(long, default_value = "pylon")]
+    tls_client_trust_domain: String,
     /// Take a Raft snapshot and compact the log every N applied entries.
     #[arg(long)]
     snapshot_interval: Option<u64>,
@@ -549,6 +568,8 @@ struct ControlPlaneFile {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    tls_client_trust_domain: Option<String>,
     snapshot_interval: Option<u64>,
     raft_tick_ms: Option<u64>,
     redis: Option<String>,
@@ -603,7 +624,15 @@ pub async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
             cert,
             key,
             ca: args.tls_ca.or(file.tls_ca),
+            client_ca: args.tls_client_ca.or(file.tls_client_ca),
+            trust_domain: file
+                .tls_client_trust_domain
+                .filter(|_| args.tls_client_trust_domain == "pylon")
+                .unwrap_or(args.tls_client_trust_domain),
         }),
+        (None, None) if args.tls_client_ca.is_some() || file.tls_client_ca.is_some() => {
+            bail!("tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS first)")
+        }
         (None, None) => None,
         _ => bail!("tls_cert and tls_key go together"),
     };

@@ -15,6 +15,12 @@
 //! configured one in constant time (no early exit). The legacy single
 //! token (`--token-file`, `PYLON_ADMIN_TOKEN`) holds every role.
 //!
+//! With mutual TLS (`--tls-client-ca`), a client certificate chaining to
+//! that CA names its caller by its URI SAN `spiffe://TRUST_DOMAIN/ROLE/NAME`
+//! (trust domain `pylon` unless `--tls-client-trust-domain` says otherwise):
+//! no bearer secret is needed. A presented bearer token wins over the
+//! certificate.
+//!
 //! Credentials come from a YAML file (`--credentials-file`), reloaded on
 //! SIGHUP (a file that no longer parses keeps the previous set, loudly):
 //!
@@ -309,35 +315,120 @@ pub fn bearer(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Decides one call: the caller, or the status that refuses it.
+/// What a call presents to show who makes it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Presented<'a> {
+    /// The `authorization` header's value.
+    pub authorization: Option<&'a str>,
+    /// The client certificate (DER) of a mutual-TLS connection: the TLS
+    /// layer has already checked that it chains to `--tls-client-ca`.
+    pub certificate: Option<&'a [u8]>,
+}
+
+/// The caller a client certificate names: its URI SAN
+/// `spiffe://TRUST_DOMAIN/ROLE/NAME` (ROLE one of `operator`, `reader`,
+/// `data-plane`, `peer`; NAME 1–128 characters of `A-Z a-z 0-9 - _ . :`).
+/// The caller's name is the whole URI, which is what the audit log shows.
 ///
 /// # Errors
-/// `UNAUTHENTICATED` without a known token, `PERMISSION_DENIED` when the
-/// caller's role does not allow the call.
+/// Why the certificate names no caller, for the `UNAUTHENTICATED` status.
+pub fn certificate_caller(der: &[u8], trust_domain: &str) -> Result<Caller, String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, certificate) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("unreadable client certificate: {e}"))?;
+    let prefix = format!("spiffe://{trust_domain}/");
+    let uris: Vec<&str> = certificate
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    GeneralName::URI(uri) => Some(*uri),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(uri) = uris.iter().find(|uri| uri.starts_with(&prefix)) else {
+        return Err(format!(
+            "the client certificate names no role: expected a URI SAN {prefix}ROLE/NAME"
+        ));
+    };
+    let (role, name) = uri[prefix.len()..]
+        .split_once('/')
+        .ok_or_else(|| format!("{uri}: expected {prefix}ROLE/NAME"))?;
+    let role = match role {
+        "operator" => Role::Operator,
+        "reader" => Role::Reader,
+        "data-plane" => Role::DataPlane,
+        "peer" => Role::Peer,
+        other => {
+            return Err(format!(
+                "{uri}: unknown role {other:?} (operator, reader, data-plane, peer)"
+            ));
+        }
+    };
+    let valid_name = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if !valid_name {
+        return Err(format!(
+            "{uri}: the name must be 1-128 characters of A-Z a-z 0-9 - _ . :"
+        ));
+    }
+    Ok(Caller {
+        name: Arc::from(*uri),
+        roles: role.bit(),
+    })
+}
+
+/// Decides one call: the caller, or the status that refuses it. A bearer
+/// token, when presented, decides; otherwise the client certificate does
+/// (when `trust_domain` is set: mutual TLS is on).
+///
+/// # Errors
+/// `UNAUTHENTICATED` without a known token or certificate identity,
+/// `PERMISSION_DENIED` when the caller's role does not allow the call.
 pub fn authorize(
     credentials: &Credentials,
+    trust_domain: Option<&str>,
     port: Port,
     path: &str,
-    authorization: Option<&str>,
+    presented: Presented<'_>,
 ) -> Result<Option<Caller>, tonic::Status> {
-    if credentials.is_empty() {
+    if credentials.is_empty() && trust_domain.is_none() {
         return Ok(None);
     }
     let Some(roles) = required(port, path) else {
         return Ok(None);
     };
-    let Some(authorization) = authorization else {
-        return Err(tonic::Status::unauthenticated(
-            "missing `authorization: Bearer <token>`",
-        ));
-    };
-    let Some(token) = bearer(authorization) else {
-        return Err(tonic::Status::unauthenticated(
-            "malformed authorization: expected `Bearer <token>`",
-        ));
-    };
-    let Some(caller) = credentials.identify(token) else {
-        return Err(tonic::Status::unauthenticated("invalid bearer token"));
+    let caller = match (presented.authorization, presented.certificate, trust_domain) {
+        (Some(authorization), _, _) => {
+            let Some(token) = bearer(authorization) else {
+                return Err(tonic::Status::unauthenticated(
+                    "malformed authorization: expected `Bearer <token>`",
+                ));
+            };
+            credentials
+                .identify(token)
+                .ok_or_else(|| tonic::Status::unauthenticated("invalid bearer token"))?
+        }
+        (None, Some(der), Some(trust_domain)) => {
+            certificate_caller(der, trust_domain).map_err(tonic::Status::unauthenticated)?
+        }
+        (None, _, _) => {
+            let expected = if trust_domain.is_some() {
+                "missing `authorization: Bearer <token>` or a client certificate"
+            } else {
+                "missing `authorization: Bearer <token>`"
+            };
+            return Err(tonic::Status::unauthenticated(expected));
+        }
     };
     if roles.iter().any(|role| caller.has(*role)) {
         Ok(Some(caller))
@@ -357,6 +448,9 @@ pub struct Access<S> {
     pub inner: S,
     pub credentials: SharedCredentials,
     pub port: Port,
+    /// Set with mutual TLS: client certificates name callers in this
+    /// SPIFFE trust domain.
+    pub trust_domain: Option<Arc<str>>,
 }
 
 impl<S, B, R> tower::Service<http::Request<B>> for Access<S>
@@ -378,15 +472,25 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let method = request.uri().path().rsplit('/').next().unwrap_or("").to_owned();
         request.extensions_mut().insert(CalledMethod(method.into()));
+        use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
         let authorization = request
             .headers()
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
+        let certificates = request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|info| info.peer_certs());
+        let presented = Presented {
+            authorization,
+            certificate: certificates.as_ref().and_then(|c| c.first()).map(|c| c.as_ref()),
+        };
         let decided = authorize(
             &self.credentials.load(),
+            self.trust_domain.as_deref(),
             self.port,
             request.uri().path(),
-            authorization,
+            presented,
         );
         match decided {
             Ok(caller) => {
@@ -452,7 +556,11 @@ mod tests {
 
     fn code(port: Port, path: &str, token: &str) -> tonic::Code {
         let header = format!("Bearer {token}");
-        match authorize(&credentials(), port, path, Some(&header)) {
+        let presented = Presented {
+            authorization: Some(&header),
+            certificate: None,
+        };
+        match authorize(&credentials(), None, port, path, presented) {
             Ok(_) => tonic::Code::Ok,
             Err(status) => status.code(),
         }
@@ -513,7 +621,7 @@ mod tests {
         };
         assert_eq!(code(open, reflection, "nobody"), Ok);
         assert!(
-            authorize(&Credentials::default(), admin, write, None).is_ok(),
+            authorize(&Credentials::default(), None, admin, write, Presented::default()).is_ok(),
             "no credentials: open"
         );
     }

@@ -95,7 +95,11 @@ mod tests {
     fn call(token: &BearerToken, metadata: &tonic::metadata::MetadataMap) -> Result<(), tonic::Code> {
         let credentials = crate::access::Credentials::single(Some(token.clone()));
         let authorization = metadata.get("authorization").and_then(|v| v.to_str().ok());
-        crate::access::authorize(&credentials, crate::access::Port::Peer, "/any", authorization)
+        let presented = crate::access::Presented {
+            authorization,
+            certificate: None,
+        };
+        crate::access::authorize(&credentials, None, crate::access::Port::Peer, "/any", presented)
             .map(drop)
             .map_err(|s| s.code())
     }

@@ -22,11 +22,20 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, Server, ServerTls
 /// Certificate and key (PEM files) for the admin and peer listeners, and the
 /// CA bundle peers' certificates must chain to (default: the certificate itself,
 /// for a cluster sharing one self-signed certificate).
+///
+/// With `client_ca` (mutual TLS), both listeners ask clients for a
+/// certificate chaining to it (optional: bearer tokens still work), and a
+/// certificate's URI SAN `spiffe://TRUST_DOMAIN/ROLE/NAME` names its caller
+/// (see [`crate::access`]); the node presents its own certificate to its
+/// peers.
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub ca: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+    /// The SPIFFE trust domain of client certificates; default `pylon`.
+    pub trust_domain: String,
 }
 
 impl TlsFiles {
@@ -35,17 +44,50 @@ impl TlsFiles {
     }
 
     fn server(&self) -> Result<ServerTlsConfig, ServeError> {
-        Ok(ServerTlsConfig::new().identity(Identity::from_pem(
+        let config = ServerTlsConfig::new().identity(Identity::from_pem(
             Self::read(&self.cert)?,
             Self::read(&self.key)?,
-        )))
+        ));
+        Ok(match &self.client_ca {
+            Some(ca) => config
+                .client_ca_root(Certificate::from_pem(Self::read(ca)?))
+                .client_auth_optional(true),
+            None => config,
+        })
     }
 
-    /// How this node verifies its peers.
+    /// How this node verifies its peers, and (with mutual TLS) shows itself.
     fn client(&self) -> Result<ClientTlsConfig, ServeError> {
         let ca = Self::read(self.ca.as_ref().unwrap_or(&self.cert))?;
-        Ok(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+        let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+        Ok(match &self.client_ca {
+            Some(_) => config.identity(Identity::from_pem(
+                Self::read(&self.cert)?,
+                Self::read(&self.key)?,
+            )),
+            None => config,
+        })
     }
+
+    /// The trust domain when mutual TLS is on.
+    fn mutual(&self) -> Option<&str> {
+        self.client_ca.as_ref().map(|_| self.trust_domain.as_str())
+    }
+
+    /// The caller this node's own certificate names, for its peers.
+    fn own_caller(&self, trust_domain: &str) -> Result<crate::access::Caller, ServeError> {
+        let pem = Self::read(&self.cert)?;
+        let der = pem_first_certificate(&pem)
+            .ok_or_else(|| ServeError::Tls(format!("{}: no certificate", self.cert.display())))?;
+        crate::access::certificate_caller(&der, trust_domain)
+            .map_err(|e| ServeError::Tls(format!("--tls-cert {}: {e}", self.cert.display())))
+    }
+}
+
+/// The first `CERTIFICATE` block of a PEM file, as DER.
+fn pem_first_certificate(pem: &[u8]) -> Option<Vec<u8>> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem).ok()?;
+    (block.label == "CERTIFICATE").then_some(block.contents)
 }
 
 /// Everything a control-plane node needs to start.
@@ -112,11 +154,12 @@ impl ControlPlaneConfig {
         if self.node_id == 0 {
             return Err(ServeError::Config("--node-id must not be 0".into()));
         }
-        if self.token.is_none() && self.credentials_file.is_none() {
+        let mutual = self.tls.as_ref().is_some_and(|tls| tls.client_ca.is_some());
+        if self.token.is_none() && self.credentials_file.is_none() && !mutual {
             for (flag, address) in [("--listen", self.listen), ("--raft-listen", self.raft_listen)] {
                 if !address.ip().is_loopback() {
                     return Err(ServeError::Config(format!(
-                        "{flag} {address} is not a loopback address: set credentials (--credentials-file, or a bearer token with --token-file or PYLON_ADMIN_TOKEN) first"
+                        "{flag} {address} is not a loopback address: set credentials (--credentials-file, a bearer token with --token-file or PYLON_ADMIN_TOKEN, or mutual TLS with --tls-client-ca) first"
                     )));
                 }
             }
@@ -209,7 +252,17 @@ pub async fn serve(
     };
     // A node of a cluster needs something to show its peers.
     let clustered = config.join || config.peers.len() > 1;
-    if clustered && !credentials.is_empty() && credentials.token_for(Role::Peer).is_none() {
+    let trust_domain = config.tls.as_ref().and_then(TlsFiles::mutual);
+    if let (Some(tls), Some(domain)) = (&config.tls, trust_domain) {
+        // With mutual TLS the node shows its peers its own certificate.
+        let own = tls.own_caller(domain)?;
+        if clustered && credentials.token_for(Role::Peer).is_none() && !own.has(Role::Peer) {
+            return Err(ServeError::Config(format!(
+                "--tls-cert names {:?}, not a peer (spiffe://{domain}/peer/NAME), and the credentials hold no peer token: this node could not reach its peers",
+                own.name
+            )));
+        }
+    } else if clustered && !credentials.is_empty() && credentials.token_for(Role::Peer).is_none() {
         return Err(ServeError::Config(
             "the credentials hold no peer credential (role: peer), so this node could not reach its peers"
                 .into(),
@@ -290,10 +343,12 @@ pub async fn serve(
     // Every call on either port passes one check of the caller's role.
     let guard = |port: Port| {
         let credentials = credentials.clone();
+        let trust_domain: Option<std::sync::Arc<str>> = trust_domain.map(Into::into);
         tower::layer::layer_fn(move |inner| Access {
             inner,
             credentials: credentials.clone(),
             port,
+            trust_domain: trust_domain.clone(),
         })
     };
 
@@ -326,7 +381,8 @@ pub async fn serve(
         advertised = %advertised,
         data_dir = %config.data_dir.display(),
         tls = config.tls.is_some(),
-        auth = !credentials.load().is_empty(),
+        mutual_tls = trust_domain.is_some(),
+        auth = !credentials.load().is_empty() || trust_domain.is_some(),
         "control plane ready"
     );
     tokio::try_join!(admin_server, raft_server)?;

@@ -43,6 +43,8 @@ pub struct DataPlaneConfig {
     /// Where `token` came from: read again at every (re)connect.
     pub token_file: Option<PathBuf>,
     pub control_plane_ca: Option<PathBuf>,
+    /// Client certificate and key for mutual TLS with the control plane.
+    pub control_plane_identity: Option<(PathBuf, PathBuf)>,
     pub node_id: String,
     pub labels: BTreeMap<String, String>,
     pub snapshot_cache: Option<PathBuf>,
@@ -82,6 +84,7 @@ impl DataPlaneConfig {
             token: None,
             token_file: None,
             control_plane_ca: None,
+            control_plane_identity: None,
             node_id,
             labels: BTreeMap::new(),
             snapshot_cache: None,
@@ -211,6 +214,7 @@ pub async fn serve(
         token: config.token.clone(),
         token_file: config.token_file.clone(),
         ca: config.control_plane_ca.clone(),
+        identity: config.control_plane_identity.clone(),
         node_id: config.node_id.clone(),
         labels: config.labels.clone(),
         cache: config.snapshot_cache.clone(),

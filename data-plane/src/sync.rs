@@ -50,6 +50,10 @@ pub struct SyncOptions {
     /// next session on; wins over `token`.
     pub token_file: Option<PathBuf>,
     pub ca: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS with the control
+    /// plane, read at every (re)connect so a renewed certificate is used
+    /// from the next session on.
+    pub identity: Option<(PathBuf, PathBuf)>,
     pub node_id: String,
     pub labels: BTreeMap<String, String>,
     pub cache: Option<PathBuf>,
@@ -110,6 +114,12 @@ async fn channel(options: &SyncOptions, endpoint: &str) -> Result<tonic::transpo
             let pem =
                 std::fs::read(ca).map_err(|e| SessionError::Connect(format!("{}: {e}", ca.display())))?;
             tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        if let Some((cert, key)) = &options.identity {
+            let read = |path: &PathBuf| {
+                std::fs::read(path).map_err(|e| SessionError::Connect(format!("{}: {e}", path.display())))
+            };
+            tls = tls.identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
         }
         builder = builder
             .tls_config(tls)

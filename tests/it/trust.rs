@@ -348,3 +348,129 @@ async fn a_cluster_restored_from_an_older_backup_is_adopted_as_gone_back() {
     let warning = listed["dp"]["warning"].as_str().unwrap_or("");
     assert!(warning.contains("went back"), "{warning}");
 }
+
+#[tokio::test]
+async fn with_mutual_tls_certificates_name_peers_data_planes_and_operators_without_any_token() {
+    let _serial = serial().await;
+    // Three nodes that reach each other with their certificates only: a
+    // leader and a replicated write show the peers accepted each other.
+    let cluster = Cluster::start_with_mtls(3).await;
+    let endpoint = cluster.nodes[1].endpoint();
+    let ca_path = cluster.ca_certificate().expect("a TLS cluster");
+    let ca = std::fs::read(&ca_path).expect("CA");
+    let mut admin = cluster.nodes[1]
+        .admin()
+        .await
+        .expect("the harness's operator certificate");
+    crate::support::deploy(
+        &mut admin,
+        crate::support::shop_api("mtls"),
+        "prod",
+        &[("backend", "http://127.0.0.1:9")],
+    )
+    .await
+    .expect("an operator certificate writes");
+    cluster.wait_until_caught_up().await;
+
+    // A data plane shows its own certificate and gets its config.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = cluster.issue("dp-1", "spiffe://pylon/data-plane/dp-1");
+    let flags = [
+        format!("--control-plane-ca={}", ca_path.display()),
+        format!("--control-plane-cert={}", cert.display()),
+        format!("--control-plane-key={}", key.display()),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let node = DataPlaneNode::start(dir.path(), "dp-1", std::slice::from_ref(&endpoint), &flags);
+    let client = HttpClient::default();
+    eventually(
+        "the data plane serves with its certificate",
+        Duration::from_secs(15),
+        || async { serves(&client, &node, "mtls").await.then_some(()) },
+    )
+    .await;
+
+    // Its certificate is no operator's; no certificate at all, or one that
+    // names no role in the trust domain, is nobody.
+    let read = |path: &std::path::Path| std::fs::read(path).expect("read");
+    let as_data_plane = (read(&cert), read(&key));
+    let mut dp_admin = pylon_tests::connect_as(&endpoint, None, Some(&ca), Some(&as_data_plane))
+        .await
+        .expect("connect");
+    let denied = dp_admin
+        .create_api(create_api("by-dp", ""))
+        .await
+        .expect_err("a data plane writes nothing");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert!(
+        denied.message().contains("spiffe://pylon/data-plane/dp-1"),
+        "{}",
+        denied.message()
+    );
+    let mut anonymous = pylon_tests::connect_as(&endpoint, None, Some(&ca), None)
+        .await
+        .expect("connect");
+    let refused = anonymous
+        .list_apis(ListApisRequest::default())
+        .await
+        .expect_err("no credential");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let (odd_cert, odd_key) = cluster.issue("odd", "spiffe://elsewhere/operator/eve");
+    let mut odd = pylon_tests::connect_as(
+        &endpoint,
+        None,
+        Some(&ca),
+        Some(&(read(&odd_cert), read(&odd_key))),
+    )
+    .await
+    .expect("connect");
+    let refused = odd
+        .list_apis(ListApisRequest::default())
+        .await
+        .expect_err("another trust domain");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(
+        refused.message().contains("spiffe://pylon/ROLE/NAME"),
+        "{}",
+        refused.message()
+    );
+    // A certificate from another CA does not get past the handshake.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let (rogue_cert, rogue_key) =
+        pylon_tests::issue_certificate(elsewhere.path(), "rogue", "URI:spiffe://pylon/operator/rogue");
+    let rogue = pylon_tests::connect_as(
+        &endpoint,
+        None,
+        Some(&ca),
+        Some(&(read(&rogue_cert), read(&rogue_key))),
+    )
+    .await;
+    let rogue_call = match rogue {
+        Ok(mut rogue) => rogue.list_apis(ListApisRequest::default()).await.map(drop),
+        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+    };
+    assert!(rogue_call.is_err(), "a certificate of an unknown CA was accepted");
+
+    // The CLI shows an operator certificate too, and the audit log names it.
+    let (op_cert, op_key) = cluster.issue("alice", "spiffe://pylon/operator/alice");
+    let (ca_flag, cert_flag, key_flag) = (
+        format!("--ca-cert={}", ca_path.display()),
+        format!("--client-cert={}", op_cert.display()),
+        format!("--client-key={}", op_key.display()),
+    );
+    let with_cert = |args: &[&str]| {
+        let mut all = vec![ca_flag.as_str(), cert_flag.as_str(), key_flag.as_str()];
+        all.extend_from_slice(args);
+        pylon_cli(&endpoint, &all)
+    };
+    with_cert(&["keys", "create", "partner"]).expect("alice creates a key");
+    let audit = with_cert(&["audit", "list"]).expect("audit");
+    assert!(
+        audit.contains("spiffe://pylon/operator/alice (operator)"),
+        "{audit}"
+    );
+    assert!(
+        audit.contains("spiffe://pylon/operator/harness (operator)"),
+        "{audit}"
+    );
+}

@@ -103,16 +103,29 @@ pub async fn connect(endpoint: &str) -> anyhow::Result<Admin> {
 
 /// Connects with an optional bearer token and, for `https://`, the CA (PEM) to trust.
 pub async fn connect_with(endpoint: &str, token: Option<&str>, ca: Option<&[u8]>) -> anyhow::Result<Admin> {
+    connect_as(endpoint, token, ca, None).await
+}
+
+/// [`connect_with`], also showing a client certificate and key (PEM) for
+/// mutual TLS.
+pub async fn connect_as(
+    endpoint: &str,
+    token: Option<&str>,
+    ca: Option<&[u8]>,
+    identity: Option<&(Vec<u8>, Vec<u8>)>,
+) -> anyhow::Result<Admin> {
     let token = match token {
         Some(token) => Some(format!("Bearer {}", token.trim()).parse()?),
         None => None,
     };
     let mut builder = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?;
     if let Some(ca) = ca {
-        builder = builder.tls_config(
-            tonic::transport::ClientTlsConfig::new()
-                .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
-        )?;
+        let mut tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        if let Some((cert, key)) = identity {
+            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        builder = builder.tls_config(tls)?;
     }
     let channel = builder
         .connect_timeout(Duration::from_millis(500))
@@ -179,6 +192,8 @@ pub struct ControlPlaneNode {
     token: Option<String>,
     /// The CA (PEM) to trust when the node serves TLS.
     ca: Option<Vec<u8>>,
+    /// The harness's client certificate and key with mutual TLS.
+    identity: Option<(Vec<u8>, Vec<u8>)>,
     child: Option<Child>,
 }
 
@@ -219,7 +234,13 @@ impl ControlPlaneNode {
     }
 
     pub async fn admin(&self) -> anyhow::Result<Admin> {
-        connect_with(&self.endpoint(), self.token.as_deref(), self.ca.as_deref()).await
+        connect_as(
+            &self.endpoint(),
+            self.token.as_deref(),
+            self.ca.as_deref(),
+            self.identity.as_ref(),
+        )
+        .await
     }
 
     fn log_tail(&self, lines: usize) -> String {
@@ -242,6 +263,7 @@ pub struct Cluster {
     extra_args: Vec<String>,
     token: Option<String>,
     ca: Option<Vec<u8>>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Cluster {
@@ -265,16 +287,30 @@ impl Cluster {
         Cluster::launch(size, &[], None, true).await
     }
 
+    /// Starts a TLS cluster whose callers show client certificates instead
+    /// of tokens (`--tls-client-ca`): the nodes' shared certificate names a
+    /// peer (`spiffe://pylon/peer/cp`), the harness calls as
+    /// `spiffe://pylon/operator/harness`. [`Cluster::issue`] makes more.
+    pub async fn start_with_mtls(size: u64) -> Cluster {
+        Cluster::launch_as(size, &[], None, false, true, true).await
+    }
+
+    /// A certificate and key from the cluster's test CA naming `uri` (a
+    /// URI SAN, e.g. `spiffe://pylon/data-plane/dp-1`).
+    pub fn issue(&self, stem: &str, uri: &str) -> (PathBuf, PathBuf) {
+        issue_certificate(self.dir.path(), stem, &format!("URI:{uri}"))
+    }
+
     /// Starts a cluster with named credentials (`--credentials-file`, the
     /// nodes reach each other with its peer credential); the harness's
     /// admin calls present `operator_token`.
     pub async fn start_with_credentials(size: u64, credentials_file: &Path, operator_token: &str) -> Cluster {
         let flag = format!("--credentials-file={}", credentials_file.display());
-        Cluster::launch_as(size, &[&flag], Some(operator_token), false, false).await
+        Cluster::launch_as(size, &[&flag], Some(operator_token), false, false, false).await
     }
 
     async fn launch(size: u64, extra_args: &[&str], token: Option<&str>, tls: bool) -> Cluster {
-        Cluster::launch_as(size, extra_args, token, true, tls).await
+        Cluster::launch_as(size, extra_args, token, true, tls, false).await
     }
 
     /// `token_file`: the nodes get `token` as their `--token-file` (else it
@@ -285,6 +321,7 @@ impl Cluster {
         token: Option<&str>,
         token_file: bool,
         tls: bool,
+        mutual: bool,
     ) -> Cluster {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let mut extra_args: Vec<String> = extra_args.iter().map(|s| (*s).to_owned()).collect();
@@ -298,7 +335,16 @@ impl Cluster {
             extra_args.push(format!("--tls-cert={}", cert.display()));
             extra_args.push(format!("--tls-key={}", key.display()));
             extra_args.push(format!("--tls-ca={}", ca.display()));
+            if mutual {
+                extra_args.push(format!("--tls-client-ca={}", ca.display()));
+            }
             std::fs::read(&ca).unwrap_or_else(|e| panic!("CA certificate: {e}"))
+        });
+        let identity = mutual.then(|| {
+            let (cert, key) = issue_certificate(dir.path(), "harness", "URI:spiffe://pylon/operator/harness");
+            let read =
+                |path: &Path| std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            (read(&cert), read(&key))
         });
         let mut cluster = Cluster {
             nodes: Vec::new(),
@@ -306,6 +352,7 @@ impl Cluster {
             extra_args,
             token: token.map(str::to_owned),
             ca,
+            identity,
         };
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
         let peers: Vec<String> = ports
@@ -341,6 +388,7 @@ impl Cluster {
             args,
             token: self.token.clone(),
             ca: self.ca.clone(),
+            identity: self.identity.clone(),
             child: None,
         }
     }
@@ -498,29 +546,26 @@ pub fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
-/// Writes a test CA (`ca.pem`) and a node certificate it signed (`cert.pem`,
-/// `key.pem`, valid for 127.0.0.1) into `dir`, with `openssl`.
-pub fn test_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let file = |name: &str| dir.join(name);
-    let openssl = |args: &[&str]| {
-        let status = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap_or_else(|e| panic!("openssl: {e}"));
-        assert!(status.success(), "openssl {} failed", args.join(" "));
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    openssl(
-        &[
+/// Runs `openssl ARGS…` in `dir`, panicking when it fails.
+fn openssl_in(dir: &Path, args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("openssl: {e}"));
+    assert!(status.success(), "openssl {} failed", args.join(" "));
+}
+
+/// A P-256 certificate and key, as `(STEM.pem, STEM.key)` in `dir`, issued
+/// by the test CA there (`ca.pem`, made on first use) for server and client
+/// use, with `san` as its subjectAltName (`IP:127.0.0.1,URI:spiffe://…`).
+pub fn issue_certificate(dir: &Path, stem: &str, san: &str) -> (PathBuf, PathBuf) {
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let ec: Vec<&str> = ec.split(' ').collect();
+    if !dir.join("ca.pem").exists() {
+        let args = [
             &["req", "-x509"],
             &ec[..],
             &[
@@ -534,46 +579,63 @@ pub fn test_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
                 "/CN=pylon-test-ca",
             ],
         ]
-        .concat(),
+        .concat();
+        openssl_in(dir, &args);
+    }
+    let (key, csr, cert, ext) = (
+        format!("{stem}.key"),
+        format!("{stem}.csr"),
+        format!("{stem}.pem"),
+        format!("{stem}.ext"),
     );
-    openssl(
+    let subject = format!("/CN={stem}");
+    openssl_in(
+        dir,
         &[
             &["req"],
             &ec[..],
-            &[
-                "-keyout",
-                "key.pem",
-                "-out",
-                "node.csr",
-                "-subj",
-                "/CN=pylon-node",
-            ],
+            &["-keyout", &key, "-out", &csr, "-subj", &subject],
         ]
         .concat(),
     );
     std::fs::write(
-        file("node.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n",
+        dir.join(&ext),
+        format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n"),
     )
-    .unwrap_or_else(|e| panic!("node.ext: {e}"));
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "node.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "cert.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "node.ext",
-    ]);
-    (file("ca.pem"), file("cert.pem"), file("key.pem"))
+    .unwrap_or_else(|e| panic!("{ext}: {e}"));
+    openssl_in(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ],
+    );
+    (dir.join(cert), dir.join(key))
+}
+
+/// A test CA and a certificate for 127.0.0.1 and `localhost` from it (which
+/// also names a peer, `spiffe://pylon/peer/cp`, for mutual TLS): `(ca,
+/// cert, key)` files in `dir`.
+pub fn test_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (cert, key) = issue_certificate(
+        dir,
+        "cert",
+        "IP:127.0.0.1,DNS:localhost,URI:spiffe://pylon/peer/cp",
+    );
+    (dir.join("ca.pem"), cert, key)
 }
 
 /// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
