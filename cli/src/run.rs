@@ -275,6 +275,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         tls: None,
         timers: RaftTimers::default(),
         snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
+        min_free_space_mb: pylon_control_plane::raft::disk::DEFAULT_MIN_FREE_MB,
         usage: Some(Arc::new(Usage(shared.clone()))),
         ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
@@ -538,6 +539,11 @@ pub struct ControlPlaneArgs {
     /// Take a Raft snapshot and compact the log every N applied entries.
     #[arg(long)]
     snapshot_interval: Option<u64>,
+    /// Free space (MiB) kept on the data directory's disk: below it the node
+    /// refuses writes (RESOURCE_EXHAUSTED), hands over leadership and stops
+    /// appending until space frees; 0 turns the watch off. Default 64.
+    #[arg(long)]
+    min_free_space_mb: Option<u64>,
     /// Raft tick in milliseconds (election after 10–20 ticks, heartbeat every 2).
     #[arg(long)]
     raft_tick_ms: Option<u64>,
@@ -571,6 +577,7 @@ struct ControlPlaneFile {
     tls_client_ca: Option<PathBuf>,
     tls_client_trust_domain: Option<String>,
     snapshot_interval: Option<u64>,
+    min_free_space_mb: Option<u64>,
     raft_tick_ms: Option<u64>,
     redis: Option<String>,
 }
@@ -686,6 +693,10 @@ pub async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
             .snapshot_interval
             .or(file.snapshot_interval)
             .unwrap_or(DEFAULT_SNAPSHOT_INTERVAL),
+        min_free_space_mb: args
+            .min_free_space_mb
+            .or(file.min_free_space_mb)
+            .unwrap_or(pylon_control_plane::raft::disk::DEFAULT_MIN_FREE_MB),
         usage,
         ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };

@@ -121,6 +121,9 @@ pub struct ControlPlaneConfig {
     pub tls: Option<TlsFiles>,
     pub timers: RaftTimers,
     pub snapshot_interval: u64,
+    /// Free space (MiB) kept on the data directory's disk: below it the node
+    /// takes no writes (see [`crate::raft::disk`]); 0 turns the watch off.
+    pub min_free_space_mb: u64,
     /// Where the data planes count quota use (for GetUsage/ResetUsage).
     pub usage: Option<std::sync::Arc<dyn crate::admin::usage::UsageStore>>,
     /// Set while this node knows a leader (for `/readyz`).
@@ -292,6 +295,7 @@ pub async fn serve(
             bootstrap,
             timers: config.timers.clone(),
             snapshot_interval: config.snapshot_interval,
+            disk: crate::raft::disk::DiskGuard::new(&config.data_dir, config.min_free_space_mb << 20),
         },
         transport.clone(),
         node::logger(),

@@ -421,3 +421,123 @@ async fn removing_the_leader_hands_leadership_over_and_writes_go_on() {
         .await
         .expect("the two remaining nodes take writes at once");
 }
+
+/// Whether this process may make mount namespaces (root, with `unshare`).
+fn can_mount() -> bool {
+    std::process::Command::new("unshare")
+        .args(["--mount", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[tokio::test]
+async fn a_node_short_of_disk_refuses_writes_naming_its_directory_keeps_reading_and_resumes() {
+    if !can_mount() {
+        eprintln!("SKIPPED: needs root (unshare --mount) to give a node a small disk of its own");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mount = dir.path().join("disk");
+    std::fs::create_dir(&mount).expect("mount point");
+    let data_dir = mount.join("data");
+    let (admin_port, raft_port) = (pylon_tests::free_port(), pylon_tests::free_port());
+    let log = std::fs::File::create(dir.path().join("node.log")).expect("log");
+    // The node runs in its own mount namespace on a 160 MiB tmpfs.
+    let mut child = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs -o size=160m pylon-test \"$0\" && exec \"$@\"")
+        .arg(&mount)
+        .arg(pylon_tests::pylon_bin())
+        .args([
+            "control-plane".to_owned(),
+            "--node-id=1".to_owned(),
+            format!("--listen=127.0.0.1:{admin_port}"),
+            format!("--raft-listen=127.0.0.1:{raft_port}"),
+            format!("--data-dir={}", data_dir.display()),
+            "--min-free-space-mb=48".to_owned(),
+        ])
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("unshare");
+    struct Stop<'a>(&'a mut std::process::Child);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = child.id();
+    let _stop = Stop(&mut child);
+    let endpoint = format!("http://127.0.0.1:{admin_port}");
+    let mut admin = pylon_tests::eventually("the node answers", Duration::from_secs(20), || async {
+        let mut admin = pylon_tests::connect(&endpoint).await.ok()?;
+        let api = pylon_proto::config::v1::Api {
+            name: "before".into(),
+            ..Default::default()
+        };
+        admin.create_api(CreateApiRequest { api: Some(api) }).await.ok()?;
+        Some(admin)
+    })
+    .await;
+
+    // Fill its disk, then leave it 20 MiB: below the 48 MiB reserve.
+    let ballast_path = std::path::PathBuf::from(format!("/proc/{pid}/root{}/ballast", mount.display()));
+    let mut ballast = std::fs::File::create(&ballast_path).expect("ballast in the node's namespace");
+    let chunk = vec![0u8; 1 << 20];
+    let mut written = 0u64;
+    while std::io::Write::write_all(&mut ballast, &chunk).is_ok() {
+        written += chunk.len() as u64;
+    }
+    ballast
+        .set_len(written.saturating_sub(20 << 20))
+        .expect("leave 20 MiB");
+    let create = |name: &str| CreateApiRequest {
+        api: Some(pylon_proto::config::v1::Api {
+            name: name.into(),
+            ..Default::default()
+        }),
+    };
+    // (The watch measures once a second: the first tries may still pass.)
+    let tries = AtomicUsize::new(0);
+    let refused = pylon_tests::eventually("writes are refused", Duration::from_secs(10), || {
+        let mut admin = admin.clone();
+        let request = create(&format!("during-{}", tries.fetch_add(1, Ordering::Relaxed)));
+        async move { admin.create_api(request).await.err() }
+    })
+    .await;
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains(&data_dir.display().to_string()),
+        "{}",
+        refused.message()
+    );
+    // Reads go on, and the node is still there.
+    let read = admin
+        .get_api(GetApiRequest {
+            name: "before".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("a linearizable read on a node short of disk");
+    assert_eq!(read.into_inner().name, "before");
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the node exited"
+    );
+
+    // Space frees: writes resume without a restart.
+    drop(ballast);
+    std::fs::remove_file(&ballast_path).expect("remove the ballast");
+    pylon_tests::eventually("writes resume", Duration::from_secs(10), || {
+        let mut admin = admin.clone();
+        let request = create("after");
+        async move { admin.create_api(request).await.ok() }
+    })
+    .await;
+    let logged = std::fs::read_to_string(dir.path().join("node.log")).unwrap_or_default();
+    assert!(
+        logged.contains("disk almost full") && logged.contains("disk space is back"),
+        "{logged}"
+    );
+}

@@ -1,7 +1,8 @@
 //! The one place where the control plane's errors become gRPC statuses:
 //! a command the state machine refused keeps its code (`InvalidArgument`,
 //! `FailedPrecondition`, `NotFound`, `AlreadyExists`, `Aborted` …), a
-//! membership change it cannot make is `FailedPrecondition`, and anything
+//! membership change it cannot make is `FailedPrecondition`, a node short
+//! of disk is `ResourceExhausted` (naming the directory), and anything
 //! about the Raft node (no leader, stopped, removed, a leader change while
 //! the write was in flight) is `Unavailable`, which clients may retry.
 
@@ -21,6 +22,9 @@ impl From<ProposeError> for Status {
         match error {
             ProposeError::Rejected(error) => error.into(),
             ProposeError::Invalid(message) => Status::new(ErrorCode::FailedPrecondition.grpc_code(), message),
+            ProposeError::DiskFull { .. } => {
+                Status::new(ErrorCode::ResourceExhausted.grpc_code(), error.to_string())
+            }
             ProposeError::NoLeader
             | ProposeError::Removed
             | ProposeError::Stopped

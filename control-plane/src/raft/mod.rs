@@ -1,6 +1,8 @@
 //! Replication: the Ready loop ([`node`]), the RocksDB log ([`storage`]) and
-//! the peer transport ([`transport`]).
+//! the peer transport ([`transport`]), and the watch on free disk space
+//! ([`disk`]).
 
+pub mod disk;
 pub mod node;
 pub mod storage;
 pub mod transport;

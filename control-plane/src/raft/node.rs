@@ -56,6 +56,15 @@ pub enum ProposeError {
     LeaderChanged,
     #[error("{0}")]
     Invalid(String),
+    /// The data directory's disk is below its reserve (see [`super::disk`]).
+    #[error(
+        "the disk of {path} is almost full ({free_mib} MiB free, {reserve_mib} MiB reserved): this node takes no writes until space frees"
+    )]
+    DiskFull {
+        path: String,
+        free_mib: u64,
+        reserve_mib: u64,
+    },
 }
 
 pub(crate) enum NodeMsg {
@@ -204,6 +213,8 @@ pub struct NodeOptions {
     pub timers: RaftTimers,
     /// Take a snapshot and compact the log every this many applied entries.
     pub snapshot_interval: u64,
+    /// The data directory's free space and its reserve.
+    pub disk: super::disk::DiskGuard,
 }
 
 struct Node {
@@ -226,6 +237,7 @@ struct Node {
     removed: bool,
     /// The term in which this node last proposed the cluster's id.
     named_cluster_in_term: u64,
+    disk: super::disk::DiskGuard,
 }
 
 /// Opens the storage, rebuilds the state machine from the latest snapshot plus
@@ -307,6 +319,7 @@ pub fn start(
         inbox: tx.clone(),
         removed: false,
         named_cluster_in_term: 0,
+        disk: options.disk,
     };
     node.publish_status();
     let tick = options.timers.tick;
@@ -437,7 +450,12 @@ impl Node {
             }
             if last_tick.elapsed() >= tick && !self.removed {
                 last_tick = Instant::now();
-                self.raw.tick();
+                self.watch_disk();
+                // A follower short of disk does not campaign: it could not
+                // append as a leader either.
+                if !(self.disk.is_low() && self.raw.raft.state != StateRole::Leader) {
+                    self.raw.tick();
+                }
                 self.forget_abandoned();
             }
             if let Err(e) = self.on_ready() {
@@ -447,6 +465,49 @@ impl Node {
                 std::process::exit(70);
             }
             self.name_cluster();
+        }
+    }
+
+    /// Acts on a change of free disk space (see [`super::disk`]).
+    fn watch_disk(&mut self) {
+        match self.disk.check() {
+            Some(super::disk::Change::BecameLow) => {
+                tracing::error!(
+                    path = %self.disk.path().display(),
+                    free_mib = self.disk.free() >> 20,
+                    reserve_mib = self.disk.reserve() >> 20,
+                    "disk almost full: refusing writes, not appending, handing over leadership until space frees"
+                );
+                if self.raw.raft.state == StateRole::Leader {
+                    let own = self.shared.id;
+                    let successor = self
+                        .raw
+                        .raft
+                        .prs()
+                        .iter()
+                        .filter(|(id, _)| **id != own && self.raw.raft.prs().conf().voters().contains(**id))
+                        .max_by_key(|(_, progress)| progress.matched)
+                        .map(|(id, _)| *id);
+                    match successor {
+                        Some(to) => self.raw.transfer_leader(to),
+                        None => tracing::warn!("no other voter to hand leadership to"),
+                    }
+                }
+            }
+            Some(super::disk::Change::Recovered) => tracing::info!(
+                path = %self.disk.path().display(),
+                free_mib = self.disk.free() >> 20,
+                "disk space is back: taking writes again"
+            ),
+            None => {}
+        }
+    }
+
+    fn disk_full(&self) -> ProposeError {
+        ProposeError::DiskFull {
+            path: self.disk.path().display().to_string(),
+            free_mib: self.disk.free() >> 20,
+            reserve_mib: self.disk.reserve() >> 20,
         }
     }
 
@@ -507,6 +568,10 @@ impl Node {
                     let _ = reply.send(Err(ProposeError::Removed));
                     return;
                 }
+                if self.disk.is_low() {
+                    let _ = reply.send(Err(self.disk_full()));
+                    return;
+                }
                 let request_id = command.request_id.clone();
                 match self.raw.propose(vec![], command.encode_to_vec()) {
                     Ok(()) => {
@@ -523,6 +588,10 @@ impl Node {
                 member,
                 reply,
             } => {
+                if self.disk.is_low() {
+                    let _ = reply.send(Err(self.disk_full()));
+                    return;
+                }
                 let mut change = ConfChange::default();
                 change.set_change_type(change_type);
                 change.node_id = member.node_id;
@@ -549,6 +618,14 @@ impl Node {
             // A removed node takes no further part: were it the leader, its
             // heartbeats would keep the others from electing a new one.
             NodeMsg::Raft(_) if self.removed => {}
+            // Short of disk: entries from the leader are dropped as if lost
+            // on the way; the leader sends them again later.
+            NodeMsg::Raft(msg)
+                if self.disk.is_low()
+                    && matches!(
+                        msg.get_msg_type(),
+                        raft::eraftpb::MessageType::MsgAppend | raft::eraftpb::MessageType::MsgSnapshot
+                    ) => {}
             NodeMsg::Raft(msg) => {
                 if let Err(e) = self.raw.step(*msg) {
                     tracing::debug!(error = %e, "dropped a raft message");
@@ -769,7 +846,7 @@ impl Node {
     /// here; encoding and writing it with fsync run on another thread, and the
     /// log is compacted when that thread reports back.
     fn maybe_compact(&mut self) -> Result<(), StorageFailure> {
-        if self.snapshot_in_flight {
+        if self.snapshot_in_flight || self.disk.is_low() {
             return Ok(());
         }
         let snapshot_index = self.raw.store().latest_snapshot().get_metadata().index;
