@@ -8,7 +8,7 @@ CARGO ?= cargo
 SHELL := bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: dev test bench bootstrap fmt build
+.PHONY: dev test bench chaos bootstrap fmt build
 
 bootstrap:
 	@scripts/bootstrap
@@ -39,6 +39,13 @@ bench:
 	@scripts/bootstrap bench
 	$(CARGO) build --profile dist --bin pylon
 	PYLON_BIN=$(CARGO_TARGET_DIR)/dist/pylon $(CARGO) bench -p pylon-tests --bench perf
+
+## The linearizability check under kills, pauses and partitions, longer and
+## wider than in `make test`: 5 control-plane nodes for 120 s (override with
+## PYLON_CHAOS_NODES / PYLON_CHAOS_SECONDS). See docs/control-plane.md.
+chaos: build
+	PYLON_CHAOS_NODES=$${PYLON_CHAOS_NODES:-5} PYLON_CHAOS_SECONDS=$${PYLON_CHAOS_SECONDS:-120} \
+		$(CARGO) test -p pylon-tests --test it linearizable -- --nocapture
 
 fmt:
 	$(CARGO) fmt --all

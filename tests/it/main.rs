@@ -7,6 +7,7 @@ mod cluster;
 mod front_door;
 mod gateway;
 mod limits;
+mod linearizable;
 mod request_phase;
 mod support;
 mod telemetry;

@@ -4,8 +4,10 @@
 //! Every process is killed when its handle drops; when a test fails, the tail
 //! of each node's log is printed to help read what happened.
 
+pub mod fault_proxy;
 pub mod gateway;
 pub mod jwt;
+pub mod linearizability;
 pub mod redis;
 
 use anyhow::{Context as _, bail};
@@ -391,6 +393,48 @@ impl Cluster {
             identity: self.identity.clone(),
             child: None,
         }
+    }
+
+    /// Free `(admin, raft)` port pairs for `size` nodes, for
+    /// [`Cluster::start_linked`].
+    pub fn ports(size: u64) -> Vec<(u16, u16)> {
+        (0..size).map(|_| (free_port(), free_port())).collect()
+    }
+
+    /// Starts founding members on `ports` whose Raft links to each other go
+    /// where `link(from, to)` says (e.g. a [`fault_proxy::FaultProxy`] in
+    /// front of node `to`'s Raft port), and waits for a leader.
+    pub async fn start_linked(ports: &[(u16, u16)], link: impl Fn(u64, u64) -> String) -> Cluster {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            dir,
+            extra_args: Vec::new(),
+            token: None,
+            ca: None,
+            identity: None,
+        };
+        for (i, (admin, raft)) in ports.iter().enumerate() {
+            let from = i as u64 + 1;
+            let peers = ports
+                .iter()
+                .enumerate()
+                .map(|(j, (_, raft))| {
+                    let to = j as u64 + 1;
+                    let address = if to == from {
+                        format!("127.0.0.1:{raft}")
+                    } else {
+                        link(from, to)
+                    };
+                    format!("--peer={to}={address}")
+                })
+                .collect();
+            let mut node = cluster.node(from, *admin, *raft, peers);
+            node.start().unwrap_or_else(|e| panic!("{e:#}"));
+            cluster.nodes.push(node);
+        }
+        cluster.wait_for_leader().await;
+        cluster
     }
 
     /// Starts a node with `--join`; it waits to be added with AddMember.

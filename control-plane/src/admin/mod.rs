@@ -1,8 +1,10 @@
 //! The gRPC `AdminService`: validate → check against local state → propose →
 //! wait until applied → answer.
 //!
-//! Requests that fail validation or the local pre-checks are answered here and
-//! never reach the Raft log. The state machine re-checks every precondition
+//! Requests that fail validation or the pre-checks are answered here and
+//! never reach the Raft log; a pre-check refusal is confirmed on a state
+//! that has applied every write acknowledged before the call (ReadIndex),
+//! so a lagging node never refuses from stale state. The state machine re-checks every precondition
 //! deterministically, so a race between two writers still ends in one winner
 //! and an `ABORTED`/`ALREADY_EXISTS` for the other.
 
@@ -151,7 +153,18 @@ impl AdminApi {
         if let Some(first) = replayed {
             return first.map_err(Status::from);
         }
-        self.dry_run(&command)?;
+        if self.dry_run(&command).is_err() {
+            // This node's state may lag the cluster's: a refusal (NOT_FOUND,
+            // ALREADY_EXISTS, ABORTED…) must hold at a linearizable point,
+            // so it is confirmed on a state that has applied every write
+            // acknowledged before this call (the barrier costs only
+            // refused writes a round trip).
+            self.barrier(ReadConsistency::Linearizable as i32).await?;
+            if let Some(first) = self.state().history().replay(&command).map_err(Status::from)? {
+                return first.map_err(Status::from);
+            }
+            self.dry_run(&command)?;
+        }
         let kind = op_name(&command);
         let tracer = opentelemetry::global::tracer("pylon-control-plane");
         // A child of the admin call's span (see crate::telemetry::TraceAdmin).
