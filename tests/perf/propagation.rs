@@ -170,6 +170,8 @@ pub async fn run() {
                         .send(SubscribeRequest {
                             kind: Some(Kind::Ack(Ack {
                                 version: update.version,
+                                cluster_id: update.cluster_id.clone(),
+                                warning: String::new(),
                             })),
                         })
                         .await;

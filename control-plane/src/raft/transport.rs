@@ -95,6 +95,19 @@ impl Transport {
         }
     }
 
+    /// Takes the address a peer says it has, unless this node already knows
+    /// one for it (from `--peer`, a membership change or its own storage):
+    /// what a message claims never redirects traffic, and a link configured
+    /// through something in between (a proxy, a NAT) stays that way.
+    pub fn learn_address(&self, id: u64, address: String) {
+        if id == self.inner.id {
+            return;
+        }
+        if let Ok(mut addresses) = self.inner.addresses.write() {
+            addresses.entry(id).or_insert(address);
+        }
+    }
+
     pub fn remove(&self, id: u64) {
         if let Ok(mut addresses) = self.inner.addresses.write() {
             addresses.remove(&id);
@@ -290,7 +303,7 @@ impl RaftTransport for RaftService {
     async fn send(&self, request: Request<MessageBatch>) -> Result<Response<SendAck>, Status> {
         let batch = request.into_inner();
         if batch.from_id != 0 && !batch.from_address.is_empty() {
-            self.transport.set_address(batch.from_id, batch.from_address);
+            self.transport.learn_address(batch.from_id, batch.from_address);
         }
         for bytes in batch.messages {
             let message = Message::parse_from_bytes(&bytes)
