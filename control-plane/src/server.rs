@@ -10,6 +10,7 @@ use crate::raft::storage::{RocksStorage, StorageFailure};
 use crate::raft::transport::{MAX_MESSAGE_BYTES, RaftService, Transport};
 use pylon_proto::admin::v1::admin_service_server::AdminServiceServer;
 use pylon_proto::publish::v1::config_publisher_server::ConfigPublisherServer;
+use pylon_proto::publish::v1::data_plane_directory_server::DataPlaneDirectoryServer;
 use pylon_proto::raft::v1::raft_transport_server::RaftTransportServer;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -321,7 +322,19 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let publisher = Publisher::start(node.clone());
+    let confirm_current: crate::publish::ConfirmCurrent = {
+        let node = node.clone();
+        std::sync::Arc::new(move |timeout| {
+            let node = node.clone();
+            Box::pin(async move {
+                matches!(
+                    tokio::time::timeout(timeout, node.read_index_once()).await,
+                    Ok(Ok(_))
+                )
+            })
+        })
+    };
+    let publisher = Publisher::start(node.shared.replica.clone(), config.node_id, confirm_current);
     let instruments = std::sync::Arc::new(crate::telemetry::instruments(&node, &publisher.registry));
     crate::telemetry::watch_leader(
         node.clone(),
@@ -335,12 +348,13 @@ pub async fn serve(
         config.usage.clone(),
         instruments.clone(),
     ));
-    let data_planes = publisher.registry.clone();
+    let directory = DataPlaneDirectoryServer::new(crate::publish::directory::DirectoryService {
+        registry: publisher.registry.clone(),
+    });
     let publish = ConfigPublisherServer::new(PublishService::new(publisher, stop_rx.clone()));
     let peers = RaftTransportServer::new(RaftService {
         transport: transport.clone(),
         shared: node.shared.clone(),
-        data_planes,
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -376,6 +390,7 @@ pub async fn serve(
     let raft_server = server_builder(config.tls.as_ref())?
         .layer(guard(Port::Peer))
         .add_service(peers)
+        .add_service(directory)
         .serve_with_incoming_shutdown(TcpListenerStream::new(raft_listener), stopped(stop_rx));
 
     tracing::info!(

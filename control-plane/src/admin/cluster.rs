@@ -63,7 +63,7 @@ pub async fn status(node: &NodeHandle, transport: &Transport) -> ClusterStatus {
     ClusterStatus {
         leader_id: local.leader_id,
         members,
-        cluster_id: node.shared.state().cluster_id().to_owned(),
+        cluster_id: node.shared.replica.state().cluster_id().to_owned(),
     }
 }
 

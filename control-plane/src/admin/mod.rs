@@ -14,10 +14,11 @@ pub mod origin;
 mod status;
 pub mod usage;
 
+use crate::clock::now;
 use crate::publish::Registry;
 use crate::raft::node::{NodeHandle, ProposeError};
 use crate::raft::transport::Transport;
-use crate::state::{Applied, State};
+use crate::state::{Applied, Replica, State};
 use origin::Origin;
 use pylon_common::model::{
     ApiDefinition, ApiKeyConfig, DomainNameConfig, StageConfig, UsagePlanConfig, validate_api_key_value,
@@ -40,6 +41,8 @@ const MAX_PAGE: usize = 1000;
 
 pub struct AdminApi {
     node: NodeHandle,
+    /// What reads (and pre-checks) look at.
+    replica: Arc<Replica>,
     transport: Transport,
     data_planes: Arc<Registry>,
     usage: Option<Arc<dyn usage::UsageStore>>,
@@ -55,6 +58,7 @@ impl AdminApi {
         instruments: Arc<crate::telemetry::Instruments>,
     ) -> Self {
         AdminApi {
+            replica: node.shared.replica.clone(),
             node,
             transport,
             data_planes,
@@ -247,7 +251,7 @@ impl AdminApi {
     }
 
     fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.node.shared.state()
+        self.replica.state()
     }
 
     async fn read<T>(
@@ -334,16 +338,6 @@ impl AdminApi {
         )
         .await?;
         Ok(Response::new(DeleteResponse {}))
-    }
-}
-
-pub(crate) fn now() -> pylon_proto::wkt::Timestamp {
-    let since = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    pylon_proto::wkt::Timestamp {
-        seconds: since.as_secs() as i64,
-        nanos: since.subsec_nanos() as i32,
     }
 }
 
@@ -1042,28 +1036,14 @@ impl AdminService for AdminApi {
         &self,
         request: Request<ListDataPlaneNodesRequest>,
     ) -> Result<Response<pylon_proto::publish::v1::DataPlaneNodeList>, Status> {
-        let mut nodes = self.data_planes.list();
-        if !request.into_inner().local_only {
-            let own = self.node.shared.id;
-            let peers = self
-                .transport
-                .addresses()
-                .into_iter()
-                .filter(|(id, _)| *id != own);
-            let answers = futures::future::join_all(peers.map(|(id, address)| {
-                let transport = self.transport.clone();
-                async move { (id, transport.peer_data_plane_nodes(&address).await) }
-            }))
-            .await;
-            for (id, answer) in answers {
-                match answer {
-                    Ok(list) => nodes.extend(list.nodes),
-                    Err(e) => tracing::debug!(peer = id, error = %e, "peer did not list its data planes"),
-                }
-            }
-        }
+        let nodes = if request.into_inner().local_only {
+            self.data_planes.list()
+        } else {
+            crate::publish::directory::everywhere(&self.data_planes, &self.transport, self.node.shared.id)
+                .await
+        };
         Ok(Response::new(pylon_proto::publish::v1::DataPlaneNodeList {
-            nodes: crate::publish::registry::merge(nodes),
+            nodes,
         }))
     }
 

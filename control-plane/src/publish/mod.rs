@@ -10,11 +10,11 @@
 //! planes hold no authoritative state, and their status is per control-plane
 //! node (the admin API merges all nodes' views).
 
+pub mod directory;
 pub mod registry;
 pub mod service;
 
-use crate::raft::node::{NodeHandle, Shared};
-use crate::state::State;
+use crate::state::{Replica, State};
 use pylon_proto::publish::v1::{ConfigSnapshot, ConfigUpdate, StageSnapshot, config_update::Body};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -41,45 +41,48 @@ impl Published {
     }
 }
 
+/// Asks the leader whether this node's replica is current (a ReadIndex it
+/// reached within the given time): only then may a data plane's newer
+/// version mean the cluster went back, not that this node lags.
+pub type ConfirmCurrent =
+    Arc<dyn Fn(std::time::Duration) -> futures::future::BoxFuture<'static, bool> + Send + Sync>;
+
 /// The latest published version and the data-plane registry.
 #[derive(Clone)]
 pub struct Publisher {
     current: watch::Receiver<Option<Arc<Published>>>,
     pub registry: Arc<Registry>,
-    node: NodeHandle,
+    replica: Arc<Replica>,
+    confirm_current: ConfirmCurrent,
 }
 
 impl Publisher {
-    /// Starts the task that follows the node's config version.
-    pub fn start(node: NodeHandle) -> Publisher {
+    /// Starts the task that follows the replica's config version, for
+    /// control-plane node `node_id`.
+    pub fn start(replica: Arc<Replica>, node_id: u64, confirm_current: ConfirmCurrent) -> Publisher {
         let (tx, rx) = watch::channel(None);
-        tokio::spawn(follow(node.shared.clone(), tx));
+        tokio::spawn(follow(replica.clone(), tx));
         Publisher {
             current: rx,
-            registry: Arc::new(Registry::new(node.shared.id)),
-            node,
+            registry: Arc::new(Registry::new(node_id)),
+            replica,
+            confirm_current,
         }
     }
 
     /// The config version this node has applied.
     pub(crate) fn current_version(&self) -> u64 {
-        self.node.shared.state().config_version()
+        self.replica.state().config_version()
     }
 
     /// This cluster's id (empty until named).
     pub(crate) fn cluster_id(&self) -> String {
-        self.node.shared.state().cluster_id().to_owned()
+        self.replica.state().cluster_id().to_owned()
     }
 
-    /// Whether this node's state is as new as the cluster's (a ReadIndex
-    /// confirmed by the leader within `timeout`): only then may a data
-    /// plane's newer version mean the cluster went back, not that this node
-    /// lags.
+    /// See [`ConfirmCurrent`].
     pub(crate) async fn confirmed_current(&self, timeout: std::time::Duration) -> bool {
-        matches!(
-            tokio::time::timeout(timeout, self.node.read_index_once()).await,
-            Ok(Ok(_))
-        )
+        (self.confirm_current)(timeout).await
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<Option<Arc<Published>>> {
@@ -87,14 +90,14 @@ impl Publisher {
     }
 }
 
-async fn follow(shared: Arc<Shared>, tx: watch::Sender<Option<Arc<Published>>>) {
-    let mut versions = shared.watch_served_version();
+async fn follow(replica: Arc<Replica>, tx: watch::Sender<Option<Arc<Published>>>) {
+    let mut versions = replica.watch_served_version();
     let mut last_digest = None;
     loop {
         // Off the async threads: only what data planes serve is copied, under
         // the read lock (the rest of the state — every API, all deployment
         // history — is not), then digested and, when new, encoded.
-        let from = shared.clone();
+        let from = replica.clone();
         let built = tokio::task::spawn_blocking(move || {
             let snapshot = config_snapshot(&from.state());
             let digest = pylon_common::snapshot::content_digest(&snapshot);
@@ -176,7 +179,7 @@ pub fn config_snapshot(state: &State) -> ConfigSnapshot {
         api_keys: state.api_keys().cloned().collect(),
         usage_plans: state.usage_plans().cloned().collect(),
         domain_names: state.domain_names().cloned().collect(),
-        published_at: Some(crate::admin::now()),
+        published_at: Some(crate::clock::now()),
         cluster_id: state.cluster_id().to_owned(),
     }
 }

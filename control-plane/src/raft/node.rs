@@ -8,7 +8,7 @@
 
 use super::storage::{RocksStorage, StorageFailure};
 use super::transport::Transport;
-use crate::state::{Applied, CommandError, State};
+use crate::state::{Applied, CommandError, Replica, State};
 use prost::Message as _;
 use protobuf::Message as _;
 use pylon_proto::raft::v1::{Command, MemberInfo, NodeStatus, StateImage};
@@ -16,7 +16,7 @@ use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message, Snaps
 use raft::{Config, RawNode, SnapshotStatus, StateRole, Storage as _};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -92,43 +92,15 @@ pub(crate) enum NodeMsg {
     SnapshotWritten(Result<Box<Snapshot>, String>),
 }
 
-/// What the rest of the process may read without going through the loop.
+/// What the rest of the process may read without going through the loop:
+/// the replica of the state machine, and the node's Raft status.
 pub struct Shared {
     pub id: u64,
-    state: RwLock<State>,
+    pub replica: Arc<Replica>,
     status: Mutex<NodeStatus>,
-    /// The config version of the last applied change to what data planes
-    /// serve, for the publisher (API edits without a deployment do not count).
-    served_version: tokio::sync::watch::Sender<u64>,
 }
 
-// A panic while a lock was held cannot leave these half-written (the state is
-// only changed by `commit`, which cannot fail), so a poisoned lock is used as is.
 impl Shared {
-    pub fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn state_mut(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.state
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Changes whenever an applied change may alter what data planes serve.
-    pub fn watch_served_version(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.served_version.subscribe()
-    }
-
-    fn publish_served_version(&self) {
-        let version = self.state().config_version();
-        self.served_version.send_if_modified(|current| {
-            let changed = *current != version;
-            *current = version;
-            changed
-        });
-    }
-
     /// This node's Raft status as of its last Ready.
     pub fn status(&self) -> NodeStatus {
         self.status
@@ -297,8 +269,7 @@ pub fn start(
 
     let shared = Arc::new(Shared {
         id: options.id,
-        served_version: tokio::sync::watch::Sender::new(state.config_version()),
-        state: RwLock::new(state),
+        replica: Arc::new(Replica::new(state)),
         status: Mutex::new(NodeStatus::default()),
     });
     let (tx, rx) = std::sync::mpsc::channel();
@@ -527,19 +498,13 @@ impl Node {
             return;
         }
         self.named_cluster_in_term = raft.term;
-        if !self.shared.state().cluster_id().is_empty() {
+        if !self.shared.replica.state().cluster_id().is_empty() {
             return;
         }
         let cluster_id = format!("{:032x}", rand::random::<u128>());
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
         let command = Command {
             request_id: format!("{}-cluster-id-{}", self.shared.id, raft.term),
-            at: Some(pylon_proto::wkt::Timestamp {
-                seconds: since.as_secs() as i64,
-                nanos: since.subsec_nanos() as i32,
-            }),
+            at: Some(crate::clock::now()),
             actor: Some(pylon_proto::raft::v1::Actor {
                 name: "system".to_owned(),
                 roles: Vec::new(),
@@ -745,8 +710,8 @@ impl Node {
         }
         self.raw.mut_store().apply_snapshot(snapshot)?;
         self.raw.store().save_addresses(&self.transport.addresses())?;
-        *self.shared.state_mut() = state;
-        self.shared.publish_served_version();
+        *self.shared.replica.state_mut() = state;
+        self.shared.replica.publish_served_version();
         self.applied = index;
         Ok(())
     }
@@ -759,8 +724,8 @@ impl Node {
         let mut answers = Vec::new();
         let mut served_changed = false;
         {
-            let shared = self.shared.clone();
-            let mut state = shared.state_mut();
+            let replica = self.shared.replica.clone();
+            let mut state = replica.state_mut();
             for entry in &entries {
                 if entry.index <= self.applied {
                     continue;
@@ -773,7 +738,7 @@ impl Node {
             }
         }
         if served_changed {
-            self.shared.publish_served_version();
+            self.shared.replica.publish_served_version();
         }
         // Membership changes take effect in Raft after the state lock is released
         // (publishing the status reads the state).
@@ -855,7 +820,7 @@ impl Node {
             return Ok(());
         }
         // Resources are shared: this copies pointers, not definitions.
-        let state = self.shared.state().clone();
+        let state = self.shared.replica.state().clone();
         let mut snapshot = self.raw.store().snapshot_at(self.applied)?;
         let writer = self.raw.store().snapshot_writer();
         let inbox = self.inbox.clone();
@@ -881,7 +846,7 @@ impl Node {
         let raft = &self.raw.raft;
         let store = self.raw.store();
         let conf = store.conf_state();
-        let config_version = self.shared.state().config_version();
+        let config_version = self.shared.replica.state().config_version();
         let status = NodeStatus {
             node_id: self.shared.id,
             role: if self.removed {

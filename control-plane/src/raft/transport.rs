@@ -7,10 +7,9 @@
 
 use super::node::{NodeMsg, Shared};
 use protobuf::Message as _;
-use pylon_proto::publish::v1::DataPlaneNodeList;
 use pylon_proto::raft::v1::raft_transport_client::RaftTransportClient;
 use pylon_proto::raft::v1::raft_transport_server::RaftTransport;
-use pylon_proto::raft::v1::{DataPlaneNodesRequest, MessageBatch, NodeStatus, SendAck, StatusRequest};
+use pylon_proto::raft::v1::{MessageBatch, NodeStatus, SendAck, StatusRequest};
 use raft::eraftpb::{Message, MessageType};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::Sender;
@@ -132,8 +131,9 @@ impl Transport {
         }
     }
 
-    /// `message` as a request carrying this node's peer credential, if any.
-    fn authorized<T>(&self, message: T) -> Request<T> {
+    /// `message` as a request carrying this node's peer credential, if any
+    /// (with mutual TLS the node's certificate shows who it is).
+    pub fn authorized<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         if let Some(token) = self.inner.credentials.load().token_for(crate::access::Role::Peer) {
             token.attach(&mut request);
@@ -141,14 +141,22 @@ impl Transport {
         request
     }
 
-    /// A client for one quick question to a peer (1 s to answer).
-    async fn ask(&self, address: &str) -> Result<RaftTransportClient<Channel>, String> {
+    /// A channel for one quick question to a peer's Raft port (1 s to
+    /// answer), for any service served there; send each request through
+    /// [`Transport::authorized`].
+    ///
+    /// # Errors
+    /// The address or the connection, as text.
+    pub async fn peer_channel(&self, address: &str) -> Result<Channel, String> {
         let endpoint = self
             .endpoint(address)?
             .connect_timeout(Duration::from_millis(500))
             .timeout(Duration::from_secs(1));
-        let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
-        Ok(RaftTransportClient::new(channel))
+        endpoint.connect().await.map_err(|e| e.to_string())
+    }
+
+    async fn ask(&self, address: &str) -> Result<RaftTransportClient<Channel>, String> {
+        Ok(RaftTransportClient::new(self.peer_channel(address).await?))
     }
 
     /// Asks one peer for its own Raft status (for the cluster status call).
@@ -156,16 +164,6 @@ impl Transport {
         self.ask(address)
             .await?
             .status(self.authorized(StatusRequest {}))
-            .await
-            .map(Response::into_inner)
-            .map_err(|status| status.message().to_owned())
-    }
-
-    /// Asks one peer which data-plane nodes it knows of.
-    pub async fn peer_data_plane_nodes(&self, address: &str) -> Result<DataPlaneNodeList, String> {
-        self.ask(address)
-            .await?
-            .data_plane_nodes(self.authorized(DataPlaneNodesRequest {}))
             .await
             .map(Response::into_inner)
             .map_err(|status| status.message().to_owned())
@@ -295,7 +293,6 @@ impl Peer {
 pub struct RaftService {
     pub transport: Transport,
     pub shared: Arc<Shared>,
-    pub data_planes: Arc<crate::publish::Registry>,
 }
 
 #[tonic::async_trait]
@@ -315,14 +312,5 @@ impl RaftTransport for RaftService {
 
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<NodeStatus>, Status> {
         Ok(Response::new(self.shared.status()))
-    }
-
-    async fn data_plane_nodes(
-        &self,
-        _request: Request<DataPlaneNodesRequest>,
-    ) -> Result<Response<DataPlaneNodeList>, Status> {
-        Ok(Response::new(DataPlaneNodeList {
-            nodes: self.data_planes.list(),
-        }))
     }
 }

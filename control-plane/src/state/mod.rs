@@ -14,6 +14,9 @@
 //! that carried an idempotency key.
 
 pub mod history;
+mod replica;
+
+pub use replica::Replica;
 
 use pylon_common::ErrorCode;
 use pylon_common::ids::{ApiKeyId, ApiName, DeploymentId, DomainNameId, StageName, UsagePlanName};

@@ -1,0 +1,55 @@
+//! Which data planes the other control-plane nodes know of: each node keeps
+//! its own [`Registry`](super::Registry) (the streams it serves), serves it
+//! to its peers on the Raft port (`DataPlaneDirectory`, peer credential),
+//! and asks theirs for `ListDataPlaneNodes`.
+
+use super::Registry;
+use crate::raft::transport::Transport;
+use pylon_proto::publish::v1::data_plane_directory_client::DataPlaneDirectoryClient;
+use pylon_proto::publish::v1::data_plane_directory_server::DataPlaneDirectory;
+use pylon_proto::publish::v1::{DataPlaneNode, DataPlaneNodeList, DataPlaneNodesRequest};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The `DataPlaneDirectory` gRPC service: this node's registry.
+pub struct DirectoryService {
+    pub registry: Arc<Registry>,
+}
+
+#[tonic::async_trait]
+impl DataPlaneDirectory for DirectoryService {
+    async fn data_plane_nodes(
+        &self,
+        _request: Request<DataPlaneNodesRequest>,
+    ) -> Result<Response<DataPlaneNodeList>, Status> {
+        Ok(Response::new(DataPlaneNodeList {
+            nodes: self.registry.list(),
+        }))
+    }
+}
+
+/// Every data plane this node and its reachable peers know of, merged by
+/// node id (a peer that does not answer in time is left out, and logged).
+pub async fn everywhere(registry: &Registry, transport: &Transport, own_id: u64) -> Vec<DataPlaneNode> {
+    let mut nodes = registry.list();
+    let peers = transport.addresses().into_iter().filter(|(id, _)| *id != own_id);
+    let answers = futures::future::join_all(peers.map(|(id, address)| async move {
+        let asked = async {
+            let channel = transport.peer_channel(&address).await?;
+            DataPlaneDirectoryClient::new(channel)
+                .data_plane_nodes(transport.authorized(DataPlaneNodesRequest {}))
+                .await
+                .map(Response::into_inner)
+                .map_err(|status| status.message().to_owned())
+        };
+        (id, asked.await)
+    }))
+    .await;
+    for (id, answer) in answers {
+        match answer {
+            Ok(list) => nodes.extend(list.nodes),
+            Err(e) => tracing::debug!(peer = id, error = %e, "peer did not list its data planes"),
+        }
+    }
+    super::registry::merge(nodes)
+}
