@@ -147,7 +147,9 @@ async fn a_release_goes_apply_deploy_canary_promote_rollback() {
     .expect_err("unknown deployment");
     assert!(err.to_string().contains("NotFound"), "{err}");
     let table = pylon_cli(&endpoint, &["cluster", "status"]).expect("cluster status");
-    assert!(table.starts_with("NODE"), "{table}");
+    let mut lines = table.lines();
+    assert!(lines.next().is_some_and(|l| l.starts_with("cluster ") && l.len() == 40), "{table}");
+    assert!(lines.next().is_some_and(|l| l.starts_with("NODE")), "{table}");
     assert!(table.contains("LEADER"), "{table}");
 }
 

@@ -149,7 +149,9 @@ where
     outcome
 }
 
-async fn pylon_round(cluster: &Cluster, round: usize) -> Outcome {
+/// One round of creates; `keyed`: each carries an idempotency key, as the
+/// CLI's writes do (the state machine then also remembers its outcome).
+async fn pylon_round(cluster: &Cluster, round: usize, keyed: bool) -> Outcome {
     let mut clients = Vec::new();
     for i in 0..CLIENTS {
         let node = &cluster.nodes[i % cluster.nodes.len()];
@@ -160,9 +162,13 @@ async fn pylon_round(cluster: &Cluster, round: usize) -> Outcome {
     load(&pids, move |client, n| {
         let mut admin = clients[client].clone();
         async move {
-            let request = CreateApiRequest {
-                api: Some(api(format!("r{round}-{n}"))),
-            };
+            let name = format!("r{round}-{n}{}", if keyed { "-k" } else { "" });
+            let mut request = tonic::Request::new(CreateApiRequest {
+                api: Some(api(name.clone())),
+            });
+            if keyed && let Ok(key) = format!("bench-{name}").parse() {
+                request.metadata_mut().insert("idempotency-key", key);
+            }
             admin.create_api(request).await.is_ok()
         }
     })
@@ -297,25 +303,34 @@ async fn control_plane() {
     }
 
     // Warm both up, then alternate rounds, rotating which goes first.
-    let _ = pylon_round(&cluster, 99).await;
+    let _ = pylon_round(&cluster, 99, false).await;
     if let Some(etcd) = &etcd {
         let _ = etcd.round(99).await;
     }
-    let (mut pylon, mut peer) = (Vec::new(), Vec::new());
+    let (mut pylon, mut keyed, mut peer) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let pylon_first = round % 2 == 0;
         if pylon_first {
-            pylon.push(pylon_round(&cluster, round).await);
+            pylon.push(pylon_round(&cluster, round, false).await);
+            keyed.push(pylon_round(&cluster, round, true).await);
         }
         if let Some(etcd) = &etcd {
             peer.push(etcd.round(round).await);
         }
         if !pylon_first {
-            pylon.push(pylon_round(&cluster, round).await);
+            keyed.push(pylon_round(&cluster, round, true).await);
+            pylon.push(pylon_round(&cluster, round, false).await);
         }
     }
-    println!("\nCommitted writes (median of {ROUNDS} rounds):");
+    println!("\nCommitted writes (median of {ROUNDS} rounds; every write audited):");
     let (rate, p50, p99, cpu) = report("pylon", &pylon);
+    let (keyed_rate, _, keyed_p99, keyed_cpu) = report("keyed", &keyed);
+    println!(
+        "ratio keyed/plain (idempotency keys remembered): throughput {:.2}×   p99 {:.2}×   CPU per write {:.2}×",
+        keyed_rate / rate,
+        keyed_p99 / p99,
+        keyed_cpu / cpu
+    );
     if !peer.is_empty() {
         let (etcd_rate, etcd_p50, etcd_p99, etcd_cpu) = report("etcd", &peer);
         println!(

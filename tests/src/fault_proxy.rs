@@ -406,8 +406,10 @@ mod tests {
     }
 
     async fn echo_server() -> Echo {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-        let address = listener.local_addr().unwrap();
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("works in the test");
+        let address = listener.local_addr().expect("works in the test");
         let connections = Arc::new(AtomicU64::new(0));
         let received = Arc::new(AtomicU64::new(0));
         let (count, bytes) = (Arc::clone(&connections), Arc::clone(&received));
@@ -439,12 +441,12 @@ mod tests {
     }
 
     async fn round_trip(socket: &mut TcpStream, message: &[u8]) {
-        socket.write_all(message).await.unwrap();
+        socket.write_all(message).await.expect("works in the test");
         let mut echoed = vec![0; message.len()];
         tokio::time::timeout(PROMPTLY, socket.read_exact(&mut echoed))
             .await
-            .unwrap()
-            .unwrap();
+            .expect("works in the test")
+            .expect("works in the test");
         assert_eq!(echoed, message);
     }
 
@@ -472,10 +474,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pass_forwards_bytes_both_ways_and_counts_them() {
         let echo = echo_server().await;
-        let proxy = FaultProxy::start(echo.address).await.unwrap();
+        let proxy = FaultProxy::start(echo.address).await.expect("works in the test");
         assert_eq!(proxy.target(), echo.address);
         assert_eq!(proxy.fault(), Fault::Pass);
-        let mut socket = TcpStream::connect(proxy.address()).await.unwrap();
+        let mut socket = TcpStream::connect(proxy.address())
+            .await
+            .expect("works in the test");
         round_trip(&mut socket, b"hello").await;
         round_trip(&mut socket, &vec![7; 100_000]).await;
         eventually("both directions are counted", || {
@@ -489,21 +493,25 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pass_propagates_the_end_of_stream() {
         let echo = echo_server().await;
-        let proxy = FaultProxy::start(echo.address).await.unwrap();
-        let mut socket = TcpStream::connect(proxy.address()).await.unwrap();
+        let proxy = FaultProxy::start(echo.address).await.expect("works in the test");
+        let mut socket = TcpStream::connect(proxy.address())
+            .await
+            .expect("works in the test");
         round_trip(&mut socket, b"bye").await;
-        socket.shutdown().await.unwrap();
-        assert_eq!(closed(&mut socket).await.unwrap(), 0);
+        socket.shutdown().await.expect("works in the test");
+        assert_eq!(closed(&mut socket).await.expect("works in the test"), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn blackhole_silences_an_established_connection_without_closing_it() {
         let echo = echo_server().await;
-        let proxy = FaultProxy::start(echo.address).await.unwrap();
-        let mut socket = TcpStream::connect(proxy.address()).await.unwrap();
+        let proxy = FaultProxy::start(echo.address).await.expect("works in the test");
+        let mut socket = TcpStream::connect(proxy.address())
+            .await
+            .expect("works in the test");
         round_trip(&mut socket, b"ping").await;
         proxy.set(Fault::Blackhole);
-        socket.write_all(b"lost").await.unwrap();
+        socket.write_all(b"lost").await.expect("works in the test");
         let mut buffer = [0_u8; 16];
         let read = tokio::time::timeout(SILENCE, socket.read(&mut buffer)).await;
         assert!(read.is_err(), "expected silence, got {read:?}");
@@ -512,14 +520,16 @@ mod tests {
             4,
             "nothing reaches the target"
         );
-        socket.write_all(b"still open").await.unwrap();
+        socket.write_all(b"still open").await.expect("works in the test");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn blackhole_stops_reading_so_a_busy_sender_is_eventually_held_back() {
         let echo = echo_server().await;
-        let proxy = FaultProxy::start(echo.address).await.unwrap();
-        let mut socket = TcpStream::connect(proxy.address()).await.unwrap();
+        let proxy = FaultProxy::start(echo.address).await.expect("works in the test");
+        let mut socket = TcpStream::connect(proxy.address())
+            .await
+            .expect("works in the test");
         round_trip(&mut socket, b"ping").await;
         proxy.set(Fault::Blackhole);
         let flood = vec![0_u8; 64 << 20];
@@ -530,10 +540,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn blackhole_holds_new_connections_without_reaching_the_target() {
         let echo = echo_server().await;
-        let proxy = FaultProxy::start(echo.address).await.unwrap();
+        let proxy = FaultProxy::start(echo.address).await.expect("works in the test");
         proxy.set(Fault::Blackhole);
-        let mut socket = TcpStream::connect(proxy.address()).await.unwrap();
-        socket.write_all(b"hello?").await.unwrap();
+        let mut socket = TcpStream::connect(proxy.address())
+            .await
+            .expect("works in the test");
+        socket.write_all(b"hello?").await.expect("works in the test");
         let mut buffer = [0_u8; 16];
         assert!(
             tokio::time::timeout(SILENCE, socket.read(&mut buffer))
@@ -547,23 +559,29 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn healing_a_blackhole_closes_the_silenced_connections_and_lets_new_ones_through() {
         let echo = echo_server().await;
-        let proxy = FaultProxy::start(echo.address).await.unwrap();
-        let mut old = TcpStream::connect(proxy.address()).await.unwrap();
+        let proxy = FaultProxy::start(echo.address).await.expect("works in the test");
+        let mut old = TcpStream::connect(proxy.address())
+            .await
+            .expect("works in the test");
         round_trip(&mut old, b"ping").await;
         proxy.set(Fault::Blackhole);
-        old.write_all(b"lost").await.unwrap();
+        old.write_all(b"lost").await.expect("works in the test");
         tokio::time::sleep(Duration::from_millis(50)).await;
         proxy.set(Fault::Pass);
         closed(&mut old).await.ok();
-        let mut new = TcpStream::connect(proxy.address()).await.unwrap();
+        let mut new = TcpStream::connect(proxy.address())
+            .await
+            .expect("works in the test");
         round_trip(&mut new, b"healed").await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn even_a_brief_blackhole_closes_the_connections_it_caught() {
         let echo = echo_server().await;
-        let proxy = FaultProxy::start(echo.address).await.unwrap();
-        let mut socket = TcpStream::connect(proxy.address()).await.unwrap();
+        let proxy = FaultProxy::start(echo.address).await.expect("works in the test");
+        let mut socket = TcpStream::connect(proxy.address())
+            .await
+            .expect("works in the test");
         round_trip(&mut socket, b"ping").await;
         proxy.set(Fault::Blackhole);
         proxy.set(Fault::Pass);
@@ -573,8 +591,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reset_closes_an_established_connection() {
         let echo = echo_server().await;
-        let proxy = FaultProxy::start(echo.address).await.unwrap();
-        let mut socket = TcpStream::connect(proxy.address()).await.unwrap();
+        let proxy = FaultProxy::start(echo.address).await.expect("works in the test");
+        let mut socket = TcpStream::connect(proxy.address())
+            .await
+            .expect("works in the test");
         round_trip(&mut socket, b"ping").await;
         proxy.set(Fault::Reset);
         match closed(&mut socket).await {
@@ -587,7 +607,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reset_refuses_new_connections_until_the_link_passes_again() {
         let echo = echo_server().await;
-        let proxy = FaultProxy::start(echo.address).await.unwrap();
+        let proxy = FaultProxy::start(echo.address).await.expect("works in the test");
         proxy.set(Fault::Reset);
         // The kernel completes the handshake; the proxy then resets the connection at once.
         if let Ok(mut refused) = TcpStream::connect(proxy.address()).await {
@@ -600,15 +620,19 @@ mod tests {
         .await;
         assert_eq!(echo.connections.load(Ordering::Relaxed), 0);
         proxy.set(Fault::Pass);
-        let mut socket = TcpStream::connect(proxy.address()).await.unwrap();
+        let mut socket = TcpStream::connect(proxy.address())
+            .await
+            .expect("works in the test");
         round_trip(&mut socket, b"back").await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn delay_delays_each_direction_and_preserves_order() {
         let echo = echo_server().await;
-        let proxy = FaultProxy::start(echo.address).await.unwrap();
-        let mut socket = TcpStream::connect(proxy.address()).await.unwrap();
+        let proxy = FaultProxy::start(echo.address).await.expect("works in the test");
+        let mut socket = TcpStream::connect(proxy.address())
+            .await
+            .expect("works in the test");
         round_trip(&mut socket, b"warm").await;
         let delay = Duration::from_millis(150);
         proxy.set(Fault::Delay(delay));
@@ -616,15 +640,15 @@ mod tests {
         let mut expected = Vec::new();
         for i in 0..20_u8 {
             let chunk = [i; 10];
-            socket.write_all(&chunk).await.unwrap();
+            socket.write_all(&chunk).await.expect("works in the test");
             expected.extend_from_slice(&chunk);
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let mut echoed = vec![0; expected.len()];
         tokio::time::timeout(PROMPTLY, socket.read_exact(&mut echoed))
             .await
-            .unwrap()
-            .unwrap();
+            .expect("works in the test")
+            .expect("works in the test");
         let elapsed = start.elapsed();
         assert_eq!(echoed, expected);
         assert!(
@@ -641,9 +665,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn dropping_the_proxy_closes_its_listener_and_connections() {
         let echo = echo_server().await;
-        let proxy = FaultProxy::start(echo.address).await.unwrap();
+        let proxy = FaultProxy::start(echo.address).await.expect("works in the test");
         let address = proxy.address();
-        let mut socket = TcpStream::connect(address).await.unwrap();
+        let mut socket = TcpStream::connect(address).await.expect("works in the test");
         round_trip(&mut socket, b"ping").await;
         drop(proxy);
         closed(&mut socket).await.ok();

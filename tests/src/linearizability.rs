@@ -2012,7 +2012,7 @@ mod tests {
                 let mut history = sequential_store_history(seed, shape);
                 let mut rng = Rng::new(seed ^ 0x5EED);
                 for _ in 0..rng.below(3) {
-                    let victim = usize::try_from(rng.below(history.len() as u64)).unwrap();
+                    let victim = usize::try_from(rng.below(history.len() as u64)).expect("works in the test");
                     scramble(&mut rng, &mut history[victim].command);
                 }
                 let expected = brute_force(&history);

@@ -1,5 +1,5 @@
 //! Which data planes the other control-plane nodes know of: each node keeps
-//! its own [`Registry`](super::Registry) (the streams it serves), serves it
+//! its own [`Registry`] (the streams it serves), serves it
 //! to its peers on the Raft port (`DataPlaneDirectory`, peer credential),
 //! and asks theirs for `ListDataPlaneNodes`.
 
