@@ -24,12 +24,12 @@ pub enum AdminCommand {
     /// API keys (the plain value is printed once, by `create`).
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Usage plans (create and update them with `apply`).
+    /// Usage plans: throttle and quota per API key over a set of stages.
     #[command(subcommand, name = "usage-plans")]
-    UsagePlans(NamedCommand),
-    /// Custom domain names (create and update them with `apply`).
+    UsagePlans(UsagePlansCommand),
+    /// Custom domain names and their base-path mappings.
     #[command(subcommand)]
-    Domains(NamedCommand),
+    Domains(DomainsCommand),
     /// Snapshot an API's definition as a new deployment and point a stage at it.
     Deploy {
         api: String,
@@ -163,6 +163,202 @@ pub enum NamedCommand {
     Delete {
         name: String,
     },
+}
+
+#[derive(clap::Subcommand)]
+pub enum UsagePlansCommand {
+    #[command(flatten)]
+    Read(NamedCommand),
+    /// Creates a plan from flags (or use `apply` with a file).
+    Create(PlanFlags),
+    /// Changes the fields given, at the revision read (a concurrent change
+    /// makes it fail with Aborted rather than be lost).
+    Update(PlanFlags),
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum QuotaPeriod {
+    Day,
+    Week,
+    Month,
+}
+
+#[derive(clap::Args)]
+pub struct PlanFlags {
+    name: String,
+    #[arg(long)]
+    description: Option<String>,
+    /// Steady requests per second for each key.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Burst for each key.
+    #[arg(long)]
+    burst: Option<u32>,
+    /// Requests per quota period for each key.
+    #[arg(long)]
+    quota_limit: Option<u64>,
+    #[arg(long, value_enum)]
+    quota_period: Option<QuotaPeriod>,
+    /// Days the period start is shifted by (WEEK: 0-6, MONTH: 0-27).
+    #[arg(long)]
+    quota_offset: Option<u32>,
+    /// Remove the quota (update only).
+    #[arg(long, conflicts_with_all = ["quota_limit", "quota_period", "quota_offset"])]
+    no_quota: bool,
+    /// A stage the plan covers, API/STAGE (repeatable; on update the list
+    /// replaces the plan's, keeping route throttles of stages still in it).
+    #[arg(long = "stage", value_name = "API/STAGE")]
+    stages: Vec<String>,
+    /// An API key id in the plan (repeatable; on update the list replaces
+    /// the plan's).
+    #[arg(long = "key", value_name = "ID")]
+    keys: Vec<String>,
+    /// Add an API key id (update).
+    #[arg(long = "add-key", value_name = "ID")]
+    add_keys: Vec<String>,
+    /// Remove an API key id (update).
+    #[arg(long = "remove-key", value_name = "ID")]
+    remove_keys: Vec<String>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(clap::Subcommand)]
+pub enum DomainsCommand {
+    #[command(flatten)]
+    Read(NamedCommand),
+    /// Creates a custom domain name from flags (or use `apply`).
+    Create(DomainFlags),
+    /// Changes the fields given, at the revision read.
+    Update(DomainFlags),
+}
+
+#[derive(clap::Args)]
+pub struct DomainFlags {
+    name: String,
+    /// A base-path mapping BASE=API/STAGE; an empty BASE (or "(none)") maps
+    /// the root (repeatable; on update the list replaces the domain's).
+    #[arg(long = "mapping", value_name = "BASE=API/STAGE")]
+    mappings: Vec<String>,
+    /// PEM certificate file on the data-plane nodes.
+    #[arg(long)]
+    certificate_file: Option<String>,
+    /// PEM private key file on the data-plane nodes.
+    #[arg(long)]
+    private_key_file: Option<String>,
+    /// Mutual TLS: PEM bundle of the CAs clients must chain to.
+    #[arg(long)]
+    truststore_file: Option<String>,
+    /// Turn mutual TLS off (update).
+    #[arg(long, conflicts_with = "truststore_file")]
+    no_truststore: bool,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+fn api_stage(text: &str, flag: &str) -> anyhow::Result<(String, String)> {
+    match text.split_once('/') {
+        Some((api, stage)) if !api.is_empty() && !stage.is_empty() && !stage.contains('/') => {
+            Ok((api.to_owned(), stage.to_owned()))
+        }
+        _ => bail!("{flag} {text}: expected API/STAGE"),
+    }
+}
+
+impl PlanFlags {
+    /// Applies the flags to `plan` (a new one, or the one read for an update).
+    fn apply_to(&self, plan: &mut config::UsagePlan) -> anyhow::Result<()> {
+        if let Some(description) = &self.description {
+            plan.description = description.clone();
+        }
+        if self.rate.is_some() || self.burst.is_some() {
+            let throttle = plan.throttle.get_or_insert_with(Default::default);
+            if let Some(rate) = self.rate {
+                throttle.rate_limit = rate;
+            }
+            if let Some(burst) = self.burst {
+                throttle.burst_limit = burst;
+            }
+        }
+        if self.no_quota {
+            plan.quota = None;
+        } else if self.quota_limit.is_some() || self.quota_period.is_some() || self.quota_offset.is_some() {
+            let quota = plan.quota.get_or_insert_with(Default::default);
+            if let Some(limit) = self.quota_limit {
+                quota.limit = limit;
+            }
+            if let Some(period) = self.quota_period {
+                quota.set_period(match period {
+                    QuotaPeriod::Day => config::quota::Period::Day,
+                    QuotaPeriod::Week => config::quota::Period::Week,
+                    QuotaPeriod::Month => config::quota::Period::Month,
+                });
+            }
+            if let Some(offset) = self.quota_offset {
+                quota.offset = offset;
+            }
+        }
+        if !self.stages.is_empty() {
+            let mut stages = Vec::new();
+            for text in &self.stages {
+                let (api, stage) = api_stage(text, "--stage")?;
+                let kept = plan
+                    .api_stages
+                    .iter()
+                    .find(|s| s.api == api && s.stage == stage)
+                    .cloned();
+                stages.push(kept.unwrap_or(config::ApiStageRef {
+                    api,
+                    stage,
+                    ..Default::default()
+                }));
+            }
+            plan.api_stages = stages;
+        }
+        if !self.keys.is_empty() {
+            plan.api_key_ids = self.keys.clone();
+        }
+        for key in &self.add_keys {
+            if !plan.api_key_ids.contains(key) {
+                plan.api_key_ids.push(key.clone());
+            }
+        }
+        plan.api_key_ids.retain(|key| !self.remove_keys.contains(key));
+        Ok(())
+    }
+}
+
+impl DomainFlags {
+    fn apply_to(&self, domain: &mut config::DomainName) -> anyhow::Result<()> {
+        if !self.mappings.is_empty() {
+            let mut mappings = Vec::new();
+            for text in &self.mappings {
+                let Some((base, target)) = text.split_once('=') else {
+                    bail!("--mapping {text}: expected BASE=API/STAGE");
+                };
+                let (api, stage) = api_stage(target, "--mapping")?;
+                mappings.push(config::BasePathMapping {
+                    base_path: base.to_owned(),
+                    api,
+                    stage,
+                });
+            }
+            domain.mappings = mappings;
+        }
+        if let Some(file) = &self.certificate_file {
+            domain.certificate_file = file.clone();
+        }
+        if let Some(file) = &self.private_key_file {
+            domain.private_key_file = file.clone();
+        }
+        if let Some(file) = &self.truststore_file {
+            domain.truststore_file = file.clone();
+        }
+        if self.no_truststore {
+            domain.truststore_file.clear();
+        }
+        Ok(())
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -715,25 +911,67 @@ where
     }
 }
 
-async fn usage_plans(admin: &mut Admin, command: NamedCommand) -> anyhow::Result<()> {
+fn plan_row(p: &config::UsagePlan) -> Vec<String> {
+    let stages: Vec<String> = p
+        .api_stages
+        .iter()
+        .map(|s| format!("{}/{}", s.api, s.stage))
+        .collect();
+    vec![
+        p.name.clone(),
+        stages.join(","),
+        p.api_key_ids.len().to_string(),
+        p.revision.to_string(),
+        time(p.updated_at.as_ref()),
+    ]
+}
+
+const PLAN_HEADER: &[&str] = &["NAME", "STAGES", "KEYS", "REVISION", "UPDATED"];
+
+async fn usage_plans(admin: &mut Admin, command: UsagePlansCommand) -> anyhow::Result<()> {
+    let command = match command {
+        UsagePlansCommand::Read(command) => command,
+        UsagePlansCommand::Create(flags) => {
+            let mut plan = config::UsagePlan {
+                name: flags.name.clone(),
+                ..Default::default()
+            };
+            flags.apply_to(&mut plan)?;
+            let request = CreateUsagePlanRequest {
+                usage_plan: Some(plan),
+            };
+            let plan = admin
+                .create_usage_plan(request)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            return print(flags.output.format, &plan, PLAN_HEADER, vec![plan_row(&plan)]);
+        }
+        UsagePlansCommand::Update(flags) => {
+            let request = GetUsagePlanRequest {
+                name: flags.name.clone(),
+                consistency: ReadConsistency::Linearizable as i32,
+            };
+            let mut plan = admin.get_usage_plan(request).await.map_err(explain)?.into_inner();
+            let expected_revision = plan.revision;
+            flags.apply_to(&mut plan)?;
+            let request = UpdateUsagePlanRequest {
+                usage_plan: Some(plan),
+                expected_revision,
+            };
+            let plan = admin
+                .update_usage_plan(request)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            return print(flags.output.format, &plan, PLAN_HEADER, vec![plan_row(&plan)]);
+        }
+    };
     let (lister, getter, deleter) = (admin.clone(), admin.clone(), admin.clone());
     let verbs = Named {
         noun: "usage plan",
-        header: &["NAME", "STAGES", "KEYS", "REVISION", "UPDATED"],
-        row: |p: &config::UsagePlan| {
-            let stages: Vec<String> = p
-                .api_stages
-                .iter()
-                .map(|s| format!("{}/{}", s.api, s.stage))
-                .collect();
-            vec![
-                p.name.clone(),
-                stages.join(","),
-                p.api_key_ids.len().to_string(),
-                p.revision.to_string(),
-                time(p.updated_at.as_ref()),
-            ]
-        },
+        header: PLAN_HEADER,
+        row: plan_row,
         list: |page, consistency| {
             let mut admin = lister.clone();
             async move {
@@ -762,25 +1000,81 @@ async fn usage_plans(admin: &mut Admin, command: NamedCommand) -> anyhow::Result
     named(command, verbs).await
 }
 
-async fn domains(admin: &mut Admin, command: NamedCommand) -> anyhow::Result<()> {
+fn domain_row(d: &config::DomainName) -> Vec<String> {
+    let mappings: Vec<String> = d
+        .mappings
+        .iter()
+        .map(|m| format!("{} → {}/{}", m.base_path, m.api, m.stage))
+        .collect();
+    vec![
+        d.name.clone(),
+        mappings.join(", "),
+        if d.truststore_file.is_empty() { "no" } else { "yes" }.to_owned(),
+        d.revision.to_string(),
+        time(d.updated_at.as_ref()),
+    ]
+}
+
+const DOMAIN_HEADER: &[&str] = &["NAME", "MAPPINGS", "MUTUAL TLS", "REVISION", "UPDATED"];
+
+async fn domains(admin: &mut Admin, command: DomainsCommand) -> anyhow::Result<()> {
+    let command = match command {
+        DomainsCommand::Read(command) => command,
+        DomainsCommand::Create(flags) => {
+            let mut domain = config::DomainName {
+                name: flags.name.clone(),
+                ..Default::default()
+            };
+            flags.apply_to(&mut domain)?;
+            let request = CreateDomainNameRequest {
+                domain_name: Some(domain),
+            };
+            let domain = admin
+                .create_domain_name(request)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            return print(
+                flags.output.format,
+                &domain,
+                DOMAIN_HEADER,
+                vec![domain_row(&domain)],
+            );
+        }
+        DomainsCommand::Update(flags) => {
+            let request = GetDomainNameRequest {
+                name: flags.name.clone(),
+                consistency: ReadConsistency::Linearizable as i32,
+            };
+            let mut domain = admin
+                .get_domain_name(request)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            let expected_revision = domain.revision;
+            flags.apply_to(&mut domain)?;
+            let request = UpdateDomainNameRequest {
+                domain_name: Some(domain),
+                expected_revision,
+            };
+            let domain = admin
+                .update_domain_name(request)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            return print(
+                flags.output.format,
+                &domain,
+                DOMAIN_HEADER,
+                vec![domain_row(&domain)],
+            );
+        }
+    };
     let (lister, getter, deleter) = (admin.clone(), admin.clone(), admin.clone());
     let verbs = Named {
         noun: "domain name",
-        header: &["NAME", "MAPPINGS", "MUTUAL TLS", "REVISION", "UPDATED"],
-        row: |d: &config::DomainName| {
-            let mappings: Vec<String> = d
-                .mappings
-                .iter()
-                .map(|m| format!("{} → {}/{}", m.base_path, m.api, m.stage))
-                .collect();
-            vec![
-                d.name.clone(),
-                mappings.join(", "),
-                if d.truststore_file.is_empty() { "no" } else { "yes" }.to_owned(),
-                d.revision.to_string(),
-                time(d.updated_at.as_ref()),
-            ]
-        },
+        header: DOMAIN_HEADER,
+        row: domain_row,
         list: |page, consistency| {
             let mut admin = lister.clone();
             async move {

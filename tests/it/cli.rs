@@ -148,7 +148,12 @@ async fn a_release_goes_apply_deploy_canary_promote_rollback() {
     assert!(err.to_string().contains("NotFound"), "{err}");
     let table = pylon_cli(&endpoint, &["cluster", "status"]).expect("cluster status");
     let mut lines = table.lines();
-    assert!(lines.next().is_some_and(|l| l.starts_with("cluster ") && l.len() == 40), "{table}");
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.starts_with("cluster ") && l.len() == 40),
+        "{table}"
+    );
     assert!(lines.next().is_some_and(|l| l.starts_with("NODE")), "{table}");
     assert!(table.contains("LEADER"), "{table}");
 }
@@ -308,4 +313,101 @@ async fn usage_plans_and_domains_are_listed_read_and_deleted_by_name() {
     pylon_cli(&endpoint, &["domains", "delete", "api.example.test"]).expect("delete domain");
     let missing = pylon_cli(&endpoint, &["domains", "get", "api.example.test"]);
     assert!(missing.is_err_and(|e| e.to_string().contains("not found")));
+}
+
+#[tokio::test]
+async fn usage_plans_and_domains_are_created_and_updated_from_flags() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let endpoint = cluster.nodes[0].endpoint();
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    crate::support::deploy(&mut admin, crate::support::mock_api("shop", "hi"), "prod", &[])
+        .await
+        .expect("deploy");
+    pylon_cli(&endpoint, &["keys", "create", "partner"]).expect("key");
+    let keys = cli_json(&endpoint, &["keys", "list", "-o", "json"]);
+    let key_id = keys[0]["id"].as_str().expect("key id").to_owned();
+
+    let plan = cli_json(
+        &endpoint,
+        &[
+            "usage-plans",
+            "create",
+            "gold",
+            "--rate",
+            "50",
+            "--burst",
+            "100",
+            "--quota-limit",
+            "1000",
+            "--quota-period",
+            "month",
+            "--stage",
+            "shop/prod",
+            "--key",
+            &key_id,
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(plan["throttle"]["rateLimit"], 50.0);
+    assert_eq!(plan["quota"]["period"], "MONTH");
+    assert_eq!(plan["apiStages"][0]["stage"], "prod");
+    assert_eq!(plan["apiKeyIds"][0], key_id.as_str());
+    let plan = cli_json(
+        &endpoint,
+        &[
+            "usage-plans",
+            "update",
+            "gold",
+            "--remove-key",
+            &key_id,
+            "--no-quota",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(
+        plan.get("apiKeyIds").is_none() && plan.get("quota").is_none(),
+        "{plan}"
+    );
+    assert_eq!(
+        plan["throttle"]["burstLimit"], 100,
+        "fields not named keep their value"
+    );
+    let refused = pylon_cli(&endpoint, &["usage-plans", "create", "bad", "--stage", "shop"]);
+    assert!(refused.is_err_and(|e| e.to_string().contains("expected API/STAGE")));
+    let refused = pylon_cli(
+        &endpoint,
+        &["usage-plans", "create", "silver", "--stage", "shop/nope"],
+    );
+    assert!(refused.is_err_and(|e| e.to_string().contains("api_stages[0]")));
+
+    let domain = cli_json(
+        &endpoint,
+        &[
+            "domains",
+            "create",
+            "api.example.test",
+            "--mapping",
+            "v1=shop/prod",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(domain["mappings"][0]["basePath"], "v1");
+    let domain = cli_json(
+        &endpoint,
+        &[
+            "domains",
+            "update",
+            "api.example.test",
+            "--mapping",
+            "=shop/prod",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(domain["mappings"].as_array().map(Vec::len), Some(1));
+    assert!(domain["mappings"][0].get("basePath").is_none(), "{domain}");
 }

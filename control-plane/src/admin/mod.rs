@@ -11,6 +11,7 @@
 mod cluster;
 mod ids;
 pub mod origin;
+mod resources;
 mod status;
 pub mod usage;
 
@@ -20,9 +21,7 @@ use crate::raft::node::{NodeHandle, ProposeError};
 use crate::raft::transport::Transport;
 use crate::state::{Applied, Replica, State};
 use origin::Origin;
-use pylon_common::model::{
-    ApiDefinition, ApiKeyConfig, DomainNameConfig, StageConfig, UsagePlanConfig, validate_api_key_value,
-};
+use pylon_common::model::{ApiKeyConfig, StageConfig, validate_api_key_value};
 use pylon_common::{ErrorCode, ValidationErrors};
 use pylon_proto::admin::v1::admin_service_server::AdminService;
 use pylon_proto::admin::v1::*;
@@ -419,23 +418,12 @@ fn page<T: Clone>(
 impl AdminService for AdminApi {
     async fn create_api(&self, request: Request<CreateApiRequest>) -> Result<Response<config::Api>, Status> {
         let origin = Origin::of(&request)?;
-        let api = required(request.into_inner().api, "api")?;
-        let api = ApiDefinition::validate(api).map_err(invalid)?.into_proto();
-        match self.put(&origin, Kind::Api(api), true, 0).await? {
-            Applied::Api(api) => Ok(Response::new(api)),
-            other => Err(unexpected(other)),
-        }
+        self.put_named(&origin, request.into_inner().api, None).await
     }
 
     async fn get_api(&self, request: Request<GetApiRequest>) -> Result<Response<config::Api>, Status> {
         let request = request.into_inner();
-        self.read(request.consistency, |state| {
-            state
-                .api(&request.name)
-                .cloned()
-                .ok_or_else(|| not_found(format!("API {}", request.name)))
-        })
-        .await
+        self.get_named(request.consistency, &request.name).await
     }
 
     async fn list_apis(
@@ -443,29 +431,20 @@ impl AdminService for AdminApi {
         request: Request<ListApisRequest>,
     ) -> Result<Response<ListApisResponse>, Status> {
         let request = request.into_inner();
-        self.read(request.consistency, |state| {
-            let (apis, next_page_token) =
-                page(state.apis_after(""), |a| a.name.clone(), request.page.as_ref())?;
-            Ok(ListApisResponse {
-                apis: apis.into_iter().cloned().collect(),
-                next_page_token,
-            })
-        })
-        .await
+        let (apis, next_page_token) = self
+            .list_named(request.consistency, request.page.as_ref())
+            .await?;
+        Ok(Response::new(ListApisResponse {
+            apis,
+            next_page_token,
+        }))
     }
 
     async fn update_api(&self, request: Request<UpdateApiRequest>) -> Result<Response<config::Api>, Status> {
         let origin = Origin::of(&request)?;
         let request = request.into_inner();
-        let api = required(request.api, "api")?;
-        let api = ApiDefinition::validate(api).map_err(invalid)?.into_proto();
-        match self
-            .put(&origin, Kind::Api(api), false, request.expected_revision)
-            .await?
-        {
-            Applied::Api(api) => Ok(Response::new(api)),
-            other => Err(unexpected(other)),
-        }
+        self.put_named(&origin, request.api, Some(request.expected_revision))
+            .await
     }
 
     async fn delete_api(
@@ -474,14 +453,8 @@ impl AdminService for AdminApi {
     ) -> Result<Response<DeleteResponse>, Status> {
         let origin = Origin::of(&request)?;
         let request = request.into_inner();
-        self.delete(
-            &origin,
-            resource_ref::Kind::Api,
-            "",
-            &request.name,
-            request.expected_revision,
-        )
-        .await
+        self.delete_named::<config::Api>(&origin, &request.name, request.expected_revision)
+            .await
     }
 
     async fn create_deployment(
@@ -838,13 +811,8 @@ impl AdminService for AdminApi {
         request: Request<CreateUsagePlanRequest>,
     ) -> Result<Response<config::UsagePlan>, Status> {
         let origin = Origin::of(&request)?;
-        let plan = UsagePlanConfig::validate(required(request.into_inner().usage_plan, "usage_plan")?)
-            .map_err(invalid)?
-            .into_proto();
-        match self.put(&origin, Kind::UsagePlan(plan), true, 0).await? {
-            Applied::UsagePlan(plan) => Ok(Response::new(plan)),
-            other => Err(unexpected(other)),
-        }
+        self.put_named(&origin, request.into_inner().usage_plan, None)
+            .await
     }
 
     async fn get_usage_plan(
@@ -852,13 +820,7 @@ impl AdminService for AdminApi {
         request: Request<GetUsagePlanRequest>,
     ) -> Result<Response<config::UsagePlan>, Status> {
         let request = request.into_inner();
-        self.read(request.consistency, |state| {
-            state
-                .usage_plan(&request.name)
-                .cloned()
-                .ok_or_else(|| not_found(format!("usage plan {}", request.name)))
-        })
-        .await
+        self.get_named(request.consistency, &request.name).await
     }
 
     async fn list_usage_plans(
@@ -866,15 +828,13 @@ impl AdminService for AdminApi {
         request: Request<ListUsagePlansRequest>,
     ) -> Result<Response<ListUsagePlansResponse>, Status> {
         let request = request.into_inner();
-        self.read(request.consistency, |state| {
-            let (plans, next_page_token) =
-                page(state.usage_plans(), |p| p.name.clone(), request.page.as_ref())?;
-            Ok(ListUsagePlansResponse {
-                usage_plans: plans.into_iter().cloned().collect(),
-                next_page_token,
-            })
-        })
-        .await
+        let (usage_plans, next_page_token) = self
+            .list_named(request.consistency, request.page.as_ref())
+            .await?;
+        Ok(Response::new(ListUsagePlansResponse {
+            usage_plans,
+            next_page_token,
+        }))
     }
 
     async fn update_usage_plan(
@@ -883,16 +843,8 @@ impl AdminService for AdminApi {
     ) -> Result<Response<config::UsagePlan>, Status> {
         let origin = Origin::of(&request)?;
         let request = request.into_inner();
-        let plan = UsagePlanConfig::validate(required(request.usage_plan, "usage_plan")?)
-            .map_err(invalid)?
-            .into_proto();
-        match self
-            .put(&origin, Kind::UsagePlan(plan), false, request.expected_revision)
-            .await?
-        {
-            Applied::UsagePlan(plan) => Ok(Response::new(plan)),
-            other => Err(unexpected(other)),
-        }
+        self.put_named(&origin, request.usage_plan, Some(request.expected_revision))
+            .await
     }
 
     async fn delete_usage_plan(
@@ -901,14 +853,8 @@ impl AdminService for AdminApi {
     ) -> Result<Response<DeleteResponse>, Status> {
         let origin = Origin::of(&request)?;
         let request = request.into_inner();
-        self.delete(
-            &origin,
-            resource_ref::Kind::UsagePlan,
-            "",
-            &request.name,
-            request.expected_revision,
-        )
-        .await
+        self.delete_named::<config::UsagePlan>(&origin, &request.name, request.expected_revision)
+            .await
     }
 
     async fn create_domain_name(
@@ -916,13 +862,8 @@ impl AdminService for AdminApi {
         request: Request<CreateDomainNameRequest>,
     ) -> Result<Response<config::DomainName>, Status> {
         let origin = Origin::of(&request)?;
-        let domain = DomainNameConfig::validate(required(request.into_inner().domain_name, "domain_name")?)
-            .map_err(invalid)?
-            .into_proto();
-        match self.put(&origin, Kind::DomainName(domain), true, 0).await? {
-            Applied::DomainName(domain) => Ok(Response::new(domain)),
-            other => Err(unexpected(other)),
-        }
+        self.put_named(&origin, request.into_inner().domain_name, None)
+            .await
     }
 
     async fn get_domain_name(
@@ -930,13 +871,7 @@ impl AdminService for AdminApi {
         request: Request<GetDomainNameRequest>,
     ) -> Result<Response<config::DomainName>, Status> {
         let request = request.into_inner();
-        self.read(request.consistency, |state| {
-            state
-                .domain_name(&request.name)
-                .cloned()
-                .ok_or_else(|| not_found(format!("domain name {}", request.name)))
-        })
-        .await
+        self.get_named(request.consistency, &request.name).await
     }
 
     async fn list_domain_names(
@@ -944,15 +879,13 @@ impl AdminService for AdminApi {
         request: Request<ListDomainNamesRequest>,
     ) -> Result<Response<ListDomainNamesResponse>, Status> {
         let request = request.into_inner();
-        self.read(request.consistency, |state| {
-            let (domains, next_page_token) =
-                page(state.domain_names(), |d| d.name.clone(), request.page.as_ref())?;
-            Ok(ListDomainNamesResponse {
-                domain_names: domains.into_iter().cloned().collect(),
-                next_page_token,
-            })
-        })
-        .await
+        let (domain_names, next_page_token) = self
+            .list_named(request.consistency, request.page.as_ref())
+            .await?;
+        Ok(Response::new(ListDomainNamesResponse {
+            domain_names,
+            next_page_token,
+        }))
     }
 
     async fn update_domain_name(
@@ -961,21 +894,8 @@ impl AdminService for AdminApi {
     ) -> Result<Response<config::DomainName>, Status> {
         let origin = Origin::of(&request)?;
         let request = request.into_inner();
-        let domain = DomainNameConfig::validate(required(request.domain_name, "domain_name")?)
-            .map_err(invalid)?
-            .into_proto();
-        match self
-            .put(
-                &origin,
-                Kind::DomainName(domain),
-                false,
-                request.expected_revision,
-            )
-            .await?
-        {
-            Applied::DomainName(domain) => Ok(Response::new(domain)),
-            other => Err(unexpected(other)),
-        }
+        self.put_named(&origin, request.domain_name, Some(request.expected_revision))
+            .await
     }
 
     async fn delete_domain_name(
@@ -984,14 +904,8 @@ impl AdminService for AdminApi {
     ) -> Result<Response<DeleteResponse>, Status> {
         let origin = Origin::of(&request)?;
         let request = request.into_inner();
-        self.delete(
-            &origin,
-            resource_ref::Kind::DomainName,
-            "",
-            &request.name,
-            request.expected_revision,
-        )
-        .await
+        self.delete_named::<config::DomainName>(&origin, &request.name, request.expected_revision)
+            .await
     }
 
     async fn get_config_version(
