@@ -72,6 +72,10 @@ pub enum AdminCommand {
     /// Cluster membership and health.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// An API's authorizers (they live in its definition: create and change
+    /// them with `apply`; a change reaches traffic with the next deploy).
+    #[command(subcommand)]
+    Authorizers(AuthorizersCommand),
     /// The audit log: every admin write that reached the Raft log, newest
     /// first, with who made it.
     #[command(subcommand)]
@@ -535,6 +539,23 @@ pub enum UsageCommand {
 }
 
 #[derive(clap::Subcommand)]
+pub enum AuthorizersCommand {
+    List {
+        api: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    Get {
+        api: String,
+        name: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Removes it from the API's definition (refused while a route uses it).
+    Delete { api: String, name: String },
+}
+
+#[derive(clap::Subcommand)]
 pub enum AuditCommand {
     /// Records, newest first (the last 10,000 are kept).
     List {
@@ -713,6 +734,71 @@ pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Resu
         AdminCommand::Cluster(command) => cluster(&mut admin, command).await,
         AdminCommand::Nodes { local, output } => nodes(&mut admin, local, output).await,
         AdminCommand::Audit(AuditCommand::List { output, paging }) => audit(&mut admin, output, paging).await,
+        AdminCommand::Authorizers(command) => authorizers(&mut admin, command).await,
+    }
+}
+
+async fn authorizers(admin: &mut Admin, command: AuthorizersCommand) -> anyhow::Result<()> {
+    use pylon_proto::config::v1::authorizer::Kind as AuthorizerKind;
+    let header = ["NAME", "TYPE", "SOURCE", "ROUTES"];
+    let row = |api: &config::Api, a: &config::Authorizer| {
+        let (kind, source) = match &a.kind {
+            Some(AuthorizerKind::Jwt(jwt)) => ("JWT", jwt.issuer.clone()),
+            Some(AuthorizerKind::Request(request)) => ("REQUEST", request.uri.clone()),
+            None => ("-", String::new()),
+        };
+        let routes = api
+            .routes
+            .iter()
+            .filter(|r| r.authorization.as_ref().is_some_and(|z| z.authorizer == a.name))
+            .count();
+        vec![a.name.clone(), kind.to_owned(), source, routes.to_string()]
+    };
+    let read = |name: String| {
+        let mut admin = admin.clone();
+        async move {
+            let request = GetApiRequest {
+                name,
+                consistency: ReadConsistency::Linearizable as i32,
+            };
+            admin
+                .get_api(request)
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(explain)
+        }
+    };
+    match command {
+        AuthorizersCommand::List { api, output } => {
+            let api = read(api).await?;
+            let rows = api.authorizers.iter().map(|a| row(&api, a)).collect();
+            print(output.format, &api.authorizers, &header, rows)
+        }
+        AuthorizersCommand::Get { api, name, output } => {
+            let api = read(api).await?;
+            let Some(found) = api.authorizers.iter().find(|a| a.name == name) else {
+                bail!("NotFound: API {} has no authorizer {name}", api.name);
+            };
+            print(output.format, found, &header, vec![row(&api, found)])
+        }
+        AuthorizersCommand::Delete { api, name } => {
+            let mut api = read(api).await?;
+            let before = api.authorizers.len();
+            api.authorizers.retain(|a| a.name != name);
+            if api.authorizers.len() == before {
+                bail!("NotFound: API {} has no authorizer {name}", api.name);
+            }
+            let request = UpdateApiRequest {
+                expected_revision: api.revision,
+                api: Some(api),
+            };
+            let api = admin.update_api(request).await.map_err(explain)?.into_inner();
+            println!(
+                "authorizer {name} removed from API {} (deploy to apply it)",
+                api.name
+            );
+            Ok(())
+        }
     }
 }
 

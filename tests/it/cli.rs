@@ -411,3 +411,47 @@ async fn usage_plans_and_domains_are_created_and_updated_from_flags() {
     assert_eq!(domain["mappings"].as_array().map(Vec::len), Some(1));
     assert!(domain["mappings"][0].get("basePath").is_none(), "{domain}");
 }
+
+#[tokio::test]
+async fn an_apis_authorizers_are_listed_and_removed_by_name_but_not_while_a_route_uses_one() {
+    use pylon_proto::config::v1::{Authorization, Authorizer, JwtAuthorizer, authorization, authorizer};
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let endpoint = cluster.nodes[0].endpoint();
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    let jwt = |name: &str| Authorizer {
+        name: name.into(),
+        kind: Some(authorizer::Kind::Jwt(JwtAuthorizer {
+            issuer: format!("https://{name}.example.test"),
+            audiences: vec!["shop".into()],
+            jwks_uri: format!("https://{name}.example.test/jwks"),
+            algorithms: vec!["RS256".into()],
+            ..Default::default()
+        })),
+    };
+    let mut api = crate::support::mock_api("shop", "hi");
+    api.authorizers = vec![jwt("users"), jwt("unused")];
+    api.routes[0].authorization = Some(Authorization {
+        r#type: authorization::Type::Jwt as i32,
+        authorizer: "users".into(),
+        ..Default::default()
+    });
+    admin
+        .create_api(pylon_proto::admin::v1::CreateApiRequest { api: Some(api) })
+        .await
+        .expect("api");
+
+    let table = pylon_cli(&endpoint, &["authorizers", "list", "shop"]).expect("list");
+    assert!(
+        table.contains("users") && table.contains("https://users.example.test"),
+        "{table}"
+    );
+    pylon_cli(&endpoint, &["authorizers", "delete", "shop", "unused"]).expect("an unused one goes");
+    let refused = pylon_cli(&endpoint, &["authorizers", "delete", "shop", "users"]);
+    assert!(
+        refused.is_err_and(|e| e.to_string().contains("InvalidArgument")),
+        "a route still uses it"
+    );
+    let left = cli_json(&endpoint, &["authorizers", "list", "shop", "-o", "json"]);
+    assert_eq!(left.as_array().map(Vec::len), Some(1));
+}
