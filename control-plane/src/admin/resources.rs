@@ -27,7 +27,7 @@ pub(super) trait Named: Clone + Send + Sync + Sized + 'static {
     fn validate(self) -> Result<Self, ValidationErrors>;
     fn name(&self) -> &str;
     fn into_kind(self) -> Kind;
-    fn from_applied(applied: Applied) -> Result<Self, Applied>;
+    fn from_applied(applied: Applied) -> Result<Self, Box<Applied>>;
     fn find<'s>(state: &'s State, name: &str) -> Option<&'s Self>;
     /// Every one, by name.
     fn all(state: &State) -> Box<dyn Iterator<Item = &Self> + '_>;
@@ -50,10 +50,10 @@ impl Named for config::Api {
         Kind::Api(self)
     }
 
-    fn from_applied(applied: Applied) -> Result<Self, Applied> {
+    fn from_applied(applied: Applied) -> Result<Self, Box<Applied>> {
         match applied {
             Applied::Api(api) => Ok(api),
-            other => Err(other),
+            other => Err(Box::new(other)),
         }
     }
 
@@ -83,10 +83,10 @@ impl Named for config::UsagePlan {
         Kind::UsagePlan(self)
     }
 
-    fn from_applied(applied: Applied) -> Result<Self, Applied> {
+    fn from_applied(applied: Applied) -> Result<Self, Box<Applied>> {
         match applied {
             Applied::UsagePlan(plan) => Ok(plan),
-            other => Err(other),
+            other => Err(Box::new(other)),
         }
     }
 
@@ -116,10 +116,10 @@ impl Named for config::DomainName {
         Kind::DomainName(self)
     }
 
-    fn from_applied(applied: Applied) -> Result<Self, Applied> {
+    fn from_applied(applied: Applied) -> Result<Self, Box<Applied>> {
         match applied {
             Applied::DomainName(domain) => Ok(domain),
-            other => Err(other),
+            other => Err(Box::new(other)),
         }
     }
 
@@ -150,7 +150,9 @@ impl AdminApi {
                 expected_revision.unwrap_or(0),
             )
             .await?;
-        R::from_applied(applied).map(Response::new).map_err(unexpected)
+        R::from_applied(applied)
+            .map(Response::new)
+            .map_err(|other| unexpected(*other))
     }
 
     pub(super) async fn get_named<R: Named>(
