@@ -1,13 +1,19 @@
 //! Connecting to the admin API: endpoint, bearer token, optional CA; and
 //! writes that survive a leader change.
 //!
-//! Every write (any method but `Get*`/`List*`) goes out with an
-//! `idempotency-key` (random, 32 hex characters) unless it has one, and is
-//! sent again, with the same key and bytes, while the cluster answers
-//! `UNAVAILABLE` or cannot be reached: 100 ms doubling to 2 s between tries,
-//! for up to 30 s. The control plane answers a retry of a write it already
-//! applied with the first outcome, so a create retried after a leader
-//! change never turns into `ALREADY_EXISTS`.
+//! Every write (any method but `Get*`/`List*`, and but the membership
+//! changes, which take no key) goes out with an `idempotency-key` made of
+//! this invocation's base key (random, or `--idempotency-key`) and a digest
+//! of the request, and is sent again, with the same key and bytes, while
+//! the cluster answers `UNAVAILABLE`, gives no answer within 10 s, or the
+//! connection breaks: 100 ms doubling to 2 s between tries, for up to 30 s,
+//! each try told on stderr. The control plane answers a retry of a write it
+//! already applied with the first outcome, so a create retried after a
+//! leader change never turns into `ALREADY_EXISTS`. When the CLI gives up
+//! it prints the base key: running the same command again with
+//! `--idempotency-key KEY` finds out safely whether the writes were applied
+//! (the same requests get the same keys). Two identical requests in one
+//! invocation get the same key, so the second answers as the first.
 
 use anyhow::Context as _;
 use pylon_proto::admin::v1::admin_service_client::AdminServiceClient;
@@ -39,6 +45,10 @@ pub struct Connection {
     /// The key of --client-cert.
     #[arg(long, global = true, env = "PYLON_CLIENT_KEY", requires = "client_cert")]
     pub client_key: Option<std::path::PathBuf>,
+    /// Base of the idempotency keys of this command's writes (default:
+    /// random). Give the one a failed command printed to retry it safely.
+    #[arg(long, global = true, env = "PYLON_IDEMPOTENCY_KEY")]
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Clone)]
@@ -55,6 +65,10 @@ impl tonic::service::Interceptor for Auth {
 
 pub type Admin = AdminServiceClient<InterceptedService<RetryWrites, Auth>>;
 
+/// How long one try of a write may take (a node answers within its own 8 s
+/// write timeout).
+const TRY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a write keeps being retried.
 const RETRY_BUDGET: Duration = Duration::from_secs(30);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -64,14 +78,20 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct RetryWrites {
     inner: Channel,
+    /// This invocation's base idempotency key.
+    base_key: std::sync::Arc<str>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Whether a gRPC path (`/package.Service/Method`) names a write.
-fn is_write(path: &str) -> bool {
+/// Whether a gRPC path (`/package.Service/Method`) names a write that takes
+/// an idempotency key.
+fn is_keyed_write(path: &str) -> bool {
     let method = path.rsplit('/').next().unwrap_or("");
-    !(method.starts_with("Get") || method.starts_with("List"))
+    !(method.starts_with("Get")
+        || method.starts_with("List")
+        || method == "AddMember"
+        || method == "RemoveMember")
 }
 
 /// A trailers-only answer with `grpc-status: 14`.
@@ -92,19 +112,25 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for RetryWrites {
         // The clone is not ready yet; the one polled ready serves this call.
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
+        let base = self.base_key.clone();
         Box::pin(async move {
-            if !is_write(request.uri().path()) {
+            if !is_keyed_write(request.uri().path()) {
                 return ready.call(request).await.map_err(Into::into);
             }
             use http_body_util::BodyExt as _;
+            use sha2::Digest as _;
             let (mut parts, body) = request.into_parts();
+            let bytes = body.collect().await?.to_bytes();
             if !parts.headers.contains_key("idempotency-key") {
-                let key = format!("{:032x}", rand::random::<u128>());
+                let mut digest = sha2::Sha256::new();
+                digest.update(parts.uri.path().as_bytes());
+                digest.update(&bytes);
+                let digest = hex::encode(&digest.finalize()[..12]);
+                let key = format!("{base}-{digest}");
                 parts
                     .headers
                     .insert("idempotency-key", http::HeaderValue::from_str(&key)?);
             }
-            let bytes = body.collect().await?.to_bytes();
             let deadline = std::time::Instant::now() + RETRY_BUDGET;
             let mut backoff = FIRST_BACKOFF;
             loop {
@@ -112,13 +138,22 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for RetryWrites {
                     parts.clone(),
                     tonic::body::Body::new(http_body_util::Full::new(bytes.clone())),
                 );
-                let outcome = ready.call(attempt).await;
+                let outcome = match tokio::time::timeout(TRY_TIMEOUT, ready.call(attempt)).await {
+                    Ok(outcome) => outcome.map_err(BoxError::from),
+                    Err(_) => Err(format!("no answer within {} s", TRY_TIMEOUT.as_secs()).into()),
+                };
                 let retry = match &outcome {
                     Ok(response) => unavailable(response),
                     Err(_) => true,
                 };
-                if !retry || std::time::Instant::now() + backoff > deadline {
-                    return outcome.map_err(Into::into);
+                if !retry {
+                    return outcome;
+                }
+                if std::time::Instant::now() + backoff > deadline {
+                    eprintln!(
+                        "giving up: the write may or may not have been applied; run the same command again with --idempotency-key {base} to find out safely"
+                    );
+                    return outcome;
                 }
                 let why = match &outcome {
                     Ok(response) => response
@@ -178,10 +213,21 @@ impl Connection {
             ),
             None => None,
         };
+        let base_key = match &self.idempotency_key {
+            Some(key) if !key.is_empty() && key.len() <= 100 && key.bytes().all(|b| b.is_ascii_graphic()) => {
+                key.clone()
+            }
+            Some(_) => anyhow::bail!("--idempotency-key: 1-100 visible ASCII characters"),
+            None => format!("{:032x}", rand::random::<u128>()),
+        };
         Ok(AdminServiceClient::with_interceptor(
-            RetryWrites { inner: channel },
+            RetryWrites {
+                inner: channel,
+                base_key: base_key.into(),
+            },
             Auth(auth),
-        ))
+        )
+        .max_decoding_message_size(256 << 20))
     }
 }
 
@@ -278,6 +324,7 @@ mod tests {
             ca_cert: None,
             client_cert: None,
             client_key: None,
+            idempotency_key: None,
         }
     }
 
@@ -297,32 +344,37 @@ mod tests {
             .expect("answered after two retries");
         let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
         assert_eq!(seen.len(), 3);
-        assert_eq!(seen[0].1.len(), 32, "a key was added: {:?}", seen[0].1);
+        assert_eq!(seen[0].1.len(), 32 + 1 + 24, "a key was added: {:?}", seen[0].1);
         assert!(seen.iter().all(|(path, key, body)| path.ends_with("/CreateApi")
             && *key == seen[0].1
             && *body == seen[0].2));
     }
 
     #[tokio::test]
-    async fn a_read_is_not_retried_and_each_write_gets_its_own_key() {
+    async fn a_read_is_not_retried_and_each_write_gets_its_own_key_from_the_base_key() {
         let (endpoint, seen) = flaky_server(1).await;
-        let mut admin = connection(endpoint).connect().await.expect("connect");
+        let mut given = connection(endpoint);
+        given.idempotency_key = Some("from-a-failed-run".into());
+        let mut admin = given.connect().await.expect("connect");
         let read = admin.get_api(GetApiRequest::default()).await;
         assert_eq!(
             read.map(drop).map_err(|s| s.code()),
             Err(tonic::Code::Unavailable)
         );
-        admin
-            .create_api(CreateApiRequest::default())
-            .await
-            .expect("first write");
-        admin
-            .create_api(CreateApiRequest::default())
-            .await
-            .expect("second write");
+        let named = |name: &str| CreateApiRequest {
+            api: Some(pylon_proto::config::v1::Api {
+                name: name.into(),
+                ..Default::default()
+            }),
+        };
+        admin.create_api(named("a")).await.expect("first write");
+        admin.create_api(named("b")).await.expect("second write");
+        admin.create_api(named("a")).await.expect("the first again");
         let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        assert_eq!(seen.len(), 3);
+        assert_eq!(seen.len(), 4);
         assert_eq!(seen[0].1, "", "reads carry no key");
-        assert_ne!(seen[1].1, seen[2].1);
+        assert!(seen[1].1.starts_with("from-a-failed-run-"), "{}", seen[1].1);
+        assert_ne!(seen[1].1, seen[2].1, "another request, another key");
+        assert_eq!(seen[1].1, seen[3].1, "the same request, the same key");
     }
 }

@@ -1248,6 +1248,17 @@ async fn keys(admin: &mut Admin, command: KeysCommand) -> anyhow::Result<()> {
             disabled,
             value,
         } => {
+            // Made here, not by the server, so that a retried request (same
+            // bytes, same idempotency key) still comes back with its value.
+            let chosen = value.is_some();
+            let value = value.unwrap_or_else(|| {
+                use rand::Rng as _;
+                rand::rng()
+                    .sample_iter(&rand::distr::Alphanumeric)
+                    .take(40)
+                    .map(char::from)
+                    .collect()
+            });
             let created = admin
                 .create_api_key(CreateApiKeyRequest {
                     api_key: Some(config::ApiKey {
@@ -1256,15 +1267,17 @@ async fn keys(admin: &mut Admin, command: KeysCommand) -> anyhow::Result<()> {
                         enabled: !disabled,
                         ..Default::default()
                     }),
-                    value: value.unwrap_or_default(),
+                    value,
                 })
                 .await
                 .map_err(explain)?
                 .into_inner();
             let key = created.api_key.unwrap_or_default();
             println!("API key {} ({}) created", key.name, key.id);
-            println!("value: {}", created.value);
-            eprintln!("the value is shown only now; keep it");
+            if !chosen {
+                println!("value: {}", created.value);
+                eprintln!("the value is shown only now; keep it");
+            }
             Ok(())
         }
         KeysCommand::Update {

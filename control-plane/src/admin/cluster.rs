@@ -98,8 +98,12 @@ pub async fn add_member(node: &NodeHandle, node_id: u64, raft_address: &str) -> 
     }
     let status = node.status();
     if status.voters.contains(&node_id) {
+        // The same request again (a retry after a lost answer) succeeds.
+        if status.addresses.get(&node_id).is_some_and(|a| a == raft_address) {
+            return Ok(());
+        }
         return Err(Status::already_exists(format!(
-            "node {node_id} is already a member"
+            "node {node_id} is already a member, at another address"
         )));
     }
     let member = MemberInfo {

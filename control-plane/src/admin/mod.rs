@@ -162,7 +162,14 @@ impl AdminApi {
             // so it is confirmed on a state that has applied every write
             // acknowledged before this call (the barrier costs only
             // refused writes a round trip).
-            self.barrier(ReadConsistency::Linearizable as i32).await?;
+            self.barrier(ReadConsistency::Linearizable as i32)
+                .await
+                .map_err(|status| match status.code() {
+                    tonic::Code::Unavailable => Status::unavailable(
+                        "no leader confirmed this node is current, so it cannot judge the write; retry",
+                    ),
+                    _ => status,
+                })?;
             if let Some(first) = self.state().history().replay(&command).map_err(Status::from)? {
                 return first.map_err(Status::from);
             }
@@ -241,6 +248,16 @@ impl AdminApi {
                 Ok(Err(_)) | Err(_) => {}
             }
             if Instant::now() >= deadline {
+                if self
+                    .node
+                    .shared
+                    .disk_low
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    return Err(Status::resource_exhausted(
+                        "this node is short of disk and no longer takes entries from the leader, so it cannot answer a linearizable read: ask another node, or with consistency STALE",
+                    ));
+                }
                 return Err(Status::unavailable(
                     "no leader confirmed a read index in time; retry, or ask for consistency STALE",
                 ));
@@ -364,6 +381,18 @@ fn op_name(command: &Command) -> &'static str {
         Some(Op::SetClusterId(_)) => "set_cluster_id",
         None => "none",
     }
+}
+
+/// Membership changes are Raft configuration entries, not commands: they
+/// keep no outcome, so a key would be a promise not kept. (AddMember of a
+/// member at the same address succeeds again; see `cluster`.)
+fn refuse_idempotency_key<T>(request: &Request<T>) -> Result<(), Status> {
+    if request.metadata().get(origin::IDEMPOTENCY_KEY).is_some() {
+        return Err(Status::invalid_argument(
+            "idempotency-key: membership changes do not take one; read `pylon cluster status` before retrying",
+        ));
+    }
+    Ok(())
 }
 
 /// A string field that must be set.
@@ -932,6 +961,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<AddMemberRequest>,
     ) -> Result<Response<ClusterStatus>, Status> {
+        refuse_idempotency_key(&request)?;
         let request = request.into_inner();
         cluster::add_member(&self.node, request.node_id, &request.raft_address).await?;
         Ok(Response::new(cluster::status(&self.node, &self.transport).await))
@@ -941,6 +971,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<RemoveMemberRequest>,
     ) -> Result<Response<ClusterStatus>, Status> {
+        refuse_idempotency_key(&request)?;
         let request = request.into_inner();
         cluster::remove_member(&self.node, request.node_id).await?;
         Ok(Response::new(cluster::status(&self.node, &self.transport).await))

@@ -50,6 +50,11 @@ impl Origin {
             .get::<CalledMethod>()
             .map(|m| m.0.to_string())
             .unwrap_or_default();
+        if request.metadata().get_all(IDEMPOTENCY_KEY).iter().count() > 1 {
+            return Err(Status::invalid_argument(format!(
+                "{IDEMPOTENCY_KEY}: sent more than once"
+            )));
+        }
         let idempotency_key = match request.metadata().get(IDEMPOTENCY_KEY) {
             None => String::new(),
             Some(value) => {

@@ -27,6 +27,8 @@ pub struct DiskGuard {
     low: bool,
     free: u64,
     checked: Option<Instant>,
+    /// The last `check` measured (rather than waiting for its second).
+    measured: bool,
 }
 
 /// A change the last check found.
@@ -46,6 +48,7 @@ impl DiskGuard {
             low: false,
             free: u64::MAX,
             checked: None,
+            measured: false,
         }
     }
 
@@ -67,14 +70,21 @@ impl DiskGuard {
         self.reserve
     }
 
+    /// Whether the last [`DiskGuard::check`] measured (about once a second).
+    pub fn just_measured(&self) -> bool {
+        self.measured
+    }
+
     /// Measures again when a second has passed; returns what changed. A
     /// filesystem that cannot be measured counts as not low (the writes
     /// themselves will tell).
     pub fn check(&mut self) -> Option<Change> {
+        self.measured = false;
         if self.reserve == 0 || self.checked.is_some_and(|at| at.elapsed() < EVERY) {
             return None;
         }
         self.checked = Some(Instant::now());
+        self.measured = true;
         let Ok(stat) = rustix::fs::statvfs(&self.path) else {
             return None;
         };

@@ -58,12 +58,13 @@ pub enum ProposeError {
     Invalid(String),
     /// The data directory's disk is below its reserve (see [`super::disk`]).
     #[error(
-        "the disk of {path} is almost full ({free_mib} MiB free, {reserve_mib} MiB reserved): this node takes no writes until space frees"
+        "the disk of {path} is almost full ({free_mib} MiB free, {reserve_mib} MiB reserved): this node takes no writes until {resume_mib} MiB are free"
     )]
     DiskFull {
         path: String,
         free_mib: u64,
         reserve_mib: u64,
+        resume_mib: u64,
     },
 }
 
@@ -98,6 +99,8 @@ pub struct Shared {
     pub id: u64,
     pub replica: Arc<Replica>,
     status: Mutex<NodeStatus>,
+    /// The data directory's disk is below its reserve (see [`super::disk`]).
+    pub disk_low: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -271,6 +274,7 @@ pub fn start(
         id: options.id,
         replica: Arc::new(Replica::new(state)),
         status: Mutex::new(NodeStatus::default()),
+        disk_low: std::sync::atomic::AtomicBool::new(false),
     });
     let (tx, rx) = std::sync::mpsc::channel();
     transport.attach(tx.clone());
@@ -439,9 +443,22 @@ impl Node {
         }
     }
 
-    /// Acts on a change of free disk space (see [`super::disk`]).
+    /// Acts on a change of free disk space (see [`super::disk`]); while
+    /// short of disk as a leader, tries to hand leadership over at every
+    /// check (the chosen voter may be short of disk too and refuse).
     fn watch_disk(&mut self) {
-        match self.disk.check() {
+        let change = self.disk.check();
+        self.shared
+            .disk_low
+            .store(self.disk.is_low(), std::sync::atomic::Ordering::Relaxed);
+        if change.is_none()
+            && self.disk.is_low()
+            && self.disk.just_measured()
+            && self.raw.raft.state == StateRole::Leader
+        {
+            self.hand_over_leadership();
+        }
+        match change {
             Some(super::disk::Change::BecameLow) => {
                 tracing::error!(
                     path = %self.disk.path().display(),
@@ -450,19 +467,7 @@ impl Node {
                     "disk almost full: refusing writes, not appending, handing over leadership until space frees"
                 );
                 if self.raw.raft.state == StateRole::Leader {
-                    let own = self.shared.id;
-                    let successor = self
-                        .raw
-                        .raft
-                        .prs()
-                        .iter()
-                        .filter(|(id, _)| **id != own && self.raw.raft.prs().conf().voters().contains(**id))
-                        .max_by_key(|(_, progress)| progress.matched)
-                        .map(|(id, _)| *id);
-                    match successor {
-                        Some(to) => self.raw.transfer_leader(to),
-                        None => tracing::warn!("no other voter to hand leadership to"),
-                    }
+                    self.hand_over_leadership();
                 }
             }
             Some(super::disk::Change::Recovered) => tracing::info!(
@@ -474,11 +479,38 @@ impl Node {
         }
     }
 
+    /// Asks another voter to take over: the most up-to-date one first, then
+    /// any at random (one short of disk refuses, and the next try picks
+    /// again).
+    fn hand_over_leadership(&mut self) {
+        let own = self.shared.id;
+        let mut others: Vec<(u64, u64)> = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != own && self.raw.raft.prs().conf().voters().contains(**id))
+            .map(|(id, progress)| (*id, progress.matched))
+            .collect();
+        if others.is_empty() {
+            tracing::warn!("no other voter to hand leadership to");
+            return;
+        }
+        others.sort_by_key(|(_, matched)| std::cmp::Reverse(*matched));
+        let pick = if self.raw.raft.lead_transferee.is_some() {
+            rand::random_range(0..others.len())
+        } else {
+            0
+        };
+        self.raw.transfer_leader(others[pick].0);
+    }
+
     fn disk_full(&self) -> ProposeError {
         ProposeError::DiskFull {
             path: self.disk.path().display().to_string(),
             free_mib: self.disk.free() >> 20,
             reserve_mib: self.disk.reserve() >> 20,
+            resume_mib: (self.disk.reserve() + self.disk.reserve() / 10).div_ceil(1 << 20),
         }
     }
 
@@ -584,12 +616,17 @@ impl Node {
             // heartbeats would keep the others from electing a new one.
             NodeMsg::Raft(_) if self.removed => {}
             // Short of disk: entries from the leader are dropped as if lost
-            // on the way; the leader sends them again later.
+            // on the way (the leader sends them again later), and so are
+            // proposals forwarded by followers and a leader's order to take
+            // over (a leadership transfer): this node must not lead.
             NodeMsg::Raft(msg)
                 if self.disk.is_low()
                     && matches!(
                         msg.get_msg_type(),
-                        raft::eraftpb::MessageType::MsgAppend | raft::eraftpb::MessageType::MsgSnapshot
+                        raft::eraftpb::MessageType::MsgAppend
+                            | raft::eraftpb::MessageType::MsgSnapshot
+                            | raft::eraftpb::MessageType::MsgPropose
+                            | raft::eraftpb::MessageType::MsgTimeoutNow
                     ) => {}
             NodeMsg::Raft(msg) => {
                 if let Err(e) = self.raw.step(*msg) {
