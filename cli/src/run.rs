@@ -459,7 +459,18 @@ pub async fn data_plane(args: DataPlaneArgs) -> anyhow::Result<()> {
     config.control_plane_ca = args.control_plane_ca;
     config.control_plane_identity = args.control_plane_cert.zip(args.control_plane_key);
     config.snapshot_cache = args.snapshot_cache;
-    config.pin_cluster_id = args.pin_cluster_id;
+    config.pin_cluster_id = match args.pin_cluster_id {
+        Some(id) => {
+            let id = id.trim().to_ascii_lowercase();
+            if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bail!(
+                    "--pin-cluster-id {id}: a cluster id is 32 hex characters (pylon cluster status shows it)"
+                );
+            }
+            Some(id)
+        }
+        None => None,
+    };
     config.upstream_ca = args.upstream_ca;
     config.trusted_proxies = args.trusted_proxies;
     args.connections.apply(&mut config)?;

@@ -185,8 +185,23 @@ impl Credentials {
                 field,
                 why,
             };
-            if entry.name.trim().is_empty() {
-                return Err(invalid("name", "must not be empty".into()));
+            let valid_name = !entry.name.is_empty()
+                && entry.name.len() <= 128
+                && entry
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+            if !valid_name {
+                return Err(invalid(
+                    "name",
+                    format!(
+                        "{:?}: 1-128 characters of A-Z a-z 0-9 - _ . @ (certificate identities and the names system and anonymous are kept apart)",
+                        entry.name
+                    ),
+                ));
+            }
+            if ["system", "anonymous", "--token-file"].contains(&entry.name.as_str()) {
+                return Err(invalid("name", format!("{:?} is reserved", entry.name)));
             }
             if credentials.entries.iter().any(|c| *c.name == *entry.name) {
                 return Err(invalid("name", format!("{:?} is used twice", entry.name)));
@@ -352,10 +367,21 @@ pub fn certificate_caller(der: &[u8], trust_domain: &str) -> Result<Caller, Stri
                 .collect()
         })
         .unwrap_or_default();
-    let Some(uri) = uris.iter().find(|uri| uri.starts_with(&prefix)) else {
-        return Err(format!(
-            "the client certificate names no role: expected a URI SAN {prefix}ROLE/NAME"
-        ));
+    // An X.509-SVID holds exactly one URI SAN (SPIFFE X.509-SVID §2): a
+    // certificate naming several could be read as any of them.
+    let uri = match uris.as_slice() {
+        [uri] if uri.starts_with(&prefix) => *uri,
+        [] | [_] => {
+            return Err(format!(
+                "the certificate names no role: expected one URI SAN {prefix}ROLE/NAME"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "the certificate has {} URI SANs: a SPIFFE identity has exactly one",
+                uris.len()
+            ));
+        }
     };
     let (role, name) = uri[prefix.len()..]
         .split_once('/')
@@ -382,7 +408,7 @@ pub fn certificate_caller(der: &[u8], trust_domain: &str) -> Result<Caller, Stri
         ));
     }
     Ok(Caller {
-        name: Arc::from(*uri),
+        name: Arc::from(uri),
         roles: role.bit(),
     })
 }
@@ -657,6 +683,17 @@ mod tests {
                     a.display()
                 ),
                 "set exactly one of token_file and token_env",
+            ),
+            (
+                &format!(
+                    "- {{name: \"spiffe://pylon/operator/alice\", role: reader, token_file: {}}}",
+                    a.display()
+                ),
+                "1-128 characters",
+            ),
+            (
+                &format!("- {{name: system, role: operator, token_file: {}}}", a.display()),
+                "reserved",
             ),
         ];
         for (text, expected) in cases {

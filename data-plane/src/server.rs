@@ -219,6 +219,7 @@ pub async fn serve(
         labels: config.labels.clone(),
         cache: config.snapshot_cache.clone(),
         pin_cluster_id: config.pin_cluster_id.clone(),
+        diverged: Arc::default(),
         metrics: crate::telemetry::metrics::SnapshotMetrics::new(&opentelemetry::global::meter(
             "pylon-data-plane",
         )),

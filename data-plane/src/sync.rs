@@ -59,6 +59,9 @@ pub struct SyncOptions {
     pub cache: Option<PathBuf>,
     /// Serve only this cluster's config (`--pin-cluster-id`).
     pub pin_cluster_id: Option<String>,
+    /// A pinned cluster that went back: its later versions do not follow
+    /// what this node serves, and are refused until the node restarts.
+    pub diverged: Arc<std::sync::Mutex<Option<String>>>,
     /// Made once by the node's telemetry.
     pub metrics: crate::telemetry::metrics::SnapshotMetrics,
 }
@@ -84,6 +87,19 @@ pub async fn run(options: SyncOptions, live: Arc<ArcSwap<CompiledConfig>>, mut s
         };
         match outcome {
             Ok(()) => tracing::info!(endpoint, "control plane closed the subscription"),
+            Err(SessionError::Stream(status))
+                if matches!(
+                    status.code(),
+                    tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+                ) =>
+            {
+                tracing::error!(
+                    endpoint,
+                    error = %status.message(),
+                    version = live.load().version,
+                    "the control plane refused this node's credential (--token-file or --control-plane-cert: it needs the data-plane role); serving the last good config"
+                )
+            }
             Err(e) => {
                 tracing::warn!(endpoint, error = %e, version = live.load().version, "control plane unavailable; serving the last good config")
             }
@@ -202,6 +218,7 @@ async fn session(
                 options.cache.as_deref(),
                 snapshot::serves_private(&options.labels),
                 options.pin_cluster_id.as_deref(),
+                Some(&options.diverged),
                 Some(&options.metrics),
             )
             .await
@@ -234,8 +251,15 @@ enum Decision {
     Apply { warning: String },
 }
 
-fn decide(update: &ConfigUpdate, current: &CompiledConfig, pin: Option<&str>) -> Decision {
+fn decide(update: &ConfigUpdate, current: &CompiledConfig, pin: Option<&str>, diverged: bool) -> Decision {
     let (version, cluster) = (update.version, update.cluster_id.as_str());
+    if diverged && pin.is_some() {
+        return Decision::Refuse(format!(
+            "cluster {cluster} went back to an older version earlier: its version {version} does not follow version {} served here; \
+             restart the node without its snapshot cache to accept it",
+            current.version
+        ));
+    }
     if let Some(pin) = pin
         && cluster != pin
     {
@@ -284,11 +308,21 @@ async fn apply(
     cache: Option<&Path>,
     serves_private: bool,
     pin: Option<&str>,
+    diverged: Option<&std::sync::Mutex<Option<String>>>,
     metrics: Option<&crate::telemetry::metrics::SnapshotMetrics>,
 ) -> Option<SubscribeRequest> {
     let version = update.version;
     let serving = live.load().version;
-    let warning = match decide(&update, &live.load(), pin) {
+    let lock = |d: &std::sync::Mutex<Option<String>>| {
+        d.lock()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    };
+    let has_diverged = diverged
+        .map(lock)
+        .is_some_and(|d| d.as_deref() == Some(update.cluster_id.as_str()));
+    let mut fresh_warning = false;
+    let warning = match decide(&update, &live.load(), pin, has_diverged) {
         Decision::Ignore => {
             tracing::info!(
                 version,
@@ -298,6 +332,12 @@ async fn apply(
             return None;
         }
         Decision::Refuse(error) => {
+            if update.rewound
+                && let Some(diverged) = diverged
+                && let Ok(mut diverged) = diverged.lock()
+            {
+                *diverged = Some(update.cluster_id.clone());
+            }
             tracing::error!(version, serving, error, "refused a config version");
             return Some(SubscribeRequest {
                 kind: Some(Kind::Nack(Nack { version, error })),
@@ -306,9 +346,12 @@ async fn apply(
         // A warning stays with the node until it restarts, so whoever
         // looks at `pylon nodes` later still sees what happened.
         Decision::Apply { warning } if warning.is_empty() => live.load().warning.clone(),
-        Decision::Apply { warning } => warning,
+        Decision::Apply { warning } => {
+            fresh_warning = true;
+            warning
+        }
     };
-    if !warning.is_empty() {
+    if fresh_warning {
         tracing::error!(version, serving, warning, "serving config from a changed cluster");
     }
     let started = std::time::Instant::now();
@@ -482,21 +525,29 @@ mod tests {
     #[tokio::test]
     async fn only_newer_versions_are_applied_and_acked() {
         let live = Arc::new(ArcSwap::from_pointee(CompiledConfig::default()));
-        let answer = apply(update(5), &live, None, false, None, None).await;
+        let answer = apply(update(5), &live, None, false, None, None, None).await;
         assert_eq!(
             acked(&answer).map(|a| (a.version, a.cluster_id.as_str())),
             Some((5, "c1"))
         );
         assert_eq!(live.load().version, 5);
-        assert!(apply(update(5), &live, None, false, None, None).await.is_none());
-        assert!(apply(update(3), &live, None, false, None, None).await.is_none());
+        assert!(
+            apply(update(5), &live, None, false, None, None, None)
+                .await
+                .is_none()
+        );
+        assert!(
+            apply(update(3), &live, None, false, None, None, None)
+                .await
+                .is_none()
+        );
         assert_eq!(live.load().version, 5);
     }
 
     #[tokio::test]
     async fn another_clusters_older_version_is_adopted_with_a_warning_by_default() {
         let live = serving("old-cluster", 30);
-        let answer = apply(update_of("new-cluster", 5), &live, None, false, None, None).await;
+        let answer = apply(update_of("new-cluster", 5), &live, None, false, None, None, None).await;
         let ack = acked(&answer).unwrap_or_else(|| panic!("not acked: {answer:?}"));
         assert_eq!(ack.version, 5);
         assert!(ack.warning.contains("old-cluster"), "{}", ack.warning);
@@ -514,6 +565,7 @@ mod tests {
             false,
             Some("old-cluster"),
             None,
+            None,
         )
         .await;
         let nack = nacked(&answer).unwrap_or_else(|| panic!("not nacked: {answer:?}"));
@@ -529,17 +581,17 @@ mod tests {
         let mut rewound = update(5);
         rewound.rewound = true;
         let pinned = serving("c1", 30);
-        let answer = apply(rewound.clone(), &pinned, None, false, Some("c1"), None).await;
+        let answer = apply(rewound.clone(), &pinned, None, false, Some("c1"), None, None).await;
         assert!(nacked(&answer).is_some_and(|n| n.error.contains("went back")));
         assert_eq!(pinned.load().version, 30);
 
         let lagging = serving("c1", 30);
         assert!(
-            apply(update(5), &lagging, None, false, None, None)
+            apply(update(5), &lagging, None, false, None, None, None)
                 .await
                 .is_none()
         );
-        let answer = apply(rewound, &lagging, None, false, None, None).await;
+        let answer = apply(rewound, &lagging, None, false, None, None, None).await;
         assert!(acked(&answer).is_some_and(|a| a.version == 5 && a.warning.contains("went back")));
         assert_eq!(lagging.load().version, 5);
     }
@@ -547,12 +599,12 @@ mod tests {
     #[tokio::test]
     async fn a_damaged_update_is_nacked_and_the_old_config_stays() {
         let live = Arc::new(ArcSwap::from_pointee(CompiledConfig::default()));
-        let _ = apply(update(5), &live, None, false, None, None).await;
+        let _ = apply(update(5), &live, None, false, None, None, None).await;
         let mut bad = update(6);
         if let Some(Body::Snapshot(encoded)) = &mut bad.body {
             encoded.sha256 = vec![0; 32];
         }
-        let answer = apply(bad, &live, None, false, None, None).await;
+        let answer = apply(bad, &live, None, false, None, None, None).await;
         assert_eq!(nacked(&answer).map(|n| n.version), Some(6));
         assert_eq!(live.load().version, 5);
     }
@@ -574,5 +626,32 @@ mod tests {
         bytes[last] ^= 0xff;
         std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
         assert!(load_cache(&path, false, None).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_pinned_node_refuses_every_later_version_of_a_cluster_that_went_back() {
+        let diverged = std::sync::Mutex::new(None);
+        let live = serving("c1", 9);
+        let mut rewound = update(6);
+        rewound.rewound = true;
+        let answer = apply(rewound, &live, None, false, Some("c1"), Some(&diverged), None).await;
+        assert!(nacked(&answer).is_some());
+        for version in [9, 10] {
+            let answer = apply(
+                update(version),
+                &live,
+                None,
+                false,
+                Some("c1"),
+                Some(&diverged),
+                None,
+            )
+            .await;
+            assert!(
+                nacked(&answer).is_some_and(|n| n.error.contains("went back")),
+                "version {version}: {answer:?}"
+            );
+        }
+        assert_eq!(live.load().version, 9);
     }
 }

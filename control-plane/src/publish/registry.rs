@@ -98,6 +98,7 @@ impl Registry {
             node.last_result_version = ack.version;
             node.cluster_id = ack.cluster_id.clone();
             node.warning = ack.warning.clone();
+            node.last_error.clear();
         });
     }
 
