@@ -541,3 +541,147 @@ async fn a_node_short_of_disk_refuses_writes_naming_its_directory_keeps_reading_
         "{logged}"
     );
 }
+
+/// A control-plane node in its own mount namespace on a small tmpfs of its own.
+struct Confined {
+    child: std::process::Child,
+    mount: std::path::PathBuf,
+    endpoint: String,
+}
+
+impl Confined {
+    fn start(dir: &std::path::Path, id: u64, ports: &[(u16, u16)]) -> Confined {
+        let mount = dir.join(format!("disk-{id}"));
+        std::fs::create_dir_all(&mount).expect("mount point");
+        let (admin, raft) = ports[id as usize - 1];
+        let peers = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, raft))| format!("--peer={}=127.0.0.1:{raft}", i + 1));
+        let log = std::fs::File::create(dir.join(format!("node-{id}.log"))).expect("log");
+        let child = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount -t tmpfs -o size=160m pylon-test \"$0\" && exec \"$@\"")
+            .arg(&mount)
+            .arg(pylon_tests::pylon_bin())
+            .args([
+                "control-plane".to_owned(),
+                format!("--node-id={id}"),
+                format!("--listen=127.0.0.1:{admin}"),
+                format!("--raft-listen=127.0.0.1:{raft}"),
+                format!("--data-dir={}", mount.join("data").display()),
+                "--min-free-space-mb=48".to_owned(),
+            ])
+            .args(peers)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("unshare");
+        Confined {
+            child,
+            mount,
+            endpoint: format!("http://127.0.0.1:{admin}"),
+        }
+    }
+
+    fn ballast(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!(
+            "/proc/{}/root{}/ballast",
+            self.child.id(),
+            self.mount.display()
+        ))
+    }
+
+    /// Fills the node's disk, leaving it 20 MiB (below its 48 MiB reserve).
+    fn fill(&self) {
+        let mut ballast = std::fs::File::create(self.ballast()).expect("ballast");
+        let chunk = vec![0u8; 1 << 20];
+        let mut written = 0u64;
+        while std::io::Write::write_all(&mut ballast, &chunk).is_ok() {
+            written += chunk.len() as u64;
+        }
+        ballast
+            .set_len(written.saturating_sub(20 << 20))
+            .expect("leave 20 MiB");
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.ballast()).expect("remove the ballast");
+    }
+}
+
+impl Drop for Confined {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn leader_of(endpoint: &str) -> Option<u64> {
+    let mut admin = pylon_tests::connect(endpoint).await.ok()?;
+    let status = admin.get_cluster_status(GetClusterStatusRequest {}).await.ok()?;
+    Some(status.into_inner().leader_id).filter(|id| *id != 0)
+}
+
+#[tokio::test]
+async fn a_leader_and_a_follower_short_of_disk_leave_leadership_to_the_healthy_node_and_no_write_is_taken() {
+    if !can_mount() {
+        eprintln!("SKIPPED: needs root (unshare --mount) to give nodes small disks of their own");
+        return;
+    }
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = pylon_tests::Cluster::ports(3);
+    let nodes: Vec<Confined> = (1..=3)
+        .map(|id| Confined::start(dir.path(), id, &ports))
+        .collect();
+    let leader = eventually("a leader", Duration::from_secs(20), || {
+        leader_of(&nodes[0].endpoint)
+    })
+    .await;
+    let follower = if leader == 1 { 2 } else { 1 };
+    let healthy = 6 - leader - follower;
+    let node = |id: u64| &nodes[id as usize - 1];
+
+    // The follower's disk fills first, then the leader's.
+    node(follower).fill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    node(leader).fill();
+    // Leadership ends up with the only node that has space, never a full one.
+    eventually("the healthy node leads", Duration::from_secs(20), || async {
+        (leader_of(&node(healthy).endpoint).await == Some(healthy)).then_some(())
+    })
+    .await;
+    // With two of three voters full, no write is taken.
+    let mut admin = pylon_tests::connect(&node(healthy).endpoint)
+        .await
+        .expect("admin");
+    let api = |name: &str| CreateApiRequest {
+        api: Some(pylon_proto::config::v1::Api {
+            name: name.into(),
+            ..Default::default()
+        }),
+    };
+    let refused = admin
+        .create_api(api("while-full"))
+        .await
+        .expect_err("no quorum with space");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for full in [leader, follower] {
+        assert_ne!(
+            leader_of(&node(full).endpoint).await,
+            Some(full),
+            "a full node leads"
+        );
+    }
+
+    // Space frees: the cluster takes writes again.
+    node(leader).free();
+    node(follower).free();
+    eventually("writes resume", Duration::from_secs(20), || {
+        let mut admin = admin.clone();
+        async move { admin.create_api(api("after")).await.ok() }
+    })
+    .await;
+}

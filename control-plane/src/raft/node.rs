@@ -213,6 +213,8 @@ struct Node {
     /// The term in which this node last proposed the cluster's id.
     named_cluster_in_term: u64,
     disk: super::disk::DiskGuard,
+    /// Leadership hand-overs asked for while short of disk.
+    handovers: usize,
 }
 
 /// Opens the storage, rebuilds the state machine from the latest snapshot plus
@@ -295,6 +297,7 @@ pub fn start(
         removed: false,
         named_cluster_in_term: 0,
         disk: options.disk,
+        handovers: 0,
     };
     node.publish_status();
     let tick = options.timers.tick;
@@ -480,8 +483,8 @@ impl Node {
     }
 
     /// Asks another voter to take over: the most up-to-date one first, then
-    /// any at random (one short of disk refuses, and the next try picks
-    /// again).
+    /// the others in turn (one short of disk refuses, and the next try, a
+    /// second later, asks the next).
     fn hand_over_leadership(&mut self) {
         let own = self.shared.id;
         let mut others: Vec<(u64, u64)> = self
@@ -497,12 +500,11 @@ impl Node {
             return;
         }
         others.sort_by_key(|(_, matched)| std::cmp::Reverse(*matched));
-        let pick = if self.raw.raft.lead_transferee.is_some() {
-            rand::random_range(0..others.len())
-        } else {
-            0
-        };
-        self.raw.transfer_leader(others[pick].0);
+        let pick = self.handovers % others.len();
+        self.handovers += 1;
+        let to = others[pick].0;
+        tracing::info!(to, "handing leadership over: this node is short of disk");
+        self.raw.transfer_leader(to);
     }
 
     fn disk_full(&self) -> ProposeError {
