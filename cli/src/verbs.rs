@@ -1274,8 +1274,8 @@ async fn keys(admin: &mut Admin, command: KeysCommand) -> anyhow::Result<()> {
                 .into_inner();
             let key = created.api_key.unwrap_or_default();
             println!("API key {} ({}) created", key.name, key.id);
+            println!("value: {}", created.value);
             if !chosen {
-                println!("value: {}", created.value);
                 eprintln!("the value is shown only now; keep it");
             }
             Ok(())
