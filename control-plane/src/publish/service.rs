@@ -6,8 +6,8 @@
 //! the node serves another cluster's config (it gets this cluster's current
 //! one), or a version of this cluster newer than this cluster has once the
 //! leader confirms this node is current (the cluster went back: it gets the
-//! current one marked `rewound`). What the node does then is its policy. ACK, NACK and
-//! heartbeats go to the [`Registry`](super::Registry).
+//! current one marked `rewound`). What the node does then is its policy.
+//! ACK, NACK and heartbeats go to the [`Registry`](super::Registry).
 
 use super::Publisher;
 use pylon_proto::publish::v1::config_publisher_server::ConfigPublisher;
