@@ -82,6 +82,21 @@ async fn a_retried_write_answers_its_first_outcome_and_the_audit_log_names_who_m
         .expect_err("a 129-character key");
     assert_eq!(too_long.code(), Code::InvalidArgument);
 
+    // Membership changes keep no outcome: a key on them is refused, not ignored.
+    let join = admin
+        .add_member(keyed(
+            AddMemberRequest {
+                node_id: 9,
+                raft_address: "127.0.0.1:9".into(),
+            },
+            "op-secret",
+            "join-9",
+        ))
+        .await
+        .expect_err("a key on a membership change");
+    assert_eq!(join.code(), Code::InvalidArgument);
+    assert!(join.message().contains("idempotency-key"), "{}", join.message());
+
     // A key created twice is one key; the retry cannot show a value it never had.
     let new_key = || CreateApiKeyRequest {
         api_key: Some(ApiKey {
@@ -435,6 +450,22 @@ async fn with_mutual_tls_certificates_name_peers_data_planes_and_operators_witho
         refused.message()
     );
     // A certificate from another CA does not get past the handshake.
+    // A certificate naming two identities names none (an X.509-SVID has one).
+    let (two_cert, two_key) = cluster.issue("two", "spiffe://pylon/reader/r,URI:spiffe://pylon/operator/o");
+    let mut two = pylon_tests::connect_as(
+        &endpoint,
+        None,
+        Some(&ca),
+        Some(&(read(&two_cert), read(&two_key))),
+    )
+    .await
+    .expect("connect");
+    let refused = two
+        .list_apis(ListApisRequest::default())
+        .await
+        .expect_err("two URI SANs");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(refused.message().contains("exactly one"), "{}", refused.message());
     let elsewhere = tempfile::tempdir().expect("tempdir");
     let (rogue_cert, rogue_key) =
         pylon_tests::issue_certificate(elsewhere.path(), "rogue", "URI:spiffe://pylon/operator/rogue");
