@@ -140,7 +140,10 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for RetryWrites {
                 );
                 let outcome = match tokio::time::timeout(TRY_TIMEOUT, ready.call(attempt)).await {
                     Ok(outcome) => outcome.map_err(BoxError::from),
-                    Err(_) => Err(format!("no answer within {} s", TRY_TIMEOUT.as_secs()).into()),
+                    Err(_) => Err(Box::new(tonic::Status::deadline_exceeded(format!(
+                        "no answer within {} s",
+                        TRY_TIMEOUT.as_secs()
+                    ))) as BoxError),
                 };
                 let retry = match &outcome {
                     Ok(response) => unavailable(response),

@@ -200,7 +200,10 @@ impl Credentials {
                     ),
                 ));
             }
-            if ["system", "anonymous", "--token-file"].contains(&entry.name.as_str()) {
+            if ["system", "anonymous", "--token-file"]
+                .iter()
+                .any(|reserved| reserved.eq_ignore_ascii_case(&entry.name))
+            {
                 return Err(invalid("name", format!("{:?} is reserved", entry.name)));
             }
             if credentials.entries.iter().any(|c| *c.name == *entry.name) {

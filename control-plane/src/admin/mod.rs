@@ -237,7 +237,18 @@ impl AdminApi {
         if consistency == ReadConsistency::Stale as i32 {
             return Ok(());
         }
-        let deadline = Instant::now() + READ_TIMEOUT;
+        // A node short of disk may be behind for good: it gets one second.
+        let short_of_disk = self
+            .node
+            .shared
+            .disk_low
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let deadline = Instant::now()
+            + if short_of_disk {
+                Duration::from_secs(1)
+            } else {
+                READ_TIMEOUT
+            };
         loop {
             let attempt = Duration::from_millis(1000).min(deadline.saturating_duration_since(Instant::now()));
             match tokio::time::timeout(attempt, self.node.read_index_once()).await {

@@ -92,6 +92,14 @@ impl DiskGuard {
         self.judge()
     }
 
+    /// Measures now, whatever the time since the last check (before a
+    /// decision that must not rest on a second-old figure, such as taking
+    /// over leadership).
+    pub fn check_now(&mut self) -> Option<Change> {
+        self.checked = None;
+        self.check()
+    }
+
     fn judge(&mut self) -> Option<Change> {
         if !self.low && self.free < self.reserve {
             self.low = true;

@@ -507,6 +507,22 @@ impl Node {
         self.raw.transfer_leader(to);
     }
 
+    /// Measures the disk at once; whether it is short.
+    fn disk_full_now(&mut self) -> bool {
+        if let Some(super::disk::Change::BecameLow) = self.disk.check_now() {
+            tracing::error!(
+                path = %self.disk.path().display(),
+                free_mib = self.disk.free() >> 20,
+                reserve_mib = self.disk.reserve() >> 20,
+                "disk almost full: refusing writes, not appending, not taking leadership until space frees"
+            );
+        }
+        self.shared
+            .disk_low
+            .store(self.disk.is_low(), std::sync::atomic::Ordering::Relaxed);
+        self.disk.is_low()
+    }
+
     fn disk_full(&self) -> ProposeError {
         ProposeError::DiskFull {
             path: self.disk.path().display().to_string(),
@@ -617,6 +633,11 @@ impl Node {
             // A removed node takes no further part: were it the leader, its
             // heartbeats would keep the others from electing a new one.
             NodeMsg::Raft(_) if self.removed => {}
+            // Before taking over leadership, look at the disk now: a second-old
+            // figure could hand leadership to a node that just filled up.
+            NodeMsg::Raft(msg)
+                if msg.get_msg_type() == raft::eraftpb::MessageType::MsgTimeoutNow
+                    && self.disk_full_now() => {}
             // Short of disk: entries from the leader are dropped as if lost
             // on the way (the leader sends them again later), and so are
             // proposals forwarded by followers and a leader's order to take
