@@ -1,0 +1,253 @@
+//! The cluster: members, data-plane nodes and the audit log.
+
+use super::*;
+
+#[derive(clap::Subcommand)]
+pub enum AuditCommand {
+    /// Records, newest first (the last 10,000 are kept).
+    List {
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        paging: PageArgs,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum ClusterCommand {
+    /// Members, leader, term, commit and applied index per node.
+    Status {
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Add a node (started with `pylon control-plane --join`) as a voter.
+    Join {
+        #[arg(long)]
+        node_id: u64,
+        #[arg(long)]
+        raft_address: String,
+    },
+    /// Remove a node from the cluster.
+    Leave {
+        #[arg(long)]
+        node_id: u64,
+    },
+}
+
+pub(super) async fn audit(admin: &mut Admin, output: OutputArgs, paging: PageArgs) -> anyhow::Result<()> {
+    use pylon_proto::raft::v1::resource_ref::Kind as RefKind;
+    let consistency = output.consistency();
+    let records = list_all(&paging, |page| {
+        let mut admin = admin.clone();
+        async move {
+            let list = admin
+                .list_audit_records(ListAuditRecordsRequest {
+                    page: Some(page),
+                    consistency,
+                })
+                .await?
+                .into_inner();
+            Ok((list.records, list.next_page_token))
+        }
+    })
+    .await?;
+    let rows = records
+        .iter()
+        .map(|r| {
+            let resource = r.resource.as_ref().map_or_else(String::new, |target| {
+                let kind = match RefKind::try_from(target.kind) {
+                    Ok(RefKind::Api) => "api",
+                    Ok(RefKind::Stage) => "stage",
+                    Ok(RefKind::Deployment) => "deployment",
+                    Ok(RefKind::ApiKey) => "api-key",
+                    Ok(RefKind::UsagePlan) => "usage-plan",
+                    Ok(RefKind::DomainName) => "domain",
+                    Ok(RefKind::Unspecified) | Err(_) => "cluster",
+                };
+                if target.api.is_empty() {
+                    format!("{kind} {}", target.name)
+                } else {
+                    format!("{kind} {}/{}", target.api, target.name)
+                }
+            });
+            let who = r.actor.as_ref().map_or_else(String::new, |a| {
+                if a.roles.is_empty() {
+                    a.name.clone()
+                } else {
+                    format!("{} ({})", a.name, a.roles.join(","))
+                }
+            });
+            vec![
+                r.index.to_string(),
+                time(r.at.as_ref()),
+                who,
+                r.method.clone(),
+                resource,
+                if r.error_code.is_empty() {
+                    "ok".to_owned()
+                } else {
+                    format!("{}: {}", r.error_code, r.error)
+                },
+            ]
+        })
+        .collect();
+    print(
+        output.format,
+        &records,
+        &["INDEX", "TIME", "WHO", "METHOD", "RESOURCE", "RESULT"],
+        rows,
+    )
+}
+
+pub(super) async fn nodes(admin: &mut Admin, local: bool, output: OutputArgs) -> anyhow::Result<()> {
+    use pylon_proto::publish::v1::data_plane_node::LastResult;
+    let list = admin
+        .list_data_plane_nodes(ListDataPlaneNodesRequest { local_only: local })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    let cluster = admin
+        .get_cluster_status(GetClusterStatusRequest {})
+        .await
+        .map_err(explain)?
+        .into_inner()
+        .cluster_id;
+    // Versions of another cluster do not compare with this one's.
+    let latest = list
+        .nodes
+        .iter()
+        .filter(|n| n.cluster_id == cluster)
+        .map(|n| n.applied_version)
+        .max()
+        .unwrap_or(0);
+    let rows = list
+        .nodes
+        .iter()
+        .map(|n| {
+            let result = match LastResult::try_from(n.last_result) {
+                Ok(LastResult::Ack) => format!("ACK {}", n.last_result_version),
+                Ok(LastResult::Nack) => format!("NACK {}", n.last_result_version),
+                _ => "-".to_owned(),
+            };
+            let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            vec![
+                n.node_id.clone(),
+                if n.connected {
+                    "connected".into()
+                } else {
+                    "gone".into()
+                },
+                if n.applied_version < latest && n.cluster_id == cluster {
+                    format!("{} (behind)", n.applied_version)
+                } else {
+                    n.applied_version.to_string()
+                },
+                if n.cluster_id.is_empty() || n.cluster_id == cluster {
+                    n.cluster_id.chars().take(12).collect()
+                } else {
+                    format!("{} (OTHER CLUSTER)", n.cluster_id)
+                },
+                result,
+                match (n.last_result == LastResult::Nack as i32, n.warning.is_empty()) {
+                    (true, _) => n.last_error.clone(),
+                    (false, false) => format!("warning: {}", n.warning),
+                    (false, true) => String::new(),
+                },
+                time(n.last_seen.as_ref()),
+                n.control_plane_node.to_string(),
+                labels.join(","),
+            ]
+        })
+        .collect();
+    print(
+        output.format,
+        &list,
+        &[
+            "NODE",
+            "STATE",
+            "VERSION",
+            "CLUSTER",
+            "LAST",
+            "ERROR",
+            "LAST SEEN",
+            "CP",
+            "LABELS",
+        ],
+        rows,
+    )
+}
+
+pub(super) async fn cluster(admin: &mut Admin, command: ClusterCommand) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Status { output } => {
+            let status = admin
+                .get_cluster_status(GetClusterStatusRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner();
+            if output.format == output::Format::Table {
+                let id = if status.cluster_id.is_empty() {
+                    "(not named yet: no leader has been elected)"
+                } else {
+                    status.cluster_id.as_str()
+                };
+                println!("cluster {id}");
+            }
+            let rows = status
+                .members
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.node_id.to_string(),
+                        m.raft_address.clone(),
+                        m.role.clone(),
+                        m.term.to_string(),
+                        m.leader_id.to_string(),
+                        m.commit_index.to_string(),
+                        m.applied_index.to_string(),
+                        m.config_version.to_string(),
+                        m.error.clone(),
+                    ]
+                })
+                .collect();
+            print(
+                output.format,
+                &status,
+                &[
+                    "NODE",
+                    "RAFT ADDRESS",
+                    "ROLE",
+                    "TERM",
+                    "LEADER",
+                    "COMMIT",
+                    "APPLIED",
+                    "CONFIG",
+                    "ERROR",
+                ],
+                rows,
+            )
+        }
+        ClusterCommand::Join {
+            node_id,
+            raft_address,
+        } => {
+            admin
+                .add_member(AddMemberRequest {
+                    node_id,
+                    raft_address,
+                })
+                .await
+                .map_err(explain)?;
+            println!("node {node_id} added");
+            Ok(())
+        }
+        ClusterCommand::Leave { node_id } => {
+            admin
+                .remove_member(RemoveMemberRequest { node_id })
+                .await
+                .map_err(explain)?;
+            println!("node {node_id} removed");
+            Ok(())
+        }
+    }
+}
