@@ -285,6 +285,17 @@ async fn a_new_node_catches_up_through_a_snapshot_and_a_node_can_be_removed() {
         .await
         .expect_err("already gone");
     assert_eq!(err.code(), Code::NotFound);
+    // Both membership changes are in the audit log.
+    let audit = admin
+        .list_audit_records(ListAuditRecordsRequest::default())
+        .await
+        .expect("audit")
+        .into_inner();
+    let methods: Vec<&str> = audit.records.iter().map(|r| r.method.as_str()).collect();
+    assert!(
+        methods.contains(&"AddMember") && methods.contains(&"RemoveMember"),
+        "{methods:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

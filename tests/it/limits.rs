@@ -305,6 +305,16 @@ async fn three_nodes_share_stage_key_and_quota_limits_through_redis() {
         })
         .await
         .expect("ResetUsage");
+    let audit = admin
+        .list_audit_records(ListAuditRecordsRequest::default())
+        .await
+        .expect("audit")
+        .into_inner();
+    assert_eq!(
+        audit.records.first().map(|r| r.method.as_str()),
+        Some("ResetUsage"),
+        "audited"
+    );
     for node in &addresses {
         eventually("the quota reset seen", Duration::from_secs(5), || async {
             (get(&client, *node, "/prod/counted", Some(&metered.1))

@@ -86,7 +86,12 @@ async fn change(node: &NodeHandle, change_type: ConfChangeType, member: MemberIn
     }
 }
 
-pub async fn add_member(node: &NodeHandle, node_id: u64, raft_address: &str) -> Result<(), Status> {
+pub async fn add_member(
+    node: &NodeHandle,
+    origin: &super::Origin,
+    node_id: u64,
+    raft_address: &str,
+) -> Result<(), Status> {
     if node_id == 0 {
         return Err(Status::invalid_argument("node_id: must not be 0"));
     }
@@ -109,11 +114,13 @@ pub async fn add_member(node: &NodeHandle, node_id: u64, raft_address: &str) -> 
     let member = MemberInfo {
         node_id,
         raft_address: raft_address.to_owned(),
+        actor: Some(origin.actor.clone()),
+        at: Some(crate::clock::now()),
     };
     change(node, ConfChangeType::AddNode, member).await
 }
 
-pub async fn remove_member(node: &NodeHandle, node_id: u64) -> Result<(), Status> {
+pub async fn remove_member(node: &NodeHandle, origin: &super::Origin, node_id: u64) -> Result<(), Status> {
     let status = node.status();
     if !status.voters.contains(&node_id) && !status.learners.contains(&node_id) {
         return Err(Status::not_found(format!("node {node_id} is not a member")));
@@ -127,6 +134,8 @@ pub async fn remove_member(node: &NodeHandle, node_id: u64) -> Result<(), Status
     let member = MemberInfo {
         node_id,
         raft_address: String::new(),
+        actor: Some(origin.actor.clone()),
+        at: Some(crate::clock::now()),
     };
     change(node, ConfChangeType::RemoveNode, member).await
 }

@@ -390,6 +390,7 @@ fn op_name(command: &Command) -> &'static str {
         Some(Op::RollbackStage(_)) => "rollback_stage",
         Some(Op::FlushStageCache(_)) => "flush_stage_cache",
         Some(Op::SetClusterId(_)) => "set_cluster_id",
+        Some(Op::NoteUsageReset(_)) => "note_usage_reset",
         None => "none",
     }
 }
@@ -731,8 +732,18 @@ impl AdminService for AdminApi {
         &self,
         request: Request<ResetUsageRequest>,
     ) -> Result<Response<GetUsageResponse>, Status> {
+        let origin = Origin::of(&request)?;
         let request = request.into_inner();
         let (store, _, keys) = self.usage_scope(&request.usage_plan, &request.api_key_id).await?;
+        // Recorded first: a reset that cannot be audited does not happen.
+        self.write(
+            &origin,
+            Op::NoteUsageReset(raftpb::NoteUsageReset {
+                usage_plan: request.usage_plan.clone(),
+                api_key_id: request.api_key_id.clone(),
+            }),
+        )
+        .await?;
         for key in &keys {
             store
                 .reset(&request.usage_plan, key)
@@ -973,8 +984,9 @@ impl AdminService for AdminApi {
         request: Request<AddMemberRequest>,
     ) -> Result<Response<ClusterStatus>, Status> {
         refuse_idempotency_key(&request)?;
+        let origin = Origin::of(&request)?;
         let request = request.into_inner();
-        cluster::add_member(&self.node, request.node_id, &request.raft_address).await?;
+        cluster::add_member(&self.node, &origin, request.node_id, &request.raft_address).await?;
         Ok(Response::new(cluster::status(&self.node, &self.transport).await))
     }
 
@@ -983,8 +995,9 @@ impl AdminService for AdminApi {
         request: Request<RemoveMemberRequest>,
     ) -> Result<Response<ClusterStatus>, Status> {
         refuse_idempotency_key(&request)?;
+        let origin = Origin::of(&request)?;
         let request = request.into_inner();
-        cluster::remove_member(&self.node, request.node_id).await?;
+        cluster::remove_member(&self.node, &origin, request.node_id).await?;
         Ok(Response::new(cluster::status(&self.node, &self.transport).await))
     }
 

@@ -392,21 +392,29 @@ fn replay(state: &mut State, entry: &Entry) -> Option<(String, Result<Applied, C
         },
         EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
             if let Ok(change) = ConfChange::parse_from_bytes(&entry.data) {
-                record_member(state, &change);
+                record_member(state, entry.index, &change);
             }
             None
         }
     }
 }
 
-fn record_member(state: &mut State, change: &ConfChange) {
+fn record_member(state: &mut State, index: u64, change: &ConfChange) {
+    let info = MemberInfo::decode(change.get_context()).ok();
     match change.get_change_type() {
         ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
-            if let Ok(info) = MemberInfo::decode(change.get_context()) {
-                state.set_member(change.node_id, Some(info.raft_address));
+            if let Some(info) = &info {
+                state.set_member(change.node_id, Some(info.raft_address.clone()));
+                // Bootstrap members come from the initial snapshot, not here.
+                state.audit_membership(index, info, false);
             }
         }
-        ConfChangeType::RemoveNode => state.set_member(change.node_id, None),
+        ConfChangeType::RemoveNode => {
+            state.set_member(change.node_id, None);
+            if let Some(info) = &info {
+                state.audit_membership(index, info, true);
+            }
+        }
     }
 }
 

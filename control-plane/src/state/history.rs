@@ -113,6 +113,30 @@ impl History {
         }
     }
 
+    /// Records a membership change (a Raft configuration entry, not a
+    /// command: it keeps no outcome).
+    pub fn record_membership(&mut self, index: u64, info: &pylon_proto::raft::v1::MemberInfo, removed: bool) {
+        self.audit.push_back(Arc::new(AuditRecord {
+            index,
+            at: info.at,
+            actor: info.actor.clone(),
+            method: if removed { "RemoveMember" } else { "AddMember" }.to_owned(),
+            resource: Some(ResourceRef {
+                kind: resource_ref::Kind::Unspecified as i32,
+                api: String::new(),
+                name: if removed {
+                    format!("node {}", info.node_id)
+                } else {
+                    format!("node {} at {}", info.node_id, info.raft_address)
+                },
+            }),
+            ..AuditRecord::default()
+        }));
+        while self.audit.len() > MAX_AUDIT_RECORDS {
+            self.audit.pop_front();
+        }
+    }
+
     fn remember(&mut self, entry: RememberedRequest) {
         self.remembered_bytes += entry.encoded_len();
         self.order.insert(entry.index, entry.key.clone());
@@ -195,6 +219,7 @@ fn target(command: &Command) -> ResourceRef {
         Some(Op::RollbackStage(r)) => reference(K::Stage, &r.api, &r.stage),
         Some(Op::FlushStageCache(f)) => reference(K::Stage, &f.api, &f.stage),
         Some(Op::SetClusterId(set)) => reference(K::Unspecified, "", &set.cluster_id),
+        Some(Op::NoteUsageReset(note)) => reference(K::UsagePlan, "", &note.usage_plan),
         None => reference(K::Unspecified, "", ""),
     }
 }
@@ -208,7 +233,7 @@ fn stored(applied: &Applied) -> Outcome {
         Applied::UsagePlan(plan) => resource(Kind::UsagePlan(plan.clone())),
         Applied::DomainName(domain) => resource(Kind::DomainName(domain.clone())),
         Applied::Deployment(deployment) => Outcome::Deployment(deployment.clone()),
-        Applied::Deleted | Applied::ClusterNamed => Outcome::Deleted(true),
+        Applied::Deleted | Applied::ClusterNamed | Applied::Noted => Outcome::Deleted(true),
     }
 }
 

@@ -56,6 +56,8 @@ pub enum Applied {
     Deleted,
     /// The cluster got its id.
     ClusterNamed,
+    /// Only the audit log changed (a usage reset).
+    Noted,
 }
 
 /// What an accepted command changes, decided by [`State::plan`] without
@@ -77,6 +79,8 @@ enum Change {
         name: String,
     },
     ClusterId(String),
+    /// Nothing but the audit record.
+    Nothing,
 }
 
 type StageKey = (ApiName, StageName);
@@ -150,7 +154,7 @@ pub fn changes_served_config(command: &Command) -> bool {
         | Some(Op::RollbackStage(_))
         | Some(Op::FlushStageCache(_))
         | Some(Op::SetClusterId(_)) => true,
-        None => false,
+        Some(Op::NoteUsageReset(_)) | None => false,
     }
 }
 
@@ -177,7 +181,9 @@ impl State {
             return first;
         }
         let result = self.plan(index, command).map(|change| {
-            self.config_version = index;
+            if !matches!(change, Change::Nothing) {
+                self.config_version = index;
+            }
             self.commit(index, change)
         });
         self.history.record(index, command, &result);
@@ -205,6 +211,7 @@ impl State {
             Some(Op::RollbackStage(rollback)) => self.rollback_stage(index, at, rollback),
             Some(Op::FlushStageCache(flush)) => self.flush_stage_cache(index, at, flush),
             Some(Op::SetClusterId(set)) => self.set_cluster_id(set),
+            Some(Op::NoteUsageReset(_)) => Ok(Change::Nothing),
         }
     }
 
@@ -285,6 +292,7 @@ impl State {
                 self.cluster_id = id;
                 Applied::ClusterNamed
             }
+            Change::Nothing => Applied::Noted,
         }
     }
 
@@ -299,6 +307,12 @@ impl State {
             return fail(ErrorCode::InvalidArgument, "cluster_id: required");
         }
         Ok(Change::ClusterId(set.cluster_id.clone()))
+    }
+
+    /// Records a membership change in the audit log (from the entry at
+    /// `index`; `removed`: a removal).
+    pub fn audit_membership(&mut self, index: u64, info: &pylon_proto::raft::v1::MemberInfo, removed: bool) {
+        self.history.record_membership(index, info, removed);
     }
 
     /// Records a member's Raft address (from a membership-change entry).
