@@ -448,41 +448,9 @@ async fn a_node_short_of_disk_refuses_writes_naming_its_directory_keeps_reading_
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let mount = dir.path().join("disk");
-    std::fs::create_dir(&mount).expect("mount point");
-    let data_dir = mount.join("data");
-    let (admin_port, raft_port) = (pylon_tests::free_port(), pylon_tests::free_port());
-    let log = std::fs::File::create(dir.path().join("node.log")).expect("log");
-    // The node runs in its own mount namespace on a 160 MiB tmpfs.
-    let mut child = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg("mount -t tmpfs -o size=160m pylon-test \"$0\" && exec \"$@\"")
-        .arg(&mount)
-        .arg(pylon_tests::pylon_bin())
-        .args([
-            "control-plane".to_owned(),
-            "--node-id=1".to_owned(),
-            format!("--listen=127.0.0.1:{admin_port}"),
-            format!("--raft-listen=127.0.0.1:{raft_port}"),
-            format!("--data-dir={}", data_dir.display()),
-            "--min-free-space-mb=48".to_owned(),
-        ])
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("unshare");
-    struct Stop<'a>(&'a mut std::process::Child);
-    impl Drop for Stop<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let pid = child.id();
-    let _stop = Stop(&mut child);
-    let endpoint = format!("http://127.0.0.1:{admin_port}");
+    let node = Confined::start(dir.path(), 1, &pylon_tests::Cluster::ports(1));
     let mut admin = pylon_tests::eventually("the node answers", Duration::from_secs(20), || async {
-        let mut admin = pylon_tests::connect(&endpoint).await.ok()?;
+        let mut admin = pylon_tests::connect(&node.endpoint).await.ok()?;
         let api = pylon_proto::config::v1::Api {
             name: "before".into(),
             ..Default::default()
@@ -492,17 +460,7 @@ async fn a_node_short_of_disk_refuses_writes_naming_its_directory_keeps_reading_
     })
     .await;
 
-    // Fill its disk, then leave it 20 MiB: below the 48 MiB reserve.
-    let ballast_path = std::path::PathBuf::from(format!("/proc/{pid}/root{}/ballast", mount.display()));
-    let mut ballast = std::fs::File::create(&ballast_path).expect("ballast in the node's namespace");
-    let chunk = vec![0u8; 1 << 20];
-    let mut written = 0u64;
-    while std::io::Write::write_all(&mut ballast, &chunk).is_ok() {
-        written += chunk.len() as u64;
-    }
-    ballast
-        .set_len(written.saturating_sub(20 << 20))
-        .expect("leave 20 MiB");
+    node.fill();
     let create = |name: &str| CreateApiRequest {
         api: Some(pylon_proto::config::v1::Api {
             name: name.into(),
@@ -519,7 +477,7 @@ async fn a_node_short_of_disk_refuses_writes_naming_its_directory_keeps_reading_
     .await;
     assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
     assert!(
-        refused.message().contains(&data_dir.display().to_string()),
+        refused.message().contains(&node.data_dir().display().to_string()),
         "{}",
         refused.message()
     );
@@ -533,27 +491,27 @@ async fn a_node_short_of_disk_refuses_writes_naming_its_directory_keeps_reading_
         .expect("a linearizable read on a node short of disk");
     assert_eq!(read.into_inner().name, "before");
     assert!(
-        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        std::path::Path::new(&format!("/proc/{}", node.child.id())).exists(),
         "the node exited"
     );
 
     // Space frees: writes resume without a restart.
-    drop(ballast);
-    std::fs::remove_file(&ballast_path).expect("remove the ballast");
+    node.free();
     pylon_tests::eventually("writes resume", Duration::from_secs(10), || {
         let mut admin = admin.clone();
         let request = create("after");
         async move { admin.create_api(request).await.ok() }
     })
     .await;
-    let logged = std::fs::read_to_string(dir.path().join("node.log")).unwrap_or_default();
+    let logged = std::fs::read_to_string(dir.path().join("node-1.log")).unwrap_or_default();
     assert!(
         logged.contains("disk almost full") && logged.contains("disk space is back"),
         "{logged}"
     );
 }
 
-/// A control-plane node in its own mount namespace on a small tmpfs of its own.
+/// A control-plane node in its own mount namespace on a 160 MiB tmpfs of its
+/// own, keeping 48 MiB free (`--min-free-space-mb`).
 struct Confined {
     child: std::process::Child,
     mount: std::path::PathBuf,
@@ -593,6 +551,10 @@ impl Confined {
             mount,
             endpoint: format!("http://127.0.0.1:{admin}"),
         }
+    }
+
+    fn data_dir(&self) -> std::path::PathBuf {
+        self.mount.join("data")
     }
 
     fn ballast(&self) -> std::path::PathBuf {

@@ -364,6 +364,21 @@ async fn a_cluster_restored_from_an_older_backup_is_adopted_as_gone_back() {
     assert!(warning.contains("went back"), "{warning}");
 }
 
+/// `ListApis` on `endpoint` (TLS, trusting `ca`), showing the certificate
+/// and key files `identity` if given; a failed connection counts as refused.
+async fn list_as(
+    endpoint: &str,
+    ca: &[u8],
+    identity: Option<&(std::path::PathBuf, std::path::PathBuf)>,
+) -> Result<(), tonic::Status> {
+    let read = |path: &std::path::Path| std::fs::read(path).expect("read");
+    let identity = identity.map(|(cert, key)| (read(cert), read(key)));
+    let mut admin = pylon_tests::connect_as(endpoint, None, Some(ca), identity.as_ref())
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    admin.list_apis(ListApisRequest::default()).await.map(drop)
+}
+
 #[tokio::test]
 async fn with_mutual_tls_certificates_name_peers_data_planes_and_operators_without_any_token() {
     let _serial = serial().await;
@@ -422,25 +437,10 @@ async fn with_mutual_tls_certificates_name_peers_data_planes_and_operators_witho
         "{}",
         denied.message()
     );
-    let mut anonymous = pylon_tests::connect_as(&endpoint, None, Some(&ca), None)
-        .await
-        .expect("connect");
-    let refused = anonymous
-        .list_apis(ListApisRequest::default())
-        .await
-        .expect_err("no credential");
+    let refused = list_as(&endpoint, &ca, None).await.expect_err("no credential");
     assert_eq!(refused.code(), Code::Unauthenticated);
-    let (odd_cert, odd_key) = cluster.issue("odd", "spiffe://elsewhere/operator/eve");
-    let mut odd = pylon_tests::connect_as(
-        &endpoint,
-        None,
-        Some(&ca),
-        Some(&(read(&odd_cert), read(&odd_key))),
-    )
-    .await
-    .expect("connect");
-    let refused = odd
-        .list_apis(ListApisRequest::default())
+    let odd = cluster.issue("odd", "spiffe://elsewhere/operator/eve");
+    let refused = list_as(&endpoint, &ca, Some(&odd))
         .await
         .expect_err("another trust domain");
     assert_eq!(refused.code(), Code::Unauthenticated);
@@ -449,38 +449,21 @@ async fn with_mutual_tls_certificates_name_peers_data_planes_and_operators_witho
         "{}",
         refused.message()
     );
-    // A certificate from another CA does not get past the handshake.
     // A certificate naming two identities names none (an X.509-SVID has one).
-    let (two_cert, two_key) = cluster.issue("two", "spiffe://pylon/reader/r,URI:spiffe://pylon/operator/o");
-    let mut two = pylon_tests::connect_as(
-        &endpoint,
-        None,
-        Some(&ca),
-        Some(&(read(&two_cert), read(&two_key))),
-    )
-    .await
-    .expect("connect");
-    let refused = two
-        .list_apis(ListApisRequest::default())
+    let two = cluster.issue("two", "spiffe://pylon/reader/r,URI:spiffe://pylon/operator/o");
+    let refused = list_as(&endpoint, &ca, Some(&two))
         .await
         .expect_err("two URI SANs");
     assert_eq!(refused.code(), Code::Unauthenticated);
     assert!(refused.message().contains("exactly one"), "{}", refused.message());
+    // A certificate from another CA does not get past the handshake.
     let elsewhere = tempfile::tempdir().expect("tempdir");
-    let (rogue_cert, rogue_key) =
+    let rogue =
         pylon_tests::issue_certificate(elsewhere.path(), "rogue", "URI:spiffe://pylon/operator/rogue");
-    let rogue = pylon_tests::connect_as(
-        &endpoint,
-        None,
-        Some(&ca),
-        Some(&(read(&rogue_cert), read(&rogue_key))),
-    )
-    .await;
-    let rogue_call = match rogue {
-        Ok(mut rogue) => rogue.list_apis(ListApisRequest::default()).await.map(drop),
-        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
-    };
-    assert!(rogue_call.is_err(), "a certificate of an unknown CA was accepted");
+    assert!(
+        list_as(&endpoint, &ca, Some(&rogue)).await.is_err(),
+        "a certificate of an unknown CA was accepted"
+    );
 
     // The CLI shows an operator certificate too, and the audit log names it.
     let (op_cert, op_key) = cluster.issue("alice", "spiffe://pylon/operator/alice");

@@ -152,9 +152,8 @@ impl AdminApi {
             idempotency_key: origin.idempotency_key.clone(),
             request_digest: origin.request_digest.clone(),
         };
-        let replayed = self.state().history().replay(&command).map_err(Status::from)?;
-        if let Some(first) = replayed {
-            return first.map_err(Status::from);
+        if let Some(answer) = self.first_outcome(&command) {
+            return answer;
         }
         if self.dry_run(&command).is_err() {
             // This node's state may lag the cluster's: a refusal (NOT_FOUND,
@@ -170,8 +169,8 @@ impl AdminApi {
                     ),
                     _ => status,
                 })?;
-            if let Some(first) = self.state().history().replay(&command).map_err(Status::from)? {
-                return first.map_err(Status::from);
+            if let Some(answer) = self.first_outcome(&command) {
+                return answer;
             }
             self.dry_run(&command)?;
         }
@@ -197,6 +196,15 @@ impl AdminApi {
         }
         span.end();
         result
+    }
+
+    /// The answer to a keyed command this node has already applied: its
+    /// first outcome, or the refusal of a key reused for another request.
+    fn first_outcome(&self, command: &Command) -> Option<Result<Applied, Status>> {
+        match self.state().history().replay(command) {
+            Ok(first) => first.map(|first| first.map_err(Status::from)),
+            Err(reused) => Some(Err(reused.into())),
+        }
     }
 
     /// Proposes until applied here, retrying while no leader is known.

@@ -459,28 +459,24 @@ impl Node {
     /// check (the chosen voter may be short of disk too and refuse).
     fn watch_disk(&mut self) {
         let change = self.disk.check();
+        self.note_disk(change);
+        if self.disk.is_low() && self.disk.just_measured() && self.raw.raft.state == StateRole::Leader {
+            self.hand_over_leadership();
+        }
+    }
+
+    /// Publishes the disk's state to the rest of the process, and logs a change.
+    fn note_disk(&mut self, change: Option<super::disk::Change>) {
         self.shared
             .disk_low
             .store(self.disk.is_low(), std::sync::atomic::Ordering::Relaxed);
-        if change.is_none()
-            && self.disk.is_low()
-            && self.disk.just_measured()
-            && self.raw.raft.state == StateRole::Leader
-        {
-            self.hand_over_leadership();
-        }
         match change {
-            Some(super::disk::Change::BecameLow) => {
-                tracing::error!(
-                    path = %self.disk.path().display(),
-                    free_mib = self.disk.free() >> 20,
-                    reserve_mib = self.disk.reserve() >> 20,
-                    "disk almost full: refusing writes, not appending, handing over leadership until space frees"
-                );
-                if self.raw.raft.state == StateRole::Leader {
-                    self.hand_over_leadership();
-                }
-            }
+            Some(super::disk::Change::BecameLow) => tracing::error!(
+                path = %self.disk.path().display(),
+                free_mib = self.disk.free() >> 20,
+                reserve_mib = self.disk.reserve() >> 20,
+                "disk almost full: refusing writes, not appending, not leading until space frees"
+            ),
             Some(super::disk::Change::Recovered) => tracing::info!(
                 path = %self.disk.path().display(),
                 free_mib = self.disk.free() >> 20,
@@ -517,17 +513,8 @@ impl Node {
 
     /// Measures the disk at once; whether it is short.
     fn disk_full_now(&mut self) -> bool {
-        if let Some(super::disk::Change::BecameLow) = self.disk.check_now() {
-            tracing::error!(
-                path = %self.disk.path().display(),
-                free_mib = self.disk.free() >> 20,
-                reserve_mib = self.disk.reserve() >> 20,
-                "disk almost full: refusing writes, not appending, not taking leadership until space frees"
-            );
-        }
-        self.shared
-            .disk_low
-            .store(self.disk.is_low(), std::sync::atomic::Ordering::Relaxed);
+        let change = self.disk.check_now();
+        self.note_disk(change);
         self.disk.is_low()
     }
 
