@@ -203,6 +203,21 @@ pub async fn serve(
         None => None,
     };
 
+    // Idle upstream connections are closed after their timeout even when
+    // no request comes to notice.
+    let sweeping = Arc::downgrade(&gateway);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match sweeping.upgrade() {
+                Some(gateway) => gateway.upstreams.sweep(),
+                None => break,
+            }
+        }
+    });
+
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;

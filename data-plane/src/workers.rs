@@ -6,8 +6,8 @@
 //! work-stealing multi-thread runtime, which pays for its injection queue,
 //! atomics and cross-thread wake-ups on every task switch. A connection
 //! never leaves its worker: hyper's connection task, its HTTP/2 streams, its
-//! upstream connections ([`crate::integration::http::Upstreams`] keeps one
-//! pool per worker) and its WebSocket pumps all run there.
+//! upstream connections ([`crate::integration::upstream::Upstreams`] keeps
+//! each worker's) and its WebSocket pumps all run there.
 //!
 //! One listener accepts (on the node's main runtime, beside the config
 //! stream, the Redis link and the exporters) and hands each connection to

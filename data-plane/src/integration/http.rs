@@ -1,7 +1,8 @@
 //! HTTP and HTTP_PROXY integrations: the request streams to the backend and
 //! the response streams back. Hop-by-hop headers are removed both ways and
-//! `X-Forwarded-For/Proto/Host` are set. Upstream connections are pooled;
-//! HTTPS backends negotiate HTTP/2 or HTTP/1.1 by ALPN.
+//! `X-Forwarded-For/Proto/Host` are set. Connections come from
+//! [`super::upstream`] (kept per worker; HTTP/2 or HTTP/1.1 by ALPN on
+//! HTTPS).
 
 use crate::error::{BoxError, GatewayError};
 use crate::headers::{names_in_connection, strip_hop_by_hop, transfer_codings};
@@ -9,57 +10,10 @@ use crate::request::body::{ClientBodyError, Fault};
 use crate::{Body, ConnInfo};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
-use http_body_util::{BodyExt, Limited};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http_body_util::BodyExt;
 use std::time::Duration;
 
-pub type Client = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Body>;
-
-/// The upstream connection pools: one per proxy worker (see
-/// [`crate::workers`]), so a request takes an idle connection its own
-/// worker drives (no cross-thread wake-ups, an uncontended pool lock), and
-/// one for calls made off the workers.
-pub struct Upstreams {
-    clients: Box<[Client]>,
-}
-
-impl Upstreams {
-    /// Pools for `workers` workers plus one, each keeping up to 1,024 idle
-    /// connections per backend for 90 s.
-    pub fn new(tls: rustls::ClientConfig, workers: usize) -> Upstreams {
-        Upstreams {
-            clients: (0..=workers).map(|_| client(tls.clone())).collect(),
-        }
-    }
-
-    /// The pool of the worker running the caller.
-    pub fn client(&self) -> &Client {
-        let index = crate::workers::current().min(self.clients.len() - 1);
-        &self.clients[index]
-    }
-}
-
-/// A pooled client (HTTP/1.1, or HTTP/2 by ALPN to HTTPS backends).
-fn client(tls: rustls::ClientConfig) -> Client {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(10)));
-    let https = HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(https)
-}
+pub use super::upstream::{Client, UpstreamError, Upstreams};
 
 /// What a backend is told about the request's way here: `X-Forwarded-For`
 /// (every earlier hop the client claimed, then the client's address),
@@ -238,7 +192,6 @@ pub async fn call(
     while let Some(name) = parts.headers.keys().find(|name| is_ours(name)).cloned() {
         parts.headers.remove(name);
     }
-    let body: Body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
     Ok(Response::from_parts(parts, body))
 }
 
@@ -293,7 +246,7 @@ fn one_content_length(headers: &mut HeaderMap) {
 
 /// Why the backend call failed (the body limit is noticed before): a
 /// connection that could not be made or broke, or a response that is not HTTP.
-fn classify(error: hyper_util::client::legacy::Error) -> GatewayError {
+fn classify(error: UpstreamError) -> GatewayError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(e) = source {
         if let Some(hyper_error) = e.downcast_ref::<hyper::Error>()
@@ -320,7 +273,7 @@ pub enum FetchError {
     #[error("no response within {0:?}")]
     Timeout(Duration),
     #[error("the request failed")]
-    Request(#[source] hyper_util::client::legacy::Error),
+    Request(#[source] UpstreamError),
     #[error("reading the response")]
     Body(#[source] BoxError),
 }
@@ -353,11 +306,7 @@ pub async fn fetch(
         let response = client.request(request).await.map_err(FetchError::Request)?;
         let (mut parts, body) = response.into_parts();
         check_framing(&mut parts.headers).map_err(FetchError::Body)?;
-        let body = Limited::new(body, max_bytes)
-            .collect()
-            .await
-            .map_err(FetchError::Body)?
-            .to_bytes();
+        let body = read_at_most(body, max_bytes).await.map_err(FetchError::Body)?;
         Ok(Fetched {
             status: parts.status,
             headers: parts.headers,
@@ -367,4 +316,18 @@ pub async fn fetch(
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| FetchError::Timeout(timeout))?
+}
+
+/// The whole of `body`, refused once over `max_bytes`.
+async fn read_at_most(mut body: Body, max_bytes: usize) -> Result<bytes::Bytes, BoxError> {
+    let mut whole = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if whole.len() + data.len() > max_bytes {
+                return Err(format!("the response body is over {max_bytes} bytes").into());
+            }
+            whole.extend_from_slice(&data);
+        }
+    }
+    Ok(whole.freeze())
 }

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod mock;
+pub mod upstream;
 
 use crate::error::GatewayError;
 use std::collections::BTreeMap;
