@@ -144,6 +144,7 @@ gateway_response_types! {
     ResourceNotFound = "RESOURCE_NOT_FOUND" => StatusCode::NOT_FOUND,
     Throttled = "THROTTLED" => StatusCode::TOO_MANY_REQUESTS,
     Unauthorized = "UNAUTHORIZED" => StatusCode::UNAUTHORIZED,
+    UnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
     WafFiltered = "WAF_FILTERED" => StatusCode::FORBIDDEN,
 }
 
@@ -208,6 +209,7 @@ mod tests {
             ("RESOURCE_NOT_FOUND", 404),
             ("THROTTLED", 429),
             ("UNAUTHORIZED", 401),
+            ("UNSUPPORTED_MEDIA_TYPE", 415),
             ("WAF_FILTERED", 403),
         ];
         assert_eq!(expected.len(), GatewayResponseType::ALL.len());

@@ -7,6 +7,7 @@
 pub mod error;
 pub mod ids;
 pub mod model;
+pub mod openapi;
 pub mod quota;
 pub mod snapshot;
 

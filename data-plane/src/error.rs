@@ -86,6 +86,10 @@ pub enum GatewayError {
     BadRequestParameters(String),
     #[error("{0}")]
     BadRequestBody(String),
+    /// The route's request templates have none for the body's media type
+    /// and its passthrough behaviour refuses it (AWS: 415).
+    #[error("Unsupported Media Type")]
+    UnsupportedMediaType(String),
     /// A token bucket (usage plan, stage, node) is empty.
     #[error("Too Many Requests")]
     Throttled { retry_after: Duration },
@@ -150,6 +154,7 @@ impl GatewayError {
             GatewayError::ConnectionBusy => "the connection is not reading its messages".into(),
             GatewayError::CacheInvalidationDenied => "not authorized to invalidate cache entries".into(),
             GatewayError::ShutDown => "the node shut down before the answer (drain timeout)".into(),
+            GatewayError::UnsupportedMediaType(media_type) => format!("no request template for {media_type}"),
             GatewayError::MalformedRequest(_)
             | GatewayError::BadFraming(_)
             | GatewayError::MissingCredential

@@ -442,13 +442,27 @@ async fn serve(
         request_headers = Some(parts.headers.clone());
     }
     drop(lookup_phase);
-    let rendered = settings
-        .request_template
-        .as_deref()
+    let template = match settings.request_template.as_deref() {
+        Some(name) => Some(name),
+        None if settings.request_templates.is_empty()
+            && settings.passthrough == crate::config::Passthrough::WhenNoMatch =>
+        {
+            None
+        }
+        None => crate::config::integration::request_template_for(
+            &settings.request_templates,
+            settings.passthrough,
+            &parts.headers,
+        )
+        .map_err(GatewayError::UnsupportedMediaType)?,
+    };
+    let rendered = template
         .map(|name| transform::render(&target.definition, name, &inputs, ctx))
         .transpose()?;
     // Response mappings may read the request as the client sent it.
-    let transforms_response = !settings.response_mappings.is_empty() || settings.response_template.is_some();
+    let transforms_response = !settings.response_mappings.is_empty()
+        || settings.response_template.is_some()
+        || !settings.integration_responses.is_empty();
     let original = transforms_response.then(|| copy_parts(&parts));
     drop(inputs);
     let mut outgoing = mapping.apply(&mut parts.headers);

@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod front_door;
 mod gateway;
+mod import;
 mod limits;
 mod linearizable;
 mod request_phase;

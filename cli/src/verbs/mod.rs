@@ -17,13 +17,15 @@ use tonic::Code;
 mod apis;
 mod apply;
 mod cluster;
+mod import;
 mod keys;
 mod named;
 mod release;
 
-use self::{apis::*, apply::*, cluster::*, keys::*, named::*, release::*};
+use self::{apis::*, apply::*, cluster::*, import::*, keys::*, named::*, release::*};
 pub use apis::{ApisCommand, AuthorizersCommand};
 pub use cluster::{AuditCommand, ClusterCommand};
+pub use import::ImportCommand;
 pub use keys::KeysCommand;
 pub use named::{DomainsCommand, UsageCommand, UsagePlansCommand};
 pub use release::{CacheCommand, CanaryCommand, DeploymentsCommand, StagesCommand};
@@ -35,6 +37,9 @@ pub enum AdminCommand {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },
+    /// Import an AWS API Gateway export (OpenAPI 3 / Swagger 2).
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// APIs.
     #[command(subcommand)]
     Apis(ApisCommand),
@@ -178,6 +183,7 @@ pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Resu
     match command {
         AdminCommand::Apply { file } => apply(&mut admin, &file).await,
         AdminCommand::Apis(command) => apis(&mut admin, command).await,
+        AdminCommand::Import(command) => import(&mut admin, command).await,
         AdminCommand::Keys(command) => keys(&mut admin, command).await,
         AdminCommand::UsagePlans(command) => usage_plans(&mut admin, command).await,
         AdminCommand::Domains(command) => domains(&mut admin, command).await,

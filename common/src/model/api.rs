@@ -435,6 +435,12 @@ fn check_websocket_route_fields(c: &mut Checker, p: &str, route: &Route) {
             none,
         );
         c.check(
+            integration.request_templates.is_empty(),
+            at(&p, "request_templates"),
+            none,
+        );
+        c.check(integration.responses.is_empty(), at(&p, "responses"), none);
+        c.check(
             integration.http_method.is_empty() || integration.http_method == "POST",
             at(&p, "http_method"),
             "WebSocket integrations are called with POST",
@@ -682,6 +688,117 @@ fn check_mappings(c: &mut Checker, p: &str, route: &Route) {
             at(&at(p, "integration"), "request_template"),
             "MOCK integrations take a response_template only",
         );
+        check_rest_templates(c, &at(p, "integration"), integration);
+    }
+}
+
+/// Templates by media type, passthrough behaviour and integration
+/// responses: HTTP integrations only, one style of template at a time.
+fn check_rest_templates(c: &mut Checker, p: &str, integration: &Integration) {
+    let http = integration.r#type == integration::Type::Http as i32;
+    c.check(
+        integration.request_templates.is_empty() || http,
+        at(p, "request_templates"),
+        "only HTTP integrations have them",
+    );
+    c.check(
+        integration.request_templates.is_empty() || integration.request_template.is_empty(),
+        at(p, "request_templates"),
+        "give request_template or request_templates, not both",
+    );
+    c.check(
+        integration::PassthroughBehavior::try_from(integration.passthrough_behavior).is_ok(),
+        at(p, "passthrough_behavior"),
+        "must be WHEN_NO_MATCH, WHEN_NO_TEMPLATES or NEVER",
+    );
+    c.check(
+        integration.passthrough_behavior == 0 || http,
+        at(p, "passthrough_behavior"),
+        "only HTTP integrations have one",
+    );
+    for (media_type, source) in &integration.request_templates {
+        let f = key(&at(p, "request_templates"), media_type);
+        check_media_type(c, &f, media_type);
+        check_template_source(c, &f, source);
+    }
+    c.check(
+        integration.responses.is_empty() || http,
+        at(p, "responses"),
+        "only HTTP integrations have them (HTTP_PROXY answers with the backend's response)",
+    );
+    c.check(
+        integration.responses.is_empty() || integration.response_template.is_empty(),
+        at(p, "responses"),
+        "give response_template or responses, not both",
+    );
+    c.check(
+        integration.responses.len() <= 32,
+        at(p, "responses"),
+        "at most 32 integration responses",
+    );
+    let mut defaults = 0;
+    let mut patterns = BTreeSet::new();
+    for (i, response) in integration.responses.iter().enumerate() {
+        let r = idx(&at(p, "responses"), i);
+        if response.selection_pattern.is_empty() {
+            defaults += 1;
+            c.check(
+                defaults == 1,
+                at(&r, "selection_pattern"),
+                "only one default response (empty pattern)",
+            );
+        } else {
+            c.check(
+                patterns.insert(response.selection_pattern.as_str()),
+                at(&r, "selection_pattern"),
+                "appears twice",
+            );
+            c.check(
+                response.selection_pattern.len() <= 256,
+                at(&r, "selection_pattern"),
+                "must be at most 256 characters",
+            );
+            if let Err(e) = super::selection_pattern(&response.selection_pattern) {
+                c.fail(
+                    at(&r, "selection_pattern"),
+                    format!("not a regular expression: {e}"),
+                );
+            }
+        }
+        c.check(
+            response.status_code == 0 || (200..=599).contains(&response.status_code),
+            at(&r, "status_code"),
+            "must be 200..=599 (or 0 for the backend's)",
+        );
+        for (target, source) in &response.response_parameters {
+            if let Err(why) = compile_mappings([(target, source)], Side::Response) {
+                c.fail(key(&at(&r, "response_parameters"), target), why);
+            }
+        }
+        for (media_type, source) in &response.response_templates {
+            let f = key(&at(&r, "response_templates"), media_type);
+            check_media_type(c, &f, media_type);
+            check_template_source(c, &f, source);
+        }
+    }
+}
+
+fn check_media_type(c: &mut Checker, p: &str, media_type: &str) {
+    let ok = media_type
+        .split_once('/')
+        .is_some_and(|(t, s)| !t.is_empty() && !s.is_empty() && !media_type.contains([';', ' ', ',']))
+        && media_type == media_type.to_ascii_lowercase();
+    c.check(
+        ok,
+        p,
+        "must be a lowercase media type without parameters (application/json)",
+    );
+}
+
+fn check_template_source(c: &mut Checker, p: &str, source: &str) {
+    c.check(source.len() <= 64 * 1024, p, "must be at most 65536 bytes");
+    if let Err(why) = check_template(source) {
+        c.fail(p, why);
     }
 }
 

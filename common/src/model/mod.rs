@@ -27,6 +27,19 @@ pub use template::compile_schema;
 
 use std::fmt;
 
+/// An integration response's selection pattern as a regular expression
+/// matching a whole status code (AWS matches Java regular expressions with
+/// `matches()`, i.e. anchored at both ends).
+///
+/// # Errors
+/// Not a regular expression, or one too large to compile (1 MiB of
+/// compiled program).
+pub fn selection_pattern(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(1 << 20)
+        .build()
+}
+
 /// One field at fault and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldError {

@@ -4,9 +4,9 @@
 use super::*;
 use pylon_proto::config::v1::{
     Api, ApiKey, ApiStageRef, Authorization, Authorizer, BasePathMapping, CanarySettings, Cors, DomainName,
-    GatewayResponse, Integration, JwtAuthorizer, MockResponse, Quota, RequestValidation, ResourcePolicy,
-    Route, RouteCache, Stage, ThrottleSettings, UsagePlan, api, authorization, authorizer, integration,
-    quota,
+    GatewayResponse, Integration, IntegrationResponse, JwtAuthorizer, MockResponse, Quota, RequestValidation,
+    ResourcePolicy, Route, RouteCache, Stage, ThrottleSettings, UsagePlan, api, authorization, authorizer,
+    integration, quota,
 };
 
 fn mock_route(method: &str, path: &str) -> Route {
@@ -147,6 +147,68 @@ fn each_bad_api_is_rejected_naming_the_field_at_fault() {
         }),
         ("routes[0].integration.response_template", |a| {
             integration(a, 0).response_template = "{% if %}".into();
+        }),
+        // REST-style templates and integration responses: HTTP only.
+        ("routes[2].integration.responses", |a| {
+            integration(a, 2).responses = vec![IntegrationResponse::default()];
+        }),
+        ("routes[2].integration.request_templates", |a| {
+            integration(a, 2).request_templates = [("application/json".to_owned(), "x".to_owned())].into();
+        }),
+        ("routes[2].integration.responses[1].selection_pattern", |a| {
+            let i = integration(a, 2);
+            i.r#type = integration::Type::Http as i32;
+            i.responses = vec![
+                IntegrationResponse {
+                    selection_pattern: "2\\d{2}".into(),
+                    ..Default::default()
+                },
+                IntegrationResponse {
+                    selection_pattern: "4(\\d".into(),
+                    ..Default::default()
+                },
+            ];
+        }),
+        ("routes[2].integration.responses[0].status_code", |a| {
+            let i = integration(a, 2);
+            i.r#type = integration::Type::Http as i32;
+            i.responses = vec![IntegrationResponse {
+                status_code: 101,
+                ..Default::default()
+            }];
+        }),
+        ("routes[2].integration.responses[1].selection_pattern", |a| {
+            let i = integration(a, 2);
+            i.r#type = integration::Type::Http as i32;
+            i.responses = vec![IntegrationResponse::default(), IntegrationResponse::default()];
+        }),
+        (
+            "routes[2].integration.responses[0].response_templates[\"Application/JSON\"]",
+            |a| {
+                let i = integration(a, 2);
+                i.r#type = integration::Type::Http as i32;
+                i.responses = vec![IntegrationResponse {
+                    response_templates: [("Application/JSON".to_owned(), "x".to_owned())].into(),
+                    ..Default::default()
+                }];
+            },
+        ),
+        (
+            "routes[2].integration.responses[0].response_parameters[\"overwrite:path\"]",
+            |a| {
+                let i = integration(a, 2);
+                i.r#type = integration::Type::Http as i32;
+                i.responses = vec![IntegrationResponse {
+                    response_parameters: [("overwrite:path".to_owned(), "/x".to_owned())].into(),
+                    ..Default::default()
+                }];
+            },
+        ),
+        ("routes[2].integration.request_templates", |a| {
+            let i = integration(a, 2);
+            i.r#type = integration::Type::Http as i32;
+            i.request_template = "a".into();
+            i.request_templates = [("application/json".to_owned(), "b".to_owned())].into();
         }),
         ("models[\"Pet\"]", |a| {
             let schema = serde_json::json!({"type": "no-such-type"});

@@ -10,6 +10,7 @@
 
 mod cluster;
 mod ids;
+mod import;
 pub mod origin;
 mod resources;
 mod status;
@@ -494,6 +495,13 @@ impl AdminService for AdminApi {
         let request = request.into_inner();
         self.put_named(&origin, request.api, Some(request.expected_revision))
             .await
+    }
+
+    async fn import_api(
+        &self,
+        request: Request<ImportApiRequest>,
+    ) -> Result<Response<ImportApiResponse>, Status> {
+        self.import(request).await
     }
 
     async fn delete_api(

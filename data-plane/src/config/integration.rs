@@ -1,7 +1,8 @@
 //! A route's integration, parsed once per config snapshot.
 
-use http::{HeaderName, HeaderValue, Method, StatusCode};
-use pylon_proto::config::v1::{Integration, integration::Type};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use pylon_common::model::mapping::{Mapping, Side, compile_mappings};
+use pylon_proto::config::v1::{Integration, IntegrationResponse, integration::Type};
 use std::time::Duration;
 
 #[derive(Debug)]
@@ -75,5 +76,129 @@ impl CompiledIntegration {
             headers: vec![],
             body: String::new(),
         }
+    }
+}
+
+/// One integration response (AWS's REST semantics): selected when its
+/// pattern matches the whole of the backend's status code; the default
+/// (no pattern) when none does.
+#[derive(Debug)]
+pub struct CompiledResponse {
+    /// `None`: the default response.
+    pub pattern: Option<regex::Regex>,
+    /// The client's status; `None`: the backend's.
+    pub status: Option<StatusCode>,
+    pub mappings: Vec<Mapping>,
+    /// Template names by media type (lowercase), in name order.
+    pub templates: Vec<(String, String)>,
+}
+
+impl CompiledResponse {
+    pub fn compile(
+        response: &IntegrationResponse,
+        templates: Vec<(String, String)>,
+    ) -> Result<CompiledResponse, String> {
+        let pattern = if response.selection_pattern.is_empty() {
+            None
+        } else {
+            Some(
+                pylon_common::model::selection_pattern(&response.selection_pattern)
+                    .map_err(|e| format!("selection_pattern: {e}"))?,
+            )
+        };
+        let status = match response.status_code {
+            0 => None,
+            code => Some(
+                u16::try_from(code)
+                    .ok()
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .ok_or_else(|| format!("status_code: {code} is not a status"))?,
+            ),
+        };
+        let mappings = compile_mappings(&response.response_parameters, Side::Response)
+            .map_err(|e| format!("response_parameters: {e}"))?;
+        Ok(CompiledResponse {
+            pattern,
+            status,
+            mappings,
+            templates,
+        })
+    }
+
+    /// A template or a mapping reads the backend's body.
+    pub fn reads_body(&self) -> bool {
+        !self.templates.is_empty() || self.mappings.iter().any(Mapping::reads_response_body)
+    }
+
+    /// The response for the backend's `status`: the first whose pattern
+    /// matches it whole, else the default; `None` when neither exists.
+    pub fn select(responses: &[CompiledResponse], status: StatusCode) -> Option<&CompiledResponse> {
+        let code = status.as_str();
+        responses
+            .iter()
+            .find(|r| r.pattern.as_ref().is_some_and(|p| p.is_match(code)))
+            .or_else(|| responses.iter().find(|r| r.pattern.is_none()))
+    }
+
+    /// The template for a request with these headers: the first media type
+    /// of its `Accept` (in the client's order, parameters ignored) that has
+    /// one; else `application/json`'s; else the first by name (AWS picks
+    /// the first template when nothing matches).
+    /// Returns the media type (the response's `Content-Type` once rendered)
+    /// and the template's name.
+    pub fn template_for(&self, request: &HeaderMap) -> Option<(&str, &str)> {
+        let by_type = |media_type: &str| {
+            self.templates
+                .iter()
+                .find(|(t, _)| t.eq_ignore_ascii_case(media_type))
+                .map(|(t, name)| (t.as_str(), name.as_str()))
+        };
+        for value in request
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
+            for media_type in value.split(',') {
+                let media_type = media_type.split(';').next().unwrap_or("").trim();
+                if let Some(name) = by_type(media_type) {
+                    return Some(name);
+                }
+            }
+        }
+        by_type("application/json").or_else(|| {
+            self.templates
+                .first()
+                .map(|(t, name)| (t.as_str(), name.as_str()))
+        })
+    }
+}
+
+/// The request template for a request's `Content-Type` (application/json
+/// when it has none), or what passthrough says: `Ok(None)` sends the body
+/// as it came.
+///
+/// # Errors
+/// The media type has no template and the behaviour is `NEVER`, or
+/// `WHEN_NO_TEMPLATES` with templates present: 415 (AWS answers
+/// UNSUPPORTED_MEDIA_TYPE).
+pub fn request_template_for<'t>(
+    templates: &'t [(String, String)],
+    passthrough: super::Passthrough,
+    request: &HeaderMap,
+) -> Result<Option<&'t str>, String> {
+    let media_type = request
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "application/json".to_owned());
+    if let Some((_, name)) = templates.iter().find(|(t, _)| *t == media_type) {
+        return Ok(Some(name));
+    }
+    use super::Passthrough as P;
+    match passthrough {
+        P::WhenNoMatch => Ok(None),
+        P::WhenNoTemplates if templates.is_empty() => Ok(None),
+        P::WhenNoTemplates | P::Never => Err(media_type),
     }
 }

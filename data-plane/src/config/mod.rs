@@ -22,6 +22,7 @@ use integration::CompiledIntegration;
 use pylon_common::GatewayResponseType;
 use pylon_common::model::mapping::{Mapping, Side, compile_mappings};
 use pylon_common::model::{ApiDefinition, PathTemplate, StageConfig};
+pub use pylon_proto::config::v1::integration::PassthroughBehavior as Passthrough;
 use pylon_proto::config::v1::{Deployment, api::Protocol};
 use pylon_proto::publish::v1::ConfigSnapshot;
 use routes::RouteTable;
@@ -162,6 +163,12 @@ pub struct RouteSettings {
     /// Names in [`CompiledDefinition::templates`].
     pub request_template: Option<String>,
     pub response_template: Option<String>,
+    /// Request templates by media type (lowercase), and what a request
+    /// whose media type has none gets.
+    pub request_templates: Vec<(String, String)>,
+    pub passthrough: Passthrough,
+    /// How the backend's answer becomes the client's, by its status code.
+    pub integration_responses: Vec<integration::CompiledResponse>,
     /// Validation, a mapping or a template needs the whole request body.
     pub reads_body: bool,
     /// A mapping or template needs the whole response body.
@@ -499,6 +506,35 @@ fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, Str
             };
             let request_template = add_template("request", &integration.request_template)?;
             let response_template = add_template("response", &integration.response_template)?;
+            let mut request_templates = Vec::new();
+            for (media_type, source) in &integration.request_templates {
+                let name = format!("routes[{i}].request_templates[{media_type}]");
+                templates
+                    .add_template_owned(name.clone(), source.clone())
+                    .map_err(|e| at(format!("integration.request_templates[{media_type:?}]: {e}")))?;
+                request_templates.push((media_type.clone(), name));
+            }
+            let mut integration_responses = Vec::new();
+            for (j, response) in integration.responses.iter().enumerate() {
+                let mut names = Vec::new();
+                for (media_type, source) in &response.response_templates {
+                    let name = format!("routes[{i}].responses[{j}][{media_type}]");
+                    templates
+                        .add_template_owned(name.clone(), source.clone())
+                        .map_err(|e| {
+                            at(format!(
+                                "integration.responses[{j}].response_templates[{media_type:?}]: {e}"
+                            ))
+                        })?;
+                    names.push((media_type.clone(), name));
+                }
+                integration_responses.push(
+                    integration::CompiledResponse::compile(response, names)
+                        .map_err(|e| at(format!("integration.responses[{j}].{e}")))?,
+                );
+            }
+            let passthrough =
+                Passthrough::try_from(integration.passthrough_behavior).unwrap_or(Passthrough::WhenNoMatch);
             let request_mappings = compile_mappings(&route.request_parameters, Side::Request)
                 .map_err(|e| at(format!("request_parameters: {e}")))?;
             let response_mappings = compile_mappings(&route.response_parameters, Side::Response)
@@ -507,9 +543,13 @@ fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, Str
                 validation::compile_validation(route.validation.as_ref(), &models).map_err(at)?;
             let reads_body = validation.as_ref().is_some_and(|v| !v.body_models.is_empty())
                 || request_mappings.iter().any(Mapping::reads_request_body)
-                || request_template.is_some();
+                || request_template.is_some()
+                || !request_templates.is_empty();
             let reads_response_body = response_mappings.iter().any(Mapping::reads_response_body)
-                || (response_template.is_some() && matches!(compiled, CompiledIntegration::Http { .. }));
+                || (response_template.is_some() && matches!(compiled, CompiledIntegration::Http { .. }))
+                || integration_responses
+                    .iter()
+                    .any(integration::CompiledResponse::reads_body);
             let settings = RouteSettings {
                 auth: auth::compile_route_auth(route.authorization.as_ref(), &authorizers).map_err(at)?,
                 validation,
@@ -517,6 +557,9 @@ fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, Str
                 response_mappings,
                 request_template,
                 response_template,
+                request_templates,
+                passthrough,
+                integration_responses,
                 reads_body,
                 reads_response_body,
                 cache: route

@@ -49,6 +49,7 @@ pub fn classify(error: &GatewayError) -> (Type, StatusCode) {
         E::AuthorizerConfiguration(_) => (Type::AuthorizerConfigurationError, None),
         E::BadRequestParameters(_) => (Type::BadRequestParameters, None),
         E::BadRequestBody(_) => (Type::BadRequestBody, None),
+        E::UnsupportedMediaType(_) => (Type::UnsupportedMediaType, None),
         E::Throttled { .. } => (Type::Throttled, None),
         E::QuotaExceeded { .. } => (Type::QuotaExceeded, None),
         E::LimitsUnavailable(_) | E::ConnectionRegistryUnavailable(_) | E::ShutDown => {
@@ -237,9 +238,10 @@ mod tests {
             E::UnsupportedWebSocketVersion => 30,
             E::BadFraming(_) => 31,
             E::ShutDown => 32,
+            E::UnsupportedMediaType(_) => 33,
         }
     }
-    const VARIANTS: usize = 33;
+    const VARIANTS: usize = 34;
 
     #[test]
     fn every_error_has_the_aws_status_type_and_message() {
@@ -262,6 +264,12 @@ mod tests {
                 "Missing Host header",
             ),
             (E::ShutDown, 503, "DEFAULT_5XX", "Service Unavailable"),
+            (
+                E::UnsupportedMediaType("text/plain".into()),
+                415,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "Unsupported Media Type",
+            ),
             (
                 E::BadFraming("chunked is applied more than once"),
                 400,

@@ -3,6 +3,7 @@
 //! the integration answered. The body is read only when a mapping or the
 //! template needs it.
 
+use crate::config::integration::CompiledResponse;
 use crate::config::{CompiledDefinition, RouteSettings};
 use crate::context::RequestContext;
 use crate::error::GatewayError;
@@ -22,9 +23,33 @@ pub async fn apply(
     ctx: &RequestContext,
     max_body_bytes: u64,
 ) -> Result<Response<Body>, GatewayError> {
-    if settings.response_mappings.is_empty() && settings.response_template.is_none() {
+    if settings.response_mappings.is_empty()
+        && settings.response_template.is_none()
+        && settings.integration_responses.is_empty()
+    {
         return Ok(response);
     }
+    // The integration response the backend's status selects (REST APIs).
+    let selected = if settings.integration_responses.is_empty() {
+        None
+    } else {
+        Some(
+            CompiledResponse::select(&settings.integration_responses, response.status()).ok_or_else(
+                || {
+                    GatewayError::ApiConfiguration(format!(
+                        "no integration response matches status {} and there is no default",
+                        response.status().as_u16()
+                    ))
+                },
+            )?,
+        )
+    };
+    let (template_type, template_name) = match selected {
+        Some(selected) => selected
+            .template_for(&inputs.parts.headers)
+            .map_or((None, None), |(media_type, name)| (Some(media_type), Some(name))),
+        None => (None, settings.response_template.as_deref()),
+    };
     let (mut parts, body) = response.into_parts();
     let (bytes, body) = if settings.reads_response_body {
         let limit = usize::try_from(max_body_bytes).unwrap_or(usize::MAX);
@@ -41,7 +66,8 @@ pub async fn apply(
     };
 
     let mut changes = Vec::new();
-    for mapping in &settings.response_mappings {
+    let selected_mappings = selected.map(|s| s.mappings.as_slice()).unwrap_or_default();
+    for mapping in settings.response_mappings.iter().chain(selected_mappings) {
         let value = match mapping.action {
             Action::Remove => None,
             _ => match inputs.eval(&mapping.value, ctx, Some(&seen)) {
@@ -51,7 +77,7 @@ pub async fn apply(
         };
         changes.push((mapping.action, &mapping.target, value));
     }
-    let rendered = match &settings.response_template {
+    let rendered = match template_name {
         None => None,
         Some(name) => {
             let template = definition
@@ -86,6 +112,16 @@ pub async fn apply(
         }
     };
 
+    if let Some(status) = selected.and_then(|s| s.status) {
+        parts.status = status;
+    }
+    // An integration response's template is for its media type (mappings
+    // applied next may still set another).
+    if rendered.is_some()
+        && let Some(media_type) = template_type.and_then(|t| HeaderValue::from_str(t).ok())
+    {
+        parts.headers.insert(header::CONTENT_TYPE, media_type);
+    }
     for (action, target, value) in changes {
         match target {
             Target::Header(name) => {

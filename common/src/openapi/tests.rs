@@ -1,0 +1,336 @@
+//! The importer against real AWS exports (tests/data/aws-exports, with
+//! their sources in its README).
+
+use super::*;
+use crate::model::ApiDefinition;
+use pylon_proto::config::v1::{authorization, authorizer, integration};
+
+macro_rules! export {
+    ($name:literal) => {
+        include_str!(concat!("../../../tests/data/aws-exports/", $name))
+    };
+}
+
+fn options(pairs: &[(&str, &str)]) -> ImportOptions {
+    let mut options = ImportOptions::default();
+    for (k, v) in pairs {
+        if let Some(function) = k.strip_prefix("lambda:") {
+            options.lambda_urls.insert(function.into(), (*v).into());
+        } else if let Some(service) = k.strip_prefix("service:") {
+            options.service_urls.insert(service.into(), (*v).into());
+        } else {
+            options.variables.insert((*k).into(), (*v).into());
+        }
+    }
+    options
+}
+
+fn refused(result: Result<Imported, ImportError>) -> Report {
+    match result {
+        Err(ImportError::Refused(report)) => report,
+        Err(other) => panic!("not a refusal: {other}"),
+        Ok(imported) => panic!("imported: {:?}\n{}", imported.api.name, imported.report),
+    }
+}
+
+fn imported(result: Result<Imported, ImportError>) -> Imported {
+    match result {
+        Ok(imported) => {
+            // What the importer makes passes the admin API's own validation.
+            if let Err(e) = ApiDefinition::validate(imported.api.clone()) {
+                panic!("the imported API does not validate: {e}\n{}", imported.report);
+            }
+            imported
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn refused_paths(report: &Report) -> Vec<&str> {
+    report.with(Outcome::Refused).map(|n| n.path.as_str()).collect()
+}
+
+#[test]
+fn the_request_validator_sample_imports_with_its_validation_mappings_and_integration_responses() {
+    let imported = imported(import(
+        export!("02-request-validators-sample.swagger2.json"),
+        &options(&[]),
+    ));
+    let api = &imported.api;
+    assert_eq!(api.name, "reqvalidators-sample");
+    assert_eq!(api.models.len(), 2);
+    let post = api
+        .routes
+        .iter()
+        .find(|r| r.method == "POST")
+        .expect("POST /validation");
+    assert_eq!(post.path, "/validation");
+    let validation = post.validation.as_ref().expect("validated");
+    assert_eq!(validation.required_headers, ["h1"]);
+    assert_eq!(
+        validation.body_models.get("application/json").map(String::as_str),
+        Some("RequestBodyModel")
+    );
+    assert_eq!(
+        post.request_parameters
+            .get("overwrite:header.custom_h1")
+            .map(String::as_str),
+        Some("$request.header.h1")
+    );
+    assert!(post.authorization.as_ref().is_some_and(|a| a.api_key_required));
+    let integration = post.integration.as_ref().expect("integration");
+    assert_eq!(integration.r#type, integration::Type::Http as i32);
+    assert_eq!(integration.http_method, "POST");
+    let default = integration
+        .responses
+        .iter()
+        .find(|r| r.selection_pattern.is_empty())
+        .expect("default");
+    assert_eq!(default.status_code, 400);
+    assert_eq!(
+        default
+            .response_templates
+            .get("application/xml")
+            .map(String::as_str),
+        Some("xml 400 response template")
+    );
+    assert_eq!(
+        default
+            .response_parameters
+            .get("overwrite:header.test-method-response-header")
+            .map(String::as_str),
+        Some("static value")
+    );
+    let ok = integration
+        .responses
+        .iter()
+        .find(|r| r.selection_pattern == "2\\d{2}")
+        .expect("2xx");
+    assert_eq!(ok.status_code, 200);
+    // The GET uses the params-only validator: its query parameter, no body.
+    let get = api
+        .routes
+        .iter()
+        .find(|r| r.method == "GET")
+        .expect("GET /validation");
+    let validation = get.validation.as_ref().expect("validated");
+    assert_eq!(validation.required_query, ["q1"]);
+    assert!(validation.body_models.is_empty());
+    assert!(!imported.report.has_refusals());
+}
+
+#[test]
+fn an_http_api_export_imports_with_cors_a_referenced_integration_and_a_lambda_authorizer_at_a_given_url() {
+    let document = export!("14-http-api-petstore-cors-ref.oas301.json");
+    // Without the authorizer's URL: refused, naming the function and the flag.
+    let report = refused(import(document, &options(&[])));
+    let note = report.with(Outcome::Refused).next().expect("one refusal");
+    assert!(note.detail.contains("--lambda-url function-name=URL"), "{note}");
+
+    let imported = imported(import(
+        document,
+        &options(&[("lambda:function-name", "http://127.0.0.1:9/authorize")]),
+    ));
+    let api = &imported.api;
+    let cors = api.cors.as_ref().expect("cors");
+    assert_eq!(cors.allow_origins, ["*"]);
+    assert!(cors.allow_headers.iter().any(|h| h == "x-api-key"));
+    let post = api
+        .routes
+        .iter()
+        .find(|r| r.method == "POST")
+        .expect("POST /pets");
+    let integration = post.integration.as_ref().expect("integration");
+    assert_eq!(integration.r#type, integration::Type::HttpProxy as i32);
+    assert_eq!(
+        integration.uri,
+        "http://petstore.execute-api.us-west-1.amazonaws.com/petstore/pets"
+    );
+    let get_one = api
+        .routes
+        .iter()
+        .find(|r| r.path == "/pets/{petId}")
+        .expect("GET /pets/{petId}");
+    let auth = get_one.authorization.as_ref().expect("authorization");
+    assert_eq!(auth.r#type, authorization::Type::Request as i32);
+    let authorizer = api
+        .authorizers
+        .iter()
+        .find(|a| a.name == auth.authorizer)
+        .expect("authorizer");
+    let Some(authorizer::Kind::Request(request)) = &authorizer.kind else {
+        panic!("a request authorizer: {authorizer:?}");
+    };
+    assert_eq!(request.uri, "http://127.0.0.1:9/authorize");
+    assert_eq!(request.identity_sources, ["$request.header.Authorization"]);
+    assert_eq!(request.result_ttl_seconds, Some(300));
+    // Models with references are inlined.
+    let pets = serde_json::to_value(&api.models["Pets"]).expect("json");
+    assert_eq!(pets["items"]["properties"]["price"]["type"], "number");
+}
+
+#[test]
+fn a_velocity_template_is_refused_with_its_line_and_an_unfilled_placeholder_with_its_flag() {
+    let document = export!("01-petstore-example-token-authorizer.swagger2.json");
+    let report = refused(import(document, &options(&[])));
+    let text = report.to_string();
+    assert!(text.contains("--set-var uri=VALUE"), "{text}");
+    assert!(text.contains("--lambda-url function-name=URL"), "{text}");
+    let velocity = report
+        .with(Outcome::Refused)
+        .find(|n| n.path.starts_with("paths./.get"))
+        .expect("the HTML page's template");
+    assert!(
+        velocity.detail.contains("Velocity") && velocity.detail.contains("line"),
+        "{velocity}"
+    );
+    // With the URI and the authorizer given, only the Velocity template is left.
+    let report = refused(import(
+        document,
+        &options(&[
+            ("uri", "http://127.0.0.1:9/petstore"),
+            ("lambda:function-name", "http://127.0.0.1:9/auth"),
+        ]),
+    ));
+    assert_eq!(
+        refused_paths(&report),
+        ["paths./.get.x-amazon-apigateway-integration.responses.default.responseTemplates"]
+    );
+}
+
+#[test]
+fn lambda_and_service_integrations_are_refused_one_by_one_until_given_urls() {
+    let report = refused(import(
+        export!("04-kinesis-proxy-aws-service.swagger2.json"),
+        &options(&[]),
+    ));
+    let actions: Vec<_> = report
+        .with(Outcome::Refused)
+        .filter(|n| n.detail.contains("--service-url"))
+        .collect();
+    assert_eq!(actions.len(), 8, "{report}");
+    assert!(
+        actions
+            .iter()
+            .any(|n| n.detail.contains("--service-url ListStreams=URL")),
+        "{report}"
+    );
+
+    let report = refused(import(
+        export!("03-lambdacalc-aws-lambda-vtl.swagger2.json"),
+        &options(&[]),
+    ));
+    assert!(report.to_string().contains("--lambda-url Calc=URL"), "{report}");
+    // Given the URL, what is left is Velocity.
+    let report = refused(import(
+        export!("03-lambdacalc-aws-lambda-vtl.swagger2.json"),
+        &options(&[("lambda:Calc", "http://127.0.0.1:9/calc")]),
+    ));
+    assert!(
+        report
+            .with(Outcome::Refused)
+            .all(|n| n.detail.contains("Velocity")),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_response_override_in_velocity_is_refused() {
+    let report = refused(import(
+        export!("06-petstore-response-override-vtl.oas301.json"),
+        &options(&[]),
+    ));
+    assert!(
+        report
+            .with(Outcome::Refused)
+            .any(|n| n.detail.contains("Velocity")),
+        "{report}"
+    );
+}
+
+#[test]
+fn cloudformation_yaml_is_resolved_and_a_vpc_endpoint_policy_is_refused_rather_than_dropped() {
+    let document = export!("08-private-api-vpclink-policy.oas301.yaml");
+    let report = refused(import(document, &options(&[])));
+    let text = report.to_string();
+    assert!(text.contains("--set-var ApiGwURLAccountA=VALUE"), "{text}");
+    assert!(text.contains("aws:SourceIp"), "{text}");
+    let report = refused(import(
+        document,
+        &options(&[
+            ("ApiGwURLAccountA", "http://127.0.0.1:9/a"),
+            ("ApiGwURLAccountB", "http://127.0.0.1:9/b"),
+            ("ApiGatewayVpcLink", "link"),
+            ("ExecuteApiVpcEndpoint", "vpce-1"),
+            ("AWS::StackName", "shop"),
+        ]),
+    ));
+    assert_eq!(
+        refused_paths(&report),
+        ["x-amazon-apigateway-policy.Statement[0].Condition.StringEquals"],
+        "{report}"
+    );
+}
+
+#[test]
+fn source_ip_policies_become_the_resource_policy() {
+    let document = r#"{"openapi": "3.0.1", "info": {"title": "Ips"},
+      "x-amazon-apigateway-policy": {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": "*", "Action": "execute-api:Invoke", "Resource": "execute-api:/*"},
+        {"Effect": "Deny", "Principal": "*", "Action": "execute-api:Invoke", "Resource": "execute-api:/*",
+         "Condition": {"NotIpAddress": {"aws:SourceIp": ["10.0.0.0/8", "192.0.2.1"]}}}]},
+      "paths": {"/x": {"get": {"x-amazon-apigateway-integration": {"type": "http_proxy", "httpMethod": "GET", "uri": "http://127.0.0.1:9/x"}}}}}"#;
+    let imported = imported(import(document, &options(&[])));
+    let policy = imported.api.resource_policy.expect("policy");
+    assert_eq!(policy.allow_cidrs, ["10.0.0.0/8", "192.0.2.1/32"]);
+}
+
+#[test]
+fn options_mocks_answering_preflights_become_the_apis_cors_policy() {
+    let document = export!("01-petstore-example-token-authorizer.swagger2.json");
+    // Left: the Velocity page; the OPTIONS mocks were folded without a refusal.
+    let report = refused(import(
+        document,
+        &options(&[
+            ("uri", "http://127.0.0.1:9/petstore"),
+            ("lambda:function-name", "http://127.0.0.1:9/auth"),
+        ]),
+    ));
+    assert!(
+        report.with(Outcome::Mapped).any(
+            |n| n.path == "paths./pets.options.x-amazon-apigateway-integration" && n.detail.contains("CORS")
+        ),
+        "{report}"
+    );
+}
+
+#[test]
+fn unknown_aws_extensions_are_refused_and_other_extensions_reported() {
+    let document = r#"{"swagger": "2.0", "info": {"title": "X"}, "x-amazon-apigateway-future-thing": 1, "x-internal": true,
+      "paths": {"/x": {"get": {"x-amazon-apigateway-integration": {"type": "http_proxy", "httpMethod": "ANY", "uri": "http://127.0.0.1:9/"}}}}}"#;
+    let report = refused(import(document, &options(&[])));
+    assert_eq!(refused_paths(&report), ["x-amazon-apigateway-future-thing"]);
+    assert!(
+        report.with(Outcome::Approximated).any(|n| n.path == "x-internal"),
+        "{report}"
+    );
+}
+
+#[test]
+fn what_is_not_openapi_says_so() {
+    assert!(matches!(
+        import("{\"a\": 1}", &options(&[])),
+        Err(ImportError::NotOpenApi(_))
+    ));
+    assert!(matches!(
+        import("a: [", &options(&[])),
+        Err(ImportError::Unreadable(_))
+    ));
+}
+
+#[test]
+fn titles_become_dns_labels() {
+    assert_eq!(dns_label("Pet Store (v2)"), "pet-store-v2");
+    assert_eq!(dns_label("  --x--"), "x");
+    assert_eq!(dns_label("ÄÖ"), "");
+}

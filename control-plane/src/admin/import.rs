@@ -1,0 +1,79 @@
+//! `ImportApi`: an OpenAPI 3.x / Swagger 2.0 document (an AWS API Gateway
+//! export) converted by [`pylon_common::openapi`] and stored through the
+//! same path as `CreateApi`/`UpdateApi` — same validation, Raft entry,
+//! idempotency and audit record.
+
+use super::origin::Origin;
+use super::{AdminApi, invalid};
+use pylon_common::model::ApiDefinition;
+use pylon_common::openapi::{self, ImportError, ImportOptions, Report};
+use pylon_proto::admin::v1::{ImportApiRequest, ImportApiResponse, ImportNote};
+use tonic::{Request, Response, Status};
+
+/// The largest document accepted (AWS's own import limit is 6 MB of JSON;
+/// the gRPC message limit of the admin API is what bounds it here).
+pub const MAX_DOCUMENT_BYTES: usize = 4 << 20;
+
+impl AdminApi {
+    pub(super) async fn import(
+        &self,
+        request: Request<ImportApiRequest>,
+    ) -> Result<Response<ImportApiResponse>, Status> {
+        let origin = Origin::of(&request)?;
+        let request = request.into_inner();
+        if request.document.len() > MAX_DOCUMENT_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "document: {} bytes, at most {MAX_DOCUMENT_BYTES}",
+                request.document.len()
+            )));
+        }
+        let options = ImportOptions {
+            api_name: (!request.api.is_empty()).then(|| request.api.clone()),
+            variables: request.variables.into_iter().collect(),
+            lambda_urls: request.lambda_urls.into_iter().collect(),
+            service_urls: request.service_urls.into_iter().collect(),
+        };
+        let document = request.document;
+        // Conversion is CPU work on a document of up to 4 MiB: off the runtime.
+        let imported = tokio::task::spawn_blocking(move || openapi::import(&document, &options))
+            .await
+            .map_err(|e| Status::internal(format!("the import stopped: {e}")))?
+            .map_err(|e| match e {
+                ImportError::Refused(report) => {
+                    Status::invalid_argument(format!("document: {}", ImportError::Refused(report)))
+                }
+                other => Status::invalid_argument(format!("document: {other}")),
+            })?;
+        let notes = notes(&imported.report);
+        if request.dry_run {
+            let api = ApiDefinition::validate(imported.api)
+                .map_err(invalid)?
+                .into_proto();
+            return Ok(Response::new(ImportApiResponse {
+                api: Some(api),
+                notes,
+            }));
+        }
+        let expected = (request.expected_revision != 0).then_some(request.expected_revision);
+        let stored = self
+            .put_named(&origin, Some(imported.api), expected)
+            .await?
+            .into_inner();
+        Ok(Response::new(ImportApiResponse {
+            api: Some(stored),
+            notes,
+        }))
+    }
+}
+
+fn notes(report: &Report) -> Vec<ImportNote> {
+    report
+        .notes
+        .iter()
+        .map(|n| ImportNote {
+            path: n.path.clone(),
+            outcome: n.outcome.as_str().to_owned(),
+            detail: n.detail.clone(),
+        })
+        .collect()
+}
