@@ -72,11 +72,27 @@ pub fn convert(text: &str) -> Result<String, String> {
             shorten(&construct)
         ));
     }
-    if text.contains("{{") || text.contains("{%") || text.contains("{#") {
-        Ok(format!("{{% raw %}}{text}{{% endraw %}}"))
-    } else {
-        Ok(text.to_owned())
+    Ok(escape_minijinja(text))
+}
+
+/// Text that renders to itself as a minijinja template: each opening
+/// delimiter (`{{`, `{%`, `{#`) is written as an expression printing it,
+/// so no part of the text (not even `{% endraw %}`) is ever template code.
+pub fn escape_minijinja(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '{'
+            && let Some(&next) = chars.peek()
+            && matches!(next, '{' | '%' | '#')
+        {
+            chars.next();
+            out.push_str(&format!("{{{{ \"{{{next}\" }}}}"));
+            continue;
+        }
+        out.push(c);
     }
+    out
 }
 
 /// A gateway response's template: Pylon reads AWS's own text form with
@@ -97,8 +113,10 @@ pub fn gateway_response(text: &str) -> Result<String, String> {
             shorten(&construct)
         ));
     }
+    // Pylon reads a gateway response's body as minijinja only when it has
+    // `{{` or `{%`, and as AWS's text form otherwise.
     if text.contains("{{") || text.contains("{%") {
-        Ok(format!("{{% raw %}}{text}{{% endraw %}}"))
+        Err("a gateway response template with `{{` or `{%` in its text cannot be imported as AWS text".into())
     } else {
         Ok(text.to_owned())
     }
@@ -172,10 +190,18 @@ mod tests {
             convert("json 400 response template").as_deref(),
             Ok("json 400 response template")
         );
-        assert_eq!(
-            convert("{{not a jinja}}").as_deref(),
-            Ok("{% raw %}{{not a jinja}}{% endraw %}")
-        );
+        for text in [
+            "{{not a jinja}}",
+            "a {% endraw %}{{ 7*7 }} {# c #} {x}",
+            "{",
+            "}}{",
+            "{{{",
+        ] {
+            let template = convert(text).expect("static");
+            let env = crate::model::template::environment();
+            let rendered = env.render_str(&template, ()).expect("renders");
+            assert_eq!(rendered, text, "{template}");
+        }
         let refused = convert("{\n  \"a\": $input.json('$.a')\n}").expect_err("velocity");
         assert!(refused.contains("line 2"), "{refused}");
     }

@@ -334,3 +334,21 @@ fn titles_become_dns_labels() {
     assert_eq!(dns_label("  --x--"), "x");
     assert_eq!(dns_label("ÄÖ"), "");
 }
+
+#[test]
+fn a_yaml_alias_bomb_is_refused_not_expanded() {
+    let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    for (i, name) in ["b", "c", "d", "e", "f", "g", "h", "i"].iter().enumerate() {
+        let previous = ["a", "b", "c", "d", "e", "f", "g", "h"][i];
+        bomb.push_str(&format!("{name}: &{name} [*{previous}, *{previous}, *{previous}, *{previous}, *{previous}, *{previous}, *{previous}, *{previous}, *{previous}, *{previous}]\n"));
+    }
+    bomb.push_str("openapi: 3.0.1\ninfo: {title: bomb}\npaths: {}\n");
+    let started = std::time::Instant::now();
+    let result = import(&bomb, &options(&[]));
+    assert!(
+        matches!(result, Err(ImportError::Unreadable(_))),
+        "{:?}",
+        result.map(|i| i.api.name)
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}
