@@ -105,8 +105,31 @@ async fn an_aws_export_imported_with_the_cli_serves_as_aws_would() {
     // Importing again changes nothing.
     let again = pylon_cli(&endpoint, &["import", "openapi", &file]).expect("import again");
     assert!(again.contains("unchanged"), "{again}");
-
-    // The export's methods require an API key (its `api_key` security).
+    // Another definition under the same name replaces it only when asked.
+    let changed_file = dir.path().join("changed.json");
+    let changed = std::fs::read_to_string(&file)
+        .expect("read")
+        .replace("/petstore/pets", "/petstore/pets2");
+    std::fs::write(&changed_file, changed).expect("write");
+    let changed_file = changed_file.display().to_string();
+    let refused =
+        pylon_cli(&endpoint, &["import", "openapi", &changed_file]).expect_err("not without --overwrite");
+    assert!(format!("{refused:#}").contains("--overwrite"), "{refused:#}");
+    let out = pylon_cli(&endpoint, &["import", "openapi", &changed_file, "--overwrite"]).expect("overwrite");
+    assert!(out.contains("updated"), "{out}");
+    pylon_cli(
+        &endpoint,
+        &[
+            "import",
+            "openapi",
+            &file,
+            "--overwrite",
+            "--stage",
+            "prod",
+            "--deploy",
+        ],
+    )
+    .expect("back"); // The export's methods require an API key (its `api_key` security).
     let key = admin
         .create_api_key(CreateApiKeyRequest {
             api_key: Some(ApiKey {

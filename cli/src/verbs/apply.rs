@@ -1,4 +1,5 @@
-//! `pylon apply -f FILE`: create or update what a file describes.
+//! Comparing stored resources with desired ones (`apply`, `import`), and
+//! the helpers `apply` shares with the other verbs.
 
 use super::*;
 
@@ -56,111 +57,6 @@ pub(super) fn decide<T: Stored>(
         Err(status) if status.code() == Code::NotFound => Ok(Decision::Create),
         Err(status) => Err(explain(status)),
     }
-}
-
-pub(super) async fn apply(admin: &mut Admin, file: &PathBuf) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
-    let resources = parse_documents(&text).with_context(|| format!("{}", file.display()))?;
-    if resources.is_empty() {
-        bail!("{}: no resources", file.display());
-    }
-    for resource in resources {
-        let (what, decision) = match resource.kind {
-            None => bail!("a document names no resource kind (api, stage, apiKey, usagePlan, domainName)"),
-            Some(Kind::Api(api)) => {
-                // Compare in the normalized form the control plane stores.
-                let desired = ApiDefinition::validate(api.clone())
-                    .map(|d| d.into_proto())
-                    .unwrap_or(api);
-                let current = admin
-                    .get_api(GetApiRequest {
-                        name: desired.name.clone(),
-                        ..Default::default()
-                    })
-                    .await;
-                let decision = decide(&desired, current)?;
-                let what = format!("API {}", desired.name);
-                match decision {
-                    Decision::Create => {
-                        admin
-                            .create_api(CreateApiRequest { api: Some(desired) })
-                            .await
-                            .map_err(explain)?;
-                    }
-                    Decision::Update { expected_revision } => {
-                        let request = UpdateApiRequest {
-                            api: Some(desired),
-                            expected_revision,
-                        };
-                        admin.update_api(request).await.map_err(explain)?;
-                    }
-                    Decision::Unchanged => {}
-                }
-                (what, decision)
-            }
-            Some(Kind::Stage(stage)) => apply_stage(admin, stage).await?,
-            Some(Kind::UsagePlan(plan)) => {
-                let request = GetUsagePlanRequest {
-                    name: plan.name.clone(),
-                    ..Default::default()
-                };
-                let decision = decide(&plan, admin.get_usage_plan(request).await)?;
-                let what = format!("usage plan {}", plan.name);
-                match decision {
-                    Decision::Create => {
-                        let request = CreateUsagePlanRequest {
-                            usage_plan: Some(plan),
-                        };
-                        admin.create_usage_plan(request).await.map_err(explain)?;
-                    }
-                    Decision::Update { expected_revision } => {
-                        let request = UpdateUsagePlanRequest {
-                            usage_plan: Some(plan),
-                            expected_revision,
-                        };
-                        admin.update_usage_plan(request).await.map_err(explain)?;
-                    }
-                    Decision::Unchanged => {}
-                }
-                (what, decision)
-            }
-            Some(Kind::DomainName(domain)) => {
-                let request = GetDomainNameRequest {
-                    name: domain.name.clone(),
-                    ..Default::default()
-                };
-                let decision = decide(&domain, admin.get_domain_name(request).await)?;
-                let what = format!("domain name {}", domain.name);
-                match decision {
-                    Decision::Create => {
-                        let request = CreateDomainNameRequest {
-                            domain_name: Some(domain),
-                        };
-                        admin.create_domain_name(request).await.map_err(explain)?;
-                    }
-                    Decision::Update { expected_revision } => {
-                        let request = UpdateDomainNameRequest {
-                            domain_name: Some(domain),
-                            expected_revision,
-                        };
-                        admin.update_domain_name(request).await.map_err(explain)?;
-                    }
-                    Decision::Unchanged => {}
-                }
-                (what, decision)
-            }
-            Some(Kind::ApiKey(key)) => {
-                apply_api_key(admin, key).await?;
-                continue;
-            }
-        };
-        match decision {
-            Decision::Create => println!("{what} created"),
-            Decision::Update { .. } => println!("{what} configured"),
-            Decision::Unchanged => println!("{what} unchanged"),
-        }
-    }
-    Ok(())
 }
 
 /// The stages of `api`: all pages, or the one `paging` asks for.
@@ -239,47 +135,4 @@ pub(super) async fn apply_api_key(admin: &mut Admin, key: config::ApiKey) -> any
         }
     }
     Ok(())
-}
-
-/// Applying a stage sets its variables and settings; which deployment it
-/// serves (and its canary) change only when the file says so — that is what
-/// `deploy`, `canary` and `rollback` are for.
-pub(super) async fn apply_stage(
-    admin: &mut Admin,
-    mut stage: config::Stage,
-) -> anyhow::Result<(String, Decision)> {
-    let what = format!("stage {}/{}", stage.api, stage.name);
-    let request = GetStageRequest {
-        api: stage.api.clone(),
-        name: stage.name.clone(),
-        ..Default::default()
-    };
-    let current = admin.get_stage(request).await;
-    if let Ok(current) = &current {
-        let current = current.get_ref();
-        if stage.deployment_id.is_empty() {
-            stage.deployment_id = current.deployment_id.clone();
-        }
-        if stage.canary.is_none() {
-            stage.canary = current.canary.clone();
-        }
-    }
-    let decision = decide(&stage, current)?;
-    match decision {
-        Decision::Create => {
-            admin
-                .create_stage(CreateStageRequest { stage: Some(stage) })
-                .await
-                .map_err(explain)?;
-        }
-        Decision::Update { expected_revision } => {
-            let request = UpdateStageRequest {
-                stage: Some(stage),
-                expected_revision,
-            };
-            admin.update_stage(request).await.map_err(explain)?;
-        }
-        Decision::Unchanged => {}
-    }
-    Ok((what, decision))
 }

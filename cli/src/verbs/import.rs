@@ -28,6 +28,11 @@ pub enum ImportCommand {
         /// printed as a file `pylon apply -f` takes.
         #[arg(long)]
         dry_run: bool,
+        /// Replace the definition of an existing API of that name (AWS:
+        /// put-rest-api --mode overwrite). Without it, an import only
+        /// creates.
+        #[arg(long)]
+        overwrite: bool,
         /// A CloudFormation parameter or placeholder: `Ref X`, `${X}`,
         /// `Fn::GetAtt R.A` (as NAME `R.A`). Repeatable.
         #[arg(long = "set-var", value_name = "NAME=VALUE", value_parser = parse_pair)]
@@ -52,6 +57,7 @@ pub(super) async fn import(admin: &mut Admin, command: ImportCommand) -> anyhow:
         stage,
         deploy,
         dry_run,
+        overwrite,
         variables,
         lambda_urls,
         service_urls,
@@ -88,6 +94,12 @@ pub(super) async fn import(admin: &mut Admin, command: ImportCommand) -> anyhow:
         decision => {
             let verb = match decision {
                 Decision::Update { expected_revision } => {
+                    if !overwrite {
+                        bail!(
+                            "API {} already exists (revision {expected_revision}) with another definition: give --overwrite to replace it with the document's, or --api NAME to import it as another API",
+                            desired.name
+                        );
+                    }
                     request.expected_revision = expected_revision;
                     "updated"
                 }

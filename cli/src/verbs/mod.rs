@@ -17,6 +17,7 @@ use tonic::Code;
 mod apis;
 mod apply;
 mod cluster;
+mod declarative;
 mod import;
 mod keys;
 mod named;
@@ -32,10 +33,35 @@ pub use release::{CacheCommand, CanaryCommand, DeploymentsCommand, StagesCommand
 
 #[derive(clap::Subcommand)]
 pub enum AdminCommand {
-    /// Create or update resources from a YAML or JSON file (idempotent).
+    /// Create or change what a file (or every .yaml/.yml/.json file under a
+    /// directory) describes, in one atomic batch (idempotent).
     Apply {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+    },
+    /// Show what `apply` (with --prune: `sync --prune`) would change, field
+    /// by field; exit code 0 when nothing, 2 when something would change.
+    Diff {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Also show what `sync --prune` would delete.
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Make the cluster's APIs, stages, usage plans and domain names what the
+    /// files describe, in one atomic batch; --prune also deletes those they
+    /// do not describe (API keys are never deleted).
+    Sync {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Write every API, stage, usage plan, domain name and API key (by id,
+    /// never its value) as files `apply`/`sync` take.
+    Dump {
+        #[arg(short = 'o', long = "output-dir")]
+        dir: PathBuf,
     },
     /// Import an AWS API Gateway export (OpenAPI 3 / Swagger 2).
     #[command(subcommand)]
@@ -181,7 +207,16 @@ fn parse_pair(text: &str) -> Result<(String, String), String> {
 pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Result<()> {
     let mut admin = connection.connect().await?;
     match command {
-        AdminCommand::Apply { file } => apply(&mut admin, &file).await,
+        AdminCommand::Apply { file } => declarative::apply(&mut admin, &file, false).await,
+        AdminCommand::Sync { file, prune } => declarative::apply(&mut admin, &file, prune).await,
+        AdminCommand::Diff { file, prune } => {
+            if declarative::diff(&mut admin, &file, prune).await? {
+                // Like diff(1): 2 when there are differences.
+                std::process::exit(2);
+            }
+            Ok(())
+        }
+        AdminCommand::Dump { dir } => declarative::dump(&mut admin, &dir).await,
         AdminCommand::Apis(command) => apis(&mut admin, command).await,
         AdminCommand::Import(command) => import(&mut admin, command).await,
         AdminCommand::Keys(command) => keys(&mut admin, command).await,

@@ -199,6 +199,7 @@ fn check_api(c: &mut Checker, api: &Api) {
             at(&p, "status_code"),
             "must be 200..=599 (or 0 for the type's default)",
         );
+        check_static_headers(c, &at(&p, "headers"), &response.headers);
         c.check(
             response.body_template.len() <= 8192,
             at(&p, "body_template"),
@@ -478,6 +479,7 @@ fn check_integration(c: &mut Checker, p: &str, integration: Option<&Integration>
                 "MOCK integrations have no uri",
             );
             if let Some(mock) = &integration.mock {
+                check_static_headers(c, &at(&at(p, "mock"), "headers"), &mock.headers);
                 // 1xx would leave the client waiting for a real answer.
                 c.check(
                     (200..=599).contains(&mock.status_code),
@@ -554,6 +556,10 @@ fn check_uri_params(c: &mut Checker, p: &str, uri: &str, route: &Route, websocke
 fn check_integration_uri(c: &mut Checker, p: &str, uri: &str) {
     if uri.is_empty() {
         c.fail(p, "required for HTTP and HTTP_PROXY integrations");
+        return;
+    }
+    if uri.chars().any(|ch| ch.is_control() || ch == ' ') {
+        c.fail(p, "must not contain spaces or control characters");
         return;
     }
     let mut rest = uri;
@@ -780,6 +786,27 @@ fn check_rest_templates(c: &mut Checker, p: &str, integration: &Integration) {
             check_media_type(c, &f, media_type);
             check_template_source(c, &f, source);
         }
+    }
+}
+
+/// Fixed response headers (a mock's, a gateway response's): valid names and
+/// values, and none of the headers the gateway frames the message with.
+fn check_static_headers(c: &mut Checker, p: &str, headers: &BTreeMap<String, String>) {
+    for (name, value) in headers {
+        let f = key(p, name);
+        match http::HeaderName::from_bytes(name.as_bytes()) {
+            Err(_) => c.fail(&f, "not a header name"),
+            Ok(parsed) if super::mapping::is_gateway_owned(parsed.as_str()) => c.fail(
+                &f,
+                "the gateway sets this header (message framing and the connection)",
+            ),
+            Ok(_) => {}
+        }
+        c.check(
+            http::HeaderValue::from_str(value).is_ok(),
+            &f,
+            "not a header field value (control characters such as CR and LF are not allowed)",
+        );
     }
 }
 

@@ -66,6 +66,25 @@ impl Mapping {
     }
 }
 
+/// Headers a mapping may not set or remove: they frame the message or
+/// manage the connection, and the gateway sets them from what it sends.
+const GATEWAY_OWNED: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Whether `name` (lowercase) is a header only the gateway sets.
+pub fn is_gateway_owned(name: &str) -> bool {
+    GATEWAY_OWNED.contains(&name)
+}
+
 /// Which side a mapping belongs to decides its targets and sources.
 #[derive(Clone, Copy, PartialEq)]
 pub enum Side {
@@ -89,7 +108,13 @@ pub fn compile_mappings<'a>(
             other => return Err(format!("{target}: unknown action {other}")),
         };
         let parsed = if let Some(name) = rest.strip_prefix("header.") {
-            Target::Header(HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("{target}: {e}"))?)
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("{target}: {e}"))?;
+            if GATEWAY_OWNED.contains(&name.as_str()) {
+                return Err(format!(
+                    "{target}: {name} is the gateway's to set (message framing and the connection, RFC 9110 §7.6.1, RFC 9112 §6); it cannot be mapped"
+                ));
+            }
+            Target::Header(name)
         } else if let Some(name) = rest.strip_prefix("querystring.")
             && side == Side::Request
         {
@@ -108,6 +133,19 @@ pub fn compile_mappings<'a>(
         } else {
             parse_value(value, side).map_err(|e| format!("{target}: {e}"))?
         };
+        if matches!(parsed, Target::Header(_)) {
+            // Literal text goes into a header as it is: it must be a field
+            // value (no CR, LF or other control characters).
+            for part in &value {
+                if let Part::Text(text) = part
+                    && http::HeaderValue::from_str(text).is_err()
+                {
+                    return Err(format!(
+                        "{target}: {text:?} is not a header field value (control characters such as CR and LF are not allowed)"
+                    ));
+                }
+            }
+        }
         if parsed == Target::StatusCode && value.iter().all(|p| matches!(p, Part::Text(_))) {
             // A literal status: 200..=599 (a 1xx would break the
             // connection). References are checked when they resolve.

@@ -141,6 +141,10 @@ pub(crate) fn is_name(s: &str, max: usize, extra: &[u8]) -> bool {
 }
 
 pub(crate) fn check_http_url(c: &mut Checker, path: &str, value: &str) {
+    if value.chars().any(|ch| ch.is_control() || ch == ' ') {
+        c.fail(path, "must not contain spaces or control characters");
+        return;
+    }
     let rest = value
         .strip_prefix("http://")
         .or_else(|| value.strip_prefix("https://"));

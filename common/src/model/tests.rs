@@ -148,6 +148,52 @@ fn each_bad_api_is_rejected_naming_the_field_at_fault() {
         ("routes[0].integration.response_template", |a| {
             integration(a, 0).response_template = "{% if %}".into();
         }),
+        // Hostile values and framing headers are refused before they reach
+        // a data plane.
+        (
+            "routes[0].request_parameters[\"overwrite:header.content-length\"]",
+            |a| {
+                a.routes[0].request_parameters = [(
+                    "overwrite:header.content-length".to_owned(),
+                    "$request.header.x-cl".to_owned(),
+                )]
+                .into()
+            },
+        ),
+        (
+            "routes[0].response_parameters[\"overwrite:header.transfer-encoding\"]",
+            |a| {
+                a.routes[0].response_parameters = [(
+                    "overwrite:header.transfer-encoding".to_owned(),
+                    "chunked".to_owned(),
+                )]
+                .into()
+            },
+        ),
+        ("routes[0].response_parameters[\"overwrite:header.x-nl\"]", |a| {
+            a.routes[0].response_parameters = [(
+                "overwrite:header.x-nl".to_owned(),
+                "a\r\nSet-Cookie: evil=1".to_owned(),
+            )]
+            .into()
+        }),
+        ("routes[2].integration.uri", |a| {
+            integration(a, 2).uri = "http://127.0.0.1/x\r\nX-Evil: 1".into();
+        }),
+        ("routes[0].integration.mock.headers[\"x-a\"]", |a| {
+            integration(a, 0)
+                .mock
+                .get_or_insert_default()
+                .headers
+                .insert("x-a".into(), "1\n2".into());
+        }),
+        ("routes[0].integration.mock.headers[\"content-length\"]", |a| {
+            integration(a, 0)
+                .mock
+                .get_or_insert_default()
+                .headers
+                .insert("content-length".into(), "5".into());
+        }),
         // REST-style templates and integration responses: HTTP only.
         ("routes[2].integration.responses", |a| {
             integration(a, 2).responses = vec![IntegrationResponse::default()];

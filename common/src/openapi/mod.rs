@@ -163,7 +163,11 @@ pub fn import(text: &str, options: &ImportOptions) -> Result<Imported, ImportErr
             )
         };
         if places.iter().all(|p| p.starts_with("$.info")) {
-            report.approximated("info", format!("{detail}; only the title and description use it"));
+            if places.iter().any(|p| p.starts_with("$.info.title")) && options.api_name.is_none() {
+                report.refused("info.title", format!("{detail}; or give --api NAME"));
+            } else {
+                report.approximated("info", format!("{detail}; only the title and description use it"));
+            }
         } else {
             report.refused(
                 places.first().copied().unwrap_or("$").trim_start_matches("$."),
@@ -187,7 +191,7 @@ pub fn import(text: &str, options: &ImportOptions) -> Result<Imported, ImportErr
     let schemes = security::schemes(&document, &mut report);
     api.authorizers = schemes.authorizers.clone();
     let mut cors_from_options = operation::CorsFold::default();
-    operation::paths(&document, &schemes, &mut api, &mut cors_from_options, &mut report);
+    let places = operation::paths(&document, &schemes, &mut api, &mut cors_from_options, &mut report);
     if api.cors.is_none()
         && let Some(cors) = cors_from_options.finish()
     {
@@ -204,17 +208,78 @@ pub fn import(text: &str, options: &ImportOptions) -> Result<Imported, ImportErr
     if report.has_refusals() {
         return Err(ImportError::Refused(report));
     }
+    // What the admin API would refuse, named by its place in the document.
+    if let Err(errors) = crate::model::ApiDefinition::validate(api.clone()) {
+        for error in errors.errors() {
+            let route = error
+                .path
+                .strip_prefix("routes[")
+                .and_then(|rest| rest.split_once(']'))
+                .and_then(|(i, _)| i.parse::<usize>().ok())
+                .and_then(|i| places.get(i));
+            let at = route
+                .cloned()
+                .unwrap_or_else(|| "(the API as a whole)".to_owned());
+            report.refused(at, format!("{}: {}", error.path, error.message));
+        }
+        return Err(ImportError::Refused(report));
+    }
     Ok(Imported { api, report })
 }
 
+/// How deeply brackets may nest; real exports stay under 20. (The YAML
+/// parser's own limit is reached only after work that grows with the square
+/// of the depth.)
+const MAX_NESTING: usize = 64;
+
+/// JSON is read as YAML (a superset), so a key given twice is refused in
+/// both rather than the last one silently winning.
 fn parse(text: &str) -> Result<Value, ImportError> {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('{') {
-        return serde_json::from_str(trimmed).map_err(|e| ImportError::Unreadable(e.to_string()));
-    }
+    check_nesting(text)?;
     let yaml: serde_norway::Value =
         serde_norway::from_str(text).map_err(|e| ImportError::Unreadable(e.to_string()))?;
     Ok(cfn::from_yaml(yaml))
+}
+
+/// Refuses flow collections (`[`, `{`) nested deeper than [`MAX_NESTING`],
+/// in one pass, before the parser sees them.
+fn check_nesting(text: &str) -> Result<(), ImportError> {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut single, mut double, mut escaped, mut comment) = (false, false, false, false);
+    let mut previous = '\n';
+    for c in text.chars() {
+        if comment {
+            comment = c != '\n';
+        } else if double {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => double = false,
+                _ => {}
+            }
+        } else if single {
+            single = c != '\'';
+        } else {
+            match c {
+                '"' => double = true,
+                '\'' if !previous.is_alphanumeric() => single = true,
+                '#' if previous.is_whitespace() => comment = true,
+                '[' | '{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        previous = c;
+        if deepest > MAX_NESTING {
+            return Err(ImportError::Unreadable(format!(
+                "nested deeper than {MAX_NESTING} levels"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `info.title` as a DNS label: `Pet Store (v2)` → `pet-store-v2`.
@@ -244,7 +309,24 @@ fn name_and_describe(doc: &Document<'_>, api: &mut Api, report: &mut Report) {
         Some(name) => name.clone(),
         None => dns_label(title),
     };
-    if api.name.is_empty() {
+    let unresolved = cfn::placeholders(title);
+    // A CloudFormation function left in the title was reported already.
+    let wrapped = info.and_then(|i| i.get("title")).is_some_and(Value::is_object);
+    if doc.options.api_name.is_none() && wrapped {
+        api.name.clear();
+    } else if doc.options.api_name.is_none() && !unresolved.is_empty() {
+        api.name.clear();
+        report.refused(
+            "info.title",
+            format!(
+                "the title {title:?} holds unresolved placeholders{}: give --api NAME, or --set-var for them",
+                unresolved
+                    .iter()
+                    .map(|p| format!(" ${{{p}}}"))
+                    .collect::<String>()
+            ),
+        );
+    } else if api.name.is_empty() {
         report.refused("info.title", "no title to name the API after: give --api NAME");
     } else if doc.options.api_name.is_none() {
         report.mapped("info.title", format!("API name {:?}", api.name));

@@ -36,10 +36,19 @@ const INTEGRATION_FIELDS: &[&str] = &[
     "description",
 ];
 
-pub fn paths(doc: &Document<'_>, schemes: &Schemes, api: &mut Api, cors: &mut CorsFold, report: &mut Report) {
+/// Adds a route per importable operation; returns, for each route added,
+/// the operation's place in the document.
+pub fn paths(
+    doc: &Document<'_>,
+    schemes: &Schemes,
+    api: &mut Api,
+    cors: &mut CorsFold,
+    report: &mut Report,
+) -> Vec<String> {
+    let mut places = Vec::new();
     let Some(paths) = doc.root.get("paths").and_then(Value::as_object) else {
         report.refused("paths", "the document has no paths");
-        return;
+        return places;
     };
     let validators = Validators::of(doc, report);
     for (path, item) in paths {
@@ -61,8 +70,19 @@ pub fn paths(doc: &Document<'_>, schemes: &Schemes, api: &mut Api, cors: &mut Co
             } else if key.starts_with("x-amazon-apigateway-") {
                 report.refused(&at, "an AWS extension the importer does not know here");
                 continue;
+            } else if matches!(key.as_str(), "trace" | "connect") {
+                report.refused(
+                    &at,
+                    "Pylon routes GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS and ANY only (a gateway answers TRACE and CONNECT itself)",
+                );
+                continue;
+            } else if matches!(
+                key.as_str(),
+                "parameters" | "summary" | "description" | "servers" | "$ref"
+            ) {
+                continue;
             } else {
-                // parameters, summary, description, servers, $ref, x-…
+                report.approximated(&at, "not an operation of a path item: not imported");
                 continue;
             };
             let Some(operation) = operation.as_object() else {
@@ -82,9 +102,11 @@ pub fn paths(doc: &Document<'_>, schemes: &Schemes, api: &mut Api, cors: &mut Co
                 report,
             ) {
                 api.routes.push(route);
+                places.push(at.clone());
             }
         }
     }
+    places
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -112,6 +134,15 @@ fn route(
                 "an AWS extension the importer does not know here",
             );
         }
+    }
+    if let Some(name) = operation
+        .get("x-amazon-apigateway-request-validator")
+        .and_then(Value::as_str)
+    {
+        report.mapped(
+            format!("{at}.x-amazon-apigateway-request-validator"),
+            format!("request validator {name}"),
+        );
     }
     let here = format!("{at}.x-amazon-apigateway-integration");
     let Some(raw) = operation.get("x-amazon-apigateway-integration") else {
@@ -142,7 +173,9 @@ fn route(
             .map(str::to_ascii_uppercase)
             .as_deref()
         {
-            Some("NONE") | None => {}
+            Some("NONE") | None => {
+                report.mapped(format!("{at}.x-amazon-apigateway-auth"), "no authorization")
+            }
             Some(other) => {
                 report.refused(
                     format!("{at}.x-amazon-apigateway-auth"),
@@ -222,10 +255,10 @@ fn integration(
         .get("connectionType")
         .and_then(Value::as_str)
         .unwrap_or("INTERNET");
-    if connection.eq_ignore_ascii_case("VPC_LINK") {
+    if connection.eq_ignore_ascii_case("VPC_LINK") || raw.get("connectionId").is_some() {
         report.approximated(
             format!("{at}.connectionType"),
-            "VPC_LINK: the URI is called directly (Pylon runs in your network; make the backend reachable from the data planes)",
+            "VPC_LINK (and its connectionId): the URI is called directly (Pylon runs in your network; make the backend reachable from the data planes)",
         );
     }
     if raw.get("credentials").is_some() {
@@ -265,7 +298,7 @@ fn integration(
     match kind.as_str() {
         "http_proxy" => {
             out.r#type = integration::Type::HttpProxy as i32;
-            out.uri = backend_uri(&uri, &format!("{at}.uri"), report)?;
+            out.uri = backend_uri(raw, &uri, &format!("{at}.uri"), report)?;
             if !http_method.is_empty() && http_method != "ANY" && http_method != route.method {
                 // AWS sends the integration's method: that is an HTTP integration in Pylon.
                 out.r#type = integration::Type::Http as i32;
@@ -275,11 +308,17 @@ fn integration(
         }
         "http" => {
             out.r#type = integration::Type::Http as i32;
-            out.uri = backend_uri(&uri, &format!("{at}.uri"), report)?;
+            out.uri = backend_uri(raw, &uri, &format!("{at}.uri"), report)?;
             if http_method != "ANY" {
                 out.http_method = http_method;
             }
-            report.mapped(at, format!("HTTP to {}", out.uri));
+            report.approximated(
+                at,
+                format!(
+                    "HTTP to {}: besides the mappings, Pylon passes the client's headers and query string to the backend and the backend's headers back (AWS passes only mapped ones for non-proxy integrations)",
+                    out.uri
+                ),
+            );
         }
         "mock" => {
             out.r#type = integration::Type::Mock as i32;
@@ -321,32 +360,38 @@ fn integration(
                     .get(&uri)
                     .or_else(|| action.as_ref().and_then(|a| doc.options.service_urls.get(a))),
             };
-            let Some(url) = url else {
-                let detail = match (&function, &action) {
-                    (Some(f), _) => format!(
-                        "Lambda function {f} (non-proxy): give the URL that serves it with --lambda-url {f}=URL"
-                    ),
-                    (None, Some(a)) => format!(
-                        "AWS service action {a} ({uri}): give the URL that serves it with --service-url {a}=URL"
-                    ),
-                    (None, None) => format!(
-                        "AWS service integration {uri}: give the URL that serves it with --service-url '{uri}'=URL"
-                    ),
-                };
-                report.refused(at, detail);
-                return None;
-            };
             out.r#type = integration::Type::Http as i32;
-            out.uri = url.clone();
             out.http_method = if http_method.is_empty() || http_method == "ANY" {
                 "POST".into()
             } else {
                 http_method
             };
-            report.approximated(
-                at,
-                format!("AWS integration → HTTP {} to {url}: that URL gets what the request templates make, as AWS's service would", out.http_method),
-            );
+            match url {
+                Some(url) => {
+                    out.uri = url.clone();
+                    report.approximated(
+                        at,
+                        format!("AWS integration → HTTP {} to {url}: that URL gets what the request templates make, as AWS's service would", out.http_method),
+                    );
+                }
+                None => {
+                    let detail = match (&function, &action) {
+                        (Some(f), _) => format!(
+                            "Lambda function {f} (non-proxy): give the URL that serves it with --lambda-url {f}=URL"
+                        ),
+                        (None, Some(a)) => format!(
+                            "AWS service action {a} ({uri}): give the URL that serves it with --service-url {a}=URL"
+                        ),
+                        (None, None) => format!(
+                            "AWS service integration {uri}: give the URL that serves it with --service-url '{uri}'=URL"
+                        ),
+                    };
+                    report.refused(at, detail);
+                    // The templates and responses are still examined, so
+                    // the report names everything to fix at once.
+                    ok = false;
+                }
+            }
         }
         other => {
             report.refused(at, format!("integration type {other:?} has no Pylon equivalent"));
@@ -451,8 +496,12 @@ fn integration(
     ok.then_some(out)
 }
 
-/// A backend URI: an absolute http(s) URL once placeholders are filled.
-fn backend_uri(uri: &str, at: &str, report: &mut Report) -> Option<String> {
+/// A backend URI: an absolute http(s) URL once placeholders are filled. (A
+/// CloudFormation function left unresolved was reported already.)
+fn backend_uri(raw: &Map<String, Value>, uri: &str, at: &str, report: &mut Report) -> Option<String> {
+    if raw.get("uri").is_some_and(Value::is_object) {
+        return None;
+    }
     let placeholders = super::cfn::placeholders(uri);
     if !placeholders.is_empty() {
         report.refused(
@@ -583,13 +632,24 @@ fn integration_responses(
     let mut ok = true;
     for (pattern, response) in responses {
         let here = format!("{at}.{pattern}");
+        let Some(status_code) = status_of(response.get("statusCode")) else {
+            report.refused(
+                format!("{here}.statusCode"),
+                format!(
+                    "{}: a method response status (200..=599) is required",
+                    short_value(response.get("statusCode"))
+                ),
+            );
+            ok = false;
+            continue;
+        };
         let mut compiled = IntegrationResponse {
             selection_pattern: if pattern == "default" {
                 String::new()
             } else {
                 pattern.clone()
             },
-            status_code: status_of(response.get("statusCode")).unwrap_or(0),
+            status_code,
             ..Default::default()
         };
         if let Some(parameters) = response.get("responseParameters").and_then(Value::as_object) {
@@ -648,11 +708,21 @@ fn integration_responses(
     ok.then_some(out)
 }
 
+/// A status code as AWS writes it (`"200"` or `200`): three digits,
+/// 200..=599.
 fn status_of(value: Option<&Value>) -> Option<u32> {
-    match value? {
-        Value::String(s) => s.parse().ok(),
-        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        _ => None,
+    let status = match value? {
+        Value::String(s) if s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok()?,
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok())?,
+        _ => return None,
+    };
+    (200..=599).contains(&status).then_some(status)
+}
+
+fn short_value(value: Option<&Value>) -> String {
+    match value {
+        None => "missing".to_owned(),
+        Some(v) => v.to_string().chars().take(40).collect(),
     }
 }
 
@@ -676,12 +746,21 @@ fn mock(
             return None;
         }
         if !text.trim().is_empty() {
-            match serde_json::from_str::<Value>(&text)
+            let named = serde_json::from_str::<Value>(&text)
                 .ok()
-                .and_then(|v| status_of(v.get("statusCode")))
-            {
-                Some(s) => status = s,
-                None => report.approximated(format!("{at}.requestTemplates"), "names no statusCode: 200"),
+                .and_then(|v| v.get("statusCode").cloned());
+            match (&named, status_of(named.as_ref())) {
+                (_, Some(s)) => status = s,
+                (None, _) => {
+                    report.approximated(format!("{at}.requestTemplates"), "names no statusCode: 200")
+                }
+                (Some(other), None) => {
+                    report.refused(
+                        format!("{at}.requestTemplates"),
+                        format!("statusCode {other} is not a status (200..=599)"),
+                    );
+                    return None;
+                }
             }
         }
     }
@@ -698,8 +777,18 @@ fn mock(
             .or_else(|| responses.iter().find(|(p, _)| p.as_str() == "default"));
         if let Some((pattern, response)) = selected {
             let here = format!("{at}.responses.{pattern}");
-            if let Some(code) = status_of(response.get("statusCode")) {
-                mock.status_code = code;
+            match status_of(response.get("statusCode")) {
+                Some(code) => mock.status_code = code,
+                None => {
+                    report.refused(
+                        format!("{here}.statusCode"),
+                        format!(
+                            "{}: a method response status (200..=599) is required",
+                            short_value(response.get("statusCode"))
+                        ),
+                    );
+                    return None;
+                }
             }
             if let Some(parameters) = response.get("responseParameters").and_then(Value::as_object) {
                 for (target, source) in parameters {
@@ -828,6 +917,10 @@ impl Validators {
                 match parameter.get("in").and_then(Value::as_str) {
                     Some("query") => validation.required_query.push(pname),
                     Some("header") => validation.required_headers.push(pname),
+                    Some("cookie") => report.approximated(
+                        format!("{at}.parameters"),
+                        format!("required cookie {pname}: cookies are not validated (AWS does not validate them either)"),
+                    ),
                     _ => {}
                 }
             }
@@ -839,8 +932,7 @@ impl Validators {
                         validation.body_models.insert(media_type, model);
                     }
                     None => report.approximated(
-                        format!("{at}.requestBody"),
-                        "an inline body schema (not a named model) is not validated: name it under definitions/components.schemas",
+                        format!("{at}.{}", if doc.dialect == Dialect::Swagger2 { "parameters" } else { "requestBody" }),"an inline body schema (not a named model) is not validated: name it under definitions/components.schemas",
                     ),
                 }
             }

@@ -51,6 +51,12 @@ pub fn schemes(doc: &Document<'_>, report: &mut Report) -> Schemes {
             .get("x-amazon-apigateway-authtype")
             .and_then(Value::as_str)
             .unwrap_or("");
+        if !authtype.is_empty() && !authtype.eq_ignore_ascii_case("awsSigv4") {
+            report.approximated(
+                format!("{here}.x-amazon-apigateway-authtype"),
+                "a label for AWS's console: not imported",
+            );
+        }
         if authtype.eq_ignore_ascii_case("awsSigv4") {
             report.refused(&here, "IAM (SigV4) authorization has no Pylon equivalent");
             out.refused.insert(name.clone());
@@ -205,6 +211,9 @@ fn authorizer_of(
             let mut detail = format!(
                 "{kind} authorizer → request authorizer {authorizer_name} calling {url} (Pylon's request-authorizer call, not a Lambda event; docs/request-phase.md), decisions cached {ttl} s"
             );
+            if raw.get("authorizerCredentials").is_some() {
+                detail.push_str("; authorizerCredentials (an IAM role) is not used");
+            }
             if raw.get("identityValidationExpression").is_some() {
                 detail.push_str(
                     "; identityValidationExpression is not checked (the authorizer sees every token)",

@@ -92,9 +92,12 @@ pub fn escape_minijinja(text: &str) -> String {
         }
         out.push(c);
     }
+    // minijinja drops one final newline of a template.
+    if out.ends_with('\n') {
+        out.push('\n');
+    }
     out
 }
-
 /// A gateway response's template: Pylon reads AWS's own text form with
 /// `$context.error.messageString`, `$context.error.message` and
 /// `$context.requestId` (docs/request-phase.md), so those references are
@@ -196,6 +199,8 @@ mod tests {
             "{",
             "}}{",
             "{{{",
+            "line1\n",
+            "a\n\n",
         ] {
             let template = convert(text).expect("static");
             let env = crate::model::template::environment();

@@ -352,3 +352,82 @@ fn a_yaml_alias_bomb_is_refused_not_expanded() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
 }
+
+fn minimal(extra_operation: &str) -> String {
+    format!(
+        r#"{{"swagger": "2.0", "info": {{"title": "T"}}, "paths": {{"/a": {{"get": {{"x-amazon-apigateway-integration": {{"type": "http_proxy", "httpMethod": "GET", "uri": "http://127.0.0.1:9/a"}}}}{extra_operation}}}}}}}"#
+    )
+}
+
+#[test]
+fn deep_nesting_is_refused_at_once_in_yaml_and_json() {
+    for document in [
+        format!(
+            "swagger: \"2.0\"\ninfo: {{title: t}}\npaths: {{}}\nx-deep: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        ),
+        format!(
+            "{{\"swagger\": \"2.0\", \"x\": {}{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            import(&document, &options(&[])),
+            Err(ImportError::Unreadable(_))
+        ));
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
+fn a_key_given_twice_is_refused_rather_than_the_last_one_winning() {
+    let document = minimal(
+        r#", "get": {"x-amazon-apigateway-integration": {"type": "http_proxy", "httpMethod": "GET", "uri": "http://127.0.0.1:9/b"}}"#,
+    );
+    assert!(matches!(
+        import(&document, &options(&[])),
+        Err(ImportError::Unreadable(_))
+    ));
+}
+
+#[test]
+fn trace_operations_and_statuses_that_are_not_statuses_are_refused_by_name() {
+    let report = refused(import(&minimal(r#", "trace": {}"#), &options(&[])));
+    assert_eq!(refused_paths(&report), ["paths./a.trace"]);
+    for status in [r#""abc""#, r#""2e2""#, r#"" 200 ""#, "99"] {
+        let document = format!(
+            r#"{{"swagger": "2.0", "info": {{"title": "T"}}, "paths": {{"/a": {{"get": {{"x-amazon-apigateway-integration": {{"type": "http", "httpMethod": "GET", "uri": "http://127.0.0.1:9/a", "responses": {{"default": {{"statusCode": {status}}}}}}}}}}}}}}}"#
+        );
+        let report = refused(import(&document, &options(&[])));
+        assert_eq!(
+            refused_paths(&report),
+            ["paths./a.get.x-amazon-apigateway-integration.responses.default.statusCode"],
+            "{status}"
+        );
+    }
+}
+
+#[test]
+fn what_the_admin_api_would_refuse_is_named_by_its_place_in_the_document() {
+    let document = r#"{"swagger": "2.0", "info": {"title": "T"}, "paths": {"/a": {"get": {"x-amazon-apigateway-integration": {"type": "http", "httpMethod": "GET", "uri": "http://127.0.0.1:9/a", "responses": {"[": {"statusCode": "400"}}}}}}}"#;
+    let report = refused(import(document, &options(&[])));
+    let note = report.with(Outcome::Refused).next().expect("a refusal");
+    assert_eq!(note.path, "paths./a.get");
+    assert!(note.detail.contains("selection_pattern"), "{note}");
+}
+
+#[test]
+fn a_title_with_unfilled_placeholders_does_not_name_the_api() {
+    let document = minimal("").replace("\"T\"", "\"${Name} API\"");
+    let report = refused(import(&document, &options(&[])));
+    assert!(report.to_string().contains("--api NAME"), "{report}");
+    let imported = imported(import(&document, &options(&[("Name", "Orders")])));
+    assert_eq!(imported.api.name, "orders-api");
+}

@@ -8,6 +8,7 @@
 //! deterministically, so a race between two writers still ends in one winner
 //! and an `ABORTED`/`ALREADY_EXISTS` for the other.
 
+mod batch;
 mod cluster;
 mod ids;
 mod import;
@@ -305,8 +306,18 @@ impl AdminApi {
     /// keys on an HTTP API's. Checked on local state, before proposing (the
     /// state machine does not judge it, so old logs replay unchanged).
     fn check_stage_protocol(&self, stage: &config::Stage) -> Result<(), Status> {
+        self.check_stage_protocol_with(stage, None)
+    }
+
+    /// The same, judged against `api` when given (an API stored by the same
+    /// batch), else the stored API.
+    fn check_stage_protocol_with(
+        &self,
+        stage: &config::Stage,
+        api: Option<&config::Api>,
+    ) -> Result<(), Status> {
         let state = self.state();
-        let Some(api) = state.api(&stage.api) else {
+        let Some(api) = api.or_else(|| state.api(&stage.api)) else {
             return Ok(());
         };
         let websocket = api.protocol == config::api::Protocol::Websocket as i32;
@@ -400,6 +411,7 @@ fn op_name(command: &Command) -> &'static str {
         Some(Op::FlushStageCache(_)) => "flush_stage_cache",
         Some(Op::SetClusterId(_)) => "set_cluster_id",
         Some(Op::NoteUsageReset(_)) => "note_usage_reset",
+        Some(Op::Batch(_)) => "batch",
         None => "none",
     }
 }
@@ -495,6 +507,13 @@ impl AdminService for AdminApi {
         let request = request.into_inner();
         self.put_named(&origin, request.api, Some(request.expected_revision))
             .await
+    }
+
+    async fn apply_batch(
+        &self,
+        request: Request<ApplyBatchRequest>,
+    ) -> Result<Response<ApplyBatchResponse>, Status> {
+        self.batch(request).await
     }
 
     async fn import_api(

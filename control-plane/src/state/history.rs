@@ -17,8 +17,8 @@ use prost::Message as _;
 use pylon_common::ErrorCode;
 use pylon_proto::config::v1::{Resource, resource::Kind};
 use pylon_proto::raft::v1::{
-    AuditRecord, Command, Refusal, RememberedRequest, ResourceRef, command::Op, remembered_request::Outcome,
-    resource_ref,
+    AuditRecord, BatchOutcome, Command, Refusal, RememberedRequest, ResourceRef, command::Op,
+    remembered_request::Outcome, resource_ref,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -220,6 +220,11 @@ fn target(command: &Command) -> ResourceRef {
         Some(Op::FlushStageCache(f)) => reference(K::Stage, &f.api, &f.stage),
         Some(Op::SetClusterId(set)) => reference(K::Unspecified, "", &set.cluster_id),
         Some(Op::NoteUsageReset(note)) => reference(K::UsagePlan, "", &note.usage_plan),
+        Some(Op::Batch(batch)) => reference(
+            K::Unspecified,
+            "",
+            &format!("batch of {} changes", batch.ops.len()),
+        ),
         None => reference(K::Unspecified, "", ""),
     }
 }
@@ -234,7 +239,36 @@ fn stored(applied: &Applied) -> Outcome {
         Applied::DomainName(domain) => resource(Kind::DomainName(domain.clone())),
         Applied::Deployment(deployment) => Outcome::Deployment(deployment.clone()),
         Applied::Deleted | Applied::ClusterNamed | Applied::Noted => Outcome::Deleted(true),
+        Applied::Batch(applied) => {
+            let (stored, deleted) = batch_outcome(applied);
+            Outcome::Batch(BatchOutcome { stored, deleted })
+        }
     }
+}
+
+/// A batch's puts as resources, in order, and its count of deletes.
+pub fn batch_outcome(applied: &[Applied]) -> (Vec<Resource>, u32) {
+    let mut stored = Vec::new();
+    let mut deleted = 0;
+    for one in applied {
+        match stored_resource(one) {
+            Some(resource) => stored.push(resource),
+            None => deleted += 1,
+        }
+    }
+    (stored, deleted)
+}
+
+fn stored_resource(applied: &Applied) -> Option<Resource> {
+    let kind = match applied {
+        Applied::Api(api) => Kind::Api(api.clone()),
+        Applied::Stage(stage) => Kind::Stage(stage.clone()),
+        Applied::ApiKey(key) => Kind::ApiKey(key.clone()),
+        Applied::UsagePlan(plan) => Kind::UsagePlan(plan.clone()),
+        Applied::DomainName(domain) => Kind::DomainName(domain.clone()),
+        _ => return None,
+    };
+    Some(Resource { kind: Some(kind) })
 }
 
 fn outcome(first: &RememberedRequest) -> Result<Applied, CommandError> {
@@ -248,6 +282,22 @@ fn outcome(first: &RememberedRequest) -> Result<Applied, CommandError> {
         }),
         Some(Outcome::Deployment(deployment)) => Ok(Applied::Deployment(deployment.clone())),
         Some(Outcome::Deleted(_)) => Ok(Applied::Deleted),
+        Some(Outcome::Batch(batch)) => {
+            let mut applied: Vec<Applied> = batch
+                .stored
+                .iter()
+                .filter_map(|r| r.kind.clone())
+                .map(|kind| match kind {
+                    Kind::Api(api) => Applied::Api(api),
+                    Kind::Stage(stage) => Applied::Stage(stage),
+                    Kind::ApiKey(key) => Applied::ApiKey(key),
+                    Kind::UsagePlan(plan) => Applied::UsagePlan(plan),
+                    Kind::DomainName(domain) => Applied::DomainName(domain),
+                })
+                .collect();
+            applied.extend((0..batch.deleted).map(|_| Applied::Deleted));
+            Ok(Applied::Batch(applied))
+        }
         Some(Outcome::Refusal(refusal)) => Err(CommandError {
             code: ErrorCode::from_grpc(tonic::Code::from_i32(refusal.code)),
             message: refusal.message.clone(),

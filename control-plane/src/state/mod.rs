@@ -22,8 +22,8 @@ use pylon_common::ErrorCode;
 use pylon_common::ids::{ApiKeyId, ApiName, DeploymentId, DomainNameId, StageName, UsagePlanName};
 use pylon_proto::config::v1::{Api, ApiKey, Deployment, DomainName, Stage, UsagePlan, resource::Kind};
 use pylon_proto::raft::v1::{
-    Command, CreateDeployment, Delete, FlushStageCache, PromoteCanary, Put, RollbackStage, SetClusterId,
-    StateImage, command::Op, resource_ref,
+    Batch, Command, CreateDeployment, Delete, FlushStageCache, PromoteCanary, Put, RollbackStage,
+    SetClusterId, StateImage, batch_op, command::Op, resource_ref,
 };
 use pylon_proto::wkt::Timestamp;
 use std::collections::BTreeMap;
@@ -58,6 +58,8 @@ pub enum Applied {
     ClusterNamed,
     /// Only the audit log changed (a usage reset).
     Noted,
+    /// A batch: what each of its changes produced, in order.
+    Batch(Vec<Applied>),
 }
 
 /// What an accepted command changes, decided by [`State::plan`] without
@@ -81,6 +83,12 @@ enum Change {
     ClusterId(String),
     /// Nothing but the audit record.
     Nothing,
+    /// A batch, carried out on a copy of the resources: the copy replaces
+    /// them.
+    Batch {
+        resources: Box<State>,
+        applied: Vec<Applied>,
+    },
 }
 
 type StageKey = (ApiName, StageName);
@@ -154,9 +162,23 @@ pub fn changes_served_config(command: &Command) -> bool {
         | Some(Op::RollbackStage(_))
         | Some(Op::FlushStageCache(_))
         | Some(Op::SetClusterId(_)) => true,
+        Some(Op::Batch(batch)) => batch.ops.iter().any(|op| {
+            let single = Command {
+                op: match &op.op {
+                    Some(batch_op::Op::Put(put)) => Some(Op::Put(put.clone())),
+                    Some(batch_op::Op::Delete(delete)) => Some(Op::Delete(delete.clone())),
+                    None => None,
+                },
+                ..Default::default()
+            };
+            changes_served_config(&single)
+        }),
         Some(Op::NoteUsageReset(_)) | None => false,
     }
 }
+
+/// The most changes one batch may carry.
+pub const MAX_BATCH_CHANGES: usize = 10_000;
 
 impl State {
     pub fn config_version(&self) -> u64 {
@@ -212,6 +234,57 @@ impl State {
             Some(Op::FlushStageCache(flush)) => self.flush_stage_cache(index, at, flush),
             Some(Op::SetClusterId(set)) => self.set_cluster_id(set),
             Some(Op::NoteUsageReset(_)) => Ok(Change::Nothing),
+            Some(Op::Batch(batch)) => self.batch(index, at, batch),
+        }
+    }
+
+    /// Plans and carries out each change of a batch, in order, on a copy of
+    /// the resources (cheap: they are shared), so a later change sees the
+    /// earlier ones; the first refusal refuses the whole batch, naming the
+    /// change (`changes[3]: …`).
+    fn batch(&self, index: u64, at: Option<Timestamp>, batch: &Batch) -> Result<Change, CommandError> {
+        if batch.ops.is_empty() {
+            return fail(ErrorCode::InvalidArgument, "changes: at least one");
+        }
+        if batch.ops.len() > MAX_BATCH_CHANGES {
+            return fail(
+                ErrorCode::InvalidArgument,
+                format!("changes: at most {MAX_BATCH_CHANGES} in one batch"),
+            );
+        }
+        let mut scratch = self.resources();
+        let mut applied = Vec::with_capacity(batch.ops.len());
+        for (i, op) in batch.ops.iter().enumerate() {
+            let change = match &op.op {
+                Some(batch_op::Op::Put(put)) => scratch.put(index, at, put),
+                Some(batch_op::Op::Delete(delete)) => scratch.delete(delete),
+                None => fail(ErrorCode::InvalidArgument, "an empty change"),
+            }
+            .map_err(|e| CommandError {
+                code: e.code,
+                message: format!("changes[{i}]: {}", e.message),
+            })?;
+            applied.push(scratch.commit(index, change));
+        }
+        Ok(Change::Batch {
+            resources: Box::new(scratch),
+            applied,
+        })
+    }
+
+    /// A copy of the resources (not the history, members or cluster id).
+    fn resources(&self) -> State {
+        State {
+            config_version: self.config_version,
+            apis: self.apis.clone(),
+            deployments: self.deployments.clone(),
+            stages: self.stages.clone(),
+            api_keys: self.api_keys.clone(),
+            usage_plans: self.usage_plans.clone(),
+            domain_names: self.domain_names.clone(),
+            members: BTreeMap::new(),
+            cluster_id: String::new(),
+            history: history::History::default(),
         }
     }
 
@@ -293,6 +366,16 @@ impl State {
                 Applied::ClusterNamed
             }
             Change::Nothing => Applied::Noted,
+            Change::Batch { resources, applied } => {
+                let resources = *resources;
+                self.apis = resources.apis;
+                self.deployments = resources.deployments;
+                self.stages = resources.stages;
+                self.api_keys = resources.api_keys;
+                self.usage_plans = resources.usage_plans;
+                self.domain_names = resources.domain_names;
+                Applied::Batch(applied)
+            }
         }
     }
 

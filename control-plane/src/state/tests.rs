@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use pylon_proto::config::v1::{
     ApiStageRef, BasePathMapping, CanarySettings, Integration, MockResponse, Resource, Route, integration,
 };
-use pylon_proto::raft::v1::ResourceRef;
+use pylon_proto::raft::v1::{BatchOp, ResourceRef};
 
 fn at(seconds: i64) -> Option<Timestamp> {
     Some(Timestamp { seconds, nanos: 0 })
@@ -741,4 +741,99 @@ fn the_cluster_is_named_once() {
     );
     assert_eq!(state.cluster_id(), "first");
     assert_eq!(State::from_image(state.to_image()).cluster_id(), "first");
+}
+
+/// A batch of the single commands' operations.
+fn batch(commands: Vec<Command>) -> Command {
+    let ops = commands
+        .into_iter()
+        .map(|c| BatchOp {
+            op: match c.op {
+                Some(Op::Put(put)) => Some(batch_op::Op::Put(put)),
+                Some(Op::Delete(delete)) => Some(batch_op::Op::Delete(delete)),
+                other => panic!("not in a batch: {other:?}"),
+            },
+        })
+        .collect();
+    command(Op::Batch(Batch { ops }))
+}
+
+#[test]
+fn a_batch_applies_in_order_so_later_changes_see_earlier_ones() {
+    let mut state = State::default();
+    state
+        .apply(1, &put(Kind::Api(api("old", "v1")), true, 0))
+        .expect("old");
+    let plan = UsagePlan {
+        name: "gold".into(),
+        api_stages: vec![ApiStageRef {
+            api: "pets".into(),
+            stage: "prod".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let stage = Stage {
+        api: "pets".into(),
+        name: "prod".into(),
+        ..Default::default()
+    };
+    let applied = state
+        .apply(
+            7,
+            &batch(vec![
+                put(Kind::Api(api("pets", "v1")), true, 0),
+                put(Kind::Stage(stage), true, 0),
+                put(Kind::UsagePlan(plan), true, 0),
+                delete(resource_ref::Kind::Api, "", "old"),
+            ]),
+        )
+        .expect("applied");
+    let Applied::Batch(each) = applied else {
+        panic!("a batch answer: {applied:?}");
+    };
+    assert_eq!(each.len(), 4);
+    assert!(matches!(each[3], Applied::Deleted));
+    assert_eq!(state.usage_plan("gold").map(|p| p.revision), Some(7));
+    assert!(state.api("old").is_none());
+    assert_eq!(state.config_version(), 7);
+}
+
+#[test]
+fn a_batch_with_one_refused_change_changes_nothing_and_names_the_change() {
+    let mut state = State::default();
+    state
+        .apply(1, &put(Kind::Api(api("pets", "v1")), true, 0))
+        .expect("pets");
+    let before = resources(&state);
+    let refused = state
+        .apply(
+            2,
+            &batch(vec![
+                put(Kind::Api(api("cats", "v1")), true, 0),
+                // Stale revision: the batch must not half-apply.
+                put(Kind::Api(api("pets", "v2")), false, 99),
+            ]),
+        )
+        .expect_err("refused");
+    assert_eq!(refused.code, ErrorCode::Conflict);
+    assert!(refused.message.starts_with("changes[1]: "), "{}", refused.message);
+    assert_eq!(resources(&state).apis, before.apis);
+    assert!(state.api("cats").is_none());
+    // The refusal is audited like any other command.
+    assert_eq!(state.history().audit_len(), 2);
+}
+
+#[test]
+fn a_batch_retried_with_its_key_answers_the_first_outcome() {
+    let mut state = State::default();
+    let first = keyed(
+        batch(vec![put(Kind::Api(api("pets", "v1")), true, 0)]),
+        "ci",
+        "k1",
+    );
+    let applied = state.apply(3, &first).expect("applied");
+    let again = state.apply(4, &first).expect("replayed");
+    assert_eq!(applied, again);
+    assert_eq!(state.api("pets").map(|a| a.revision), Some(3));
 }
