@@ -4,6 +4,7 @@ mod admin;
 mod cache;
 mod cli;
 mod cluster;
+mod declarative;
 mod front_door;
 mod gateway;
 mod import;
