@@ -226,6 +226,39 @@ async fn an_aws_export_imported_with_the_cli_serves_as_aws_would() {
         "{:?}",
         seen.last().map(|r| r.path().to_owned())
     );
+
+    // Exported from the stage and imported under another name: the same API.
+    let exported = pylon_cli(
+        &endpoint,
+        &["export", "openapi", "reqvalidators-sample", "--stage", "prod"],
+    )
+    .expect("export");
+    assert!(exported.contains("openapi: 3.0.3"), "{exported}");
+    let export_file = dir.path().join("exported.yaml");
+    std::fs::write(&export_file, &exported).expect("write");
+    pylon_cli(
+        &endpoint,
+        &[
+            "import",
+            "openapi",
+            &export_file.display().to_string(),
+            "--api",
+            "copy",
+        ],
+    )
+    .expect("import the export");
+    let get = |name: &str| GetApiRequest {
+        name: name.into(),
+        ..Default::default()
+    };
+    let original = admin
+        .get_api(get("reqvalidators-sample"))
+        .await
+        .expect("original")
+        .into_inner();
+    let copy = admin.get_api(get("copy")).await.expect("copy").into_inner();
+    assert_eq!(copy.routes, original.routes);
+    assert_eq!(copy.models, original.models);
 }
 
 #[tokio::test]

@@ -170,3 +170,46 @@ fn report(format: output::Format, response: &ImportApiResponse, summary: &str) -
     }
     Ok(())
 }
+
+#[derive(clap::Subcommand)]
+pub enum ExportCommand {
+    /// An API as an OpenAPI 3.0.3 document carrying Pylon's definition
+    /// (x-pylon-* extensions): `pylon import openapi` gives the same API back.
+    Openapi {
+        api: String,
+        /// The deployment this stage serves instead of the current definition.
+        #[arg(long)]
+        stage: Option<String>,
+        #[arg(long, value_parser = ["yaml", "json"], default_value = "yaml")]
+        format: String,
+        /// Also write AWS's x-amazon-apigateway-* extensions where they exist.
+        #[arg(long)]
+        aws_extensions: bool,
+    },
+}
+
+pub(super) async fn export(admin: &mut Admin, command: ExportCommand) -> anyhow::Result<()> {
+    let ExportCommand::Openapi {
+        api,
+        stage,
+        format,
+        aws_extensions,
+    } = command;
+    let document = admin
+        .get_export(GetExportRequest {
+            api,
+            stage: stage.unwrap_or_default(),
+            aws_extensions,
+            format,
+            consistency: ReadConsistency::Linearizable as i32,
+        })
+        .await
+        .map_err(explain)?
+        .into_inner()
+        .document;
+    print!("{document}");
+    if !document.ends_with('\n') {
+        println!();
+    }
+    Ok(())
+}

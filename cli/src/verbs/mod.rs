@@ -26,7 +26,7 @@ mod release;
 use self::{apis::*, apply::*, cluster::*, import::*, keys::*, named::*, release::*};
 pub use apis::{ApisCommand, AuthorizersCommand};
 pub use cluster::{AuditCommand, ClusterCommand};
-pub use import::ImportCommand;
+pub use import::{ExportCommand, ImportCommand};
 pub use keys::KeysCommand;
 pub use named::{DomainsCommand, UsageCommand, UsagePlansCommand};
 pub use release::{CacheCommand, CanaryCommand, DeploymentsCommand, StagesCommand};
@@ -66,6 +66,9 @@ pub enum AdminCommand {
     /// Import an AWS API Gateway export (OpenAPI 3 / Swagger 2).
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Export an API as OpenAPI 3.
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// APIs.
     #[command(subcommand)]
     Apis(ApisCommand),
@@ -219,6 +222,7 @@ pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Resu
         AdminCommand::Dump { dir } => declarative::dump(&mut admin, &dir).await,
         AdminCommand::Apis(command) => apis(&mut admin, command).await,
         AdminCommand::Import(command) => import(&mut admin, command).await,
+        AdminCommand::Export(command) => export(&mut admin, command).await,
         AdminCommand::Keys(command) => keys(&mut admin, command).await,
         AdminCommand::UsagePlans(command) => usage_plans(&mut admin, command).await,
         AdminCommand::Domains(command) => domains(&mut admin, command).await,

@@ -10,14 +10,15 @@
 //! the API through the same validation as `CreateApi`.
 
 mod cfn;
+mod export;
 mod operation;
 mod report;
 mod security;
 mod template;
 
-pub use report::{Note, Outcome, Report};
-
+pub use export::{ExportOptions, export};
 use pylon_proto::config::v1::{Api, Cors, GatewayResponse, ResourcePolicy, api};
+pub use report::{Note, Outcome, Report};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -149,6 +150,9 @@ pub fn import(text: &str, options: &ImportOptions) -> Result<Imported, ImportErr
         }
     };
     let mut report = Report::default();
+    if let Some(pylon) = root.get("x-pylon-api") {
+        return import_exported(root, pylon, dialect, options);
+    }
     for (name, places) in &missing {
         let places: Vec<_> = places.iter().map(String::as_str).collect();
         let detail = if name.starts_with("Fn::") {
@@ -227,6 +231,80 @@ pub fn import(text: &str, options: &ImportOptions) -> Result<Imported, ImportErr
     Ok(Imported { api, report })
 }
 
+/// A document Pylon exported: the definition it carries in `x-pylon-api`
+/// and each operation's `x-pylon-route`, taken as they are (the rest of the
+/// document describes them for other tools).
+fn import_exported(
+    root: &Map<String, Value>,
+    pylon: &Value,
+    dialect: Dialect,
+    options: &ImportOptions,
+) -> Result<Imported, ImportError> {
+    let mut report = Report::default();
+    let mut api: Api = match serde_json::from_value(pylon.clone()) {
+        Ok(api) => api,
+        Err(e) => {
+            report.refused("x-pylon-api", format!("not a Pylon API definition: {e}"));
+            return Err(ImportError::Refused(report));
+        }
+    };
+    api.routes.clear();
+    if let Some(name) = &options.api_name {
+        api.name = name.clone();
+    }
+    report.mapped("x-pylon-api", "the API's definition as Pylon exported it");
+    if dialect != Dialect::OpenApi3 {
+        report.approximated("swagger", "a Pylon export is OpenAPI 3");
+    }
+    let mut places = Vec::new();
+    if let Some(paths) = root.get("paths").and_then(Value::as_object) {
+        for (path, item) in paths {
+            let Some(item) = item.as_object() else { continue };
+            for (key, operation) in item {
+                let method = if key == "x-amazon-apigateway-any-method" {
+                    "ANY".to_owned()
+                } else if ["get", "put", "post", "delete", "options", "head", "patch"].contains(&key.as_str())
+                {
+                    key.to_ascii_uppercase()
+                } else {
+                    continue;
+                };
+                let at = format!("paths.{path}.{key}");
+                match operation.get("x-pylon-route").map(|r| serde_json::from_value::<pylon_proto::config::v1::Route>(r.clone())) {
+                    Some(Ok(route)) if route.path == *path && route.method == method => {
+                        report.mapped(format!("{at}.x-pylon-route"), "the route as Pylon exported it");
+                        api.routes.push(route);
+                        places.push(at);
+                    }
+                    Some(Ok(route)) => report.refused(
+                        format!("{at}.x-pylon-route"),
+                        format!("is the route {} {}, not {method} {path}: the document was edited", route.method, route.path),
+                    ),
+                    Some(Err(e)) => report.refused(format!("{at}.x-pylon-route"), format!("not a Pylon route: {e}")),
+                    None => report.refused(
+                        &at,
+                        "an operation without x-pylon-route in a document with x-pylon-api: export it again from Pylon, or remove x-pylon-api to import the AWS extensions",
+                    ),
+                }
+            }
+        }
+    }
+    if report.has_refusals() {
+        return Err(ImportError::Refused(report));
+    }
+    match crate::model::ApiDefinition::validate(api) {
+        Ok(valid) => Ok(Imported {
+            api: valid.into_proto(),
+            report,
+        }),
+        Err(errors) => {
+            for error in errors.errors() {
+                report.refused("x-pylon-api", format!("{}: {}", error.path, error.message));
+            }
+            Err(ImportError::Refused(report))
+        }
+    }
+}
 /// How deeply brackets may nest; real exports stay under 20. (The YAML
 /// parser's own limit is reached only after work that grows with the square
 /// of the depth.)

@@ -431,3 +431,125 @@ fn a_title_with_unfilled_placeholders_does_not_name_the_api() {
     let imported = imported(import(&document, &options(&[("Name", "Orders")])));
     assert_eq!(imported.api.name, "orders-api");
 }
+
+mod round_trip {
+    use super::*;
+    use proptest::prelude::*;
+    use pylon_proto::config::v1::{
+        Authorization, Cors, Integration, IntegrationResponse, MockResponse, RequestValidation, Route,
+    };
+
+    fn integration_strategy() -> impl Strategy<Value = Integration> {
+        prop_oneof![
+            ("[a-z]{1,8}", 50u32..29_000).prop_map(|(p, t)| Integration {
+                r#type: integration::Type::HttpProxy as i32,
+                uri: format!("http://127.0.0.1:9/{p}"),
+                timeout_ms: t,
+                ..Default::default()
+            }),
+            ("[a-z]{1,8}", "[ -~]{0,40}", any::<bool>()).prop_map(|(p, template, responses)| Integration {
+                r#type: integration::Type::Http as i32,
+                uri: format!("https://backend.test/{p}"),
+                http_method: "POST".into(),
+                request_templates: [("application/json".to_owned(), template.replace('{', "("))].into(),
+                responses: if responses {
+                    vec![
+                        IntegrationResponse {
+                            selection_pattern: "2\\d{2}".into(),
+                            status_code: 200,
+                            ..Default::default()
+                        },
+                        IntegrationResponse {
+                            status_code: 502,
+                            response_parameters: [("overwrite:header.x-failed".to_owned(), "yes".to_owned())]
+                                .into(),
+                            ..Default::default()
+                        },
+                    ]
+                } else {
+                    Vec::new()
+                },
+                ..Default::default()
+            }),
+            (200u32..599, "[ -~]{0,40}").prop_map(|(status, body)| Integration {
+                r#type: integration::Type::Mock as i32,
+                mock: Some(MockResponse {
+                    status_code: status,
+                    headers: [("x-mock".to_owned(), "1".to_owned())].into(),
+                    body: body.replace('{', "("),
+                }),
+                ..Default::default()
+            }),
+        ]
+    }
+
+    fn route_strategy(i: usize) -> impl Strategy<Value = Route> {
+        (
+            prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "ANY"]),
+            any::<bool>(),
+            any::<bool>(),
+            integration_strategy(),
+        )
+            .prop_map(move |(method, keyed, mapped, integration)| Route {
+                method: method.into(),
+                path: format!("/r{i}/{{id}}"),
+                integration: Some(integration),
+                authorization: Some(Authorization {
+                    api_key_required: keyed,
+                    ..Default::default()
+                }),
+                validation: keyed.then(|| RequestValidation {
+                    required_query: vec!["q".into()],
+                    ..Default::default()
+                }),
+                request_parameters: if mapped {
+                    [(
+                        "overwrite:header.x-user".to_owned(),
+                        "$request.header.x-who".to_owned(),
+                    )]
+                    .into()
+                } else {
+                    Default::default()
+                },
+                ..Default::default()
+            })
+    }
+
+    fn api_strategy() -> impl Strategy<Value = Api> {
+        (1usize..6, "[ -~]{0,60}", any::<bool>())
+            .prop_flat_map(|(n, description, cors)| {
+                let routes: Vec<_> = (0..n).map(route_strategy).collect();
+                (routes, Just(description), Just(cors))
+            })
+            .prop_map(|(routes, description, cors)| Api {
+                name: "generated".into(),
+                description,
+                routes,
+                cors: cors.then(|| Cors {
+                    allow_origins: vec!["https://app.test".into()],
+                    allow_methods: vec!["GET".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Export, as YAML or JSON, then import: the same API.
+        #[test]
+        fn an_exported_api_imports_as_itself(api in api_strategy(), yaml in any::<bool>(), aws in any::<bool>()) {
+            let valid = ApiDefinition::validate(api).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let valid = valid.into_proto();
+            let document = export(&valid, &ExportOptions { aws_extensions: aws, version: "1".into(), ..Default::default() });
+            let text = if yaml {
+                serde_norway::to_string(&document).expect("yaml")
+            } else {
+                serde_json::to_string_pretty(&document).expect("json")
+            };
+            let imported = import(&text, &ImportOptions::default()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(imported.api, valid);
+        }
+    }
+}

@@ -1,13 +1,15 @@
 //! `ImportApi`: an OpenAPI 3.x / Swagger 2.0 document (an AWS API Gateway
 //! export) converted by [`pylon_common::openapi`] and stored through the
 //! same path as `CreateApi`/`UpdateApi` — same validation, Raft entry,
-//! idempotency and audit record.
+//! idempotency and audit record. `GetExport`: the other way.
 
 use super::origin::Origin;
 use super::{AdminApi, invalid};
 use pylon_common::model::ApiDefinition;
-use pylon_common::openapi::{self, ImportError, ImportOptions, Report};
-use pylon_proto::admin::v1::{ImportApiRequest, ImportApiResponse, ImportNote};
+use pylon_common::openapi::{self, ExportOptions, ImportError, ImportOptions, Report};
+use pylon_proto::admin::v1::{
+    GetExportRequest, GetExportResponse, ImportApiRequest, ImportApiResponse, ImportNote,
+};
 use tonic::{Request, Response, Status};
 
 /// The largest document accepted (AWS's own import limit is 6 MB of JSON;
@@ -76,4 +78,71 @@ fn notes(report: &Report) -> Vec<ImportNote> {
             detail: n.detail.clone(),
         })
         .collect()
+}
+
+impl AdminApi {
+    /// `GetExport`: the API (or the deployment a stage serves) as OpenAPI.
+    pub(super) async fn export(
+        &self,
+        request: Request<GetExportRequest>,
+    ) -> Result<Response<GetExportResponse>, Status> {
+        let request = request.into_inner();
+        let format = match request.format.as_str() {
+            "" | "json" => Format::Json,
+            "yaml" => Format::Yaml,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "format: {other:?} is not json or yaml"
+                )));
+            }
+        };
+        let (api, version) = self
+            .read(request.consistency, |state| {
+                if request.stage.is_empty() {
+                    let api = state
+                        .api(&request.api)
+                        .ok_or_else(|| Status::not_found(format!("API {} not found", request.api)))?;
+                    Ok((api.clone(), format!("revision {}", api.revision)))
+                } else {
+                    let stage = state.stage(&request.api, &request.stage).ok_or_else(|| {
+                        Status::not_found(format!("stage {}/{} not found", request.api, request.stage))
+                    })?;
+                    let deployment =
+                        state
+                            .deployment(&request.api, &stage.deployment_id)
+                            .ok_or_else(|| {
+                                Status::failed_precondition(format!(
+                                    "stage: {}/{} serves no deployment yet",
+                                    request.api, request.stage
+                                ))
+                            })?;
+                    let definition = deployment.definition.clone().unwrap_or_default();
+                    Ok((definition, format!("deployment {}", deployment.id)))
+                }
+            })
+            .await?
+            .into_inner();
+        let document = openapi::export(
+            &api,
+            &ExportOptions {
+                aws_extensions: request.aws_extensions,
+                server_url: None,
+                version,
+            },
+        );
+        let document = match format {
+            Format::Json => {
+                serde_json::to_string_pretty(&document).map_err(|e| Status::internal(e.to_string()))?
+            }
+            Format::Yaml => {
+                serde_norway::to_string(&document).map_err(|e| Status::internal(e.to_string()))?
+            }
+        };
+        Ok(Response::new(GetExportResponse { document }))
+    }
+}
+
+enum Format {
+    Json,
+    Yaml,
 }

@@ -516,6 +516,13 @@ impl AdminService for AdminApi {
         self.batch(request).await
     }
 
+    async fn get_export(
+        &self,
+        request: Request<GetExportRequest>,
+    ) -> Result<Response<GetExportResponse>, Status> {
+        self.export(request).await
+    }
+
     async fn import_api(
         &self,
         request: Request<ImportApiRequest>,
