@@ -280,3 +280,75 @@ async fn an_export_with_what_pylon_cannot_express_is_refused_whole_naming_each_c
         .into_inner();
     assert!(apis.apis.is_empty(), "nothing half-imported: {:?}", apis.apis);
 }
+
+#[tokio::test]
+async fn velocity_templates_of_an_export_render_as_on_aws_including_the_response_override() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    // The backend answers an error document for pet 13, a pet otherwise.
+    let backend = RawBackend::start(|request| {
+        let body: &[u8] = if request.path().ends_with("/13") {
+            br#"{"error": "no such pet"}"#
+        } else {
+            br#"{"id": 7, "type": "dog"}"#
+        };
+        let length = body.len().to_string();
+        raw_response(
+            200,
+            &[("content-type", "application/json"), ("content-length", &length)],
+            body,
+        )
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let export = std::fs::read_to_string(
+        repo_root().join("tests/data/aws-exports/06-petstore-response-override-vtl.oas301.json"),
+    )
+    .expect("export");
+    let file = dir.path().join("export.json");
+    std::fs::write(
+        &file,
+        export.replace(
+            "http://petstore.execute-api.us-east-1.amazonaws.com",
+            &backend.url(),
+        ),
+    )
+    .expect("write");
+    let endpoint = cluster.nodes[0].endpoint();
+    pylon_cli(
+        &endpoint,
+        &[
+            "import",
+            "openapi",
+            &file.display().to_string(),
+            "--api",
+            "pets",
+            "--stage",
+            "prod",
+            "--deploy",
+        ],
+    )
+    .expect("import");
+    let dp = DataPlaneNode::start(dir.path(), "dp-velocity", std::slice::from_ref(&endpoint), &[]);
+    let client = HttpClient::default();
+    let get = |path: &'static str| {
+        let client = &client;
+        let address = dp.address();
+        async move {
+            let request = Request::get(path)
+                .header("host", "pets.localhost")
+                .body(Full::new(Bytes::new()))?;
+            client.send(address, request).await
+        }
+    };
+    let reply = eventually("the imported API served", Duration::from_secs(15), || async {
+        get("/prod/pets/7").await.ok().filter(|r| r.status == 200)
+    })
+    .await;
+    // `$input.json("$")` of the backend's answer, and no override.
+    assert_eq!(reply.body.trim(), r#"{"id":7,"type":"dog"}"#);
+    // The template finds "error" and sets $context.responseOverride.status.
+    let reply = get("/prod/pets/13").await.expect("reply");
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert_eq!(reply.body.trim(), r#"{"error":"no such pet"}"#);
+}

@@ -674,19 +674,26 @@ fn check_mappings(c: &mut Checker, p: &str, route: &Route) {
         }
     }
     if let Some(integration) = &route.integration {
-        for (field, source) in [
-            ("request_template", &integration.request_template),
-            ("response_template", &integration.response_template),
+        let velocity = integration.template_language == integration::TemplateLanguage::Velocity as i32;
+        c.check(
+            integration::TemplateLanguage::try_from(integration.template_language).is_ok(),
+            at(&at(p, "integration"), "template_language"),
+            "must be MINIJINJA or VELOCITY",
+        );
+        for (field, source, side) in [
+            (
+                "request_template",
+                &integration.request_template,
+                TemplateSide::Request,
+            ),
+            (
+                "response_template",
+                &integration.response_template,
+                TemplateSide::Response,
+            ),
         ] {
             if !source.is_empty() {
-                c.check(
-                    source.len() <= 64 * 1024,
-                    at(&at(p, "integration"), field),
-                    "must be at most 65536 bytes",
-                );
-                if let Err(why) = check_template(source) {
-                    c.fail(at(&at(p, "integration"), field), why);
-                }
+                check_template_source(c, &at(&at(p, "integration"), field), source, velocity, side);
             }
         }
         c.check(
@@ -702,6 +709,7 @@ fn check_mappings(c: &mut Checker, p: &str, route: &Route) {
 /// responses: HTTP integrations only, one style of template at a time.
 fn check_rest_templates(c: &mut Checker, p: &str, integration: &Integration) {
     let http = integration.r#type == integration::Type::Http as i32;
+    let velocity = integration.template_language == integration::TemplateLanguage::Velocity as i32;
     c.check(
         integration.request_templates.is_empty() || http,
         at(p, "request_templates"),
@@ -725,7 +733,7 @@ fn check_rest_templates(c: &mut Checker, p: &str, integration: &Integration) {
     for (media_type, source) in &integration.request_templates {
         let f = key(&at(p, "request_templates"), media_type);
         check_media_type(c, &f, media_type);
-        check_template_source(c, &f, source);
+        check_template_source(c, &f, source, velocity, TemplateSide::Request);
     }
     c.check(
         integration.responses.is_empty() || http,
@@ -784,7 +792,7 @@ fn check_rest_templates(c: &mut Checker, p: &str, integration: &Integration) {
         for (media_type, source) in &response.response_templates {
             let f = key(&at(&r, "response_templates"), media_type);
             check_media_type(c, &f, media_type);
-            check_template_source(c, &f, source);
+            check_template_source(c, &f, source, velocity, TemplateSide::Response);
         }
     }
 }
@@ -822,11 +830,38 @@ fn check_media_type(c: &mut Checker, p: &str, media_type: &str) {
     );
 }
 
-fn check_template_source(c: &mut Checker, p: &str, source: &str) {
+/// Which body a template writes.
+#[derive(Clone, Copy, PartialEq)]
+enum TemplateSide {
+    Request,
+    Response,
+}
+
+/// A template in its integration's language. Velocity's
+/// `$context.requestOverride` is not supported, and `responseOverride`
+/// only means something in response templates: both are refused where
+/// they would be ignored.
+fn check_template_source(c: &mut Checker, p: &str, source: &str, velocity: bool, side: TemplateSide) {
     c.check(source.len() <= 64 * 1024, p, "must be at most 65536 bytes");
-    if let Err(why) = check_template(source) {
-        c.fail(p, why);
+    if !velocity {
+        if let Err(why) = check_template(source) {
+            c.fail(p, why);
+        }
+        return;
     }
+    if let Err(why) = crate::vtl::check(source) {
+        c.fail(p, format!("Velocity: {why}"));
+    }
+    c.check(
+        !source.contains("requestOverride"),
+        p,
+        "$context.requestOverride is not supported: use request_parameters mappings",
+    );
+    c.check(
+        side == TemplateSide::Response || !source.contains("responseOverride"),
+        p,
+        "$context.responseOverride only takes effect in response templates",
+    );
 }
 
 fn check_route_cache(c: &mut Checker, p: &str, route: &Route) {

@@ -295,6 +295,12 @@ fn integration(
         );
     }
     let proxy = matches!(kind.as_str(), "http_proxy" | "aws_proxy");
+    // One language per integration: Velocity when any template uses it
+    // (static text renders as itself in Velocity too).
+    let velocity = velocity_anywhere(raw);
+    if velocity && !proxy {
+        out.template_language = integration::TemplateLanguage::Velocity as i32;
+    }
     match kind.as_str() {
         "http_proxy" => {
             out.r#type = integration::Type::HttpProxy as i32;
@@ -431,7 +437,7 @@ fn integration(
         } else {
             for (media_type, text) in templates {
                 let here = format!("{at}.requestTemplates.{media_type}");
-                match text.as_str().map(template::convert) {
+                match text.as_str().map(|t| template::prepare(t, velocity)) {
                     Some(Ok(converted)) => {
                         out.request_templates
                             .insert(media_type.to_ascii_lowercase(), converted);
@@ -478,7 +484,7 @@ fn integration(
                 "ignored: proxy integrations answer with the backend's response (as AWS does)",
             );
         } else {
-            match integration_responses(responses, &format!("{at}.responses"), report) {
+            match integration_responses(responses, &format!("{at}.responses"), velocity, report) {
                 Some(list) => out.responses = list,
                 None => ok = false,
             }
@@ -494,6 +500,23 @@ fn integration(
         ok = false;
     }
     ok.then_some(out)
+}
+
+/// Whether any request or response template of the integration uses
+/// Velocity.
+fn velocity_anywhere(raw: &Map<String, Value>) -> bool {
+    let uses = |templates: Option<&Value>| {
+        templates.and_then(Value::as_object).is_some_and(|t| {
+            t.values()
+                .filter_map(Value::as_str)
+                .any(|t| template::first_velocity(t).is_some())
+        })
+    };
+    uses(raw.get("requestTemplates"))
+        || raw
+            .get("responses")
+            .and_then(Value::as_object)
+            .is_some_and(|r| r.values().any(|r| uses(r.get("responseTemplates"))))
 }
 
 /// A backend URI: an absolute http(s) URL once placeholders are filled. (A
@@ -626,6 +649,7 @@ fn rest_source(source: &str, prefix: &str) -> Result<String, String> {
 fn integration_responses(
     responses: &Map<String, Value>,
     at: &str,
+    velocity: bool,
     report: &mut Report,
 ) -> Option<Vec<IntegrationResponse>> {
     let mut out = Vec::new();
@@ -682,7 +706,7 @@ fn integration_responses(
         if let Some(templates) = response.get("responseTemplates").and_then(Value::as_object) {
             for (media_type, text) in templates {
                 let t = format!("{here}.responseTemplates.{media_type}");
-                match text.as_str().map(template::convert) {
+                match text.as_str().map(|t| template::prepare(t, velocity)) {
                     Some(Ok(converted)) => {
                         compiled
                             .response_templates
@@ -810,14 +834,21 @@ fn mock(
             }
             if let Some(templates) = response.get("responseTemplates").and_then(Value::as_object) {
                 let text = template::pick_one(&format!("{here}.responseTemplates"), templates, report)?;
-                if let Some((line, construct)) = template::first_velocity(&text) {
-                    report.refused(
-                        format!("{here}.responseTemplates"),
-                        format!("a Velocity (VTL) template (line {line}: `{construct}`): a mock's body must be static text here"),
-                    );
-                    return None;
+                if template::first_velocity(&text).is_some() {
+                    // Rendered per request, as a Velocity response template.
+                    match template::prepare(&text, true) {
+                        Ok(text) => {
+                            out.response_template = text;
+                            out.template_language = integration::TemplateLanguage::Velocity as i32;
+                        }
+                        Err(why) => {
+                            report.refused(format!("{here}.responseTemplates"), why);
+                            return None;
+                        }
+                    }
+                } else {
+                    mock.body = text;
                 }
-                mock.body = text;
             }
             if responses.len() > 1 {
                 report.approximated(

@@ -133,6 +133,24 @@ fn shorten(text: &str) -> String {
     }
 }
 
+/// A template as the integration's language needs it: Velocity kept as
+/// written once it parses in the subset Pylon runs, static text escaped
+/// for minijinja.
+///
+/// # Errors
+/// Velocity outside the subset (with its line and why).
+pub fn prepare(text: &str, velocity: bool) -> Result<String, String> {
+    if !velocity {
+        return convert(text);
+    }
+    crate::vtl::check(text).map_err(|e| {
+        format!(
+            "a Velocity (VTL) template outside the subset Pylon runs ({e}; docs/openapi.md lists the subset)"
+        )
+    })?;
+    Ok(text.to_owned())
+}
+
 /// One template from a per-media-type map where Pylon has room for one:
 /// `application/json` when there, else the only one; several different
 /// ones are refused (reported at `at`).

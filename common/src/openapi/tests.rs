@@ -170,34 +170,43 @@ fn an_http_api_export_imports_with_cors_a_referenced_integration_and_a_lambda_au
 }
 
 #[test]
-fn a_velocity_template_is_refused_with_its_line_and_an_unfilled_placeholder_with_its_flag() {
+fn velocity_templates_are_kept_and_unfilled_placeholders_are_named_with_their_flag() {
     let document = export!("01-petstore-example-token-authorizer.swagger2.json");
     let report = refused(import(document, &options(&[])));
     let text = report.to_string();
     assert!(text.contains("--set-var uri=VALUE"), "{text}");
     assert!(text.contains("--lambda-url function-name=URL"), "{text}");
-    let velocity = report
-        .with(Outcome::Refused)
-        .find(|n| n.path.starts_with("paths./.get"))
-        .expect("the HTML page's template");
-    assert!(
-        velocity.detail.contains("Velocity") && velocity.detail.contains("line"),
-        "{velocity}"
-    );
-    // With the URI and the authorizer given, only the Velocity template is left.
-    let report = refused(import(
+    let imported = imported(import(
         document,
         &options(&[
             ("uri", "http://127.0.0.1:9/petstore"),
             ("lambda:function-name", "http://127.0.0.1:9/auth"),
         ]),
     ));
+    // The welcome page is a mock whose body is Velocity ($context.stage).
+    let page = imported.api.routes.iter().find(|r| r.path == "/").expect("GET /");
+    let integration = page.integration.as_ref().expect("integration");
     assert_eq!(
-        refused_paths(&report),
-        ["paths./.get.x-amazon-apigateway-integration.responses.default.responseTemplates"]
+        integration.template_language,
+        integration::TemplateLanguage::Velocity as i32
     );
+    assert!(integration.response_template.contains("$context.stage"));
 }
 
+#[test]
+fn velocity_outside_the_subset_is_refused_with_its_line() {
+    let document = r##"{"swagger": "2.0", "info": {"title": "T"}, "paths": {"/a": {"post": {"x-amazon-apigateway-integration": {"type": "http", "httpMethod": "POST", "uri": "http://127.0.0.1:9/a", "requestTemplates": {"application/json": "#set($a = 1)\n#macro(x)y#end"}}}}}}"##;
+    let report = refused(import(document, &options(&[])));
+    let note = report.with(Outcome::Refused).next().expect("refused");
+    assert_eq!(
+        note.path,
+        "paths./a.post.x-amazon-apigateway-integration.requestTemplates.application/json"
+    );
+    assert!(
+        note.detail.contains("line 2") && note.detail.contains("#macro"),
+        "{note}"
+    );
+}
 #[test]
 fn lambda_and_service_integrations_are_refused_one_by_one_until_given_urls() {
     let report = refused(import(
@@ -221,81 +230,29 @@ fn lambda_and_service_integrations_are_refused_one_by_one_until_given_urls() {
         &options(&[]),
     ));
     assert!(report.to_string().contains("--lambda-url Calc=URL"), "{report}");
-    // Given the URL, what is left is Velocity.
-    let report = refused(import(
+    // Given the URL, the API imports with its Velocity templates.
+    let imported = imported(import(
         export!("03-lambdacalc-aws-lambda-vtl.swagger2.json"),
         &options(&[("lambda:Calc", "http://127.0.0.1:9/calc")]),
     ));
-    assert!(
-        report
-            .with(Outcome::Refused)
-            .all(|n| n.detail.contains("Velocity")),
-        "{report}"
-    );
-}
-
-#[test]
-fn a_response_override_in_velocity_is_refused() {
-    let report = refused(import(
-        export!("06-petstore-response-override-vtl.oas301.json"),
-        &options(&[]),
-    ));
-    assert!(
-        report
-            .with(Outcome::Refused)
-            .any(|n| n.detail.contains("Velocity")),
-        "{report}"
-    );
-}
-
-#[test]
-fn cloudformation_yaml_is_resolved_and_a_vpc_endpoint_policy_is_refused_rather_than_dropped() {
-    let document = export!("08-private-api-vpclink-policy.oas301.yaml");
-    let report = refused(import(document, &options(&[])));
-    let text = report.to_string();
-    assert!(text.contains("--set-var ApiGwURLAccountA=VALUE"), "{text}");
-    assert!(text.contains("aws:SourceIp"), "{text}");
-    let report = refused(import(
-        document,
-        &options(&[
-            ("ApiGwURLAccountA", "http://127.0.0.1:9/a"),
-            ("ApiGwURLAccountB", "http://127.0.0.1:9/b"),
-            ("ApiGatewayVpcLink", "link"),
-            ("ExecuteApiVpcEndpoint", "vpce-1"),
-            ("AWS::StackName", "shop"),
-        ]),
-    ));
-    assert_eq!(
-        refused_paths(&report),
-        ["x-amazon-apigateway-policy.Statement[0].Condition.StringEquals"],
-        "{report}"
-    );
-}
-
-#[test]
-fn source_ip_policies_become_the_resource_policy() {
-    let document = r#"{"openapi": "3.0.1", "info": {"title": "Ips"},
-      "x-amazon-apigateway-policy": {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": "*", "Action": "execute-api:Invoke", "Resource": "execute-api:/*"},
-        {"Effect": "Deny", "Principal": "*", "Action": "execute-api:Invoke", "Resource": "execute-api:/*",
-         "Condition": {"NotIpAddress": {"aws:SourceIp": ["10.0.0.0/8", "192.0.2.1"]}}}]},
-      "paths": {"/x": {"get": {"x-amazon-apigateway-integration": {"type": "http_proxy", "httpMethod": "GET", "uri": "http://127.0.0.1:9/x"}}}}}"#;
-    let imported = imported(import(document, &options(&[])));
-    let policy = imported.api.resource_policy.expect("policy");
-    assert_eq!(policy.allow_cidrs, ["10.0.0.0/8", "192.0.2.1/32"]);
+    assert!(imported.api.routes.iter().all(|r| {
+        r.integration
+            .as_ref()
+            .is_some_and(|i| i.template_language == integration::TemplateLanguage::Velocity as i32)
+    }));
 }
 
 #[test]
 fn options_mocks_answering_preflights_become_the_apis_cors_policy() {
     let document = export!("01-petstore-example-token-authorizer.swagger2.json");
-    // Left: the Velocity page; the OPTIONS mocks were folded without a refusal.
-    let report = refused(import(
+    let report = imported(import(
         document,
         &options(&[
             ("uri", "http://127.0.0.1:9/petstore"),
             ("lambda:function-name", "http://127.0.0.1:9/auth"),
         ]),
-    ));
+    ))
+    .report;
     assert!(
         report.with(Outcome::Mapped).any(
             |n| n.path == "paths./pets.options.x-amazon-apigateway-integration" && n.detail.contains("CORS")

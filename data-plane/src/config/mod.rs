@@ -149,6 +149,8 @@ pub struct CompiledDefinition {
     pub cors: Option<tower_http::cors::CorsLayer>,
     /// The routes' body templates, named `routes[i].request|response`.
     pub templates: minijinja::Environment<'static>,
+    /// The same, for integrations whose templates are Velocity.
+    pub velocity: HashMap<String, Arc<Vec<pylon_common::vtl::Node>>>,
     /// A WEBSOCKET API's routes by route key (`$connect`, `sendmessage`, …).
     pub websocket: Option<Arc<websocket::WebSocketApi>>,
 }
@@ -483,6 +485,7 @@ fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, Str
     let authorizers = auth::compile_authorizers(&api.authorizers)?;
     let models = validation::compile_models(api)?;
     let mut templates = pylon_common::model::template::environment();
+    let mut velocity_templates = HashMap::new();
     let mut routes = Vec::new();
     if api.protocol() != Protocol::Websocket {
         for (i, route) in api.routes.iter().enumerate() {
@@ -494,38 +497,52 @@ fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, Str
                 .ok_or_else(|| at("integration: missing".into()))?;
             let compiled =
                 CompiledIntegration::compile(integration).map_err(|e| at(format!("integration.{e}")))?;
-            let mut add_template = |kind: &str, source: &str| -> Result<Option<String>, String> {
+            let velocity = integration.template_language
+                == pylon_proto::config::v1::integration::TemplateLanguage::Velocity as i32;
+            // Every template of the route, by name, in its language.
+            let mut add = |name: String, field: String, source: &str| -> Result<String, String> {
+                if velocity {
+                    let nodes = pylon_common::vtl::parse(source)
+                        .map_err(|e| at(format!("{field}: Velocity: {e}")))?;
+                    velocity_templates.insert(name.clone(), Arc::new(nodes));
+                } else {
+                    templates
+                        .add_template_owned(name.clone(), source.to_owned())
+                        .map_err(|e| at(format!("{field}: {e}")))?;
+                }
+                Ok(name)
+            };
+            let mut optional = |kind: &str, source: &str| -> Result<Option<String>, String> {
                 if source.is_empty() {
                     return Ok(None);
                 }
-                let name = format!("routes[{i}].{kind}");
-                templates
-                    .add_template_owned(name.clone(), source.to_owned())
-                    .map_err(|e| at(format!("integration.{kind}_template: {e}")))?;
-                Ok(Some(name))
+                add(
+                    format!("routes[{i}].{kind}"),
+                    format!("integration.{kind}_template"),
+                    source,
+                )
+                .map(Some)
             };
-            let request_template = add_template("request", &integration.request_template)?;
-            let response_template = add_template("response", &integration.response_template)?;
+            let request_template = optional("request", &integration.request_template)?;
+            let response_template = optional("response", &integration.response_template)?;
             let mut request_templates = Vec::new();
             for (media_type, source) in &integration.request_templates {
-                let name = format!("routes[{i}].request_templates[{media_type}]");
-                templates
-                    .add_template_owned(name.clone(), source.clone())
-                    .map_err(|e| at(format!("integration.request_templates[{media_type:?}]: {e}")))?;
+                let name = add(
+                    format!("routes[{i}].request_templates[{media_type}]"),
+                    format!("integration.request_templates[{media_type:?}]"),
+                    source,
+                )?;
                 request_templates.push((media_type.clone(), name));
             }
             let mut integration_responses = Vec::new();
             for (j, response) in integration.responses.iter().enumerate() {
                 let mut names = Vec::new();
                 for (media_type, source) in &response.response_templates {
-                    let name = format!("routes[{i}].responses[{j}][{media_type}]");
-                    templates
-                        .add_template_owned(name.clone(), source.clone())
-                        .map_err(|e| {
-                            at(format!(
-                                "integration.responses[{j}].response_templates[{media_type:?}]: {e}"
-                            ))
-                        })?;
+                    let name = add(
+                        format!("routes[{i}].responses[{j}][{media_type}]"),
+                        format!("integration.responses[{j}].response_templates[{media_type:?}]"),
+                        source,
+                    )?;
                     names.push((media_type.clone(), name));
                 }
                 integration_responses.push(
@@ -676,6 +693,7 @@ fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, Str
         policy: policy::ApiPolicy::compile(api)?,
         cors: api.cors.as_ref().map(policy::cors_layer).transpose()?,
         templates,
+        velocity: velocity_templates,
         websocket,
     })
 }

@@ -151,6 +151,48 @@ impl<'a> Inputs<'a> {
         Value::Object(out)
     }
 
+    /// What a Velocity template's `$input`, `$context` and `$stageVariables`
+    /// read: `body` is the request's body in a request template, the
+    /// integration's answer in a response template; `$input.params()` is
+    /// always the client's request (path parameters, query string, headers
+    /// as the backend is told them).
+    pub fn velocity(
+        &self,
+        body: Option<&[u8]>,
+        ctx: &crate::context::RequestContext,
+    ) -> pylon_common::vtl::Inputs {
+        let body = body.or(self.body.map(|b| &b[..])).unwrap_or_default();
+        let (headers, _) = self.headers_json();
+        let header = headers
+            .as_object()
+            .map(|h| {
+                h.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        pylon_common::vtl::Inputs {
+            body: String::from_utf8_lossy(body).into_owned(),
+            path: self
+                .params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+            querystring: self
+                .query_json()
+                .as_object()
+                .map(|q| {
+                    q.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            header,
+            context: ctx.to_value(),
+            stage_variables: serde_json::to_value(self.variables).unwrap_or(Value::Null),
+        }
+    }
+
     pub fn params_json(&self) -> Value {
         Value::Object(
             self.params

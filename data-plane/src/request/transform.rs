@@ -99,6 +99,11 @@ pub fn render(
     inputs: &Inputs<'_>,
     ctx: &RequestContext,
 ) -> Result<Bytes, GatewayError> {
+    if let Some(nodes) = definition.velocity.get(name) {
+        let (text, _) = pylon_common::vtl::render(nodes, &inputs.velocity(None, ctx))
+            .map_err(|e| GatewayError::ApiConfiguration(format!("{name}: {e}")))?;
+        return Ok(Bytes::from(text));
+    }
     let template = definition
         .templates
         .get_template(name)

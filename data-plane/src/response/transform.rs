@@ -77,8 +77,17 @@ pub async fn apply(
         };
         changes.push((mapping.action, &mapping.target, value));
     }
+    let mut velocity_override = None;
     let rendered = match template_name {
         None => None,
+        Some(name) if definition.velocity.contains_key(name) => {
+            let nodes = definition.velocity.get(name).cloned().unwrap_or_default();
+            let answer = bytes.as_deref().unwrap_or_default();
+            let (text, over) = pylon_common::vtl::render(&nodes, &inputs.velocity(Some(answer), ctx))
+                .map_err(|e| GatewayError::ApiConfiguration(format!("{name}: {e}")))?;
+            velocity_override = Some(over);
+            Some(text)
+        }
         Some(name) => {
             let template = definition
                 .templates
@@ -114,6 +123,28 @@ pub async fn apply(
 
     if let Some(status) = selected.and_then(|s| s.status) {
         parts.status = status;
+    }
+    // `$context.responseOverride` in a Velocity template has the last word.
+    if let Some(over) = &velocity_override {
+        if let Some(status) = over.status.and_then(|s| StatusCode::from_u16(s).ok()) {
+            parts.status = status;
+        }
+        for (name, value) in &over.headers {
+            let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                GatewayError::ApiConfiguration(format!(
+                    "responseOverride.header: {name:?} is not a header name"
+                ))
+            })?;
+            if pylon_common::model::mapping::is_gateway_owned(name.as_str()) {
+                return Err(GatewayError::ApiConfiguration(format!(
+                    "responseOverride.header: {name} is the gateway's to set"
+                )));
+            }
+            let value = HeaderValue::from_str(value).map_err(|_| {
+                GatewayError::ApiConfiguration(format!("responseOverride.header.{name}: not a header value"))
+            })?;
+            parts.headers.insert(name, value);
+        }
     }
     // An integration response's template is for its media type (mappings
     // applied next may still set another).
