@@ -123,4 +123,54 @@ async fn diff_apply_sync_and_dump_keep_the_cluster_equal_to_the_files_in_one_bat
         .into_inner();
     let names: Vec<_> = apis.apis.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["orders"]);
+
+    // API keys are part of the picture: diff shows them, apply writes only
+    // what differs, and never a value into files.
+    std::fs::write(
+        files.path().join("key.yaml"),
+        "apiKey:\n  name: ci\n  enabled: true\n",
+    )
+    .expect("write");
+    let (shown, code) = diff(&endpoint, files.path(), false);
+    assert_eq!(code, 2);
+    assert!(shown.contains("+ API key ci"), "{shown}");
+    let out = pylon_cli(&endpoint, &["apply", "-f", &dir]).expect("apply key");
+    assert!(out.contains("created; its value is shown only now"), "{out}");
+    let again = pylon_cli(&endpoint, &["apply", "-f", &dir]).expect("apply again");
+    assert!(
+        again.contains("API key ci (") && again.contains(") unchanged"),
+        "{again}"
+    );
+
+    // A stage described without its API would be deleted with it: refused.
+    let lonely = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        lonely.path().join("stage.yaml"),
+        "stage:\n  api: orders\n  name: prod\n  variables: {color: blue}\n",
+    )
+    .expect("write");
+    let refused = pylon_cli(
+        &endpoint,
+        &["sync", "--prune", "-f", &lonely.path().display().to_string()],
+    )
+    .expect_err("refused");
+    assert!(
+        format!("{refused:#}").contains("describe the API too"),
+        "{refused:#}"
+    );
+    assert_eq!(
+        admin
+            .list_apis(ListApisRequest::default())
+            .await
+            .expect("list")
+            .into_inner()
+            .apis
+            .len(),
+        1
+    );
+
+    // A dump never mixes with an older one.
+    let refused =
+        pylon_cli(&endpoint, &["dump", "-o", &dumped.path().display().to_string()]).expect_err("not empty");
+    assert!(format!("{refused:#}").contains("not empty"), "{refused:#}");
 }

@@ -57,6 +57,14 @@ fn collect(path: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     }
     for entry in std::fs::read_dir(path).with_context(|| format!("{}", path.display()))? {
         let entry = entry?.path();
+        // Hidden entries (.git, .github/…) are not configuration.
+        if entry
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'))
+        {
+            continue;
+        }
         if entry.is_dir() {
             collect(&entry, files)?;
         } else if matches!(
@@ -342,6 +350,16 @@ pub(super) fn plan(
             }
         }
         for (name, api) in &current.apis {
+            if !described("API", name)
+                && let Some(stage) = seen
+                    .iter()
+                    .find(|(kind, key)| kind == "stage" && key.split('/').next() == Some(name.as_str()))
+            {
+                bail!(
+                    "stage {} is described but its API {name} is not, so --prune would delete the API with the stage: describe the API too, or remove the stage's file",
+                    stage.1
+                );
+            }
             if !described("API", name) {
                 out.push(Planned::Delete {
                     what: format!("API {name} (with its stages and deployments)"),
@@ -363,6 +381,10 @@ fn compare<T: Stored + serde::Serialize>(
     unchanged: &mut Vec<String>,
     out: &mut Vec<Planned>,
 ) {
+    // Output-only fields a file may carry (a `get -o yaml` pasted in) are
+    // the control plane's, not a change.
+    let mut desired = desired;
+    desired.strip();
     match stored {
         None => out.push(Planned::Create {
             what,
@@ -447,30 +469,179 @@ fn short(value: &Value) -> String {
     }
 }
 
-/// `apply` (`prune: false`) and `sync` (`prune: true`): keys first, then
-/// every other change in one batch.
-pub(super) async fn apply(admin: &mut Admin, path: &Path, prune: bool) -> anyhow::Result<()> {
-    let desired = load(path)?;
-    for resource in &desired {
-        if let Some(Kind::ApiKey(key)) = &resource.kind {
-            apply_api_key(admin, key.clone()).await?;
+/// A change to an API key a file describes (keys are matched by name).
+enum KeyChange {
+    Create(config::ApiKey),
+    Update {
+        id: String,
+        key: config::ApiKey,
+        expected_revision: u64,
+        fields: Vec<String>,
+    },
+}
+
+async fn all_keys(admin: &mut Admin) -> anyhow::Result<Vec<config::ApiKey>> {
+    list_all(&PageArgs::default(), |page| {
+        let mut admin = admin.clone();
+        async move {
+            let list = admin
+                .list_api_keys(ListApiKeysRequest {
+                    page: Some(page),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            Ok((list.api_keys, list.next_page_token))
+        }
+    })
+    .await
+}
+
+/// The API keys the files describe against the stored ones: only their
+/// name, description and enabled flag are compared (never a value).
+fn plan_keys(
+    desired: &[config::Resource],
+    stored: &[config::ApiKey],
+    unchanged: &mut Vec<String>,
+) -> anyhow::Result<Vec<KeyChange>> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for resource in desired {
+        let Some(Kind::ApiKey(key)) = &resource.kind else {
+            continue;
+        };
+        if !seen.insert(key.name.clone()) {
+            bail!("API key {} is described twice", key.name);
+        }
+        let mut named = stored.iter().filter(|k| k.name == key.name);
+        let current = named.next();
+        if named.next().is_some() {
+            bail!(
+                "api_key {:?}: several API keys have this name, so apply cannot tell which to change; delete the extra ones (DeleteApiKey) first",
+                key.name
+            );
+        }
+        let desired = config::ApiKey {
+            name: key.name.clone(),
+            description: key.description.clone(),
+            enabled: key.enabled,
+            ..Default::default()
+        };
+        match current {
+            None => out.push(KeyChange::Create(desired)),
+            Some(current)
+                if current.enabled == desired.enabled && current.description == desired.description =>
+            {
+                unchanged.push(format!("API key {} ({})", current.name, current.id));
+            }
+            Some(current) => {
+                let mut fields = Vec::new();
+                if current.enabled != desired.enabled {
+                    fields.push(format!("enabled: {} → {}", current.enabled, desired.enabled));
+                }
+                if current.description != desired.description {
+                    fields.push(format!(
+                        "description: {} → {}",
+                        short(&Value::from(current.description.clone())),
+                        short(&Value::from(desired.description.clone()))
+                    ));
+                }
+                out.push(KeyChange::Update {
+                    id: current.id.clone(),
+                    key: config::ApiKey {
+                        id: current.id.clone(),
+                        ..desired
+                    },
+                    expected_revision: current.revision,
+                    fields,
+                });
+            }
         }
     }
-    let current = current(admin).await?;
+    Ok(out)
+}
+
+impl KeyChange {
+    fn line(&self) -> String {
+        match self {
+            KeyChange::Create(key) => format!("+ API key {}", key.name),
+            KeyChange::Update { id, key, .. } => format!("~ API key {} ({id})", key.name),
+        }
+    }
+}
+
+/// `apply` (`prune: false`) and `sync` (`prune: true`): the API keys that
+/// differ first (their secret is made by `CreateApiKey`), then every other
+/// change in one batch.
+pub(super) async fn apply(admin: &mut Admin, path: &Path, prune: bool) -> anyhow::Result<()> {
+    let desired = load(path)?;
     let mut unchanged = Vec::new();
+    let key_changes = plan_keys(&desired, &all_keys(admin).await?, &mut unchanged)?;
+    let current = current(admin).await?;
     let planned = plan(&desired, &current, prune, &mut unchanged)?;
     for what in &unchanged {
         println!("{what} unchanged");
+    }
+    for change in &key_changes {
+        match change {
+            KeyChange::Create(key) => {
+                let created = admin
+                    .create_api_key(CreateApiKeyRequest {
+                        api_key: Some(key.clone()),
+                        value: String::new(),
+                    })
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+                let id = created.api_key.map(|k| k.id).unwrap_or_default();
+                println!(
+                    "API key {} ({id}) created; its value is shown only now: {}",
+                    key.name, created.value
+                );
+            }
+            KeyChange::Update {
+                id,
+                key,
+                expected_revision,
+                ..
+            } => {
+                admin
+                    .update_api_key(UpdateApiKeyRequest {
+                        api_key: Some(key.clone()),
+                        expected_revision: *expected_revision,
+                    })
+                    .await
+                    .map_err(explain)?;
+                println!("API key {} ({id}) configured", key.name);
+            }
+        }
     }
     if planned.is_empty() {
         return Ok(());
     }
     let changes = planned.iter().map(Planned::change).collect();
-    admin
-        .apply_batch(ApplyBatchRequest { changes })
-        .await
-        .map_err(explain)
-        .context("nothing was changed (the batch is applied all or none)")?;
+    if let Err(status) = admin.apply_batch(ApplyBatchRequest { changes }).await {
+        let what = if key_changes.is_empty() {
+            "nothing was changed (the batch is applied all or none)"
+        } else {
+            "the API keys above were written first; nothing else was changed (the batch is applied all or none)"
+        };
+        let hint = if status.code() == Code::OutOfRange {
+            "; the batch is over the admin API's 4 MiB message limit: apply the files in several parts"
+        } else {
+            ""
+        };
+        // `changes[i]` names the change: say which resource it is.
+        let culprit = status
+            .message()
+            .strip_prefix("changes[")
+            .and_then(|rest| rest.split_once(']'))
+            .and_then(|(i, _)| i.parse::<usize>().ok())
+            .and_then(|i| planned.get(i))
+            .map(|p| format!(" (that is {})", p.line().trim_start_matches(['+', '~', '-', ' '])))
+            .unwrap_or_default();
+        return Err(explain(status)).context(format!("{what}{culprit}{hint}"));
+    }
     for change in &planned {
         match change {
             Planned::Create { what, .. } => println!("{what} created"),
@@ -481,13 +652,27 @@ pub(super) async fn apply(admin: &mut Admin, path: &Path, prune: bool) -> anyhow
     Ok(())
 }
 
-/// `diff`: the changes, field by field. Returns whether there are any.
+/// `diff`: the changes, field by field, API keys included. Returns whether
+/// there are any.
 pub(super) async fn diff(admin: &mut Admin, path: &Path, prune: bool) -> anyhow::Result<bool> {
     let desired = load(path)?;
-    let current = current(admin).await?;
     let mut unchanged = Vec::new();
+    let key_changes = plan_keys(&desired, &all_keys(admin).await?, &mut unchanged)?;
+    let current = current(admin).await?;
     let planned = plan(&desired, &current, prune, &mut unchanged)?;
     let (mut creates, mut updates, mut deletes) = (0, 0, 0);
+    for change in &key_changes {
+        println!("{}", change.line());
+        match change {
+            KeyChange::Create(_) => creates += 1,
+            KeyChange::Update { fields, .. } => {
+                updates += 1;
+                for field in fields {
+                    println!("    {field}");
+                }
+            }
+        }
+    }
     for change in &planned {
         println!("{}", change.line());
         match change {
@@ -505,7 +690,7 @@ pub(super) async fn diff(admin: &mut Admin, path: &Path, prune: bool) -> anyhow:
         "{creates} to create, {updates} to change, {deletes} to delete, {} unchanged",
         unchanged.len()
     );
-    Ok(!planned.is_empty())
+    Ok(!planned.is_empty() || !key_changes.is_empty())
 }
 
 /// `dump -o DIR`: every API, stage, usage plan, domain name and API key as
@@ -513,6 +698,19 @@ pub(super) async fn diff(admin: &mut Admin, path: &Path, prune: bool) -> anyhow:
 /// `domain-names/`, `api-keys/`), without output-only fields; API keys by
 /// id and name, never their value or hash.
 pub(super) async fn dump(admin: &mut Admin, dir: &Path) -> anyhow::Result<()> {
+    // A file left from an earlier dump would bring a deleted resource back
+    // on `sync --prune`.
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .with_context(|| format!("{}", dir.display()))?
+            .next()
+            .is_some()
+    {
+        bail!(
+            "{} is not empty: dump into an empty or new directory (a stale file would bring a deleted resource back on sync --prune)",
+            dir.display()
+        );
+    }
     let current = current(admin).await?;
     let keys = list_all(&PageArgs::default(), |page| {
         let mut admin = admin.clone();

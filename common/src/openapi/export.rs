@@ -110,7 +110,6 @@ fn operation(route: &Route, options: &ExportOptions) -> Value {
                 .push(json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}));
         }
     }
-    let mut security = Vec::new();
     if let Some(validation) = &route.validation {
         for name in &validation.required_query {
             parameters
@@ -140,20 +139,8 @@ fn operation(route: &Route, options: &ExportOptions) -> Value {
     if !parameters.is_empty() {
         op.insert("parameters".into(), Value::Array(parameters));
     }
-    if let Some(auth) = &route.authorization {
-        let mut requirement = Map::new();
-        if auth.api_key_required {
-            requirement.insert("api_key".into(), json!([]));
-        }
-        if auth.r#type != authorization::Type::None as i32 && !auth.authorizer.is_empty() {
-            requirement.insert(auth.authorizer.clone(), json!(auth.scopes));
-        }
-        if !requirement.is_empty() {
-            security.push(Value::Object(requirement));
-        }
-    }
-    if !security.is_empty() {
-        op.insert("security".into(), Value::Array(security));
+    if let Some(security) = security_of(route) {
+        op.insert("security".into(), security);
     }
     op.insert(
         "responses".into(),
@@ -169,6 +156,20 @@ fn operation(route: &Route, options: &ExportOptions) -> Value {
         op.insert("x-amazon-apigateway-integration".into(), integration);
     }
     Value::Object(op)
+}
+
+/// The operation's `security` as the route's authorization requires it
+/// (`None`: open).
+pub(crate) fn security_of(route: &Route) -> Option<Value> {
+    let auth = route.authorization.as_ref()?;
+    let mut requirement = Map::new();
+    if auth.api_key_required {
+        requirement.insert("api_key".into(), json!([]));
+    }
+    if auth.r#type != authorization::Type::None as i32 && !auth.authorizer.is_empty() {
+        requirement.insert(auth.authorizer.clone(), json!(auth.scopes));
+    }
+    (!requirement.is_empty()).then(|| json!([requirement]))
 }
 
 /// `GET /pets/{id}` → `get-pets-id`.

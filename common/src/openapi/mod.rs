@@ -248,6 +248,12 @@ fn import_exported(
             return Err(ImportError::Refused(report));
         }
     };
+    if !api.routes.is_empty() {
+        report.refused(
+            "x-pylon-api.routes",
+            "routes travel on their operations (x-pylon-route), not in x-pylon-api: the document was edited",
+        );
+    }
     api.routes.clear();
     if let Some(name) = &options.api_name {
         api.name = name.clone();
@@ -272,6 +278,30 @@ fn import_exported(
                 let at = format!("paths.{path}.{key}");
                 match operation.get("x-pylon-route").map(|r| serde_json::from_value::<pylon_proto::config::v1::Route>(r.clone())) {
                     Some(Ok(route)) if route.path == *path && route.method == method => {
+                        // The readable parts must say what the route does:
+                        // a reviewer reads them, the import takes the route.
+                        let claimed = operation.get("security").filter(|s| !s.as_array().is_some_and(Vec::is_empty));
+                        if claimed != export::security_of(&route).as_ref() {
+                            report.refused(
+                                format!("{at}.security"),
+                                "does not match the authorization in x-pylon-route: the document was edited",
+                            );
+                            continue;
+                        }
+                        if let Some(aws) = operation.get("x-amazon-apigateway-integration") {
+                            let uri = route.integration.as_ref().map(|i| i.uri.as_str()).unwrap_or("");
+                            if aws.get("uri").and_then(Value::as_str).is_some_and(|u| u != uri) {
+                                report.refused(
+                                    format!("{at}.x-amazon-apigateway-integration.uri"),
+                                    "does not match the integration in x-pylon-route: the document was edited",
+                                );
+                                continue;
+                            }
+                            report.approximated(
+                                format!("{at}.x-amazon-apigateway-integration"),
+                                "not read: x-pylon-route is what is imported",
+                            );
+                        }
                         report.mapped(format!("{at}.x-pylon-route"), "the route as Pylon exported it");
                         api.routes.push(route);
                         places.push(at);

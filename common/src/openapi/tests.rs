@@ -510,3 +510,23 @@ mod round_trip {
         }
     }
 }
+
+#[test]
+fn an_export_whose_readable_parts_disagree_with_its_routes_is_refused() {
+    let api = imported(import(
+        export!("02-request-validators-sample.swagger2.json"),
+        &options(&[]),
+    ))
+    .api;
+    let document = export(&api, &ExportOptions::default());
+    // The route opened up, the document still showing it keyed.
+    let mut tampered = document.clone();
+    tampered["paths"]["/validation"]["post"]["x-pylon-route"]["authorization"] = serde_json::json!({});
+    let report = refused(import(&tampered.to_string(), &options(&[])));
+    assert_eq!(refused_paths(&report), ["paths./validation.post.security"]);
+    // A route smuggled in x-pylon-api.
+    let mut smuggled = document;
+    smuggled["x-pylon-api"]["routes"] = serde_json::json!([{"method": "GET", "path": "/hidden"}]);
+    let report = refused(import(&smuggled.to_string(), &options(&[])));
+    assert_eq!(refused_paths(&report), ["x-pylon-api.routes"]);
+}

@@ -103,7 +103,7 @@ pub fn parse(source: &str) -> Result<Vec<Node>, ParseError> {
 }
 
 /// How a block ended.
-enum End {
+enum Closing {
     Input,
     Else,
     End,
@@ -142,7 +142,7 @@ impl Parser {
 
     /// Nodes up to one of `ends` (`else`, `elseif`, `end`) or the end of
     /// the input; returns which end was met.
-    fn block(&mut self, ends: &[&str]) -> Result<(Vec<Node>, End), ParseError> {
+    fn block(&mut self, ends: &[&str]) -> Result<(Vec<Node>, Closing), ParseError> {
         let mut nodes = Vec::new();
         let mut text = String::new();
         while let Some(c) = self.peek() {
@@ -184,9 +184,9 @@ impl Parser {
                     self.pos += 1 + word.len() + if braced { 2 } else { 0 };
                     if ends.contains(&word.as_str()) {
                         let end = match word.as_str() {
-                            "elseif" => End::ElseIf(self.condition()?),
-                            "else" => End::Else,
-                            _ => End::End,
+                            "elseif" => Closing::ElseIf(self.condition()?),
+                            "else" => Closing::Else,
+                            _ => Closing::End,
                         };
                         self.gobble(&mut text, alone);
                         flush(&mut text, &mut nodes);
@@ -220,18 +220,18 @@ impl Parser {
                             branches.push((condition, body));
                             loop {
                                 match end {
-                                    End::ElseIf(condition) => {
+                                    Closing::ElseIf(condition) => {
                                         let (body, next) = self.block(&["elseif", "else", "end"])?;
                                         branches.push((condition, body));
                                         end = next;
                                     }
-                                    End::Else => {
+                                    Closing::Else => {
                                         let (body, next) = self.block(&["end"])?;
                                         otherwise = body;
                                         end = next;
                                     }
-                                    End::End => break,
-                                    End::Input => {
+                                    Closing::End => break,
+                                    Closing::Input => {
                                         self.pos = directive_start;
                                         return Err(self.error("#if without its #end"));
                                     }
@@ -260,7 +260,7 @@ impl Parser {
                             self.gobble(&mut text, alone);
                             flush(&mut text, &mut nodes);
                             let (body, end) = self.block(&["end"])?;
-                            if !matches!(end, End::End) {
+                            if !matches!(end, Closing::End) {
                                 self.pos = directive_start;
                                 return Err(self.error("#foreach without its #end"));
                             }
@@ -321,7 +321,7 @@ impl Parser {
             }
         }
         flush(&mut text, &mut nodes);
-        Ok((nodes, End::Input))
+        Ok((nodes, Closing::Input))
     }
 
     /// The directive at `#` (`#set`, `#{else}`), if it is one.
