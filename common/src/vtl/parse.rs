@@ -97,7 +97,11 @@ const DIRECTIVES: &[&str] = &[
 /// unclosed block, a malformed expression.
 pub fn parse(source: &str) -> Result<Vec<Node>, ParseError> {
     let chars: Vec<char> = source.chars().collect();
-    let mut parser = Parser { chars, pos: 0 };
+    let mut parser = Parser {
+        chars,
+        pos: 0,
+        depth: 0,
+    };
     let (nodes, _) = parser.block(&[])?;
     Ok(nodes)
 }
@@ -113,7 +117,13 @@ enum Closing {
 struct Parser {
     chars: Vec<char>,
     pos: usize,
+    /// Blocks and expressions open around the cursor.
+    depth: usize,
 }
+
+/// How deeply blocks and expressions may nest (the parser and the renderer
+/// recurse once per level).
+const MAX_DEPTH: usize = 64;
 
 impl Parser {
     fn error(&self, message: impl Into<String>) -> ParseError {
@@ -143,6 +153,21 @@ impl Parser {
     /// Nodes up to one of `ends` (`else`, `elseif`, `end`) or the end of
     /// the input; returns which end was met.
     fn block(&mut self, ends: &[&str]) -> Result<(Vec<Node>, Closing), ParseError> {
+        self.enter()?;
+        let result = self.block_inner(ends);
+        self.depth -= 1;
+        result
+    }
+
+    fn enter(&mut self) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.error(format!("nested deeper than {MAX_DEPTH} levels")));
+        }
+        Ok(())
+    }
+
+    fn block_inner(&mut self, ends: &[&str]) -> Result<(Vec<Node>, Closing), ParseError> {
         let mut nodes = Vec::new();
         let mut text = String::new();
         while let Some(c) = self.peek() {
@@ -492,7 +517,10 @@ impl Parser {
     }
 
     fn expr(&mut self) -> Result<Expr, ParseError> {
-        self.binary(0)
+        self.enter()?;
+        let result = self.binary(0);
+        self.depth -= 1;
+        result
     }
 
     fn operator(&mut self, level: usize) -> Option<Op> {
@@ -539,17 +567,25 @@ impl Parser {
         self.skip_space();
         if self.peek() == Some('!') {
             self.pos += 1;
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+            return Ok(Expr::Not(Box::new(self.expr_unary()?)));
         }
         if self.starts_with("not ") {
             self.pos += 4;
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+            return Ok(Expr::Not(Box::new(self.expr_unary()?)));
         }
         if self.peek() == Some('-') && !self.peek_at(1).is_some_and(|c| c.is_ascii_digit()) {
             self.pos += 1;
-            return Ok(Expr::Negate(Box::new(self.unary()?)));
+            return Ok(Expr::Negate(Box::new(self.expr_unary()?)));
         }
         self.primary()
+    }
+
+    /// A unary operand, counted as a level (`!!!!…x` nests).
+    fn expr_unary(&mut self) -> Result<Expr, ParseError> {
+        self.enter()?;
+        let result = self.unary();
+        self.depth -= 1;
+        result
     }
 
     fn primary(&mut self) -> Result<Expr, ParseError> {

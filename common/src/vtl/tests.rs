@@ -151,3 +151,53 @@ fn what_is_outside_the_subset_is_refused_with_its_line() {
         assert_eq!(error.line, line, "{template}: {error}");
     }
 }
+
+#[test]
+fn deep_nesting_is_refused_rather_than_overflowing_the_stack() {
+    for template in [
+        format!("#set($a = {}1{})", "(".repeat(10_000), ")".repeat(10_000)),
+        "#if(true)".repeat(10_000),
+        format!("#set($a = {}true)", "!".repeat(10_000)),
+        format!("#set($a = {}1{})", "[".repeat(10_000), "]".repeat(10_000)),
+        format!("$a{}", ".b()".repeat(100)),
+    ] {
+        let started = std::time::Instant::now();
+        let _ = parse(&template);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+    assert!(
+        parse(&"#if(true)".repeat(100))
+            .expect_err("deep")
+            .message
+            .contains("nested deeper")
+    );
+}
+
+/// Velocity's core (references, directives, expressions) against the
+/// `airspeed` engine's output for the same templates
+/// (tests/scripts/vtl_oracle.py wrote `airspeed.json`; cases whose output
+/// depends on the host language's methods or printing are left out).
+#[test]
+fn the_core_renders_as_the_airspeed_velocity_engine_does() {
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_str(include_str!("airspeed.json")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cases.len() >= 12);
+    for case in cases {
+        let name = case["name"].as_str().unwrap_or("");
+        let mut inputs = Inputs::default();
+        let mut template = case["template"].as_str().unwrap_or("").to_owned();
+        // The oracle's context variables, set first.
+        if let Some(context) = case["context"].as_object() {
+            for (key, value) in context {
+                template = format!(
+                    "#set(${key} = $util.parseJson('{}'))",
+                    value.to_string().replace('\'', "''")
+                ) + &template;
+            }
+        }
+        inputs.context = json!({});
+        let nodes = parse(&template).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (output, _) = render(&nodes, &inputs).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(output, case["airspeed"].as_str().unwrap_or(""), "{name}");
+    }
+}
