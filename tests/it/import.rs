@@ -352,3 +352,95 @@ async fn velocity_templates_of_an_export_render_as_on_aws_including_the_response
     assert_eq!(reply.status, 400, "{}", reply.body);
     assert_eq!(reply.body.trim(), r#"{"error":"no such pet"}"#);
 }
+
+#[tokio::test]
+async fn an_http_api_export_with_a_lambda_authorizer_and_cors_guards_its_routes_as_on_aws() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let backend = pylon_tests::gateway::Backend::start("pets").await;
+    // The Lambda authorizer, at the URL given for its function.
+    let authorizer =
+        pylon_tests::gateway::JsonServer::start(|_, event| match event["identitySource"][0].as_str() {
+            Some("Bearer let-me-in") => (
+                200,
+                serde_json::json!({"isAuthorized": true, "principalId": "u-1"}),
+            ),
+            _ => (200, serde_json::json!({"isAuthorized": false})),
+        })
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let export = std::fs::read_to_string(
+        repo_root().join("tests/data/aws-exports/14-http-api-petstore-cors-ref.oas301.json"),
+    )
+    .expect("export");
+    let file = dir.path().join("export.json");
+    std::fs::write(
+        &file,
+        export.replace(
+            "http://petstore.execute-api.us-west-1.amazonaws.com",
+            &backend.url(),
+        ),
+    )
+    .expect("write");
+    let endpoint = cluster.nodes[0].endpoint();
+    let lambda = format!("function-name={}", authorizer.url("/decide"));
+    pylon_cli(
+        &endpoint,
+        &[
+            "import",
+            "openapi",
+            &file.display().to_string(),
+            "--api",
+            "petstore",
+            "--lambda-url",
+            &lambda,
+            "--stage",
+            "prod",
+            "--deploy",
+        ],
+    )
+    .expect("import");
+    let dp = DataPlaneNode::start(dir.path(), "dp-authorizer", std::slice::from_ref(&endpoint), &[]);
+    let client = HttpClient::default();
+    let send = |path: &'static str, headers: Vec<(&'static str, &'static str)>| {
+        let client = &client;
+        let address = dp.address();
+        async move {
+            let mut request = Request::get(path).header("host", "petstore.localhost");
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            client.send(address, request.body(Full::new(Bytes::new()))?).await
+        }
+    };
+    // An open route of the export answers through the backend.
+    eventually("the imported API served", Duration::from_secs(15), || async {
+        send("/prod/pets", vec![]).await.ok().filter(|r| r.status == 200)
+    })
+    .await;
+    // The authorizer's route: no token 401, a refused one 403, a good one through.
+    assert_eq!(send("/prod/pets/7", vec![]).await.expect("reply").status, 401);
+    let denied = send("/prod/pets/7", vec![("authorization", "Bearer nope")])
+        .await
+        .expect("reply");
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    let allowed = send("/prod/pets/7", vec![("authorization", "Bearer let-me-in")])
+        .await
+        .expect("reply");
+    assert_eq!(allowed.status, 200, "{}", allowed.body);
+    assert_eq!(allowed.json()["path"], "/petstore/pets/7");
+    // The export's CORS: a preflight from any origin is answered.
+    let preflight = {
+        let request = Request::builder()
+            .method("OPTIONS")
+            .uri("/prod/pets")
+            .header("host", "petstore.localhost")
+            .header("origin", "https://shop.example")
+            .header("access-control-request-method", "POST")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        client.send(dp.address(), request).await.expect("preflight")
+    };
+    assert!(preflight.status.is_success(), "{}", preflight.status);
+    assert_eq!(preflight.header("access-control-allow-origin"), "*");
+}
