@@ -130,6 +130,7 @@ impl AdminApi {
                 version,
             },
         );
+        let document = ordered(document).map_err(|e| Status::internal(e.to_string()))?;
         let document = match format {
             Format::Json => {
                 serde_json::to_string_pretty(&document).map_err(|e| Status::internal(e.to_string()))?
@@ -140,6 +141,25 @@ impl AdminApi {
         };
         Ok(Response::new(GetExportResponse { document }))
     }
+}
+
+/// The document with its top-level fields in the order people read an
+/// OpenAPI document in (the rest stays sorted).
+fn ordered(document: serde_json::Value) -> Result<serde_norway::Value, serde_norway::Error> {
+    const ORDER: &[&str] = &["openapi", "info", "servers", "paths", "components"];
+    let serde_json::Value::Object(mut fields) = document else {
+        return serde_norway::to_value(document);
+    };
+    let mut out = serde_norway::Mapping::new();
+    for key in ORDER {
+        if let Some(value) = fields.remove(*key) {
+            out.insert((*key).into(), serde_norway::to_value(value)?);
+        }
+    }
+    for (key, value) in fields {
+        out.insert(key.into(), serde_norway::to_value(value)?);
+    }
+    Ok(serde_norway::Value::Mapping(out))
 }
 
 enum Format {
