@@ -852,16 +852,27 @@ fn check_template_source(c: &mut Checker, p: &str, source: &str, velocity: bool,
     if let Err(why) = crate::vtl::check(source) {
         c.fail(p, format!("Velocity: {why}"));
     }
-    c.check(
-        !source.contains("requestOverride"),
-        p,
-        "$context.requestOverride is not supported: use request_parameters mappings",
-    );
-    c.check(
-        side == TemplateSide::Response || !source.contains("responseOverride"),
-        p,
-        "$context.responseOverride only takes effect in response templates",
-    );
+    let line_of = |needle: &str| {
+        source
+            .find(needle)
+            .map(|at| source[..at].matches('\n').count() + 1)
+    };
+    if let Some(line) = line_of("requestOverride") {
+        c.fail(
+            p,
+            format!(
+                "line {line}: $context.requestOverride is not supported: use request_parameters mappings"
+            ),
+        );
+    }
+    if side == TemplateSide::Request
+        && let Some(line) = line_of("responseOverride")
+    {
+        c.fail(
+            p,
+            format!("line {line}: $context.responseOverride only takes effect in response templates"),
+        );
+    }
 }
 
 fn check_route_cache(c: &mut Checker, p: &str, route: &Route) {

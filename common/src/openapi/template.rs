@@ -143,6 +143,12 @@ pub fn prepare(text: &str, velocity: bool) -> Result<String, String> {
     if !velocity {
         return convert(text);
     }
+    if let Some(at) = text.find("requestOverride") {
+        let line = text[..at].matches('\n').count() + 1;
+        return Err(format!(
+            "line {line}: $context.requestOverride is not supported: map parameters with request_parameters instead"
+        ));
+    }
     crate::vtl::check(text).map_err(|e| {
         format!(
             "a Velocity (VTL) template outside the subset Pylon runs ({e}; docs/openapi.md lists the subset)"

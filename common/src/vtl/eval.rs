@@ -38,7 +38,19 @@ pub enum RenderError {
     TooLarge,
     #[error("$context.responseOverride.status {0} is not a status (200..=599)")]
     BadStatus(String),
+    #[error("a value the template built is over {MAX_OUTPUT} bytes")]
+    ValueTooLarge,
+    #[error("the template handled more than {WORK} bytes of values: too much work")]
+    TooMuchWork,
+    #[error("the JSONPath {0:?} has more than one recursive descent (..)")]
+    PathTooBroad(String),
 }
+
+/// Bytes of values one render may build or scan (each value built, each
+/// string a method reads, each body a JSONPath reads, counts). With every
+/// value at most [`MAX_OUTPUT`] bytes, this bounds a render's memory and
+/// time whatever the template loops over.
+pub const WORK: usize = 64 * 1024 * 1024;
 
 /// Renders `nodes`: the text and what the template overrode.
 ///
@@ -53,6 +65,7 @@ pub fn render(nodes: &[Node], inputs: &Inputs) -> Result<(String, Override), Ren
         inputs,
         variables,
         fuel: FUEL,
+        work: WORK,
         body_json: None,
     };
     let mut out = String::new();
@@ -91,6 +104,8 @@ struct Machine<'a> {
     inputs: &'a Inputs,
     variables: BTreeMap<String, Value>,
     fuel: u64,
+    /// Bytes of values still to build or scan.
+    work: usize,
     body_json: Option<Value>,
 }
 
@@ -98,6 +113,21 @@ impl Machine<'_> {
     fn burn(&mut self) -> Result<(), RenderError> {
         self.fuel = self.fuel.checked_sub(1).ok_or(RenderError::OutOfFuel)?;
         Ok(())
+    }
+
+    fn charge(&mut self, bytes: usize) -> Result<(), RenderError> {
+        self.work = self.work.checked_sub(bytes).ok_or(RenderError::TooMuchWork)?;
+        Ok(())
+    }
+
+    /// A value the template built: at most [`MAX_OUTPUT`] bytes, charged.
+    fn produced(&mut self, value: Value) -> Result<Value, RenderError> {
+        let size = size_capped(&value, MAX_OUTPUT);
+        if size > MAX_OUTPUT {
+            return Err(RenderError::ValueTooLarge);
+        }
+        self.charge(size)?;
+        Ok(value)
     }
 
     fn nodes(&mut self, nodes: &[Node], out: &mut String) -> Result<Flow, RenderError> {
@@ -197,18 +227,24 @@ impl Machine<'_> {
                 Some(Access::Property(name)) if name == "body" => Value::String(self.inputs.body.clone()),
                 Some(Access::Call(name, args)) => {
                     let args = self.args(args)?;
-                    self.input(name, &args)
+                    self.input(name, &args)?
                 }
                 _ => Value::Null,
             },
             "util" => match path.next() {
                 Some(Access::Call(name, args)) => {
                     let args = self.args(args)?;
-                    util(name, &args)
+                    self.charge(args.iter().map(text_len).sum())?;
+                    util(name, &args)?
                 }
                 _ => Value::Null,
             },
-            name => self.variables.get(name).cloned().unwrap_or(Value::Null),
+            name => {
+                let found = self.variables.get(name).map_or(0, |v| size_capped(v, MAX_OUTPUT));
+                // Reading a variable copies it: charged like building it.
+                self.charge(found)?;
+                self.variables.get(name).cloned().unwrap_or(Value::Null)
+            }
         };
         for access in path {
             self.burn()?;
@@ -228,11 +264,13 @@ impl Machine<'_> {
                 }
                 Access::Call(name, args) => {
                     let args = self.args(args)?;
-                    method(&value, name, &args)
+                    // Methods read their receiver and arguments.
+                    self.charge(text_len(&value) + args.iter().map(text_len).sum::<usize>())?;
+                    method(&value, name, &args)?
                 }
             };
         }
-        Ok(value)
+        self.produced(value)
     }
 
     fn args(&mut self, args: &[Expr]) -> Result<Vec<Value>, RenderError> {
@@ -248,13 +286,13 @@ impl Machine<'_> {
     }
 
     /// `$input.json(p)`, `$input.path(p)`, `$input.params(…)`.
-    fn input(&mut self, name: &str, args: &[Value]) -> Value {
-        match (name, args) {
+    fn input(&mut self, name: &str, args: &[Value]) -> Result<Value, RenderError> {
+        Ok(match (name, args) {
             ("json", [path]) => {
-                let selected = self.select(&text_of(path));
+                let selected = self.select(&text_of(path))?;
                 Value::String(serde_json::to_string(&selected).unwrap_or_default())
             }
-            ("path", [path]) => self.select(&text_of(path)),
+            ("path", [path]) => self.select(&text_of(path))?,
             ("params", []) => serde_json::json!({
                 "path": self.inputs.path,
                 "querystring": self.inputs.querystring,
@@ -277,29 +315,53 @@ impl Machine<'_> {
                 Value::String(found.cloned().unwrap_or_default())
             }
             _ => Value::Null,
-        }
+        })
     }
 
     /// A JSONPath into the body: one match as itself, several as a list,
     /// none as null.
-    fn select(&mut self, path: &str) -> Value {
+    fn select(&mut self, path: &str) -> Result<Value, RenderError> {
+        // A path reads the whole body.
+        self.charge(self.inputs.body.len())?;
         let body = self.body_json();
         if path.trim() == "$" {
-            return body;
+            return Ok(body);
         }
-        let Ok(path) = serde_json_path::JsonPath::parse(path) else {
-            return Value::Null;
+        // Each recursive descent multiplies the matches (`$..*..*` on a deep
+        // body is quadratic): one is allowed.
+        if path.matches("..").count() > 1 {
+            return Err(RenderError::PathTooBroad(path.to_owned()));
+        }
+        let Ok(parsed) = serde_json_path::JsonPath::parse(path) else {
+            return Ok(Value::Null);
         };
-        let found: Vec<&Value> = path.query(&body).all();
-        match found.as_slice() {
+        let found: Vec<&Value> = parsed.query(&body).all();
+        // Sized before they are copied.
+        let mut total = 0;
+        for one in &found {
+            total += size_capped(one, MAX_OUTPUT);
+            if total > MAX_OUTPUT {
+                return Err(RenderError::ValueTooLarge);
+            }
+        }
+        Ok(match found.as_slice() {
             [] => Value::Null,
             [one] => (*one).clone(),
             many => Value::Array(many.iter().map(|v| (*v).clone()).collect()),
-        }
+        })
     }
 
     fn expr(&mut self, expr: &Expr) -> Result<Value, RenderError> {
         self.burn()?;
+        let value = self.expr_value(expr)?;
+        match expr {
+            // Already charged where they were read.
+            Expr::Ref(_) | Expr::Literal(_) => Ok(value),
+            _ => self.produced(value),
+        }
+    }
+
+    fn expr_value(&mut self, expr: &Expr) -> Result<Value, RenderError> {
         Ok(match expr {
             Expr::Literal(value) => value.clone(),
             Expr::Interpolated(nodes) => {
@@ -343,6 +405,9 @@ impl Machine<'_> {
             Expr::Binary(Op::Or, a, b) => Value::Bool(truthy(&self.expr(a)?) || truthy(&self.expr(b)?)),
             Expr::Binary(op, a, b) => {
                 let (a, b) = (self.expr(a)?, self.expr(b)?);
+                if *op == Op::Add && text_len(&a) + text_len(&b) > MAX_OUTPUT {
+                    return Err(RenderError::ValueTooLarge);
+                }
                 binary(*op, &a, &b)
             }
         })
@@ -360,6 +425,50 @@ fn push(out: &mut String, text: &str) -> Result<(), RenderError> {
 /// Velocity's truth: everything but null and false.
 fn truthy(value: &Value) -> bool {
     !matches!(value, Value::Null | Value::Bool(false))
+}
+
+/// How long a value's printed text is, roughly (strings exactly).
+fn text_len(value: &Value) -> usize {
+    match value {
+        Value::String(s) => s.len(),
+        other => size_capped(other, MAX_OUTPUT),
+    }
+}
+
+/// The size of a value in bytes (strings by length, 8 per scalar and per
+/// container), counted only up to just past `cap`.
+pub fn size_capped(value: &Value, cap: usize) -> usize {
+    let mut total = 0usize;
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        total = total.saturating_add(match value {
+            Value::String(s) => s.len() + 8,
+            Value::Array(items) => {
+                stack.extend(items.iter());
+                8
+            }
+            Value::Object(map) => {
+                for (k, v) in map {
+                    total = total.saturating_add(k.len());
+                    stack.push(v);
+                }
+                8
+            }
+            _ => 8,
+        });
+        if total > cap {
+            return total;
+        }
+    }
+    total
+}
+
+/// A value as Java prints it inside a list or map (`null` shows).
+fn element_text(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        other => text_of(other),
+    }
 }
 
 /// A value as Java prints it.
@@ -380,11 +489,14 @@ pub fn text_of(value: &Value) -> String {
                 }
             }
         }
-        Value::Array(items) => format!("[{}]", items.iter().map(text_of).collect::<Vec<_>>().join(", ")),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(element_text).collect::<Vec<_>>().join(", ")
+        ),
         Value::Object(map) => format!(
             "{{{}}}",
             map.iter()
-                .map(|(k, v)| format!("{k}={}", text_of(v)))
+                .map(|(k, v)| format!("{k}={}", element_text(v)))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -460,7 +572,7 @@ fn binary(op: Op, a: &Value, b: &Value) -> Value {
 
 fn property(value: &Value, name: &str) -> Value {
     match value {
-        Value::Object(map) => map.get(name).cloned().unwrap_or(Value::Null),
+        Value::Object(map) => get_ignoring_case(map, name).cloned().unwrap_or(Value::Null),
         _ => Value::Null,
     }
 }
@@ -472,20 +584,20 @@ fn char_index(text: &str, value: Option<&Value>) -> Option<usize> {
 }
 
 /// Java-style methods on strings, numbers, lists and maps.
-fn method(value: &Value, name: &str, args: &[Value]) -> Value {
+fn method(value: &Value, name: &str, args: &[Value]) -> Result<Value, RenderError> {
     if name == "toString" && args.is_empty() {
-        return match value {
+        return Ok(match value {
             Value::Null => Value::Null,
             other => Value::String(text_of(other)),
-        };
+        });
     }
     if name == "equals" {
-        return args
+        return Ok(args
             .first()
-            .map_or(Value::Null, |other| binary(Op::Eq, value, other));
+            .map_or(Value::Null, |other| binary(Op::Eq, value, other)));
     }
-    match value {
-        Value::String(s) => string_method(s, name, args),
+    Ok(match value {
+        Value::String(s) => string_method(s, name, args)?,
         Value::Array(items) => match (name, args) {
             ("size", []) => Value::from(items.len()),
             ("isEmpty", []) => Value::Bool(items.is_empty()),
@@ -500,8 +612,10 @@ fn method(value: &Value, name: &str, args: &[Value]) -> Value {
         Value::Object(map) => match (name, args) {
             ("size", []) => Value::from(map.len()),
             ("isEmpty", []) => Value::Bool(map.is_empty()),
-            ("get", [key]) => map.get(&text_of(key)).cloned().unwrap_or(Value::Null),
-            ("containsKey", [key]) => Value::Bool(map.contains_key(&text_of(key))),
+            ("get", [key]) => get_ignoring_case(map, &text_of(key))
+                .cloned()
+                .unwrap_or(Value::Null),
+            ("containsKey", [key]) => Value::Bool(get_ignoring_case(map, &text_of(key)).is_some()),
             ("keySet", []) => Value::Array(map.keys().map(|k| Value::String(k.clone())).collect()),
             ("values", []) => Value::Array(map.values().cloned().collect()),
             ("entrySet", []) => Value::Array(
@@ -519,12 +633,36 @@ fn method(value: &Value, name: &str, args: &[Value]) -> Value {
             _ => Value::Null,
         },
         _ => Value::Null,
-    }
+    })
 }
 
-fn string_method(s: &str, name: &str, args: &[Value]) -> Value {
+/// Case-insensitive map lookup for header maps: HTTP names are
+/// case-insensitive, and the gateway holds them lowercase.
+fn get_ignoring_case<'m>(map: &'m Map<String, Value>, key: &str) -> Option<&'m Value> {
+    map.get(key).or_else(|| {
+        map.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
+}
+
+fn string_method(s: &str, name: &str, args: &[Value]) -> Result<Value, RenderError> {
     let arg = |i: usize| args.get(i).map(text_of).unwrap_or_default();
-    match (name, args.len()) {
+    // What a replacement would write, known before writing it.
+    let replaced_len = |count: usize, with: usize| s.len().saturating_add(count.saturating_mul(with));
+    if matches!(name, "replace" | "replaceAll" | "replaceFirst") && args.len() == 2 {
+        let with = arg(1).len();
+        let count = match name {
+            "replace" if !arg(0).is_empty() => s.matches(arg(0).as_str()).count(),
+            "replace" => s.chars().count() + 1,
+            "replaceFirst" => 1,
+            _ => regex::Regex::new(&arg(0)).map_or(0, |re| re.find_iter(s).count()),
+        };
+        if replaced_len(count, with) > MAX_OUTPUT {
+            return Err(RenderError::ValueTooLarge);
+        }
+    }
+    Ok(match (name, args.len()) {
         ("length", 0) | ("size", 0) => Value::from(s.chars().count()),
         ("isEmpty", 0) => Value::Bool(s.is_empty()),
         ("contains", 1) => Value::Bool(s.contains(&arg(0))),
@@ -575,16 +713,20 @@ fn string_method(s: &str, name: &str, args: &[Value]) -> Value {
             .and_then(|i| s.chars().nth(i))
             .map_or(Value::Null, |c| Value::String(c.to_string())),
         _ => Value::Null,
-    }
+    })
 }
 
 /// `$util.…`.
-fn util(name: &str, args: &[Value]) -> Value {
+fn util(name: &str, args: &[Value]) -> Result<Value, RenderError> {
     let Some(first) = args.first() else {
-        return Value::Null;
+        return Ok(Value::Null);
     };
     let text = text_of(first);
-    match name {
+    // escapeJavaScript writes at most 12 bytes per character, urlEncode 9.
+    if matches!(name, "escapeJavaScript" | "urlEncode") && text.len().saturating_mul(4) > MAX_OUTPUT {
+        return Err(RenderError::ValueTooLarge);
+    }
+    Ok(match name {
         "escapeJavaScript" => Value::String(escape_javascript(&text)),
         "urlEncode" => Value::String(form_urlencoded::byte_serialize(text.as_bytes()).collect()),
         "urlDecode" => Value::String(
@@ -599,7 +741,7 @@ fn util(name: &str, args: &[Value]) -> Value {
             .unwrap_or(Value::Null),
         "parseJson" => serde_json::from_str(&text).unwrap_or(Value::Null),
         _ => Value::Null,
-    }
+    })
 }
 
 /// Apache Commons' `escapeJavaScript`, which API Gateway uses: quotes,

@@ -201,3 +201,48 @@ fn the_core_renders_as_the_airspeed_velocity_engine_does() {
         assert_eq!(output, case["airspeed"].as_str().unwrap_or(""), "{name}");
     }
 }
+
+/// Templates that build, copy or scan without end fail fast, whatever each
+/// step costs (each was a crash or a minute-long render once).
+#[test]
+fn amplifying_templates_fail_fast_instead_of_eating_the_node() {
+    let fifty = "x".repeat(50);
+    let deep = format!("{}1{}", "{\"a\": [".repeat(60), "]}".repeat(60));
+    let cases = [
+        ("#set($l=[1])#foreach($i in [1..30])#set($l=[$l,$l])#end$l.size()".to_owned(), String::new()),
+        ("#set($m={})#foreach($i in [1..30])#set($m={\"a\":$m,\"b\":$m})#end ok".to_owned(), String::new()),
+        ("#set($s=\"x\")#foreach($i in [1..40])#set($s=$s + $s)#end$s.length()".to_owned(), String::new()),
+        ("$input.path('$..*..*..*..*').size()".to_owned(), deep.clone()),
+        (format!("#set($s=\"{fifty}\")#foreach($i in [1..25])#set($s=$s.replace(\"x\",\"xx\"))#end$s.length()"), String::new()),
+        ("#set($s=\"'\")#foreach($i in [1..30])#set($s=$util.escapeJavaScript($s))#end$s.length()".to_owned(), String::new()),
+        (
+            "#set($s=\"x\")#foreach($i in [1..19])#set($s=\"$s$s\")#end#foreach($i in [1..100000])#if($s.contains(\"y\"))#end#end".to_owned(),
+            String::new(),
+        ),
+        ("$input.path('$..*').size()".to_owned(), format!("[{}]", vec![deep; 3000].join(","))),
+    ];
+    for (template, body_text) in cases {
+        let nodes = parse(&template).unwrap_or_else(|e| panic!("{template}: {e}"));
+        let started = std::time::Instant::now();
+        let result = render(&nodes, &body(&body_text));
+        assert!(
+            result.is_err(),
+            "{template}: rendered {:?}",
+            result.map(|r| r.0.len())
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{template}: {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
+fn header_maps_are_read_without_regard_to_case_and_nulls_print_inside_values() {
+    let mut inputs = body(r#"{"a": [1, null, "x"], "n": null}"#);
+    inputs.header.insert("x-custom-hdr".into(), "v".into());
+    assert_eq!(run("$input.params().header.get('X-Custom-Hdr')", &inputs), "v");
+    assert_eq!(run("$input.path('$.a')", &inputs), "[1, null, x]");
+    assert_eq!(run("$input.path('$')", &inputs), "{a=[1, null, x], n=null}");
+}

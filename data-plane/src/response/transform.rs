@@ -124,6 +124,13 @@ pub async fn apply(
     if let Some(status) = selected.and_then(|s| s.status) {
         parts.status = status;
     }
+    // An integration response's template is for its media type (mappings
+    // applied next may still set another).
+    if rendered.is_some()
+        && let Some(media_type) = template_type.and_then(|t| HeaderValue::from_str(t).ok())
+    {
+        parts.headers.insert(header::CONTENT_TYPE, media_type);
+    }
     // `$context.responseOverride` in a Velocity template has the last word.
     if let Some(over) = &velocity_override {
         if let Some(status) = over.status.and_then(|s| StatusCode::from_u16(s).ok()) {
@@ -145,13 +152,6 @@ pub async fn apply(
             })?;
             parts.headers.insert(name, value);
         }
-    }
-    // An integration response's template is for its media type (mappings
-    // applied next may still set another).
-    if rendered.is_some()
-        && let Some(media_type) = template_type.and_then(|t| HeaderValue::from_str(t).ok())
-    {
-        parts.headers.insert(header::CONTENT_TYPE, media_type);
     }
     for (action, target, value) in changes {
         match target {
