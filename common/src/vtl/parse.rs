@@ -665,7 +665,6 @@ impl Parser {
             Some('[') => {
                 self.pos += 1;
                 self.skip_space();
-                let first_start = self.pos;
                 if self.peek() == Some(']') {
                     self.pos += 1;
                     return Ok(Expr::List(Vec::new()));
@@ -682,7 +681,6 @@ impl Parser {
                     self.pos += 1;
                     return Ok(Expr::Range(Box::new(first), Box::new(last)));
                 }
-                let _ = first_start;
                 let mut items = vec![first];
                 loop {
                     self.skip_space();
