@@ -696,7 +696,7 @@ pub(super) async fn diff(admin: &mut Admin, path: &Path, prune: bool) -> anyhow:
 /// `dump -o DIR`: every API, stage, usage plan, domain name and API key as
 /// files (`apis/NAME.yaml`, `stages/API/STAGE.yaml`, `usage-plans/`,
 /// `domain-names/`, `api-keys/`), without output-only fields; API keys by
-/// id and name, never their value or hash.
+/// id, name and digest, never their value.
 pub(super) async fn dump(admin: &mut Admin, dir: &Path) -> anyhow::Result<()> {
     // A file left from an earlier dump would bring a deleted resource back
     // on `sync --prune`.
@@ -760,11 +760,14 @@ pub(super) async fn dump(admin: &mut Admin, dir: &Path) -> anyhow::Result<()> {
         count += 1;
     }
     for key in keys {
+        // By id and digest (SHA-256 of the value), never the value: a
+        // digest cannot call the API, and tells two clusters' keys apart.
         let key = config::ApiKey {
             id: key.id.clone(),
             name: key.name.clone(),
             description: key.description.clone(),
             enabled: key.enabled,
+            key_hash: key.key_hash.clone(),
             ..Default::default()
         };
         write(format!("api-keys/{}.yaml", key.id), Kind::ApiKey(key))?;
