@@ -8,8 +8,10 @@ mod run;
 mod telemetry;
 mod verbs;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
+
+mod settings;
 
 #[derive(Parser)]
 #[command(
@@ -38,7 +40,18 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Every flag of the servers also from PYLON_* and from --config FILE.
+    let command = match settings::command(Cli::command(), std::env::args_os().collect()) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

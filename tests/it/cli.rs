@@ -455,3 +455,63 @@ async fn an_apis_authorizers_are_listed_and_removed_by_name_but_not_while_a_rout
     let left = cli_json(&endpoint, &["authorizers", "list", "shop", "-o", "json"]);
     assert_eq!(left.as_array().map(Vec::len), Some(1));
 }
+
+#[tokio::test]
+async fn servers_take_every_flag_from_pylon_variables_and_a_settings_file() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (admin, ops) = (pylon_tests::free_port(), pylon_tests::free_port());
+    let settings = dir.path().join("dev.yaml");
+    std::fs::write(
+        &settings,
+        format!(
+            "data_dir: {}\nlisten: 127.0.0.1:{}\nraft-listen: 127.0.0.1:{}\nops-listen: 127.0.0.1:{ops}\n",
+            dir.path().join("data").display(),
+            pylon_tests::free_port(),
+            pylon_tests::free_port(),
+        ),
+    )
+    .expect("write");
+    // The admin address from the environment, the rest from the file.
+    let mut child = std::process::Command::new(pylon_tests::pylon_bin())
+        .args(["dev", "--config", &settings.display().to_string()])
+        .env("PYLON_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("pylon dev");
+    let endpoint = format!("http://127.0.0.1:{admin}");
+    let listed = pylon_tests::eventually("pylon dev up", std::time::Duration::from_secs(20), || async {
+        pylon_cli(&endpoint, &["apis", "list"]).ok()
+    })
+    .await;
+    assert!(listed.starts_with("NAME"), "{listed}");
+    let ready = raw_get(ops, "/readyz").await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+
+    // A setting the server does not have is an error naming it.
+    std::fs::write(&settings, "lisen: 127.0.0.1:1\n").expect("write");
+    let output = std::process::Command::new(pylon_tests::pylon_bin())
+        .args(["dev", "--config", &settings.display().to_string()])
+        .output()
+        .expect("pylon dev");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("\"lisen\" is not a setting of `pylon dev`"));
+}
+
+/// A GET on loopback over a raw socket: the status line and the rest.
+async fn raw_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return String::new();
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
