@@ -5,6 +5,7 @@ mod cache;
 mod cli;
 mod cluster;
 mod declarative;
+mod deploy;
 mod front_door;
 mod gateway;
 mod import;
