@@ -195,3 +195,249 @@ fn the_chart_refuses_an_even_control_plane_and_five_nodes_render() {
     assert_eq!(kind(&manifests, "StatefulSet", "pylon-cp")["spec"]["replicas"], 5);
     assert!(manifests.iter().any(|m| m["kind"] == "NetworkPolicy"));
 }
+
+/// Network namespaces, veth links and hosts files made for one test, and
+/// the processes started in them; all removed when dropped.
+struct Pods {
+    hub: String,
+    namespaces: Vec<String>,
+    children: Vec<std::process::Child>,
+}
+
+impl Pods {
+    fn ip(args: &[&str]) {
+        let status = Command::new("ip").args(args).status().expect("ip");
+        assert!(status.success(), "ip {}", args.join(" "));
+    }
+
+    /// A hub namespace with a bridge, and one namespace per pod on it at
+    /// 10.213.0.(10 + i), each with a hosts file naming `names`.
+    fn new(prefix: &str, pods: usize, names: &[(String, usize)]) -> Pods {
+        let hub = format!("{prefix}-hub");
+        Self::ip(&["netns", "add", &hub]);
+        let mut made = Pods {
+            hub: hub.clone(),
+            namespaces: Vec::new(),
+            children: Vec::new(),
+        };
+        Self::ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"]);
+        Self::ip(&["-n", &hub, "link", "set", "br0", "up"]);
+        let mut hosts = String::from("127.0.0.1 localhost\n");
+        for (name, pod) in names {
+            hosts.push_str(&format!("10.213.0.{} {name}\n", 10 + pod));
+        }
+        for i in 0..pods {
+            let ns = format!("{prefix}-{i}");
+            Self::ip(&["netns", "add", &ns]);
+            made.namespaces.push(ns.clone());
+            let veth = format!("v{i}");
+            Self::ip(&[
+                "-n", &hub, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ]);
+            Self::ip(&["-n", &hub, "link", "set", &veth, "master", "br0", "up"]);
+            Self::ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("10.213.0.{}/24", 10 + i),
+                "dev",
+                "eth0",
+            ]);
+            Self::ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+            Self::ip(&["-n", &ns, "link", "set", "lo", "up"]);
+            let dir = std::path::PathBuf::from("/etc/netns").join(&ns);
+            std::fs::create_dir_all(&dir).expect("/etc/netns");
+            std::fs::write(dir.join("hosts"), &hosts).expect("hosts");
+        }
+        made
+    }
+
+    /// Runs `program args` in pod `i`'s namespace with only `env` (and PATH).
+    fn spawn(
+        &mut self,
+        i: usize,
+        env: &[(String, String)],
+        program: &str,
+        args: &[String],
+        log: &std::path::Path,
+    ) {
+        let log = std::fs::File::create(log).expect("log");
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.namespaces[i], "env", "-i"])
+            .arg(format!("PATH={}", std::env::var("PATH").unwrap_or_default()))
+            .args(env.iter().map(|(k, v)| format!("{k}={v}")))
+            .arg(program)
+            .args(args)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        self.children.push(command.spawn().expect("spawn"));
+    }
+
+    /// Runs a command to completion in pod `i`'s namespace.
+    fn run(&self, i: usize, env: &[(&str, &str)], program: &str, args: &[&str]) -> std::process::Output {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.namespaces[i], "env"]);
+        command.args(env.iter().map(|(k, v)| format!("{k}={v}")));
+        command.arg(program).args(args).output().expect("run")
+    }
+}
+
+impl Drop for Pods {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in self.namespaces.iter().chain(std::iter::once(&self.hub)) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            let _ = std::fs::remove_dir_all(std::path::PathBuf::from("/etc/netns").join(ns));
+        }
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+#[tokio::test]
+async fn what_the_chart_says_starts_three_control_plane_nodes_and_two_data_planes_that_serve() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (ip netns) to give each pod a network namespace of its own");
+        return;
+    }
+    let _serial = pylon_tests::serial().await;
+    let manifests =
+        render(serde_json::json!({"dataPlane": {"autoscaling": {"enabled": false}, "replicas": 2}}));
+    let cp = kind(&manifests, "StatefulSet", "pylon-cp");
+    let dp = kind(&manifests, "Deployment", "pylon-dp");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "chart-test-token-0123456789").expect("token");
+    let bin = pylon_bin().display().to_string();
+    // Pods 0–2: the control plane, by the names its headless Service gives.
+    let names: Vec<(String, usize)> = (0..3)
+        .map(|i| (format!("demo-pylon-cp-{i}.demo-pylon-cp.apis.svc"), i))
+        .collect();
+    let mut pods = Pods::new(&format!("pyl{}", std::process::id()), 5, &names);
+
+    // The StatefulSet's container: its shell script with this machine's paths.
+    let script = cp["spec"]["template"]["spec"]["containers"][0]["args"][0]
+        .as_str()
+        .expect("script");
+    for i in 0..3 {
+        let data = dir.path().join(format!("cp{i}"));
+        std::fs::create_dir_all(&data).expect("data dir");
+        let script = script
+            .replace("/usr/local/bin/pylon", &bin)
+            .replace("/var/lib/pylon/data", &data.join("data").display().to_string())
+            .replace("/etc/pylon/token/token", &token.display().to_string());
+        let env = vec![("HOSTNAME".to_owned(), format!("demo-pylon-cp-{i}"))];
+        pods.spawn(
+            i,
+            &env,
+            "/bin/sh",
+            &["-c".to_owned(), script],
+            &dir.path().join(format!("cp{i}.log")),
+        );
+    }
+    // The Deployment's container: its args and environment.
+    let container = &dp["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    for j in 0..2 {
+        let pod_name = format!("demo-pylon-dp-{j}");
+        let cache = dir.path().join(format!("dp{j}"));
+        std::fs::create_dir_all(&cache).expect("cache dir");
+        let env: Vec<(String, String)> = container["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .filter_map(|e| {
+                let name = e["name"].as_str()?.to_owned();
+                let value = match (e["value"].as_str(), name.as_str()) {
+                    (_, "POD_NAME") => pod_name.clone(),
+                    (Some(v), _) => v
+                        .replace("$(POD_NAME)", &pod_name)
+                        .replace("/etc/pylon/token/token", &token.display().to_string())
+                        .replace("/var/cache/pylon", &cache.display().to_string()),
+                    (None, _) => return None,
+                };
+                Some((name, value))
+            })
+            .collect();
+        pods.spawn(3 + j, &env, &bin, &args, &dir.path().join(format!("dp{j}.log")));
+    }
+
+    // The three nodes elect a leader through the DNS names.
+    let admin = [
+        ("PYLON_ENDPOINT", "http://127.0.0.1:9090"),
+        ("PYLON_TOKEN", "chart-test-token-0123456789"),
+    ];
+    let logs = || {
+        (0..3)
+            .map(|i| std::fs::read_to_string(dir.path().join(format!("cp{i}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    let mut status = String::new();
+    for _ in 0..120 {
+        let out = pods.run(0, &admin, &bin, &["cluster", "status"]);
+        status = String::from_utf8_lossy(&out.stdout).into_owned();
+        if status.contains("LEADER") && status.matches("demo-pylon-cp-").count() == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(status.contains("LEADER"), "no leader: {status}\n{}", logs());
+    let petstore = repo_root().join("examples/petstore.yaml").display().to_string();
+    let applied = pods.run(1, &admin, &bin, &["apply", "-f", &petstore]);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let deployed = pods.run(2, &admin, &bin, &["deploy", "petstore", "--stage", "prod"]);
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+
+    // Both data planes, configured only by the chart's variables, serve it.
+    for pod in [3, 4] {
+        let mut code = String::new();
+        for _ in 0..60 {
+            let out = pods.run(
+                pod,
+                &[],
+                "curl",
+                &[
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-H",
+                    "Host: petstore.localhost",
+                    "http://127.0.0.1:8080/prod/pets",
+                ],
+            );
+            code = String::from_utf8_lossy(&out.stdout).into_owned();
+            if code == "200" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        let log = std::fs::read_to_string(dir.path().join(format!("dp{}.log", pod - 3))).unwrap_or_default();
+        assert_eq!(code, "200", "data plane {pod}: {log}");
+    }
+}
