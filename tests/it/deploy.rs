@@ -305,14 +305,17 @@ fn is_root() -> bool {
 }
 
 #[tokio::test]
-async fn what_the_chart_says_starts_three_control_plane_nodes_and_two_data_planes_that_serve() {
+async fn what_the_chart_says_starts_a_control_plane_that_grows_by_join_and_data_planes_that_serve() {
     if !is_root() {
         eprintln!("SKIPPED: needs root (ip netns) to give each pod a network namespace of its own");
         return;
     }
     let _serial = pylon_tests::serial().await;
-    let manifests =
-        render(serde_json::json!({"dataPlane": {"autoscaling": {"enabled": false}, "replicas": 2}}));
+    // Five nodes, three founding: ordinals 3 and 4 start with --join.
+    let manifests = render(serde_json::json!({
+        "controlPlane": {"replicas": 5, "founding": 3},
+        "dataPlane": {"autoscaling": {"enabled": false}, "replicas": 2}
+    }));
     let cp = kind(&manifests, "StatefulSet", "pylon-cp");
     let dp = kind(&manifests, "Deployment", "pylon-dp");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -320,16 +323,16 @@ async fn what_the_chart_says_starts_three_control_plane_nodes_and_two_data_plane
     std::fs::write(&token, "chart-test-token-0123456789").expect("token");
     let bin = pylon_bin().display().to_string();
     // Pods 0–2: the control plane, by the names its headless Service gives.
-    let names: Vec<(String, usize)> = (0..3)
+    let names: Vec<(String, usize)> = (0..5)
         .map(|i| (format!("demo-pylon-cp-{i}.demo-pylon-cp.apis.svc"), i))
         .collect();
-    let mut pods = Pods::new(&format!("pyl{}", std::process::id()), 5, &names);
+    let mut pods = Pods::new(&format!("pyl{}", std::process::id()), 7, &names);
 
     // The StatefulSet's container: its shell script with this machine's paths.
     let script = cp["spec"]["template"]["spec"]["containers"][0]["args"][0]
         .as_str()
         .expect("script");
-    for i in 0..3 {
+    for i in 0..5 {
         let data = dir.path().join(format!("cp{i}"));
         std::fs::create_dir_all(&data).expect("data dir");
         let script = script
@@ -374,7 +377,7 @@ async fn what_the_chart_says_starts_three_control_plane_nodes_and_two_data_plane
                 Some((name, value))
             })
             .collect();
-        pods.spawn(3 + j, &env, &bin, &args, &dir.path().join(format!("dp{j}.log")));
+        pods.spawn(5 + j, &env, &bin, &args, &dir.path().join(format!("dp{j}.log")));
     }
 
     // The three nodes elect a leader through the DNS names.
@@ -383,7 +386,7 @@ async fn what_the_chart_says_starts_three_control_plane_nodes_and_two_data_plane
         ("PYLON_TOKEN", "chart-test-token-0123456789"),
     ];
     let logs = || {
-        (0..3)
+        (0..5)
             .map(|i| std::fs::read_to_string(dir.path().join(format!("cp{i}.log"))).unwrap_or_default())
             .collect::<Vec<_>>()
             .join("\n---\n")
@@ -398,6 +401,37 @@ async fn what_the_chart_says_starts_three_control_plane_nodes_and_two_data_plane
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     assert!(status.contains("LEADER"), "no leader: {status}\n{}", logs());
+    // Growing: the two later ordinals are added by name, as deploy/helm/README.md says.
+    for n in [4, 5] {
+        let address = format!("demo-pylon-cp-{}.demo-pylon-cp.apis.svc:7000", n - 1);
+        let node = n.to_string();
+        let joined = pods.run(
+            0,
+            &admin,
+            &bin,
+            &["cluster", "join", "--node-id", &node, "--raft-address", &address],
+        );
+        assert!(
+            joined.status.success(),
+            "join {n}: {}\n{}",
+            String::from_utf8_lossy(&joined.stderr),
+            logs()
+        );
+    }
+    for _ in 0..120 {
+        let out = pods.run(4, &admin, &bin, &["cluster", "status"]);
+        status = String::from_utf8_lossy(&out.stdout).into_owned();
+        if status.matches("demo-pylon-cp-").count() == 5 && status.contains("LEADER") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        status.matches("demo-pylon-cp-").count(),
+        5,
+        "{status}\n{}",
+        logs()
+    );
     let petstore = repo_root().join("examples/petstore.yaml").display().to_string();
     let applied = pods.run(1, &admin, &bin, &["apply", "-f", &petstore]);
     assert!(
@@ -413,7 +447,7 @@ async fn what_the_chart_says_starts_three_control_plane_nodes_and_two_data_plane
     );
 
     // Both data planes, configured only by the chart's variables, serve it.
-    for pod in [3, 4] {
+    for pod in [5, 6] {
         let mut code = String::new();
         for _ in 0..60 {
             let out = pods.run(
@@ -437,7 +471,7 @@ async fn what_the_chart_says_starts_three_control_plane_nodes_and_two_data_plane
             }
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
-        let log = std::fs::read_to_string(dir.path().join(format!("dp{}.log", pod - 3))).unwrap_or_default();
+        let log = std::fs::read_to_string(dir.path().join(format!("dp{}.log", pod - 5))).unwrap_or_default();
         assert_eq!(code, "200", "data plane {pod}: {log}");
     }
 }
