@@ -253,6 +253,29 @@ impl Pods {
         made
     }
 
+    /// Rewrites every pod's hosts file in place (the namespaces' bind
+    /// mounts see the new content), as a DNS record that appears late.
+    fn write_hosts(&self, names: &[(String, usize)]) {
+        let mut hosts = String::from("127.0.0.1 localhost\n");
+        for (name, pod) in names {
+            hosts.push_str(&format!("10.213.0.{} {name}\n", 10 + pod));
+        }
+        for ns in &self.namespaces {
+            std::fs::write(
+                std::path::PathBuf::from("/etc/netns").join(ns).join("hosts"),
+                &hosts,
+            )
+            .expect("hosts");
+        }
+    }
+
+    /// Whether every process started is still running.
+    fn all_running(&mut self) -> bool {
+        self.children
+            .iter_mut()
+            .all(|c| c.try_wait().is_ok_and(|status| status.is_none()))
+    }
+
     /// Runs `program args` in pod `i`'s namespace with only `env` (and PATH).
     fn spawn(
         &mut self,
@@ -326,7 +349,9 @@ async fn what_the_chart_says_starts_a_control_plane_that_grows_by_join_and_data_
     let names: Vec<(String, usize)> = (0..5)
         .map(|i| (format!("demo-pylon-cp-{i}.demo-pylon-cp.apis.svc"), i))
         .collect();
-    let mut pods = Pods::new(&format!("pyl{}", std::process::id()), 7, &names);
+    // The names do not resolve yet when the nodes start (pods come up before
+    // their DNS records): the nodes wait and retry instead of exiting.
+    let mut pods = Pods::new(&format!("pyl{}", std::process::id()), 7, &[]);
 
     // The StatefulSet's container: its shell script with this machine's paths.
     let script = cp["spec"]["template"]["spec"]["containers"][0]["args"][0]
@@ -348,6 +373,12 @@ async fn what_the_chart_says_starts_a_control_plane_that_grows_by_join_and_data_
             &dir.path().join(format!("cp{i}.log")),
         );
     }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        pods.all_running(),
+        "a node exited while its peers' names did not resolve"
+    );
+    pods.write_hosts(&names);
     // The Deployment's container: its args and environment.
     let container = &dp["spec"]["template"]["spec"]["containers"][0];
     let args: Vec<String> = container["args"]
