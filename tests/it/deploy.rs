@@ -181,7 +181,7 @@ fn the_chart_renders_a_control_plane_statefulset_and_autoscaled_data_planes() {
 }
 
 #[test]
-fn the_chart_refuses_an_even_control_plane_and_five_nodes_render() {
+fn the_chart_refuses_an_even_control_plane_and_renders_five_nodes_with_monitoring() {
     let output = Command::new(tools_python())
         .arg(repo_root().join("tests/scripts/render_chart.py"))
         .arg(repo_root().join("deploy/helm/pylon"))
@@ -190,10 +190,22 @@ fn the_chart_refuses_an_even_control_plane_and_five_nodes_render() {
         .expect("render");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("must be 1, 3 or 5"));
-    let manifests =
-        render(serde_json::json!({"controlPlane": {"replicas": 5}, "networkPolicy": {"enabled": true}}));
+    let manifests = render(serde_json::json!({
+        "controlPlane": {"replicas": 5},
+        "networkPolicy": {"enabled": true},
+        "metrics": {"serviceMonitor": {"enabled": true}, "dashboard": {"enabled": true}}
+    }));
     assert_eq!(kind(&manifests, "StatefulSet", "pylon-cp")["spec"]["replicas"], 5);
     assert!(manifests.iter().any(|m| m["kind"] == "NetworkPolicy"));
+    assert!(manifests.iter().any(|m| m["kind"] == "ServiceMonitor"));
+    // The dashboard is the one deploy/otel holds, byte for byte.
+    let dashboard = kind(&manifests, "ConfigMap", "pylon-dashboard");
+    let shipped =
+        std::fs::read_to_string(repo_root().join("deploy/otel/grafana-dashboard.json")).expect("dashboard");
+    assert_eq!(
+        dashboard["data"]["pylon.json"].as_str().map(str::trim_end),
+        Some(shipped.trim_end())
+    );
 }
 
 /// Network namespaces, veth links and hosts files made for one test, and
