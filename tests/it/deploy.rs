@@ -341,21 +341,56 @@ fn is_root() -> bool {
 
 #[tokio::test]
 async fn what_the_chart_says_starts_a_control_plane_that_grows_by_join_and_data_planes_that_serve() {
+    run_the_chart(false).await;
+}
+
+#[tokio::test]
+async fn the_chart_with_credentials_by_role_runs_the_same() {
+    run_the_chart(true).await;
+}
+
+/// Runs what the chart renders; `credentials`: with a credentials file by
+/// role (operator, data-plane, peer) instead of one shared token.
+async fn run_the_chart(credentials: bool) {
     if !is_root() {
         eprintln!("SKIPPED: needs root (ip netns) to give each pod a network namespace of its own");
         return;
     }
     let _serial = pylon_tests::serial().await;
     // Five nodes, three founding: ordinals 3 and 4 start with --join.
-    let manifests = render(serde_json::json!({
+    let mut values = serde_json::json!({
         "controlPlane": {"replicas": 5, "founding": 3},
         "dataPlane": {"autoscaling": {"enabled": false}, "replicas": 2}
-    }));
+    });
+    if credentials {
+        values["credentials"] = serde_json::json!({"secret": "pylon-creds", "dataPlaneSecret": "pylon-dp"});
+    }
+    let manifests = render(values);
     let cp = kind(&manifests, "StatefulSet", "pylon-cp");
     let dp = kind(&manifests, "Deployment", "pylon-dp");
     let dir = tempfile::tempdir().expect("tempdir");
+    // The Secrets as files: one shared token, or a credentials file (what the
+    // `credentials` Secret mounts at /etc/pylon/credentials) and the data
+    // planes' own token.
     let token = dir.path().join("token");
     std::fs::write(&token, "chart-test-token-0123456789").expect("token");
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir_all(&creds).expect("credentials dir");
+    let mut file = String::new();
+    for (name, role) in [("ops", "operator"), ("dp", "data-plane"), ("cp", "peer")] {
+        let path = creds.join(format!("{name}.token"));
+        std::fs::write(&path, format!("{name}-token-0123456789abcdef")).expect("token");
+        file.push_str(&format!(
+            "- {{name: {name}, role: {role}, token_file: {}}}\n",
+            path.display()
+        ));
+    }
+    std::fs::write(creds.join("credentials.yaml"), file).expect("credentials");
+    let (admin_token, dp_token) = if credentials {
+        ("ops-token-0123456789abcdef", creds.join("dp.token"))
+    } else {
+        ("chart-test-token-0123456789", token.clone())
+    };
     let bin = pylon_bin().display().to_string();
     // Pods 0–2: the control plane, by the names its headless Service gives.
     let names: Vec<(String, usize)> = (0..5)
@@ -363,7 +398,11 @@ async fn what_the_chart_says_starts_a_control_plane_that_grows_by_join_and_data_
         .collect();
     // The names do not resolve yet when the nodes start (pods come up before
     // their DNS records): the nodes wait and retry instead of exiting.
-    let mut pods = Pods::new(&format!("pyl{}", std::process::id()), 7, &[]);
+    let mut pods = Pods::new(
+        &format!("pyl{}{}", std::process::id(), u8::from(credentials)),
+        7,
+        &[],
+    );
 
     // The StatefulSet's container: its shell script with this machine's paths.
     let script = cp["spec"]["template"]["spec"]["containers"][0]["args"][0]
@@ -375,7 +414,8 @@ async fn what_the_chart_says_starts_a_control_plane_that_grows_by_join_and_data_
         let script = script
             .replace("/usr/local/bin/pylon", &bin)
             .replace("/var/lib/pylon/data", &data.join("data").display().to_string())
-            .replace("/etc/pylon/token/token", &token.display().to_string());
+            .replace("/etc/pylon/token/token", &token.display().to_string())
+            .replace("/etc/pylon/credentials", &creds.display().to_string());
         let env = vec![("HOSTNAME".to_owned(), format!("demo-pylon-cp-{i}"))];
         pods.spawn(
             i,
@@ -413,7 +453,7 @@ async fn what_the_chart_says_starts_a_control_plane_that_grows_by_join_and_data_
                     (_, "POD_NAME") => pod_name.clone(),
                     (Some(v), _) => v
                         .replace("$(POD_NAME)", &pod_name)
-                        .replace("/etc/pylon/token/token", &token.display().to_string())
+                        .replace("/etc/pylon/token/token", &dp_token.display().to_string())
                         .replace("/var/cache/pylon", &cache.display().to_string()),
                     (None, _) => return None,
                 };
@@ -426,7 +466,7 @@ async fn what_the_chart_says_starts_a_control_plane_that_grows_by_join_and_data_
     // The three nodes elect a leader through the DNS names.
     let admin = [
         ("PYLON_ENDPOINT", "http://127.0.0.1:9090"),
-        ("PYLON_TOKEN", "chart-test-token-0123456789"),
+        ("PYLON_TOKEN", admin_token),
     ];
     let logs = || {
         (0..5)
