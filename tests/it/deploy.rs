@@ -190,6 +190,19 @@ fn the_chart_refuses_an_even_control_plane_and_renders_five_nodes_with_monitorin
         .expect("render");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("must be 1, 3 or 5"));
+    for founding in ["0", "\"x\"", "2.5"] {
+        let output = Command::new(tools_python())
+            .arg(repo_root().join("tests/scripts/render_chart.py"))
+            .arg(repo_root().join("deploy/helm/pylon"))
+            .arg(format!(r#"{{"controlPlane": {{"founding": {founding}}}}}"#))
+            .output()
+            .expect("render");
+        assert!(!output.status.success(), "founding {founding} rendered");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("whole number"),
+            "founding {founding}"
+        );
+    }
     let manifests = render(serde_json::json!({
         "controlPlane": {"replicas": 5},
         "networkPolicy": {"enabled": true},
