@@ -486,7 +486,12 @@ async fn servers_take_every_flag_from_pylon_variables_and_a_settings_file() {
     })
     .await;
     assert!(listed.starts_with("NAME"), "{listed}");
-    let ready = raw_get(ops, "/readyz").await;
+    // Ready once its data plane has the cluster's config.
+    let ready = pylon_tests::eventually("ready", std::time::Duration::from_secs(10), || async {
+        let answer = raw_get(ops, "/readyz").await;
+        answer.starts_with("HTTP/1.1 200").then_some(answer)
+    })
+    .await;
     let _ = child.kill();
     let _ = child.wait();
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");

@@ -1348,3 +1348,38 @@ async fn pylon_dev_serves_the_readme_tour_and_stops_cleanly() {
     };
     assert!(stopped.success(), "{stopped:?}");
 }
+
+#[tokio::test]
+async fn a_data_plane_is_sent_on_by_a_control_plane_node_still_waiting_to_be_joined() {
+    let _serial = serial().await;
+    let mut cluster = Cluster::start(1).await;
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    deploy(
+        &mut admin,
+        shop_api("joined"),
+        "prod",
+        &[("backend", "http://127.0.0.1:9")],
+    )
+    .await
+    .expect("deploy");
+    // Node 2 started with --join and was never added: it has no config.
+    let waiting = cluster.start_joiner(2).endpoint();
+    let founder = cluster.nodes[0].endpoint();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The waiting node is listed first: the data plane must move on.
+    let dp = DataPlaneNode::start(dir.path(), "dp-skip", &[waiting, founder], &[]);
+    let client = HttpClient::default();
+    let reply = eventually(
+        "served from the cluster's member",
+        Duration::from_secs(15),
+        || async {
+            let reply = client
+                .get(dp.address(), "shop.localhost", "/prod/hello")
+                .await
+                .ok()?;
+            (reply.status == 200).then_some(reply)
+        },
+    )
+    .await;
+    assert!(reply.body.contains("joined"), "{}", reply.body);
+}

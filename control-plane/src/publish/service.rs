@@ -95,6 +95,14 @@ impl ConfigPublisher for PublishService {
             }
         };
         check_hello(&hello)?;
+        // A node waiting to be joined (or one whose cluster has had no
+        // leader yet) has no config to give: the data plane is sent on to
+        // another node instead of holding a subscription that stays silent.
+        if self.publisher.cluster_id().is_empty() {
+            return Err(Status::unavailable(
+                "this control-plane node is not part of a cluster yet (waiting to be joined, or no leader has named the cluster): try another",
+            ));
+        }
         let generation = self.publisher.registry.connect(&hello, address.clone());
         tracing::info!(
             node = %hello.node_id,
