@@ -149,3 +149,44 @@ fn scalar(value: &serde_norway::Value) -> anyhow::Result<String> {
         other => bail!("{other:?} is not a flag value (a string, number or true/false)"),
     })
 }
+
+/// The admin CLI's connection flags (`--endpoint`, `--token`, …) are global,
+/// so clap also takes them after a server subcommand, where they would do
+/// nothing: given there on the command line, they are refused by name (a
+/// server authenticates with `--token-file` or `PYLON_ADMIN_TOKEN`, and its
+/// control planes are `--control-plane`). From the environment they are
+/// ambient and ignored.
+///
+/// # Errors
+/// A server subcommand with one of those flags on its command line.
+pub fn refuse_admin_flags(matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    let Some((name, sub)) = matches.subcommand() else {
+        return Ok(());
+    };
+    if !SERVERS.contains(&name) {
+        return Ok(());
+    }
+    for (id, flag) in [
+        ("endpoint", "--endpoint"),
+        ("token", "--token"),
+        ("ca_cert", "--ca-cert"),
+        ("client_cert", "--client-cert"),
+        ("client_key", "--client-key"),
+        ("idempotency_key", "--idempotency-key"),
+    ] {
+        let given = [matches, sub]
+            .iter()
+            .any(|m| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine));
+        if given {
+            bail!(
+                "{flag} is for the admin commands, not `pylon {name}` (a server takes its token from --token-file or PYLON_ADMIN_TOKEN{})",
+                if name == "data-plane" {
+                    ", its control planes from --control-plane"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(())
+}

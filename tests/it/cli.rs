@@ -504,6 +504,20 @@ async fn servers_take_every_flag_from_pylon_variables_and_a_settings_file() {
         .expect("pylon dev");
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("\"lisen\" is not a setting of `pylon dev`"));
+
+    // The admin commands' flags are refused on a server, not ignored.
+    let output = std::process::Command::new(pylon_tests::pylon_bin())
+        .args([
+            "data-plane",
+            "--control-plane",
+            "http://127.0.0.1:9",
+            "--token",
+            "secret",
+        ])
+        .output()
+        .expect("pylon data-plane");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--token is for the admin commands"));
 }
 
 /// A GET on loopback over a raw socket: the status line and the rest.
