@@ -41,6 +41,33 @@ pub use server::{DataPlaneConfig, ServeError, serve};
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, error::BoxError>;
 
 /// A body that is already in memory.
+/// Why [`read_whole`] stopped.
+#[derive(Debug)]
+pub enum ReadWholeError {
+    /// The body itself failed.
+    Body(error::BoxError),
+    /// It went over the limit (bytes).
+    TooLarge(usize),
+}
+
+/// The whole of `body`, stopping as soon as it goes over `limit` bytes.
+///
+/// # Errors
+/// [`ReadWholeError`]: the body failed, or was over `limit`.
+pub async fn read_whole(mut body: Body, limit: usize) -> Result<Bytes, ReadWholeError> {
+    use http_body_util::BodyExt;
+    let mut whole = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.map_err(ReadWholeError::Body)?.into_data() {
+            if whole.len() + data.len() > limit {
+                return Err(ReadWholeError::TooLarge(limit));
+            }
+            whole.extend_from_slice(&data);
+        }
+    }
+    Ok(whole.freeze())
+}
+
 pub fn full_body(bytes: impl Into<Bytes>) -> Body {
     use http_body_util::BodyExt;
     http_body_util::Full::new(bytes.into())

@@ -26,11 +26,7 @@ fn containerfile() -> String {
 
 #[test]
 fn the_containerfile_passes_hadolint() {
-    let dir = std::env::var("PYLON_TOOLS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/pylon/tools")
-        });
+    let dir = tools_dir();
     let hadolint = dir.join("bin/hadolint");
     assert!(
         hadolint.exists(),
@@ -90,12 +86,17 @@ fn the_binary_needs_only_libraries_the_runtime_base_provides() {
     );
 }
 
-fn tools_python() -> std::path::PathBuf {
-    let dir = std::env::var("PYLON_TOOLS")
+/// Where `scripts/bootstrap` installs the Python tools the tests run.
+fn tools_dir() -> std::path::PathBuf {
+    std::env::var("PYLON_TOOLS")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| {
             std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/pylon/tools")
-        });
+        })
+}
+
+fn tools_python() -> std::path::PathBuf {
+    let dir = tools_dir();
     let python = dir.join("bin/python");
     assert!(
         python.exists(),

@@ -269,8 +269,7 @@ fn import_exported(
             for (key, operation) in item {
                 let method = if key == "x-amazon-apigateway-any-method" {
                     "ANY".to_owned()
-                } else if ["get", "put", "post", "delete", "options", "head", "patch"].contains(&key.as_str())
-                {
+                } else if operation::METHODS.contains(&key.as_str()) {
                     key.to_ascii_uppercase()
                 } else {
                     continue;

@@ -11,7 +11,8 @@ use pylon_proto::config::v1::{
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
-const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch"];
+/// The operations of a path item that become routes (besides ANY).
+pub(crate) const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch"];
 const ANY: &str = "x-amazon-apigateway-any-method";
 
 /// Integration fields read here; anything else in the object is reported.

@@ -10,7 +10,6 @@ use crate::request::body::{ClientBodyError, Fault};
 use crate::{Body, ConnInfo};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
-use http_body_util::BodyExt;
 use std::time::Duration;
 
 pub use super::upstream::{Client, UpstreamError, Upstreams};
@@ -306,7 +305,14 @@ pub async fn fetch(
         let response = client.request(request).await.map_err(FetchError::Request)?;
         let (mut parts, body) = response.into_parts();
         check_framing(&mut parts.headers).map_err(FetchError::Body)?;
-        let body = read_at_most(body, max_bytes).await.map_err(FetchError::Body)?;
+        let body = crate::read_whole(body, max_bytes).await.map_err(|e| {
+            FetchError::Body(match e {
+                crate::ReadWholeError::Body(e) => e,
+                crate::ReadWholeError::TooLarge(limit) => {
+                    format!("the response body is over {limit} bytes").into()
+                }
+            })
+        })?;
         Ok(Fetched {
             status: parts.status,
             headers: parts.headers,
@@ -316,18 +322,4 @@ pub async fn fetch(
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| FetchError::Timeout(timeout))?
-}
-
-/// The whole of `body`, refused once over `max_bytes`.
-async fn read_at_most(mut body: Body, max_bytes: usize) -> Result<bytes::Bytes, BoxError> {
-    let mut whole = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            if whole.len() + data.len() > max_bytes {
-                return Err(format!("the response body is over {max_bytes} bytes").into());
-            }
-            whole.extend_from_slice(&data);
-        }
-    }
-    Ok(whole.freeze())
 }

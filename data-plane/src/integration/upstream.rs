@@ -95,15 +95,6 @@ impl Upstreams {
             });
         }
     }
-
-    /// Idle HTTP/1.1 connections held, over every worker (for tests and
-    /// diagnostics).
-    pub fn idle_connections(&self) -> usize {
-        self.clients
-            .iter()
-            .map(|c| c.pool.lock().values().map(|i| i.http1.len()).sum::<usize>())
-            .sum()
-    }
 }
 
 fn connector(tls: rustls::ClientConfig) -> Connector {

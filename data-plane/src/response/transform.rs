@@ -9,9 +9,8 @@ use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::request::inputs::{Inputs, ResponseInputs};
 use crate::{Body, full_body};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::BodyExt;
 use pylon_common::model::mapping::{Action, Target};
 use pylon_common::model::template::render_bounded;
 
@@ -212,18 +211,13 @@ pub async fn apply(
 }
 
 /// The integration's whole response body, at most `limit` bytes.
-async fn read_limited(mut body: Body, limit: usize) -> Result<Bytes, GatewayError> {
-    let mut whole = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(GatewayError::InvalidIntegrationResponse)?;
-        if let Ok(data) = frame.into_data() {
-            if whole.len() + data.len() > limit {
-                return Err(GatewayError::InvalidIntegrationResponse(
-                    format!("response body over {limit} bytes: too large to transform").into(),
-                ));
+async fn read_limited(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
+    crate::read_whole(body, limit).await.map_err(|e| {
+        GatewayError::InvalidIntegrationResponse(match e {
+            crate::ReadWholeError::Body(e) => e,
+            crate::ReadWholeError::TooLarge(limit) => {
+                format!("response body over {limit} bytes: too large to transform").into()
             }
-            whole.extend_from_slice(&data);
-        }
-    }
-    Ok(whole.freeze())
+        })
+    })
 }
