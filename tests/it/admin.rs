@@ -554,6 +554,15 @@ async fn each_credential_reaches_only_what_its_role_allows_and_sighup_rotates_th
         code(admin.create_api(as_caller(api("by-ci"), "ro-secret")).await),
         Err(Code::PermissionDenied)
     );
+    // A backup holds every key's digest: operators only.
+    assert_eq!(
+        code(
+            admin
+                .export_backup(as_caller(ExportBackupRequest {}, "ro-secret"))
+                .await
+        ),
+        Err(Code::PermissionDenied)
+    );
     // A data plane's or a peer's credential is no admin credential.
     for token in ["dp-secret", "peer-secret"] {
         let delete = DeleteUsagePlanRequest {

@@ -658,3 +658,171 @@ async fn a_leader_and_a_follower_short_of_disk_leave_leadership_to_the_healthy_n
     })
     .await;
 }
+
+/// The keyed `vault` API: `GET /secret` answers `body` to callers with an
+/// API key of a plan that offers the stage.
+fn vault_api(body: &str) -> pylon_proto::config::v1::Api {
+    let mut api = mock_api("vault", body);
+    api.routes[0].path = "/secret".into();
+    api.routes[0].authorization = Some(pylon_proto::config::v1::Authorization {
+        api_key_required: true,
+        ..Default::default()
+    });
+    api
+}
+
+#[tokio::test]
+async fn a_backup_restores_on_a_new_cluster_with_its_history_and_the_same_api_keys() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("cluster.backup");
+    let file_arg = file.display().to_string();
+
+    // The old cluster: two deployments of the vault, a key and its plan.
+    let (history, key) = {
+        let old = Cluster::start(1).await;
+        let mut admin = old.nodes[0].admin().await.expect("admin");
+        crate::support::deploy(&mut admin, vault_api("v1"), "prod", &[])
+            .await
+            .expect("v1");
+        crate::support::deploy(&mut admin, vault_api("v2"), "prod", &[])
+            .await
+            .expect("v2");
+        let (key_id, key) = crate::support::create_key(&mut admin, "client").await;
+        admin
+            .create_usage_plan(CreateUsagePlanRequest {
+                usage_plan: Some(pylon_proto::config::v1::UsagePlan {
+                    name: "gold".into(),
+                    api_stages: vec![pylon_proto::config::v1::ApiStageRef {
+                        api: "vault".into(),
+                        stage: "prod".into(),
+                        ..Default::default()
+                    }],
+                    api_key_ids: vec![key_id],
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("plan");
+        let taken =
+            pylon_tests::pylon_cli(&old.nodes[0].endpoint(), &["backup", "-o", &file_arg]).expect("backup");
+        assert!(
+            taken.contains("1 APIs, 2 deployments, 1 stages, 1 API keys, 1 usage plans"),
+            "{taken}"
+        );
+        let history = admin
+            .list_deployments(ListDeploymentsRequest {
+                api: "vault".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("history")
+            .into_inner()
+            .deployments;
+        (history, key)
+        // The old cluster is gone here.
+    };
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&file).expect("file").permissions().mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "only the owner reads a backup (it holds key digests)"
+    );
+
+    let new = Cluster::start(1).await;
+    let endpoint = new.nodes[0].endpoint();
+    let mut admin = new.nodes[0].admin().await.expect("admin");
+    // A file that is not a backup is refused before any call.
+    let yaml = dir.path().join("not-a-backup.yaml");
+    std::fs::write(&yaml, "api: {name: x}\n").expect("yaml");
+    let refused = pylon_tests::pylon_cli(&endpoint, &["restore", &yaml.display().to_string()])
+        .expect_err("not a backup");
+    assert!(
+        format!("{refused:#}").contains("is not a Pylon backup"),
+        "{refused:#}"
+    );
+    // A damaged backup is refused naming the field, and changes nothing.
+    let mut damaged = admin
+        .export_backup(ExportBackupRequest {})
+        .await
+        .expect("empty")
+        .into_inner();
+    damaged.api_keys.push(pylon_proto::config::v1::ApiKey {
+        id: "k1".into(),
+        name: "forged".into(),
+        key_hash: "not-a-digest".into(),
+        ..Default::default()
+    });
+    let status = admin
+        .restore_backup(RestoreBackupRequest {
+            backup: Some(damaged),
+            replace: false,
+        })
+        .await
+        .expect_err("damaged");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("backup.api_keys[0].key_hash"),
+        "{}",
+        status.message()
+    );
+
+    let restored = pylon_tests::pylon_cli(&endpoint, &["restore", &file_arg]).expect("restore");
+    assert!(restored.contains("restored 1 APIs, 2 deployments"), "{restored}");
+    // Restoring over what the cluster now holds needs --replace.
+    let again = pylon_tests::pylon_cli(&endpoint, &["restore", &file_arg]).expect_err("not empty");
+    assert!(
+        format!("{again:#}").contains("restore into an empty cluster"),
+        "{again:#}"
+    );
+    pylon_tests::pylon_cli(&endpoint, &["restore", &file_arg, "--replace"]).expect("replace");
+
+    // The deployment history reads the same, and a data plane of the new
+    // cluster serves v2 to the key the old cluster issued.
+    let restored_history = admin
+        .list_deployments(ListDeploymentsRequest {
+            api: "vault".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("history")
+        .into_inner()
+        .deployments;
+    assert_eq!(restored_history, history);
+    let dp =
+        pylon_tests::gateway::DataPlaneNode::start(dir.path(), "dp", std::slice::from_ref(&endpoint), &[]);
+    let client = pylon_tests::gateway::HttpClient::default();
+    let with_key = |key: Option<&str>| {
+        let mut request = http::Request::get("/prod/secret").header("host", "vault.localhost");
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        request
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("request")
+    };
+    let body = eventually(
+        "the restored vault is served",
+        Duration::from_secs(15),
+        || async {
+            let reply = client.send(dp.address(), with_key(Some(&key))).await.ok()?;
+            (reply.status == 200).then_some(reply.body)
+        },
+    )
+    .await;
+    assert_eq!(body, "v2");
+    let without = client.send(dp.address(), with_key(None)).await.expect("reply");
+    assert_eq!(without.status, 403);
+    // The audit log says who restored what.
+    let audit = admin
+        .list_audit_records(ListAuditRecordsRequest::default())
+        .await
+        .expect("audit")
+        .into_inner()
+        .records;
+    assert!(
+        audit.iter().any(|r| r.method == "RestoreBackup"
+            && r.resource.as_ref().is_some_and(|t| t.name.contains("replacing")))
+    );
+}

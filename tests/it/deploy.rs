@@ -181,36 +181,78 @@ fn the_chart_renders_a_control_plane_statefulset_and_autoscaled_data_planes() {
     assert!(!text.to_ascii_lowercase().contains("password"));
 }
 
-#[test]
-fn the_chart_refuses_an_even_control_plane_and_renders_five_nodes_with_monitoring() {
+/// What rendering `values` says on stderr; panics if the chart rendered.
+fn refusal(values: &str) -> String {
     let output = Command::new(tools_python())
         .arg(repo_root().join("tests/scripts/render_chart.py"))
         .arg(repo_root().join("deploy/helm/pylon"))
-        .arg(r#"{"controlPlane": {"replicas": 4}}"#)
+        .arg(values)
         .output()
         .expect("render");
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("must be 1, 3 or 5"));
-    for founding in ["0", "\"x\"", "2.5"] {
-        let output = Command::new(tools_python())
-            .arg(repo_root().join("tests/scripts/render_chart.py"))
-            .arg(repo_root().join("deploy/helm/pylon"))
-            .arg(format!(r#"{{"controlPlane": {{"founding": {founding}}}}}"#))
-            .output()
-            .expect("render");
-        assert!(!output.status.success(), "founding {founding} rendered");
-        assert!(
-            String::from_utf8_lossy(&output.stderr).contains("whole number"),
-            "founding {founding}"
-        );
+    assert!(!output.status.success(), "{values} rendered");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn the_chart_refuses_values_that_could_not_run_and_names_them() {
+    for (values, says) in [
+        (r#"{"controlPlane": {"replicas": 4}}"#, "must be one of 1, 3, 5"),
+        (r#"{"controlPlane": {"founding": 0}}"#, "/controlPlane/founding"),
+        (r#"{"controlPlane": {"founding": "x"}}"#, "/controlPlane/founding"),
+        (r#"{"controlPlane": {"founding": 2.5}}"#, "/controlPlane/founding"),
+        (r#"{"controlPlane": {"founding": 5}}"#, "founding cannot exceed"),
+        // A misspelled key is refused, never ignored.
+        (r#"{"controlPlane": {"replica": 3}}"#, "'replica' not allowed"),
+        (
+            r#"{"dataPlane": {"service": {"type": "Bogus"}}}"#,
+            "/dataPlane/service/type",
+        ),
+        (
+            r#"{"dataPlane": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}"#,
+            "minReplicas cannot exceed maxReplicas",
+        ),
+        (
+            r#"{"dataPlane": {"drainTimeoutSeconds": 0}}"#,
+            "/dataPlane/drainTimeoutSeconds",
+        ),
+        (
+            r#"{"tls": {"clientAuth": {"enabled": true}}}"#,
+            "needs tls.secret",
+        ),
+        (
+            r#"{"tls": {"secret": "cp-tls"}}"#,
+            "tls.caSecret or tls.dataPlaneSecret",
+        ),
+        (r#"{"tokenSecret": ""}"#, "tokenSecret may be empty only"),
+        (
+            r#"{"credentials": {"secret": "creds"}}"#,
+            "credentials.dataPlaneSecret is required",
+        ),
+    ] {
+        let stderr = refusal(values);
+        assert!(stderr.contains(says), "{values}: {stderr}");
     }
+}
+
+#[test]
+fn the_chart_renders_five_nodes_with_monitoring_and_an_operator_namespace() {
     let manifests = render(serde_json::json!({
         "controlPlane": {"replicas": 5},
-        "networkPolicy": {"enabled": true},
+        "networkPolicy": {
+            "enabled": true,
+            "operatorNamespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}
+        },
         "metrics": {"serviceMonitor": {"enabled": true}, "dashboard": {"enabled": true}}
     }));
     assert_eq!(kind(&manifests, "StatefulSet", "pylon-cp")["spec"]["replicas"], 5);
-    assert!(manifests.iter().any(|m| m["kind"] == "NetworkPolicy"));
+    let policy = kind(&manifests, "NetworkPolicy", "pylon-cp");
+    // Operators: pods with the label, in the namespaces selected.
+    let operators = &policy["spec"]["ingress"][0]["from"][1];
+    assert_eq!(operators["podSelector"]["matchLabels"]["pylon-operator"], "true");
+    assert_eq!(
+        operators["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "ops"
+    );
     assert!(manifests.iter().any(|m| m["kind"] == "ServiceMonitor"));
     // The dashboard is the one deploy/otel holds, byte for byte.
     let dashboard = kind(&manifests, "ConfigMap", "pylon-dashboard");
@@ -325,7 +367,7 @@ impl Pods {
     }
 
     /// Runs a command to completion in pod `i`'s namespace.
-    fn run(&self, i: usize, env: &[(&str, &str)], program: &str, args: &[&str]) -> std::process::Output {
+    fn run(&self, i: usize, env: &[(String, String)], program: &str, args: &[&str]) -> std::process::Output {
         let mut command = Command::new("ip");
         command.args(["netns", "exec", &self.namespaces[i], "env"]);
         command.args(env.iter().map(|(k, v)| format!("{k}={v}")));
@@ -355,17 +397,33 @@ fn is_root() -> bool {
 
 #[tokio::test]
 async fn what_the_chart_says_starts_a_control_plane_that_grows_by_join_and_data_planes_that_serve() {
-    run_the_chart(false).await;
+    run_the_chart(Auth::SharedToken).await;
 }
 
 #[tokio::test]
 async fn the_chart_with_credentials_by_role_runs_the_same() {
-    run_the_chart(true).await;
+    run_the_chart(Auth::Roles).await;
 }
 
-/// Runs what the chart renders; `credentials`: with a credentials file by
-/// role (operator, data-plane, peer) instead of one shared token.
-async fn run_the_chart(credentials: bool) {
+#[tokio::test]
+async fn the_chart_with_mutual_tls_and_no_token_runs_the_same() {
+    run_the_chart(Auth::MutualTls).await;
+}
+
+/// How the rendered chart's callers prove who they are.
+#[derive(Clone, Copy, PartialEq)]
+enum Auth {
+    /// One token in `tokenSecret`, shared by everyone.
+    SharedToken,
+    /// A credentials file by role (operator, data-plane, peer).
+    Roles,
+    /// TLS on both control-plane ports and client certificates naming a
+    /// role, for peers, data planes and the operator; no token anywhere.
+    MutualTls,
+}
+
+/// Runs what the chart renders with `auth`'s values.
+async fn run_the_chart(auth: Auth) {
     if !is_root() {
         eprintln!("SKIPPED: needs root (ip netns) to give each pod a network namespace of its own");
         return;
@@ -376,8 +434,20 @@ async fn run_the_chart(credentials: bool) {
         "controlPlane": {"replicas": 5, "founding": 3},
         "dataPlane": {"autoscaling": {"enabled": false}, "replicas": 2}
     });
-    if credentials {
-        values["credentials"] = serde_json::json!({"secret": "pylon-creds", "dataPlaneSecret": "pylon-dp"});
+    match auth {
+        Auth::SharedToken => {}
+        Auth::Roles => {
+            values["credentials"] =
+                serde_json::json!({"secret": "pylon-creds", "dataPlaneSecret": "pylon-dp"});
+        }
+        Auth::MutualTls => {
+            values["tokenSecret"] = "".into();
+            values["tls"] = serde_json::json!({
+                "secret": "pylon-cp-tls",
+                "clientAuth": {"enabled": true},
+                "dataPlaneSecret": "pylon-dp-tls"
+            });
+        }
     }
     let manifests = render(values);
     let cp = kind(&manifests, "StatefulSet", "pylon-cp");
@@ -400,10 +470,52 @@ async fn run_the_chart(credentials: bool) {
         ));
     }
     std::fs::write(creds.join("credentials.yaml"), file).expect("credentials");
-    let (admin_token, dp_token) = if credentials {
-        ("ops-token-0123456789abcdef", creds.join("dp.token"))
-    } else {
-        ("chart-test-token-0123456789", token.clone())
+    // The kubernetes.io/tls Secrets (tls.crt, tls.key, ca.crt) as
+    // directories: one certificate for every node, named by the headless
+    // Service's wildcard and as a peer; the data planes' and the operator's.
+    let pki = dir.path().join("pki");
+    std::fs::create_dir_all(&pki).expect("pki dir");
+    let secret = |stem: &str, san: &str| {
+        let (cert, key) = pylon_tests::issue_certificate(&pki, stem, san);
+        let secret = dir.path().join(format!("{stem}-secret"));
+        std::fs::create_dir_all(&secret).expect("secret dir");
+        std::fs::copy(&cert, secret.join("tls.crt")).expect("tls.crt");
+        std::fs::copy(&key, secret.join("tls.key")).expect("tls.key");
+        std::fs::copy(pki.join("ca.pem"), secret.join("ca.crt")).expect("ca.crt");
+        secret
+    };
+    let cp_tls = secret(
+        "cp",
+        "DNS:*.demo-pylon-cp.apis.svc,DNS:demo-pylon-cp-admin.apis.svc,URI:spiffe://pylon/peer/cp",
+    );
+    let dp_tls = secret("dp", "URI:spiffe://pylon/data-plane/dp");
+    let ops_tls = secret("ops", "URI:spiffe://pylon/operator/ops");
+    let dp_token = match auth {
+        Auth::Roles => creds.join("dp.token"),
+        _ => token.clone(),
+    };
+    // What an operator in pod `i` gives the CLI to reach that pod's node.
+    let admin_env = |i: usize| -> Vec<(String, String)> {
+        let pair = |k: &str, v: String| (k.to_owned(), v);
+        match auth {
+            Auth::SharedToken => vec![
+                pair("PYLON_ENDPOINT", "http://127.0.0.1:9090".into()),
+                pair("PYLON_TOKEN", "chart-test-token-0123456789".into()),
+            ],
+            Auth::Roles => vec![
+                pair("PYLON_ENDPOINT", "http://127.0.0.1:9090".into()),
+                pair("PYLON_TOKEN", "ops-token-0123456789abcdef".into()),
+            ],
+            Auth::MutualTls => vec![
+                pair(
+                    "PYLON_ENDPOINT",
+                    format!("https://demo-pylon-cp-{i}.demo-pylon-cp.apis.svc:9090"),
+                ),
+                pair("PYLON_CA_CERT", ops_tls.join("ca.crt").display().to_string()),
+                pair("PYLON_CLIENT_CERT", ops_tls.join("tls.crt").display().to_string()),
+                pair("PYLON_CLIENT_KEY", ops_tls.join("tls.key").display().to_string()),
+            ],
+        }
     };
     let bin = pylon_bin().display().to_string();
     // Pods 0–2: the control plane, by the names its headless Service gives.
@@ -412,11 +524,7 @@ async fn run_the_chart(credentials: bool) {
         .collect();
     // The names do not resolve yet when the nodes start (pods come up before
     // their DNS records): the nodes wait and retry instead of exiting.
-    let mut pods = Pods::new(
-        &format!("pyl{}{}", std::process::id(), u8::from(credentials)),
-        7,
-        &[],
-    );
+    let mut pods = Pods::new(&format!("pyl{}{}", std::process::id(), auth as u8), 7, &[]);
 
     // The StatefulSet's container: its shell script with this machine's paths.
     let script = cp["spec"]["template"]["spec"]["containers"][0]["args"][0]
@@ -429,7 +537,8 @@ async fn run_the_chart(credentials: bool) {
             .replace("/usr/local/bin/pylon", &bin)
             .replace("/var/lib/pylon/data", &data.join("data").display().to_string())
             .replace("/etc/pylon/token/token", &token.display().to_string())
-            .replace("/etc/pylon/credentials", &creds.display().to_string());
+            .replace("/etc/pylon/credentials", &creds.display().to_string())
+            .replace("/etc/pylon/tls", &cp_tls.display().to_string());
         let env = vec![("HOSTNAME".to_owned(), format!("demo-pylon-cp-{i}"))];
         pods.spawn(
             i,
@@ -468,6 +577,7 @@ async fn run_the_chart(credentials: bool) {
                     (Some(v), _) => v
                         .replace("$(POD_NAME)", &pod_name)
                         .replace("/etc/pylon/token/token", &dp_token.display().to_string())
+                        .replace("/etc/pylon/tls", &dp_tls.display().to_string())
                         .replace("/var/cache/pylon", &cache.display().to_string()),
                     (None, _) => return None,
                 };
@@ -478,10 +588,6 @@ async fn run_the_chart(credentials: bool) {
     }
 
     // The three nodes elect a leader through the DNS names.
-    let admin = [
-        ("PYLON_ENDPOINT", "http://127.0.0.1:9090"),
-        ("PYLON_TOKEN", admin_token),
-    ];
     let logs = || {
         (0..5)
             .map(|i| std::fs::read_to_string(dir.path().join(format!("cp{i}.log"))).unwrap_or_default())
@@ -490,7 +596,7 @@ async fn run_the_chart(credentials: bool) {
     };
     let mut status = String::new();
     for _ in 0..120 {
-        let out = pods.run(0, &admin, &bin, &["cluster", "status"]);
+        let out = pods.run(0, &admin_env(0), &bin, &["cluster", "status"]);
         status = String::from_utf8_lossy(&out.stdout).into_owned();
         if status.contains("LEADER") && status.matches("demo-pylon-cp-").count() == 3 {
             break;
@@ -504,7 +610,7 @@ async fn run_the_chart(credentials: bool) {
         let node = n.to_string();
         let joined = pods.run(
             0,
-            &admin,
+            &admin_env(0),
             &bin,
             &["cluster", "join", "--node-id", &node, "--raft-address", &address],
         );
@@ -516,7 +622,7 @@ async fn run_the_chart(credentials: bool) {
         );
     }
     for _ in 0..120 {
-        let out = pods.run(4, &admin, &bin, &["cluster", "status"]);
+        let out = pods.run(4, &admin_env(4), &bin, &["cluster", "status"]);
         status = String::from_utf8_lossy(&out.stdout).into_owned();
         if status.matches("demo-pylon-cp-").count() == 5 && status.contains("LEADER") {
             break;
@@ -530,13 +636,13 @@ async fn run_the_chart(credentials: bool) {
         logs()
     );
     let petstore = repo_root().join("examples/petstore.yaml").display().to_string();
-    let applied = pods.run(1, &admin, &bin, &["apply", "-f", &petstore]);
+    let applied = pods.run(1, &admin_env(1), &bin, &["apply", "-f", &petstore]);
     assert!(
         applied.status.success(),
         "{}",
         String::from_utf8_lossy(&applied.stderr)
     );
-    let deployed = pods.run(2, &admin, &bin, &["deploy", "petstore", "--stage", "prod"]);
+    let deployed = pods.run(2, &admin_env(2), &bin, &["deploy", "petstore", "--stage", "prod"]);
     assert!(
         deployed.status.success(),
         "{}",

@@ -1,4 +1,4 @@
-//! The cluster: members, data-plane nodes and the audit log.
+//! The cluster: members, data-plane nodes, the audit log, backups.
 
 use super::*;
 
@@ -250,4 +250,100 @@ pub(super) async fn cluster(admin: &mut Admin, command: ClusterCommand) -> anyho
             Ok(())
         }
     }
+}
+
+/// What a backup file starts with: 12 bytes of magic and the layout as a
+/// big-endian u32; the `Backup` message follows.
+const BACKUP_MAGIC: &[u8; 12] = b"PYLON-BACKUP";
+
+pub(super) async fn backup(admin: &mut Admin, file: &std::path::Path) -> anyhow::Result<()> {
+    use prost::Message as _;
+    let backup = admin
+        .export_backup(ExportBackupRequest {})
+        .await
+        .map_err(explain)?
+        .into_inner();
+    let mut bytes = Vec::with_capacity(16 + backup.encoded_len());
+    bytes.extend_from_slice(BACKUP_MAGIC);
+    bytes.extend_from_slice(&backup.format.to_be_bytes());
+    backup.encode(&mut bytes)?;
+    // Written beside FILE and renamed over it: a reader never sees half a
+    // backup. Only the owner may read it (it holds API key digests).
+    let partial = file.with_extension("partial");
+    {
+        use std::io::Write as _;
+        #[cfg(unix)]
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        options.mode(0o600);
+        let mut out = options
+            .open(&partial)
+            .with_context(|| format!("{}", partial.display()))?;
+        out.write_all(&bytes)
+            .and_then(|()| out.sync_all())
+            .with_context(|| format!("{}", partial.display()))?;
+    }
+    std::fs::rename(&partial, file).with_context(|| format!("{}", file.display()))?;
+    println!(
+        "backup of cluster {} at config version {}: {} APIs, {} deployments, {} stages, {} API keys, {} usage plans, {} domain names ({} bytes) -> {}",
+        if backup.cluster_id.is_empty() {
+            "(unnamed)"
+        } else {
+            &backup.cluster_id
+        },
+        backup.config_version,
+        backup.apis.len(),
+        backup.deployments.len(),
+        backup.stages.len(),
+        backup.api_keys.len(),
+        backup.usage_plans.len(),
+        backup.domain_names.len(),
+        bytes.len(),
+        file.display()
+    );
+    Ok(())
+}
+
+pub(super) async fn restore(admin: &mut Admin, file: &std::path::Path, replace: bool) -> anyhow::Result<()> {
+    use prost::Message as _;
+    let bytes = std::fs::read(file).with_context(|| format!("{}", file.display()))?;
+    let Some(body) = bytes.strip_prefix(BACKUP_MAGIC.as_slice()) else {
+        bail!(
+            "{} is not a Pylon backup (written by `pylon backup`)",
+            file.display()
+        );
+    };
+    let Some((format, body)) = body.split_first_chunk::<4>() else {
+        bail!("{} is cut short", file.display());
+    };
+    let format = u32::from_be_bytes(*format);
+    let backup = Backup::decode(body).with_context(|| format!("{}: damaged", file.display()))?;
+    if backup.format != format {
+        bail!(
+            "{}: damaged (the header says layout {format}, the body {})",
+            file.display(),
+            backup.format
+        );
+    }
+    let restored = admin
+        .restore_backup(RestoreBackupRequest {
+            backup: Some(backup),
+            replace,
+        })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    println!(
+        "restored {} APIs, {} deployments, {} stages, {} API keys, {} usage plans, {} domain names at config version {}",
+        restored.apis,
+        restored.deployments,
+        restored.stages,
+        restored.api_keys,
+        restored.usage_plans,
+        restored.domain_names,
+        restored.config_version
+    );
+    Ok(())
 }

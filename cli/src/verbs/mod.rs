@@ -63,6 +63,20 @@ pub enum AdminCommand {
         #[arg(short = 'o', long = "output-dir")]
         dir: PathBuf,
     },
+    /// Write every resource (deployment history and API key digests
+    /// included) to FILE, as of a linearizable point; `restore` takes it.
+    Backup {
+        #[arg(short = 'o', long = "output")]
+        file: PathBuf,
+    },
+    /// Put a backup's resources in place, as one change (all or none). A
+    /// cluster holding resources is refused unless --replace.
+    Restore {
+        file: PathBuf,
+        /// Replace what the cluster holds: every resource not in the backup is gone.
+        #[arg(long)]
+        replace: bool,
+    },
     /// Import an AWS API Gateway export (OpenAPI 3 / Swagger 2).
     #[command(subcommand)]
     Import(ImportCommand),
@@ -220,6 +234,8 @@ pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Resu
             Ok(())
         }
         AdminCommand::Dump { dir } => declarative::dump(&mut admin, &dir).await,
+        AdminCommand::Backup { file } => backup(&mut admin, &file).await,
+        AdminCommand::Restore { file, replace } => restore(&mut admin, &file, replace).await,
         AdminCommand::Apis(command) => apis(&mut admin, command).await,
         AdminCommand::Import(command) => import(&mut admin, command).await,
         AdminCommand::Export(command) => export(&mut admin, command).await,

@@ -8,6 +8,7 @@
 //! deterministically, so a race between two writers still ends in one winner
 //! and an `ABORTED`/`ALREADY_EXISTS` for the other.
 
+mod backup;
 mod batch;
 mod cluster;
 mod ids;
@@ -412,6 +413,7 @@ fn op_name(command: &Command) -> &'static str {
         Some(Op::SetClusterId(_)) => "set_cluster_id",
         Some(Op::NoteUsageReset(_)) => "note_usage_reset",
         Some(Op::Batch(_)) => "batch",
+        Some(Op::Restore(_)) => "restore",
         None => "none",
     }
 }
@@ -521,6 +523,17 @@ impl AdminService for AdminApi {
         request: Request<GetExportRequest>,
     ) -> Result<Response<GetExportResponse>, Status> {
         self.export(request).await
+    }
+
+    async fn export_backup(&self, request: Request<ExportBackupRequest>) -> Result<Response<Backup>, Status> {
+        self.take_backup(request).await
+    }
+
+    async fn restore_backup(
+        &self,
+        request: Request<RestoreBackupRequest>,
+    ) -> Result<Response<RestoreBackupResponse>, Status> {
+        self.restore(request).await
     }
 
     async fn import_api(

@@ -225,6 +225,20 @@ fn target(command: &Command) -> ResourceRef {
             "",
             &format!("batch of {} changes", batch.ops.len()),
         ),
+        Some(Op::Restore(restore)) => reference(
+            K::Unspecified,
+            "",
+            &format!(
+                "backup of cluster {} at version {}{}",
+                if restore.from_cluster_id.is_empty() {
+                    "(unnamed)"
+                } else {
+                    restore.from_cluster_id.as_str()
+                },
+                restore.from_config_version,
+                if restore.replace { ", replacing" } else { "" }
+            ),
+        ),
         None => reference(K::Unspecified, "", ""),
     }
 }
@@ -243,6 +257,7 @@ fn stored(applied: &Applied) -> Outcome {
             let (stored, deleted) = batch_outcome(applied);
             Outcome::Batch(BatchOutcome { stored, deleted })
         }
+        Applied::Restored { config_version } => Outcome::Restored(*config_version),
     }
 }
 
@@ -282,6 +297,9 @@ fn outcome(first: &RememberedRequest) -> Result<Applied, CommandError> {
         }),
         Some(Outcome::Deployment(deployment)) => Ok(Applied::Deployment(deployment.clone())),
         Some(Outcome::Deleted(_)) => Ok(Applied::Deleted),
+        Some(Outcome::Restored(config_version)) => Ok(Applied::Restored {
+            config_version: *config_version,
+        }),
         Some(Outcome::Batch(batch)) => {
             let mut applied: Vec<Applied> = batch
                 .stored

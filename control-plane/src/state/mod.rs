@@ -15,6 +15,7 @@
 
 pub mod history;
 mod replica;
+mod restore;
 
 pub use replica::Replica;
 
@@ -60,6 +61,10 @@ pub enum Applied {
     Noted,
     /// A batch: what each of its changes produced, in order.
     Batch(Vec<Applied>),
+    /// A backup's resources replaced the state's; the config version it made.
+    Restored {
+        config_version: u64,
+    },
 }
 
 /// What an accepted command changes, decided by [`State::plan`] without
@@ -89,6 +94,8 @@ enum Change {
         resources: Box<State>,
         applied: Vec<Applied>,
     },
+    /// A restore: these resources replace the state's.
+    Restore(Box<State>),
 }
 
 type StageKey = (ApiName, StageName);
@@ -161,7 +168,8 @@ pub fn changes_served_config(command: &Command) -> bool {
         Some(Op::PromoteCanary(_))
         | Some(Op::RollbackStage(_))
         | Some(Op::FlushStageCache(_))
-        | Some(Op::SetClusterId(_)) => true,
+        | Some(Op::SetClusterId(_))
+        | Some(Op::Restore(_)) => true,
         Some(Op::Batch(batch)) => batch.ops.iter().any(|op| {
             let single = Command {
                 op: match &op.op {
@@ -235,6 +243,7 @@ impl State {
             Some(Op::SetClusterId(set)) => self.set_cluster_id(set),
             Some(Op::NoteUsageReset(_)) => Ok(Change::Nothing),
             Some(Op::Batch(batch)) => self.batch(index, at, batch),
+            Some(Op::Restore(restore)) => self.restore(index, at, restore),
         }
     }
 
@@ -286,6 +295,17 @@ impl State {
             cluster_id: String::new(),
             history: history::History::default(),
         }
+    }
+
+    /// Takes `resources`' APIs, deployments, stages, API keys, usage plans
+    /// and domain names in place of this state's.
+    fn replace_resources(&mut self, resources: State) {
+        self.apis = resources.apis;
+        self.deployments = resources.deployments;
+        self.stages = resources.stages;
+        self.api_keys = resources.api_keys;
+        self.usage_plans = resources.usage_plans;
+        self.domain_names = resources.domain_names;
     }
 
     /// Carries out a planned change; cannot fail.
@@ -367,14 +387,14 @@ impl State {
             }
             Change::Nothing => Applied::Noted,
             Change::Batch { resources, applied } => {
-                let resources = *resources;
-                self.apis = resources.apis;
-                self.deployments = resources.deployments;
-                self.stages = resources.stages;
-                self.api_keys = resources.api_keys;
-                self.usage_plans = resources.usage_plans;
-                self.domain_names = resources.domain_names;
+                self.replace_resources(*resources);
                 Applied::Batch(applied)
+            }
+            Change::Restore(resources) => {
+                self.replace_resources(*resources);
+                Applied::Restored {
+                    config_version: index,
+                }
             }
         }
     }

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use pylon_proto::config::v1::{
     ApiStageRef, BasePathMapping, CanarySettings, Integration, MockResponse, Resource, Route, integration,
 };
-use pylon_proto::raft::v1::{BatchOp, ResourceRef};
+use pylon_proto::raft::v1::{BatchOp, ResourceRef, Restore};
 
 fn at(seconds: i64) -> Option<Timestamp> {
     Some(Timestamp { seconds, nanos: 0 })
@@ -836,4 +836,151 @@ fn a_batch_retried_with_its_key_answers_the_first_outcome() {
     let again = state.apply(4, &first).expect("replayed");
     assert_eq!(applied, again);
     assert_eq!(state.api("pets").map(|a| a.revision), Some(3));
+}
+
+// ---- restore ----
+
+fn restore(resources: Restore, replace: bool) -> Command {
+    command(Op::Restore(Restore { replace, ..resources }))
+}
+
+/// A state with an API, two deployments, a stage on the second, a key and
+/// a plan offering the stage to the key.
+fn populated() -> State {
+    let mut state = State::default();
+    state
+        .apply(1, &put(Kind::Api(api("pets", "v1")), true, 0))
+        .expect("api");
+    state.apply(2, &deploy("pets", "d1", "prod")).expect("d1");
+    state
+        .apply(3, &put(Kind::Api(api("pets", "v2")), false, 0))
+        .expect("api v2");
+    state.apply(4, &deploy("pets", "d2", "prod")).expect("d2");
+    let key = ApiKey {
+        id: "k1".into(),
+        name: "client".into(),
+        key_hash: "a".repeat(64),
+        ..Default::default()
+    };
+    state.apply(5, &put(Kind::ApiKey(key), true, 0)).expect("key");
+    let plan = UsagePlan {
+        name: "gold".into(),
+        api_stages: vec![ApiStageRef {
+            api: "pets".into(),
+            stage: "prod".into(),
+            ..Default::default()
+        }],
+        api_key_ids: vec!["k1".into()],
+        ..Default::default()
+    };
+    state
+        .apply(6, &put(Kind::UsagePlan(plan), true, 0))
+        .expect("plan");
+    state
+}
+
+#[test]
+fn a_restore_into_an_empty_state_brings_back_every_resource_and_the_deployment_history() {
+    let source = populated();
+    let mut target = State::default();
+    target
+        .apply(
+            1,
+            &command(Op::SetClusterId(SetClusterId {
+                cluster_id: "b".repeat(32),
+            })),
+        )
+        .expect("named");
+    let applied = target
+        .apply(9, &restore(source.to_restore(), false))
+        .expect("restored");
+    assert_eq!(applied, Applied::Restored { config_version: 9 });
+    assert_eq!(target.config_version(), 9, "the version moves forward");
+    assert_eq!(
+        target.cluster_id(),
+        "b".repeat(32),
+        "the cluster keeps its own id"
+    );
+    // Deployments are kept as they were, so the history reads the same.
+    assert_eq!(target.deployments_of("pets"), source.deployments_of("pets"));
+    let stage = target.stage("pets", "prod").expect("stage");
+    assert_eq!(stage.deployment_id, "d2");
+    assert_eq!(
+        stage.cache_generation, 9,
+        "a restored stage never reads older cache entries"
+    );
+    assert_eq!(
+        target.api("pets").expect("api").routes,
+        source.api("pets").expect("api").routes
+    );
+    assert_eq!(target.api_key("k1").expect("key").key_hash, "a".repeat(64));
+    assert_eq!(
+        target.usage_plan("gold").expect("plan").api_key_ids,
+        vec!["k1".to_owned()]
+    );
+    let record = target.history().audit_before(0).next().expect("audited");
+    assert!(
+        record
+            .resource
+            .as_ref()
+            .is_some_and(|r| r.name.contains("at version 6"))
+    );
+}
+
+#[test]
+fn a_restore_over_resources_needs_replace_and_then_removes_what_the_backup_lacks() {
+    let mut state = populated();
+    state
+        .apply(7, &put(Kind::Api(api("extra", "x")), true, 0))
+        .expect("extra");
+    let backup = populated().to_restore();
+    let before = state.clone();
+    assert_eq!(
+        code(state.apply(8, &restore(backup.clone(), false))),
+        ErrorCode::FailedPrecondition
+    );
+    assert_eq!(resources(&state), resources(&before), "a refusal changes nothing");
+    state.apply(9, &restore(backup, true)).expect("replaced");
+    assert!(state.api("extra").is_none());
+    assert!(state.api("pets").is_some());
+}
+
+#[test]
+fn a_backup_whose_references_do_not_hold_is_refused_whole_naming_the_item() {
+    let mut backup = populated().to_restore();
+    backup.deployments.retain(|d| d.id != "d2");
+    let mut state = State::default();
+    let refused = state.apply(1, &restore(backup, false)).expect_err("refused");
+    assert!(refused.message.starts_with("stages[0]:"), "{}", refused.message);
+    assert_eq!(resources(&state), resources(&State::default()));
+
+    let mut twins = populated().to_restore();
+    let mut twin = twins.api_keys[0].clone();
+    twin.id = "k2".into();
+    twins.api_keys.push(twin);
+    let refused = state.apply(2, &restore(twins, false)).expect_err("refused");
+    assert!(refused.message.starts_with("api_keys[1]:"), "{}", refused.message);
+}
+
+proptest! {
+    #[test]
+    fn restoring_any_state_gives_back_its_resources(
+        commands in prop::collection::vec(arb_command(), 0..60)
+    ) {
+        let (source, _) = run(&commands);
+        let mut target = State::default();
+        target.apply(1000, &restore(source.to_restore(), false)).expect("restored");
+        let mut again = target.to_restore();
+        let mut original = source.to_restore();
+        // Only revisions, update times and cache generations are the restore's own.
+        for restore in [&mut again, &mut original] {
+            restore.from_config_version = 0;
+            for a in &mut restore.apis { a.revision = 0; a.updated_at = None; }
+            for s in &mut restore.stages { s.revision = 0; s.updated_at = None; s.cache_generation = 0; }
+            for k in &mut restore.api_keys { k.revision = 0; k.updated_at = None; }
+            for p in &mut restore.usage_plans { p.revision = 0; p.updated_at = None; }
+            for d in &mut restore.domain_names { d.revision = 0; d.updated_at = None; }
+        }
+        prop_assert_eq!(again, original);
+    }
 }

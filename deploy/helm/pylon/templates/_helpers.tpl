@@ -17,7 +17,7 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- $list := list -}}
 {{- /* The founding members only: a node that has not been joined yet would take a subscription and send nothing. */ -}}
 {{- range $i := until (int .Values.controlPlane.founding) -}}
-{{- $list = append $list (printf "http://%s-%d.%s.%s.svc:%d" (include "pylon.cp" $root) $i (include "pylon.cp" $root) $root.Release.Namespace (int $root.Values.controlPlane.ports.admin)) -}}
+{{- $list = append $list (printf "%s://%s-%d.%s.%s.svc:%d" (ternary "https" "http" (ne $root.Values.tls.secret "")) (include "pylon.cp" $root) $i (include "pylon.cp" $root) $root.Release.Namespace (int $root.Values.controlPlane.ports.admin)) -}}
 {{- end -}}
 {{- join "," $list -}}
 {{- end -}}
@@ -27,4 +27,28 @@ capabilities:
   drop: ["ALL"]
 seccompProfile:
   type: RuntimeDefault
+{{- end -}}
+
+{{- /* Values the schema cannot judge alone, checked once for every template. */ -}}
+{{- define "pylon.validate" -}}
+{{- $tls := .Values.tls -}}
+{{- if and $tls.clientAuth.enabled (not $tls.secret) -}}
+{{- fail "tls.clientAuth.enabled needs tls.secret (mutual TLS is TLS first)" -}}
+{{- end -}}
+{{- if and $tls.dataPlaneSecret (not $tls.clientAuth.enabled) -}}
+{{- fail "tls.dataPlaneSecret needs tls.clientAuth.enabled (the control plane must accept the certificate)" -}}
+{{- end -}}
+{{- if and $tls.secret (not $tls.dataPlaneSecret) (not $tls.caSecret) -}}
+{{- fail "tls.secret needs tls.caSecret or tls.dataPlaneSecret: the CA data planes trust for the control plane" -}}
+{{- end -}}
+{{- if and $tls.dataPlaneSecret .Values.credentials.dataPlaneSecret -}}
+{{- fail "give data planes a certificate (tls.dataPlaneSecret) or a token (credentials.dataPlaneSecret), not both" -}}
+{{- end -}}
+{{- if and (not .Values.tokenSecret) (not .Values.credentials.secret) (not (and $tls.clientAuth.enabled $tls.dataPlaneSecret)) -}}
+{{- fail "tokenSecret may be empty only with credentials.secret, or with tls.clientAuth.enabled and tls.dataPlaneSecret" -}}
+{{- end -}}
+{{- $hpa := .Values.dataPlane.autoscaling -}}
+{{- if and $hpa.enabled (gt (int $hpa.minReplicas) (int $hpa.maxReplicas)) -}}
+{{- fail "dataPlane.autoscaling.minReplicas cannot exceed maxReplicas" -}}
+{{- end -}}
 {{- end -}}

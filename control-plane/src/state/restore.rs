@@ -1,0 +1,146 @@
+//! `Restore`: a backup's resources in place of the state's (RestoreBackup).
+//!
+//! Planned on an empty copy in dependency order — APIs, deployments,
+//! stages, API keys, usage plans, domain names — with the same checks as
+//! their creates, so a backup whose references do not hold (a stage naming a
+//! deployment it lacks, a plan naming a key it lacks, two keys with one
+//! digest) is refused whole, naming the item (`stages[2]: …`). Only the
+//! resources change: the cluster id, members and history stay the state's.
+
+use super::{Change, CommandError, State, deployment_key, fail};
+use pylon_common::ErrorCode;
+use pylon_proto::config::v1::{Resource, resource::Kind};
+use pylon_proto::raft::v1::{Put, Restore};
+use pylon_proto::wkt::Timestamp;
+use std::sync::Arc;
+
+impl State {
+    /// Every resource, as a restore of them would carry it (dependency
+    /// order within each kind does not matter: kinds are restored in order).
+    pub fn to_restore(&self) -> Restore {
+        Restore {
+            replace: false,
+            from_cluster_id: self.cluster_id.clone(),
+            from_config_version: self.config_version,
+            apis: self.apis.values().map(|r| r.as_ref().clone()).collect(),
+            deployments: self.deployments.values().map(|r| r.as_ref().clone()).collect(),
+            stages: self.stages.values().map(|r| r.as_ref().clone()).collect(),
+            api_keys: self.api_keys.values().map(|r| r.as_ref().clone()).collect(),
+            usage_plans: self.usage_plans.values().map(|r| r.as_ref().clone()).collect(),
+            domain_names: self.domain_names.values().map(|r| r.as_ref().clone()).collect(),
+        }
+    }
+
+    /// Whether the state holds any resource (a restore then needs `replace`).
+    fn holds_resources(&self) -> bool {
+        !(self.apis.is_empty()
+            && self.deployments.is_empty()
+            && self.stages.is_empty()
+            && self.api_keys.is_empty()
+            && self.usage_plans.is_empty()
+            && self.domain_names.is_empty())
+    }
+
+    pub(super) fn restore(
+        &self,
+        index: u64,
+        at: Option<Timestamp>,
+        restore: &Restore,
+    ) -> Result<Change, CommandError> {
+        if !restore.replace && self.holds_resources() {
+            return fail(
+                ErrorCode::FailedPrecondition,
+                format!(
+                    "the cluster holds resources ({} APIs, {} stages, {} API keys, {} usage plans, {} domain names): restore into an empty cluster, or replace them",
+                    self.apis.len(),
+                    self.stages.len(),
+                    self.api_keys.len(),
+                    self.usage_plans.len(),
+                    self.domain_names.len()
+                ),
+            );
+        }
+        let mut scratch = State {
+            config_version: self.config_version,
+            ..State::default()
+        };
+        let create = |kind: Kind| Put {
+            resource: Some(Resource { kind: Some(kind) }),
+            create: true,
+            expected_revision: 0,
+        };
+        let item = |field: &'static str, i: usize| {
+            move |e: CommandError| CommandError {
+                code: e.code,
+                message: format!("{field}[{i}]: {}", e.message),
+            }
+        };
+        for (i, api) in restore.apis.iter().enumerate() {
+            let mut change = scratch
+                .put(index, at, &create(Kind::Api(api.clone())))
+                .map_err(item("apis", i))?;
+            if let Change::Api(stored) = &mut change {
+                stored.created_at = api.created_at.or(stored.created_at);
+            }
+            scratch.commit(index, change);
+        }
+        // Deployments are immutable snapshots: kept as they were (id,
+        // definition, creation time, and the revision that orders the
+        // history), under an API the backup holds.
+        for (i, deployment) in restore.deployments.iter().enumerate() {
+            let at_item = item("deployments", i);
+            if deployment.id.is_empty() {
+                return Err(at_item(CommandError {
+                    code: ErrorCode::InvalidArgument,
+                    message: "id: required".into(),
+                }));
+            }
+            scratch.require_api(&deployment.api).map_err(&at_item)?;
+            let key = deployment_key(&deployment.api, &deployment.id);
+            if scratch.deployments.contains_key(&key) {
+                return Err(at_item(CommandError {
+                    code: ErrorCode::AlreadyExists,
+                    message: format!("deployment {}/{} appears twice", deployment.api, deployment.id),
+                }));
+            }
+            scratch.deployments.insert(key, Arc::new(deployment.clone()));
+        }
+        for (i, stage) in restore.stages.iter().enumerate() {
+            let mut change = scratch
+                .put(index, at, &create(Kind::Stage(stage.clone())))
+                .map_err(item("stages", i))?;
+            if let Change::Stage(stored) = &mut change {
+                stored.created_at = stage.created_at.or(stored.created_at);
+            }
+            scratch.commit(index, change);
+        }
+        for (i, key) in restore.api_keys.iter().enumerate() {
+            let mut change = scratch
+                .put(index, at, &create(Kind::ApiKey(key.clone())))
+                .map_err(item("api_keys", i))?;
+            if let Change::ApiKey(stored) = &mut change {
+                stored.created_at = key.created_at.or(stored.created_at);
+            }
+            scratch.commit(index, change);
+        }
+        for (i, plan) in restore.usage_plans.iter().enumerate() {
+            let mut change = scratch
+                .put(index, at, &create(Kind::UsagePlan(plan.clone())))
+                .map_err(item("usage_plans", i))?;
+            if let Change::UsagePlan(stored) = &mut change {
+                stored.created_at = plan.created_at.or(stored.created_at);
+            }
+            scratch.commit(index, change);
+        }
+        for (i, domain) in restore.domain_names.iter().enumerate() {
+            let mut change = scratch
+                .put(index, at, &create(Kind::DomainName(domain.clone())))
+                .map_err(item("domain_names", i))?;
+            if let Change::DomainName(stored) = &mut change {
+                stored.created_at = domain.created_at.or(stored.created_at);
+            }
+            scratch.commit(index, change);
+        }
+        Ok(Change::Restore(Box::new(scratch)))
+    }
+}
