@@ -6,7 +6,7 @@ use anyhow::{Context as _, bail};
 use pylon_control_plane::admin::usage::UsageStore;
 use pylon_control_plane::auth::BearerToken;
 use pylon_control_plane::raft::node::RaftTimers;
-use pylon_control_plane::{ControlPlaneConfig, TlsFiles};
+use pylon_control_plane::{ConsoleListen, ControlPlaneConfig, TlsFiles};
 use pylon_data_plane::DataPlaneConfig;
 use pylon_data_plane::cache::entry::CacheKey;
 use pylon_data_plane::config::limits::quota_id;
@@ -78,6 +78,12 @@ pub struct DevArgs {
     /// A proxy (address or CIDR) whose X-Forwarded-For names the client (repeatable).
     #[arg(long = "trusted-proxy")]
     trusted_proxies: Vec<ipnet::IpNet>,
+    /// The operator console (docs/console.md).
+    #[arg(long, default_value = "127.0.0.1:9080")]
+    console_listen: SocketAddr,
+    /// Run without the operator console.
+    #[arg(long)]
+    no_console: bool,
     #[command(flatten)]
     shared: SharedArgs,
     #[command(flatten)]
@@ -278,6 +284,10 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         min_free_space_mb: pylon_control_plane::raft::disk::DEFAULT_MIN_FREE_MB,
         usage: Some(Arc::new(Usage(shared.clone()))),
         ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        console: (!args.no_console).then_some(ConsoleListen {
+            address: args.console_listen,
+            insecure: false,
+        }),
     };
     let mut data_plane = DataPlaneConfig::new(
         args.listen,
@@ -561,6 +571,13 @@ pub struct ControlPlaneArgs {
     /// The data planes' Redis, to answer GetUsage/ResetUsage (same URL forms as theirs).
     #[arg(long, env = "PYLON_REDIS_URL", hide_env_values = true)]
     redis: Option<String>,
+    /// The operator console's address (off by default; docs/console.md).
+    /// Off loopback it serves HTTPS with --tls-cert, or needs --console-insecure.
+    #[arg(long)]
+    console_listen: Option<SocketAddr>,
+    /// Serve the console as plain HTTP off loopback (behind a TLS proxy).
+    #[arg(long)]
+    console_insecure: bool,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -591,6 +608,9 @@ struct ControlPlaneFile {
     min_free_space_mb: Option<u64>,
     raft_tick_ms: Option<u64>,
     redis: Option<String>,
+    console_listen: Option<SocketAddr>,
+    #[serde(default)]
+    console_insecure: bool,
 }
 
 fn parse_peer(text: &str) -> Result<(u64, String), String> {
@@ -710,6 +730,13 @@ pub async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
             .unwrap_or(pylon_control_plane::raft::disk::DEFAULT_MIN_FREE_MB),
         usage,
         ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        console: args
+            .console_listen
+            .or(file.console_listen)
+            .map(|address| ConsoleListen {
+                address,
+                insecure: args.console_insecure || file.console_insecure,
+            }),
     };
     let telemetry = Telemetry::init(
         &args.telemetry,

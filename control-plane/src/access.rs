@@ -281,6 +281,20 @@ impl Credentials {
         found
     }
 
+    /// The caller of the credential named `name` while its token is still
+    /// the one whose SHA-256 is `digest` (a console session names its
+    /// credential this way, so removing or rotating the credential ends
+    /// the session).
+    pub fn caller_by_digest(&self, name: &str, digest: &[u8; 32]) -> Option<Caller> {
+        self.entries
+            .iter()
+            .find(|c| &*c.name == name && c.token.matches_digest(digest))
+            .map(|c| Caller {
+                name: c.name.clone(),
+                roles: c.roles,
+            })
+    }
+
     /// The token this node presents in `role` (the first such credential).
     pub fn token_for(&self, role: Role) -> Option<BearerToken> {
         self.entries
@@ -459,8 +473,13 @@ pub fn authorize(
             return Err(tonic::Status::unauthenticated(expected));
         }
     };
+    allowed(&caller, roles, path)?;
+    Ok(Some(caller))
+}
+
+fn allowed(caller: &Caller, roles: &[Role], path: &str) -> Result<(), tonic::Status> {
     if roles.iter().any(|role| caller.has(*role)) {
-        Ok(Some(caller))
+        Ok(())
     } else {
         let allowed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
         Err(tonic::Status::permission_denied(format!(
@@ -468,6 +487,24 @@ pub fn authorize(
             caller.name,
             allowed.join(" or ")
         )))
+    }
+}
+
+/// Whether an identified `caller` may call `path` on the admin port: the
+/// same rule [`authorize`] applies, for calls made in process (the
+/// operator console).
+///
+/// # Errors
+/// `PERMISSION_DENIED` naming the credential and the roles that may.
+pub fn check_admin_call(caller: &Caller, path: &str) -> Result<(), tonic::Status> {
+    match required(
+        Port::Admin {
+            open_reflection: false,
+        },
+        path,
+    ) {
+        Some(roles) => allowed(caller, roles, path),
+        None => Ok(()),
     }
 }
 

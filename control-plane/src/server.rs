@@ -129,6 +129,17 @@ pub struct ControlPlaneConfig {
     pub usage: Option<std::sync::Arc<dyn crate::admin::usage::UsageStore>>,
     /// Set while this node knows a leader (for `/readyz`).
     pub ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The operator console's listener (docs/console.md); off when unset.
+    pub console: Option<ConsoleListen>,
+}
+
+/// Where the operator console listens.
+#[derive(Clone, Debug)]
+pub struct ConsoleListen {
+    pub address: SocketAddr,
+    /// Serve plain HTTP off loopback (without it, a node without
+    /// `--tls-cert` refuses to start with a non-loopback console).
+    pub insecure: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +183,16 @@ impl ControlPlaneConfig {
             return Err(ServeError::Config(format!(
                 "--peer lists no entry for this node ({}); list every founding member including this one",
                 self.node_id
+            )));
+        }
+        if let Some(console) = &self.console
+            && !console.address.ip().is_loopback()
+            && self.tls.is_none()
+            && !console.insecure
+        {
+            return Err(ServeError::Config(format!(
+                "--console-listen {} is not a loopback address: give the node --tls-cert/--tls-key (the console then serves HTTPS), or --console-insecure",
+                console.address
             )));
         }
         if self.listen == self.raft_listen {
@@ -341,13 +362,16 @@ pub async fn serve(
         config.ready.clone(),
         instruments.leader_changes.clone(),
     );
-    let admin = AdminServiceServer::new(AdminApi::new(
+    let admin_api = std::sync::Arc::new(AdminApi::new(
         node.clone(),
         transport.clone(),
         publisher.registry.clone(),
         config.usage.clone(),
         instruments.clone(),
     ));
+    // Room for a restore (checked again per write: others stay at 4 MiB).
+    let admin = AdminServiceServer::from_arc(admin_api.clone())
+        .max_decoding_message_size(crate::admin::backup::MAX_BACKUP_BYTES + (1 << 20));
     let directory = DataPlaneDirectoryServer::new(crate::publish::directory::DirectoryService {
         registry: publisher.registry.clone(),
     });
@@ -370,6 +394,35 @@ pub async fn serve(
         })
     };
 
+    let console = match &config.console {
+        Some(listen) => {
+            let listener = bind("--console-listen", listen.address).await?;
+            let acceptor = config
+                .tls
+                .as_ref()
+                .map(|tls| crate::console::tls_acceptor(&tls.cert, &tls.key))
+                .transpose()
+                .map_err(ServeError::Tls)?;
+            let console = std::sync::Arc::new(crate::console::Console::new(
+                admin_api.clone(),
+                credentials.clone(),
+                acceptor.is_some(),
+                listen.address.ip().is_loopback(),
+            ));
+            tracing::info!(
+                address = %listener.local_addr().map_or(listen.address, |a| a),
+                tls = acceptor.is_some(),
+                "operator console listening"
+            );
+            Some(tokio::spawn(crate::console::serve(
+                listener,
+                acceptor,
+                console,
+                stop_rx.clone(),
+            )))
+        }
+        None => None,
+    };
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -405,6 +458,9 @@ pub async fn serve(
         "control plane ready"
     );
     tokio::try_join!(admin_server, raft_server)?;
+    if let Some(console) = console {
+        let _ = console.await;
+    }
     tracing::info!("control plane stopped");
     Ok(())
 }

@@ -688,6 +688,15 @@ async fn a_backup_restores_on_a_new_cluster_with_its_history_and_the_same_api_ke
         crate::support::deploy(&mut admin, vault_api("v2"), "prod", &[])
             .await
             .expect("v2");
+        // A large API deployed twice: the backup is over the 4 MiB of one
+        // ordinary admin message (its limit is the restore's, 64 MiB).
+        let large = mock_api("large", &"x".repeat(1_500_000));
+        crate::support::deploy(&mut admin, large.clone(), "prod", &[])
+            .await
+            .expect("large");
+        crate::support::deploy(&mut admin, large, "prod", &[])
+            .await
+            .expect("large again");
         let (key_id, key) = crate::support::create_key(&mut admin, "client").await;
         admin
             .create_usage_plan(CreateUsagePlanRequest {
@@ -707,7 +716,7 @@ async fn a_backup_restores_on_a_new_cluster_with_its_history_and_the_same_api_ke
         let taken =
             pylon_tests::pylon_cli(&old.nodes[0].endpoint(), &["backup", "-o", &file_arg]).expect("backup");
         assert!(
-            taken.contains("1 APIs, 2 deployments, 1 stages, 1 API keys, 1 usage plans"),
+            taken.contains("2 APIs, 4 deployments, 2 stages, 1 API keys, 1 usage plans"),
             "{taken}"
         );
         let history = admin
@@ -769,7 +778,7 @@ async fn a_backup_restores_on_a_new_cluster_with_its_history_and_the_same_api_ke
     );
 
     let restored = pylon_tests::pylon_cli(&endpoint, &["restore", &file_arg]).expect("restore");
-    assert!(restored.contains("restored 1 APIs, 2 deployments"), "{restored}");
+    assert!(restored.contains("restored 2 APIs, 4 deployments"), "{restored}");
     // Restoring over what the cluster now holds needs --replace.
     let again = pylon_tests::pylon_cli(&endpoint, &["restore", &file_arg]).expect_err("not empty");
     assert!(
@@ -789,7 +798,35 @@ async fn a_backup_restores_on_a_new_cluster_with_its_history_and_the_same_api_ke
         .expect("history")
         .into_inner()
         .deployments;
-    assert_eq!(restored_history, history);
+    // Kept as they were but for the revision, which is the restore's: a
+    // deployment made after it is the newest whatever the old cluster's
+    // numbers were.
+    let ids =
+        |list: &[pylon_proto::config::v1::Deployment]| list.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&restored_history), ids(&history));
+    for (restored, old) in restored_history.iter().zip(&history) {
+        assert_eq!(
+            (&restored.definition, restored.created_at),
+            (&old.definition, old.created_at)
+        );
+    }
+    let newest = crate::support::deploy(&mut admin, vault_api("v2"), "prod", &[])
+        .await
+        .expect("deploy after the restore");
+    let listed = admin
+        .list_deployments(ListDeploymentsRequest {
+            api: "vault".into(),
+            page: Some(Page {
+                page_size: 1,
+                page_token: String::new(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("history")
+        .into_inner();
+    assert_eq!(ids(&listed.deployments), vec![newest]);
+    assert!(!listed.next_page_token.is_empty(), "the restored ones follow");
     let dp =
         pylon_tests::gateway::DataPlaneNode::start(dir.path(), "dp", std::slice::from_ref(&endpoint), &[]);
     let client = pylon_tests::gateway::HttpClient::default();

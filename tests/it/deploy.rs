@@ -228,6 +228,27 @@ fn the_chart_refuses_values_that_could_not_run_and_names_them() {
             r#"{"credentials": {"secret": "creds"}}"#,
             "credentials.dataPlaneSecret is required",
         ),
+        (
+            r#"{"credentials": {"dataPlaneSecret": "dp"}}"#,
+            "credentials.dataPlaneSecret needs credentials.secret",
+        ),
+        (r#"{"tls": {"caSecret": "ca"}}"#, "tls.caSecret needs tls.secret"),
+        (
+            r#"{"tls": {"clientAuth": {"trustDomain": "corp"}}}"#,
+            "trustDomain needs tls.clientAuth.enabled",
+        ),
+        (
+            r#"{"redis": {"enabled": true, "urlSecret": ""}}"#,
+            "needs redis.urlSecret",
+        ),
+        (
+            r#"{"controlPlane": {"ports": {"admin": 7000}}}"#,
+            "admin, raft and ops must differ",
+        ),
+        (
+            r#"{"dataPlane": {"ports": {"http": 9464}}}"#,
+            "http and ops must differ",
+        ),
     ] {
         let stderr = refusal(values);
         assert!(stderr.contains(says), "{values}: {stderr}");
@@ -240,15 +261,20 @@ fn the_chart_renders_five_nodes_with_monitoring_and_an_operator_namespace() {
         "controlPlane": {"replicas": 5},
         "networkPolicy": {
             "enabled": true,
+            "operatorPodSelector": {"matchLabels": {"app": "ops-tool"}},
             "operatorNamespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}
         },
         "metrics": {"serviceMonitor": {"enabled": true}, "dashboard": {"enabled": true}}
     }));
     assert_eq!(kind(&manifests, "StatefulSet", "pylon-cp")["spec"]["replicas"], 5);
     let policy = kind(&manifests, "NetworkPolicy", "pylon-cp");
-    // Operators: pods with the label, in the namespaces selected.
+    // Operators: the pods selected (the selector given replaces the
+    // default, never adds to it), in the namespaces selected.
     let operators = &policy["spec"]["ingress"][0]["from"][1];
-    assert_eq!(operators["podSelector"]["matchLabels"]["pylon-operator"], "true");
+    assert_eq!(
+        operators["podSelector"],
+        serde_json::json!({"matchLabels": {"app": "ops-tool"}})
+    );
     assert_eq!(
         operators["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
         "ops"

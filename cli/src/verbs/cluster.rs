@@ -267,10 +267,25 @@ pub(super) async fn backup(admin: &mut Admin, file: &std::path::Path) -> anyhow:
     bytes.extend_from_slice(BACKUP_MAGIC);
     bytes.extend_from_slice(&backup.format.to_be_bytes());
     backup.encode(&mut bytes)?;
+    if file == std::path::Path::new("-") {
+        use std::io::Write as _;
+        std::io::stdout().write_all(&bytes)?;
+        std::io::stdout().flush()?;
+        eprintln!("{}", describe(&backup, bytes.len(), "standard output"));
+        return Ok(());
+    }
+    if file.is_dir() {
+        bail!("{} is a directory: name the backup file", file.display());
+    }
     // Written beside FILE and renamed over it: a reader never sees half a
     // backup. Only the owner may read it (it holds API key digests).
-    let partial = file.with_extension("partial");
-    {
+    let mut name = file
+        .file_name()
+        .map(std::ffi::OsStr::to_os_string)
+        .unwrap_or_default();
+    name.push(".partial");
+    let partial = file.with_file_name(name);
+    let written = (|| -> std::io::Result<()> {
         use std::io::Write as _;
         #[cfg(unix)]
         use std::os::unix::fs::OpenOptionsExt as _;
@@ -278,16 +293,26 @@ pub(super) async fn backup(admin: &mut Admin, file: &std::path::Path) -> anyhow:
         options.write(true).create(true).truncate(true);
         #[cfg(unix)]
         options.mode(0o600);
-        let mut out = options
-            .open(&partial)
-            .with_context(|| format!("{}", partial.display()))?;
-        out.write_all(&bytes)
-            .and_then(|()| out.sync_all())
-            .with_context(|| format!("{}", partial.display()))?;
+        let mut out = options.open(&partial)?;
+        out.write_all(&bytes)?;
+        out.sync_all()
+    })();
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(&partial);
+        return Err(error).with_context(|| format!("{}", partial.display()));
     }
-    std::fs::rename(&partial, file).with_context(|| format!("{}", file.display()))?;
-    println!(
-        "backup of cluster {} at config version {}: {} APIs, {} deployments, {} stages, {} API keys, {} usage plans, {} domain names ({} bytes) -> {}",
+    if let Err(error) = std::fs::rename(&partial, file) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(error).with_context(|| format!("{}", file.display()));
+    }
+    println!("{}", describe(&backup, bytes.len(), &file.display().to_string()));
+    Ok(())
+}
+
+/// What a backup holds, for people.
+fn describe(backup: &Backup, bytes: usize, to: &str) -> String {
+    format!(
+        "backup of cluster {} at config version {}: {} APIs, {} deployments, {} stages, {} API keys, {} usage plans, {} domain names ({bytes} bytes) -> {to}",
         if backup.cluster_id.is_empty() {
             "(unnamed)"
         } else {
@@ -300,15 +325,19 @@ pub(super) async fn backup(admin: &mut Admin, file: &std::path::Path) -> anyhow:
         backup.api_keys.len(),
         backup.usage_plans.len(),
         backup.domain_names.len(),
-        bytes.len(),
-        file.display()
-    );
-    Ok(())
+    )
 }
 
 pub(super) async fn restore(admin: &mut Admin, file: &std::path::Path, replace: bool) -> anyhow::Result<()> {
     use prost::Message as _;
-    let bytes = std::fs::read(file).with_context(|| format!("{}", file.display()))?;
+    let bytes = if file == std::path::Path::new("-") {
+        use std::io::Read as _;
+        let mut bytes = Vec::new();
+        std::io::stdin().read_to_end(&mut bytes)?;
+        bytes
+    } else {
+        std::fs::read(file).with_context(|| format!("{}", file.display()))?
+    };
     let Some(body) = bytes.strip_prefix(BACKUP_MAGIC.as_slice()) else {
         bail!(
             "{} is not a Pylon backup (written by `pylon backup`)",

@@ -64,13 +64,15 @@ pub enum AdminCommand {
         dir: PathBuf,
     },
     /// Write every resource (deployment history and API key digests
-    /// included) to FILE, as of a linearizable point; `restore` takes it.
+    /// included) to FILE (`-`: standard output), as of a linearizable
+    /// point; `restore` takes it.
     Backup {
         #[arg(short = 'o', long = "output")]
         file: PathBuf,
     },
-    /// Put a backup's resources in place, as one change (all or none). A
-    /// cluster holding resources is refused unless --replace.
+    /// Put a backup's resources (FILE, `-`: standard input) in place, as one
+    /// change (all or none). A cluster holding resources is refused unless
+    /// --replace.
     Restore {
         file: PathBuf,
         /// Replace what the cluster holds: every resource not in the backup is gone.

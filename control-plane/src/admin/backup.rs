@@ -19,6 +19,9 @@ pub const BACKUP_FORMAT: u32 = 1;
 /// The largest backup RestoreBackup takes (it becomes one Raft entry).
 pub const MAX_BACKUP_BYTES: usize = 64 << 20;
 
+/// 9999-12-31T23:59:59Z, seconds since the epoch.
+const MAX_SECONDS: i64 = 253_402_300_799;
+
 /// Ids the control plane makes (deployments, API keys): 1–64 of `a-z 0-9 - _`.
 fn is_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
@@ -35,7 +38,7 @@ impl AdminApi {
         drop(request);
         self.read(ReadConsistency::Linearizable as i32, |state| {
             let resources = state.to_restore();
-            Ok(Backup {
+            let backup = Backup {
                 format: BACKUP_FORMAT,
                 cluster_id: resources.from_cluster_id,
                 config_version: resources.from_config_version,
@@ -46,7 +49,15 @@ impl AdminApi {
                 api_keys: resources.api_keys,
                 usage_plans: resources.usage_plans,
                 domain_names: resources.domain_names,
-            })
+            };
+            // A backup no restore could take is no backup.
+            let size = backup.encoded_len();
+            if size > MAX_BACKUP_BYTES {
+                return Err(Status::failed_precondition(format!(
+                    "the backup would be {size} bytes, over the {MAX_BACKUP_BYTES} a restore takes"
+                )));
+            }
+            Ok(backup)
         })
         .await
     }
@@ -82,7 +93,27 @@ impl AdminApi {
             usage_plans: restore.usage_plans.len() as u32,
             domain_names: restore.domain_names.len() as u32,
         };
-        match self.write(&origin, Op::Restore(restore)).await? {
+        let written = self
+            .write(&origin, Op::Restore(restore))
+            .await
+            .map_err(|status| {
+                // The state machine names the item (`stages[0]: …`): name it
+                // as the request carries it.
+                let item = [
+                    "apis[",
+                    "deployments[",
+                    "stages[",
+                    "api_keys[",
+                    "usage_plans[",
+                    "domain_names[",
+                ];
+                if item.iter().any(|p| status.message().starts_with(p)) {
+                    Status::new(status.code(), format!("backup.{}", status.message()))
+                } else {
+                    status
+                }
+            })?;
+        match written {
             Applied::Restored { config_version } => Ok(Response::new(RestoreBackupResponse {
                 config_version,
                 ..counts
@@ -96,6 +127,34 @@ impl AdminApi {
     /// (`backup.stages[1].throttle.rate_limit: …`).
     fn check_backup(&self, backup: Backup, replace: bool) -> Result<Restore, Status> {
         let mut errors: Vec<String> = Vec::new();
+        // Creation times are kept: each must be a time RFC 3339 can write.
+        let mut times = |field: String, at: Option<pylon_proto::wkt::Timestamp>| {
+            if at.is_some_and(|at| {
+                !(0..=MAX_SECONDS).contains(&at.seconds) || !(0..1_000_000_000).contains(&at.nanos)
+            }) {
+                errors.push(format!(
+                    "backup.{field}.created_at: must be a time from 1970 to 9999"
+                ));
+            }
+        };
+        for (i, a) in backup.apis.iter().enumerate() {
+            times(format!("apis[{i}]"), a.created_at);
+        }
+        for (i, d) in backup.deployments.iter().enumerate() {
+            times(format!("deployments[{i}]"), d.created_at);
+        }
+        for (i, s) in backup.stages.iter().enumerate() {
+            times(format!("stages[{i}]"), s.created_at);
+        }
+        for (i, k) in backup.api_keys.iter().enumerate() {
+            times(format!("api_keys[{i}]"), k.created_at);
+        }
+        for (i, p) in backup.usage_plans.iter().enumerate() {
+            times(format!("usage_plans[{i}]"), p.created_at);
+        }
+        for (i, d) in backup.domain_names.iter().enumerate() {
+            times(format!("domain_names[{i}]"), d.created_at);
+        }
         fn named(errors: &mut Vec<String>, field: &str, e: ValidationErrors) {
             errors.extend(
                 e.errors()

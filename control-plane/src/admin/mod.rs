@@ -8,7 +8,7 @@
 //! deterministically, so a race between two writers still ends in one winner
 //! and an `ABORTED`/`ALREADY_EXISTS` for the other.
 
-mod backup;
+pub mod backup;
 mod batch;
 mod cluster;
 mod ids;
@@ -39,6 +39,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long a linearizable read may wait for its read index.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_PAGE: usize = 100;
+/// The largest admin write but a restore, bytes (the documented 4 MiB).
+pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 const MAX_PAGE: usize = 1000;
 
 pub struct AdminApi {
@@ -158,6 +160,20 @@ impl AdminApi {
         if let Some(answer) = self.first_outcome(&command) {
             return answer;
         }
+        // One entry of the log per write: a restore may be as large as a
+        // backup, anything else as large as the admin API's 4 MiB messages
+        // (the gRPC limit is the backup's, so the others are held here).
+        let limit = if matches!(command.op, Some(Op::Restore(_))) {
+            backup::MAX_BACKUP_BYTES
+        } else {
+            MAX_REQUEST_BYTES
+        };
+        let size = prost::Message::encoded_len(&command);
+        if size > limit {
+            return Err(Status::out_of_range(format!(
+                "request: {size} bytes, at most {limit} in one write"
+            )));
+        }
         if self.dry_run(&command).is_err() {
             // This node's state may lag the cluster's: a refusal (NOT_FOUND,
             // ALREADY_EXISTS, ABORTED…) must hold at a linearizable point,
@@ -199,6 +215,44 @@ impl AdminApi {
         }
         span.end();
         result
+    }
+
+    /// The key the operator console seals sessions with, made and
+    /// replicated through Raft the first time any node's console needs it
+    /// (two nodes racing: the state machine keeps the first).
+    ///
+    /// # Errors
+    /// `UNAVAILABLE` while no leader can commit the key.
+    pub async fn console_key(&self) -> Result<Vec<u8>, Status> {
+        let key = self.state().console_key().to_vec();
+        if !key.is_empty() {
+            return Ok(key);
+        }
+        let mut fresh = vec![0u8; 32];
+        rand::Rng::fill(&mut rand::rng(), fresh.as_mut_slice());
+        let origin = Origin {
+            actor: raftpb::Actor {
+                name: "system".into(),
+                roles: Vec::new(),
+            },
+            method: "SetConsoleKey".into(),
+            ..Origin::default()
+        };
+        match self
+            .write(&origin, Op::SetConsoleKey(raftpb::SetConsoleKey { key: fresh }))
+            .await
+        {
+            Ok(_) => {}
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {}
+            Err(status) => return Err(status),
+        }
+        let key = self.state().console_key().to_vec();
+        if key.is_empty() {
+            return Err(Status::unavailable(
+                "the console key is not applied on this node yet; retry",
+            ));
+        }
+        Ok(key)
     }
 
     /// The answer to a keyed command this node has already applied: its
@@ -414,6 +468,7 @@ fn op_name(command: &Command) -> &'static str {
         Some(Op::NoteUsageReset(_)) => "note_usage_reset",
         Some(Op::Batch(_)) => "batch",
         Some(Op::Restore(_)) => "restore",
+        Some(Op::SetConsoleKey(_)) => "set_console_key",
         None => "none",
     }
 }
@@ -625,11 +680,10 @@ impl AdminService for AdminApi {
             if state.api(&request.api).is_none() {
                 return Err(not_found(format!("API {}", request.api)));
             }
-            // Newest first: the page key grows as the revision (unique per
-            // deployment) falls.
+            // Newest first: the page key grows down the history.
             let (deployments, next_page_token) = page(
                 state.deployments_of(&request.api).into_iter(),
-                |d| format!("{:020}", u64::MAX - d.revision),
+                |d| crate::state::deployment_order(d),
                 request.page.as_ref(),
             )?;
             let deployments = deployments.into_iter().cloned().collect();

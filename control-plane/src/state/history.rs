@@ -219,6 +219,7 @@ fn target(command: &Command) -> ResourceRef {
         Some(Op::RollbackStage(r)) => reference(K::Stage, &r.api, &r.stage),
         Some(Op::FlushStageCache(f)) => reference(K::Stage, &f.api, &f.stage),
         Some(Op::SetClusterId(set)) => reference(K::Unspecified, "", &set.cluster_id),
+        Some(Op::SetConsoleKey(_)) => reference(K::Unspecified, "", "console session key"),
         Some(Op::NoteUsageReset(note)) => reference(K::UsagePlan, "", &note.usage_plan),
         Some(Op::Batch(batch)) => reference(
             K::Unspecified,

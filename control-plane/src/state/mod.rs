@@ -24,7 +24,7 @@ use pylon_common::ids::{ApiKeyId, ApiName, DeploymentId, DomainNameId, StageName
 use pylon_proto::config::v1::{Api, ApiKey, Deployment, DomainName, Stage, UsagePlan, resource::Kind};
 use pylon_proto::raft::v1::{
     Batch, Command, CreateDeployment, Delete, FlushStageCache, PromoteCanary, Put, RollbackStage,
-    SetClusterId, StateImage, batch_op, command::Op, resource_ref,
+    SetClusterId, SetConsoleKey, StateImage, batch_op, command::Op, resource_ref,
 };
 use pylon_proto::wkt::Timestamp;
 use std::collections::BTreeMap;
@@ -86,6 +86,8 @@ enum Change {
         name: String,
     },
     ClusterId(String),
+    /// The console's session key (not a config change: the version stays).
+    ConsoleKey(Vec<u8>),
     /// Nothing but the audit record.
     Nothing,
     /// A batch, carried out on a copy of the resources: the copy replaces
@@ -117,7 +119,25 @@ pub struct State {
     members: BTreeMap<u64, String>,
     /// Empty until the first leader names the cluster.
     cluster_id: String,
+    /// Empty until a console first needs it (see [`State::console_key`]).
+    console_key: Vec<u8>,
     history: history::History,
+}
+
+/// Where a deployment sits in its API's history, newest first: by revision,
+/// then creation time (deployments a restore brought share its revision),
+/// then id. As text, for page tokens: it grows down the history.
+pub fn deployment_order(deployment: &Deployment) -> String {
+    let created = deployment
+        .created_at
+        .map(|t| (t.seconds.max(0) as u64).saturating_mul(1_000_000_000) + u64::from(t.nanos.max(0) as u32))
+        .unwrap_or(0);
+    format!(
+        "{:020}{:020}{}",
+        u64::MAX - deployment.revision,
+        u64::MAX - created,
+        deployment.id
+    )
 }
 
 fn stage_key(api: &str, stage: &str) -> StageKey {
@@ -170,6 +190,7 @@ pub fn changes_served_config(command: &Command) -> bool {
         | Some(Op::FlushStageCache(_))
         | Some(Op::SetClusterId(_))
         | Some(Op::Restore(_)) => true,
+        Some(Op::SetConsoleKey(_)) => false,
         Some(Op::Batch(batch)) => batch.ops.iter().any(|op| {
             let single = Command {
                 op: match &op.op {
@@ -211,7 +232,7 @@ impl State {
             return first;
         }
         let result = self.plan(index, command).map(|change| {
-            if !matches!(change, Change::Nothing) {
+            if !matches!(change, Change::Nothing | Change::ConsoleKey(_)) {
                 self.config_version = index;
             }
             self.commit(index, change)
@@ -241,6 +262,7 @@ impl State {
             Some(Op::RollbackStage(rollback)) => self.rollback_stage(index, at, rollback),
             Some(Op::FlushStageCache(flush)) => self.flush_stage_cache(index, at, flush),
             Some(Op::SetClusterId(set)) => self.set_cluster_id(set),
+            Some(Op::SetConsoleKey(set)) => self.set_console_key(set),
             Some(Op::NoteUsageReset(_)) => Ok(Change::Nothing),
             Some(Op::Batch(batch)) => self.batch(index, at, batch),
             Some(Op::Restore(restore)) => self.restore(index, at, restore),
@@ -293,6 +315,7 @@ impl State {
             domain_names: self.domain_names.clone(),
             members: BTreeMap::new(),
             cluster_id: String::new(),
+            console_key: Vec::new(),
             history: history::History::default(),
         }
     }
@@ -385,6 +408,10 @@ impl State {
                 self.cluster_id = id;
                 Applied::ClusterNamed
             }
+            Change::ConsoleKey(key) => {
+                self.console_key = key;
+                Applied::Noted
+            }
             Change::Nothing => Applied::Noted,
             Change::Batch { resources, applied } => {
                 self.replace_resources(*resources);
@@ -410,6 +437,21 @@ impl State {
             return fail(ErrorCode::InvalidArgument, "cluster_id: required");
         }
         Ok(Change::ClusterId(set.cluster_id.clone()))
+    }
+
+    fn set_console_key(&self, set: &SetConsoleKey) -> Result<Change, CommandError> {
+        if !self.console_key.is_empty() {
+            return fail(ErrorCode::FailedPrecondition, "the console key is already set");
+        }
+        if set.key.len() != 32 {
+            return fail(ErrorCode::InvalidArgument, "key: must be 32 bytes");
+        }
+        Ok(Change::ConsoleKey(set.key.clone()))
+    }
+
+    /// The key console sessions are sealed with (empty until set).
+    pub fn console_key(&self) -> &[u8] {
+        &self.console_key
     }
 
     /// Records a membership change in the audit log (from the entry at
@@ -887,7 +929,7 @@ impl State {
             .filter(|((a, _), _)| *a == api)
             .map(|(_, d)| d.as_ref())
             .collect();
-        history.sort_by(|a, b| b.revision.cmp(&a.revision).then_with(|| b.id.cmp(&a.id)));
+        history.sort_by_cached_key(|d| deployment_order(d));
         history
     }
 
@@ -933,6 +975,7 @@ impl State {
             usage_plans: self.usage_plans.values().map(|r| r.as_ref().clone()).collect(),
             domain_names: self.domain_names.values().map(|r| r.as_ref().clone()).collect(),
             member_addresses: self.members.clone(),
+            console_key: self.console_key.clone(),
         }
     }
 
@@ -971,6 +1014,7 @@ impl State {
                 .collect(),
             members: image.member_addresses,
             cluster_id: image.cluster_id,
+            console_key: image.console_key,
             history: history::History::from_image(image.audit, image.remembered),
         }
     }

@@ -51,8 +51,9 @@ impl State {
             return fail(
                 ErrorCode::FailedPrecondition,
                 format!(
-                    "the cluster holds resources ({} APIs, {} stages, {} API keys, {} usage plans, {} domain names): restore into an empty cluster, or replace them",
+                    "the cluster holds resources ({} APIs, {} deployments, {} stages, {} API keys, {} usage plans, {} domain names): restore into an empty cluster, or replace them",
                     self.apis.len(),
+                    self.deployments.len(),
                     self.stages.len(),
                     self.api_keys.len(),
                     self.usage_plans.len(),
@@ -60,6 +61,17 @@ impl State {
                 ),
             );
         }
+        // A restored stage must never read cache entries written before it,
+        // in this cluster or in another one sharing the data planes' Redis
+        // (whose indexes are as small as this one's): its generation is the
+        // command's time in nanoseconds, far above any Raft index and
+        // different for every restore.
+        let cache_generation = at
+            .map(|t| {
+                (t.seconds.max(0) as u64).saturating_mul(1_000_000_000) + u64::from(t.nanos.max(0) as u32)
+            })
+            .unwrap_or(index)
+            .max(index);
         let mut scratch = State {
             config_version: self.config_version,
             ..State::default()
@@ -85,8 +97,32 @@ impl State {
             scratch.commit(index, change);
         }
         // Deployments are immutable snapshots: kept as they were (id,
-        // definition, creation time, and the revision that orders the
-        // history), under an API the backup holds.
+        // definition, creation time) under an API the backup holds. Their
+        // revision becomes the restore's, so every deployment made after it
+        // is newer whatever the source cluster's numbers were; among
+        // themselves the history orders them by creation time.
+        // The source's history order (by its revisions) is kept as creation
+        // times strictly increasing within each API: two deployments made in
+        // the same nanosecond get one nanosecond apart.
+        let mut order: Vec<usize> = (0..restore.deployments.len()).collect();
+        order.sort_by_key(|&i| {
+            let d = &restore.deployments[i];
+            (d.api.clone(), d.revision, d.id.clone())
+        });
+        let mut created = vec![None; restore.deployments.len()];
+        let mut previous: Option<(&str, i64, i32)> = None;
+        for &i in &order {
+            let d = &restore.deployments[i];
+            let (mut seconds, mut nanos) = d.created_at.map_or((0, 0), |t| (t.seconds, t.nanos));
+            if let Some((api, s, n)) = previous
+                && api == d.api
+                && (seconds, nanos) <= (s, n)
+            {
+                (seconds, nanos) = if n >= 999_999_999 { (s + 1, 0) } else { (s, n + 1) };
+            }
+            previous = Some((d.api.as_str(), seconds, nanos));
+            created[i] = Some(Timestamp { seconds, nanos });
+        }
         for (i, deployment) in restore.deployments.iter().enumerate() {
             let at_item = item("deployments", i);
             if deployment.id.is_empty() {
@@ -103,7 +139,10 @@ impl State {
                     message: format!("deployment {}/{} appears twice", deployment.api, deployment.id),
                 }));
             }
-            scratch.deployments.insert(key, Arc::new(deployment.clone()));
+            let mut deployment = deployment.clone();
+            deployment.revision = index;
+            deployment.created_at = created[i];
+            scratch.deployments.insert(key, Arc::new(deployment));
         }
         for (i, stage) in restore.stages.iter().enumerate() {
             let mut change = scratch
@@ -111,6 +150,7 @@ impl State {
                 .map_err(item("stages", i))?;
             if let Change::Stage(stored) = &mut change {
                 stored.created_at = stage.created_at.or(stored.created_at);
+                stored.cache_generation = cache_generation;
             }
             scratch.commit(index, change);
         }

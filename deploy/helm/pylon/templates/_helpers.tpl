@@ -47,6 +47,25 @@ seccompProfile:
 {{- if and (not .Values.tokenSecret) (not .Values.credentials.secret) (not (and $tls.clientAuth.enabled $tls.dataPlaneSecret)) -}}
 {{- fail "tokenSecret may be empty only with credentials.secret, or with tls.clientAuth.enabled and tls.dataPlaneSecret" -}}
 {{- end -}}
+{{- if and .Values.credentials.dataPlaneSecret (not .Values.credentials.secret) -}}
+{{- fail "credentials.dataPlaneSecret needs credentials.secret (the control plane must know the data planes' token)" -}}
+{{- end -}}
+{{- if and $tls.caSecret (not $tls.secret) -}}
+{{- fail "tls.caSecret needs tls.secret (without TLS there is no CA to trust)" -}}
+{{- end -}}
+{{- if and (ne $tls.clientAuth.trustDomain "pylon") (not $tls.clientAuth.enabled) -}}
+{{- fail "tls.clientAuth.trustDomain needs tls.clientAuth.enabled" -}}
+{{- end -}}
+{{- if and .Values.redis.enabled (not .Values.redis.urlSecret) -}}
+{{- fail "redis.enabled needs redis.urlSecret (the Secret holding the URL)" -}}
+{{- end -}}
+{{- $cp := .Values.controlPlane.ports -}}
+{{- if or (eq (int $cp.admin) (int $cp.raft)) (eq (int $cp.admin) (int $cp.ops)) (eq (int $cp.raft) (int $cp.ops)) -}}
+{{- fail "controlPlane.ports: admin, raft and ops must differ" -}}
+{{- end -}}
+{{- if eq (int .Values.dataPlane.ports.http) (int .Values.dataPlane.ports.ops) -}}
+{{- fail "dataPlane.ports: http and ops must differ" -}}
+{{- end -}}
 {{- $hpa := .Values.dataPlane.autoscaling -}}
 {{- if and $hpa.enabled (gt (int $hpa.minReplicas) (int $hpa.maxReplicas)) -}}
 {{- fail "dataPlane.autoscaling.minReplicas cannot exceed maxReplicas" -}}

@@ -1,0 +1,237 @@
+//! The operator console (`--console-listen`): server-rendered pages over
+//! the admin API, in process.
+//!
+//! Every action is the admin call the CLI makes (`AdminService` on this
+//! node, with the logged-in credential as its caller), so roles,
+//! validation, revisions and the audit log apply unchanged; a reader sees
+//! no write controls, and a write it posts anyway is refused by the same
+//! role check as over gRPC. Phases of a request, in order: [`guard`]
+//! (Host check, security headers) → [`pages::Page::begin`] (session cookie,
+//! credential still valid) → the page's admin calls → a template
+//! ([`templates`]), which escapes every value.
+//!
+//! Security: sessions are sealed cookies ([`session`]) under a key
+//! replicated through Raft; `HttpOnly`, `SameSite=Strict`, `Secure` (and
+//! the `__Host-` prefix) with TLS; a CSRF token in every form; logins
+//! limited per source address ([`LOGIN_RATE`]); a strict Content Security
+//! Policy (no inline script or style). Off loopback the console needs TLS
+//! (the node's `--tls-cert`) or `--console-insecure`.
+
+mod pages;
+pub mod session;
+mod templates;
+
+use crate::access::SharedCredentials;
+use crate::admin::AdminApi;
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// Login attempts a source address may make: a burst of 10, then one
+/// every 6 seconds (10 a minute).
+pub const LOGIN_RATE: (u32, Duration) = (10, Duration::from_secs(6));
+/// The largest form a page takes (an API definition in YAML).
+const MAX_FORM_BYTES: usize = 4 << 20;
+/// A client gets this long to send a request's headers, and a TLS
+/// handshake this long to finish.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The peer address of a request, set by the accept loop.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
+/// What every page shares.
+pub struct Console {
+    admin: Arc<AdminApi>,
+    credentials: SharedCredentials,
+    templates: minijinja::Environment<'static>,
+    /// Served over TLS: cookies are `Secure`.
+    tls: bool,
+    /// Listening on loopback: only loopback `Host` names are answered (a
+    /// page elsewhere cannot rebind a name to 127.0.0.1 and read this one).
+    loopback: bool,
+    logins: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl Console {
+    pub fn new(admin: Arc<AdminApi>, credentials: SharedCredentials, tls: bool, loopback: bool) -> Console {
+        Console {
+            admin,
+            credentials,
+            templates: templates::environment(),
+            tls,
+            loopback,
+            logins: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one login attempt from `ip`'s bucket; false when it is empty.
+    fn login_allowed(&self, ip: IpAddr) -> bool {
+        let (burst, every) = LOGIN_RATE;
+        let Ok(mut buckets) = self.logins.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        // Forget addresses whose bucket has refilled, so the map stays small.
+        if buckets.len() > 10_000 {
+            buckets.retain(|_, (_, at)| now.duration_since(*at) < every * burst);
+        }
+        let (tokens, at) = buckets.entry(ip).or_insert((f64::from(burst), now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() / every.as_secs_f64()).min(f64::from(burst));
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Headers on every answer, and the Host check on loopback.
+async fn guard(console: axum::extract::State<Arc<Console>>, request: Request, next: Next) -> Response {
+    if console.loopback {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let name = host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        });
+        if !matches!(name, "127.0.0.1" | "localhost" | "[::1]") {
+            return (
+                StatusCode::MISDIRECTED_REQUEST,
+                "this console answers loopback names only",
+            )
+                .into_response();
+        }
+    }
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            header::HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if console.tls {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    response
+}
+
+fn router(console: Arc<Console>) -> Router {
+    pages::routes()
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM_BYTES))
+        .layer(axum::middleware::from_fn_with_state(console.clone(), guard))
+        .with_state(console)
+}
+
+/// Serves the console on `listener` (through `tls` when set) until `stop`.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    console: Arc<Console>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+    let router = router(console);
+    let stopping = async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    tokio::pin!(stopping);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "console: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stopping => return,
+        };
+        let router = router.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(Peer(peer));
+                    router.clone().oneshot(request)
+                });
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let served = match tls {
+                Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => builder.serve_connection(TokioIo::new(stream), service).await,
+                    _ => return,
+                },
+                None => builder.serve_connection(TokioIo::new(stream), service).await,
+            };
+            if let Err(error) = served {
+                tracing::debug!(%error, %peer, "console connection ended");
+            }
+        });
+    }
+}
+
+/// A TLS acceptor from PEM files (the node's `--tls-cert`/`--tls-key`).
+///
+/// # Errors
+/// A file that cannot be read or holds no certificate or key.
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|iter| iter.collect())
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}

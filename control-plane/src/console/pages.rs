@@ -1,0 +1,1065 @@
+//! The console's pages, one handler each, in the order of the navigation:
+//! login, APIs (list, create and edit from YAML, deploy, delete), stages
+//! (canary, promote, rollback with the diff of the two definitions), data
+//! planes, API keys, usage plans, the audit log.
+
+use super::session::{self, Session};
+use super::{Console, Peer, templates};
+use crate::access::{CalledMethod, Caller, Role};
+use crate::auth::BearerToken;
+use axum::Router;
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use minijinja::{Value, context};
+use pylon_proto::admin::v1::admin_service_server::AdminService;
+use pylon_proto::admin::v1::*;
+use pylon_proto::config::v1::{self as config, CanarySettings, resource::Kind};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use tonic::{Code, Request, Status};
+
+type Shared = State<Arc<Console>>;
+type Fields = Form<HashMap<String, String>>;
+
+pub fn routes() -> Router<Arc<Console>> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/apis") }))
+        .route("/static/console.css", get(stylesheet))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/apis", get(apis))
+        .route("/apis/new", get(new_api).post(create_api))
+        .route("/apis/{api}", get(api))
+        .route("/apis/{api}/edit", get(edit_api).post(update_api))
+        .route("/apis/{api}/delete", post(delete_api))
+        .route("/apis/{api}/deploy", post(deploy))
+        .route("/apis/{api}/stages/{stage}", get(stage))
+        .route("/apis/{api}/stages/{stage}/canary", post(set_canary))
+        .route("/apis/{api}/stages/{stage}/promote", post(promote))
+        .route(
+            "/apis/{api}/stages/{stage}/rollback/{deployment}",
+            get(rollback_page).post(rollback),
+        )
+        .route("/nodes", get(nodes))
+        .route("/keys", get(keys).post(create_key))
+        .route("/usage-plans", get(usage_plans))
+        .route("/audit", get(audit))
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        templates::STYLESHEET,
+    )
+        .into_response()
+}
+
+/// A request of a logged-in user: the session (seen now), the caller the
+/// admin calls are made as (none on a node without credentials), and the
+/// key its cookie is sealed with.
+pub struct Page {
+    console: Arc<Console>,
+    session: Session,
+    caller: Option<Caller>,
+    key: Vec<u8>,
+}
+
+fn cookie_name(console: &Console) -> &'static str {
+    if console.tls {
+        session::SECURE_COOKIE
+    } else {
+        session::COOKIE
+    }
+}
+
+fn cookie(console: &Console, value: &str, max_age: u64) -> HeaderValue {
+    let secure = if console.tls { "; Secure" } else { "" };
+    let text = format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
+        cookie_name(console)
+    );
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn presented_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// An error page with `status`.
+fn error_page(console: &Console, status: StatusCode, message: &str, page: Option<&Page>) -> Response {
+    let user = page.map(Page::user);
+    let csrf = page.map(|p| p.session.csrf.clone());
+    let body = console
+        .templates
+        .get_template("error.html")
+        .and_then(|t| {
+            t.render(context! {
+                status => format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or("")),
+                message, user, csrf,
+            })
+        })
+        .unwrap_or_else(|_| message.to_owned());
+    (status, Html(body)).into_response()
+}
+
+/// The HTTP status an admin call's refusal is shown with.
+fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::Unavailable | Code::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// One `field: message` of a refusal; the admin API joins them with `; `.
+fn field_errors(status: &Status) -> Vec<Value> {
+    status
+        .message()
+        .split("; ")
+        .map(|part| match part.split_once(": ") {
+            Some((field, message)) if !field.contains(' ') => context! { field, message },
+            _ => context! { field => "", message => part },
+        })
+        .collect()
+}
+
+/// A resource as `pylon apply` files hold it, without output-only fields.
+fn resource_yaml(kind: Kind) -> String {
+    let kind = match kind {
+        Kind::Api(mut api) => {
+            api.revision = 0;
+            api.created_at = None;
+            api.updated_at = None;
+            Kind::Api(api)
+        }
+        other => other,
+    };
+    serde_norway::to_string(&config::Resource { kind: Some(kind) }).unwrap_or_default()
+}
+
+impl Page {
+    /// The logged-in user of `headers`, or the answer that sends them to log in.
+    async fn begin(console: &Arc<Console>, headers: &HeaderMap) -> Result<Page, Response> {
+        let key = match console.admin.console_key().await {
+            Ok(key) => key,
+            Err(status) => {
+                return Err(error_page(
+                    console,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "the console needs a leader to start sessions: {}",
+                        status.message()
+                    ),
+                    None,
+                ));
+            }
+        };
+        let to_login = || Redirect::to("/login").into_response();
+        let Some(session) =
+            presented_cookie(headers, cookie_name(console)).and_then(|value| session::open(&key, value))
+        else {
+            return Err(to_login());
+        };
+        let credentials = console.credentials.load();
+        let caller = if credentials.is_empty() {
+            if session.name != "anonymous" {
+                return Err(to_login());
+            }
+            None
+        } else {
+            let mut digest = [0u8; 32];
+            if hex::decode_to_slice(&session.token_digest, &mut digest).is_err() {
+                return Err(to_login());
+            }
+            match credentials.caller_by_digest(&session.name, &digest) {
+                Some(caller) if caller.has(Role::Operator) || caller.has(Role::Reader) => Some(caller),
+                _ => return Err(to_login()),
+            }
+        };
+        Ok(Page {
+            console: console.clone(),
+            session: session.touched(),
+            caller,
+            key,
+        })
+    }
+
+    /// Whether the user may write (the admin API decides again on every call).
+    fn operator(&self) -> bool {
+        self.caller.as_ref().is_none_or(|c| c.has(Role::Operator))
+    }
+
+    fn user(&self) -> Value {
+        context! {
+            name => self.session.name.clone(),
+            role => if self.operator() { "operator" } else { "reader" },
+            operator => self.operator(),
+        }
+    }
+
+    /// The refusal of a form whose `csrf` field is not this session's.
+    fn csrf_refusal(&self, fields: &HashMap<String, String>) -> Option<Response> {
+        match fields.get("csrf") {
+            Some(token) if self.session.csrf_matches(token) => None,
+            _ => Some(error_page(
+                &self.console,
+                StatusCode::FORBIDDEN,
+                "the form's CSRF token is missing or not this session's: reload the page and try again",
+                Some(self),
+            )),
+        }
+    }
+
+    /// Calls `method` of the admin API as the logged-in user: the same
+    /// role check, validation and audit as the call over gRPC.
+    async fn call<T, R, F, Fut>(&self, method: &'static str, message: T, f: F) -> Result<R, Status>
+    where
+        F: FnOnce(Arc<crate::admin::AdminApi>, Request<T>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, Status>>,
+    {
+        let mut request = Request::new(message);
+        request.extensions_mut().insert(CalledMethod(method.into()));
+        if let Some(caller) = &self.caller {
+            crate::access::check_admin_call(caller, &format!("/pylon.admin.v1.AdminService/{method}"))?;
+            request.extensions_mut().insert(caller.clone());
+        }
+        f(self.console.admin.clone(), request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// A refused call as a page.
+    fn refused(&self, status: &Status) -> Response {
+        error_page(
+            &self.console,
+            http_status(status.code()),
+            status.message(),
+            Some(self),
+        )
+    }
+
+    /// `template` with `values`, the user, the CSRF token and the renewed cookie.
+    fn render(&self, template: &str, nav: &str, values: Value) -> Response {
+        self.render_with(StatusCode::OK, template, nav, values)
+    }
+
+    fn render_with(&self, status: StatusCode, template: &str, nav: &str, values: Value) -> Response {
+        let context = context! { user => self.user(), csrf => self.session.csrf.clone(), nav, ..values };
+        match self
+            .console
+            .templates
+            .get_template(template)
+            .and_then(|t| t.render(context))
+        {
+            Ok(body) => self.with_cookie((status, Html(body)).into_response()),
+            Err(error) => {
+                tracing::error!(%error, template, "console page failed to render");
+                error_page(
+                    &self.console,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the page failed to render",
+                    None,
+                )
+            }
+        }
+    }
+
+    fn redirect(&self, to: &str) -> Response {
+        self.with_cookie(Redirect::to(to).into_response())
+    }
+
+    fn with_cookie(&self, mut response: Response) -> Response {
+        if let Ok(value) = session::seal(&self.key, &self.session) {
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                cookie(&self.console, &value, session::MAX_AGE.as_secs()),
+            );
+        }
+        response
+    }
+}
+
+/// Runs `$body` with the page of a logged-in user (`$page`), or answers
+/// with what sends them to log in.
+macro_rules! page {
+    ($console:expr, $headers:expr) => {
+        match Page::begin(&$console, &$headers).await {
+            Ok(page) => page,
+            Err(response) => return response,
+        }
+    };
+}
+
+macro_rules! called {
+    ($page:expr, $result:expr) => {
+        match $result {
+            Ok(value) => value,
+            Err(status) => return $page.refused(&status),
+        }
+    };
+}
+
+/// A value a template reads by its JSON field names (`deploymentId`).
+fn ser<T: serde::Serialize>(value: &T) -> Value {
+    Value::from(minijinja::value::Serde(value))
+}
+
+/// A timestamp as RFC 3339 (empty when unset).
+fn time(at: Option<pylon_proto::wkt::Timestamp>) -> String {
+    at.and_then(|t| serde_json::to_value(t).ok())
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The first 1,000 of a list (the console shows no more).
+fn everything() -> Option<pylon_proto::admin::v1::Page> {
+    Some(pylon_proto::admin::v1::Page {
+        page_size: 1000,
+        page_token: String::new(),
+    })
+}
+
+// ---- login ----
+
+async fn login_page(State(console): Shared) -> Response {
+    let open = console.credentials.load().is_empty();
+    render_login(&console, StatusCode::OK, open, None)
+}
+
+fn render_login(console: &Console, status: StatusCode, open: bool, error: Option<&str>) -> Response {
+    let body = console
+        .templates
+        .get_template("login.html")
+        .and_then(|t| t.render(context! { open, error }))
+        .unwrap_or_default();
+    (status, Html(body)).into_response()
+}
+
+async fn login(State(console): Shared, request: axum::extract::Request) -> Response {
+    let peer = request.extensions().get::<Peer>().map(|p| p.0.ip());
+    let open = console.credentials.load().is_empty();
+    if let Some(ip) = peer
+        && !console.login_allowed(ip)
+    {
+        let mut response = render_login(
+            &console,
+            StatusCode::TOO_MANY_REQUESTS,
+            open,
+            Some("too many login attempts from this address: wait a minute"),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return response;
+    }
+    let Ok(Form(fields)) = Form::<HashMap<String, String>>::from_request(request, &()).await else {
+        return render_login(&console, StatusCode::BAD_REQUEST, open, Some("not a login form"));
+    };
+    let key = match console.admin.console_key().await {
+        Ok(key) => key,
+        Err(status) => {
+            return render_login(
+                &console,
+                StatusCode::SERVICE_UNAVAILABLE,
+                open,
+                Some(&format!(
+                    "the console needs a leader to start sessions: {}",
+                    status.message()
+                )),
+            );
+        }
+    };
+    let session = if open {
+        Session::new("anonymous", &[])
+    } else {
+        let token = fields.get("token").map(String::as_str).unwrap_or("");
+        let Some(caller) = console.credentials.load().identify(token) else {
+            tracing::warn!(peer = ?peer, "console: a login with an unknown token");
+            return render_login(&console, StatusCode::UNAUTHORIZED, open, Some("unknown token"));
+        };
+        if !caller.has(Role::Operator) && !caller.has(Role::Reader) {
+            return render_login(
+                &console,
+                StatusCode::FORBIDDEN,
+                open,
+                Some("a data-plane or peer credential cannot log in to the console"),
+            );
+        }
+        tracing::info!(name = %caller.name, peer = ?peer, "console: logged in");
+        Session::new(&caller.name, &BearerToken::digest_of(token))
+    };
+    match session::seal(&key, &session) {
+        Ok(value) => {
+            let mut response = Redirect::to("/apis").into_response();
+            response.headers_mut().insert(
+                header::SET_COOKIE,
+                cookie(&console, &value, session::MAX_AGE.as_secs()),
+            );
+            response
+        }
+        Err(error) => render_login(&console, StatusCode::BAD_REQUEST, open, Some(&error.to_string())),
+    }
+}
+
+use axum::extract::FromRequest as _;
+
+async fn logout(State(console): Shared, headers: HeaderMap, Form(fields): Fields) -> Response {
+    let page = page!(console, headers);
+    if let Some(refused) = page.csrf_refusal(&fields) {
+        return refused;
+    }
+    let mut response = Redirect::to("/login").into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cookie(&console, "", 0));
+    response
+}
+
+// ---- APIs ----
+
+async fn apis(State(console): Shared, headers: HeaderMap) -> Response {
+    let page = page!(console, headers);
+    let request = ListApisRequest {
+        page: everything(),
+        ..Default::default()
+    };
+    let list = called!(
+        page,
+        page.call("ListApis", request, |a, r| async move { a.list_apis(r).await })
+            .await
+    );
+    page.render("apis.html", "apis", context! { apis => ser(&list.apis) })
+}
+
+const NEW_API: &str = "api:\n  name: example\n  description: ''\n  routes:\n    - method: GET\n      path: /hello\n      integration:\n        type: MOCK\n        mock: {statusCode: 200, body: 'hello'}\n";
+
+async fn new_api(State(console): Shared, headers: HeaderMap) -> Response {
+    let page = page!(console, headers);
+    page.render(
+        "api_form.html",
+        "apis",
+        context! { definition => NEW_API, revision => 0 },
+    )
+}
+
+/// The one API a YAML form holds.
+fn parse_api(text: &str) -> Result<config::Api, Status> {
+    let resources =
+        pylon_common::model::parse_documents(text).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    match resources.as_slice() {
+        [
+            config::Resource {
+                kind: Some(Kind::Api(api)),
+            },
+        ] => Ok(api.clone()),
+        _ => Err(Status::invalid_argument(
+            "definition: must be exactly one `api:` document",
+        )),
+    }
+}
+
+async fn create_api(State(console): Shared, headers: HeaderMap, Form(fields): Fields) -> Response {
+    let page = page!(console, headers);
+    if let Some(refused) = page.csrf_refusal(&fields) {
+        return refused;
+    }
+    let text = fields.get("definition").cloned().unwrap_or_default();
+    let created = match parse_api(&text) {
+        Ok(api) => {
+            page.call(
+                "CreateApi",
+                CreateApiRequest { api: Some(api) },
+                |a, r| async move { a.create_api(r).await },
+            )
+            .await
+        }
+        Err(status) => Err(status),
+    };
+    match created {
+        Ok(api) => page.redirect(&format!("/apis/{}", urlencoding(&api.name))),
+        Err(status) if status.code() == Code::PermissionDenied => page.refused(&status),
+        Err(status) => page.render_with(
+            http_status(status.code()),
+            "api_form.html",
+            "apis",
+            context! { definition => text, revision => 0, errors => field_errors(&status) },
+        ),
+    }
+}
+
+/// A path segment, percent-encoded.
+fn urlencoding(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn get_api(page: &Page, name: &str) -> Result<config::Api, Status> {
+    let request = GetApiRequest {
+        name: name.to_owned(),
+        ..Default::default()
+    };
+    page.call("GetApi", request, |a, r| async move { a.get_api(r).await })
+        .await
+}
+
+async fn api(State(console): Shared, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    let page = page!(console, headers);
+    let api = called!(page, get_api(&page, &name).await);
+    let stages = called!(
+        page,
+        page.call(
+            "ListStages",
+            ListStagesRequest {
+                api: name.clone(),
+                page: everything(),
+                ..Default::default()
+            },
+            |a, r| async move { a.list_stages(r).await }
+        )
+        .await
+    );
+    let deployments = called!(
+        page,
+        page.call(
+            "ListDeployments",
+            ListDeploymentsRequest {
+                api: name.clone(),
+                page: everything(),
+                ..Default::default()
+            },
+            |a, r| async move { a.list_deployments(r).await }
+        )
+        .await
+    );
+    // Definitions are long: the history shows ids, times and descriptions.
+    let history: Vec<Value> = deployments
+        .deployments
+        .iter()
+        .map(|d| {
+            context! { id => d.id.clone(), description => d.description.clone(),
+            createdAt => time(d.created_at) }
+        })
+        .collect();
+    page.render(
+        "api.html",
+        "apis",
+        context! {
+            yaml => resource_yaml(Kind::Api(api.clone())),
+            api => ser(&api),
+            stages => ser(&stages.stages),
+            deployments => history,
+        },
+    )
+}
+
+async fn edit_api(State(console): Shared, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    let page = page!(console, headers);
+    let api = called!(page, get_api(&page, &name).await);
+    let revision = api.revision;
+    page.render(
+        "api_form.html",
+        "apis",
+        context! { name, revision, definition => resource_yaml(Kind::Api(api)) },
+    )
+}
+
+async fn update_api(
+    State(console): Shared,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(fields): Fields,
+) -> Response {
+    let page = page!(console, headers);
+    if let Some(refused) = page.csrf_refusal(&fields) {
+        return refused;
+    }
+    let text = fields.get("definition").cloned().unwrap_or_default();
+    let revision: u64 = fields.get("revision").and_then(|r| r.parse().ok()).unwrap_or(0);
+    let updated = match parse_api(&text) {
+        Ok(api) if api.name != name => Err(Status::invalid_argument(format!(
+            "name: {:?} is not this API ({name:?}); create a new API instead",
+            api.name
+        ))),
+        Ok(api) => {
+            let request = UpdateApiRequest {
+                api: Some(api),
+                expected_revision: revision,
+            };
+            page.call("UpdateApi", request, |a, r| async move { a.update_api(r).await })
+                .await
+        }
+        Err(status) => Err(status),
+    };
+    match updated {
+        Ok(_) => page.redirect(&format!("/apis/{}", urlencoding(&name))),
+        Err(status) if status.code() == Code::PermissionDenied => page.refused(&status),
+        Err(status) => page.render_with(
+            http_status(status.code()),
+            "api_form.html",
+            "apis",
+            context! { name, revision, definition => text, errors => field_errors(&status) },
+        ),
+    }
+}
+
+async fn delete_api(
+    State(console): Shared,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(fields): Fields,
+) -> Response {
+    let page = page!(console, headers);
+    if let Some(refused) = page.csrf_refusal(&fields) {
+        return refused;
+    }
+    let request = DeleteApiRequest {
+        name,
+        expected_revision: fields.get("revision").and_then(|r| r.parse().ok()).unwrap_or(0),
+    };
+    called!(
+        page,
+        page.call("DeleteApi", request, |a, r| async move { a.delete_api(r).await })
+            .await
+    );
+    page.redirect("/apis")
+}
+
+async fn deploy(
+    State(console): Shared,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(fields): Fields,
+) -> Response {
+    let page = page!(console, headers);
+    if let Some(refused) = page.csrf_refusal(&fields) {
+        return refused;
+    }
+    let stage = fields.get("stage").cloned().unwrap_or_default();
+    let request = CreateDeploymentRequest {
+        api: name.clone(),
+        stage: stage.clone(),
+        description: fields.get("description").cloned().unwrap_or_default(),
+    };
+    called!(
+        page,
+        page.call("CreateDeployment", request, |a, r| async move {
+            a.create_deployment(r).await
+        })
+        .await
+    );
+    page.redirect(&format!(
+        "/apis/{}/stages/{}",
+        urlencoding(&name),
+        urlencoding(&stage)
+    ))
+}
+
+// ---- stages ----
+
+async fn get_stage(page: &Page, api: &str, name: &str) -> Result<config::Stage, Status> {
+    let request = GetStageRequest {
+        api: api.to_owned(),
+        name: name.to_owned(),
+        ..Default::default()
+    };
+    page.call("GetStage", request, |a, r| async move { a.get_stage(r).await })
+        .await
+}
+
+async fn history(page: &Page, api: &str) -> Result<Vec<config::Deployment>, Status> {
+    let request = ListDeploymentsRequest {
+        api: api.to_owned(),
+        page: everything(),
+        ..Default::default()
+    };
+    page.call("ListDeployments", request, |a, r| async move {
+        a.list_deployments(r).await
+    })
+    .await
+    .map(|list| list.deployments)
+}
+
+fn history_rows(deployments: &[config::Deployment]) -> Vec<Value> {
+    deployments
+        .iter()
+        .map(|d| {
+            context! { id => d.id.clone(), description => d.description.clone(),
+            createdAt => time(d.created_at) }
+        })
+        .collect()
+}
+
+async fn stage(
+    State(console): Shared,
+    headers: HeaderMap,
+    Path((api, name)): Path<(String, String)>,
+) -> Response {
+    let page = page!(console, headers);
+    let stage = called!(page, get_stage(&page, &api, &name).await);
+    let deployments = called!(page, history(&page, &api).await);
+    page.render(
+        "stage.html",
+        "apis",
+        context! { stage => ser(&stage), deployments => history_rows(&deployments) },
+    )
+}
+
+async fn set_canary(
+    State(console): Shared,
+    headers: HeaderMap,
+    Path((api, name)): Path<(String, String)>,
+    Form(fields): Fields,
+) -> Response {
+    let page = page!(console, headers);
+    if let Some(refused) = page.csrf_refusal(&fields) {
+        return refused;
+    }
+    let mut stage = called!(page, get_stage(&page, &api, &name).await);
+    let revision: u64 = fields.get("revision").and_then(|r| r.parse().ok()).unwrap_or(0);
+    let Some(percent) = fields.get("percent").and_then(|p| p.trim().parse::<f64>().ok()) else {
+        return page.refused(&Status::invalid_argument(
+            "percent: must be a number from 0 to 100",
+        ));
+    };
+    let deployment_id = fields.get("deployment").cloned().unwrap_or_default();
+    let previous = stage.canary.take().unwrap_or_default();
+    stage.canary = Some(CanarySettings {
+        deployment_id,
+        percent_traffic: percent,
+        ..previous
+    });
+    let request = UpdateStageRequest {
+        stage: Some(stage),
+        expected_revision: revision,
+    };
+    called!(
+        page,
+        page.call(
+            "UpdateStage",
+            request,
+            |a, r| async move { a.update_stage(r).await }
+        )
+        .await
+    );
+    page.redirect(&format!(
+        "/apis/{}/stages/{}",
+        urlencoding(&api),
+        urlencoding(&name)
+    ))
+}
+
+async fn promote(
+    State(console): Shared,
+    headers: HeaderMap,
+    Path((api, name)): Path<(String, String)>,
+    Form(fields): Fields,
+) -> Response {
+    let page = page!(console, headers);
+    if let Some(refused) = page.csrf_refusal(&fields) {
+        return refused;
+    }
+    let request = PromoteCanaryRequest {
+        api: api.clone(),
+        stage: name.clone(),
+        expected_revision: fields.get("revision").and_then(|r| r.parse().ok()).unwrap_or(0),
+    };
+    called!(
+        page,
+        page.call("PromoteCanary", request, |a, r| async move {
+            a.promote_canary(r).await
+        })
+        .await
+    );
+    page.redirect(&format!(
+        "/apis/{}/stages/{}",
+        urlencoding(&api),
+        urlencoding(&name)
+    ))
+}
+
+/// The line diff of two definitions, as `{kind, sign, text}` rows.
+fn definition_diff(from: &str, to: &str) -> Vec<Value> {
+    let diff = similar::TextDiff::from_lines(from, to);
+    let changed = diff
+        .iter_all_changes()
+        .any(|c| c.tag() != similar::ChangeTag::Equal);
+    if !changed {
+        return Vec::new();
+    }
+    diff.iter_all_changes()
+        .map(|change| {
+            let (kind, sign) = match change.tag() {
+                similar::ChangeTag::Delete => ("del", "-"),
+                similar::ChangeTag::Insert => ("add", "+"),
+                similar::ChangeTag::Equal => ("same", " "),
+            };
+            context! { kind, sign, text => change.value().trim_end_matches('\n').to_owned() }
+        })
+        .collect()
+}
+
+async fn rollback_page(
+    State(console): Shared,
+    headers: HeaderMap,
+    Path((api, name, target)): Path<(String, String, String)>,
+) -> Response {
+    let page = page!(console, headers);
+    let stage = called!(page, get_stage(&page, &api, &name).await);
+    let get = |id: String| GetDeploymentRequest {
+        api: api.clone(),
+        id,
+        ..Default::default()
+    };
+    let current = called!(
+        page,
+        page.call(
+            "GetDeployment",
+            get(stage.deployment_id.clone()),
+            |a, r| async move { a.get_deployment(r).await }
+        )
+        .await
+    );
+    let wanted = called!(
+        page,
+        page.call("GetDeployment", get(target), |a, r| async move {
+            a.get_deployment(r).await
+        })
+        .await
+    );
+    let yaml = |d: &config::Deployment| {
+        d.definition
+            .clone()
+            .map(|api| resource_yaml(Kind::Api(api)))
+            .unwrap_or_default()
+    };
+    let diff = definition_diff(&yaml(&current), &yaml(&wanted));
+    page.render(
+        "rollback.html",
+        "apis",
+        context! {
+            stage => ser(&stage),
+            target => context! { id => wanted.id.clone(), createdAt => time(wanted.created_at) },
+            diff,
+        },
+    )
+}
+
+async fn rollback(
+    State(console): Shared,
+    headers: HeaderMap,
+    Path((api, name, target)): Path<(String, String, String)>,
+    Form(fields): Fields,
+) -> Response {
+    let page = page!(console, headers);
+    if let Some(refused) = page.csrf_refusal(&fields) {
+        return refused;
+    }
+    let request = RollbackStageRequest {
+        api: api.clone(),
+        stage: name.clone(),
+        deployment_id: target,
+        expected_revision: fields.get("revision").and_then(|r| r.parse().ok()).unwrap_or(0),
+    };
+    called!(
+        page,
+        page.call("RollbackStage", request, |a, r| async move {
+            a.rollback_stage(r).await
+        })
+        .await
+    );
+    page.redirect(&format!(
+        "/apis/{}/stages/{}",
+        urlencoding(&api),
+        urlencoding(&name)
+    ))
+}
+
+// ---- data planes, keys, plans, audit ----
+
+async fn nodes(State(console): Shared, headers: HeaderMap) -> Response {
+    let page = page!(console, headers);
+    let version = called!(
+        page,
+        page.call(
+            "GetConfigVersion",
+            GetConfigVersionRequest::default(),
+            |a, r| async move { a.get_config_version(r).await }
+        )
+        .await
+    )
+    .version;
+    let list = called!(
+        page,
+        page.call(
+            "ListDataPlaneNodes",
+            ListDataPlaneNodesRequest::default(),
+            |a, r| async move { a.list_data_plane_nodes(r).await }
+        )
+        .await
+    );
+    let rows: Vec<Value> = list
+        .nodes
+        .iter()
+        .map(|n| {
+            let lag = match n.applied_version.cmp(&version) {
+                std::cmp::Ordering::Equal => "current".to_owned(),
+                std::cmp::Ordering::Less => format!("behind by {}", version - n.applied_version),
+                std::cmp::Ordering::Greater => format!("ahead by {}", n.applied_version - version),
+            };
+            context! {
+                node_id => n.node_id.clone(),
+                applied_version => n.applied_version,
+                lag,
+                last_result => n.last_result().as_str_name(),
+                last_result_version => n.last_result_version,
+                last_error => n.last_error.clone(),
+                warning => n.warning.clone(),
+                last_seen => time(n.last_seen),
+                connected => n.connected,
+                labels => n.labels.clone(),
+            }
+        })
+        .collect();
+    page.render(
+        "nodes.html",
+        "nodes",
+        context! { config_version => version, nodes => rows },
+    )
+}
+
+async fn list_keys(page: &Page) -> Result<Vec<config::ApiKey>, Status> {
+    let request = ListApiKeysRequest {
+        page: everything(),
+        ..Default::default()
+    };
+    page.call(
+        "ListApiKeys",
+        request,
+        |a, r| async move { a.list_api_keys(r).await },
+    )
+    .await
+    .map(|list| list.api_keys)
+}
+
+async fn keys(State(console): Shared, headers: HeaderMap) -> Response {
+    let page = page!(console, headers);
+    let keys = called!(page, list_keys(&page).await);
+    page.render("keys.html", "keys", context! { keys => ser(&keys) })
+}
+
+async fn create_key(State(console): Shared, headers: HeaderMap, Form(fields): Fields) -> Response {
+    let page = page!(console, headers);
+    if let Some(refused) = page.csrf_refusal(&fields) {
+        return refused;
+    }
+    let request = CreateApiKeyRequest {
+        api_key: Some(config::ApiKey {
+            name: fields.get("name").cloned().unwrap_or_default(),
+            description: fields.get("description").cloned().unwrap_or_default(),
+            enabled: true,
+            ..Default::default()
+        }),
+        value: String::new(),
+    };
+    let created = called!(
+        page,
+        page.call("CreateApiKey", request, |a, r| async move {
+            a.create_api_key(r).await
+        })
+        .await
+    );
+    let keys = called!(page, list_keys(&page).await);
+    // Shown once: this answer is never cached (`no-store`) and the value is
+    // not kept anywhere the console can show it again.
+    page.render(
+        "keys.html",
+        "keys",
+        context! {
+            keys => ser(&keys),
+            created => ser(&created.api_key),
+            value => created.value,
+        },
+    )
+}
+
+async fn usage_plans(State(console): Shared, headers: HeaderMap) -> Response {
+    let page = page!(console, headers);
+    let request = ListUsagePlansRequest {
+        page: everything(),
+        ..Default::default()
+    };
+    let plans = called!(
+        page,
+        page.call("ListUsagePlans", request, |a, r| async move {
+            a.list_usage_plans(r).await
+        })
+        .await
+    );
+    let mut rows = Vec::new();
+    for plan in &plans.usage_plans {
+        let usage = page
+            .call(
+                "GetUsage",
+                GetUsageRequest {
+                    usage_plan: plan.name.clone(),
+                    api_key_id: String::new(),
+                },
+                |a, r| async move { a.get_usage(r).await },
+            )
+            .await;
+        let (usage, usage_error) = match usage {
+            Ok(usage) => (Some(ser(&usage)), None),
+            Err(status) => (None, Some(status.message().to_owned())),
+        };
+        rows.push(context! { plan => ser(plan), usage, usage_error });
+    }
+    page.render("plans.html", "plans", context! { plans => rows })
+}
+
+async fn audit(State(console): Shared, headers: HeaderMap) -> Response {
+    let page = page!(console, headers);
+    let request = ListAuditRecordsRequest {
+        page: Some(pylon_proto::admin::v1::Page {
+            page_size: 200,
+            page_token: String::new(),
+        }),
+        ..Default::default()
+    };
+    let records = called!(
+        page,
+        page.call("ListAuditRecords", request, |a, r| async move {
+            a.list_audit_records(r).await
+        })
+        .await
+    );
+    page.render(
+        "audit.html",
+        "audit",
+        context! { records => ser(&records.records) },
+    )
+}
