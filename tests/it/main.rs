@@ -4,6 +4,7 @@ mod admin;
 mod cache;
 mod cli;
 mod cluster;
+mod console;
 mod declarative;
 mod deploy;
 mod front_door;

@@ -196,6 +196,8 @@ pub struct ControlPlaneNode {
     ca: Option<Vec<u8>>,
     /// The harness's client certificate and key with mutual TLS.
     identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The operator console's port, when the cluster has consoles.
+    pub console_port: Option<u16>,
     child: Option<Child>,
 }
 
@@ -266,6 +268,8 @@ pub struct Cluster {
     token: Option<String>,
     ca: Option<Vec<u8>>,
     identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// Every node serves the operator console on a port of its own.
+    consoles: bool,
 }
 
 impl Cluster {
@@ -311,6 +315,13 @@ impl Cluster {
         Cluster::launch_as(size, &[&flag], Some(operator_token), false, false, false).await
     }
 
+    /// [`Cluster::start_with_credentials`] with the operator console on
+    /// every node (`ControlPlaneNode::console_port`).
+    pub async fn start_with_consoles(size: u64, credentials_file: &Path, operator_token: &str) -> Cluster {
+        let flag = format!("--credentials-file={}", credentials_file.display());
+        Cluster::launch_with(size, &[&flag], Some(operator_token), false, false, false, true).await
+    }
+
     async fn launch(size: u64, extra_args: &[&str], token: Option<&str>, tls: bool) -> Cluster {
         Cluster::launch_as(size, extra_args, token, true, tls, false).await
     }
@@ -324,6 +335,18 @@ impl Cluster {
         token_file: bool,
         tls: bool,
         mutual: bool,
+    ) -> Cluster {
+        Cluster::launch_with(size, extra_args, token, token_file, tls, mutual, false).await
+    }
+
+    async fn launch_with(
+        size: u64,
+        extra_args: &[&str],
+        token: Option<&str>,
+        token_file: bool,
+        tls: bool,
+        mutual: bool,
+        consoles: bool,
     ) -> Cluster {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let mut extra_args: Vec<String> = extra_args.iter().map(|s| (*s).to_owned()).collect();
@@ -355,6 +378,7 @@ impl Cluster {
             token: token.map(str::to_owned),
             ca,
             identity,
+            consoles,
         };
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
         let peers: Vec<String> = ports
@@ -381,6 +405,10 @@ impl Cluster {
             format!("--data-dir={}", data_dir.display()),
         ]);
         args.extend(self.extra_args.iter().cloned());
+        let console_port = self.consoles.then(free_port);
+        if let Some(port) = console_port {
+            args.push(format!("--console-listen=127.0.0.1:{port}"));
+        }
         ControlPlaneNode {
             id,
             admin_port,
@@ -391,6 +419,7 @@ impl Cluster {
             token: self.token.clone(),
             ca: self.ca.clone(),
             identity: self.identity.clone(),
+            console_port,
             child: None,
         }
     }
@@ -413,6 +442,7 @@ impl Cluster {
             token: None,
             ca: None,
             identity: None,
+            consoles: false,
         };
         for (i, (admin, raft)) in ports.iter().enumerate() {
             let from = i as u64 + 1;

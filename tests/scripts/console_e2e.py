@@ -1,0 +1,206 @@
+"""Drives the operator console in a real headless Chromium (Selenium), the
+way an operator would, against real `pylon control-plane` processes the
+Rust test started. Prints one line per step; exits non-zero naming the
+step that failed.
+
+usage: console_e2e.py CONFIG_JSON
+  {"consoles": [URL, URL], "operator_token": T, "reader_token": T,
+   "nacking_node": NAME, "screenshots": DIR}
+"""
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+config = json.loads(sys.argv[1])
+console, other_console = config["consoles"][0], config["consoles"][1]
+shots = config["screenshots"]
+os.makedirs(shots, exist_ok=True)
+
+options = webdriver.ChromeOptions()
+for argument in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"]:
+    options.add_argument(argument)
+options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+wait = WebDriverWait(driver, 10)
+
+
+def step(text):
+    print(f"step: {text}", flush=True)
+
+
+def fail(text):
+    driver.save_screenshot(os.path.join(shots, "failure.png"))
+    print(f"FAILED: {text}\n--- page ---\n{driver.page_source[:4000]}", flush=True)
+    driver.quit()
+    sys.exit(1)
+
+
+def check(condition, text):
+    if not condition:
+        fail(text)
+
+
+def text_of(element_id):
+    return driver.find_element(By.ID, element_id).text
+
+
+def shot(name):
+    driver.save_screenshot(os.path.join(shots, f"{name}.png"))
+
+
+def login(token):
+    driver.get(f"{console}/login")
+    field = driver.find_element(By.ID, "token")
+    field.clear()
+    field.send_keys(token)
+    driver.find_element(By.ID, "login").click()
+
+
+def post(url, fields, cookies):
+    """A form posted straight to the console, outside the page (what an
+    attacker's script or a reader's curl would send)."""
+    data = urllib.parse.urlencode(fields).encode()
+    request = urllib.request.Request(url, data=data, method="POST")
+    request.add_header("Content-Type", "application/x-www-form-urlencoded")
+    request.add_header("Cookie", "; ".join(f"{c['name']}={c['value']}" for c in cookies))
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+try:
+    step("an unknown token is refused on the login page")
+    driver.get(f"{console}/apis")
+    check("/login" in driver.current_url, "an anonymous visit is sent to the login page")
+    shot("login")
+    login("not-a-token")
+    check("unknown token" in text_of("error"), "the login page says the token is unknown")
+
+    step("the operator logs in and sees the APIs")
+    login(config["operator_token"])
+    wait.until(EC.presence_of_element_located((By.ID, "apis")))
+    check("alice (operator)" in text_of("user"), "the header names the operator")
+
+    step("an API from YAML with a field error shows the error at its field")
+    driver.find_element(By.ID, "new-api").click()
+    definition = driver.find_element(By.ID, "definition")
+    bad = (
+        "api:\n  name: shop\n"
+        "  description: '<img src=x onerror=\"window.__xss=1\"><script>window.__xss=2</script>'\n"
+        "  routes:\n    - method: GET\n      path: no-slash\n"
+        "      integration: {type: MOCK, mock: {statusCode: 200, body: v1}}\n"
+    )
+    definition.clear()
+    definition.send_keys(bad)
+    driver.find_element(By.ID, "save").click()
+    errors = wait.until(EC.presence_of_element_located((By.ID, "errors")))
+    fields = [e.get_attribute("data-field") for e in errors.find_elements(By.CSS_SELECTOR, ".field-error")]
+    check("routes[0].path" in fields, f"the error names routes[0].path (got {fields})")
+    shot("api-field-error")
+
+    step("fixed, the API is created; its hostile description renders inert")
+    definition = driver.find_element(By.ID, "definition")
+    definition.clear()
+    definition.send_keys(bad.replace("path: no-slash", "path: /items"))
+    driver.find_element(By.ID, "save").click()
+    wait.until(EC.presence_of_element_located((By.ID, "routes")))
+    check("<script>window.__xss=2</script>" in text_of("description"), "the description is shown as text")
+    check(driver.execute_script("return window.__xss === undefined"), "no script of the description ran")
+
+    step("deploy v1 to prod, then v2 to staging")
+    driver.find_element(By.ID, "deploy-stage").send_keys("prod")
+    driver.find_element(By.ID, "deploy").click()
+    first = wait.until(EC.presence_of_element_located((By.ID, "current"))).text
+    driver.get(f"{console}/apis/shop/edit")
+    definition = driver.find_element(By.ID, "definition")
+    yaml = definition.get_attribute("value").replace("body: v1", "body: v2")
+    definition.clear()
+    definition.send_keys(yaml)
+    driver.find_element(By.ID, "save").click()
+    wait.until(EC.presence_of_element_located((By.ID, "deploy-stage"))).send_keys("staging")
+    driver.find_element(By.ID, "deploy").click()
+    second = wait.until(EC.presence_of_element_located((By.ID, "current"))).text
+    check(first != second, "the second deployment is a new one")
+
+    step("a 25 % canary of v2 on prod, then promoted")
+    driver.get(f"{console}/apis/shop/stages/prod")
+    Select(driver.find_element(By.ID, "canary-deployment")).select_by_value(second)
+    percent = driver.find_element(By.ID, "percent")
+    percent.clear()
+    percent.send_keys("25")
+    driver.find_element(By.ID, "set-canary").click()
+    shown = wait.until(EC.presence_of_element_located((By.ID, "canary-percent"))).text
+    check(float(shown) == 25, f"the canary takes 25 % (shown: {shown})")
+    shot("stage-canary")
+    driver.find_element(By.ID, "promote").click()
+    check(wait.until(EC.presence_of_element_located((By.ID, "current"))).text == second, "prod serves v2 after the promotion")
+    # As on AWS, promoting keeps the canary settings with no traffic.
+    check(float(text_of("canary-percent")) == 0, "the promotion takes the canary's traffic to 0 %")
+
+    step("roll back to v1, seeing the diff first")
+    driver.find_element(By.ID, f"rollback-{first}").click()
+    diff = wait.until(EC.presence_of_element_located((By.ID, "diff")))
+    removed = [e.text for e in diff.find_elements(By.CSS_SELECTOR, ".del")]
+    added = [e.text for e in diff.find_elements(By.CSS_SELECTOR, ".add")]
+    check(any("v2" in line for line in removed) and any("v1" in line for line in added), f"the diff shows v2 going and v1 coming ({removed} / {added})")
+    shot("rollback-diff")
+    driver.find_element(By.ID, "confirm-rollback").click()
+    check(wait.until(EC.presence_of_element_located((By.ID, "current"))).text == first, "prod serves v1 again")
+
+    step("the NACKing data plane's error is on the data planes page")
+    driver.get(f"{console}/nodes")
+    nodes = wait.until(EC.presence_of_element_located((By.ID, "nodes")))
+    row = [r for r in nodes.find_elements(By.CSS_SELECTOR, "tbody tr") if config["nacking_node"] in r.text]
+    check(row and "NACK" in row[0].text and "pin" in row[0].text.lower(), f"the node, NACK and its reason are shown ({[r.text for r in row]})")
+    shot("nodes")
+
+    step("the session is valid on another control-plane node")
+    driver.get(f"{other_console}/apis")
+    check("alice (operator)" in text_of("user"), "the other node's console knows the session")
+
+    step("a form posted without its CSRF token is refused")
+    cookies = driver.get_cookies()
+    status, _ = post(f"{console}/apis/shop/delete", {"revision": "0"}, cookies)
+    check(status == 403, f"a CSRF-less post is refused (got {status})")
+    driver.get(f"{console}/apis/shop")
+    check(driver.find_elements(By.ID, "routes"), "the API is still there")
+    driver.get(f"{console}/audit")
+    shot("audit")
+
+    step("a reader sees no write controls and is refused when posting anyway")
+    driver.find_element(By.CSS_SELECTOR, "form.who button").click()
+    login(config["reader_token"])
+    wait.until(EC.presence_of_element_located((By.ID, "apis")))
+    check("ci (reader)" in text_of("user"), "the header names the reader")
+    check(not driver.find_elements(By.ID, "new-api"), "no New API for a reader")
+    driver.get(f"{console}/apis/shop")
+    check(not driver.find_elements(By.ID, "deploy") and not driver.find_elements(By.ID, "edit-api"), "no deploy or edit for a reader")
+    driver.get(f"{console}/apis/shop/stages/prod")
+    check(not driver.find_elements(By.ID, "set-canary"), "no canary control for a reader")
+    csrf = driver.find_element(By.CSS_SELECTOR, "form.who input[name=csrf]").get_attribute("value")
+    status, body = post(
+        f"{console}/apis/shop/stages/prod/rollback/{second}",
+        {"csrf": csrf, "revision": "0"},
+        driver.get_cookies(),
+    )
+    check(status == 403 and "may not call" in body, f"the reader's post is refused by the admin API's role check (got {status})")
+    driver.get(f"{console}/apis/shop/stages/prod")
+    check(text_of("current") == first, "the reader changed nothing")
+
+    step("the page loaded no script and broke no CSP rule")
+    problems = [entry for entry in driver.get_log("browser") if "Content Security Policy" in entry.get("message", "")]
+    check(not problems, f"no CSP violations ({problems})")
+    print("ok", flush=True)
+finally:
+    driver.quit()
