@@ -10,6 +10,7 @@ pub mod model;
 pub mod openapi;
 pub mod quota;
 pub mod snapshot;
+pub mod traffic;
 pub mod vtl;
 
 pub use error::{ErrorCode, GatewayResponseType};

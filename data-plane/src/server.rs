@@ -238,6 +238,7 @@ pub async fn serve(
         metrics: crate::telemetry::metrics::SnapshotMetrics::new(&opentelemetry::global::meter(
             "pylon-data-plane",
         )),
+        traffic: gateway.telemetry.traffic.clone(),
     };
     let subscriber = tokio::spawn(sync::run(sync_options, live.clone(), stop_rx.clone()));
     {

@@ -64,6 +64,8 @@ pub struct SyncOptions {
     pub diverged: Arc<std::sync::Mutex<Option<String>>>,
     /// Made once by the node's telemetry.
     pub metrics: crate::telemetry::metrics::SnapshotMetrics,
+    /// Per-route counts, taken by every heartbeat.
+    pub traffic: Arc<crate::telemetry::traffic::Traffic>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,14 +194,18 @@ async fn session(
     let _beats = AbortOnDrop({
         let tx = tx.clone();
         let live = live.clone();
+        let traffic = options.traffic.clone();
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(HEARTBEAT);
             interval.tick().await;
             loop {
                 interval.tick().await;
+                // Counts lost with a stream that broke are not sent again:
+                // the console's figures are a best effort, like a scrape.
                 let beat = SubscribeRequest {
                     kind: Some(Kind::Heartbeat(Heartbeat {
                         version: live.load().version,
+                        traffic: traffic.take(),
                     })),
                 };
                 if tx.send(beat).await.is_err() {

@@ -68,6 +68,79 @@ async fn an_operator_releases_from_the_console_and_a_reader_cannot() {
         ],
     );
 
+    // Traffic through a data plane connected to node 1, shown by node 2's
+    // console: the heartbeats' counts, merged across control-plane nodes.
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    crate::support::deploy(&mut admin, crate::support::mock_api("traffic", "ok"), "prod", &[])
+        .await
+        .expect("deploy");
+    let serving = pylon_tests::gateway::DataPlaneNode::start(
+        dir.path(),
+        "dp-serving",
+        std::slice::from_ref(&endpoint),
+        &[&format!("--token-file={}", entries[2].2.display())],
+    );
+    let client = pylon_tests::gateway::HttpClient::default();
+    pylon_tests::eventually(
+        "the data plane serves",
+        std::time::Duration::from_secs(15),
+        || async {
+            let reply = client
+                .get(serving.address(), "traffic.localhost", "/prod/items")
+                .await
+                .ok()?;
+            (reply.status == 200).then_some(())
+        },
+    )
+    .await;
+    for path in std::iter::repeat_n("/prod/items", 19).chain(std::iter::repeat_n("/prod/missing", 5)) {
+        client
+            .get(serving.address(), "traffic.localhost", path)
+            .await
+            .expect("reply");
+    }
+    let mut other = cluster.nodes[1].admin().await.expect("admin");
+    let metrics = pylon_tests::eventually(
+        "the heartbeat carries the counts",
+        std::time::Duration::from_secs(30),
+        || {
+            let mut other = other.clone();
+            async move {
+                let traffic = other
+                    .get_stage_metrics(GetStageMetricsRequest {
+                        api: "traffic".into(),
+                        stage: "prod".into(),
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                let requests: u64 = traffic
+                    .slots
+                    .iter()
+                    .filter_map(|s| s.counts.as_ref())
+                    .map(|c| c.requests)
+                    .sum();
+                (requests >= 25).then_some(traffic)
+            }
+        },
+    )
+    .await;
+    let routes: Vec<(&str, u64, u64)> = metrics
+        .routes
+        .iter()
+        .map(|r| (r.route_key.as_str(), r.requests, r.errors_4xx))
+        .collect();
+    assert_eq!(routes, vec![("GET /items", 20, 0), ("", 5, 5)]);
+    let missing = other
+        .get_stage_metrics(GetStageMetricsRequest {
+            api: "traffic".into(),
+            stage: "nope".into(),
+        })
+        .await
+        .expect_err("no such stage");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    drop(other.clone());
+
     let screenshots = pylon_tests::repo_root()
         .join("target")
         .join("console-screenshots");

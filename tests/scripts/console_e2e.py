@@ -169,6 +169,15 @@ try:
     driver.get(f"{other_console}/apis")
     check("alice (operator)" in text_of("user"), "the other node's console knows the session")
 
+    step("the stage page charts the traffic the data planes reported, merged across nodes")
+    driver.get(f"{other_console}/apis/traffic/stages/prod")
+    check(text_of("traffic-requests") == "25", f"25 requests in the last hour (shown: {text_of('traffic-requests')})")
+    rows = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#top-routes tbody tr")]
+    check(rows and rows[0].startswith("GET /items 20"), f"GET /items leads the routes ({rows})")
+    check(any(r.startswith("(no route matched) 5 5") for r in rows), f"the unmatched requests are a row of 4xx ({rows})")
+    check(len(driver.find_elements(By.CSS_SELECTOR, "svg polyline")) == 7, "three charts with their lines")
+    shot("stage-traffic")
+
     step("a form posted without its CSRF token is refused")
     cookies = driver.get_cookies()
     status, _ = post(f"{console}/apis/shop/delete", {"revision": "0"}, cookies)

@@ -39,6 +39,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long a linearizable read may wait for its read index.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_PAGE: usize = 100;
+/// Routes GetStageMetrics returns, most requested first.
+const TOP_ROUTES: usize = 50;
 /// The largest admin write but a restore, bytes (the documented 4 MiB).
 pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 const MAX_PAGE: usize = 1000;
@@ -1123,6 +1125,29 @@ impl AdminService for AdminApi {
         Ok(Response::new(pylon_proto::publish::v1::DataPlaneNodeList {
             nodes,
         }))
+    }
+
+    async fn get_stage_metrics(
+        &self,
+        request: Request<GetStageMetricsRequest>,
+    ) -> Result<Response<pylon_proto::publish::v1::StageTraffic>, Status> {
+        let request = request.into_inner();
+        present(&request.api, "api")?;
+        present(&request.stage, "stage")?;
+        if self.state().stage(&request.api, &request.stage).is_none() {
+            return Err(not_found(format!("stage {}/{}", request.api, request.stage)));
+        }
+        Ok(Response::new(
+            crate::publish::directory::stage_traffic_everywhere(
+                &self.data_planes,
+                &self.transport,
+                self.node.shared.id,
+                &request.api,
+                &request.stage,
+                TOP_ROUTES,
+            )
+            .await,
+        ))
     }
 
     async fn list_audit_records(

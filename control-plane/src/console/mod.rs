@@ -5,10 +5,10 @@
 //! node, with the logged-in credential as its caller), so roles,
 //! validation, revisions and the audit log apply unchanged; a reader sees
 //! no write controls, and a write it posts anyway is refused by the same
-//! role check as over gRPC. Phases of a request, in order: [`guard`]
-//! (Host check, security headers) → [`pages::Page::begin`] (session cookie,
+//! role check as over gRPC. Phases of a request, in order: `guard`
+//! (Host check, security headers) → `pages::Page::begin` (session cookie,
 //! credential still valid) → the page's admin calls → a template
-//! ([`templates`]), which escapes every value.
+//! (`templates`), which escapes every value.
 //!
 //! Security: sessions are sealed cookies ([`session`]) under a key
 //! replicated through Raft; `HttpOnly`, `SameSite=Strict`, `Secure` (and
@@ -17,6 +17,7 @@
 //! Policy (no inline script or style). Off loopback the console needs TLS
 //! (the node's `--tls-cert`) or `--console-insecure`.
 
+mod charts;
 mod pages;
 pub mod session;
 mod templates;

@@ -722,11 +722,32 @@ async fn stage(
     let page = page!(console, headers);
     let stage = called!(page, get_stage(&page, &api, &name).await);
     let deployments = called!(page, history(&page, &api).await);
+    let request = GetStageMetricsRequest {
+        api: api.clone(),
+        stage: name.clone(),
+    };
+    let traffic = called!(
+        page,
+        page.call("GetStageMetrics", request, |a, r| async move {
+            a.get_stage_metrics(r).await
+        })
+        .await
+    );
     page.render(
         "stage.html",
         "apis",
-        context! { stage => ser(&stage), deployments => history_rows(&deployments) },
+        context! {
+            stage => ser(&stage),
+            deployments => history_rows(&deployments),
+            traffic => super::charts::stage_traffic(&traffic, time_now()),
+        },
     )
+}
+
+fn time_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 async fn set_canary(

@@ -8,11 +8,13 @@
 //! once; every subscriber's stream shares those bytes ([`service`]). What the
 //! nodes answer is kept in the [`registry`]. Nothing here writes to Raft: data
 //! planes hold no authoritative state, and their status is per control-plane
-//! node (the admin API merges all nodes' views).
+//! node (the admin API merges all nodes' views). The same goes for the
+//! traffic counts their heartbeats carry ([`traffic`]).
 
 pub mod directory;
 pub mod registry;
 pub mod service;
+pub mod traffic;
 
 use crate::state::{Replica, State};
 use pylon_proto::publish::v1::{ConfigSnapshot, ConfigUpdate, StageSnapshot, config_update::Body};

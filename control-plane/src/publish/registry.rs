@@ -13,6 +13,8 @@ const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 pub struct Registry {
     control_plane_node: u64,
     nodes: Mutex<BTreeMap<String, Entry>>,
+    /// The traffic counts this node's data planes reported.
+    pub traffic: super::traffic::Traffic,
 }
 
 struct Entry {
@@ -36,6 +38,7 @@ impl Registry {
         Registry {
             control_plane_node,
             nodes: Mutex::new(BTreeMap::new()),
+            traffic: super::traffic::Traffic::default(),
         }
     }
 

@@ -183,7 +183,13 @@ async fn stream(
                 Ok(Some(SubscribeRequest { kind: Some(kind) })) => match kind {
                     Kind::Ack(ack) => registry.ack(&node, &ack),
                     Kind::Nack(nack) => registry.nack(&node, nack.version, &nack.error),
-                    Kind::Heartbeat(beat) => registry.heartbeat(&node, beat.version),
+                    Kind::Heartbeat(beat) => {
+                        registry.heartbeat(&node, beat.version);
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs() as i64);
+                        registry.traffic.record(&beat.traffic, now);
+                    }
                     Kind::Hello(_) => {
                         let _ = tx.send(Err(Status::invalid_argument("Hello is only the first message"))).await;
                         break;

@@ -1,6 +1,7 @@
 //! What a data plane tells the outside about its requests: OpenTelemetry
-//! traces ([`trace`]), metrics ([`metrics`]) and access logs
-//! ([`access_log`]). The phases fill the request's one
+//! traces ([`trace`]), metrics ([`metrics`]), access logs
+//! ([`access_log`]), and the per-route counts its heartbeats carry to the
+//! control plane ([`traffic`]). The phases fill the request's one
 //! [`RequestContext`]; the pipeline hands it here when the answer is ready.
 //!
 //! Nothing here blocks or fails a request: spans and metrics go to the
@@ -10,6 +11,7 @@
 pub mod access_log;
 pub mod metrics;
 pub mod trace;
+pub mod traffic;
 
 use crate::context::RequestContext;
 
@@ -40,6 +42,9 @@ pub struct Telemetry {
     pub metrics: metrics::Metrics,
     pub access_log: access_log::AccessLog,
     pub default_sample_ratio: f64,
+    /// Counts per route for the control plane's console (sent with the
+    /// config stream's heartbeats).
+    pub traffic: std::sync::Arc<traffic::Traffic>,
 }
 
 impl Telemetry {
@@ -51,6 +56,7 @@ impl Telemetry {
             metrics: metrics::Metrics::new(&opentelemetry::global::meter("pylon-data-plane")),
             access_log: access_log::AccessLog::start(&options.access_log, options.access_log_otlp)?,
             default_sample_ratio: options.default_sample_ratio.clamp(0.0, 1.0),
+            traffic: std::sync::Arc::default(),
         })
     }
 
@@ -65,6 +71,12 @@ impl Telemetry {
             Some(attributes) => self.metrics.record(ctx, attributes),
             None => self.metrics.record(ctx, &metrics::Metrics::attributes(ctx)),
         }
+        self.traffic.record(
+            &ctx.api_id,
+            &ctx.stage,
+            ctx.route_key.as_deref().unwrap_or(""),
+            &ctx.outcome,
+        );
         if let Some(cx) = &ctx.trace {
             trace::finish(cx, ctx);
         }
