@@ -6,7 +6,7 @@ use anyhow::{Context as _, bail};
 use pylon_control_plane::admin::usage::UsageStore;
 use pylon_control_plane::auth::BearerToken;
 use pylon_control_plane::raft::node::RaftTimers;
-use pylon_control_plane::{ConsoleListen, ControlPlaneConfig, TlsFiles};
+use pylon_control_plane::{ConsoleListen, ControlPlaneConfig, PortalListen, TlsFiles};
 use pylon_data_plane::DataPlaneConfig;
 use pylon_data_plane::cache::entry::CacheKey;
 use pylon_data_plane::config::limits::quota_id;
@@ -84,6 +84,12 @@ pub struct DevArgs {
     /// Run without the operator console.
     #[arg(long)]
     no_console: bool,
+    /// The developer portal (docs/portal.md).
+    #[arg(long, default_value = "127.0.0.1:9081")]
+    portal_listen: SocketAddr,
+    /// Run without the developer portal.
+    #[arg(long)]
+    no_portal: bool,
     #[command(flatten)]
     shared: SharedArgs,
     #[command(flatten)]
@@ -288,6 +294,15 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             address: args.console_listen,
             insecure: false,
         }),
+        portal: (!args.no_portal).then(|| PortalListen {
+            address: args.portal_listen,
+            insecure: false,
+            gateway_url: format!(
+                "http://{{api}}.{}:{}/{{stage}}",
+                args.base_domain,
+                args.listen.port()
+            ),
+        }),
     };
     let mut data_plane = DataPlaneConfig::new(
         args.listen,
@@ -318,6 +333,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         "Pylon dev: control plane + data plane in one process, state in {dir}
   proxy       http://{{api}}.{domain}:{port}/{{stage}}/...   (listening on {listen})
   admin API   http://{admin}  (gRPC, reflection on)
+  console     {console}
+  portal      {portal}
   try         pylon apply -f examples/petstore.yaml
               pylon deploy petstore --stage prod
               curl http://petstore.{domain}:{port}/prod/pets
@@ -326,6 +343,16 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         domain = args.base_domain,
         listen = args.listen,
         admin = args.admin_listen,
+        console = if args.no_console {
+            "off".to_owned()
+        } else {
+            format!("http://{}", args.console_listen)
+        },
+        portal = if args.no_portal {
+            "off".to_owned()
+        } else {
+            format!("http://{}  (developer portal)", args.portal_listen)
+        },
     );
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("--data-dir {}", args.data_dir.display()))?;
@@ -578,6 +605,17 @@ pub struct ControlPlaneArgs {
     /// Serve the console as plain HTTP off loopback (behind a TLS proxy).
     #[arg(long)]
     console_insecure: bool,
+    /// The developer portal's address (off by default; docs/portal.md).
+    #[arg(long)]
+    portal_listen: Option<SocketAddr>,
+    /// The gateway's URL for a stage, with {api} and {stage}
+    /// (e.g. https://{api}.api.example.com/{stage}), for the portal's
+    /// reference and "try it".
+    #[arg(long)]
+    portal_gateway_url: Option<String>,
+    /// Serve the portal as plain HTTP off loopback (behind a TLS proxy).
+    #[arg(long)]
+    portal_insecure: bool,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -611,6 +649,10 @@ struct ControlPlaneFile {
     console_listen: Option<SocketAddr>,
     #[serde(default)]
     console_insecure: bool,
+    portal_listen: Option<SocketAddr>,
+    portal_gateway_url: Option<String>,
+    #[serde(default)]
+    portal_insecure: bool,
 }
 
 fn parse_peer(text: &str) -> Result<(u64, String), String> {
@@ -737,6 +779,22 @@ pub async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
                 address,
                 insecure: args.console_insecure || file.console_insecure,
             }),
+        portal: match (
+            args.portal_listen.or(file.portal_listen),
+            args.portal_gateway_url.or(file.portal_gateway_url),
+        ) {
+            (Some(address), Some(gateway_url)) => Some(PortalListen {
+                address,
+                insecure: args.portal_insecure || file.portal_insecure,
+                gateway_url,
+            }),
+            (Some(_), None) => {
+                bail!(
+                    "portal_listen needs portal_gateway_url (the gateway's URL for a stage, with {{api}} and {{stage}})"
+                )
+            }
+            (None, _) => None,
+        },
     };
     let telemetry = Telemetry::init(
         &args.telemetry,

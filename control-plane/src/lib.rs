@@ -5,8 +5,8 @@
 //! ([`raft::storage`]), applies committed commands to a deterministic state
 //! machine ([`state`]), and serves the gRPC admin API ([`admin`]) with health
 //! and reflection. It streams versioned config snapshots to data planes
-//! ([`publish`]), and, when asked, the operator console ([`console`]) over
-//! the same admin API. It does not proxy traffic; that is the data plane's
+//! ([`publish`]), and, when asked, the operator console ([`console`]) and
+//! the developer portal ([`portal`]) over the same admin API. It does not proxy traffic; that is the data plane's
 //! job.
 
 pub mod access;
@@ -14,10 +14,11 @@ pub mod admin;
 pub mod auth;
 pub mod clock;
 pub mod console;
+pub mod portal;
 pub mod publish;
 pub mod raft;
 pub mod server;
 pub mod state;
 pub mod telemetry;
 
-pub use server::{ConsoleListen, ControlPlaneConfig, ServeError, TlsFiles, serve};
+pub use server::{ConsoleListen, ControlPlaneConfig, PortalListen, ServeError, TlsFiles, serve};

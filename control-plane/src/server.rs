@@ -131,6 +131,19 @@ pub struct ControlPlaneConfig {
     pub ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The operator console's listener (docs/console.md); off when unset.
     pub console: Option<ConsoleListen>,
+    /// The developer portal's listener (docs/portal.md); off when unset.
+    pub portal: Option<PortalListen>,
+}
+
+/// Where the developer portal listens, and the gateway it offers.
+#[derive(Clone, Debug)]
+pub struct PortalListen {
+    pub address: SocketAddr,
+    /// Serve plain HTTP off loopback (as for the console).
+    pub insecure: bool,
+    /// The gateway's URL for a stage: `{api}` and `{stage}` are filled in
+    /// (e.g. `https://{api}.api.example.com/{stage}`).
+    pub gateway_url: String,
 }
 
 /// Where the operator console listens.
@@ -193,6 +206,35 @@ impl ControlPlaneConfig {
             return Err(ServeError::Config(format!(
                 "--console-listen {} is not a loopback address: give the node --tls-cert/--tls-key (the console then serves HTTPS), or --console-insecure",
                 console.address
+            )));
+        }
+        if let Some(portal) = &self.portal
+            && !portal.address.ip().is_loopback()
+            && self.tls.is_none()
+            && !portal.insecure
+        {
+            return Err(ServeError::Config(format!(
+                "--portal-listen {} is not a loopback address: give the node --tls-cert/--tls-key (the portal then serves HTTPS), or --portal-insecure",
+                portal.address
+            )));
+        }
+        let authority_ok = |url: &str| {
+            let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+            let authority = rest.split('/').next().unwrap_or("");
+            !authority.is_empty()
+                && authority
+                    .replace("{api}", "api")
+                    .replace("{stage}", "stage")
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+        };
+        if let Some(portal) = &self.portal
+            && (!(portal.gateway_url.starts_with("http://") || portal.gateway_url.starts_with("https://"))
+                || !authority_ok(&portal.gateway_url))
+        {
+            return Err(ServeError::Config(format!(
+                "--portal-gateway-url {:?}: must be an http:// or https:// URL template with {{api}} and {{stage}}",
+                portal.gateway_url
             )));
         }
         if self.listen == self.raft_listen {
@@ -423,6 +465,38 @@ pub async fn serve(
         }
         None => None,
     };
+    let portal = match &config.portal {
+        Some(listen) => {
+            let listener = bind("--portal-listen", listen.address).await?;
+            let acceptor = config
+                .tls
+                .as_ref()
+                .map(|tls| crate::console::tls_acceptor(&tls.cert, &tls.key))
+                .transpose()
+                .map_err(ServeError::Tls)?;
+            let portal = std::sync::Arc::new(crate::portal::Portal::new(
+                admin_api.clone(),
+                crate::portal::PortalSettings {
+                    gateway_url: listen.gateway_url.clone(),
+                },
+                acceptor.is_some(),
+                listen.address.ip().is_loopback(),
+            ));
+            tracing::info!(
+                address = %listener.local_addr().map_or(listen.address, |a| a),
+                tls = acceptor.is_some(),
+                gateway = %listen.gateway_url,
+                "developer portal listening"
+            );
+            Some(tokio::spawn(crate::console::serve_router(
+                listener,
+                acceptor,
+                crate::portal::router(portal),
+                stop_rx.clone(),
+            )))
+        }
+        None => None,
+    };
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -458,8 +532,8 @@ pub async fn serve(
         "control plane ready"
     );
     tokio::try_join!(admin_server, raft_server)?;
-    if let Some(console) = console {
-        let _ = console.await;
+    for task in [console, portal].into_iter().flatten() {
+        let _ = task.await;
     }
     tracing::info!("control plane stopped");
     Ok(())

@@ -474,7 +474,13 @@ async fn servers_take_every_flag_from_pylon_variables_and_a_settings_file() {
     .expect("write");
     // The admin address from the environment, the rest from the file.
     let mut child = std::process::Command::new(pylon_tests::pylon_bin())
-        .args(["dev", "--config", &settings.display().to_string()])
+        .args([
+            "dev",
+            "--no-console",
+            "--no-portal",
+            "--config",
+            &settings.display().to_string(),
+        ])
         .env("PYLON_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

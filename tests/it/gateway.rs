@@ -1184,7 +1184,7 @@ async fn pylon_dev_exit(
     args: &[String],
 ) -> (std::process::ExitStatus, String) {
     let mut child = std::process::Command::new(pylon_tests::pylon_bin())
-        .arg("dev")
+        .args(["dev", "--no-console", "--no-portal"])
         .arg(format!("--data-dir={}", dir.join("dev").display()))
         .arg(format!("--listen=127.0.0.1:{}", free_port()))
         .arg(format!("--admin-listen=127.0.0.1:{admin}"))
@@ -1254,7 +1254,7 @@ async fn pylon_dev_serves_the_readme_tour_and_stops_cleanly() {
     let (listen, admin, raft, ops) = (free_port(), free_port(), free_port(), free_port());
     let log = std::fs::File::create(dir.path().join("dev.log")).expect("log");
     let mut child = std::process::Command::new(pylon_tests::pylon_bin())
-        .arg("dev")
+        .args(["dev", "--no-console", "--no-portal"])
         .arg(format!("--data-dir={}", dir.path().join("dev").display()))
         .arg(format!("--listen=127.0.0.1:{listen}"))
         .arg(format!("--admin-listen=127.0.0.1:{admin}"))

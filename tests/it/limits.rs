@@ -515,6 +515,8 @@ async fn pylon_dev_keeps_limits_quotas_and_the_cache_in_process() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (listen, admin_port, raft) = (free_port(), free_port(), free_port());
     let args = [
+        "--no-console".to_owned(),
+        "--no-portal".to_owned(),
         format!("--data-dir={}", dir.path().join("dev").display()),
         format!("--listen=127.0.0.1:{listen}"),
         format!("--admin-listen=127.0.0.1:{admin_port}"),

@@ -12,6 +12,7 @@ mod gateway;
 mod import;
 mod limits;
 mod linearizable;
+mod portal;
 mod request_phase;
 mod support;
 mod telemetry;

@@ -82,7 +82,7 @@ pub(crate) async fn start_pylon(
     };
     let pylon = Process(
         command
-            .arg("dev")
+            .args(["dev", "--no-console", "--no-portal"])
             .arg(format!("--data-dir={}", dir.join(name).display()))
             .arg(format!("--listen=127.0.0.1:{listen}"))
             .arg(format!("--admin-listen=127.0.0.1:{admin}"))

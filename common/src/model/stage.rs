@@ -27,6 +27,18 @@ impl StageConfig {
             "description",
             "must be at most 1024 characters",
         );
+        if let Some(publication) = &stage.publication {
+            c.check(
+                !publication.published || !publication.usage_plan.is_empty(),
+                "publication.usage_plan",
+                "required when published: the usage plan whose keys the portal gives out",
+            );
+            c.check(
+                publication.published || publication.usage_plan.is_empty(),
+                "publication.usage_plan",
+                "only a published stage offers a plan (set published: true, or leave it out)",
+            );
+        }
         check_variables(&mut c, "variables", &stage.variables);
         if let Some(throttle) = &stage.throttle {
             check_throttle(&mut c, "throttle", throttle);

@@ -11,6 +11,7 @@
 pub mod backup;
 mod batch;
 mod cluster;
+pub mod consumers;
 mod ids;
 mod import;
 pub mod origin;
@@ -471,6 +472,10 @@ fn op_name(command: &Command) -> &'static str {
         Some(Op::Batch(_)) => "batch",
         Some(Op::Restore(_)) => "restore",
         Some(Op::SetConsoleKey(_)) => "set_console_key",
+        Some(Op::SignUpConsumer(_)) => "sign_up_consumer",
+        Some(Op::SetConsumerStatus(_)) => "set_consumer_status",
+        Some(Op::IssueConsumerKey(_)) => "issue_consumer_key",
+        Some(Op::RevokeConsumerKey(_)) => "revoke_consumer_key",
         None => "none",
     }
 }
@@ -1125,6 +1130,20 @@ impl AdminService for AdminApi {
         Ok(Response::new(pylon_proto::publish::v1::DataPlaneNodeList {
             nodes,
         }))
+    }
+
+    async fn list_consumers(
+        &self,
+        request: Request<ListConsumersRequest>,
+    ) -> Result<Response<ListConsumersResponse>, Status> {
+        self.list_consumers_call(request).await
+    }
+
+    async fn update_consumer(
+        &self,
+        request: Request<UpdateConsumerRequest>,
+    ) -> Result<Response<raftpb::Consumer>, Status> {
+        self.update_consumer_call(request).await
     }
 
     async fn get_stage_metrics(

@@ -97,36 +97,36 @@ impl Console {
     }
 }
 
-/// Headers on every answer, and the Host check on loopback.
-async fn guard(console: axum::extract::State<Arc<Console>>, request: Request, next: Next) -> Response {
-    if console.loopback {
-        let host = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
-        let name = host.rsplit_once(':').map_or(host, |(name, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                name
-            } else {
-                host
-            }
-        });
-        if !matches!(name, "127.0.0.1" | "localhost" | "[::1]") {
-            return (
-                StatusCode::MISDIRECTED_REQUEST,
-                "this console answers loopback names only",
-            )
-                .into_response();
+/// The Content Security Policy of every console answer.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Whether a request's `Host` is a loopback name (`127.0.0.1`,
+/// `localhost`, `[::1]`, with any port): what a server listening on
+/// loopback answers, so a page elsewhere cannot rebind a name of its own
+/// to 127.0.0.1 and read it.
+pub fn loopback_host(headers: &axum::http::HeaderMap) -> bool {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let name = host.rsplit_once(':').map_or(host, |(name, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            name
+        } else {
+            host
         }
+    });
+    matches!(name, "127.0.0.1" | "localhost" | "[::1]")
+}
+
+/// The security headers every console and portal answer carries: `csp`,
+/// no sniffing, no framing, no referrer, no caching unless the answer
+/// says otherwise, and HSTS with `tls`.
+pub fn security_headers(headers: &mut axum::http::HeaderMap, csp: &str, tls: bool) {
+    if let Ok(value) = HeaderValue::from_str(csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, value);
     }
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
     for (name, value) in [
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::REFERRER_POLICY, "no-referrer"),
@@ -140,12 +140,25 @@ async fn guard(console: axum::extract::State<Arc<Console>>, request: Request, ne
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    if console.tls {
+    if tls {
         headers.insert(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=31536000"),
         );
     }
+}
+
+/// Headers on every answer, and the Host check on loopback.
+async fn guard(console: axum::extract::State<Arc<Console>>, request: Request, next: Next) -> Response {
+    if console.loopback && !loopback_host(request.headers()) {
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this console answers loopback names only",
+        )
+            .into_response();
+    }
+    let mut response = next.run(request).await;
+    security_headers(response.headers_mut(), CSP, console.tls);
     response
 }
 
@@ -161,11 +174,22 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     console: Arc<Console>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    serve_router(listener, tls, router(console), stop).await;
+}
+
+/// Serves `router` on `listener` (through `tls` when set) until `stop`,
+/// with the peer address of each request as a [`Peer`] extension (the
+/// console's and the portal's listener).
+pub async fn serve_router(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    router: Router,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use tower::ServiceExt as _;
-    let router = router(console);
     let stopping = async move {
         let _ = stop.wait_for(|stop| *stop).await;
     };

@@ -47,6 +47,8 @@ pub fn routes() -> Router<Arc<Console>> {
         .route("/keys", get(keys).post(create_key))
         .route("/usage-plans", get(usage_plans))
         .route("/audit", get(audit))
+        .route("/consumers", get(consumers))
+        .route("/consumers/{email}/status", post(set_consumer_status))
 }
 
 async fn stylesheet() -> Response {
@@ -1083,4 +1085,55 @@ async fn audit(State(console): Shared, headers: HeaderMap) -> Response {
         "audit",
         context! { records => ser(&records.records) },
     )
+}
+
+// ---- portal consumers ----
+
+async fn consumers(State(console): Shared, headers: HeaderMap) -> Response {
+    let page = page!(console, headers);
+    let list = called!(
+        page,
+        page.call(
+            "ListConsumers",
+            ListConsumersRequest::default(),
+            |a, r| async move { a.list_consumers(r).await }
+        )
+        .await
+    );
+    page.render(
+        "consumers.html",
+        "consumers",
+        context! { consumers => ser(&list.consumers) },
+    )
+}
+
+async fn set_consumer_status(
+    State(console): Shared,
+    headers: HeaderMap,
+    Path(email): Path<String>,
+    Form(fields): Fields,
+) -> Response {
+    use pylon_proto::raft::v1::consumer::Status as ConsumerStatus;
+    let page = page!(console, headers);
+    if let Some(refused) = page.csrf_refusal(&fields) {
+        return refused;
+    }
+    let Some(status) = fields
+        .get("status")
+        .and_then(|s| ConsumerStatus::from_str_name(s))
+    else {
+        return page.refused(&Status::invalid_argument("status: APPROVED, DISABLED or PENDING"));
+    };
+    let request = UpdateConsumerRequest {
+        email,
+        status: status as i32,
+    };
+    called!(
+        page,
+        page.call("UpdateConsumer", request, |a, r| async move {
+            a.update_consumer(r).await
+        })
+        .await
+    );
+    page.redirect("/consumers")
 }

@@ -17,6 +17,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("keys.html", include_str!("templates/keys.html")),
     ("plans.html", include_str!("templates/plans.html")),
     ("audit.html", include_str!("templates/audit.html")),
+    ("consumers.html", include_str!("templates/consumers.html")),
 ];
 
 /// The stylesheet, served at `/static/console.css`.

@@ -220,6 +220,21 @@ fn target(command: &Command) -> ResourceRef {
         Some(Op::FlushStageCache(f)) => reference(K::Stage, &f.api, &f.stage),
         Some(Op::SetClusterId(set)) => reference(K::Unspecified, "", &set.cluster_id),
         Some(Op::SetConsoleKey(_)) => reference(K::Unspecified, "", "console session key"),
+        Some(Op::SignUpConsumer(sign_up)) => reference(
+            K::Unspecified,
+            "",
+            &format!(
+                "consumer {}",
+                sign_up.consumer.as_ref().map_or("", |c| c.email.as_str())
+            ),
+        ),
+        Some(Op::SetConsumerStatus(set)) => reference(K::Unspecified, "", &format!("consumer {}", set.email)),
+        Some(Op::IssueConsumerKey(issue)) => reference(
+            K::ApiKey,
+            "",
+            issue.api_key.as_ref().map_or("", |k| k.id.as_str()),
+        ),
+        Some(Op::RevokeConsumerKey(revoke)) => reference(K::ApiKey, "", &revoke.api_key_id),
         Some(Op::NoteUsageReset(note)) => reference(K::UsagePlan, "", &note.usage_plan),
         Some(Op::Batch(batch)) => reference(
             K::Unspecified,
@@ -259,6 +274,7 @@ fn stored(applied: &Applied) -> Outcome {
             Outcome::Batch(BatchOutcome { stored, deleted })
         }
         Applied::Restored { config_version } => Outcome::Restored(*config_version),
+        Applied::Consumer(consumer) => Outcome::Consumer(consumer.clone()),
     }
 }
 
@@ -298,6 +314,7 @@ fn outcome(first: &RememberedRequest) -> Result<Applied, CommandError> {
         }),
         Some(Outcome::Deployment(deployment)) => Ok(Applied::Deployment(deployment.clone())),
         Some(Outcome::Deleted(_)) => Ok(Applied::Deleted),
+        Some(Outcome::Consumer(consumer)) => Ok(Applied::Consumer(consumer.clone())),
         Some(Outcome::Restored(config_version)) => Ok(Applied::Restored {
             config_version: *config_version,
         }),

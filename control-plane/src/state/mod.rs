@@ -13,10 +13,12 @@
 //! leader) and, in [`history`], the audit log and the outcomes of commands
 //! that carried an idempotency key.
 
+mod consumers;
 pub mod history;
 mod replica;
 mod restore;
 
+pub use consumers::{MAX_CONSUMERS, MAX_KEYS_PER_CONSUMER};
 pub use replica::Replica;
 
 use pylon_common::ErrorCode;
@@ -65,6 +67,8 @@ pub enum Applied {
     Restored {
         config_version: u64,
     },
+    /// A portal consumer, as stored.
+    Consumer(pylon_proto::raft::v1::Consumer),
 }
 
 /// What an accepted command changes, decided by [`State::plan`] without
@@ -98,6 +102,7 @@ enum Change {
     },
     /// A restore: these resources replace the state's.
     Restore(Box<State>),
+    Consumer(consumers::ConsumerChange),
 }
 
 type StageKey = (ApiName, StageName);
@@ -121,6 +126,8 @@ pub struct State {
     cluster_id: String,
     /// Empty until a console first needs it (see [`State::console_key`]).
     console_key: Vec<u8>,
+    /// Portal consumers by email ([`consumers`]).
+    consumers: BTreeMap<String, Arc<pylon_proto::raft::v1::Consumer>>,
     history: history::History,
 }
 
@@ -190,7 +197,11 @@ pub fn changes_served_config(command: &Command) -> bool {
         | Some(Op::FlushStageCache(_))
         | Some(Op::SetClusterId(_))
         | Some(Op::Restore(_)) => true,
-        Some(Op::SetConsoleKey(_)) => false,
+        Some(Op::SetConsoleKey(_)) | Some(Op::SignUpConsumer(_)) => false,
+        // Keys change (made, revoked, enabled or disabled with their consumer).
+        Some(Op::SetConsumerStatus(_)) | Some(Op::IssueConsumerKey(_)) | Some(Op::RevokeConsumerKey(_)) => {
+            true
+        }
         Some(Op::Batch(batch)) => batch.ops.iter().any(|op| {
             let single = Command {
                 op: match &op.op {
@@ -232,7 +243,13 @@ impl State {
             return first;
         }
         let result = self.plan(index, command).map(|change| {
-            if !matches!(change, Change::Nothing | Change::ConsoleKey(_)) {
+            // A sign-up changes nothing data planes serve; a status change
+            // enables or disables keys.
+            let served = !matches!(
+                change,
+                Change::Nothing | Change::ConsoleKey(_) | Change::Consumer(consumers::ConsumerChange::Put(_))
+            ) || matches!(&command.op, Some(Op::SetConsumerStatus(_)));
+            if served {
                 self.config_version = index;
             }
             self.commit(index, change)
@@ -263,6 +280,10 @@ impl State {
             Some(Op::FlushStageCache(flush)) => self.flush_stage_cache(index, at, flush),
             Some(Op::SetClusterId(set)) => self.set_cluster_id(set),
             Some(Op::SetConsoleKey(set)) => self.set_console_key(set),
+            Some(Op::SignUpConsumer(sign_up)) => self.sign_up_consumer(index, at, sign_up),
+            Some(Op::SetConsumerStatus(set)) => self.set_consumer_status(index, set),
+            Some(Op::IssueConsumerKey(issue)) => self.issue_consumer_key(index, at, issue),
+            Some(Op::RevokeConsumerKey(revoke)) => self.revoke_consumer_key(index, revoke),
             Some(Op::NoteUsageReset(_)) => Ok(Change::Nothing),
             Some(Op::Batch(batch)) => self.batch(index, at, batch),
             Some(Op::Restore(restore)) => self.restore(index, at, restore),
@@ -316,6 +337,7 @@ impl State {
             members: BTreeMap::new(),
             cluster_id: String::new(),
             console_key: Vec::new(),
+            consumers: self.consumers.clone(),
             history: history::History::default(),
         }
     }
@@ -384,15 +406,8 @@ impl State {
                         self.deployments.remove(&deployment_key(&api, &name));
                     }
                     resource_ref::Kind::ApiKey => {
-                        self.api_keys.remove(&ApiKeyId::from(name.as_str()));
-                        // A deleted key leaves every plan it was in.
-                        for plan in self.usage_plans.values_mut() {
-                            if plan.api_key_ids.contains(&name) {
-                                let plan = Arc::make_mut(plan);
-                                plan.api_key_ids.retain(|id| *id != name);
-                                plan.revision = index;
-                            }
-                        }
+                        // A deleted key leaves every plan and consumer it was in.
+                        self.drop_key(index, &name);
                     }
                     resource_ref::Kind::UsagePlan => {
                         self.usage_plans.remove(&UsagePlanName::from(name.as_str()));
@@ -412,6 +427,7 @@ impl State {
                 self.console_key = key;
                 Applied::Noted
             }
+            Change::Consumer(change) => self.commit_consumer(index, change),
             Change::Nothing => Applied::Noted,
             Change::Batch { resources, applied } => {
                 self.replace_resources(*resources);
@@ -502,6 +518,7 @@ impl State {
                     expected,
                 )?;
                 self.check_stage_deployments(&stage)?;
+                self.check_publication(&stage)?;
                 // Only FlushStageCache moves the cache generation; a new stage
                 // starts at its own index, so a stage deleted and created
                 // again never reads the old one's entries.
@@ -555,6 +572,14 @@ impl State {
                             ),
                         );
                     }
+                }
+                if let Some(stage) = self.publication_left_out(&plan.name, &plan.api_stages) {
+                    return fail(
+                        ErrorCode::FailedPrecondition,
+                        format!(
+                            "api_stages: published stage {stage} offers this plan: keep it, or unpublish it first"
+                        ),
+                    );
                 }
                 for (i, id) in plan.api_key_ids.iter().enumerate() {
                     if !self.api_keys.contains_key(&ApiKeyId::from(id.as_str())) {
@@ -651,6 +676,55 @@ impl State {
         Ok(())
     }
 
+    /// A published stage's usage plan exists and offers the stage.
+    fn check_publication(&self, stage: &Stage) -> Result<(), CommandError> {
+        let Some(publication) = stage.publication.as_ref().filter(|p| p.published) else {
+            return Ok(());
+        };
+        let offers = self
+            .usage_plans
+            .get(&UsagePlanName::from(publication.usage_plan.as_str()))
+            .map(|plan| {
+                plan.api_stages
+                    .iter()
+                    .any(|s| s.api == stage.api && s.stage == stage.name)
+            });
+        match offers {
+            Some(true) => Ok(()),
+            Some(false) => fail(
+                ErrorCode::FailedPrecondition,
+                format!(
+                    "publication.usage_plan: plan {} does not offer stage {}/{} (add it to the plan's api_stages first)",
+                    publication.usage_plan, stage.api, stage.name
+                ),
+            ),
+            None => fail(
+                ErrorCode::FailedPrecondition,
+                format!(
+                    "publication.usage_plan: usage plan {} not found",
+                    publication.usage_plan
+                ),
+            ),
+        }
+    }
+
+    /// The published stage that offers `plan` but that `api_stages` would
+    /// leave out, if any.
+    fn publication_left_out(
+        &self,
+        plan: &str,
+        api_stages: &[pylon_proto::config::v1::ApiStageRef],
+    ) -> Option<String> {
+        self.stages.values().find_map(|stage| {
+            let publication = stage.publication.as_ref().filter(|p| p.published)?;
+            let left_out = publication.usage_plan == plan
+                && !api_stages
+                    .iter()
+                    .any(|s| s.api == stage.api && s.stage == stage.name);
+            left_out.then(|| format!("{}/{}", stage.api, stage.name))
+        })
+    }
+
     fn delete(&self, delete: &Delete) -> Result<Change, CommandError> {
         let Some(target) = &delete.target else {
             return fail(ErrorCode::InvalidArgument, "delete without a target");
@@ -727,6 +801,14 @@ impl State {
                     return fail(ErrorCode::NotFound, format!("usage plan {name} not found"));
                 };
                 check_revision("usage plan", name, found.revision, expected)?;
+                if let Some(stage) = self.publication_left_out(name, &[]) {
+                    return fail(
+                        ErrorCode::FailedPrecondition,
+                        format!(
+                            "usage plan {name} is offered by published stage {stage}: unpublish it first"
+                        ),
+                    );
+                }
             }
             resource_ref::Kind::DomainName => {
                 let key = DomainNameId::from(name);
@@ -976,6 +1058,7 @@ impl State {
             domain_names: self.domain_names.values().map(|r| r.as_ref().clone()).collect(),
             member_addresses: self.members.clone(),
             console_key: self.console_key.clone(),
+            consumers: self.consumers.values().map(|c| c.as_ref().clone()).collect(),
         }
     }
 
@@ -1015,6 +1098,11 @@ impl State {
             members: image.member_addresses,
             cluster_id: image.cluster_id,
             console_key: image.console_key,
+            consumers: image
+                .consumers
+                .into_iter()
+                .map(|c| (c.email.clone(), Arc::new(c)))
+                .collect(),
             history: history::History::from_image(image.audit, image.remembered),
         }
     }

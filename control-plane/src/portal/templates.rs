@@ -1,0 +1,40 @@
+//! The portal's pages as minijinja templates compiled into the binary;
+//! every name ends in `.html`, so every value is HTML-escaped (API
+//! descriptions, paths and summaries come from operators and imported
+//! documents; emails from visitors).
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("templates/base.html")),
+    ("catalog.html", include_str!("templates/catalog.html")),
+    ("api.html", include_str!("templates/api.html")),
+    ("form.html", include_str!("templates/form.html")),
+    ("keys.html", include_str!("templates/keys.html")),
+    ("message.html", include_str!("templates/message.html")),
+];
+
+/// The stylesheet, served at `/static/portal.css`.
+pub const STYLESHEET: &str = include_str!("static/portal.css");
+/// The "try it" script, served at `/static/try.js`.
+pub const TRY_IT: &str = include_str!("static/try.js");
+
+pub fn environment() -> minijinja::Environment<'static> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+    for (name, source) in TEMPLATES {
+        if let Err(error) = env.add_template(name, source) {
+            tracing::error!(%error, template = name, "portal template does not parse");
+        }
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_template_parses() {
+        let env = super::environment();
+        for (name, _) in super::TEMPLATES {
+            assert!(env.get_template(name).is_ok(), "{name}");
+        }
+    }
+}

@@ -1,0 +1,218 @@
+"""Drives the developer portal and the operator console in a real headless
+Chromium (Selenium) against a real `pylon dev` the Rust test started: a
+developer signs up, an operator approves, the developer makes a key, calls
+the API with it from the portal's "try it" and directly, sees the usage
+count move, rotates and revokes; a second consumer cannot touch the
+first's keys. Prints one line per step; exits non-zero naming the step
+that failed.
+
+usage: portal_e2e.py CONFIG_JSON
+  {"portal": URL, "console": URL, "gateway": "http://127.0.0.1:PORT",
+   "host": "weather.localhost", "screenshots": DIR}
+"""
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+config = json.loads(sys.argv[1])
+portal, console, shots = config["portal"], config["console"], config["screenshots"]
+os.makedirs(shots, exist_ok=True)
+
+options = webdriver.ChromeOptions()
+for argument in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"]:
+    options.add_argument(argument)
+options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+wait = WebDriverWait(driver, 15)
+
+
+def step(text):
+    print(f"step: {text}", flush=True)
+
+
+def fail(text):
+    driver.save_screenshot(os.path.join(shots, "portal-failure.png"))
+    print(f"FAILED: {text}\n--- page ---\n{driver.page_source[:4000]}", flush=True)
+    driver.quit()
+    sys.exit(1)
+
+
+def check(condition, text):
+    if not condition:
+        fail(text)
+
+
+def text_of(element_id):
+    return driver.find_element(By.ID, element_id).text
+
+
+def call(key):
+    """GET /prod/today through the gateway, as a client of the API would."""
+    request = urllib.request.Request(f"{config['gateway']}/prod/today")
+    request.add_header("Host", config["host"])
+    if key:
+        request.add_header("x-api-key", key)
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def post(url, fields, cookies):
+    """A form posted straight to a server, outside any page; a redirect is
+    answered as such (3xx), not followed."""
+    data = urllib.parse.urlencode(fields).encode()
+    request = urllib.request.Request(url, data=data, method="POST")
+    request.add_header("Content-Type", "application/x-www-form-urlencoded")
+    request.add_header("Cookie", "; ".join(f"{c['name']}={c['value']}" for c in cookies))
+    try:
+        with urllib.request.build_opener(NoRedirect).open(request) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def eventually(what, test, seconds=15):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if test():
+            return
+        time.sleep(0.3)
+    fail(what)
+
+
+def sign_up(email, password):
+    driver.get(f"{portal}/signup")
+    driver.find_element(By.ID, "email").send_keys(email)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "submit").click()
+    check("waits for an operator" in wait.until(EC.presence_of_element_located((By.ID, "message"))).text, f"{email} waits for approval")
+
+
+def log_in(email, password):
+    driver.get(f"{portal}/login")
+    driver.find_element(By.ID, "email").send_keys(email)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "submit").click()
+
+
+def approve(email):
+    driver.get(f"{console}/login")
+    driver.find_element(By.ID, "login").click()
+    driver.get(f"{console}/consumers")
+    rows = driver.find_elements(By.CSS_SELECTOR, "#consumers tbody tr")
+    row = [r for r in rows if email in r.text]
+    check(row and "PENDING" in row[0].text, f"the console lists {email} as pending")
+    row[0].find_element(By.XPATH, ".//button[text()='Approve']").click()
+    wait.until(EC.presence_of_element_located((By.ID, "consumers")))
+    check(any(email in r.text and "APPROVED" in r.text for r in driver.find_elements(By.CSS_SELECTOR, "#consumers tbody tr")), f"{email} is approved")
+
+
+try:
+    step("the catalog lists the published API, its description inert")
+    driver.get(portal)
+    catalog = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "section.api")))
+    check("weather" in catalog.text and "free" in catalog.text, "weather and its plan are listed")
+    check("<b>today</b>" in catalog.find_element(By.CSS_SELECTOR, ".description").text, "the description is text")
+    driver.save_screenshot(os.path.join(shots, "portal-catalog.png"))
+
+    step("a developer signs up and cannot log in before approval")
+    sign_up("dev@example.com", "correct horse battery staple")
+    log_in("dev@example.com", "correct horse battery staple")
+    check("approval" in text_of("error"), "a pending account cannot log in")
+    log_in("dev@example.com", "wrong password entirely")
+    check("wrong email or password" in text_of("error"), "a wrong password is refused")
+
+    step("the operator approves the developer in the console")
+    approve("dev@example.com")
+
+    step("the developer logs in, makes a key, sees its value once")
+    log_in("dev@example.com", "correct horse battery staple")
+    wait.until(EC.presence_of_element_located((By.ID, "keys")))
+    driver.find_element(By.ID, "create-key").click()
+    key = wait.until(EC.presence_of_element_located((By.ID, "key-value"))).text.strip()
+    check(len(key) >= 20, "the key's value is shown")
+    driver.save_screenshot(os.path.join(shots, "portal-key.png"))
+    driver.get(f"{portal}/keys")
+    check(key not in driver.page_source, "the value is not shown again")
+
+    step("the key calls the API through the gateway; no key is refused")
+    eventually("the new key is served by the data plane", lambda: call(key) == 200)
+    check(call(None) == 403, "without a key the gateway answers 403")
+
+    step("'try it' calls the gateway from the browser with the key")
+    driver.get(f"{portal}/apis/weather/prod")
+    form = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "form.try")))
+    form.find_element(By.NAME, "key").send_keys(key)
+    form.find_element(By.CSS_SELECTOR, "button").click()
+    answer = form.find_element(By.CSS_SELECTOR, ".answer")
+    eventually("the try-it answer arrives", lambda: answer.text.startswith("200"), 10)
+    check("sunny" in answer.text, f"the mock's body is shown ({answer.text})")
+    driver.save_screenshot(os.path.join(shots, "portal-try-it.png"))
+
+    step("the usage count moves")
+    driver.get(f"{portal}/keys")
+    used = int(driver.find_element(By.CSS_SELECTOR, "#keys td.used").text)
+    check(used >= 2, f"at least the two calls are counted ({used})")
+    call(key)
+    driver.get(f"{portal}/keys")
+    check(int(driver.find_element(By.CSS_SELECTOR, "#keys td.used").text) == used + 1, "one more call, one more counted")
+
+    step("a form posted without the CSRF token is refused")
+    key_id = driver.find_element(By.CSS_SELECTOR, "#keys td span.muted").text
+    status, _ = post(f"{portal}/keys/{key_id}/revoke", {}, driver.get_cookies())
+    check(status == 403, f"refused ({status})")
+
+    step("a second consumer cannot revoke the first one's key")
+    first_cookies = driver.get_cookies()
+    driver.delete_all_cookies()
+    sign_up("other@example.com", "another long password")
+    approve("other@example.com")
+    log_in("other@example.com", "another long password")
+    wait.until(EC.presence_of_element_located((By.ID, "keys")))
+    check("dev@example.com" not in driver.page_source, "the other consumer sees nothing of the first")
+    csrf = driver.find_element(By.CSS_SELECTOR, "form.who input[name=csrf]").get_attribute("value")
+    status, body = post(f"{portal}/keys/{key_id}/revoke", {"csrf": csrf}, driver.get_cookies())
+    check(status == 404 and "has no key" in body, f"refused as not theirs ({status})")
+    check(call(key) == 200, "the first consumer's key still works")
+
+    step("the portal session opens no console session")
+    status, _ = post(f"{console}/apis/weather/delete", {}, [c for c in first_cookies if c["name"].startswith("pylon_portal")])
+    check(status == 303, f"the console sends a portal cookie to its login ({status})")
+    check(call(key) == 200, "the API is still there")
+
+    step("the developer rotates the key (the old one stops) and revokes the new one")
+    driver.delete_all_cookies()
+    log_in("dev@example.com", "correct horse battery staple")
+    wait.until(EC.presence_of_element_located((By.ID, f"rotate-{key_id}"))).click()
+    new_key = wait.until(EC.presence_of_element_located((By.ID, "key-value"))).text.strip()
+    check(new_key != key, "a new value")
+    eventually("the rotated key works and the old one is refused", lambda: call(new_key) == 200 and call(key) == 403)
+    new_id = driver.find_element(By.CSS_SELECTOR, "#keys td span.muted").text
+    driver.find_element(By.ID, f"revoke-{new_id}").click()
+    wait.until(EC.presence_of_element_located((By.ID, "keys")))
+    check("No keys yet" in text_of("keys"), "no key left")
+    eventually("the revoked key is refused", lambda: call(new_key) == 403)
+
+    step("no page broke a CSP rule")
+    problems = [e for e in driver.get_log("browser") if "Content Security Policy" in e.get("message", "")]
+    check(not problems, f"no CSP violations ({problems})")
+    print("ok", flush=True)
+finally:
+    driver.quit()
