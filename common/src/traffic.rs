@@ -46,18 +46,54 @@ pub fn add(into: &mut TrafficCounts, more: &TrafficCounts) {
     }
 }
 
+/// The most requests one report may count for one route: a data plane
+/// reports every 10 seconds, and a billion requests in that time is not
+/// traffic but a lie.
+pub const MAX_REPORTED: u64 = 1_000_000_000;
+
+/// Whether `counts` could be real: at most [`MAX_REPORTED`] requests,
+/// none of the outcomes above the requests, the latency buckets (when
+/// given, exactly [`BUCKETS`]) adding up to the requests, sums finite and
+/// not negative.
+pub fn plausible(counts: &TrafficCounts) -> bool {
+    let n = counts.requests;
+    let buckets = counts
+        .latency_buckets
+        .iter()
+        .try_fold(0u64, |a, b| a.checked_add(*b));
+    n <= MAX_REPORTED
+        && [
+            counts.errors_4xx,
+            counts.errors_5xx,
+            counts.cache_hits,
+            counts.throttled,
+            counts.integrations,
+        ]
+        .iter()
+        .all(|c| *c <= n)
+        && counts.errors_4xx.saturating_add(counts.errors_5xx) <= n
+        && (counts.latency_buckets.is_empty()
+            || (counts.latency_buckets.len() == BUCKETS && buckets == Some(n)))
+        && [counts.latency_ms_sum, counts.integration_ms_sum]
+            .iter()
+            .all(|s| s.is_finite() && *s >= 0.0)
+}
+
 /// The latency under which `share` (0–1) of the counted requests fell,
 /// as the upper bound of its bucket (`None` without requests; the last
 /// bound when it is in the overflow bucket).
 pub fn percentile(counts: &TrafficCounts, share: f64) -> Option<f64> {
-    let total: u64 = counts.latency_buckets.iter().sum();
+    let total = counts
+        .latency_buckets
+        .iter()
+        .fold(0u64, |a, n| a.saturating_add(*n));
     if total == 0 {
         return None;
     }
     let wanted = (total as f64 * share).ceil().max(1.0) as u64;
-    let mut seen = 0;
+    let mut seen = 0u64;
     for (i, n) in counts.latency_buckets.iter().enumerate() {
-        seen += n;
+        seen = seen.saturating_add(*n);
         if seen >= wanted {
             return Some(LATENCY_BOUNDS_MS[i.min(LATENCY_BOUNDS_MS.len() - 1)]);
         }

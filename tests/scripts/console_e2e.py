@@ -65,15 +65,23 @@ def login(token):
     driver.find_element(By.ID, "login").click()
 
 
-def post(url, fields, cookies):
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def post(url, fields, cookies, origin=None):
     """A form posted straight to the console, outside the page (what an
-    attacker's script or a reader's curl would send)."""
+    attacker's script or a reader's curl would send); a redirect is
+    answered as such, not followed."""
     data = urllib.parse.urlencode(fields).encode()
     request = urllib.request.Request(url, data=data, method="POST")
     request.add_header("Content-Type", "application/x-www-form-urlencoded")
     request.add_header("Cookie", "; ".join(f"{c['name']}={c['value']}" for c in cookies))
+    if origin:
+        request.add_header("Origin", origin)
     try:
-        with urllib.request.urlopen(request) as response:
+        with urllib.request.build_opener(NoRedirect).open(request) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
@@ -187,8 +195,19 @@ try:
     driver.get(f"{console}/audit")
     shot("audit")
 
-    step("a reader sees no write controls and is refused when posting anyway")
+    step("a form from another origin is refused, even a login")
+    status, _ = post(f"{console}/login", {"token": config["reader_token"]}, [], origin="http://evil.example")
+    check(status == 403, f"a cross-site login is refused ({status})")
+
+    step("after logout the old session cookie opens nothing, on any node")
+    before = driver.get_cookies()
     driver.find_element(By.CSS_SELECTOR, "form.who button").click()
+    wait.until(EC.presence_of_element_located((By.ID, "token")))
+    csrf_gone = before  # the cookies of the ended session
+    status, _ = post(f"{other_console}/apis/shop/deploy", {"stage": "prod"}, csrf_gone)
+    check(status == 303, f"the ended session is sent to log in ({status})")
+
+    step("a reader sees no write controls and is refused when posting anyway")
     login(config["reader_token"])
     wait.until(EC.presence_of_element_located((By.ID, "apis")))
     check("ci (reader)" in text_of("user"), "the header names the reader")
@@ -204,6 +223,14 @@ try:
         driver.get_cookies(),
     )
     check(status == 403 and "may not call" in body, f"the reader's post is refused by the admin API's role check (got {status})")
+    # Refused before any work: a deeply nested document costs a reader nothing.
+    started = __import__("time").time()
+    status, _ = post(
+        f"{console}/apis/new",
+        {"csrf": csrf, "revision": "0", "definition": "api:\n  d: " + "[" * 200000},
+        driver.get_cookies(),
+    )
+    check(status == 403 and __import__("time").time() - started < 3, f"the reader's document is refused at once ({status})")
     driver.get(f"{console}/apis/shop/stages/prod")
     check(text_of("current") == first, "the reader changed nothing")
 

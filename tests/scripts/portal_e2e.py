@@ -132,6 +132,18 @@ try:
     check("<b>today</b>" in catalog.find_element(By.CSS_SELECTOR, ".description").text, "the description is text")
     driver.save_screenshot(os.path.join(shots, "portal-catalog.png"))
 
+    step("the public OpenAPI document carries no extension (no backend, no mapping)")
+    with urllib.request.urlopen(f"{portal}/apis/weather/prod/openapi.json") as response:
+        document = response.read().decode()
+    check('"x-pylon' not in document and '"x-amazon' not in document and "/today" in document, "only the public view")
+
+    step("an email with a path in it is refused")
+    driver.get(f"{portal}/signup")
+    driver.find_element(By.ID, "email").send_keys("x/../victim@example.com")
+    driver.find_element(By.ID, "password").send_keys("a long enough password")
+    driver.find_element(By.ID, "submit").click()
+    check("email" in wait.until(EC.presence_of_element_located((By.ID, "error"))).text, "refused naming the email")
+
     step("a developer signs up and cannot log in before approval")
     sign_up("dev@example.com", "correct horse battery staple")
     log_in("dev@example.com", "correct horse battery staple")

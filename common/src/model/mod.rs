@@ -19,7 +19,7 @@ pub mod mapping;
 pub mod template;
 
 pub use api::{ApiDefinition, DEFAULT_INTEGRATION_TIMEOUT_MS, RouteKey};
-pub use document::{DocumentError, parse_documents};
+pub use document::{DocumentError, MAX_FLOW_NESTING, check_nesting, parse_documents};
 pub use path::{PathSegment, PathTemplate};
 pub use plan::{ApiKeyConfig, DomainNameConfig, UsagePlanConfig, validate_api_key_value};
 pub use stage::StageConfig;

@@ -334,59 +334,14 @@ fn import_exported(
         }
     }
 }
-/// How deeply brackets may nest; real exports stay under 20. (The YAML
-/// parser's own limit is reached only after work that grows with the square
-/// of the depth.)
-const MAX_NESTING: usize = 64;
 
 /// JSON is read as YAML (a superset), so a key given twice is refused in
 /// both rather than the last one silently winning.
 fn parse(text: &str) -> Result<Value, ImportError> {
-    check_nesting(text)?;
+    crate::model::check_nesting(text).map_err(ImportError::Unreadable)?;
     let yaml: serde_norway::Value =
         serde_norway::from_str(text).map_err(|e| ImportError::Unreadable(e.to_string()))?;
     Ok(cfn::from_yaml(yaml))
-}
-
-/// Refuses flow collections (`[`, `{`) nested deeper than [`MAX_NESTING`],
-/// in one pass, before the parser sees them.
-fn check_nesting(text: &str) -> Result<(), ImportError> {
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut single, mut double, mut escaped, mut comment) = (false, false, false, false);
-    let mut previous = '\n';
-    for c in text.chars() {
-        if comment {
-            comment = c != '\n';
-        } else if double {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => double = false,
-                _ => {}
-            }
-        } else if single {
-            single = c != '\'';
-        } else {
-            match c {
-                '"' => double = true,
-                '\'' if !previous.is_alphanumeric() => single = true,
-                '#' if previous.is_whitespace() => comment = true,
-                '[' | '{' => {
-                    depth += 1;
-                    deepest = deepest.max(depth);
-                }
-                ']' | '}' => depth = depth.saturating_sub(1),
-                _ => {}
-            }
-        }
-        previous = c;
-        if deepest > MAX_NESTING {
-            return Err(ImportError::Unreadable(format!(
-                "nested deeper than {MAX_NESTING} levels"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// `info.title` as a DNS label: `Pet Store (v2)` → `pet-store-v2`.

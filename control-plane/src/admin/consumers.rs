@@ -30,19 +30,32 @@ pub struct Offer {
     pub plan: config::UsagePlan,
 }
 
-/// An email as a consumer's identity: trimmed, lower-case, 3–254 visible
-/// characters with one `@` between a local part and a dotted domain.
+/// An email as a consumer's identity: trimmed and lower-case, at most 254
+/// characters: a local part of 1–64 of `a-z 0-9 . _ % + -`, `@`, and a
+/// domain of two or more labels of `a-z 0-9 -` (no label starting or
+/// ending with `-`). Nothing else — no `/`, `?`, `#` or quotes — so an
+/// email is safe in a URL path and a log line as it is.
 ///
 /// # Errors
 /// `email` named, when it is not one.
 pub fn normalize_email(email: &str) -> Result<String, ValidationErrors> {
     let email = email.trim().to_ascii_lowercase();
     let shaped = email.split_once('@').is_some_and(|(local, domain)| {
-        !local.is_empty()
-            && domain.contains('.')
-            && !domain.starts_with('.')
-            && !domain.ends_with('.')
-            && !domain.contains('@')
+        let local_ok = (1..=64).contains(&local.len())
+            && local
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._%+-".contains(&b));
+        let labels: Vec<&str> = domain.split('.').collect();
+        let domain_ok = labels.len() >= 2
+            && labels.iter().all(|label| {
+                (1..=63).contains(&label.len())
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            });
+        local_ok && domain_ok
     });
     if (3..=254).contains(&email.len()) && email.bytes().all(|b| b.is_ascii_graphic()) && shaped {
         Ok(email)
@@ -140,13 +153,15 @@ impl AdminApi {
                 "password: must be {MIN_PASSWORD} to {MAX_PASSWORD} characters"
             )));
         }
-        if self.state().consumer(&email).is_some() {
-            return Err(Status::already_exists("an account with this email exists"));
-        }
+        // Hashed whether or not the email has an account, so the time
+        // taken does not tell.
         let password = password.to_owned();
         let hash = tokio::task::spawn_blocking(move || hash_password(&password))
             .await
             .map_err(|e| Status::internal(e.to_string()))??;
+        if self.state().consumer(&email).is_some() {
+            return Err(Status::already_exists("an account with this email exists"));
+        }
         let consumer = Consumer {
             email: email.clone(),
             password_hash: hash,
@@ -313,5 +328,30 @@ impl AdminApi {
                 .map(|k| (k.api_key_id, k.used, k.remaining))
                 .collect(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn emails_are_lower_case_and_plain() {
+        assert_eq!(
+            super::normalize_email(" Dev@Example.COM ").ok().as_deref(),
+            Some("dev@example.com")
+        );
+        for bad in [
+            "x/../victim@corp.com",
+            "x@-.-",
+            "a@b",
+            "a@b..c",
+            "a b@c.d",
+            "a@b.c?x",
+            "a#b@c.d",
+            "@c.d",
+            "a@@c.d",
+        ] {
+            assert!(super::normalize_email(bad).is_err(), "{bad}");
+        }
+        assert!(super::normalize_email("first.last+tag@mail.example.co").is_ok());
     }
 }

@@ -258,6 +258,32 @@ impl AdminApi {
         Ok(key)
     }
 
+    /// Ends a console or portal session on every node (a logout), as
+    /// `who` for the audit log.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE` without a leader.
+    pub async fn end_session(&self, who: &str, id: &str, until: i64) -> Result<(), Status> {
+        let origin = Origin {
+            actor: raftpb::Actor {
+                name: who.to_owned(),
+                roles: Vec::new(),
+            },
+            method: "Logout".into(),
+            ..Origin::default()
+        };
+        let end = raftpb::EndSession {
+            id: id.to_owned(),
+            until,
+        };
+        self.write(&origin, Op::EndSession(end)).await.map(drop)
+    }
+
+    /// Whether a logout ended the session `id`.
+    pub fn session_ended(&self, id: &str) -> bool {
+        self.state().session_ended(id)
+    }
+
     /// The answer to a keyed command this node has already applied: its
     /// first outcome, or the refusal of a key reused for another request.
     fn first_outcome(&self, command: &Command) -> Option<Result<Applied, Status>> {
@@ -476,6 +502,7 @@ fn op_name(command: &Command) -> &'static str {
         Some(Op::SetConsumerStatus(_)) => "set_consumer_status",
         Some(Op::IssueConsumerKey(_)) => "issue_consumer_key",
         Some(Op::RevokeConsumerKey(_)) => "revoke_consumer_key",
+        Some(Op::EndSession(_)) => "end_session",
         None => "none",
     }
 }

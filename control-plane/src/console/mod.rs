@@ -43,6 +43,12 @@ const MAX_FORM_BYTES: usize = 4 << 20;
 /// A client gets this long to send a request's headers, and a TLS
 /// handshake this long to finish.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request, its body included, gets this long (then 408).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection is closed after this long, whatever it does.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+/// Connections open at once on one listener; a newer one is closed.
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// The peer address of a request, set by the accept loop.
 #[derive(Clone, Copy, Debug)]
@@ -129,7 +135,7 @@ pub fn security_headers(headers: &mut axum::http::HeaderMap, csp: &str, tls: boo
     for (name, value) in [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, "same-origin"),
         (
             header::HeaderName::from_static("cross-origin-opener-policy"),
             "same-origin",
@@ -148,18 +154,51 @@ pub fn security_headers(headers: &mut axum::http::HeaderMap, csp: &str, tls: boo
     }
 }
 
-/// Headers on every answer, and the Host check on loopback.
-async fn guard(console: axum::extract::State<Arc<Console>>, request: Request, next: Next) -> Response {
-    if console.loopback && !loopback_host(request.headers()) {
-        return (
-            StatusCode::MISDIRECTED_REQUEST,
-            "this console answers loopback names only",
-        )
-            .into_response();
+/// Whether `request` is a form posted from another origin: a browser
+/// names the page's origin in `Origin` on every POST, and it must be this
+/// server's (a page elsewhere cannot log a victim in, or post anything).
+/// Clients that send no `Origin` are not browsers, and the CSRF token
+/// still guards them.
+pub fn cross_site(request: &Request, tls: bool) -> bool {
+    if request.method() != axum::http::Method::POST {
+        return false;
     }
-    let mut response = next.run(request).await;
-    security_headers(response.headers_mut(), CSP, console.tls);
+    let Some(origin) = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+    else {
+        return false;
+    };
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let scheme = if tls { "https" } else { "http" };
+    origin != format!("{scheme}://{host}")
+}
+
+/// The first phase of every request: the Host check on loopback, the
+/// cross-site check, then the security headers on whatever answers.
+pub async fn guarded(loopback: bool, tls: bool, csp: &str, request: Request, next: Next) -> Response {
+    let mut response = if loopback && !loopback_host(request.headers()) {
+        (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this server answers loopback names only",
+        )
+            .into_response()
+    } else if cross_site(&request, tls) {
+        (StatusCode::FORBIDDEN, "a form posted from another origin").into_response()
+    } else {
+        next.run(request).await
+    };
+    security_headers(response.headers_mut(), csp, tls);
     response
+}
+
+async fn guard(console: axum::extract::State<Arc<Console>>, request: Request, next: Next) -> Response {
+    guarded(console.loopback, console.tls, CSP, request, next).await
 }
 
 fn router(console: Arc<Console>) -> Router {
@@ -190,6 +229,7 @@ pub async fn serve_router(
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use tower::ServiceExt as _;
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let stopping = async move {
         let _ = stop.wait_for(|stop| *stop).await;
     };
@@ -206,27 +246,55 @@ pub async fn serve_router(
             },
             () = &mut stopping => return,
         };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            // Full: the newcomer is closed at once, the others keep going.
+            tracing::warn!(%peer, "console/portal: {MAX_CONNECTIONS} connections open, closing a new one");
+            continue;
+        };
         let router = router.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service =
                 hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
                     request.extensions_mut().insert(Peer(peer));
-                    router.clone().oneshot(request)
+                    let answer = router.clone().oneshot(request);
+                    async move {
+                        // A request, its body included, gets REQUEST_TIMEOUT.
+                        match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
+                            Ok(answer) => answer,
+                            Err(_) => Ok(
+                                (StatusCode::REQUEST_TIMEOUT, "the request took too long").into_response()
+                            ),
+                        }
+                    }
                 });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT);
-            let served = match tls {
-                Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => builder.serve_connection(TokioIo::new(stream), service).await,
-                    _ => return,
-                },
-                None => builder.serve_connection(TokioIo::new(stream), service).await,
-            };
-            if let Err(error) = served {
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(32)
+                .keep_alive_interval(Some(Duration::from_secs(20)))
+                .keep_alive_timeout(Duration::from_secs(10));
+            // Whatever it does, a connection ends after CONNECTION_LIFETIME
+            // (a browser opens another), so an idle HTTP/2 one cannot stay.
+            let served = tokio::time::timeout(CONNECTION_LIFETIME, async {
+                match tls {
+                    Some(acceptor) => {
+                        match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => builder.serve_connection(TokioIo::new(stream), service).await,
+                            _ => Ok(()),
+                        }
+                    }
+                    None => builder.serve_connection(TokioIo::new(stream), service).await,
+                }
+            })
+            .await;
+            if let Ok(Err(error)) = served {
                 tracing::debug!(%error, %peer, "console connection ended");
             }
         });

@@ -177,8 +177,9 @@ impl Page {
             }
         };
         let to_login = || Redirect::to("/login").into_response();
-        let Some(session) =
-            presented_cookie(headers, cookie_name(console)).and_then(|value| session::open(&key, value))
+        let Some(session) = presented_cookie(headers, cookie_name(console))
+            .and_then(|value| session::open(&key, value))
+            .filter(|session| !console.admin.session_ended(&session.csrf))
         else {
             return Err(to_login());
         };
@@ -248,6 +249,15 @@ impl Page {
         f(self.console.admin.clone(), request)
             .await
             .map(tonic::Response::into_inner)
+    }
+
+    /// The refusal of a write the user's role may not make, before any
+    /// work is done for it (the admin call checks again).
+    fn role_refusal(&self, method: &str) -> Option<Response> {
+        let caller = self.caller.as_ref()?;
+        crate::access::check_admin_call(caller, &format!("/pylon.admin.v1.AdminService/{method}"))
+            .err()
+            .map(|status| self.refused(&status))
     }
 
     /// A refused call as a page.
@@ -371,7 +381,7 @@ async fn login(State(console): Shared, request: axum::extract::Request) -> Respo
         );
         response
             .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("6"));
         return response;
     }
     let Ok(Form(fields)) = Form::<HashMap<String, String>>::from_request(request, &()).await else {
@@ -430,6 +440,15 @@ async fn logout(State(console): Shared, headers: HeaderMap, Form(fields): Fields
     if let Some(refused) = page.csrf_refusal(&fields) {
         return refused;
     }
+    // Ended on every node, not just forgotten by this browser.
+    let until = (page.session.issued + session::MAX_AGE.as_secs()) as i64;
+    if let Err(status) = console
+        .admin
+        .end_session(&page.session.name, &page.session.csrf, until)
+        .await
+    {
+        tracing::warn!(error = %status.message(), "console: a logout could not end the session cluster-wide");
+    }
     let mut response = Redirect::to("/login").into_response();
     response
         .headers_mut()
@@ -464,6 +483,15 @@ async fn new_api(State(console): Shared, headers: HeaderMap) -> Response {
     )
 }
 
+/// [`parse_api`] on a blocking thread: a large document never holds a
+/// runtime thread (the nesting check already bounds its cost).
+async fn parse_off_runtime(text: &str) -> Result<config::Api, Status> {
+    let text = text.to_owned();
+    tokio::task::spawn_blocking(move || parse_api(&text))
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+}
+
 /// The one API a YAML form holds.
 fn parse_api(text: &str) -> Result<config::Api, Status> {
     let resources =
@@ -485,8 +513,11 @@ async fn create_api(State(console): Shared, headers: HeaderMap, Form(fields): Fi
     if let Some(refused) = page.csrf_refusal(&fields) {
         return refused;
     }
+    if let Some(refused) = page.role_refusal("CreateApi") {
+        return refused;
+    }
     let text = fields.get("definition").cloned().unwrap_or_default();
-    let created = match parse_api(&text) {
+    let created = match parse_off_runtime(&text).await {
         Ok(api) => {
             page.call(
                 "CreateApi",
@@ -600,9 +631,12 @@ async fn update_api(
     if let Some(refused) = page.csrf_refusal(&fields) {
         return refused;
     }
+    if let Some(refused) = page.role_refusal("UpdateApi") {
+        return refused;
+    }
     let text = fields.get("definition").cloned().unwrap_or_default();
     let revision: u64 = fields.get("revision").and_then(|r| r.parse().ok()).unwrap_or(0);
-    let updated = match parse_api(&text) {
+    let updated = match parse_off_runtime(&text).await {
         Ok(api) if api.name != name => Err(Status::invalid_argument(format!(
             "name: {:?} is not this API ({name:?}); create a new API instead",
             api.name

@@ -116,17 +116,7 @@ async fn guard(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    use axum::response::IntoResponse as _;
-    if portal.loopback && !crate::console::loopback_host(request.headers()) {
-        return (
-            axum::http::StatusCode::MISDIRECTED_REQUEST,
-            "this portal answers loopback names only",
-        )
-            .into_response();
-    }
-    let mut response = next.run(request).await;
-    crate::console::security_headers(response.headers_mut(), &portal.csp(), portal.tls);
-    response
+    crate::console::guarded(portal.loopback, portal.tls, &portal.csp(), request, next).await
 }
 
 /// The portal's routes with its guard, ready to serve.

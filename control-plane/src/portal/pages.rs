@@ -94,15 +94,19 @@ struct Visitor {
 impl Visitor {
     async fn of(portal: &Portal, headers: &HeaderMap) -> Visitor {
         let key = portal.admin.console_key().await.unwrap_or_default();
-        let session = cookie(headers, cookie_name(portal)).and_then(|v| session::open(&key, v));
+        let session = cookie(headers, cookie_name(portal))
+            .and_then(|v| session::open(&key, v))
+            .filter(|s| !portal.admin.session_ended(&s.csrf));
+        // An approved consumer, whose status has not changed since the
+        // session began.
         let email = session
             .as_ref()
-            .and_then(|s| s.name.strip_prefix(CONSUMER))
-            .filter(|email| {
-                portal
-                    .admin
-                    .consumer(email)
-                    .is_some_and(|c| c.status == ConsumerStatus::Approved as i32)
+            .and_then(|s| {
+                let email = s.name.strip_prefix(CONSUMER)?;
+                let consumer = portal.admin.consumer(email)?;
+                let current = consumer.status == ConsumerStatus::Approved as i32
+                    && s.issued as i64 >= consumer.sessions_after;
+                current.then_some(email)
             })
             .map(str::to_owned);
         let session = if email.is_some() {
@@ -235,7 +239,30 @@ fn offer(portal: &Portal, api: &str, stage: &str) -> Option<crate::admin::consum
         .find(|o| o.api.name == api && o.stage.name == stage)
 }
 
-async fn export(portal: &Portal, api: &str, stage: &str) -> Result<String, tonic::Status> {
+/// An export as consumers may see it: every extension (`x-pylon-*`,
+/// `x-amazon-apigateway-*`: integrations, backend URLs, mappings with
+/// their secrets) taken out, at any depth.
+fn public_view(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|key, _| !key.starts_with("x-"));
+            map.values_mut().for_each(public_view);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(public_view),
+        _ => {}
+    }
+}
+
+/// The stage's OpenAPI export in its public view (see [`public_view`]).
+async fn export(portal: &Portal, api: &str, stage: &str) -> Result<serde_json::Value, tonic::Status> {
+    let document = export_document(portal, api, stage).await?;
+    let mut value: serde_json::Value =
+        serde_json::from_str(&document).map_err(|e| tonic::Status::internal(e.to_string()))?;
+    public_view(&mut value);
+    Ok(value)
+}
+
+async fn export_document(portal: &Portal, api: &str, stage: &str) -> Result<String, tonic::Status> {
     let request = GetExportRequest {
         api: api.to_owned(),
         stage: stage.to_owned(),
@@ -326,7 +353,7 @@ async fn api(
         );
     };
     let document = match export(&portal, &api, &stage).await {
-        Ok(document) => serde_json::from_str(&document).unwrap_or(serde_json::Value::Null),
+        Ok(document) => document,
         Err(status) => {
             return message(
                 &portal,
@@ -363,7 +390,7 @@ async fn openapi(State(portal): Shared, Path((api, stage)): Path<(String, String
         return (StatusCode::NOT_FOUND, "no such published API").into_response();
     }
     match export(&portal, &api, &stage).await {
-        Ok(document) => ([(header::CONTENT_TYPE, "application/json")], document).into_response(),
+        Ok(document) => ([(header::CONTENT_TYPE, "application/json")], document.to_string()).into_response(),
         Err(status) => (StatusCode::SERVICE_UNAVAILABLE, status.message().to_owned()).into_response(),
     }
 }
@@ -464,6 +491,13 @@ async fn signup(State(portal): Shared, request: Request) -> Response {
             StatusCode::OK,
             "Thank you",
             "Your account waits for an operator's approval; log in once it is approved.",
+        ),
+        Err(status) if status.code() == Code::Unavailable => message(
+            &portal,
+            None,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "sign-up is unavailable for a moment (the cluster has no leader): try again",
         ),
         Err(status) => anonymous_form(
             &portal,
@@ -579,6 +613,16 @@ async fn logout(State(portal): Shared, headers: HeaderMap, Form(fields): Fields)
             "Refused",
             "the form's CSRF token is wrong",
         );
+    }
+    if let Some(session) = &visitor.session {
+        let until = (session.issued + session::MAX_AGE.as_secs()) as i64;
+        if let Err(status) = portal
+            .admin
+            .end_session(&session.name, &session.csrf, until)
+            .await
+        {
+            tracing::warn!(error = %status.message(), "portal: a logout could not end the session cluster-wide");
+        }
     }
     let mut response = Redirect::to("/").into_response();
     response.headers_mut().insert(
@@ -769,5 +813,29 @@ async fn revoke_key(
     match portal.admin.revoke_consumer_key(&email, &id).await {
         Ok(()) => keys_page(&portal, &visitor, None).await,
         Err(status) => refused(&portal, &visitor, &status),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_public_view_keeps_no_extension_at_any_depth() {
+        let mut document = serde_json::json!({
+            "openapi": "3.0.3",
+            "x-pylon-api": {"secret": 1},
+            "paths": {"/a": {"get": {
+                "summary": "A",
+                "x-pylon-route": {"integration": {"uri": "http://internal.corp/"}},
+                "x-amazon-apigateway-integration": {"requestParameters": {"h": "'Bearer sk'"}},
+                "responses": {"200": {"description": "ok"}}
+            }}}
+        });
+        super::public_view(&mut document);
+        let text = document.to_string();
+        assert!(
+            !text.contains("x-") && !text.contains("internal.corp") && !text.contains("sk"),
+            "{text}"
+        );
+        assert_eq!(document["paths"]["/a"]["get"]["summary"], "A");
     }
 }

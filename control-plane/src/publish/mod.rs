@@ -59,6 +59,18 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// The entries of `traffic` whose stage exists, so a data plane cannot
+    /// fill this node's traffic store with stages it made up.
+    pub fn existing_stages(
+        &self,
+        traffic: Vec<pylon_proto::publish::v1::RouteTraffic>,
+    ) -> Vec<pylon_proto::publish::v1::RouteTraffic> {
+        let state = self.replica.state();
+        traffic
+            .into_iter()
+            .filter(|t| state.stage(&t.api, &t.stage).is_some())
+            .collect()
+    }
     /// Starts the task that follows the replica's config version, for
     /// control-plane node `node_id`.
     pub fn start(replica: Arc<Replica>, node_id: u64, confirm_current: ConfirmCurrent) -> Publisher {

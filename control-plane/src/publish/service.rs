@@ -188,7 +188,8 @@ async fn stream(
                         let now = std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)
                             .map_or(0, |d| d.as_secs() as i64);
-                        registry.traffic.record(&beat.traffic, now);
+                        let traffic = publisher.existing_stages(beat.traffic);
+                        registry.traffic.record(&traffic, now);
                     }
                     Kind::Hello(_) => {
                         let _ = tx.send(Err(Status::invalid_argument("Hello is only the first message"))).await;

@@ -8,7 +8,10 @@
 //! Bounded: at most [`MAX_STAGES`] stages and [`MAX_ROUTES`] routes on a
 //! node (about 28 MiB when all are busy every slot); a route beyond them
 //! is counted under its stage's `(other)`, a stage beyond them is dropped
-//! (and counted in `dropped`).
+//! (and counted in `dropped`). Counts that could not be real (more than a
+//! billion requests in a report, outcomes above the requests, a histogram
+//! that does not add up) are dropped too, and everything adds saturating:
+//! a data-plane credential cannot break the store.
 
 use pylon_common::traffic::{BUCKETS, LATENCY_BOUNDS_MS, add};
 use pylon_proto::publish::v1::{RouteTotal, RouteTraffic, StageTraffic, TrafficCounts, TrafficSlot};
@@ -68,6 +71,10 @@ impl Traffic {
         let minute = now - now.rem_euclid(60);
         for entry in reported.iter().take(MAX_PER_HEARTBEAT) {
             let Some(counts) = &entry.counts else { continue };
+            if !pylon_common::traffic::plausible(counts) {
+                inner.dropped = inner.dropped.saturating_add(1);
+                continue;
+            }
             if entry.api.len() > MAX_NAME || entry.stage.len() > MAX_NAME || entry.route_key.len() > MAX_NAME
             {
                 continue;
@@ -159,9 +166,9 @@ impl Traffic {
                         ..RouteTotal::default()
                     },
                     |mut total, m| {
-                        total.requests += m.requests;
-                        total.errors_4xx += m.errors_4xx;
-                        total.errors_5xx += m.errors_5xx;
+                        total.requests = total.requests.saturating_add(m.requests);
+                        total.errors_4xx = total.errors_4xx.saturating_add(m.errors_4xx);
+                        total.errors_5xx = total.errors_5xx.saturating_add(m.errors_5xx);
                         total.latency_ms_sum += m.latency_ms_sum;
                         total
                     },
@@ -262,10 +269,46 @@ mod tests {
             counts: Some(TrafficCounts {
                 requests,
                 errors_5xx,
-                latency_buckets: vec![requests; BUCKETS],
+                latency_buckets: {
+                    let mut buckets = vec![0; BUCKETS];
+                    buckets[3] = requests;
+                    buckets
+                },
                 ..Default::default()
             }),
         }
+    }
+
+    #[test]
+    fn counts_that_could_not_be_real_are_dropped_and_nothing_overflows() {
+        let traffic = Traffic::default();
+        let lie = |f: &dyn Fn(&mut TrafficCounts)| {
+            let mut entry = report("GET /", 5, 0);
+            if let Some(counts) = entry.counts.as_mut() {
+                f(counts);
+            }
+            entry
+        };
+        traffic.record(
+            &[
+                lie(&|c| c.requests = u64::MAX),
+                lie(&|c| c.errors_5xx = 6),
+                lie(&|c| c.latency_buckets = vec![u64::MAX; BUCKETS]),
+                lie(&|c| c.latency_ms_sum = f64::NAN),
+            ],
+            4_000_000,
+        );
+        assert_eq!(traffic.dropped(), 4);
+        assert!(traffic.stage("pets", "prod", 4_000_000).slots.is_empty());
+        // Many real reports add up without overflowing.
+        for _ in 0..3 {
+            traffic.record(
+                &[report("GET /", pylon_common::traffic::MAX_REPORTED, 0)],
+                4_000_001,
+            );
+        }
+        let seen = traffic.stage("pets", "prod", 4_000_001);
+        assert_eq!(seen.routes[0].requests, 3 * pylon_common::traffic::MAX_REPORTED);
     }
 
     #[test]

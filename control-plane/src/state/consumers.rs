@@ -2,7 +2,8 @@
 //! themselves (docs/portal.md). A consumer is made `PENDING`; an operator
 //! approves it; only an approved consumer makes keys, each for the usage
 //! plan a published stage offers, and only its own keys it rotates or
-//! revokes. A disabled consumer's keys are disabled with it.
+//! revokes. A disabled consumer's keys are disabled with it (approving it
+//! again enables none), and a disabled key cannot be rotated.
 
 use super::{Applied, Change, CommandError, State, fail, stage_key};
 use pylon_common::ErrorCode;
@@ -87,6 +88,7 @@ impl State {
     pub(super) fn set_consumer_status(
         &self,
         index: u64,
+        at: Option<Timestamp>,
         set: &SetConsumerStatus,
     ) -> Result<Change, CommandError> {
         let consumer = self.existing_consumer(&set.email)?;
@@ -99,6 +101,7 @@ impl State {
         Ok(Change::Consumer(ConsumerChange::Put(Box::new(Consumer {
             status: set.status,
             revision: index,
+            sessions_after: at.map_or(consumer.sessions_after, |t| t.seconds),
             ..consumer.clone()
         }))))
     }
@@ -145,6 +148,18 @@ impl State {
         let revoked = if issue.replaces.is_empty() {
             None
         } else if consumer.api_key_ids.contains(&issue.replaces) {
+            // A key an operator disabled stays disabled: rotating it would
+            // give the consumer an enabled one.
+            if self
+                .api_keys
+                .get(&ApiKeyId::from(issue.replaces.as_str()))
+                .is_some_and(|k| !k.enabled)
+            {
+                return fail(
+                    ErrorCode::FailedPrecondition,
+                    format!("key {} is disabled: it cannot be rotated", issue.replaces),
+                );
+            }
             Some(issue.replaces.clone())
         } else {
             return fail(
@@ -233,10 +248,11 @@ impl State {
     pub(super) fn commit_consumer(&mut self, index: u64, change: ConsumerChange) -> Applied {
         match change {
             ConsumerChange::Put(consumer) => {
-                // A disabled consumer's keys are disabled; approved, enabled.
+                // A disabled consumer's keys are disabled. Approval enables
+                // none: a key an operator disabled on its own stays so (an
+                // operator enables keys, or the consumer makes new ones).
                 let enabled = match Status::try_from(consumer.status) {
                     Ok(Status::Disabled) => Some(false),
-                    Ok(Status::Approved) => Some(true),
                     _ => None,
                 };
                 if let Some(enabled) = enabled {
@@ -279,5 +295,36 @@ impl State {
                 Applied::Deleted
             }
         }
+    }
+}
+
+/// Ended sessions a cluster remembers at once; beyond, an end is refused
+/// (the session then lasts until it expires).
+pub const MAX_ENDED_SESSIONS: usize = 100_000;
+
+impl State {
+    /// Whether the session `id` was ended by a logout.
+    pub fn session_ended(&self, id: &str) -> bool {
+        self.ended_sessions.contains_key(id)
+    }
+
+    pub(super) fn end_session(
+        &self,
+        at: Option<Timestamp>,
+        end: &pylon_proto::raft::v1::EndSession,
+    ) -> Result<Change, CommandError> {
+        if end.id.is_empty() || end.id.len() > 64 {
+            return fail(ErrorCode::InvalidArgument, "id: 1-64 characters");
+        }
+        let now = at.map_or(0, |t| t.seconds);
+        let live = self.ended_sessions.values().filter(|until| **until > now).count();
+        if live >= MAX_ENDED_SESSIONS {
+            return fail(ErrorCode::ResourceExhausted, "too many ended sessions remembered");
+        }
+        Ok(Change::EndSession {
+            id: end.id.clone(),
+            until: end.until,
+            now,
+        })
     }
 }

@@ -235,6 +235,7 @@ fn target(command: &Command) -> ResourceRef {
             issue.api_key.as_ref().map_or("", |k| k.id.as_str()),
         ),
         Some(Op::RevokeConsumerKey(revoke)) => reference(K::ApiKey, "", &revoke.api_key_id),
+        Some(Op::EndSession(_)) => reference(K::Unspecified, "", "session"),
         Some(Op::NoteUsageReset(note)) => reference(K::UsagePlan, "", &note.usage_plan),
         Some(Op::Batch(batch)) => reference(
             K::Unspecified,

@@ -103,6 +103,13 @@ enum Change {
     /// A restore: these resources replace the state's.
     Restore(Box<State>),
     Consumer(consumers::ConsumerChange),
+    /// A session ended until `until`; sessions whose end passed before
+    /// `now` are forgotten.
+    EndSession {
+        id: String,
+        until: i64,
+        now: i64,
+    },
 }
 
 type StageKey = (ApiName, StageName);
@@ -128,6 +135,9 @@ pub struct State {
     console_key: Vec<u8>,
     /// Portal consumers by email ([`consumers`]).
     consumers: BTreeMap<String, Arc<pylon_proto::raft::v1::Consumer>>,
+    /// Console and portal sessions ended by a logout, with when they would
+    /// have expired.
+    ended_sessions: BTreeMap<String, i64>,
     history: history::History,
 }
 
@@ -197,7 +207,7 @@ pub fn changes_served_config(command: &Command) -> bool {
         | Some(Op::FlushStageCache(_))
         | Some(Op::SetClusterId(_))
         | Some(Op::Restore(_)) => true,
-        Some(Op::SetConsoleKey(_)) | Some(Op::SignUpConsumer(_)) => false,
+        Some(Op::SetConsoleKey(_)) | Some(Op::SignUpConsumer(_)) | Some(Op::EndSession(_)) => false,
         // Keys change (made, revoked, enabled or disabled with their consumer).
         Some(Op::SetConsumerStatus(_)) | Some(Op::IssueConsumerKey(_)) | Some(Op::RevokeConsumerKey(_)) => {
             true
@@ -247,7 +257,10 @@ impl State {
             // enables or disables keys.
             let served = !matches!(
                 change,
-                Change::Nothing | Change::ConsoleKey(_) | Change::Consumer(consumers::ConsumerChange::Put(_))
+                Change::Nothing
+                    | Change::ConsoleKey(_)
+                    | Change::EndSession { .. }
+                    | Change::Consumer(consumers::ConsumerChange::Put(_))
             ) || matches!(&command.op, Some(Op::SetConsumerStatus(_)));
             if served {
                 self.config_version = index;
@@ -281,7 +294,8 @@ impl State {
             Some(Op::SetClusterId(set)) => self.set_cluster_id(set),
             Some(Op::SetConsoleKey(set)) => self.set_console_key(set),
             Some(Op::SignUpConsumer(sign_up)) => self.sign_up_consumer(index, at, sign_up),
-            Some(Op::SetConsumerStatus(set)) => self.set_consumer_status(index, set),
+            Some(Op::SetConsumerStatus(set)) => self.set_consumer_status(index, at, set),
+            Some(Op::EndSession(end)) => self.end_session(at, end),
             Some(Op::IssueConsumerKey(issue)) => self.issue_consumer_key(index, at, issue),
             Some(Op::RevokeConsumerKey(revoke)) => self.revoke_consumer_key(index, revoke),
             Some(Op::NoteUsageReset(_)) => Ok(Change::Nothing),
@@ -338,6 +352,7 @@ impl State {
             cluster_id: String::new(),
             console_key: Vec::new(),
             consumers: self.consumers.clone(),
+            ended_sessions: self.ended_sessions.clone(),
             history: history::History::default(),
         }
     }
@@ -428,6 +443,11 @@ impl State {
                 Applied::Noted
             }
             Change::Consumer(change) => self.commit_consumer(index, change),
+            Change::EndSession { id, until, now } => {
+                self.ended_sessions.retain(|_, end| *end > now);
+                self.ended_sessions.insert(id, until);
+                Applied::Noted
+            }
             Change::Nothing => Applied::Noted,
             Change::Batch { resources, applied } => {
                 self.replace_resources(*resources);
@@ -1059,6 +1079,7 @@ impl State {
             member_addresses: self.members.clone(),
             console_key: self.console_key.clone(),
             consumers: self.consumers.values().map(|c| c.as_ref().clone()).collect(),
+            ended_sessions: self.ended_sessions.clone().into_iter().collect(),
         }
     }
 
@@ -1103,6 +1124,7 @@ impl State {
                 .into_iter()
                 .map(|c| (c.email.clone(), Arc::new(c)))
                 .collect(),
+            ended_sessions: image.ended_sessions.into_iter().collect(),
             history: history::History::from_image(image.audit, image.remembered),
         }
     }
