@@ -442,7 +442,7 @@ pub async fn serve(
             let acceptor = config
                 .tls
                 .as_ref()
-                .map(|tls| crate::console::tls_acceptor(&tls.cert, &tls.key))
+                .map(|tls| crate::console::tls_acceptor(&tls.cert, &tls.key, tls.client_ca.as_deref()))
                 .transpose()
                 .map_err(ServeError::Tls)?;
             let console = std::sync::Arc::new(crate::console::Console::new(
@@ -450,6 +450,7 @@ pub async fn serve(
                 credentials.clone(),
                 acceptor.is_some(),
                 listen.address.ip().is_loopback(),
+                trust_domain.map(str::to_owned),
             ));
             tracing::info!(
                 address = %listener.local_addr().map_or(listen.address, |a| a),
@@ -471,7 +472,7 @@ pub async fn serve(
             let acceptor = config
                 .tls
                 .as_ref()
-                .map(|tls| crate::console::tls_acceptor(&tls.cert, &tls.key))
+                .map(|tls| crate::console::tls_acceptor(&tls.cert, &tls.key, None))
                 .transpose()
                 .map_err(ServeError::Tls)?;
             let portal = std::sync::Arc::new(crate::portal::Portal::new(

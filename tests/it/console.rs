@@ -224,3 +224,121 @@ async fn an_operator_releases_from_the_console_and_a_reader_cannot() {
         "the reader wrote nothing"
     );
 }
+
+/// `curl` against the console over HTTPS with `identity` (certificate,
+/// key) when given: the status and the body. `jar` keeps cookies.
+fn curl(
+    url: &str,
+    ca: &std::path::Path,
+    identity: Option<&(std::path::PathBuf, std::path::PathBuf)>,
+    jar: &std::path::Path,
+    form: Option<&[(&str, &str)]>,
+) -> (String, String) {
+    let mut command = Command::new("curl");
+    command
+        .args(["-s", "-w", "\n%{http_code}", "--cacert"])
+        .arg(ca)
+        .arg("-b")
+        .arg(jar)
+        .arg("-c")
+        .arg(jar);
+    if let Some((cert, key)) = identity {
+        command.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    for (name, value) in form.unwrap_or_default() {
+        command.arg("--data-urlencode").arg(format!("{name}={value}"));
+    }
+    let output = command.arg(url).output().expect("curl");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or((&text, ""));
+    (status.to_owned(), body.to_owned())
+}
+
+#[tokio::test]
+async fn with_mutual_tls_a_client_certificate_logs_in_with_its_role_and_nothing_else_does() {
+    let _serial = serial().await;
+    let cluster = Cluster::start_with_mtls_consoles(1).await;
+    let ca = cluster.ca_certificate().expect("ca");
+    let console = format!(
+        "https://127.0.0.1:{}",
+        cluster.nodes[0].console_port.expect("console")
+    );
+    let operator = cluster.issue("alice", "spiffe://pylon/operator/alice");
+    let reader = cluster.issue("bob", "spiffe://pylon/reader/bob");
+    let data_plane = cluster.issue("dp", "spiffe://pylon/data-plane/dp");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jar = |name: &str| dir.path().join(name);
+
+    // No certificate, or a data plane's: sent to log in, and no "Enter":
+    // a node with mutual TLS and no token is not an open node.
+    let (status, _) = curl(&format!("{console}/apis"), &ca, None, &jar("none"), None);
+    assert_eq!(status, "303");
+    let (_, login) = curl(&format!("{console}/login"), &ca, None, &jar("none"), None);
+    assert!(
+        login.contains("id=\"token\"") && !login.contains("Enter"),
+        "{login}"
+    );
+    let (status, _) = curl(
+        &format!("{console}/apis"),
+        &ca,
+        Some(&data_plane),
+        &jar("dp"),
+        None,
+    );
+    assert_eq!(status, "303");
+
+    // The operator's certificate logs in by itself and writes as itself.
+    let (status, page) = curl(
+        &format!("{console}/apis/new"),
+        &ca,
+        Some(&operator),
+        &jar("alice"),
+        None,
+    );
+    assert_eq!(status, "200");
+    assert!(page.contains("operator&#x2f;alice (operator)"), "{page}");
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("csrf")
+        .to_owned();
+    let definition = "api:\n  name: certified\n  routes:\n    - method: GET\n      path: /x\n      integration: {type: MOCK, mock: {statusCode: 200, body: x}}\n";
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("revision", "0"),
+        ("definition", definition),
+    ];
+    let (status, _) = curl(
+        &format!("{console}/apis/new"),
+        &ca,
+        Some(&operator),
+        &jar("alice"),
+        Some(&form),
+    );
+    assert_eq!(status, "303");
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    let audit = admin
+        .list_audit_records(ListAuditRecordsRequest::default())
+        .await
+        .expect("audit")
+        .into_inner()
+        .records;
+    assert!(audit.iter().any(|r| {
+        r.method == "CreateApi"
+            && r.actor
+                .as_ref()
+                .is_some_and(|a| a.name == "spiffe://pylon/operator/alice")
+    }));
+
+    // The operator's session cookie on a connection showing the reader's
+    // certificate is worth nothing; the reader gets its own, read-only.
+    let stolen = std::fs::read_to_string(jar("alice")).expect("jar");
+    std::fs::write(jar("bob"), stolen).expect("jar");
+    let (status, page) = curl(&format!("{console}/apis"), &ca, Some(&reader), &jar("bob"), None);
+    assert_eq!(status, "303", "{page}");
+    std::fs::remove_file(jar("bob")).expect("jar");
+    let (status, page) = curl(&format!("{console}/apis"), &ca, Some(&reader), &jar("bob"), None);
+    assert_eq!(status, "200");
+    assert!(page.contains("reader&#x2f;bob (reader)") && !page.contains("id=\"new-api\""));
+}

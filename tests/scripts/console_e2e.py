@@ -49,6 +49,14 @@ def check(condition, text):
         fail(text)
 
 
+def submit(element):
+    """Clicks `element` and waits until the page it was on has gone (a
+    check right after a click could otherwise read the old page)."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    wait.until(EC.staleness_of(page))
+
+
 def text_of(element_id):
     return driver.find_element(By.ID, element_id).text
 
@@ -62,7 +70,7 @@ def login(token):
     field = driver.find_element(By.ID, "token")
     field.clear()
     field.send_keys(token)
-    driver.find_element(By.ID, "login").click()
+    submit(driver.find_element(By.ID, "login"))
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -101,7 +109,7 @@ try:
     check("alice (operator)" in text_of("user"), "the header names the operator")
 
     step("an API from YAML with a field error shows the error at its field")
-    driver.find_element(By.ID, "new-api").click()
+    submit(driver.find_element(By.ID, "new-api"))
     definition = driver.find_element(By.ID, "definition")
     bad = (
         "api:\n  name: shop\n"
@@ -111,7 +119,7 @@ try:
     )
     definition.clear()
     definition.send_keys(bad)
-    driver.find_element(By.ID, "save").click()
+    submit(driver.find_element(By.ID, "save"))
     errors = wait.until(EC.presence_of_element_located((By.ID, "errors")))
     fields = [e.get_attribute("data-field") for e in errors.find_elements(By.CSS_SELECTOR, ".field-error")]
     check("routes[0].path" in fields, f"the error names routes[0].path (got {fields})")
@@ -121,23 +129,23 @@ try:
     definition = driver.find_element(By.ID, "definition")
     definition.clear()
     definition.send_keys(bad.replace("path: no-slash", "path: /items"))
-    driver.find_element(By.ID, "save").click()
+    submit(driver.find_element(By.ID, "save"))
     wait.until(EC.presence_of_element_located((By.ID, "routes")))
     check("<script>window.__xss=2</script>" in text_of("description"), "the description is shown as text")
     check(driver.execute_script("return window.__xss === undefined"), "no script of the description ran")
 
     step("deploy v1 to prod, then v2 to staging")
     driver.find_element(By.ID, "deploy-stage").send_keys("prod")
-    driver.find_element(By.ID, "deploy").click()
+    submit(driver.find_element(By.ID, "deploy"))
     first = wait.until(EC.presence_of_element_located((By.ID, "current"))).text
     driver.get(f"{console}/apis/shop/edit")
     definition = driver.find_element(By.ID, "definition")
     yaml = definition.get_attribute("value").replace("body: v1", "body: v2")
     definition.clear()
     definition.send_keys(yaml)
-    driver.find_element(By.ID, "save").click()
+    submit(driver.find_element(By.ID, "save"))
     wait.until(EC.presence_of_element_located((By.ID, "deploy-stage"))).send_keys("staging")
-    driver.find_element(By.ID, "deploy").click()
+    submit(driver.find_element(By.ID, "deploy"))
     second = wait.until(EC.presence_of_element_located((By.ID, "current"))).text
     check(first != second, "the second deployment is a new one")
 
@@ -147,23 +155,23 @@ try:
     percent = driver.find_element(By.ID, "percent")
     percent.clear()
     percent.send_keys("25")
-    driver.find_element(By.ID, "set-canary").click()
+    submit(driver.find_element(By.ID, "set-canary"))
     shown = wait.until(EC.presence_of_element_located((By.ID, "canary-percent"))).text
     check(float(shown) == 25, f"the canary takes 25 % (shown: {shown})")
     shot("stage-canary")
-    driver.find_element(By.ID, "promote").click()
+    submit(driver.find_element(By.ID, "promote"))
     check(wait.until(EC.presence_of_element_located((By.ID, "current"))).text == second, "prod serves v2 after the promotion")
     # As on AWS, promoting keeps the canary settings with no traffic.
     check(float(text_of("canary-percent")) == 0, "the promotion takes the canary's traffic to 0 %")
 
     step("roll back to v1, seeing the diff first")
-    driver.find_element(By.ID, f"rollback-{first}").click()
+    submit(driver.find_element(By.ID, f"rollback-{first}"))
     diff = wait.until(EC.presence_of_element_located((By.ID, "diff")))
     removed = [e.text for e in diff.find_elements(By.CSS_SELECTOR, ".del")]
     added = [e.text for e in diff.find_elements(By.CSS_SELECTOR, ".add")]
     check(any("v2" in line for line in removed) and any("v1" in line for line in added), f"the diff shows v2 going and v1 coming ({removed} / {added})")
     shot("rollback-diff")
-    driver.find_element(By.ID, "confirm-rollback").click()
+    submit(driver.find_element(By.ID, "confirm-rollback"))
     check(wait.until(EC.presence_of_element_located((By.ID, "current"))).text == first, "prod serves v1 again")
 
     step("the NACKing data plane's error is on the data planes page")
@@ -201,7 +209,7 @@ try:
 
     step("after logout the old session cookie opens nothing, on any node")
     before = driver.get_cookies()
-    driver.find_element(By.CSS_SELECTOR, "form.who button").click()
+    submit(driver.find_element(By.CSS_SELECTOR, "form.who button"))
     wait.until(EC.presence_of_element_located((By.ID, "token")))
     csrf_gone = before  # the cookies of the ended session
     status, _ = post(f"{other_console}/apis/shop/deploy", {"stage": "prod"}, csrf_gone)

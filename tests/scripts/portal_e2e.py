@@ -52,6 +52,14 @@ def check(condition, text):
         fail(text)
 
 
+def submit(element):
+    """Clicks `element` and waits until the page it was on has gone (a
+    check right after a click could otherwise read the old page)."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    wait.until(EC.staleness_of(page))
+
+
 def text_of(element_id):
     return driver.find_element(By.ID, element_id).text
 
@@ -101,7 +109,7 @@ def sign_up(email, password):
     driver.get(f"{portal}/signup")
     driver.find_element(By.ID, "email").send_keys(email)
     driver.find_element(By.ID, "password").send_keys(password)
-    driver.find_element(By.ID, "submit").click()
+    submit(driver.find_element(By.ID, "submit"))
     check("waits for an operator" in wait.until(EC.presence_of_element_located((By.ID, "message"))).text, f"{email} waits for approval")
 
 
@@ -109,17 +117,17 @@ def log_in(email, password):
     driver.get(f"{portal}/login")
     driver.find_element(By.ID, "email").send_keys(email)
     driver.find_element(By.ID, "password").send_keys(password)
-    driver.find_element(By.ID, "submit").click()
+    submit(driver.find_element(By.ID, "submit"))
 
 
 def approve(email):
     driver.get(f"{console}/login")
-    driver.find_element(By.ID, "login").click()
+    submit(driver.find_element(By.ID, "login"))
     driver.get(f"{console}/consumers")
     rows = driver.find_elements(By.CSS_SELECTOR, "#consumers tbody tr")
     row = [r for r in rows if email in r.text]
     check(row and "PENDING" in row[0].text, f"the console lists {email} as pending")
-    row[0].find_element(By.XPATH, ".//button[text()='Approve']").click()
+    submit(row[0].find_element(By.XPATH, ".//button[text()='Approve']"))
     wait.until(EC.presence_of_element_located((By.ID, "consumers")))
     check(any(email in r.text and "APPROVED" in r.text for r in driver.find_elements(By.CSS_SELECTOR, "#consumers tbody tr")), f"{email} is approved")
 
@@ -141,7 +149,7 @@ try:
     driver.get(f"{portal}/signup")
     driver.find_element(By.ID, "email").send_keys("x/../victim@example.com")
     driver.find_element(By.ID, "password").send_keys("a long enough password")
-    driver.find_element(By.ID, "submit").click()
+    submit(driver.find_element(By.ID, "submit"))
     check("email" in wait.until(EC.presence_of_element_located((By.ID, "error"))).text, "refused naming the email")
 
     step("a developer signs up and cannot log in before approval")
@@ -157,7 +165,7 @@ try:
     step("the developer logs in, makes a key, sees its value once")
     log_in("dev@example.com", "correct horse battery staple")
     wait.until(EC.presence_of_element_located((By.ID, "keys")))
-    driver.find_element(By.ID, "create-key").click()
+    submit(driver.find_element(By.ID, "create-key"))
     key = wait.until(EC.presence_of_element_located((By.ID, "key-value"))).text.strip()
     check(len(key) >= 20, "the key's value is shown")
     driver.save_screenshot(os.path.join(shots, "portal-key.png"))
@@ -212,12 +220,12 @@ try:
     step("the developer rotates the key (the old one stops) and revokes the new one")
     driver.delete_all_cookies()
     log_in("dev@example.com", "correct horse battery staple")
-    wait.until(EC.presence_of_element_located((By.ID, f"rotate-{key_id}"))).click()
+    submit(wait.until(EC.presence_of_element_located((By.ID, f"rotate-{key_id}"))))
     new_key = wait.until(EC.presence_of_element_located((By.ID, "key-value"))).text.strip()
     check(new_key != key, "a new value")
     eventually("the rotated key works and the old one is refused", lambda: call(new_key) == 200 and call(key) == 403)
     new_id = driver.find_element(By.CSS_SELECTOR, "#keys td span.muted").text
-    driver.find_element(By.ID, f"revoke-{new_id}").click()
+    submit(driver.find_element(By.ID, f"revoke-{new_id}"))
     wait.until(EC.presence_of_element_located((By.ID, "keys")))
     check("No keys yet" in text_of("keys"), "no key left")
     eventually("the revoked key is refused", lambda: call(new_key) == 403)

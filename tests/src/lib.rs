@@ -315,6 +315,12 @@ impl Cluster {
         Cluster::launch_as(size, &[&flag], Some(operator_token), false, false, false).await
     }
 
+    /// [`Cluster::start_with_mtls`] with the operator console on every
+    /// node (HTTPS, client certificates log in).
+    pub async fn start_with_mtls_consoles(size: u64) -> Cluster {
+        Cluster::launch_with(size, &[], None, false, true, true, true).await
+    }
+
     /// [`Cluster::start_with_credentials`] with the operator console on
     /// every node (`ControlPlaneNode::console_port`).
     pub async fn start_with_consoles(size: u64, credentials_file: &Path, operator_token: &str) -> Cluster {

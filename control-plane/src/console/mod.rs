@@ -65,10 +65,19 @@ pub struct Console {
     /// page elsewhere cannot rebind a name to 127.0.0.1 and read this one).
     loopback: bool,
     logins: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    /// With mutual TLS: client certificates name operators and readers in
+    /// this SPIFFE trust domain.
+    trust_domain: Option<String>,
 }
 
 impl Console {
-    pub fn new(admin: Arc<AdminApi>, credentials: SharedCredentials, tls: bool, loopback: bool) -> Console {
+    pub fn new(
+        admin: Arc<AdminApi>,
+        credentials: SharedCredentials,
+        tls: bool,
+        loopback: bool,
+        trust_domain: Option<String>,
+    ) -> Console {
         Console {
             admin,
             credentials,
@@ -76,7 +85,14 @@ impl Console {
             tls,
             loopback,
             logins: Mutex::new(HashMap::new()),
+            trust_domain,
         }
+    }
+
+    /// Whether the node checks no caller at all (no credentials, no mutual
+    /// TLS: a loopback development node), so anyone may enter.
+    fn open(&self) -> bool {
+        self.credentials.load().is_empty() && self.trust_domain.is_none()
     }
 
     /// Takes one login attempt from `ip`'s bucket; false when it is empty.
@@ -106,15 +122,23 @@ impl Console {
 /// The Content Security Policy of every console answer.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// The authority a request names: its `Host` header (HTTP/1.1), else the
+/// `:authority` HTTP/2 carries in the URI.
+fn host_of(request: &Request) -> &str {
+    request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
 /// Whether a request's `Host` is a loopback name (`127.0.0.1`,
 /// `localhost`, `[::1]`, with any port): what a server listening on
 /// loopback answers, so a page elsewhere cannot rebind a name of its own
 /// to 127.0.0.1 and read it.
-pub fn loopback_host(headers: &axum::http::HeaderMap) -> bool {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
+pub fn loopback_host(request: &Request) -> bool {
+    let host = host_of(request);
     let name = host.rsplit_once(':').map_or(host, |(name, port)| {
         if port.bytes().all(|b| b.is_ascii_digit()) {
             name
@@ -170,11 +194,7 @@ pub fn cross_site(request: &Request, tls: bool) -> bool {
     else {
         return false;
     };
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
+    let host = host_of(request);
     let scheme = if tls { "https" } else { "http" };
     origin != format!("{scheme}://{host}")
 }
@@ -182,7 +202,7 @@ pub fn cross_site(request: &Request, tls: bool) -> bool {
 /// The first phase of every request: the Host check on loopback, the
 /// cross-site check, then the security headers on whatever answers.
 pub async fn guarded(loopback: bool, tls: bool, csp: &str, request: Request, next: Next) -> Response {
-    let mut response = if loopback && !loopback_host(request.headers()) {
+    let mut response = if loopback && !loopback_host(&request) {
         (
             StatusCode::MISDIRECTED_REQUEST,
             "this server answers loopback names only",
@@ -255,10 +275,14 @@ pub async fn serve_router(
         let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let service =
+            // The service for a connection that showed `certificate`: each
+            // request is handled with it as CLIENT_CERTIFICATE (scoped on the
+            // request's own future, which HTTP/2 runs as a task of its own).
+            let service_for = |certificate: Option<Arc<Vec<u8>>>| {
                 hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
                     request.extensions_mut().insert(Peer(peer));
-                    let answer = router.clone().oneshot(request);
+                    let answer =
+                        CLIENT_CERTIFICATE.scope(certificate.clone(), router.clone().oneshot(request));
                     async move {
                         // A request, its body included, gets REQUEST_TIMEOUT.
                         match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
@@ -268,7 +292,8 @@ pub async fn serve_router(
                             ),
                         }
                     }
-                });
+                })
+            };
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -286,11 +311,25 @@ pub async fn serve_router(
                 match tls {
                     Some(acceptor) => {
                         match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
-                            Ok(Ok(stream)) => builder.serve_connection(TokioIo::new(stream), service).await,
+                            Ok(Ok(stream)) => {
+                                let certificate = stream
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|chain| chain.first())
+                                    .map(|der| Arc::new(der.as_ref().to_vec()));
+                                builder
+                                    .serve_connection(TokioIo::new(stream), service_for(certificate))
+                                    .await
+                            }
                             _ => Ok(()),
                         }
                     }
-                    None => builder.serve_connection(TokioIo::new(stream), service).await,
+                    None => {
+                        builder
+                            .serve_connection(TokioIo::new(stream), service_for(None))
+                            .await
+                    }
                 }
             })
             .await;
@@ -301,13 +340,16 @@ pub async fn serve_router(
     }
 }
 
-/// A TLS acceptor from PEM files (the node's `--tls-cert`/`--tls-key`).
+/// A TLS acceptor from PEM files (the node's `--tls-cert`/`--tls-key`);
+/// with `client_ca` (the node's `--tls-client-ca`), browsers may show a
+/// client certificate chaining to it (optional: tokens still log in).
 ///
 /// # Errors
 /// A file that cannot be read or holds no certificate or key.
 pub fn tls_acceptor(
     cert: &std::path::Path,
     key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
 ) -> Result<tokio_rustls::TlsAcceptor, String> {
     use rustls_pki_types::pem::PemObject as _;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -318,13 +360,34 @@ pub fn tls_acceptor(
         return Err(format!("{}: no certificate", cert.display()));
     }
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    let mut config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))? {
+                roots
+                    .add(ca.map_err(|e| format!("{}: {e}", path.display()))?)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| e.to_string())?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+tokio::task_local! {
+    /// The client certificate (DER) of the connection a request came on,
+    /// while the request is handled.
+    pub static CLIENT_CERTIFICATE: Option<Arc<Vec<u8>>>;
 }

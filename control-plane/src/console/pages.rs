@@ -16,6 +16,7 @@ use minijinja::{Value, context};
 use pylon_proto::admin::v1::admin_service_server::AdminService;
 use pylon_proto::admin::v1::*;
 use pylon_proto::config::v1::{self as config, CanarySettings, resource::Kind};
+use sha2::Digest as _;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -177,14 +178,37 @@ impl Page {
             }
         };
         let to_login = || Redirect::to("/login").into_response();
-        let Some(session) = presented_cookie(headers, cookie_name(console))
+        // With mutual TLS, the connection's client certificate (when it
+        // names an operator or reader in the trust domain) logs in by itself.
+        let certificate = super::CLIENT_CERTIFICATE.try_with(Clone::clone).ok().flatten();
+        let certified = certificate.as_ref().and_then(|der| {
+            let domain = console.trust_domain.as_deref()?;
+            let caller = crate::access::certificate_caller(der, domain).ok()?;
+            let digest: [u8; 32] = sha2::Sha256::digest(der.as_slice()).into();
+            (caller.has(Role::Operator) || caller.has(Role::Reader)).then_some((caller, digest))
+        });
+        let session = presented_cookie(headers, cookie_name(console))
             .and_then(|value| session::open(&key, value))
-            .filter(|session| !console.admin.session_ended(&session.csrf))
-        else {
+            .filter(|session| !console.admin.session_ended(&session.csrf));
+        let Some(session) = session.or_else(|| {
+            certified
+                .as_ref()
+                .map(|(caller, digest)| Session::new(&caller.name, digest))
+        }) else {
             return Err(to_login());
         };
         let credentials = console.credentials.load();
-        let caller = if credentials.is_empty() {
+        let caller = if session.name.starts_with("spiffe://") {
+            // A certificate's session holds on the connection showing it.
+            match &certified {
+                Some((caller, digest))
+                    if session.name == *caller.name && session.token_digest == hex::encode(digest) =>
+                {
+                    Some(caller.clone())
+                }
+                _ => return Err(to_login()),
+            }
+        } else if console.open() {
             if session.name != "anonymous" {
                 return Err(to_login());
             }
@@ -354,7 +378,7 @@ fn everything() -> Option<pylon_proto::admin::v1::Page> {
 // ---- login ----
 
 async fn login_page(State(console): Shared) -> Response {
-    let open = console.credentials.load().is_empty();
+    let open = console.open();
     render_login(&console, StatusCode::OK, open, None)
 }
 
@@ -369,7 +393,7 @@ fn render_login(console: &Console, status: StatusCode, open: bool, error: Option
 
 async fn login(State(console): Shared, request: axum::extract::Request) -> Response {
     let peer = request.extensions().get::<Peer>().map(|p| p.0.ip());
-    let open = console.credentials.load().is_empty();
+    let open = console.open();
     if let Some(ip) = peer
         && !console.login_allowed(ip)
     {
