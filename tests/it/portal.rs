@@ -33,7 +33,16 @@ async fn a_developer_signs_up_gets_a_key_and_calls_the_api_and_others_cannot_tou
         format!("--console-listen=127.0.0.1:{console}"),
         format!("--portal-listen=127.0.0.1:{portal}"),
     ];
-    let mut dev = Some(spawn_pylon("dev", &args, &dir.path().join("dev.log"), "info").expect("pylon dev"));
+    // Stopped when the test ends, however it ends.
+    struct Stop(Option<std::process::Child>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            pylon_tests::kill(&mut self.0);
+        }
+    }
+    let _dev = Stop(Some(
+        spawn_pylon("dev", &args, &dir.path().join("dev.log"), "info").expect("pylon dev"),
+    ));
     let endpoint = format!("http://127.0.0.1:{admin_port}");
     let mut admin = eventually("the admin API answers", Duration::from_secs(20), || async {
         pylon_tests::connect(&endpoint).await.ok()
@@ -162,5 +171,4 @@ async fn a_developer_signs_up_gets_a_key_and_calls_the_api_and_others_cannot_tou
         .consumers;
     assert_eq!(consumers.len(), 2);
     assert!(consumers.iter().all(|c| c.password_hash.is_empty()));
-    pylon_tests::kill(&mut dev);
 }
