@@ -312,7 +312,7 @@ pub(super) async fn backup(admin: &mut Admin, file: &std::path::Path) -> anyhow:
 /// What a backup holds, for people.
 fn describe(backup: &Backup, bytes: usize, to: &str) -> String {
     format!(
-        "backup of cluster {} at config version {}: {} APIs, {} deployments, {} stages, {} API keys, {} usage plans, {} domain names ({bytes} bytes) -> {to}",
+        "backup of cluster {} at config version {}: {} APIs, {} deployments, {} stages, {} API keys, {} usage plans, {} domain names, {} portal consumers ({bytes} bytes) -> {to}",
         if backup.cluster_id.is_empty() {
             "(unnamed)"
         } else {
@@ -325,6 +325,7 @@ fn describe(backup: &Backup, bytes: usize, to: &str) -> String {
         backup.api_keys.len(),
         backup.usage_plans.len(),
         backup.domain_names.len(),
+        backup.consumers.len(),
     )
 }
 
@@ -365,13 +366,14 @@ pub(super) async fn restore(admin: &mut Admin, file: &std::path::Path, replace: 
         .map_err(explain)?
         .into_inner();
     println!(
-        "restored {} APIs, {} deployments, {} stages, {} API keys, {} usage plans, {} domain names at config version {}",
+        "restored {} APIs, {} deployments, {} stages, {} API keys, {} usage plans, {} domain names, {} portal consumers at config version {}",
         restored.apis,
         restored.deployments,
         restored.stages,
         restored.api_keys,
         restored.usage_plans,
         restored.domain_names,
+        restored.consumers,
         restored.config_version
     );
     Ok(())

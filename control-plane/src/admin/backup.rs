@@ -49,6 +49,7 @@ impl AdminApi {
                 api_keys: resources.api_keys,
                 usage_plans: resources.usage_plans,
                 domain_names: resources.domain_names,
+                consumers: resources.consumers,
             };
             // A backup no restore could take is no backup.
             let size = backup.encoded_len();
@@ -92,6 +93,7 @@ impl AdminApi {
             api_keys: restore.api_keys.len() as u32,
             usage_plans: restore.usage_plans.len() as u32,
             domain_names: restore.domain_names.len() as u32,
+            consumers: restore.consumers.len() as u32,
         };
         let written = self
             .write(&origin, Op::Restore(restore))
@@ -106,6 +108,7 @@ impl AdminApi {
                     "api_keys[",
                     "usage_plans[",
                     "domain_names[",
+                    "consumers[",
                 ];
                 if item.iter().any(|p| status.message().starts_with(p)) {
                     Status::new(status.code(), format!("backup.{}", status.message()))
@@ -242,6 +245,38 @@ impl AdminApi {
                 Ok(domain) => restore.domain_names.push(domain.into_proto()),
                 Err(e) => named(&mut errors, &format!("domain_names[{i}]"), e),
             }
+        }
+        for (i, consumer) in backup.consumers.into_iter().enumerate() {
+            let field = format!("backup.consumers[{i}]");
+            if super::consumers::normalize_email(&consumer.email).ok().as_deref()
+                != Some(consumer.email.as_str())
+            {
+                errors.push(format!("{field}.email: must be a lower-case email address"));
+            }
+            if !consumer.password_hash.starts_with("$argon2id$") || consumer.password_hash.len() > 512 {
+                errors.push(format!("{field}.password_hash: must be an Argon2id PHC string"));
+            }
+            if pylon_proto::raft::v1::consumer::Status::try_from(consumer.status).is_err() {
+                errors.push(format!("{field}.status: PENDING, APPROVED or DISABLED"));
+            }
+            if consumer.api_key_ids.len() > crate::state::MAX_KEYS_PER_CONSUMER {
+                errors.push(format!(
+                    "{field}.api_key_ids: at most {} keys",
+                    crate::state::MAX_KEYS_PER_CONSUMER
+                ));
+            }
+            if consumer.created_at.is_some_and(|at| {
+                !(0..=MAX_SECONDS).contains(&at.seconds) || !(0..1_000_000_000).contains(&at.nanos)
+            }) {
+                errors.push(format!("{field}.created_at: must be a time from 1970 to 9999"));
+            }
+            restore.consumers.push(consumer);
+        }
+        if restore.consumers.len() > crate::state::MAX_CONSUMERS {
+            errors.push(format!(
+                "backup.consumers: at most {}",
+                crate::state::MAX_CONSUMERS
+            ));
         }
         if errors.is_empty() {
             Ok(restore)

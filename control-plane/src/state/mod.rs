@@ -454,6 +454,7 @@ impl State {
                 Applied::Batch(applied)
             }
             Change::Restore(resources) => {
+                self.consumers = resources.consumers.clone();
                 self.replace_resources(*resources);
                 Applied::Restored {
                     config_version: index,

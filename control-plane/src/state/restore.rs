@@ -28,6 +28,7 @@ impl State {
             api_keys: self.api_keys.values().map(|r| r.as_ref().clone()).collect(),
             usage_plans: self.usage_plans.values().map(|r| r.as_ref().clone()).collect(),
             domain_names: self.domain_names.values().map(|r| r.as_ref().clone()).collect(),
+            consumers: self.consumers.values().map(|c| c.as_ref().clone()).collect(),
         }
     }
 
@@ -180,6 +181,36 @@ impl State {
                 stored.created_at = domain.created_at.or(stored.created_at);
             }
             scratch.commit(index, change);
+        }
+        // Consumers, each owning only keys the backup holds.
+        for (i, consumer) in restore.consumers.iter().enumerate() {
+            if consumer.email.is_empty() || consumer.password_hash.is_empty() {
+                return fail(
+                    ErrorCode::InvalidArgument,
+                    format!("consumers[{i}]: email and password hash required"),
+                );
+            }
+            if scratch.consumers.contains_key(&consumer.email) {
+                return fail(
+                    ErrorCode::AlreadyExists,
+                    format!("consumers[{i}]: consumer {} appears twice", consumer.email),
+                );
+            }
+            if let Some(id) = consumer.api_key_ids.iter().find(|id| {
+                !scratch
+                    .api_keys
+                    .contains_key(&pylon_common::ids::ApiKeyId::from(id.as_str()))
+            }) {
+                return fail(
+                    ErrorCode::FailedPrecondition,
+                    format!("consumers[{i}]: API key {id} is not in the backup"),
+                );
+            }
+            let mut consumer = consumer.clone();
+            consumer.revision = index;
+            scratch
+                .consumers
+                .insert(consumer.email.clone(), Arc::new(consumer));
         }
         Ok(Change::Restore(Box::new(scratch)))
     }

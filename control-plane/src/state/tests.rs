@@ -1000,3 +1000,40 @@ proptest! {
         prop_assert_eq!(again, original);
     }
 }
+
+#[test]
+fn a_restore_brings_back_portal_consumers_owning_only_keys_it_holds() {
+    let mut source = populated();
+    let consumer = pylon_proto::raft::v1::Consumer {
+        email: "dev@example.com".into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        status: pylon_proto::raft::v1::consumer::Status::Approved as i32,
+        api_key_ids: vec!["k1".into()],
+        ..Default::default()
+    };
+    source
+        .consumers
+        .insert(consumer.email.clone(), Arc::new(consumer));
+    let mut target = State::default();
+    target
+        .apply(1, &restore(source.to_restore(), false))
+        .expect("restored");
+    assert_eq!(
+        target.consumer("dev@example.com").map(|c| c.api_key_ids.clone()),
+        Some(vec!["k1".to_owned()])
+    );
+    let mut dangling = source.to_restore();
+    dangling.api_keys.clear();
+    dangling
+        .usage_plans
+        .iter_mut()
+        .for_each(|p| p.api_key_ids.clear());
+    let refused = State::default()
+        .apply(1, &restore(dangling, false))
+        .expect_err("a consumer naming a key the backup lacks");
+    assert!(
+        refused.message.starts_with("consumers[0]:"),
+        "{}",
+        refused.message
+    );
+}
