@@ -11,20 +11,9 @@ use pylon_proto::admin::v1::*;
 use pylon_tests::{Cluster, serial};
 use std::process::Command;
 
-/// Debian's Python, which has python3-selenium (scripts/bootstrap).
-fn debian_python() -> Option<&'static str> {
-    let ok = Command::new("/usr/bin/python3")
-        .args(["-c", "import selenium"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    (ok && std::path::Path::new("/usr/bin/chromedriver").exists()).then_some("/usr/bin/python3")
-}
-
 #[tokio::test]
 async fn an_operator_releases_from_the_console_and_a_reader_cannot() {
-    let Some(python) = debian_python() else {
-        panic!("chromium, chromium-driver and python3-selenium are missing: run scripts/bootstrap");
-    };
+    crate::support::require_browser();
     let _serial = serial().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let token = |name: &str, value: &str| {
@@ -141,13 +130,7 @@ async fn an_operator_releases_from_the_console_and_a_reader_cannot() {
     assert_eq!(missing.code(), tonic::Code::NotFound);
     drop(other.clone());
 
-    let screenshots = pylon_tests::repo_root()
-        .join("target")
-        .join("console-screenshots");
-    let screenshots = std::env::var_os("CARGO_TARGET_DIR")
-        .map(|t| std::path::PathBuf::from(t).join("console-screenshots"))
-        .unwrap_or(screenshots);
-    let _ = std::fs::remove_dir_all(&screenshots);
+    let screenshots = crate::support::screenshots("console-screenshots");
     let config = serde_json::json!({
         "consoles": consoles,
         "operator_token": "console-operator-token",
@@ -155,22 +138,8 @@ async fn an_operator_releases_from_the_console_and_a_reader_cannot() {
         "nacking_node": "dp-pinned",
         "screenshots": screenshots,
     });
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(pylon_tests::repo_root().join("tests/scripts/console_e2e.py"))
-            .arg(config.to_string())
-            .output()
-            .expect("console_e2e.py")
-    })
-    .await
-    .expect("browser");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "{said}");
-    assert!(said.ends_with("ok\n"), "{said}");
+    let (passed, said) = crate::support::run_browser_script("console_e2e.py", config).await;
+    assert!(passed, "{said}");
 
     // What the browser did is what the admin API holds, and the audit log
     // names the operator for every write.

@@ -8,19 +8,11 @@
 use pylon_proto::admin::v1::*;
 use pylon_proto::config::v1::{Api, ApiStageRef, Publication, Quota, UsagePlan, quota};
 use pylon_tests::{eventually, free_port, serial, spawn_pylon};
-use std::process::Command;
 use std::time::Duration;
 
 #[tokio::test]
 async fn a_developer_signs_up_gets_a_key_and_calls_the_api_and_others_cannot_touch_it() {
-    let python = Command::new("/usr/bin/python3")
-        .args(["-c", "import selenium"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        python && std::path::Path::new("/usr/bin/chromedriver").exists(),
-        "chromium, chromium-driver and python3-selenium are missing: run scripts/bootstrap"
-    );
+    crate::support::require_browser();
     let _serial = serial().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (listen, admin_port, raft, console, portal) =
@@ -107,11 +99,7 @@ async fn a_developer_signs_up_gets_a_key_and_calls_the_api_and_others_cannot_tou
     .await
     .expect("publish");
 
-    let screenshots = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| pylon_tests::repo_root().join("target"))
-        .join("portal-screenshots");
-    let _ = std::fs::remove_dir_all(&screenshots);
+    let screenshots = crate::support::screenshots("portal-screenshots");
     let config = serde_json::json!({
         "portal": portal_origin,
         "console": format!("http://127.0.0.1:{console}"),
@@ -119,27 +107,13 @@ async fn a_developer_signs_up_gets_a_key_and_calls_the_api_and_others_cannot_tou
         "host": "weather.localhost",
         "screenshots": screenshots,
     });
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("/usr/bin/python3")
-            .arg(pylon_tests::repo_root().join("tests/scripts/portal_e2e.py"))
-            .arg(config.to_string())
-            .output()
-            .expect("portal_e2e.py")
-    })
-    .await
-    .expect("browser");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (passed, said) = crate::support::run_browser_script("portal_e2e.py", config).await;
     let log = std::fs::read_to_string(dir.path().join("dev.log")).unwrap_or_default();
     assert!(
-        output.status.success(),
+        passed,
         "{said}\n--- dev log ---\n{}",
         &log[log.len().saturating_sub(6000)..]
     );
-    assert!(said.ends_with("ok\n"), "{said}");
 
     // The audit log names the consumer for what it did on the portal, and
     // the listing never shows a password hash.

@@ -255,3 +255,49 @@ pub async fn create_key(admin: &mut pylon_tests::Admin, name: &str) -> (String, 
         .into_inner();
     (created.api_key.expect("key").id, created.value)
 }
+
+/// Panics with what to install unless Debian's Python with Selenium and
+/// chromedriver are here (scripts/bootstrap installs them).
+pub fn require_browser() {
+    let selenium = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import selenium"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        selenium && std::path::Path::new("/usr/bin/chromedriver").exists(),
+        "chromium, chromium-driver and python3-selenium are missing: run scripts/bootstrap"
+    );
+}
+
+/// An empty directory `name` in the target directory, for a browser
+/// test's screenshots.
+pub fn screenshots(name: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| pylon_tests::repo_root().join("target"))
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Runs `tests/scripts/SCRIPT` (a Selenium script driving headless
+/// Chromium) with `config` as its JSON argument: whether it passed every
+/// step (exit 0, last line `ok`), and everything it said.
+pub async fn run_browser_script(script: &str, config: serde_json::Value) -> (bool, String) {
+    let script = pylon_tests::repo_root().join("tests/scripts").join(script);
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("/usr/bin/python3")
+            .arg(&script)
+            .arg(config.to_string())
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", script.display()))
+    })
+    .await
+    .expect("browser");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success() && said.ends_with("ok\n"), said)
+}

@@ -10,59 +10,20 @@ usage: console_e2e.py CONFIG_JSON
 import json
 import os
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
+import time
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from browser import check, csp_violations, post, shot, start, step, submit, text_of  # noqa: E402
 
 config = json.loads(sys.argv[1])
 console, other_console = config["consoles"][0], config["consoles"][1]
 shots = config["screenshots"]
-os.makedirs(shots, exist_ok=True)
 
-options = webdriver.ChromeOptions()
-for argument in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"]:
-    options.add_argument(argument)
-options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-wait = WebDriverWait(driver, 10)
-
-
-def step(text):
-    print(f"step: {text}", flush=True)
-
-
-def fail(text):
-    driver.save_screenshot(os.path.join(shots, "failure.png"))
-    print(f"FAILED: {text}\n--- page ---\n{driver.page_source[:4000]}", flush=True)
-    driver.quit()
-    sys.exit(1)
-
-
-def check(condition, text):
-    if not condition:
-        fail(text)
-
-
-def submit(element):
-    """Clicks `element` and waits until the page it was on has gone (a
-    check right after a click could otherwise read the old page)."""
-    page = driver.find_element(By.TAG_NAME, "html")
-    element.click()
-    wait.until(EC.staleness_of(page))
-
-
-def text_of(element_id):
-    return driver.find_element(By.ID, element_id).text
-
-
-def shot(name):
-    driver.save_screenshot(os.path.join(shots, f"{name}.png"))
+driver, wait = start(shots, "console", 10)
 
 
 def login(token):
@@ -71,28 +32,6 @@ def login(token):
     field.clear()
     field.send_keys(token)
     submit(driver.find_element(By.ID, "login"))
-
-
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
-def post(url, fields, cookies, origin=None):
-    """A form posted straight to the console, outside the page (what an
-    attacker's script or a reader's curl would send); a redirect is
-    answered as such, not followed."""
-    data = urllib.parse.urlencode(fields).encode()
-    request = urllib.request.Request(url, data=data, method="POST")
-    request.add_header("Content-Type", "application/x-www-form-urlencoded")
-    request.add_header("Cookie", "; ".join(f"{c['name']}={c['value']}" for c in cookies))
-    if origin:
-        request.add_header("Origin", origin)
-    try:
-        with urllib.request.build_opener(NoRedirect).open(request) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 try:
@@ -232,18 +171,18 @@ try:
     )
     check(status == 403 and "may not call" in body, f"the reader's post is refused by the admin API's role check (got {status})")
     # Refused before any work: a deeply nested document costs a reader nothing.
-    started = __import__("time").time()
+    started = time.time()
     status, _ = post(
         f"{console}/apis/new",
         {"csrf": csrf, "revision": "0", "definition": "api:\n  d: " + "[" * 200000},
         driver.get_cookies(),
     )
-    check(status == 403 and __import__("time").time() - started < 3, f"the reader's document is refused at once ({status})")
+    check(status == 403 and time.time() - started < 3, f"the reader's document is refused at once ({status})")
     driver.get(f"{console}/apis/shop/stages/prod")
     check(text_of("current") == first, "the reader changed nothing")
 
     step("the page loaded no script and broke no CSP rule")
-    problems = [entry for entry in driver.get_log("browser") if "Content Security Policy" in entry.get("message", "")]
+    problems = csp_violations()
     check(not problems, f"no CSP violations ({problems})")
     print("ok", flush=True)
 finally:

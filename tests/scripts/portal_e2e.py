@@ -15,53 +15,18 @@ import os
 import sys
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from browser import check, csp_violations, fail, post, shot, start, step, submit, text_of  # noqa: E402
 
 config = json.loads(sys.argv[1])
 portal, console, shots = config["portal"], config["console"], config["screenshots"]
-os.makedirs(shots, exist_ok=True)
 
-options = webdriver.ChromeOptions()
-for argument in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"]:
-    options.add_argument(argument)
-options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-wait = WebDriverWait(driver, 15)
-
-
-def step(text):
-    print(f"step: {text}", flush=True)
-
-
-def fail(text):
-    driver.save_screenshot(os.path.join(shots, "portal-failure.png"))
-    print(f"FAILED: {text}\n--- page ---\n{driver.page_source[:4000]}", flush=True)
-    driver.quit()
-    sys.exit(1)
-
-
-def check(condition, text):
-    if not condition:
-        fail(text)
-
-
-def submit(element):
-    """Clicks `element` and waits until the page it was on has gone (a
-    check right after a click could otherwise read the old page)."""
-    page = driver.find_element(By.TAG_NAME, "html")
-    element.click()
-    wait.until(EC.staleness_of(page))
-
-
-def text_of(element_id):
-    return driver.find_element(By.ID, element_id).text
+driver, wait = start(shots, "portal", 15)
 
 
 def call(key):
@@ -75,25 +40,6 @@ def call(key):
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
-
-
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
-def post(url, fields, cookies):
-    """A form posted straight to a server, outside any page; a redirect is
-    answered as such (3xx), not followed."""
-    data = urllib.parse.urlencode(fields).encode()
-    request = urllib.request.Request(url, data=data, method="POST")
-    request.add_header("Content-Type", "application/x-www-form-urlencoded")
-    request.add_header("Cookie", "; ".join(f"{c['name']}={c['value']}" for c in cookies))
-    try:
-        with urllib.request.build_opener(NoRedirect).open(request) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 def eventually(what, test, seconds=15):
@@ -138,7 +84,7 @@ try:
     catalog = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "section.api")))
     check("weather" in catalog.text and "free" in catalog.text, "weather and its plan are listed")
     check("<b>today</b>" in catalog.find_element(By.CSS_SELECTOR, ".description").text, "the description is text")
-    driver.save_screenshot(os.path.join(shots, "portal-catalog.png"))
+    shot("portal-catalog")
 
     step("the public OpenAPI document carries no extension (no backend, no mapping)")
     with urllib.request.urlopen(f"{portal}/apis/weather/prod/openapi.json") as response:
@@ -168,7 +114,7 @@ try:
     submit(driver.find_element(By.ID, "create-key"))
     key = wait.until(EC.presence_of_element_located((By.ID, "key-value"))).text.strip()
     check(len(key) >= 20, "the key's value is shown")
-    driver.save_screenshot(os.path.join(shots, "portal-key.png"))
+    shot("portal-key")
     driver.get(f"{portal}/keys")
     check(key not in driver.page_source, "the value is not shown again")
 
@@ -184,7 +130,7 @@ try:
     answer = form.find_element(By.CSS_SELECTOR, ".answer")
     eventually("the try-it answer arrives", lambda: answer.text.startswith("200"), 10)
     check("sunny" in answer.text, f"the mock's body is shown ({answer.text})")
-    driver.save_screenshot(os.path.join(shots, "portal-try-it.png"))
+    shot("portal-try-it")
 
     step("the usage count moves")
     driver.get(f"{portal}/keys")
@@ -231,7 +177,7 @@ try:
     eventually("the revoked key is refused", lambda: call(new_key) == 403)
 
     step("no page broke a CSP rule")
-    problems = [e for e in driver.get_log("browser") if "Content Security Policy" in e.get("message", "")]
+    problems = csp_violations()
     check(not problems, f"no CSP violations ({problems})")
     print("ok", flush=True)
 finally:

@@ -50,6 +50,36 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 /// Connections open at once on one listener; a newer one is closed.
 pub const MAX_CONNECTIONS: usize = 256;
 
+/// Token buckets by source address (logins, sign-ups): each address may
+/// take a burst, then one token every interval.
+#[derive(Default)]
+pub struct Buckets(Mutex<HashMap<IpAddr, (f64, Instant)>>);
+
+impl Buckets {
+    /// Takes a token from `ip`'s bucket of `(burst, every)`; false when
+    /// it is empty.
+    pub fn take(&self, ip: IpAddr, (burst, every): (u32, Duration)) -> bool {
+        let Ok(mut buckets) = self.0.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        // Forget addresses whose bucket has refilled, so the map stays small.
+        if buckets.len() > 10_000 {
+            buckets.retain(|_, (_, at)| now.duration_since(*at) < every * burst);
+        }
+        let (tokens, at) = buckets.entry(ip).or_insert((f64::from(burst), now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() / every.as_secs_f64()).min(f64::from(burst));
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// The peer address of a request, set by the accept loop.
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub SocketAddr);
@@ -64,7 +94,7 @@ pub struct Console {
     /// Listening on loopback: only loopback `Host` names are answered (a
     /// page elsewhere cannot rebind a name to 127.0.0.1 and read this one).
     loopback: bool,
-    logins: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    logins: Buckets,
     /// With mutual TLS: client certificates name operators and readers in
     /// this SPIFFE trust domain.
     trust_domain: Option<String>,
@@ -84,7 +114,7 @@ impl Console {
             templates: templates::environment(),
             tls,
             loopback,
-            logins: Mutex::new(HashMap::new()),
+            logins: Buckets::default(),
             trust_domain,
         }
     }
@@ -97,25 +127,7 @@ impl Console {
 
     /// Takes one login attempt from `ip`'s bucket; false when it is empty.
     fn login_allowed(&self, ip: IpAddr) -> bool {
-        let (burst, every) = LOGIN_RATE;
-        let Ok(mut buckets) = self.logins.lock() else {
-            return false;
-        };
-        let now = Instant::now();
-        // Forget addresses whose bucket has refilled, so the map stays small.
-        if buckets.len() > 10_000 {
-            buckets.retain(|_, (_, at)| now.duration_since(*at) < every * burst);
-        }
-        let (tokens, at) = buckets.entry(ip).or_insert((f64::from(burst), now));
-        *tokens =
-            (*tokens + now.duration_since(*at).as_secs_f64() / every.as_secs_f64()).min(f64::from(burst));
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.logins.take(ip, LOGIN_RATE)
     }
 }
 

@@ -82,23 +82,7 @@ fn cookie_name(console: &Console) -> &'static str {
 }
 
 fn cookie(console: &Console, value: &str, max_age: u64) -> HeaderValue {
-    let secure = if console.tls { "; Secure" } else { "" };
-    let text = format!(
-        "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
-        cookie_name(console)
-    );
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-fn presented_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+    session::set_cookie(cookie_name(console), value, max_age, console.tls)
 }
 
 /// An error page with `status`.
@@ -187,7 +171,7 @@ impl Page {
             let digest: [u8; 32] = sha2::Sha256::digest(der.as_slice()).into();
             (caller.has(Role::Operator) || caller.has(Role::Reader)).then_some((caller, digest))
         });
-        let session = presented_cookie(headers, cookie_name(console))
+        let session = session::cookie(headers, cookie_name(console))
             .and_then(|value| session::open(&key, value))
             .filter(|session| !console.admin.session_ended(&session.csrf));
         let Some(session) = session.or_else(|| {
@@ -346,6 +330,18 @@ macro_rules! page {
     };
 }
 
+/// [`page!`] for a posted form: also answers 403 when `fields` lacks the
+/// session's CSRF token.
+macro_rules! form_page {
+    ($console:expr, $headers:expr, $fields:expr) => {{
+        let page = page!($console, $headers);
+        if let Some(refused) = page.csrf_refusal(&$fields) {
+            return refused;
+        }
+        page
+    }};
+}
+
 macro_rules! called {
     ($page:expr, $result:expr) => {
         match $result {
@@ -460,10 +456,7 @@ async fn login(State(console): Shared, request: axum::extract::Request) -> Respo
 use axum::extract::FromRequest as _;
 
 async fn logout(State(console): Shared, headers: HeaderMap, Form(fields): Fields) -> Response {
-    let page = page!(console, headers);
-    if let Some(refused) = page.csrf_refusal(&fields) {
-        return refused;
-    }
+    let page = form_page!(console, headers, fields);
     // Ended on every node, not just forgotten by this browser.
     let until = (page.session.issued + session::MAX_AGE.as_secs()) as i64;
     if let Err(status) = console
@@ -533,10 +526,7 @@ fn parse_api(text: &str) -> Result<config::Api, Status> {
 }
 
 async fn create_api(State(console): Shared, headers: HeaderMap, Form(fields): Fields) -> Response {
-    let page = page!(console, headers);
-    if let Some(refused) = page.csrf_refusal(&fields) {
-        return refused;
-    }
+    let page = form_page!(console, headers, fields);
     if let Some(refused) = page.role_refusal("CreateApi") {
         return refused;
     }
@@ -562,6 +552,11 @@ async fn create_api(State(console): Shared, headers: HeaderMap, Form(fields): Fi
             context! { definition => text, revision => 0, errors => field_errors(&status) },
         ),
     }
+}
+
+/// The console page of `api`'s `stage`.
+fn stage_path(api: &str, stage: &str) -> String {
+    format!("/apis/{}/stages/{}", urlencoding(api), urlencoding(stage))
 }
 
 /// A path segment, percent-encoded.
@@ -600,28 +595,8 @@ async fn api(State(console): Shared, headers: HeaderMap, Path(name): Path<String
         )
         .await
     );
-    let deployments = called!(
-        page,
-        page.call(
-            "ListDeployments",
-            ListDeploymentsRequest {
-                api: name.clone(),
-                page: everything(),
-                ..Default::default()
-            },
-            |a, r| async move { a.list_deployments(r).await }
-        )
-        .await
-    );
     // Definitions are long: the history shows ids, times and descriptions.
-    let history: Vec<Value> = deployments
-        .deployments
-        .iter()
-        .map(|d| {
-            context! { id => d.id.clone(), description => d.description.clone(),
-            createdAt => time(d.created_at) }
-        })
-        .collect();
+    let deployments = called!(page, history(&page, &name).await);
     page.render(
         "api.html",
         "apis",
@@ -629,7 +604,7 @@ async fn api(State(console): Shared, headers: HeaderMap, Path(name): Path<String
             yaml => resource_yaml(Kind::Api(api.clone())),
             api => ser(&api),
             stages => ser(&stages.stages),
-            deployments => history,
+            deployments => history_rows(&deployments),
         },
     )
 }
@@ -651,10 +626,7 @@ async fn update_api(
     Path(name): Path<String>,
     Form(fields): Fields,
 ) -> Response {
-    let page = page!(console, headers);
-    if let Some(refused) = page.csrf_refusal(&fields) {
-        return refused;
-    }
+    let page = form_page!(console, headers, fields);
     if let Some(refused) = page.role_refusal("UpdateApi") {
         return refused;
     }
@@ -693,10 +665,7 @@ async fn delete_api(
     Path(name): Path<String>,
     Form(fields): Fields,
 ) -> Response {
-    let page = page!(console, headers);
-    if let Some(refused) = page.csrf_refusal(&fields) {
-        return refused;
-    }
+    let page = form_page!(console, headers, fields);
     let request = DeleteApiRequest {
         name,
         expected_revision: fields.get("revision").and_then(|r| r.parse().ok()).unwrap_or(0),
@@ -715,10 +684,7 @@ async fn deploy(
     Path(name): Path<String>,
     Form(fields): Fields,
 ) -> Response {
-    let page = page!(console, headers);
-    if let Some(refused) = page.csrf_refusal(&fields) {
-        return refused;
-    }
+    let page = form_page!(console, headers, fields);
     let stage = fields.get("stage").cloned().unwrap_or_default();
     let request = CreateDeploymentRequest {
         api: name.clone(),
@@ -732,11 +698,7 @@ async fn deploy(
         })
         .await
     );
-    page.redirect(&format!(
-        "/apis/{}/stages/{}",
-        urlencoding(&name),
-        urlencoding(&stage)
-    ))
+    page.redirect(&stage_path(&name, &stage))
 }
 
 // ---- stages ----
@@ -816,10 +778,7 @@ async fn set_canary(
     Path((api, name)): Path<(String, String)>,
     Form(fields): Fields,
 ) -> Response {
-    let page = page!(console, headers);
-    if let Some(refused) = page.csrf_refusal(&fields) {
-        return refused;
-    }
+    let page = form_page!(console, headers, fields);
     let mut stage = called!(page, get_stage(&page, &api, &name).await);
     let revision: u64 = fields.get("revision").and_then(|r| r.parse().ok()).unwrap_or(0);
     let Some(percent) = fields.get("percent").and_then(|p| p.trim().parse::<f64>().ok()) else {
@@ -847,11 +806,7 @@ async fn set_canary(
         )
         .await
     );
-    page.redirect(&format!(
-        "/apis/{}/stages/{}",
-        urlencoding(&api),
-        urlencoding(&name)
-    ))
+    page.redirect(&stage_path(&api, &name))
 }
 
 async fn promote(
@@ -860,10 +815,7 @@ async fn promote(
     Path((api, name)): Path<(String, String)>,
     Form(fields): Fields,
 ) -> Response {
-    let page = page!(console, headers);
-    if let Some(refused) = page.csrf_refusal(&fields) {
-        return refused;
-    }
+    let page = form_page!(console, headers, fields);
     let request = PromoteCanaryRequest {
         api: api.clone(),
         stage: name.clone(),
@@ -876,11 +828,7 @@ async fn promote(
         })
         .await
     );
-    page.redirect(&format!(
-        "/apis/{}/stages/{}",
-        urlencoding(&api),
-        urlencoding(&name)
-    ))
+    page.redirect(&stage_path(&api, &name))
 }
 
 /// The line diff of two definitions, as `{kind, sign, text}` rows.
@@ -956,10 +904,7 @@ async fn rollback(
     Path((api, name, target)): Path<(String, String, String)>,
     Form(fields): Fields,
 ) -> Response {
-    let page = page!(console, headers);
-    if let Some(refused) = page.csrf_refusal(&fields) {
-        return refused;
-    }
+    let page = form_page!(console, headers, fields);
     let request = RollbackStageRequest {
         api: api.clone(),
         stage: name.clone(),
@@ -973,11 +918,7 @@ async fn rollback(
         })
         .await
     );
-    page.redirect(&format!(
-        "/apis/{}/stages/{}",
-        urlencoding(&api),
-        urlencoding(&name)
-    ))
+    page.redirect(&stage_path(&api, &name))
 }
 
 // ---- data planes, keys, plans, audit ----
@@ -1054,10 +995,7 @@ async fn keys(State(console): Shared, headers: HeaderMap) -> Response {
 }
 
 async fn create_key(State(console): Shared, headers: HeaderMap, Form(fields): Fields) -> Response {
-    let page = page!(console, headers);
-    if let Some(refused) = page.csrf_refusal(&fields) {
-        return refused;
-    }
+    let page = form_page!(console, headers, fields);
     let request = CreateApiKeyRequest {
         api_key: Some(config::ApiKey {
             name: fields.get("name").cloned().unwrap_or_default(),
@@ -1172,10 +1110,7 @@ async fn set_consumer_status(
     Form(fields): Fields,
 ) -> Response {
     use pylon_proto::raft::v1::consumer::Status as ConsumerStatus;
-    let page = page!(console, headers);
-    if let Some(refused) = page.csrf_refusal(&fields) {
-        return refused;
-    }
+    let page = form_page!(console, headers, fields);
     let Some(status) = fields
         .get("status")
         .and_then(|s| ConsumerStatus::from_str_name(s))

@@ -126,6 +126,28 @@ pub fn open(key: &[u8], value: &str) -> Option<Session> {
     session.alive().then_some(session)
 }
 
+/// The value of cookie `name` among a request's `Cookie` headers.
+pub fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// A `Set-Cookie` value for the console's and portal's cookies: `HttpOnly`,
+/// `SameSite=Strict`, path `/`, `Secure` with `tls`; `max_age` 0 deletes.
+pub fn set_cookie(name: &str, value: &str, max_age: u64, tls: bool) -> http::HeaderValue {
+    let secure = if tls { "; Secure" } else { "" };
+    http::HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .unwrap_or_else(|_| http::HeaderValue::from_static(""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,10 +16,9 @@ mod pages;
 mod templates;
 
 use crate::admin::AdminApi;
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use crate::console::Buckets;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Sign-ups a source address may make: 5, then one a minute.
 pub const SIGNUP_RATE: (u32, Duration) = (5, Duration::from_secs(60));
@@ -45,32 +44,6 @@ pub struct Portal {
     connect: String,
     signups: Buckets,
     logins: Buckets,
-}
-
-/// Token buckets by source address.
-#[derive(Default)]
-struct Buckets(Mutex<HashMap<IpAddr, (f64, Instant)>>);
-
-impl Buckets {
-    fn take(&self, ip: IpAddr, (burst, every): (u32, Duration)) -> bool {
-        let Ok(mut buckets) = self.0.lock() else {
-            return false;
-        };
-        let now = Instant::now();
-        if buckets.len() > 10_000 {
-            buckets.retain(|_, (_, at)| now.duration_since(*at) < every * burst);
-        }
-        let (tokens, at) = buckets.entry(ip).or_insert((f64::from(burst), now));
-        *tokens =
-            (*tokens + now.duration_since(*at).as_secs_f64() / every.as_secs_f64()).min(f64::from(burst));
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 /// The origin of a gateway URL template, with `{api}` as a wildcard label

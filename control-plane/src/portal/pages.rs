@@ -65,22 +65,7 @@ fn cookie_name(portal: &Portal) -> &'static str {
 }
 
 fn set_cookie(portal: &Portal, name: &str, value: &str, max_age: u64) -> HeaderValue {
-    let secure = if portal.tls { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
-    ))
-    .unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+    session::set_cookie(name, value, max_age, portal.tls)
 }
 
 /// The visitor: an approved consumer's session, if any (a consumer
@@ -94,7 +79,7 @@ struct Visitor {
 impl Visitor {
     async fn of(portal: &Portal, headers: &HeaderMap) -> Visitor {
         let key = portal.admin.console_key().await.unwrap_or_default();
-        let session = cookie(headers, cookie_name(portal))
+        let session = session::cookie(headers, cookie_name(portal))
             .and_then(|v| session::open(&key, v))
             .filter(|s| !portal.admin.session_ended(&s.csrf));
         // An approved consumer, whose status has not changed since the
@@ -115,6 +100,23 @@ impl Visitor {
             None
         };
         Visitor { email, session, key }
+    }
+
+    /// The logged-in consumer posting `fields`, or the answer: to log in,
+    /// or 403 for a form without this session's CSRF token.
+    async fn posting(
+        portal: &Portal,
+        headers: &HeaderMap,
+        fields: &HashMap<String, String>,
+    ) -> Result<(Visitor, String), Response> {
+        let visitor = Visitor::of(portal, headers).await;
+        let Some(email) = visitor.email.clone() else {
+            return Err(Redirect::to("/login").into_response());
+        };
+        if !visitor.csrf_ok(fields) {
+            return Err(csrf_refused(portal, &visitor));
+        }
+        Ok((visitor, email))
     }
 
     fn csrf(&self) -> String {
@@ -200,6 +202,16 @@ fn limits(plan: &pylon_proto::config::v1::UsagePlan) -> String {
         parts.push(format!("{} requests per {period}", quota.limit));
     }
     parts.join(", ")
+}
+
+fn csrf_refused(portal: &Portal, visitor: &Visitor) -> Response {
+    message(
+        portal,
+        Some(visitor),
+        StatusCode::FORBIDDEN,
+        "Refused",
+        "the form's CSRF token is wrong",
+    )
 }
 
 // ---- catalog and reference ----
@@ -424,7 +436,7 @@ fn anonymous_form(
 
 fn form_token_ok(headers: &HeaderMap, fields: &HashMap<String, String>) -> bool {
     use subtle::ConstantTimeEq as _;
-    match (cookie(headers, FORM_COOKIE), fields.get("csrf")) {
+    match (session::cookie(headers, FORM_COOKIE), fields.get("csrf")) {
         (Some(cookie), Some(field)) if !cookie.is_empty() && cookie.len() == field.len() => {
             bool::from(cookie.as_bytes().ct_eq(field.as_bytes()))
         }
@@ -606,13 +618,7 @@ async fn login(State(portal): Shared, request: Request) -> Response {
 async fn logout(State(portal): Shared, headers: HeaderMap, Form(fields): Fields) -> Response {
     let visitor = Visitor::of(&portal, &headers).await;
     if visitor.email.is_some() && !visitor.csrf_ok(&fields) {
-        return message(
-            &portal,
-            Some(&visitor),
-            StatusCode::FORBIDDEN,
-            "Refused",
-            "the form's CSRF token is wrong",
-        );
+        return csrf_refused(&portal, &visitor);
     }
     if let Some(session) = &visitor.session {
         let until = (session.issued + session::MAX_AGE.as_secs()) as i64;
@@ -696,19 +702,10 @@ fn refused(portal: &Portal, visitor: &Visitor, status: &tonic::Status) -> Respon
 }
 
 async fn create_key(State(portal): Shared, headers: HeaderMap, Form(fields): Fields) -> Response {
-    let visitor = Visitor::of(&portal, &headers).await;
-    let Some(email) = visitor.email.clone() else {
-        return Redirect::to("/login").into_response();
+    let (visitor, email) = match Visitor::posting(&portal, &headers, &fields).await {
+        Ok(posting) => posting,
+        Err(refused) => return refused,
     };
-    if !visitor.csrf_ok(&fields) {
-        return message(
-            &portal,
-            Some(&visitor),
-            StatusCode::FORBIDDEN,
-            "Refused",
-            "the form's CSRF token is wrong",
-        );
-    }
     let offer = fields.get("offer").cloned().unwrap_or_default();
     let Some((api, stage)) = offer.split_once('/') else {
         return message(
@@ -739,19 +736,10 @@ async fn rotate_key(
     Path(id): Path<String>,
     Form(fields): Fields,
 ) -> Response {
-    let visitor = Visitor::of(&portal, &headers).await;
-    let Some(email) = visitor.email.clone() else {
-        return Redirect::to("/login").into_response();
+    let (visitor, email) = match Visitor::posting(&portal, &headers, &fields).await {
+        Ok(posting) => posting,
+        Err(refused) => return refused,
     };
-    if !visitor.csrf_ok(&fields) {
-        return message(
-            &portal,
-            Some(&visitor),
-            StatusCode::FORBIDDEN,
-            "Refused",
-            "the form's CSRF token is wrong",
-        );
-    }
     // The stage the old key's plan is offered on.
     let keys = portal.admin.consumer_keys(&email);
     let plan = keys
@@ -797,19 +785,10 @@ async fn revoke_key(
     Path(id): Path<String>,
     Form(fields): Fields,
 ) -> Response {
-    let visitor = Visitor::of(&portal, &headers).await;
-    let Some(email) = visitor.email.clone() else {
-        return Redirect::to("/login").into_response();
+    let (visitor, email) = match Visitor::posting(&portal, &headers, &fields).await {
+        Ok(posting) => posting,
+        Err(refused) => return refused,
     };
-    if !visitor.csrf_ok(&fields) {
-        return message(
-            &portal,
-            Some(&visitor),
-            StatusCode::FORBIDDEN,
-            "Refused",
-            "the form's CSRF token is wrong",
-        );
-    }
     match portal.admin.revoke_consumer_key(&email, &id).await {
         Ok(()) => keys_page(&portal, &visitor, None).await,
         Err(status) => refused(&portal, &visitor, &status),

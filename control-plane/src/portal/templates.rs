@@ -12,8 +12,12 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("message.html", include_str!("templates/message.html")),
 ];
 
-/// The stylesheet, served at `/static/portal.css`.
-pub const STYLESHEET: &str = include_str!("static/portal.css");
+/// The stylesheet, served at `/static/portal.css`: the console's, then the
+/// portal's own rules.
+pub const STYLESHEET: &str = concat!(
+    include_str!("../console/static/console.css"),
+    include_str!("static/portal.css")
+);
 /// The "try it" script, served at `/static/try.js`.
 pub const TRY_IT: &str = include_str!("static/try.js");
 
