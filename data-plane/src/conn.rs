@@ -14,6 +14,10 @@
 //!   write the client does not take within the send timeout ends the
 //!   connection ([`Guarded`]). Request bodies have their own deadline
 //!   ([`crate::request::body`]).
+//! - The hot path only stores times ([`Activity`] is a few atomics): no
+//!   request wakes the connection's deadline loop ([`drive`]). The loop
+//!   looks again at least once per shortest timeout, which is enough to
+//!   enforce every deadline on time (see [`drive`]).
 //!
 //! Defaults follow nginx and Envoy: first byte 10 s, headers 10 s,
 //! keep-alive 75 s, HTTP/2 idle 300 s, send 60 s, 10,000 connections.
@@ -146,9 +150,6 @@ pub struct Activity {
     idle_since: AtomicU64,
     /// When the first byte of a request head arrived, while idle (0: none).
     head_since: AtomicU64,
-    /// Wakes [`drive`] when a deadline moves: the last request in flight
-    /// ended, or a head started.
-    changed: tokio::sync::Notify,
     /// HTTP/2: per response in flight, since when it has handed hyper a
     /// frame that the client's flow-control window has not let out (0: it
     /// has not). A client that never opens its window stalls no socket
@@ -166,7 +167,6 @@ impl Activity {
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(now),
             head_since: AtomicU64::new(if protocol == Protocol::Http1 { now } else { 0 }),
-            changed: tokio::sync::Notify::new(),
             waiting: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -188,22 +188,19 @@ impl Activity {
     }
 
     fn on_read(&self) {
-        if self.in_flight.load(Ordering::Relaxed) == 0 && self.head_since.load(Ordering::Relaxed) == 0 {
+        if self.protocol == Protocol::Http1
+            && self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_since.load(Ordering::Relaxed) == 0
+        {
             self.head_since.store(now_ms(), Ordering::Relaxed);
-            self.changed.notify_one();
         }
     }
 
     /// A request entered the pipeline; it is in flight until the returned
     /// guard (kept by its response body) drops.
     pub fn begin(self: &Arc<Self>) -> InFlight {
-        let was_idle = self.in_flight.fetch_add(1, Ordering::Relaxed) == 0;
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_since.store(0, Ordering::Relaxed);
-        if was_idle && self.protocol == Protocol::Http2 {
-            // [`drive`] sleeps until the idle deadline: it must start
-            // watching this connection's responses for stalls now.
-            self.changed.notify_one();
-        }
         let waiting = (self.protocol == Protocol::Http2).then(|| {
             let slot = Arc::new(AtomicU64::new(0));
             let mut waiting = self
@@ -236,9 +233,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let activity = &self.activity;
         activity.idle_since.store(now_ms(), Ordering::Relaxed);
-        if activity.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
-            activity.changed.notify_one();
-        }
+        activity.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -496,6 +491,14 @@ fn deadline(protocol: Protocol, activity: &Activity, options: &ConnectionOptions
 /// deadline, or — after `stop` — it finishes what is in flight.
 /// `graceful_shutdown` is the connection's own (HTTP/1.1: close once idle;
 /// HTTP/2: GOAWAY).
+///
+/// Requests never wake this loop: it reads the times [`Activity`] keeps
+/// whenever its timer fires, and sleeps at most the shortest timeout
+/// (`recheck`) at a time. That is enough to hold every deadline on time:
+/// a deadline is an event's time plus a timeout of at least `recheck`, so
+/// the loop wakes at least once between the event and its deadline and
+/// then sleeps exactly until the deadline. The price is one wake-up per
+/// connection every `recheck` (10 s by default), against two per request.
 pub async fn drive<C: Future>(
     conn: C,
     graceful_shutdown: impl Fn(Pin<&mut C>),
@@ -509,27 +512,34 @@ pub async fn drive<C: Future>(
     if draining {
         graceful_shutdown(conn.as_mut());
     }
-    // While a request is in flight there is nothing to time out here: look
-    // again after the shortest idle time.
     let recheck = options
         .keepalive_idle
         .min(options.http2_idle)
-        .min(options.header_read);
+        .min(options.header_read)
+        .min(options.send)
+        .max(Duration::from_millis(1));
+    let recheck_ms = recheck.as_millis() as u64;
     let mut going_away = false;
     let send_ms = options.send.as_millis() as u64;
+    // One timer for the connection's life, moved as deadlines move (moving
+    // it later does not touch the timer wheel).
+    let timer = tokio::time::sleep(recheck);
+    let mut timer = std::pin::pin!(timer);
     loop {
         let now = now_ms();
-        let (mut sleep_for, due) = match deadline(protocol, &activity, options) {
-            Some((at, why)) if at <= now => (Duration::ZERO, Some(why)),
-            Some((at, _)) => (Duration::from_millis(at - now), None),
-            None => (recheck, None),
+        let (mut wake_at, due) = match deadline(protocol, &activity, options) {
+            Some((at, why)) if at <= now => (now, Some(why)),
+            Some((at, _)) => (at, None),
+            None => (now, None),
         };
+        // No sooner deadline can start unseen before the next look.
+        wake_at = wake_at.min(now + recheck_ms).max(now + 1);
         if let Some(since) = activity.oldest_waiting() {
             if now >= since + send_ms {
                 tracing::debug!("closing an HTTP/2 connection whose client does not take a response");
                 return;
             }
-            sleep_for = sleep_for.min(Duration::from_millis(since + send_ms - now));
+            wake_at = wake_at.min(since + send_ms);
         }
         match due {
             Some(Expired::Head) => {
@@ -541,6 +551,7 @@ pub async fn drive<C: Future>(
                 // HTTP/2: GOAWAY, then the connection ends by itself.
                 graceful_shutdown(conn.as_mut());
                 going_away = true;
+                wake_at = now + options.header_read.as_millis() as u64;
             }
             Some(Expired::Idle) => {
                 // Sent away and still idle after the GOAWAY: close.
@@ -548,22 +559,80 @@ pub async fn drive<C: Future>(
             }
             None => {}
         }
-        let wait = if due.is_some() {
-            options.header_read
-        } else {
-            sleep_for
-        };
-        tokio::select! {
+        timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + Duration::from_millis(wake_at - now));
+        // The connection's bytes wake this task for every request; the
+        // timer and `stop` are looked at only when they woke it.
+        let deadline_or_stop = Gated::new(async {
+            tokio::select! {
+                _ = timer.as_mut() => None,
+                changed = stop.changed(), if !draining => Some(changed.is_ok()),
+            }
+        });
+        let stopped = tokio::select! {
+            biased;
             _ = conn.as_mut() => return,
-            _ = tokio::time::sleep(wait) => {}
-            _ = activity.changed.notified() => {}
-            changed = stop.changed(), if !draining => {
-                draining = true;
-                if changed.is_ok() && *stop.borrow() {
-                    graceful_shutdown(conn.as_mut());
-                }
+            woke = deadline_or_stop => woke,
+        };
+        if let Some(sender_alive) = stopped {
+            draining = true;
+            if sender_alive && *stop.borrow() {
+                graceful_shutdown(conn.as_mut());
             }
         }
+    }
+}
+
+/// A future polled only on its first poll and when its own waker fired,
+/// not whenever the task that holds it is woken for something else.
+struct Gated<F> {
+    future: Pin<Box<F>>,
+    gate: Arc<Gate>,
+    polled: bool,
+}
+
+struct Gate {
+    woken: AtomicBool,
+    task: futures::task::AtomicWaker,
+}
+
+impl std::task::Wake for Gate {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F: Future> Gated<F> {
+    fn new(future: F) -> Gated<F> {
+        Gated {
+            future: Box::pin(future),
+            gate: Arc::new(Gate {
+                woken: AtomicBool::new(false),
+                task: futures::task::AtomicWaker::new(),
+            }),
+            polled: false,
+        }
+    }
+}
+
+impl<F: Future> Future for Gated<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        this.gate.task.register(cx.waker());
+        if this.polled && !this.gate.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        this.polled = true;
+        let waker = std::task::Waker::from(this.gate.clone());
+        this.future.as_mut().poll(&mut Context::from_waker(&waker))
     }
 }
 

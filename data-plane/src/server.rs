@@ -280,7 +280,7 @@ pub async fn serve(
     let workers = crate::workers::Workers::start(workers)?;
     let server = Arc::new(Server {
         gateway: gateway.clone(),
-        http1: http1_builder(&config.connections),
+        http1: http1_builder(),
         http2: http2_builder(),
         options: config.connections.clone(),
         connections: Connections::new(config.connections.max_connections),
@@ -361,14 +361,13 @@ struct Server {
     stop: watch::Receiver<bool>,
 }
 
-fn http1_builder(options: &ConnectionOptions) -> http1::Builder {
+fn http1_builder() -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        // A backstop only: hyper starts this timer when it waits for a
-        // head, idle time included; [`conn::drive`] enforces the header and
-        // keep-alive deadlines separately.
-        .header_read_timeout(options.keepalive_idle + options.header_read)
+        // No timer: [`conn::drive`] enforces the header and keep-alive
+        // deadlines; hyper's own header timeout would arm a boxed timer for
+        // every request.
+        .header_read_timeout(None)
         // Our own 10,240-byte check answers in JSON; beyond this hyper answers 431 itself.
         // (The default of 100 headers keeps hyper's parse buffer on the stack.)
         .max_buf_size(64 * 1024);
