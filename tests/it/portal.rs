@@ -46,7 +46,7 @@ async fn a_developer_signs_up_gets_a_key_and_calls_the_api_and_others_cannot_tou
     let portal_origin = format!("http://127.0.0.1:{portal}");
     let api: Api = serde_json::from_value(serde_json::json!({
         "name": "weather",
-        "description": "Forecasts. <b>today</b> and tomorrow.",
+        "description": "Forecasts. <b>today</b> and tomorrow.<img src=x onerror=\"document.title='owned'\"><script>document.title='owned'</script>",
         "routes": [{
             "method": "GET", "path": "/today",
             "integration": {"type": "MOCK", "mock": {"statusCode": 200, "body": "{\"sky\": \"sunny\"}"}},

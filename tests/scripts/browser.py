@@ -42,6 +42,11 @@ def step(text):
 def fail(text):
     driver.save_screenshot(os.path.join(_shots, f"{_name}-failure.png"))
     print(f"FAILED: {text}\n--- page ---\n{driver.page_source[:4000]}", flush=True)
+    try:
+        for entry in driver.get_log("browser")[-10:]:
+            print(f"browser log: {entry.get('level')} {entry.get('message', '')[:300]}", flush=True)
+    except WebDriverException:
+        pass
     driver.quit()
     sys.exit(1)
 

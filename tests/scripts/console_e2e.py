@@ -185,5 +185,7 @@ try:
     problems = csp_violations()
     check(not problems, f"no CSP violations ({problems})")
     print("ok", flush=True)
+except Exception as error:  # a wait that timed out, an element not found
+    fail(f"{type(error).__name__}: {error}")
 finally:
     driver.quit()

@@ -39,7 +39,26 @@ pub fn routes() -> Router<Arc<Portal>> {
             "/static/try.js",
             get(|| async { asset("text/javascript; charset=utf-8", templates::TRY_IT) }),
         )
+        .route(
+            "/static/reference.js",
+            get(|| async { asset("text/javascript; charset=utf-8", templates::REFERENCE) }),
+        )
+        .route(
+            &format!(
+                "/static/swagger-ui-{}/swagger-ui-bundle.js",
+                templates::SWAGGER_UI_VERSION
+            ),
+            get(|| async { vendored("text/javascript; charset=utf-8", templates::SWAGGER_UI_JS) }),
+        )
+        .route(
+            &format!(
+                "/static/swagger-ui-{}/swagger-ui.css",
+                templates::SWAGGER_UI_VERSION
+            ),
+            get(|| async { vendored("text/css; charset=utf-8", templates::SWAGGER_UI_CSS) }),
+        )
         .route("/apis/{api}/{stage}", get(api))
+        .route("/apis/{api}/{stage}/reference", get(reference))
         .route("/apis/{api}/{stage}/openapi.json", get(openapi))
         .route("/signup", get(signup_page).post(signup))
         .route("/login", get(login_page).post(login))
@@ -54,6 +73,18 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         [
             (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A vendored file: its path names its version, so browsers may keep it.
+fn vendored(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
         ],
         body,
     )
@@ -265,13 +296,29 @@ fn public_view(value: &mut serde_json::Value) {
     }
 }
 
-/// The stage's OpenAPI export in its public view (see [`public_view`]).
+/// The stage's OpenAPI export in its public view (see [`public_view`]),
+/// served from the gateway URL visitors call (`servers`).
 async fn export(portal: &Portal, api: &str, stage: &str) -> Result<serde_json::Value, tonic::Status> {
     let document = export_document(portal, api, stage).await?;
     let mut value: serde_json::Value =
         serde_json::from_str(&document).map_err(|e| tonic::Status::internal(e.to_string()))?;
     public_view(&mut value);
+    if let Some(root) = value.as_object_mut() {
+        root.insert(
+            "servers".into(),
+            serde_json::json!([{ "url": base_url(portal, api, stage) }]),
+        );
+    }
     Ok(value)
+}
+
+/// Where visitors call a stage: the gateway URL template filled in.
+fn base_url(portal: &Portal, api: &str, stage: &str) -> String {
+    portal
+        .settings
+        .gateway_url
+        .replace("{api}", api)
+        .replace("{stage}", stage)
 }
 
 async fn export_document(portal: &Portal, api: &str, stage: &str) -> Result<String, tonic::Status> {
@@ -376,11 +423,7 @@ async fn api(
             );
         }
     };
-    let base_url = portal
-        .settings
-        .gateway_url
-        .replace("{api}", &api)
-        .replace("{stage}", &stage);
+    let base_url = base_url(&portal, &api, &stage);
     render(
         &portal,
         Some(&visitor),
@@ -394,6 +437,34 @@ async fn api(
             limits => limits(&offer.plan),
             operations => operations(&document),
         },
+    )
+}
+
+/// The API's reference in the vendored Swagger UI, over the same public
+/// document as `openapi.json`.
+async fn reference(
+    State(portal): Shared,
+    headers: HeaderMap,
+    Path((api, stage)): Path<(String, String)>,
+) -> Response {
+    let visitor = Visitor::of(&portal, &headers).await;
+    if offer(&portal, &api, &stage).is_none() {
+        return message(
+            &portal,
+            Some(&visitor),
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "No such published API.",
+        );
+    }
+    let base_url = base_url(&portal, &api, &stage);
+    render(
+        &portal,
+        Some(&visitor),
+        StatusCode::OK,
+        "reference.html",
+        "catalog",
+        context! { api, stage, base_url, swagger_ui => templates::SWAGGER_UI_VERSION },
     )
 }
 

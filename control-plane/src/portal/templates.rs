@@ -10,6 +10,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("form.html", include_str!("templates/form.html")),
     ("keys.html", include_str!("templates/keys.html")),
     ("message.html", include_str!("templates/message.html")),
+    ("reference.html", include_str!("templates/reference.html")),
 ];
 
 /// The stylesheet, served at `/static/portal.css`: the console's, then the
@@ -20,6 +21,17 @@ pub const STYLESHEET: &str = concat!(
 );
 /// The "try it" script, served at `/static/try.js`.
 pub const TRY_IT: &str = include_str!("static/try.js");
+/// The script that starts Swagger UI on a reference page, served at
+/// `/static/reference.js`.
+pub const REFERENCE: &str = include_str!("static/reference.js");
+
+/// The vendored Swagger UI's version (`vendor/swagger-ui/README.md`), in
+/// its assets' paths so a browser never keeps a stale copy.
+pub const SWAGGER_UI_VERSION: &str = "5.35.0";
+/// Swagger UI's bundle (Apache-2.0, from `swagger-ui-dist`).
+pub const SWAGGER_UI_JS: &str = include_str!("vendor/swagger-ui/swagger-ui-bundle.js");
+/// Swagger UI's stylesheet.
+pub const SWAGGER_UI_CSS: &str = include_str!("vendor/swagger-ui/swagger-ui.css");
 
 pub fn environment() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
