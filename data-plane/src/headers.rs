@@ -30,12 +30,15 @@ pub fn names_in_connection(headers: &HeaderMap) -> impl Iterator<Item = &str> + 
 /// Removes hop-by-hop headers, including those the Connection header names.
 /// `Upgrade` goes too: WebSockets are a separate API type.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names present is cheaper
-    // than nine removals, each hashing its name.
-    if !headers
+    // One pass over the names present finds the few to remove (most
+    // messages carry none, or only `Connection`); removing each of the nine
+    // blindly would hash every name.
+    let present: smallvec::SmallVec<[HeaderName; 4]> = headers
         .keys()
-        .any(|name| HOP_BY_HOP.contains(name) || name == header::UPGRADE)
-    {
+        .filter(|name| HOP_BY_HOP.contains(name) || *name == header::UPGRADE)
+        .cloned()
+        .collect();
+    if present.is_empty() {
         return;
     }
     // The Connection fields leave first; each name they list goes after
@@ -49,10 +52,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    for name in &HOP_BY_HOP {
+    for name in &present {
         headers.remove(name);
     }
-    headers.remove(header::UPGRADE);
 }
 
 /// The transfer codings of a message, lower-cased, in order.

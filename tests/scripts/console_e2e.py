@@ -113,6 +113,21 @@ try:
     submit(driver.find_element(By.ID, "confirm-rollback"))
     check(wait.until(EC.presence_of_element_located((By.ID, "current"))).text == first, "prod serves v1 again")
 
+    step("the stage's settings from YAML: a field error first, then a stage variable saved")
+    submit(driver.find_element(By.ID, "edit-stage"))
+    area = wait.until(EC.presence_of_element_located((By.ID, "definition")))
+    settings = area.get_attribute("value")
+    check("name: prod" in settings and "revision" not in settings, f"the stage as YAML, no server fields ({settings})")
+    driver.execute_script("arguments[0].value = arguments[1]", area, settings + "  throttle: {rateLimit: -5, burstLimit: 10}\n")
+    submit(driver.find_element(By.ID, "save"))
+    errors = wait.until(EC.presence_of_element_located((By.ID, "errors"))).text
+    check("throttle" in errors, f"the error names the throttle field ({errors})")
+    area = driver.find_element(By.ID, "definition")
+    driver.execute_script("arguments[0].value = arguments[1]", area, settings + "  variables: {color: blue}\n")
+    submit(driver.find_element(By.ID, "save"))
+    saved = wait.until(EC.presence_of_element_located((By.ID, "settings"))).text
+    check("color: blue" in saved and text_of("current") == first, f"the variable is saved, the deployment kept ({saved})")
+
     step("the NACKing data plane's error is on the data planes page")
     driver.get(f"{console}/nodes")
     nodes = wait.until(EC.presence_of_element_located((By.ID, "nodes")))
@@ -162,7 +177,8 @@ try:
     driver.get(f"{console}/apis/shop")
     check(not driver.find_elements(By.ID, "deploy") and not driver.find_elements(By.ID, "edit-api"), "no deploy or edit for a reader")
     driver.get(f"{console}/apis/shop/stages/prod")
-    check(not driver.find_elements(By.ID, "set-canary"), "no canary control for a reader")
+    check(not driver.find_elements(By.ID, "set-canary") and not driver.find_elements(By.ID, "edit-stage"), "no canary or settings control for a reader")
+    check("color: blue" in text_of("settings"), "a reader sees the settings")
     csrf = driver.find_element(By.CSS_SELECTOR, "form.who input[name=csrf]").get_attribute("value")
     status, body = post(
         f"{console}/apis/shop/stages/prod/rollback/{second}",
@@ -170,6 +186,12 @@ try:
         driver.get_cookies(),
     )
     check(status == 403 and "may not call" in body, f"the reader's post is refused by the admin API's role check (got {status})")
+    status, body = post(
+        f"{console}/apis/shop/stages/prod/edit",
+        {"csrf": csrf, "revision": "0", "definition": "stage: {api: shop, name: prod, variables: {color: red}}"},
+        driver.get_cookies(),
+    )
+    check(status == 403, f"the reader's settings are refused ({status})")
     # Refused before any work: a deeply nested document costs a reader nothing.
     started = time.time()
     status, _ = post(

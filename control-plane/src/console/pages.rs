@@ -1,6 +1,7 @@
 //! The console's pages, one handler each, in the order of the navigation:
 //! login, APIs (list, create and edit from YAML, deploy, delete), stages
-//! (canary, promote, rollback with the diff of the two definitions), data
+//! (settings from YAML, canary, promote, rollback with the diff of the two
+//! definitions), data
 //! planes, API keys, usage plans, the audit log.
 
 use super::session::{self, Session};
@@ -38,6 +39,10 @@ pub fn routes() -> Router<Arc<Console>> {
         .route("/apis/{api}/delete", post(delete_api))
         .route("/apis/{api}/deploy", post(deploy))
         .route("/apis/{api}/stages/{stage}", get(stage))
+        .route(
+            "/apis/{api}/stages/{stage}/edit",
+            get(edit_stage).post(update_stage),
+        )
         .route("/apis/{api}/stages/{stage}/canary", post(set_canary))
         .route("/apis/{api}/stages/{stage}/promote", post(promote))
         .route(
@@ -138,6 +143,13 @@ fn resource_yaml(kind: Kind) -> String {
             api.created_at = None;
             api.updated_at = None;
             Kind::Api(api)
+        }
+        Kind::Stage(mut stage) => {
+            stage.revision = 0;
+            stage.created_at = None;
+            stage.updated_at = None;
+            stage.cache_generation = 0;
+            Kind::Stage(stage)
         }
         other => other,
     };
@@ -494,31 +506,42 @@ const NEW_API: &str = "api:\n  name: example\n  description: ''\n  routes:\n    
 async fn new_api(State(console): Shared, headers: HeaderMap) -> Response {
     let page = page!(console, headers);
     page.render(
-        "api_form.html",
+        "resource_form.html",
         "apis",
-        context! { definition => NEW_API, revision => 0 },
+        context! { definition => NEW_API, revision => 0, heading => "New API", hint => API_HINT },
     )
 }
 
-/// [`parse_api`] on a blocking thread: a large document never holds a
+/// What the API form says its YAML is.
+const API_HINT: &str = "api: {name: …, routes: […]}";
+/// What the stage form says its YAML is.
+const STAGE_HINT: &str = "stage: {api: …, name: …, deploymentId: …, variables, throttle, routeThrottle, cache, canary, accessLogFormat, publication …}";
+
+/// [`parse_resource`] on a blocking thread: a large document never holds a
 /// runtime thread (the nesting check already bounds its cost).
-async fn parse_off_runtime(text: &str) -> Result<config::Api, Status> {
+async fn parse_off_runtime(text: &str) -> Result<Kind, Status> {
     let text = text.to_owned();
-    tokio::task::spawn_blocking(move || parse_api(&text))
+    tokio::task::spawn_blocking(move || parse_resource(&text))
         .await
         .map_err(|e| Status::internal(e.to_string()))?
 }
 
-/// The one API a YAML form holds.
-fn parse_api(text: &str) -> Result<config::Api, Status> {
+/// The one resource a YAML form holds.
+fn parse_resource(text: &str) -> Result<Kind, Status> {
     let resources =
         pylon_common::model::parse_documents(text).map_err(|e| Status::invalid_argument(e.to_string()))?;
-    match resources.as_slice() {
-        [
-            config::Resource {
-                kind: Some(Kind::Api(api)),
-            },
-        ] => Ok(api.clone()),
+    match <[config::Resource; 1]>::try_from(resources) {
+        Ok([config::Resource { kind: Some(kind) }]) => Ok(kind),
+        _ => Err(Status::invalid_argument(
+            "definition: must be exactly one resource document",
+        )),
+    }
+}
+
+/// The one API a YAML form holds.
+async fn parse_api(text: &str) -> Result<config::Api, Status> {
+    match parse_off_runtime(text).await? {
+        Kind::Api(api) => Ok(api),
         _ => Err(Status::invalid_argument(
             "definition: must be exactly one `api:` document",
         )),
@@ -531,7 +554,7 @@ async fn create_api(State(console): Shared, headers: HeaderMap, Form(fields): Fi
         return refused;
     }
     let text = fields.get("definition").cloned().unwrap_or_default();
-    let created = match parse_off_runtime(&text).await {
+    let created = match parse_api(&text).await {
         Ok(api) => {
             page.call(
                 "CreateApi",
@@ -547,9 +570,12 @@ async fn create_api(State(console): Shared, headers: HeaderMap, Form(fields): Fi
         Err(status) if status.code() == Code::PermissionDenied => page.refused(&status),
         Err(status) => page.render_with(
             http_status(status.code()),
-            "api_form.html",
+            "resource_form.html",
             "apis",
-            context! { definition => text, revision => 0, errors => field_errors(&status) },
+            context! {
+                definition => text, revision => 0, heading => "New API", hint => API_HINT,
+                errors => field_errors(&status),
+            },
         ),
     }
 }
@@ -614,9 +640,12 @@ async fn edit_api(State(console): Shared, headers: HeaderMap, Path(name): Path<S
     let api = called!(page, get_api(&page, &name).await);
     let revision = api.revision;
     page.render(
-        "api_form.html",
+        "resource_form.html",
         "apis",
-        context! { name, revision, definition => resource_yaml(Kind::Api(api)) },
+        context! {
+            revision, heading => format!("Edit API {name}"), hint => API_HINT,
+            definition => resource_yaml(Kind::Api(api)),
+        },
     )
 }
 
@@ -632,7 +661,7 @@ async fn update_api(
     }
     let text = fields.get("definition").cloned().unwrap_or_default();
     let revision: u64 = fields.get("revision").and_then(|r| r.parse().ok()).unwrap_or(0);
-    let updated = match parse_off_runtime(&text).await {
+    let updated = match parse_api(&text).await {
         Ok(api) if api.name != name => Err(Status::invalid_argument(format!(
             "name: {:?} is not this API ({name:?}); create a new API instead",
             api.name
@@ -652,9 +681,12 @@ async fn update_api(
         Err(status) if status.code() == Code::PermissionDenied => page.refused(&status),
         Err(status) => page.render_with(
             http_status(status.code()),
-            "api_form.html",
+            "resource_form.html",
             "apis",
-            context! { name, revision, definition => text, errors => field_errors(&status) },
+            context! {
+                revision, heading => format!("Edit API {name}"), hint => API_HINT,
+                definition => text, errors => field_errors(&status),
+            },
         ),
     }
 }
@@ -759,6 +791,7 @@ async fn stage(
         "stage.html",
         "apis",
         context! {
+            settings => resource_yaml(Kind::Stage(stage.clone())),
             stage => ser(&stage),
             deployments => history_rows(&deployments),
             traffic => super::charts::stage_traffic(&traffic, time_now()),
@@ -770,6 +803,77 @@ fn time_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The stage as YAML: variables, throttling, cache, access-log format,
+/// tracing, publication — every setting `UpdateStage` takes.
+async fn edit_stage(
+    State(console): Shared,
+    headers: HeaderMap,
+    Path((api, name)): Path<(String, String)>,
+) -> Response {
+    let page = page!(console, headers);
+    let stage = called!(page, get_stage(&page, &api, &name).await);
+    let revision = stage.revision;
+    page.render(
+        "resource_form.html",
+        "apis",
+        context! {
+            revision, heading => format!("Edit stage {api}/{name}"), hint => STAGE_HINT,
+            definition => resource_yaml(Kind::Stage(stage)),
+        },
+    )
+}
+
+async fn update_stage(
+    State(console): Shared,
+    headers: HeaderMap,
+    Path((api, name)): Path<(String, String)>,
+    Form(fields): Fields,
+) -> Response {
+    let page = form_page!(console, headers, fields);
+    if let Some(refused) = page.role_refusal("UpdateStage") {
+        return refused;
+    }
+    let text = fields.get("definition").cloned().unwrap_or_default();
+    let revision: u64 = fields.get("revision").and_then(|r| r.parse().ok()).unwrap_or(0);
+    let updated = match parse_off_runtime(&text).await {
+        Ok(Kind::Stage(stage)) if stage.api != api || stage.name != name => {
+            Err(Status::invalid_argument(format!(
+                "api, name: {:?}/{:?} is not this stage ({api:?}/{name:?})",
+                stage.api, stage.name
+            )))
+        }
+        Ok(Kind::Stage(stage)) => {
+            let request = UpdateStageRequest {
+                stage: Some(stage),
+                expected_revision: revision,
+            };
+            page.call(
+                "UpdateStage",
+                request,
+                |a, r| async move { a.update_stage(r).await },
+            )
+            .await
+        }
+        Ok(_) => Err(Status::invalid_argument(
+            "definition: must be exactly one `stage:` document",
+        )),
+        Err(status) => Err(status),
+    };
+    match updated {
+        Ok(_) => page.redirect(&stage_path(&api, &name)),
+        Err(status) if status.code() == Code::PermissionDenied => page.refused(&status),
+        Err(status) => page.render_with(
+            http_status(status.code()),
+            "resource_form.html",
+            "apis",
+            context! {
+                revision, heading => format!("Edit stage {api}/{name}"), hint => STAGE_HINT,
+                definition => text, errors => field_errors(&status),
+            },
+        ),
+    }
 }
 
 async fn set_canary(

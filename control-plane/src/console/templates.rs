@@ -10,7 +10,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("error.html", include_str!("templates/error.html")),
     ("apis.html", include_str!("templates/apis.html")),
     ("api.html", include_str!("templates/api.html")),
-    ("api_form.html", include_str!("templates/api_form.html")),
+    ("resource_form.html", include_str!("templates/resource_form.html")),
     ("stage.html", include_str!("templates/stage.html")),
     ("rollback.html", include_str!("templates/rollback.html")),
     ("nodes.html", include_str!("templates/nodes.html")),
