@@ -128,6 +128,24 @@ try:
     saved = wait.until(EC.presence_of_element_located((By.ID, "settings"))).text
     check("color: blue" in saved and text_of("current") == first, f"the variable is saved, the deployment kept ({saved})")
 
+    step("a usage plan from YAML: a field error first, then created and edited to offer the stage")
+    driver.get(f"{console}/usage-plans")
+    submit(wait.until(EC.presence_of_element_located((By.ID, "new-plan"))))
+    area = wait.until(EC.presence_of_element_located((By.ID, "definition")))
+    driver.execute_script("arguments[0].value = arguments[1]", area, "usagePlan:\n  name: gold\n  quota: {limit: 10, period: FORTNIGHT}\n")
+    submit(driver.find_element(By.ID, "save"))
+    errors = wait.until(EC.presence_of_element_located((By.ID, "errors"))).text
+    check("period" in errors.lower() or "FORTNIGHT" in errors, f"the error names the period ({errors})")
+    area = driver.find_element(By.ID, "definition")
+    driver.execute_script("arguments[0].value = arguments[1]", area, "usagePlan:\n  name: gold\n  quota: {limit: 10, period: DAY}\n")
+    submit(driver.find_element(By.ID, "save"))
+    submit(wait.until(EC.presence_of_element_located((By.ID, "edit-plan-gold"))))
+    area = wait.until(EC.presence_of_element_located((By.ID, "definition")))
+    driver.execute_script("arguments[0].value = arguments[1]", area, area.get_attribute("value") + "  apiStages: [{api: shop, stage: prod}]\n")
+    submit(driver.find_element(By.ID, "save"))
+    plan = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "section.plan"))).text
+    check("gold" in plan and "shop/prod" in driver.find_element(By.TAG_NAME, "main").text, "the plan offers shop/prod")
+
     step("the NACKing data plane's error is on the data planes page")
     driver.get(f"{console}/nodes")
     nodes = wait.until(EC.presence_of_element_located((By.ID, "nodes")))
@@ -179,6 +197,10 @@ try:
     driver.get(f"{console}/apis/shop/stages/prod")
     check(not driver.find_elements(By.ID, "set-canary") and not driver.find_elements(By.ID, "edit-stage"), "no canary or settings control for a reader")
     check("color: blue" in text_of("settings"), "a reader sees the settings")
+    driver.get(f"{console}/usage-plans")
+    check("gold" in driver.find_element(By.TAG_NAME, "main").text, "a reader sees the plans")
+    check(not driver.find_elements(By.ID, "new-plan") and not driver.find_elements(By.ID, "edit-plan-gold"), "no plan controls for a reader")
+    driver.get(f"{console}/apis/shop/stages/prod")
     csrf = driver.find_element(By.CSS_SELECTOR, "form.who input[name=csrf]").get_attribute("value")
     status, body = post(
         f"{console}/apis/shop/stages/prod/rollback/{second}",

@@ -52,6 +52,8 @@ pub fn routes() -> Router<Arc<Console>> {
         .route("/nodes", get(nodes))
         .route("/keys", get(keys).post(create_key))
         .route("/usage-plans", get(usage_plans))
+        .route("/usage-plans/new", get(new_plan).post(create_plan))
+        .route("/usage-plans/{name}/edit", get(edit_plan).post(update_plan))
         .route("/audit", get(audit))
         .route("/consumers", get(consumers))
         .route("/consumers/{email}/status", post(set_consumer_status))
@@ -143,6 +145,12 @@ fn resource_yaml(kind: Kind) -> String {
             api.created_at = None;
             api.updated_at = None;
             Kind::Api(api)
+        }
+        Kind::UsagePlan(mut plan) => {
+            plan.revision = 0;
+            plan.created_at = None;
+            plan.updated_at = None;
+            Kind::UsagePlan(plan)
         }
         Kind::Stage(mut stage) => {
             stage.revision = 0;
@@ -516,6 +524,11 @@ async fn new_api(State(console): Shared, headers: HeaderMap) -> Response {
 const API_HINT: &str = "api: {name: …, routes: […]}";
 /// What the stage form says its YAML is.
 const STAGE_HINT: &str = "stage: {api: …, name: …, deploymentId: …, variables, throttle, routeThrottle, cache, canary, accessLogFormat, publication …}";
+
+/// What the usage-plan form says its YAML is.
+const PLAN_HINT: &str = "usagePlan: {name: …, apiStages: [{api, stage}], throttle, quota: {limit, period}}";
+/// A new usage plan's form.
+const NEW_PLAN: &str = "usagePlan:\n  name: free\n  apiStages: []\n  quota: {limit: 1000, period: DAY}\n";
 
 /// [`parse_resource`] on a blocking thread: a large document never holds a
 /// runtime thread (the nesting check already bounds its cost).
@@ -1162,6 +1175,122 @@ async fn usage_plans(State(console): Shared, headers: HeaderMap) -> Response {
         rows.push(context! { plan => ser(plan), usage, usage_error });
     }
     page.render("plans.html", "plans", context! { plans => rows })
+}
+
+async fn new_plan(State(console): Shared, headers: HeaderMap) -> Response {
+    let page = page!(console, headers);
+    page.render(
+        "resource_form.html",
+        "plans",
+        context! { definition => NEW_PLAN, revision => 0, heading => "New usage plan", hint => PLAN_HINT },
+    )
+}
+
+async fn create_plan(State(console): Shared, headers: HeaderMap, Form(fields): Fields) -> Response {
+    let page = form_page!(console, headers, fields);
+    if let Some(refused) = page.role_refusal("CreateUsagePlan") {
+        return refused;
+    }
+    let text = fields.get("definition").cloned().unwrap_or_default();
+    let created = match parse_off_runtime(&text).await {
+        Ok(Kind::UsagePlan(plan)) => {
+            let request = CreateUsagePlanRequest {
+                usage_plan: Some(plan),
+            };
+            page.call("CreateUsagePlan", request, |a, r| async move {
+                a.create_usage_plan(r).await
+            })
+            .await
+        }
+        Ok(_) => Err(Status::invalid_argument(
+            "definition: must be exactly one `usagePlan:` document",
+        )),
+        Err(status) => Err(status),
+    };
+    match created {
+        Ok(_) => page.redirect("/usage-plans"),
+        Err(status) if status.code() == Code::PermissionDenied => page.refused(&status),
+        Err(status) => page.render_with(
+            http_status(status.code()),
+            "resource_form.html",
+            "plans",
+            context! {
+                definition => text, revision => 0, heading => "New usage plan", hint => PLAN_HINT,
+                errors => field_errors(&status),
+            },
+        ),
+    }
+}
+
+async fn edit_plan(State(console): Shared, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    let page = page!(console, headers);
+    let request = GetUsagePlanRequest {
+        name: name.clone(),
+        ..Default::default()
+    };
+    let plan = called!(
+        page,
+        page.call("GetUsagePlan", request, |a, r| async move {
+            a.get_usage_plan(r).await
+        })
+        .await
+    );
+    let revision = plan.revision;
+    page.render(
+        "resource_form.html",
+        "plans",
+        context! {
+            revision, heading => format!("Edit usage plan {name}"), hint => PLAN_HINT,
+            definition => resource_yaml(Kind::UsagePlan(plan)),
+        },
+    )
+}
+
+async fn update_plan(
+    State(console): Shared,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(fields): Fields,
+) -> Response {
+    let page = form_page!(console, headers, fields);
+    if let Some(refused) = page.role_refusal("UpdateUsagePlan") {
+        return refused;
+    }
+    let text = fields.get("definition").cloned().unwrap_or_default();
+    let revision: u64 = fields.get("revision").and_then(|r| r.parse().ok()).unwrap_or(0);
+    let updated = match parse_off_runtime(&text).await {
+        Ok(Kind::UsagePlan(plan)) if plan.name != name => Err(Status::invalid_argument(format!(
+            "name: {:?} is not this usage plan ({name:?}); create a new one instead",
+            plan.name
+        ))),
+        Ok(Kind::UsagePlan(plan)) => {
+            let request = UpdateUsagePlanRequest {
+                usage_plan: Some(plan),
+                expected_revision: revision,
+            };
+            page.call("UpdateUsagePlan", request, |a, r| async move {
+                a.update_usage_plan(r).await
+            })
+            .await
+        }
+        Ok(_) => Err(Status::invalid_argument(
+            "definition: must be exactly one `usagePlan:` document",
+        )),
+        Err(status) => Err(status),
+    };
+    match updated {
+        Ok(_) => page.redirect("/usage-plans"),
+        Err(status) if status.code() == Code::PermissionDenied => page.refused(&status),
+        Err(status) => page.render_with(
+            http_status(status.code()),
+            "resource_form.html",
+            "plans",
+            context! {
+                revision, heading => format!("Edit usage plan {name}"), hint => PLAN_HINT,
+                definition => text, errors => field_errors(&status),
+            },
+        ),
+    }
 }
 
 async fn audit(State(console): Shared, headers: HeaderMap) -> Response {
