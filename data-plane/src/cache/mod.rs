@@ -70,7 +70,6 @@ pub enum Lookup {
 #[derive(Debug)]
 pub struct Plan {
     digest: [u8; 32],
-    redis_key: String,
     ttl: Duration,
     encrypted: bool,
     /// An authorized `max-age=0`: skip the lookup, store the fresh answer.
@@ -147,7 +146,6 @@ pub fn plan(
     let digest = key(stage, cache, target, route, parts, forwarding, path, params, ctx);
     let private = unaccounted_credentials(&parts.headers, cache, route, auth);
     let plan = Plan {
-        redis_key: String::new(),
         digest,
         ttl,
         encrypted: cache.encrypted,
@@ -167,10 +165,7 @@ pub fn plan(
         }),
         private: !private.is_empty(),
     };
-    Ok(Lookup::Use(Plan {
-        redis_key: plan.redis_key_of(&digest),
-        ..plan
-    }))
+    Ok(Lookup::Use(plan))
 }
 
 /// The credential headers the request carries that the cache key does not
@@ -399,10 +394,10 @@ impl ResponseCache {
         let now = crate::shared::memory::unix_now_ms();
         let tier = self.tier(plan);
         let mut key = plan.digest;
-        let mut found = self.read(&tier, plan, &plan.digest, &plan.redis_key, now).await;
+        let mut found = self.read(&tier, plan, &plan.digest, now).await;
         if let Some(Stored::Variants(index)) = &found {
             key = variant_digest(&plan.digest, &index.vary, request);
-            found = self.read(&tier, plan, &key, &plan.redis_key_of(&key), now).await;
+            found = self.read(&tier, plan, &key, now).await;
         }
         match found {
             Some(Stored::Response(entry)) if entry.serves(request, plan.private) => Found::Hit(entry),
@@ -413,14 +408,7 @@ impl ResponseCache {
     }
 
     /// The record under `digest`: this node's while fresh, else Redis's.
-    async fn read(
-        &self,
-        tier: &LocalTier,
-        plan: &Plan,
-        digest: &[u8; 32],
-        redis_key: &str,
-        now: u64,
-    ) -> Option<Stored> {
+    async fn read(&self, tier: &LocalTier, plan: &Plan, digest: &[u8; 32], now: u64) -> Option<Stored> {
         if let Some((stored, local_until)) = tier.get(digest) {
             if stored.expires_at_ms() > now && local_until > now {
                 return Some(stored);
@@ -429,7 +417,9 @@ impl ResponseCache {
         }
         let redis = self.redis.as_ref()?;
         let key = self.sealing_key(plan).ok()?;
-        let redis_key_owned = redis_key.to_owned();
+        // Made only here: a hit in this node's tier needs no Redis key.
+        let redis_key = plan.redis_key_of(digest);
+        let redis_key_owned = redis_key.clone();
         let stored: Vec<u8> = redis
             .run(|mut conn| async move {
                 redis::cmd("GET")
