@@ -150,6 +150,13 @@ pub struct Activity {
     idle_since: AtomicU64,
     /// When the first byte of a request head arrived, while idle (0: none).
     head_since: AtomicU64,
+    /// A write to the client is waiting for it to take bytes: the
+    /// connection is not idle ([`Guarded`]'s send timeout governs).
+    write_pending: AtomicBool,
+    /// Writes the client took, to tell a connection still sending after a
+    /// GOAWAY (HTTP/2 sends a body handed over whole as the client's window
+    /// opens) from a stuck one.
+    writes: AtomicU64,
     /// HTTP/2: per response in flight, since when it has handed hyper a
     /// frame that the client's flow-control window has not let out (0: it
     /// has not). A client that never opens its window stalls no socket
@@ -167,6 +174,8 @@ impl Activity {
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(now),
             head_since: AtomicU64::new(if protocol == Protocol::Http1 { now } else { 0 }),
+            write_pending: AtomicBool::new(false),
+            writes: AtomicU64::new(0),
             waiting: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -364,6 +373,7 @@ impl<I> Guarded<I> {
     where
         I: Socket,
     {
+        self.activity.write_pending.store(true, Ordering::Relaxed);
         if self.stall.poll_expired(cx) {
             let _ = self.io.tcp().set_zero_linger();
             return Poll::Ready(Err(io::Error::new(
@@ -376,6 +386,8 @@ impl<I> Guarded<I> {
 
     fn written<T>(&mut self, result: io::Result<T>) -> Poll<io::Result<T>> {
         self.stall.progress();
+        self.activity.write_pending.store(false, Ordering::Relaxed);
+        self.activity.writes.fetch_add(1, Ordering::Relaxed);
         Poll::Ready(result)
     }
 }
@@ -467,9 +479,11 @@ enum Expired {
 }
 
 /// When the connection's current state times out (on [`now_ms`]'s clock),
-/// and what that deadline is for; `None` while a request is in flight.
+/// and what that deadline is for; `None` while a request is in flight or
+/// an answer is still being written (a body handed to hyper whole ends its
+/// request before the client has taken it: the send timeout governs that).
 fn deadline(protocol: Protocol, activity: &Activity, options: &ConnectionOptions) -> Option<(u64, Expired)> {
-    if activity.in_flight.load(Ordering::Relaxed) > 0 {
+    if activity.in_flight.load(Ordering::Relaxed) > 0 || activity.write_pending.load(Ordering::Relaxed) {
         return None;
     }
     let ms = |d: Duration| d.as_millis() as u64;
@@ -520,6 +534,8 @@ pub async fn drive<C: Future>(
         .max(Duration::from_millis(1));
     let recheck_ms = recheck.as_millis() as u64;
     let mut going_away = false;
+    // The writes seen when the GOAWAY went (or at the last look after it).
+    let mut writes_seen = 0;
     let send_ms = options.send.as_millis() as u64;
     // One timer for the connection's life, moved as deadlines move (moving
     // it later does not touch the timer wheel).
@@ -551,11 +567,18 @@ pub async fn drive<C: Future>(
                 // HTTP/2: GOAWAY, then the connection ends by itself.
                 graceful_shutdown(conn.as_mut());
                 going_away = true;
+                writes_seen = activity.writes.load(Ordering::Relaxed);
                 wake_at = now + options.header_read.as_millis() as u64;
             }
             Some(Expired::Idle) => {
-                // Sent away and still idle after the GOAWAY: close.
-                return;
+                // Still open a while after the GOAWAY: close, unless the
+                // client is still taking an answer's last bytes.
+                let writes = activity.writes.load(Ordering::Relaxed);
+                if writes == writes_seen {
+                    return;
+                }
+                writes_seen = writes;
+                wake_at = now + options.header_read.as_millis() as u64;
             }
             None => {}
         }

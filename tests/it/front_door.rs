@@ -20,6 +20,8 @@ const HOST: &str = "front.localhost";
 const WHOLE: &[u8] = b"the whole body, every byte of it";
 /// More than socket buffers hold.
 const BIG: usize = 16 << 20;
+/// The MOCK body of `/prod/whole`.
+const HANDED_WHOLE: usize = 2 << 20;
 
 /// The backend's answers: `/both` frames its body with Content-Length *and*
 /// chunked (the length lies), `/gzip-te` uses a transfer coding Pylon does
@@ -63,6 +65,8 @@ fn front_api() -> Api {
             {"method": "GET", "path": "/both", "integration": proxy("/both")},
             {"method": "GET", "path": "/gzip-te", "integration": proxy("/gzip-te")},
             {"method": "GET", "path": "/big", "integration": proxy("/big")},
+            // An answer handed to hyper whole (as a cache hit's is).
+            {"method": "GET", "path": "/whole", "integration": {"type": "MOCK", "mock": {"statusCode": 200, "body": "x".repeat(HANDED_WHOLE)}}},
             {"method": "GET", "path": "/switch", "integration": proxy("/switch")},
             {"method": "GET", "path": "/status600", "integration": proxy("/status600")},
             {"method": "GET", "path": "/http10", "integration": proxy("/http10")},
@@ -992,4 +996,76 @@ async fn a_client_that_does_not_take_its_answer_loses_the_connection() {
         .await
         .expect("reply");
     assert_eq!(reply.status, 200);
+}
+
+#[tokio::test]
+async fn an_answer_the_client_takes_slowly_is_never_cut_by_an_idle_deadline() {
+    let _serial = serial().await;
+    use tokio::io::AsyncReadExt;
+    // HTTP/1.1: the request ends when hyper has the whole body, long
+    // before the client takes it; the keep-alive deadline must wait.
+    let front = Front::start(&[
+        "--keepalive-timeout-s=1",
+        "--send-timeout-s=6",
+        "--http2-idle-timeout-s=1",
+        "--header-read-timeout-s=1",
+    ])
+    .await;
+    // A small receive buffer: most of the body waits in the node.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut stream = socket.connect(front.node.address()).await.expect("connect");
+    stream
+        .write_all(format!("GET /prod/whole HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let body = |received: &[u8]| {
+        let head = received.windows(4).position(|w| w == b"\r\n\r\n");
+        head.map_or(0, |at| received.len() - at - 4)
+    };
+    while body(&received) < HANDED_WHOLE {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert_eq!(
+        body(&received),
+        HANDED_WHOLE,
+        "the answer was cut after the keep-alive time"
+    );
+
+    // HTTP/2: a client reading 256 KiB a second goes idle (and is sent a
+    // GOAWAY) long before it has the body; it still gets all of it.
+    let tcp = tokio::net::TcpStream::connect(front.node.address())
+        .await
+        .expect("connect");
+    let (h2, connection) = h2::client::Builder::new()
+        .initial_window_size(64 << 10)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(connection);
+    let mut h2 = h2.ready().await.expect("ready");
+    let request = http::Request::get(format!("http://{}/prod/whole", front.authority()))
+        .body(())
+        .expect("request");
+    let (response, _) = h2.send_request(request, true).expect("send");
+    let mut body = response.await.expect("response headers").into_body();
+    let started = std::time::Instant::now();
+    let mut taken = 0;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("the stream was not cut");
+        taken += chunk.len();
+        tokio::time::sleep(Duration::from_millis(chunk.len() as u64 * 1000 / (256 << 10))).await;
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    assert_eq!(taken, HANDED_WHOLE, "the body ended early");
+    assert!(
+        started.elapsed() > Duration::from_secs(4),
+        "the client read slowly, past the idle and header times"
+    );
 }

@@ -227,7 +227,7 @@ fn security_schemes(api: &Api, options: &ExportOptions) -> Map<String, Value> {
                     .iter()
                     .find_map(|s| s.strip_prefix("$request.header."))
                     .unwrap_or("Authorization");
-                json!({"type": "apiKey", "name": header, "in": "header", "description": format!("decided by {}", request.uri)})
+                json!({"type": "apiKey", "name": header, "in": "header", "description": format!("checked by the request authorizer {}", authorizer.name)})
             }
             None => continue,
         };

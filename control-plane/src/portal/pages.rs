@@ -282,16 +282,63 @@ fn offer(portal: &Portal, api: &str, stage: &str) -> Option<crate::admin::consum
         .find(|o| o.api.name == api && o.stage.name == stage)
 }
 
-/// An export as consumers may see it: every extension (`x-pylon-*`,
-/// `x-amazon-apigateway-*`: integrations, backend URLs, mappings with
-/// their secrets) taken out, at any depth.
+/// The public view of an OpenAPI export: every specification extension
+/// (`x-*` keys: `x-pylon-*` and `x-amazon-apigateway-*` carry integrations,
+/// backend URLs and mappings that may hold secrets) taken out at any depth,
+/// and the security schemes' descriptions (operator-facing notes). Only
+/// keys where an extension can be are looked at: names in a map (schema
+/// properties, components, media types …) and data (`example`, `default`,
+/// `enum` …) stay as written.
 fn public_view(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Object(map) => {
-            map.retain(|key, _| !key.starts_with("x-"));
-            map.values_mut().for_each(public_view);
+    strip_extensions(value, Position::Object);
+    if let Some(schemes) = value
+        .pointer_mut("/components/securitySchemes")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for scheme in schemes.values_mut() {
+            if let Some(scheme) = scheme.as_object_mut() {
+                scheme.remove("description");
+            }
         }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(public_view),
+    }
+}
+
+/// What a JSON value is in an OpenAPI document.
+#[derive(Clone, Copy)]
+enum Position {
+    /// An OpenAPI or JSON Schema object: its `x-*` keys are extensions.
+    Object,
+    /// A map whose keys are names (each value an [`Position::Object`]).
+    Names,
+    /// A value (an example, a default): kept whole.
+    Data,
+}
+
+fn strip_extensions(value: &mut serde_json::Value, position: Position) {
+    match (position, value) {
+        (Position::Data, _) => {}
+        (Position::Names, serde_json::Value::Object(map)) => {
+            map.values_mut()
+                .for_each(|child| strip_extensions(child, Position::Object));
+        }
+        (Position::Object, serde_json::Value::Object(map)) => {
+            map.retain(|key, _| !key.starts_with("x-"));
+            for (key, child) in map.iter_mut() {
+                let position = match key.as_str() {
+                    "example" | "examples" | "default" | "enum" | "const" | "value" => Position::Data,
+                    "properties" | "patternProperties" | "$defs" | "definitions" | "content" | "headers"
+                    | "links" | "callbacks" | "encoding" | "variables" | "schemas" | "responses"
+                    | "parameters" | "requestBodies" | "securitySchemes" | "dependentSchemas" => {
+                        Position::Names
+                    }
+                    _ => Position::Object,
+                };
+                strip_extensions(child, position);
+            }
+        }
+        (_, serde_json::Value::Array(items)) => items
+            .iter_mut()
+            .for_each(|item| strip_extensions(item, Position::Object)),
         _ => {}
     }
 }
@@ -887,5 +934,54 @@ mod tests {
             "{text}"
         );
         assert_eq!(document["paths"]["/a"]["get"]["summary"], "A");
+    }
+
+    #[test]
+    fn the_public_view_keeps_names_and_data_that_start_with_x_and_drops_scheme_notes() {
+        let mut document = serde_json::json!({
+            "openapi": "3.0.3",
+            "paths": {"/a": {"get": {"responses": {"200": {"description": "ok", "x-amazon-apigateway-x": 1}}}}},
+            "components": {
+                "schemas": {"Thing": {
+                    "type": "object",
+                    "required": ["x-api-version"],
+                    "x-pylon-note": "internal",
+                    "properties": {
+                        "x-api-version": {"type": "string", "x-internal": true},
+                        "meta": {"type": "object", "example": {"x-trace": "abc", "y": 1}, "default": {"x-d": 1}}
+                    }
+                }},
+                "securitySchemes": {"gate": {
+                    "type": "apiKey", "name": "Authorization", "in": "header",
+                    "description": "checked at http://authz.internal:9000/check?apikey=SECRET",
+                    "x-amazon-apigateway-authorizer": {"authorizerUri": "http://authz.internal:9000/"}
+                }}
+            }
+        });
+        super::public_view(&mut document);
+        let thing = &document["components"]["schemas"]["Thing"];
+        assert_eq!(
+            thing["properties"]["x-api-version"],
+            serde_json::json!({"type": "string"})
+        );
+        assert_eq!(
+            thing["properties"]["meta"]["example"],
+            serde_json::json!({"x-trace": "abc", "y": 1})
+        );
+        assert_eq!(
+            thing["properties"]["meta"]["default"],
+            serde_json::json!({"x-d": 1})
+        );
+        assert_eq!(thing["required"], serde_json::json!(["x-api-version"]));
+        assert!(thing.get("x-pylon-note").is_none());
+        let text = document.to_string();
+        assert!(
+            !text.contains("authz.internal") && !text.contains("x-amazon"),
+            "{text}"
+        );
+        assert_eq!(
+            document["components"]["securitySchemes"]["gate"]["type"],
+            "apiKey"
+        );
     }
 }
