@@ -23,8 +23,9 @@ pub fn bucket(ms: f64) -> usize {
         .unwrap_or(LATENCY_BOUNDS_MS.len())
 }
 
-/// Adds `more` into `into` (saturating; a `latency_buckets` of another
-/// length than [`BUCKETS`] is ignored, so a peer cannot grow it).
+/// Adds `more` into `into` (saturating; `latency_buckets` or
+/// `integration_buckets` of another length than [`BUCKETS`] are ignored,
+/// so a peer cannot grow them).
 pub fn add(into: &mut TrafficCounts, more: &TrafficCounts) {
     into.requests = into.requests.saturating_add(more.requests);
     into.errors_4xx = into.errors_4xx.saturating_add(more.errors_4xx);
@@ -38,12 +39,23 @@ pub fn add(into: &mut TrafficCounts, more: &TrafficCounts) {
     if more.integration_ms_sum.is_finite() && more.integration_ms_sum >= 0.0 {
         into.integration_ms_sum += more.integration_ms_sum;
     }
-    if more.latency_buckets.len() == BUCKETS {
-        into.latency_buckets.resize(BUCKETS, 0);
-        for (a, b) in into.latency_buckets.iter_mut().zip(&more.latency_buckets) {
+    add_buckets(&mut into.latency_buckets, &more.latency_buckets);
+    add_buckets(&mut into.integration_buckets, &more.integration_buckets);
+}
+
+fn add_buckets(into: &mut Vec<u64>, more: &[u64]) {
+    if more.len() == BUCKETS {
+        into.resize(BUCKETS, 0);
+        for (a, b) in into.iter_mut().zip(more) {
             *a = a.saturating_add(*b);
         }
     }
+}
+
+/// Whether `buckets` are absent, or exactly [`BUCKETS`] adding up to `n`.
+fn buckets_count(buckets: &[u64], n: u64) -> bool {
+    buckets.is_empty()
+        || (buckets.len() == BUCKETS && buckets.iter().try_fold(0u64, |a, b| a.checked_add(*b)) == Some(n))
 }
 
 /// The most requests one report may count for one route: a data plane
@@ -57,10 +69,6 @@ pub const MAX_REPORTED: u64 = 1_000_000_000;
 /// not negative.
 pub fn plausible(counts: &TrafficCounts) -> bool {
     let n = counts.requests;
-    let buckets = counts
-        .latency_buckets
-        .iter()
-        .try_fold(0u64, |a, b| a.checked_add(*b));
     n <= MAX_REPORTED
         && [
             counts.errors_4xx,
@@ -72,8 +80,8 @@ pub fn plausible(counts: &TrafficCounts) -> bool {
         .iter()
         .all(|c| *c <= n)
         && counts.errors_4xx.saturating_add(counts.errors_5xx) <= n
-        && (counts.latency_buckets.is_empty()
-            || (counts.latency_buckets.len() == BUCKETS && buckets == Some(n)))
+        && buckets_count(&counts.latency_buckets, n)
+        && buckets_count(&counts.integration_buckets, counts.integrations)
         && [counts.latency_ms_sum, counts.integration_ms_sum]
             .iter()
             .all(|s| s.is_finite() && *s >= 0.0)
@@ -83,16 +91,22 @@ pub fn plausible(counts: &TrafficCounts) -> bool {
 /// as the upper bound of its bucket (`None` without requests; the last
 /// bound when it is in the overflow bucket).
 pub fn percentile(counts: &TrafficCounts, share: f64) -> Option<f64> {
-    let total = counts
-        .latency_buckets
-        .iter()
-        .fold(0u64, |a, n| a.saturating_add(*n));
+    bucket_percentile(&counts.latency_buckets, share)
+}
+
+/// [`percentile`] of the integration calls' time.
+pub fn integration_percentile(counts: &TrafficCounts, share: f64) -> Option<f64> {
+    bucket_percentile(&counts.integration_buckets, share)
+}
+
+fn bucket_percentile(buckets: &[u64], share: f64) -> Option<f64> {
+    let total = buckets.iter().fold(0u64, |a, n| a.saturating_add(*n));
     if total == 0 {
         return None;
     }
     let wanted = (total as f64 * share).ceil().max(1.0) as u64;
     let mut seen = 0u64;
-    for (i, n) in counts.latency_buckets.iter().enumerate() {
+    for (i, n) in buckets.iter().enumerate() {
         seen = seen.saturating_add(*n);
         if seen >= wanted {
             return Some(LATENCY_BOUNDS_MS[i.min(LATENCY_BOUNDS_MS.len() - 1)]);
@@ -133,5 +147,25 @@ mod tests {
         assert_eq!(percentile(&total, 0.99), Some(500.0));
         assert_eq!(percentile(&TrafficCounts::default(), 0.5), None);
         assert_eq!(bucket(1e9), BUCKETS - 1);
+    }
+
+    #[test]
+    fn integration_times_have_their_own_buckets_which_must_add_up() {
+        let mut one = TrafficCounts {
+            requests: 2,
+            integrations: 1,
+            latency_buckets: vec![0; BUCKETS],
+            integration_buckets: vec![0; BUCKETS],
+            ..Default::default()
+        };
+        one.latency_buckets[bucket(3.0)] += 2;
+        one.integration_buckets[bucket(40.0)] += 1;
+        assert!(plausible(&one));
+        let mut total = TrafficCounts::default();
+        add(&mut total, &one);
+        assert_eq!(integration_percentile(&total, 0.5), Some(50.0));
+        assert_eq!(percentile(&total, 0.5), Some(5.0));
+        one.integration_buckets[0] += 1;
+        assert!(!plausible(&one), "more integration times than integrations");
     }
 }

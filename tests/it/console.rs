@@ -120,6 +120,13 @@ async fn an_operator_releases_from_the_console_and_a_reader_cannot() {
         .map(|r| (r.route_key.as_str(), r.requests, r.errors_4xx))
         .collect();
     assert_eq!(routes, vec![("GET /items", 20, 0), ("", 5, 5)]);
+    for counts in metrics.slots.iter().filter_map(|s| s.counts.as_ref()) {
+        let timed: u64 = counts.integration_buckets.iter().sum();
+        assert_eq!(
+            timed, counts.integrations,
+            "every integration call is in a bucket"
+        );
+    }
     let missing = other
         .get_stage_metrics(GetStageMetricsRequest {
             api: "traffic".into(),

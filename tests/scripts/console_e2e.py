@@ -163,7 +163,7 @@ try:
     rows = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#top-routes tbody tr")]
     check(rows and rows[0].startswith("GET /items 20"), f"GET /items leads the routes ({rows})")
     check(any(r.startswith("(no route matched) 5 5") for r in rows), f"the unmatched requests are a row of 4xx ({rows})")
-    check(len(driver.find_elements(By.CSS_SELECTOR, "svg polyline")) == 7, "three charts with their lines")
+    check(len(driver.find_elements(By.CSS_SELECTOR, "svg polyline")) == 9, "three charts with their lines (latency with the integration's)")
     shot("stage-traffic")
 
     step("a form posted without its CSRF token is refused")

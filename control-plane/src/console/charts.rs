@@ -4,7 +4,7 @@
 //! the most requested routes.
 
 use minijinja::{Value, context};
-use pylon_common::traffic::{BUCKETS, add, percentile};
+use pylon_common::traffic::{BUCKETS, add, integration_percentile, percentile};
 use pylon_proto::publish::v1::{StageTraffic, TrafficCounts};
 
 /// Slots in the hour drawn, and the drawing's size.
@@ -86,6 +86,16 @@ pub fn stage_traffic(traffic: &StageTraffic, now: i64) -> Value {
             vec![
                 ("p50", "p50", series(&|c| percentile(c, 0.5).unwrap_or(0.0))),
                 ("p99", "p99", series(&|c| percentile(c, 0.99).unwrap_or(0.0))),
+                (
+                    "integration p50",
+                    "integration-p50",
+                    series(&|c| integration_percentile(c, 0.5).unwrap_or(0.0)),
+                ),
+                (
+                    "integration p99",
+                    "integration-p99",
+                    series(&|c| integration_percentile(c, 0.99).unwrap_or(0.0)),
+                ),
             ],
         ),
         chart(
@@ -124,6 +134,8 @@ pub fn stage_traffic(traffic: &StageTraffic, now: i64) -> Value {
         p50 => ms(percentile(&total, 0.5)),
         p99 => ms(percentile(&total, 0.99)),
         integration,
+        integration_p50 => ms(integration_percentile(&total, 0.5)),
+        integration_p99 => ms(integration_percentile(&total, 0.99)),
         charts,
         routes,
     }

@@ -290,6 +290,17 @@ fn offer(portal: &Portal, api: &str, stage: &str) -> Option<crate::admin::consum
 /// properties, components, media types …) and data (`example`, `default`,
 /// `enum` …) stay as written.
 fn public_view(value: &mut serde_json::Value) {
+    // An ANY route is exported under AWS's `x-amazon-apigateway-any-method`:
+    // consumers see it as each method it answers.
+    if let Some(paths) = value.get_mut("paths").and_then(serde_json::Value::as_object_mut) {
+        for item in paths.values_mut().filter_map(serde_json::Value::as_object_mut) {
+            if let Some(any) = item.get("x-amazon-apigateway-any-method").cloned() {
+                for method in ["get", "post", "put", "patch", "delete", "head", "options"] {
+                    item.entry(method).or_insert_with(|| any.clone());
+                }
+            }
+        }
+    }
     strip_extensions(value, Position::Object);
     if let Some(schemes) = value
         .pointer_mut("/components/securitySchemes")
@@ -325,12 +336,14 @@ fn strip_extensions(value: &mut serde_json::Value, position: Position) {
             map.retain(|key, _| !key.starts_with("x-"));
             for (key, child) in map.iter_mut() {
                 let position = match key.as_str() {
-                    "example" | "examples" | "default" | "enum" | "const" | "value" => Position::Data,
+                    // (A security requirement's keys are scheme names.)
+                    "example" | "examples" | "default" | "enum" | "const" | "value" | "security" => {
+                        Position::Data
+                    }
                     "properties" | "patternProperties" | "$defs" | "definitions" | "content" | "headers"
                     | "links" | "callbacks" | "encoding" | "variables" | "schemas" | "responses"
-                    | "parameters" | "requestBodies" | "securitySchemes" | "dependentSchemas" => {
-                        Position::Names
-                    }
+                    | "parameters" | "requestBodies" | "securitySchemes" | "dependentSchemas"
+                    | "dependentRequired" | "dependencies" | "mapping" => Position::Names,
                     _ => Position::Object,
                 };
                 strip_extensions(child, position);
@@ -982,6 +995,35 @@ mod tests {
         assert_eq!(
             document["components"]["securitySchemes"]["gate"]["type"],
             "apiKey"
+        );
+    }
+
+    #[test]
+    fn the_public_view_keeps_scheme_names_in_requirements_and_shows_any_as_each_method() {
+        let mut document = serde_json::json!({
+            "paths": {
+                "/a": {"get": {"security": [{"x-authz": []}], "responses": {}}},
+                "/any": {"x-amazon-apigateway-any-method": {"summary": "all", "x-amazon-apigateway-integration": {}}}
+            },
+            "components": {"schemas": {"Pet": {"discriminator": {"propertyName": "kind", "mapping": {"x-kind": "#/x"}}}}}
+        });
+        super::public_view(&mut document);
+        assert_eq!(
+            document["paths"]["/a"]["get"]["security"],
+            serde_json::json!([{"x-authz": []}])
+        );
+        assert_eq!(
+            document["paths"]["/any"]["delete"],
+            serde_json::json!({"summary": "all"})
+        );
+        assert!(
+            document["paths"]["/any"]
+                .get("x-amazon-apigateway-any-method")
+                .is_none()
+        );
+        assert_eq!(
+            document["components"]["schemas"]["Pet"]["discriminator"]["mapping"],
+            serde_json::json!({"x-kind": "#/x"})
         );
     }
 }

@@ -89,6 +89,7 @@ impl Traffic {
                 }
                 Some(routes.entry(key.into()).or_insert_with(|| TrafficCounts {
                     latency_buckets: vec![0; BUCKETS],
+                    integration_buckets: vec![0; BUCKETS],
                     ..Default::default()
                 }))
             }
@@ -115,7 +116,11 @@ impl Traffic {
         }
         if let Some(integration) = outcome.integration_latency {
             counts.integrations += 1;
-            counts.integration_ms_sum += integration.as_secs_f64() * 1e3;
+            let ms = integration.as_secs_f64() * 1e3;
+            counts.integration_ms_sum += ms;
+            if let Some(slot) = counts.integration_buckets.get_mut(bucket(ms)) {
+                *slot += 1;
+            }
         }
     }
 
