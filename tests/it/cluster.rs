@@ -286,12 +286,8 @@ async fn a_new_node_catches_up_through_a_snapshot_and_a_node_can_be_removed() {
         .expect_err("already gone");
     assert_eq!(err.code(), Code::NotFound);
     // Both membership changes are in the audit log.
-    let audit = admin
-        .list_audit_records(ListAuditRecordsRequest::default())
-        .await
-        .expect("audit")
-        .into_inner();
-    let methods: Vec<&str> = audit.records.iter().map(|r| r.method.as_str()).collect();
+    let audit = crate::support::audit_records(&mut admin).await;
+    let methods: Vec<&str> = audit.iter().map(|r| r.method.as_str()).collect();
     assert!(
         methods.contains(&"AddMember") && methods.contains(&"RemoveMember"),
         "{methods:?}"
@@ -852,12 +848,7 @@ async fn a_backup_restores_on_a_new_cluster_with_its_history_and_the_same_api_ke
     let without = client.send(dp.address(), with_key(None)).await.expect("reply");
     assert_eq!(without.status, 403);
     // The audit log says who restored what.
-    let audit = admin
-        .list_audit_records(ListAuditRecordsRequest::default())
-        .await
-        .expect("audit")
-        .into_inner()
-        .records;
+    let audit = crate::support::audit_records(&mut admin).await;
     assert!(
         audit.iter().any(|r| r.method == "RestoreBackup"
             && r.resource.as_ref().is_some_and(|t| t.name.contains("replacing")))

@@ -172,12 +172,7 @@ async fn an_operator_releases_from_the_console_and_a_reader_cannot() {
     // Rolled back to the first deployment; the promoted canary has no traffic.
     assert_eq!(Some(&stage.deployment_id), history.last().map(|d| &d.id));
     assert_eq!(stage.canary.map(|c| c.percent_traffic), Some(0.0));
-    let audit = admin
-        .list_audit_records(ListAuditRecordsRequest::default())
-        .await
-        .expect("audit")
-        .into_inner()
-        .records;
+    let audit = crate::support::audit_records(&mut admin).await;
     for method in [
         "CreateApi",
         "UpdateApi",
@@ -294,12 +289,7 @@ async fn with_mutual_tls_a_client_certificate_logs_in_with_its_role_and_nothing_
     );
     assert_eq!(status, "303");
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
-    let audit = admin
-        .list_audit_records(ListAuditRecordsRequest::default())
-        .await
-        .expect("audit")
-        .into_inner()
-        .records;
+    let audit = crate::support::audit_records(&mut admin).await;
     assert!(audit.iter().any(|r| {
         r.method == "CreateApi"
             && r.actor

@@ -305,13 +305,9 @@ async fn three_nodes_share_stage_key_and_quota_limits_through_redis() {
         })
         .await
         .expect("ResetUsage");
-    let audit = admin
-        .list_audit_records(ListAuditRecordsRequest::default())
-        .await
-        .expect("audit")
-        .into_inner();
+    let audit = crate::support::audit_records(&mut admin).await;
     assert_eq!(
-        audit.records.first().map(|r| r.method.as_str()),
+        audit.first().map(|r| r.method.as_str()),
         Some("ResetUsage"),
         "audited"
     );

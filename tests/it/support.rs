@@ -159,6 +159,17 @@ pub async fn deploy(
     }
 }
 
+/// The audit log's first page (newest first).
+pub async fn audit_records(admin: &mut pylon_tests::Admin) -> Vec<pylon_proto::raft::v1::AuditRecord> {
+    use pylon_proto::admin::v1::ListAuditRecordsRequest;
+    admin
+        .list_audit_records(ListAuditRecordsRequest::default())
+        .await
+        .expect("audit")
+        .into_inner()
+        .records
+}
+
 /// The cluster's config version now.
 pub async fn config_version(admin: &mut pylon_tests::Admin) -> u64 {
     use pylon_proto::admin::v1::GetConfigVersionRequest;

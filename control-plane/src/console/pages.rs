@@ -513,11 +513,7 @@ const NEW_API: &str = "api:\n  name: example\n  description: ''\n  routes:\n    
 
 async fn new_api(State(console): Shared, headers: HeaderMap) -> Response {
     let page = page!(console, headers);
-    page.render(
-        "resource_form.html",
-        "apis",
-        context! { definition => NEW_API, revision => 0, heading => "New API", hint => API_HINT },
-    )
+    ResourceForm::api("New API".into()).show(&page, NEW_API, 0)
 }
 
 /// What the API form says its YAML is.
@@ -555,9 +551,87 @@ fn parse_resource(text: &str) -> Result<Kind, Status> {
 async fn parse_api(text: &str) -> Result<config::Api, Status> {
     match parse_off_runtime(text).await? {
         Kind::Api(api) => Ok(api),
-        _ => Err(Status::invalid_argument(
-            "definition: must be exactly one `api:` document",
-        )),
+        _ => Err(not_one("api")),
+    }
+}
+
+/// The refusal of a form holding another kind of resource than its own.
+fn not_one(kind: &str) -> Status {
+    Status::invalid_argument(format!("definition: must be exactly one `{kind}:` document"))
+}
+
+/// A posted resource form's definition, and the revision it was read at
+/// (0 for a new resource).
+fn posted(fields: &HashMap<String, String>) -> (String, u64) {
+    let definition = fields.get("definition").cloned().unwrap_or_default();
+    let revision = fields.get("revision").and_then(|r| r.parse().ok()).unwrap_or(0);
+    (definition, revision)
+}
+
+/// A resource's YAML form: where it sits in the navigation, its heading,
+/// and what its YAML is.
+struct ResourceForm {
+    nav: &'static str,
+    heading: String,
+    hint: &'static str,
+}
+
+impl ResourceForm {
+    fn api(heading: String) -> ResourceForm {
+        ResourceForm {
+            nav: "apis",
+            heading,
+            hint: API_HINT,
+        }
+    }
+
+    fn stage(api: &str, name: &str) -> ResourceForm {
+        ResourceForm {
+            nav: "apis",
+            heading: format!("Edit stage {api}/{name}"),
+            hint: STAGE_HINT,
+        }
+    }
+
+    fn plan(heading: String) -> ResourceForm {
+        ResourceForm {
+            nav: "plans",
+            heading,
+            hint: PLAN_HINT,
+        }
+    }
+
+    fn show(&self, page: &Page, definition: &str, revision: u64) -> Response {
+        page.render(
+            "resource_form.html",
+            self.nav,
+            context! { definition, revision, heading => &self.heading, hint => self.hint },
+        )
+    }
+
+    /// What a posted form's admin call answered: on to `Ok`'s page; a role
+    /// refusal's page; else the form again, as posted, with the field
+    /// errors beside it.
+    fn answer(
+        &self,
+        page: &Page,
+        outcome: Result<String, Status>,
+        definition: &str,
+        revision: u64,
+    ) -> Response {
+        match outcome {
+            Ok(to) => page.redirect(&to),
+            Err(status) if status.code() == Code::PermissionDenied => page.refused(&status),
+            Err(status) => page.render_with(
+                http_status(status.code()),
+                "resource_form.html",
+                self.nav,
+                context! {
+                    definition, revision, heading => &self.heading, hint => self.hint,
+                    errors => field_errors(&status),
+                },
+            ),
+        }
     }
 }
 
@@ -566,31 +640,19 @@ async fn create_api(State(console): Shared, headers: HeaderMap, Form(fields): Fi
     if let Some(refused) = page.role_refusal("CreateApi") {
         return refused;
     }
-    let text = fields.get("definition").cloned().unwrap_or_default();
+    let (text, _) = posted(&fields);
     let created = match parse_api(&text).await {
-        Ok(api) => {
-            page.call(
+        Ok(api) => page
+            .call(
                 "CreateApi",
                 CreateApiRequest { api: Some(api) },
                 |a, r| async move { a.create_api(r).await },
             )
             .await
-        }
+            .map(|api| format!("/apis/{}", urlencoding(&api.name))),
         Err(status) => Err(status),
     };
-    match created {
-        Ok(api) => page.redirect(&format!("/apis/{}", urlencoding(&api.name))),
-        Err(status) if status.code() == Code::PermissionDenied => page.refused(&status),
-        Err(status) => page.render_with(
-            http_status(status.code()),
-            "resource_form.html",
-            "apis",
-            context! {
-                definition => text, revision => 0, heading => "New API", hint => API_HINT,
-                errors => field_errors(&status),
-            },
-        ),
-    }
+    ResourceForm::api("New API".into()).answer(&page, created, &text, 0)
 }
 
 /// The console page of `api`'s `stage`.
@@ -652,14 +714,7 @@ async fn edit_api(State(console): Shared, headers: HeaderMap, Path(name): Path<S
     let page = page!(console, headers);
     let api = called!(page, get_api(&page, &name).await);
     let revision = api.revision;
-    page.render(
-        "resource_form.html",
-        "apis",
-        context! {
-            revision, heading => format!("Edit API {name}"), hint => API_HINT,
-            definition => resource_yaml(Kind::Api(api)),
-        },
-    )
+    ResourceForm::api(format!("Edit API {name}")).show(&page, &resource_yaml(Kind::Api(api)), revision)
 }
 
 async fn update_api(
@@ -672,8 +727,7 @@ async fn update_api(
     if let Some(refused) = page.role_refusal("UpdateApi") {
         return refused;
     }
-    let text = fields.get("definition").cloned().unwrap_or_default();
-    let revision: u64 = fields.get("revision").and_then(|r| r.parse().ok()).unwrap_or(0);
+    let (text, revision) = posted(&fields);
     let updated = match parse_api(&text).await {
         Ok(api) if api.name != name => Err(Status::invalid_argument(format!(
             "name: {:?} is not this API ({name:?}); create a new API instead",
@@ -686,22 +740,11 @@ async fn update_api(
             };
             page.call("UpdateApi", request, |a, r| async move { a.update_api(r).await })
                 .await
+                .map(|_| format!("/apis/{}", urlencoding(&name)))
         }
         Err(status) => Err(status),
     };
-    match updated {
-        Ok(_) => page.redirect(&format!("/apis/{}", urlencoding(&name))),
-        Err(status) if status.code() == Code::PermissionDenied => page.refused(&status),
-        Err(status) => page.render_with(
-            http_status(status.code()),
-            "resource_form.html",
-            "apis",
-            context! {
-                revision, heading => format!("Edit API {name}"), hint => API_HINT,
-                definition => text, errors => field_errors(&status),
-            },
-        ),
-    }
+    ResourceForm::api(format!("Edit API {name}")).answer(&page, updated, &text, revision)
 }
 
 async fn delete_api(
@@ -828,14 +871,7 @@ async fn edit_stage(
     let page = page!(console, headers);
     let stage = called!(page, get_stage(&page, &api, &name).await);
     let revision = stage.revision;
-    page.render(
-        "resource_form.html",
-        "apis",
-        context! {
-            revision, heading => format!("Edit stage {api}/{name}"), hint => STAGE_HINT,
-            definition => resource_yaml(Kind::Stage(stage)),
-        },
-    )
+    ResourceForm::stage(&api, &name).show(&page, &resource_yaml(Kind::Stage(stage)), revision)
 }
 
 async fn update_stage(
@@ -848,8 +884,7 @@ async fn update_stage(
     if let Some(refused) = page.role_refusal("UpdateStage") {
         return refused;
     }
-    let text = fields.get("definition").cloned().unwrap_or_default();
-    let revision: u64 = fields.get("revision").and_then(|r| r.parse().ok()).unwrap_or(0);
+    let (text, revision) = posted(&fields);
     let updated = match parse_off_runtime(&text).await {
         Ok(Kind::Stage(stage)) if stage.api != api || stage.name != name => {
             Err(Status::invalid_argument(format!(
@@ -868,25 +903,12 @@ async fn update_stage(
                 |a, r| async move { a.update_stage(r).await },
             )
             .await
+            .map(|_| stage_path(&api, &name))
         }
-        Ok(_) => Err(Status::invalid_argument(
-            "definition: must be exactly one `stage:` document",
-        )),
+        Ok(_) => Err(not_one("stage")),
         Err(status) => Err(status),
     };
-    match updated {
-        Ok(_) => page.redirect(&stage_path(&api, &name)),
-        Err(status) if status.code() == Code::PermissionDenied => page.refused(&status),
-        Err(status) => page.render_with(
-            http_status(status.code()),
-            "resource_form.html",
-            "apis",
-            context! {
-                revision, heading => format!("Edit stage {api}/{name}"), hint => STAGE_HINT,
-                definition => text, errors => field_errors(&status),
-            },
-        ),
-    }
+    ResourceForm::stage(&api, &name).answer(&page, updated, &text, revision)
 }
 
 async fn set_canary(
@@ -1179,11 +1201,7 @@ async fn usage_plans(State(console): Shared, headers: HeaderMap) -> Response {
 
 async fn new_plan(State(console): Shared, headers: HeaderMap) -> Response {
     let page = page!(console, headers);
-    page.render(
-        "resource_form.html",
-        "plans",
-        context! { definition => NEW_PLAN, revision => 0, heading => "New usage plan", hint => PLAN_HINT },
-    )
+    ResourceForm::plan("New usage plan".into()).show(&page, NEW_PLAN, 0)
 }
 
 async fn create_plan(State(console): Shared, headers: HeaderMap, Form(fields): Fields) -> Response {
@@ -1191,7 +1209,7 @@ async fn create_plan(State(console): Shared, headers: HeaderMap, Form(fields): F
     if let Some(refused) = page.role_refusal("CreateUsagePlan") {
         return refused;
     }
-    let text = fields.get("definition").cloned().unwrap_or_default();
+    let (text, _) = posted(&fields);
     let created = match parse_off_runtime(&text).await {
         Ok(Kind::UsagePlan(plan)) => {
             let request = CreateUsagePlanRequest {
@@ -1201,25 +1219,12 @@ async fn create_plan(State(console): Shared, headers: HeaderMap, Form(fields): F
                 a.create_usage_plan(r).await
             })
             .await
+            .map(|_| "/usage-plans".to_owned())
         }
-        Ok(_) => Err(Status::invalid_argument(
-            "definition: must be exactly one `usagePlan:` document",
-        )),
+        Ok(_) => Err(not_one("usagePlan")),
         Err(status) => Err(status),
     };
-    match created {
-        Ok(_) => page.redirect("/usage-plans"),
-        Err(status) if status.code() == Code::PermissionDenied => page.refused(&status),
-        Err(status) => page.render_with(
-            http_status(status.code()),
-            "resource_form.html",
-            "plans",
-            context! {
-                definition => text, revision => 0, heading => "New usage plan", hint => PLAN_HINT,
-                errors => field_errors(&status),
-            },
-        ),
-    }
+    ResourceForm::plan("New usage plan".into()).answer(&page, created, &text, 0)
 }
 
 async fn edit_plan(State(console): Shared, headers: HeaderMap, Path(name): Path<String>) -> Response {
@@ -1236,13 +1241,10 @@ async fn edit_plan(State(console): Shared, headers: HeaderMap, Path(name): Path<
         .await
     );
     let revision = plan.revision;
-    page.render(
-        "resource_form.html",
-        "plans",
-        context! {
-            revision, heading => format!("Edit usage plan {name}"), hint => PLAN_HINT,
-            definition => resource_yaml(Kind::UsagePlan(plan)),
-        },
+    ResourceForm::plan(format!("Edit usage plan {name}")).show(
+        &page,
+        &resource_yaml(Kind::UsagePlan(plan)),
+        revision,
     )
 }
 
@@ -1256,8 +1258,7 @@ async fn update_plan(
     if let Some(refused) = page.role_refusal("UpdateUsagePlan") {
         return refused;
     }
-    let text = fields.get("definition").cloned().unwrap_or_default();
-    let revision: u64 = fields.get("revision").and_then(|r| r.parse().ok()).unwrap_or(0);
+    let (text, revision) = posted(&fields);
     let updated = match parse_off_runtime(&text).await {
         Ok(Kind::UsagePlan(plan)) if plan.name != name => Err(Status::invalid_argument(format!(
             "name: {:?} is not this usage plan ({name:?}); create a new one instead",
@@ -1272,25 +1273,12 @@ async fn update_plan(
                 a.update_usage_plan(r).await
             })
             .await
+            .map(|_| "/usage-plans".to_owned())
         }
-        Ok(_) => Err(Status::invalid_argument(
-            "definition: must be exactly one `usagePlan:` document",
-        )),
+        Ok(_) => Err(not_one("usagePlan")),
         Err(status) => Err(status),
     };
-    match updated {
-        Ok(_) => page.redirect("/usage-plans"),
-        Err(status) if status.code() == Code::PermissionDenied => page.refused(&status),
-        Err(status) => page.render_with(
-            http_status(status.code()),
-            "resource_form.html",
-            "plans",
-            context! {
-                revision, heading => format!("Edit usage plan {name}"), hint => PLAN_HINT,
-                definition => text, errors => field_errors(&status),
-            },
-        ),
-    }
+    ResourceForm::plan(format!("Edit usage plan {name}")).answer(&page, updated, &text, revision)
 }
 
 async fn audit(State(console): Shared, headers: HeaderMap) -> Response {

@@ -456,6 +456,17 @@ fn operations(document: &serde_json::Value) -> Vec<Value> {
     out
 }
 
+/// The page of an API that is not published (or does not exist).
+fn no_such_api(portal: &Portal, visitor: &Visitor) -> Response {
+    message(
+        portal,
+        Some(visitor),
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "No such published API.",
+    )
+}
+
 async fn api(
     State(portal): Shared,
     headers: HeaderMap,
@@ -463,13 +474,7 @@ async fn api(
 ) -> Response {
     let visitor = Visitor::of(&portal, &headers).await;
     let Some(offer) = offer(&portal, &api, &stage) else {
-        return message(
-            &portal,
-            Some(&visitor),
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "No such published API.",
-        );
+        return no_such_api(&portal, &visitor);
     };
     let document = match export(&portal, &api, &stage).await {
         Ok(document) => document,
@@ -509,13 +514,7 @@ async fn reference(
 ) -> Response {
     let visitor = Visitor::of(&portal, &headers).await;
     if offer(&portal, &api, &stage).is_none() {
-        return message(
-            &portal,
-            Some(&visitor),
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "No such published API.",
-        );
+        return no_such_api(&portal, &visitor);
     }
     let base_url = base_url(&portal, &api, &stage);
     render(
