@@ -16,6 +16,7 @@ pub mod context;
 pub mod error;
 pub mod headers;
 pub mod integration;
+pub mod meters;
 pub mod pem;
 pub mod pipeline;
 pub mod request;

@@ -140,10 +140,17 @@ pub async fn serve(
         ));
     }
     let live = Arc::new(ArcSwap::from_pointee(CompiledConfig::default()));
+    let workers = match config.workers {
+        0 => crate::workers::default_count(),
+        n => n,
+    };
+    // A shard of every route's counts per worker (each worker is a thread).
+    let meters = Arc::new(crate::meters::Meters::with_shards(workers));
     if let Some(path) = &config.snapshot_cache {
         match sync::load_cache(
             path,
             pylon_common::snapshot::serves_private(&config.labels),
+            &meters,
             config.pin_cluster_id.as_deref(),
         ) {
             Ok(Some(compiled)) => {
@@ -159,19 +166,16 @@ pub async fn serve(
         Some(shared) => shared.clone(),
         None => crate::shared::SharedState::start(&Default::default()).map_err(ServeError::Config)?,
     };
-    let telemetry = crate::telemetry::Telemetry::new(config.telemetry.clone()).map_err(|source| {
-        ServeError::AccessLog {
-            sink: match &config.telemetry.access_log {
-                crate::telemetry::access_log::LineSink::File(path) => format!("file {}", path.display()),
-                other => format!("{other:?}").to_ascii_lowercase(),
-            },
-            source,
-        }
-    })?;
-    let workers = match config.workers {
-        0 => crate::workers::default_count(),
-        n => n,
-    };
+    let telemetry =
+        crate::telemetry::Telemetry::new(config.telemetry.clone(), meters.clone()).map_err(|source| {
+            ServeError::AccessLog {
+                sink: match &config.telemetry.access_log {
+                    crate::telemetry::access_log::LineSink::File(path) => format!("file {}", path.display()),
+                    other => format!("{other:?}").to_ascii_lowercase(),
+                },
+                source,
+            }
+        })?;
     let gateway = Arc::new(Gateway {
         config: live.clone(),
         upstreams: crate::integration::http::Upstreams::new(client_tls, workers),
@@ -238,7 +242,7 @@ pub async fn serve(
         metrics: crate::telemetry::metrics::SnapshotMetrics::new(&opentelemetry::global::meter(
             "pylon-data-plane",
         )),
-        traffic: gateway.telemetry.traffic.clone(),
+        meters,
     };
     let subscriber = tokio::spawn(sync::run(sync_options, live.clone(), stop_rx.clone()));
     {

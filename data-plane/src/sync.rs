@@ -20,6 +20,7 @@
 //! serving what it has.
 
 use crate::config::{self, CompiledConfig};
+use crate::meters::Meters;
 use arc_swap::ArcSwap;
 use prost::Message as _;
 use pylon_common::snapshot;
@@ -64,8 +65,9 @@ pub struct SyncOptions {
     pub diverged: Arc<std::sync::Mutex<Option<String>>>,
     /// Made once by the node's telemetry.
     pub metrics: crate::telemetry::metrics::SnapshotMetrics,
-    /// Per-route counts, taken by every heartbeat.
-    pub traffic: Arc<crate::telemetry::traffic::Traffic>,
+    /// The routes' meters: configs are compiled with it, and every
+    /// heartbeat takes its counts.
+    pub meters: Arc<Meters>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +196,7 @@ async fn session(
     let _beats = AbortOnDrop({
         let tx = tx.clone();
         let live = live.clone();
-        let traffic = options.traffic.clone();
+        let meters = options.meters.clone();
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(HEARTBEAT);
             interval.tick().await;
@@ -205,7 +207,7 @@ async fn session(
                 let beat = SubscribeRequest {
                     kind: Some(Kind::Heartbeat(Heartbeat {
                         version: live.load().version,
-                        traffic: traffic.take(),
+                        traffic: meters.take(),
                     })),
                 };
                 if tx.send(beat).await.is_err() {
@@ -222,7 +224,10 @@ async fn session(
                 update,
                 live,
                 options.cache.as_deref(),
-                snapshot::serves_private(&options.labels),
+                &Compiling {
+                    serves_private: snapshot::serves_private(&options.labels),
+                    meters: options.meters.clone(),
+                },
                 options.pin_cluster_id.as_deref(),
                 Some(&options.diverged),
                 Some(&options.metrics),
@@ -306,13 +311,22 @@ fn decide(update: &ConfigUpdate, current: &CompiledConfig, pin: Option<&str>, di
     Decision::Ignore
 }
 
+/// How this node compiles snapshots.
+#[derive(Clone, Debug)]
+struct Compiling {
+    /// PRIVATE APIs are served (the node's `endpoint-class` label).
+    serves_private: bool,
+    /// The routes' meters are bound here.
+    meters: Arc<Meters>,
+}
+
 /// Applies one update; returns the ACK or NACK to send (none for an update
 /// that is not newer than what is served).
 async fn apply(
     update: ConfigUpdate,
     live: &Arc<ArcSwap<CompiledConfig>>,
     cache: Option<&Path>,
-    serves_private: bool,
+    compiling: &Compiling,
     pin: Option<&str>,
     diverged: Option<&std::sync::Mutex<Option<String>>>,
     metrics: Option<&crate::telemetry::metrics::SnapshotMetrics>,
@@ -365,7 +379,8 @@ async fn apply(
     let compiled = {
         let update = update.clone();
         let current = live.load_full();
-        tokio::task::spawn_blocking(move || compile_update(&update, Some(&current), serves_private))
+        let compiling = compiling.clone();
+        tokio::task::spawn_blocking(move || compile_update(&update, Some(&current), &compiling))
             .await
             .unwrap_or_else(|e| Err(format!("compiling panicked: {e}")))
     };
@@ -421,7 +436,7 @@ async fn apply(
 fn compile_update(
     update: &ConfigUpdate,
     current: Option<&CompiledConfig>,
-    serves_private: bool,
+    compiling: &Compiling,
 ) -> Result<CompiledConfig, String> {
     let Some(Body::Snapshot(encoded)) = &update.body else {
         return Err("update without a snapshot body".into());
@@ -440,7 +455,7 @@ fn compile_update(
         same.cluster_id = snapshot.cluster_id;
         return Ok(same);
     }
-    config::compile(&snapshot, digest, serves_private).map_err(|e| e.to_string())
+    config::compile(&snapshot, digest, compiling.serves_private, &compiling.meters).map_err(|e| e.to_string())
 }
 
 fn store_cache(path: &Path, update: &ConfigUpdate) -> std::io::Result<()> {
@@ -452,11 +467,13 @@ fn store_cache(path: &Path, update: &ConfigUpdate) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Reads and compiles the snapshot cache; `Ok(None)` when there is none.
-/// With a pinned cluster id, a cache from another cluster is refused.
+/// Reads and compiles the snapshot cache (its routes' meters bound in
+/// `meters`); `Ok(None)` when there is none. With a pinned cluster id, a
+/// cache from another cluster is refused.
 pub fn load_cache(
     path: &Path,
     serves_private: bool,
+    meters: &Arc<Meters>,
     pin: Option<&str>,
 ) -> Result<Option<CompiledConfig>, String> {
     let bytes = match std::fs::read(path) {
@@ -468,7 +485,11 @@ pub fn load_cache(
         .strip_prefix(CACHE_MAGIC)
         .ok_or("not a Pylon config snapshot cache")?;
     let update = ConfigUpdate::decode(body).map_err(|e| format!("damaged: {e}"))?;
-    let compiled = compile_update(&update, None, serves_private)?;
+    let compiling = Compiling {
+        serves_private,
+        meters: meters.clone(),
+    };
+    let compiled = compile_update(&update, None, &compiling)?;
     if let Some(pin) = pin
         && compiled.cluster_id != pin
     {
@@ -484,6 +505,13 @@ pub fn load_cache(
 mod tests {
     use super::*;
     use pylon_proto::publish::v1::ConfigSnapshot;
+
+    fn public() -> Compiling {
+        Compiling {
+            serves_private: false,
+            meters: Arc::default(),
+        }
+    }
 
     fn update_of(cluster: &str, version: u64) -> ConfigUpdate {
         let snapshot = ConfigSnapshot {
@@ -531,19 +559,19 @@ mod tests {
     #[tokio::test]
     async fn only_newer_versions_are_applied_and_acked() {
         let live = Arc::new(ArcSwap::from_pointee(CompiledConfig::default()));
-        let answer = apply(update(5), &live, None, false, None, None, None).await;
+        let answer = apply(update(5), &live, None, &public(), None, None, None).await;
         assert_eq!(
             acked(&answer).map(|a| (a.version, a.cluster_id.as_str())),
             Some((5, "c1"))
         );
         assert_eq!(live.load().version, 5);
         assert!(
-            apply(update(5), &live, None, false, None, None, None)
+            apply(update(5), &live, None, &public(), None, None, None)
                 .await
                 .is_none()
         );
         assert!(
-            apply(update(3), &live, None, false, None, None, None)
+            apply(update(3), &live, None, &public(), None, None, None)
                 .await
                 .is_none()
         );
@@ -553,7 +581,16 @@ mod tests {
     #[tokio::test]
     async fn another_clusters_older_version_is_adopted_with_a_warning_by_default() {
         let live = serving("old-cluster", 30);
-        let answer = apply(update_of("new-cluster", 5), &live, None, false, None, None, None).await;
+        let answer = apply(
+            update_of("new-cluster", 5),
+            &live,
+            None,
+            &public(),
+            None,
+            None,
+            None,
+        )
+        .await;
         let ack = acked(&answer).unwrap_or_else(|| panic!("not acked: {answer:?}"));
         assert_eq!(ack.version, 5);
         assert!(ack.warning.contains("old-cluster"), "{}", ack.warning);
@@ -568,7 +605,7 @@ mod tests {
             update_of("new-cluster", 40),
             &live,
             None,
-            false,
+            &public(),
             Some("old-cluster"),
             None,
             None,
@@ -587,17 +624,17 @@ mod tests {
         let mut rewound = update(5);
         rewound.rewound = true;
         let pinned = serving("c1", 30);
-        let answer = apply(rewound.clone(), &pinned, None, false, Some("c1"), None, None).await;
+        let answer = apply(rewound.clone(), &pinned, None, &public(), Some("c1"), None, None).await;
         assert!(nacked(&answer).is_some_and(|n| n.error.contains("went back")));
         assert_eq!(pinned.load().version, 30);
 
         let lagging = serving("c1", 30);
         assert!(
-            apply(update(5), &lagging, None, false, None, None, None)
+            apply(update(5), &lagging, None, &public(), None, None, None)
                 .await
                 .is_none()
         );
-        let answer = apply(rewound, &lagging, None, false, None, None, None).await;
+        let answer = apply(rewound, &lagging, None, &public(), None, None, None).await;
         assert!(acked(&answer).is_some_and(|a| a.version == 5 && a.warning.contains("went back")));
         assert_eq!(lagging.load().version, 5);
     }
@@ -605,12 +642,12 @@ mod tests {
     #[tokio::test]
     async fn a_damaged_update_is_nacked_and_the_old_config_stays() {
         let live = Arc::new(ArcSwap::from_pointee(CompiledConfig::default()));
-        let _ = apply(update(5), &live, None, false, None, None, None).await;
+        let _ = apply(update(5), &live, None, &public(), None, None, None).await;
         let mut bad = update(6);
         if let Some(Body::Snapshot(encoded)) = &mut bad.body {
             encoded.sha256 = vec![0; 32];
         }
-        let answer = apply(bad, &live, None, false, None, None, None).await;
+        let answer = apply(bad, &live, None, &public(), None, None, None).await;
         assert_eq!(nacked(&answer).map(|n| n.version), Some(6));
         assert_eq!(live.load().version, 5);
     }
@@ -619,19 +656,25 @@ mod tests {
     async fn the_cache_round_trips_and_refuses_a_damaged_file_or_another_pinned_cluster() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("snapshot");
-        assert!(matches!(load_cache(&path, false, None), Ok(None)));
+        assert!(matches!(
+            load_cache(&path, false, &Arc::default(), None),
+            Ok(None)
+        ));
         store_cache(&path, &update(9)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            load_cache(&path, false, None).ok().flatten().map(|c| c.version),
+            load_cache(&path, false, &Arc::default(), None)
+                .ok()
+                .flatten()
+                .map(|c| c.version),
             Some(9)
         );
-        assert!(load_cache(&path, false, Some("c1")).is_ok());
-        assert!(load_cache(&path, false, Some("c2")).is_err());
+        assert!(load_cache(&path, false, &Arc::default(), Some("c1")).is_ok());
+        assert!(load_cache(&path, false, &Arc::default(), Some("c2")).is_err());
         let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
-        assert!(load_cache(&path, false, None).is_err());
+        assert!(load_cache(&path, false, &Arc::default(), None).is_err());
     }
 
     #[tokio::test]
@@ -640,14 +683,14 @@ mod tests {
         let live = serving("c1", 9);
         let mut rewound = update(6);
         rewound.rewound = true;
-        let answer = apply(rewound, &live, None, false, Some("c1"), Some(&diverged), None).await;
+        let answer = apply(rewound, &live, None, &public(), Some("c1"), Some(&diverged), None).await;
         assert!(nacked(&answer).is_some());
         for version in [9, 10] {
             let answer = apply(
                 update(version),
                 &live,
                 None,
-                false,
+                &public(),
                 Some("c1"),
                 Some(&diverged),
                 None,

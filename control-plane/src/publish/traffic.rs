@@ -27,7 +27,7 @@ pub const MAX_STAGES: usize = 500;
 /// Routes one node keeps, over every stage.
 pub const MAX_ROUTES: usize = 10_000;
 /// Entries of one heartbeat taken (a data plane sends at most this many).
-pub const MAX_PER_HEARTBEAT: usize = 20_000;
+pub const MAX_PER_HEARTBEAT: usize = pylon_common::traffic::MAX_PER_HEARTBEAT;
 /// Longest API, stage or route name kept, bytes.
 const MAX_NAME: usize = 512;
 

@@ -131,7 +131,9 @@ pub fn selecting_value(request: RequestView<'_>, name: &HeaderName) -> Option<By
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
     pub status: StatusCode,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Ready to answer with (a hit clones it: values are shared, no
+    /// name is hashed again); without `Content-Length` and `Age`.
+    pub headers: HeaderMap,
     pub body: Bytes,
     /// Unix milliseconds after which the entry is stale.
     pub expires_at_ms: u64,
@@ -236,13 +238,13 @@ impl Entry {
             selected_by.push((name, value));
         }
         let count = take_u16(&mut data)?;
-        let mut headers = Vec::with_capacity(usize::from(count));
+        let mut headers = HeaderMap::with_capacity(usize::from(count));
         for _ in 0..count {
             let len = usize::from(take_u16(&mut data)?);
             let name = HeaderName::from_bytes(take(&mut data, len)?).ok()?;
             let len = usize::try_from(take_u32(&mut data)?).ok()?;
             let value = HeaderValue::from_bytes(take(&mut data, len)?).ok()?;
-            headers.push((name, value));
+            headers.append(name, value);
         }
         Some(Entry {
             status,
@@ -366,10 +368,10 @@ mod tests {
     fn entry() -> Stored {
         Stored::Response(Arc::new(Entry {
             status: StatusCode::OK,
-            headers: vec![(
+            headers: HeaderMap::from_iter([(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
-            )],
+            )]),
             body: Bytes::from_static(br#"{"secret":"pets"}"#),
             expires_at_ms: 1_700_000_000_000,
             stored_at_ms: 1_699_999_700_000,

@@ -486,12 +486,12 @@ impl ResponseCache {
         let expires_at_ms = now + ttl.as_millis() as u64;
         let entry = Arc::new(Entry {
             status: parts.status,
-            headers: parts
-                .headers
-                .iter()
-                .filter(|(name, _)| *name != header::CONTENT_LENGTH && *name != header::AGE)
-                .map(|(n, v)| (n.clone(), v.clone()))
-                .collect(),
+            headers: {
+                let mut headers = parts.headers.clone();
+                headers.remove(header::CONTENT_LENGTH);
+                headers.remove(header::AGE);
+                headers
+            },
             body: body.clone(),
             expires_at_ms,
             stored_at_ms: now,
@@ -752,11 +752,10 @@ async fn buffer(mut body: Body, limit: usize) -> Result<Buffered, GatewayError> 
 pub fn respond(entry: &Entry, warning: bool) -> Response<Body> {
     let mut response = Response::new(full_body(entry.body.clone()));
     *response.status_mut() = entry.status;
+    // The stored map as it is (its values are shared, not copied): no name
+    // is hashed again on a hit.
+    *response.headers_mut() = entry.headers.clone();
     let headers = response.headers_mut();
-    headers.reserve(entry.headers.len() + 3);
-    for (name, value) in &entry.headers {
-        headers.append(name.clone(), value.clone());
-    }
     if let Some(age) = entry.age_s(crate::shared::memory::unix_now_ms()) {
         headers.insert(header::AGE, HeaderValue::from(age));
     }

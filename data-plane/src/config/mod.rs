@@ -17,6 +17,7 @@ pub mod routes;
 pub mod validation;
 pub mod websocket;
 
+use crate::meters::{Meters, RouteMeter};
 use http::{HeaderName, HeaderValue, StatusCode};
 use integration::CompiledIntegration;
 use pylon_common::GatewayResponseType;
@@ -85,8 +86,12 @@ pub struct CompiledStage {
     /// `None`: the stage does not cache responses.
     pub cache: Option<cache::StageCache>,
     pub tracing: StageTracing,
-    /// Metric dimensions per route key, built once per snapshot.
-    pub metric_attributes: HashMap<String, Arc<[opentelemetry::KeyValue]>>,
+    /// Each route's meter (counts and metric dimensions), bound once per
+    /// snapshot.
+    pub meters: HashMap<String, Arc<RouteMeter>>,
+    /// The meters of requests that matched no route, by method dimension
+    /// ([`crate::meters::METHODS`]), bound at the first such request.
+    pub unmatched: [std::sync::OnceLock<Arc<RouteMeter>>; crate::meters::METHODS.len()],
     /// The stage's access-log line, compiled (the default JSON object when
     /// the stage names no format).
     pub access_log: access_log::AccessLogFormat,
@@ -301,6 +306,7 @@ pub fn compile(
     snapshot: &ConfigSnapshot,
     digest: [u8; 32],
     serves_private: bool,
+    meters: &Meters,
 ) -> Result<CompiledConfig, CompileError> {
     let mut errors = Vec::new();
     let mut config = CompiledConfig {
@@ -401,7 +407,14 @@ pub fn compile(
                 let (api, name): (Arc<str>, Arc<str>) =
                     (stage.api.as_str().into(), stage.name.as_str().into());
                 Arc::new(CompiledStage {
-                    metric_attributes: route_attributes(&api, &name, &stage_route_keys),
+                    meters: stage_route_keys
+                        .iter()
+                        .map(|key| {
+                            let method = key.split_once(' ').map_or("", |(method, _)| method);
+                            (key.clone(), meters.bind(&api, &name, key, method))
+                        })
+                        .collect(),
+                    unmatched: Default::default(),
                     api,
                     name,
                     main,
@@ -766,26 +779,4 @@ fn sticky_key(key: &str) -> Result<Option<StickyKey>, String> {
         return Ok(Some(StickyKey::Cookie(name.to_owned())));
     }
     Err(format!("unsupported key {key}"))
-}
-
-/// Each route's dimensions, built once per config snapshot (values shared,
-/// not copied, per request).
-fn route_attributes(
-    api: &Arc<str>,
-    stage: &Arc<str>,
-    route_keys: &[String],
-) -> HashMap<String, Arc<[opentelemetry::KeyValue]>> {
-    route_keys
-        .iter()
-        .map(|key| {
-            let (method, path) = key.split_once(' ').unwrap_or(("", key.as_str()));
-            let attributes: Arc<[opentelemetry::KeyValue]> = Arc::new([
-                opentelemetry::KeyValue::new("pylon.api", opentelemetry::StringValue::from(api.clone())),
-                opentelemetry::KeyValue::new("pylon.stage", opentelemetry::StringValue::from(stage.clone())),
-                opentelemetry::KeyValue::new("http.route", path.to_owned()),
-                opentelemetry::KeyValue::new("http.request.method", method.to_owned()),
-            ]);
-            (key.clone(), attributes)
-        })
-        .collect()
 }

@@ -3,10 +3,18 @@
 //! counts, latency and integration latency (ms), cache hits and misses,
 //! throttled and quota-exceeded requests. The binary exports them (OTLP,
 //! and Prometheus on the ops port).
+//!
+//! The counts are observable counters reading the routes' meters
+//! ([`crate::meters`]) at each export: a request adds to atomics and
+//! hashes nothing. The two latency histograms are recorded per request
+//! (OpenTelemetry has no observable histogram), with the route's
+//! dimensions built once per snapshot.
 
-use crate::context::{CacheStatus, RequestContext};
+use crate::context::Outcome;
+use crate::meters::{Count, Meters};
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter};
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, ObservableCounter, UpDownCounter};
+use std::sync::Arc;
 
 /// Latency bucket bounds, milliseconds.
 const LATENCY_MS: [f64; 16] = [
@@ -15,15 +23,11 @@ const LATENCY_MS: [f64; 16] = [
 ];
 
 pub struct Metrics {
-    requests: Counter<u64>,
-    errors_4xx: Counter<u64>,
-    errors_5xx: Counter<u64>,
     latency: Histogram<f64>,
     integration_latency: Histogram<f64>,
-    cache_hits: Counter<u64>,
-    cache_misses: Counter<u64>,
-    throttled: Counter<u64>,
-    quota_exceeded: Counter<u64>,
+    /// Requests, errors, cache hits and misses, throttled and over quota:
+    /// read from the meters at export.
+    _counts: Vec<ObservableCounter<u64>>,
     pub dropped_access_logs: Counter<u64>,
     pub websocket: WebSocketMetrics,
 }
@@ -110,7 +114,8 @@ impl WebSocketMetrics {
 }
 
 impl Metrics {
-    pub fn new(meter: &Meter) -> Metrics {
+    /// The instruments, the counts read from `meters`.
+    pub fn new(meter: &Meter, meters: &Arc<Meters>) -> Metrics {
         let histogram = |name: &'static str, description: &'static str| {
             meter
                 .f64_histogram(name)
@@ -119,13 +124,44 @@ impl Metrics {
                 .with_boundaries(LATENCY_MS.to_vec())
                 .build()
         };
-        let counter = |name: &'static str, description: &'static str| {
-            meter.u64_counter(name).with_description(description).build()
-        };
+        let counts = [
+            (
+                Count::Requests,
+                "pylon.requests",
+                "Requests to an API stage (AWS: Count)",
+            ),
+            (
+                Count::Errors4xx,
+                "pylon.requests.4xx",
+                "Requests answered 4xx (AWS: 4XXError)",
+            ),
+            (
+                Count::Errors5xx,
+                "pylon.requests.5xx",
+                "Requests answered 5xx (AWS: 5XXError)",
+            ),
+            (
+                Count::CacheHits,
+                "pylon.cache.hits",
+                "Answers from the response cache (AWS: CacheHitCount)",
+            ),
+            (
+                Count::CacheMisses,
+                "pylon.cache.misses",
+                "Cacheable requests not in the cache (AWS: CacheMissCount)",
+            ),
+            (
+                Count::Throttled,
+                "pylon.throttled",
+                "Requests refused by a token bucket (429 THROTTLED)",
+            ),
+            (
+                Count::QuotaExceeded,
+                "pylon.quota_exceeded",
+                "Requests refused by a usage-plan quota",
+            ),
+        ];
         Metrics {
-            requests: counter("pylon.requests", "Requests to an API stage (AWS: Count)"),
-            errors_4xx: counter("pylon.requests.4xx", "Requests answered 4xx (AWS: 4XXError)"),
-            errors_5xx: counter("pylon.requests.5xx", "Requests answered 5xx (AWS: 5XXError)"),
             latency: histogram(
                 "pylon.request.duration",
                 "From request to response headers (AWS: Latency)",
@@ -134,72 +170,41 @@ impl Metrics {
                 "pylon.integration.duration",
                 "Backend call, request to response headers (AWS: IntegrationLatency)",
             ),
-            cache_hits: counter(
-                "pylon.cache.hits",
-                "Answers from the response cache (AWS: CacheHitCount)",
-            ),
-            cache_misses: counter(
-                "pylon.cache.misses",
-                "Cacheable requests not in the cache (AWS: CacheMissCount)",
-            ),
-            throttled: counter(
-                "pylon.throttled",
-                "Requests refused by a token bucket (429 THROTTLED)",
-            ),
-            quota_exceeded: counter("pylon.quota_exceeded", "Requests refused by a usage-plan quota"),
-            dropped_access_logs: counter(
-                "pylon.access_log.dropped",
-                "Access-log lines dropped (queue full)",
-            ),
+            _counts: counts
+                .into_iter()
+                .map(|(count, name, description)| {
+                    let meters = meters.clone();
+                    meter
+                        .u64_observable_counter(name)
+                        .with_description(description)
+                        .with_callback(move |observer| {
+                            meters.observe(count, |n, attributes| {
+                                // A series made and not yet counted is not a
+                                // series yet (as with a counter never added to).
+                                if n > 0 {
+                                    observer.observe(n, attributes);
+                                }
+                            });
+                        })
+                        .build()
+                })
+                .collect(),
+            dropped_access_logs: meter
+                .u64_counter("pylon.access_log.dropped")
+                .with_description("Access-log lines dropped (queue full)")
+                .build(),
             websocket: WebSocketMetrics::new(meter),
         }
     }
 
-    /// The dimensions of a request that matched no route. The method is
-    /// the client's only when it is a standard one (else `_OTHER`, as the
-    /// OpenTelemetry conventions say): clients must not mint series.
-    pub fn attributes(ctx: &RequestContext) -> [KeyValue; 4] {
-        const STANDARD: [&str; 9] = [
-            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
-        ];
-        let method = STANDARD
-            .iter()
-            .find(|m| **m == ctx.http_method.as_str())
-            .copied()
-            .unwrap_or("_OTHER");
-        [
-            KeyValue::new("pylon.api", opentelemetry::StringValue::from(ctx.api_id.clone())),
-            KeyValue::new("pylon.stage", opentelemetry::StringValue::from(ctx.stage.clone())),
-            KeyValue::new("http.route", ctx.resource_path().to_owned()),
-            KeyValue::new("http.request.method", method),
-        ]
-    }
-
-    /// Records one finished request of an API stage, with its dimensions.
-    pub fn record(&self, ctx: &RequestContext, attributes: &[KeyValue]) {
-        let record = &ctx.outcome;
-        self.requests.add(1, attributes);
-        match record.status {
-            400..=499 => self.errors_4xx.add(1, attributes),
-            500..=599 => self.errors_5xx.add(1, attributes),
-            _ => {}
-        }
+    /// Records one finished request's latencies, with its route's
+    /// dimensions (its counts are in its meter).
+    pub fn record(&self, outcome: &Outcome, attributes: &[KeyValue]) {
         self.latency
-            .record(record.latency.as_secs_f64() * 1e3, attributes);
-        if let Some(integration) = record.integration_latency {
+            .record(outcome.latency.as_secs_f64() * 1e3, attributes);
+        if let Some(integration) = outcome.integration_latency {
             self.integration_latency
                 .record(integration.as_secs_f64() * 1e3, attributes);
-        }
-        match record.cache {
-            Some(CacheStatus::Hit) => self.cache_hits.add(1, attributes),
-            Some(CacheStatus::Miss) => self.cache_misses.add(1, attributes),
-            _ => {}
-        }
-        if record.throttled {
-            self.throttled.add(1, attributes);
-        }
-        if record.quota_exceeded {
-            self.quota_exceeded.add(1, attributes);
         }
     }
 }

@@ -1,8 +1,9 @@
 //! What a data plane tells the outside about its requests: OpenTelemetry
 //! traces ([`trace`]), metrics ([`metrics`]), access logs
-//! ([`access_log`]), and the per-route counts its heartbeats carry to the
-//! control plane ([`traffic`]). The phases fill the request's one
-//! [`RequestContext`]; the pipeline hands it here when the answer is ready.
+//! ([`access_log`]), and the per-route counts ([`crate::meters`]) that its
+//! metrics and its heartbeats to the control plane read. The phases fill
+//! the request's one [`RequestContext`]; the pipeline hands it here when
+//! the answer is ready.
 //!
 //! Nothing here blocks or fails a request: spans and metrics go to the
 //! SDK's bounded batch processors (set up by the binary), access-log lines
@@ -11,9 +12,10 @@
 pub mod access_log;
 pub mod metrics;
 pub mod trace;
-pub mod traffic;
 
 use crate::context::RequestContext;
+use crate::meters::Meters;
+use std::sync::Arc;
 
 /// Node-wide telemetry settings (the binary sets up the exporters).
 #[derive(Clone, Debug)]
@@ -42,41 +44,42 @@ pub struct Telemetry {
     pub metrics: metrics::Metrics,
     pub access_log: access_log::AccessLog,
     pub default_sample_ratio: f64,
-    /// Counts per route for the control plane's console (sent with the
-    /// config stream's heartbeats).
-    pub traffic: std::sync::Arc<traffic::Traffic>,
+    /// Every route's counts, for the metrics and the control plane's
+    /// console (sent with the config stream's heartbeats).
+    pub meters: Arc<Meters>,
 }
 
 impl Telemetry {
+    /// The node's telemetry; its metrics read the counts in `meters` (the
+    /// registry the node's configs are compiled with).
+    ///
     /// # Errors
     /// The access-log file cannot be opened (or its writer started).
-    pub fn new(options: TelemetryOptions) -> std::io::Result<Telemetry> {
+    pub fn new(options: TelemetryOptions, meters: Arc<Meters>) -> std::io::Result<Telemetry> {
         Ok(Telemetry {
             tracer: opentelemetry::global::tracer("pylon-data-plane"),
-            metrics: metrics::Metrics::new(&opentelemetry::global::meter("pylon-data-plane")),
+            metrics: metrics::Metrics::new(&opentelemetry::global::meter("pylon-data-plane"), &meters),
             access_log: access_log::AccessLog::start(&options.access_log, options.access_log_otlp)?,
             default_sample_ratio: options.default_sample_ratio.clamp(0.0, 1.0),
-            traffic: std::sync::Arc::default(),
+            meters,
         })
     }
 
     /// Metrics, the span's end and the access-log line of a finished
     /// request (or WebSocket message) of `stage`.
     pub fn observe(&self, ctx: &RequestContext, stage: &crate::config::CompiledStage) {
-        match ctx
-            .route_key
-            .as_ref()
-            .and_then(|key| stage.metric_attributes.get(&**key))
-        {
-            Some(attributes) => self.metrics.record(ctx, attributes),
-            None => self.metrics.record(ctx, &metrics::Metrics::attributes(ctx)),
-        }
-        self.traffic.record(
-            &ctx.api_id,
-            &ctx.stage,
-            ctx.route_key.as_deref().unwrap_or(""),
-            &ctx.outcome,
-        );
+        let meter = match ctx.route_key.as_deref().and_then(|key| stage.meters.get(key)) {
+            Some(meter) => meter,
+            None => {
+                let method = crate::meters::method_index(ctx.http_method.as_str());
+                stage.unmatched[method].get_or_init(|| {
+                    self.meters
+                        .bind(&stage.api, &stage.name, "", crate::meters::METHODS[method])
+                })
+            }
+        };
+        meter.record(&ctx.outcome);
+        self.metrics.record(&ctx.outcome, meter.attributes());
         if let Some(cx) = &ctx.trace {
             trace::finish(cx, ctx);
         }
