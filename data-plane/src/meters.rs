@@ -25,11 +25,12 @@
 
 use crate::context::{CacheStatus, Outcome};
 use opentelemetry::KeyValue;
+use opentelemetry::metrics::BoundHistogram;
 use pylon_common::traffic::{BUCKETS, MAX_PER_HEARTBEAT, bucket};
 use pylon_proto::publish::v1::{RouteTraffic, TrafficCounts};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The most shards a meter is spread over.
@@ -133,6 +134,7 @@ impl Meters {
                         KeyValue::new("http.request.method", method.to_owned()),
                     ]),
                     shards: (0..self.shards).map(|_| Shard::default()).collect(),
+                    histograms: OnceLock::new(),
                 }),
                 reported: Totals::default(),
                 retired: None,
@@ -199,7 +201,12 @@ pub struct RouteMeter {
     route_key: Box<str>,
     attributes: Arc<[KeyValue]>,
     shards: Box<[Shard]>,
+    histograms: OnceLock<Histograms>,
 }
+
+/// A series' OpenTelemetry latency histograms (request, integration),
+/// bound to its dimensions.
+pub type Histograms = [BoundHistogram<f64>; 2];
 
 impl std::fmt::Debug for RouteMeter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -243,11 +250,11 @@ fn nanos(d: std::time::Duration) -> u64 {
 }
 
 impl RouteMeter {
-    /// The OpenTelemetry dimensions of this series: `pylon.api`,
-    /// `pylon.stage`, `http.route` (the route key's path, `""` for no
-    /// route) and `http.request.method`.
-    pub fn attributes(&self) -> &[KeyValue] {
-        &self.attributes
+    /// The series' histograms, bound by `bind` at its first request (so
+    /// only routes with traffic count against the SDK's cardinality
+    /// limit, as with unbound recordings).
+    pub fn histograms(&self, bind: impl FnOnce(&[KeyValue]) -> Histograms) -> &Histograms {
+        self.histograms.get_or_init(|| bind(&self.attributes))
     }
 
     /// Counts one finished request (or WebSocket message).

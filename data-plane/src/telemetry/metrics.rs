@@ -6,12 +6,13 @@
 //!
 //! The counts are observable counters reading the routes' meters
 //! ([`crate::meters`]) at each export: a request adds to atomics and
-//! hashes nothing. The two latency histograms are recorded per request
-//! (OpenTelemetry has no observable histogram), with the route's
-//! dimensions built once per snapshot.
+//! hashes nothing. The two latency histograms are OpenTelemetry's, bound
+//! to the route's dimensions at its first request (the SDK's bound
+//! instruments, an experimental feature of opentelemetry 0.33: a record
+//! takes the bucket's lock, no attribute lookup).
 
 use crate::context::Outcome;
-use crate::meters::{Count, Meters};
+use crate::meters::{Count, Meters, RouteMeter};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, ObservableCounter, UpDownCounter};
 use std::sync::Arc;
@@ -197,14 +198,19 @@ impl Metrics {
         }
     }
 
-    /// Records one finished request's latencies, with its route's
-    /// dimensions (its counts are in its meter).
-    pub fn record(&self, outcome: &Outcome, attributes: &[KeyValue]) {
-        self.latency
-            .record(outcome.latency.as_secs_f64() * 1e3, attributes);
+    /// Records one finished request's latencies in its route's
+    /// histograms, bound to the route's dimensions at its first request
+    /// (its counts are in its meter).
+    pub fn record(&self, outcome: &Outcome, meter: &RouteMeter) {
+        let [latency, integration_latency] = meter.histograms(|attributes| {
+            [
+                self.latency.bind(attributes),
+                self.integration_latency.bind(attributes),
+            ]
+        });
+        latency.record(outcome.latency.as_secs_f64() * 1e3);
         if let Some(integration) = outcome.integration_latency {
-            self.integration_latency
-                .record(integration.as_secs_f64() * 1e3, attributes);
+            integration_latency.record(integration.as_secs_f64() * 1e3);
         }
     }
 }

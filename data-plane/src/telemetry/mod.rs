@@ -79,7 +79,7 @@ impl Telemetry {
             }
         };
         meter.record(&ctx.outcome);
-        self.metrics.record(&ctx.outcome, meter.attributes());
+        self.metrics.record(&ctx.outcome, meter);
         if let Some(cx) = &ctx.trace {
             trace::finish(cx, ctx);
         }
