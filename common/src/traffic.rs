@@ -58,8 +58,8 @@ fn buckets_count(buckets: &[u64], n: u64) -> bool {
         || (buckets.len() == BUCKETS && buckets.iter().try_fold(0u64, |a, b| a.checked_add(*b)) == Some(n))
 }
 
-/// Route entries one heartbeat carries at most: a data plane leaves the
-/// rest for the next one, a control plane reads no more.
+/// Route entries a control plane reads from one heartbeat (a data plane
+/// with more sends several heartbeats).
 pub const MAX_PER_HEARTBEAT: usize = 20_000;
 
 /// The most requests one report may count for one route: a data plane

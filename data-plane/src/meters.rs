@@ -26,7 +26,7 @@
 use crate::context::{CacheStatus, Outcome};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::BoundHistogram;
-use pylon_common::traffic::{BUCKETS, MAX_PER_HEARTBEAT, bucket};
+use pylon_common::traffic::{BUCKETS, bucket};
 use pylon_proto::publish::v1::{RouteTraffic, TrafficCounts};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -152,9 +152,7 @@ impl Meters {
     }
 
     /// The counts since the last call, per (API, stage, route key), with
-    /// requests that matched no route under the route key `""`: at most
-    /// [`MAX_PER_HEARTBEAT`] entries, the other routes' counts left for the
-    /// next call. Forgets
+    /// requests that matched no route under the route key `""`. Forgets
     /// the series no config has held for [`RETENTION`] once their counts
     /// are taken.
     pub fn take(&self) -> Vec<RouteTraffic> {
@@ -169,9 +167,6 @@ impl Meters {
             if counts.requests > 0 {
                 let meter = &series.meter;
                 let id = (meter.api.clone(), meter.stage.clone(), meter.route_key.clone());
-                if merged.len() >= MAX_PER_HEARTBEAT && !merged.contains_key(&id) {
-                    return true;
-                }
                 pylon_common::traffic::add(merged.entry(id).or_default(), &counts);
             }
             let settled = reported == totals;
@@ -499,26 +494,6 @@ mod tests {
             (1, 1, 1)
         );
         assert!(pylon_common::traffic::plausible(counts));
-    }
-
-    #[test]
-    fn a_heartbeat_carries_at_most_its_limit_and_the_rest_comes_next() {
-        let meters = Meters::with_shards(1);
-        let (api, stage) = names();
-        let routes: Vec<_> = (0..MAX_PER_HEARTBEAT + 5)
-            .map(|i| meters.bind(&api, &stage, &format!("GET /{i}"), "GET"))
-            .collect();
-        for meter in &routes {
-            meter.record(&outcome(200, 1));
-        }
-        assert_eq!(meters.take().len(), MAX_PER_HEARTBEAT);
-        let rest = meters.take();
-        assert_eq!(rest.len(), 5);
-        assert!(
-            rest.iter()
-                .all(|r| r.counts.as_ref().map(|c| c.requests) == Some(1))
-        );
-        assert!(meters.take().is_empty());
     }
 
     #[test]

@@ -37,6 +37,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 const HEARTBEAT: Duration = Duration::from_secs(10);
+/// Route entries per heartbeat message: a data plane with more traffic
+/// entries sends several, each well under the control plane's reading
+/// limit (`pylon_common::traffic::MAX_PER_HEARTBEAT`) and gRPC's 4 MiB.
+const ENTRIES_PER_HEARTBEAT: usize = 5_000;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Large configs arrive as one message.
@@ -204,14 +208,22 @@ async fn session(
                 interval.tick().await;
                 // Counts lost with a stream that broke are not sent again:
                 // the console's figures are a best effort, like a scrape.
-                let beat = SubscribeRequest {
-                    kind: Some(Kind::Heartbeat(Heartbeat {
-                        version: live.load().version,
-                        traffic: meters.take(),
-                    })),
-                };
-                if tx.send(beat).await.is_err() {
-                    return;
+                let mut traffic = meters.take();
+                loop {
+                    let rest = traffic.split_off(traffic.len().min(ENTRIES_PER_HEARTBEAT));
+                    let beat = SubscribeRequest {
+                        kind: Some(Kind::Heartbeat(Heartbeat {
+                            version: live.load().version,
+                            traffic,
+                        })),
+                    };
+                    if tx.send(beat).await.is_err() {
+                        return;
+                    }
+                    if rest.is_empty() {
+                        break;
+                    }
+                    traffic = rest;
                 }
             }
         })
