@@ -12,11 +12,11 @@
 //!   last heartbeat, with the latency histograms, for the control plane's
 //!   console (`GetStageMetrics`; [`Meters::take`]).
 //!
-//! A series lives while a compiled config holds its meter, so a route's
-//! counters survive redeployments and snapshots; once no config holds it,
-//! its last counts are taken and [`RETENTION`] has passed (for exports
-//! and scrapes to read its last value), it is forgotten. Series are made by the
-//! config (its routes, and per stage at most ten for requests that matched
+//! A series lives as long as the process, as OpenTelemetry's SDK keeps a
+//! cumulative histogram's: a route's counters survive redeployments and
+//! snapshots, and a route that leaves the config and comes back goes on
+//! from its last counts, in step with its histograms. Series are made by
+//! the config (its routes, and per stage at most ten for requests that matched
 //! no route: one per standard method and `_OTHER`), never by what a client
 //! sends.
 //!
@@ -31,13 +31,9 @@ use pylon_proto::publish::v1::{RouteTraffic, TrafficCounts};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
 
 /// The most shards a meter is spread over.
 pub const MAX_SHARDS: usize = 8;
-
-/// How long a series no config holds is still exported.
-pub const RETENTION: Duration = Duration::from_secs(300);
 
 /// The method dimension of requests that matched no route: the standard
 /// methods, and `_OTHER` for the rest (OpenTelemetry's HTTP conventions),
@@ -75,8 +71,6 @@ struct Series {
     meter: Arc<RouteMeter>,
     /// What the heartbeats have reported so far.
     reported: Totals,
-    /// Since when no config holds it and its counts are all reported.
-    retired: Option<Instant>,
 }
 
 /// Every series of the node.
@@ -137,7 +131,6 @@ impl Meters {
                     histograms: OnceLock::new(),
                 }),
                 reported: Totals::default(),
-                retired: None,
             }
         });
         series.meter.clone()
@@ -152,16 +145,10 @@ impl Meters {
     }
 
     /// The counts since the last call, per (API, stage, route key), with
-    /// requests that matched no route under the route key `""`. Forgets
-    /// the series no config has held for [`RETENTION`] once their counts
-    /// are taken.
+    /// requests that matched no route under the route key `""`.
     pub fn take(&self) -> Vec<RouteTraffic> {
-        self.take_at(Instant::now())
-    }
-
-    fn take_at(&self, now: Instant) -> Vec<RouteTraffic> {
         let mut merged: HashMap<RouteId, TrafficCounts> = HashMap::new();
-        self.lock().retain(|_, series| {
+        for series in self.lock().values_mut() {
             let totals = series.meter.totals();
             let (counts, reported) = totals.since(&series.reported);
             if counts.requests > 0 {
@@ -169,14 +156,8 @@ impl Meters {
                 let id = (meter.api.clone(), meter.stage.clone(), meter.route_key.clone());
                 pylon_common::traffic::add(merged.entry(id).or_default(), &counts);
             }
-            let settled = reported == totals;
             series.reported = reported;
-            if Arc::strong_count(&series.meter) > 1 || !settled {
-                series.retired = None;
-                return true;
-            }
-            now.saturating_duration_since(*series.retired.get_or_insert(now)) < RETENTION
-        });
+        }
         merged
             .into_iter()
             .map(|((api, stage, route_key), counts)| RouteTraffic {
@@ -443,7 +424,7 @@ mod tests {
     }
 
     #[test]
-    fn a_route_keeps_its_counters_while_a_config_holds_it_and_is_forgotten_after() {
+    fn a_route_keeps_its_counters_across_snapshots_and_after_it_leaves_the_config() {
         let meters = Meters::with_shards(1);
         let (api, stage) = names();
         let first = meters.bind(&api, &stage, "GET /pets", "GET");
@@ -454,26 +435,19 @@ mod tests {
             "a new snapshot binds the same meter"
         );
         second.record(&outcome(500, 1));
-        let mut requests = Vec::new();
-        meters.observe(Count::Requests, |n, _| requests.push(n));
-        assert_eq!(requests, [2]);
-        drop((first, second));
-        let start = Instant::now();
-        assert_eq!(
-            meters.take_at(start).len(),
-            1,
-            "its last counts are still reported"
-        );
-        let series = || {
-            let mut series = 0;
-            meters.observe(Count::Requests, |_, _| series += 1);
-            series
+        let requests = || {
+            let mut requests = Vec::new();
+            meters.observe(Count::Requests, |n, _| requests.push(n));
+            requests
         };
-        assert_eq!(series(), 1, "and exported a while");
-        meters.take_at(start + RETENTION / 2);
-        assert_eq!(series(), 1);
-        meters.take_at(start + RETENTION);
-        assert_eq!(series(), 0, "then the series is gone");
+        assert_eq!(requests(), [2]);
+        drop((first, second));
+        assert_eq!(meters.take().len(), 1, "its last counts are reported");
+        assert_eq!(requests(), [2], "and it is still exported");
+        meters
+            .bind(&api, &stage, "GET /pets", "GET")
+            .record(&outcome(200, 1));
+        assert_eq!(requests(), [3], "back in a config, it goes on from there");
     }
 
     #[test]

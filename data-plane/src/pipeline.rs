@@ -439,6 +439,9 @@ async fn serve(
                 Flight::Leader(guard) => flight = Some(guard),
             }
         }
+        // A miss, even when the backend fails or the client leaves before
+        // the answer (the answer may still turn it into a bypass).
+        ctx.outcome.cache = Some(CacheStatus::Miss);
         request_headers = Some(parts.headers.clone());
     }
     drop(lookup_phase);

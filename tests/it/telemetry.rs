@@ -249,6 +249,8 @@ async fn requests_export_spans_metrics_and_access_logs_over_otlp() {
         ("pylon.cache.misses", "/items/{id}", 1),
         ("pylon.cache.hits", "/items/{id}", 1),
         ("pylon.requests.5xx", "/boom", 1),
+        // A lookup that missed is a miss, though the backend then failed.
+        ("pylon.cache.misses", "/boom", 1),
         ("pylon.requests.4xx", "/limited", 1),
         ("pylon.throttled", "/limited", 1),
         ("pylon.requests", "/limited", 2),
