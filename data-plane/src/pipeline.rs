@@ -404,7 +404,13 @@ async fn serve(
         &matched.params,
         ctx,
     )?;
+    // The cache holds the integration's answer; the response phase runs for
+    // every caller, so what it maps from the request is each caller's own.
+    let transforms_response = !settings.response_mappings.is_empty()
+        || settings.response_template.is_some()
+        || !settings.integration_responses.is_empty();
     let mut flight = None;
+    let mut hit = None;
     // A miss that may be stored keeps the client's headers: a varying
     // response is stored under their values.
     let mut request_headers = None;
@@ -415,34 +421,41 @@ async fn serve(
             changes: mapping.header_changes(),
         };
         if !plan.refresh {
-            let flight_key = match gateway.cache.get(plan, request).await {
-                Found::Hit(entry) => {
-                    ctx.outcome.cache = Some(CacheStatus::Hit);
-                    return Ok(cache::respond(&entry, plan.warning));
-                }
-                Found::Miss { flight } => flight,
-            };
-            match gateway.cache.join(flight_key) {
-                Flight::Follower(rx) => {
-                    let wait = match &route.integration {
-                        CompiledIntegration::Http { timeout, .. } => *timeout,
-                        CompiledIntegration::Mock { .. } => DEFAULT_FOLLOW,
-                    };
-                    // (The leader's answer may be another variant.)
-                    if let Some(entry) = cache::follow(rx, wait).await
-                        && entry.serves(request, plan.private)
-                    {
-                        ctx.outcome.cache = Some(CacheStatus::Hit);
-                        return Ok(cache::respond(&entry, plan.warning));
+            hit = match gateway.cache.get(plan, request).await {
+                Found::Hit(entry) => Some(entry),
+                Found::Miss { flight: flight_key } => match gateway.cache.join(flight_key) {
+                    Flight::Follower(rx) => {
+                        let wait = match &route.integration {
+                            CompiledIntegration::Http { timeout, .. } => *timeout,
+                            CompiledIntegration::Mock { .. } => DEFAULT_FOLLOW,
+                        };
+                        // (The leader's answer may be another variant.)
+                        cache::follow(rx, wait)
+                            .await
+                            .filter(|entry| entry.serves(request, plan.private))
                     }
+                    Flight::Leader(guard) => {
+                        flight = Some(guard);
+                        None
+                    }
+                },
+            };
+        }
+        match &hit {
+            Some(entry) => {
+                ctx.outcome.cache = Some(CacheStatus::Hit);
+                if !transforms_response {
+                    return Ok(cache::respond(entry, plan.warning));
                 }
-                Flight::Leader(guard) => flight = Some(guard),
+            }
+            None => {
+                // A miss, even when the backend fails or the client leaves
+                // before the answer (the answer may still turn it into a
+                // bypass).
+                ctx.outcome.cache = Some(CacheStatus::Miss);
+                request_headers = Some(parts.headers.clone());
             }
         }
-        // A miss, even when the backend fails or the client leaves before
-        // the answer (the answer may still turn it into a bypass).
-        ctx.outcome.cache = Some(CacheStatus::Miss);
-        request_headers = Some(parts.headers.clone());
     }
     drop(lookup_phase);
     let template = match settings.request_template.as_deref() {
@@ -463,9 +476,6 @@ async fn serve(
         .map(|name| transform::render(&target.definition, name, &inputs, ctx))
         .transpose()?;
     // Response mappings may read the request as the client sent it.
-    let transforms_response = !settings.response_mappings.is_empty()
-        || settings.response_template.is_some()
-        || !settings.integration_responses.is_empty();
     let original = transforms_response.then(|| copy_parts(&parts));
     drop(inputs);
     let mut outgoing = mapping.apply(&mut parts.headers);
@@ -474,52 +484,90 @@ async fn serve(
         parts.headers.remove(http::header::TRANSFER_ENCODING);
         outgoing.body = rendered;
     }
-    let mut integration_phase = trace::phase(telemetry, ctx.trace.as_ref(), "integration", SpanKind::Client);
-    if let Some(cx) = integration_phase.context(ctx.trace.as_ref()) {
-        trace::inject(&cx, &mut parts.headers);
-    }
-    let integration_started = Instant::now();
-
-    let response = match &route.integration {
-        CompiledIntegration::Mock {
-            status,
-            headers,
-            body,
-        } => integration::mock::respond(*status, headers, body, target, ctx.request_id.as_str()),
-        CompiledIntegration::Http { uri, method, timeout } => {
-            integration::check_params(&matched.params)?;
-            let call = Call {
-                uri: integration::fill(uri, &target.variables, &matched.params),
-                method: method.as_ref(),
-                timeout: *timeout,
-                request_id,
-                forwarding: &forwarding,
-                query: outgoing.query,
-                path: outgoing.path,
-            };
-            let (body, fault) = match (outgoing.body, &whole, stream) {
-                (Some(rendered), _, _) => (full_body(rendered), None),
-                (None, Some(whole), _) => (full_body(whole.clone()), None),
-                (None, None, Some(stream)) => (stream.boxed_unsync(), fault),
-                (None, None, None) => (full_body(Bytes::new()), None),
-            };
-            if integration_phase.is_recording() {
-                integration_phase.set(opentelemetry::KeyValue::new("server.address", host_of(uri)));
+    let response = match (&hit, &lookup) {
+        // A hit whose answer the response phase maps, as it would map the
+        // integration's.
+        (Some(entry), Lookup::Use(_)) => cache::stored(entry),
+        _ => {
+            let mut integration_phase =
+                trace::phase(telemetry, ctx.trace.as_ref(), "integration", SpanKind::Client);
+            if let Some(cx) = integration_phase.context(ctx.trace.as_ref()) {
+                trace::inject(&cx, &mut parts.headers);
             }
-            integration::http::call(gateway.upstreams.client(), call, parts, body, fault).await?
+            let integration_started = Instant::now();
+
+            let response = match &route.integration {
+                CompiledIntegration::Mock {
+                    status,
+                    headers,
+                    body,
+                } => integration::mock::respond(*status, headers, body, target, ctx.request_id.as_str()),
+                CompiledIntegration::Http { uri, method, timeout } => {
+                    integration::check_params(&matched.params)?;
+                    let call = Call {
+                        uri: integration::fill(uri, &target.variables, &matched.params),
+                        method: method.as_ref(),
+                        timeout: *timeout,
+                        request_id,
+                        forwarding: &forwarding,
+                        query: outgoing.query,
+                        path: outgoing.path,
+                    };
+                    let (body, fault) = match (outgoing.body, &whole, stream) {
+                        (Some(rendered), _, _) => (full_body(rendered), None),
+                        (None, Some(whole), _) => (full_body(whole.clone()), None),
+                        (None, None, Some(stream)) => (stream.boxed_unsync(), fault),
+                        (None, None, None) => (full_body(Bytes::new()), None),
+                    };
+                    if integration_phase.is_recording() {
+                        integration_phase.set(opentelemetry::KeyValue::new("server.address", host_of(uri)));
+                    }
+                    integration::http::call(gateway.upstreams.client(), call, parts, body, fault).await?
+                }
+            };
+            ctx.outcome.integration_latency = Some(integration_started.elapsed());
+            if integration_phase.is_recording() {
+                integration_phase.set(opentelemetry::KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(response.status().as_u16()),
+                ));
+            }
+            drop(integration_phase);
+            response
         }
     };
-    ctx.outcome.integration_latency = Some(integration_started.elapsed());
-    if integration_phase.is_recording() {
-        integration_phase.set(opentelemetry::KeyValue::new(
-            "http.response.status_code",
-            i64::from(response.status().as_u16()),
-        ));
-    }
-    drop(integration_phase);
+
+    // What the cache does with the integration's answer, said after the
+    // response phase.
+    let (mut response, said) = match &lookup {
+        Lookup::Off => (response, None),
+        Lookup::Bypass { warning } => {
+            ctx.outcome.cache = Some(CacheStatus::Bypass);
+            (response, Some((CacheStatus::Bypass, *warning)))
+        }
+        Lookup::Use(plan) if hit.is_some() => (response, Some((CacheStatus::Hit, plan.warning))),
+        Lookup::Use(plan) => {
+            let request_headers = request_headers.unwrap_or_default();
+            let request = cache::entry::RequestView {
+                headers: &request_headers,
+                forwarding: &forwarding,
+                changes: mapping.header_changes(),
+            };
+            let (response, stored) = gateway.cache.fill(plan, response, request, flight).await?;
+            // A private request whose answer may not be shared went around
+            // the cache.
+            let what = if stored || !plan.private {
+                CacheStatus::Miss
+            } else {
+                CacheStatus::Bypass
+            };
+            ctx.outcome.cache = Some(what);
+            (response, Some((what, plan.warning)))
+        }
+    };
 
     // Response phase.
-    let response = match original {
+    response = match original {
         None => response,
         Some(original) => {
             let _phase = trace::phase(telemetry, ctx.trace.as_ref(), "response", SpanKind::Internal);
@@ -541,34 +589,13 @@ async fn serve(
             .await?
         }
     };
-    match lookup {
-        Lookup::Off => Ok(response),
-        Lookup::Bypass { warning } => {
-            let mut response = response;
-            cache::mark(&mut response, CacheStatus::Bypass, warning);
-            ctx.outcome.cache = Some(CacheStatus::Bypass);
-            Ok(response)
-        }
-        Lookup::Use(plan) => {
-            let request_headers = request_headers.unwrap_or_default();
-            let request = cache::entry::RequestView {
-                headers: &request_headers,
-                forwarding: &forwarding,
-                changes: mapping.header_changes(),
-            };
-            let (mut response, stored) = gateway.cache.fill(&plan, response, request, flight).await?;
-            // A private request whose answer may not be shared went around
-            // the cache.
-            let what = if stored || !plan.private {
-                CacheStatus::Miss
-            } else {
-                CacheStatus::Bypass
-            };
-            cache::mark(&mut response, what, plan.warning);
-            ctx.outcome.cache = Some(what);
-            Ok(response)
-        }
+    if let Some(entry) = &hit {
+        cache::age(&mut response, entry);
     }
+    if let Some((what, warning)) = said {
+        cache::mark(&mut response, what, warning);
+    }
+    Ok(response)
 }
 
 /// How long a request waits for another one fetching the same cache entry

@@ -406,6 +406,11 @@ fn private_api(authorizer: &str) -> Api {
              "authorization": verified.clone(), "cache": {"shareAcrossPrincipals": true}},
             {"method": "GET", "path": "/verified", "integration": proxy("/verified"),
              "authorization": verified},
+            {"method": "GET", "path": "/echoed", "integration": proxy("/echoed"),
+             "responseParameters": {"overwrite:header.x-asked-from": "$request.header.origin",
+                                    "overwrite:header.x-rid": "$context.requestId",
+                                    "overwrite:header.x-seen-length": "$response.header.content-length",
+                                    "overwrite:header.x-seen-cache": "$response.header.x-cache"}},
         ],
     }))
     .expect("API definition")
@@ -622,4 +627,24 @@ async fn the_shared_cache_never_serves_one_callers_answer_to_another() {
         (first.header("x-cache"), second.header("x-cache")),
         ("Miss", "Hit")
     );
+
+    // What a response mapping reads from the request is each caller's own,
+    // on a hit too: the cache holds the backend's answer, not the mapped one.
+    let first = get(a, "/prod/echoed", vec![("origin", "https://one.example")]).await;
+    assert_eq!(
+        (first.header("x-cache"), first.header("x-asked-from")),
+        ("Miss", "https://one.example")
+    );
+    let second = get(b, "/prod/echoed", vec![("origin", "https://two.example")]).await;
+    assert_eq!(
+        (second.header("x-cache"), second.header("x-asked-from")),
+        ("Hit", "https://two.example")
+    );
+    assert_eq!(n(&second), n(&first), "the backend was asked once");
+    assert_eq!(second.header("x-rid"), second.header("x-pylon-request-id"));
+    // The mappings see the backend's answer on a hit as on the miss, not
+    // what the cache says of it.
+    assert_eq!(second.header("x-seen-length"), first.header("x-seen-length"));
+    assert!(!second.header("x-seen-length").is_empty());
+    assert_eq!((first.header("x-seen-cache"), second.header("x-seen-cache")), ("", ""));
 }

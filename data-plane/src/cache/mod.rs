@@ -750,17 +750,37 @@ async fn buffer(mut body: Body, limit: usize) -> Result<Buffered, GatewayError> 
 /// cache before it (RFC 9111 §4: a cache MUST generate it when it answers
 /// from storage).
 pub fn respond(entry: &Entry, warning: bool) -> Response<Body> {
+    let mut response = answer(entry);
+    age(&mut response, entry);
+    mark(&mut response, CacheStatus::Hit, warning);
+    response
+}
+
+/// The stored answer as the integration gave it, `Content-Length`
+/// included, for a route's response phase to map as it maps a fresh one;
+/// the caller adds `Age` ([`age`]) and marks it afterwards.
+pub fn stored(entry: &Entry) -> Response<Body> {
+    let mut response = answer(entry);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
+    response
+}
+
+fn answer(entry: &Entry) -> Response<Body> {
     let mut response = Response::new(full_body(entry.body.clone()));
     *response.status_mut() = entry.status;
     // The stored map as it is (its values are shared, not copied): no name
     // is hashed again on a hit.
     *response.headers_mut() = entry.headers.clone();
-    let headers = response.headers_mut();
-    if let Some(age) = entry.age_s(crate::shared::memory::unix_now_ms()) {
-        headers.insert(header::AGE, HeaderValue::from(age));
-    }
-    mark(&mut response, CacheStatus::Hit, warning);
     response
+}
+
+/// Says how long the answer has been held (RFC 9111 §4.2.3).
+pub fn age(response: &mut Response<Body>, entry: &Entry) {
+    if let Some(age) = entry.age_s(crate::shared::memory::unix_now_ms()) {
+        response.headers_mut().insert(header::AGE, HeaderValue::from(age));
+    }
 }
 
 /// Says what the cache did.
