@@ -646,5 +646,8 @@ async fn the_shared_cache_never_serves_one_callers_answer_to_another() {
     // what the cache says of it.
     assert_eq!(second.header("x-seen-length"), first.header("x-seen-length"));
     assert!(!second.header("x-seen-length").is_empty());
-    assert_eq!((first.header("x-seen-cache"), second.header("x-seen-cache")), ("", ""));
+    assert_eq!(
+        (first.header("x-seen-cache"), second.header("x-seen-cache")),
+        ("", "")
+    );
 }
