@@ -241,11 +241,14 @@ impl RouteMeter {
         let add = |counter: &AtomicU64, n: u64| {
             counter.fetch_add(n, Relaxed);
         };
-        let ms = outcome.latency.as_secs_f64() * 1e3;
-        if let Some(slot) = shard.latency.get(bucket(ms)) {
-            add(slot, 1);
-        }
-        add(&shard.latency_sum, nanos(outcome.latency));
+        // One duration into its histogram: its bucket and the sum.
+        let time = |buckets: &[AtomicU64; BUCKETS], sum: &AtomicU64, took: std::time::Duration| {
+            if let Some(slot) = buckets.get(bucket(took.as_secs_f64() * 1e3)) {
+                add(slot, 1);
+            }
+            add(sum, nanos(took));
+        };
+        time(&shard.latency, &shard.latency_sum, outcome.latency);
         match outcome.status {
             400..=499 => add(&shard.errors_4xx, 1),
             500..=599 => add(&shard.errors_5xx, 1),
@@ -263,11 +266,7 @@ impl RouteMeter {
             add(&shard.quota_exceeded, 1);
         }
         if let Some(integration) = outcome.integration_latency {
-            let ms = integration.as_secs_f64() * 1e3;
-            if let Some(slot) = shard.integration.get(bucket(ms)) {
-                add(slot, 1);
-            }
-            add(&shard.integration_sum, nanos(integration));
+            time(&shard.integration, &shard.integration_sum, integration);
         }
     }
 

@@ -406,9 +406,7 @@ async fn serve(
     )?;
     // The cache holds the integration's answer; the response phase runs for
     // every caller, so what it maps from the request is each caller's own.
-    let transforms_response = !settings.response_mappings.is_empty()
-        || settings.response_template.is_some()
-        || !settings.integration_responses.is_empty();
+    let transforms_response = settings.transforms_response();
     let mut flight = None;
     let mut hit = None;
     // A miss that may be stored keeps the client's headers: a varying

@@ -183,6 +183,16 @@ pub struct RouteSettings {
     pub cache: Option<cache::RouteCacheSettings>,
 }
 
+impl RouteSettings {
+    /// Whether the response phase changes the integration's answer
+    /// (response mappings, a response template or integration responses).
+    pub fn transforms_response(&self) -> bool {
+        !self.response_mappings.is_empty()
+            || self.response_template.is_some()
+            || !self.integration_responses.is_empty()
+    }
+}
+
 /// An API's customised gateway responses.
 pub struct GatewayResponses {
     by_type: HashMap<GatewayResponseType, CustomResponse>,

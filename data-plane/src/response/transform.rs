@@ -22,10 +22,7 @@ pub async fn apply(
     ctx: &RequestContext,
     max_body_bytes: u64,
 ) -> Result<Response<Body>, GatewayError> {
-    if settings.response_mappings.is_empty()
-        && settings.response_template.is_none()
-        && settings.integration_responses.is_empty()
-    {
+    if !settings.transforms_response() {
         return Ok(response);
     }
     // The integration response the backend's status selects (REST APIs).
