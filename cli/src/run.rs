@@ -314,13 +314,19 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     args.connections.apply(&mut data_plane)?;
     data_plane.shared = Some(shared);
     // One process: a key made up now seals what only this process reads.
-    data_plane.cache_key = Some(match args.shared.cache_key()? {
-        Some(key) => key,
-        None if args.shared.redis.is_none() => CacheKey::random(),
-        None => bail!(
-            "with --redis, encrypted stage caches need --cache-key-file (or PYLON_CACHE_KEY), the same on every node"
-        ),
-    });
+    // With Redis other nodes may read the entries, so a key made up here
+    // would seal what they cannot open: without a given key, encrypted
+    // stages are not cached (the cache says so once per stage).
+    data_plane.cache_key = match args.shared.cache_key()? {
+        Some(key) => Some(key),
+        None if args.shared.redis.is_none() => Some(CacheKey::random()),
+        None => {
+            tracing::warn!(
+                "--redis without --cache-key-file (or PYLON_CACHE_KEY): stages with an encrypted cache are not cached"
+            );
+            None
+        }
+    };
     // One node serves every endpoint class, PRIVATE APIs included (their
     // resource policies still decide who gets in).
     data_plane.labels.insert(
