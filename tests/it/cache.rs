@@ -268,6 +268,19 @@ async fn nodes_share_one_cache_with_ttls_keys_invalidation_flush_canaries_and_en
         "{:?}",
         warned.headers
     );
+    // On a route that asks for no key, the key presented still decides.
+    let public = send(&client, a, "GET", "/prod/items", &refresh).await;
+    assert_eq!(
+        public.header("x-cache"),
+        "Miss",
+        "the invalidator refreshes a public route"
+    );
+    let not_allowed = send(&client, a, "GET", "/prod/items", &unauthorized).await;
+    assert_eq!(
+        (not_allowed.header("x-cache"), n(&not_allowed)),
+        ("Hit", n(&public))
+    );
+    assert!(not_allowed.header("warning").starts_with("199 "));
     for stage in ["strict", "quiet"] {
         send(
             &client,

@@ -116,7 +116,7 @@ pub fn plan(
         return Ok(Lookup::Off);
     };
     let invalidate = asks_to_invalidate(&parts.headers);
-    let allowed = invalidate && may_invalidate(cache, ctx);
+    let allowed = invalidate && may_invalidate(stage, cache, &parts.headers, ctx);
     let mut warning = false;
     if invalidate && !allowed {
         match cache.unauthorized {
@@ -203,14 +203,26 @@ fn asks_to_invalidate(headers: &HeaderMap) -> bool {
         .any(|directive| directive.trim().eq_ignore_ascii_case("max-age=0"))
 }
 
-/// An API key the stage names, or a JWT with one of its scopes.
-fn may_invalidate(cache: &StageCache, ctx: &RequestContext) -> bool {
-    if ctx
-        .identity
-        .api_key_id
-        .as_ref()
-        .is_some_and(|id| cache.invalidation_keys.contains(&**id))
-    {
+/// An API key the stage names, or a JWT with one of its scopes. The key is
+/// the one the route's API key check accepted or, on a route that does not
+/// require one, an enabled key of the stage's usage plans presented in
+/// `x-api-key`.
+fn may_invalidate(
+    stage: &CompiledStage,
+    cache: &StageCache,
+    headers: &HeaderMap,
+    ctx: &RequestContext,
+) -> bool {
+    let key_id = match &ctx.identity.api_key_id {
+        Some(id) => Some(&**id),
+        None => headers
+            .get(crate::config::API_KEY_HEADER)
+            .filter(|v| !v.is_empty())
+            .and_then(|v| stage.api_key_presented(v))
+            .filter(|key| key.enabled)
+            .map(|key| &*key.id),
+    };
+    if key_id.is_some_and(|id| cache.invalidation_keys.contains(id)) {
         return true;
     }
     let Some(claims) = &ctx.authorizer.claims else {

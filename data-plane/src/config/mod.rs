@@ -101,6 +101,20 @@ pub struct CompiledStage {
     pub allow_underscores_in_headers: bool,
 }
 
+/// The request header carrying an API key.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+impl CompiledStage {
+    /// The key of this stage's usage plans that `presented` (an
+    /// `x-api-key` value) is, enabled or not: hashed with SHA-256 and found
+    /// by that digest, so the time taken depends on the digest only.
+    pub fn api_key_presented(&self, presented: &http::HeaderValue) -> Option<&StageKey> {
+        use sha2::Digest as _;
+        let digest: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
+        self.api_keys.get(&digest)
+    }
+}
+
 /// Whether a stage's requests are traced, and how many without a parent.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StageTracing {

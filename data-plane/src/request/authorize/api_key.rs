@@ -7,9 +7,8 @@ use crate::config::{CompiledStage, StageKey};
 use crate::context::RequestContext;
 use crate::error::GatewayError;
 use http::HeaderMap;
-use sha2::{Digest, Sha256};
 
-pub const HEADER: &str = "x-api-key";
+pub const HEADER: &str = crate::config::API_KEY_HEADER;
 
 pub fn check<'s>(
     stage: &'s CompiledStage,
@@ -20,8 +19,7 @@ pub fn check<'s>(
         .get(HEADER)
         .filter(|v| !v.is_empty())
         .ok_or(GatewayError::InvalidApiKey("no API key"))?;
-    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-    match stage.api_keys.get(&digest) {
+    match stage.api_key_presented(presented) {
         Some(key) if key.enabled => {
             ctx.identity.api_key_id = Some(key.id.clone());
             Ok(key)
