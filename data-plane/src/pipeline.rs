@@ -297,13 +297,19 @@ async fn back(
             outcome.quota_exceeded = matches!(error, GatewayError::QuotaExceeded { .. });
             outcome.error_type = Some(rescue::classify(&error).0.as_str());
             outcome.error_message = Some(error.to_string());
-            fail(
+            let mut response = fail(
                 &error,
                 Some(&front.target.definition.responses),
                 &ctx.request_id,
                 &ctx.http_method,
                 &ctx.uri,
-            )
+            );
+            // A request that reached the cache says what it did there, as
+            // its answer would have.
+            if let Some(what) = ctx.outcome.cache {
+                cache::mark(&mut response, what, false);
+            }
+            response
         }
     }
 }
