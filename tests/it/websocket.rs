@@ -474,6 +474,12 @@ async fn websocket_connections_route_messages_and_report_disconnects() {
             .any(|l| l.starts_with("pylon_requests_total{") && l.contains("http_route=\"send\"")),
         "messages are counted per route:\n{metrics}"
     );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("pylon_requests_total{") && l.contains("http_route=\"$disconnect\"")),
+        "$disconnect calls are counted:\n{metrics}"
+    );
 }
 
 #[tokio::test]

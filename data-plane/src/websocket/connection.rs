@@ -7,7 +7,7 @@
 //! stage was deleted is closed.
 
 use super::hub::Local;
-use super::{DISCONNECT_REASON, SocketLimits, WebSocketApi, call, new_connection_id};
+use super::{DISCONNECT_REASON, SocketLimits, WebSocketApi, call};
 use crate::Gateway;
 use crate::config::{CompiledStage, Target};
 use crate::context::RequestContext;
@@ -103,26 +103,49 @@ pub async fn run(
     tracing::debug!(connection = %session.connection_id, reason, "WebSocket closed");
 }
 
-/// Calls `$disconnect` (best effort) with the reason.
+/// Calls `$disconnect` (best effort) with the reason; counted and logged as
+/// a request (method `DISCONNECT`, route `$disconnect`).
 async fn disconnect(gateway: &Gateway, session: &Session, reason: String) {
-    let Some(route) = session.api.routes.get("$disconnect") else {
+    const KEY: &str = "$disconnect";
+    let Some(route) = session.api.routes.get(KEY) else {
         return;
     };
+    let clock = Instant::now();
+    let mut record = record(session, b"DISCONNECT");
+    record.route_key = Some(KEY.into());
     let extra = Some((DISCONNECT_REASON, reason));
-    let request_id = new_connection_id();
+    let request_id = record.request_id;
+    let phase = trace::phase(
+        &gateway.telemetry,
+        record.trace.as_ref(),
+        "integration",
+        opentelemetry::trace::SpanKind::Client,
+    );
     let called = call(
         gateway,
         session,
-        "$disconnect",
+        KEY,
         route,
         Bytes::new(),
-        &request_id,
+        request_id.as_str(),
         extra,
     )
     .await;
-    if let Err(error) = called {
-        tracing::debug!(connection = %session.connection_id, error = %error, detail = error.detail(), "$disconnect integration failed");
+    record.outcome.integration_latency = Some(clock.elapsed());
+    drop(phase);
+    match called {
+        Ok(answer) => record.outcome.status = answer.status.as_u16(),
+        Err(error) => {
+            tracing::debug!(connection = %session.connection_id, error = %error, detail = error.detail(), "$disconnect integration failed");
+            let (kind, status) = rescue::classify(&error);
+            let outcome = &mut record.outcome;
+            outcome.status = status.as_u16();
+            outcome.error_type = Some(kind.as_str());
+            outcome.error_message = Some(error.to_string());
+        }
     }
+    record.outcome.latency = clock.elapsed();
+    gateway.telemetry.observe(&record, &session.stage);
 }
 
 /// Writes a frame, or gives up on a client that does not read.
@@ -240,11 +263,10 @@ fn frame(data: Bytes) -> Message {
     }
 }
 
-/// Routes, throttles and integrates one message; the reply to send, if any.
-async fn on_message(session: &Session, message: Bytes) -> Option<Bytes> {
-    let gateway = &session.gateway;
-    let telemetry = &gateway.telemetry;
-    let clock = Instant::now();
+/// The telemetry record of one event of the connection (`MESSAGE` or
+/// `DISCONNECT`), traced as the stage says.
+fn record(session: &Session, method: &'static [u8]) -> RequestContext {
+    let telemetry = &session.gateway.telemetry;
     let mut record = RequestContext::new(
         session.stage.api.clone(),
         session.stage.name.clone(),
@@ -253,7 +275,7 @@ async fn on_message(session: &Session, message: Bytes) -> Option<Bytes> {
     );
     record.canary = session.target.is_canary;
     record.domain_name = session.host.clone();
-    record.http_method = http::Method::from_bytes(b"MESSAGE").unwrap_or(http::Method::POST);
+    record.http_method = http::Method::from_bytes(method).unwrap_or(http::Method::POST);
     record.uri = http::Uri::try_from(format!("/{}", session.stage.name))
         .unwrap_or_else(|_| http::Uri::from_static("/"));
     record.protocol = "WebSocket";
@@ -261,6 +283,15 @@ async fn on_message(session: &Session, message: Bytes) -> Option<Bytes> {
     record.identity.api_key_id = session.api_key_id.clone();
     record.authorizer.principal_id = session.principal_id.clone();
     record.trace = trace::start(telemetry, &session.stage, &http::HeaderMap::new(), &record);
+    record
+}
+
+/// Routes, throttles and integrates one message; the reply to send, if any.
+async fn on_message(session: &Session, message: Bytes) -> Option<Bytes> {
+    let gateway = &session.gateway;
+    let telemetry = &gateway.telemetry;
+    let clock = Instant::now();
+    let mut record = record(session, b"MESSAGE");
     let request_id = record.request_id;
     // Errors are classified by the one table HTTP uses; the client gets
     // AWS's `{"message", "connectionId", "requestId"}`.
