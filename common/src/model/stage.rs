@@ -14,87 +14,40 @@ pub struct StageConfig {
 }
 
 impl StageConfig {
+    /// Checks a stage as stored: what every node accepts in a snapshot.
+    ///
+    /// # Errors
+    /// Every field that breaks a rule, with its path (`variables["name"]`,
+    /// `canary.percent_traffic` …).
     pub fn validate(stage: Stage) -> Result<StageConfig, ValidationErrors> {
         let mut c = Checker::default();
-        c.check(is_dns_label(&stage.api), "api", "must name an API (a DNS label)");
-        c.check(
-            is_name(&stage.name, 128, b"_-"),
-            "name",
-            "must be 1-128 chars of A-Z a-z 0-9 _ -",
-        );
-        c.check(
-            stage.description.len() <= 1024,
-            "description",
-            "must be at most 1024 characters",
-        );
-        if let Some(publication) = &stage.publication {
-            c.check(
-                !publication.published || !publication.usage_plan.is_empty(),
-                "publication.usage_plan",
-                "required when published: the usage plan whose keys the portal gives out",
-            );
-            c.check(
-                publication.published || publication.usage_plan.is_empty(),
-                "publication.usage_plan",
-                "only a published stage offers a plan (set published: true, or leave it out)",
-            );
-        }
-        check_variables(&mut c, "variables", &stage.variables);
-        if let Some(throttle) = &stage.throttle {
-            check_throttle(&mut c, "throttle", throttle);
-        }
-        check_route_throttle(&mut c, "route_throttle", &stage.route_throttle);
-        if let Some(cache) = &stage.cache {
-            if let Some(ttl) = cache.ttl_seconds {
-                c.check(ttl <= 3600, "cache.ttl_seconds", "must be 0..=3600");
-            }
-            c.check(
-                !cache.enabled || cache.capacity_bytes == 0 || cache.capacity_bytes >= 1 << 20,
-                "cache.capacity_bytes",
-                "must be at least 1048576 (1 MiB) when set",
-            );
-        }
+        check_stage(&mut c, &stage);
+        c.finish(StageConfig { stage })
+    }
+
+    /// Checks a stage being written (created, updated, put in a batch):
+    /// [`StageConfig::validate`] plus the rules added after stages were
+    /// first stored. Those are not checked on snapshots, so a stage stored
+    /// before them still reaches every node; it must meet them when it is
+    /// next written.
+    ///
+    /// Added rules: stage variable values (and canary overrides) hold no
+    /// control characters (U+0000–U+001F, U+007F). They end up in header
+    /// values and URIs, where CR and LF would fail the requests at run time.
+    ///
+    /// # Errors
+    /// As [`StageConfig::validate`], with the added rules' field paths.
+    pub fn validate_write(stage: Stage) -> Result<StageConfig, ValidationErrors> {
+        let mut c = Checker::default();
+        check_stage(&mut c, &stage);
+        check_printable(&mut c, "variables", &stage.variables);
         if let Some(canary) = &stage.canary {
-            c.check(
-                !canary.deployment_id.is_empty(),
-                "canary.deployment_id",
-                "required when a canary is set",
-            );
-            c.check(
-                canary.percent_traffic.is_finite() && (0.0..=100.0).contains(&canary.percent_traffic),
-                "canary.percent_traffic",
-                "must be 0.0..=100.0",
-            );
-            check_variables(
+            check_printable(
                 &mut c,
                 "canary.stage_variable_overrides",
                 &canary.stage_variable_overrides,
             );
-            if !canary.sticky_key.is_empty() {
-                let ok = canary.sticky_key == "$context.identity.sourceIp"
-                    || ["$request.header.", "$request.querystring.", "$request.cookie."]
-                        .iter()
-                        .any(|p| canary.sticky_key.strip_prefix(p).is_some_and(|n| !n.is_empty()));
-                c.check(
-                    ok,
-                    "canary.sticky_key",
-                    "must be $request.header.NAME, $request.querystring.NAME, $request.cookie.NAME or $context.identity.sourceIp",
-                );
-            }
         }
-        c.check(
-            stage.tracing_sampling_ratio.is_finite() && (0.0..=1.0).contains(&stage.tracing_sampling_ratio),
-            "tracing_sampling_ratio",
-            "must be 0.0..=1.0 (0: the node's default)",
-        );
-        if let Some(websocket) = &stage.websocket {
-            check_websocket(&mut c, websocket);
-        }
-        c.check(
-            stage.access_log_format.len() <= 4096,
-            "access_log_format",
-            "must be at most 4096 characters",
-        );
         c.finish(StageConfig { stage })
     }
 
@@ -104,6 +57,101 @@ impl StageConfig {
 
     pub fn into_proto(self) -> Stage {
         self.stage
+    }
+}
+
+/// The rules of a stored stage ([`StageConfig::validate`]).
+fn check_stage(c: &mut Checker, stage: &Stage) {
+    c.check(is_dns_label(&stage.api), "api", "must name an API (a DNS label)");
+    c.check(
+        is_name(&stage.name, 128, b"_-"),
+        "name",
+        "must be 1-128 chars of A-Z a-z 0-9 _ -",
+    );
+    c.check(
+        stage.description.len() <= 1024,
+        "description",
+        "must be at most 1024 characters",
+    );
+    if let Some(publication) = &stage.publication {
+        c.check(
+            !publication.published || !publication.usage_plan.is_empty(),
+            "publication.usage_plan",
+            "required when published: the usage plan whose keys the portal gives out",
+        );
+        c.check(
+            publication.published || publication.usage_plan.is_empty(),
+            "publication.usage_plan",
+            "only a published stage offers a plan (set published: true, or leave it out)",
+        );
+    }
+    check_variables(c, "variables", &stage.variables);
+    if let Some(throttle) = &stage.throttle {
+        check_throttle(c, "throttle", throttle);
+    }
+    check_route_throttle(c, "route_throttle", &stage.route_throttle);
+    if let Some(cache) = &stage.cache {
+        if let Some(ttl) = cache.ttl_seconds {
+            c.check(ttl <= 3600, "cache.ttl_seconds", "must be 0..=3600");
+        }
+        c.check(
+            !cache.enabled || cache.capacity_bytes == 0 || cache.capacity_bytes >= 1 << 20,
+            "cache.capacity_bytes",
+            "must be at least 1048576 (1 MiB) when set",
+        );
+    }
+    if let Some(canary) = &stage.canary {
+        c.check(
+            !canary.deployment_id.is_empty(),
+            "canary.deployment_id",
+            "required when a canary is set",
+        );
+        c.check(
+            canary.percent_traffic.is_finite() && (0.0..=100.0).contains(&canary.percent_traffic),
+            "canary.percent_traffic",
+            "must be 0.0..=100.0",
+        );
+        check_variables(
+            c,
+            "canary.stage_variable_overrides",
+            &canary.stage_variable_overrides,
+        );
+        if !canary.sticky_key.is_empty() {
+            let ok = canary.sticky_key == "$context.identity.sourceIp"
+                || ["$request.header.", "$request.querystring.", "$request.cookie."]
+                    .iter()
+                    .any(|p| canary.sticky_key.strip_prefix(p).is_some_and(|n| !n.is_empty()));
+            c.check(
+                    ok,
+                    "canary.sticky_key",
+                    "must be $request.header.NAME, $request.querystring.NAME, $request.cookie.NAME or $context.identity.sourceIp",
+                );
+        }
+    }
+    c.check(
+        stage.tracing_sampling_ratio.is_finite() && (0.0..=1.0).contains(&stage.tracing_sampling_ratio),
+        "tracing_sampling_ratio",
+        "must be 0.0..=1.0 (0: the node's default)",
+    );
+    if let Some(websocket) = &stage.websocket {
+        check_websocket(c, websocket);
+    }
+    c.check(
+        stage.access_log_format.len() <= 4096,
+        "access_log_format",
+        "must be at most 4096 characters",
+    );
+}
+
+/// Variable values without control characters (see
+/// [`StageConfig::validate_write`]).
+fn check_printable(c: &mut Checker, p: &str, variables: &BTreeMap<String, String>) {
+    for (name, value) in variables {
+        c.check(
+            !value.chars().any(|ch| ch.is_ascii_control()),
+            key(p, name),
+            "values hold no control characters (CR, LF, tab …)",
+        );
     }
 }
 

@@ -506,6 +506,29 @@ fn each_bad_stage_is_rejected_naming_the_field_at_fault() {
 }
 
 #[test]
+fn control_characters_in_stage_variables_are_refused_on_write_but_stored_stages_still_load() {
+    let mut stored = stage();
+    stored
+        .variables
+        .insert("split".into(), "a\r\nX-Injected: 1".into());
+    // A stage stored before the rule still reaches every node.
+    assert!(StageConfig::validate(stored.clone()).is_ok());
+    let errors = StageConfig::validate_write(stored).expect_err("CR/LF in a value");
+    assert!(errors.has("variables[\"split\"]"), "{errors}");
+
+    let mut overridden = stage();
+    overridden.canary = Some(CanarySettings {
+        deployment_id: "d-2".into(),
+        percent_traffic: 10.0,
+        stage_variable_overrides: [("tab".to_owned(), "a\tb".to_owned())].into(),
+        ..Default::default()
+    });
+    let errors = StageConfig::validate_write(overridden).expect_err("a tab in an override");
+    assert!(errors.has("canary.stage_variable_overrides[\"tab\"]"), "{errors}");
+    assert!(StageConfig::validate_write(stage()).is_ok());
+}
+
+#[test]
 fn usage_plans_keys_and_domains_name_the_field_at_fault() {
     let plan = UsagePlan {
         name: "gold".into(),

@@ -67,7 +67,7 @@ impl AdminApi {
                         Some(Kind::Api(api)) => ApiDefinition::validate(api)
                             .map(|d| Kind::Api(d.into_proto()))
                             .map_err(|e| at(&e, "api")),
-                        Some(Kind::Stage(stage)) => StageConfig::validate(stage)
+                        Some(Kind::Stage(stage)) => StageConfig::validate_write(stage)
                             .map_err(|e| at(&e, "stage"))
                             .and_then(|s| {
                                 let stage = s.into_proto();

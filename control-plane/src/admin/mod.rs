@@ -735,7 +735,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<config::Stage>, Status> {
         let origin = Origin::of(&request)?;
         let stage = required(request.into_inner().stage, "stage")?;
-        let stage = StageConfig::validate(stage).map_err(invalid)?.into_proto();
+        let stage = StageConfig::validate_write(stage).map_err(invalid)?.into_proto();
         self.check_stage_protocol(&stage)?;
         match self.put(&origin, Kind::Stage(stage), true, 0).await? {
             Applied::Stage(stage) => Ok(Response::new(stage)),
@@ -780,7 +780,7 @@ impl AdminService for AdminApi {
         let origin = Origin::of(&request)?;
         let request = request.into_inner();
         let stage = required(request.stage, "stage")?;
-        let stage = StageConfig::validate(stage).map_err(invalid)?.into_proto();
+        let stage = StageConfig::validate_write(stage).map_err(invalid)?.into_proto();
         self.check_stage_protocol(&stage)?;
         match self
             .put(&origin, Kind::Stage(stage), false, request.expected_revision)
