@@ -64,6 +64,15 @@ async fn invalid_input_names_every_field_at_fault_and_never_reaches_the_log() {
         .await
         .expect_err("missing");
     assert_eq!(err.code(), Code::NotFound);
+    // Nor are the stages of an API that does not exist an empty list.
+    let err = admin
+        .list_stages(ListStagesRequest {
+            api: "cats".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("stages of a missing API");
+    assert_eq!((err.code(), err.message()), (Code::NotFound, "API cats not found"));
     let stage = Stage {
         api: "pets".into(),
         name: "prod".into(),

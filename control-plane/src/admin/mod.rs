@@ -760,6 +760,9 @@ impl AdminService for AdminApi {
     ) -> Result<Response<ListStagesResponse>, Status> {
         let request = request.into_inner();
         self.read(request.consistency, |state| {
+            if state.api(&request.api).is_none() {
+                return Err(not_found(format!("API {}", request.api)));
+            }
             let (stages, next_page_token) = page(
                 state.stages_of(&request.api),
                 |s| s.name.clone(),
