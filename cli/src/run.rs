@@ -228,19 +228,21 @@ struct Usage(Arc<SharedState>);
 impl UsageStore for Usage {
     fn used<'a>(
         &'a self,
+        cluster: &'a str,
         plan: &'a str,
         key_id: &'a str,
         window: pylon_common::quota::Window,
     ) -> futures::future::BoxFuture<'a, Result<u64, String>> {
-        Box::pin(async move { self.0.quota_used(&quota_id(plan, key_id), window).await })
+        Box::pin(async move { self.0.quota_used(&quota_id(cluster, plan, key_id), window).await })
     }
 
     fn reset<'a>(
         &'a self,
+        cluster: &'a str,
         plan: &'a str,
         key_id: &'a str,
     ) -> futures::future::BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move { self.0.quota_reset(&quota_id(plan, key_id)).await })
+        Box::pin(async move { self.0.quota_reset(&quota_id(cluster, plan, key_id)).await })
     }
 }
 

@@ -72,7 +72,10 @@ async fn invalid_input_names_every_field_at_fault_and_never_reaches_the_log() {
         })
         .await
         .expect_err("stages of a missing API");
-    assert_eq!((err.code(), err.message()), (Code::NotFound, "API cats not found"));
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::NotFound, "API cats not found")
+    );
     let stage = Stage {
         api: "pets".into(),
         name: "prod".into(),

@@ -664,3 +664,91 @@ async fn the_shared_cache_never_serves_one_callers_answer_to_another() {
         ("", "")
     );
 }
+
+/// Two clusters (staging and production, say) that share one Redis and name
+/// everything alike: neither reads the other's cache entries nor draws from
+/// the other's throttle buckets.
+#[tokio::test]
+async fn two_clusters_sharing_one_redis_share_neither_entries_nor_limits() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = RedisServer::start(dir.path()).expect("redis");
+    let flags = [format!("--redis={}", redis.url())];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut sides = Vec::new();
+    for name in ["staging", "production"] {
+        let cluster = Cluster::start(1).await;
+        let endpoint = cluster.nodes[0].endpoint();
+        let node = DataPlaneNode::start(
+            dir.path(),
+            &format!("dp-{name}"),
+            std::slice::from_ref(&endpoint),
+            &flags,
+        );
+        let backend = Backend::start(name).await;
+        let mut admin = cluster.nodes[0].admin().await.expect("admin");
+        let url = backend.url();
+        deploy(
+            &mut admin,
+            cached_api("http://127.0.0.1:9/unused"),
+            "prod",
+            &[("backend", url.as_str())],
+        )
+        .await
+        .expect("deploy");
+        let applied = edit_stage(&mut admin, "cached", "prod", |s| {
+            s.cache = Some(CacheSettings {
+                enabled: true,
+                ..Default::default()
+            });
+            // Two requests a day per route, whichever node asks.
+            s.throttle = Some(pylon_proto::config::v1::ThrottleSettings {
+                rate_limit: 0.001,
+                burst_limit: 2,
+            });
+        })
+        .await
+        .expect("stage settings");
+        wait_applied(&mut admin, applied, 1).await;
+        let id = admin
+            .get_cluster_status(GetClusterStatusRequest::default())
+            .await
+            .expect("cluster status")
+            .into_inner()
+            .cluster_id;
+        sides.push((cluster, node, backend, id));
+    }
+    assert_ne!(sides[0].3, sides[1].3, "two clusters, two ids");
+    let client = HttpClient::default();
+    let (staging, production) = (sides[0].1.address(), sides[1].1.address());
+
+    // Staging fills its entry; production's first request is its own miss.
+    let filled = send(&client, staging, "GET", "/prod/items", &[]).await;
+    assert_eq!(
+        (filled.header("x-cache"), filled.json()["backend"].as_str()),
+        ("Miss", Some("staging"))
+    );
+    let hit = send(&client, staging, "GET", "/prod/items", &[]).await;
+    assert_eq!(hit.header("x-cache"), "Hit");
+    let own = send(&client, production, "GET", "/prod/items", &[]).await;
+    assert_eq!(
+        (own.header("x-cache"), own.json()["backend"].as_str()),
+        ("Miss", Some("production")),
+        "production never sees staging's answer"
+    );
+
+    // Staging spends its two requests of /fresh; production still has its own.
+    let fresh = |node| {
+        let client = client.clone();
+        async move {
+            let request = Request::get("/prod/fresh")
+                .header("host", HOST)
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            client.send(node, request).await.expect("reply").status.as_u16()
+        }
+    };
+    let spent = [fresh(staging).await, fresh(staging).await, fresh(staging).await];
+    assert_eq!(spent, [200, 200, 429], "staging's bucket");
+    assert_eq!(fresh(production).await, 200, "production's bucket is its own");
+}

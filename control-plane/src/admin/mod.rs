@@ -46,6 +46,15 @@ const TOP_ROUTES: usize = 50;
 pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 const MAX_PAGE: usize = 1000;
 
+/// What a usage call reads or resets: a plan's keys in one cluster.
+struct UsageScope {
+    store: Arc<dyn usage::UsageStore>,
+    /// The cluster id the data planes count under.
+    cluster: String,
+    quota: config::Quota,
+    keys: Vec<String>,
+}
+
 pub struct AdminApi {
     node: NodeHandle,
     /// What reads (and pre-checks) look at.
@@ -74,12 +83,8 @@ impl AdminApi {
         }
     }
 
-    /// The plan's quota window now and the keys asked about.
-    async fn usage_scope(
-        &self,
-        plan: &str,
-        key_id: &str,
-    ) -> Result<(Arc<dyn usage::UsageStore>, config::Quota, Vec<String>), Status> {
+    /// The plan's quota, the keys asked about and the cluster counting them.
+    async fn usage_scope(&self, plan: &str, key_id: &str) -> Result<UsageScope, Status> {
         present(plan, "usage_plan")?;
         let store = self.usage.clone().ok_or_else(|| {
             Status::failed_precondition(
@@ -87,12 +92,13 @@ impl AdminApi {
             )
         })?;
         let plan_name = plan.to_owned();
-        let plan = self
+        let (plan, cluster) = self
             .read(0, move |state| {
-                state
+                let plan = state
                     .usage_plan(&plan_name)
                     .cloned()
-                    .ok_or_else(|| Status::not_found(format!("usage plan {plan_name} not found")))
+                    .ok_or_else(|| Status::not_found(format!("usage plan {plan_name} not found")))?;
+                Ok((plan, state.cluster_id().to_owned()))
             })
             .await?
             .into_inner();
@@ -109,11 +115,21 @@ impl AdminApi {
                 plan.name
             )));
         };
-        Ok((store, quota, keys))
+        Ok(UsageScope {
+            store,
+            cluster,
+            quota,
+            keys,
+        })
     }
 
     async fn usage_report(&self, plan: &str, key_id: &str) -> Result<GetUsageResponse, Status> {
-        let (store, quota, keys) = self.usage_scope(plan, key_id).await?;
+        let UsageScope {
+            store,
+            cluster,
+            quota,
+            keys,
+        } = self.usage_scope(plan, key_id).await?;
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
@@ -133,7 +149,7 @@ impl AdminApi {
         };
         for key in keys {
             let used = store
-                .used(plan, &key, window)
+                .used(&cluster, plan, &key, window)
                 .await
                 .map_err(|e| Status::unavailable(format!("shared-state backend: {e}")))?;
             report.keys.push(KeyUsage {
@@ -880,7 +896,9 @@ impl AdminService for AdminApi {
     ) -> Result<Response<GetUsageResponse>, Status> {
         let origin = Origin::of(&request)?;
         let request = request.into_inner();
-        let (store, _, keys) = self.usage_scope(&request.usage_plan, &request.api_key_id).await?;
+        let UsageScope {
+            store, cluster, keys, ..
+        } = self.usage_scope(&request.usage_plan, &request.api_key_id).await?;
         // Recorded first: a reset that cannot be audited does not happen.
         self.write(
             &origin,
@@ -892,7 +910,7 @@ impl AdminService for AdminApi {
         .await?;
         for key in &keys {
             store
-                .reset(&request.usage_plan, key)
+                .reset(&cluster, &request.usage_plan, key)
                 .await
                 .map_err(|e| Status::unavailable(format!("shared-state backend: {e}")))?;
         }

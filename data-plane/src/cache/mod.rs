@@ -259,6 +259,7 @@ fn key(
         hash.update((bytes.len() as u64).to_be_bytes());
         hash.update(bytes);
     };
+    field(cache.cluster.as_bytes());
     field(stage.api.as_bytes());
     field(stage.name.as_bytes());
     let namespace: &[u8] = if target.is_canary && !cache.canary_uses_stage_cache {

@@ -23,6 +23,9 @@ pub struct StageCache {
     pub invalidation_scopes: Vec<String>,
     pub invalidation_keys: HashSet<String>,
     pub generation: u64,
+    /// The cluster whose config this is: part of every key, so two
+    /// clusters sharing one Redis never read each other's entries.
+    pub cluster: String,
     /// The canary reads and fills the stage's entries instead of its own.
     pub canary_uses_stage_cache: bool,
     /// Requests with a Cookie are cached like any other.
@@ -30,8 +33,9 @@ pub struct StageCache {
 }
 
 impl StageCache {
-    /// `None` when the stage does not cache.
-    pub fn compile(stage: &Stage) -> Option<StageCache> {
+    /// `stage`'s cache in cluster `cluster`; `None` when the stage does not
+    /// cache.
+    pub fn compile(cluster: &str, stage: &Stage) -> Option<StageCache> {
         let cache = stage.cache.as_ref().filter(|c| c.enabled)?;
         let ttl = cache
             .ttl_seconds
@@ -48,6 +52,7 @@ impl StageCache {
             invalidation_scopes: cache.invalidation_scopes.clone(),
             invalidation_keys: cache.invalidation_api_key_ids.iter().cloned().collect(),
             generation: stage.cache_generation,
+            cluster: cluster.to_owned(),
             canary_uses_stage_cache: stage.canary.as_ref().is_some_and(|c| c.use_stage_cache),
             share_requests_with_cookies: cache.share_requests_with_cookies,
         })

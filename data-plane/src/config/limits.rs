@@ -1,7 +1,9 @@
 //! A stage's throttling and quota limits, compiled once per snapshot. Every
 //! bucket a request can draw from gets its id here, so the request path
 //! formats no strings; ids name what is limited, so nodes that compiled the
-//! same snapshot share the same counters.
+//! same snapshot share the same counters. Every id starts with the id of the
+//! cluster whose config named the limit: two clusters sharing one Redis
+//! never share a counter, whatever their APIs, stages and plans are called.
 
 use pylon_proto::config::v1::quota::Period;
 use pylon_proto::config::v1::stage::SharedStateFailure;
@@ -51,9 +53,10 @@ impl Limit {
     }
 }
 
-/// The id of a key's quota counter (the admin API reads it too).
-pub fn quota_id(plan: &str, key_id: &str) -> String {
-    format!("q:{plan}:{key_id}")
+/// The id of a key's quota counter in cluster `cluster` (the admin API
+/// reads it too).
+pub fn quota_id(cluster: &str, plan: &str, key_id: &str) -> String {
+    format!("{cluster}:q:{plan}:{key_id}")
 }
 
 /// The stage's own limits, per route.
@@ -69,13 +72,14 @@ pub struct StageLimits {
 }
 
 impl StageLimits {
-    pub fn compile<K: AsRef<str>>(stage: &Stage, route_keys: &[K]) -> StageLimits {
+    /// The limits of `stage` in cluster `cluster`, for its `route_keys`.
+    pub fn compile<K: AsRef<str>>(cluster: &str, stage: &Stage, route_keys: &[K]) -> StageLimits {
         let mut routes = HashMap::new();
         for route_key in route_keys {
             let route_key = route_key.as_ref();
             let throttle = stage.route_throttle.get(route_key).or(stage.throttle.as_ref());
-            if let Some(limit) =
-                throttle.and_then(|t| Limit::rate(format!("s:{}/{}:{route_key}", stage.api, stage.name), t))
+            if let Some(limit) = throttle
+                .and_then(|t| Limit::rate(format!("{cluster}:s:{}/{}:{route_key}", stage.api, stage.name), t))
             {
                 routes.insert(route_key.to_owned(), limit);
             }
@@ -91,7 +95,7 @@ impl StageLimits {
         StageLimits {
             routes,
             fail_closed: stage.shared_state_failure() == SharedStateFailure::FailClosed,
-            connect: Limit::rate(format!("c:{}/{}", stage.api, stage.name), &connect),
+            connect: Limit::rate(format!("{cluster}:c:{}/{}", stage.api, stage.name), &connect),
         }
     }
 
@@ -111,14 +115,15 @@ pub struct KeyLimits {
 }
 
 impl KeyLimits {
-    pub fn compile(plan: &UsagePlan, key_id: &str, api: &str, stage: &str) -> KeyLimits {
+    /// What `plan` allows `key_id` on `api`'s `stage`, in cluster `cluster`.
+    pub fn compile(cluster: &str, plan: &UsagePlan, key_id: &str, api: &str, stage: &str) -> KeyLimits {
         let routes = plan
             .api_stages
             .iter()
             .filter(|s| s.api == api && s.stage == stage)
             .flat_map(|s| &s.route_throttle)
             .filter_map(|(route_key, throttle)| {
-                let id = format!("p:{}:{key_id}:{api}/{stage}:{route_key}", plan.name);
+                let id = format!("{cluster}:p:{}:{key_id}:{api}/{stage}:{route_key}", plan.name);
                 Some((route_key.clone(), Limit::rate(id, throttle)?))
             })
             .collect();
@@ -126,12 +131,12 @@ impl KeyLimits {
             plan: plan
                 .throttle
                 .as_ref()
-                .and_then(|t| Limit::rate(format!("p:{}:{key_id}", plan.name), t)),
+                .and_then(|t| Limit::rate(format!("{cluster}:p:{}:{key_id}", plan.name), t)),
             routes,
             quota: plan
                 .quota
                 .as_ref()
-                .and_then(|q| Limit::quota(quota_id(&plan.name, key_id), q)),
+                .and_then(|q| Limit::quota(quota_id(cluster, &plan.name, key_id), q)),
         }
     }
 }
@@ -159,7 +164,7 @@ mod tests {
             .into(),
             ..Default::default()
         };
-        let limits = StageLimits::compile(&stage, &["GET /pets", "POST /pets"]);
+        let limits = StageLimits::compile("3f0a", &stage, &["GET /pets", "POST /pets"]);
         let get = limits.route("GET /pets").map(|l| l.kind);
         assert_eq!(
             get,
@@ -171,8 +176,55 @@ mod tests {
         let post = limits.route("POST /pets").map(|l| (&*l.id, l.kind));
         assert_eq!(
             post,
-            Some(("s:pets/prod:POST /pets", LimitKind::Rate { rate: 5.0, burst: 1 }))
+            Some((
+                "3f0a:s:pets/prod:POST /pets",
+                LimitKind::Rate { rate: 5.0, burst: 1 }
+            ))
         );
         assert!(!limits.fail_closed);
+    }
+
+    #[test]
+    fn two_clusters_with_the_same_names_never_share_a_counter() {
+        let stage = Stage {
+            api: "pets".into(),
+            name: "prod".into(),
+            throttle: Some(ThrottleSettings {
+                rate_limit: 10.0,
+                burst_limit: 10,
+            }),
+            ..Default::default()
+        };
+        let plan = UsagePlan {
+            name: "gold".into(),
+            throttle: Some(ThrottleSettings {
+                rate_limit: 10.0,
+                burst_limit: 10,
+            }),
+            quota: Some(Quota {
+                limit: 100,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let ids = |cluster: &str| {
+            let stage = StageLimits::compile(cluster, &stage, &["GET /pets"]);
+            let key = KeyLimits::compile(cluster, &plan, "k-1", "pets", "prod");
+            [
+                stage.route("GET /pets").map(|l| l.id.clone()),
+                stage.connect.as_ref().map(|l| l.id.clone()),
+                key.plan.as_ref().map(|l| l.id.clone()),
+                key.quota.as_ref().map(|l| l.id.clone()),
+            ]
+        };
+        let (a, b) = (ids("aaaa"), ids("bbbb"));
+        for (a, b) in a.iter().zip(&b) {
+            assert!(a.is_some() && a != b, "{a:?} and {b:?}");
+        }
+        assert_eq!(
+            b[3].as_deref(),
+            Some(quota_id("bbbb", "gold", "k-1").as_str()),
+            "the admin API finds the quota the data planes count"
+        );
     }
 }

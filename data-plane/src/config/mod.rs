@@ -442,8 +442,8 @@ pub fn compile(
                     api,
                     name,
                     main,
-                    limits: limits::StageLimits::compile(stage, &stage_route_keys),
-                    cache: cache::StageCache::compile(stage),
+                    limits: limits::StageLimits::compile(&snapshot.cluster_id, stage, &stage_route_keys),
+                    cache: cache::StageCache::compile(&snapshot.cluster_id, stage),
                     tracing: StageTracing {
                         enabled: stage.tracing_enabled,
                         sample_ratio: (stage.tracing_sampling_ratio > 0.0)
@@ -775,7 +775,13 @@ fn stage_keys(snapshot: &ConfigSnapshot, api: &str, stage: &str) -> HashMap<[u8;
                         digest: hash,
                         enabled: key.enabled,
                         usage_plan: plan.name.clone(),
-                        limits: Arc::new(limits::KeyLimits::compile(plan, &key.id, api, stage)),
+                        limits: Arc::new(limits::KeyLimits::compile(
+                            &snapshot.cluster_id,
+                            plan,
+                            &key.id,
+                            api,
+                            stage,
+                        )),
                     },
                 );
             }
