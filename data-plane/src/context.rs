@@ -136,6 +136,23 @@ pub struct AuthorizerContext {
     pub context: Map<String, Value>,
 }
 
+/// A token's scopes: `scope` (space-separated, RFC 8693 §4.2) and `scp` (a
+/// list, or a space-separated string as some issuers send it). Every check
+/// of a scope reads them through this one function.
+pub fn token_scopes(claims: &Map<String, Value>) -> impl Iterator<Item = &str> {
+    let scope = claims
+        .get("scope")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .split_whitespace();
+    let scp: Vec<&str> = match claims.get("scp") {
+        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+        Some(Value::String(s)) => s.split_whitespace().collect(),
+        _ => Vec::new(),
+    };
+    scope.chain(scp)
+}
+
 /// What the cache did for a request (`X-Cache`, `$context.cacheStatus`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CacheStatus {
@@ -167,6 +184,9 @@ pub struct Outcome {
     /// The backend call, request to response headers.
     pub integration_latency: Option<Duration>,
     pub cache: Option<CacheStatus>,
+    /// An unauthorized `Cache-Control: max-age=0` was ignored with a
+    /// warning: the answer, or the error, carries `Warning: 199`.
+    pub cache_warning: bool,
     pub throttled: bool,
     pub quota_exceeded: bool,
     /// Set when the request failed: the gateway-response type and message.

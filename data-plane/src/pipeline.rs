@@ -307,7 +307,7 @@ async fn back(
             // A request that reached the cache says what it did there, as
             // its answer would have.
             if let Some(what) = ctx.outcome.cache {
-                cache::mark(&mut response, what, false);
+                cache::mark(&mut response, what, ctx.outcome.cache_warning);
             }
             response
         }
@@ -389,6 +389,25 @@ async fn serve(
         let _phase = trace::phase(telemetry, ctx.trace.as_ref(), "validate", SpanKind::Internal);
         validate::check(validation, &inputs)?;
     }
+    // Refusals that depend on the request alone come before the cache, so
+    // a hit and a miss refuse alike.
+    if let CompiledIntegration::Http { .. } = &route.integration {
+        integration::check_params(&matched.params)?;
+    }
+    let template = match settings.request_template.as_deref() {
+        Some(name) => Some(name),
+        None if settings.request_templates.is_empty()
+            && settings.passthrough == crate::config::Passthrough::WhenNoMatch =>
+        {
+            None
+        }
+        None => crate::config::integration::request_template_for(
+            &settings.request_templates,
+            settings.passthrough,
+            &parts.headers,
+        )
+        .map_err(GatewayError::UnsupportedMediaType)?,
+    };
     // (A span only for stages that cache.)
     let lookup_phase = front
         .stage
@@ -410,6 +429,15 @@ async fn serve(
         &matched.params,
         ctx,
     )?;
+    // What the cache did is known from here on, for errors too.
+    match &lookup {
+        Lookup::Off => {}
+        Lookup::Bypass { warning } => {
+            ctx.outcome.cache = Some(CacheStatus::Bypass);
+            ctx.outcome.cache_warning = *warning;
+        }
+        Lookup::Use(plan) => ctx.outcome.cache_warning = plan.warning,
+    }
     // The cache holds the integration's answer; the response phase runs for
     // every caller, so what it maps from the request is each caller's own.
     let transforms_response = settings.transforms_response();
@@ -462,21 +490,9 @@ async fn serve(
         }
     }
     drop(lookup_phase);
-    let template = match settings.request_template.as_deref() {
-        Some(name) => Some(name),
-        None if settings.request_templates.is_empty()
-            && settings.passthrough == crate::config::Passthrough::WhenNoMatch =>
-        {
-            None
-        }
-        None => crate::config::integration::request_template_for(
-            &settings.request_templates,
-            settings.passthrough,
-            &parts.headers,
-        )
-        .map_err(GatewayError::UnsupportedMediaType)?,
-    };
+    // A hit calls no integration: nothing to render for it.
     let rendered = template
+        .filter(|_| hit.is_none())
         .map(|name| transform::render(&target.definition, name, &inputs, ctx))
         .transpose()?;
     // Response mappings may read the request as the client sent it.
@@ -507,7 +523,6 @@ async fn serve(
                     body,
                 } => integration::mock::respond(*status, headers, body, target, ctx.request_id.as_str()),
                 CompiledIntegration::Http { uri, method, timeout } => {
-                    integration::check_params(&matched.params)?;
                     let call = Call {
                         uri: integration::fill(uri, &target.variables, &matched.params),
                         method: method.as_ref(),
@@ -545,10 +560,7 @@ async fn serve(
     // response phase.
     let (mut response, said) = match &lookup {
         Lookup::Off => (response, None),
-        Lookup::Bypass { warning } => {
-            ctx.outcome.cache = Some(CacheStatus::Bypass);
-            (response, Some((CacheStatus::Bypass, *warning)))
-        }
+        Lookup::Bypass { warning } => (response, Some((CacheStatus::Bypass, *warning))),
         Lookup::Use(plan) if hit.is_some() => (response, Some((CacheStatus::Hit, plan.warning))),
         Lookup::Use(plan) => {
             let request_headers = request_headers.unwrap_or_default();

@@ -37,6 +37,12 @@ fn cached_api(authorizer: &str) -> Api {
             {"method": "GET", "path": "/slow", "integration": proxy("/slow/400")},
             {"method": "POST", "path": "/search", "integration": proxy("/search"), "cache": {"enabled": true}},
             {"method": "GET", "path": "/me", "integration": proxy("/me"), "authorization": {"apiKeyRequired": true}},
+            {"method": "GET", "path": "/gone", "integration": {"type": "HTTP_PROXY", "uri": "http://127.0.0.1:9/gone"},
+             "cache": {"ttlSeconds": 0}},
+            {"method": "GET", "path": "/typed", "integration": {
+                "type": "HTTP", "uri": "${stageVariables.backend}/typed",
+                "requestTemplates": {"application/json": "{\"typed\": true}"},
+                "passthroughBehavior": "NEVER", "responseTemplate": "{\"status\": {{ response.status }}}"}},
         ],
     }))
     .expect("API definition")
@@ -62,6 +68,16 @@ async fn send(
         reply.body
     );
     reply
+}
+
+/// Like [`send`], whatever the status.
+async fn send_any(client: &HttpClient, node: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = Request::get(path).header("host", HOST);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(Bytes::new())).expect("request");
+    client.send(node, request).await.expect("reply")
 }
 
 /// The backend's request count in the answer: which call produced it.
@@ -298,6 +314,36 @@ async fn nodes_share_one_cache_with_ttls_keys_invalidation_flush_canaries_and_en
         (ignored.header("x-cache"), ignored.header("warning")),
         ("Hit", "")
     );
+
+    // Errors after the cache say what it did, warning included; refusals
+    // of the request itself come before it, hit or miss alike.
+    let gone = send_any(&client, a, "/prod/gone", &unauthorized).await;
+    assert_eq!((gone.status.as_u16(), gone.header("x-cache")), (502, "Bypass"));
+    assert!(gone.header("warning").starts_with("199 "), "{:?}", gone.headers);
+    let json = [("content-type", "application/json")];
+    assert_eq!(
+        send(&client, a, "GET", "/prod/typed", &json)
+            .await
+            .header("x-cache"),
+        "Miss"
+    );
+    assert_eq!(
+        send(&client, a, "GET", "/prod/typed", &json)
+            .await
+            .header("x-cache"),
+        "Hit"
+    );
+    let refused = send_any(&client, a, "/prod/typed", &[("content-type", "text/plain")]).await;
+    assert_eq!((refused.status.as_u16(), refused.header("x-cache")), (415, ""));
+    // Two keys at once are none: no refresh, the stage's warning.
+    let both = [
+        ("x-api-key", invalidator.1.as_str()),
+        ("x-api-key", reader.1.as_str()),
+        ("cache-control", "max-age=0"),
+    ];
+    let ambiguous = send(&client, a, "GET", "/prod/items", &both).await;
+    assert_eq!(ambiguous.header("x-cache"), "Hit");
+    assert!(ambiguous.header("warning").starts_with("199 "));
 
     // 50 concurrent misses for one key: one backend call.
     let before = calls();

@@ -634,14 +634,17 @@ async fn a_redeploy_keeps_a_hundred_connections_open_and_rerouted() {
             .expect("send");
         assert_eq!(next_text(socket).await, r#"{"v":1}"#);
     }
-    deploy(
-        &mut admin,
-        chat(&backend, r#"{"v":2}"#, false, "none"),
-        "prod",
-        &[],
-    )
-    .await
-    .expect("redeploy");
+    // One more that stays silent through the redeploy.
+    let mut quiet = open(node.address(), None).await.expect("connect");
+    let mut v2 = chat(&backend, r#"{"v":2}"#, false, "none");
+    for route in &mut v2.routes {
+        if route.path == "$disconnect"
+            && let Some(integration) = &mut route.integration
+        {
+            integration.uri = backend.url("/disconnect-v2");
+        }
+    }
+    deploy(&mut admin, v2, "prod", &[]).await.expect("redeploy");
     let v = version(&mut admin).await;
     wait_applied(&mut admin, v, 1).await;
     for socket in &mut sockets {
@@ -651,8 +654,21 @@ async fn a_redeploy_keeps_a_hundred_connections_open_and_rerouted() {
             .expect("still open");
         assert_eq!(next_text(socket).await, r#"{"v":2}"#, "the new routes");
     }
-    assert!(backend.calls_to("/disconnect").is_empty(), "no connection ended");
-    assert_eq!(backend.calls_to("/connect").len(), 100);
+    assert!(
+        backend.calls_to("/disconnect-v2").is_empty(),
+        "no connection ended"
+    );
+    assert_eq!(backend.calls_to("/connect").len(), 101);
+    // The silent one's $disconnect follows the redeploy too.
+    quiet.close(None).await.expect("close");
+    let ended = eventually(
+        "the silent one's $disconnect",
+        Duration::from_secs(10),
+        || async { backend.calls_to("/disconnect-v2").first().cloned() },
+    )
+    .await;
+    assert_eq!(ended.reason, "client closed");
+    assert!(backend.calls_to("/disconnect").is_empty(), "not the old route's");
 
     // Deleting the stage closes them (1001), without waiting for a message.
     admin
@@ -666,17 +682,16 @@ async fn a_redeploy_keeps_a_hundred_connections_open_and_rerouted() {
     for socket in &mut sockets {
         assert_eq!(closed(socket).await, Some(CloseCode::Away));
     }
-    eventually("100 $disconnects", Duration::from_secs(10), || async {
-        (backend.calls_to("/disconnect").len() == 100).then_some(())
+    eventually("100 more $disconnects", Duration::from_secs(10), || async {
+        (backend.calls_to("/disconnect-v2").len() == 101).then_some(())
     })
     .await;
     assert!(
-        backend
-            .calls_to("/disconnect")
+        backend.calls_to("/disconnect-v2")[1..]
             .iter()
             .all(|c| c.reason == "stage deleted"),
         "{:?}",
-        backend.calls_to("/disconnect").first()
+        backend.calls_to("/disconnect-v2").get(1)
     );
 }
 

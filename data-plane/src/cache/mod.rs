@@ -137,8 +137,10 @@ pub fn plan(
         return Ok(Lookup::Bypass { warning });
     }
     if cache.encrypted && !can_encrypt {
-        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-        if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        if !cache
+            .warned_no_key
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
             tracing::warn!(api = %stage.api, stage = %stage.name, "the stage encrypts its cache but this node has no cache key (--cache-key-file): not caching");
         }
         return Ok(Lookup::Bypass { warning });
@@ -215,12 +217,13 @@ fn may_invalidate(
 ) -> bool {
     let key_id = match &ctx.identity.api_key_id {
         Some(id) => Some(&**id),
-        None => headers
-            .get(crate::config::API_KEY_HEADER)
-            .filter(|v| !v.is_empty())
-            .and_then(|v| stage.api_key_presented(v))
-            .filter(|key| key.enabled)
-            .map(|key| &*key.id),
+        None => match crate::config::presented_key(headers) {
+            crate::config::PresentedKey::One(value) => Some(value),
+            _ => None,
+        }
+        .and_then(|v| stage.api_key_presented(v))
+        .filter(|key| key.enabled)
+        .map(|key| &*key.id),
     };
     if key_id.is_some_and(|id| cache.invalidation_keys.contains(id)) {
         return true;
@@ -228,18 +231,7 @@ fn may_invalidate(
     let Some(claims) = &ctx.authorizer.claims else {
         return false;
     };
-    let scopes = ["scope", "scp"]
-        .iter()
-        .filter_map(|name| claims.get(*name))
-        .flat_map(|v| match v {
-            serde_json::Value::String(s) => s.split(' ').map(str::to_owned).collect::<Vec<_>>(),
-            serde_json::Value::Array(items) => items
-                .iter()
-                .filter_map(|i| i.as_str().map(str::to_owned))
-                .collect(),
-            _ => Vec::new(),
-        });
-    scopes.into_iter().any(|s| cache.invalidation_scopes.contains(&s))
+    crate::context::token_scopes(claims).any(|s| cache.invalidation_scopes.iter().any(|want| want == s))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -367,7 +359,8 @@ impl Drop for FlightGuard {
 
 impl ResponseCache {
     /// `key` seals the entries of stages that encrypt; without one those
-    /// stages are not cached (and a warning says so once per snapshot).
+    /// stages are not cached (and a warning says so once per stage and
+    /// snapshot).
     pub fn new(redis: Option<Arc<Redis>>, key: Option<CacheKey>) -> ResponseCache {
         ResponseCache {
             local: Mutex::new(HashMap::new()),

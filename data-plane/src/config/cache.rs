@@ -30,6 +30,9 @@ pub struct StageCache {
     pub canary_uses_stage_cache: bool,
     /// Requests with a Cookie are cached like any other.
     pub share_requests_with_cookies: bool,
+    /// Whether this node said it cannot cache the stage (it encrypts and
+    /// the node has no cache key): once per stage and snapshot.
+    pub warned_no_key: std::sync::atomic::AtomicBool,
 }
 
 impl StageCache {
@@ -55,6 +58,7 @@ impl StageCache {
             cluster: cluster.to_owned(),
             canary_uses_stage_cache: stage.canary.as_ref().is_some_and(|c| c.use_stage_cache),
             share_requests_with_cookies: cache.share_requests_with_cookies,
+            warned_no_key: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }

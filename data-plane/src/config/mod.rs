@@ -104,6 +104,28 @@ pub struct CompiledStage {
 /// The request header carrying an API key.
 pub const API_KEY_HEADER: &str = "x-api-key";
 
+/// What a request presents in [`API_KEY_HEADER`].
+#[derive(Clone, Copy, Debug)]
+pub enum PresentedKey<'a> {
+    /// No such header, or one empty value.
+    Absent,
+    One(&'a http::HeaderValue),
+    /// More than one header line: ambiguous (a backend may read another
+    /// line than the gateway did), so never taken as any of them.
+    Several,
+}
+
+/// The API key `headers` present.
+pub fn presented_key(headers: &http::HeaderMap) -> PresentedKey<'_> {
+    let mut values = headers.get_all(API_KEY_HEADER).iter();
+    match (values.next(), values.next()) {
+        (None, _) => PresentedKey::Absent,
+        (Some(_), Some(_)) => PresentedKey::Several,
+        (Some(value), None) if value.is_empty() => PresentedKey::Absent,
+        (Some(value), None) => PresentedKey::One(value),
+    }
+}
+
 impl CompiledStage {
     /// The key of this stage's usage plans that `presented` (an
     /// `x-api-key` value) is, enabled or not: hashed with SHA-256 and found

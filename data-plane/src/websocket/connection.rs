@@ -67,7 +67,7 @@ pub async fn run(
         Err(e) => {
             // `$connect` accepted it: its backend hears that it ended.
             tracing::debug!(error = %e, "WebSocket upgrade failed");
-            disconnect(&gateway, &session, format!("upgrade failed: {e}")).await;
+            disconnect(&gateway, &mut session, format!("upgrade failed: {e}")).await;
             return;
         }
     };
@@ -98,15 +98,24 @@ pub async fn run(
     drop(socket);
     metrics.open.add(-1, &dimensions);
     metrics.disconnects.add(1, &dimensions);
-    disconnect(&gateway, &session, reason.clone()).await;
+    disconnect(&gateway, &mut session, reason.clone()).await;
     hub.unregister(&session.connection_id);
     tracing::debug!(connection = %session.connection_id, reason, "WebSocket closed");
 }
 
 /// Calls `$disconnect` (best effort) with the reason; counted and logged as
 /// a request (method `DISCONNECT`, route `$disconnect`).
-async fn disconnect(gateway: &Gateway, session: &Session, reason: String) {
+async fn disconnect(gateway: &Gateway, session: &mut Session, reason: String) {
     const KEY: &str = "$disconnect";
+    // The config served now, as for a message: a redeploy since the last
+    // message changes where `$disconnect` goes (a stage that is gone keeps
+    // the connection's last one).
+    if let Some((stage, target, api)) = current(session) {
+        session.stage = stage;
+        session.target = target;
+        session.api = api;
+    }
+    let session = &*session;
     let Some(route) = session.api.routes.get(KEY) else {
         return;
     };

@@ -12,7 +12,7 @@ use super::hub::{ConnectionInfo, HubError};
 use crate::config::CompiledStage;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
-use crate::request::authorize::{self, api_key};
+use crate::request::authorize;
 use crate::request::body::ClientBody;
 use crate::request::inputs::Inputs;
 use crate::{Body, Gateway, full_body};
@@ -76,7 +76,11 @@ async fn authorize(
     ctx: &mut RequestContext,
 ) -> Result<(), GatewayError> {
     let access = &api.access;
-    let presented_key = parts.headers.get(api_key::HEADER).filter(|v| !v.is_empty());
+    let presented_key = match crate::config::presented_key(&parts.headers) {
+        crate::config::PresentedKey::One(value) => Some(value),
+        crate::config::PresentedKey::Absent => None,
+        crate::config::PresentedKey::Several => return Err(not_granted()),
+    };
     if let Some(presented) = presented_key {
         let digest: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
         let config = gateway.config.load();

@@ -275,7 +275,9 @@ pub async fn verify(
             claims
         }
     };
-    if !scopes.is_empty() && !token_scopes(&claims).any(|s| scopes.iter().any(|want| want == s)) {
+    if !scopes.is_empty()
+        && !crate::context::token_scopes(&claims).any(|s| scopes.iter().any(|want| want == s))
+    {
         return Err(GatewayError::Forbidden {
             reason: "insufficient scope".into(),
             insufficient_scope: true,
@@ -354,21 +356,6 @@ fn check_audience(claims: &Map<String, Value>, audiences: &[String]) -> Result<(
     }
 }
 
-/// `scope` (space-separated) and `scp` (a list or a string).
-fn token_scopes(claims: &Map<String, Value>) -> impl Iterator<Item = &str> {
-    let scope = claims
-        .get("scope")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .split_whitespace();
-    let scp: Vec<&str> = match claims.get("scp") {
-        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
-        Some(Value::String(s)) => s.split_whitespace().collect(),
-        _ => Vec::new(),
-    };
-    scope.chain(scp)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,7 +383,7 @@ mod tests {
     #[test]
     fn scopes_come_from_scope_and_scp() {
         let c = claims(serde_json::json!({"scope": "read write", "scp": ["admin"]}));
-        let all: Vec<&str> = token_scopes(&c).collect();
+        let all: Vec<&str> = crate::context::token_scopes(&c).collect();
         assert_eq!(all, ["read", "write", "admin"]);
     }
 }
