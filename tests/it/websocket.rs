@@ -480,6 +480,12 @@ async fn websocket_connections_route_messages_and_report_disconnects() {
             .any(|l| l.starts_with("pylon_requests_total{") && l.contains("http_route=\"$disconnect\"")),
         "$disconnect calls are counted:\n{metrics}"
     );
+    assert!(
+        metrics.lines().any(|l| l.starts_with("pylon_requests_total{")
+            && l.contains("http_route=\"/@connections/{connectionId}\"")
+            && l.contains("http_request_method=\"POST\"")),
+        "@connections calls are counted as such:\n{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -452,12 +452,15 @@ pub fn compile(
             .insert(stage.name.clone(), {
                 let (api, name): (Arc<str>, Arc<str>) =
                     (stage.api.as_str().into(), stage.name.as_str().into());
+                let websocket = main.definition.websocket.is_some();
                 Arc::new(CompiledStage {
                     meters: stage_route_keys
                         .iter()
+                        .map(String::as_str)
+                        .chain(websocket.then_some(WEBSOCKET_REQUESTS).into_iter().flatten())
                         .map(|key| {
                             let method = key.split_once(' ').map_or("", |(method, _)| method);
-                            (key.clone(), meters.bind(&api, &name, key, method))
+                            (key.to_owned(), meters.bind(&api, &name, key, method))
                         })
                         .collect(),
                     unmatched: Default::default(),
@@ -759,6 +762,16 @@ fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, Str
 
 /// The route keys ("GET /pets/{id}", or a WebSocket route key) a
 /// deployment defines, spelled as the route table spells them.
+/// Requests to a WebSocket API's stage that its routes need not name, by
+/// the route key they are counted under: the upgrade (an API may have no
+/// `$connect` route) and the `@connections` API.
+const WEBSOCKET_REQUESTS: [&str; 4] = [
+    "$connect",
+    "GET /@connections/{connectionId}",
+    "POST /@connections/{connectionId}",
+    "DELETE /@connections/{connectionId}",
+];
+
 fn route_keys(deployment: &Deployment) -> impl Iterator<Item = String> + '_ {
     deployment
         .definition
