@@ -704,6 +704,7 @@ async fn connect_websocket(
     let now = crate::shared::memory::unix_now_ms();
     let (local, inbox) = websocket::hub::Local::new(
         websocket::hub::ConnectionInfo {
+            cluster: gateway.config.load().cluster_id.clone(),
             api: front.stage.api.to_string(),
             stage: front.stage.name.to_string(),
             connected_at: now,

@@ -213,6 +213,18 @@ async fn api_keys_jwt_and_request_authorizers_guard_routes() {
         (401, "UNAUTHORIZED")
     );
     assert_eq!(missing.header("www-authenticate"), "Bearer");
+    // A line the authorizer could not read hides nothing: a forged token
+    // ending in a byte that is not ASCII, then a good one, is no credential
+    // (a backend reading the first line would take the forged one).
+    let good = sign(&first, &claims(json!({})));
+    let mut forged =
+        format!("GET /prod/jwt HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer forged").into_bytes();
+    forged.extend_from_slice(b"\xff\r\n");
+    forged.extend_from_slice(format!("Authorization: Bearer {good}\r\nConnection: close\r\n\r\n").as_bytes());
+    let answer = pylon_tests::gateway::raw_exchange(dp.address(), &forged, Duration::from_secs(5))
+        .await
+        .expect("raw exchange");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
 
     let none_token = format!(
         "{}.{}.",

@@ -62,18 +62,37 @@ impl<'a> Inputs<'a> {
     }
 
     /// Every value of `name`, comma-joined (as AWS passes repeated headers).
+    /// A line that is not ASCII text is kept, its bytes read as UTF-8 with
+    /// U+FFFD for what is not: a reader sees every line the backend gets.
     pub fn header(&self, name: &str) -> Option<String> {
         if let Some(told) = self.told(name) {
             return told.and_then(|v| v.to_str().ok()).map(str::to_owned);
         }
-        let values: Vec<&str> = self
-            .parts
-            .headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        (!values.is_empty()).then(|| values.join(","))
+        let mut lines = self.parts.headers.get_all(name).iter();
+        let mut joined = String::from_utf8_lossy(lines.next()?.as_bytes()).into_owned();
+        for line in lines {
+            joined.push(',');
+            joined.push_str(&String::from_utf8_lossy(line.as_bytes()));
+        }
+        Some(joined)
+    }
+
+    /// `name` as a credential: its lines comma-joined, or `None` when it is
+    /// absent or any line is not visible ASCII text (RFC 9110 §5.5 `field-vchar`
+    /// without `obs-text`) — a credential the authorizer would see altered
+    /// while the backend gets the original is no credential. With `single`,
+    /// also `None` for more than one line.
+    pub fn credential(&self, name: &str, single: bool) -> Option<String> {
+        if let Some(told) = self.told(name) {
+            return told.and_then(|v| v.to_str().ok()).map(str::to_owned);
+        }
+        let lines = self.parts.headers.get_all(name);
+        if single && lines.iter().nth(1).is_some() {
+            return None;
+        }
+        let text: Option<Vec<&str>> = lines.iter().map(|v| v.to_str().ok()).collect();
+        text.filter(|lines| !lines.is_empty())
+            .map(|lines| lines.join(","))
     }
 
     pub fn query_pairs(&self) -> &[(String, String)] {
@@ -128,10 +147,12 @@ impl<'a> Inputs<'a> {
         }
         let (mut single, mut multi) = (Map::new(), Map::new());
         for name in headers.keys() {
-            let values: Vec<&str> = headers
+            // Every line, as `header` reads it: the authorizer sees what the
+            // backend gets.
+            let values: Vec<String> = headers
                 .get_all(name)
                 .iter()
-                .filter_map(|v| v.to_str().ok())
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                 .collect();
             single.insert(name.as_str().to_owned(), values.join(",").into());
             multi.insert(name.as_str().to_owned(), values.into());
@@ -270,5 +291,57 @@ impl<'a> Inputs<'a> {
             Source::Context(name) => ctx.lookup(name).map(|v| v.into_owned()),
             Source::StageVariable(name) => self.variables.get(name).cloned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(lines: &[(&str, &[u8])]) -> Parts {
+        let mut request = http::Request::builder().uri("/");
+        for (name, value) in lines {
+            let value = HeaderValue::from_bytes(value).expect("a header value");
+            request = request.header(*name, value);
+        }
+        request.body(()).expect("a request").into_parts().0
+    }
+
+    #[test]
+    fn a_line_that_is_not_text_hides_no_other_line_and_is_no_credential() {
+        let variables = BTreeMap::new();
+        let forged = parts(&[
+            ("authorization", b"Bearer forged\xff"),
+            ("authorization", b"Bearer alice"),
+        ]);
+        let inputs = Inputs::new(&forged, "/", &[], &variables, None);
+        // Mappings and templates see both lines, as the backend gets them.
+        assert_eq!(
+            inputs.header("authorization").as_deref(),
+            Some("Bearer forged\u{FFFD},Bearer alice")
+        );
+        let (single, multi) = inputs.headers_json();
+        assert_eq!(single["authorization"], "Bearer forged\u{FFFD},Bearer alice");
+        assert_eq!(multi["authorization"].as_array().map(Vec::len), Some(2));
+        // An authorizer sees no credential at all.
+        assert_eq!(inputs.credential("authorization", false), None);
+        assert_eq!(inputs.credential("authorization", true), None);
+
+        let twice = parts(&[("x-token", b"a"), ("x-token", b"b")]);
+        let inputs = Inputs::new(&twice, "/", &[], &variables, None);
+        assert_eq!(inputs.credential("x-token", false).as_deref(), Some("a,b"));
+        assert_eq!(
+            inputs.credential("x-token", true),
+            None,
+            "a bearer token comes once"
+        );
+
+        let clean = parts(&[("authorization", b"Bearer alice")]);
+        let inputs = Inputs::new(&clean, "/", &[], &variables, None);
+        assert_eq!(
+            inputs.credential("authorization", true).as_deref(),
+            Some("Bearer alice")
+        );
+        assert_eq!(inputs.credential("x-missing", false), None);
     }
 }

@@ -51,6 +51,11 @@ pub fn queue_bytes(max_message: usize) -> usize {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionInfo {
+    /// The cluster whose config accepted the connection: only callers
+    /// served by that cluster's config reach it (clusters may share one
+    /// Redis). Never shown by `GET @connections`.
+    #[serde(default)]
+    pub cluster: String,
     pub api: String,
     pub stage: String,
     /// Milliseconds since the Unix epoch.
@@ -62,6 +67,14 @@ pub struct ConnectionInfo {
     pub api_key_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principal_id: Option<String>,
+}
+
+/// Whose connections a caller may reach: a stage of an API, in a cluster.
+#[derive(Clone, Copy, Debug)]
+pub struct Scope<'a> {
+    pub cluster: &'a str,
+    pub api: &'a str,
+    pub stage: &'a str,
 }
 
 /// What is asked of a connection, as it travels between nodes.
@@ -313,32 +326,43 @@ impl Hub {
         }
     }
 
-    /// Sends `data` to connection `id` of `api`/`stage`, wherever it is.
-    pub async fn post(&self, api: &str, stage: &str, id: &str, data: Bytes) -> Result<(), HubError> {
-        self.command(api, stage, id, Command::Send(data)).await
+    /// Sends `data` to connection `id` of `scope`, wherever it is.
+    ///
+    /// # Errors
+    /// [`HubError::Gone`] for a connection that is not `scope`'s (or no
+    /// longer open), [`HubError::Busy`] when its queue is full, and
+    /// [`HubError::Unavailable`] when Redis cannot be asked.
+    pub async fn post(&self, scope: Scope<'_>, id: &str, data: Bytes) -> Result<(), HubError> {
+        self.command(scope, id, Command::Send(data)).await
     }
 
-    /// Disconnects connection `id` of `api`/`stage`, wherever it is.
-    pub async fn delete(&self, api: &str, stage: &str, id: &str) -> Result<(), HubError> {
+    /// Disconnects connection `id` of `scope`, wherever it is.
+    ///
+    /// # Errors
+    /// As [`Hub::post`].
+    pub async fn delete(&self, scope: Scope<'_>, id: &str) -> Result<(), HubError> {
         let close = Command::Close("deleted through @connections".into());
-        self.command(api, stage, id, close).await
+        self.command(scope, id, close).await
     }
 
-    /// What is known of connection `id` of `api`/`stage`.
-    pub async fn info(&self, api: &str, stage: &str, id: &str) -> Result<ConnectionInfo, HubError> {
+    /// What is known of connection `id` of `scope`.
+    ///
+    /// # Errors
+    /// As [`Hub::post`].
+    pub async fn info(&self, scope: Scope<'_>, id: &str) -> Result<ConnectionInfo, HubError> {
         if let Some(local) = self.find(id) {
-            let live = belongs(&local.info, api, stage) && !local.is_ending();
+            let live = belongs(&local.info, scope) && !local.is_ending();
             return live.then(|| local.snapshot()).ok_or(HubError::Gone);
         }
         let entry = self.lookup(id).await?;
-        belongs(&entry.info, api, stage)
+        belongs(&entry.info, scope)
             .then_some(entry.info)
             .ok_or(HubError::Gone)
     }
 
-    async fn command(&self, api: &str, stage: &str, id: &str, command: Command) -> Result<(), HubError> {
+    async fn command(&self, scope: Scope<'_>, id: &str, command: Command) -> Result<(), HubError> {
         if let Some(local) = self.find(id) {
-            if !belongs(&local.info, api, stage) || local.is_ending() {
+            if !belongs(&local.info, scope) || local.is_ending() {
                 return Err(HubError::Gone);
             }
             return match command {
@@ -350,7 +374,7 @@ impl Hub {
             };
         }
         let entry = self.lookup(id).await?;
-        if !belongs(&entry.info, api, stage) {
+        if !belongs(&entry.info, scope) {
             return Err(HubError::Gone);
         }
         let Some(redis) = &self.redis else {
@@ -492,8 +516,8 @@ impl Hub {
     }
 }
 
-fn belongs(info: &ConnectionInfo, api: &str, stage: &str) -> bool {
-    info.api == api && info.stage == stage
+fn belongs(info: &ConnectionInfo, scope: Scope<'_>) -> bool {
+    info.cluster == scope.cluster && info.api == scope.api && info.stage == scope.stage
 }
 
 /// The `SET` of a registry entry with its TTL; `existing`: only if the
@@ -630,6 +654,7 @@ mod tests {
 
     fn info() -> ConnectionInfo {
         ConnectionInfo {
+            cluster: "c0ffee".into(),
             api: "chat".into(),
             stage: "prod".into(),
             connected_at: 1,
@@ -641,49 +666,54 @@ mod tests {
         }
     }
 
+    const PROD: Scope<'static> = Scope {
+        cluster: "c0ffee",
+        api: "chat",
+        stage: "prod",
+    };
+
     #[tokio::test]
     async fn without_redis_a_connection_is_reached_on_its_own_node_only() {
         let hub = Hub::start("n1", None);
         let (local, mut inbox) = Local::new(info(), 1024);
         hub.register("c1", local.clone()).await;
-        assert!(
-            hub.post("chat", "prod", "c1", Bytes::from_static(b"hi"))
-                .await
-                .is_ok()
-        );
+        assert!(hub.post(PROD, "c1", Bytes::from_static(b"hi")).await.is_ok());
         assert!(matches!(inbox.recv().await, Some(b) if &b[..] == b"hi"));
         local.dequeued(2);
-        assert_eq!(
-            hub.info("chat", "prod", "c1")
-                .await
-                .map(|i| i.last_active_at)
-                .ok(),
-            Some(5)
-        );
+        assert_eq!(hub.info(PROD, "c1").await.map(|i| i.last_active_at).ok(), Some(5));
         assert!(
             matches!(
-                hub.post("chat", "dev", "c1", Bytes::new()).await,
+                hub.post(Scope { stage: "dev", ..PROD }, "c1", Bytes::new()).await,
                 Err(HubError::Gone)
             ),
             "another stage's id"
         );
+        assert!(
+            matches!(
+                hub.post(
+                    Scope {
+                        cluster: "other",
+                        ..PROD
+                    },
+                    "c1",
+                    Bytes::new()
+                )
+                .await,
+                Err(HubError::Gone)
+            ),
+            "another cluster's stage of the same name"
+        );
         // At most 1 MiB waits for a client that does not read.
         let big = Bytes::from(vec![b'x'; 600 << 10]);
-        assert!(hub.post("chat", "prod", "c1", big.clone()).await.is_ok());
-        assert!(matches!(
-            hub.post("chat", "prod", "c1", big).await,
-            Err(HubError::Busy)
-        ));
+        assert!(hub.post(PROD, "c1", big.clone()).await.is_ok());
+        assert!(matches!(hub.post(PROD, "c1", big).await, Err(HubError::Busy)));
         // A close request does not queue behind the messages.
-        assert!(hub.delete("chat", "prod", "c1").await.is_ok());
+        assert!(hub.delete(PROD, "c1").await.is_ok());
         assert_eq!(local.close_requested().await, "deleted through @connections");
-        assert!(matches!(
-            hub.delete("chat", "prod", "nope").await,
-            Err(HubError::Gone)
-        ));
+        assert!(matches!(hub.delete(PROD, "nope").await, Err(HubError::Gone)));
         inbox.close();
         assert!(
-            matches!(hub.info("chat", "prod", "c1").await, Err(HubError::Gone)),
+            matches!(hub.info(PROD, "c1").await, Err(HubError::Gone)),
             "an ending connection"
         );
         hub.unregister("c1");

@@ -39,18 +39,23 @@ pub async fn serve(
     }
     authorize(gateway, stage, api, parts, ctx).await?;
     let hub = &gateway.sockets;
-    let (api_name, stage_name) = (&*stage.api, &*stage.name);
+    let cluster = gateway.config.load().cluster_id.clone();
+    let scope = crate::websocket::hub::Scope {
+        cluster: &cluster,
+        api: &stage.api,
+        stage: &stage.name,
+    };
     match parts.method {
         Method::POST => {
             let limit = stage.sockets.max_message as u64;
             let data = ClientBody::new(body, gateway.options.body_read_timeout, limit)
                 .read_whole()
                 .await?;
-            hub.post(api_name, stage_name, id, data).await.map_err(refused)?;
+            hub.post(scope, id, data).await.map_err(refused)?;
             Ok(empty(StatusCode::OK))
         }
         Method::GET => {
-            let info = hub.info(api_name, stage_name, id).await.map_err(refused)?;
+            let info = hub.info(scope, id).await.map_err(refused)?;
             let mut response = Response::new(full_body(describe(&info)));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -59,7 +64,7 @@ pub async fn serve(
             Ok(response)
         }
         Method::DELETE => {
-            hub.delete(api_name, stage_name, id).await.map_err(refused)?;
+            hub.delete(scope, id).await.map_err(refused)?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
         _ => Err(GatewayError::NoRoute),

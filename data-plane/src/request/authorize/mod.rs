@@ -92,10 +92,12 @@ pub async fn run<'s>(
     Ok(None)
 }
 
-/// The token from the identity source, without a `Bearer ` prefix.
+/// The token from the identity source, without a `Bearer ` prefix; `None`
+/// when the source header comes on more than one line (RFC 9110 §11.6.2:
+/// `Authorization` is a single credential).
 fn bearer_token(source: &IdentitySource, inputs: &Inputs<'_>, ctx: &RequestContext) -> Option<String> {
     let sources = std::slice::from_ref(source);
-    let value = request_authorizer::identity_values(sources, inputs, ctx)?.pop()?;
+    let value = request_authorizer::identity_values(sources, inputs, ctx, true)?.pop()?;
     let token = match value.get(..7) {
         Some(prefix) if prefix.eq_ignore_ascii_case("bearer ") => value[7..].trim().to_owned(),
         _ => value.trim().to_owned(),

@@ -47,17 +47,20 @@ impl Default for DecisionCache {
 }
 
 /// The identity-source values, or `None` when one is missing (AWS answers
-/// 401 without calling the authorizer).
+/// 401 without calling the authorizer) or is a header with a line that is
+/// not ASCII text ([`Inputs::credential`]). With `single`, a header source
+/// sent on more than one line is missing too.
 pub fn identity_values(
     sources: &[IdentitySource],
     inputs: &Inputs<'_>,
     ctx: &RequestContext,
+    single: bool,
 ) -> Option<Vec<String>> {
     sources
         .iter()
         .map(|source| {
             let value = match source {
-                IdentitySource::Header(name) => inputs.header(name.as_str()),
+                IdentitySource::Header(name) => inputs.credential(name.as_str(), single),
                 IdentitySource::Query(name) => inputs.query(name),
                 IdentitySource::Context(name) => ctx.lookup(name).map(|v| v.into_owned()),
                 IdentitySource::StageVariable(name) => inputs.variables.get(name).cloned(),
@@ -75,8 +78,8 @@ pub async fn authorize(
     inputs: &Inputs<'_>,
     ctx: &mut RequestContext,
 ) -> Result<(), GatewayError> {
-    let values =
-        identity_values(&settings.identity_sources, inputs, ctx).ok_or(GatewayError::MissingCredential)?;
+    let values = identity_values(&settings.identity_sources, inputs, ctx, false)
+        .ok_or(GatewayError::MissingCredential)?;
     let key = cache_key(ctx, name, settings, &values);
     ctx.identity.caller = Some(key);
     let cached = (!settings.ttl.is_zero())
