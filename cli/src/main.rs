@@ -2,8 +2,9 @@
 //! (`apply`, `deploy`, `rollback`, `cluster …`) — the same gRPC API automation
 //! uses. Wiring and presentation only; no logic of its own.
 
-mod client;
+#[macro_use]
 mod output;
+mod client;
 mod run;
 mod telemetry;
 mod verbs;

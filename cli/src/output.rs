@@ -2,6 +2,38 @@
 
 use serde::Serialize;
 
+/// `println!` for results: a reader that went away (`pylon … | head -1`)
+/// ends the process quietly, as SIGPIPE ends a shell tool, instead of
+/// panicking.
+macro_rules! outln {
+    () => {
+        $crate::output::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for results, as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_out(format_args!($($arg)*))
+    };
+}
+
+/// Writes `text` to standard output; exits with status 0 when the reader
+/// has gone (broken pipe), with 1 on any other failure to write.
+pub fn write_out(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    if let Err(e) = std::io::stdout().lock().write_fmt(text) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write the output: {e}");
+        std::process::exit(1);
+    }
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Format {
     #[default]
@@ -41,8 +73,8 @@ pub fn print<T: Serialize>(
     rows: Vec<Vec<String>>,
 ) -> anyhow::Result<()> {
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        Format::Yaml => print!("{}", serde_norway::to_string(value)?),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(value)?),
+        Format::Yaml => out!("{}", serde_norway::to_string(value)?),
         Format::Table => table(header, rows),
     }
     Ok(())
@@ -63,7 +95,7 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
             .enumerate()
             .map(|(i, c)| format!("{c:<width$}", width = widths.get(i).copied().unwrap_or(0)))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        outln!("{}", padded.join("  ").trim_end());
     };
     line(header.iter().map(|h| (*h).to_owned()).collect());
     for row in rows {

@@ -92,7 +92,7 @@ pub(super) async fn authorizers(admin: &mut Admin, command: AuthorizersCommand) 
                 api: Some(api),
             };
             let api = admin.update_api(request).await.map_err(explain)?.into_inner();
-            println!(
+            outln!(
                 "authorizer {name} removed from API {} (deploy to apply it)",
                 api.name
             );
@@ -164,7 +164,7 @@ pub(super) async fn apis(admin: &mut Admin, command: ApisCommand) -> anyhow::Res
                 })
                 .collect();
             if output.format == output::Format::Table {
-                println!(
+                outln!(
                     "{} ({}), revision {}",
                     api.name,
                     protocol(api.protocol),
@@ -186,7 +186,7 @@ pub(super) async fn apis(admin: &mut Admin, command: ApisCommand) -> anyhow::Res
                 })
                 .await
                 .map_err(explain)?;
-            println!("deleted API {name}");
+            outln!("deleted API {name}");
             Ok(())
         }
     }

@@ -191,7 +191,7 @@ pub(super) async fn cluster(admin: &mut Admin, command: ClusterCommand) -> anyho
                 } else {
                     status.cluster_id.as_str()
                 };
-                println!("cluster {id}");
+                outln!("cluster {id}");
             }
             let rows = status
                 .members
@@ -238,7 +238,7 @@ pub(super) async fn cluster(admin: &mut Admin, command: ClusterCommand) -> anyho
                 })
                 .await
                 .map_err(explain)?;
-            println!("node {node_id} added");
+            outln!("node {node_id} added");
             Ok(())
         }
         ClusterCommand::Leave { node_id } => {
@@ -246,7 +246,7 @@ pub(super) async fn cluster(admin: &mut Admin, command: ClusterCommand) -> anyho
                 .remove_member(RemoveMemberRequest { node_id })
                 .await
                 .map_err(explain)?;
-            println!("node {node_id} removed");
+            outln!("node {node_id} removed");
             Ok(())
         }
     }
@@ -305,7 +305,7 @@ pub(super) async fn backup(admin: &mut Admin, file: &std::path::Path) -> anyhow:
         let _ = std::fs::remove_file(&partial);
         return Err(error).with_context(|| format!("{}", file.display()));
     }
-    println!("{}", describe(&backup, bytes.len(), &file.display().to_string()));
+    outln!("{}", describe(&backup, bytes.len(), &file.display().to_string()));
     Ok(())
 }
 
@@ -365,7 +365,7 @@ pub(super) async fn restore(admin: &mut Admin, file: &std::path::Path, replace: 
         .await
         .map_err(explain)?
         .into_inner();
-    println!(
+    outln!(
         "restored {} APIs, {} deployments, {} stages, {} API keys, {} usage plans, {} domain names, {} portal consumers at config version {}",
         restored.apis,
         restored.deployments,

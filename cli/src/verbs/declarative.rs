@@ -604,7 +604,7 @@ pub(super) async fn apply(admin: &mut Admin, path: &Path, prune: bool) -> anyhow
     let current = current(admin).await?;
     let planned = plan(&desired, &current, prune, &mut unchanged)?;
     for what in &unchanged {
-        println!("{what} unchanged");
+        outln!("{what} unchanged");
     }
     for change in &key_changes {
         match change {
@@ -618,9 +618,10 @@ pub(super) async fn apply(admin: &mut Admin, path: &Path, prune: bool) -> anyhow
                     .map_err(explain)?
                     .into_inner();
                 let id = created.api_key.map(|k| k.id).unwrap_or_default();
-                println!(
+                outln!(
                     "API key {} ({id}) created; its value is shown only now: {}",
-                    key.name, created.value
+                    key.name,
+                    created.value
                 );
             }
             KeyChange::Update {
@@ -636,7 +637,7 @@ pub(super) async fn apply(admin: &mut Admin, path: &Path, prune: bool) -> anyhow
                     })
                     .await
                     .map_err(explain)?;
-                println!("API key {} ({id}) configured", key.name);
+                outln!("API key {} ({id}) configured", key.name);
             }
         }
     }
@@ -668,9 +669,9 @@ pub(super) async fn apply(admin: &mut Admin, path: &Path, prune: bool) -> anyhow
     }
     for change in &planned {
         match change {
-            Planned::Create { what, .. } => println!("{what} created"),
-            Planned::Update { what, .. } => println!("{what} configured"),
-            Planned::Delete { what, .. } => println!("{what} deleted"),
+            Planned::Create { what, .. } => outln!("{what} created"),
+            Planned::Update { what, .. } => outln!("{what} configured"),
+            Planned::Delete { what, .. } => outln!("{what} deleted"),
         }
     }
     Ok(())
@@ -686,31 +687,31 @@ pub(super) async fn diff(admin: &mut Admin, path: &Path, prune: bool) -> anyhow:
     let planned = plan(&desired, &current, prune, &mut unchanged)?;
     let (mut creates, mut updates, mut deletes) = (0, 0, 0);
     for change in &key_changes {
-        println!("{}", change.line());
+        outln!("{}", change.line());
         match change {
             KeyChange::Create(_) => creates += 1,
             KeyChange::Update { fields, .. } => {
                 updates += 1;
                 for field in fields {
-                    println!("    {field}");
+                    outln!("    {field}");
                 }
             }
         }
     }
     for change in &planned {
-        println!("{}", change.line());
+        outln!("{}", change.line());
         match change {
             Planned::Create { .. } => creates += 1,
             Planned::Update { fields, .. } => {
                 updates += 1;
                 for field in fields {
-                    println!("    {field}");
+                    outln!("    {field}");
                 }
             }
             Planned::Delete { .. } => deletes += 1,
         }
     }
-    println!(
+    outln!(
         "{creates} to create, {updates} to change, {deletes} to delete, {} unchanged",
         unchanged.len()
     );
@@ -797,6 +798,6 @@ pub(super) async fn dump(admin: &mut Admin, dir: &Path) -> anyhow::Result<()> {
         write(format!("api-keys/{}.yaml", key.id), Kind::ApiKey(key))?;
         count += 1;
     }
-    println!("{count} resources written under {}", dir.display());
+    outln!("{count} resources written under {}", dir.display());
     Ok(())
 }

@@ -151,10 +151,10 @@ fn report(format: output::Format, response: &ImportApiResponse, summary: &str) -
         text
     };
     match format {
-        output::Format::Table => print!("{}", lines()),
+        output::Format::Table => out!("{}", lines()),
         output::Format::Json => {
             let value = serde_json::json!({"api": response.api, "notes": response.notes});
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            outln!("{}", serde_json::to_string_pretty(&value)?);
         }
         output::Format::Yaml => {
             let mut api = response.api.clone().unwrap_or_default();
@@ -164,7 +164,7 @@ fn report(format: output::Format, response: &ImportApiResponse, summary: &str) -
             let resource = config::Resource {
                 kind: Some(Kind::Api(api)),
             };
-            print!("{}", serde_norway::to_string(&resource)?);
+            out!("{}", serde_norway::to_string(&resource)?);
             eprint!("{}", lines());
         }
     }
@@ -207,9 +207,9 @@ pub(super) async fn export(admin: &mut Admin, command: ExportCommand) -> anyhow:
         .map_err(explain)?
         .into_inner()
         .document;
-    print!("{document}");
+    out!("{document}");
     if !document.ends_with('\n') {
-        println!();
+        outln!();
     }
     Ok(())
 }

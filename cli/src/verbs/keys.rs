@@ -126,8 +126,8 @@ pub(super) async fn keys(admin: &mut Admin, command: KeysCommand) -> anyhow::Res
                 .map_err(explain)?
                 .into_inner();
             let key = created.api_key.unwrap_or_default();
-            println!("API key {} ({}) created", key.name, key.id);
-            println!("value: {}", created.value);
+            outln!("API key {} ({}) created", key.name, key.id);
+            outln!("value: {}", created.value);
             if !chosen {
                 eprintln!("the value is shown only now; keep it");
             }
@@ -162,9 +162,11 @@ pub(super) async fn keys(admin: &mut Admin, command: KeysCommand) -> anyhow::Res
                 .await
                 .map_err(explain)?
                 .into_inner();
-            println!(
+            outln!(
                 "API key {} ({}) updated, revision {}",
-                updated.name, updated.id, updated.revision
+                updated.name,
+                updated.id,
+                updated.revision
             );
             Ok(())
         }
@@ -176,7 +178,7 @@ pub(super) async fn keys(admin: &mut Admin, command: KeysCommand) -> anyhow::Res
                 })
                 .await
                 .map_err(explain)?;
-            println!("API key {id} deleted");
+            outln!("API key {id} deleted");
             Ok(())
         }
     }

@@ -277,11 +277,11 @@ pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Resu
             }
             if output.format == output::Format::Table {
                 match canary_percent {
-                    Some(percent) => println!(
+                    Some(percent) => outln!(
                         "deployed {api} as {} to stage {stage} as a {percent}% canary",
                         deployment.id
                     ),
-                    None => println!("deployed {api} as {} to stage {stage}", deployment.id),
+                    None => outln!("deployed {api} as {} to stage {stage}", deployment.id),
                 }
                 return Ok(());
             }
@@ -365,9 +365,11 @@ pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Resu
                 .map_err(explain)?
                 .into_inner();
             if output.format == output::Format::Table {
-                println!(
+                outln!(
                     "cache of {}/{} flushed (generation {})",
-                    stage.api, stage.name, stage.cache_generation
+                    stage.api,
+                    stage.name,
+                    stage.cache_generation
                 );
                 return Ok(());
             }

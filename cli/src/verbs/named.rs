@@ -288,7 +288,7 @@ where
         }
         NamedCommand::Delete { name } => {
             delete(name.clone()).await.map_err(explain)?;
-            println!("{noun} {name} deleted");
+            outln!("{noun} {name} deleted");
             Ok(())
         }
     }

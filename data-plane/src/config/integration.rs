@@ -179,15 +179,22 @@ impl CompiledResponse {
 ///
 /// # Errors
 /// The media type has no template and the behaviour is `NEVER`, or
-/// `WHEN_NO_TEMPLATES` with templates present: 415 (AWS answers
-/// UNSUPPORTED_MEDIA_TYPE).
+/// `WHEN_NO_TEMPLATES` with templates present, or the request has more than
+/// one `Content-Type` line: 415 (AWS answers UNSUPPORTED_MEDIA_TYPE).
 pub fn request_template_for<'t>(
     templates: &'t [(String, String)],
     passthrough: super::Passthrough,
     request: &HeaderMap,
 ) -> Result<Option<&'t str>, String> {
-    let media_type = request
-        .get(header::CONTENT_TYPE)
+    // `Content-Type` is a singleton field (RFC 9110 §8.3): with two lines
+    // the body's type is unknown, and no template may be chosen by one of
+    // them while the backend reads the other.
+    let mut lines = request.get_all(header::CONTENT_TYPE).iter();
+    let (first, second) = (lines.next(), lines.next());
+    if second.is_some() {
+        return Err("several Content-Type lines".to_owned());
+    }
+    let media_type = first
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
         .filter(|v| !v.is_empty())
@@ -200,5 +207,40 @@ pub fn request_template_for<'t>(
         P::WhenNoMatch => Ok(None),
         P::WhenNoTemplates if templates.is_empty() => Ok(None),
         P::WhenNoTemplates | P::Never => Err(media_type),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Passthrough;
+
+    #[test]
+    fn a_template_is_chosen_by_the_one_content_type_never_by_one_of_two() {
+        let templates = vec![("application/json".to_owned(), "json".to_owned())];
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            request_template_for(&templates, Passthrough::Never, &headers),
+            Ok(Some("json")),
+            "no Content-Type is JSON"
+        );
+        headers.append(
+            header::CONTENT_TYPE,
+            "application/json; charset=utf-8".parse().expect("value"),
+        );
+        assert_eq!(
+            request_template_for(&templates, Passthrough::Never, &headers),
+            Ok(Some("json"))
+        );
+        headers.append(header::CONTENT_TYPE, "text/plain".parse().expect("value"));
+        assert!(request_template_for(&templates, Passthrough::WhenNoMatch, &headers).is_err());
+        let plain: HeaderMap = [(header::CONTENT_TYPE, "text/plain".parse().expect("value"))]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            request_template_for(&templates, Passthrough::WhenNoMatch, &plain),
+            Ok(None)
+        );
+        assert!(request_template_for(&templates, Passthrough::Never, &plain).is_err());
     }
 }

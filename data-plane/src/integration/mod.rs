@@ -10,12 +10,13 @@ use std::collections::BTreeMap;
 
 /// Refuses path-parameter values that could leave the integration's path
 /// prefix once a backend normalises them: `.` and `..` segments, also
-/// percent-encoded or followed by `;` path parameters, and encoded slashes
-/// or backslashes.
+/// percent-encoded or followed by `;` path parameters, encoded slashes or
+/// backslashes, and an encoded NUL (a backend in C may end the path there:
+/// `..%00` would be `..`).
 pub fn check_params(params: &[(&str, String)]) -> Result<(), GatewayError> {
     for (_, value) in params {
         let lower = value.to_ascii_lowercase();
-        if lower.contains("%2f") || lower.contains("%5c") || value.contains('\\') {
+        if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") || value.contains('\\') {
             return Err(GatewayError::MalformedRequest("Invalid path"));
         }
         // A dot segment, also with path parameters after it (`..;/`, which
@@ -96,6 +97,8 @@ mod tests {
             "%2e%2e;/admin",
             "..%3b/admin",
             "a/..;jsessionid=1/b",
+            "..%00",
+            "%00../x",
         ] {
             assert!(check_params(&[("proxy", bad.to_owned())]).is_err(), "{bad}");
         }
