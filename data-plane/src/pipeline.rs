@@ -338,11 +338,21 @@ async fn serve(
             // The grant is the stage's own deployment's, whichever side of a
             // canary split this request fell on.
             let main = front.stage.main.definition.websocket.as_ref().unwrap_or(api);
-            return websocket::manage::serve(gateway, &front.stage, main, &parts, body.into_inner(), ctx, id)
-                .await;
+            // (Boxed, as the upgrade below: their futures would otherwise
+            // make every HTTP request's future larger.)
+            return Box::pin(websocket::manage::serve(
+                gateway,
+                &front.stage,
+                main,
+                &parts,
+                body.into_inner(),
+                ctx,
+                id,
+            ))
+            .await;
         }
         drop(body);
-        return connect_websocket(gateway, front, api, parts, conn, ctx).await;
+        return Box::pin(connect_websocket(gateway, front, api, parts, conn, ctx)).await;
     }
     let matched = target
         .definition

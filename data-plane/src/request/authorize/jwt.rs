@@ -111,7 +111,9 @@ impl KeyCache {
             return Ok(set.lookup(kid, None));
         }
         set.state.write().unwrap_or_else(|e| e.into_inner()).attempted = Some(Instant::now());
-        match fetch_keys(client, source).await {
+        // Boxed: a fetch is rare, and its future would otherwise make every
+        // request's future larger.
+        match Box::pin(fetch_keys(client, source)).await {
             Ok(keys) => {
                 tracing::info!(source = ?source, keys = keys.len(), "fetched JWKS");
                 let mut state = set.state.write().unwrap_or_else(|e| e.into_inner());

@@ -89,7 +89,9 @@ pub async fn authorize(
     let decision = match cached {
         Some(decision) => decision,
         None => {
-            let decision = Arc::new(call(client, settings, inputs, ctx, &values).await?);
+            // Boxed: only a decision the cache lacks makes the call, and its
+            // future would otherwise make every request's future larger.
+            let decision = Arc::new(Box::pin(call(client, settings, inputs, ctx, &values)).await?);
             if !settings.ttl.is_zero() {
                 cache.cache.insert(key, decision.clone());
             }
