@@ -21,13 +21,15 @@ macro_rules! out {
     };
 }
 
-/// Writes `text` to standard output; exits with status 0 when the reader
-/// has gone (broken pipe), with 1 on any other failure to write.
+/// Writes `text` to standard output; when the reader has gone (broken
+/// pipe) exits at once with status 141, as a process killed by SIGPIPE
+/// reports it (so `set -o pipefail` sees that output was lost, such as a
+/// new key's one-time value); with 1 on any other failure to write.
 pub fn write_out(text: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
     if let Err(e) = std::io::stdout().lock().write_fmt(text) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
+            std::process::exit(141);
         }
         eprintln!("error: cannot write the output: {e}");
         std::process::exit(1);

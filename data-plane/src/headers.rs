@@ -1,6 +1,6 @@
 //! Header rules both directions share (a leaf: it depends on nothing of
-//! the data plane): hop-by-hop headers (RFC 9110 §7.6.1) and transfer
-//! codings (RFC 9112 §6.1).
+//! the data plane): hop-by-hop headers (RFC 9110 §7.6.1), transfer
+//! codings (RFC 9112 §6.1) and a body's media type (RFC 9110 §8.3).
 
 use http::header::{self, HeaderMap, HeaderName};
 
@@ -14,6 +14,28 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
 ];
+
+/// The media type of a message's body: its `Content-Type` without
+/// parameters, lower-case; `Ok(None)` without the field.
+///
+/// # Errors
+/// The field is on more than one line (it is a singleton, RFC 9110 §8.3)
+/// or is not ASCII text: the body's type is unknown, and nothing may be
+/// chosen by one reading of it while the backend makes another.
+pub fn media_type(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
+    let mut lines = headers.get_all(header::CONTENT_TYPE).iter();
+    let Some(line) = lines.next() else {
+        return Ok(None);
+    };
+    if lines.next().is_some() {
+        return Err("several Content-Type lines");
+    }
+    let text = line
+        .to_str()
+        .map_err(|_| "a Content-Type that is not ASCII text")?;
+    let media_type = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    Ok((!media_type.is_empty()).then_some(media_type))
+}
 
 /// The header names the Connection header lists (hop-by-hop for this
 /// hop), as written (compare them case-insensitively).

@@ -647,6 +647,8 @@ async fn connect_websocket(
     }
     let key = websocket::handshake_key(&parts.headers)?;
     ctx.route_key = Some("$connect".into());
+    // The cluster whose config routed the request accepts the connection.
+    let cluster = gateway.config.load().cluster_id.clone();
     let route = api.routes.get("$connect");
     let forwarding = integration::http::Forwarding::new(&parts.headers, conn, &front.forwarded_host);
     let inputs = Inputs::new(&parts, front.path(), &[], &front.target.variables, None).forwarded(&forwarding);
@@ -658,6 +660,7 @@ async fn connect_websocket(
     let api_key = stage_key.map(|key| key.digest);
     let session = websocket::connection::Session {
         gateway: gateway.clone(),
+        cluster: cluster.clone(),
         stage: front.stage.clone(),
         target: front.target.clone(),
         api: api.clone(),
@@ -714,7 +717,7 @@ async fn connect_websocket(
     let now = crate::shared::memory::unix_now_ms();
     let (local, inbox) = websocket::hub::Local::new(
         websocket::hub::ConnectionInfo {
-            cluster: gateway.config.load().cluster_id.clone(),
+            cluster,
             api: front.stage.api.to_string(),
             stage: front.stage.name.to_string(),
             connected_at: now,

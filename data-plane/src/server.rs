@@ -268,6 +268,18 @@ pub async fn serve(
                 if config.version == 0 || gateway.sockets.is_empty() {
                     continue;
                 }
+                // Connections another cluster accepted (the node adopted
+                // another cluster's config) are served by no config now.
+                let foreign = gateway
+                    .sockets
+                    .close_where(|c| c.cluster != config.cluster_id, "cluster changed");
+                if foreign > 0 {
+                    tracing::warn!(
+                        connections = foreign,
+                        cluster = %config.cluster_id,
+                        "closing WebSocket connections another cluster accepted"
+                    );
+                }
                 let closed = gateway
                     .sockets
                     .close_where(|c| config.stage(&c.api, &c.stage).is_none(), "stage deleted");

@@ -658,13 +658,13 @@ fn storable(response: &Response<Body>, private: bool) -> Option<Storable> {
     {
         return None;
     }
-    let directives: Vec<String> = headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|d| d.trim().to_ascii_lowercase())
-        .collect();
+    // A line that is not ASCII text (obs-text in a quoted extension) could
+    // hold `private` or `no-store`: such an answer is not stored.
+    let mut directives: Vec<String> = Vec::new();
+    for line in headers.get_all(header::CACHE_CONTROL) {
+        let line = line.to_str().ok()?;
+        directives.extend(line.split(',').map(|d| d.trim().to_ascii_lowercase()));
+    }
     // (`no-cache="x"` and `private="x"` name fields a cache must not send
     // unrevalidated; Pylon does not revalidate, so it stores nothing.)
     let forbids = directives
@@ -861,6 +861,13 @@ mod tests {
             );
         }
         assert_eq!(storable(&response(&[("vary", "*")]), false), None);
+        // A line a cache cannot read may forbid storing: nothing is stored.
+        let mut unreadable = response(&[]);
+        unreadable.headers_mut().append(
+            header::CACHE_CONTROL,
+            HeaderValue::from_bytes(b"private, no-store, ext=\"caf\xc3\xa9\"").expect("obs-text"),
+        );
+        assert_eq!(storable(&unreadable, false), None);
         let varying = storable(
             &response(&[
                 ("vary", "Accept-Encoding, accept-language"),

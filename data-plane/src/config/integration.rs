@@ -179,25 +179,16 @@ impl CompiledResponse {
 ///
 /// # Errors
 /// The media type has no template and the behaviour is `NEVER`, or
-/// `WHEN_NO_TEMPLATES` with templates present, or the request has more than
-/// one `Content-Type` line: 415 (AWS answers UNSUPPORTED_MEDIA_TYPE).
+/// `WHEN_NO_TEMPLATES` with templates present, or the request's
+/// `Content-Type` cannot be read ([`crate::headers::media_type`]): 415 (AWS
+/// answers UNSUPPORTED_MEDIA_TYPE).
 pub fn request_template_for<'t>(
     templates: &'t [(String, String)],
     passthrough: super::Passthrough,
     request: &HeaderMap,
 ) -> Result<Option<&'t str>, String> {
-    // `Content-Type` is a singleton field (RFC 9110 §8.3): with two lines
-    // the body's type is unknown, and no template may be chosen by one of
-    // them while the backend reads the other.
-    let mut lines = request.get_all(header::CONTENT_TYPE).iter();
-    let (first, second) = (lines.next(), lines.next());
-    if second.is_some() {
-        return Err("several Content-Type lines".to_owned());
-    }
-    let media_type = first
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
-        .filter(|v| !v.is_empty())
+    let media_type = crate::headers::media_type(request)
+        .map_err(str::to_owned)?
         .unwrap_or_else(|| "application/json".to_owned());
     if let Some((_, name)) = templates.iter().find(|(t, _)| *t == media_type) {
         return Ok(Some(name));

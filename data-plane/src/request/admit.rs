@@ -209,7 +209,10 @@ fn join_cookies(headers: &mut HeaderMap) {
 
 /// Drops what only the gateway may say — `x-pylon-*` from the client, and
 /// any underscore spelling of it — and header names with underscores unless
-/// the stage allows them (`allow_underscores`). Authorizers, mappings,
+/// the stage allows them (`allow_underscores`). Even then an underscore
+/// spelling of a header the request also has (`x_api_key` beside
+/// `x-api-key`) goes: CGI-style backends read both as one, so the one the
+/// gateway checked could be read as the other. Authorizers, mappings,
 /// templates and backends see what is left.
 pub fn drop_forbidden_headers(headers: &mut HeaderMap, allow_underscores: bool) {
     let doomed: Vec<header::HeaderName> = headers
@@ -219,7 +222,8 @@ pub fn drop_forbidden_headers(headers: &mut HeaderMap, allow_underscores: bool) 
             if !name.contains('_') {
                 return name.starts_with("x-pylon-");
             }
-            !allow_underscores || name.replace('_', "-").starts_with("x-pylon-")
+            let dashed = name.replace('_', "-");
+            !allow_underscores || dashed.starts_with("x-pylon-") || headers.contains_key(dashed.as_str())
         })
         .cloned()
         .collect();
@@ -371,6 +375,12 @@ mod tests {
         assert!(!headers.contains_key("x-pylon-principal-id"));
         assert!(!headers.contains_key("x_pylon_request_id"));
         assert!(headers.contains_key("x_custom"));
+        // Allowed, but not beside the header a backend would read it as.
+        headers.insert("x-api-key", HeaderValue::from_static("checked"));
+        headers.insert("x_api_key", HeaderValue::from_static("smuggled"));
+        drop_forbidden_headers(&mut headers, true);
+        assert!(!headers.contains_key("x_api_key"));
+        assert_eq!(headers["x-api-key"], "checked");
         drop_forbidden_headers(&mut headers, false);
         assert!(!headers.contains_key("x_custom"));
     }

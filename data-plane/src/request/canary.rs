@@ -42,7 +42,10 @@ pub fn pick(stage: &CompiledStage, parts: &Parts, client: IpAddr) -> Arc<Target>
 fn sticky_value(key: &StickyKey, parts: &Parts, client: IpAddr) -> Option<String> {
     match key {
         StickyKey::SourceIp => Some(client.to_string()),
-        StickyKey::Header(name) => parts.headers.get(name)?.to_str().ok().map(str::to_owned),
+        // The bytes as they are (UTF-8 or not): any value keeps its side.
+        StickyKey::Header(name) => {
+            Some(String::from_utf8_lossy(parts.headers.get(name)?.as_bytes()).into_owned())
+        }
         StickyKey::Query(name) => parts.uri.query()?.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             (k == name).then(|| v.to_owned())
@@ -51,8 +54,8 @@ fn sticky_value(key: &StickyKey, parts: &Parts, client: IpAddr) -> Option<String
             .headers
             .get_all(http::header::COOKIE)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+            .flat_map(|v| v.split(';').map(str::to_owned).collect::<Vec<_>>())
             .find_map(|c| {
                 let (k, v) = c.trim().split_once('=')?;
                 (k == name).then(|| v.to_owned())

@@ -79,9 +79,10 @@ impl<'a> Inputs<'a> {
 
     /// `name` as a credential: its lines comma-joined, or `None` when it is
     /// absent or any line is not visible ASCII text (RFC 9110 §5.5 `field-vchar`
-    /// without `obs-text`) — a credential the authorizer would see altered
-    /// while the backend gets the original is no credential. With `single`,
-    /// also `None` for more than one line.
+    /// without `obs-text`) or has spaces around it (RFC 9113 §8.2.1) — a
+    /// credential the authorizer would see altered while the backend gets
+    /// the original is no credential. With `single`, also `None` for more
+    /// than one line.
     pub fn credential(&self, name: &str, single: bool) -> Option<String> {
         if let Some(told) = self.told(name) {
             return told.and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -90,7 +91,16 @@ impl<'a> Inputs<'a> {
         if single && lines.iter().nth(1).is_some() {
             return None;
         }
-        let text: Option<Vec<&str>> = lines.iter().map(|v| v.to_str().ok()).collect();
+        // (HTTP/2 lets a value keep the spaces around it, which an HTTP/1.1
+        // backend then strips: such a value is read two ways.)
+        let text: Option<Vec<&str>> = lines
+            .iter()
+            .map(|v| {
+                v.to_str()
+                    .ok()
+                    .filter(|t| t.trim_matches([' ', '\t']).len() == t.len())
+            })
+            .collect();
         text.filter(|lines| !lines.is_empty())
             .map(|lines| lines.join(","))
     }
@@ -342,6 +352,9 @@ mod tests {
             inputs.credential("authorization", true).as_deref(),
             Some("Bearer alice")
         );
+        let padded = parts(&[("x-token", b" alice ")]);
+        let inputs = Inputs::new(&padded, "/", &[], &variables, None);
+        assert_eq!(inputs.credential("x-token", false), None, "read two ways");
         assert_eq!(inputs.credential("x-missing", false), None);
     }
 }

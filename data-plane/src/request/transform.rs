@@ -76,7 +76,7 @@ pub fn plan(mappings: &[Mapping], inputs: &Inputs<'_>, ctx: &RequestContext) -> 
             Target::Path => {
                 let path = value.unwrap_or_default();
                 check_path(&path)?;
-                outgoing.path = Some(path);
+                outgoing.path = Some(percent_encode_non_ascii(path));
             }
             Target::StatusCode => {}
         }
@@ -182,9 +182,39 @@ fn check_path(path: &str) -> Result<(), GatewayError> {
     crate::integration::check_params(&[("path", path.to_owned())]).map_err(|_| invalid())
 }
 
+/// A request target is ASCII (RFC 9112 §3.2, RFC 3986 §2.1): characters
+/// beyond it, from a mapped header or query value, go as their UTF-8 bytes
+/// percent-encoded.
+fn percent_encode_non_ascii(path: String) -> String {
+    if path.is_ascii() {
+        return path;
+    }
+    let mut encoded = String::with_capacity(path.len() + 16);
+    for c in path.chars() {
+        if c.is_ascii() {
+            encoded.push(c);
+        } else {
+            let mut bytes = [0u8; 4];
+            for byte in c.encode_utf8(&mut bytes).bytes() {
+                encoded.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    encoded
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mapped_paths_leave_as_ascii() {
+        assert_eq!(
+            percent_encode_non_ascii("/mapped/café".into()),
+            "/mapped/caf%C3%A9"
+        );
+        assert_eq!(percent_encode_non_ascii("/plain/7".into()), "/plain/7");
+    }
 
     #[test]
     fn mapped_paths_cannot_climb_or_smuggle() {

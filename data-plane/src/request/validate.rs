@@ -5,7 +5,6 @@
 use crate::config::validation::CompiledValidation;
 use crate::error::GatewayError;
 use crate::request::inputs::Inputs;
-use http::header;
 
 /// Schema errors listed in one message, at most.
 const MAX_REPORTED: usize = 10;
@@ -31,12 +30,8 @@ pub fn check(validation: &CompiledValidation, inputs: &Inputs<'_>) -> Result<(),
     if validation.body_models.is_empty() {
         return Ok(());
     }
-    let content_type = inputs
-        .parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+    let content_type = crate::headers::media_type(&inputs.parts.headers)
+        .map_err(|why| GatewayError::BadRequestBody(format!("Invalid request body: {why}")))?
         .unwrap_or_else(|| "application/json".to_owned());
     let Some((_, schema)) = validation
         .body_models

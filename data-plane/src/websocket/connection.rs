@@ -29,6 +29,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 /// Everything a connection's task needs after the upgrade.
 pub struct Session {
     pub gateway: Arc<Gateway>,
+    /// The cluster whose config accepted the connection: it is served by
+    /// that cluster's config only, and closed when the node serves another.
+    pub cluster: String,
     pub stage: Arc<CompiledStage>,
     pub target: Arc<Target>,
     pub api: Arc<WebSocketApi>,
@@ -240,6 +243,10 @@ async fn serve(
         metrics.messages_in.add(1, dimensions);
         // Each message follows the config served when it arrives; a
         // connection whose stage is gone is closed.
+        if session.gateway.config.load().cluster_id != session.cluster {
+            close(socket, CloseCode::Away, "the node serves another cluster").await;
+            return "cluster changed".to_owned();
+        }
         let Some((stage, target, api)) = current(session) else {
             close(socket, CloseCode::Away, "the stage is gone").await;
             return "stage deleted".to_owned();
@@ -364,9 +371,12 @@ async fn on_message(session: &Session, message: Bytes) -> Option<Bytes> {
 
 /// The connection's stage and side (main or canary) in the config served
 /// now, and that deployment's routes; `None` when the stage or its
-/// WebSocket API is gone.
+/// WebSocket API is gone, or the node serves another cluster's config.
 fn current(session: &Session) -> Option<(Arc<CompiledStage>, Arc<Target>, Arc<WebSocketApi>)> {
     let config = session.gateway.config.load();
+    if config.cluster_id != session.cluster {
+        return None;
+    }
     let stage = config.stage(&session.stage.api, &session.stage.name)?;
     let target = match (&stage.canary, session.target.is_canary) {
         (Some(canary), true) => canary.target.clone(),

@@ -47,8 +47,9 @@ impl Default for DecisionCache {
 }
 
 /// The identity-source values, or `None` when one is missing (AWS answers
-/// 401 without calling the authorizer) or is a header with a line that is
-/// not ASCII text ([`Inputs::credential`]). With `single`, a header source
+/// 401 without calling the authorizer), is a header with a line that is
+/// not ASCII text ([`Inputs::credential`]), or is a query parameter whose
+/// percent-encoding is not UTF-8. With `single`, a header source
 /// sent on more than one line is missing too.
 pub fn identity_values(
     sources: &[IdentitySource],
@@ -61,7 +62,9 @@ pub fn identity_values(
         .map(|source| {
             let value = match source {
                 IdentitySource::Header(name) => inputs.credential(name.as_str(), single),
-                IdentitySource::Query(name) => inputs.query(name),
+                // A value whose percent-encoding is not UTF-8 would reach
+                // the authorizer altered (U+FFFD) and the backend as sent.
+                IdentitySource::Query(name) => inputs.query(name).filter(|v| !v.contains('\u{FFFD}')),
                 IdentitySource::Context(name) => ctx.lookup(name).map(|v| v.into_owned()),
                 IdentitySource::StageVariable(name) => inputs.variables.get(name).cloned(),
             };
