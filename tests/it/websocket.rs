@@ -702,6 +702,64 @@ async fn a_redeploy_keeps_a_hundred_connections_open_and_rerouted() {
 }
 
 #[tokio::test]
+async fn a_node_that_adopts_another_cluster_closes_what_the_former_one_accepted() {
+    let _serial = serial().await;
+    let mut cluster = Cluster::start(1).await;
+    let endpoint = cluster.nodes[0].endpoint();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = DataPlaneNode::start(dir.path(), "dp-ws-adopt", std::slice::from_ref(&endpoint), &[]);
+    let backend = Backend::start().await;
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    deploy(
+        &mut admin,
+        chat(&backend, r#"{"v":1}"#, false, "none"),
+        "prod",
+        &[],
+    )
+    .await
+    .expect("deploy");
+    let v = version(&mut admin).await;
+    wait_applied(&mut admin, v, 1).await;
+    let mut socket = open(node.address(), None).await.expect("connect");
+    socket
+        .send(Message::text(r#"{"action":"x"}"#))
+        .await
+        .expect("send");
+    assert_eq!(next_text(&mut socket).await, r#"{"v":1}"#);
+
+    // The control plane is rebuilt with a fresh data dir: another cluster,
+    // with the same API and stage names.
+    cluster.nodes[0].kill();
+    std::fs::remove_dir_all(&cluster.nodes[0].data_dir).expect("wipe the data dir");
+    cluster.nodes[0].start().expect("start afresh");
+    cluster.wait_for_leader().await;
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    let mut rebuilt = chat(&backend, r#"{"v":2}"#, false, "none");
+    for route in &mut rebuilt.routes {
+        if route.path == "$disconnect"
+            && let Some(integration) = &mut route.integration
+        {
+            integration.uri = backend.url("/disconnect-rebuilt");
+        }
+    }
+    deploy(&mut admin, rebuilt, "prod", &[])
+        .await
+        .expect("deploy on the rebuilt cluster");
+
+    // The connection the former cluster accepted ends once the node adopts
+    // the new one; the former cluster's integration hears of it.
+    let ended = eventually(
+        "the former cluster's $disconnect",
+        Duration::from_secs(30),
+        || async { backend.calls_to("/disconnect").first().cloned() },
+    )
+    .await;
+    assert_eq!(ended.reason, "cluster changed");
+    assert_eq!(closed(&mut socket).await, Some(CloseCode::Away));
+    assert!(backend.calls_to("/disconnect-rebuilt").is_empty());
+}
+
+#[tokio::test]
 async fn an_outside_client_talks_to_a_websocket_api_over_ws_and_wss() {
     let _serial = serial().await;
     let cluster = Cluster::start(1).await;
