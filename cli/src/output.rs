@@ -28,12 +28,25 @@ macro_rules! out {
 pub fn write_out(text: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
     if let Err(e) = std::io::stdout().lock().write_fmt(text) {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(141);
-        }
-        eprintln!("error: cannot write the output: {e}");
-        std::process::exit(1);
+        gone(e);
     }
+}
+
+/// Writes `bytes` to standard output and flushes them, as [`write_out`].
+pub fn write_out_bytes(bytes: &[u8]) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        gone(e);
+    }
+}
+
+fn gone(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    eprintln!("error: cannot write the output: {e}");
+    std::process::exit(1);
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Default, PartialEq, Eq)]

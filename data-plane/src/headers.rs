@@ -19,8 +19,8 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// parameters, lower-case; `Ok(None)` without the field.
 ///
 /// # Errors
-/// The field is on more than one line (it is a singleton, RFC 9110 §8.3)
-/// or is not ASCII text: the body's type is unknown, and nothing may be
+/// The field is on more than one line (it is a singleton, RFC 9110 §8.3),
+/// is not ASCII text or names no media type: the body's type is unknown, and nothing may be
 /// chosen by one reading of it while the backend makes another.
 pub fn media_type(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
     let mut lines = headers.get_all(header::CONTENT_TYPE).iter();
@@ -34,7 +34,10 @@ pub fn media_type(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
         .to_str()
         .map_err(|_| "a Content-Type that is not ASCII text")?;
     let media_type = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    Ok((!media_type.is_empty()).then_some(media_type))
+    if media_type.is_empty() {
+        return Err("a Content-Type without a media type");
+    }
+    Ok(Some(media_type))
 }
 
 /// The header names the Connection header lists (hop-by-hop for this

@@ -268,9 +268,7 @@ pub(super) async fn backup(admin: &mut Admin, file: &std::path::Path) -> anyhow:
     bytes.extend_from_slice(&backup.format.to_be_bytes());
     backup.encode(&mut bytes)?;
     if file == std::path::Path::new("-") {
-        use std::io::Write as _;
-        std::io::stdout().write_all(&bytes)?;
-        std::io::stdout().flush()?;
+        crate::output::write_out_bytes(&bytes);
         eprintln!("{}", describe(&backup, bytes.len(), "standard output"));
         return Ok(());
     }

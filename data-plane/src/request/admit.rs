@@ -211,8 +211,10 @@ fn join_cookies(headers: &mut HeaderMap) {
 /// any underscore spelling of it — and header names with underscores unless
 /// the stage allows them (`allow_underscores`). Even then an underscore
 /// spelling of a header the request also has (`x_api_key` beside
-/// `x-api-key`) goes: CGI-style backends read both as one, so the one the
-/// gateway checked could be read as the other. Authorizers, mappings,
+/// `x-api-key`) or of one the gateway writes (`x-forwarded-*`) goes:
+/// CGI-style backends read both as one, so the one the gateway checked or
+/// wrote could be read as the other (mappings drop the twins of what they
+/// set, [`crate::request::transform`]). Authorizers, mappings,
 /// templates and backends see what is left.
 pub fn drop_forbidden_headers(headers: &mut HeaderMap, allow_underscores: bool) {
     let doomed: Vec<header::HeaderName> = headers
@@ -223,7 +225,10 @@ pub fn drop_forbidden_headers(headers: &mut HeaderMap, allow_underscores: bool) 
                 return name.starts_with("x-pylon-");
             }
             let dashed = name.replace('_', "-");
-            !allow_underscores || dashed.starts_with("x-pylon-") || headers.contains_key(dashed.as_str())
+            !allow_underscores
+                || dashed.starts_with("x-pylon-")
+                || dashed.starts_with("x-forwarded-")
+                || headers.contains_key(dashed.as_str())
         })
         .cloned()
         .collect();
@@ -381,6 +386,9 @@ mod tests {
         drop_forbidden_headers(&mut headers, true);
         assert!(!headers.contains_key("x_api_key"));
         assert_eq!(headers["x-api-key"], "checked");
+        headers.insert("x_forwarded_host", HeaderValue::from_static("evil.example"));
+        drop_forbidden_headers(&mut headers, true);
+        assert!(!headers.contains_key("x_forwarded_host"), "the gateway writes it");
         drop_forbidden_headers(&mut headers, false);
         assert!(!headers.contains_key("x_custom"));
     }

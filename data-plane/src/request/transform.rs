@@ -76,7 +76,7 @@ pub fn plan(mappings: &[Mapping], inputs: &Inputs<'_>, ctx: &RequestContext) -> 
             Target::Path => {
                 let path = value.unwrap_or_default();
                 check_path(&path)?;
-                outgoing.path = Some(percent_encode_non_ascii(path));
+                outgoing.path = Some(percent_encode_path(path));
             }
             Target::StatusCode => {}
         }
@@ -130,7 +130,21 @@ impl Plan {
     /// Applies the header changes to `headers` (the client's) and hands
     /// over the rest (once).
     pub fn apply(&mut self, headers: &mut HeaderMap) -> Outgoing {
+        // (Only a stage that allows underscores in names lets them in.)
+        let underscores = headers.keys().any(|k| k.as_str().contains('_'));
         for (action, name, value) in &self.headers {
+            if underscores {
+                // A CGI-style backend reads `x_user` as `x-user`: a header
+                // the mapping sets has no other spelling beside it.
+                let twins: Vec<http::HeaderName> = headers
+                    .keys()
+                    .filter(|k| k.as_str().contains('_') && k.as_str().replace('_', "-") == name.as_str())
+                    .cloned()
+                    .collect();
+                for twin in twins {
+                    headers.remove(twin);
+                }
+            }
             match (action, value) {
                 (Action::Remove, _) => {
                     headers.remove(name);
@@ -182,22 +196,27 @@ fn check_path(path: &str) -> Result<(), GatewayError> {
     crate::integration::check_params(&[("path", path.to_owned())]).map_err(|_| invalid())
 }
 
-/// A request target is ASCII (RFC 9112 §3.2, RFC 3986 §2.1): characters
-/// beyond it, from a mapped header or query value, go as their UTF-8 bytes
-/// percent-encoded.
-fn percent_encode_non_ascii(path: String) -> String {
-    if path.is_ascii() {
+/// A mapped path goes as a valid path (RFC 3986 §3.3): every character
+/// outside `pchar` and `/` is percent-encoded (its UTF-8 bytes), and so is
+/// a `%` that does not start an escape; escapes already there (a path
+/// parameter as the client encoded it) are kept.
+fn percent_encode_path(path: String) -> String {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b);
+    let bytes = path.as_bytes();
+    let escape_at = |i: usize| {
+        bytes.get(i) == Some(&b'%')
+            && bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+            && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+    };
+    if (0..bytes.len()).all(|i| allowed(bytes[i]) || escape_at(i)) {
         return path;
     }
     let mut encoded = String::with_capacity(path.len() + 16);
-    for c in path.chars() {
-        if c.is_ascii() {
-            encoded.push(c);
+    for (i, &byte) in bytes.iter().enumerate() {
+        if allowed(byte) || escape_at(i) {
+            encoded.push(char::from(byte));
         } else {
-            let mut bytes = [0u8; 4];
-            for byte in c.encode_utf8(&mut bytes).bytes() {
-                encoded.push_str(&format!("%{byte:02X}"));
-            }
+            encoded.push_str(&format!("%{byte:02X}"));
         }
     }
     encoded
@@ -208,12 +227,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mapped_paths_leave_as_ascii() {
+    fn mapped_paths_leave_as_valid_paths() {
+        assert_eq!(percent_encode_path("/mapped/café".into()), "/mapped/caf%C3%A9");
+        assert_eq!(percent_encode_path("/plain/7".into()), "/plain/7");
         assert_eq!(
-            percent_encode_non_ascii("/mapped/café".into()),
-            "/mapped/caf%C3%A9"
+            percent_encode_path("/a<b>`\"{|}^".into()),
+            "/a%3Cb%3E%60%22%7B%7C%7D%5E"
         );
-        assert_eq!(percent_encode_non_ascii("/plain/7".into()), "/plain/7");
+        assert_eq!(percent_encode_path("/a%b/50%".into()), "/a%25b/50%25");
+        assert_eq!(percent_encode_path("/kept%20escape".into()), "/kept%20escape");
     }
 
     #[test]
