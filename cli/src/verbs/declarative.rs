@@ -723,6 +723,11 @@ pub(super) async fn diff(admin: &mut Admin, path: &Path, prune: bool) -> anyhow:
 /// `domain-names/`, `api-keys/`), without output-only fields; API keys by
 /// id, name and digest, never their value.
 pub(super) async fn dump(admin: &mut Admin, dir: &Path) -> anyhow::Result<()> {
+    if dir == Path::new("-") {
+        bail!(
+            "dump writes a directory of files, one per resource: name a directory (`-` is not standard output here)"
+        );
+    }
     // A file left from an earlier dump would bring a deleted resource back
     // on `sync --prune`.
     if dir.exists()
