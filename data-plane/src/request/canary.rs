@@ -46,10 +46,10 @@ fn sticky_value(key: &StickyKey, parts: &Parts, client: IpAddr) -> Option<String
         StickyKey::Header(name) => {
             Some(String::from_utf8_lossy(parts.headers.get(name)?.as_bytes()).into_owned())
         }
-        StickyKey::Query(name) => parts.uri.query()?.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k == name).then(|| v.to_owned())
-        }),
+        // Decoded, as `$request.querystring.NAME` reads it: `al%69ce` is
+        // `alice`.
+        StickyKey::Query(name) => form_urlencoded::parse(parts.uri.query()?.as_bytes())
+            .find_map(|(k, v)| (k == name.as_str()).then(|| v.into_owned())),
         StickyKey::Cookie(name) => parts
             .headers
             .get_all(http::header::COOKIE)
@@ -60,5 +60,36 @@ fn sticky_value(key: &StickyKey, parts: &Parts, client: IpAddr) -> Option<String
                 let (k, v) = c.trim().split_once('=')?;
                 (k == name).then(|| v.to_owned())
             }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, headers: &[(&str, &[u8])]) -> Parts {
+        let mut request = http::Request::builder().uri(uri);
+        for (name, value) in headers {
+            let value = http::HeaderValue::from_bytes(value).expect("a header value");
+            request = request.header(*name, value);
+        }
+        request.body(()).expect("a request").into_parts().0
+    }
+
+    #[test]
+    fn a_sticky_key_reads_the_value_as_the_mappings_do() {
+        let client = IpAddr::from([127, 0, 0, 1]);
+        let query = StickyKey::Query("u".into());
+        assert_eq!(
+            sticky_value(&query, &parts("/?u=al%69ce", &[]), client),
+            sticky_value(&query, &parts("/?u=alice", &[]), client),
+            "one client however it encodes its key"
+        );
+        let header = StickyKey::Header(http::HeaderName::from_static("x-user"));
+        let jose = parts("/", &[("x-user", "José".as_bytes())]);
+        assert_eq!(sticky_value(&header, &jose, client).as_deref(), Some("José"));
+        let cookie = StickyKey::Cookie("sid".into());
+        let cookies = parts("/", &[("cookie", "name=José; sid=abc".as_bytes())]);
+        assert_eq!(sticky_value(&cookie, &cookies, client).as_deref(), Some("abc"));
     }
 }
