@@ -166,6 +166,18 @@ fn chat_with_jwks(
     .expect("API")
 }
 
+/// `api` with its `$disconnect` integration sent to `uri`.
+fn disconnecting_to(mut api: Api, uri: &str) -> Api {
+    for route in &mut api.routes {
+        if route.path == "$disconnect"
+            && let Some(integration) = &mut route.integration
+        {
+            integration.uri = uri.to_owned();
+        }
+    }
+    api
+}
+
 async fn open(node: SocketAddr, key: Option<&str>) -> Result<Socket, WsError> {
     let mut request = format!("ws://{node}/prod").into_client_request()?;
     let headers = request.headers_mut();
@@ -642,14 +654,10 @@ async fn a_redeploy_keeps_a_hundred_connections_open_and_rerouted() {
     }
     // One more that stays silent through the redeploy.
     let mut quiet = open(node.address(), None).await.expect("connect");
-    let mut v2 = chat(&backend, r#"{"v":2}"#, false, "none");
-    for route in &mut v2.routes {
-        if route.path == "$disconnect"
-            && let Some(integration) = &mut route.integration
-        {
-            integration.uri = backend.url("/disconnect-v2");
-        }
-    }
+    let v2 = disconnecting_to(
+        chat(&backend, r#"{"v":2}"#, false, "none"),
+        &backend.url("/disconnect-v2"),
+    );
     deploy(&mut admin, v2, "prod", &[]).await.expect("redeploy");
     let v = version(&mut admin).await;
     wait_applied(&mut admin, v, 1).await;
@@ -734,14 +742,10 @@ async fn a_node_that_adopts_another_cluster_closes_what_the_former_one_accepted(
     cluster.nodes[0].start().expect("start afresh");
     cluster.wait_for_leader().await;
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
-    let mut rebuilt = chat(&backend, r#"{"v":2}"#, false, "none");
-    for route in &mut rebuilt.routes {
-        if route.path == "$disconnect"
-            && let Some(integration) = &mut route.integration
-        {
-            integration.uri = backend.url("/disconnect-rebuilt");
-        }
-    }
+    let rebuilt = disconnecting_to(
+        chat(&backend, r#"{"v":2}"#, false, "none"),
+        &backend.url("/disconnect-rebuilt"),
+    );
     deploy(&mut admin, rebuilt, "prod", &[])
         .await
         .expect("deploy on the rebuilt cluster");

@@ -59,25 +59,44 @@ pub(super) fn decide<T: Stored>(
     }
 }
 
+/// Whether an API that does not exist is an error or has no stages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum MissingApi {
+    /// NotFound, as the admin API answers it.
+    Refused,
+    /// No stages: for stale reads of APIs just listed, which may not have
+    /// reached the node answering yet, or may be deleted since.
+    Empty,
+}
+
 /// The stages of `api`: all pages, or the one `paging` asks for.
 pub(super) async fn stages_of(
     admin: &mut Admin,
     api: &str,
     consistency: i32,
     paging: &PageArgs,
+    missing: MissingApi,
 ) -> anyhow::Result<Vec<config::Stage>> {
     list_all(paging, |page| {
         let (mut admin, api) = (admin.clone(), api.to_owned());
         async move {
-            let list = admin
+            let listed = admin
                 .list_stages(ListStagesRequest {
                     api,
                     page: Some(page),
                     consistency,
                 })
-                .await?
-                .into_inner();
-            Ok((list.stages, list.next_page_token))
+                .await;
+            match listed {
+                Ok(list) => {
+                    let list = list.into_inner();
+                    Ok((list.stages, list.next_page_token))
+                }
+                Err(status) if status.code() == Code::NotFound && missing == MissingApi::Empty => {
+                    Ok((Vec::new(), String::new()))
+                }
+                Err(status) => Err(status),
+            }
         }
     })
     .await

@@ -107,33 +107,11 @@ pub(super) async fn current(admin: &mut Admin) -> anyhow::Result<Current> {
     })
     .await?;
     let stage_lists = futures::stream::iter(apis.iter().map(|api| {
-        let admin = admin.clone();
+        let mut admin = admin.clone();
         let name = api.name.clone();
-        // Stale reads: an API just listed may not have reached the node
-        // answering yet, or may be deleted since; it has no stages then.
-        async move {
-            list_all(&PageArgs::default(), |page| {
-                let (mut admin, api) = (admin.clone(), name.clone());
-                async move {
-                    let listed = admin
-                        .list_stages(ListStagesRequest {
-                            api,
-                            page: Some(page),
-                            consistency: stale,
-                        })
-                        .await;
-                    match listed {
-                        Ok(list) => {
-                            let list = list.into_inner();
-                            Ok((list.stages, list.next_page_token))
-                        }
-                        Err(status) if status.code() == Code::NotFound => Ok((Vec::new(), String::new())),
-                        Err(status) => Err(status),
-                    }
-                }
-            })
-            .await
-        }
+        // (Stale reads: an API just listed may not have reached the node
+        // answering yet, or may be deleted since.)
+        async move { stages_of(&mut admin, &name, stale, &PageArgs::default(), MissingApi::Empty).await }
     }))
     .buffer_unordered(32)
     .collect::<Vec<_>>()

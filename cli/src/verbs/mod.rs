@@ -289,7 +289,14 @@ pub async fn run(connection: &Connection, command: AdminCommand) -> anyhow::Resu
         }
         AdminCommand::Deployments(DeploymentsCommand::List { api, output, paging }) => {
             let consistency = output.consistency();
-            let stages = stages_of(&mut admin, &api, consistency, &PageArgs::default()).await?;
+            let stages = stages_of(
+                &mut admin,
+                &api,
+                consistency,
+                &PageArgs::default(),
+                MissingApi::Refused,
+            )
+            .await?;
             let deployments = list_all(&paging, |page| {
                 let (mut admin, api) = (admin.clone(), api.clone());
                 async move {

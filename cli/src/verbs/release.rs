@@ -159,7 +159,7 @@ pub(super) async fn update_stage(admin: &mut Admin, stage: config::Stage) -> any
 pub(super) async fn stages(admin: &mut Admin, command: StagesCommand) -> anyhow::Result<()> {
     match command {
         StagesCommand::List { api, output, paging } => {
-            let stages = stages_of(admin, &api, output.consistency(), &paging).await?;
+            let stages = stages_of(admin, &api, output.consistency(), &paging, MissingApi::Refused).await?;
             let rows = stages
                 .iter()
                 .map(|s| {
