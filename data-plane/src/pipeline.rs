@@ -146,12 +146,8 @@ impl Drop for Observed<'_> {
                 "the client left before its answer".into(),
             ))
         };
-        let (kind, status) = rescue::classify(&error);
-        let outcome = &mut self.ctx.outcome;
-        outcome.status = status.as_u16();
-        outcome.error_type = Some(kind.as_str());
-        outcome.error_message = Some(error.to_string());
-        outcome.latency = self.clock.elapsed();
+        rescue::record(&mut self.ctx.outcome, &error);
+        self.ctx.outcome.latency = self.clock.elapsed();
         self.gateway.telemetry.observe(&self.ctx, self.stage);
     }
 }
@@ -292,11 +288,8 @@ async fn back(
     match serve(gateway, front, parts, body, conn, request_id, ctx).await {
         Ok(response) => response,
         Err(error) => {
-            let outcome = &mut ctx.outcome;
-            outcome.throttled = matches!(error, GatewayError::Throttled { .. });
-            outcome.quota_exceeded = matches!(error, GatewayError::QuotaExceeded { .. });
-            outcome.error_type = Some(rescue::classify(&error).0.as_str());
-            outcome.error_message = Some(error.to_string());
+            // (The answer's own status is recorded when it leaves.)
+            rescue::record(&mut ctx.outcome, &error);
             let mut response = fail(
                 &error,
                 Some(&front.target.definition.responses),

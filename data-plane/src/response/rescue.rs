@@ -10,6 +10,19 @@ use http::{HeaderValue, Response, StatusCode, header};
 use pylon_common::GatewayResponseType as Type;
 use pylon_common::model::template::RenderError;
 
+/// Records in `outcome` that a request (or WebSocket event) failed with
+/// `error`: its default status, gateway-response type and message, and
+/// whether a throttle or a quota refused it; returns the status.
+pub fn record(outcome: &mut crate::context::Outcome, error: &GatewayError) -> StatusCode {
+    let (kind, status) = classify(error);
+    outcome.status = status.as_u16();
+    outcome.throttled = matches!(error, GatewayError::Throttled { .. });
+    outcome.quota_exceeded = matches!(error, GatewayError::QuotaExceeded { .. });
+    outcome.error_type = Some(kind.as_str());
+    outcome.error_message = Some(error.to_string());
+    status
+}
+
 /// The gateway-response type and default status of an error. One exhaustive
 /// match: a new error variant does not compile until it is classified here.
 /// A status is the type's own ([`Type::default_status`], the table both

@@ -149,11 +149,7 @@ async fn disconnect(gateway: &Gateway, session: &mut Session, reason: String) {
         Ok(answer) => record.outcome.status = answer.status.as_u16(),
         Err(error) => {
             tracing::debug!(connection = %session.connection_id, error = %error, detail = error.detail(), "$disconnect integration failed");
-            let (kind, status) = rescue::classify(&error);
-            let outcome = &mut record.outcome;
-            outcome.status = status.as_u16();
-            outcome.error_type = Some(kind.as_str());
-            outcome.error_message = Some(error.to_string());
+            rescue::record(&mut record.outcome, &error);
         }
     }
     record.outcome.latency = clock.elapsed();
@@ -312,16 +308,9 @@ async fn on_message(session: &Session, message: Bytes) -> Option<Bytes> {
     // Errors are classified by the one table HTTP uses; the client gets
     // AWS's `{"message", "connectionId", "requestId"}`.
     let refuse = |error: GatewayError, record: &mut RequestContext| {
-        let (kind, status) = rescue::classify(&error);
-        if status.is_server_error() {
+        if rescue::record(&mut record.outcome, &error).is_server_error() {
             tracing::warn!(connection = %session.connection_id, route = ?record.route_key, error = %error, detail = error.detail(), "WebSocket message failed");
         }
-        let outcome = &mut record.outcome;
-        outcome.status = status.as_u16();
-        outcome.throttled = matches!(error, GatewayError::Throttled { .. });
-        outcome.quota_exceeded = matches!(error, GatewayError::QuotaExceeded { .. });
-        outcome.error_type = Some(kind.as_str());
-        outcome.error_message = Some(error.to_string());
         Some(Bytes::from(
             serde_json::json!({
                 "message": error.to_string(),
