@@ -223,7 +223,9 @@ async fn nodes_share_one_cache_with_ttls_keys_invalidation_flush_canaries_and_en
     }
     assert_eq!(calls() - before, 2);
     // The backend's no-store and private are respected.
-    for directive in ["no-store", "private"] {
+    // So is a private hidden in a line that is not ASCII text, which a
+    // reader of the line's ASCII alone would skip.
+    for directive in ["no-store", "private", "private,ext=%22caf%C3%A9%22"] {
         let path = format!("/prod/fresh?cc={directive}");
         for _ in 0..2 {
             let reply = send(&client, a, "GET", &path, &[]).await;

@@ -337,6 +337,42 @@ async fn a_canary_takes_its_share_sticks_to_clients_and_promote_and_rollback_rea
         "{canary_users} of 200 users on the canary"
     );
 
+    // Sticky by query value, read decoded: `%75ser-7` is `user-7`.
+    let revision = admin
+        .update_stage(UpdateStageRequest {
+            stage: Some(with_canary("$request.querystring.user")),
+            expected_revision: 0,
+        })
+        .await
+        .expect("sticky by query")
+        .into_inner()
+        .revision;
+    crate::support::wait_applied(&mut admin, revision, 1).await;
+    let on_canary = |path: String| {
+        let client = client.clone();
+        let address = dp.address();
+        async move {
+            let request = http::Request::get(path).header("host", HOST);
+            let reply = client
+                .send(address, request.body(Default::default()).expect("request"))
+                .await
+                .expect("sticky request");
+            assert_eq!(reply.status, 200);
+            reply.header("x-pylon-canary") == "true"
+        }
+    };
+    let mut canary_users = 0;
+    for user in 0..100 {
+        let plain = on_canary(format!("/prod/hello?user=user-{user}")).await;
+        let escaped = on_canary(format!("/prod/hello?user=%75ser-{user}")).await;
+        assert_eq!(plain, escaped, "user-{user} and %75ser-{user} are one client");
+        canary_users += usize::from(plain);
+    }
+    assert!(
+        (1..=30).contains(&canary_users),
+        "{canary_users} of 100 users on the canary"
+    );
+
     // Promote: everything on v2, no canary left.
     admin
         .promote_canary(PromoteCanaryRequest {

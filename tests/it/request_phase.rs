@@ -103,6 +103,7 @@ async fn api_keys_jwt_and_request_authorizers_guard_routes() {
             {"name": "oidc", "jwt": {"issuer": ISSUER, "audiences": [AUDIENCE], "jwksUri": issuer.url("/jwks.json"), "algorithms": ["RS256"]}},
             request_authorizer("gate", &authorizer.url("/decide")),
             request_authorizer("down", &dead),
+            {"name": "by-query", "request": {"uri": authorizer.url("/decide"), "identitySources": ["$request.querystring.token"], "timeoutMs": 1000}},
         ],
         "routes": [
             {"method": "GET", "path": "/keyed", "integration": proxy("/keyed"), "authorization": {"apiKeyRequired": true}},
@@ -112,6 +113,7 @@ async fn api_keys_jwt_and_request_authorizers_guard_routes() {
             {"method": "GET", "path": "/gate/a", "integration": proxy("/gate/a"), "authorization": gate, "requestParameters": tier},
             {"method": "GET", "path": "/gate/b", "integration": proxy("/gate/b"), "authorization": gate, "requestParameters": tier},
             {"method": "GET", "path": "/down", "integration": proxy("/down"), "authorization": {"type": "REQUEST", "authorizer": "down"}},
+            {"method": "GET", "path": "/gate/q", "integration": proxy("/gate/q"), "authorization": {"type": "REQUEST", "authorizer": "by-query"}},
         ],
     }));
     let backend_url = backend.url();
@@ -385,6 +387,38 @@ async fn api_keys_jwt_and_request_authorizers_guard_routes() {
         (401, "UNAUTHORIZED")
     );
     assert_eq!(authorizer.calls(), calls, "no identity source, no call");
+    // A credential the backend could read otherwise than the authorizer is
+    // none: an HTTP/2 value with spaces around it (HTTP/1 parsing trims
+    // them, HTTP/2 keeps them), a query value whose escapes are not UTF-8.
+    let (status, _, _) =
+        pylon_tests::gateway::h2_request(dp.address(), host, "/prod/gate/a", &[("x-token", " let-me-in ")])
+            .await
+            .expect("h2 request");
+    assert_eq!(status, 401, "a spaced HTTP/2 credential");
+    let by_query = |query: &'static str| {
+        let client = client.clone();
+        let address = dp.address();
+        async move {
+            call(
+                &client,
+                address,
+                host,
+                "GET",
+                &format!("/prod/gate/q?{query}"),
+                &[],
+                "",
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        by_query("token=%ff%fe").await.status,
+        401,
+        "escapes that are not UTF-8"
+    );
+    assert_eq!(authorizer.calls(), calls, "no credential, no call");
+    let reply = by_query("token=let%2Dme%2Din").await;
+    assert_eq!(reply.status, 200, "a query credential, decoded: {}", reply.body);
     let broken = gate("/prod/gate/a", Some("broken")).await;
     assert_eq!(
         (broken.status.as_u16(), error_type(&broken)),
@@ -459,6 +493,8 @@ async fn policies_validation_mappings_templates_and_cors_shape_requests() {
             {"method": "GET", "path": "/mock", "integration": {"type": "MOCK", "mock": {"statusCode": 200, "headers": {"content-type": "text/plain"}},
              "responseTemplate": "hello {{ request.querystring.name }} from {{ stageVariables.color }}"}},
             {"method": "GET", "path": "/plain", "integration": proxy("/plain")},
+            {"method": "POST", "path": "/named", "integration": proxy("/original"),
+             "requestParameters": {"overwrite:path": "/named/${request.body.name}"}},
         ],
     }));
     deploy(
@@ -623,6 +659,23 @@ async fn policies_validation_mappings_templates_and_cors_shape_requests() {
     )
     .await;
     assert_eq!(error_type(&reply), "BAD_REQUEST_BODY", "{}", reply.body);
+    // A body is checked against the model of its one media type: two
+    // Content-Type lines (a backend may read the other) or an empty one are
+    // no media type, never the JSON default.
+    for content_type in [
+        vec![json_type, ("content-type", "text/plain")],
+        vec![("content-type", "")],
+    ] {
+        let mut headers = vec![("x-client", "t")];
+        headers.extend(content_type.iter().copied());
+        let reply = pets("?dry=1", headers, r#"{"name": "rex"}"#).await;
+        assert_eq!(
+            (reply.status.as_u16(), error_type(&reply)),
+            (400, "BAD_REQUEST_BODY"),
+            "{content_type:?}: {}",
+            reply.body
+        );
+    }
     let reply = pets(
         "?dry=1",
         vec![("x-client", "t"), json_type],
@@ -659,6 +712,23 @@ async fn policies_validation_mappings_templates_and_cors_shape_requests() {
         seen["headers"]["x-pylon-principal"],
         Value::Null,
         "client x-pylon-* headers never reach the backend"
+    );
+    // A path mapped from client values leaves as a valid path: what is not
+    // a path character is percent-encoded, escapes already there are kept.
+    let reply = call(
+        &client,
+        dp,
+        host,
+        "POST",
+        "/prod/named",
+        &[json_type],
+        r#"{"name": "a<b> 100%{x}|caf\u00e9%41"}"#,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        reply.json()["path"],
+        "/named/a%3Cb%3E%20100%25%7Bx%7D%7Ccaf%C3%A9%41"
     );
     // A mapping cannot smuggle a header through CR/LF.
     let reply = call(
