@@ -248,9 +248,12 @@ fn one_content_length(headers: &mut HeaderMap) {
 fn classify(error: UpstreamError) -> GatewayError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(e) = source {
-        if let Some(hyper_error) = e.downcast_ref::<hyper::Error>()
-            && hyper_error.is_parse()
-        {
+        let invalid = e
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse)
+            || e.downcast_ref::<super::h1::ExchangeError>()
+                .is_some_and(super::h1::ExchangeError::is_invalid);
+        if invalid {
             return GatewayError::InvalidIntegrationResponse(Box::new(error));
         }
         source = e.source();

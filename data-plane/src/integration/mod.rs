@@ -1,6 +1,7 @@
 //! The integration phase: call the route's backend (HTTP, HTTP_PROXY) or
 //! answer from the route itself (MOCK).
 
+pub mod h1;
 pub mod http;
 pub mod mock;
 pub mod upstream;

@@ -21,11 +21,18 @@
 //!   requests that start together before the first connection to an
 //!   origin is made each make their own, and only the last made is kept.
 //!
+//! - a `GET` or `HEAD` without a body to an `http` backend goes by
+//!   [`super::h1`] on connections of its own (no hyper client: ~2 µs of CPU
+//!   less per request); one that a reused connection could not send, or
+//!   got no byte of an answer on, is sent once more on a new connection
+//!   (such requests are idempotent, RFC 9110 §9.2.2).
+//!
 //! Origins are told apart by scheme and authority (host and port, the host
 //! compared without case). Connections are made by hyper-util's
 //! `HttpConnector` (DNS on the blocking pool, 10 s connect timeout,
 //! `TCP_NODELAY`) wrapped in rustls.
 
+use super::h1;
 use crate::Body;
 use crate::error::BoxError;
 use http::header::{self, HeaderValue};
@@ -33,7 +40,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::{http1, http2};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::collections::HashMap;
@@ -88,10 +95,12 @@ impl Upstreams {
             client.pool.lock().retain(|_, idle| {
                 idle.http1
                     .retain(|(sender, since)| !sender.is_closed() && now - *since < IDLE_TIMEOUT);
+                idle.plain
+                    .retain(|(conn, since)| conn.is_open() && now - *since < IDLE_TIMEOUT);
                 if idle.http2.as_ref().is_some_and(http2::SendRequest::is_closed) {
                     idle.http2 = None;
                 }
-                !idle.http1.is_empty() || idle.http2.is_some()
+                !idle.http1.is_empty() || !idle.plain.is_empty() || idle.http2.is_some()
             });
         }
     }
@@ -146,7 +155,25 @@ impl Pool {
 struct Idle {
     /// Last in, first out; with the time each was put back.
     http1: Vec<(http1::SendRequest<Body>, Instant)>,
+    /// Connections of [`h1`] exchanges, likewise.
+    plain: Vec<(h1::Conn, Instant)>,
     http2: Option<http2::SendRequest<Body>>,
+}
+
+/// Where an [`h1`] connection returns once its answer is read.
+struct Home {
+    pool: Arc<Pool>,
+    origin: Origin,
+}
+
+impl h1::PutBack for Home {
+    fn put_back(self, conn: h1::Conn) {
+        let mut origins = self.pool.lock();
+        let idle = origins.entry(self.origin).or_default();
+        if idle.plain.len() < MAX_IDLE_PER_ORIGIN {
+            idle.plain.push((conn, Instant::now()));
+        }
+    }
 }
 
 /// A connection to carry one request.
@@ -177,6 +204,10 @@ pub enum UpstreamError {
     /// not HTTP: `is_parse()` on the source).
     #[error("the exchange with the backend failed")]
     Exchange(#[source] hyper::Error),
+    /// The same, on a connection of [`h1`] (`is_invalid()` on the source:
+    /// the answer was not valid HTTP).
+    #[error("the exchange with the backend failed")]
+    Plain(#[source] h1::ExchangeError),
     /// The URI names no scheme or authority.
     #[error("the URI {0} is not absolute")]
     NotAbsolute(String),
@@ -196,6 +227,10 @@ impl Client {
             _ => return Err(UpstreamError::NotAbsolute(request.uri().to_string())),
         };
         let absolute = request.uri().clone();
+        if origin.0 == Scheme::HTTP && h1::eligible(&request) {
+            origin_form(&mut request, &absolute);
+            return self.plain(request, origin).await;
+        }
         loop {
             let (sender, reused) = match self.idle(&origin) {
                 Some(sender) => (sender, true),
@@ -243,6 +278,83 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// A bodyless `GET` or `HEAD` (origin form, `Host` set) to an `http`
+    /// origin, by [`h1`].
+    async fn plain(&self, request: Request<Body>, origin: Origin) -> Result<Response<Body>, UpstreamError> {
+        let head = h1::head(&request);
+        let head_request = request.method() == http::Method::HEAD;
+        loop {
+            let (mut conn, reused) = match self.idle_plain(&origin) {
+                Some(conn) => (conn, true),
+                None => (self.connect_plain(&origin).await?, false),
+            };
+            match h1::exchange(&mut conn, &head, head_request).await {
+                Ok(answer) => {
+                    let home = Home {
+                        pool: self.pool.clone(),
+                        origin,
+                    };
+                    let body = h1::Incoming::new(conn, answer.body, answer.keep_alive, home);
+                    let mut response = Response::new(Body::new(body));
+                    *response.status_mut() = answer.status;
+                    *response.headers_mut() = answer.headers;
+                    return Ok(response);
+                }
+                // A reused connection the backend had closed: try a new one.
+                Err(e) if reused && e.is_retryable() => continue,
+                Err(e) => return Err(UpstreamError::Plain(e)),
+            }
+        }
+    }
+
+    /// An idle [`h1`] connection to `origin` that is still open, if the
+    /// stack has one.
+    fn idle_plain(&self, origin: &Origin) -> Option<h1::Conn> {
+        let mut origins = self.pool.lock();
+        let idle = origins.get_mut(origin)?;
+        let now = Instant::now();
+        while let Some((conn, since)) = idle.plain.pop() {
+            if now - since < IDLE_TIMEOUT && conn.is_open() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// A new TCP connection for [`h1`] (boxed, as [`Client::connect`]).
+    fn connect_plain<'a>(
+        &'a self,
+        key: &'a Origin,
+    ) -> Pin<Box<dyn Future<Output = Result<h1::Conn, UpstreamError>> + Send + 'a>> {
+        Box::pin(async move {
+            let uri = Uri::builder()
+                .scheme(key.0.clone())
+                .authority(key.1.clone())
+                .path_and_query("/")
+                .build()
+                .map_err(|e| UpstreamError::Connect {
+                    origin: name(key),
+                    source: e.into(),
+                })?;
+            let stream =
+                self.connector
+                    .clone()
+                    .oneshot(uri)
+                    .await
+                    .map_err(|source| UpstreamError::Connect {
+                        origin: name(key),
+                        source,
+                    })?;
+            match stream {
+                MaybeHttpsStream::Http(tcp) => Ok(h1::Conn::new(tcp.into_inner())),
+                MaybeHttpsStream::Https(_) => Err(UpstreamError::Connect {
+                    origin: name(key),
+                    source: "an http origin answered with TLS".into(),
+                }),
+            }
+        })
     }
 
     /// An idle connection to `origin` ready for a request, if the stack has
@@ -587,6 +699,98 @@ mod tests {
                 read(client.request(get(&base, "/a")).await.expect("an answer")).await,
                 "hello"
             );
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_are_decoded_and_their_connection_reused() {
+        let (base, accepted) = backend(|_| {
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n"
+        })
+        .await;
+        let client = client();
+        for _ in 0..3 {
+            assert_eq!(
+                read(client.request(get(&base, "/a")).await.expect("an answer")).await,
+                "hello world"
+            );
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_delimited_by_the_close_is_read_to_it_and_its_connection_not_reused() {
+        let (base, accepted) = backend(|_| "HTTP/1.1 200 OK\r\nX-Then-Close: 1\r\n\r\nuntil the end").await;
+        let client = client();
+        for _ in 0..2 {
+            assert_eq!(
+                read(client.request(get(&base, "/a")).await.expect("an answer")).await,
+                "until the end"
+            );
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_is_an_error_not_a_shorter_body() {
+        let (base, _) =
+            backend(|_| "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nX-Then-Close: 1\r\n\r\nshort").await;
+        let response = client().request(get(&base, "/a")).await.expect("a head");
+        assert!(response.into_body().collect().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_answer_with_bytes_after_it_never_lends_its_connection_again() {
+        // Whatever follows the declared body would be read as the next
+        // request's answer.
+        let (base, accepted) =
+            backend(|_| "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged").await;
+        let client = client();
+        for _ in 0..2 {
+            assert_eq!(
+                read(client.request(get(&base, "/a")).await.expect("an answer")).await,
+                "ok"
+            );
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn bytes_a_backend_sends_after_its_answer_are_never_the_next_answer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("test setup");
+        let address = listener.local_addr().expect("test setup");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 4096];
+                    while let Ok(n) = socket.read(&mut buffer).await {
+                        if n == 0 || socket.write_all(OK.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        // A moment later, an answer nobody asked for.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        let forged = "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged";
+                        if socket.write_all(forged.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let base: Uri = format!("http://{address}/").parse().expect("test setup");
+        let client = client();
+        for _ in 0..3 {
+            assert_eq!(
+                read(client.request(get(&base, "/a")).await.expect("an answer")).await,
+                "hello"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }

@@ -1,0 +1,632 @@
+//! The HTTP/1.1 exchange of a plain request — `GET` or `HEAD`, no body, to
+//! an `http` backend — without hyper's client: the request head written
+//! with one `write`, the response head parsed with `httparse` (as hyper
+//! does) and the body read by the request's own task, on a kept-alive TCP
+//! connection that [`super::upstream`] keeps per worker.
+//!
+//! Measured (docs/performance.md): hyper's client connection (its dispatch
+//! channel, its spawned connection task, its body channel) costs ~2 µs of
+//! user CPU per proxied request, a third of what Pylon adds over nginx.
+//! Requests with a body, `https` backends, HTTP/2 and anything else keep
+//! hyper's client.
+//!
+//! The response is read as RFC 9112 says a client must, and anything else
+//! is refused rather than guessed at:
+//! - the head: at most [`MAX_HEAD_BYTES`] and [`MAX_HEADERS`] fields (hyper
+//!   client's defaults), names and values as `http` accepts them, no
+//!   obsolete line folding; 1xx answers other than 101 are skipped (§4);
+//! - the body's framing (§6.3): none after `HEAD`, 204 and 304; with
+//!   `Transfer-Encoding`, `chunked` last or the answer is refused (a coding
+//!   the client would get undecoded), and `Content-Length` beside it is
+//!   ignored and the connection not reused; else one `Content-Length`
+//!   (a list of one repeated value) or the body runs to the close;
+//! - chunked bodies (§7.1): hex sizes of at most 15 digits, extensions and
+//!   trailer fields skipped (bounded), every line ended by CRLF.
+//!
+//! A connection is reused only after an HTTP/1.1 answer without
+//! `Connection: close`, read to its end, with no byte after it.
+
+use crate::error::BoxError;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, StatusCode};
+use hyper::body::{Frame, SizeHint};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use tokio::io::AsyncReadExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// The largest response head read (hyper's client default: 8 KiB + 100 ×
+/// 4 KiB).
+pub const MAX_HEAD_BYTES: usize = 8 * 1024 + 100 * 4 * 1024;
+/// The most header fields a response head may have (hyper's default).
+pub const MAX_HEADERS: usize = 100;
+/// The longest chunk-size line, extensions included.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+/// The most bytes of trailer fields skipped after the last chunk.
+const MAX_TRAILER_BYTES: usize = 16 * 1024;
+/// How much is read at a time once the head is in.
+const READ_BYTES: usize = 16 * 1024;
+
+/// A kept-alive connection and the bytes read from it but not used yet
+/// (always none while it is idle).
+pub struct Conn {
+    tcp: TcpStream,
+    buf: BytesMut,
+}
+
+impl Conn {
+    pub fn new(tcp: TcpStream) -> Conn {
+        Conn {
+            tcp,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Whether an idle connection can carry a request: the backend has
+    /// neither closed it nor sent anything unasked, as far as the reactor
+    /// has seen (no system call unless it saw something: reads that leave
+    /// the socket drained clear its readiness). That is what hyper's idle
+    /// connections know too; a close still on its way shows as
+    /// [`ExchangeError::ClosedBeforeAnswer`].
+    pub fn is_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The request could not be written.
+    #[error("writing the request to the backend")]
+    Write(#[source] io::Error),
+    /// The connection closed (or was reset) before any byte of an answer.
+    #[error("the backend closed the connection before answering")]
+    ClosedBeforeAnswer(#[source] Option<io::Error>),
+    /// Reading the answer failed part way.
+    #[error("reading the backend's answer")]
+    Read(#[source] io::Error),
+    /// The backend answered something that is not a valid HTTP/1.x answer.
+    #[error("the backend's answer is not valid HTTP/1.1: {0}")]
+    Invalid(String),
+}
+
+impl ExchangeError {
+    /// Whether the answer itself was at fault (502 as an invalid answer),
+    /// not the connection.
+    pub fn is_invalid(&self) -> bool {
+        matches!(self, ExchangeError::Invalid(_))
+    }
+
+    /// Whether a request sent on a reused connection may be sent again on
+    /// a new one: nothing of an answer came back, and the requests taken
+    /// this way are idempotent (RFC 9110 §9.2.2).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ExchangeError::Write(_) | ExchangeError::ClosedBeforeAnswer(_)
+        )
+    }
+}
+
+fn invalid(why: impl Into<String>) -> ExchangeError {
+    ExchangeError::Invalid(why.into())
+}
+
+/// Whether `request` can go this way: `GET` or `HEAD` with an empty body
+/// and no framing headers.
+pub fn eligible<B: hyper::body::Body>(request: &Request<B>) -> bool {
+    (request.method() == Method::GET || request.method() == Method::HEAD)
+        && request.body().is_end_stream()
+        && !request.headers().contains_key(header::CONTENT_LENGTH)
+        && !request.headers().contains_key(header::TRANSFER_ENCODING)
+}
+
+/// The request head in HTTP/1.1 form: `request` carries an origin-form
+/// target and `Host` already.
+pub fn head<B>(request: &Request<B>) -> Vec<u8> {
+    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut head = Vec::with_capacity(64 + target.len() + request.headers().len() * 48);
+    head.extend_from_slice(request.method().as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in request.headers() {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// An answer's head, and its body still on the connection.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Framing,
+    /// Whether the connection may carry another request once the body is read.
+    pub keep_alive: bool,
+}
+
+/// How the body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (after `HEAD`, 204, 304, or `Content-Length: 0`).
+    Empty,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// `chunked`.
+    Chunked,
+    /// Until the backend closes the connection.
+    Close,
+}
+
+/// Writes `head` on `conn` and reads the answer's head (`head_request`: the
+/// method was `HEAD`, so no body follows).
+///
+/// # Errors
+/// [`ExchangeError`]; the connection goes with it.
+pub async fn exchange(conn: &mut Conn, head: &[u8], head_request: bool) -> Result<Answer, ExchangeError> {
+    conn.tcp.write_all(head).await.map_err(ExchangeError::Write)?;
+    conn.buf.clear();
+    let mut answered = false;
+    loop {
+        if !conn.buf.is_empty() {
+            if let Some(answer) = parse(&mut conn.buf, head_request)? {
+                return Ok(answer);
+            }
+            if conn.buf.len() >= MAX_HEAD_BYTES {
+                return Err(invalid(format!("a response head over {MAX_HEAD_BYTES} bytes")));
+            }
+        }
+        conn.buf.reserve(8 * 1024);
+        let read = conn.tcp.read_buf(&mut conn.buf).await;
+        match read {
+            Ok(0) if !answered => return Err(ExchangeError::ClosedBeforeAnswer(None)),
+            // (As hyper says it: an incomplete message, not an invalid one.)
+            Ok(0) => return Err(ExchangeError::Read(io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => answered = true,
+            Err(e) if !answered && e.kind() == io::ErrorKind::ConnectionReset => {
+                return Err(ExchangeError::ClosedBeforeAnswer(Some(e)));
+            }
+            Err(e) => return Err(ExchangeError::Read(e)),
+        }
+    }
+}
+
+/// One answer's head from `buf` if it is all there (1xx answers other than
+/// 101 skipped), leaving the body's first bytes in `buf`.
+fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Answer>, ExchangeError> {
+    loop {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut fields);
+        let length = match response.parse(buf) {
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(invalid(format!("more than {MAX_HEADERS} header fields")));
+            }
+            Err(e) => return Err(invalid(e.to_string())),
+        };
+        let code = response.code.unwrap_or(0);
+        let status = StatusCode::from_u16(code).map_err(|_| invalid(format!("status {code}")))?;
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            buf.advance(length);
+            continue;
+        }
+        // Values are slices of the head, as hyper makes them: no copy each.
+        let start = buf.as_ptr() as usize;
+        let mut fields: smallvec::SmallVec<[(HeaderName, usize, usize); 24]> = smallvec::SmallVec::new();
+        for field in response.headers.iter() {
+            let name = HeaderName::from_bytes(field.name.as_bytes())
+                .map_err(|_| invalid(format!("the header name {:?}", field.name)))?;
+            let from = (field.value.as_ptr() as usize)
+                .checked_sub(start)
+                .filter(|from| from + field.value.len() <= length)
+                .ok_or_else(|| invalid("a header value outside the head"))?;
+            fields.push((name, from, from + field.value.len()));
+        }
+        let http11 = response.version == Some(1);
+        let head = buf.split_to(length).freeze();
+        let mut headers = HeaderMap::with_capacity(fields.len());
+        for (name, from, to) in fields {
+            let value = HeaderValue::from_maybe_shared(head.slice(from..to))
+                .map_err(|_| invalid(format!("the value of {name}")))?;
+            headers.append(name, value);
+        }
+        let (body, reusable) = framing(&headers, status, head_request)?;
+        let keep_alive = http11 && reusable && !connection_close(&headers);
+        return Ok(Some(Answer {
+            status,
+            headers,
+            body,
+            keep_alive,
+        }));
+    }
+}
+
+/// The body's framing (RFC 9112 §6.3), and whether it leaves the connection
+/// reusable.
+fn framing(
+    headers: &HeaderMap,
+    status: StatusCode,
+    head_request: bool,
+) -> Result<(Framing, bool), ExchangeError> {
+    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((Framing::Empty, true));
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .rfind(|coding| !coding.is_empty());
+        if !last.is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked")) {
+            return Err(invalid("a transfer coding other than chunked"));
+        }
+        // Content-Length beside it is not the body's length; the exchange
+        // is suspect, the connection is not reused.
+        let alone = !headers.contains_key(header::CONTENT_LENGTH);
+        return Ok((Framing::Chunked, alone));
+    }
+    let mut length: Option<u64> = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for item in value.as_bytes().split(|b| *b == b',') {
+            let item = item.trim_ascii();
+            let parsed = (!item.is_empty() && item.len() <= 19 && item.iter().all(u8::is_ascii_digit))
+                .then(|| std::str::from_utf8(item).ok()?.parse::<u64>().ok())
+                .flatten();
+            match (parsed, length) {
+                (None, _) => return Err(invalid("an invalid Content-Length")),
+                (Some(n), Some(seen)) if n != seen => {
+                    return Err(invalid("Content-Length values that differ"));
+                }
+                (Some(n), _) => length = Some(n),
+            }
+        }
+    }
+    Ok(match length {
+        Some(0) => (Framing::Empty, true),
+        Some(n) => (Framing::Length(n), true),
+        None => (Framing::Close, false),
+    })
+}
+
+fn connection_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
+/// Where a connection goes once its answer is read to the end.
+pub trait PutBack: Send + Unpin + 'static {
+    fn put_back(self, conn: Conn);
+}
+
+/// A response body read from its connection by the task that polls it;
+/// the connection is put back once the body is read to its end, and closes
+/// with the body if it is dropped before.
+pub struct Incoming<P: PutBack> {
+    conn: Option<Conn>,
+    state: State,
+    keep_alive: bool,
+    home: Option<P>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum State {
+    Length(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkEnd,
+    Trailers(usize),
+    Close,
+    Done,
+}
+
+impl<P: PutBack> Incoming<P> {
+    /// The body of `answer` on `conn`; an empty one puts the connection
+    /// back at once.
+    pub fn new(conn: Conn, framing: Framing, keep_alive: bool, home: P) -> Incoming<P> {
+        let state = match framing {
+            Framing::Empty => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::ChunkSize,
+            Framing::Close => State::Close,
+        };
+        let mut body = Incoming {
+            conn: Some(conn),
+            state,
+            keep_alive,
+            home: Some(home),
+        };
+        if matches!(body.state, State::Done) {
+            body.finish();
+        }
+        body
+    }
+
+    /// The end of the body: the connection goes back if it can carry
+    /// another request (nothing after the answer), else it closes.
+    fn finish(&mut self) {
+        self.state = State::Done;
+        if let (Some(conn), Some(home)) = (self.conn.take(), self.home.take())
+            && self.keep_alive
+            && conn.buf.is_empty()
+        {
+            home.put_back(conn);
+        }
+    }
+
+    /// Reads more into the buffer; `Ok(0)` at the close.
+    fn fill(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if conn.buf.capacity() - conn.buf.len() < READ_BYTES / 4 {
+            conn.buf.reserve(READ_BYTES);
+        }
+        // (`AsyncRead`, not `try_read_buf`: a short read clears the
+        // socket's readiness, so [`Conn::is_open`] costs no system call.)
+        tokio_util::io::poll_read_buf(Pin::new(&mut conn.tcp), cx, &mut conn.buf)
+    }
+
+    fn fail(&mut self, error: ExchangeError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.conn = None;
+        self.state = State::Done;
+        Poll::Ready(Some(Err(Box::new(error))))
+    }
+}
+
+/// The position of the CRLF ending the line at the start of `buf`.
+fn line_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+/// A chunk-size line's size (RFC 9112 §7.1: hex digits, then optional
+/// whitespace and extensions, which are skipped).
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 15 {
+        return None;
+    }
+    let rest = line[digits..].trim_ascii_start();
+    if !rest.is_empty() && rest[0] != b';' {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(&line[..digits]).ok()?, 16).ok()
+}
+
+impl<P: PutBack> hyper::body::Body for Incoming<P> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if matches!(this.state, State::Done) {
+                return Poll::Ready(None);
+            }
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            // Data already read, for the states that hand it out.
+            match this.state {
+                State::Length(left) | State::ChunkData(left) if !conn.buf.is_empty() => {
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(conn.buf.len());
+                    let data = conn.buf.split_to(n).freeze();
+                    let left = left - n as u64;
+                    match this.state {
+                        State::Length(_) if left == 0 => this.finish(),
+                        State::Length(_) => this.state = State::Length(left),
+                        _ if left == 0 => this.state = State::ChunkEnd,
+                        _ => this.state = State::ChunkData(left),
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::Close if !conn.buf.is_empty() => {
+                    let data = conn.buf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::ChunkSize => {
+                    if let Some(end) = line_end(&conn.buf) {
+                        let Some(size) = chunk_size(&conn.buf[..end]) else {
+                            return this.fail(invalid("an invalid chunk size"));
+                        };
+                        conn.buf.advance(end + 2);
+                        this.state = if size == 0 {
+                            State::Trailers(0)
+                        } else {
+                            State::ChunkData(size)
+                        };
+                        continue;
+                    }
+                    if conn.buf.len() > MAX_CHUNK_LINE {
+                        return this.fail(invalid("a chunk-size line over 4 KiB"));
+                    }
+                }
+                State::ChunkEnd if conn.buf.len() >= 2 => {
+                    if &conn.buf[..2] != b"\r\n" {
+                        return this.fail(invalid("a chunk not ended by CRLF"));
+                    }
+                    conn.buf.advance(2);
+                    this.state = State::ChunkSize;
+                    continue;
+                }
+                State::Trailers(seen) => {
+                    if let Some(end) = line_end(&conn.buf) {
+                        conn.buf.advance(end + 2);
+                        if end == 0 {
+                            this.finish();
+                            return Poll::Ready(None);
+                        }
+                        this.state = State::Trailers(seen + end + 2);
+                        continue;
+                    }
+                    if seen + conn.buf.len() > MAX_TRAILER_BYTES {
+                        return this.fail(invalid("trailer fields over 16 KiB"));
+                    }
+                }
+                _ => {}
+            }
+            // More is needed.
+            match ready!(Self::fill(conn, cx)) {
+                Ok(0) if matches!(this.state, State::Close) => {
+                    this.keep_alive = false;
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    return this.fail(ExchangeError::Read(io::ErrorKind::UnexpectedEof.into()));
+                }
+                Ok(_) => {}
+                Err(e) => return this.fail(ExchangeError::Read(e)),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done | State::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(head: &str) -> Result<Option<Answer>, ExchangeError> {
+        parse(&mut BytesMut::from(head.as_bytes()), false)
+    }
+
+    fn framed(head: &str) -> (Framing, bool) {
+        let answer = parsed(head).expect("valid").expect("complete");
+        (answer.body, answer.keep_alive)
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112_section_6_3() {
+        assert_eq!(
+            framed("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
+            (Framing::Length(5), true)
+        );
+        assert_eq!(
+            framed("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n"),
+            (Framing::Length(5), true)
+        );
+        assert_eq!(
+            framed("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            (Framing::Empty, true)
+        );
+        assert_eq!(
+            framed("HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n"),
+            (Framing::Empty, true)
+        );
+        assert_eq!(
+            framed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            (Framing::Chunked, true)
+        );
+        // Both: chunked wins, and the connection is not trusted again.
+        assert_eq!(
+            framed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"),
+            (Framing::Chunked, false)
+        );
+        assert_eq!(framed("HTTP/1.1 200 OK\r\n\r\n"), (Framing::Close, false));
+        assert_eq!(
+            framed("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n"),
+            (Framing::Length(1), false)
+        );
+        assert_eq!(
+            framed("HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 1\r\n\r\n"),
+            (Framing::Length(1), false)
+        );
+        let after_head = parse(
+            &mut BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"[..]),
+            true,
+        );
+        assert_eq!(after_head.expect("valid").expect("complete").body, Framing::Empty);
+    }
+
+    #[test]
+    fn answers_that_are_not_valid_http_are_refused() {
+        for head in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nBad Name: a\r\n\r\n",
+            "HTTP/2 200 OK\r\n\r\n",
+            "garbage\r\n\r\n",
+        ] {
+            assert!(matches!(parsed(head), Err(ExchangeError::Invalid(_))), "{head:?}");
+        }
+        let many = format!("HTTP/1.1 200 OK\r\n{}\r\n", "X-A: 1\r\n".repeat(MAX_HEADERS + 1));
+        assert!(matches!(parsed(&many), Err(ExchangeError::Invalid(_))));
+    }
+
+    #[test]
+    fn informational_answers_are_skipped_but_101_is_kept() {
+        let answer = parsed("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(answer.status, 200);
+        assert!(!answer.headers.contains_key("link"));
+        let switching = parsed("HTTP/1.1 101 Switching Protocols\r\n\r\n")
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(switching.status, 101);
+        assert!(
+            parsed("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 2")
+                .expect("valid")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex_with_optional_extensions() {
+        assert_eq!(chunk_size(b"1a"), Some(26));
+        assert_eq!(chunk_size(b"A;name=value"), Some(10));
+        assert_eq!(chunk_size(b"5 ;ext"), Some(5));
+        assert_eq!(chunk_size(b"0"), Some(0));
+        for bad in [&b""[..], b"x", b"-1", b"5 x", b"1234567890abcdef0", b"0x5"] {
+            assert_eq!(chunk_size(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn only_bodyless_gets_and_heads_go_this_way() {
+        let empty = || http_body_util::Empty::<Bytes>::new();
+        assert!(eligible(&Request::get("/").body(empty()).expect("request")));
+        assert!(eligible(&Request::head("/").body(empty()).expect("request")));
+        assert!(!eligible(&Request::post("/").body(empty()).expect("request")));
+        assert!(!eligible(
+            &Request::get("/")
+                .body(http_body_util::Full::new(Bytes::from_static(b"x")))
+                .expect("request")
+        ));
+        assert!(!eligible(
+            &Request::get("/")
+                .header("content-length", "0")
+                .body(empty())
+                .expect("request")
+        ));
+    }
+}
