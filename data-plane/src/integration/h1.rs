@@ -438,6 +438,9 @@ impl<P: PutBack> hyper::body::Body for Incoming<P> {
                 }
                 State::ChunkSize => {
                     if let Some(end) = line_end(&conn.buf) {
+                        if end > MAX_CHUNK_LINE {
+                            return this.fail(invalid("a chunk-size line over 4 KiB"));
+                        }
                         let Some(size) = chunk_size(&conn.buf[..end]) else {
                             return this.fail(invalid("an invalid chunk size"));
                         };
@@ -467,6 +470,9 @@ impl<P: PutBack> hyper::body::Body for Incoming<P> {
                         if end == 0 {
                             this.finish();
                             return Poll::Ready(None);
+                        }
+                        if seen + end + 2 > MAX_TRAILER_BYTES {
+                            return this.fail(invalid("trailer fields over 16 KiB"));
                         }
                         this.state = State::Trailers(seen + end + 2);
                         continue;
