@@ -175,14 +175,19 @@ pub async fn exchange(conn: &mut Conn, head: &[u8], head_request: bool) -> Resul
     conn.tcp.write_all(head).await.map_err(ExchangeError::Write)?;
     conn.buf.clear();
     let mut answered = false;
+    // Parsed only once a blank line can have ended the head, and searched
+    // for it only in what is new: a head trickled in byte by byte costs
+    // linear time, not a parse per byte.
+    let mut searched = 0;
     loop {
-        if !conn.buf.is_empty() {
-            if let Some(answer) = parse(&mut conn.buf, head_request)? {
-                return Ok(answer);
-            }
-            if conn.buf.len() >= MAX_HEAD_BYTES {
-                return Err(invalid(format!("a response head over {MAX_HEAD_BYTES} bytes")));
-            }
+        if blank_line_from(&conn.buf, searched)
+            && let Some(answer) = parse(&mut conn.buf, head_request)?
+        {
+            return Ok(answer);
+        }
+        searched = conn.buf.len();
+        if conn.buf.len() >= MAX_HEAD_BYTES {
+            return Err(invalid(format!("a response head over {MAX_HEAD_BYTES} bytes")));
         }
         conn.buf.reserve(8 * 1024);
         let read = conn.tcp.read_buf(&mut conn.buf).await;
@@ -197,6 +202,14 @@ pub async fn exchange(conn: &mut Conn, head: &[u8], head_request: bool) -> Resul
             Err(e) => return Err(ExchangeError::Read(e)),
         }
     }
+}
+
+/// Whether `buf` has a blank line (`\n\n` or `\n\r\n`: httparse also
+/// takes bare LF line ends) that ends at or after `from`.
+fn blank_line_from(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(2);
+    buf.get(start..)
+        .is_some_and(|tail| tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n"))
 }
 
 /// One answer's head from `buf` if it is all there (1xx answers other than
@@ -604,6 +617,15 @@ mod tests {
                 .expect("valid")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_head_is_looked_for_only_where_it_can_have_ended() {
+        assert!(blank_line_from(b"HTTP/1.1 200 OK\r\n\r\n", 0));
+        assert!(blank_line_from(b"HTTP/1.1 200 OK\r\n\r\n", 17));
+        assert!(blank_line_from(b"HTTP/1.1 200 OK\n\n", 16));
+        assert!(!blank_line_from(b"HTTP/1.1 200 OK\r\nX: 1\r\n", 0));
+        assert!(!blank_line_from(b"", 0));
     }
 
     #[test]
