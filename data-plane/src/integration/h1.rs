@@ -47,6 +47,8 @@ pub const MAX_HEADERS: usize = 100;
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// The most bytes of trailer fields skipped after the last chunk.
 const MAX_TRAILER_BYTES: usize = 16 * 1024;
+/// The most chunk-extension bytes a body may carry (hyper's limit).
+const MAX_EXTENSION_BYTES: usize = 16 * 1024;
 /// How much is read at a time once the head is in.
 const READ_BYTES: usize = 16 * 1024;
 
@@ -245,6 +247,9 @@ fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Answer>, Excha
             fields.push((name, from, from + field.value.len()));
         }
         let http11 = response.version == Some(1);
+        if length > MAX_HEAD_BYTES {
+            return Err(invalid(format!("a response head over {MAX_HEAD_BYTES} bytes")));
+        }
         let head = buf.split_to(length).freeze();
         let mut headers = HeaderMap::with_capacity(fields.len());
         for (name, from, to) in fields {
@@ -252,7 +257,7 @@ fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Answer>, Excha
                 .map_err(|_| invalid(format!("the value of {name}")))?;
             headers.append(name, value);
         }
-        let (body, reusable) = framing(&headers, status, head_request)?;
+        let (body, reusable) = framing(&headers, status, head_request, http11)?;
         let keep_alive = http11 && reusable && !connection_close(&headers);
         return Ok(Some(Answer {
             status,
@@ -269,11 +274,23 @@ fn framing(
     headers: &HeaderMap,
     status: StatusCode,
     head_request: bool,
+    http11: bool,
 ) -> Result<(Framing, bool), ExchangeError> {
-    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok((Framing::Empty, true));
+    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    // Both: the exchange is suspect, the connection is not reused.
+    let alone = !(chunked && headers.contains_key(header::CONTENT_LENGTH));
+    if chunked && !http11 {
+        // RFC 9112 §6.1: faulty framing in an HTTP/1.0 message.
+        return Err(invalid("Transfer-Encoding in an HTTP/1.0 answer"));
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        // What follows is no longer HTTP/1.1 (RFC 9110 §15.2.2).
+        return Ok((Framing::Empty, false));
+    }
+    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((Framing::Empty, alone));
+    }
+    if chunked {
         let last = headers
             .get_all(header::TRANSFER_ENCODING)
             .iter()
@@ -283,18 +300,25 @@ fn framing(
         if !last.is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked")) {
             return Err(invalid("a transfer coding other than chunked"));
         }
-        // Content-Length beside it is not the body's length; the exchange
-        // is suspect, the connection is not reused.
-        let alone = !headers.contains_key(header::CONTENT_LENGTH);
+        // Content-Length beside it is not the body's length.
         return Ok((Framing::Chunked, alone));
     }
     let mut length: Option<u64> = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         for item in value.as_bytes().split(|b| *b == b',') {
             let item = item.trim_ascii();
-            let parsed = (!item.is_empty() && item.len() <= 19 && item.iter().all(u8::is_ascii_digit))
-                .then(|| std::str::from_utf8(item).ok()?.parse::<u64>().ok())
-                .flatten();
+            // (Leading zeros are digits like any other: RFC 9110 §8.6.)
+            let significant = &item[item.iter().take_while(|b| **b == b'0').count()..];
+            let parsed = if item.is_empty() || significant.len() > 19 || !item.iter().all(u8::is_ascii_digit)
+            {
+                None
+            } else if significant.is_empty() {
+                Some(0)
+            } else {
+                std::str::from_utf8(significant)
+                    .ok()
+                    .and_then(|n| n.parse::<u64>().ok())
+            };
             match (parsed, length) {
                 (None, _) => return Err(invalid("an invalid Content-Length")),
                 (Some(n), Some(seen)) if n != seen => {
@@ -332,6 +356,10 @@ pub struct Incoming<P: PutBack> {
     state: State,
     keep_alive: bool,
     home: Option<P>,
+    /// How much of the buffer's current line was searched for its end.
+    scanned: usize,
+    /// Chunk-extension bytes seen so far (at most [`MAX_EXTENSION_BYTES`]).
+    extensions: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -360,6 +388,8 @@ impl<P: PutBack> Incoming<P> {
             state,
             keep_alive,
             home: Some(home),
+            scanned: 0,
+            extensions: 0,
         };
         if matches!(body.state, State::Done) {
             body.finish();
@@ -396,23 +426,61 @@ impl<P: PutBack> Incoming<P> {
     }
 }
 
-/// The position of the CRLF ending the line at the start of `buf`.
-fn line_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|w| w == b"\r\n")
+/// The end of the line at the start of `buf` (the index of its CRLF), if
+/// it is all there; `from`: how much was searched already (no `\n` in it).
+///
+/// # Errors
+/// A bare LF, or a CR inside the line: line ends are CRLF (RFC 9112 §2.2
+/// lets a recipient take a bare LF; in a body's framing that is where
+/// parsers disagree, so it is refused, as hyper does).
+fn line(buf: &[u8], from: usize) -> Result<Option<usize>, &'static str> {
+    let Some(lf) = buf
+        .get(from..)
+        .and_then(|tail| tail.iter().position(|b| *b == b'\n'))
+    else {
+        return Ok(None);
+    };
+    let lf = from + lf;
+    if lf == 0 || buf[lf - 1] != b'\r' {
+        return Err("a chunk line ended by a bare LF");
+    }
+    if buf[..lf - 1].contains(&b'\r') {
+        return Err("a CR inside a chunk line");
+    }
+    Ok(Some(lf - 1))
 }
 
-/// A chunk-size line's size (RFC 9112 §7.1: hex digits, then optional
-/// whitespace and extensions, which are skipped).
-fn chunk_size(line: &[u8]) -> Option<u64> {
+/// Whether a trailer line is a field line: a name, a colon, a value
+/// without control characters other than tab.
+fn field_line(line: &[u8]) -> bool {
+    line.iter().position(|b| *b == b':').is_some_and(|colon| {
+        colon > 0
+            && line[..colon].iter().all(u8::is_ascii_graphic)
+            && line[colon + 1..]
+                .iter()
+                .all(|b| *b == b'\t' || (*b >= 0x20 && *b != 0x7f))
+    })
+}
+
+/// A chunk-size line's size and the length of its extensions (RFC 9112
+/// §7.1: hex digits — leading zeros allowed, at most 15 significant —
+/// then optional spaces or tabs and `;` extensions, which are skipped but
+/// may hold no control character other than tab).
+fn chunk_size(line: &[u8]) -> Option<(u64, usize)> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 || digits > 15 {
+    let significant = line[..digits].iter().skip_while(|b| **b == b'0').count();
+    if digits == 0 || significant > 15 {
         return None;
     }
-    let rest = line[digits..].trim_ascii_start();
-    if !rest.is_empty() && rest[0] != b';' {
-        return None;
-    }
-    u64::from_str_radix(std::str::from_utf8(&line[..digits]).ok()?, 16).ok()
+    let rest = &line[digits..];
+    let rest = &rest[rest.iter().take_while(|b| **b == b' ' || **b == b'\t').count()..];
+    let extensions = match rest.first() {
+        None => 0,
+        Some(b';') if rest.iter().all(|b| *b == b'\t' || (*b >= 0x20 && *b != 0x7f)) => rest.len(),
+        Some(_) => return None,
+    };
+    let size = u64::from_str_radix(std::str::from_utf8(&line[..digits]).ok()?, 16).ok()?;
+    Some((size, extensions))
 }
 
 impl<P: PutBack> hyper::body::Body for Incoming<P> {
@@ -449,24 +517,48 @@ impl<P: PutBack> hyper::body::Body for Incoming<P> {
                     let data = conn.buf.split().freeze();
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                State::ChunkSize => {
-                    if let Some(end) = line_end(&conn.buf) {
-                        if end > MAX_CHUNK_LINE {
-                            return this.fail(invalid("a chunk-size line over 4 KiB"));
+                State::ChunkSize | State::Trailers(_) => {
+                    let limit = match this.state {
+                        State::Trailers(seen) => MAX_TRAILER_BYTES.saturating_sub(seen),
+                        _ => MAX_CHUNK_LINE,
+                    };
+                    match line(&conn.buf, this.scanned) {
+                        Ok(Some(end)) if end <= limit => {
+                            this.scanned = 0;
+                            match this.state {
+                                State::Trailers(_) if end == 0 => {
+                                    conn.buf.advance(2);
+                                    this.finish();
+                                    return Poll::Ready(None);
+                                }
+                                State::Trailers(seen) => {
+                                    if !field_line(&conn.buf[..end]) {
+                                        return this.fail(invalid("a trailer line that is not a field"));
+                                    }
+                                    this.state = State::Trailers(seen + end + 2);
+                                }
+                                _ => {
+                                    let Some((size, extensions)) = chunk_size(&conn.buf[..end]) else {
+                                        return this.fail(invalid("an invalid chunk-size line"));
+                                    };
+                                    this.extensions += extensions;
+                                    if this.extensions > MAX_EXTENSION_BYTES {
+                                        return this.fail(invalid("chunk extensions over 16 KiB"));
+                                    }
+                                    this.state = if size == 0 {
+                                        State::Trailers(0)
+                                    } else {
+                                        State::ChunkData(size)
+                                    };
+                                }
+                            }
+                            conn.buf.advance(end + 2);
+                            continue;
                         }
-                        let Some(size) = chunk_size(&conn.buf[..end]) else {
-                            return this.fail(invalid("an invalid chunk size"));
-                        };
-                        conn.buf.advance(end + 2);
-                        this.state = if size == 0 {
-                            State::Trailers(0)
-                        } else {
-                            State::ChunkData(size)
-                        };
-                        continue;
-                    }
-                    if conn.buf.len() > MAX_CHUNK_LINE {
-                        return this.fail(invalid("a chunk-size line over 4 KiB"));
+                        // More is needed (below).
+                        Ok(None) if conn.buf.len() <= limit => this.scanned = conn.buf.len(),
+                        Ok(_) => return this.fail(invalid("a chunk line or trailer section over its limit")),
+                        Err(why) => return this.fail(invalid(why)),
                     }
                 }
                 State::ChunkEnd if conn.buf.len() >= 2 => {
@@ -476,23 +568,6 @@ impl<P: PutBack> hyper::body::Body for Incoming<P> {
                     conn.buf.advance(2);
                     this.state = State::ChunkSize;
                     continue;
-                }
-                State::Trailers(seen) => {
-                    if let Some(end) = line_end(&conn.buf) {
-                        conn.buf.advance(end + 2);
-                        if end == 0 {
-                            this.finish();
-                            return Poll::Ready(None);
-                        }
-                        if seen + end + 2 > MAX_TRAILER_BYTES {
-                            return this.fail(invalid("trailer fields over 16 KiB"));
-                        }
-                        this.state = State::Trailers(seen + end + 2);
-                        continue;
-                    }
-                    if seen + conn.buf.len() > MAX_TRAILER_BYTES {
-                        return this.fail(invalid("trailer fields over 16 KiB"));
-                    }
                 }
                 _ => {}
             }
@@ -574,6 +649,24 @@ mod tests {
             framed("HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 1\r\n\r\n"),
             (Framing::Length(1), false)
         );
+        assert_eq!(
+            framed("HTTP/1.1 200 OK\r\nContent-Length: 0000000000000000000005\r\n\r\n"),
+            (Framing::Length(5), true)
+        );
+        assert_eq!(
+            framed("HTTP/1.1 200 OK\r\nContent-Length: 00\r\n\r\n"),
+            (Framing::Empty, true)
+        );
+        // After a 101 the connection no longer speaks HTTP/1.1.
+        assert_eq!(
+            framed("HTTP/1.1 101 Switching Protocols\r\n\r\n"),
+            (Framing::Empty, false)
+        );
+        // Bodyless, but with both framings: not trusted again either.
+        assert_eq!(
+            framed("HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\nContent-Length: 7\r\n\r\n"),
+            (Framing::Empty, false)
+        );
         let after_head = parse(
             &mut BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"[..]),
             true,
@@ -590,6 +683,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n",
             "HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\n\r\n",
             "HTTP/1.1 200 OK\r\nBad Name: a\r\n\r\n",
             "HTTP/2 200 OK\r\n\r\n",
@@ -630,12 +724,38 @@ mod tests {
 
     #[test]
     fn chunk_sizes_are_hex_with_optional_extensions() {
-        assert_eq!(chunk_size(b"1a"), Some(26));
-        assert_eq!(chunk_size(b"A;name=value"), Some(10));
-        assert_eq!(chunk_size(b"5 ;ext"), Some(5));
-        assert_eq!(chunk_size(b"0"), Some(0));
-        for bad in [&b""[..], b"x", b"-1", b"5 x", b"1234567890abcdef0", b"0x5"] {
+        assert_eq!(chunk_size(b"1a"), Some((26, 0)));
+        assert_eq!(chunk_size(b"A;name=value"), Some((10, 11)));
+        assert_eq!(chunk_size(b"5 \t;ext"), Some((5, 4)));
+        assert_eq!(chunk_size(b"0"), Some((0, 0)));
+        assert_eq!(chunk_size(b"0000000000000005"), Some((5, 0)));
+        for bad in [
+            &b""[..],
+            b"x",
+            b"-1",
+            b"5 x",
+            b"1234567890abcdef0",
+            b"0x5",
+            b"5;a\x01",
+            b"5\x0b;a",
+        ] {
             assert_eq!(chunk_size(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn chunk_lines_end_in_crlf_and_hold_no_other_line_end() {
+        assert_eq!(line(b"5;a\r\nhello", 0), Ok(Some(3)));
+        assert_eq!(line(b"5;a", 0), Ok(None));
+        assert!(line(b"5\n;hello\r\n", 0).is_err());
+        assert!(line(b"5\r;x\r\n", 0).is_err());
+        assert!(line(b"\n", 0).is_err());
+        // Searched in steps, as the bytes come.
+        assert_eq!(line(b"5;abc", 3), Ok(None));
+        assert_eq!(line(b"5;abc\r\n", 5), Ok(Some(5)));
+        assert!(field_line(b"X-Trailer: 1"));
+        for bad in [&b"no colon"[..], b": empty name", b"X Y: 1", b"X: a\x01"] {
+            assert!(!field_line(bad), "{:?}", String::from_utf8_lossy(bad));
         }
     }
 

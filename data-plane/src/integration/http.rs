@@ -10,6 +10,8 @@ use crate::request::body::{ClientBodyError, Fault};
 use crate::{Body, ConnInfo};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
+use hyper::body::Body as _;
+use std::future::Future as _;
 use std::time::Duration;
 
 pub use super::upstream::{Client, UpstreamError, Upstreams};
@@ -166,7 +168,7 @@ pub async fn call(
         Ok(Ok(response)) => response,
     };
     let (mut parts, body) = response.into_parts();
-    one_content_length(&mut parts.headers);
+    one_content_length(parts.status, &mut parts.headers);
     // A 101 would switch a client that never asked to; 600 and beyond are
     // not statuses (RFC 9110 §15).
     if parts.status == http::StatusCode::SWITCHING_PROTOCOLS || parts.status.as_u16() > 599 {
@@ -191,7 +193,76 @@ pub async fn call(
     while let Some(name) = parts.headers.keys().find(|name| is_ours(name)).cloned() {
         parts.headers.remove(name);
     }
+    // A body already whole needs no deadline (an empty one, say).
+    let body = if body.is_end_stream() {
+        body
+    } else {
+        Body::new(ReadDeadline {
+            body,
+            after: call.timeout,
+            sleep: None,
+            progressed: true,
+        })
+    };
     Ok(Response::from_parts(parts, body))
+}
+
+/// A response body that fails once the backend sends nothing of it for
+/// `after` (the route's timeout, as nginx's `proxy_read_timeout` bounds each
+/// wait between reads): a backend that stalls mid-body does not hold the
+/// client's connection for ever. The timer is made only when a read has to
+/// wait.
+struct ReadDeadline {
+    body: Body,
+    after: Duration,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Whether the body moved since the timer was last set.
+    progressed: bool,
+}
+
+impl hyper::body::Body for ReadDeadline {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        if polled.is_ready() {
+            this.progressed = true;
+            return polled;
+        }
+        let deadline = tokio::time::Instant::now() + this.after;
+        let sleep = match &mut this.sleep {
+            Some(sleep) => {
+                if this.progressed {
+                    sleep.as_mut().reset(deadline);
+                }
+                sleep
+            }
+            none => none.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        this.progressed = false;
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(format!(
+                "the backend sent nothing of its body for {} ms",
+                this.after.as_millis()
+            )
+            .into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// `x-pylon-*`, also spelt with underscores: the gateway's own headers.
@@ -223,21 +294,35 @@ fn check_framing(headers: &mut HeaderMap) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// One Content-Length, never a list of the same value (RFC 9110 §8.6: hyper
-/// read `3, 3` as 3; it is passed on as `3`).
-fn one_content_length(headers: &mut HeaderMap) {
-    let Some(value) = headers.get(header::CONTENT_LENGTH) else {
-        return;
-    };
-    if headers.get_all(header::CONTENT_LENGTH).iter().count() == 1 && !value.as_bytes().contains(&b',') {
+/// One Content-Length, never a list of the same value (RFC 9110 §8.6: `3, 3`
+/// was read as 3; it is passed on as `3`). On answers whose framing did not
+/// read it (to `HEAD`, 304) a value that is not one number, or values that
+/// differ, are dropped rather than passed on; a 204 or 1xx carries none
+/// (RFC 9110 §8.6: HTTP/2 clients refuse such a stream).
+fn one_content_length(status: http::StatusCode, headers: &mut HeaderMap) {
+    if !headers.contains_key(header::CONTENT_LENGTH) {
         return;
     }
-    let first = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| HeaderValue::from_str(v.trim()).ok());
-    match first {
+    if status == http::StatusCode::NO_CONTENT || status.is_informational() {
+        headers.remove(header::CONTENT_LENGTH);
+        return;
+    }
+    let mut lines = headers.get_all(header::CONTENT_LENGTH).iter();
+    let alone = lines.next().filter(|_| lines.next().is_none());
+    if let Some(value) = alone
+        && !value.is_empty()
+        && value.as_bytes().iter().all(u8::is_ascii_digit)
+    {
+        return;
+    }
+    let mut values = headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii);
+    let first = values.next().unwrap_or_default();
+    let one = !first.is_empty() && first.iter().all(u8::is_ascii_digit) && values.all(|other| other == first);
+    match HeaderValue::from_bytes(first).ok().filter(|_| one) {
         Some(first) => headers.insert(header::CONTENT_LENGTH, first),
         None => headers.remove(header::CONTENT_LENGTH),
     };
@@ -325,4 +410,77 @@ pub async fn fetch(
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| FetchError::Timeout(timeout))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content_length(status: u16, values: &[&str]) -> Vec<String> {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(
+                header::CONTENT_LENGTH,
+                HeaderValue::from_str(value).expect("test value"),
+            );
+        }
+        one_content_length(
+            http::StatusCode::from_u16(status).expect("test status"),
+            &mut headers,
+        );
+        headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("?").to_owned())
+            .collect()
+    }
+
+    /// One frame, then nothing ever again.
+    struct Stalls(bool);
+
+    impl hyper::body::Body for Stalls {
+        type Data = bytes::Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, BoxError>>> {
+            if std::mem::replace(&mut self.0, true) {
+                return std::task::Poll::Pending;
+            }
+            std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(bytes::Bytes::from_static(
+                b"he",
+            )))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_the_backend_stops_sending_fails_after_the_timeout() {
+        use http_body_util::BodyExt;
+        let mut body = ReadDeadline {
+            body: Body::new(Stalls(false)),
+            after: Duration::from_millis(50),
+            sleep: None,
+            progressed: true,
+        };
+        let first = body.frame().await.expect("a frame").expect("data");
+        assert_eq!(first.into_data().expect("data"), "he");
+        let started = std::time::Instant::now();
+        let error = body.frame().await.expect("an end").expect_err("cut");
+        assert!(error.to_string().contains("50 ms"), "{error}");
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn an_answer_goes_on_with_one_content_length_or_none() {
+        assert_eq!(content_length(200, &["5"]), ["5"]);
+        assert_eq!(content_length(200, &["5, 5"]), ["5"]);
+        assert_eq!(content_length(200, &["5", "5"]), ["5"]);
+        // Only reachable where framing did not read it: HEAD, 304.
+        assert!(content_length(304, &["abc"]).is_empty());
+        assert!(content_length(304, &["5", "7"]).is_empty());
+        assert!(content_length(304, &[""]).is_empty());
+        assert!(content_length(204, &["6"]).is_empty());
+    }
 }

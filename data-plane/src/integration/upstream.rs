@@ -285,8 +285,13 @@ impl Client {
     async fn plain(&self, request: Request<Body>, origin: Origin) -> Result<Response<Body>, UpstreamError> {
         let head = h1::head(&request);
         let head_request = request.method() == http::Method::HEAD;
+        let mut retried = false;
         loop {
-            let (mut conn, reused) = match self.idle_plain(&origin) {
+            // Once a reused connection failed, the one retry goes on a new
+            // connection: a request that kills its connection is not
+            // replayed on every idle one.
+            let idle = if retried { None } else { self.idle_plain(&origin) };
+            let (mut conn, reused) = match idle {
                 Some(conn) => (conn, true),
                 None => (self.connect_plain(&origin).await?, false),
             };
@@ -302,8 +307,9 @@ impl Client {
                     *response.headers_mut() = answer.headers;
                     return Ok(response);
                 }
-                // A reused connection the backend had closed: try a new one.
-                Err(e) if reused && e.is_retryable() => continue,
+                // A reused connection the backend had closed: once more, on
+                // a new one.
+                Err(e) if reused && e.is_retryable() => retried = true,
                 Err(e) => return Err(UpstreamError::Plain(e)),
             }
         }
@@ -793,6 +799,47 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_kills_its_connection_is_sent_at_most_twice() {
+        // The backend answers /ok, and closes on /crash without answering.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("test setup");
+        let address = listener.local_addr().expect("test setup");
+        let crashes = Arc::new(AtomicUsize::new(0));
+        let counter = crashes.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 4096];
+                    while let Ok(n) = socket.read(&mut buffer).await {
+                        if n == 0 || String::from_utf8_lossy(&buffer[..n]).contains("/crash") {
+                            counter.fetch_add(usize::from(n > 0), Ordering::SeqCst);
+                            return;
+                        }
+                        if socket.write_all(OK.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let base: Uri = format!("http://{address}/").parse().expect("test setup");
+        let client = client();
+        // Ten idle connections.
+        let answers = futures::future::join_all((0..10).map(|_| client.request(get(&base, "/ok")))).await;
+        for answer in answers {
+            assert_eq!(read(answer.expect("an answer")).await, "hello");
+        }
+        assert!(client.request(get(&base, "/crash")).await.is_err());
+        assert_eq!(
+            crashes.load(Ordering::SeqCst),
+            2,
+            "once, and once more on a new connection"
+        );
     }
 
     #[tokio::test]
