@@ -180,8 +180,15 @@ pub async fn exchange(conn: &mut Conn, head: &[u8], head_request: bool) -> Resul
     // Parsed only once a blank line can have ended the head, and searched
     // for it only in what is new: a head trickled in byte by byte costs
     // linear time, not a parse per byte.
-    let mut searched = 0;
+    let mut searched: usize = 0;
     loop {
+        // Empty lines before a status line are skipped (as httparse does)
+        // here, once each: else every one would look like a head's end.
+        let empty = conn.buf.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+        if empty > 0 {
+            conn.buf.advance(empty);
+            searched = searched.saturating_sub(empty);
+        }
         if blank_line_from(&conn.buf, searched)
             && let Some(answer) = parse(&mut conn.buf, head_request)?
         {
@@ -287,7 +294,13 @@ fn framing(
         // What follows is no longer HTTP/1.1 (RFC 9110 §15.2.2).
         return Ok((Framing::Empty, false));
     }
-    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+    if head_request {
+        // Backends that send a body after `HEAD` anyway are common enough,
+        // and what comes late would be the next request's answer: a
+        // connection that carried a `HEAD` is not reused.
+        return Ok((Framing::Empty, false));
+    }
+    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((Framing::Empty, alone));
     }
     if chunked {
@@ -670,8 +683,10 @@ mod tests {
         let after_head = parse(
             &mut BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"[..]),
             true,
-        );
-        assert_eq!(after_head.expect("valid").expect("complete").body, Framing::Empty);
+        )
+        .expect("valid")
+        .expect("complete");
+        assert_eq!((after_head.body, after_head.keep_alive), (Framing::Empty, false));
     }
 
     #[test]

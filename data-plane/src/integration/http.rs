@@ -287,7 +287,8 @@ fn check_framing(headers: &mut HeaderMap) -> Result<(), BoxError> {
         return Ok(());
     }
     let codings = transfer_codings(headers);
-    if codings.iter().any(|c| c != "chunked") {
+    // `chunked, chunked` would reach the client still chunked once.
+    if codings.len() != 1 || codings.iter().any(|c| c != "chunked") {
         return Err(format!("the backend used the transfer coding {:?}", codings.join(", ")).into());
     }
     headers.remove(header::CONTENT_LENGTH);
@@ -309,10 +310,7 @@ fn one_content_length(status: http::StatusCode, headers: &mut HeaderMap) {
     }
     let mut lines = headers.get_all(header::CONTENT_LENGTH).iter();
     let alone = lines.next().filter(|_| lines.next().is_none());
-    if let Some(value) = alone
-        && !value.is_empty()
-        && value.as_bytes().iter().all(u8::is_ascii_digit)
-    {
+    if alone.is_some_and(|value| length(value.as_bytes()).is_some()) {
         return;
     }
     let mut values = headers
@@ -321,11 +319,20 @@ fn one_content_length(status: http::StatusCode, headers: &mut HeaderMap) {
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .map(<[u8]>::trim_ascii);
     let first = values.next().unwrap_or_default();
-    let one = !first.is_empty() && first.iter().all(u8::is_ascii_digit) && values.all(|other| other == first);
+    let one = length(first).is_some() && values.all(|other| other == first);
     match HeaderValue::from_bytes(first).ok().filter(|_| one) {
         Some(first) => headers.insert(header::CONTENT_LENGTH, first),
         None => headers.remove(header::CONTENT_LENGTH),
     };
+}
+
+/// A Content-Length value as a length: digits, below 2^63 (what HTTP/2
+/// peers take).
+fn length(value: &[u8]) -> Option<u64> {
+    let digits = std::str::from_utf8(value)
+        .ok()
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))?;
+    digits.parse::<u64>().ok().filter(|n| *n < 1 << 63)
 }
 
 /// Why the backend call failed (the body limit is noticed before): a
@@ -482,5 +489,11 @@ mod tests {
         assert!(content_length(304, &["5", "7"]).is_empty());
         assert!(content_length(304, &[""]).is_empty());
         assert!(content_length(204, &["6"]).is_empty());
+        assert!(content_length(304, &["99999999999999999999999"]).is_empty());
+        assert!(content_length(304, &["9223372036854775808"]).is_empty());
+        assert_eq!(
+            content_length(304, &["9223372036854775807"]),
+            ["9223372036854775807"]
+        );
     }
 }

@@ -472,7 +472,13 @@ fn origin_form(request: &mut Request<Body>, absolute: &Uri) {
             Some("https") => 443,
             _ => 80,
         };
+        // Host and port only: never the URI's userinfo (`user:pass@`).
         let host = match authority.port_u16() {
+            Some(_) if authority.as_str().contains('@') => HeaderValue::from_str(&format!(
+                "{}:{}",
+                authority.host(),
+                authority.port_u16().unwrap_or(default_port)
+            )),
             Some(port) if port != default_port => HeaderValue::from_str(authority.as_str()),
             _ => HeaderValue::from_str(authority.host()),
         };
@@ -739,6 +745,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn empty_lines_before_a_status_line_are_skipped() {
+        let (base, _) = backend(|_| "\r\n\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").await;
+        assert_eq!(
+            read(client().request(get(&base, "/a")).await.expect("an answer")).await,
+            "hello"
+        );
+    }
+
+    #[tokio::test]
     async fn a_body_cut_short_is_an_error_not_a_shorter_body() {
         let (base, _) =
             backend(|_| "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nX-Then-Close: 1\r\n\r\nshort").await;
@@ -866,6 +881,21 @@ mod tests {
         let head = seen.await.expect("test setup").to_ascii_lowercase();
         assert!(head.starts_with("get /pets?kind=dog http/1.1\r\n"), "{head}");
         assert!(head.contains(&format!("\r\nhost: {address}\r\n")), "{head}");
+    }
+
+    #[test]
+    fn host_never_carries_the_uris_userinfo() {
+        let mut request = Request::new(Body::default());
+        origin_form(
+            &mut request,
+            &"http://user:pass@example.test:8080/x".parse().expect("uri"),
+        );
+        assert_eq!(request.headers()[header::HOST], "example.test:8080");
+        origin_form(
+            &mut request,
+            &"http://user:pass@example.test/x".parse().expect("uri"),
+        );
+        assert_eq!(request.headers()[header::HOST], "example.test");
     }
 
     #[tokio::test]
