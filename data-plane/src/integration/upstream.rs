@@ -22,7 +22,7 @@
 //!   origin is made each make their own, and only the last made is kept.
 //!
 //! - a `GET` or `HEAD` without a body to an `http` backend goes by
-//!   [`super::h1`] on connections of its own (no hyper client: ~2 µs of CPU
+//!   [`super::h1`] on connections of its own (no hyper client: ~1 µs of CPU
 //!   less per request); one that a reused connection could not send, or
 //!   got no byte of an answer on, is sent once more on a new connection
 //!   (such requests are idempotent, RFC 9110 §9.2.2).
