@@ -55,7 +55,7 @@ const MAX_LOCAL_DENIAL: Duration = Duration::from_secs(1);
 /// freshly leased tokens is throttled (all within one Redis timeout).
 const MAX_ROUNDS: usize = 8;
 
-/// KEYS[1] the bucket; ARGV rate, burst, want, refund.
+/// `KEYS[1]` the bucket; ARGV rate, burst, want, refund.
 /// Returns {granted, microseconds before the granted tokens may be used
 /// (a reservation), or until a reservation is possible when none were}.
 ///
@@ -95,7 +95,7 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((burst - floor) * 1000 / rate) + 1000)
 return {granted, wait}
 "#;
 
-/// KEYS[1] the quota; ARGV limit, period kind, offset, want, refund, and the
+/// `KEYS[1]` the quota; ARGV limit, period kind, offset, want, refund, and the
 /// period and epoch the refund was granted in (a reset moves the epoch, so
 /// tokens leased before it are not taken off the new count). Returns
 /// {granted, microseconds until the next period when nothing was granted,
