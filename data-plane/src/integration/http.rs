@@ -232,6 +232,12 @@ impl hyper::body::Body for ReadDeadline {
         let this = &mut *self;
         let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
         if polled.is_ready() {
+            if let Poll::Ready(Some(Err(error))) = &polled {
+                // The status and access-log line were given with the head;
+                // a body that breaks after it is said here (as nginx's
+                // "upstream prematurely closed connection").
+                tracing::warn!(error = %error, "the backend's response body broke off; the client's answer is cut");
+            }
             this.progressed = true;
             return polled;
         }
@@ -247,11 +253,17 @@ impl hyper::body::Body for ReadDeadline {
         };
         this.progressed = false;
         match sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(format!(
-                "the backend sent nothing of its body for {} ms",
-                this.after.as_millis()
-            )
-            .into()))),
+            Poll::Ready(()) => {
+                let after = this.after.as_millis();
+                tracing::warn!(
+                    after_ms = after,
+                    "the backend sent nothing of its response body in time; the client's answer is cut"
+                );
+                Poll::Ready(Some(Err(format!(
+                    "the backend sent nothing of its body for {after} ms"
+                )
+                .into())))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
