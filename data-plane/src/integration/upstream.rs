@@ -563,10 +563,13 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A raw HTTP/1.1 backend on a free loopback port: answers each request
-    /// read on a connection with what `answer` gives for its request line,
-    /// counting the connections it accepted.
-    async fn backend(answer: fn(&str) -> &'static str) -> (Uri, Arc<AtomicUsize>) {
+    /// A raw TCP server on a free loopback port that runs `connection` for
+    /// each connection it accepts, counting them; its `http://` base URI.
+    async fn serve<F, Fut>(connection: F) -> (Uri, Arc<AtomicUsize>)
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("test setup");
@@ -574,36 +577,43 @@ mod tests {
         let accepted = Arc::new(AtomicUsize::new(0));
         let counter = accepted.clone();
         tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
+            while let Ok((socket, _)) = listener.accept().await {
                 counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buffer = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    loop {
-                        while let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
-                            buffer.drain(..end + 4);
-                            let line = head.lines().next().unwrap_or("").to_string();
-                            let reply = answer(&line);
-                            if socket.write_all(reply.as_bytes()).await.is_err() {
-                                return;
-                            }
-                            if reply.contains("Connection: close") || reply.contains("X-Then-Close") {
-                                return;
-                            }
-                        }
-                        match socket.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                });
+                tokio::spawn(connection(socket));
             }
         });
         (
             format!("http://{address}/").parse().expect("test setup"),
             accepted,
         )
+    }
+
+    /// A raw HTTP/1.1 backend ([`serve`]): answers each request read on a
+    /// connection with what `answer` gives for its request line.
+    async fn backend(answer: fn(&str) -> &'static str) -> (Uri, Arc<AtomicUsize>) {
+        serve(move |mut socket| async move {
+            let mut buffer = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                while let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+                    buffer.drain(..end + 4);
+                    let line = head.lines().next().unwrap_or("").to_string();
+                    let reply = answer(&line);
+                    if socket.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if reply.contains("Connection: close") || reply.contains("X-Then-Close") {
+                        return;
+                    }
+                }
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await
     }
 
     fn client() -> Client {
@@ -637,18 +647,21 @@ mod tests {
         String::from_utf8(body.to_vec()).expect("test setup")
     }
 
+    /// `times` GETs of `/a` one after another: their bodies.
+    async fn ask(client: &Client, base: &Uri, times: usize) -> Vec<String> {
+        let mut bodies = Vec::new();
+        for _ in 0..times {
+            bodies.push(read(client.request(get(base, "/a")).await.expect("an answer")).await);
+        }
+        bodies
+    }
+
     const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
 
     #[tokio::test]
     async fn requests_one_after_another_share_one_connection() {
         let (base, accepted) = backend(|_| OK).await;
-        let client = client();
-        for _ in 0..5 {
-            assert_eq!(
-                read(client.request(get(&base, "/a")).await.expect("an answer")).await,
-                "hello"
-            );
-        }
+        assert_eq!(ask(&client(), &base, 5).await, ["hello"; 5]);
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
@@ -689,13 +702,7 @@ mod tests {
     async fn a_connection_the_backend_closed_is_replaced_without_an_error() {
         let (base, accepted) =
             backend(|_| "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello").await;
-        let client = client();
-        for _ in 0..3 {
-            assert_eq!(
-                read(client.request(get(&base, "/a")).await.expect("an answer")).await,
-                "hello"
-            );
-        }
+        assert_eq!(ask(&client(), &base, 3).await, ["hello"; 3]);
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
@@ -705,13 +712,7 @@ mod tests {
         // answering, as one does when its keep-alive timeout ends.
         let (base, accepted) =
             backend(|_| "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Then-Close: 1\r\n\r\nhello").await;
-        let client = client();
-        for _ in 0..3 {
-            assert_eq!(
-                read(client.request(get(&base, "/a")).await.expect("an answer")).await,
-                "hello"
-            );
-        }
+        assert_eq!(ask(&client(), &base, 3).await, ["hello"; 3]);
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
@@ -721,26 +722,14 @@ mod tests {
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n"
         })
         .await;
-        let client = client();
-        for _ in 0..3 {
-            assert_eq!(
-                read(client.request(get(&base, "/a")).await.expect("an answer")).await,
-                "hello world"
-            );
-        }
+        assert_eq!(ask(&client(), &base, 3).await, ["hello world"; 3]);
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
     async fn a_body_delimited_by_the_close_is_read_to_it_and_its_connection_not_reused() {
         let (base, accepted) = backend(|_| "HTTP/1.1 200 OK\r\nX-Then-Close: 1\r\n\r\nuntil the end").await;
-        let client = client();
-        for _ in 0..2 {
-            assert_eq!(
-                read(client.request(get(&base, "/a")).await.expect("an answer")).await,
-                "until the end"
-            );
-        }
+        assert_eq!(ask(&client(), &base, 2).await, ["until the end"; 2]);
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -767,50 +756,30 @@ mod tests {
         // request's answer.
         let (base, accepted) =
             backend(|_| "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged").await;
-        let client = client();
-        for _ in 0..2 {
-            assert_eq!(
-                read(client.request(get(&base, "/a")).await.expect("an answer")).await,
-                "ok"
-            );
-        }
+        assert_eq!(ask(&client(), &base, 2).await, ["ok"; 2]);
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
     async fn bytes_a_backend_sends_after_its_answer_are_never_the_next_answer() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("test setup");
-        let address = listener.local_addr().expect("test setup");
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buffer = [0u8; 4096];
-                    while let Ok(n) = socket.read(&mut buffer).await {
-                        if n == 0 || socket.write_all(OK.as_bytes()).await.is_err() {
-                            return;
-                        }
-                        // A moment later, an answer nobody asked for.
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        let forged = "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged";
-                        if socket.write_all(forged.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
+        let (base, accepted) = serve(|mut socket| async move {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = socket.read(&mut buffer).await {
+                if n == 0 || socket.write_all(OK.as_bytes()).await.is_err() {
+                    return;
+                }
+                // A moment later, an answer nobody asked for.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let forged = "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged";
+                if socket.write_all(forged.as_bytes()).await.is_err() {
+                    return;
+                }
             }
-        });
-        let base: Uri = format!("http://{address}/").parse().expect("test setup");
+        })
+        .await;
         let client = client();
         for _ in 0..3 {
-            assert_eq!(
-                read(client.request(get(&base, "/a")).await.expect("an answer")).await,
-                "hello"
-            );
+            assert_eq!(ask(&client, &base, 1).await, ["hello"]);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
@@ -819,30 +788,24 @@ mod tests {
     #[tokio::test]
     async fn a_request_that_kills_its_connection_is_sent_at_most_twice() {
         // The backend answers /ok, and closes on /crash without answering.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("test setup");
-        let address = listener.local_addr().expect("test setup");
         let crashes = Arc::new(AtomicUsize::new(0));
         let counter = crashes.clone();
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                let counter = counter.clone();
-                tokio::spawn(async move {
-                    let mut buffer = [0u8; 4096];
-                    while let Ok(n) = socket.read(&mut buffer).await {
-                        if n == 0 || String::from_utf8_lossy(&buffer[..n]).contains("/crash") {
-                            counter.fetch_add(usize::from(n > 0), Ordering::SeqCst);
-                            return;
-                        }
-                        if socket.write_all(OK.as_bytes()).await.is_err() {
-                            return;
-                        }
+        let (base, _) = serve(move |mut socket| {
+            let counter = counter.clone();
+            async move {
+                let mut buffer = [0u8; 4096];
+                while let Ok(n) = socket.read(&mut buffer).await {
+                    if n == 0 || String::from_utf8_lossy(&buffer[..n]).contains("/crash") {
+                        counter.fetch_add(usize::from(n > 0), Ordering::SeqCst);
+                        return;
                     }
-                });
+                    if socket.write_all(OK.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
             }
-        });
-        let base: Uri = format!("http://{address}/").parse().expect("test setup");
+        })
+        .await;
         let client = client();
         // Ten idle connections.
         let answers = futures::future::join_all((0..10).map(|_| client.request(get(&base, "/ok")))).await;
