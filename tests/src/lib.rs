@@ -57,21 +57,40 @@ pub fn pylon_bin() -> PathBuf {
 }
 
 /// A port nobody listens on right now, and never handed out before by this
-/// process (the kernel may offer a port again as soon as it is released,
-/// before the process it was meant for binds it).
+/// process.
+///
+/// Ports come from below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`) when there is room: the kernel hands
+/// ephemeral ports to every `bind(:0)` and outgoing `connect` on the machine,
+/// so one taken from there can be given to a fault proxy or a client socket
+/// before the `pylon` process it was meant for binds it. Below the range only
+/// another explicit choice can take it.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, RandomState};
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or_else(|e| panic!("no free port: {e}"));
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low);
+    let random = RandomState::new();
+    for attempt in 0u64..1000 {
+        let port = if high > low + 1000 {
+            low + (random.hash_one(attempt) % u64::from(high - low)) as u16
+        } else {
+            0
+        };
+        let Ok(bound) = TcpListener::bind(("127.0.0.1", port)).and_then(|l| l.local_addr()) else {
+            continue;
+        };
+        let port = bound.port();
         if !given.contains(&port) {
             given.push(port);
             return port;
         }
     }
+    panic!("no free port on 127.0.0.1 after 1000 attempts")
 }
 
 /// Polls `check` until it returns `Some`, or fails after `timeout`.
