@@ -341,6 +341,102 @@ async fn a_clients_own_framing_errors_are_4xx_and_never_counted_as_backend_failu
     assert!(statuses.contains(&408) && statuses.contains(&400), "{statuses:?}");
 }
 
+/// The version and status of every answer in `text`, in order.
+fn status_lines(text: &str) -> Vec<&str> {
+    text.match_indices("HTTP/1.")
+        .filter_map(|(at, _)| text.get(at..at + 12))
+        .collect()
+}
+
+#[tokio::test]
+async fn one_connection_serves_lean_heads_and_hands_bodies_upgrades_and_odd_heads_to_hyper_in_order() {
+    let _serial = serial().await;
+    let front = Front::start(&[]).await;
+    let host = front.authority();
+
+    // Pipelined in one write: two bodyless GETs, a HEAD, then a POST with a
+    // body (from there on hyper reads the connection) and two more GETs.
+    let get =
+        |path: &str, extra: &str| format!("GET /prod/echo/{path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n");
+    let burst = [
+        get("p1", ""),
+        get("p2", "X-Two: a\r\nX-Two: b\r\n"),
+        format!("HEAD /prod/echo/p3 HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        format!("POST /prod/echo/p4 HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n\r\nhello"),
+        get("p5", ""),
+        get("p6", "Connection: close\r\n"),
+    ]
+    .concat();
+    let answer = front.raw(&burst).await;
+    assert_eq!(status_lines(&answer), ["HTTP/1.1 200"; 6], "{answer}");
+    assert!(answer.ends_with("ok"), "the last answer is whole: {answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    let order: Vec<String> = front
+        .backend
+        .received()
+        .iter()
+        .filter(|r| r.path().starts_with("/echo/p"))
+        .map(|r| r.path().to_string())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "/echo/p1", "/echo/p2", "/echo/p3", "/echo/p4", "/echo/p5", "/echo/p6"
+        ]
+    );
+    assert_eq!(front.received("/echo/p2").values("x-two"), ["a", "b"]);
+    assert_eq!(front.received("/echo/p4").body, b"hello");
+
+    // A head that arrives a few bytes at a time is read whole.
+    let mut stream = tokio::net::TcpStream::connect(front.node.address())
+        .await
+        .expect("connect");
+    for piece in get("trickled", "Connection: close\r\n").as_bytes().chunks(7) {
+        stream.write_all(piece).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let answer = raw_request(&mut stream, b"").await.expect("answer");
+    assert_eq!(status_of(&answer), 200, "{answer}");
+
+    // HTTP/1.0, an oversized head, a malformed one: answered as hyper does.
+    let answer = front
+        .raw(&format!("GET /prod/echo/old HTTP/1.0\r\nHost: {host}\r\n\r\n"))
+        .await;
+    assert!(answer.starts_with("HTTP/1.0 200 OK\r\n"), "{answer}");
+    let huge = format!(
+        "GET /prod/echo/huge HTTP/1.1\r\nHost: {host}\r\n{}\r\n",
+        "X-Filler: 0123456789012345678901234567890123456789\r\n".repeat(1700)
+    );
+    assert_eq!(status_of(&front.raw(&huge).await), 431);
+    assert_eq!(
+        status_of(&front.raw("GET /prod/echo/x HTTP/1.1\r\nHost front\r\n\r\n").await),
+        400
+    );
+    assert_eq!(
+        status_of(
+            &front
+                .raw(&format!(
+                    "GET /prod/echo/x HTTP/1.1\r\nHost: {host}\r\nX: \x01\r\n\r\n"
+                ))
+                .await
+        ),
+        400
+    );
+    // After a lean answer, the same connection still upgrades nothing it
+    // should not and answers an absolute-form target (hyper's reading).
+    let answer = front
+        .raw(&format!(
+            "{}GET http://{host}/prod/echo/absolute HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
+            get("before", "")
+        ))
+        .await;
+    assert_eq!(status_lines(&answer), ["HTTP/1.1 200"; 2], "{answer}");
+    front.received("/echo/absolute");
+}
+
 #[tokio::test]
 async fn header_hygiene_holds_in_both_directions() {
     let _serial = serial().await;
