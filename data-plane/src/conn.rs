@@ -365,19 +365,6 @@ impl<I> Guarded<I> {
         }
     }
 
-    /// Puts bytes already read back in front of the socket's next ones
-    /// (for a reader that takes over the connection).
-    pub fn unread(&mut self, bytes: Bytes) {
-        if self.prefix.is_empty() {
-            self.prefix = bytes;
-        } else {
-            let mut joined = BytesMut::with_capacity(bytes.len() + self.prefix.len());
-            joined.extend_from_slice(&bytes);
-            joined.extend_from_slice(&self.prefix);
-            self.prefix = joined.freeze();
-        }
-    }
-
     /// On a write that is not ready: fails once the send timeout passes,
     /// and makes the close a reset (nginx's `reset_timedout_connection`):
     /// the kernel then drops what the client did not take instead of

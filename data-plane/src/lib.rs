@@ -15,7 +15,6 @@ pub mod conn;
 pub mod context;
 pub mod error;
 pub mod headers;
-pub mod http1;
 pub mod integration;
 pub mod meters;
 pub mod pem;

@@ -19,7 +19,7 @@ use crate::config::{CompiledConfig, CompiledStage, GatewayResponses, Target};
 use crate::context::{CacheStatus, Identity, RequestContext, RequestId};
 use crate::error::GatewayError;
 use crate::integration::{self, http::Call};
-use crate::request::body::{ClientBody, RequestBody};
+use crate::request::body::ClientBody;
 use crate::request::inputs::Inputs;
 use crate::request::{address, admit, authorize, canary, policy, throttle, transform, validate};
 use crate::response::{self, rescue};
@@ -28,6 +28,7 @@ use crate::{Body, ConnInfo, Gateway, full_body, websocket};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, Uri};
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use opentelemetry::trace::SpanKind;
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -35,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tower::{Layer, ServiceExt};
 
-pub async fn handle(gateway: Arc<Gateway>, request: Request<RequestBody>, conn: ConnInfo) -> Response<Body> {
+pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
     let clock = Instant::now();
     let config = gateway.config.load_full();
     let (mut parts, body) = request.into_parts();
@@ -163,7 +164,7 @@ struct Back<'a> {
     ctx: &'a mut RequestContext,
 }
 
-impl<'a> tower::Service<Request<RequestBody>> for Once<'a> {
+impl<'a> tower::Service<Request<Incoming>> for Once<'a> {
     type Response = Response<Body>;
     type Error = Infallible;
     type Future =
@@ -173,7 +174,7 @@ impl<'a> tower::Service<Request<RequestBody>> for Once<'a> {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<RequestBody>) -> Self::Future {
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         let taken = self.0.take();
         Box::pin(async move {
             let (parts, body) = request.into_parts();
@@ -279,7 +280,7 @@ async fn back(
     gateway: &Arc<Gateway>,
     front: &Front,
     parts: http::request::Parts,
-    body: RequestBody,
+    body: Incoming,
     conn: &ConnInfo,
     request_id: &HeaderValue,
     ctx: &mut RequestContext,
@@ -310,7 +311,7 @@ async fn serve(
     gateway: &Arc<Gateway>,
     front: &Front,
     mut parts: http::request::Parts,
-    body: RequestBody,
+    body: Incoming,
     conn: &ConnInfo,
     request_id: &HeaderValue,
     ctx: &mut RequestContext,

@@ -12,12 +12,13 @@ use crate::config::CompiledConfig;
 use crate::conn::{self, Activity, ConnectionOptions, Connections, Guarded, Protocol, Slot};
 use crate::request::admit::Limits;
 use crate::sync::{self, SyncOptions};
-use crate::{ConnInfo, Gateway, GatewayOptions, tls};
+use crate::{ConnInfo, Gateway, GatewayOptions, pipeline, tls};
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -508,34 +509,32 @@ where
             }
         };
     let activity = Activity::new(protocol);
+    let io = TokioIo::new(Guarded::new(
+        io,
+        prefix,
+        activity.clone(),
+        server.options.send,
+        slot,
+    ));
+    let service = {
+        let (gateway, activity) = (server.gateway.clone(), activity.clone());
+        service_fn(move |request| {
+            let (gateway, info) = (gateway.clone(), info.clone());
+            let in_flight = activity.begin();
+            async move {
+                let response = pipeline::handle(gateway, request, info).await;
+                Ok::<_, Infallible>(response.map(|body| conn::Tracked::new(body, in_flight)))
+            }
+        })
+    };
     let stop = server.stop.clone();
     match protocol {
         Protocol::Http1 => {
-            // Pylon's own HTTP/1.1 server reads the heads (and hands what
-            // it does not answer to hyper).
-            let io = Guarded::new(io, Bytes::new(), activity.clone(), server.options.send, slot);
-            let closing = crate::http1::Closing::default();
-            let connection = crate::http1::serve(
-                io,
-                prefix,
-                server.gateway.clone(),
-                info,
-                activity.clone(),
-                &server.http1,
-                &closing,
-            );
-            let shutdown = |_: Pin<&mut _>| closing.close();
+            let connection = server.http1.serve_connection(io, service).with_upgrades();
+            let shutdown = |c: Pin<&mut _>| http1::UpgradeableConnection::graceful_shutdown(c);
             conn::drive(connection, shutdown, protocol, activity, &server.options, stop).await;
         }
         Protocol::Http2 => {
-            let io = TokioIo::new(Guarded::new(
-                io,
-                prefix,
-                activity.clone(),
-                server.options.send,
-                slot,
-            ));
-            let service = crate::http1::service(server.gateway.clone(), info, activity.clone());
             let connection = server.http2.serve_connection(io, service);
             let shutdown = |c: Pin<&mut _>| http2::Connection::graceful_shutdown(c);
             conn::drive(connection, shutdown, protocol, activity, &server.options, stop).await;

@@ -349,13 +349,13 @@ fn status_lines(text: &str) -> Vec<&str> {
 }
 
 #[tokio::test]
-async fn one_connection_serves_lean_heads_and_hands_bodies_upgrades_and_odd_heads_to_hyper_in_order() {
+async fn pipelined_requests_are_answered_in_order_and_odd_heads_get_their_own_status() {
     let _serial = serial().await;
     let front = Front::start(&[]).await;
     let host = front.authority();
 
     // Pipelined in one write: two bodyless GETs, a HEAD, then a POST with a
-    // body (from there on hyper reads the connection) and two more GETs.
+    // body and two more GETs.
     let get =
         |path: &str, extra: &str| format!("GET /prod/echo/{path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n");
     let burst = [
@@ -401,7 +401,8 @@ async fn one_connection_serves_lean_heads_and_hands_bodies_upgrades_and_odd_head
     let answer = raw_request(&mut stream, b"").await.expect("answer");
     assert_eq!(status_of(&answer), 200, "{answer}");
 
-    // HTTP/1.0, an oversized head, a malformed one: answered as hyper does.
+    // An HTTP/1.0 client gets an HTTP/1.0 answer; an oversized head 431, a
+    // malformed one 400.
     let answer = front
         .raw(&format!("GET /prod/echo/old HTTP/1.0\r\nHost: {host}\r\n\r\n"))
         .await;
@@ -425,8 +426,8 @@ async fn one_connection_serves_lean_heads_and_hands_bodies_upgrades_and_odd_head
         ),
         400
     );
-    // After a lean answer, the same connection still upgrades nothing it
-    // should not and answers an absolute-form target (hyper's reading).
+    // An absolute-form target behind an origin-form one on the same
+    // connection is routed on its own authority.
     let answer = front
         .raw(&format!(
             "{}GET http://{host}/prod/echo/absolute HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",

@@ -255,13 +255,10 @@ pub fn check_declared_length(headers: &HeaderMap, limits: &Limits) -> Result<(),
 /// Reads and discards a refused request's body for a while in the background,
 /// so a client still sending it gets to read our answer instead of a reset
 /// (nginx's lingering close). The connection closes afterwards.
-pub fn linger(body: crate::request::body::RequestBody) {
+pub fn linger(body: hyper::body::Incoming) {
     use http_body_util::BodyExt;
     const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
     const MAX_DISCARD: usize = 64 << 20;
-    if hyper::body::Body::is_end_stream(&body) {
-        return;
-    }
     tokio::spawn(async move {
         let mut body = body;
         let mut discarded = 0usize;

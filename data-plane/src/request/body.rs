@@ -126,52 +126,9 @@ impl Fault {
 #[error("the client's request body failed")]
 pub struct BodyFailed;
 
-/// A client's request body as the server read it.
-///
-/// [`crate::http1`] answers requests whose head announces no body itself
-/// (`Empty`); every other request, and every HTTP/2 stream, comes through
-/// hyper (`Incoming`).
-#[derive(Debug)]
-pub enum RequestBody {
-    /// No body: the head had neither `Content-Length` nor
-    /// `Transfer-Encoding` (RFC 9112 §6.3: length 0).
-    Empty,
-    /// hyper's body of the request.
-    Incoming(Incoming),
-}
-
-impl hyper::body::Body for RequestBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Incoming(body) => Pin::new(body).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Empty => true,
-            RequestBody::Incoming(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Incoming(body) => body.size_hint(),
-        }
-    }
-}
-
 /// A client's body with a deadline between frames and the payload limit.
 pub struct ClientBody {
-    inner: RequestBody,
+    inner: Incoming,
     stall: StallTimer,
     read: u64,
     limit: u64,
@@ -181,7 +138,7 @@ pub struct ClientBody {
 
 impl ClientBody {
     /// `timeout` between frames; at most `limit` bytes.
-    pub fn new(inner: RequestBody, timeout: Duration, limit: u64) -> ClientBody {
+    pub fn new(inner: Incoming, timeout: Duration, limit: u64) -> ClientBody {
         ClientBody {
             inner,
             stall: StallTimer::new(timeout),
@@ -197,7 +154,7 @@ impl ClientBody {
     }
 
     /// The body as received, for a reader with limits of its own.
-    pub fn into_inner(self) -> RequestBody {
+    pub fn into_inner(self) -> Incoming {
         self.inner
     }
 

@@ -13,11 +13,12 @@ use crate::config::CompiledStage;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::request::authorize;
-use crate::request::body::{ClientBody, RequestBody};
+use crate::request::body::ClientBody;
 use crate::request::inputs::Inputs;
 use crate::{Body, Gateway, full_body};
 use bytes::Bytes;
 use http::{Method, Response, StatusCode, header};
+use hyper::body::Incoming;
 use sha2::Digest;
 
 /// The path prefix, below the stage.
@@ -29,7 +30,7 @@ pub async fn serve(
     stage: &CompiledStage,
     api: &WebSocketApi,
     parts: &http::request::Parts,
-    body: RequestBody,
+    body: Incoming,
     ctx: &mut RequestContext,
     id: &str,
 ) -> Result<Response<Body>, GatewayError> {
