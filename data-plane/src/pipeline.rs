@@ -50,7 +50,7 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, conn: Con
             return response;
         }
     };
-    let mut ctx = RequestContext {
+    let mut context = RequestContext {
         request_id: RequestId::new(),
         api_id: front.stage.api.clone(),
         stage: front.stage.name.clone(),
@@ -73,18 +73,19 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, conn: Con
         trace: None,
         outcome: Default::default(),
     };
-    ctx.trace = trace::start(&gateway.telemetry, &front.stage, &parts.headers, &ctx);
-    let request_id = ctx.request_id.header_value();
-    // Observed when the answer is ready — or, if the client leaves first
-    // (hyper drops this future), as 499 when the guard drops.
+    context.trace = trace::start(&gateway.telemetry, &front.stage, &parts.headers, &context);
+    let request_id = context.request_id.header_value();
+    // Observed when the answer is ready (or, when it streams from the
+    // backend, when its body ends) — or, if the client leaves first (hyper
+    // drops this future), as 499 when the guard drops.
     let mut observed = Observed {
         gateway: &gateway,
         stage: &front.stage,
-        ctx,
+        ctx: &mut context,
         clock,
         done: false,
     };
-    let ctx = &mut observed.ctx;
+    let ctx = &mut *observed.ctx;
     let mut response = match &front.target.definition.cors {
         None => back(&gateway, &front, parts, body, &conn, &request_id, ctx).await,
         Some(cors) => {
@@ -102,7 +103,11 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, conn: Con
         }
     };
     response::finish(&mut response, &request_id, Some(&front.target));
-    observed.finish(&response);
+    if observed.finish(&response) {
+        drop(observed);
+        let stage = front.stage.clone();
+        return response.map(|body| Body::new(ObservedBody::new(body, gateway, stage, context)));
+    }
     response
 }
 
@@ -113,20 +118,150 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, conn: Con
 struct Observed<'a> {
     gateway: &'a Gateway,
     stage: &'a CompiledStage,
-    ctx: RequestContext,
+    ctx: &'a mut RequestContext,
     clock: Instant,
     done: bool,
 }
 
 impl Observed<'_> {
-    /// Metrics, the span's end and the access-log line for the answer.
-    fn finish(&mut self, response: &Response<Body>) {
+    /// The answer's status, latency (to its head: AWS's `Latency`) and
+    /// length; then metrics, the span's end and the access-log line — or,
+    /// when the body streams from the backend, `true`: [`ObservedBody`]
+    /// gives them when the body ends.
+    fn finish(&mut self, response: &Response<Body>) -> bool {
         let outcome = &mut self.ctx.outcome;
         outcome.status = response.status().as_u16();
         outcome.latency = self.clock.elapsed();
-        outcome.response_length = hyper::body::Body::size_hint(response.body()).exact();
+        let body = response.body();
+        outcome.response_length = hyper::body::Body::size_hint(body).exact();
         self.done = true;
-        self.gateway.telemetry.observe(&self.ctx, self.stage);
+        if outcome.integration_latency.is_some() && !hyper::body::Body::is_end_stream(body) {
+            return true;
+        }
+        self.gateway.telemetry.observe(self.ctx, self.stage);
+        false
+    }
+}
+
+/// An answer streaming from a backend, which owes its request's telemetry
+/// until it ends: the access-log line, the span and the metrics then carry
+/// the bytes it gave (`responseLength`) and — when the backend's body broke
+/// off or went silent past the route's timeout, after the head and its
+/// status were sent — the error (`INTEGRATION_FAILURE` or
+/// `INTEGRATION_TIMEOUT`), as nginx and Envoy log a request when it ends.
+/// A client that leaves part-way is noted in the error message.
+struct ObservedBody {
+    body: Body,
+    gateway: Arc<Gateway>,
+    stage: Arc<CompiledStage>,
+    ctx: RequestContext,
+    sent: u64,
+    done: bool,
+}
+
+/// How a streamed answer ended short.
+enum Cut {
+    /// The backend's body failed (`stalled`: silent past the timeout).
+    Backend {
+        message: String,
+        stalled: bool,
+    },
+    ClientLeft,
+}
+
+impl ObservedBody {
+    fn new(
+        body: Body,
+        gateway: Arc<Gateway>,
+        stage: Arc<CompiledStage>,
+        ctx: RequestContext,
+    ) -> ObservedBody {
+        ObservedBody {
+            body,
+            gateway,
+            stage,
+            ctx,
+            sent: 0,
+            done: false,
+        }
+    }
+
+    fn observe(&mut self, cut: Option<Cut>) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let outcome = &mut self.ctx.outcome;
+        outcome.response_length = Some(self.sent);
+        match cut {
+            None => {}
+            Some(Cut::Backend { message, stalled }) => {
+                let kind = if stalled {
+                    pylon_common::GatewayResponseType::IntegrationTimeout
+                } else {
+                    pylon_common::GatewayResponseType::IntegrationFailure
+                };
+                outcome.error_type = Some(kind.as_str());
+                outcome.error_message = Some(format!("the answer was cut after its head: {message}"));
+            }
+            Some(Cut::ClientLeft) => {
+                outcome.error_message = Some("the client left before the answer's end".into());
+            }
+        }
+        self.gateway.telemetry.observe(&self.ctx, &self.stage);
+    }
+}
+
+impl hyper::body::Body for ObservedBody {
+    type Data = Bytes;
+    type Error = crate::error::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                }
+                if this.body.is_end_stream() {
+                    this.observe(None);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                // The error goes on to the server, which cuts the answer;
+                // its text goes to the log.
+                this.observe(Some(Cut::Backend {
+                    message: error.to_string(),
+                    stalled: error.is::<integration::http::BodyStalled>(),
+                }));
+                Poll::Ready(Some(Err(error)))
+            }
+            Poll::Ready(None) => {
+                this.observe(None);
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        // Dropped before its end: the client (or the connection) went.
+        let cut = (!hyper::body::Body::is_end_stream(&self.body)).then_some(Cut::ClientLeft);
+        self.observe(cut);
     }
 }
 
@@ -148,7 +283,7 @@ impl Drop for Observed<'_> {
         };
         rescue::record(&mut self.ctx.outcome, &error);
         self.ctx.outcome.latency = self.clock.elapsed();
-        self.gateway.telemetry.observe(&self.ctx, self.stage);
+        self.gateway.telemetry.observe(self.ctx, self.stage);
     }
 }
 

@@ -46,6 +46,10 @@ fn answer(request: &RawRequest) -> Vec<u8> {
         "/switch" => raw_response(101, &[("Upgrade", "x"), ("Connection", "upgrade")], b""),
         "/status600" => raw_response(600, &[("Content-Length", "2")], b"ok"),
         "/http10" => b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+        // 10 of 100 bytes, then silence on an open connection.
+        "/stalls" => raw_response(200, &[("Content-Length", "100")], &[b'x'; 10]),
+        // A chunk, then a chunk-size line that is no number.
+        "/breaks" => raw_response(200, &[("Transfer-Encoding", "chunked")], b"5\r\nhello\r\nzz\r\n"),
         "/cl-list" => raw_response(
             200,
             &[("Content-Length", "2, 2"), ("X_Pylon_Canary", "true")],
@@ -74,6 +78,9 @@ fn front_api() -> Api {
             {"method": "POST", "path": "/slow-upload",
              "integration": {"type": "HTTP_PROXY", "uri": "${stageVariables.backend}/slow-upload", "timeoutMs": 1000}},
             {"method": "GET", "path": "/never", "integration": proxy_to("silent", "/never")},
+            {"method": "GET", "path": "/stalls",
+             "integration": {"type": "HTTP_PROXY", "uri": "${stageVariables.backend}/stalls", "timeoutMs": 500}},
+            {"method": "GET", "path": "/breaks", "integration": proxy("/breaks")},
             {"method": "GET", "path": "/status101",
              "integration": {"type": "HTTP", "uri": "${stageVariables.backend}/status101"},
              "responseParameters": {"overwrite:statuscode": "$response.header.x-status"}},
@@ -436,6 +443,72 @@ async fn pipelined_requests_are_answered_in_order_and_odd_heads_get_their_own_st
         .await;
     assert_eq!(status_lines(&answer), ["HTTP/1.1 200"; 2], "{answer}");
     front.received("/echo/absolute");
+}
+
+#[tokio::test]
+async fn an_answer_cut_after_its_head_is_logged_when_it_ends_with_the_bytes_sent_and_why() {
+    let _serial = serial().await;
+    let front = Front::start(&[]).await;
+    let host = front.authority();
+    let line_for = |path: &'static str| {
+        let front = &front;
+        async move {
+            pylon_tests::eventually(
+                &format!("the access-log line of {path}"),
+                Duration::from_secs(5),
+                || async { front.access_log().into_iter().find(|line| line["path"] == path) },
+            )
+            .await
+        }
+    };
+
+    // A backend silent mid-body past the route's 500 ms: the client's
+    // answer is cut, and the line says so once it ends.
+    let answer = front
+        .raw(&format!("GET /prod/stalls HTTP/1.1\r\nHost: {host}\r\n\r\n"))
+        .await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    assert!(
+        answer.ends_with("xxxxxxxxxx"),
+        "10 bytes, then the close: {answer}"
+    );
+    let line = line_for("/prod/stalls").await;
+    assert_eq!(line["status"], 200, "the status the client got: {line}");
+    assert_eq!(line["responseLength"], 10, "the bytes it got: {line}");
+    assert_eq!(line["errorType"], "INTEGRATION_TIMEOUT", "{line}");
+    assert!(
+        line["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("500 ms")),
+        "{line}"
+    );
+
+    // A body whose framing breaks part-way (right behind its first chunk:
+    // the connection closes before even the head left).
+    let answer = front
+        .raw(&format!("GET /prod/breaks HTTP/1.1\r\nHost: {host}\r\n\r\n"))
+        .await;
+    assert!(
+        !answer.ends_with("0\r\n\r\n"),
+        "never ended as if whole: {answer}"
+    );
+    let line = line_for("/prod/breaks").await;
+    assert_eq!(line["responseLength"], 5, "{line}");
+    assert_eq!(line["errorType"], "INTEGRATION_FAILURE", "{line}");
+
+    // A whole answer has its length and no error.
+    let answer = front
+        .raw(&format!(
+            "GET /prod/echo/whole HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        ))
+        .await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    let line = line_for("/prod/echo/whole").await;
+    assert_eq!(line["responseLength"], 2, "{line}");
+    assert!(
+        line["errorType"].is_null() && line["errorMessage"].is_null(),
+        "{line}"
+    );
 }
 
 #[tokio::test]

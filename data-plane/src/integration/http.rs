@@ -212,6 +212,13 @@ pub async fn call(
 /// wait between reads): a backend that stalls mid-body does not hold the
 /// client's connection for ever. The timer is made only when a read has to
 /// wait.
+/// A backend sent nothing of its response body for the route's timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend sent nothing of its body for {after_ms} ms")]
+pub struct BodyStalled {
+    pub after_ms: u128,
+}
+
 struct ReadDeadline {
     body: Body,
     after: Duration,
@@ -259,10 +266,7 @@ impl hyper::body::Body for ReadDeadline {
                     after_ms = after,
                     "the backend sent nothing of its response body in time; the client's answer is cut"
                 );
-                Poll::Ready(Some(Err(format!(
-                    "the backend sent nothing of its body for {after} ms"
-                )
-                .into())))
+                Poll::Ready(Some(Err(Box::new(BodyStalled { after_ms: after }))))
             }
             Poll::Pending => Poll::Pending,
         }
