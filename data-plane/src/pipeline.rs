@@ -126,8 +126,8 @@ struct Observed<'a> {
 impl Observed<'_> {
     /// The answer's status, latency (to its head: AWS's `Latency`) and
     /// length; then metrics, the span's end and the access-log line — or,
-    /// when the body streams from the backend, `true`: [`ObservedBody`]
-    /// gives them when the body ends.
+    /// when the body streams from the backend and an access log or a span
+    /// will show it, `true`: [`ObservedBody`] gives them when the body ends.
     fn finish(&mut self, response: &Response<Body>) -> bool {
         let outcome = &mut self.ctx.outcome;
         outcome.status = response.status().as_u16();
@@ -135,7 +135,10 @@ impl Observed<'_> {
         let body = response.body();
         outcome.response_length = hyper::body::Body::size_hint(body).exact();
         self.done = true;
-        if outcome.integration_latency.is_some() && !hyper::body::Body::is_end_stream(body) {
+        // Only the line and the span show what the body's end adds (the
+        // metrics count heads): without them, nothing waits for it.
+        let shown = self.gateway.telemetry.access_log.is_on() || self.ctx.trace.is_some();
+        if shown && outcome.integration_latency.is_some() && !hyper::body::Body::is_end_stream(body) {
             return true;
         }
         self.gateway.telemetry.observe(self.ctx, self.stage);
