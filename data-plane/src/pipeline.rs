@@ -152,7 +152,8 @@ impl Observed<'_> {
 /// off or went silent past the route's timeout, after the head and its
 /// status were sent — the error (`INTEGRATION_FAILURE` or
 /// `INTEGRATION_TIMEOUT`), as nginx and Envoy log a request when it ends.
-/// A client that leaves part-way is noted in the error message.
+/// A client that leaves part-way (or a drain timeout that ends the answer)
+/// is noted in the error message.
 struct ObservedBody {
     body: Body,
     gateway: Arc<Gateway>,
@@ -207,7 +208,16 @@ impl ObservedBody {
                 outcome.error_message = Some(format!("the answer was cut after its head: {message}"));
             }
             Some(Cut::ClientLeft) => {
-                outcome.error_message = Some("the client left before the answer's end".into());
+                let why = if self
+                    .gateway
+                    .drain_expired
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    "the node shut down before the answer's end (drain timeout)"
+                } else {
+                    "the client left before the answer's end"
+                };
+                outcome.error_message = Some(why.into());
             }
         }
         self.gateway.telemetry.observe(&self.ctx, &self.stage);
