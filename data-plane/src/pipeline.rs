@@ -125,9 +125,10 @@ struct Observed<'a> {
 
 impl Observed<'_> {
     /// The answer's status, latency (to its head: AWS's `Latency`) and
-    /// length; then metrics, the span's end and the access-log line — or,
-    /// when the body streams from the backend and an access log or a span
-    /// will show it, `true`: [`ObservedBody`] gives them when the body ends.
+    /// length; its metrics; then the span's end and the access-log line —
+    /// or, when the body streams from the backend and an access log or a
+    /// span will show it, `true`: [`ObservedBody`] gives those two when the
+    /// body ends.
     fn finish(&mut self, response: &Response<Body>) -> bool {
         let outcome = &mut self.ctx.outcome;
         outcome.status = response.status().as_u16();
@@ -135,25 +136,30 @@ impl Observed<'_> {
         let body = response.body();
         outcome.response_length = hyper::body::Body::size_hint(body).exact();
         self.done = true;
-        // Only the line and the span show what the body's end adds (the
-        // metrics count heads): without them, nothing waits for it.
-        let shown = self.gateway.telemetry.access_log.is_on() || self.ctx.trace.is_some();
-        if shown && outcome.integration_latency.is_some() && !hyper::body::Body::is_end_stream(body) {
+        // Metrics count heads. Only the line and the span show what the
+        // body's end adds: without them, nothing waits for it.
+        let telemetry = &self.gateway.telemetry;
+        telemetry.observe_head(self.ctx, self.stage);
+        let shown = telemetry.access_log.is_on() || self.ctx.trace.is_some();
+        let streams =
+            self.ctx.outcome.integration_latency.is_some() && !hyper::body::Body::is_end_stream(body);
+        if shown && streams {
             return true;
         }
-        self.gateway.telemetry.observe(self.ctx, self.stage);
+        telemetry.observe_end(self.ctx, self.stage);
         false
     }
 }
 
-/// An answer streaming from a backend, which owes its request's telemetry
-/// until it ends: the access-log line, the span and the metrics then carry
+/// An answer streaming from a backend, which owes its request's access-log
+/// line and span end until it ends (its metrics were counted with its
+/// head): they then carry
 /// the bytes it gave (`responseLength`) and — when the backend's body broke
 /// off or went silent past the route's timeout, after the head and its
 /// status were sent — the error (`INTEGRATION_FAILURE` or
 /// `INTEGRATION_TIMEOUT`), as nginx and Envoy log a request when it ends.
-/// A client that leaves part-way (or a drain timeout that ends the answer)
-/// is noted in the error message.
+/// A client that leaves part-way, or takes nothing for the send timeout, or
+/// a drain timeout that ends the answer, is noted in the error message.
 struct ObservedBody {
     body: Body,
     gateway: Arc<Gateway>,
@@ -215,12 +221,12 @@ impl ObservedBody {
                 {
                     "the node shut down before the answer's end (drain timeout)"
                 } else {
-                    "the client left before the answer's end"
+                    "the client left, or took nothing for the send timeout, before the answer's end"
                 };
                 outcome.error_message = Some(why.into());
             }
         }
-        self.gateway.telemetry.observe(&self.ctx, &self.stage);
+        self.gateway.telemetry.observe_end(&self.ctx, &self.stage);
     }
 }
 
@@ -239,7 +245,9 @@ impl hyper::body::Body for ObservedBody {
                 if let Some(data) = frame.data_ref() {
                     this.sent += data.len() as u64;
                 }
-                if this.body.is_end_stream() {
+                // Trailers are a body's last frame (a server need not poll
+                // after them).
+                if frame.is_trailers() || this.body.is_end_stream() {
                     this.observe(None);
                 }
                 Poll::Ready(Some(Ok(frame)))

@@ -48,6 +48,12 @@ fn answer(request: &RawRequest) -> Vec<u8> {
         "/http10" => b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
         // 10 of 100 bytes, then silence on an open connection.
         "/stalls" => raw_response(200, &[("Content-Length", "100")], &[b'x'; 10]),
+        // A whole chunked answer with a trailer field.
+        "/trailers" => raw_response(
+            200,
+            &[("Transfer-Encoding", "chunked"), ("Trailer", "X-T")],
+            b"5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n",
+        ),
         // A chunk, then a chunk-size line that is no number.
         "/breaks" => raw_response(200, &[("Transfer-Encoding", "chunked")], b"5\r\nhello\r\nzz\r\n"),
         "/cl-list" => raw_response(
@@ -81,6 +87,7 @@ fn front_api() -> Api {
             {"method": "GET", "path": "/stalls",
              "integration": {"type": "HTTP_PROXY", "uri": "${stageVariables.backend}/stalls", "timeoutMs": 500}},
             {"method": "GET", "path": "/breaks", "integration": proxy("/breaks")},
+            {"method": "POST", "path": "/trailers", "integration": proxy("/trailers")},
             {"method": "GET", "path": "/status101",
              "integration": {"type": "HTTP", "uri": "${stageVariables.backend}/status101"},
              "responseParameters": {"overwrite:statuscode": "$response.header.x-status"}},
@@ -483,18 +490,27 @@ async fn an_answer_cut_after_its_head_is_logged_when_it_ends_with_the_bytes_sent
         "{line}"
     );
 
-    // A body whose framing breaks part-way (right behind its first chunk:
-    // the connection closes before even the head left).
+    // A body whose framing breaks right behind its first chunk: the
+    // client still gets the head and that chunk, then the close.
     let answer = front
         .raw(&format!("GET /prod/breaks HTTP/1.1\r\nHost: {host}\r\n\r\n"))
         .await;
-    assert!(
-        !answer.ends_with("0\r\n\r\n"),
-        "never ended as if whole: {answer}"
-    );
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    assert!(answer.ends_with("5\r\nhello\r\n"), "never ended as if whole: {answer}");
     let line = line_for("/prod/breaks").await;
     assert_eq!(line["responseLength"], 5, "{line}");
     assert_eq!(line["errorType"], "INTEGRATION_FAILURE", "{line}");
+
+    // A whole answer that ends with trailers was not left by its client.
+    let answer = front
+        .raw(&format!(
+            "POST /prod/trailers HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"
+        ))
+        .await;
+    assert!(answer.ends_with("0\r\n\r\n"), "{answer}");
+    let line = line_for("/prod/trailers").await;
+    assert_eq!(line["responseLength"], 5, "{line}");
+    assert!(line["errorMessage"].is_null(), "{line}");
 
     // A whole answer has its length and no error.
     let answer = front

@@ -732,7 +732,7 @@ enum Buffered {
 async fn buffer(mut body: Body, limit: usize) -> Result<Buffered, GatewayError> {
     let mut bytes = BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(GatewayError::InvalidIntegrationResponse)?;
+        let frame = frame.map_err(crate::integration::http::body_failed)?;
         if let Ok(data) = frame.into_data() {
             bytes.extend_from_slice(&data);
             if bytes.len() > limit {

@@ -202,9 +202,21 @@ pub async fn call(
             after: call.timeout,
             sleep: None,
             progressed: true,
+            failed: None,
         })
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// The gateway error for a backend's response body that could not be read
+/// whole: [`GatewayError::IntegrationTimeout`] when it went silent past the
+/// route's timeout ([`BodyStalled`]), else
+/// [`GatewayError::InvalidIntegrationResponse`].
+pub fn body_failed(error: BoxError) -> GatewayError {
+    match error.downcast::<BodyStalled>() {
+        Ok(stalled) => GatewayError::IntegrationTimeout(Duration::from_millis(stalled.after_ms as u64)),
+        Err(error) => GatewayError::InvalidIntegrationResponse(error),
+    }
 }
 
 /// A response body that fails once the backend sends nothing of it for
@@ -212,6 +224,12 @@ pub async fn call(
 /// wait between reads): a backend that stalls mid-body does not hold the
 /// client's connection for ever. The timer is made only when a read has to
 /// wait.
+///
+/// A failure is held back for one poll: the server gets to send what it
+/// has gathered (the head and the bytes before the break) before the
+/// failure makes it drop the connection, as nginx sends what it received
+/// before an upstream's premature close. Without that, a backend that
+/// breaks off right behind its head left the client with no answer at all.
 /// A backend sent nothing of its response body for the route's timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("the backend sent nothing of its body for {after_ms} ms")]
@@ -225,6 +243,8 @@ struct ReadDeadline {
     sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     /// Whether the body moved since the timer was last set.
     progressed: bool,
+    /// The body's failure, held back for one poll.
+    failed: Option<BoxError>,
 }
 
 impl hyper::body::Body for ReadDeadline {
@@ -237,13 +257,18 @@ impl hyper::body::Body for ReadDeadline {
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, BoxError>>> {
         use std::task::Poll;
         let this = &mut *self;
+        if let Some(error) = this.failed.take() {
+            return Poll::Ready(Some(Err(error)));
+        }
         let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
         if polled.is_ready() {
-            if let Poll::Ready(Some(Err(error))) = &polled {
-                // The status and access-log line were given with the head;
-                // a body that breaks after it is said here (as nginx's
-                // "upstream prematurely closed connection").
-                tracing::warn!(error = %error, "the backend's response body broke off; the client's answer is cut");
+            if let Poll::Ready(Some(Err(error))) = polled {
+                // Said here, as nginx's "upstream prematurely closed
+                // connection"; the access-log line says it too.
+                tracing::warn!(error = %error, "the backend's response body broke off");
+                this.failed = Some(error);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
             this.progressed = true;
             return polled;
@@ -264,7 +289,7 @@ impl hyper::body::Body for ReadDeadline {
                 let after = this.after.as_millis();
                 tracing::warn!(
                     after_ms = after,
-                    "the backend sent nothing of its response body in time; the client's answer is cut"
+                    "the backend sent nothing of its response body in time"
                 );
                 Poll::Ready(Some(Err(Box::new(BodyStalled { after_ms: after }))))
             }
@@ -482,6 +507,7 @@ mod tests {
     async fn a_body_the_backend_stops_sending_fails_after_the_timeout() {
         use http_body_util::BodyExt;
         let mut body = ReadDeadline {
+            failed: None,
             body: Body::new(Stalls(false)),
             after: Duration::from_millis(50),
             sleep: None,
@@ -493,6 +519,54 @@ mod tests {
         let error = body.frame().await.expect("an end").expect_err("cut");
         assert!(error.to_string().contains("50 ms"), "{error}");
         assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_broken_body_lets_the_server_send_what_it_has_before_failing() {
+        use std::task::Poll;
+        let broken = http_body_util::StreamBody::new(futures::stream::iter([
+            Ok(hyper::body::Frame::data(bytes::Bytes::from_static(b"he"))),
+            Err::<_, BoxError>("cut".into()),
+        ]));
+        let mut body = ReadDeadline {
+            failed: None,
+            body: Body::new(broken),
+            after: Duration::from_secs(5),
+            sleep: None,
+            progressed: true,
+        };
+        let mut poll = || {
+            let woken = std::sync::Arc::new(Woken::default());
+            let waker = std::task::Waker::from(woken.clone());
+            let polled = hyper::body::Body::poll_frame(
+                std::pin::Pin::new(&mut body),
+                &mut std::task::Context::from_waker(&waker),
+            );
+            (polled, woken.0.load(std::sync::atomic::Ordering::Relaxed))
+        };
+        assert!(matches!(poll(), (Poll::Ready(Some(Ok(_))), false)));
+        // Held back once, with a wake-up: the server flushes meanwhile.
+        assert!(matches!(poll(), (Poll::Pending, true)));
+        assert!(matches!(poll(), (Poll::Ready(Some(Err(_))), false)));
+    }
+
+    #[derive(Default)]
+    struct Woken(std::sync::atomic::AtomicBool);
+
+    impl std::task::Wake for Woken {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_body_that_went_silent_is_a_timeout_and_any_other_failure_invalid() {
+        let stalled = body_failed(Box::new(BodyStalled { after_ms: 500 }));
+        assert!(matches!(stalled, GatewayError::IntegrationTimeout(d) if d == Duration::from_millis(500)));
+        assert!(matches!(
+            body_failed("cut".into()),
+            GatewayError::InvalidIntegrationResponse(_)
+        ));
     }
 
     #[test]

@@ -209,12 +209,10 @@ pub async fn apply(
 
 /// The integration's whole response body, at most `limit` bytes.
 async fn read_limited(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
-    crate::read_whole(body, limit).await.map_err(|e| {
-        GatewayError::InvalidIntegrationResponse(match e {
-            crate::ReadWholeError::Body(e) => e,
-            crate::ReadWholeError::TooLarge(limit) => {
-                format!("response body over {limit} bytes: too large to transform").into()
-            }
-        })
+    crate::read_whole(body, limit).await.map_err(|e| match e {
+        crate::ReadWholeError::Body(e) => crate::integration::http::body_failed(e),
+        crate::ReadWholeError::TooLarge(limit) => GatewayError::InvalidIntegrationResponse(
+            format!("response body over {limit} bytes: too large to transform").into(),
+        ),
     })
 }

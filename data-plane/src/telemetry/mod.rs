@@ -68,6 +68,13 @@ impl Telemetry {
     /// Metrics, the span's end and the access-log line of a finished
     /// request (or WebSocket message) of `stage`.
     pub fn observe(&self, ctx: &RequestContext, stage: &crate::config::CompiledStage) {
+        self.observe_head(ctx, stage);
+        self.observe_end(ctx, stage);
+    }
+
+    /// The metrics of a request of `stage` whose answer's head is ready
+    /// (the first half of [`Telemetry::observe`]).
+    pub fn observe_head(&self, ctx: &RequestContext, stage: &crate::config::CompiledStage) {
         let meter = match ctx.route_key.as_deref().and_then(|key| stage.meters.get(key)) {
             Some(meter) => meter,
             None => {
@@ -80,6 +87,12 @@ impl Telemetry {
         };
         meter.record(&ctx.outcome);
         self.metrics.record(&ctx.outcome, meter);
+    }
+
+    /// The span's end and the access-log line of a finished request of
+    /// `stage` (the second half of [`Telemetry::observe`]: an answer that
+    /// streams has its metrics counted at its head, and these at its end).
+    pub fn observe_end(&self, ctx: &RequestContext, stage: &crate::config::CompiledStage) {
         if let Some(cx) = &ctx.trace {
             trace::finish(cx, ctx);
         }
