@@ -496,7 +496,10 @@ async fn an_answer_cut_after_its_head_is_logged_when_it_ends_with_the_bytes_sent
         .raw(&format!("GET /prod/breaks HTTP/1.1\r\nHost: {host}\r\n\r\n"))
         .await;
     assert_eq!(status_of(&answer), 200, "{answer}");
-    assert!(answer.ends_with("5\r\nhello\r\n"), "never ended as if whole: {answer}");
+    assert!(
+        answer.ends_with("5\r\nhello\r\n"),
+        "never ended as if whole: {answer}"
+    );
     let line = line_for("/prod/breaks").await;
     assert_eq!(line["responseLength"], 5, "{line}");
     assert_eq!(line["errorType"], "INTEGRATION_FAILURE", "{line}");
