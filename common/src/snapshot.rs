@@ -13,6 +13,12 @@ use pylon_proto::publish::v1::{ConfigSnapshot, EncodedSnapshot, encoded_snapshot
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 
+/// The description of the `pylon.config.version` gauge, which both planes
+/// export (in `pylon dev` from one process: one description, or
+/// OpenTelemetry warns of a conflict).
+pub const VERSION_METRIC_DESCRIPTION: &str =
+    "Config version on this node (control plane: applied; data plane: served)";
+
 /// Refuse to inflate anything larger than this (a corrupt or hostile size field).
 pub const MAX_SNAPSHOT_BYTES: u64 = 512 << 20;
 

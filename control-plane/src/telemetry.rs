@@ -62,7 +62,7 @@ pub fn instruments(node: &NodeHandle, data_planes: &Arc<Registry>) -> Instrument
         ),
         gauge(
             "pylon.config.version",
-            "Config version applied on this node",
+            pylon_common::snapshot::VERSION_METRIC_DESCRIPTION,
             Box::new(move || n5.status().config_version),
         ),
         gauge(

@@ -54,7 +54,7 @@ impl SnapshotMetrics {
         SnapshotMetrics {
             config_version: meter
                 .u64_gauge("pylon.config.version")
-                .with_description("Config version this node serves")
+                .with_description(pylon_common::snapshot::VERSION_METRIC_DESCRIPTION)
                 .build(),
             apply: meter
                 .f64_histogram("pylon.config.apply.duration")
