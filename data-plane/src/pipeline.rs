@@ -176,6 +176,8 @@ enum Cut {
         message: String,
         stalled: bool,
     },
+    /// The client's upload failed while the answer streamed.
+    ClientBody(String),
     ClientLeft,
 }
 
@@ -211,6 +213,11 @@ impl ObservedBody {
                     pylon_common::GatewayResponseType::IntegrationFailure
                 };
                 outcome.error_type = Some(kind.as_str());
+                outcome.error_message = Some(format!("the answer was cut after its head: {message}"));
+            }
+            Some(Cut::ClientBody(message)) => {
+                // The client's fault: no integration error (before the
+                // head it is a 4xx of its own).
                 outcome.error_message = Some(format!("the answer was cut after its head: {message}"));
             }
             Some(Cut::ClientLeft) => {
@@ -255,10 +262,15 @@ impl hyper::body::Body for ObservedBody {
             Poll::Ready(Some(Err(error))) => {
                 // The error goes on to the server, which cuts the answer;
                 // its text goes to the log.
-                this.observe(Some(Cut::Backend {
-                    message: error.to_string(),
-                    stalled: error.is::<integration::http::BodyStalled>(),
-                }));
+                let cut = if error.is::<integration::http::ClientBodyBroke>() {
+                    Cut::ClientBody(error.to_string())
+                } else {
+                    Cut::Backend {
+                        message: error.to_string(),
+                        stalled: error.is::<integration::http::BodyStalled>(),
+                    }
+                };
+                this.observe(Some(cut));
                 Poll::Ready(Some(Err(error)))
             }
             Poll::Ready(None) => {

@@ -88,6 +88,7 @@ fn front_api() -> Api {
              "integration": {"type": "HTTP_PROXY", "uri": "${stageVariables.backend}/stalls", "timeoutMs": 500}},
             {"method": "GET", "path": "/breaks", "integration": proxy("/breaks")},
             {"method": "POST", "path": "/trailers", "integration": proxy("/trailers")},
+            {"method": "POST", "path": "/early", "integration": proxy_to("early", "/early")},
             {"method": "GET", "path": "/status101",
              "integration": {"type": "HTTP", "uri": "${stageVariables.backend}/status101"},
              "responseParameters": {"overwrite:statuscode": "$response.header.x-status"}},
@@ -106,6 +107,8 @@ struct Front {
     backend: RawBackend,
     /// Takes requests and never answers.
     _silent: SilentBackend,
+    /// Answers before reading the request body.
+    _early: EarlyBackend,
     admin: Admin,
     _dir: tempfile::TempDir,
     _cluster: Cluster,
@@ -118,14 +121,20 @@ impl Front {
         let node = DataPlaneNode::start(dir.path(), "dp-front", &[cluster.nodes[0].endpoint()], flags);
         let backend = RawBackend::start(answer).await;
         let silent = SilentBackend::start().await;
+        let early = EarlyBackend::start().await;
         let mut admin = cluster.nodes[0].admin().await.expect("admin");
-        let variables = [("backend", backend.url()), ("silent", silent.url())];
+        let variables = [
+            ("backend", backend.url()),
+            ("silent", silent.url()),
+            ("early", early.url()),
+        ];
         let variables: Vec<(&str, &str)> = variables.iter().map(|(k, v)| (*k, v.as_str())).collect();
         deploy_serving(&mut admin, front_api(), "prod", &variables, 1).await;
         Front {
             node,
             backend,
             _silent: silent,
+            _early: early,
             admin,
             _dir: dir,
             _cluster: cluster,
@@ -162,6 +171,51 @@ impl Front {
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
             .filter(|line| line.get("requestId").is_some())
             .collect()
+    }
+}
+
+/// A backend that answers as soon as it has a request head, without
+/// reading the body: a chunk at once, the last chunk 3 s later.
+struct EarlyBackend {
+    address: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EarlyBackend {
+    async fn start() -> EarlyBackend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let start = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+                    if stream.write_all(start).await.is_ok() {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        let _ = stream.write_all(b"0\r\n\r\n").await;
+                    }
+                });
+            }
+        });
+        EarlyBackend { address, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+}
+
+impl Drop for EarlyBackend {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -455,7 +509,7 @@ async fn pipelined_requests_are_answered_in_order_and_odd_heads_get_their_own_st
 #[tokio::test]
 async fn an_answer_cut_after_its_head_is_logged_when_it_ends_with_the_bytes_sent_and_why() {
     let _serial = serial().await;
-    let front = Front::start(&[]).await;
+    let front = Front::start(&["--body-read-timeout-s=1"]).await;
     let host = front.authority();
     let line_for = |path: &'static str| {
         let front = &front;
@@ -503,6 +557,40 @@ async fn an_answer_cut_after_its_head_is_logged_when_it_ends_with_the_bytes_sent
     let line = line_for("/prod/breaks").await;
     assert_eq!(line["responseLength"], 5, "{line}");
     assert_eq!(line["errorType"], "INTEGRATION_FAILURE", "{line}");
+
+    // The backend answers before reading the upload, and the upload stalls
+    // past the body-read timeout: the cut is the client's, never an
+    // integration failure.
+    let mut stream = tokio::net::TcpStream::connect(front.node.address())
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            format!("POST /prod/early HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100\r\n\r\n0123456789")
+                .as_bytes(),
+        )
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer),
+    )
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.ends_with("5\r\nhello\r\n"),
+        "cut after its first chunk: {answer}"
+    );
+    let line = line_for("/prod/early").await;
+    assert_eq!(line["status"], 200, "{line}");
+    assert!(line["errorType"].is_null(), "not the backend's failure: {line}");
+    assert!(
+        line["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("the client's request body failed")),
+        "{line}"
+    );
 
     // A whole answer that ends with trailers was not left by its client.
     let answer = front

@@ -203,16 +203,22 @@ pub async fn call(
             sleep: None,
             progressed: true,
             failed: None,
+            fault,
         })
     };
     Ok(Response::from_parts(parts, body))
 }
 
 /// The gateway error for a backend's response body that could not be read
-/// whole: [`GatewayError::IntegrationTimeout`] when it went silent past the
-/// route's timeout ([`BodyStalled`]), else
+/// whole: the client's error when its upload failed meanwhile
+/// ([`ClientBodyBroke`]), [`GatewayError::IntegrationTimeout`] when it went
+/// silent past the route's timeout ([`BodyStalled`]), else
 /// [`GatewayError::InvalidIntegrationResponse`].
 pub fn body_failed(error: BoxError) -> GatewayError {
+    let error = match error.downcast::<ClientBodyBroke>() {
+        Ok(client) => return client.0.into(),
+        Err(error) => error,
+    };
     match error.downcast::<BodyStalled>() {
         Ok(stalled) => GatewayError::IntegrationTimeout(Duration::from_millis(stalled.after_ms as u64)),
         Err(error) => GatewayError::InvalidIntegrationResponse(error),
@@ -230,6 +236,14 @@ pub fn body_failed(error: BoxError) -> GatewayError {
 /// failure makes it drop the connection, as nginx sends what it received
 /// before an upstream's premature close. Without that, a backend that
 /// breaks off right behind its head left the client with no answer at all.
+/// The client's request body failed while the backend's answer was
+/// streaming back (the backend answered before it had read the whole
+/// upload): the answer breaks off through the client's fault, not the
+/// backend's.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body failed: {0}")]
+pub struct ClientBodyBroke(pub ClientBodyError);
+
 /// A backend sent nothing of its response body for the route's timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("the backend sent nothing of its body for {after_ms} ms")]
@@ -245,6 +259,9 @@ struct ReadDeadline {
     progressed: bool,
     /// The body's failure, held back for one poll.
     failed: Option<BoxError>,
+    /// The client's request body's, when it streams to the backend: a
+    /// failure of the answer while it failed is the client's.
+    fault: Option<Fault>,
 }
 
 impl hyper::body::Body for ReadDeadline {
@@ -263,9 +280,15 @@ impl hyper::body::Body for ReadDeadline {
         let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
         if polled.is_ready() {
             if let Poll::Ready(Some(Err(error))) = polled {
-                // Said here, as nginx's "upstream prematurely closed
-                // connection"; the access-log line says it too.
-                tracing::warn!(error = %error, "the backend's response body broke off");
+                let error = match this.fault.as_ref().and_then(Fault::take) {
+                    Some(client) => Box::new(ClientBodyBroke(client)) as BoxError,
+                    None => {
+                        // Said here, as nginx's "upstream prematurely closed
+                        // connection"; the access-log line says it too.
+                        tracing::warn!(error = %error, "the backend's response body broke off");
+                        error
+                    }
+                };
                 this.failed = Some(error);
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
@@ -285,6 +308,14 @@ impl hyper::body::Body for ReadDeadline {
         };
         this.progressed = false;
         match sleep.as_mut().poll(cx) {
+            // A backend that streams its answer as the upload comes (an
+            // echo) waits for the client: the client's body deadline
+            // governs that.
+            Poll::Ready(()) if this.fault.as_ref().is_some_and(Fault::client_still_sending) => {
+                this.progressed = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
             Poll::Ready(()) => {
                 let after = this.after.as_millis();
                 tracing::warn!(
@@ -508,6 +539,7 @@ mod tests {
         use http_body_util::BodyExt;
         let mut body = ReadDeadline {
             failed: None,
+            fault: None,
             body: Body::new(Stalls(false)),
             after: Duration::from_millis(50),
             sleep: None,
@@ -530,6 +562,7 @@ mod tests {
         ]));
         let mut body = ReadDeadline {
             failed: None,
+            fault: None,
             body: Body::new(broken),
             after: Duration::from_secs(5),
             sleep: None,
