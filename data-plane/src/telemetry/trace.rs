@@ -160,7 +160,10 @@ pub fn finish(cx: &Context, ctx: &RequestContext) {
     if let Some(kind) = record.error_type {
         span.set_attribute(KeyValue::new("pylon.error_type", kind));
     }
-    if record.status >= 500 {
+    // 5xx, or an answer whose body the backend broke off after a 1xx–3xx
+    // head: the operation failed (a client's 4xx is not the server's error).
+    let cut = record.error_type.is_some() && record.status < 400;
+    if record.status >= 500 || cut {
         span.set_status(Status::error(record.error_message.clone().unwrap_or_default()));
     }
     span.end();
