@@ -153,13 +153,13 @@ impl Observed<'_> {
 
 /// An answer streaming from a backend, which owes its request's access-log
 /// line and span end until it ends (its metrics were counted with its
-/// head): they then carry
+/// head), as nginx and Envoy log a request when it ends. They then carry
 /// the bytes it gave (`responseLength`) and — when the backend's body broke
 /// off or went silent past the route's timeout, after the head and its
 /// status were sent — the error (`INTEGRATION_FAILURE` or
-/// `INTEGRATION_TIMEOUT`), as nginx and Envoy log a request when it ends.
-/// A client that leaves part-way, or takes nothing for the send timeout, or
-/// a drain timeout that ends the answer, is noted in the error message.
+/// `INTEGRATION_TIMEOUT`). A client that leaves part-way, takes nothing for
+/// the send timeout or whose upload fails meanwhile, or a drain timeout
+/// that ends the answer, is noted in the error message only.
 struct ObservedBody {
     body: Body,
     gateway: Arc<Gateway>,

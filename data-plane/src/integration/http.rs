@@ -225,17 +225,6 @@ pub fn body_failed(error: BoxError) -> GatewayError {
     }
 }
 
-/// A response body that fails once the backend sends nothing of it for
-/// `after` (the route's timeout, as nginx's `proxy_read_timeout` bounds each
-/// wait between reads): a backend that stalls mid-body does not hold the
-/// client's connection for ever. The timer is made only when a read has to
-/// wait.
-///
-/// A failure is held back for one poll: the server gets to send what it
-/// has gathered (the head and the bytes before the break) before the
-/// failure makes it drop the connection, as nginx sends what it received
-/// before an upstream's premature close. Without that, a backend that
-/// breaks off right behind its head left the client with no answer at all.
 /// The client's request body failed while the backend's answer was
 /// streaming back (the backend answered before it had read the whole
 /// upload): the answer breaks off through the client's fault, not the
@@ -251,6 +240,17 @@ pub struct BodyStalled {
     pub after_ms: u128,
 }
 
+/// A response body that fails once the backend sends nothing of it for
+/// `after` (the route's timeout, as nginx's `proxy_read_timeout` bounds each
+/// wait between reads): a backend that stalls mid-body does not hold the
+/// client's connection for ever. The timer is made only when a read has to
+/// wait.
+///
+/// A failure is held back for one poll: the server gets to send what it
+/// has gathered (the head and the bytes before the break) before the
+/// failure makes it drop the connection, as nginx sends what it received
+/// before an upstream's premature close. Without that, a backend that
+/// breaks off right behind its head left the client with no answer at all.
 struct ReadDeadline {
     body: Body,
     after: Duration,
@@ -329,7 +329,8 @@ impl hyper::body::Body for ReadDeadline {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        // A failure held back is still to come.
+        self.failed.is_none() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
