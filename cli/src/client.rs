@@ -22,7 +22,11 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
+/// How an admin command reaches the admin API. The flags are global, so
+/// every command's help lists them; their heading says which commands use
+/// them (a server refuses them with a clear message).
 #[derive(clap::Args, Clone)]
+#[command(next_help_heading = "Admin API client (admin commands only; not dev, control-plane, data-plane)")]
 pub struct Connection {
     /// Admin API of any control-plane node.
     #[arg(
