@@ -561,23 +561,11 @@ async fn an_answer_cut_after_its_head_is_logged_when_it_ends_with_the_bytes_sent
     // The backend answers before reading the upload, and the upload stalls
     // past the body-read timeout: the cut is the client's, never an
     // integration failure.
-    let mut stream = tokio::net::TcpStream::connect(front.node.address())
+    let upload =
+        format!("POST /prod/early HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100\r\n\r\n0123456789");
+    let answer = raw_exchange(front.node.address(), upload.as_bytes(), Duration::from_secs(5))
         .await
-        .expect("connect");
-    stream
-        .write_all(
-            format!("POST /prod/early HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100\r\n\r\n0123456789")
-                .as_bytes(),
-        )
-        .await
-        .expect("write");
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer),
-    )
-    .await;
-    let answer = String::from_utf8_lossy(&answer);
+        .expect("raw exchange");
     assert!(
         answer.ends_with("5\r\nhello\r\n"),
         "cut after its first chunk: {answer}"

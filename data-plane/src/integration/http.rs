@@ -197,14 +197,7 @@ pub async fn call(
     let body = if body.is_end_stream() {
         body
     } else {
-        Body::new(ReadDeadline {
-            body,
-            after: call.timeout,
-            sleep: None,
-            progressed: true,
-            failed: None,
-            fault,
-        })
+        Body::new(ReadDeadline::new(body, call.timeout, fault))
     };
     Ok(Response::from_parts(parts, body))
 }
@@ -262,6 +255,21 @@ struct ReadDeadline {
     /// The client's request body's, when it streams to the backend: a
     /// failure of the answer while it failed is the client's.
     fault: Option<Fault>,
+}
+
+impl ReadDeadline {
+    /// `body` with `after` between reads; `fault`: the client's request
+    /// body's, when it streams to the backend.
+    fn new(body: Body, after: Duration, fault: Option<Fault>) -> ReadDeadline {
+        ReadDeadline {
+            body,
+            after,
+            sleep: None,
+            progressed: true,
+            failed: None,
+            fault,
+        }
+    }
 }
 
 impl hyper::body::Body for ReadDeadline {
@@ -538,14 +546,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_the_backend_stops_sending_fails_after_the_timeout() {
         use http_body_util::BodyExt;
-        let mut body = ReadDeadline {
-            failed: None,
-            fault: None,
-            body: Body::new(Stalls(false)),
-            after: Duration::from_millis(50),
-            sleep: None,
-            progressed: true,
-        };
+        let mut body = ReadDeadline::new(Body::new(Stalls(false)), Duration::from_millis(50), None);
         let first = body.frame().await.expect("a frame").expect("data");
         assert_eq!(first.into_data().expect("data"), "he");
         let started = std::time::Instant::now();
@@ -561,14 +562,7 @@ mod tests {
             Ok(hyper::body::Frame::data(bytes::Bytes::from_static(b"he"))),
             Err::<_, BoxError>("cut".into()),
         ]));
-        let mut body = ReadDeadline {
-            failed: None,
-            fault: None,
-            body: Body::new(broken),
-            after: Duration::from_secs(5),
-            sleep: None,
-            progressed: true,
-        };
+        let mut body = ReadDeadline::new(Body::new(broken), Duration::from_secs(5), None);
         let mut poll = || {
             let woken = std::sync::Arc::new(Woken::default());
             let waker = std::task::Waker::from(woken.clone());
