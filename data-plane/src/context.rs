@@ -29,15 +29,13 @@ impl RequestId {
     /// A fresh random id.
     pub fn new() -> RequestId {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let n: u128 = rand::random();
+        // Where each random byte's two digits go (the dashes stay).
+        const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+        let bytes: [u8; 16] = rand::random();
         let mut id = [b'-'; 36];
-        let mut at = 0;
-        for i in 0..32 {
-            if matches!(i, 8 | 12 | 16 | 20) {
-                at += 1;
-            }
-            id[at] = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
-            at += 1;
+        for (byte, at) in bytes.into_iter().zip(AT) {
+            id[at] = HEX[usize::from(byte >> 4)];
+            id[at + 1] = HEX[usize::from(byte & 0xf)];
         }
         RequestId(id)
     }

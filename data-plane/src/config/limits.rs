@@ -5,10 +5,10 @@
 //! cluster whose config named the limit: two clusters sharing one Redis
 //! never share a counter, whatever their APIs, stages and plans are called.
 
+use foldhash::{HashMap, HashMapExt};
 use pylon_proto::config::v1::quota::Period;
 use pylon_proto::config::v1::stage::SharedStateFailure;
 use pylon_proto::config::v1::{Quota, Stage, ThrottleSettings, UsagePlan};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// One shared counter.

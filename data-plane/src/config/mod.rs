@@ -18,6 +18,7 @@ pub mod validation;
 pub mod websocket;
 
 use crate::meters::{Meters, RouteMeter};
+use foldhash::{HashMap, HashMapExt};
 use http::{HeaderName, HeaderValue, StatusCode};
 use integration::CompiledIntegration;
 use pylon_common::GatewayResponseType;
@@ -28,7 +29,7 @@ use pylon_proto::config::v1::{Deployment, api::Protocol};
 use pylon_proto::publish::v1::ConfigSnapshot;
 use routes::RouteTable;
 use rustls::sign::CertifiedKey;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Everything a node serves, as of one config version. Cloning copies

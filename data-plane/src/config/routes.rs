@@ -8,9 +8,10 @@
 
 use super::RouteSettings;
 use super::integration::CompiledIntegration;
+use foldhash::{HashMap, HashMapExt};
 use http::Method;
 use pylon_common::model::{PathSegment, PathTemplate};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 #[derive(Debug)]

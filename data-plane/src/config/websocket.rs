@@ -5,9 +5,10 @@
 
 use crate::config::auth::RouteAuth;
 use crate::config::integration::CompiledIntegration;
+use foldhash::HashMap;
 use pylon_common::model::mapping::Mapping;
 use pylon_proto::config::v1::WebSocketSettings;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 /// Largest frame a client may send, bytes (then close 1009).

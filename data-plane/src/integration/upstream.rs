@@ -27,14 +27,15 @@
 //!   got no byte of an answer on, is sent once more on a new connection
 //!   (such requests are idempotent, RFC 9110 §9.2.2).
 //!
-//! Origins are told apart by scheme and authority (host and port, the host
-//! compared without case). Connections are made by hyper-util's
+//! Origins are told apart by scheme and authority (host and port, as
+//! spelled: an origin spelled in two cases keeps two stacks). Connections are made by hyper-util's
 //! `HttpConnector` (DNS on the blocking pool, 10 s connect timeout,
 //! `TCP_NODELAY`) wrapped in rustls.
 
 use super::h1;
 use crate::Body;
 use crate::error::BoxError;
+use foldhash::HashMap;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
@@ -43,7 +44,6 @@ use hyper::client::conn::{http1, http2};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -126,7 +126,37 @@ pub struct Client {
 }
 
 /// Scheme and authority: which connections can carry a request.
-type Origin = (Scheme, Authority);
+///
+/// Hashed as two strings and compared byte for byte (`Authority`'s own
+/// hash feeds the hasher one lower-cased byte at a time, which made the two
+/// stack lookups of every request cost more than parsing its head):
+/// spellings of one origin that differ in case keep stacks of their own.
+#[derive(Clone, Debug)]
+struct Origin {
+    scheme: Scheme,
+    authority: Authority,
+}
+
+impl PartialEq for Origin {
+    fn eq(&self, other: &Origin) -> bool {
+        self.scheme.as_str() == other.scheme.as_str() && self.authority.as_str() == other.authority.as_str()
+    }
+}
+
+impl Eq for Origin {}
+
+impl std::hash::Hash for Origin {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.scheme.as_str().hash(state);
+        self.authority.as_str().hash(state);
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.authority)
+    }
+}
 
 #[derive(Default)]
 struct Pool {
@@ -223,11 +253,14 @@ impl Client {
     /// failed.
     pub async fn request(&self, mut request: Request<Body>) -> Result<Response<Body>, UpstreamError> {
         let origin = match (request.uri().scheme(), request.uri().authority()) {
-            (Some(scheme), Some(authority)) => (scheme.clone(), authority.clone()),
+            (Some(scheme), Some(authority)) => Origin {
+                scheme: scheme.clone(),
+                authority: authority.clone(),
+            },
             _ => return Err(UpstreamError::NotAbsolute(request.uri().to_string())),
         };
         let absolute = request.uri().clone();
-        if origin.0 == Scheme::HTTP && h1::eligible(&request) {
+        if origin.scheme == Scheme::HTTP && h1::eligible(&request) {
             origin_form(&mut request, &absolute);
             return self.plain(request, origin).await;
         }
@@ -336,8 +369,8 @@ impl Client {
     ) -> Pin<Box<dyn Future<Output = Result<h1::Conn, UpstreamError>> + Send + 'a>> {
         Box::pin(async move {
             let uri = Uri::builder()
-                .scheme(key.0.clone())
-                .authority(key.1.clone())
+                .scheme(key.scheme.clone())
+                .authority(key.authority.clone())
                 .path_and_query("/")
                 .build()
                 .map_err(|e| UpstreamError::Connect {
@@ -409,8 +442,8 @@ impl Client {
 
     async fn connect_inner(&self, key: &Origin) -> Result<Sender, UpstreamError> {
         let uri = Uri::builder()
-            .scheme(key.0.clone())
-            .authority(key.1.clone())
+            .scheme(key.scheme.clone())
+            .authority(key.authority.clone())
             .path_and_query("/")
             .build()
             .map_err(|e| UpstreamError::Connect {
@@ -460,8 +493,8 @@ impl Client {
     }
 }
 
-fn name((scheme, authority): &Origin) -> String {
-    format!("{scheme}://{authority}")
+fn name(origin: &Origin) -> String {
+    origin.to_string()
 }
 
 /// HTTP/1.1 requests name the origin in `Host` (with the port when it is

@@ -70,28 +70,31 @@ pub fn authority(parts: &Parts) -> Result<Authority, GatewayError> {
     if hosts.next().is_some() {
         return Err(GatewayError::MalformedRequest("Multiple Host headers"));
     }
-    let parse = |value: &[u8]| -> Result<http::uri::Authority, GatewayError> {
+    // The authority and the length of its host (found once: `host()`
+    // searches the string on every call).
+    let parse = |value: &[u8]| -> Result<(http::uri::Authority, usize), GatewayError> {
         let authority = http::uri::Authority::try_from(value)
             .map_err(|_| GatewayError::MalformedRequest("Invalid Host header"))?;
         // host [":" port], the port digits only (RFC 3986 §3.2.3): what
         // follows the host is the client's to choose, and it reaches
         // backends (X-Forwarded-Host).
-        let port = &authority.as_str()[authority.host().len()..];
+        let host_len = authority.host().len();
+        let port = &authority.as_str()[host_len..];
         let port_ok = port.is_empty()
             || port.strip_prefix(':').is_some_and(|p| {
                 p.is_empty() || (p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok())
             });
-        if authority.as_str().contains('@') || authority.host().is_empty() || !port_ok {
+        if authority.as_str().contains('@') || host_len == 0 || !port_ok {
             return Err(GatewayError::MalformedRequest("Invalid Host header"));
         }
-        Ok(authority)
+        Ok((authority, host_len))
     };
-    let authority = match (parts.uri.authority(), host_field) {
+    let (authority, host_len) = match (parts.uri.authority(), host_field) {
         (Some(target), field) => {
             let target = parse(target.as_str().as_bytes())?;
             if parts.version == http::Version::HTTP_2
                 && let Some(field) = field
-                && !same_authority(&parse(field.as_bytes())?, &target)
+                && !same_authority(&parse(field.as_bytes())?.0, &target.0)
             {
                 return Err(GatewayError::MalformedRequest(
                     "The host header names another authority than :authority",
@@ -105,7 +108,8 @@ pub fn authority(parts: &Parts) -> Result<Authority, GatewayError> {
         (None, Some(field)) => parse(field.as_bytes())?,
         (None, None) => return Err(GatewayError::MalformedRequest("Missing or invalid Host header")),
     };
-    let host = authority.host();
+    // (No userinfo: `parse` refused it, so the host starts the authority.)
+    let host = &authority.as_str()[..host_len];
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.is_empty() {
         return Err(GatewayError::MalformedRequest("Invalid Host header"));

@@ -342,7 +342,9 @@ mod tests {
         };
         WebSocketApi {
             selection: vec!["msg".into(), "action".into()],
-            routes: [("send".to_owned(), route()), ("$default".to_owned(), route())].into(),
+            routes: [("send".to_owned(), route()), ("$default".to_owned(), route())]
+                .into_iter()
+                .collect(),
             access: Access::default(),
         }
     }
@@ -400,7 +402,8 @@ mod tests {
                     .map(|(_, r)| r)
                     .unwrap_or_else(|| unreachable!()),
             )]
-            .into(),
+            .into_iter()
+            .collect(),
             selection: api.selection.clone(),
             access: Access::default(),
         };
