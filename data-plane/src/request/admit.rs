@@ -2,9 +2,9 @@
 //! line + headers 10,240 bytes; payload 10 MB), and the header hygiene every
 //! request gets before any phase reads it:
 //!
-//! - exactly one Host (RFC 9112 §3.2); an absolute-form target or HTTP/2
-//!   `:authority` wins over it, and an HTTP/2 `host` field that disagrees
-//!   with `:authority` is malformed (RFC 9113 §8.3.1);
+//! - exactly one Host, and a valid one (RFC 9112 §3.2); an absolute-form
+//!   target or HTTP/2 `:authority` wins over it, and an HTTP/2 `host`
+//!   field that disagrees with `:authority` is malformed (RFC 9113 §8.3.1);
 //! - `Transfer-Encoding` other than one `chunked` is refused with 501
 //!   (RFC 9112 §6.1);
 //! - several `cookie` fields (HTTP/2 sends one per cookie) become one,
@@ -92,9 +92,12 @@ pub fn authority(parts: &Parts) -> Result<Authority, GatewayError> {
     let (authority, host_len) = match (parts.uri.authority(), host_field) {
         (Some(target), field) => {
             let target = parse(target.as_str().as_bytes())?;
+            // The target's authority is routed on (RFC 9112 §3.2.2), but a
+            // Host that is not a host is still a 400 (§3.2).
+            let field_authority = field.map(|f| parse(f.as_bytes())).transpose()?;
             if parts.version == http::Version::HTTP_2
-                && let Some(field) = field
-                && !same_authority(&parse(field.as_bytes())?.0, &target.0)
+                && let Some((field, _)) = &field_authority
+                && !same_authority(field, &target.0)
             {
                 return Err(GatewayError::MalformedRequest(
                     "The host header names another authority than :authority",
@@ -336,6 +339,22 @@ mod tests {
         two.headers
             .append(header::HOST, HeaderValue::from_static("b.localhost"));
         assert!(authority(&two).is_err());
+    }
+
+    #[test]
+    fn beside_an_absolute_target_a_valid_host_is_ignored_and_an_invalid_one_refused() {
+        let absolute = |host: &str| {
+            let mut parts = parts(Some(host), 0);
+            parts.uri = http::Uri::from_static("http://a.localhost/prod/pets");
+            authority(&parts).map(|a| a.host)
+        };
+        assert_eq!(absolute("b.localhost:9").ok().as_deref(), Some("a.localhost"));
+        for bad in ["a b", "user@b.localhost", "b.localhost:x", ""] {
+            assert!(
+                matches!(absolute(bad), Err(GatewayError::MalformedRequest(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
