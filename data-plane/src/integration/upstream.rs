@@ -28,9 +28,9 @@
 //!   (such requests are idempotent, RFC 9110 §9.2.2).
 //!
 //! Origins are told apart by scheme and authority (host and port, as
-//! spelled: an origin spelled in two cases keeps two stacks). Connections are made by hyper-util's
-//! `HttpConnector` (DNS on the blocking pool, 10 s connect timeout,
-//! `TCP_NODELAY`) wrapped in rustls.
+//! spelled: an origin spelled in two cases keeps two stacks). Connections
+//! are made by hyper-util's `HttpConnector` (DNS on the blocking pool, 10 s
+//! connect timeout, `TCP_NODELAY`) wrapped in rustls.
 
 use super::h1;
 use crate::Body;
@@ -374,7 +374,7 @@ impl Client {
                 .path_and_query("/")
                 .build()
                 .map_err(|e| UpstreamError::Connect {
-                    origin: name(key),
+                    origin: key.to_string(),
                     source: e.into(),
                 })?;
             let stream =
@@ -383,13 +383,13 @@ impl Client {
                     .oneshot(uri)
                     .await
                     .map_err(|source| UpstreamError::Connect {
-                        origin: name(key),
+                        origin: key.to_string(),
                         source,
                     })?;
             match stream {
                 MaybeHttpsStream::Http(tcp) => Ok(h1::Conn::new(tcp.into_inner())),
                 MaybeHttpsStream::Https(_) => Err(UpstreamError::Connect {
-                    origin: name(key),
+                    origin: key.to_string(),
                     source: "an http origin answered with TLS".into(),
                 }),
             }
@@ -447,7 +447,7 @@ impl Client {
             .path_and_query("/")
             .build()
             .map_err(|e| UpstreamError::Connect {
-                origin: name(key),
+                origin: key.to_string(),
                 source: e.into(),
             })?;
         let stream = self
@@ -456,7 +456,7 @@ impl Client {
             .oneshot(uri)
             .await
             .map_err(|source| UpstreamError::Connect {
-                origin: name(key),
+                origin: key.to_string(),
                 source,
             })?;
         if stream.connected().is_negotiated_h2() {
@@ -465,7 +465,7 @@ impl Client {
                 .handshake(stream)
                 .await
                 .map_err(|source| UpstreamError::Handshake {
-                    origin: name(key),
+                    origin: key.to_string(),
                     source,
                 })?;
             tokio::spawn(async move {
@@ -480,7 +480,7 @@ impl Client {
                 http1::handshake(stream)
                     .await
                     .map_err(|source| UpstreamError::Handshake {
-                        origin: name(key),
+                        origin: key.to_string(),
                         source,
                     })?;
             tokio::spawn(async move {
@@ -491,10 +491,6 @@ impl Client {
             Ok(Sender::Http1(sender))
         }
     }
-}
-
-fn name(origin: &Origin) -> String {
-    origin.to_string()
 }
 
 /// HTTP/1.1 requests name the origin in `Host` (with the port when it is
