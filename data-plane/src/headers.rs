@@ -77,7 +77,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    for name in &present {
+    for name in present.iter().filter(|name| **name != header::CONNECTION) {
         headers.remove(name);
     }
 }

@@ -18,7 +18,7 @@ use crate::config::integration::CompiledIntegration;
 use crate::config::{CompiledConfig, CompiledStage, GatewayResponses, Target};
 use crate::context::{CacheStatus, Identity, RequestContext, RequestId};
 use crate::error::GatewayError;
-use crate::integration::{self, http::Call};
+use crate::integration::{self, http::BackendUri, http::Call};
 use crate::request::body::ClientBody;
 use crate::request::inputs::Inputs;
 use crate::request::{address, admit, authorize, canary, policy, throttle, transform, validate};
@@ -695,7 +695,14 @@ async fn serve(
                 } => integration::mock::respond(*status, headers, body, target, ctx.request_id.as_str()),
                 CompiledIntegration::Http { uri, method, timeout } => {
                     let call = Call {
-                        uri: integration::fill(uri, &target.variables, &matched.params),
+                        uri: match &uri.literal {
+                            Some(parsed) => BackendUri::Parsed(parsed),
+                            None => BackendUri::Filled(integration::fill(
+                                &uri.template,
+                                &target.variables,
+                                &matched.params,
+                            )),
+                        },
                         method: method.as_ref(),
                         timeout: *timeout,
                         request_id,
@@ -710,7 +717,10 @@ async fn serve(
                         (None, None, None) => (full_body(Bytes::new()), None),
                     };
                     if integration_phase.is_recording() {
-                        integration_phase.set(opentelemetry::KeyValue::new("server.address", host_of(uri)));
+                        integration_phase.set(opentelemetry::KeyValue::new(
+                            "server.address",
+                            host_of(&uri.template),
+                        ));
                     }
                     integration::http::call(gateway.upstreams.client(), call, parts, body, fault).await?
                 }

@@ -174,6 +174,20 @@ async fn nodes_share_one_cache_with_ttls_keys_invalidation_flush_canaries_and_en
         let again = send(&client, node, "GET", "/prod/items", &[]).await;
         assert_eq!(again.header("x-cache"), "Hit");
         assert_eq!(n(&again), n(&first), "the same stored answer");
+        // The fields every answer carries are this answer's own, once each.
+        for name in ["x-pylon-request-id", "x-pylon-deployment", "x-cache", "age"] {
+            assert_eq!(again.headers.get_all(name).iter().count(), 1, "{name}");
+        }
+        assert_ne!(
+            again.header("x-pylon-request-id"),
+            first.header("x-pylon-request-id")
+        );
+        assert_eq!(again.header("x-pylon-request-id").len(), 36);
+        assert_eq!(
+            again.header("x-pylon-deployment"),
+            first.header("x-pylon-deployment")
+        );
+        assert!(!first.header("x-pylon-deployment").is_empty());
     }
     assert_eq!(calls(), 1);
 

@@ -12,7 +12,7 @@ use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 // Format bytes; 1 and 2 were an older layout without variants.
 const PLAIN: u8 = 3;
@@ -134,6 +134,9 @@ pub struct Entry {
     /// Ready to answer with (a hit clones it: values are shared, no
     /// name is hashed again); without `Content-Length` and `Age`.
     pub headers: HeaderMap,
+    /// The head a hit answers with, made on the entry's first hit
+    /// (`cache::respond`).
+    pub hit_head: HitHead,
     pub body: Bytes,
     /// Unix milliseconds after which the entry is stale.
     pub expires_at_ms: u64,
@@ -149,6 +152,17 @@ pub struct Entry {
     /// For a varying response: each header its `Vary` names, with the value
     /// of the request that stored it.
     pub selected_by: Vec<(HeaderName, Option<Bytes>)>,
+}
+
+/// A map derived from the entry's own fields once, on its first hit: it
+/// takes no part in comparing entries and is never stored.
+#[derive(Clone, Debug, Default)]
+pub struct HitHead(pub OnceLock<HeaderMap>);
+
+impl PartialEq for HitHead {
+    fn eq(&self, _: &HitHead) -> bool {
+        true
+    }
 }
 
 impl Entry {
@@ -249,6 +263,7 @@ impl Entry {
         Some(Entry {
             status,
             headers,
+            hit_head: HitHead::default(),
             body: Bytes::copy_from_slice(data),
             expires_at_ms,
             stored_at_ms,
@@ -372,6 +387,7 @@ mod tests {
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             )]),
+            hit_head: HitHead::default(),
             body: Bytes::from_static(br#"{"secret":"pets"}"#),
             expires_at_ms: 1_700_000_000_000,
             stored_at_ms: 1_699_999_700_000,

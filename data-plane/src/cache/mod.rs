@@ -498,6 +498,7 @@ impl ResponseCache {
                 headers.remove(header::AGE);
                 headers
             },
+            hit_head: entry::HitHead::default(),
             body: body.clone(),
             expires_at_ms,
             stored_at_ms: now,
@@ -756,10 +757,41 @@ async fn buffer(mut body: Body, limit: usize) -> Result<Buffered, GatewayError> 
 /// cache before it (RFC 9111 §4: a cache MUST generate it when it answers
 /// from storage).
 pub fn respond(entry: &Entry, warning: bool) -> Response<Body> {
-    let mut response = answer(entry);
-    age(&mut response, entry);
-    mark(&mut response, CacheStatus::Hit, warning);
+    let mut response = Response::new(full_body(entry.body.clone()));
+    *response.status_mut() = entry.status;
+    // The prepared head: its values are shared, not copied, and the fields
+    // set below replace theirs in place (nothing grows, no name is hashed
+    // into a new slot).
+    *response.headers_mut() = hit_head(entry).clone();
+    match entry.age_s(crate::shared::memory::unix_now_ms()) {
+        Some(age) => response.headers_mut().insert(header::AGE, HeaderValue::from(age)),
+        None => response.headers_mut().remove(header::AGE),
+    };
+    if warning {
+        response
+            .headers_mut()
+            .insert(header::WARNING, HeaderValue::from_static(WARNING));
+    }
     response
+}
+
+/// The head every hit on `entry` starts from: the stored fields, then
+/// `Age`, `X-Cache: HIT` and the fields [`crate::response::finish`] sets
+/// on every answer, in the order a hit sends them. `Age`, the request id
+/// and the deployment hold placeholders that each hit replaces: a map
+/// cloned at its exact size grows (a reallocation, its table rebuilt) on
+/// the first field added to it.
+fn hit_head(entry: &Entry) -> &HeaderMap {
+    entry.hit_head.0.get_or_init(|| {
+        let mut head = entry.headers.clone();
+        head.reserve(4);
+        head.insert(header::AGE, HeaderValue::from_static("0"));
+        head.insert(X_CACHE, HeaderValue::from_static(CacheStatus::Hit.as_str()));
+        for name in [crate::response::REQUEST_ID, crate::response::DEPLOYMENT] {
+            head.insert(HeaderName::from_static(name), HeaderValue::from_static(""));
+        }
+        head
+    })
 }
 
 /// The stored answer as the integration gave it, `Content-Length`
@@ -810,6 +842,57 @@ pub async fn follow(mut rx: watch::Receiver<Option<Arc<Entry>>>, timeout: Durati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hit_sets_its_own_fields_in_a_head_that_never_grows() {
+        let entry = Entry {
+            status: StatusCode::OK,
+            headers: HeaderMap::from_iter([
+                (header::CONTENT_TYPE, HeaderValue::from_static("text/plain")),
+                (header::ETAG, HeaderValue::from_static("\"v1\"")),
+            ]),
+            hit_head: entry::HitHead::default(),
+            body: Bytes::from_static(b"stored"),
+            expires_at_ms: u64::MAX,
+            stored_at_ms: crate::shared::memory::unix_now_ms() - 3_000,
+            initial_age_s: 4,
+            shareable: false,
+            selected_by: Vec::new(),
+        };
+        for request_id in ["first", "second"] {
+            let mut response = respond(&entry, false);
+            let (len, capacity) = (response.headers().len(), response.headers().capacity());
+            // What `response::finish` does to every answer.
+            let headers = response.headers_mut();
+            headers.insert(crate::response::REQUEST_ID, HeaderValue::from_static(request_id));
+            headers.insert(crate::response::DEPLOYMENT, HeaderValue::from_static("d-1"));
+            assert_eq!((headers.len(), headers.capacity()), (len, capacity));
+            let sent: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.to_str().unwrap_or("?")))
+                .collect();
+            assert_eq!(
+                sent,
+                [
+                    ("content-type", "text/plain"),
+                    ("etag", "\"v1\""),
+                    ("age", "7"),
+                    ("x-cache", "Hit"),
+                    ("x-pylon-request-id", request_id),
+                    ("x-pylon-deployment", "d-1"),
+                ]
+            );
+        }
+        // An entry whose storing time is unknown says no age at all.
+        let unknown = Entry {
+            stored_at_ms: 0,
+            hit_head: entry::HitHead::default(),
+            ..entry.clone()
+        };
+        let response = respond(&unknown, true);
+        assert!(response.headers().get(header::AGE).is_none());
+        assert_eq!(response.headers()[header::WARNING], WARNING);
+    }
 
     fn response(headers: &[(&'static str, &'static str)]) -> Response<Body> {
         let mut response = Response::new(full_body("{}"));

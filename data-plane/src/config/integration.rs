@@ -1,6 +1,6 @@
 //! A route's integration, parsed once per config snapshot.
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use pylon_common::model::mapping::{Mapping, Side, compile_mappings};
 use pylon_proto::config::v1::{Integration, IntegrationResponse, integration::Type};
 use std::time::Duration;
@@ -10,8 +10,7 @@ pub enum CompiledIntegration {
     /// HTTP_PROXY (pass-through) or HTTP (the mapping hooks come with the
     /// request phase); both stream bodies both ways.
     Http {
-        /// With `${stageVariables.x}` and `{param}` left to fill per request.
-        uri: String,
+        uri: IntegrationUri,
         /// The backend method for HTTP integrations (None: the client's).
         method: Option<Method>,
         timeout: Duration,
@@ -40,7 +39,7 @@ impl CompiledIntegration {
                 // (Validation already refused path parameters outside the
                 // URI's path.)
                 Ok(CompiledIntegration::Http {
-                    uri: integration.uri.clone(),
+                    uri: IntegrationUri::new(&integration.uri),
                     method,
                     timeout,
                 })
@@ -75,6 +74,32 @@ impl CompiledIntegration {
             status: StatusCode::OK,
             headers: vec![],
             body: String::new(),
+        }
+    }
+}
+
+/// An HTTP integration's URI: the template as written and, when it has
+/// nothing to fill per request, the URI it always is, parsed once per
+/// snapshot.
+#[derive(Debug)]
+pub struct IntegrationUri {
+    /// With `${stageVariables.x}` and `{param}` left to fill per request.
+    pub template: String,
+    /// The template parsed, when it has no `$` or `{` (nothing to fill)
+    /// and is an absolute `http`/`https` URL; `None` otherwise (the
+    /// filled string is parsed, and judged, per request).
+    pub literal: Option<Uri>,
+}
+
+impl IntegrationUri {
+    pub fn new(template: &str) -> IntegrationUri {
+        let literal = Some(template)
+            .filter(|t| !t.contains(['$', '{']))
+            .and_then(|t| Uri::try_from(t).ok())
+            .filter(|uri| matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some());
+        IntegrationUri {
+            template: template.to_owned(),
+            literal,
         }
     }
 }
@@ -205,6 +230,26 @@ pub fn request_template_for<'t>(
 mod tests {
     use super::*;
     use crate::config::Passthrough;
+
+    #[test]
+    fn only_a_uri_with_nothing_to_fill_is_parsed_once() {
+        let literal = IntegrationUri::new("http://127.0.0.1:8080/pets?v=1");
+        assert_eq!(
+            literal.literal.map(|uri| uri.to_string()).as_deref(),
+            Some("http://127.0.0.1:8080/pets?v=1")
+        );
+        for per_request in [
+            "${stageVariables.backend}/pets",
+            "http://127.0.0.1:8080/pets/{id}",
+            "ftp://127.0.0.1/pets",
+            "/pets",
+            "http://bad host/",
+        ] {
+            let uri = IntegrationUri::new(per_request);
+            assert!(uri.literal.is_none(), "{per_request}");
+            assert_eq!(uri.template, per_request);
+        }
+    }
 
     #[test]
     fn a_template_is_chosen_by_the_one_content_type_never_by_one_of_two() {

@@ -224,9 +224,15 @@ pub async fn exchange(conn: &mut Conn, head: &[u8], head_request: bool) -> Resul
 /// Whether `buf` has a blank line (`\n\n` or `\n\r\n`: httparse also
 /// takes bare LF line ends) that ends at or after `from`.
 fn blank_line_from(buf: &[u8], from: usize) -> bool {
-    let start = from.saturating_sub(2);
-    buf.get(start..)
-        .is_some_and(|tail| tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n"))
+    let Some(tail) = buf.get(from.saturating_sub(2)..) else {
+        return false;
+    };
+    // Line ends found a word at a time, not a byte at a time.
+    memchr::memchr_iter(b'\n', tail).any(|at| match tail.get(at + 1) {
+        Some(b'\n') => true,
+        Some(b'\r') => tail.get(at + 2) == Some(&b'\n'),
+        _ => false,
+    })
 }
 
 /// One answer's head from `buf` if it is all there (1xx answers other than
@@ -742,6 +748,8 @@ mod tests {
         assert!(blank_line_from(b"HTTP/1.1 200 OK\r\n\r\n", 17));
         assert!(blank_line_from(b"HTTP/1.1 200 OK\n\n", 16));
         assert!(!blank_line_from(b"HTTP/1.1 200 OK\r\nX: 1\r\n", 0));
+        assert!(!blank_line_from(b"HTTP/1.1 200 OK\r\nX: 1\r\n\r", 0));
+        assert!(blank_line_from(b"HTTP/1.1 200 OK\r\nX: 1\n\r\n", 20));
         assert!(!blank_line_from(b"", 0));
     }
 

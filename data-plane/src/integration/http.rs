@@ -79,9 +79,19 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_PYLON_REQUEST_ID: HeaderName = HeaderName::from_static(crate::response::REQUEST_ID);
 
+/// The backend's URI for one request, before the mapped path and query.
+pub enum BackendUri<'a> {
+    /// An integration URI with nothing to fill, parsed once with the config
+    /// ([`crate::config::integration::IntegrationUri`]).
+    Parsed(&'a Uri),
+    /// An integration URI filled for this request (stage variables, path
+    /// parameters), parsed here.
+    Filled(String),
+}
+
 /// What the call needs besides the client's request.
 pub struct Call<'a> {
-    pub uri: String,
+    pub uri: BackendUri<'a>,
     pub method: Option<&'a Method>,
     pub timeout: Duration,
     /// `x-pylon-request-id`.
@@ -102,7 +112,9 @@ pub struct Call<'a> {
 /// The client's body failing ([`GatewayError::ClientBody`],
 /// [`GatewayError::BodyTooLarge`]); no answer within the timeout (504);
 /// a backend that cannot be reached or answers something that is not HTTP,
-/// or frames its body with a transfer coding other than `chunked` (502).
+/// or frames its body with a transfer coding other than `chunked` (502);
+/// an integration URI that is not an absolute `http`/`https` URL once
+/// filled (500).
 pub async fn call(
     client: &Client,
     call: Call<'_>,
@@ -110,34 +122,12 @@ pub async fn call(
     body: Body,
     fault: Option<Fault>,
 ) -> Result<Response<Body>, GatewayError> {
-    let mut uri = call.uri;
-    if let Some(path) = &call.path {
-        // Keep scheme and authority; the mapped path replaces the rest.
-        let authority_end = uri
-            .find("://")
-            .and_then(|scheme| uri[scheme + 3..].find('/').map(|slash| scheme + 3 + slash))
-            .unwrap_or(uri.len());
-        uri.truncate(authority_end);
-        uri.push_str(path);
-    }
-    if let Some(query) = call
+    let query = call
         .query
         .as_deref()
         .or(parts.uri.query())
-        .filter(|q| !q.is_empty())
-    {
-        uri.push(if uri.contains('?') { '&' } else { '?' });
-        uri.push_str(query);
-    }
-    let uri = match Uri::try_from(uri) {
-        Ok(uri) => uri,
-        Err(e) => return Err(GatewayError::ApiConfiguration(format!("integration URI: {e}"))),
-    };
-    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
-        return Err(GatewayError::ApiConfiguration(format!(
-            "integration URI {uri} is not an absolute http(s) URL"
-        )));
-    }
+        .filter(|q| !q.is_empty());
+    let uri = backend_uri(call.uri, call.path.as_deref(), query)?;
 
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
@@ -200,6 +190,59 @@ pub async fn call(
         Body::new(ReadDeadline::new(body, call.timeout, fault))
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// The URI a request goes to: `uri` with its path replaced by `path` (a
+/// mapping's `overwrite:path`) and `query` appended to its own.
+///
+/// # Errors
+/// The result is not an absolute `http`/`https` URL
+/// ([`GatewayError::ApiConfiguration`]).
+fn backend_uri(uri: BackendUri<'_>, path: Option<&str>, query: Option<&str>) -> Result<Uri, GatewayError> {
+    let uri = match uri {
+        // The usual case: nothing to change, nothing to parse.
+        BackendUri::Parsed(parsed) if path.is_none() && query.is_none() => return Ok(parsed.clone()),
+        BackendUri::Parsed(parsed) => {
+            let mut target = String::with_capacity(64);
+            target.push_str(path.unwrap_or_else(|| parsed.path()));
+            let own = parsed.query().filter(|_| path.is_none());
+            for (i, part) in own.into_iter().chain(query).enumerate() {
+                target.push(if i == 0 { '?' } else { '&' });
+                target.push_str(part);
+            }
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = parsed.scheme().cloned();
+            parts.authority = parsed.authority().cloned();
+            parts.path_and_query = Some(
+                http::uri::PathAndQuery::try_from(target)
+                    .map_err(|e| GatewayError::ApiConfiguration(format!("integration URI: {e}")))?,
+            );
+            Uri::from_parts(parts)
+                .map_err(|e| GatewayError::ApiConfiguration(format!("integration URI: {e}")))?
+        }
+        BackendUri::Filled(mut uri) => {
+            if let Some(path) = path {
+                // Keep scheme and authority; the mapped path replaces the rest.
+                let authority_end = uri
+                    .find("://")
+                    .and_then(|scheme| uri[scheme + 3..].find('/').map(|slash| scheme + 3 + slash))
+                    .unwrap_or(uri.len());
+                uri.truncate(authority_end);
+                uri.push_str(path);
+            }
+            if let Some(query) = query {
+                uri.push(if uri.contains('?') { '&' } else { '?' });
+                uri.push_str(query);
+            }
+            Uri::try_from(uri).map_err(|e| GatewayError::ApiConfiguration(format!("integration URI: {e}")))?
+        }
+    };
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+        return Err(GatewayError::ApiConfiguration(format!(
+            "integration URI {uri} is not an absolute http(s) URL"
+        )));
+    }
+    Ok(uri)
 }
 
 /// The gateway error for a backend's response body that could not be read
@@ -503,6 +546,70 @@ pub async fn fetch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The backend URI both ways: from the URI parsed with the config, and
+    /// from the same template filled per request.
+    fn both_ways(template: &str, path: Option<&str>, query: Option<&str>) -> (String, String) {
+        let parsed = crate::config::integration::IntegrationUri::new(template)
+            .literal
+            .expect("a literal URI");
+        let once = backend_uri(BackendUri::Parsed(&parsed), path, query).expect("valid");
+        let filled = backend_uri(BackendUri::Filled(template.to_owned()), path, query).expect("valid");
+        (once.to_string(), filled.to_string())
+    }
+
+    #[test]
+    fn a_uri_parsed_once_is_sent_as_the_same_uri_filled_per_request() {
+        for (template, path, query, sent) in [
+            ("http://127.0.0.1:9/pets", None, None, "http://127.0.0.1:9/pets"),
+            (
+                "http://127.0.0.1:9/pets",
+                None,
+                Some("a=1"),
+                "http://127.0.0.1:9/pets?a=1",
+            ),
+            (
+                "http://127.0.0.1:9/pets?v=2",
+                None,
+                Some("a=1"),
+                "http://127.0.0.1:9/pets?v=2&a=1",
+            ),
+            (
+                "http://127.0.0.1:9/pets?v=2",
+                None,
+                None,
+                "http://127.0.0.1:9/pets?v=2",
+            ),
+            (
+                "http://127.0.0.1:9/pets?v=2",
+                Some("/mapped"),
+                None,
+                "http://127.0.0.1:9/mapped",
+            ),
+            (
+                "https://backend.example:8443/a",
+                Some("/b"),
+                Some("x=%20"),
+                "https://backend.example:8443/b?x=%20",
+            ),
+            ("http://127.0.0.1:9", None, Some("a=1"), "http://127.0.0.1:9/?a=1"),
+        ] {
+            let (once, filled) = both_ways(template, path, query);
+            assert_eq!(once, sent, "{template} {path:?} {query:?}");
+            assert_eq!(filled, sent, "{template} {path:?} {query:?}");
+        }
+    }
+
+    #[test]
+    fn a_filled_uri_that_is_not_an_absolute_http_url_is_a_configuration_error() {
+        for filled in ["/pets", "ftp://127.0.0.1/pets", "http://bad host/"] {
+            let error = backend_uri(BackendUri::Filled(filled.to_owned()), None, None).expect_err(filled);
+            assert!(
+                matches!(error, GatewayError::ApiConfiguration(_)),
+                "{filled}: {error:?}"
+            );
+        }
+    }
 
     fn content_length(status: u16, values: &[&str]) -> Vec<String> {
         let mut headers = HeaderMap::new();

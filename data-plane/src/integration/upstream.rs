@@ -501,17 +501,7 @@ fn origin_form(request: &mut Request<Body>, absolute: &Uri) {
             Some("https") => 443,
             _ => 80,
         };
-        // Host and port only: never the URI's userinfo (`user:pass@`).
-        let host = match authority.port_u16() {
-            Some(_) if authority.as_str().contains('@') => HeaderValue::from_str(&format!(
-                "{}:{}",
-                authority.host(),
-                authority.port_u16().unwrap_or(default_port)
-            )),
-            Some(port) if port != default_port => HeaderValue::from_str(authority.as_str()),
-            _ => HeaderValue::from_str(authority.host()),
-        };
-        if let Ok(host) = host {
+        if let Some(host) = host_field(authority.as_str(), default_port) {
             request.headers_mut().insert(header::HOST, host);
         }
     }
@@ -520,6 +510,30 @@ fn origin_form(request: &mut Request<Body>, absolute: &Uri) {
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     *request.uri_mut() = Uri::from(target);
+}
+
+/// The `Host` field for an authority (as `http` parsed it): host and port
+/// only, never the userinfo (`user:pass@`); the port only when it is not
+/// `default_port`. One pass over the authority: this runs per request.
+fn host_field(authority: &str, default_port: u16) -> Option<HeaderValue> {
+    // Byte searches: `str::rfind` with a char costs more than the whole of
+    // a short authority.
+    let at = authority.bytes().rposition(|b| b == b'@');
+    let host_port = &authority[at.map_or(0, |at| at + 1)..];
+    // The port follows the last `:` unless an IPv6 literal's `]` comes after it.
+    let (host, port) = match host_port.bytes().rposition(|b| b == b':' || b == b']') {
+        Some(colon) if host_port.as_bytes()[colon] == b':' => {
+            (&host_port[..colon], host_port[colon + 1..].parse::<u16>().ok())
+        }
+        _ => (host_port, None),
+    };
+    match port {
+        Some(port) if port != default_port && at.is_some() => {
+            HeaderValue::from_str(&format!("{host}:{port}")).ok()
+        }
+        Some(port) if port != default_port => HeaderValue::from_str(host_port).ok(),
+        _ => HeaderValue::from_str(host).ok(),
+    }
 }
 
 fn boxed(body: Incoming) -> Body {
@@ -873,6 +887,28 @@ mod tests {
         let head = seen.await.expect("test setup").to_ascii_lowercase();
         assert!(head.starts_with("get /pets?kind=dog http/1.1\r\n"), "{head}");
         assert!(head.contains(&format!("\r\nhost: {address}\r\n")), "{head}");
+    }
+
+    #[test]
+    fn host_carries_the_port_only_when_it_is_not_the_schemes_default() {
+        for (uri, host) in [
+            ("http://example.test/x", "example.test"),
+            ("http://example.test:80/x", "example.test"),
+            ("http://example.test:080/x", "example.test"),
+            ("http://example.test:8080/x", "example.test:8080"),
+            ("http://example.test:/x", "example.test"),
+            ("https://example.test:443/x", "example.test"),
+            ("https://example.test:80/x", "example.test:80"),
+            ("http://[::1]/x", "[::1]"),
+            ("http://[::1]:80/x", "[::1]"),
+            ("http://[::1]:9000/x", "[::1]:9000"),
+            ("http://u@[::1]:9000/x", "[::1]:9000"),
+        ] {
+            let mut request = Request::new(Body::default());
+            origin_form(&mut request, &uri.parse().expect("uri"));
+            assert_eq!(request.headers()[header::HOST], host, "{uri}");
+            assert_eq!(request.uri(), "/x", "{uri}");
+        }
     }
 
     #[test]

@@ -215,7 +215,7 @@ async fn integrate(
             body: Bytes::from(body.clone()),
         }),
         CompiledIntegration::Http { uri, timeout, .. } => {
-            let mut uri = crate::integration::fill(uri, &session.target.variables, &[]);
+            let mut uri = crate::integration::fill(&uri.template, &session.target.variables, &[]);
             if let Some(query) = query.filter(|q| !q.is_empty()) {
                 uri.push(if uri.contains('?') { '&' } else { '?' });
                 uri.push_str(query);
