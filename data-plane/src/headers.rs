@@ -52,6 +52,12 @@ pub fn names_in_connection(headers: &HeaderMap) -> impl Iterator<Item = &str> + 
         .filter(|name| !name.is_empty())
 }
 
+/// Whether `name` is a hop-by-hop field (RFC 9110 §7.6.1) or `Upgrade`,
+/// which [`strip_hop_by_hop`] removes (the names `Connection` lists aside).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || *name == header::UPGRADE
+}
+
 /// Removes hop-by-hop headers, including those the Connection header names.
 /// `Upgrade` goes too: WebSockets are a separate API type.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -60,7 +66,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // blindly would hash every name.
     let present: smallvec::SmallVec<[HeaderName; 4]> = headers
         .keys()
-        .filter(|name| HOP_BY_HOP.contains(name) || *name == header::UPGRADE)
+        .filter(|name| is_hop_by_hop(name))
         .cloned()
         .collect();
     if present.is_empty() {

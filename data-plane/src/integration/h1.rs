@@ -239,9 +239,16 @@ fn blank_line_from(buf: &[u8], from: usize) -> bool {
 /// 101 skipped), leaving the body's first bytes in `buf`.
 fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Answer>, ExchangeError> {
     loop {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut fields);
-        let length = match response.parse(buf) {
+        // Left uninitialised: httparse writes the fields it finds (zeroing
+        // all 100 slots cost more than parsing a small head).
+        let mut fields = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut fields,
+        );
+        let length = match parsed {
             Ok(httparse::Status::Complete(length)) => length,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => {
@@ -258,9 +265,11 @@ fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Answer>, Excha
         // Values are slices of the head, as hyper makes them: no copy each.
         let start = buf.as_ptr() as usize;
         let mut fields: smallvec::SmallVec<[(HeaderName, usize, usize); 24]> = smallvec::SmallVec::new();
+        let mut seen = Seen::default();
         for field in response.headers.iter() {
             let name = HeaderName::from_bytes(field.name.as_bytes())
                 .map_err(|_| invalid(format!("the header name {:?}", field.name)))?;
+            seen.note(&name);
             let from = (field.value.as_ptr() as usize)
                 .checked_sub(start)
                 .filter(|from| from + field.value.len() <= length)
@@ -278,8 +287,8 @@ fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Answer>, Excha
                 .map_err(|_| invalid(format!("the value of {name}")))?;
             headers.append(name, value);
         }
-        let (body, reusable) = framing(&headers, status, head_request, http11)?;
-        let keep_alive = http11 && reusable && !connection_close(&headers);
+        let (body, reusable) = framing(&headers, seen, status, head_request, http11)?;
+        let keep_alive = http11 && reusable && !(seen.connection && connection_close(&headers));
         return Ok(Some(Answer {
             status,
             headers,
@@ -289,17 +298,39 @@ fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Answer>, Excha
     }
 }
 
+/// Which of the fields that frame an answer its head has, noted while the
+/// head is read: most answers lack some, and a lookup by name hashes it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    transfer_encoding: bool,
+    content_length: bool,
+    connection: bool,
+}
+
+impl Seen {
+    fn note(&mut self, name: &HeaderName) {
+        if *name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+        } else if *name == header::CONTENT_LENGTH {
+            self.content_length = true;
+        } else if *name == header::CONNECTION {
+            self.connection = true;
+        }
+    }
+}
+
 /// The body's framing (RFC 9112 §6.3), and whether it leaves the connection
-/// reusable.
+/// reusable. `seen`: which framing fields `headers` has.
 fn framing(
     headers: &HeaderMap,
+    seen: Seen,
     status: StatusCode,
     head_request: bool,
     http11: bool,
 ) -> Result<(Framing, bool), ExchangeError> {
-    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    let chunked = seen.transfer_encoding;
     // Both: the exchange is suspect, the connection is not reused.
-    let alone = !(chunked && headers.contains_key(header::CONTENT_LENGTH));
+    let alone = !(chunked && seen.content_length);
     if chunked && !http11 {
         // RFC 9112 §6.1: faulty framing in an HTTP/1.0 message.
         return Err(invalid("Transfer-Encoding in an HTTP/1.0 answer"));

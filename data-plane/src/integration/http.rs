@@ -5,7 +5,7 @@
 //! HTTPS).
 
 use crate::error::{BoxError, GatewayError};
-use crate::headers::{names_in_connection, strip_hop_by_hop, transfer_codings};
+use crate::headers::{is_hop_by_hop, names_in_connection, strip_hop_by_hop, transfer_codings};
 use crate::request::body::{ClientBodyError, Fault};
 use crate::{Body, ConnInfo};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -158,7 +158,10 @@ pub async fn call(
         Ok(Ok(response)) => response,
     };
     let (mut parts, body) = response.into_parts();
-    one_content_length(parts.status, &mut parts.headers);
+    let present = Present::scan(&parts.headers);
+    if present.content_length {
+        one_content_length(parts.status, &mut parts.headers);
+    }
     // A 101 would switch a client that never asked to; 600 and beyond are
     // not statuses (RFC 9110 §15).
     if parts.status == http::StatusCode::SWITCHING_PROTOCOLS || parts.status.as_u16() > 599 {
@@ -169,18 +172,25 @@ pub async fn call(
     // The client's protocol is the client's: never an HTTP/1.0 status line
     // on its HTTP/1.1 connection.
     parts.version = http::Version::default();
-    check_framing(&mut parts.headers).map_err(GatewayError::InvalidIntegrationResponse)?;
+    if present.transfer_encoding {
+        check_framing(&mut parts.headers).map_err(GatewayError::InvalidIntegrationResponse)?;
+    }
     // Cache directives addressed to this hop (named by Connection) are
     // obeyed before they are removed: the answer is then not stored.
-    if names_in_connection(&parts.headers)
-        .any(|name| name.eq_ignore_ascii_case("cache-control") || name.eq_ignore_ascii_case("pragma"))
+    if present.connection
+        && names_in_connection(&parts.headers)
+            .any(|name| name.eq_ignore_ascii_case("cache-control") || name.eq_ignore_ascii_case("pragma"))
     {
         parts.extensions.insert(crate::cache::Uncacheable);
     }
-    strip_hop_by_hop(&mut parts.headers);
+    if present.hop_by_hop {
+        strip_hop_by_hop(&mut parts.headers);
+    }
     // Only the gateway says which side served or what failed, in any
     // spelling.
-    while let Some(name) = parts.headers.keys().find(|name| is_ours(name)).cloned() {
+    while present.ours
+        && let Some(name) = parts.headers.keys().find(|name| is_ours(name)).cloned()
+    {
         parts.headers.remove(name);
     }
     // A body already whole needs no deadline (an empty one, say).
@@ -390,6 +400,38 @@ impl hyper::body::Body for ReadDeadline {
 }
 
 /// `x-pylon-*`, also spelt with underscores: the gateway's own headers.
+/// Which fields of a backend's answer the gateway has to read or remove,
+/// found in one pass over its names: most answers carry few of them, and
+/// each lookup by name hashes the name.
+#[derive(Clone, Copy, Debug, Default)]
+struct Present {
+    content_length: bool,
+    transfer_encoding: bool,
+    connection: bool,
+    /// A hop-by-hop field, `Connection` included ([`is_hop_by_hop`]).
+    hop_by_hop: bool,
+    /// A field only the gateway sets ([`is_ours`]).
+    ours: bool,
+}
+
+impl Present {
+    fn scan(headers: &HeaderMap) -> Present {
+        let mut present = Present::default();
+        for name in headers.keys() {
+            if *name == header::CONTENT_LENGTH {
+                present.content_length = true;
+            } else if is_hop_by_hop(name) {
+                present.hop_by_hop = true;
+                present.transfer_encoding |= *name == header::TRANSFER_ENCODING;
+                present.connection |= *name == header::CONNECTION;
+            } else if is_ours(name) {
+                present.ours = true;
+            }
+        }
+        present
+    }
+}
+
 fn is_ours(name: &HeaderName) -> bool {
     let name = name.as_str().as_bytes();
     name.len() > 8
@@ -556,6 +598,36 @@ mod tests {
         let once = backend_uri(BackendUri::Parsed(&parsed), path, query).expect("valid");
         let filled = backend_uri(BackendUri::Filled(template.to_owned()), path, query).expect("valid");
         (once.to_string(), filled.to_string())
+    }
+
+    #[test]
+    fn one_pass_over_the_names_finds_what_the_answer_must_lose() {
+        let scan = |names: &[&'static str]| {
+            let headers: HeaderMap = names
+                .iter()
+                .map(|name| (HeaderName::from_static(name), HeaderValue::from_static("1")))
+                .collect();
+            let p = Present::scan(&headers);
+            (
+                p.content_length,
+                p.transfer_encoding,
+                p.connection,
+                p.hop_by_hop,
+                p.ours,
+            )
+        };
+        assert_eq!(scan(&["date", "server"]), (false, false, false, false, false));
+        assert_eq!(
+            scan(&["content-length", "connection"]),
+            (true, false, true, true, false)
+        );
+        assert_eq!(scan(&["transfer-encoding"]), (false, true, false, true, false));
+        assert_eq!(
+            scan(&["keep-alive", "upgrade"]),
+            (false, false, false, true, false)
+        );
+        assert_eq!(scan(&["x_pylon_stage"]), (false, false, false, false, true));
+        assert_eq!(scan(&["x-pylon-request-id"]), (false, false, false, false, true));
     }
 
     #[test]
