@@ -587,10 +587,7 @@ fn check_integration_uri(c: &mut Checker, p: &str, uri: &str) {
     }
     // Path parameters ({name}) may fill the path only: a client must never
     // choose the backend's host.
-    let rest = uri
-        .strip_prefix("https://")
-        .or_else(|| uri.strip_prefix("http://"))
-        .unwrap_or(uri);
+    let rest = super::after_http_scheme(uri).unwrap_or(uri);
     let authority = rest.split('/').next().unwrap_or("");
     if authority.replace("${", "").contains('{') {
         c.fail(p, "path parameters ({name}) may only appear in the path");

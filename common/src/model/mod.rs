@@ -140,17 +140,80 @@ pub(crate) fn is_name(s: &str, max: usize, extra: &[u8]) -> bool {
     !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
 }
 
+/// An absolute `http`/`https` URL: the scheme in any case (RFC 3986 §3.1),
+/// a host, a port from 1 to 65535 when one is written, no fragment (a
+/// fragment is never sent, RFC 9110 §4.2.4: it would only hide what follows
+/// it). An authority with a `${...}` placeholder is judged once filled, per
+/// request.
 pub(crate) fn check_http_url(c: &mut Checker, path: &str, value: &str) {
     if value.chars().any(|ch| ch.is_control() || ch == ' ') {
         c.fail(path, "must not contain spaces or control characters");
         return;
     }
-    let rest = value
-        .strip_prefix("http://")
-        .or_else(|| value.strip_prefix("https://"));
-    match rest {
-        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => {}
-        _ => c.fail(path, "must be an http:// or https:// URL with a host"),
+    let Some(rest) = after_http_scheme(value) else {
+        c.fail(path, "must be an http:// or https:// URL with a host");
+        return;
+    };
+    if value.contains('#') {
+        c.fail(path, "must not have a fragment (#...): a fragment is never sent");
+        return;
+    }
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    if authority.contains("${") {
+        return;
+    }
+    if let Some(problem) = authority_problem(authority) {
+        c.fail(path, problem);
+    }
+}
+
+/// What follows `http://` or `https://` (the scheme in any case); `None`
+/// for any other scheme.
+pub fn after_http_scheme(url: &str) -> Option<&str> {
+    ["http://", "https://"].iter().find_map(|scheme| {
+        url.get(..scheme.len())
+            .filter(|head| head.eq_ignore_ascii_case(scheme))
+            .map(|_| &url[scheme.len()..])
+    })
+}
+
+/// Why a URL's authority (`[userinfo@]host[:port]`) cannot name a backend:
+/// no host, an IPv6 literal without its closing bracket, or a port that is
+/// not a number from 1 to 65535 (an empty port is the scheme's default, RFC
+/// 3986 §3.2.3). `None` when it can. A port out of range must be refused:
+/// URI parsers read it as no port at all, and the request would go to the
+/// scheme's default port.
+pub fn authority_problem(authority: &str) -> Option<&'static str> {
+    const NO_HOST: &str = "must be an http:// or https:// URL with a host";
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host_port)| host_port);
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(literal) => match literal.split_once(']') {
+            Some((address, after)) if !address.is_empty() => match after {
+                "" => (address, None),
+                after => match after.strip_prefix(':') {
+                    Some(port) => (address, Some(port)),
+                    None => return Some("an IPv6 host must be written [address] or [address]:port"),
+                },
+            },
+            _ => return Some("an IPv6 host must be written [address] or [address]:port"),
+        },
+        None => match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
+    };
+    if host.is_empty() {
+        return Some(NO_HOST);
+    }
+    let port_ok = |port: &str| {
+        port.is_empty()
+            || (port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p > 0))
+    };
+    match port {
+        Some(port) if !port_ok(port) => Some("the port must be a number from 1 to 65535"),
+        _ => None,
     }
 }
 

@@ -101,6 +101,26 @@ fn each_bad_api_is_rejected_naming_the_field_at_fault() {
         ("routes[2].integration.uri", |a| {
             integration(a, 2).uri = "${env.HOME}/x".into();
         }),
+        // A port out of range would be read as none: the default port.
+        ("routes[2].integration.uri", |a| {
+            integration(a, 2).uri = "http://127.0.0.1:99999/x".into();
+        }),
+        ("routes[2].integration.uri", |a| {
+            integration(a, 2).uri = "http://127.0.0.1:+80/x".into();
+        }),
+        ("routes[2].integration.uri", |a| {
+            integration(a, 2).uri = "http://:80/x".into();
+        }),
+        ("routes[2].integration.uri", |a| {
+            integration(a, 2).uri = "http://user@/x".into();
+        }),
+        ("routes[2].integration.uri", |a| {
+            integration(a, 2).uri = "http://[::1/x".into();
+        }),
+        // A fragment is never sent, and would hide the client's query.
+        ("routes[2].integration.uri", |a| {
+            integration(a, 2).uri = "http://127.0.0.1/x#part".into();
+        }),
         ("routes[2].integration.timeout_ms", |a| {
             integration(a, 2).timeout_ms = 30_000;
         }),
@@ -629,4 +649,35 @@ stage:
     }
     let err = parse_documents("api:\n  name: x\n  colour: red\n").expect_err("unknown field");
     assert!(err.to_string().contains("colour"), "{err}");
+}
+
+#[test]
+fn a_backend_authority_needs_a_host_and_a_port_in_range() {
+    for good in [
+        "127.0.0.1",
+        "127.0.0.1:8080",
+        "127.0.0.1:027201",
+        "backend.example:",
+        "user:pw@backend.example:443",
+        "[::1]",
+        "[::1]:9000",
+    ] {
+        assert_eq!(super::authority_problem(good), None, "{good}");
+    }
+    for bad in [
+        "",
+        ":80",
+        "user@",
+        "127.0.0.1:99999",
+        "127.0.0.1:0",
+        "127.0.0.1:+80",
+        "a:b:c",
+        "[::1",
+        "[::1]x",
+        "[]:80",
+    ] {
+        assert!(super::authority_problem(bad).is_some(), "{bad}");
+    }
+    assert_eq!(super::after_http_scheme("HTTPS://x/y"), Some("x/y"));
+    assert_eq!(super::after_http_scheme("ftp://x"), None);
 }

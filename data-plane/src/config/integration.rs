@@ -94,9 +94,14 @@ pub struct IntegrationUri {
 impl IntegrationUri {
     pub fn new(template: &str) -> IntegrationUri {
         let literal = Some(template)
-            .filter(|t| !t.contains(['$', '{']))
+            .filter(|t| !t.contains(['$', '{', '#']))
             .and_then(|t| Uri::try_from(t).ok())
-            .filter(|uri| matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some());
+            .filter(|uri| {
+                matches!(uri.scheme_str(), Some("http" | "https"))
+                    && uri
+                        .authority()
+                        .is_some_and(|a| pylon_common::model::authority_problem(a.as_str()).is_none())
+            });
         IntegrationUri {
             template: template.to_owned(),
             literal,
@@ -244,6 +249,8 @@ mod tests {
             "ftp://127.0.0.1/pets",
             "/pets",
             "http://bad host/",
+            "http://127.0.0.1:99999/pets",
+            "http://127.0.0.1/pets#top",
         ] {
             let uri = IntegrationUri::new(per_request);
             assert!(uri.literal.is_none(), "{per_request}");

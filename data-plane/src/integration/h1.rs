@@ -139,9 +139,14 @@ pub fn eligible<B: hyper::body::Body>(request: &Request<B>) -> bool {
 /// target and `Host` already.
 pub fn head<B>(request: &Request<B>) -> Vec<u8> {
     let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    let mut head = Vec::with_capacity(64 + target.len() + request.headers().len() * 48);
+    let mut head = Vec::with_capacity(65 + target.len() + request.headers().len() * 48);
     head.extend_from_slice(request.method().as_str().as_bytes());
     head.push(b' ');
+    // An origin-form target starts with `/` (RFC 9112 §3.2.1), also for a
+    // URI that has a query and no path (`http://backend?v=1`).
+    if !target.starts_with('/') {
+        head.push(b'/');
+    }
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in request.headers() {
@@ -771,6 +776,22 @@ mod tests {
                 .expect("valid")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_target_with_a_query_and_no_path_starts_with_a_slash() {
+        for (uri, line) in [
+            ("?v=1", "GET /?v=1 HTTP/1.1\r\n"),
+            ("/x?v=1", "GET /x?v=1 HTTP/1.1\r\n"),
+        ] {
+            let request = Request::get(http::Uri::from(
+                http::uri::PathAndQuery::try_from(uri).expect("target"),
+            ))
+            .body(())
+            .expect("request");
+            let head = String::from_utf8(head(&request)).expect("text");
+            assert!(head.starts_with(line), "{head}");
+        }
     }
 
     #[test]

@@ -231,11 +231,19 @@ fn backend_uri(uri: BackendUri<'_>, path: Option<&str>, query: Option<&str>) -> 
                 .map_err(|e| GatewayError::ApiConfiguration(format!("integration URI: {e}")))?
         }
         BackendUri::Filled(mut uri) => {
+            // A fragment is never sent, and what follows it (the client's
+            // query) would be dropped with it.
+            if uri.contains('#') {
+                return Err(GatewayError::ApiConfiguration(format!(
+                    "integration URI {uri} has a fragment"
+                )));
+            }
             if let Some(path) = path {
-                // Keep scheme and authority; the mapped path replaces the rest.
+                // Keep scheme and authority; the mapped path replaces the
+                // rest (the URI's own path and query).
                 let authority_end = uri
                     .find("://")
-                    .and_then(|scheme| uri[scheme + 3..].find('/').map(|slash| scheme + 3 + slash))
+                    .and_then(|scheme| uri[scheme + 3..].find(['/', '?']).map(|end| scheme + 3 + end))
                     .unwrap_or(uri.len());
                 uri.truncate(authority_end);
                 uri.push_str(path);
@@ -250,6 +258,16 @@ fn backend_uri(uri: BackendUri<'_>, path: Option<&str>, query: Option<&str>) -> 
     if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
         return Err(GatewayError::ApiConfiguration(format!(
             "integration URI {uri} is not an absolute http(s) URL"
+        )));
+    }
+    // The rules the admin API applies to a literal URI, for one filled from
+    // stage variables (a port out of range would be read as no port).
+    if let Some(problem) = uri
+        .authority()
+        .and_then(|authority| pylon_common::model::authority_problem(authority.as_str()))
+    {
+        return Err(GatewayError::ApiConfiguration(format!(
+            "integration URI {uri}: {problem}"
         )));
     }
     Ok(uri)
@@ -665,6 +683,24 @@ mod tests {
                 "https://backend.example:8443/b?x=%20",
             ),
             ("http://127.0.0.1:9", None, Some("a=1"), "http://127.0.0.1:9/?a=1"),
+            (
+                "http://127.0.0.1:9?v=1",
+                None,
+                Some("a=1"),
+                "http://127.0.0.1:9/?v=1&a=1",
+            ),
+            (
+                "http://127.0.0.1:9?v=1",
+                Some("/mapped"),
+                None,
+                "http://127.0.0.1:9/mapped",
+            ),
+            (
+                "http://127.0.0.1:9?v=1",
+                Some("/mapped"),
+                Some("a=1"),
+                "http://127.0.0.1:9/mapped?a=1",
+            ),
         ] {
             let (once, filled) = both_ways(template, path, query);
             assert_eq!(once, sent, "{template} {path:?} {query:?}");
@@ -674,7 +710,15 @@ mod tests {
 
     #[test]
     fn a_filled_uri_that_is_not_an_absolute_http_url_is_a_configuration_error() {
-        for filled in ["/pets", "ftp://127.0.0.1/pets", "http://bad host/"] {
+        for filled in [
+            "/pets",
+            "ftp://127.0.0.1/pets",
+            "http://bad host/",
+            "http://127.0.0.1:99999/pets",
+            "http://:80/pets",
+            "http://u@/pets",
+            "http://127.0.0.1/pets#top",
+        ] {
             let error = backend_uri(BackendUri::Filled(filled.to_owned()), None, None).expect_err(filled);
             assert!(
                 matches!(error, GatewayError::ApiConfiguration(_)),
