@@ -582,8 +582,11 @@ fn check_integration_uri(c: &mut Checker, p: &str, uri: &str) {
         }
         rest = &after[end + 1..];
     }
-    if !uri.starts_with("${") {
-        check_http_url(c, p, uri);
+    if !uri.starts_with("${")
+        && let Err(problem) = super::http_url_problem(uri)
+    {
+        c.fail(p, problem);
+        return;
     }
     // Path parameters ({name}) may fill the path only: a client must never
     // choose the backend's host.

@@ -140,31 +140,83 @@ pub(crate) fn is_name(s: &str, max: usize, extra: &[u8]) -> bool {
     !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
 }
 
-/// An absolute `http`/`https` URL: the scheme in any case (RFC 3986 §3.1),
-/// a host, a port from 1 to 65535 when one is written, no fragment (a
-/// fragment is never sent, RFC 9110 §4.2.4: it would only hide what follows
-/// it). An authority with a `${...}` placeholder is judged once filled, per
-/// request.
+/// An absolute `http`/`https` URL used as written (authorizer URLs, CORS
+/// origins): the rules of [`http_url_problem`], and no placeholder (these
+/// fields are not filled per request).
 pub(crate) fn check_http_url(c: &mut Checker, path: &str, value: &str) {
-    if value.chars().any(|ch| ch.is_control() || ch == ' ') {
-        c.fail(path, "must not contain spaces or control characters");
+    if value.contains(['{', '}']) {
+        c.fail(
+            path,
+            "must not contain placeholders ({...}, ${...}): this URL is used as written",
+        );
         return;
     }
+    if let Err(problem) = http_url_problem(value) {
+        c.fail(path, problem);
+    }
+}
+
+/// Why `value` cannot name a backend, if it cannot: it must be an absolute
+/// `http`/`https` URL, the scheme in any case (RFC 3986 §3.1), ASCII only,
+/// without a fragment (never sent, RFC 9110 §4.2.4: it would only hide what
+/// follows it), with an authority [`authority_problem`] accepts, and — with
+/// placeholders in its path or query standing for a segment — accepted by
+/// the URI parser the data plane uses, so that whatever passes here
+/// compiles there. An authority with a `${...}` placeholder is judged once
+/// filled, per request.
+///
+/// # Errors
+/// What is wrong, as a field error's message.
+pub(crate) fn http_url_problem(value: &str) -> Result<(), &'static str> {
+    if value.chars().any(|ch| ch.is_control() || ch == ' ') {
+        return Err("must not contain spaces or control characters");
+    }
+    if !value.is_ascii() {
+        return Err("must be ASCII: percent-encode other characters (RFC 3986 §2.1)");
+    }
     let Some(rest) = after_http_scheme(value) else {
-        c.fail(path, "must be an http:// or https:// URL with a host");
-        return;
+        return Err("must be an http:// or https:// URL with a host");
     };
     if value.contains('#') {
-        c.fail(path, "must not have a fragment (#...): a fragment is never sent");
-        return;
+        return Err("must not have a fragment (#...): a fragment is never sent");
     }
     let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
     if authority.contains("${") {
-        return;
+        return Ok(());
     }
     if let Some(problem) = authority_problem(authority) {
-        c.fail(path, problem);
+        return Err(problem);
     }
+    match http::Uri::try_from(fill_placeholders(value).as_str()) {
+        Ok(uri) if uri.authority().is_some() => Ok(()),
+        _ => Err("is not a valid URL (RFC 3986)"),
+    }
+}
+
+/// `value` with each `${...}` and `{...}` replaced by one plain character.
+fn fill_placeholders(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find('{') {
+        let open = if rest[..start].ends_with('$') {
+            start - 1
+        } else {
+            start
+        };
+        out.push_str(&rest[..open]);
+        match rest[start..].find('}') {
+            Some(end) => {
+                out.push('x');
+                rest = &rest[start + end + 1..];
+            }
+            None => {
+                out.push_str(&rest[open..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// What follows `http://` or `https://` (the scheme in any case); `None`
@@ -178,26 +230,28 @@ pub fn after_http_scheme(url: &str) -> Option<&str> {
 }
 
 /// Why a URL's authority (`[userinfo@]host[:port]`) cannot name a backend:
-/// no host, an IPv6 literal without its closing bracket, or a port that is
-/// not a number from 1 to 65535 (an empty port is the scheme's default, RFC
-/// 3986 §3.2.3). `None` when it can. A port out of range must be refused:
-/// URI parsers read it as no port at all, and the request would go to the
-/// scheme's default port.
+/// no host, an IPv6 literal that is not an IPv6 address in brackets, or a
+/// port that is not a number from 1 to 65535. `None` when it can. A port out
+/// of range must be refused: URI parsers read it as no port at all, and the
+/// request would go to the scheme's default port; an empty one too (`host:`
+/// is a slip when written, and filled from an undefined stage variable it
+/// would silently mean the default port).
 pub fn authority_problem(authority: &str) -> Option<&'static str> {
     const NO_HOST: &str = "must be an http:// or https:// URL with a host";
+    const BAD_IPV6: &str = "an IPv6 host must be an IPv6 address in brackets: [address] or [address]:port";
     let host_port = authority
         .rsplit_once('@')
         .map_or(authority, |(_, host_port)| host_port);
     let (host, port) = match host_port.strip_prefix('[') {
         Some(literal) => match literal.split_once(']') {
-            Some((address, after)) if !address.is_empty() => match after {
+            Some((address, after)) if address.parse::<std::net::Ipv6Addr>().is_ok() => match after {
                 "" => (address, None),
                 after => match after.strip_prefix(':') {
                     Some(port) => (address, Some(port)),
-                    None => return Some("an IPv6 host must be written [address] or [address]:port"),
+                    None => return Some(BAD_IPV6),
                 },
             },
-            _ => return Some("an IPv6 host must be written [address] or [address]:port"),
+            _ => return Some(BAD_IPV6),
         },
         None => match host_port.rsplit_once(':') {
             Some((host, port)) => (host, Some(port)),
@@ -207,10 +261,8 @@ pub fn authority_problem(authority: &str) -> Option<&'static str> {
     if host.is_empty() {
         return Some(NO_HOST);
     }
-    let port_ok = |port: &str| {
-        port.is_empty()
-            || (port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p > 0))
-    };
+    let port_ok =
+        |port: &str| port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p > 0);
     match port {
         Some(port) if !port_ok(port) => Some("the port must be a number from 1 to 65535"),
         _ => None,

@@ -4,10 +4,21 @@
 use super::*;
 use pylon_proto::config::v1::{
     Api, ApiKey, ApiStageRef, Authorization, Authorizer, BasePathMapping, CanarySettings, Cors, DomainName,
-    GatewayResponse, Integration, IntegrationResponse, JwtAuthorizer, MockResponse, Quota, RequestValidation,
-    ResourcePolicy, Route, RouteCache, Stage, ThrottleSettings, UsagePlan, api, authorization, authorizer,
-    integration, quota,
+    GatewayResponse, Integration, IntegrationResponse, JwtAuthorizer, MockResponse, Quota, RequestAuthorizer,
+    RequestValidation, ResourcePolicy, Route, RouteCache, Stage, ThrottleSettings, UsagePlan, api,
+    authorization, authorizer, integration, quota,
 };
+
+fn request_authorizer(uri: &str) -> Authorizer {
+    Authorizer {
+        name: "decide".into(),
+        kind: Some(authorizer::Kind::Request(RequestAuthorizer {
+            uri: uri.into(),
+            identity_sources: vec!["$request.header.x-token".into()],
+            ..Default::default()
+        })),
+    }
+}
 
 fn mock_route(method: &str, path: &str) -> Route {
     Route {
@@ -120,6 +131,23 @@ fn each_bad_api_is_rejected_naming_the_field_at_fault() {
         // A fragment is never sent, and would hide the client's query.
         ("routes[2].integration.uri", |a| {
             integration(a, 2).uri = "http://127.0.0.1/x#part".into();
+        }),
+        // What the data plane's URI parser refuses is refused here.
+        ("routes[2].integration.uri", |a| {
+            integration(a, 2).uri = "http://127.0.0.1:80:80/x".into();
+        }),
+        ("routes[2].integration.uri", |a| {
+            integration(a, 2).uri = "http://127.0.0.1%3A8080/x".into();
+        }),
+        ("routes[2].integration.uri", |a| {
+            integration(a, 2).uri = "http://127.0.0.1/caf\u{e9}".into();
+        }),
+        // An authorizer URL is used as written: no placeholders.
+        ("authorizers[0].request.uri", |a| {
+            a.authorizers = vec![request_authorizer("http://127.0.0.1:8080/${stageVariables.p}")];
+        }),
+        ("authorizers[0].request.uri", |a| {
+            a.authorizers = vec![request_authorizer("http://127.0.0.1:8080:/p")];
         }),
         ("routes[2].integration.timeout_ms", |a| {
             integration(a, 2).timeout_ms = 30_000;
@@ -657,7 +685,6 @@ fn a_backend_authority_needs_a_host_and_a_port_in_range() {
         "127.0.0.1",
         "127.0.0.1:8080",
         "127.0.0.1:027201",
-        "backend.example:",
         "user:pw@backend.example:443",
         "[::1]",
         "[::1]:9000",
@@ -675,6 +702,11 @@ fn a_backend_authority_needs_a_host_and_a_port_in_range() {
         "[::1",
         "[::1]x",
         "[]:80",
+        "backend.example:",
+        "[zz]",
+        "[:]:80",
+        "[v1.x]",
+        "[[::1]:80",
     ] {
         assert!(super::authority_problem(bad).is_some(), "{bad}");
     }

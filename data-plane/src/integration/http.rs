@@ -215,7 +215,7 @@ fn backend_uri(uri: BackendUri<'_>, path: Option<&str>, query: Option<&str>) -> 
         BackendUri::Parsed(parsed) => {
             let mut target = String::with_capacity(64);
             target.push_str(path.unwrap_or_else(|| parsed.path()));
-            let own = parsed.query().filter(|_| path.is_none());
+            let own = parsed.query().filter(|q| path.is_none() && !q.is_empty());
             for (i, part) in own.into_iter().chain(query).enumerate() {
                 target.push(if i == 0 { '?' } else { '&' });
                 target.push_str(part);
@@ -249,7 +249,10 @@ fn backend_uri(uri: BackendUri<'_>, path: Option<&str>, query: Option<&str>) -> 
                 uri.push_str(path);
             }
             if let Some(query) = query {
-                uri.push(if uri.contains('?') { '&' } else { '?' });
+                // (After an empty query of the URI's own, no `&`.)
+                if !uri.ends_with('?') {
+                    uri.push(if uri.contains('?') { '&' } else { '?' });
+                }
                 uri.push_str(query);
             }
             Uri::try_from(uri).map_err(|e| GatewayError::ApiConfiguration(format!("integration URI: {e}")))?
@@ -688,6 +691,12 @@ mod tests {
                 None,
                 Some("a=1"),
                 "http://127.0.0.1:9/?v=1&a=1",
+            ),
+            (
+                "http://127.0.0.1:9/x?",
+                None,
+                Some("a=1"),
+                "http://127.0.0.1:9/x?a=1",
             ),
             (
                 "http://127.0.0.1:9?v=1",
