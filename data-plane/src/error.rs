@@ -15,6 +15,11 @@ pub enum GatewayError {
     /// Request line + headers over the limit.
     #[error("Request Header Fields Too Large")]
     HeadersTooLarge { size: usize, limit: usize },
+    /// The URI the backend would be sent, once filled with the request's
+    /// path parameters and query, is longer than a URI can be (the `http`
+    /// crate's limit): the request made it so (RFC 9110 §15.5.15).
+    #[error("URI Too Long")]
+    UriTooLong { length: usize, limit: usize },
     /// The request cannot be understood (no Host, a path that is not a path).
     #[error("{0}")]
     MalformedRequest(&'static str),
@@ -132,6 +137,9 @@ impl GatewayError {
                 format!("{size} bytes of request line and headers, limit {limit}")
             }
             GatewayError::BodyTooLarge { limit } => format!("body over {limit} bytes"),
+            GatewayError::UriTooLong { length, limit } => {
+                format!("the integration URI filled for this request is {length} bytes, limit {limit}")
+            }
             GatewayError::ClientBody(e) => error_chain(e),
             GatewayError::UnsupportedTransferCoding(coding) => format!("Transfer-Encoding: {coding}"),
             GatewayError::IntegrationTimeout(after) => format!("no response within {after:?}"),

@@ -202,6 +202,10 @@ pub async fn call(
     Ok(Response::from_parts(parts, body))
 }
 
+/// The longest URI `http` parses (`u16::MAX - 1` bytes, for the whole URI
+/// and for its path and query alike).
+pub const MAX_URI_BYTES: usize = u16::MAX as usize - 1;
+
 /// The URI a request goes to: `uri` with its path replaced by `path` (a
 /// mapping's `overwrite:path`) and `query` appended to its own.
 ///
@@ -209,6 +213,26 @@ pub async fn call(
 /// The result is not an absolute `http`/`https` URL
 /// ([`GatewayError::ApiConfiguration`]).
 fn backend_uri(uri: BackendUri<'_>, path: Option<&str>, query: Option<&str>) -> Result<Uri, GatewayError> {
+    // The request's own path parameters and query can make a URI longer
+    // than `http` parses (a parameter repeated in the template multiplies
+    // the client's bytes): the client's fault, not the API's.
+    let length = match &uri {
+        BackendUri::Parsed(_) if path.is_none() && query.is_none() => 0,
+        BackendUri::Parsed(parsed) => {
+            parsed.scheme_str().map_or(0, str::len)
+                + 3
+                + parsed.authority().map_or(0, |a| a.as_str().len())
+                + parsed.path_and_query().map_or(0, |p| p.as_str().len())
+        }
+        BackendUri::Filled(filled) => filled.len(),
+    } + path.map_or(0, str::len)
+        + query.map_or(0, |q| q.len() + 1);
+    if length > MAX_URI_BYTES {
+        return Err(GatewayError::UriTooLong {
+            length,
+            limit: MAX_URI_BYTES,
+        });
+    }
     let uri = match uri {
         // The usual case: nothing to change, nothing to parse.
         BackendUri::Parsed(parsed) if path.is_none() && query.is_none() => return Ok(parsed.clone()),
@@ -715,6 +739,21 @@ mod tests {
             assert_eq!(once, sent, "{template} {path:?} {query:?}");
             assert_eq!(filled, sent, "{template} {path:?} {query:?}");
         }
+    }
+
+    #[test]
+    fn a_uri_the_request_made_too_long_is_the_clients_error() {
+        let long = "q".repeat(MAX_URI_BYTES);
+        let parsed: Uri = "http://127.0.0.1:9/x".parse().expect("uri");
+        for uri in [
+            BackendUri::Parsed(&parsed),
+            BackendUri::Filled("http://127.0.0.1:9/x".into()),
+        ] {
+            let error = backend_uri(uri, None, Some(&long)).expect_err("too long");
+            assert!(matches!(error, GatewayError::UriTooLong { .. }), "{error:?}");
+        }
+        let near = "q".repeat(MAX_URI_BYTES - 100);
+        assert!(backend_uri(BackendUri::Parsed(&parsed), None, Some(&near)).is_ok());
     }
 
     #[test]

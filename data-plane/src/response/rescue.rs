@@ -35,6 +35,7 @@ pub fn classify(error: &GatewayError) -> (Type, StatusCode) {
             Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
         ),
         E::MalformedRequest(_) | E::BadFraming(_) => (Type::Default4xx, None),
+        E::UriTooLong { .. } => (Type::Default4xx, Some(StatusCode::URI_TOO_LONG)),
         E::UnsupportedTransferCoding(_) => (Type::Default5xx, Some(StatusCode::NOT_IMPLEMENTED)),
         E::UnknownApi => (Type::ResourceNotFound, None),
         E::NoRoute | E::NoRouteForMessage => (Type::MissingAuthenticationToken, None),
@@ -252,9 +253,10 @@ mod tests {
             E::BadFraming(_) => 31,
             E::ShutDown => 32,
             E::UnsupportedMediaType(_) => 33,
+            E::UriTooLong { .. } => 34,
         }
     }
-    const VARIANTS: usize = 34;
+    const VARIANTS: usize = 35;
 
     #[test]
     fn every_error_has_the_aws_status_type_and_message() {
@@ -277,6 +279,15 @@ mod tests {
                 "Missing Host header",
             ),
             (E::ShutDown, 503, "DEFAULT_5XX", "Service Unavailable"),
+            (
+                E::UriTooLong {
+                    length: 70_000,
+                    limit: 65_534,
+                },
+                414,
+                "DEFAULT_4XX",
+                "URI Too Long",
+            ),
             (
                 E::UnsupportedMediaType("text/plain".into()),
                 415,

@@ -248,6 +248,15 @@ async fn integrate(
                     }
                 }
             }
+            // The client's query can make the URI longer than one can be:
+            // its fault, not the API's.
+            let limit = crate::integration::http::MAX_URI_BYTES;
+            if uri.len() > limit {
+                return Err(GatewayError::UriTooLong {
+                    length: uri.len(),
+                    limit,
+                });
+            }
             let mut request = Request::post(uri)
                 .body(full_body(body))
                 .map_err(|e| GatewayError::ApiConfiguration(format!("WebSocket integration URI: {e}")))?;
