@@ -3,8 +3,8 @@
 use super::mapping::{Side, compile_mappings};
 use super::template::{check_template, compile_schema};
 use super::{
-    Checker, HTTP_METHODS, PathTemplate, ValidationErrors, at, check_http_url, idx, is_dns_label, is_name,
-    key,
+    Checker, HTTP_METHODS, PathTemplate, ValidationErrors, at, check_http_url, check_origin, idx,
+    is_dns_label, is_name, key,
 };
 use crate::GatewayResponseType;
 use pylon_proto::config::v1::{
@@ -910,7 +910,7 @@ fn check_route_cache(c: &mut Checker, p: &str, route: &Route) {
 fn check_cors(c: &mut Checker, cors: &Cors) {
     for (i, origin) in cors.allow_origins.iter().enumerate() {
         if origin != "*" {
-            check_http_url(c, &idx("cors.allow_origins", i), origin);
+            check_origin(c, &idx("cors.allow_origins", i), origin);
         }
     }
     for (i, method) in cors.allow_methods.iter().enumerate() {

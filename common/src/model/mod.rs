@@ -187,6 +187,11 @@ pub(crate) fn http_url_problem(value: &str) -> Result<(), &'static str> {
     if let Some(problem) = authority_problem(authority) {
         return Err(problem);
     }
+    if value[..5].eq_ignore_ascii_case("https")
+        && let Some(problem) = tls_name_problem(host_of(authority))
+    {
+        return Err(problem);
+    }
     match http::Uri::try_from(fill_placeholders(value).as_str()) {
         Ok(uri) if uri.authority().is_some() => Ok(()),
         _ => Err("is not a valid URL (RFC 3986)"),
@@ -217,6 +222,80 @@ fn fill_placeholders(value: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The host of an authority [`authority_problem`] accepted: no userinfo,
+/// no port; an IPv6 literal keeps its brackets.
+fn host_of(authority: &str) -> &str {
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host_port)| host_port);
+    match host_port.find(']') {
+        Some(end) if host_port.starts_with('[') => &host_port[..=end],
+        _ => host_port.rsplit_once(':').map_or(host_port, |(host, _)| host),
+    }
+}
+
+/// Why `host` cannot be the name a TLS connection verifies (as rustls
+/// reads server names): an IP address is one; else a DNS name of labels of
+/// letters, digits, `-` and `_`, each 1–63 bytes and not starting or
+/// ending with `-`, 253 bytes at most, without a trailing dot, whose last
+/// label is not all digits (`1.2.3.256` is neither an address nor a name).
+fn tls_name_problem(host: &str) -> Option<&'static str> {
+    if host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return None;
+    }
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    let last_numeric = host
+        .rsplit('.')
+        .next()
+        .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()));
+    if host.len() > 253 || !host.split('.').all(label_ok) || last_numeric {
+        return Some(
+            "an https host must be an IP address or a DNS name (dot-separated labels of letters, digits, - and _)",
+        );
+    }
+    None
+}
+
+/// A CORS origin as browsers send `Origin` (RFC 6454 §6.1): `*`, or
+/// `scheme://host[:port]` in lower case, without the scheme's default port,
+/// a path, query, userinfo or wildcard: the data plane compares origins
+/// byte for byte, and any other spelling would be accepted and never match.
+pub(crate) fn check_origin(c: &mut Checker, path: &str, origin: &str) {
+    if origin == "*" {
+        return;
+    }
+    let rest = after_http_scheme(origin).unwrap_or("");
+    let problem = if origin.contains(['{', '}']) {
+        Some("must not contain placeholders ({...}, ${...}): an origin is used as written")
+    } else if let Err(problem) = http_url_problem(origin) {
+        Some(problem)
+    } else if rest.contains(['/', '?']) {
+        Some("an origin is scheme://host[:port], without a path, query or trailing slash")
+    } else if rest.contains('@') {
+        Some("an origin has no userinfo")
+    } else if rest.contains('*') {
+        Some("wildcards are not supported: list each origin, or allow \"*\"")
+    } else if origin.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some("must be lower case, as browsers send Origin")
+    } else if (origin.starts_with("http://") && rest.ends_with(":80"))
+        || (origin.starts_with("https://") && rest.ends_with(":443"))
+    {
+        Some("must leave out the scheme's default port, as browsers do")
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        c.fail(path, problem);
+    }
 }
 
 /// What follows `http://` or `https://` (the scheme in any case); `None`

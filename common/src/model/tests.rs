@@ -149,6 +149,13 @@ fn each_bad_api_is_rejected_naming_the_field_at_fault() {
         ("authorizers[0].request.uri", |a| {
             a.authorizers = vec![request_authorizer("http://127.0.0.1:8080:/p")];
         }),
+        // An https host TLS could never verify.
+        ("authorizers[0].request.uri", |a| {
+            a.authorizers = vec![request_authorizer("https://1.2.3.256/p")];
+        }),
+        ("routes[2].integration.uri", |a| {
+            integration(a, 2).uri = "https://a!b.example/x".into();
+        }),
         ("routes[2].integration.timeout_ms", |a| {
             integration(a, 2).timeout_ms = 30_000;
         }),
@@ -354,6 +361,30 @@ fn each_bad_api_is_rejected_naming_the_field_at_fault() {
                 status_code: 42,
                 ..Default::default()
             }]
+        }),
+        ("cors.allow_origins[0]", |a| {
+            a.cors = Some(Cors {
+                allow_origins: vec!["https://app.example/".into()],
+                ..Default::default()
+            })
+        }),
+        ("cors.allow_origins[0]", |a| {
+            a.cors = Some(Cors {
+                allow_origins: vec!["https://*.example.com".into()],
+                ..Default::default()
+            })
+        }),
+        ("cors.allow_origins[0]", |a| {
+            a.cors = Some(Cors {
+                allow_origins: vec!["HTTPS://APP.EXAMPLE".into()],
+                ..Default::default()
+            })
+        }),
+        ("cors.allow_origins[0]", |a| {
+            a.cors = Some(Cors {
+                allow_origins: vec!["http://app.example:80".into()],
+                ..Default::default()
+            })
         }),
         ("cors.allow_origins[0]", |a| {
             a.cors = Some(Cors {
