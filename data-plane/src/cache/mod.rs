@@ -779,7 +779,7 @@ pub fn respond(entry: &Entry, warning: bool) -> Response<Body> {
 }
 
 /// The head every hit on `entry` starts from: the stored fields, then
-/// `Age`, `X-Cache: HIT` and the fields [`crate::response::finish`] sets
+/// `Age`, `X-Cache: Hit` and the fields [`crate::response::finish`] sets
 /// on every answer, in the order a hit sends them. `Age`, the request id
 /// and the deployment hold placeholders that each hit replaces: a map
 /// cloned at its exact size grows (a reallocation, its table rebuilt) on

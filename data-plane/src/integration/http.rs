@@ -114,7 +114,8 @@ pub struct Call<'a> {
 /// a backend that cannot be reached or answers something that is not HTTP,
 /// or frames its body with a transfer coding other than `chunked` (502);
 /// an integration URI that is not an absolute `http`/`https` URL once
-/// filled (500).
+/// filled (500); a URI the request's parameters and query make longer than
+/// [`MAX_URI_BYTES`] (414).
 pub async fn call(
     client: &Client,
     call: Call<'_>,
@@ -210,8 +211,9 @@ pub const MAX_URI_BYTES: usize = u16::MAX as usize - 1;
 /// mapping's `overwrite:path`) and `query` appended to its own.
 ///
 /// # Errors
-/// The result is not an absolute `http`/`https` URL
-/// ([`GatewayError::ApiConfiguration`]).
+/// The result would be longer than [`MAX_URI_BYTES`]
+/// ([`GatewayError::UriTooLong`]), or is not an absolute `http`/`https`
+/// URL ([`GatewayError::ApiConfiguration`]).
 fn backend_uri(uri: BackendUri<'_>, path: Option<&str>, query: Option<&str>) -> Result<Uri, GatewayError> {
     // The request's own path parameters and query can make a URI longer
     // than `http` parses (a parameter repeated in the template multiplies
