@@ -184,11 +184,10 @@ pub(crate) fn http_url_problem(value: &str) -> Result<(), &'static str> {
     if authority.contains("${") {
         return Ok(());
     }
-    if let Some(problem) = authority_problem(authority) {
-        return Err(problem);
-    }
+    let host = split_authority(authority)?;
     if value[..5].eq_ignore_ascii_case("https")
-        && let Some(problem) = tls_name_problem(host_of(authority))
+        && !host.ipv6
+        && let Some(problem) = tls_name_problem(host.name)
     {
         return Err(problem);
     }
@@ -224,25 +223,14 @@ fn fill_placeholders(value: &str) -> String {
     out
 }
 
-/// The host of an authority [`authority_problem`] accepted: no userinfo,
-/// no port; an IPv6 literal keeps its brackets.
-fn host_of(authority: &str) -> &str {
-    let host_port = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host_port)| host_port);
-    match host_port.find(']') {
-        Some(end) if host_port.starts_with('[') => &host_port[..=end],
-        _ => host_port.rsplit_once(':').map_or(host_port, |(host, _)| host),
-    }
-}
-
 /// Why `host` cannot be the name a TLS connection verifies (as rustls
-/// reads server names): an IP address is one; else a DNS name of labels of
+/// reads server names; an IPv6 literal is one): an IPv4 address is one;
+/// else a DNS name of labels of
 /// letters, digits, `-` and `_`, each 1–63 bytes and not starting or
 /// ending with `-`, 253 bytes at most, without a trailing dot, whose last
 /// label is not all digits (`1.2.3.256` is neither an address nor a name).
 fn tls_name_problem(host: &str) -> Option<&'static str> {
-    if host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok() {
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
         return None;
     }
     let label_ok = |label: &str| {
@@ -316,35 +304,51 @@ pub fn after_http_scheme(url: &str) -> Option<&str> {
 /// is a slip when written, and filled from an undefined stage variable it
 /// would silently mean the default port).
 pub fn authority_problem(authority: &str) -> Option<&'static str> {
+    split_authority(authority).err()
+}
+
+/// A URL authority's host, as [`authority_problem`] judges it.
+struct Host<'a> {
+    /// Without brackets for an IPv6 literal, without userinfo and port.
+    name: &'a str,
+    ipv6: bool,
+}
+
+/// The host of `authority` (`[userinfo@]host[:port]`), once it is one
+/// [`authority_problem`] accepts.
+///
+/// # Errors
+/// Why it is not, as a field error's message.
+fn split_authority(authority: &str) -> Result<Host<'_>, &'static str> {
     const NO_HOST: &str = "must be an http:// or https:// URL with a host";
     const BAD_IPV6: &str = "an IPv6 host must be an IPv6 address in brackets: [address] or [address]:port";
     let host_port = authority
         .rsplit_once('@')
         .map_or(authority, |(_, host_port)| host_port);
-    let (host, port) = match host_port.strip_prefix('[') {
+    let (name, port, ipv6) = match host_port.strip_prefix('[') {
         Some(literal) => match literal.split_once(']') {
             Some((address, after)) if address.parse::<std::net::Ipv6Addr>().is_ok() => match after {
-                "" => (address, None),
+                "" => (address, None, true),
                 after => match after.strip_prefix(':') {
-                    Some(port) => (address, Some(port)),
-                    None => return Some(BAD_IPV6),
+                    Some(port) => (address, Some(port), true),
+                    None => return Err(BAD_IPV6),
                 },
             },
-            _ => return Some(BAD_IPV6),
+            _ => return Err(BAD_IPV6),
         },
         None => match host_port.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (host_port, None),
+            Some((host, port)) => (host, Some(port), false),
+            None => (host_port, None, false),
         },
     };
-    if host.is_empty() {
-        return Some(NO_HOST);
+    if name.is_empty() {
+        return Err(NO_HOST);
     }
     let port_ok =
         |port: &str| port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p > 0);
     match port {
-        Some(port) if !port_ok(port) => Some("the port must be a number from 1 to 65535"),
-        _ => None,
+        Some(port) if !port_ok(port) => Err("the port must be a number from 1 to 65535"),
+        _ => Ok(Host { name, ipv6 }),
     }
 }
 

@@ -20,6 +20,14 @@ fn request_authorizer(uri: &str) -> Authorizer {
     }
 }
 
+/// The API allows CORS from this one origin.
+fn only_origin(api: &mut Api, origin: &str) {
+    api.cors = Some(Cors {
+        allow_origins: vec![origin.into()],
+        ..Default::default()
+    });
+}
+
 fn mock_route(method: &str, path: &str) -> Route {
     Route {
         method: method.into(),
@@ -363,35 +371,16 @@ fn each_bad_api_is_rejected_naming_the_field_at_fault() {
             }]
         }),
         ("cors.allow_origins[0]", |a| {
-            a.cors = Some(Cors {
-                allow_origins: vec!["https://app.example/".into()],
-                ..Default::default()
-            })
+            only_origin(a, "https://app.example/")
         }),
         ("cors.allow_origins[0]", |a| {
-            a.cors = Some(Cors {
-                allow_origins: vec!["https://*.example.com".into()],
-                ..Default::default()
-            })
+            only_origin(a, "https://*.example.com")
         }),
+        ("cors.allow_origins[0]", |a| only_origin(a, "HTTPS://APP.EXAMPLE")),
         ("cors.allow_origins[0]", |a| {
-            a.cors = Some(Cors {
-                allow_origins: vec!["HTTPS://APP.EXAMPLE".into()],
-                ..Default::default()
-            })
+            only_origin(a, "http://app.example:80")
         }),
-        ("cors.allow_origins[0]", |a| {
-            a.cors = Some(Cors {
-                allow_origins: vec!["http://app.example:80".into()],
-                ..Default::default()
-            })
-        }),
-        ("cors.allow_origins[0]", |a| {
-            a.cors = Some(Cors {
-                allow_origins: vec!["example.com".into()],
-                ..Default::default()
-            })
-        }),
+        ("cors.allow_origins[0]", |a| only_origin(a, "example.com")),
         ("cors.max_age_seconds", |a| {
             a.cors = Some(Cors {
                 max_age_seconds: 100_000,
