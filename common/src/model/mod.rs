@@ -184,11 +184,7 @@ pub(crate) fn http_url_problem(value: &str) -> Result<(), &'static str> {
     if authority.contains("${") {
         return Ok(());
     }
-    let host = split_authority(authority)?;
-    if value[..5].eq_ignore_ascii_case("https")
-        && !host.ipv6
-        && let Some(problem) = tls_name_problem(host.name)
-    {
+    if let Some(problem) = authority_problem(authority, value[..5].eq_ignore_ascii_case("https")) {
         return Err(problem);
     }
     match http::Uri::try_from(fill_placeholders(value).as_str()) {
@@ -223,67 +219,179 @@ fn fill_placeholders(value: &str) -> String {
     out
 }
 
-/// Why `host` cannot be the name a TLS connection verifies (as rustls
-/// reads server names; an IPv6 literal is one): an IPv4 address is one;
-/// else a DNS name of labels of
-/// letters, digits, `-` and `_`, each 1–63 bytes and not starting or
-/// ending with `-`, 253 bytes at most, without a trailing dot, whose last
-/// label is not all digits (`1.2.3.256` is neither an address nor a name).
+/// Why `host` cannot be the name a TLS connection verifies, judged as the
+/// data plane's TLS judges server names (rustls' `ServerName`): an IP
+/// address, or a DNS name of labels of letters, digits, `-` and `_`, each
+/// 1–63 bytes and not starting or ending with `-`, 253 bytes at most, with
+/// at most one trailing dot, whose last label is not a number
+/// (`1.2.3.256` and `host.0x1f` are neither addresses nor names).
 fn tls_name_problem(host: &str) -> Option<&'static str> {
-    if host.parse::<std::net::Ipv4Addr>().is_ok() {
-        return None;
-    }
-    let label_ok = |label: &str| {
-        (1..=63).contains(&label.len())
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-    };
-    let last_numeric = host
-        .rsplit('.')
-        .next()
-        .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()));
-    if host.len() > 253 || !host.split('.').all(label_ok) || last_numeric {
-        return Some(
-            "an https host must be an IP address or a DNS name (dot-separated labels of letters, digits, - and _)",
-        );
-    }
-    None
+    rustls_pki_types::ServerName::try_from(host).err().map(|_| {
+        "an https host must be an IP address or a DNS name (dot-separated labels of letters, digits, - and _, the last not a number)"
+    })
 }
 
-/// A CORS origin as browsers send `Origin` (RFC 6454 §6.1): `*`, or
-/// `scheme://host[:port]` in lower case, without the scheme's default port,
-/// a path, query, userinfo or wildcard: the data plane compares origins
-/// byte for byte, and any other spelling would be accepted and never match.
+/// A CORS origin as browsers send `Origin` (RFC 6454 §6.1, serialized as
+/// the WHATWG URL standard does): `*`, or `scheme://host[:port]` without a
+/// path, query, userinfo or wildcard. The data plane compares origins byte
+/// for byte, so any spelling a browser would never send is refused (it
+/// would be accepted and never match): see [`origin_problem`].
 pub(crate) fn check_origin(c: &mut Checker, path: &str, origin: &str) {
     if origin == "*" {
         return;
     }
-    let rest = after_http_scheme(origin).unwrap_or("");
-    let problem = if origin.contains(['{', '}']) {
-        Some("must not contain placeholders ({...}, ${...}): an origin is used as written")
-    } else if let Err(problem) = http_url_problem(origin) {
-        Some(problem)
-    } else if rest.contains(['/', '?']) {
-        Some("an origin is scheme://host[:port], without a path, query or trailing slash")
-    } else if rest.contains('@') {
-        Some("an origin has no userinfo")
-    } else if rest.contains('*') {
-        Some("wildcards are not supported: list each origin, or allow \"*\"")
-    } else if origin.bytes().any(|b| b.is_ascii_uppercase()) {
-        Some("must be lower case, as browsers send Origin")
-    } else if (origin.starts_with("http://") && rest.ends_with(":80"))
-        || (origin.starts_with("https://") && rest.ends_with(":443"))
-    {
-        Some("must leave out the scheme's default port, as browsers do")
-    } else {
-        None
-    };
-    if let Some(problem) = problem {
+    if let Some(problem) = origin_problem(origin) {
         c.fail(path, problem);
     }
+}
+
+/// Why `origin` is not written as browsers send `Origin`, if it is not.
+///
+/// Any scheme is an origin's (apps send `capacitor://localhost`,
+/// extensions `chrome-extension://<id>`), in lower case. For `http` and
+/// `https`, browsers also lower-case the host, leave out the default port,
+/// write an IPv4 address as four decimal numbers (`http://127.1` is sent as
+/// `http://127.0.0.1`), and the URL rules of [`http_url_problem`] apply.
+/// For every scheme a port is written without leading zeros and an IPv6
+/// address in its shortest form (`[::1]`). `null` is refused: sandboxed
+/// frames and local files send it, so any page can.
+fn origin_problem(origin: &str) -> Option<&'static str> {
+    const SHAPE: &str = "an origin is scheme://host[:port], such as https://app.example";
+    if origin.contains(['{', '}']) {
+        return Some("must not contain placeholders ({...}, ${...}): an origin is used as written");
+    }
+    if origin == "null" {
+        return Some("the null origin is refused: sandboxed frames and local files send it, so any page can");
+    }
+    if !origin.is_ascii() || origin.chars().any(|ch| ch.is_control() || ch == ' ') {
+        return Some(
+            "must be ASCII without spaces: an internationalized host in its xn-- form, as browsers send it",
+        );
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return Some(SHAPE);
+    };
+    let scheme_ok = scheme.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    let special = matches!(scheme, "http" | "https");
+    let problem = if !scheme_ok {
+        SHAPE
+    } else if rest.contains('*') {
+        "wildcards are not supported: list each origin, or allow \"*\""
+    } else if rest.contains(['/', '?', '#']) {
+        "an origin is scheme://host[:port], without a path, query or trailing slash"
+    } else if rest.contains('@') {
+        "an origin has no userinfo"
+    } else if scheme.bytes().any(|b| b.is_ascii_uppercase())
+        || (special && rest.bytes().any(|b| b.is_ascii_uppercase()))
+    {
+        "must be lower case, as browsers send Origin"
+    } else if rest.is_empty() || rest.starts_with(':') {
+        SHAPE
+    } else {
+        return canonical_origin_problem(scheme, rest, special);
+    };
+    Some(problem)
+}
+
+/// The host and port rules of [`origin_problem`], for `rest` (what
+/// follows `scheme://`), once its shape is right.
+fn canonical_origin_problem(scheme: &str, rest: &str, special: bool) -> Option<&'static str> {
+    if special && let Err(problem) = http_url_problem(&format!("{scheme}://{rest}")) {
+        return Some(problem);
+    }
+    let host = match split_authority(rest) {
+        Ok(host) => host,
+        Err(problem) => return Some(problem),
+    };
+    if let Some(port) = host.port {
+        if port.starts_with('0') {
+            return Some("the port must be written without leading zeros, as browsers send it");
+        }
+        if (scheme, port) == ("http", "80") || (scheme, port) == ("https", "443") {
+            return Some("must leave out the scheme's default port, as browsers do");
+        }
+    }
+    if host.ipv6 {
+        let shortest = host
+            .name
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|address| ipv6_as_browsers_write(address) == host.name);
+        return (!shortest).then_some(
+            "an IPv6 host must be written as browsers send it: lower case, shortest form ([::1], not [0:0:0:0:0:0:0:1])",
+        );
+    }
+    if !host
+        .name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    {
+        return Some("the host must be letters, digits, -, . and _, or an IP address");
+    }
+    if special && ends_in_a_number(host.name) {
+        let dotted_quad = host
+            .name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|address| address.to_string() == host.name);
+        if !dotted_quad {
+            return Some(
+                "an IPv4 host must be written as browsers send it: four decimal numbers without leading zeros (127.0.0.1, not 127.1)",
+            );
+        }
+    }
+    None
+}
+
+/// Whether browsers read `host` as an IPv4 address: its last label (one
+/// trailing dot aside) is a decimal, octal or hexadecimal number (the
+/// WHATWG URL standard's "ends in a number").
+fn ends_in_a_number(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let last = host.rsplit('.').next().unwrap_or("");
+    (!last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
+        || last
+            .strip_prefix("0x")
+            .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// An IPv6 address as the WHATWG URL standard serializes it: lower-case
+/// hexadecimal pieces without leading zeros, the first longest run of two
+/// or more zero pieces written `::`. (Rust's `Display` differs only for
+/// IPv4-mapped addresses, which it writes with a dotted quad.)
+fn ipv6_as_browsers_write(address: std::net::Ipv6Addr) -> String {
+    use std::fmt::Write as _;
+    let pieces = address.segments();
+    let (mut compress, mut longest, mut index) = (None, 1, 0);
+    while index < pieces.len() {
+        let start = index;
+        while index < pieces.len() && pieces[index] == 0 {
+            index += 1;
+        }
+        if index - start > longest {
+            (compress, longest) = (Some(start), index - start);
+        }
+        index = index.max(start + 1);
+    }
+    let mut out = String::with_capacity(39);
+    let mut in_run = false;
+    for (index, piece) in pieces.iter().enumerate() {
+        if in_run && *piece == 0 {
+            continue;
+        }
+        in_run = false;
+        if compress == Some(index) {
+            out.push_str(if index == 0 { "::" } else { ":" });
+            in_run = true;
+            continue;
+        }
+        let _ = write!(out, "{piece:x}");
+        if index != pieces.len() - 1 {
+            out.push(':');
+        }
+    }
+    out
 }
 
 /// What follows `http://` or `https://` (the scheme in any case); `None`
@@ -297,14 +405,19 @@ pub fn after_http_scheme(url: &str) -> Option<&str> {
 }
 
 /// Why a URL's authority (`[userinfo@]host[:port]`) cannot name a backend:
-/// no host, an IPv6 literal that is not an IPv6 address in brackets, or a
-/// port that is not a number from 1 to 65535. `None` when it can. A port out
-/// of range must be refused: URI parsers read it as no port at all, and the
-/// request would go to the scheme's default port; an empty one too (`host:`
-/// is a slip when written, and filled from an undefined stage variable it
-/// would silently mean the default port).
-pub fn authority_problem(authority: &str) -> Option<&'static str> {
-    split_authority(authority).err()
+/// no host, an IPv6 literal that is not an IPv6 address in brackets, a
+/// port that is not a number from 1 to 65535, or, for `https` (`tls`), a
+/// host TLS cannot verify (rustls' server-name rules). `None` when it can.
+/// A port out of range must be refused: URI parsers read it as no port at
+/// all, and the request would go to the scheme's default port; an empty
+/// one too (`host:` is a slip when written, and filled from an undefined
+/// stage variable it would silently mean the default port).
+pub fn authority_problem(authority: &str, tls: bool) -> Option<&'static str> {
+    match split_authority(authority) {
+        Err(problem) => Some(problem),
+        Ok(host) if tls && !host.ipv6 => tls_name_problem(host.name),
+        Ok(_) => None,
+    }
 }
 
 /// A URL authority's host, as [`authority_problem`] judges it.
@@ -312,6 +425,8 @@ struct Host<'a> {
     /// Without brackets for an IPv6 literal, without userinfo and port.
     name: &'a str,
     ipv6: bool,
+    /// As written, digits only.
+    port: Option<&'a str>,
 }
 
 /// The host of `authority` (`[userinfo@]host[:port]`), once it is one
@@ -348,7 +463,7 @@ fn split_authority(authority: &str) -> Result<Host<'_>, &'static str> {
         |port: &str| port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p > 0);
     match port {
         Some(port) if !port_ok(port) => Err("the port must be a number from 1 to 65535"),
-        _ => Ok(Host { name, ipv6 }),
+        _ => Ok(Host { name, ipv6, port }),
     }
 }
 

@@ -709,7 +709,7 @@ fn a_backend_authority_needs_a_host_and_a_port_in_range() {
         "[::1]",
         "[::1]:9000",
     ] {
-        assert_eq!(super::authority_problem(good), None, "{good}");
+        assert_eq!(super::authority_problem(good, false), None, "{good}");
     }
     for bad in [
         "",
@@ -728,8 +728,87 @@ fn a_backend_authority_needs_a_host_and_a_port_in_range() {
         "[v1.x]",
         "[[::1]:80",
     ] {
-        assert!(super::authority_problem(bad).is_some(), "{bad}");
+        assert!(super::authority_problem(bad, false).is_some(), "{bad}");
     }
     assert_eq!(super::after_http_scheme("HTTPS://x/y"), Some("x/y"));
     assert_eq!(super::after_http_scheme("ftp://x"), None);
+}
+
+#[test]
+fn an_https_host_is_one_tls_can_verify() {
+    for good in [
+        "example.com",
+        "example.com.",
+        "a_b.example",
+        "10.0.0.1",
+        "[::1]:8443",
+        "xn--bcher-kva.example",
+    ] {
+        assert_eq!(super::authority_problem(good, true), None, "{good}");
+    }
+    for bad in [
+        "1.2.3.256",
+        "host.0x1f",
+        "a!b.example",
+        "example..com",
+        "-a.example",
+        "example.com..",
+    ] {
+        assert!(super::authority_problem(bad, true).is_some(), "{bad}");
+        assert_eq!(
+            super::authority_problem(bad, false),
+            None,
+            "{bad} is a plain-http host"
+        );
+    }
+}
+
+#[test]
+fn an_origin_is_accepted_only_as_browsers_send_it() {
+    for good in [
+        "https://app.example",
+        "http://localhost:8080",
+        "http://127.0.0.1:3000",
+        "http://[::1]:8080",
+        "http://[2001:db8::1]",
+        "http://[::ffff:102:304]",
+        "https://example.com.",
+        "capacitor://localhost",
+        "ionic://localhost",
+        "chrome-extension://abcdefghijklmnopabcdefghijklmnop",
+        "moz-extension://2c127fa4-62c7-7e4f-90e5-472b45eecfdc",
+        "app://My-App",
+    ] {
+        assert_eq!(super::origin_problem(good), None, "{good}");
+    }
+    for (bad, why) in [
+        ("https://*.example.com", "wildcards"),
+        ("*.example.com", "scheme://host"),
+        ("null", "null origin"),
+        ("example.com", "scheme://host"),
+        ("https://app.example/", "without a path"),
+        ("HTTPS://app.example", "lower case"),
+        ("Capacitor://localhost", "lower case"),
+        ("http://App.example", "lower case"),
+        ("http://app.example:80", "default port"),
+        ("https://app.example:443", "default port"),
+        ("http://localhost:08080", "leading zeros"),
+        ("capacitor://localhost:0080", "leading zeros"),
+        ("http://127.1", "IPv4"),
+        ("http://127.0.0.1.", "IPv4"),
+        ("http://0x7f.0.0.1", "IPv4"),
+        ("http://2130706433", "IPv4"),
+        ("http://[0:0:0:0:0:0:0:1]", "IPv6"),
+        ("http://[::FFFF:1.2.3.4]", "lower case"),
+        ("http://[::ffff:1.2.3.4]", "IPv6"),
+        ("capacitor://[0::1]", "IPv6"),
+        ("http://ex%41mple.com", "RFC 3986"),
+        ("app://a!b", "letters, digits"),
+        ("capacitor://", "scheme://host"),
+        ("1app://x", "scheme://host"),
+        ("http://user@app.example", "userinfo"),
+    ] {
+        let problem = super::origin_problem(bad).unwrap_or_else(|| panic!("{bad} was accepted"));
+        assert!(problem.contains(why), "{bad}: {problem}");
+    }
 }

@@ -97,10 +97,13 @@ impl IntegrationUri {
             .filter(|t| !t.contains(['$', '{', '#']))
             .and_then(|t| Uri::try_from(t).ok())
             .filter(|uri| {
-                matches!(uri.scheme_str(), Some("http" | "https"))
-                    && uri
-                        .authority()
-                        .is_some_and(|a| pylon_common::model::authority_problem(a.as_str()).is_none())
+                let tls = match uri.scheme_str() {
+                    Some("http") => false,
+                    Some("https") => true,
+                    _ => return false,
+                };
+                uri.authority()
+                    .is_some_and(|a| pylon_common::model::authority_problem(a.as_str(), tls).is_none())
             });
         IntegrationUri {
             template: template.to_owned(),

@@ -290,10 +290,12 @@ fn backend_uri(uri: BackendUri<'_>, path: Option<&str>, query: Option<&str>) -> 
         )));
     }
     // The rules the admin API applies to a literal URI, for one filled from
-    // stage variables (a port out of range would be read as no port).
+    // stage variables (a port out of range would be read as no port; an
+    // https host TLS cannot verify would fail as a 502 connect error).
+    let tls = uri.scheme_str() == Some("https");
     if let Some(problem) = uri
         .authority()
-        .and_then(|authority| pylon_common::model::authority_problem(authority.as_str()))
+        .and_then(|authority| pylon_common::model::authority_problem(authority.as_str(), tls))
     {
         return Err(GatewayError::ApiConfiguration(format!(
             "integration URI {uri}: {problem}"
@@ -768,6 +770,9 @@ mod tests {
             "http://:80/pets",
             "http://u@/pets",
             "http://127.0.0.1/pets#top",
+            // An https host TLS cannot verify would fail as a 502 connect error.
+            "https://1.2.3.256/pets",
+            "https://bad_host!/pets",
         ] {
             let error = backend_uri(BackendUri::Filled(filled.to_owned()), None, None).expect_err(filled);
             assert!(
