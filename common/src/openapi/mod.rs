@@ -196,6 +196,7 @@ pub fn import(text: &str, options: &ImportOptions) -> Result<Imported, ImportErr
     api.authorizers = schemes.authorizers.clone();
     let mut cors_from_options = operation::CorsFold::default();
     let places = operation::paths(&document, &schemes, &mut api, &mut cors_from_options, &mut report);
+    let cors_from_extension = api.cors.is_some();
     if api.cors.is_none()
         && let Some(cors) = cors_from_options.finish()
     {
@@ -209,26 +210,126 @@ pub fn import(text: &str, options: &ImportOptions) -> Result<Imported, ImportErr
         );
         api.cors = Some(cors);
     }
+    // What the admin API would refuse, named by its place in the document;
+    // also when something else was refused, so that the report names
+    // everything to fix at once (what was refused is not in `api`, and an
+    // error at a place already refused adds nothing).
+    if let Err(errors) = crate::model::ApiDefinition::validate(api.clone()) {
+        let places = Places {
+            dialect: document.dialect,
+            routes: &places,
+            authorizers: &schemes.places,
+            cors_from_extension,
+            cors_from_options: &cors_from_options,
+        };
+        for error in errors.errors() {
+            let at = places.of(&error.path, &api);
+            let already = report
+                .with(Outcome::Refused)
+                .any(|note| note.path == at || note.path.starts_with(&format!("{at}.")));
+            if already {
+                continue;
+            }
+            let origin = error
+                .path
+                .strip_prefix("cors.allow_origins[")
+                .and_then(|rest| rest.strip_suffix(']'))
+                .and_then(|i| i.parse::<usize>().ok())
+                .and_then(|i| api.cors.as_ref()?.allow_origins.get(i));
+            let detail = match origin {
+                Some(origin) => format!("{} ({origin:?}): {}", error.path, error.message),
+                None => format!("{}: {}", error.path, error.message),
+            };
+            report.refused(at, detail);
+        }
+    }
     if report.has_refusals() {
         return Err(ImportError::Refused(report));
     }
-    // What the admin API would refuse, named by its place in the document.
-    if let Err(errors) = crate::model::ApiDefinition::validate(api.clone()) {
-        for error in errors.errors() {
-            let route = error
-                .path
-                .strip_prefix("routes[")
+    Ok(Imported { api, report })
+}
+
+/// Where in an imported document each part of the API came from, to name
+/// what the admin API's validation refuses by its place there.
+struct Places<'a> {
+    dialect: Dialect,
+    /// Route index → its operation (`paths./pets.get`).
+    routes: &'a [String],
+    /// Authorizer index → its security scheme.
+    authorizers: &'a [String],
+    /// The CORS policy came from `x-amazon-apigateway-cors`, not from
+    /// OPTIONS mocks.
+    cors_from_extension: bool,
+    cors_from_options: &'a operation::CorsFold,
+}
+
+impl Places<'_> {
+    /// The place of the field at `path` (a validation error's field path,
+    /// `routes[2].integration.uri`) of `api`; `(the API as a whole)` for a
+    /// field no single place gave.
+    fn of(&self, path: &str, api: &Api) -> String {
+        let index = |prefix: &str| {
+            path.strip_prefix(prefix)
                 .and_then(|rest| rest.split_once(']'))
                 .and_then(|(i, _)| i.parse::<usize>().ok())
-                .and_then(|i| places.get(i));
-            let at = route
-                .cloned()
-                .unwrap_or_else(|| "(the API as a whole)".to_owned());
-            report.refused(at, format!("{}: {}", error.path, error.message));
-        }
-        return Err(ImportError::Refused(report));
+        };
+        let field = path.split(['.', '[']).next().unwrap_or(path);
+        let place = match field {
+            "name" => Some("info.title".to_owned()),
+            "description" => Some("info.description".to_owned()),
+            "routes" => match index("routes[") {
+                Some(i) => self.routes.get(i).cloned(),
+                None => Some("paths".to_owned()),
+            },
+            "authorizers" => index("authorizers[").and_then(|i| self.authorizers.get(i).cloned()),
+            "models" => {
+                let name = path
+                    .strip_prefix("models[")
+                    .and_then(|rest| rest.split_once(']'))
+                    .and_then(|(name, _)| serde_json::from_str::<String>(name).ok());
+                let at = match self.dialect {
+                    Dialect::Swagger2 => "definitions",
+                    Dialect::OpenApi3 => "components.schemas",
+                };
+                name.map(|name| format!("{at}.{name}"))
+            }
+            "gateway_responses" => index("gateway_responses[")
+                .and_then(|i| api.gateway_responses.get(i))
+                .map(|response| format!("x-amazon-apigateway-gateway-responses.{}", response.r#type)),
+            "resource_policy" => Some("x-amazon-apigateway-policy".to_owned()),
+            "endpoint_type" => Some("x-amazon-apigateway-endpoint-configuration".to_owned()),
+            "cors" => Some(self.cors(path, api)),
+            _ => None,
+        };
+        place.unwrap_or_else(|| "(the API as a whole)".to_owned())
     }
-    Ok(Imported { api, report })
+
+    /// A `cors.*` field's place: the extension's field, or the OPTIONS
+    /// method that allowed an origin.
+    fn cors(&self, path: &str, api: &Api) -> String {
+        let field = path
+            .strip_prefix("cors.")
+            .and_then(|rest| rest.split('[').next())
+            .unwrap_or("");
+        if self.cors_from_extension {
+            let name = match field {
+                "allow_origins" => "allowOrigins",
+                "allow_methods" => "allowMethods",
+                "allow_headers" => "allowHeaders",
+                "expose_headers" => "exposeHeaders",
+                "max_age_seconds" => "maxAge",
+                "allow_credentials" => "allowCredentials",
+                _ => return "x-amazon-apigateway-cors".to_owned(),
+            };
+            return format!("x-amazon-apigateway-cors.{name}");
+        }
+        path.strip_prefix("cors.allow_origins[")
+            .and_then(|rest| rest.strip_suffix(']'))
+            .and_then(|i| i.parse::<usize>().ok())
+            .and_then(|i| api.cors.as_ref()?.allow_origins.get(i))
+            .and_then(|origin| self.cors_from_options.place_of_origin(origin))
+            .map_or_else(|| "paths.*.options".to_owned(), str::to_owned)
+    }
 }
 
 /// A document Pylon exported: the definition it carries in `x-pylon-api`

@@ -158,7 +158,7 @@ fn route(
         return None;
     };
     // OPTIONS mocks that only answer CORS preflights become the API's CORS.
-    if method == "OPTIONS" && cors.take(raw) {
+    if method == "OPTIONS" && cors.take(raw, &here) {
         report.mapped(&here, "CORS preflight (folded into the API's CORS policy)");
         return None;
     }
@@ -1028,6 +1028,8 @@ fn model_name(schema: &Value) -> Option<String> {
 #[derive(Default)]
 pub struct CorsFold {
     origins: BTreeSet<String>,
+    /// Each origin → the first OPTIONS integration that allowed it.
+    origin_places: BTreeMap<String, String>,
     methods: BTreeSet<String>,
     headers: BTreeSet<String>,
     expose: BTreeSet<String>,
@@ -1037,9 +1039,9 @@ pub struct CorsFold {
 }
 
 impl CorsFold {
-    /// Takes an OPTIONS integration if it is a mock whose responses only set
-    /// `Access-Control-*` headers.
-    fn take(&mut self, raw: &Map<String, Value>) -> bool {
+    /// Takes an OPTIONS integration (at `here` in the document) if it is a
+    /// mock whose responses only set `Access-Control-*` headers.
+    fn take(&mut self, raw: &Map<String, Value>, here: &str) -> bool {
         if raw
             .get("type")
             .and_then(Value::as_str)
@@ -1082,7 +1084,14 @@ impl CorsFold {
         };
         for (name, value) in values {
             match name.as_str() {
-                "access-control-allow-origin" => self.origins.extend(split(&value)),
+                "access-control-allow-origin" => {
+                    for origin in split(&value) {
+                        self.origin_places
+                            .entry(origin.clone())
+                            .or_insert_with(|| here.to_owned());
+                        self.origins.insert(origin);
+                    }
+                }
                 "access-control-allow-methods" => self
                     .methods
                     .extend(split(&value).into_iter().map(|m| m.to_ascii_uppercase())),
@@ -1097,15 +1106,22 @@ impl CorsFold {
         true
     }
 
-    pub fn finish(self) -> Option<Cors> {
+    /// The CORS policy the OPTIONS methods taken add up to; `None` if none
+    /// was taken. (The places of the origins stay, for [`Self::place_of_origin`].)
+    pub fn finish(&mut self) -> Option<Cors> {
         self.seen.then(|| Cors {
-            allow_origins: self.origins.into_iter().collect(),
-            allow_methods: self.methods.into_iter().collect(),
-            allow_headers: self.headers.into_iter().collect(),
-            expose_headers: self.expose.into_iter().collect(),
+            allow_origins: std::mem::take(&mut self.origins).into_iter().collect(),
+            allow_methods: std::mem::take(&mut self.methods).into_iter().collect(),
+            allow_headers: std::mem::take(&mut self.headers).into_iter().collect(),
+            expose_headers: std::mem::take(&mut self.expose).into_iter().collect(),
             max_age_seconds: self.max_age.unwrap_or(0),
             allow_credentials: self.credentials,
         })
+    }
+
+    /// The first OPTIONS integration that allowed `origin`.
+    pub fn place_of_origin(&self, origin: &str) -> Option<&str> {
+        self.origin_places.get(origin).map(String::as_str)
     }
 }
 

@@ -20,6 +20,9 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Clone, Debug, Default)]
 pub struct Schemes {
     pub authorizers: Vec<Authorizer>,
+    /// Where each of `authorizers` came from: `securityDefinitions.NAME`
+    /// or `components.securitySchemes.NAME`.
+    pub places: Vec<String>,
     /// Scheme name → the authorizer's kind (true: JWT).
     pub by_name: BTreeMap<String, bool>,
     /// Schemes that mean "an API key is required".
@@ -83,6 +86,7 @@ pub fn schemes(doc: &Document<'_>, report: &mut Report) -> Schemes {
                     let jwt = matches!(authorizer.kind, Some(authorizer::Kind::Jwt(_)));
                     out.by_name.insert(name.clone(), jwt);
                     out.authorizers.push(authorizer);
+                    out.places.push(here);
                 }
                 None => {
                     out.refused.insert(name.clone());

@@ -381,6 +381,41 @@ fn what_the_admin_api_would_refuse_is_named_by_its_place_in_the_document() {
 }
 
 #[test]
+fn every_refusal_is_reported_at_once_at_its_place_in_the_document() {
+    // An origin the admin API refuses, and a Lambda authorizer without its URL.
+    let mut document: serde_json::Value =
+        serde_json::from_str(export!("14-http-api-petstore-cors-ref.oas301.json")).expect("json");
+    document["x-amazon-apigateway-cors"]["allowOrigins"] = serde_json::json!(["https://app.example/"]);
+    let report = refused(import(&document.to_string(), &options(&[])));
+    let paths = refused_paths(&report);
+    assert!(
+        paths.contains(&"x-amazon-apigateway-cors.allowOrigins"),
+        "{report}"
+    );
+    assert!(
+        report.to_string().contains("\"https://app.example/\""),
+        "the origin is named: {report}"
+    );
+    assert!(
+        report
+            .with(Outcome::Refused)
+            .any(|n| n.detail.contains("--lambda-url")),
+        "{report}"
+    );
+
+    // An origin from an OPTIONS mock is named by that method.
+    let document = r#"{"swagger": "2.0", "info": {"title": "T"}, "paths": {"/a": {
+      "get": {"x-amazon-apigateway-integration": {"type": "http_proxy", "httpMethod": "GET", "uri": "http://127.0.0.1:9/a"}},
+      "options": {"x-amazon-apigateway-integration": {"type": "mock", "responses": {"default": {"statusCode": "200",
+        "responseParameters": {"method.response.header.Access-Control-Allow-Origin": "'https://App.example'"}}}}}}}}"#;
+    let report = refused(import(document, &options(&[])));
+    assert_eq!(
+        refused_paths(&report),
+        ["paths./a.options.x-amazon-apigateway-integration"]
+    );
+}
+
+#[test]
 fn a_title_with_unfilled_placeholders_does_not_name_the_api() {
     let document = minimal("").replace("\"T\"", "\"${Name} API\"");
     let report = refused(import(&document, &options(&[])));
