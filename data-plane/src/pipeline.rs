@@ -648,7 +648,9 @@ async fn serve(
             Some(entry) => {
                 ctx.outcome.cache = Some(CacheStatus::Hit);
                 if !transforms_response {
-                    return Ok(cache::respond(entry, plan.warning));
+                    let mut response = cache::respond(entry, plan.warning);
+                    cache::evaluate_conditions(&parts.headers, &mut response);
+                    return Ok(response);
                 }
             }
             None => {
@@ -775,7 +777,7 @@ async fn serve(
                 &target.variables,
                 whole.as_ref(),
             );
-            response::transform::apply(
+            let mut response = response::transform::apply(
                 settings,
                 &target.definition,
                 response,
@@ -783,7 +785,12 @@ async fn serve(
                 ctx,
                 options.limits.max_body_bytes,
             )
-            .await?
+            .await?;
+            // A hit's conditions are judged on the answer as mapped.
+            if hit.is_some() {
+                cache::evaluate_conditions(&original.headers, &mut response);
+            }
+            response
         }
     };
     if let Some(entry) = &hit {

@@ -205,6 +205,39 @@ async fn nodes_share_one_cache_with_ttls_keys_invalidation_flush_canaries_and_en
     let one_again = send(&client, c, "GET", "/prod/items/1", &[]).await;
     assert_eq!((one_again.header("x-cache"), n(&one_again)), ("Hit", n(&one)));
 
+    // A client that holds the stored answer gets a 304 from the cache
+    // (RFC 9111 §4.3.2); the backend hears nothing.
+    let tagged = "/prod/items/tagged?etag=%22v1%22&lm=Tue,%2001%20Dec%202026%2010:00:00%20GMT";
+    let filled = send(&client, a, "GET", tagged, &[]).await;
+    assert_eq!(
+        (filled.header("x-cache"), filled.header("etag")),
+        ("Miss", "\"v1\"")
+    );
+    let before = calls();
+    let not_modified = send_any(&client, b, tagged, &[("if-none-match", "W/\"v0\", \"v1\"")]).await;
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(
+        (not_modified.header("x-cache"), not_modified.header("etag")),
+        ("Hit", "\"v1\"")
+    );
+    assert_eq!(
+        (not_modified.body.as_str(), not_modified.header("content-type")),
+        ("", "")
+    );
+    let unchanged = send_any(
+        &client,
+        c,
+        tagged,
+        &[("if-modified-since", "Tue, 01 Dec 2026 10:00:00 GMT")],
+    )
+    .await;
+    assert_eq!(unchanged.status, 304);
+    // Another version held: the whole stored answer.
+    let other = send_any(&client, c, tagged, &[("if-none-match", "\"v0\"")]).await;
+    assert_eq!((other.status.as_u16(), other.header("x-cache")), (200, "Hit"));
+    assert_eq!(n(&other), n(&filled));
+    assert_eq!(calls(), before);
+
     // A route's TTL: 1 s, then the backend again.
     assert_eq!(
         send(&client, a, "GET", "/prod/short", &[])

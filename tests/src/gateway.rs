@@ -139,11 +139,16 @@ async fn answer(name: &str, n: u64, request: Request<hyper::body::Incoming>) -> 
     response
         .headers_mut()
         .insert("content-type", http::HeaderValue::from_static("application/json"));
-    if let Some(value) = param("cc").and_then(|v| http::HeaderValue::from_str(&v).ok()) {
-        response.headers_mut().insert("cache-control", value);
-    }
-    if let Some(value) = param("vary").and_then(|v| http::HeaderValue::from_str(&v).ok()) {
-        response.headers_mut().insert("vary", value);
+    // Fields the test asks for: `?cc=`, `?vary=`, `?etag=`, `?lm=` (Last-Modified).
+    for (name, field) in [
+        ("cc", "cache-control"),
+        ("vary", "vary"),
+        ("etag", "etag"),
+        ("lm", "last-modified"),
+    ] {
+        if let Some(value) = param(name).and_then(|v| http::HeaderValue::from_str(&v).ok()) {
+            response.headers_mut().insert(field, value);
+        }
     }
     response
 }

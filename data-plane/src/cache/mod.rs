@@ -817,6 +817,109 @@ fn answer(entry: &Entry) -> Response<Body> {
     response
 }
 
+/// Answers a hit `304 Not Modified` when the client already holds what it
+/// would send (RFC 9111 §4.3.2: a cache answering from storage evaluates
+/// the conditions of RFC 9110 §13.2.2): `If-None-Match` lists the answer's
+/// `ETag` (weak comparison) or is `*`; or, without `If-None-Match`, the
+/// answer's `Last-Modified` is no later than a valid `If-Modified-Since`.
+/// Only a `200` is turned; the 304 keeps the answer's fields but its body
+/// and the representation fields that describe it (`Content-Type`,
+/// `Content-Length`, `Content-Encoding`, `Content-Language`, RFC 9110
+/// §15.4.5). `request`: the client's fields.
+pub fn evaluate_conditions(request: &HeaderMap, response: &mut Response<Body>) {
+    if response.status() != StatusCode::OK {
+        return;
+    }
+    let not_modified = if request.contains_key(header::IF_NONE_MATCH) {
+        response
+            .headers()
+            .get(header::ETAG)
+            .is_some_and(|etag| none_match_lists(request, etag.as_bytes()))
+    } else {
+        match (
+            request.get(header::IF_MODIFIED_SINCE),
+            response.headers().get(header::LAST_MODIFIED),
+        ) {
+            (Some(since), Some(modified)) => match (http_date(since), http_date(modified)) {
+                (Some(since), Some(modified)) => modified <= since,
+                _ => false,
+            },
+            _ => false,
+        }
+    };
+    if !not_modified {
+        return;
+    }
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    *response.body_mut() = full_body(Bytes::new());
+    let headers = response.headers_mut();
+    for name in [
+        header::CONTENT_TYPE,
+        header::CONTENT_LENGTH,
+        header::CONTENT_ENCODING,
+        header::CONTENT_LANGUAGE,
+        header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Whether the client's `If-None-Match` fields are `*` or list an entity
+/// tag that weakly matches `etag` (RFC 9110 §8.8.3.2: the opaque tags are
+/// equal, `W/` aside). A malformed tag matches nothing.
+fn none_match_lists(request: &HeaderMap, etag: &[u8]) -> bool {
+    let Some(stored) = opaque_tag(etag.trim_ascii()) else {
+        return false;
+    };
+    request.get_all(header::IF_NONE_MATCH).iter().any(|value| {
+        let value = value.as_bytes().trim_ascii();
+        value == b"*" || entity_tags(value).any(|tag| opaque_tag(tag) == Some(stored))
+    })
+}
+
+/// An entity tag's opaque part, quotes included, `W/` left out; `None`
+/// when it is not an entity tag.
+fn opaque_tag(tag: &[u8]) -> Option<&[u8]> {
+    let tag = tag.strip_prefix(b"W/").unwrap_or(tag);
+    let inner = tag.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    (!inner.contains(&b'"')).then_some(tag)
+}
+
+/// The entity tags of a list (`"a", W/"b"`): split at commas outside the
+/// quotes (an opaque tag may hold a comma).
+fn entity_tags(list: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = list;
+    std::iter::from_fn(move || {
+        loop {
+            rest = rest.trim_ascii_start();
+            if rest.is_empty() {
+                return None;
+            }
+            let mut quoted = false;
+            let end = rest
+                .iter()
+                .position(|&b| {
+                    if b == b'"' {
+                        quoted = !quoted;
+                    }
+                    b == b',' && !quoted
+                })
+                .unwrap_or(rest.len());
+            let tag = rest[..end].trim_ascii();
+            rest = rest.get(end + 1..).unwrap_or(&[]);
+            if !tag.is_empty() {
+                return Some(tag);
+            }
+        }
+    })
+}
+
+/// An HTTP-date (RFC 9110 §5.6.7, the three formats); `None` when it is
+/// not one (a recipient ignores a condition it cannot read).
+fn http_date(value: &HeaderValue) -> Option<std::time::SystemTime> {
+    httpdate::parse_http_date(value.to_str().ok()?.trim()).ok()
+}
+
 /// Says how long the answer has been held (RFC 9111 §4.2.3).
 pub fn age(response: &mut Response<Body>, entry: &Entry) {
     if let Some(age) = entry.age_s(crate::shared::memory::unix_now_ms()) {
@@ -845,6 +948,91 @@ pub async fn follow(mut rx: watch::Receiver<Option<Arc<Entry>>>, timeout: Durati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a hit whose stored answer has these fields answers a client
+    /// that sends those.
+    fn conditional_hit(
+        stored: &[(HeaderName, &'static str)],
+        client: &[(HeaderName, &'static str)],
+    ) -> Response<Body> {
+        let mut response = Response::new(full_body(Bytes::from_static(b"stored")));
+        for (name, value) in stored {
+            response
+                .headers_mut()
+                .append(name, HeaderValue::from_static(value));
+        }
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("6"));
+        let request = client
+            .iter()
+            .map(|(name, value)| (name.clone(), HeaderValue::from_static(value)))
+            .collect();
+        evaluate_conditions(&request, &mut response);
+        response
+    }
+
+    #[test]
+    fn a_hit_answers_304_to_a_client_that_holds_its_etag() {
+        let tagged = [(header::ETAG, "W/\"v1\""), (header::CONTENT_TYPE, "text/plain")];
+        for (if_none_match, expected) in [
+            ("\"v1\"", 304),
+            ("W/\"v1\"", 304),
+            ("\"v0\", W/\"v1\"", 304),
+            ("*", 304),
+            ("\"v0\"", 200),
+            ("\"v1", 200),
+            ("v1", 200),
+            ("\"a,\"v1\"\"", 200),
+        ] {
+            let response = conditional_hit(&tagged, &[(header::IF_NONE_MATCH, if_none_match)]);
+            assert_eq!(
+                response.status().as_u16(),
+                expected,
+                "If-None-Match: {if_none_match}"
+            );
+        }
+        let response = conditional_hit(&tagged, &[(header::IF_NONE_MATCH, "\"v1\"")]);
+        let headers = response.headers();
+        assert_eq!(
+            headers.get(header::ETAG).map(HeaderValue::as_bytes),
+            Some(&b"W/\"v1\""[..])
+        );
+        assert!(headers.get(header::CONTENT_TYPE).is_none() && headers.get(header::CONTENT_LENGTH).is_none());
+        // Without an ETag, If-None-Match matches nothing but `*`.
+        let untagged = [(header::CONTENT_TYPE, "text/plain")];
+        assert_eq!(
+            conditional_hit(&untagged, &[(header::IF_NONE_MATCH, "\"v1\"")]).status(),
+            200
+        );
+    }
+
+    #[test]
+    fn a_hit_answers_304_when_not_modified_since_and_if_none_match_wins() {
+        let dated = [
+            (header::LAST_MODIFIED, "Tue, 01 Dec 2026 10:00:00 GMT"),
+            (header::ETAG, "\"v1\""),
+        ];
+        for (since, expected) in [
+            ("Tue, 01 Dec 2026 10:00:00 GMT", 304),
+            ("Tue, 01 Dec 2026 11:00:00 GMT", 304),
+            ("Tuesday, 01-Dec-26 10:00:00 GMT", 304),
+            ("Tue, 01 Dec 2026 09:59:59 GMT", 200),
+            ("yesterday", 200),
+        ] {
+            let response = conditional_hit(&dated, &[(header::IF_MODIFIED_SINCE, since)]);
+            assert_eq!(response.status().as_u16(), expected, "If-Modified-Since: {since}");
+        }
+        // If-None-Match present: If-Modified-Since is ignored (RFC 9110 §13.1.3).
+        let response = conditional_hit(
+            &dated,
+            &[
+                (header::IF_NONE_MATCH, "\"v0\""),
+                (header::IF_MODIFIED_SINCE, "Tue, 01 Dec 2026 11:00:00 GMT"),
+            ],
+        );
+        assert_eq!(response.status(), 200);
+    }
 
     #[test]
     fn a_hit_sets_its_own_fields_in_a_head_that_never_grows() {
