@@ -44,7 +44,7 @@ pub struct Plan {
 pub fn plan(mappings: &[Mapping], inputs: &Inputs<'_>, ctx: &RequestContext) -> Result<Plan, GatewayError> {
     let mut headers = Vec::new();
     let mut outgoing = Outgoing::default();
-    let mut query: Option<Vec<(String, String)>> = None;
+    let mut query: Option<QueryEdit<'_>> = None;
     for mapping in mappings {
         let value = match mapping.action {
             Action::Remove => None,
@@ -65,12 +65,13 @@ pub fn plan(mappings: &[Mapping], inputs: &Inputs<'_>, ctx: &RequestContext) -> 
                 headers.push((mapping.action, name.clone(), value));
             }
             Target::Query(name) => {
-                let pairs = query.get_or_insert_with(|| inputs.query_pairs().to_vec());
+                let edit =
+                    query.get_or_insert_with(|| QueryEdit::new(inputs.parts.uri.query().unwrap_or("")));
                 if mapping.action != Action::Append {
-                    pairs.retain(|(k, _)| k != name);
+                    edit.remove(name);
                 }
                 if let Some(value) = value {
-                    pairs.push((name.clone(), value));
+                    edit.add(name, value);
                 }
             }
             Target::Path => {
@@ -81,12 +82,76 @@ pub fn plan(mappings: &[Mapping], inputs: &Inputs<'_>, ctx: &RequestContext) -> 
             Target::StatusCode => {}
         }
     }
-    outgoing.query = query.map(|pairs| {
-        form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(pairs)
-            .finish()
-    });
+    outgoing.query = query.map(QueryEdit::finish);
     Ok(Plan { headers, outgoing })
+}
+
+/// The client's query string as query mappings change it: the parameters
+/// no mapping names are sent byte for byte as the client wrote them (a
+/// backend that signs or compares its query sees the client's own; `b`
+/// stays `b`, `%20` stays `%20`); a parameter a mapping removes goes, with
+/// every spelling of its name; one a mapping sets is added at the end,
+/// form-encoded.
+struct QueryEdit<'a> {
+    segments: Vec<Segment<'a>>,
+}
+
+enum Segment<'a> {
+    /// A client's `name=value` as written, and its name decoded.
+    Client { raw: &'a str, name: Option<String> },
+    /// A mapped parameter: name and value, not encoded yet.
+    Mapped(String, String),
+}
+
+impl<'a> QueryEdit<'a> {
+    fn new(query: &'a str) -> QueryEdit<'a> {
+        let segments = if query.is_empty() {
+            Vec::new()
+        } else {
+            query
+                .split('&')
+                .filter(|raw| !raw.is_empty())
+                .map(|raw| Segment::Client {
+                    raw,
+                    name: form_urlencoded::parse(raw.as_bytes())
+                        .next()
+                        .map(|(name, _)| name.into_owned()),
+                })
+                .collect()
+        };
+        QueryEdit { segments }
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.segments.retain(|segment| match segment {
+            Segment::Client { name: Some(own), .. } | Segment::Mapped(own, _) => own != name,
+            Segment::Client { name: None, .. } => true,
+        });
+    }
+
+    fn add(&mut self, name: &str, value: String) {
+        self.segments.push(Segment::Mapped(name.to_owned(), value));
+    }
+
+    fn finish(self) -> String {
+        let mut out = String::new();
+        for segment in &self.segments {
+            if !out.is_empty() {
+                out.push('&');
+            }
+            match segment {
+                Segment::Client { raw, .. } => out.push_str(raw),
+                Segment::Mapped(name, value) => {
+                    out.push_str(
+                        &form_urlencoded::Serializer::new(String::new())
+                            .append_pair(name, value)
+                            .finish(),
+                    );
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Renders a route's body template (a name in the definition's templates).
@@ -236,6 +301,34 @@ mod tests {
         assert_eq!(percent_encode_path("/kept%20escape".into()), "/kept%20escape");
         assert!(check_path("/New York").is_ok());
         assert_eq!(percent_encode_path("/New York".into()), "/New%20York");
+    }
+
+    #[test]
+    fn query_mappings_change_only_the_parameters_they_name() {
+        let edited = |query: &str, changes: &[(&str, Option<&str>, bool)]| {
+            let mut edit = QueryEdit::new(query);
+            for (name, value, append) in changes {
+                if !append {
+                    edit.remove(name);
+                }
+                if let Some(value) = value {
+                    edit.add(name, (*value).to_owned());
+                }
+            }
+            edit.finish()
+        };
+        assert_eq!(
+            edited("a=1&flag&sp=x%20y+z&b=2", &[("b", Some("new value"), false)]),
+            "a=1&flag&sp=x%20y+z&b=new+value"
+        );
+        assert_eq!(edited("a=1&%61=2&b=3", &[("a", None, false)]), "b=3");
+        assert_eq!(edited("a=1", &[("a", Some("2"), true)]), "a=1&a=2");
+        assert_eq!(edited("", &[("x", Some("&="), false)]), "x=%26%3D");
+        assert_eq!(edited("&&a=1&", &[("b", None, false)]), "a=1");
+        assert_eq!(
+            edited("a=1", &[("b", Some("1"), false), ("b", None, false)]),
+            "a=1"
+        );
     }
 
     #[test]
