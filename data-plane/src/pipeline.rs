@@ -649,7 +649,7 @@ async fn serve(
                 ctx.outcome.cache = Some(CacheStatus::Hit);
                 if !transforms_response {
                     let mut response = cache::respond(entry, plan.warning);
-                    cache::evaluate_conditions(&parts.headers, &mut response);
+                    cache::evaluate_conditions(&parts.method, &parts.headers, &mut response);
                     return Ok(response);
                 }
             }
@@ -788,7 +788,7 @@ async fn serve(
             .await?;
             // A hit's conditions are judged on the answer as mapped.
             if hit.is_some() {
-                cache::evaluate_conditions(&original.headers, &mut response);
+                cache::evaluate_conditions(&original.method, &original.headers, &mut response);
             }
             response
         }

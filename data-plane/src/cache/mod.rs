@@ -825,9 +825,12 @@ fn answer(entry: &Entry) -> Response<Body> {
 /// Only a `200` is turned; the 304 keeps the answer's fields but its body
 /// and the representation fields that describe it (`Content-Type`,
 /// `Content-Length`, `Content-Encoding`, `Content-Language`, RFC 9110
-/// §15.4.5). `request`: the client's fields.
-pub fn evaluate_conditions(request: &HeaderMap, response: &mut Response<Body>) {
-    if response.status() != StatusCode::OK {
+/// §15.4.5). `method` and `request`: the client's method and fields; only
+/// a `GET` is judged (a route may cache other methods, and for those a
+/// failed `If-None-Match` means 412, which is the backend's to say, RFC
+/// 9110 §13.1.2).
+pub fn evaluate_conditions(method: &Method, request: &HeaderMap, response: &mut Response<Body>) {
+    if method != Method::GET || response.status() != StatusCode::OK {
         return;
     }
     let not_modified = if request.contains_key(header::IF_NONE_MATCH) {
@@ -950,8 +953,17 @@ mod tests {
     use super::*;
 
     /// What a hit whose stored answer has these fields answers a client
-    /// that sends those.
+    /// that sends those with a `GET`.
     fn conditional_hit(
+        stored: &[(HeaderName, &'static str)],
+        client: &[(HeaderName, &'static str)],
+    ) -> Response<Body> {
+        conditional_hit_to(&Method::GET, stored, client)
+    }
+
+    /// The same with any method.
+    fn conditional_hit_to(
+        method: &Method,
         stored: &[(HeaderName, &'static str)],
         client: &[(HeaderName, &'static str)],
     ) -> Response<Body> {
@@ -968,7 +980,7 @@ mod tests {
             .iter()
             .map(|(name, value)| (name.clone(), HeaderValue::from_static(value)))
             .collect();
-        evaluate_conditions(&request, &mut response);
+        evaluate_conditions(method, &request, &mut response);
         response
     }
 
@@ -999,6 +1011,9 @@ mod tests {
             Some(&b"W/\"v1\""[..])
         );
         assert!(headers.get(header::CONTENT_TYPE).is_none() && headers.get(header::CONTENT_LENGTH).is_none());
+        // A route that caches a POST: its conditions are the backend's.
+        let post = conditional_hit_to(&Method::POST, &tagged, &[(header::IF_NONE_MATCH, "\"v1\"")]);
+        assert_eq!(post.status(), 200);
         // Without an ETag, If-None-Match matches nothing but `*`.
         let untagged = [(header::CONTENT_TYPE, "text/plain")];
         assert_eq!(
