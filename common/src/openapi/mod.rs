@@ -195,7 +195,7 @@ pub fn import(text: &str, options: &ImportOptions) -> Result<Imported, ImportErr
     let schemes = security::schemes(&document, &mut report);
     api.authorizers = schemes.authorizers.clone();
     let mut cors_from_options = operation::CorsFold::default();
-    let places = operation::paths(&document, &schemes, &mut api, &mut cors_from_options, &mut report);
+    let examined = operation::paths(&document, &schemes, &mut api, &mut cors_from_options, &mut report);
     let cors_from_extension = api.cors.is_some();
     if api.cors.is_none()
         && let Some(cors) = cors_from_options.finish()
@@ -212,21 +212,32 @@ pub fn import(text: &str, options: &ImportOptions) -> Result<Imported, ImportErr
     }
     // What the admin API would refuse, named by its place in the document;
     // also when something else was refused, so that the report names
-    // everything to fix at once (what was refused is not in `api`, and an
-    // error at a place already refused adds nothing).
-    if let Err(errors) = crate::model::ApiDefinition::validate(api.clone()) {
+    // everything to fix at once: operations refused only for their security
+    // are judged too (unsecured, and not kept). An error at a place the
+    // importer itself refused, or inside one, adds nothing.
+    let mut judged = api.clone();
+    let mut route_places = examined.places;
+    for (route, at) in examined.unsecured {
+        judged.routes.push(route);
+        route_places.push(at);
+    }
+    if let Err(errors) = crate::model::ApiDefinition::validate(judged.clone()) {
         let places = Places {
             dialect: document.dialect,
-            routes: &places,
+            routes: &route_places,
             authorizers: &schemes.places,
             cors_from_extension,
             cors_from_options: &cors_from_options,
         };
+        let refused_by_importer: Vec<String> = report
+            .with(Outcome::Refused)
+            .map(|note| note.path.clone())
+            .collect();
         for error in errors.errors() {
-            let at = places.of(&error.path, &api);
-            let already = report
-                .with(Outcome::Refused)
-                .any(|note| note.path == at || note.path.starts_with(&format!("{at}.")));
+            let at = places.of(&error.path, &judged);
+            let already = refused_by_importer
+                .iter()
+                .any(|refused| at == *refused || at.starts_with(&format!("{refused}.")));
             if already {
                 continue;
             }
@@ -235,7 +246,7 @@ pub fn import(text: &str, options: &ImportOptions) -> Result<Imported, ImportErr
                 .strip_prefix("cors.allow_origins[")
                 .and_then(|rest| rest.strip_suffix(']'))
                 .and_then(|i| i.parse::<usize>().ok())
-                .and_then(|i| api.cors.as_ref()?.allow_origins.get(i));
+                .and_then(|i| judged.cors.as_ref()?.allow_origins.get(i));
             let detail = match origin {
                 Some(origin) => format!("{} ({origin:?}): {}", error.path, error.message),
                 None => format!("{}: {}", error.path, error.message),

@@ -37,19 +37,33 @@ const INTEGRATION_FIELDS: &[&str] = &[
     "description",
 ];
 
-/// Adds a route per importable operation; returns, for each route added,
-/// the operation's place in the document.
+/// What [`paths`] found besides the routes it added to the API.
+#[derive(Debug, Default)]
+pub struct Examined {
+    /// For each route added, the operation's place in the document
+    /// (`paths./pets.get`).
+    pub places: Vec<String>,
+    /// Operations refused only for their security (a scheme the importer
+    /// could not take), with their places: not imported, but the rest of
+    /// each (its integration, parameters) is still judged by the admin
+    /// API's rules so that the report names everything to fix at once.
+    /// Their authorization is `NONE`.
+    pub unsecured: Vec<(Route, String)>,
+}
+
+/// Adds a route per importable operation; returns where each came from
+/// and the operations refused only for their security.
 pub fn paths(
     doc: &Document<'_>,
     schemes: &Schemes,
     api: &mut Api,
     cors: &mut CorsFold,
     report: &mut Report,
-) -> Vec<String> {
-    let mut places = Vec::new();
+) -> Examined {
+    let mut examined = Examined::default();
     let Some(paths) = doc.root.get("paths").and_then(Value::as_object) else {
         report.refused("paths", "the document has no paths");
-        return places;
+        return examined;
     };
     let validators = Validators::of(doc, report);
     for (path, item) in paths {
@@ -90,7 +104,7 @@ pub fn paths(
                 report.refused(&at, "not an object");
                 continue;
             };
-            if let Some(route) = route(
+            match route(
                 doc,
                 schemes,
                 &validators,
@@ -102,12 +116,16 @@ pub fn paths(
                 cors,
                 report,
             ) {
-                api.routes.push(route);
-                places.push(at.clone());
+                Some((route, true)) => {
+                    api.routes.push(route);
+                    examined.places.push(at.clone());
+                }
+                Some((route, false)) => examined.unsecured.push((route, at.clone())),
+                None => {}
             }
         }
     }
-    places
+    examined
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -122,7 +140,7 @@ fn route(
     at: &str,
     cors: &mut CorsFold,
     report: &mut Report,
-) -> Option<Route> {
+) -> Option<(Route, bool)> {
     for key in operation.keys().filter(|k| k.starts_with("x-amazon-apigateway-")) {
         if !matches!(
             key.as_str(),
@@ -167,6 +185,7 @@ fn route(
         path: path.to_owned(),
         ..Default::default()
     };
+    let mut secured = true;
     if let Some(auth) = operation.get("x-amazon-apigateway-auth") {
         match auth
             .get("type")
@@ -182,7 +201,7 @@ fn route(
                     format!("{at}.x-amazon-apigateway-auth"),
                     format!("{other} authorization has no Pylon equivalent"),
                 );
-                return None;
+                secured = false;
             }
         }
     }
@@ -205,10 +224,13 @@ fn route(
         .collect::<Vec<_>>();
     let validation = validators.validation(doc, operation, &parameters, at, report);
     let integration = integration(doc, raw, &mut route, &here, report);
-    route.authorization = Some(authorization?);
     route.validation = validation?;
     route.integration = Some(integration?);
-    Some(route)
+    // A route whose security was refused is returned unsecured, marked
+    // incomplete: only for the admin API's rules to judge the rest.
+    let complete = secured && authorization.is_some();
+    route.authorization = Some(authorization.unwrap_or_default());
+    Some((route, complete))
 }
 
 /// The integration; it may also set the route's request and response

@@ -382,19 +382,34 @@ fn what_the_admin_api_would_refuse_is_named_by_its_place_in_the_document() {
 
 #[test]
 fn every_refusal_is_reported_at_once_at_its_place_in_the_document() {
-    // An origin the admin API refuses, and a Lambda authorizer without its URL.
+    // Two origins the admin API refuses, a Lambda authorizer without its
+    // URL, and a port out of range behind that authorizer.
     let mut document: serde_json::Value =
         serde_json::from_str(export!("14-http-api-petstore-cors-ref.oas301.json")).expect("json");
-    document["x-amazon-apigateway-cors"]["allowOrigins"] = serde_json::json!(["https://app.example/"]);
+    document["x-amazon-apigateway-cors"]["allowOrigins"] = serde_json::json!([
+        "https://app.example/",
+        "https://ok.example",
+        "https://Other.example"
+    ]);
+    document["paths"]["/pets/{petId}"]["get"]["x-amazon-apigateway-integration"]["uri"] =
+        serde_json::json!("http://127.0.0.1:99999/pets/{petId}");
     let report = refused(import(&document.to_string(), &options(&[])));
     let paths = refused_paths(&report);
     assert!(
         paths.contains(&"x-amazon-apigateway-cors.allowOrigins"),
         "{report}"
     );
+    let text = report.to_string();
     assert!(
-        report.to_string().contains("\"https://app.example/\""),
-        "the origin is named: {report}"
+        text.contains("\"https://app.example/\"") && text.contains("\"https://Other.example\""),
+        "each bad origin is named: {report}"
+    );
+    assert!(!text.contains("\"https://ok.example\""), "{report}");
+    assert!(
+        report
+            .with(Outcome::Refused)
+            .any(|n| n.path == "paths./pets/{petId}.get" && n.detail.contains("port must be")),
+        "the operation refused for its authorizer is still judged: {report}"
     );
     assert!(
         report
