@@ -108,9 +108,10 @@ impl<'a> QueryEdit<'a> {
         let segments = if query.is_empty() {
             Vec::new()
         } else {
+            // Empty segments (`a=1&&b=2&`) are kept: the client's part of
+            // the query reaches the backend byte for byte.
             query
                 .split('&')
-                .filter(|raw| !raw.is_empty())
                 .map(|raw| Segment::Client {
                     raw,
                     name: form_urlencoded::parse(raw.as_bytes())
@@ -135,8 +136,8 @@ impl<'a> QueryEdit<'a> {
 
     fn finish(self) -> String {
         let mut out = String::new();
-        for segment in &self.segments {
-            if !out.is_empty() {
+        for (i, segment) in self.segments.iter().enumerate() {
+            if i > 0 {
                 out.push('&');
             }
             match segment {
@@ -324,7 +325,9 @@ mod tests {
         assert_eq!(edited("a=1&%61=2&b=3", &[("a", None, false)]), "b=3");
         assert_eq!(edited("a=1", &[("a", Some("2"), true)]), "a=1&a=2");
         assert_eq!(edited("", &[("x", Some("&="), false)]), "x=%26%3D");
-        assert_eq!(edited("&&a=1&", &[("b", None, false)]), "a=1");
+        assert_eq!(edited("&&a=1&", &[("b", None, false)]), "&&a=1&");
+        assert_eq!(edited("x=1&&y=2&", &[("y", None, false)]), "x=1&&");
+        assert_eq!(edited("x=1&&y=2", &[("z", Some("3"), true)]), "x=1&&y=2&z=3");
         assert_eq!(
             edited("a=1", &[("b", Some("1"), false), ("b", None, false)]),
             "a=1"
