@@ -237,6 +237,11 @@ async fn nodes_share_one_cache_with_ttls_keys_invalidation_flush_canaries_and_en
     assert_eq!((other.status.as_u16(), other.header("x-cache")), (200, "Hit"));
     assert_eq!(n(&other), n(&filled));
     assert_eq!(calls(), before);
+    // A precondition only the backend can judge (a 412 is its to say)
+    // passes the cache.
+    let judged = send_any(&client, a, tagged, &[("if-match", "\"v0\"")]).await;
+    assert_eq!(judged.header("x-cache"), "Bypass");
+    assert_eq!(calls(), before + 1);
 
     // A route's TTL: 1 s, then the backend again.
     assert_eq!(

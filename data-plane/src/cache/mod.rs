@@ -133,7 +133,12 @@ pub fn plan(
     // A GET with a body: the body is no part of the key, so its answer must
     // not answer plain GETs (nor they it).
     let fat_get = parts.method == Method::GET && has_body;
-    if !enabled || ttl.is_zero() || parts.method == Method::HEAD || fat_get {
+    if !enabled
+        || ttl.is_zero()
+        || parts.method == Method::HEAD
+        || fat_get
+        || backend_judges_conditions(&parts.method, &parts.headers)
+    {
         return Ok(Lookup::Bypass { warning });
     }
     if cache.encrypted && !can_encrypt {
@@ -168,6 +173,22 @@ pub fn plan(
         private: !private.is_empty(),
     };
     Ok(Lookup::Use(plan))
+}
+
+/// Whether the request carries conditions that only the backend can judge,
+/// so that it passes the cache (neither answered from it nor stored):
+/// `If-Match`, `If-Unmodified-Since` and `If-Range` on any method (a stored
+/// answer cannot say 412 Precondition Failed, nor send the range a client
+/// asks for — RFC 9110 §13.1.1, §13.1.4, §13.1.5), and `If-None-Match` on
+/// any method but `GET` (a failed one means 412, RFC 9110 §13.1.2). A `GET`
+/// with `If-None-Match` or `If-Modified-Since` is judged by a hit
+/// ([`evaluate_conditions`]); `If-Modified-Since` on other methods is
+/// ignored (RFC 9110 §13.1.3).
+fn backend_judges_conditions(method: &Method, headers: &HeaderMap) -> bool {
+    headers.contains_key(header::IF_MATCH)
+        || headers.contains_key(header::IF_UNMODIFIED_SINCE)
+        || headers.contains_key(header::IF_RANGE)
+        || (method != Method::GET && headers.contains_key(header::IF_NONE_MATCH))
 }
 
 /// The credential headers the request carries that the cache key does not
@@ -821,7 +842,10 @@ fn answer(entry: &Entry) -> Response<Body> {
 /// would send (RFC 9111 §4.3.2: a cache answering from storage evaluates
 /// the conditions of RFC 9110 §13.2.2): `If-None-Match` lists the answer's
 /// `ETag` (weak comparison) or is `*`; or, without `If-None-Match`, the
-/// answer's `Last-Modified` is no later than a valid `If-Modified-Since`.
+/// answer's `Last-Modified` is no later than a valid `If-Modified-Since`
+/// (one field line holding one HTTP-date: two lines make it invalid, and it
+/// is ignored, RFC 9110 §13.1.3). An answer with more than one `ETag` or
+/// `Last-Modified` line has no validator to compare, and is answered whole.
 /// Only a `200` is turned; the 304 keeps the answer's fields but its body
 /// and the representation fields that describe it (`Content-Type`,
 /// `Content-Length`, `Content-Encoding`, `Content-Language`, RFC 9110
@@ -834,14 +858,11 @@ pub fn evaluate_conditions(method: &Method, request: &HeaderMap, response: &mut 
         return;
     }
     let not_modified = if request.contains_key(header::IF_NONE_MATCH) {
-        response
-            .headers()
-            .get(header::ETAG)
-            .is_some_and(|etag| none_match_lists(request, etag.as_bytes()))
+        only(response.headers(), header::ETAG).is_some_and(|etag| none_match_lists(request, etag.as_bytes()))
     } else {
         match (
-            request.get(header::IF_MODIFIED_SINCE),
-            response.headers().get(header::LAST_MODIFIED),
+            only(request, header::IF_MODIFIED_SINCE),
+            only(response.headers(), header::LAST_MODIFIED),
         ) {
             (Some(since), Some(modified)) => match (http_date(since), http_date(modified)) {
                 (Some(since), Some(modified)) => modified <= since,
@@ -865,6 +886,13 @@ pub fn evaluate_conditions(method: &Method, request: &HeaderMap, response: &mut 
     ] {
         headers.remove(name);
     }
+}
+
+/// The value of `name` when it has exactly one field line.
+fn only(headers: &HeaderMap, name: HeaderName) -> Option<&HeaderValue> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    values.next().is_none().then_some(first)
 }
 
 /// Whether the client's `If-None-Match` fields are `*` or list an entity
@@ -1014,12 +1042,35 @@ mod tests {
         // A route that caches a POST: its conditions are the backend's.
         let post = conditional_hit_to(&Method::POST, &tagged, &[(header::IF_NONE_MATCH, "\"v1\"")]);
         assert_eq!(post.status(), 200);
+        // An answer with two ETag lines has no validator to compare.
+        let twice = [(header::ETAG, "\"v1\""), (header::ETAG, "\"v2\"")];
+        assert_eq!(
+            conditional_hit(&twice, &[(header::IF_NONE_MATCH, "\"v1\"")]).status(),
+            200
+        );
         // Without an ETag, If-None-Match matches nothing but `*`.
         let untagged = [(header::CONTENT_TYPE, "text/plain")];
         assert_eq!(
             conditional_hit(&untagged, &[(header::IF_NONE_MATCH, "\"v1\"")]).status(),
             200
         );
+    }
+
+    #[test]
+    fn conditions_a_stored_answer_cannot_settle_pass_the_cache() {
+        let judged = |method: Method, name: HeaderName| {
+            let headers = HeaderMap::from_iter([(name, HeaderValue::from_static("\"v1\""))]);
+            backend_judges_conditions(&method, &headers)
+        };
+        for name in [header::IF_MATCH, header::IF_UNMODIFIED_SINCE, header::IF_RANGE] {
+            assert!(judged(Method::GET, name.clone()), "{name}");
+            assert!(judged(Method::POST, name.clone()), "{name}");
+        }
+        assert!(judged(Method::POST, header::IF_NONE_MATCH));
+        assert!(!judged(Method::GET, header::IF_NONE_MATCH));
+        assert!(!judged(Method::GET, header::IF_MODIFIED_SINCE));
+        assert!(!judged(Method::POST, header::IF_MODIFIED_SINCE));
+        assert!(!backend_judges_conditions(&Method::GET, &HeaderMap::new()));
     }
 
     #[test]
@@ -1038,6 +1089,15 @@ mod tests {
             let response = conditional_hit(&dated, &[(header::IF_MODIFIED_SINCE, since)]);
             assert_eq!(response.status().as_u16(), expected, "If-Modified-Since: {since}");
         }
+        // Two If-Modified-Since lines make it invalid: ignored.
+        let response = conditional_hit(
+            &dated,
+            &[
+                (header::IF_MODIFIED_SINCE, "Tue, 01 Dec 2026 11:00:00 GMT"),
+                (header::IF_MODIFIED_SINCE, "Tue, 01 Dec 2026 11:00:00 GMT"),
+            ],
+        );
+        assert_eq!(response.status(), 200);
         // If-None-Match present: If-Modified-Since is ignored (RFC 9110 §13.1.3).
         let response = conditional_hit(
             &dated,
