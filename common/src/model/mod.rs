@@ -405,6 +405,8 @@ pub fn after_http_scheme(url: &str) -> Option<&str> {
 }
 
 /// Why a URL's authority (`[userinfo@]host[:port]`) cannot name a backend:
+/// userinfo (`user:password@` is never sent — a backend's credentials go in
+/// a header mapping — and would be printed wherever the URL is logged),
 /// no host, an IPv6 literal that is not an IPv6 address in brackets, a
 /// port that is not a number from 1 to 65535, or, for `https` (`tls`), a
 /// host TLS cannot verify (rustls' server-name rules). `None` when it can.
@@ -437,9 +439,12 @@ struct Host<'a> {
 fn split_authority(authority: &str) -> Result<Host<'_>, &'static str> {
     const NO_HOST: &str = "must be an http:// or https:// URL with a host";
     const BAD_IPV6: &str = "an IPv6 host must be an IPv6 address in brackets: [address] or [address]:port";
-    let host_port = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host_port)| host_port);
+    if authority.contains('@') {
+        return Err(
+            "must not carry userinfo (user:password@): it is never sent; send credentials with a header mapping",
+        );
+    }
+    let host_port = authority;
     let (name, port, ipv6) = match host_port.strip_prefix('[') {
         Some(literal) => match literal.split_once(']') {
             Some((address, after)) if address.parse::<std::net::Ipv6Addr>().is_ok() => match after {

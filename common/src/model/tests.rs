@@ -705,7 +705,6 @@ fn a_backend_authority_needs_a_host_and_a_port_in_range() {
         "127.0.0.1",
         "127.0.0.1:8080",
         "127.0.0.1:027201",
-        "user:pw@backend.example:443",
         "[::1]",
         "[::1]:9000",
     ] {
@@ -715,6 +714,7 @@ fn a_backend_authority_needs_a_host_and_a_port_in_range() {
         "",
         ":80",
         "user@",
+        "user:pw@backend.example:443",
         "127.0.0.1:99999",
         "127.0.0.1:0",
         "127.0.0.1:+80",

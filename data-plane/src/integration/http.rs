@@ -297,8 +297,11 @@ fn backend_uri(uri: BackendUri<'_>, path: Option<&str>, query: Option<&str>) -> 
         .authority()
         .and_then(|authority| pylon_common::model::authority_problem(authority.as_str(), tls))
     {
+        // (Scheme and host only: the authority may hold a password.)
         return Err(GatewayError::ApiConfiguration(format!(
-            "integration URI {uri}: {problem}"
+            "integration URI {}://{}: {problem}",
+            uri.scheme_str().unwrap_or_default(),
+            uri.host().unwrap_or_default()
         )));
     }
     Ok(uri)
