@@ -4,9 +4,11 @@
 //!
 //! The key travels as gRPC metadata (`idempotency-key: <1–128 visible ASCII
 //! characters>`, after the IETF `Idempotency-Key` HTTP header draft); the
-//! digest is SHA-256 over the method name and the request message's protobuf
-//! encoding (deterministic: every map is a `BTreeMap`), so the same request
-//! sent to any node gives the same digest.
+//! digest is SHA-256 over the method name and the request message's canonical
+//! JSON form (object keys sorted), so the same request sent to any node gives
+//! the same digest. Not its protobuf encoding: a model's schema is a
+//! `google.protobuf.Struct`, a `HashMap` whose keys are encoded in an order
+//! that differs with each decoding of the same bytes.
 
 use super::super::access::{CalledMethod, Caller};
 use super::super::state::history::MAX_IDEMPOTENCY_KEY;
@@ -33,7 +35,7 @@ impl Origin {
     /// # Errors
     /// `INVALID_ARGUMENT` naming `idempotency-key` when it is empty, longer
     /// than 128 characters or not visible ASCII.
-    pub fn of<T: Message>(request: &Request<T>) -> Result<Origin, Status> {
+    pub fn of<T: Message + serde::Serialize>(request: &Request<T>) -> Result<Origin, Status> {
         let actor = match request.extensions().get::<Caller>() {
             Some(caller) => Actor {
                 name: caller.name.to_string(),
@@ -76,7 +78,7 @@ impl Origin {
             let mut hasher = Sha256::new();
             hasher.update(method.as_bytes());
             hasher.update([0]);
-            hasher.update(request.get_ref().encode_to_vec());
+            hasher.update(canonical_form(request.get_ref()));
             hasher.finalize().to_vec()
         };
         Ok(Origin {
@@ -85,5 +87,62 @@ impl Origin {
             idempotency_key,
             request_digest,
         })
+    }
+}
+
+/// `message` as JSON with every object's keys sorted (`serde_json::Value`
+/// keeps a `BTreeMap`), or, should it not serialize, its protobuf encoding.
+fn canonical_form<T: Message + serde::Serialize>(message: &T) -> Vec<u8> {
+    serde_json::to_value(message)
+        .and_then(|value| serde_json::to_vec(&value))
+        .unwrap_or_else(|_| message.encode_to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pylon_proto::admin::v1::CreateApiRequest;
+    use pylon_proto::config::v1::Api;
+
+    /// A request as a client sends it, decoded afresh as the server does.
+    fn received(bytes: &[u8]) -> Request<CreateApiRequest> {
+        let mut request = Request::new(CreateApiRequest::decode(bytes).expect("decodes"));
+        request
+            .metadata_mut()
+            .insert(IDEMPOTENCY_KEY, "create-pets".parse().expect("ascii"));
+        request
+    }
+
+    #[test]
+    fn a_retried_request_with_a_model_has_the_digest_of_the_first() {
+        let properties: pylon_proto::wkt::Struct = (0..32)
+            .map(|i| {
+                (
+                    format!("field{i}"),
+                    pylon_proto::wkt::Value::from(format!("v{i}")),
+                )
+            })
+            .collect();
+        let schema: pylon_proto::wkt::Struct =
+            [("properties".to_owned(), pylon_proto::wkt::Value::from(properties))]
+                .into_iter()
+                .collect();
+        let api = Api {
+            name: "pets".to_owned(),
+            models: [("Pet".to_owned(), schema)].into_iter().collect(),
+            ..Api::default()
+        };
+        let sent = CreateApiRequest { api: Some(api) }.encode_to_vec();
+        let first = Origin::of(&received(&sent)).expect("origin");
+        for _ in 0..8 {
+            let retry = Origin::of(&received(&sent)).expect("origin");
+            assert_eq!(retry.request_digest, first.request_digest);
+        }
+        let mut other = CreateApiRequest::decode(&sent[..]).expect("decodes");
+        if let Some(api) = other.api.as_mut() {
+            api.name = "cats".to_owned();
+        }
+        let other = Origin::of(&received(&other.encode_to_vec())).expect("origin");
+        assert_ne!(other.request_digest, first.request_digest);
     }
 }
