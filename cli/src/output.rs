@@ -81,6 +81,10 @@ impl OutputArgs {
 }
 
 /// Prints `value` as JSON/YAML, or the given table rows.
+///
+/// JSON and YAML go through `serde_json::Value`, whose objects keep their
+/// keys sorted: a model's schema (`google.protobuf.Struct`, a `HashMap`)
+/// prints the same on every call, so outputs can be diffed and kept in git.
 pub fn print<T: Serialize>(
     format: Format,
     value: &T,
@@ -88,8 +92,8 @@ pub fn print<T: Serialize>(
     rows: Vec<Vec<String>>,
 ) -> anyhow::Result<()> {
     match format {
-        Format::Json => outln!("{}", serde_json::to_string_pretty(value)?),
-        Format::Yaml => out!("{}", serde_norway::to_string(value)?),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&serde_json::to_value(value)?)?),
+        Format::Yaml => out!("{}", serde_norway::to_string(&serde_json::to_value(value)?)?),
         Format::Table => table(header, rows),
     }
     Ok(())

@@ -739,7 +739,10 @@ pub(super) async fn dump(admin: &mut Admin, dir: &Path) -> anyhow::Result<()> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).with_context(|| format!("{}", parent.display()))?;
         }
-        let text = serde_norway::to_string(&config::Resource { kind: Some(kind) })?;
+        // Through `serde_json::Value`: keys sorted, so a model's schema
+        // (a `HashMap`) is written the same way on every export.
+        let resource = serde_json::to_value(config::Resource { kind: Some(kind) })?;
+        let text = serde_norway::to_string(&resource)?;
         std::fs::write(&path, text).with_context(|| format!("{}", path.display()))
     };
     let mut count = 0;

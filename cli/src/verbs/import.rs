@@ -164,7 +164,7 @@ fn report(format: output::Format, response: &ImportApiResponse, summary: &str) -
             let resource = config::Resource {
                 kind: Some(Kind::Api(api)),
             };
-            out!("{}", serde_norway::to_string(&resource)?);
+            out!("{}", serde_norway::to_string(&serde_json::to_value(&resource)?)?);
             eprint!("{}", lines());
         }
     }
