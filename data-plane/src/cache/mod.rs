@@ -177,17 +177,18 @@ pub fn plan(
 
 /// Whether the request carries conditions that only the backend can judge,
 /// so that it passes the cache (neither answered from it nor stored):
-/// `If-Match`, `If-Unmodified-Since` and `If-Range` on any method (a stored
-/// answer cannot say 412 Precondition Failed, nor send the range a client
-/// asks for — RFC 9110 §13.1.1, §13.1.4, §13.1.5), and `If-None-Match` on
-/// any method but `GET` (a failed one means 412, RFC 9110 §13.1.2). A `GET`
-/// with `If-None-Match` or `If-Modified-Since` is judged by a hit
-/// ([`evaluate_conditions`]); `If-Modified-Since` on other methods is
-/// ignored (RFC 9110 §13.1.3).
+/// `If-Match`, and an `If-Unmodified-Since` that is one valid HTTP-date, on
+/// any method (a stored answer cannot say 412 Precondition Failed — RFC
+/// 9110 §13.1.1, §13.1.4; an invalid date is ignored, as the backend would
+/// ignore it), and `If-None-Match` on any method but `GET` (a failed one
+/// means 412, RFC 9110 §13.1.2). A `GET` with `If-None-Match` or
+/// `If-Modified-Since` is judged by a hit ([`evaluate_conditions`]);
+/// `If-Modified-Since` on other methods is ignored (RFC 9110 §13.1.3).
+/// `If-Range` never bypasses: a hit ignores `Range` and sends the whole
+/// answer, so it ignores `If-Range` too (RFC 9110 §13.1.5, §14.2).
 fn backend_judges_conditions(method: &Method, headers: &HeaderMap) -> bool {
     headers.contains_key(header::IF_MATCH)
-        || headers.contains_key(header::IF_UNMODIFIED_SINCE)
-        || headers.contains_key(header::IF_RANGE)
+        || only(headers, header::IF_UNMODIFIED_SINCE).is_some_and(|since| http_date(since).is_some())
         || (method != Method::GET && headers.contains_key(header::IF_NONE_MATCH))
 }
 
@@ -302,16 +303,13 @@ fn key(
             }
             KeyParameter::Query(name) => {
                 field(b"q");
-                let mut values: Vec<String> = form_urlencoded::parse(query.as_bytes())
-                    .filter(|(n, _)| n == name)
-                    .map(|(_, v)| v.into_owned())
-                    .collect();
+                let mut values = query_values(query, name);
                 values.sort();
                 // How many, then each on its own: absent, empty and
                 // "a\0b" vs "a","b" all differ.
                 field(&(values.len() as u64).to_be_bytes());
                 for value in &values {
-                    field(value.as_bytes());
+                    field(value);
                 }
             }
             KeyParameter::Header(name) => {
@@ -339,6 +337,26 @@ fn key(
         field(ctx.identity.caller.as_ref().map_or(&[][..], |c| &c[..]));
     }
     hash.finalize().into()
+}
+
+/// The values of the query parameter `name` in `query`, form-decoded
+/// (`+` is a space, `%XX` a byte) to bytes, never to text: `%FF` and
+/// `%EF%BF%BD` are different requests to a backend that reads the raw query,
+/// so they must not share a cache key (a lossy UTF-8 decoding would make
+/// both U+FFFD). A name is compared the same way.
+fn query_values(query: &str, name: &str) -> Vec<Vec<u8>> {
+    fn decode(part: &str) -> Vec<u8> {
+        let bytes: Vec<u8> = part.bytes().map(|b| if b == b'+' { b' ' } else { b }).collect();
+        percent_encoding::percent_decode(&bytes).collect()
+    }
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .filter_map(|pair| {
+            let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(n) == name.as_bytes()).then(|| decode(v))
+        })
+        .collect()
 }
 
 /// Keyed by SHA-256 digests, hashed with foldhash (seeded per process):
@@ -840,8 +858,9 @@ fn answer(entry: &Entry) -> Response<Body> {
 
 /// Answers a hit `304 Not Modified` when the client already holds what it
 /// would send (RFC 9111 §4.3.2: a cache answering from storage evaluates
-/// the conditions of RFC 9110 §13.2.2): `If-None-Match` lists the answer's
-/// `ETag` (weak comparison) or is `*`; or, without `If-None-Match`, the
+/// the conditions of RFC 9110 §13.2.2): `If-None-Match` is `*` (whether or
+/// not the answer has an `ETag`) or lists the answer's `ETag` (weak
+/// comparison); or, without `If-None-Match`, the
 /// answer's `Last-Modified` is no later than a valid `If-Modified-Since`
 /// (one field line holding one HTTP-date: two lines make it invalid, and it
 /// is ignored, RFC 9110 §13.1.3). An answer with more than one `ETag` or
@@ -858,7 +877,13 @@ pub fn evaluate_conditions(method: &Method, request: &HeaderMap, response: &mut 
         return;
     }
     let not_modified = if request.contains_key(header::IF_NONE_MATCH) {
-        only(response.headers(), header::ETAG).is_some_and(|etag| none_match_lists(request, etag.as_bytes()))
+        // `*` matches any current representation, tagged or not.
+        let any = request
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .any(|value| value.as_bytes().trim_ascii() == b"*");
+        any || only(response.headers(), header::ETAG)
+            .is_some_and(|etag| none_match_lists(request, etag.as_bytes()))
     } else {
         match (
             only(request, header::IF_MODIFIED_SINCE),
@@ -980,6 +1005,22 @@ pub async fn follow(mut rx: watch::Receiver<Option<Arc<Entry>>>, timeout: Durati
 mod tests {
     use super::*;
 
+    #[test]
+    fn query_key_values_are_the_bytes_the_client_sent_form_decoded() {
+        assert_eq!(query_values("id=%FF", "id"), [vec![0xFF]]);
+        assert_eq!(
+            query_values("id=%EF%BF%BD", "id"),
+            ["\u{FFFD}".as_bytes().to_vec()]
+        );
+        assert_ne!(query_values("id=%FF", "id"), query_values("id=%EF%BF%BD", "id"));
+        assert_eq!(query_values("id=a+b", "id"), query_values("id=a%20b", "id"));
+        assert_eq!(
+            query_values("%69d=1&id=2&idx=3&id", "id"),
+            [b"1".to_vec(), b"2".to_vec(), Vec::new()]
+        );
+        assert!(query_values("&&x=1", "id").is_empty());
+    }
+
     /// What a hit whose stored answer has these fields answers a client
     /// that sends those with a `GET`.
     fn conditional_hit(
@@ -1048,24 +1089,50 @@ mod tests {
             conditional_hit(&twice, &[(header::IF_NONE_MATCH, "\"v1\"")]).status(),
             200
         );
-        // Without an ETag, If-None-Match matches nothing but `*`.
+        // Without an ETag, If-None-Match matches nothing but `*`, which
+        // matches any stored answer (two ETag lines too).
         let untagged = [(header::CONTENT_TYPE, "text/plain")];
         assert_eq!(
             conditional_hit(&untagged, &[(header::IF_NONE_MATCH, "\"v1\"")]).status(),
             200
         );
+        assert_eq!(
+            conditional_hit(&untagged, &[(header::IF_NONE_MATCH, "*")]).status(),
+            304
+        );
+        assert_eq!(
+            conditional_hit(&twice, &[(header::IF_NONE_MATCH, " * ")]).status(),
+            304
+        );
     }
 
     #[test]
     fn conditions_a_stored_answer_cannot_settle_pass_the_cache() {
-        let judged = |method: Method, name: HeaderName| {
-            let headers = HeaderMap::from_iter([(name, HeaderValue::from_static("\"v1\""))]);
+        let judged_with = |method: Method, name: HeaderName, value: &'static str| {
+            let headers = HeaderMap::from_iter([(name, HeaderValue::from_static(value))]);
             backend_judges_conditions(&method, &headers)
         };
-        for name in [header::IF_MATCH, header::IF_UNMODIFIED_SINCE, header::IF_RANGE] {
-            assert!(judged(Method::GET, name.clone()), "{name}");
-            assert!(judged(Method::POST, name.clone()), "{name}");
+        let judged = |method: Method, name: HeaderName| judged_with(method, name, "\"v1\"");
+        let date = "Sun, 06 Nov 1994 08:49:37 GMT";
+        for method in [Method::GET, Method::POST] {
+            assert!(judged(method.clone(), header::IF_MATCH));
+            assert!(judged_with(method.clone(), header::IF_MATCH, "*"));
+            assert!(judged_with(method.clone(), header::IF_UNMODIFIED_SINCE, date));
+            // An invalid date is ignored by the backend too (RFC 9110
+            // §13.1.4): it does not let a client skip the cache.
+            assert!(!judged_with(
+                method.clone(),
+                header::IF_UNMODIFIED_SINCE,
+                "garbage"
+            ));
+            // A hit ignores Range, so it ignores If-Range (§13.1.5).
+            assert!(!judged(method.clone(), header::IF_RANGE));
         }
+        let two_dates = HeaderMap::from_iter([
+            (header::IF_UNMODIFIED_SINCE, HeaderValue::from_static(date)),
+            (header::IF_UNMODIFIED_SINCE, HeaderValue::from_static(date)),
+        ]);
+        assert!(!backend_judges_conditions(&Method::GET, &two_dates));
         assert!(judged(Method::POST, header::IF_NONE_MATCH));
         assert!(!judged(Method::GET, header::IF_NONE_MATCH));
         assert!(!judged(Method::GET, header::IF_MODIFIED_SINCE));
