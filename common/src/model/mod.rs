@@ -422,17 +422,37 @@ pub fn authority_problem(authority: &str, tls: bool) -> Option<&'static str> {
     }
 }
 
+/// Removes the userinfo (`user:password@`) from an `http(s)://` URL's
+/// authority, as a deployment stored before the admin API refused it still
+/// holds it: it was never sent, so serving the URL without it changes
+/// nothing. `true` when there was one.
+pub fn strip_userinfo(url: &mut String) -> bool {
+    let Some(start) = url.find("://").map(|scheme| scheme + 3) else {
+        return false;
+    };
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |end| start + end);
+    match url[start..end].rfind('@') {
+        Some(at) => {
+            url.replace_range(start..=start + at, "");
+            true
+        }
+        None => false,
+    }
+}
+
 /// A URL authority's host, as [`authority_problem`] judges it.
 struct Host<'a> {
-    /// Without brackets for an IPv6 literal, without userinfo and port.
+    /// Without brackets for an IPv6 literal, without the port.
     name: &'a str,
     ipv6: bool,
     /// As written, digits only.
     port: Option<&'a str>,
 }
 
-/// The host of `authority` (`[userinfo@]host[:port]`), once it is one
-/// [`authority_problem`] accepts.
+/// The host of `authority` (`host[:port]`), once it is one
+/// [`authority_problem`] accepts (userinfo, `user:password@`, is refused).
 ///
 /// # Errors
 /// Why it is not, as a field error's message.
@@ -440,9 +460,7 @@ fn split_authority(authority: &str) -> Result<Host<'_>, &'static str> {
     const NO_HOST: &str = "must be an http:// or https:// URL with a host";
     const BAD_IPV6: &str = "an IPv6 host must be an IPv6 address in brackets: [address] or [address]:port";
     if authority.contains('@') {
-        return Err(
-            "must not carry userinfo (user:password@): it is never sent; send credentials with a header mapping",
-        );
+        return Err("must not carry userinfo (user:password@): it is never sent");
     }
     let host_port = authority;
     let (name, port, ipv6) = match host_port.strip_prefix('[') {

@@ -812,3 +812,28 @@ fn an_origin_is_accepted_only_as_browsers_send_it() {
         assert!(problem.contains(why), "{bad}: {problem}");
     }
 }
+
+#[test]
+fn userinfo_in_a_backend_url_is_refused_and_a_stored_one_can_be_stripped() {
+    let mut api = petstore();
+    api.routes
+        .push(proxy_route("GET", "/cats", "http://user:secret@127.0.0.1:9/cats"));
+    let err = ApiDefinition::validate(api.clone()).expect_err("userinfo is refused");
+    assert!(
+        err.to_string().contains("routes[3].integration.uri") && err.to_string().contains("userinfo"),
+        "{err}"
+    );
+    assert!(strip_userinfo(&mut integration(&mut api, 3).uri));
+    assert_eq!(integration(&mut api, 3).uri, "http://127.0.0.1:9/cats");
+    ApiDefinition::validate(api).expect("valid without userinfo");
+    for (stored, served) in [
+        ("https://u@idp.example/jwks", "https://idp.example/jwks"),
+        ("http://a@b@127.0.0.1?x=@", "http://127.0.0.1?x=@"),
+        ("http://127.0.0.1/a@b", "http://127.0.0.1/a@b"),
+        ("${stageVariables.backend}/a@b", "${stageVariables.backend}/a@b"),
+    ] {
+        let mut url = stored.to_owned();
+        assert_eq!(strip_userinfo(&mut url), stored != served, "{stored}");
+        assert_eq!(url, served);
+    }
+}

@@ -541,8 +541,48 @@ pub fn compile(
     }
 }
 
+/// Removes userinfo from the integration and authorizer URLs of a
+/// deployment made before the admin API refused it (it was never sent), so
+/// that one old deployment does not make a node refuse every new snapshot.
+/// `true` when one was removed.
+fn drop_stored_userinfo(api: &mut pylon_proto::config::v1::Api) -> bool {
+    use pylon_common::model::strip_userinfo;
+    use pylon_proto::config::v1::authorizer::Kind;
+    let mut dropped = false;
+    for integration in api
+        .routes
+        .iter_mut()
+        .filter_map(|route| route.integration.as_mut())
+    {
+        dropped |= strip_userinfo(&mut integration.uri);
+    }
+    for kind in api
+        .authorizers
+        .iter_mut()
+        .filter_map(|authorizer| authorizer.kind.as_mut())
+    {
+        match kind {
+            Kind::Jwt(jwt) => {
+                dropped |= strip_userinfo(&mut jwt.jwks_uri);
+                dropped |= strip_userinfo(&mut jwt.discovery_url);
+            }
+            Kind::Request(request) => dropped |= strip_userinfo(&mut request.uri),
+        }
+    }
+    dropped
+}
+
 fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, String> {
-    let api = deployment.definition.clone().ok_or("no API definition")?;
+    let mut api = deployment.definition.clone().ok_or("no API definition")?;
+    if drop_stored_userinfo(&mut api) {
+        tracing::warn!(
+            api = %deployment.api,
+            deployment = %deployment.id,
+            "a backend or authorizer URL of this deployment holds userinfo (user:password@), \
+             which is never sent and which the admin API now refuses: served without it; \
+             redeploy with the credentials in a header mapping"
+        );
+    }
     let definition = ApiDefinition::validate(api).map_err(|e| e.to_string())?;
     let api = definition.as_proto();
     let authorizers = auth::compile_authorizers(&api.authorizers)?;
@@ -845,4 +885,48 @@ fn sticky_key(key: &str) -> Result<Option<StickyKey>, String> {
         return Ok(Some(StickyKey::Cookie(name.to_owned())));
     }
     Err(format!("unsupported key {key}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pylon_proto::config::v1::{
+        Api, Authorizer, Integration, JwtAuthorizer, Route, authorizer, integration,
+    };
+
+    #[test]
+    fn a_deployment_stored_with_userinfo_is_served_without_it() {
+        let mut api = Api {
+            name: "old".into(),
+            routes: vec![Route {
+                method: "GET".into(),
+                path: "/pets".into(),
+                integration: Some(Integration {
+                    r#type: integration::Type::HttpProxy as i32,
+                    uri: "http://user:secret@127.0.0.1:9/pets".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            authorizers: vec![Authorizer {
+                name: "jwt".into(),
+                kind: Some(authorizer::Kind::Jwt(JwtAuthorizer {
+                    issuer: "https://idp.example".into(),
+                    audiences: vec!["pets".into()],
+                    jwks_uri: "https://svc:pw@idp.example/jwks".into(),
+                    algorithms: vec!["RS256".into()],
+                    ..Default::default()
+                })),
+            }],
+            ..Default::default()
+        };
+        assert!(ApiDefinition::validate(api.clone()).is_err());
+        assert!(drop_stored_userinfo(&mut api));
+        assert_eq!(
+            api.routes[0].integration.as_ref().map(|i| &*i.uri),
+            Some("http://127.0.0.1:9/pets")
+        );
+        ApiDefinition::validate(api.clone()).expect("served without userinfo");
+        assert!(!drop_stored_userinfo(&mut api), "nothing left to drop");
+    }
 }

@@ -261,7 +261,8 @@ fn backend_uri(uri: BackendUri<'_>, path: Option<&str>, query: Option<&str>) -> 
             // query) would be dropped with it.
             if uri.contains('#') {
                 return Err(GatewayError::ApiConfiguration(format!(
-                    "integration URI {uri} has a fragment"
+                    "integration URI {} has a fragment",
+                    without_userinfo(&uri)
                 )));
             }
             if let Some(path) = path {
@@ -286,7 +287,8 @@ fn backend_uri(uri: BackendUri<'_>, path: Option<&str>, query: Option<&str>) -> 
     };
     if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
         return Err(GatewayError::ApiConfiguration(format!(
-            "integration URI {uri} is not an absolute http(s) URL"
+            "integration URI {} is not an absolute http(s) URL",
+            without_userinfo(&uri.to_string())
         )));
     }
     // The rules the admin API applies to a literal URI, for one filled from
@@ -305,6 +307,20 @@ fn backend_uri(uri: BackendUri<'_>, path: Option<&str>, query: Option<&str>) -> 
         )));
     }
     Ok(uri)
+}
+
+/// `uri` for an error message, which is logged: its userinfo (which may
+/// hold a password, and which the admin API refuses but a stage variable
+/// can fill in) replaced by `…@`.
+fn without_userinfo(uri: &str) -> std::borrow::Cow<'_, str> {
+    let start = uri.find("://").map_or(0, |scheme| scheme + 3);
+    let end = uri[start..]
+        .find(['/', '?', '#'])
+        .map_or(uri.len(), |end| start + end);
+    match uri[start..end].rfind('@') {
+        Some(at) => format!("{}…@{}", &uri[..start], &uri[start + at + 1..]).into(),
+        None => uri.into(),
+    }
 }
 
 /// The gateway error for a backend's response body that could not be read
@@ -772,6 +788,9 @@ mod tests {
             "http://127.0.0.1:99999/pets",
             "http://:80/pets",
             "http://u@/pets",
+            "http://u:secret@127.0.0.1/pets",
+            "http://u:secret@127.0.0.1/pets#top",
+            "ftp://u:secret@127.0.0.1/pets",
             "http://127.0.0.1/pets#top",
             // An https host TLS cannot verify would fail as a 502 connect error.
             "https://1.2.3.256/pets",
@@ -779,7 +798,7 @@ mod tests {
         ] {
             let error = backend_uri(BackendUri::Filled(filled.to_owned()), None, None).expect_err(filled);
             assert!(
-                matches!(error, GatewayError::ApiConfiguration(_)),
+                matches!(&error, GatewayError::ApiConfiguration(why) if !why.contains("secret")),
                 "{filled}: {error:?}"
             );
         }
