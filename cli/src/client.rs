@@ -98,6 +98,31 @@ fn is_keyed_write(path: &str) -> bool {
         || method == "RemoveMember")
 }
 
+/// The canonical form (`pylon_common::snapshot::canonical_form`) of a
+/// write whose protobuf encoding differs from run to run for the same
+/// request — those holding an API, whose models are `google.protobuf.Struct`
+/// `HashMap`s — from its gRPC frame (one uncompressed message); `None` for
+/// the others, whose encoding is already the same on every run.
+fn canonical_message(path: &str, frame: &[u8]) -> Option<Vec<u8>> {
+    use pylon_proto::admin::v1::{
+        ApplyBatchRequest, CreateApiRequest, RestoreBackupRequest, UpdateApiRequest,
+    };
+    fn canonical<T: prost::Message + Default + serde::Serialize>(message: &[u8]) -> Option<Vec<u8>> {
+        Some(pylon_common::snapshot::canonical_form(&T::decode(message).ok()?))
+    }
+    let (&[0], rest) = frame.split_at_checked(1)? else {
+        return None;
+    };
+    let message = rest.get(4..)?;
+    match path.rsplit('/').next()? {
+        "CreateApi" => canonical::<CreateApiRequest>(message),
+        "UpdateApi" => canonical::<UpdateApiRequest>(message),
+        "ApplyBatch" => canonical::<ApplyBatchRequest>(message),
+        "RestoreBackup" => canonical::<RestoreBackupRequest>(message),
+        _ => None,
+    }
+}
+
 /// A trailers-only answer with `grpc-status: 14`.
 fn unavailable(response: &http::Response<tonic::body::Body>) -> bool {
     response.headers().get("grpc-status").is_some_and(|v| v == "14")
@@ -128,7 +153,10 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for RetryWrites {
             if !parts.headers.contains_key("idempotency-key") {
                 let mut digest = sha2::Sha256::new();
                 digest.update(parts.uri.path().as_bytes());
-                digest.update(&bytes);
+                match canonical_message(parts.uri.path(), &bytes) {
+                    Some(canonical) => digest.update(canonical),
+                    None => digest.update(&bytes),
+                }
                 let digest = hex::encode(&digest.finalize()[..12]);
                 let key = format!("{base}-{digest}");
                 parts
@@ -251,6 +279,42 @@ mod tests {
     use hyper::body::Frame;
     use pylon_proto::admin::v1::{CreateApiRequest, GetApiRequest};
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn a_request_with_a_model_frames_to_the_same_key_material_on_every_run() {
+        use prost::Message as _;
+        use pylon_proto::config::v1::Api;
+        use pylon_proto::wkt::{Struct, Value};
+        let schema: Struct = (0..32).map(|i| (format!("p{i}"), Value::from("x"))).collect();
+        let api = Api {
+            name: "pets".into(),
+            models: [("Pet".to_owned(), schema)].into_iter().collect(),
+            ..Default::default()
+        };
+        let sent = CreateApiRequest { api: Some(api) }.encode_to_vec();
+        // Each run parses the file afresh, then frames the message.
+        let frame = || {
+            let message = CreateApiRequest::decode(&sent[..])
+                .expect("decodes")
+                .encode_to_vec();
+            let mut frame = vec![0];
+            frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            frame.extend_from_slice(&message);
+            frame
+        };
+        let path = "/pylon.admin.v1.AdminService/CreateApi";
+        let first = canonical_message(path, &frame()).expect("canonical");
+        for _ in 0..8 {
+            assert_eq!(canonical_message(path, &frame()), Some(first.clone()));
+        }
+        assert_eq!(
+            canonical_message("/pylon.admin.v1.AdminService/DeleteApi", &frame()),
+            None
+        );
+        let mut compressed = frame();
+        compressed[0] = 1;
+        assert_eq!(canonical_message(path, &compressed), None);
+    }
 
     type Seen = Arc<Mutex<Vec<(String, String, Bytes)>>>;
     type Reply = http::Response<

@@ -37,14 +37,50 @@ pub enum SnapshotError {
 }
 
 /// SHA-256 of a snapshot's content, ignoring its version and publication time:
-/// two versions with the same digest serve exactly the same traffic.
+/// two versions with the same digest serve exactly the same traffic, on any
+/// node and however often the snapshot was decoded.
+///
+/// The deployments' models are digested apart, in [`canonical_form`]: a
+/// model's schema is a `google.protobuf.Struct`, a `HashMap` whose protobuf
+/// encoding orders its keys differently with each decoding.
 pub fn content_digest(snapshot: &ConfigSnapshot) -> [u8; 32] {
-    let content = ConfigSnapshot {
+    let mut content = ConfigSnapshot {
         version: 0,
         published_at: None,
         ..snapshot.clone()
     };
-    Sha256::digest(content.encode_to_vec()).into()
+    let mut hash = Sha256::new();
+    for stage in &mut content.stages {
+        for deployment in [stage.deployment.as_mut(), stage.canary_deployment.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(api) = deployment.definition.as_mut() {
+                let models = std::mem::take(&mut api.models);
+                let models = serde_json::to_value(&models).and_then(|value| serde_json::to_vec(&value));
+                // (A model that cannot be written as JSON — NaN — is refused
+                // by validation, so it never reaches a snapshot.)
+                let models = models.unwrap_or_default();
+                hash.update((models.len() as u64).to_be_bytes());
+                hash.update(&models);
+            }
+        }
+    }
+    hash.update(content.encode_to_vec());
+    hash.finalize().into()
+}
+
+/// The bytes a digest of `message` is taken over, the same for equal
+/// messages however they were built or decoded: its JSON form with every
+/// object's keys sorted (`serde_json::Value` keeps a `BTreeMap`), or,
+/// should it not serialize (a NaN in a `google.protobuf.Struct`), its
+/// protobuf encoding. Not the protobuf encoding first: a
+/// `google.protobuf.Struct` is a `HashMap`, encoded in an order that
+/// differs with each decoding of the same bytes.
+pub fn canonical_form<T: prost::Message + serde::Serialize>(message: &T) -> Vec<u8> {
+    serde_json::to_value(message)
+        .and_then(|value| serde_json::to_vec(&value))
+        .unwrap_or_else(|_| message.encode_to_vec())
 }
 
 /// Encodes and compresses `snapshot`.
@@ -149,5 +185,39 @@ mod tests {
         let mut other = sample(1);
         other.stages.pop();
         assert_ne!(content_digest(&sample(1)), content_digest(&other));
+    }
+
+    /// A snapshot whose deployment has a model of many properties.
+    fn with_model(property: &str) -> ConfigSnapshot {
+        use pylon_proto::config::v1::{Api, Deployment};
+        use pylon_proto::wkt::{Struct, Value};
+        let properties: Struct = (0..32)
+            .map(|i| (format!("{property}{i}"), Value::from("string")))
+            .collect();
+        let schema: Struct = [("properties".to_owned(), Value::from(properties))]
+            .into_iter()
+            .collect();
+        let mut snapshot = sample(1);
+        snapshot.stages[0].deployment = Some(Deployment {
+            definition: Some(Api {
+                name: "pets".into(),
+                models: [("Pet".to_owned(), schema)].into_iter().collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        snapshot
+    }
+
+    #[test]
+    fn the_content_digest_of_a_model_is_the_same_on_every_decoding() {
+        let encoded = encode(&with_model("field"));
+        let first = decode(&encoded).expect("decodes");
+        for _ in 0..8 {
+            let again = decode(&encoded).expect("decodes");
+            assert_eq!(content_digest(&again), content_digest(&first));
+            assert_eq!(canonical_form(&again), canonical_form(&first));
+        }
+        assert_ne!(content_digest(&with_model("other")), content_digest(&first));
     }
 }

@@ -78,7 +78,7 @@ impl Origin {
             let mut hasher = Sha256::new();
             hasher.update(method.as_bytes());
             hasher.update([0]);
-            hasher.update(canonical_form(request.get_ref()));
+            hasher.update(pylon_common::snapshot::canonical_form(request.get_ref()));
             hasher.finalize().to_vec()
         };
         Ok(Origin {
@@ -88,14 +88,6 @@ impl Origin {
             request_digest,
         })
     }
-}
-
-/// `message` as JSON with every object's keys sorted (`serde_json::Value`
-/// keeps a `BTreeMap`), or, should it not serialize, its protobuf encoding.
-fn canonical_form<T: Message + serde::Serialize>(message: &T) -> Vec<u8> {
-    serde_json::to_value(message)
-        .and_then(|value| serde_json::to_vec(&value))
-        .unwrap_or_else(|_| message.encode_to_vec())
 }
 
 #[cfg(test)]
