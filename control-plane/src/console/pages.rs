@@ -161,7 +161,12 @@ fn resource_yaml(kind: Kind) -> String {
         }
         other => other,
     };
-    serde_norway::to_string(&config::Resource { kind: Some(kind) }).unwrap_or_default()
+    // Through `serde_json::Value`: keys sorted, so a model's schema (a
+    // `HashMap`) reads the same on every visit.
+    match serde_json::to_value(config::Resource { kind: Some(kind) }) {
+        Ok(resource) => serde_norway::to_string(&resource).unwrap_or_default(),
+        Err(_) => String::new(),
+    }
 }
 
 impl Page {
