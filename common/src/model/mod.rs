@@ -427,7 +427,7 @@ pub fn authority_problem(authority: &str, tls: bool) -> Option<&'static str> {
 /// holds it: it was never sent, so serving the URL without it changes
 /// nothing. `true` when there was one.
 pub fn strip_userinfo(url: &mut String) -> bool {
-    let Some(start) = url.find("://").map(|scheme| scheme + 3) else {
+    let Some(start) = after_http_scheme(url).map(|rest| url.len() - rest.len()) else {
         return false;
     };
     let end = url[start..]
@@ -440,6 +440,36 @@ pub fn strip_userinfo(url: &mut String) -> bool {
         }
         None => false,
     }
+}
+
+/// Removes userinfo ([`strip_userinfo`]) from the integration and
+/// authorizer URLs of an API or deployment stored before the admin API
+/// refused it, so that it is served (and restored from a backup) as before.
+/// `true` when one was removed.
+pub fn drop_stored_userinfo(api: &mut pylon_proto::config::v1::Api) -> bool {
+    use pylon_proto::config::v1::authorizer::Kind;
+    let mut dropped = false;
+    for integration in api
+        .routes
+        .iter_mut()
+        .filter_map(|route| route.integration.as_mut())
+    {
+        dropped |= strip_userinfo(&mut integration.uri);
+    }
+    for kind in api
+        .authorizers
+        .iter_mut()
+        .filter_map(|authorizer| authorizer.kind.as_mut())
+    {
+        match kind {
+            Kind::Jwt(jwt) => {
+                dropped |= strip_userinfo(&mut jwt.jwks_uri);
+                dropped |= strip_userinfo(&mut jwt.discovery_url);
+            }
+            Kind::Request(request) => dropped |= strip_userinfo(&mut request.uri),
+        }
+    }
+    dropped
 }
 
 /// A URL authority's host, as [`authority_problem`] judges it.

@@ -831,6 +831,11 @@ fn userinfo_in_a_backend_url_is_refused_and_a_stored_one_can_be_stripped() {
         ("http://a@b@127.0.0.1?x=@", "http://127.0.0.1?x=@"),
         ("http://127.0.0.1/a@b", "http://127.0.0.1/a@b"),
         ("${stageVariables.backend}/a@b", "${stageVariables.backend}/a@b"),
+        (
+            "${stageVariables.base}/cb?next=https://u@x.example/",
+            "${stageVariables.base}/cb?next=https://u@x.example/",
+        ),
+        ("HTTPS://u:p@idp.example", "HTTPS://idp.example"),
     ] {
         let mut url = stored.to_owned();
         assert_eq!(strip_userinfo(&mut url), stored != served, "{stored}");

@@ -171,7 +171,11 @@ impl AdminApi {
             from_config_version: backup.config_version,
             ..Restore::default()
         };
-        for (i, api) in backup.apis.into_iter().enumerate() {
+        // What a backup of an older version holds that the admin API now
+        // refuses but that was served without effect is restored as it was
+        // served: userinfo in a backend or authorizer URL (never sent).
+        for (i, mut api) in backup.apis.into_iter().enumerate() {
+            pylon_common::model::drop_stored_userinfo(&mut api);
             match ApiDefinition::validate(api) {
                 Ok(api) => restore.apis.push(api.into_proto()),
                 Err(e) => named(&mut errors, &format!("apis[{i}]"), e),
@@ -180,6 +184,9 @@ impl AdminApi {
         for (i, mut deployment) in backup.deployments.into_iter().enumerate() {
             if !is_id(&deployment.id) {
                 errors.push(format!("backup.deployments[{i}].id: must be 1-64 of a-z 0-9 - _"));
+            }
+            if let Some(definition) = deployment.definition.as_mut() {
+                pylon_common::model::drop_stored_userinfo(definition);
             }
             match deployment.definition.take().map(ApiDefinition::validate) {
                 None => errors.push(format!("backup.deployments[{i}].definition: required")),

@@ -864,7 +864,8 @@ fn answer(entry: &Entry) -> Response<Body> {
 /// answer's `Last-Modified` is no later than a valid `If-Modified-Since`
 /// (one field line holding one HTTP-date: two lines make it invalid, and it
 /// is ignored, RFC 9110 §13.1.3). An answer with more than one `ETag` or
-/// `Last-Modified` line has no validator to compare, and is answered whole.
+/// `Last-Modified` line has no validator to compare: it is answered whole
+/// unless `If-None-Match` is `*`.
 /// Only a `200` is turned; the 304 keeps the answer's fields but its body
 /// and the representation fields that describe it (`Content-Type`,
 /// `Content-Length`, `Content-Encoding`, `Content-Language`, RFC 9110

@@ -541,40 +541,9 @@ pub fn compile(
     }
 }
 
-/// Removes userinfo from the integration and authorizer URLs of a
-/// deployment made before the admin API refused it (it was never sent), so
-/// that one old deployment does not make a node refuse every new snapshot.
-/// `true` when one was removed.
-fn drop_stored_userinfo(api: &mut pylon_proto::config::v1::Api) -> bool {
-    use pylon_common::model::strip_userinfo;
-    use pylon_proto::config::v1::authorizer::Kind;
-    let mut dropped = false;
-    for integration in api
-        .routes
-        .iter_mut()
-        .filter_map(|route| route.integration.as_mut())
-    {
-        dropped |= strip_userinfo(&mut integration.uri);
-    }
-    for kind in api
-        .authorizers
-        .iter_mut()
-        .filter_map(|authorizer| authorizer.kind.as_mut())
-    {
-        match kind {
-            Kind::Jwt(jwt) => {
-                dropped |= strip_userinfo(&mut jwt.jwks_uri);
-                dropped |= strip_userinfo(&mut jwt.discovery_url);
-            }
-            Kind::Request(request) => dropped |= strip_userinfo(&mut request.uri),
-        }
-    }
-    dropped
-}
-
 fn compile_definition(deployment: &Deployment) -> Result<CompiledDefinition, String> {
     let mut api = deployment.definition.clone().ok_or("no API definition")?;
-    if drop_stored_userinfo(&mut api) {
+    if pylon_common::model::drop_stored_userinfo(&mut api) {
         tracing::warn!(
             api = %deployment.api,
             deployment = %deployment.id,
@@ -921,12 +890,15 @@ mod tests {
             ..Default::default()
         };
         assert!(ApiDefinition::validate(api.clone()).is_err());
-        assert!(drop_stored_userinfo(&mut api));
+        assert!(pylon_common::model::drop_stored_userinfo(&mut api));
         assert_eq!(
             api.routes[0].integration.as_ref().map(|i| &*i.uri),
             Some("http://127.0.0.1:9/pets")
         );
         ApiDefinition::validate(api.clone()).expect("served without userinfo");
-        assert!(!drop_stored_userinfo(&mut api), "nothing left to drop");
+        assert!(
+            !pylon_common::model::drop_stored_userinfo(&mut api),
+            "nothing left to drop"
+        );
     }
 }

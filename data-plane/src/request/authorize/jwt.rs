@@ -174,12 +174,23 @@ async fn fetch_keys(client: &Client, source: &KeySource) -> Result<Vec<CachedKey
                 uri: uri.to_string(),
                 what,
             };
-            document
+            let jwks_uri: Uri = document
                 .get("jwks_uri")
                 .and_then(Value::as_str)
                 .ok_or_else(|| invalid("no jwks_uri in the discovery document"))?
                 .parse()
-                .map_err(|_| invalid("the discovery document's jwks_uri is not a URI"))?
+                .map_err(|_| invalid("the discovery document's jwks_uri is not a URI"))?;
+            // As the admin API judges a configured `jwks_uri`: an absolute
+            // http(s) URL, no userinfo (it would be printed in errors).
+            let absolute = matches!(jwks_uri.scheme_str(), Some("http" | "https"));
+            match jwks_uri.authority() {
+                Some(authority) if absolute && !authority.as_str().contains('@') => jwks_uri,
+                _ => {
+                    return Err(invalid(
+                        "the discovery document's jwks_uri is not an http(s) URL with a host and no userinfo",
+                    ));
+                }
+            }
         }
     };
     let document = get_json(client, &jwks_uri).await?;
