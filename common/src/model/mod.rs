@@ -227,7 +227,7 @@ fn fill_placeholders(value: &str) -> String {
 /// (`1.2.3.256` and `host.0x1f` are neither addresses nor names).
 fn tls_name_problem(host: &str) -> Option<&'static str> {
     rustls_pki_types::ServerName::try_from(host).err().map(|_| {
-        "an https host must be an IP address or a DNS name (dot-separated labels of letters, digits, - and _, the last not a number)"
+        "an https host must be an IP address or a DNS name (dot-separated labels of 1 to 63 letters, digits, - and _, none starting or ending with -, the last not a number)"
     })
 }
 
