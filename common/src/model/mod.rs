@@ -310,7 +310,11 @@ fn canonical_origin_problem(scheme: &str, rest: &str, special: bool) -> Option<&
         if port.starts_with('0') {
             return Some("the port must be written without leading zeros, as browsers send it");
         }
-        if (scheme, port) == ("http", "80") || (scheme, port) == ("https", "443") {
+        // The WHATWG URL standard's special schemes and their default ports.
+        if matches!(
+            (scheme, port),
+            ("http" | "ws", "80") | ("https" | "wss", "443") | ("ftp", "21")
+        ) {
             return Some("must leave out the scheme's default port, as browsers do");
         }
     }

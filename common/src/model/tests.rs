@@ -807,6 +807,8 @@ fn an_origin_is_accepted_only_as_browsers_send_it() {
         ("capacitor://", "scheme://host"),
         ("1app://x", "scheme://host"),
         ("http://user@app.example", "userinfo"),
+        ("wss://app.example:443", "default port"),
+        ("ftp://files.example:21", "default port"),
     ] {
         let problem = super::origin_problem(bad).unwrap_or_else(|| panic!("{bad} was accepted"));
         assert!(problem.contains(why), "{bad}: {problem}");
