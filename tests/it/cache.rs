@@ -30,7 +30,7 @@ fn cached_api(authorizer: &str) -> Api {
              "authorization": {"type": "REQUEST", "authorizer": "simple"}},
             {"method": "GET", "path": "/items", "integration": proxy("/items")},
             {"method": "GET", "path": "/items/{id}", "integration": proxy("/items/{id}"),
-             "cache": {"keyParameters": ["path.id"]}},
+             "cache": {"keyParameters": ["path.id", "query.v"]}},
             {"method": "GET", "path": "/short", "integration": proxy("/short"), "cache": {"ttlSeconds": 1}},
             {"method": "GET", "path": "/never", "integration": proxy("/never"), "cache": {"ttlSeconds": 0}},
             {"method": "GET", "path": "/fresh", "integration": proxy("/fresh")},
@@ -204,6 +204,19 @@ async fn nodes_share_one_cache_with_ttls_keys_invalidation_flush_canaries_and_en
     assert_eq!((one.header("x-cache"), two.header("x-cache")), ("Miss", "Miss"));
     let one_again = send(&client, c, "GET", "/prod/items/1", &[]).await;
     assert_eq!((one_again.header("x-cache"), n(&one_again)), ("Hit", n(&one)));
+    // A query key parameter is keyed on the bytes the client sent, in its
+    // order: what a backend reading the raw query tells apart, the cache does.
+    for (first, other, shared) in [
+        ("v=1&v=2", "v=2&v=1", false),
+        ("v=%FF", "v=%EF%BF%BD", false),
+        ("v=a+b", "v=a%20b", true),
+    ] {
+        let filled = send(&client, a, "GET", &format!("/prod/items/1?{first}"), &[]).await;
+        assert_eq!(filled.header("x-cache"), "Miss", "{first}");
+        let then = send(&client, b, "GET", &format!("/prod/items/1?{other}"), &[]).await;
+        let expected = if shared { "Hit" } else { "Miss" };
+        assert_eq!(then.header("x-cache"), expected, "{first} then {other}");
+    }
 
     // A client that holds the stored answer gets a 304 from the cache
     // (RFC 9111 §4.3.2); the backend hears nothing.

@@ -309,15 +309,14 @@ fn backend_uri(uri: BackendUri<'_>, path: Option<&str>, query: Option<&str>) -> 
     Ok(uri)
 }
 
-/// `uri` for an error message, which is logged: its userinfo (which may
-/// hold a password, and which the admin API refuses but a stage variable
-/// can fill in) replaced by `…@`.
+/// `uri` for an error message, which is logged: everything between the
+/// scheme and the last `@` replaced by `…@`, as userinfo (which may hold a
+/// password, and which the admin API refuses but a stage variable can fill
+/// in) may itself hold `/`, `?` or `#` when the URI is malformed. An `@` in
+/// the path or query hides a little more than needed; never a password.
 fn without_userinfo(uri: &str) -> std::borrow::Cow<'_, str> {
     let start = uri.find("://").map_or(0, |scheme| scheme + 3);
-    let end = uri[start..]
-        .find(['/', '?', '#'])
-        .map_or(uri.len(), |end| start + end);
-    match uri[start..end].rfind('@') {
+    match uri[start..].rfind('@') {
         Some(at) => format!("{}…@{}", &uri[..start], &uri[start + at + 1..]).into(),
         None => uri.into(),
     }
@@ -790,6 +789,8 @@ mod tests {
             "http://u@/pets",
             "http://u:secret@127.0.0.1/pets",
             "http://u:secret@127.0.0.1/pets#top",
+            "http://bob:pa#ss5secret@127.0.0.1/pets",
+            "http://bob:pa/ss?secret@127.0.0.1/pets",
             "ftp://u:secret@127.0.0.1/pets",
             "http://127.0.0.1/pets#top",
             // An https host TLS cannot verify would fail as a 502 connect error.
