@@ -26,12 +26,16 @@ use std::time::{Duration, SystemTime};
 pub struct RequestId([u8; 36]);
 
 impl RequestId {
-    /// A fresh random id.
+    /// A fresh random id: a version 4 UUID (RFC 9562 §5.4), lower-case
+    /// hex, as AWS's `$context.requestId`.
     pub fn new() -> RequestId {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         // Where each random byte's two digits go (the dashes stay).
         const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
-        let bytes: [u8; 16] = rand::random();
+        let mut bytes: [u8; 16] = rand::random();
+        // Version 4 and the RFC variant.
+        bytes[6] = (bytes[6] & 0x0f) | 0x40;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
         let mut id = [b'-'; 36];
         for (byte, at) in bytes.into_iter().zip(AT) {
             id[at] = HEX[usize::from(byte >> 4)];
@@ -600,6 +604,12 @@ mod tests {
         let dashes: Vec<usize> = a.match_indices('-').map(|(i, _)| i).collect();
         assert_eq!(dashes, [8, 13, 18, 23]);
         assert!(a.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+        for _ in 0..64 {
+            let id = RequestId::new();
+            let id = id.as_str().as_bytes();
+            assert_eq!(id[14], b'4', "version 4");
+            assert!(b"89ab".contains(&id[19]), "RFC 9562 variant");
+        }
     }
 
     #[test]
