@@ -56,11 +56,9 @@ pub fn content_digest(snapshot: &ConfigSnapshot) -> [u8; 32] {
             .flatten()
         {
             if let Some(api) = deployment.definition.as_mut() {
-                let models = std::mem::take(&mut api.models);
-                let models = serde_json::to_value(&models).and_then(|value| serde_json::to_vec(&value));
                 // (A model that cannot be written as JSON — NaN — is refused
                 // by validation, so it never reaches a snapshot.)
-                let models = models.unwrap_or_default();
+                let models = sorted_json(&std::mem::take(&mut api.models)).unwrap_or_default();
                 hash.update((models.len() as u64).to_be_bytes());
                 hash.update(&models);
             }
@@ -78,9 +76,12 @@ pub fn content_digest(snapshot: &ConfigSnapshot) -> [u8; 32] {
 /// `google.protobuf.Struct` is a `HashMap`, encoded in an order that
 /// differs with each decoding of the same bytes.
 pub fn canonical_form<T: prost::Message + serde::Serialize>(message: &T) -> Vec<u8> {
-    serde_json::to_value(message)
-        .and_then(|value| serde_json::to_vec(&value))
-        .unwrap_or_else(|_| message.encode_to_vec())
+    sorted_json(message).unwrap_or_else(|_| message.encode_to_vec())
+}
+
+/// `value` as JSON with every object's keys sorted.
+fn sorted_json<T: serde::Serialize>(value: &T) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec(&serde_json::to_value(value)?)
 }
 
 /// Encodes and compresses `snapshot`.

@@ -825,9 +825,21 @@ fn userinfo_in_a_backend_url_is_refused_and_a_stored_one_can_be_stripped() {
         err.to_string().contains("routes[3].integration.uri") && err.to_string().contains("userinfo"),
         "{err}"
     );
-    assert!(strip_userinfo(&mut integration(&mut api, 3).uri));
+    api.authorizers = vec![Authorizer {
+        name: "jwt".into(),
+        kind: Some(authorizer::Kind::Jwt(JwtAuthorizer {
+            issuer: "https://idp.example".into(),
+            audiences: vec!["pets".into()],
+            jwks_uri: "https://svc:pw@idp.example/jwks".into(),
+            algorithms: vec!["RS256".into()],
+            ..Default::default()
+        })),
+    }];
+    // A stored API or deployment is served, and restored, without it.
+    assert!(drop_stored_userinfo(&mut api));
     assert_eq!(integration(&mut api, 3).uri, "http://127.0.0.1:9/cats");
-    ApiDefinition::validate(api).expect("valid without userinfo");
+    ApiDefinition::validate(api.clone()).expect("valid without userinfo");
+    assert!(!drop_stored_userinfo(&mut api), "nothing left to drop");
     for (stored, served) in [
         ("https://u@idp.example/jwks", "https://idp.example/jwks"),
         ("http://a@b@127.0.0.1?x=@", "http://127.0.0.1?x=@"),
