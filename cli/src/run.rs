@@ -53,7 +53,12 @@ async fn shutdown_signal() {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        eprintln!("second signal: exiting without waiting");
+        eprintln!("second signal: exiting without waiting for in-flight requests");
+        // What the orderly shutdown would have written: the access-log
+        // lines still in their buffer (up to the last second's).
+        pylon_data_plane::telemetry::access_log::flush_all(
+            pylon_data_plane::telemetry::access_log::EXIT_FLUSH,
+        );
         std::process::exit(130);
     });
 }

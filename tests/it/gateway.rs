@@ -957,6 +957,61 @@ async fn a_request_the_drain_timeout_ends_is_the_nodes_failure_not_the_clients()
     dp.kill();
 }
 
+#[tokio::test]
+async fn a_second_signal_exits_at_once_but_writes_the_buffered_access_lines_first() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let backend = Backend::start("exit").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Access lines go to stdout, which the harness writes to the node's log;
+    // they are written once a second, or at an orderly shutdown.
+    let mut dp = DataPlaneNode::start(dir.path(), "dp-exit", &[cluster.nodes[0].endpoint()], &[]);
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    let backend_url = backend.url();
+    deploy(&mut admin, shop_api("exit"), "prod", &[("backend", &backend_url)])
+        .await
+        .expect("deploy");
+    let client = HttpClient::default();
+    let address = dp.address();
+    eventually("served", Duration::from_secs(10), || async {
+        serves_marker(&client, address, "exit").await.then_some(())
+    })
+    .await;
+    // An answer that keeps the drain going past the second signal.
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.get(address, HOST, "/prod/slow/900").await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for n in 1..=3 {
+        let reply = client
+            .get(address, HOST, &format!("/prod/answered/{n}"))
+            .await
+            .expect("answered");
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    let pid = dp.pid().expect("running");
+    sigterm(pid);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    sigterm(pid);
+    let status = dp.wait_exit(Duration::from_secs(5)).expect("exits at once");
+    assert_eq!(status.code(), Some(130));
+    let _ = slow.await;
+    let log = dp.log_text();
+    assert!(log.contains("second signal: exiting"), "{log}");
+    let logged: Vec<String> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|l| l["path"].as_str().map(str::to_owned))
+        .filter(|path| path.starts_with("/prod/answered/"))
+        .collect();
+    assert_eq!(
+        logged,
+        ["/prod/answered/1", "/prod/answered/2", "/prod/answered/3"],
+        "{log}"
+    );
+}
+
 /// A `pylon data-plane` whose stdout is a pipe nobody reads, killed when
 /// dropped.
 struct UnreadStdout {

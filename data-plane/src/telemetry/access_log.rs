@@ -6,7 +6,9 @@
 //! holds a request. At most [`QUEUED`] full batches wait for the writer;
 //! past that, batches are dropped and their lines counted
 //! (`pylon.access_log.dropped`). Lines also go out as OTLP log records
-//! when that sink is on.
+//! when that sink is on. A process that exits without its orderly
+//! shutdown (a second signal) first has every writer write its buffer
+//! ([`flush_all`]).
 
 use crate::config::access_log::AccessLogFormat;
 use crate::context::RequestContext;
@@ -15,8 +17,8 @@ use opentelemetry::trace::TraceContextExt;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 /// A batch is handed to the writer when the buffer holds this many bytes.
 pub const BATCH: usize = 64 * 1024;
@@ -28,6 +30,12 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// writer stuck on a pipe nobody reads is then left behind (its lines are
 /// lost) so that the process can exit.
 pub const FINAL_FLUSH: Duration = Duration::from_secs(2);
+/// How long [`flush_all`] waits, in all, for the writers.
+pub const EXIT_FLUSH: Duration = Duration::from_secs(1);
+
+/// Every running writer's queue, for [`flush_all`]; weak, so that an
+/// access log's own shutdown still closes its queue.
+static WRITERS: Mutex<Vec<Weak<SyncSender<Job>>>> = Mutex::new(Vec::new());
 
 /// Where the lines go.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -51,7 +59,7 @@ pub struct AccessLog {
 struct Lines {
     buffer: Arc<Mutex<Batch>>,
     /// `None` once shut down.
-    full: Option<SyncSender<Batch>>,
+    full: Option<Arc<SyncSender<Job>>>,
     writer: Option<std::thread::JoinHandle<()>>,
     /// Says when the writer finished (behind a mutex only to be `Sync`).
     done: Mutex<Receiver<()>>,
@@ -61,6 +69,14 @@ struct Lines {
 struct Batch {
     text: String,
     lines: u64,
+}
+
+/// What the writer thread is handed.
+enum Job {
+    /// A full batch.
+    Batch(Batch),
+    /// Write the buffer now, then say so ([`flush_all`]).
+    Flush(std::sync::mpsc::Sender<()>),
 }
 
 impl AccessLog {
@@ -93,7 +109,7 @@ impl AccessLog {
             None => None,
             Some(out) => {
                 let buffer = Arc::new(Mutex::new(Batch::default()));
-                let (full, queue) = std::sync::mpsc::sync_channel::<Batch>(QUEUED);
+                let (full, queue) = std::sync::mpsc::sync_channel::<Job>(QUEUED);
                 let (finished, done) = std::sync::mpsc::channel();
                 let writer = {
                     let buffer = buffer.clone();
@@ -104,6 +120,11 @@ impl AccessLog {
                             let _ = finished.send(());
                         })?
                 };
+                let full = Arc::new(full);
+                if let Ok(mut writers) = WRITERS.lock() {
+                    writers.retain(|w| w.strong_count() > 0);
+                    writers.push(Arc::downgrade(&full));
+                }
                 Some(Lines {
                     buffer,
                     full: Some(full),
@@ -153,7 +174,7 @@ impl AccessLog {
             };
             if let (Some(batch), Some(queue)) = (full, &lines.full) {
                 let count = batch.lines;
-                match queue.try_send(batch) {
+                match queue.try_send(Job::Batch(batch)) {
                     Ok(()) => {}
                     Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                         self.dropped.fetch_add(count, Ordering::Relaxed);
@@ -191,9 +212,45 @@ impl Drop for AccessLog {
     }
 }
 
-/// The writer thread: full batches as they come, the buffer once a second,
-/// everything when the queue closes.
-fn write_batches(mut out: Box<dyn Write + Send>, queue: Receiver<Batch>, buffer: Arc<Mutex<Batch>>) {
+/// Has every access log of this process write the lines its buffer holds
+/// (after the full batches queued before them), waiting up to `timeout` in
+/// all: for a process that exits without its orderly shutdown, which
+/// would have written them (a second SIGTERM or SIGINT). Lines of requests
+/// still in flight are not written; a writer blocked on a pipe nobody
+/// reads is waited for no longer than `timeout`.
+pub fn flush_all(timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let writers: Vec<Arc<SyncSender<Job>>> = WRITERS
+        .lock()
+        .map(|writers| writers.iter().filter_map(Weak::upgrade).collect())
+        .unwrap_or_default();
+    let mut acks = Vec::new();
+    for writer in writers {
+        let (ack, acked) = std::sync::mpsc::channel();
+        let mut job = Job::Flush(ack);
+        loop {
+            match writer.try_send(job) {
+                Ok(()) => {
+                    acks.push(acked);
+                    break;
+                }
+                // Its queue is full: it is writing; room comes as it does.
+                Err(TrySendError::Full(again)) if Instant::now() < deadline => {
+                    job = again;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    for acked in acks {
+        let _ = acked.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+    }
+}
+
+/// The writer thread: full batches as they come, the buffer once a second
+/// or when asked ([`flush_all`]), everything when the queue closes.
+fn write_batches(mut out: Box<dyn Write + Send>, queue: Receiver<Job>, buffer: Arc<Mutex<Batch>>) {
     let mut failed = false;
     let mut write = |text: &str| {
         if text.is_empty() {
@@ -220,7 +277,11 @@ fn write_batches(mut out: Box<dyn Write + Send>, queue: Receiver<Batch>, buffer:
     };
     loop {
         match queue.recv_timeout(FLUSH_EVERY) {
-            Ok(batch) => write(&batch.text),
+            Ok(Job::Batch(batch)) => write(&batch.text),
+            Ok(Job::Flush(done)) => {
+                write(&take(&buffer).text);
+                let _ = done.send(());
+            }
             Err(RecvTimeoutError::Timeout) => write(&take(&buffer).text),
             Err(RecvTimeoutError::Disconnected) => {
                 write(&take(&buffer).text);
@@ -263,6 +324,28 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         assert_eq!(text.lines().count(), lines);
         assert!(text.lines().all(|l| l == "GET /prod/pets/7 200"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_exit_without_shutdown_first_has_the_buffered_lines_written() {
+        let dir = std::env::temp_dir().join(format!("pylon-access-log-exit-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("access.log");
+        let _ = std::fs::remove_file(&path);
+        let format = AccessLogFormat::compile("$context.path");
+        let log = AccessLog::start(&LineSink::File(path.clone()), None).unwrap_or_else(|e| panic!("{e}"));
+        log.write(&format, &request("/prod/one"));
+        log.write(&format, &request("/prod/two"));
+        // Well within the writer's one-second interval.
+        flush_all(EXIT_FLUSH);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(text, "/prod/one\n/prod/two\n");
+        // The log goes on, and its own shutdown still writes the rest.
+        log.write(&format, &request("/prod/three"));
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(text, "/prod/one\n/prod/two\n/prod/three\n");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
