@@ -50,29 +50,7 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, conn: Con
             return response;
         }
     };
-    let mut context = RequestContext {
-        request_id: RequestId::new(),
-        api_id: front.stage.api.clone(),
-        stage: front.stage.name.clone(),
-        deployment_id: front.target.deployment_id.clone(),
-        canary: front.target.is_canary,
-        domain_name: front.host.clone(),
-        http_method: parts.method.clone(),
-        uri: parts.uri.clone(),
-        protocol: protocol(parts.version),
-        request_time: SystemTime::now(),
-        route_key: None,
-        identity: Identity {
-            source_ip: front.source_ip,
-            user_agent: parts.headers.get(http::header::USER_AGENT).cloned(),
-            api_key_id: None,
-            client_cert: conn.client_cert.clone(),
-            caller: None,
-        },
-        authorizer: Default::default(),
-        trace: None,
-        outcome: Default::default(),
-    };
+    let mut context = context(&front, &parts, &conn);
     context.trace = trace::start(&gateway.telemetry, &front.stage, &parts.headers, &context);
     let request_id = context.request_id.header_value();
     // Observed when the answer is ready (or, when it streams from the
@@ -109,6 +87,61 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, conn: Con
         return response.map(|body| Body::new(ObservedBody::new(body, gateway, stage, context)));
     }
     response
+}
+
+/// The context of a request the first phases placed: nothing learnt yet.
+fn context(front: &Front, parts: &http::request::Parts, conn: &ConnInfo) -> RequestContext {
+    RequestContext {
+        request_id: RequestId::new(),
+        api_id: front.stage.api.clone(),
+        stage: front.stage.name.clone(),
+        deployment_id: front.target.deployment_id.clone(),
+        canary: front.target.is_canary,
+        domain_name: front.host.clone(),
+        http_method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        protocol: protocol(parts.version),
+        request_time: SystemTime::now(),
+        route_key: None,
+        identity: Identity {
+            source_ip: front.source_ip,
+            user_agent: parts.headers.get(http::header::USER_AGENT).cloned(),
+            api_key_id: None,
+            client_cert: conn.client_cert.clone(),
+            caller: None,
+        },
+        authorizer: Default::default(),
+        trace: None,
+        outcome: Default::default(),
+    }
+}
+
+/// A request whose client left before [`handle`] began: hyper reads the
+/// connection once more right after a request's head, and a client that
+/// closed — or half-closed together with its request, as `printf … | nc
+/// -N` does — ends the connection there. Logged and counted as the
+/// client's 499 with its stage, as [`Observed`] does for a client that
+/// leaves later and as nginx logs a client that closes while its request
+/// waits (neither answers it); as 503 when the node's drain timeout ended
+/// it. A request the first phases refuse (an unknown host, a policy) has
+/// no stage and, as when answered, no line.
+pub fn abandoned(gateway: &Gateway, request: Request<Incoming>, conn: &ConnInfo) {
+    let config = gateway.config.load();
+    let (mut parts, _body) = request.into_parts();
+    let Ok(front) = front(gateway, &config, &mut parts, conn) else {
+        return;
+    };
+    let mut context = context(&front, &parts, conn);
+    // (As in [`Observed`]'s drop: the node's drain timeout, not the client.)
+    let error = if gateway.drain_expired.load(std::sync::atomic::Ordering::Relaxed) {
+        GatewayError::ShutDown
+    } else {
+        GatewayError::ClientBody(crate::request::body::ClientBodyError::Abandoned(
+            "the client left before its request was served".into(),
+        ))
+    };
+    rescue::record(&mut context.outcome, &error);
+    gateway.telemetry.observe(&context, &front.stage);
 }
 
 /// The request's telemetry, owed once: when its answer is ready

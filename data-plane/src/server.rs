@@ -519,10 +519,14 @@ where
     let service = {
         let (gateway, activity) = (server.gateway.clone(), activity.clone());
         service_fn(move |request| {
-            let (gateway, info) = (gateway.clone(), info.clone());
             let in_flight = activity.begin();
+            let mut unserved = Unserved(Some((gateway.clone(), request, info.clone())));
             async move {
-                let response = pipeline::handle(gateway, request, info).await;
+                let response = match unserved.0.take() {
+                    Some((gateway, request, info)) => pipeline::handle(gateway, request, info).await,
+                    // (Taken only here, at the first poll.)
+                    None => crate::response::rescue::respond(&crate::error::GatewayError::NoRoute, None, ""),
+                };
                 Ok::<_, Infallible>(response.map(|body| conn::Tracked::new(body, in_flight)))
             }
         })
@@ -538,6 +542,18 @@ where
             let connection = server.http2.serve_connection(io, service);
             let shutdown = |c: Pin<&mut _>| http2::Connection::graceful_shutdown(c);
             conn::drive(connection, shutdown, protocol, activity, &server.options, stop).await;
+        }
+    }
+}
+
+/// A request hyper took but whose future was never polled: the
+/// connection ended first (see [`pipeline::abandoned`]), which logs it.
+struct Unserved(Option<(Arc<Gateway>, http::Request<hyper::body::Incoming>, ConnInfo)>);
+
+impl Drop for Unserved {
+    fn drop(&mut self) {
+        if let Some((gateway, request, info)) = self.0.take() {
+            pipeline::abandoned(&gateway, request, &info);
         }
     }
 }

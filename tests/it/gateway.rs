@@ -1012,6 +1012,47 @@ async fn a_second_signal_exits_at_once_but_writes_the_buffered_access_lines_firs
     );
 }
 
+#[tokio::test]
+async fn a_client_that_half_closes_with_its_request_is_logged_as_499_like_nginx_does() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let backend = Backend::start("half").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Access lines go to stdout, which the harness writes to the node's log.
+    let mut dp = DataPlaneNode::start(dir.path(), "dp-half", &[cluster.nodes[0].endpoint()], &[]);
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    let backend_url = backend.url();
+    deploy(&mut admin, shop_api("half"), "prod", &[("backend", &backend_url)])
+        .await
+        .expect("deploy");
+    let client = HttpClient::default();
+    let address = dp.address();
+    eventually("served", Duration::from_secs(10), || async {
+        serves_marker(&client, address, "half").await.then_some(())
+    })
+    .await;
+    // The request and the end of the client's sending, together (`nc -N`).
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    stream
+        .write_all(format!("GET /prod/slow/300 HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .expect("send");
+    stream.shutdown().await.expect("half-close");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    let line = eventually("the request's access line", Duration::from_secs(10), || async {
+        dp.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["path"] == "/prod/slow/300")
+    })
+    .await;
+    assert_eq!(line["status"], 499, "{line}");
+    dp.kill();
+}
+
 /// A `pylon data-plane` whose stdout is a pipe nobody reads, killed when
 /// dropped.
 struct UnreadStdout {
