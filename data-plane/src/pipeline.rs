@@ -125,7 +125,7 @@ fn context(front: &Front, parts: &http::request::Parts, conn: &ConnInfo) -> Requ
 /// waits (neither answers it); as 503 when the node's drain timeout ended
 /// it. A request the first phases refuse (an unknown host, a policy) has
 /// no stage and, as when answered, no line.
-pub fn abandoned(gateway: &Gateway, request: Request<Incoming>, conn: &ConnInfo) {
+pub(crate) fn abandoned(gateway: &Gateway, request: Request<Incoming>, conn: &ConnInfo) {
     let config = gateway.config.load();
     let (mut parts, _body) = request.into_parts();
     let Ok(front) = front(gateway, &config, &mut parts, conn) else {
