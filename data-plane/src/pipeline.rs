@@ -123,8 +123,10 @@ fn context(front: &Front, parts: &http::request::Parts, conn: &ConnInfo) -> Requ
 /// client's 499 with its stage, as [`Observed`] does for a client that
 /// leaves later and as nginx logs a client that closes while its request
 /// waits (neither answers it); as 503 when the node's drain timeout ended
-/// it. A request the first phases refuse (an unknown host, a policy) has
-/// no stage and, as when answered, no line.
+/// it. A request the first phases refuse (an unknown host, a resource
+/// policy) is not recorded, as when it is answered. No span is started for
+/// it, and its `requestTime` is when the close was seen (the same moment,
+/// unless a pipelining client left answers unread).
 pub(crate) fn abandoned(gateway: &Gateway, request: Request<Incoming>, conn: &ConnInfo) {
     let config = gateway.config.load();
     let (mut parts, _body) = request.into_parts();
