@@ -941,12 +941,7 @@ async fn a_request_the_drain_timeout_ends_is_the_nodes_failure_not_the_clients()
     let line = eventually(
         "the cut request's access line",
         Duration::from_secs(10),
-        || async {
-            let log = dp.log_text();
-            log.lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|l| l["path"] == "/prod/long")
-        },
+        || async { dp.access_lines().into_iter().find(|l| l["path"] == "/prod/long") },
     )
     .await;
     assert_eq!(
@@ -999,9 +994,9 @@ async fn a_second_signal_exits_at_once_but_writes_the_buffered_access_lines_firs
     let _ = slow.await;
     let log = dp.log_text();
     assert!(log.contains("second signal: exiting"), "{log}");
-    let logged: Vec<String> = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    let logged: Vec<String> = dp
+        .access_lines()
+        .iter()
         .filter_map(|l| l["path"].as_str().map(str::to_owned))
         .filter(|path| path.starts_with("/prod/answered/"))
         .collect();
@@ -1043,11 +1038,9 @@ async fn a_client_that_half_closes_with_its_request_is_logged_as_499_like_nginx_
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
     assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
     let lines = || -> Vec<serde_json::Value> {
-        dp.log_text()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|l| l["path"] == "/prod/slow/300")
-            .collect()
+        let mut lines = dp.access_lines();
+        lines.retain(|l| l["path"] == "/prod/slow/300");
+        lines
     };
     eventually("the request's access line", Duration::from_secs(10), || async {
         (!lines().is_empty()).then_some(())

@@ -342,6 +342,15 @@ impl DataPlaneNode {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The access-log lines in the node's log so far (its stdout, where
+    /// access logs go by default), as JSON; other lines are skipped.
+    pub fn access_lines(&self) -> Vec<serde_json::Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .collect()
+    }
 }
 
 impl Drop for DataPlaneNode {

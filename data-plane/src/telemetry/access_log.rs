@@ -308,14 +308,19 @@ mod tests {
         ctx
     }
 
+    /// An access log writing to a file of a new temporary directory (kept
+    /// as long as the directory is).
+    fn log_to_file() -> (tempfile::TempDir, std::path::PathBuf, AccessLog) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("access.log");
+        let log = AccessLog::start(&LineSink::File(path.clone()), None).unwrap_or_else(|e| panic!("{e}"));
+        (dir, path, log)
+    }
+
     #[test]
     fn lines_reach_the_file_in_batches_and_all_of_them_on_shutdown() {
-        let dir = std::env::temp_dir().join(format!("pylon-access-log-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("access.log");
-        let _ = std::fs::remove_file(&path);
+        let (_dir, path, log) = log_to_file();
         let format = AccessLogFormat::compile("$context.httpMethod $context.path $context.status");
-        let log = AccessLog::start(&LineSink::File(path.clone()), None).unwrap_or_else(|e| panic!("{e}"));
         let lines = 3 * BATCH / 20;
         for _ in 0..lines {
             assert_eq!(log.write(&format, &request("/prod/pets/7")), 0);
@@ -324,17 +329,12 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         assert_eq!(text.lines().count(), lines);
         assert!(text.lines().all(|l| l == "GET /prod/pets/7 200"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn an_exit_without_shutdown_first_has_the_buffered_lines_written() {
-        let dir = std::env::temp_dir().join(format!("pylon-access-log-exit-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("access.log");
-        let _ = std::fs::remove_file(&path);
+        let (_dir, path, log) = log_to_file();
         let format = AccessLogFormat::compile("$context.path");
-        let log = AccessLog::start(&LineSink::File(path.clone()), None).unwrap_or_else(|e| panic!("{e}"));
         log.write(&format, &request("/prod/one"));
         log.write(&format, &request("/prod/two"));
         // Well within the writer's one-second interval.
@@ -346,16 +346,11 @@ mod tests {
         drop(log);
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         assert_eq!(text, "/prod/one\n/prod/two\n/prod/three\n");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn an_idle_buffer_is_written_within_the_flush_interval() {
-        let dir = std::env::temp_dir().join(format!("pylon-access-log-idle-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("access.log");
-        let _ = std::fs::remove_file(&path);
-        let log = AccessLog::start(&LineSink::File(path.clone()), None).unwrap_or_else(|e| panic!("{e}"));
+        let (_dir, path, log) = log_to_file();
         assert_eq!(
             log.write(&AccessLogFormat::default_json(), &request("/prod/one")),
             0
@@ -364,6 +359,5 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(text.contains("\"path\":\"/prod/one\""), "{text}");
         drop(log);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
