@@ -37,31 +37,107 @@ fn init_logging(default: &str) {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down (a second signal exits at once)");
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+/// Resolves at the first SIGTERM or SIGINT, after logging it; the second
+/// ends the process at once ([`exit_now`]).
+///
+/// Both are watched by a thread of their own ([`signals`]) from the first
+/// call on, not by a task of the node's runtime: a process whose stderr is a
+/// pipe nobody reads blocks in its next log line, and a runtime thread
+/// blocked there would never hear the second signal. The watcher starts
+/// when this is called (at startup), so no second signal falls between two
+/// listeners.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let mut first = signals();
+    async move {
+        if first.wait_for(|signalled| *signalled).await.is_err() {
+            // No signal thread (see [`signals`]): the node runs until killed.
+            return std::future::pending().await;
         }
-        eprintln!("second signal: exiting without waiting for in-flight requests");
-        // What the orderly shutdown would have written: the access-log
-        // lines still in their buffer (up to the last second's).
-        pylon_data_plane::telemetry::access_log::flush_all(
-            pylon_data_plane::telemetry::access_log::EXIT_FLUSH,
-        );
-        std::process::exit(130);
-    });
+        tracing::info!("shutting down (a second signal exits at once)");
+    }
 }
+
+/// The process's signal watcher: a thread with a runtime of its own that
+/// says when the first SIGTERM or SIGINT came (the receiver turns `true`)
+/// and calls [`exit_now`] at the second. Started by the first call; a
+/// thread or listener the OS refuses is logged and leaves the signals'
+/// default action (the process ends at the first).
+fn signals() -> tokio::sync::watch::Receiver<bool> {
+    use std::sync::OnceLock;
+    static FIRST: OnceLock<tokio::sync::watch::Receiver<bool>> = OnceLock::new();
+    FIRST
+        .get_or_init(|| {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let watcher = move || {
+                use tokio::signal::unix::{SignalKind, signal};
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_io().build() {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot watch for shutdown signals");
+                        return;
+                    }
+                };
+                let second = runtime.block_on(async move {
+                    let (mut term, mut int) =
+                        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+                            (Ok(term), Ok(int)) => (term, int),
+                            (Err(e), _) | (_, Err(e)) => {
+                                tracing::warn!(error = %e, "cannot watch for shutdown signals");
+                                return false;
+                            }
+                        };
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                    let _ = tx.send(true);
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                    true
+                });
+                if second {
+                    exit_now();
+                }
+            };
+            if let Err(e) = std::thread::Builder::new()
+                .name("pylon-signals".into())
+                .spawn(watcher)
+            {
+                tracing::warn!(error = %e, "cannot watch for shutdown signals");
+            }
+            rx
+        })
+        .clone()
+}
+
+/// The second signal: writes the access-log lines still buffered (up to
+/// the last second's; at most [`EXIT_FLUSH`]) and exits with 130, without
+/// waiting for requests in flight.
+///
+/// The message saying so is written by a thread of its own and waited for
+/// at most [`EXIT_MESSAGE`]: with stderr a pipe nobody reads, that write
+/// never returns, and the exit must not wait on it.
+///
+/// [`EXIT_FLUSH`]: pylon_data_plane::telemetry::access_log::EXIT_FLUSH
+fn exit_now() -> ! {
+    let (said, heard) = std::sync::mpsc::channel();
+    let _ = std::thread::Builder::new()
+        .name("pylon-exit".into())
+        .spawn(move || {
+            eprintln!("second signal: exiting without waiting for in-flight requests");
+            let _ = said.send(());
+        });
+    let _ = heard.recv_timeout(EXIT_MESSAGE);
+    // What the orderly shutdown would have written: the access-log lines
+    // still in their buffer.
+    pylon_data_plane::telemetry::access_log::flush_all(pylon_data_plane::telemetry::access_log::EXIT_FLUSH);
+    std::process::exit(130);
+}
+
+/// How long [`exit_now`] waits for its message to be written.
+const EXIT_MESSAGE: Duration = Duration::from_millis(100);
 
 #[derive(clap::Args)]
 pub struct DevArgs {

@@ -1,7 +1,7 @@
 //! The data plane end to end: real control-plane and data-plane processes, a
 //! real HTTP backend, traffic only on loopback.
 
-use crate::support::{deploy, shop_api};
+use crate::support::{SHOP_HOST as HOST, ServedShop, deploy, shop_api};
 use pylon_proto::admin::v1::*;
 use pylon_proto::config::v1::{BasePathMapping, CanarySettings, DomainName};
 use pylon_proto::publish::v1::data_plane_node::LastResult;
@@ -9,8 +9,6 @@ use pylon_tests::gateway::{Backend, DataPlaneNode, HttpClient, Reply, garbage_ba
 use pylon_tests::{Cluster, eventually, free_port, pylon_cli, self_signed, serial};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-const HOST: &str = "shop.localhost";
 
 fn marker(reply: &Reply) -> String {
     reply.json()["marker"].as_str().unwrap_or("").to_owned()
@@ -855,32 +853,14 @@ fn sigterm(pid: u32) {
 #[tokio::test]
 async fn shutdown_drains_in_flight_requests() {
     let _serial = serial().await;
-    let cluster = Cluster::start(1).await;
-    let backend = Backend::start("drain").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut dp = DataPlaneNode::start(dir.path(), "dp-drain", &[cluster.nodes[0].endpoint()], &[]);
-    let client = HttpClient::default();
-    let mut admin = cluster.nodes[0].admin().await.expect("admin");
-    let backend_url = backend.url();
-    deploy(
-        &mut admin,
-        shop_api("drain"),
-        "prod",
-        &[("backend", &backend_url)],
-    )
-    .await
-    .expect("deploy");
-    eventually("served", Duration::from_secs(10), || async {
-        serves_marker(&client, dp.address(), "drain").await.then_some(())
-    })
-    .await;
-    let address = dp.address();
+    let mut shop = ServedShop::start("drain").await;
+    let address = shop.address();
     let slow = tokio::spawn({
-        let client = client.clone();
+        let client = shop.client.clone();
         async move { client.get(address, HOST, "/prod/slow/700").await }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    sigterm(dp.pid().expect("running"));
+    sigterm(shop.dp.pid().expect("running"));
     let reply = slow
         .await
         .expect("join")
@@ -894,20 +874,13 @@ async fn shutdown_drains_in_flight_requests() {
             .then_some(())
     })
     .await;
-    assert!(dp.log_text().contains("draining in-flight requests"));
-    dp.kill();
+    assert!(shop.dp.log_text().contains("draining in-flight requests"));
+    shop.dp.kill();
 }
 
 #[tokio::test]
 async fn a_request_the_drain_timeout_ends_is_the_nodes_failure_not_the_clients() {
     let _serial = serial().await;
-    let cluster = Cluster::start(1).await;
-    let backend = Backend::start("cut").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    // Access lines go to stdout, which the harness writes to the node's log.
-    let mut dp = DataPlaneNode::start(dir.path(), "dp-cut", &[cluster.nodes[0].endpoint()], &[]);
-    let mut admin = cluster.nodes[0].admin().await.expect("admin");
-    let backend_url = backend.url();
     // A backend call longer than the drain, within its route's timeout.
     let mut api = shop_api("cut");
     api.routes.push(pylon_proto::config::v1::Route {
@@ -921,27 +894,26 @@ async fn a_request_the_drain_timeout_ends_is_the_nodes_failure_not_the_clients()
         }),
         ..Default::default()
     });
-    deploy(&mut admin, api, "prod", &[("backend", &backend_url)])
-        .await
-        .expect("deploy");
-    let client = HttpClient::default();
-    let address = dp.address();
-    eventually("served", Duration::from_secs(10), || async {
-        serves_marker(&client, address, "cut").await.then_some(())
-    })
-    .await;
+    // Access lines go to stdout, which the harness writes to the node's log.
+    let mut shop = ServedShop::serving(api, "cut", &[]).await;
+    let address = shop.address();
     let slow = tokio::spawn({
-        let client = client.clone();
+        let client = shop.client.clone();
         async move { client.get(address, HOST, "/prod/long").await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    sigterm(dp.pid().expect("running"));
+    sigterm(shop.dp.pid().expect("running"));
     let cut = slow.await.expect("join");
     assert!(cut.is_err(), "cut off after the 2 s drain: {cut:?}");
     let line = eventually(
         "the cut request's access line",
         Duration::from_secs(10),
-        || async { dp.access_lines().into_iter().find(|l| l["path"] == "/prod/long") },
+        || async {
+            shop.dp
+                .access_lines()
+                .into_iter()
+                .find(|l| l["path"] == "/prod/long")
+        },
     )
     .await;
     assert_eq!(
@@ -949,52 +921,41 @@ async fn a_request_the_drain_timeout_ends_is_the_nodes_failure_not_the_clients()
         (503.into(), "DEFAULT_5XX".into()),
         "{line}"
     );
-    dp.kill();
+    shop.dp.kill();
 }
 
 #[tokio::test]
 async fn a_second_signal_exits_at_once_but_writes_the_buffered_access_lines_first() {
     let _serial = serial().await;
-    let cluster = Cluster::start(1).await;
-    let backend = Backend::start("exit").await;
-    let dir = tempfile::tempdir().expect("tempdir");
     // Access lines go to stdout, which the harness writes to the node's log;
     // they are written once a second, or at an orderly shutdown.
-    let mut dp = DataPlaneNode::start(dir.path(), "dp-exit", &[cluster.nodes[0].endpoint()], &[]);
-    let mut admin = cluster.nodes[0].admin().await.expect("admin");
-    let backend_url = backend.url();
-    deploy(&mut admin, shop_api("exit"), "prod", &[("backend", &backend_url)])
-        .await
-        .expect("deploy");
-    let client = HttpClient::default();
-    let address = dp.address();
-    eventually("served", Duration::from_secs(10), || async {
-        serves_marker(&client, address, "exit").await.then_some(())
-    })
-    .await;
+    let mut shop = ServedShop::start("exit").await;
+    let address = shop.address();
     // An answer that keeps the drain going past the second signal.
     let slow = tokio::spawn({
-        let client = client.clone();
+        let client = shop.client.clone();
         async move { client.get(address, HOST, "/prod/slow/900").await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     for n in 1..=3 {
-        let reply = client
+        let reply = shop
+            .client
             .get(address, HOST, &format!("/prod/answered/{n}"))
             .await
             .expect("answered");
         assert_eq!(reply.status, 200, "{}", reply.body);
     }
-    let pid = dp.pid().expect("running");
+    let pid = shop.dp.pid().expect("running");
     sigterm(pid);
     tokio::time::sleep(Duration::from_millis(50)).await;
     sigterm(pid);
-    let status = dp.wait_exit(Duration::from_secs(5)).expect("exits at once");
+    let status = shop.dp.wait_exit(Duration::from_secs(5)).expect("exits at once");
     assert_eq!(status.code(), Some(130));
     let _ = slow.await;
-    let log = dp.log_text();
+    let log = shop.dp.log_text();
     assert!(log.contains("second signal: exiting"), "{log}");
-    let logged: Vec<String> = dp
+    let logged: Vec<String> = shop
+        .dp
         .access_lines()
         .iter()
         .filter_map(|l| l["path"].as_str().map(str::to_owned))
@@ -1011,22 +972,9 @@ async fn a_second_signal_exits_at_once_but_writes_the_buffered_access_lines_firs
 async fn a_client_that_half_closes_with_its_request_is_logged_as_499_like_nginx_does() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _serial = serial().await;
-    let cluster = Cluster::start(1).await;
-    let backend = Backend::start("half").await;
-    let dir = tempfile::tempdir().expect("tempdir");
     // Access lines go to stdout, which the harness writes to the node's log.
-    let mut dp = DataPlaneNode::start(dir.path(), "dp-half", &[cluster.nodes[0].endpoint()], &[]);
-    let mut admin = cluster.nodes[0].admin().await.expect("admin");
-    let backend_url = backend.url();
-    deploy(&mut admin, shop_api("half"), "prod", &[("backend", &backend_url)])
-        .await
-        .expect("deploy");
-    let client = HttpClient::default();
-    let address = dp.address();
-    eventually("served", Duration::from_secs(10), || async {
-        serves_marker(&client, address, "half").await.then_some(())
-    })
-    .await;
+    let mut shop = ServedShop::start("half").await;
+    let address = shop.address();
     // The request and the end of the client's sending, together (`nc -N`).
     let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
     stream
@@ -1038,7 +986,7 @@ async fn a_client_that_half_closes_with_its_request_is_logged_as_499_like_nginx_
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
     assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
     let lines = || -> Vec<serde_json::Value> {
-        let mut lines = dp.access_lines();
+        let mut lines = shop.dp.access_lines();
         lines.retain(|l| l["path"] == "/prod/slow/300");
         lines
     };
@@ -1051,14 +999,14 @@ async fn a_client_that_half_closes_with_its_request_is_logged_as_499_like_nginx_
     let lines = lines();
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["status"], 499, "{}", lines[0]);
-    dp.kill();
+    shop.dp.kill();
 }
 
 /// A `pylon data-plane` whose stdout is a pipe nobody reads, killed when
 /// dropped.
 struct UnreadStdout {
     child: Option<std::process::Child>,
-    _pipe: Option<std::process::ChildStdout>,
+    _pipe: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl Drop for UnreadStdout {
@@ -1090,7 +1038,7 @@ async fn a_node_whose_access_log_nobody_reads_keeps_serving_and_still_stops() {
     let pipe = child.stdout.take();
     let mut node = UnreadStdout {
         child: Some(child),
-        _pipe: pipe,
+        _pipe: pipe.map(|p| Box::new(p) as Box<dyn std::any::Any + Send>),
     };
     let mut admin = cluster.nodes[0].admin().await.expect("admin");
     let backend_url = backend.url();
@@ -1133,6 +1081,77 @@ async fn a_node_whose_access_log_nobody_reads_keeps_serving_and_still_stops() {
         signalled.elapsed() < Duration::from_secs(8),
         "drain (1 s) + the last lines' 2 s, not more: {:?}",
         signalled.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_node_whose_stdout_and_stderr_nobody_reads_still_exits_at_a_second_signal() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let backend = Backend::start("blocked").await;
+    let port = free_port();
+    // One pipe for both, never read: once it is full, the thread writing a
+    // log line blocks, the node's "shutting down" line included.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    let child = std::process::Command::new(pylon_tests::pylon_bin())
+        .arg("data-plane")
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .arg(format!("--control-plane={}", cluster.nodes[0].endpoint()))
+        .args([
+            "--node-id=dp-blocked",
+            "--access-log=stdout",
+            "--drain-timeout-s=30",
+        ])
+        .env("PYLON_LOG", "info")
+        .stdout(writer.try_clone().expect("pipe"))
+        .stderr(writer)
+        .spawn()
+        .expect("start the data plane");
+    let mut node = UnreadStdout {
+        child: Some(child),
+        _pipe: Some(Box::new(reader)),
+    };
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    deploy(
+        &mut admin,
+        shop_api("blocked"),
+        "prod",
+        &[("backend", &backend.url())],
+    )
+    .await
+    .expect("deploy");
+    let client = HttpClient::default();
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    eventually("served", Duration::from_secs(10), || async {
+        serves_marker(&client, address, "blocked").await.then_some(())
+    })
+    .await;
+    // Far more access lines than the pipe holds, and a second for the log
+    // writer to fill it.
+    for _ in 0..800 {
+        let reply = client.get(address, HOST, "/prod/hello").await.expect("answered");
+        assert_eq!(reply.status, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = node.child.as_ref().map(std::process::Child::id).expect("running");
+    sigterm(pid);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = Instant::now();
+    sigterm(pid);
+    let exited = eventually(
+        "the node exits at the second signal",
+        Duration::from_secs(10),
+        || {
+            let status = node.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            async move { status }
+        },
+    )
+    .await;
+    assert_eq!(exited.code(), Some(130));
+    assert!(
+        second.elapsed() < Duration::from_secs(3),
+        "the buffered lines' 1 s, not more: {:?}",
+        second.elapsed()
     );
 }
 

@@ -312,3 +312,66 @@ pub async fn run_browser_script(script: &str, config: serde_json::Value) -> (boo
     );
     (output.status.success() && said.ends_with("ok\n"), said)
 }
+
+/// The `Host` the data-plane tests call the `shop` API on.
+pub const SHOP_HOST: &str = "shop.localhost";
+
+/// The story most data-plane tests begin with: a one-node control plane, a
+/// backend answering as `marker`, and one `pylon data-plane` (node id
+/// `dp-{marker}`, with `flags`) serving an API on stage `prod`, with the
+/// backend as the stage's `backend` variable. Returned once `GET
+/// /prod/hello` answers `marker` (within 10 s).
+///
+/// Fields drop in order: the data plane first, the control plane last.
+pub struct ServedShop {
+    pub dp: pylon_tests::gateway::DataPlaneNode,
+    pub client: pylon_tests::gateway::HttpClient,
+    _backend: pylon_tests::gateway::Backend,
+    _cluster: pylon_tests::Cluster,
+    _dir: tempfile::TempDir,
+}
+
+impl ServedShop {
+    /// [`shop_api`]`(marker)`, served.
+    pub async fn start(marker: &str) -> ServedShop {
+        ServedShop::serving(shop_api(marker), marker, &[]).await
+    }
+
+    /// `api` (whose `GET /hello` answers `marker`, as [`shop_api`]'s does),
+    /// served by a data plane started with `flags`.
+    pub async fn serving(api: Api, marker: &str, flags: &[&str]) -> ServedShop {
+        use pylon_tests::gateway::{Backend, DataPlaneNode, HttpClient};
+        let cluster = pylon_tests::Cluster::start(1).await;
+        let backend = Backend::start(marker).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dp = DataPlaneNode::start(
+            dir.path(),
+            &format!("dp-{marker}"),
+            &[cluster.nodes[0].endpoint()],
+            flags,
+        );
+        let mut admin = cluster.nodes[0].admin().await.expect("admin");
+        deploy(&mut admin, api, "prod", &[("backend", &backend.url())])
+            .await
+            .expect("deploy");
+        let client = HttpClient::default();
+        let address = dp.address();
+        pylon_tests::eventually("served", std::time::Duration::from_secs(10), || async {
+            let reply = client.get(address, SHOP_HOST, "/prod/hello").await.ok()?;
+            (reply.status == 200 && reply.json()["marker"] == marker).then_some(())
+        })
+        .await;
+        ServedShop {
+            dp,
+            client,
+            _backend: backend,
+            _cluster: cluster,
+            _dir: dir,
+        }
+    }
+
+    /// The data plane's address.
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.dp.address()
+    }
+}
