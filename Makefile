@@ -34,11 +34,11 @@ test: bootstrap
 	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "all tests: %d passed, %d failed\n", passed, failed }' $(CARGO_TARGET_DIR)/test.log
 
 ## Benchmarks against peers measured in the same run (see docs/performance.md),
-## of the binary as shipped: the `dist` profile (fat LTO, one codegen unit).
+## of the `dist` profile (fat LTO, one codegen unit) built with profile-guided
+## optimisation by scripts/pgo-build (two builds and a 30 s training load).
 bench:
 	@scripts/bootstrap bench
-	$(CARGO) build --profile dist --bin pylon
-	PYLON_BIN=$(CARGO_TARGET_DIR)/dist/pylon $(CARGO) bench -p pylon-tests --bench perf
+	bin=$$(scripts/pgo-build) && PYLON_BIN=$$bin $(CARGO) bench -p pylon-tests --bench perf
 
 ## The linearizability check under kills, pauses and partitions, longer and
 ## wider than in `make test`: 5 control-plane nodes for 120 s (override with

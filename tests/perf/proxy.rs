@@ -33,6 +33,13 @@ const SECONDS: u64 = 8;
 const BODY: &str =
     r#"{"id":1,"name":"Rex","kind":"dog","tags":["good","boy"],"owner":{"id":7,"name":"Ann"},"ok":true}"#;
 
+/// Whether this run is the training load of a profile-guided build
+/// (`PYLON_BENCH_TRAIN` set; scripts/pgo-build): layout A's paths for 2 s
+/// each, at 64 connections and at one, and no figures.
+pub(crate) fn training() -> bool {
+    std::env::var_os("PYLON_BENCH_TRAIN").is_some()
+}
+
 pub(crate) struct Process(pub(crate) Child);
 
 impl Drop for Process {
@@ -639,6 +646,14 @@ pub async fn run() {
         let args = extra(p);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let _ = wrk_with(&p.url, p.host, 64, 2, &args);
+    }
+    if training() {
+        // One connection too: there every request parks the worker twice.
+        for p in paths.iter().filter(|p| p.idle) {
+            let _ = wrk_with(&p.url, p.host, 1, 2, &[]);
+        }
+        println!("  training load done; the Pylon processes exit and write their profiles");
+        return;
     }
     let mut samples: Vec<Samples> = paths.iter().map(|_| Samples::default()).collect();
     for round in 0..ROUNDS {
