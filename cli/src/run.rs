@@ -43,9 +43,8 @@ fn init_logging(default: &str) {
 /// Both are watched by a thread of their own ([`signals`]) from the first
 /// call on, not by a task of the node's runtime: a process whose stderr is a
 /// pipe nobody reads blocks in its next log line, and a runtime thread
-/// blocked there would never hear the second signal. The watcher starts
-/// when this is called (at startup), so no second signal falls between two
-/// listeners.
+/// blocked there would never hear the second signal. The servers start
+/// the watcher first thing ([`signals`]).
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     let mut first = signals();
     async move {
@@ -59,17 +58,19 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 
 /// The process's signal watcher: a thread with a runtime of its own that
 /// says when the first SIGTERM or SIGINT came (the receiver turns `true`)
-/// and calls [`exit_now`] at the second. Started by the first call; a
-/// thread or listener the OS refuses is logged and leaves the signals'
-/// default action (the process ends at the first).
+/// and calls [`exit_now`] at the second. Started by the first call, which
+/// returns once the listeners are in place (at most 1 s); the servers make
+/// that call before anything else. A signal whose listener the OS refuses
+/// (logged) keeps its default action: the process ends at once.
 fn signals() -> tokio::sync::watch::Receiver<bool> {
     use std::sync::OnceLock;
+    use tokio::signal::unix::SignalKind;
     static FIRST: OnceLock<tokio::sync::watch::Receiver<bool>> = OnceLock::new();
     FIRST
         .get_or_init(|| {
             let (tx, rx) = tokio::sync::watch::channel(false);
+            let (listening, registered) = std::sync::mpsc::channel::<()>();
             let watcher = move || {
-                use tokio::signal::unix::{SignalKind, signal};
                 let runtime = match tokio::runtime::Builder::new_current_thread().enable_io().build() {
                     Ok(runtime) => runtime,
                     Err(e) => {
@@ -78,38 +79,60 @@ fn signals() -> tokio::sync::watch::Receiver<bool> {
                     }
                 };
                 let second = runtime.block_on(async move {
-                    let (mut term, mut int) =
-                        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-                            (Ok(term), Ok(int)) => (term, int),
-                            (Err(e), _) | (_, Err(e)) => {
-                                tracing::warn!(error = %e, "cannot watch for shutdown signals");
-                                return false;
-                            }
-                        };
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = int.recv() => {}
+                    let mut term = listen(SignalKind::terminate());
+                    let mut int = listen(SignalKind::interrupt());
+                    let _ = listening.send(());
+                    if term.is_none() && int.is_none() {
+                        return false;
                     }
+                    either(&mut term, &mut int).await;
                     let _ = tx.send(true);
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = int.recv() => {}
-                    }
+                    either(&mut term, &mut int).await;
                     true
                 });
                 if second {
                     exit_now();
                 }
             };
-            if let Err(e) = std::thread::Builder::new()
+            match std::thread::Builder::new()
                 .name("pylon-signals".into())
                 .spawn(watcher)
             {
-                tracing::warn!(error = %e, "cannot watch for shutdown signals");
+                // Returns early if the thread ends without listening.
+                Ok(_) => {
+                    let _ = registered.recv_timeout(Duration::from_secs(1));
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot watch for shutdown signals"),
             }
             rx
         })
         .clone()
+}
+
+/// A listener for `kind`, or `None` (logged) if the OS refused one.
+fn listen(kind: tokio::signal::unix::SignalKind) -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind)
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot watch for shutdown signals"))
+        .ok()
+}
+
+/// Resolves at the next signal either listener receives.
+async fn either(
+    term: &mut Option<tokio::signal::unix::Signal>,
+    int: &mut Option<tokio::signal::unix::Signal>,
+) {
+    async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+        match signal {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    tokio::select! {
+        _ = next(term) => {}
+        _ = next(int) => {}
+    }
 }
 
 /// The second signal: writes the access-log lines still buffered (up to
@@ -117,8 +140,9 @@ fn signals() -> tokio::sync::watch::Receiver<bool> {
 /// waiting for requests in flight.
 ///
 /// The message saying so is written by a thread of its own and waited for
-/// at most [`EXIT_MESSAGE`]: with stderr a pipe nobody reads, that write
-/// never returns, and the exit must not wait on it.
+/// at most [`EXIT_MESSAGE`] first: with stderr a pipe nobody reads, that
+/// write does not return (the message may come late or never), and the
+/// exit must not wait on it.
 ///
 /// [`EXIT_FLUSH`]: pylon_data_plane::telemetry::access_log::EXIT_FLUSH
 fn exit_now() -> ! {
@@ -351,6 +375,7 @@ fn shared_shutdown() -> (impl Fn() -> Shutdown, Arc<tokio::sync::watch::Sender<b
 
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     init_logging("info,raft=warn");
+    signals();
     if args.admin_listen.port() == 0 {
         bail!("--admin-listen needs a fixed port: the embedded data plane connects to it");
     }
@@ -558,6 +583,7 @@ fn default_node_id(listen: SocketAddr) -> String {
 
 pub async fn data_plane(args: DataPlaneArgs) -> anyhow::Result<()> {
     init_logging("info");
+    signals();
     for endpoint in &args.control_planes {
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
             bail!("--control-plane {endpoint}: expected http://HOST:PORT or https://HOST:PORT");
@@ -775,6 +801,7 @@ fn load_token(file: Option<&PathBuf>) -> anyhow::Result<Option<BearerToken>> {
 
 pub async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
     init_logging("info");
+    signals();
     let file: ControlPlaneFile = match &args.config {
         Some(path) => {
             let text =
