@@ -35,10 +35,15 @@ test: bootstrap
 
 ## Benchmarks against peers measured in the same run (see docs/performance.md),
 ## of the `dist` profile (fat LTO, one codegen unit) built with profile-guided
-## optimisation by scripts/pgo-build (two builds and a 30 s training load).
+## optimisation by scripts/pgo-build (two builds and a short training load).
+## PGO=0: the plain `dist` build instead; PYLON_BIN=FILE: that binary.
+PGO ?= 1
 bench:
 	@scripts/bootstrap bench
-	bin=$$(scripts/pgo-build) && PYLON_BIN=$$bin $(CARGO) bench -p pylon-tests --bench perf
+	if [[ -n "$${PYLON_BIN:-}" ]]; then bin=$$PYLON_BIN; \
+	elif [[ "$(PGO)" == 0 ]]; then $(CARGO) build --profile dist --bin pylon && bin=$(CARGO_TARGET_DIR)/dist/pylon; \
+	else bin=$$(CARGO=$(CARGO) scripts/pgo-build); fi && \
+	PYLON_BIN=$$bin $(CARGO) bench -p pylon-tests --bench perf
 
 ## The linearizability check under kills, pauses and partitions, longer and
 ## wider than in `make test`: 5 control-plane nodes for 120 s (override with
