@@ -27,9 +27,14 @@ fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PYLON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let json = std::env::var("PYLON_LOG_FORMAT").is_ok_and(|f| f == "json");
+    // A line stderr does not take (its reader gone: EPIPE) is dropped:
+    // tracing-subscriber would report it with `eprintln!`, which panics on
+    // the same error, in whatever thread logged (a shutdown's "draining"
+    // line ended the process with 101 and no drain).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     if json {
         builder.json().init();
     } else {

@@ -1155,6 +1155,53 @@ async fn a_node_whose_stdout_and_stderr_nobody_reads_still_exits_at_a_second_sig
     );
 }
 
+#[tokio::test]
+async fn a_node_whose_stderr_reader_is_gone_still_serves_and_drains_at_a_signal() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let backend = Backend::start("gone").await;
+    let port = free_port();
+    let mut child = std::process::Command::new(pylon_tests::pylon_bin())
+        .arg("data-plane")
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .arg(format!("--control-plane={}", cluster.nodes[0].endpoint()))
+        .args(["--node-id=dp-gone", "--access-log=off"])
+        .env("PYLON_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the data plane");
+    // The reader goes away: every log line from now on fails with EPIPE.
+    drop(child.stderr.take());
+    let mut node = UnreadStdout {
+        child: Some(child),
+        _pipe: None,
+    };
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    deploy(
+        &mut admin,
+        shop_api("gone"),
+        "prod",
+        &[("backend", &backend.url())],
+    )
+    .await
+    .expect("deploy");
+    let client = HttpClient::default();
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    eventually("served", Duration::from_secs(10), || async {
+        serves_marker(&client, address, "gone").await.then_some(())
+    })
+    .await;
+    let pid = node.child.as_ref().map(std::process::Child::id).expect("running");
+    sigterm(pid);
+    let exited = eventually("the node drains and exits", Duration::from_secs(10), || {
+        let status = node.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+        async move { status }
+    })
+    .await;
+    assert_eq!(exited.code(), Some(0), "an orderly exit, not a panic");
+}
+
 /// A self-signed certificate for `name`, made with openssl.
 fn curl(args: &[&str]) -> String {
     let output = std::process::Command::new("curl")

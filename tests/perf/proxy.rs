@@ -34,8 +34,9 @@ const BODY: &str =
     r#"{"id":1,"name":"Rex","kind":"dog","tags":["good","boy"],"owner":{"id":7,"name":"Ann"},"ok":true}"#;
 
 /// Whether this run is the training load of a profile-guided build
-/// (`PYLON_BENCH_TRAIN` set; scripts/pgo-build): layout A's paths for 2 s
-/// each, at 64 connections and at one, and no figures.
+/// (`PYLON_BENCH_TRAIN` set; scripts/pgo-build): layout A's warm-up (every
+/// path for 2 s at 64 connections: Pylon's four and its peers'), the
+/// proxied GETs for 2 s at one connection, and no figures.
 pub(crate) fn training() -> bool {
     std::env::var_os("PYLON_BENCH_TRAIN").is_some()
 }
@@ -481,9 +482,13 @@ pub async fn run() {
         );
         return;
     }
-    println!(
-        "\nProxy, layout A: wrk -t1 -c64 on CPU 0; proxies + origin on CPU 1; {ROUNDS} rounds of {SECONDS}s, alternating; 96-byte JSON body"
-    );
+    if training() {
+        println!("\nProxy, training load only (PYLON_BENCH_TRAIN is set): no figures");
+    } else {
+        println!(
+            "\nProxy, layout A: wrk -t1 -c64 on CPU 0; proxies + origin on CPU 1; {ROUNDS} rounds of {SECONDS}s, alternating; 96-byte JSON body"
+        );
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let signer = pylon_tests::jwt::rsa_signer(dir.path(), "bench-key");
     let jwks = serde_json::json!({"keys": [signer.jwk]}).to_string();
