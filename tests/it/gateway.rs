@@ -1002,14 +1002,88 @@ async fn a_client_that_half_closes_with_its_request_is_logged_as_499_like_nginx_
     shop.dp.kill();
 }
 
-/// A `pylon data-plane` whose stdout is a pipe nobody reads, killed when
-/// dropped.
-struct UnreadStdout {
+/// A `pylon data-plane` (node id `dp-{marker}`, with `flags`) whose stdout
+/// and stderr go where the test says, serving [`shop_api`]`(marker)` with
+/// `backend` on `prod`; killed when dropped.
+struct PipedNode {
     child: Option<std::process::Child>,
-    _pipe: Option<Box<dyn std::any::Any + Send>>,
+    address: SocketAddr,
+    /// The read end of a pipe the node writes to, kept open and never read.
+    _unread: Option<std::io::PipeReader>,
 }
 
-impl Drop for UnreadStdout {
+impl PipedNode {
+    /// Started and deployed; returned once `/prod/hello` answers `marker`.
+    async fn start(
+        cluster: &Cluster,
+        backend: &Backend,
+        marker: &str,
+        flags: &[&str],
+        (stdout, stderr): (std::process::Stdio, std::process::Stdio),
+        unread: Option<std::io::PipeReader>,
+    ) -> PipedNode {
+        let port = free_port();
+        let child = std::process::Command::new(pylon_tests::pylon_bin())
+            .arg("data-plane")
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(format!("--control-plane={}", cluster.nodes[0].endpoint()))
+            .arg(format!("--node-id=dp-{marker}"))
+            .args(flags)
+            .env("PYLON_LOG", "info")
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("start the data plane");
+        let node = PipedNode {
+            child: Some(child),
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            _unread: unread,
+        };
+        let mut admin = cluster.nodes[0].admin().await.expect("admin");
+        deploy(
+            &mut admin,
+            shop_api(marker),
+            "prod",
+            &[("backend", &backend.url())],
+        )
+        .await
+        .expect("deploy");
+        let client = HttpClient::default();
+        eventually("served", Duration::from_secs(10), || async {
+            serves_marker(&client, node.address, marker).await.then_some(())
+        })
+        .await;
+        node
+    }
+
+    /// Sends SIGTERM.
+    fn terminate(&self) {
+        sigterm(self.child.as_ref().map(std::process::Child::id).expect("running"));
+    }
+
+    /// How the node exited, `what` within `timeout` or the test fails.
+    async fn exit(&mut self, what: &str, timeout: Duration) -> std::process::ExitStatus {
+        eventually(what, timeout, || {
+            let status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            async move { status }
+        })
+        .await
+    }
+
+    /// `n` requests to `/prod/hello`, each answered 200.
+    async fn answer(&self, n: usize) {
+        let client = HttpClient::default();
+        for _ in 0..n {
+            let reply = client
+                .get(self.address, HOST, "/prod/hello")
+                .await
+                .expect("answered");
+            assert_eq!(reply.status, 200);
+        }
+    }
+}
+
+impl Drop for PipedNode {
     fn drop(&mut self) {
         pylon_tests::kill(&mut self.child);
     }
@@ -1021,60 +1095,24 @@ async fn a_node_whose_access_log_nobody_reads_keeps_serving_and_still_stops() {
     let cluster = Cluster::start(1).await;
     let backend = Backend::start("unread").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let mut child = std::process::Command::new(pylon_tests::pylon_bin())
-        .arg("data-plane")
-        .arg(format!("--listen=127.0.0.1:{port}"))
-        .arg(format!("--control-plane={}", cluster.nodes[0].endpoint()))
-        .args([
-            "--node-id=dp-unread",
-            "--access-log=stdout",
-            "--drain-timeout-s=1",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(dir.path().join("dp.log")).expect("log"))
-        .spawn()
-        .expect("start the data plane");
-    let pipe = child.stdout.take();
-    let mut node = UnreadStdout {
-        child: Some(child),
-        _pipe: pipe.map(|p| Box::new(p) as Box<dyn std::any::Any + Send>),
-    };
-    let mut admin = cluster.nodes[0].admin().await.expect("admin");
-    let backend_url = backend.url();
-    deploy(
-        &mut admin,
-        shop_api("unread"),
-        "prod",
-        &[("backend", &backend_url)],
+    let (unread, stdout) = std::io::pipe().expect("pipe");
+    let log = std::fs::File::create(dir.path().join("dp.log")).expect("log");
+    let mut node = PipedNode::start(
+        &cluster,
+        &backend,
+        "unread",
+        &["--access-log=stdout", "--drain-timeout-s=1"],
+        (stdout.into(), log.into()),
+        Some(unread),
     )
-    .await
-    .expect("deploy");
-    let client = HttpClient::default();
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    eventually("served", Duration::from_secs(10), || async {
-        serves_marker(&client, address, "unread").await.then_some(())
-    })
     .await;
     // Far more lines than the pipe holds: requests never wait for the log.
-    for _ in 0..800 {
-        let reply = client.get(address, HOST, "/prod/hello").await.expect("answered");
-        assert_eq!(reply.status, 200);
-    }
-    let pid = node.child.as_ref().map(std::process::Child::id).expect("running");
+    node.answer(800).await;
     let signalled = Instant::now();
-    sigterm(pid);
-    eventually(
+    node.terminate();
+    node.exit(
         "the node exits despite its blocked log writer",
         Duration::from_secs(15),
-        || {
-            let exited = node
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-                .is_some();
-            async move { exited.then_some(()) }
-        },
     )
     .await;
     assert!(
@@ -1089,64 +1127,29 @@ async fn a_node_whose_stdout_and_stderr_nobody_reads_still_exits_at_a_second_sig
     let _serial = serial().await;
     let cluster = Cluster::start(1).await;
     let backend = Backend::start("blocked").await;
-    let port = free_port();
     // One pipe for both, never read: once it is full, the thread writing a
     // log line blocks, the node's "shutting down" line included.
-    let (reader, writer) = std::io::pipe().expect("pipe");
-    let child = std::process::Command::new(pylon_tests::pylon_bin())
-        .arg("data-plane")
-        .arg(format!("--listen=127.0.0.1:{port}"))
-        .arg(format!("--control-plane={}", cluster.nodes[0].endpoint()))
-        .args([
-            "--node-id=dp-blocked",
-            "--access-log=stdout",
-            "--drain-timeout-s=30",
-        ])
-        .env("PYLON_LOG", "info")
-        .stdout(writer.try_clone().expect("pipe"))
-        .stderr(writer)
-        .spawn()
-        .expect("start the data plane");
-    let mut node = UnreadStdout {
-        child: Some(child),
-        _pipe: Some(Box::new(reader)),
-    };
-    let mut admin = cluster.nodes[0].admin().await.expect("admin");
-    deploy(
-        &mut admin,
-        shop_api("blocked"),
-        "prod",
-        &[("backend", &backend.url())],
+    let (unread, writer) = std::io::pipe().expect("pipe");
+    let mut node = PipedNode::start(
+        &cluster,
+        &backend,
+        "blocked",
+        &["--access-log=stdout", "--drain-timeout-s=30"],
+        (writer.try_clone().expect("pipe").into(), writer.into()),
+        Some(unread),
     )
-    .await
-    .expect("deploy");
-    let client = HttpClient::default();
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    eventually("served", Duration::from_secs(10), || async {
-        serves_marker(&client, address, "blocked").await.then_some(())
-    })
     .await;
     // Far more access lines than the pipe holds, and a second for the log
     // writer to fill it.
-    for _ in 0..800 {
-        let reply = client.get(address, HOST, "/prod/hello").await.expect("answered");
-        assert_eq!(reply.status, 200);
-    }
+    node.answer(800).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let pid = node.child.as_ref().map(std::process::Child::id).expect("running");
-    sigterm(pid);
+    node.terminate();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let second = Instant::now();
-    sigterm(pid);
-    let exited = eventually(
-        "the node exits at the second signal",
-        Duration::from_secs(10),
-        || {
-            let status = node.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            async move { status }
-        },
-    )
-    .await;
+    node.terminate();
+    let exited = node
+        .exit("the node exits at the second signal", Duration::from_secs(10))
+        .await;
     assert_eq!(exited.code(), Some(130));
     assert!(
         second.elapsed() < Duration::from_secs(3),
@@ -1160,45 +1163,22 @@ async fn a_node_whose_stderr_reader_is_gone_still_serves_and_drains_at_a_signal(
     let _serial = serial().await;
     let cluster = Cluster::start(1).await;
     let backend = Backend::start("gone").await;
-    let port = free_port();
-    let mut child = std::process::Command::new(pylon_tests::pylon_bin())
-        .arg("data-plane")
-        .arg(format!("--listen=127.0.0.1:{port}"))
-        .arg(format!("--control-plane={}", cluster.nodes[0].endpoint()))
-        .args(["--node-id=dp-gone", "--access-log=off"])
-        .env("PYLON_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the data plane");
-    // The reader goes away: every log line from now on fails with EPIPE.
-    drop(child.stderr.take());
-    let mut node = UnreadStdout {
-        child: Some(child),
-        _pipe: None,
-    };
-    let mut admin = cluster.nodes[0].admin().await.expect("admin");
-    deploy(
-        &mut admin,
-        shop_api("gone"),
-        "prod",
-        &[("backend", &backend.url())],
+    // The reader goes away at once: every log line fails with EPIPE.
+    let (reader, stderr) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut node = PipedNode::start(
+        &cluster,
+        &backend,
+        "gone",
+        &["--access-log=off"],
+        (std::process::Stdio::null(), stderr.into()),
+        None,
     )
-    .await
-    .expect("deploy");
-    let client = HttpClient::default();
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    eventually("served", Duration::from_secs(10), || async {
-        serves_marker(&client, address, "gone").await.then_some(())
-    })
     .await;
-    let pid = node.child.as_ref().map(std::process::Child::id).expect("running");
-    sigterm(pid);
-    let exited = eventually("the node drains and exits", Duration::from_secs(10), || {
-        let status = node.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-        async move { status }
-    })
-    .await;
+    node.terminate();
+    let exited = node
+        .exit("the node drains and exits", Duration::from_secs(10))
+        .await;
     assert_eq!(exited.code(), Some(0), "an orderly exit, not a panic");
 }
 
