@@ -5,6 +5,7 @@
 #[macro_use]
 mod output;
 mod client;
+mod logging;
 mod run;
 mod telemetry;
 mod verbs;
@@ -73,11 +74,15 @@ fn main() -> ExitCode {
             Command::Admin(command) => verbs::run(&cli.connection, command).await,
         }
     });
-    match result {
+    // A server's error goes after its last log lines; those get at most
+    // logging::EXIT_FLUSH when stderr stalls (the admin verbs queue none).
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            logging::eprint(&format!("error: {e:#}\n"));
             ExitCode::FAILURE
         }
-    }
+    };
+    logging::flush(logging::EXIT_FLUSH);
+    code
 }

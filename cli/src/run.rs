@@ -27,13 +27,18 @@ fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PYLON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let json = std::env::var("PYLON_LOG_FORMAT").is_ok_and(|f| f == "json");
-    // A line stderr does not take (its reader gone: EPIPE) is dropped:
-    // tracing-subscriber would report it with `eprintln!`, which panics on
-    // the same error, in whatever thread logged (a shutdown's "draining"
-    // line ended the process with 101 and no drain).
+    // Lines go to stderr through a queue and a thread of their own
+    // (crate::logging): a stalled stderr costs lines, not a runtime thread.
+    // Were a write to fail anyway, tracing-subscriber would report it with
+    // `eprintln!`, which panics on a closed stderr (EPIPE) in whatever
+    // thread logged: not reported.
+    crate::logging::start();
+    pylon_control_plane::raft::node::before_fatal_exit(|| {
+        crate::logging::flush(crate::logging::EXIT_FLUSH);
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::logging::Stderr)
         .log_internal_errors(false);
     if json {
         builder.json().init();
@@ -144,28 +149,23 @@ async fn either(
 /// the last second's; at most [`EXIT_FLUSH`]) and exits with 130, without
 /// waiting for requests in flight.
 ///
-/// The message saying so is written by a thread of its own and waited for
-/// at most [`EXIT_MESSAGE`] first: with stderr a pipe nobody reads, that
-/// write does not return (the message may come late or never), and the
-/// exit must not wait on it.
+/// The message saying so goes after the log lines already queued, which get
+/// at most [`EXIT_MESSAGE`] first: with stderr a pipe nobody reads, they are
+/// not written (the message may come late or never), and the exit must not
+/// wait on them.
 ///
 /// [`EXIT_FLUSH`]: pylon_data_plane::telemetry::access_log::EXIT_FLUSH
 fn exit_now() -> ! {
-    let (said, heard) = std::sync::mpsc::channel();
-    let _ = std::thread::Builder::new()
-        .name("pylon-exit".into())
-        .spawn(move || {
-            eprintln!("second signal: exiting without waiting for in-flight requests");
-            let _ = said.send(());
-        });
-    let _ = heard.recv_timeout(EXIT_MESSAGE);
+    crate::logging::eprint("second signal: exiting without waiting for in-flight requests\n");
+    crate::logging::flush(EXIT_MESSAGE);
     // What the orderly shutdown would have written: the access-log lines
     // still in their buffer.
     pylon_data_plane::telemetry::access_log::flush_all(pylon_data_plane::telemetry::access_log::EXIT_FLUSH);
     std::process::exit(130);
 }
 
-/// How long [`exit_now`] waits for its message to be written.
+/// How long [`exit_now`] waits for the log lines and its message to be
+/// written.
 const EXIT_MESSAGE: Duration = Duration::from_millis(100);
 
 #[derive(clap::Args)]
@@ -448,7 +448,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     );
     data_plane.snapshot_cache = Some(args.data_dir.join("config-snapshot"));
     let port = args.listen.port();
-    eprintln!(
+    crate::logging::eprint(&format!(
         "Pylon dev: control plane + data plane in one process, state in {dir}
   proxy       http://{{api}}.{domain}:{port}/{{stage}}/...   (listening on {listen})
   admin API   http://{admin}  (gRPC, reflection on)
@@ -457,7 +457,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
   try         pylon apply -f examples/petstore.yaml
               pylon deploy petstore --stage prod
               curl http://petstore.{domain}:{port}/prod/pets
-  stop        Ctrl-C",
+  stop        Ctrl-C
+",
         dir = args.data_dir.display(),
         domain = args.base_domain,
         listen = args.listen,
@@ -472,7 +473,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         } else {
             format!("http://{}  (developer portal)", args.portal_listen)
         },
-    );
+    ));
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("--data-dir {}", args.data_dir.display()))?;
     let telemetry = Telemetry::init(&args.telemetry, "pylon-dev", "dev", &data_plane.labels)?;

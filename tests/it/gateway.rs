@@ -1159,6 +1159,37 @@ async fn a_node_whose_stdout_and_stderr_nobody_reads_still_exits_at_a_second_sig
 }
 
 #[tokio::test]
+async fn a_node_whose_stdout_and_stderr_nobody_reads_drains_and_exits_at_one_signal() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let backend = Backend::start("stalled").await;
+    // As an orchestrator stops a node whose log pipe stalled: one SIGTERM.
+    let (unread, writer) = std::io::pipe().expect("pipe");
+    let mut node = PipedNode::start(
+        &cluster,
+        &backend,
+        "stalled",
+        &["--access-log=stdout", "--drain-timeout-s=30"],
+        (writer.try_clone().expect("pipe").into(), writer.into()),
+        Some(unread),
+    )
+    .await;
+    node.answer(800).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let signalled = Instant::now();
+    node.terminate();
+    let exited = node
+        .exit("the node drains and exits", Duration::from_secs(15))
+        .await;
+    assert_eq!(exited.code(), Some(0), "an orderly exit");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(8),
+        "the access log's 2 s and the node log's 2 s, not more: {:?}",
+        signalled.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn a_node_whose_stderr_reader_is_gone_still_serves_and_drains_at_a_signal() {
     let _serial = serial().await;
     let cluster = Cluster::start(1).await;

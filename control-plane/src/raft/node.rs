@@ -20,6 +20,28 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+/// What runs before the Raft thread ends the process, set by
+/// [`before_fatal_exit`].
+static BEFORE_FATAL_EXIT: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what runs before the Raft thread ends the process because the node
+/// can no longer be trusted (its loop panicked, or a write to its log
+/// failed; exit code 70). The binary writes its queued log lines there, the
+/// one saying why among them; the hook must return promptly. Only the first
+/// call counts.
+pub fn before_fatal_exit(hook: fn()) {
+    let _ = BEFORE_FATAL_EXIT.set(hook);
+}
+
+/// Ends the process with exit code 70 (`EX_SOFTWARE`) after the hook of
+/// [`before_fatal_exit`].
+fn exit_fatal() -> ! {
+    if let Some(hook) = BEFORE_FATAL_EXIT.get() {
+        hook();
+    }
+    std::process::exit(70);
+}
+
 /// Timer settings. With the defaults an election starts 0.5–1 s after the last
 /// heartbeat from a leader.
 #[derive(Clone, Debug)]
@@ -308,7 +330,7 @@ pub fn start(
             if outcome.is_err() {
                 // A node without its Raft loop must not keep answering as if alive.
                 tracing::error!("the raft thread panicked; exiting");
-                std::process::exit(70);
+                exit_fatal();
             }
         })
         .map_err(|e| StorageFailure::Corrupt {
@@ -448,7 +470,7 @@ impl Node {
                 // Raft's safety depends on every write reaching the disk: stop
                 // rather than go on with a log we cannot trust.
                 tracing::error!(error = %e, "storage failed; stopping the raft node");
-                std::process::exit(70);
+                exit_fatal();
             }
             self.name_cluster();
         }
