@@ -39,7 +39,7 @@ struct Queue {
 
 static QUEUE: OnceLock<Queue> = OnceLock::new();
 
-/// Starts the writer thread; from then on [`Stderr`] and [`eprint`] queue
+/// Starts the writer thread; from then on [`Stderr`] and [`say`] queue
 /// their lines. Without it (or if the OS refuses the thread, reported on
 /// stderr) they write to stderr directly.
 pub fn start() {
@@ -115,7 +115,7 @@ fn enqueue(line: Vec<u8>) -> Result<(), Vec<u8>> {
 
 /// Writes `text` (a whole line or lines, newline included) to stderr after
 /// the log lines already queued, without waiting for it.
-pub fn eprint(text: &str) {
+pub fn say(text: &str) {
     if let Err(text) = enqueue(text.as_bytes().to_vec()) {
         let _ = std::io::stderr().write_all(&text);
     }

@@ -79,7 +79,7 @@ fn main() -> ExitCode {
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            logging::eprint(&format!("error: {e:#}\n"));
+            logging::say(&format!("error: {e:#}\n"));
             ExitCode::FAILURE
         }
     };

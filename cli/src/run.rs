@@ -156,7 +156,7 @@ async fn either(
 ///
 /// [`EXIT_FLUSH`]: pylon_data_plane::telemetry::access_log::EXIT_FLUSH
 fn exit_now() -> ! {
-    crate::logging::eprint("second signal: exiting without waiting for in-flight requests\n");
+    crate::logging::say("second signal: exiting without waiting for in-flight requests\n");
     crate::logging::flush(EXIT_MESSAGE);
     // What the orderly shutdown would have written: the access-log lines
     // still in their buffer.
@@ -448,7 +448,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     );
     data_plane.snapshot_cache = Some(args.data_dir.join("config-snapshot"));
     let port = args.listen.port();
-    crate::logging::eprint(&format!(
+    crate::logging::say(&format!(
         "Pylon dev: control plane + data plane in one process, state in {dir}
   proxy       http://{{api}}.{domain}:{port}/{{stage}}/...   (listening on {listen})
   admin API   http://{admin}  (gRPC, reflection on)
