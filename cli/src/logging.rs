@@ -1,138 +1,225 @@
 //! The node's own log on stderr, written by a thread of its own.
 //!
-//! tracing's formatter hands each line to [`Stderr`], which queues it
-//! (at most [`QUEUE_LINES`]) for the `pylon-log` thread to write. A stderr
-//! that stalls — a pipe nobody reads, a slow terminal — then costs log
-//! lines, counted and reported once it moves again, never a runtime thread:
-//! a node whose stderr is a full pipe still drains at its first signal.
-//! A stderr whose reader is gone (every write fails with `EPIPE`) costs
-//! only the lines.
+//! tracing's formatter hands each line to [`Stderr`], which queues it for
+//! the `pylon-log` thread to write. A stderr that stalls — a pipe nobody
+//! reads, a blocked terminal — then costs log lines, never a runtime
+//! thread: a node whose stderr is a full pipe still drains at its first
+//! signal. A stderr whose reader is gone (every write fails with `EPIPE`)
+//! costs only the lines.
 //!
-//! Not `tracing_appender::non_blocking`: when its queue is full at exit its
-//! guard prints a complaint on stdout, where the access log's lines go.
+//! The queue holds at most [`QUEUE_LINES`] lines and [`QUEUE_BYTES`] bytes.
+//! Past either, the *oldest* lines make room: what a node says last (why it
+//! stops, its `error: …`) is what an operator needs when stderr comes back.
+//! The writer says how many went missing with a warning where they would
+//! have been, written whatever `PYLON_LOG` keeps.
+//!
+//! Panic messages go through the queue too ([`start`] installs the hook):
+//! the default hook writes to stderr itself and would wait behind a stalled
+//! writer, the Raft thread's exit 70 with it.
+//!
+//! Not `tracing_appender::non_blocking`: it drops the newest lines, and when
+//! its queue is full at exit its guard prints a complaint on stdout, where
+//! the access log's lines go.
 
+use std::collections::VecDeque;
 use std::io::Write as _;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Lines waiting for stderr at most; past it, new lines are dropped and
-/// counted.
+/// Lines waiting for stderr at most; past it, the oldest are dropped.
 pub const QUEUE_LINES: usize = 16_384;
+
+/// Bytes waiting for stderr at most (4 MiB); past it, the oldest lines are
+/// dropped. A line logs at most a request's head (64 KiB), so this bounds
+/// what a client can make the node hold while stderr stalls.
+pub const QUEUE_BYTES: usize = 4 * 1024 * 1024;
 
 /// How long a node's exit waits for its queued log lines to be written.
 pub const EXIT_FLUSH: Duration = Duration::from_secs(2);
 
-/// How often, at most, the writer reports dropped lines (and looks for
-/// them while no line comes).
+/// How often, at most, the writer reports dropped lines while lines keep
+/// coming (always when the queue runs dry).
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// The queue between the formatter and the writer thread.
 struct Queue {
-    lines: SyncSender<Vec<u8>>,
-    /// Lines queued and not yet written (or failed).
-    pending: AtomicUsize,
-    /// Lines dropped because the queue was full.
-    dropped: AtomicU64,
+    state: Mutex<State>,
+    /// Signalled when a line is queued.
+    queued: Condvar,
+    /// Signalled when the queue runs dry and the writer is done.
+    idle: Condvar,
 }
 
-static QUEUE: OnceLock<Queue> = OnceLock::new();
+#[derive(Default)]
+struct State {
+    lines: VecDeque<Vec<u8>>,
+    /// The bytes of `lines`.
+    bytes: usize,
+    /// Whether the writer is writing (a line taken from `lines`, or the
+    /// dropped-lines warning).
+    writing: bool,
+    /// Lines dropped since the last warning.
+    dropped: u64,
+}
 
-/// Starts the writer thread; from then on [`Stderr`] and [`say`] queue
-/// their lines. Without it (or if the OS refuses the thread, reported on
-/// stderr) they write to stderr directly.
-pub fn start() {
-    let (lines, queued) = std::sync::mpsc::sync_channel(QUEUE_LINES);
-    let queue = Queue {
-        lines,
-        pending: AtomicUsize::new(0),
-        dropped: AtomicU64::new(0),
-    };
-    if QUEUE.set(queue).is_err() {
-        return;
+impl Queue {
+    fn new() -> Queue {
+        Queue {
+            state: Mutex::new(State::default()),
+            queued: Condvar::new(),
+            idle: Condvar::new(),
+        }
     }
-    if let Err(e) = std::thread::Builder::new()
-        .name("pylon-log".into())
-        .spawn(move || write_lines(queued))
-    {
-        // Nothing takes the lines: they are dropped (and counted) instead
-        // of written. Said once, directly.
-        eprintln!("cannot start the log writer ({e}): log lines are dropped");
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding the lock; were it poisoned, the
+        // queue is still consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `line` for the writer, first dropping (and counting) the
+    /// oldest lines until it fits within `max_lines` and `max_bytes`; a
+    /// line alone is always queued.
+    fn push(&self, line: Vec<u8>, max_lines: usize, max_bytes: usize) {
+        let mut state = self.lock();
+        while !state.lines.is_empty()
+            && (state.lines.len() >= max_lines || state.bytes + line.len() > max_bytes)
+        {
+            if let Some(oldest) = state.lines.pop_front() {
+                state.bytes -= oldest.len();
+                state.dropped += 1;
+            }
+        }
+        state.bytes += line.len();
+        state.lines.push_back(line);
+        drop(state);
+        self.queued.notify_one();
     }
 }
+
+/// Set once the writer thread runs.
+static QUEUE: OnceLock<&'static Queue> = OnceLock::new();
 
 std::thread_local! {
     /// Whether this thread is the writer: its own lines (the dropped-lines
-    /// warning) go to stderr directly, not behind a full queue.
+    /// warning, a panic) go to stderr directly, not into its own queue.
     static WRITER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// The writer thread: each line to stderr as it comes, and a warning (in
-/// the log's own format, at most once per [`REPORT_EVERY`]) when lines were
-/// dropped since the last one.
-fn write_lines(queued: Receiver<Vec<u8>>) {
-    let Some(queue) = QUEUE.get() else { return };
-    WRITER.set(true);
-    let mut reported = 0;
-    let mut last_report: Option<Instant> = None;
-    loop {
-        let line = match queued.recv_timeout(REPORT_EVERY) {
-            Ok(line) => Some(line),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
-        if let Some(line) = line {
-            // Errors (EPIPE: the reader is gone) cost the line, nothing more.
-            let _ = std::io::stderr().write_all(&line);
-            queue.pending.fetch_sub(1, Ordering::Release);
+/// Starts the writer thread and routes panic messages through it; from then
+/// on [`Stderr`] and [`say`] queue their lines. Before it, or if the OS
+/// refuses the thread (said on stderr), they write to stderr directly.
+pub fn start() {
+    if QUEUE.get().is_some() {
+        return;
+    }
+    let queue: &'static Queue = Box::leak(Box::new(Queue::new()));
+    match std::thread::Builder::new()
+        .name("pylon-log".into())
+        .spawn(move || write_lines(queue))
+    {
+        Ok(_) => {
+            let _ = QUEUE.set(queue);
+            std::panic::set_hook(Box::new(|panic| {
+                let thread = std::thread::current();
+                let name = thread.name().unwrap_or("<unnamed>");
+                let backtrace = std::backtrace::Backtrace::capture();
+                let text = match backtrace.status() {
+                    std::backtrace::BacktraceStatus::Captured => {
+                        format!("\nthread '{name}' {panic}\nstack backtrace:\n{backtrace}\n")
+                    }
+                    _ => format!("\nthread '{name}' {panic}\n"),
+                };
+                say(&text);
+            }));
         }
-        let dropped = queue.dropped.load(Ordering::Relaxed);
-        if dropped > reported && last_report.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
+        Err(e) => eprintln!("cannot start the log writer ({e}): writing to stderr directly"),
+    }
+}
+
+/// The writer thread: the queued lines to stderr in order, and before the
+/// first line after a gap (at most once per [`REPORT_EVERY`] while lines
+/// keep coming) a warning saying how many were dropped there.
+fn write_lines(queue: &'static Queue) {
+    WRITER.set(true);
+    let mut last_report: Option<Instant> = None;
+    let mut state = queue.lock();
+    loop {
+        let report = state.dropped > 0
+            && (state.lines.is_empty() || last_report.is_none_or(|at| at.elapsed() >= REPORT_EVERY));
+        if report {
+            let lines = std::mem::take(&mut state.dropped);
+            state.writing = true;
+            drop(state);
             last_report = Some(Instant::now());
+            // In the log's own format; written directly (WRITER).
             tracing::warn!(
-                lines = dropped - reported,
-                "log lines dropped: stderr did not take them fast enough"
+                lines,
+                "log lines dropped here: stderr did not take them fast enough"
             );
-            reported = dropped;
+            state = queue.lock();
+            state.writing = false;
+            continue;
+        }
+        match state.lines.pop_front() {
+            Some(line) => {
+                state.bytes -= line.len();
+                state.writing = true;
+                drop(state);
+                // Errors (EPIPE: the reader is gone) cost the line, nothing more.
+                let _ = std::io::stderr().write_all(&line);
+                state = queue.lock();
+                state.writing = false;
+            }
+            None => {
+                queue.idle.notify_all();
+                state = queue
+                    .queued
+                    .wait_timeout(state, REPORT_EVERY)
+                    .map_or_else(|e| e.into_inner().0, |(state, _)| state);
+            }
         }
     }
 }
 
-/// Queues `line`, or drops and counts it when the queue is full; hands it
-/// back when there is no writer thread ([`start`] not called).
+/// Queues `line` ([`Queue::push`] within [`QUEUE_LINES`] and
+/// [`QUEUE_BYTES`]); hands it back when there is no writer thread.
 fn enqueue(line: Vec<u8>) -> Result<(), Vec<u8>> {
     let Some(queue) = QUEUE.get() else {
         return Err(line);
     };
-    queue.pending.fetch_add(1, Ordering::Acquire);
-    if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = queue.lines.try_send(line) {
-        queue.pending.fetch_sub(1, Ordering::Release);
-        queue.dropped.fetch_add(1, Ordering::Relaxed);
-    }
+    queue.push(line, QUEUE_LINES, QUEUE_BYTES);
     Ok(())
 }
 
 /// Writes `text` (a whole line or lines, newline included) to stderr after
 /// the log lines already queued, without waiting for it.
 pub fn say(text: &str) {
-    if let Err(text) = enqueue(text.as_bytes().to_vec()) {
+    if WRITER.get() {
+        let _ = std::io::stderr().write_all(text.as_bytes());
+    } else if let Err(text) = enqueue(text.as_bytes().to_vec()) {
         let _ = std::io::stderr().write_all(&text);
     }
 }
 
-/// Waits until every queued line is written, at most `timeout`. `false`
-/// if some were not (stderr stalled): they are lost when the process exits.
+/// Waits until every queued line (and any dropped-lines warning) is
+/// written, at most `timeout`. `false` if some were not (stderr stalled):
+/// they are lost when the process exits.
 pub fn flush(timeout: Duration) -> bool {
     let Some(queue) = QUEUE.get() else {
         return true;
     };
     let deadline = Instant::now() + timeout;
-    while queue.pending.load(Ordering::Acquire) > 0 {
-        if Instant::now() >= deadline {
+    let mut state = queue.lock();
+    while !state.lines.is_empty() || state.writing || state.dropped > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(2));
+        state = queue
+            .idle
+            .wait_timeout(state, left)
+            .map_or_else(|e| e.into_inner().0, |(state, _)| state);
     }
     true
 }
@@ -176,5 +263,43 @@ impl Drop for Line {
         } else if let Err(line) = enqueue(line) {
             let _ = std::io::stderr().write_all(&line);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(queue: &Queue) -> Vec<String> {
+        let state = queue.lock();
+        state
+            .lines
+            .iter()
+            .map(|line| String::from_utf8_lossy(line).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_full_queue_drops_its_oldest_lines_and_counts_them() {
+        let queue = Queue::new();
+        for n in 1..=5 {
+            queue.push(format!("line {n}\n").into_bytes(), 3, 1024);
+        }
+        assert_eq!(queue.lock().dropped, 2);
+        assert_eq!(queued(&queue), ["line 3\n", "line 4\n", "line 5\n"]);
+    }
+
+    #[test]
+    fn a_queue_holds_no_more_bytes_than_its_bound_but_always_the_newest_line() {
+        let queue = Queue::new();
+        for n in 1..=4 {
+            queue.push(vec![b'a' + n; 10], 100, 25);
+        }
+        assert_eq!(queue.lock().bytes, 20);
+        assert_eq!(queue.lock().dropped, 2);
+        queue.push(vec![b'z'; 40], 100, 25);
+        assert_eq!(queued(&queue), ["z".repeat(40)], "a line larger than the bound");
+        assert_eq!(queue.lock().bytes, 40);
+        assert_eq!(queue.lock().dropped, 4);
     }
 }

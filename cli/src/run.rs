@@ -23,10 +23,46 @@ use std::time::Duration;
 /// state on the Raft thread (see docs/control-plane.md), so not too often.
 const DEFAULT_SNAPSHOT_INTERVAL: u64 = 10_000;
 
+/// The node's own log: `PYLON_LOG` (tracing's filter syntax; `default`
+/// when unset) and `PYLON_LOG_FORMAT` (`text`, the default, or `json`), on
+/// stderr through [`crate::logging`]. A value neither takes is said in a
+/// warning and the default used.
 fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PYLON_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let json = std::env::var("PYLON_LOG_FORMAT").is_ok_and(|f| f == "json");
+    use tracing_subscriber::EnvFilter;
+    let mut refused = Vec::new();
+    let filter = match std::env::var("PYLON_LOG") {
+        Ok(value) => EnvFilter::try_new(&value).unwrap_or_else(|e| {
+            refused.push(format!(
+                "PYLON_LOG={value:?} is not a filter ({e}); using {default:?}"
+            ));
+            EnvFilter::new(default)
+        }),
+        Err(std::env::VarError::NotPresent) => EnvFilter::new(default),
+        Err(e) => {
+            refused.push(format!("PYLON_LOG: {e}; using {default:?}"));
+            EnvFilter::new(default)
+        }
+    };
+    // The dropped-lines warning, whatever PYLON_LOG keeps.
+    let filter = match "pylon::logging=warn".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
+    let json = match std::env::var("PYLON_LOG_FORMAT").as_deref() {
+        Ok(json) if json.eq_ignore_ascii_case("json") => true,
+        Ok(text) if text.eq_ignore_ascii_case("text") => false,
+        Err(std::env::VarError::NotPresent) => false,
+        Ok(other) => {
+            refused.push(format!(
+                "PYLON_LOG_FORMAT={other:?} is neither text nor json; using text"
+            ));
+            false
+        }
+        Err(e) => {
+            refused.push(format!("PYLON_LOG_FORMAT: {e}; using text"));
+            false
+        }
+    };
     // Lines go to stderr through a queue and a thread of their own
     // (crate::logging): a stalled stderr costs lines, not a runtime thread.
     // Were a write to fail anyway, tracing-subscriber would report it with
@@ -45,16 +81,19 @@ fn init_logging(default: &str) {
     } else {
         builder.init();
     }
+    for problem in refused {
+        tracing::warn!("{problem}");
+    }
 }
 
 /// Resolves at the first SIGTERM or SIGINT, after logging it; the second
 /// ends the process at once ([`exit_now`]).
 ///
 /// Both are watched by a thread of their own ([`signals`]) from the first
-/// call on, not by a task of the node's runtime: a process whose stderr is a
-/// pipe nobody reads blocks in its next log line, and a runtime thread
-/// blocked there would never hear the second signal. The servers start
-/// the watcher first thing ([`signals`]).
+/// call on, not by a task of the node's runtime: the runtime's threads can
+/// all be busy or stuck (a drain waiting on requests, a blocked write), and
+/// the second signal must still be heard. The servers start the watcher first
+/// thing ([`signals`]).
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     let mut first = signals();
     async move {

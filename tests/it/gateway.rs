@@ -1002,7 +1002,8 @@ async fn a_client_that_half_closes_with_its_request_is_logged_as_499_like_nginx_
     shop.dp.kill();
 }
 
-/// A `pylon data-plane` (node id `dp-{marker}`, with `flags`) whose stdout
+/// A `pylon data-plane` (node id `dp-{marker}`, with `flags` and `PYLON_LOG`
+/// set to `log`) whose stdout
 /// and stderr go where the test says, serving [`shop_api`]`(marker)` with
 /// `backend` on `prod`; killed when dropped.
 struct PipedNode {
@@ -1019,6 +1020,7 @@ impl PipedNode {
         backend: &Backend,
         marker: &str,
         flags: &[&str],
+        log: &str,
         (stdout, stderr): (std::process::Stdio, std::process::Stdio),
         unread: Option<std::io::PipeReader>,
     ) -> PipedNode {
@@ -1029,7 +1031,7 @@ impl PipedNode {
             .arg(format!("--control-plane={}", cluster.nodes[0].endpoint()))
             .arg(format!("--node-id=dp-{marker}"))
             .args(flags)
-            .env("PYLON_LOG", "info")
+            .env("PYLON_LOG", log)
             .stdout(stdout)
             .stderr(stderr)
             .spawn()
@@ -1054,6 +1056,11 @@ impl PipedNode {
         })
         .await;
         node
+    }
+
+    /// The read end of the pipe the test left unread, to read it now.
+    fn take_unread(&mut self) -> Option<std::io::PipeReader> {
+        self._unread.take()
     }
 
     /// Sends SIGTERM.
@@ -1102,6 +1109,7 @@ async fn a_node_whose_access_log_nobody_reads_keeps_serving_and_still_stops() {
         &backend,
         "unread",
         &["--access-log=stdout", "--drain-timeout-s=1"],
+        "info",
         (stdout.into(), log.into()),
         Some(unread),
     )
@@ -1135,6 +1143,7 @@ async fn a_node_whose_stdout_and_stderr_nobody_reads_still_exits_at_a_second_sig
         &backend,
         "blocked",
         &["--access-log=stdout", "--drain-timeout-s=30"],
+        "info",
         (writer.try_clone().expect("pipe").into(), writer.into()),
         Some(unread),
     )
@@ -1170,6 +1179,7 @@ async fn a_node_whose_stdout_and_stderr_nobody_reads_drains_and_exits_at_one_sig
         &backend,
         "stalled",
         &["--access-log=stdout", "--drain-timeout-s=30"],
+        "info",
         (writer.try_clone().expect("pipe").into(), writer.into()),
         Some(unread),
     )
@@ -1190,6 +1200,51 @@ async fn a_node_whose_stdout_and_stderr_nobody_reads_drains_and_exits_at_one_sig
 }
 
 #[tokio::test]
+async fn a_node_whose_stderr_stalls_keeps_its_last_log_lines_and_says_how_many_it_dropped() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let backend = Backend::start("stall").await;
+    let (unread, stderr) = std::io::pipe().expect("pipe");
+    let mut node = PipedNode::start(
+        &cluster,
+        &backend,
+        "stall",
+        &["--access-log=off"],
+        "info,pylon_data_plane=debug",
+        (std::process::Stdio::null(), stderr.into()),
+        Some(unread),
+    )
+    .await;
+    // Each refusal logs its 4 KiB path: about 6 MiB of lines while nobody
+    // reads, more than the 4 MiB the node holds for stderr.
+    let client = HttpClient::default();
+    let path = format!("/{}", "a".repeat(4096));
+    for _ in 0..1500 {
+        let reply = client
+            .get(node.address, "nobody.localhost", &path)
+            .await
+            .expect("answered");
+        assert_eq!(reply.status, 404);
+    }
+    node.terminate();
+    let mut stderr = node.take_unread().expect("the read end");
+    let read = tokio::task::spawn_blocking(move || {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut stderr, &mut bytes).map(|_| bytes)
+    });
+    let exited = node
+        .exit("the node drains and exits", Duration::from_secs(15))
+        .await;
+    assert_eq!(exited.code(), Some(0));
+    let log = String::from_utf8_lossy(&read.await.expect("reader").expect("read")).into_owned();
+    let gap = log
+        .find("log lines dropped here")
+        .expect("a warning where lines went missing");
+    let stopped = log.rfind("data plane stopped").expect("the node's last line");
+    assert!(gap < stopped, "the oldest lines make room, not the last ones");
+}
+
+#[tokio::test]
 async fn a_node_whose_stderr_reader_is_gone_still_serves_and_drains_at_a_signal() {
     let _serial = serial().await;
     let cluster = Cluster::start(1).await;
@@ -1202,6 +1257,7 @@ async fn a_node_whose_stderr_reader_is_gone_still_serves_and_drains_at_a_signal(
         &backend,
         "gone",
         &["--access-log=off"],
+        "info",
         (std::process::Stdio::null(), stderr.into()),
         None,
     )
