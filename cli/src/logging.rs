@@ -41,13 +41,17 @@ pub const EXIT_FLUSH: Duration = Duration::from_secs(2);
 /// coming (always when the queue runs dry).
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
+/// How long a panicking thread waits for its message to be written: the
+/// process may end right after (an abort, a panic in `main`).
+const PANIC_WAIT: Duration = Duration::from_secs(1);
+
 /// The queue between the formatter and the writer thread.
 struct Queue {
     state: Mutex<State>,
     /// Signalled when a line is queued.
     queued: Condvar,
-    /// Signalled when the queue runs dry and the writer is done.
-    idle: Condvar,
+    /// Signalled when a line is written and when the queue runs dry.
+    progress: Condvar,
 }
 
 #[derive(Default)]
@@ -55,9 +59,13 @@ struct State {
     lines: VecDeque<Vec<u8>>,
     /// The bytes of `lines`.
     bytes: usize,
-    /// Whether the writer is writing (a line taken from `lines`, or the
-    /// dropped-lines warning).
-    writing: bool,
+    /// Lines ever queued: the last one's number.
+    queued: u64,
+    /// Lines ever written or dropped. Lines leave the queue in order, so
+    /// line `n` is done once `done >= n`.
+    done: u64,
+    /// Whether the writer is writing the dropped-lines warning.
+    reporting: bool,
     /// Lines dropped since the last warning.
     dropped: u64,
 }
@@ -67,7 +75,7 @@ impl Queue {
         Queue {
             state: Mutex::new(State::default()),
             queued: Condvar::new(),
-            idle: Condvar::new(),
+            progress: Condvar::new(),
         }
     }
 
@@ -79,8 +87,8 @@ impl Queue {
 
     /// Queues `line` for the writer, first dropping (and counting) the
     /// oldest lines until it fits within `max_lines` and `max_bytes`; a
-    /// line alone is always queued.
-    fn push(&self, line: Vec<u8>, max_lines: usize, max_bytes: usize) {
+    /// line alone is always queued. Returns its number.
+    fn push(&self, line: Vec<u8>, max_lines: usize, max_bytes: usize) -> u64 {
         let mut state = self.lock();
         while !state.lines.is_empty()
             && (state.lines.len() >= max_lines || state.bytes + line.len() > max_bytes)
@@ -88,12 +96,38 @@ impl Queue {
             if let Some(oldest) = state.lines.pop_front() {
                 state.bytes -= oldest.len();
                 state.dropped += 1;
+                state.done += 1;
             }
         }
         state.bytes += line.len();
         state.lines.push_back(line);
+        state.queued += 1;
+        let number = state.queued;
         drop(state);
         self.queued.notify_one();
+        number
+    }
+
+    /// Waits until line `number` is written or dropped and, if `warning`,
+    /// a pending dropped-lines warning with nothing queued after it is
+    /// written too; at most `timeout`. `false` if not.
+    fn wait(&self, number: u64, warning: bool, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        loop {
+            let warning_due = state.reporting || (state.dropped > 0 && state.lines.is_empty());
+            if state.done >= number && !(warning && warning_due) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self
+                .progress
+                .wait_timeout(state, left)
+                .map_or_else(|e| e.into_inner().0, |(state, _)| state);
+        }
     }
 }
 
@@ -120,7 +154,7 @@ pub fn start() {
     {
         Ok(_) => {
             let _ = QUEUE.set(queue);
-            std::panic::set_hook(Box::new(|panic| {
+            std::panic::set_hook(Box::new(move |panic| {
                 let thread = std::thread::current();
                 let name = thread.name().unwrap_or("<unnamed>");
                 let backtrace = std::backtrace::Backtrace::capture();
@@ -130,16 +164,28 @@ pub fn start() {
                     }
                     _ => format!("\nthread '{name}' {panic}\n"),
                 };
-                say(&text);
+                if WRITER.get() {
+                    let _ = std::io::stderr().write_all(text.as_bytes());
+                } else {
+                    match enqueue(text.into_bytes()) {
+                        Ok(number) => {
+                            queue.wait(number, false, PANIC_WAIT);
+                        }
+                        Err(text) => {
+                            let _ = std::io::stderr().write_all(&text);
+                        }
+                    }
+                }
             }));
         }
         Err(e) => eprintln!("cannot start the log writer ({e}): writing to stderr directly"),
     }
 }
 
-/// The writer thread: the queued lines to stderr in order, and before the
-/// first line after a gap (at most once per [`REPORT_EVERY`] while lines
-/// keep coming) a warning saying how many were dropped there.
+/// The writer thread: the queued lines to stderr in order, and a warning
+/// saying how many were dropped: before the first line after the gap, or
+/// (while lines keep going missing) at most once per [`REPORT_EVERY`],
+/// counting every gap since the last one.
 fn write_lines(queue: &'static Queue) {
     WRITER.set(true);
     let mut last_report: Option<Instant> = None;
@@ -149,30 +195,27 @@ fn write_lines(queue: &'static Queue) {
             && (state.lines.is_empty() || last_report.is_none_or(|at| at.elapsed() >= REPORT_EVERY));
         if report {
             let lines = std::mem::take(&mut state.dropped);
-            state.writing = true;
+            state.reporting = true;
             drop(state);
             last_report = Some(Instant::now());
             // In the log's own format; written directly (WRITER).
-            tracing::warn!(
-                lines,
-                "log lines dropped here: stderr did not take them fast enough"
-            );
+            tracing::warn!(lines, "log lines dropped: stderr did not take them fast enough");
             state = queue.lock();
-            state.writing = false;
+            state.reporting = false;
+            queue.progress.notify_all();
             continue;
         }
         match state.lines.pop_front() {
             Some(line) => {
                 state.bytes -= line.len();
-                state.writing = true;
                 drop(state);
                 // Errors (EPIPE: the reader is gone) cost the line, nothing more.
                 let _ = std::io::stderr().write_all(&line);
                 state = queue.lock();
-                state.writing = false;
+                state.done += 1;
+                queue.progress.notify_all();
             }
             None => {
-                queue.idle.notify_all();
                 state = queue
                     .queued
                     .wait_timeout(state, REPORT_EVERY)
@@ -183,13 +226,13 @@ fn write_lines(queue: &'static Queue) {
 }
 
 /// Queues `line` ([`Queue::push`] within [`QUEUE_LINES`] and
-/// [`QUEUE_BYTES`]); hands it back when there is no writer thread.
-fn enqueue(line: Vec<u8>) -> Result<(), Vec<u8>> {
+/// [`QUEUE_BYTES`]) and returns its number; hands it back when there is no
+/// writer thread.
+fn enqueue(line: Vec<u8>) -> Result<u64, Vec<u8>> {
     let Some(queue) = QUEUE.get() else {
         return Err(line);
     };
-    queue.push(line, QUEUE_LINES, QUEUE_BYTES);
-    Ok(())
+    Ok(queue.push(line, QUEUE_LINES, QUEUE_BYTES))
 }
 
 /// Writes `text` (a whole line or lines, newline included) to stderr after
@@ -202,26 +245,16 @@ pub fn say(text: &str) {
     }
 }
 
-/// Waits until every queued line (and any dropped-lines warning) is
-/// written, at most `timeout`. `false` if some were not (stderr stalled):
-/// they are lost when the process exits.
+/// Waits until the lines queued so far (and a dropped-lines warning
+/// due after them) are written, at most `timeout`; lines queued meanwhile
+/// are not waited for. `false` if some were not (stderr stalled): they
+/// are lost when the process exits.
 pub fn flush(timeout: Duration) -> bool {
     let Some(queue) = QUEUE.get() else {
         return true;
     };
-    let deadline = Instant::now() + timeout;
-    let mut state = queue.lock();
-    while !state.lines.is_empty() || state.writing || state.dropped > 0 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        state = queue
-            .idle
-            .wait_timeout(state, left)
-            .map_or_else(|e| e.into_inner().0, |(state, _)| state);
-    }
-    true
+    let last = queue.lock().queued;
+    queue.wait(last, true, timeout)
 }
 
 /// tracing's writer for the node's log: one [`Line`] per event, queued
@@ -301,5 +334,17 @@ mod tests {
         assert_eq!(queued(&queue), ["z".repeat(40)], "a line larger than the bound");
         assert_eq!(queue.lock().bytes, 40);
         assert_eq!(queue.lock().dropped, 4);
+    }
+
+    #[test]
+    fn a_dropped_line_counts_as_done_and_a_queued_one_is_waited_for() {
+        let queue = Queue::new();
+        let first = queue.push(b"first\n".to_vec(), 1, 1024);
+        let second = queue.push(b"second\n".to_vec(), 1, 1024);
+        assert!(queue.wait(first, false, Duration::ZERO), "dropped for the second");
+        assert!(
+            !queue.wait(second, false, Duration::from_millis(20)),
+            "no writer here"
+        );
     }
 }

@@ -26,11 +26,12 @@ const DEFAULT_SNAPSHOT_INTERVAL: u64 = 10_000;
 /// The node's own log: `PYLON_LOG` (tracing's filter syntax; `default`
 /// when unset) and `PYLON_LOG_FORMAT` (`text`, the default, or `json`), on
 /// stderr through [`crate::logging`]. A value neither takes is said in a
-/// warning and the default used.
+/// warning and the default used; an empty `PYLON_LOG` is the default.
 fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
     let mut refused = Vec::new();
     let filter = match std::env::var("PYLON_LOG") {
+        Ok(value) if value.trim().is_empty() => EnvFilter::new(default),
         Ok(value) => EnvFilter::try_new(&value).unwrap_or_else(|e| {
             refused.push(format!(
                 "PYLON_LOG={value:?} is not a filter ({e}); using {default:?}"
@@ -43,7 +44,7 @@ fn init_logging(default: &str) {
             EnvFilter::new(default)
         }
     };
-    // The dropped-lines warning, whatever PYLON_LOG keeps.
+    // The dropped-lines warning and the ones below, whatever PYLON_LOG keeps.
     let filter = match "pylon::logging=warn".parse() {
         Ok(directive) => filter.add_directive(directive),
         Err(_) => filter,
@@ -82,7 +83,7 @@ fn init_logging(default: &str) {
         builder.init();
     }
     for problem in refused {
-        tracing::warn!("{problem}");
+        tracing::warn!(target: "pylon::logging", "{problem}");
     }
 }
 

@@ -1238,7 +1238,7 @@ async fn a_node_whose_stderr_stalls_keeps_its_last_log_lines_and_says_how_many_i
     assert_eq!(exited.code(), Some(0));
     let log = String::from_utf8_lossy(&read.await.expect("reader").expect("read")).into_owned();
     let gap = log
-        .find("log lines dropped here")
+        .find("log lines dropped")
         .expect("a warning where lines went missing");
     let stopped = log.rfind("data plane stopped").expect("the node's last line");
     assert!(gap < stopped, "the oldest lines make room, not the last ones");
